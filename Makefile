@@ -1,0 +1,53 @@
+# apikeyd — the two commands a new user runs: `make run` and `make test`.
+SHELL := /bin/bash
+SWIFT ?= swift
+DATA_DIR ?= ./data
+VENV := .venv
+SYSTEM_PACKAGES := libprotobuf-c-dev protobuf-c-compiler libssl-dev libsqlite3-dev pkg-config
+
+.PHONY: run test deps interop-env codegen codegen-check build clean
+
+## Run the server on 127.0.0.1:7411 with its data in $(DATA_DIR).
+run: deps
+	$(SWIFT) build -c release --product apikeyd
+	$$($(SWIFT) build -c release --show-bin-path)/apikeyd --data-dir $(DATA_DIR)
+
+## Run every test: generated-code check, then the Swift suites (with the protobuf interop check).
+test: deps interop-env codegen-check
+	$(SWIFT) build --build-tests
+	APIKEYS_INTEROP_PYTHON=$(CURDIR)/$(VENV)/bin/python $(SWIFT) test --skip-build
+
+## Install the system packages the build and tests need, when missing.
+deps:
+	@missing=""; for p in $(SYSTEM_PACKAGES); do \
+	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "install ok installed" || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" != 0 ]; then \
+	    echo "apikeyd needs these Debian packages:$$missing"; \
+	    echo "run as root, or: sudo apt-get update && sudo apt-get install -y$$missing"; exit 1; \
+	  fi; \
+	  echo "installing:$$missing"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq$$missing >/dev/null; \
+	fi
+
+## A Python virtualenv with the official protobuf runtime and protoc, for the interop tests.
+interop-env: $(VENV)/.ready
+$(VENV)/.ready:
+	python3 -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet protobuf grpcio-tools
+	touch $@
+
+## Regenerate Sources/CAPIKeysProto from proto/ (protoc-c).
+codegen: deps
+	codegen/generate.sh
+
+## Fail when Sources/CAPIKeysProto is stale.
+codegen-check: deps
+	codegen/generate.sh --check
+
+build: deps
+	$(SWIFT) build
+
+clean:
+	rm -rf .build $(VENV)

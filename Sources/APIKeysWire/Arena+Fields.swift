@@ -1,0 +1,104 @@
+internal import CProtobufC
+
+/// Reading fields out of unpacked C messages into Swift values.
+extension Arena {
+    /// The string at `pointer`, checked for valid UTF-8 and for a NUL that C would have cut it at.
+    func string(_ pointer: UnsafeMutablePointer<CChar>?, field: String, of message: String) throws -> String {
+        guard let pointer else { return "" }
+        // A block from this arena is a string protobuf-c unpacked: its size is the length plus NUL.
+        // Anything else is protobuf-c's shared empty default.
+        guard let size = allocatedSize(of: pointer) else { return "" }
+        let bytes = UnsafeRawBufferPointer(start: pointer, count: size - 1)
+        if bytes.contains(0) { throw WireError.nulInString(message: message, field: field) }
+        guard let value = String(validating: bytes, as: UTF8.self) else {
+            throw WireError.invalidUTF8(message: message, field: field)
+        }
+        return value
+    }
+
+    /// A repeated string field.
+    func strings(
+        _ pointer: UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>?,
+        count: Int, field: String, of message: String
+    ) throws -> [String] {
+        guard let pointer, count > 0 else { return [] }
+        return try UnsafeBufferPointer(start: pointer, count: count).map {
+            try string($0, field: field, of: message)
+        }
+    }
+
+    /// A bytes field.
+    func bytes(_ data: ProtobufCBinaryData) -> [UInt8] {
+        guard data.len > 0, let base = data.data else { return [] }
+        return Array(UnsafeBufferPointer(start: base, count: data.len))
+    }
+
+    /// A singular message field; an absent one reads as the default value, as in proto3.
+    func message<M: WireMessage, C>(_ pointer: UnsafeMutablePointer<C>?) throws -> M {
+        guard let pointer else { return M() }
+        return try M.codec.read(UnsafeRawPointer(pointer), self)
+    }
+
+    /// A repeated message field.
+    func messages<M: WireMessage, C>(_ pointer: UnsafeMutablePointer<UnsafeMutablePointer<C>?>?, count: Int) throws -> [M] {
+        guard let pointer, count > 0 else { return [] }
+        return try UnsafeBufferPointer(start: pointer, count: count).map { try message($0) }
+    }
+}
+
+/// Writing Swift values into C messages to pack.
+extension Arena {
+    /// A NUL-terminated copy of `value`; protobuf-c cannot carry a NUL inside a string.
+    func cString(_ value: String, field: String, of message: String) throws -> UnsafeMutablePointer<CChar> {
+        var value = value
+        return try value.withUTF8 { utf8 in
+            if utf8.contains(0) { throw WireError.nulInString(message: message, field: field) }
+            let block = allocate(utf8.count + 1)
+            block.copyMemory(from: utf8.baseAddress!, byteCount: utf8.count)
+            block.storeBytes(of: 0, toByteOffset: utf8.count, as: UInt8.self)
+            return block.assumingMemoryBound(to: CChar.self)
+        }
+    }
+
+    /// A repeated string field as protobuf-c's count and array.
+    func cStrings(_ values: [String], field: String, of message: String)
+        throws -> (Int, UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>?)
+    {
+        guard !values.isEmpty else { return (0, nil) }
+        let array = pointerArray(of: CChar.self, count: values.count)
+        for (index, value) in values.enumerated() {
+            array[index] = try cString(value, field: field, of: message)
+        }
+        return (values.count, array)
+    }
+
+    /// A bytes field.
+    func binary(_ value: [UInt8]) -> ProtobufCBinaryData {
+        guard !value.isEmpty else { return ProtobufCBinaryData(len: 0, data: nil) }
+        let block = allocate(value.count)
+        value.withUnsafeBytes { block.copyMemory(from: $0.baseAddress!, byteCount: $0.count) }
+        return ProtobufCBinaryData(len: value.count, data: block.assumingMemoryBound(to: UInt8.self))
+    }
+
+    /// A C message struct of type `C`, initialised and filled from `value`.
+    func make<M: WireMessage, C>(_ value: M, as type: C.Type) throws -> UnsafeMutablePointer<C> {
+        try M.codec.make(value, self).assumingMemoryBound(to: C.self)
+    }
+
+    /// A repeated message field as protobuf-c's count and array of struct pointers.
+    func makeArray<M: WireMessage, C>(_ values: [M], as type: C.Type)
+        throws -> (Int, UnsafeMutablePointer<UnsafeMutablePointer<C>?>?)
+    {
+        guard !values.isEmpty else { return (0, nil) }
+        let array = pointerArray(of: C.self, count: values.count)
+        for (index, value) in values.enumerated() {
+            array[index] = try make(value, as: C.self)
+        }
+        return (values.count, array)
+    }
+
+    private func pointerArray<T>(of: T.Type, count: Int) -> UnsafeMutablePointer<UnsafeMutablePointer<T>?> {
+        let stride = MemoryLayout<UnsafeMutablePointer<T>?>.stride
+        return allocate(stride * count).bindMemory(to: UnsafeMutablePointer<T>?.self, capacity: count)
+    }
+}

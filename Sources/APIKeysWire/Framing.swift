@@ -1,0 +1,97 @@
+public import NIOCore
+
+/// The frame rules of the contract: `[4-byte big-endian length N][N bytes of an Envelope]`, 1 <= N <= max.
+public enum Framing {
+    /// Bytes of the length prefix.
+    public static let headerSize = 4
+    /// Default maximum for frames the server reads.
+    public static let defaultServerMaxFrameSize = 64 * 1024
+    /// Default maximum for frames a client reads.
+    public static let defaultClientMaxFrameSize = 4 * 1024 * 1024
+
+    /// Appends `envelope` to `buffer` as one frame.
+    public static func write(_ envelope: Envelope, to buffer: inout ByteBuffer) throws {
+        let bytes = try envelope.serializedBytes()
+        buffer.writeInteger(UInt32(bytes.count), endianness: .big)
+        buffer.writeBytes(bytes)
+    }
+}
+
+/// A frame that breaks the rules; the receiver closes the connection.
+public enum FramingError: Error, Hashable, Sendable, CustomStringConvertible {
+    /// A length prefix of 0.
+    case emptyFrame
+    /// A length prefix above the receiver's maximum.
+    case frameTooLarge(length: Int, limit: Int)
+    /// The frame's bytes are not an Envelope.
+    case malformedEnvelope(WireError)
+
+    public var description: String {
+        switch self {
+        case .emptyFrame: "frame length 0"
+        case .frameTooLarge(let length, let limit): "frame of \(length) bytes exceeds the limit of \(limit)"
+        case .malformedEnvelope(let error): "bad envelope: \(error)"
+        }
+    }
+}
+
+/// Splits a byte stream into frame bodies, checking the length before buffering the body.
+///
+/// Use it as `ByteToMessageHandler(FrameDecoder(maxFrameSize: ...))`; it emits one `ByteBuffer`
+/// per frame (the body, without the prefix) and throws ``FramingError`` on a bad length.
+public struct FrameDecoder: ByteToMessageDecoder {
+    public typealias InboundOut = ByteBuffer
+
+    public let maxFrameSize: Int
+
+    public init(maxFrameSize: Int) {
+        self.maxFrameSize = maxFrameSize
+    }
+
+    public mutating func decode(context: ChannelHandlerContext, buffer: inout ByteBuffer) throws -> DecodingState {
+        guard let body = try Self.nextFrame(in: &buffer, maxFrameSize: maxFrameSize) else { return .needMoreData }
+        context.fireChannelRead(Self.wrapInboundOut(body))
+        return .continue
+    }
+
+    public mutating func decodeLast(context: ChannelHandlerContext, buffer: inout ByteBuffer, seenEOF: Bool) throws
+        -> DecodingState
+    {
+        try decode(context: context, buffer: &buffer)
+    }
+
+    /// Takes the next complete frame body out of `buffer`, or returns nil (consuming nothing) if
+    /// it is not all there yet. Throws on a length of 0 or above `maxFrameSize`.
+    public static func nextFrame(in buffer: inout ByteBuffer, maxFrameSize: Int) throws -> ByteBuffer? {
+        guard let length = buffer.getInteger(at: buffer.readerIndex, endianness: .big, as: UInt32.self) else {
+            return nil
+        }
+        guard length > 0 else { throw FramingError.emptyFrame }
+        guard length <= maxFrameSize else { throw FramingError.frameTooLarge(length: Int(length), limit: maxFrameSize) }
+        guard buffer.readableBytes >= Framing.headerSize + Int(length) else { return nil }
+        buffer.moveReaderIndex(forwardBy: Framing.headerSize)
+        return buffer.readSlice(length: Int(length))
+    }
+}
+
+/// Writes each outbound ``Envelope`` as one frame.
+public struct EnvelopeFrameEncoder: MessageToByteEncoder {
+    public typealias OutboundIn = Envelope
+
+    public init() {}
+
+    public func encode(data: Envelope, out: inout ByteBuffer) throws {
+        try Framing.write(data, to: &out)
+    }
+}
+
+extension Envelope {
+    /// Decodes an envelope from a frame body.
+    public init(frame: ByteBuffer) throws {
+        do {
+            self = try frame.withUnsafeReadableBytes { try Envelope(serializedBytes: $0) }
+        } catch let error as WireError {
+            throw FramingError.malformedEnvelope(error)
+        }
+    }
+}

@@ -1,0 +1,49 @@
+import APIKeysWire
+
+/// Sample values of every message type, with the edge cases the contract cares about.
+enum Fixtures {
+    static let unicode = "clé Ünïcødé ✓ 鍵 🔑"
+    static let apiKey = ApiKey(
+        id: "key_0123456789abcdef", name: unicode, hint: "dbm_AbC1…", permissions: ["jobs:read", "vault:read"],
+        enabled: true, createdAtMS: 1_700_000_000_000, updatedAtMS: 1_700_000_000_001,
+        expiresAtMS: 1_900_000_000_000, lastUsedAtMS: -1, rotatedAtMS: Int64.max)
+    static let auditEvent = AuditEvent(
+        seq: UInt64.max, atMS: 1_700_000_000_123, action: "api.request", trigger: "api", keyID: "key_1",
+        keyName: "ci", actor: "", detail: "", decision: .deny, reason: .missingPermission,
+        permissions: ["jobs:write"], resource: "POST /api/jobs/42/run", clientAddress: "10.0.0.7")
+
+    /// Every message type, each as a few values; the round-trip and fuzz tests run over all of them.
+    static let all: [any WireMessage] = [
+        Envelope(),
+        Envelope(
+            callID: UInt64.max, method: Method.createKey.rawValue, payload: [0, 1, 0, 255, 0],
+            status: .unauthenticated, statusMessage: unicode,
+            metadata: ["authorization": "Bearer abc", "x-empty": ""], timeoutMS: 1500),
+        ApiKey(), apiKey,
+        CreateKeyRequest(), CreateKeyRequest(name: unicode, permissions: ["jobs:read"], expiresAtMS: 42),
+        CreateKeyResponse(), CreateKeyResponse(key: apiKey, secret: "dbm_secret"),
+        GetKeyRequest(), GetKeyRequest(id: "key_1"), GetKeyResponse(key: apiKey),
+        ListKeysRequest(), ListKeysRequest(pageSize: UInt32.max, pageToken: "tok"),
+        ListKeysResponse(), ListKeysResponse(keys: Array(repeating: apiKey, count: 300), nextPageToken: "next"),
+        PermissionSet(), PermissionSet(names: ["a", ""]),
+        UpdateKeyRequest(), UpdateKeyRequest(id: "key_1"),
+        UpdateKeyRequest(id: "key_1", name: "", expiresAtMS: 0, permissions: PermissionSet()),
+        UpdateKeyRequest(id: "key_1", name: "new", expiresAtMS: 5, permissions: PermissionSet(names: ["jobs:read"])),
+        UpdateKeyResponse(key: apiKey),
+        SetKeyEnabledRequest(), SetKeyEnabledRequest(id: "k", enabled: true), SetKeyEnabledResponse(key: apiKey),
+        RotateKeyRequest(id: "k"), RotateKeyResponse(), RotateKeyResponse(key: apiKey, secret: "s"),
+        DeleteKeyRequest(id: "k"), DeleteKeyResponse(),
+        ListPermissionsRequest(), ListPermissionsResponse(),
+        ListPermissionsResponse(permissions: [Permission(name: "jobs:read", description: "Read jobs")]),
+        Permission(), ListAuditEventsRequest(),
+        ListAuditEventsRequest(keyID: "k", action: "key.created", sinceMS: -5, untilMS: 9, pageSize: 10, pageToken: "t"),
+        ListAuditEventsResponse(), ListAuditEventsResponse(events: [auditEvent, AuditEvent()], nextPageToken: "n"),
+        AuditEvent(), auditEvent,
+        AuditEvent(decision: .unrecognized(77), reason: .unrecognized(-3)),
+        CheckRequest(), CheckRequest(key: "Bearer dbm_x", permissions: Array(repeating: "jobs:read", count: 10_000),
+                                     resource: "GET /", clientAddress: "::1"),
+        CheckResponse(),
+        CheckResponse(decision: .deny, reason: .missingPermission, httpStatus: 403, keyID: "k", keyName: unicode,
+                      missingPermissions: ["vault:read"], expiresAtMS: 3),
+    ]
+}

@@ -1,0 +1,69 @@
+import APIKeysWire
+import Foundation
+import Testing
+
+/// Bytes written by this layer are read by the official protobuf runtime (Python) to the same
+/// values, and the reverse. `make test` provides the Python with `protobuf` and `grpcio-tools`
+/// through APIKEYS_INTEROP_PYTHON; see Tests/interop/wire_interop.py for the other half.
+@Suite(.enabled(if: ProcessInfo.processInfo.environment["APIKEYS_INTEROP_PYTHON"] != nil))
+struct InteropTests {
+    static let unicode = Fixtures.unicode
+
+    /// Must match `fixtures()` in Tests/interop/wire_interop.py.
+    static let fixtures: [(String, any WireMessage)] = [
+        ("envelope", Envelope(
+            callID: UInt64.max, method: Method.createKey.rawValue, payload: [0, 1, 0, 255, 0],
+            status: .unauthenticated, statusMessage: unicode,
+            metadata: ["authorization": "Bearer abc", "x-empty": ""], timeoutMS: 1500)),
+        ("create_request", CreateKeyRequest(
+            name: unicode, permissions: ["jobs:read", "storage:write"], expiresAtMS: 1_900_000_000_000)),
+        ("create_response", CreateKeyResponse(key: Fixtures.apiKey, secret: "dbm_secret")),
+        ("update_bare", UpdateKeyRequest(id: "key_1")),
+        ("update_zero", UpdateKeyRequest(id: "key_1", name: "", expiresAtMS: 0, permissions: PermissionSet())),
+        ("update_full", UpdateKeyRequest(
+            id: "key_1", name: "renamed", expiresAtMS: 5, permissions: PermissionSet(names: ["jobs:read"]))),
+        ("check_request", CheckRequest(
+            key: "Bearer dbm_x", permissions: ["jobs:read", "jobs:write"], resource: "POST /api/jobs/42/run",
+            clientAddress: "::1")),
+        ("check_response", CheckResponse(
+            decision: .deny, reason: .missingPermission, httpStatus: 403, keyID: "k", keyName: unicode,
+            missingPermissions: ["vault:read"], expiresAtMS: 3)),
+        ("audit_event", Fixtures.auditEvent),
+    ]
+
+    @Test func officialRuntimeAgreesBothWays() throws {
+        let python = ProcessInfo.processInfo.environment["APIKEYS_INTEROP_PYTHON"]!
+        let repo = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .deletingLastPathComponent()
+        let work = FileManager.default.temporaryDirectory.appendingPathComponent("apikeys-interop-\(UUID())")
+        try FileManager.default.createDirectory(at: work, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: work) }
+
+        for (name, message) in Self.fixtures {
+            try Data(message.serializedBytes()).write(to: work.appendingPathComponent("\(name).swift.bin"))
+        }
+
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: python)
+        process.arguments = [
+            repo.appendingPathComponent("Tests/interop/wire_interop.py").path,
+            repo.appendingPathComponent("proto").path, work.path,
+        ]
+        let output = Pipe()
+        process.standardOutput = output
+        process.standardError = output
+        try process.run()
+        let text = String(decoding: output.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        process.waitUntilExit()
+        #expect(process.terminationStatus == 0, "\(text)")
+
+        for (name, message) in Self.fixtures {
+            let bytes = try Data(contentsOf: work.appendingPathComponent("\(name).python.bin"))
+            try expectDecodes(Array(bytes), as: message, name: name)
+        }
+    }
+
+    private func expectDecodes<M: WireMessage>(_ bytes: [UInt8], as expected: M, name: String) throws {
+        #expect(try M(serializedBytes: bytes) == expected, "\(name)")
+    }
+}

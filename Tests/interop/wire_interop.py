@@ -1,0 +1,82 @@
+"""Cross-checks the Swift wire layer against the official protobuf runtime.
+
+Usage: wire_interop.py PROTO_DIR WORK_DIR
+
+Compiles PROTO_DIR with the official protoc (grpcio-tools), then for every fixture below:
+reads WORK_DIR/NAME.swift.bin (written by the Swift test), checks that the official runtime
+parses it to exactly the expected message (field presence included), and writes the expected
+message as serialized by the official runtime to WORK_DIR/NAME.python.bin for the Swift side
+to check in turn. The fixture values must match InteropTests.swift.
+"""
+import glob
+import os
+import sys
+
+from grpc_tools import protoc
+
+
+def compile_protos(proto_dir, out_dir):
+    os.makedirs(out_dir, exist_ok=True)
+    files = sorted(glob.glob(os.path.join(proto_dir, "apikeys", "v1", "*.proto")))
+    args = ["protoc", f"-I{proto_dir}", f"--python_out={out_dir}", *files]
+    if protoc.main(args) != 0:
+        sys.exit("interop: protoc failed on proto/")
+    sys.path.insert(0, out_dir)
+
+
+def fixtures():
+    from apikeys.v1 import authorize_pb2 as az
+    from apikeys.v1 import envelope_pb2 as env
+    from apikeys.v1 import keyadmin_pb2 as ka
+
+    unicode = "clé Ünïcødé ✓ 鍵 🔑"
+    key = ka.ApiKey(
+        id="key_0123456789abcdef", name=unicode, hint="dbm_AbC1…", permissions=["jobs:read", "vault:read"],
+        enabled=True, created_at_ms=1_700_000_000_000, updated_at_ms=1_700_000_000_001,
+        expires_at_ms=1_900_000_000_000, last_used_at_ms=-1, rotated_at_ms=2**63 - 1)
+    return {
+        "envelope": env.Envelope(
+            call_id=2**64 - 1, method="/apikeys.v1.KeyAdmin/CreateKey", payload=b"\x00\x01\x00\xff\x00",
+            status=16, status_message=unicode, metadata={"authorization": "Bearer abc", "x-empty": ""},
+            timeout_ms=1500),
+        "create_request": ka.CreateKeyRequest(name=unicode, permissions=["jobs:read", "storage:write"],
+                                              expires_at_ms=1_900_000_000_000),
+        "create_response": ka.CreateKeyResponse(key=key, secret="dbm_secret"),
+        "update_bare": ka.UpdateKeyRequest(id="key_1"),
+        "update_zero": ka.UpdateKeyRequest(id="key_1", name="", expires_at_ms=0,
+                                           permissions=ka.PermissionSet(names=[])),
+        "update_full": ka.UpdateKeyRequest(id="key_1", name="renamed", expires_at_ms=5,
+                                           permissions=ka.PermissionSet(names=["jobs:read"])),
+        "check_request": az.CheckRequest(key="Bearer dbm_x", permissions=["jobs:read", "jobs:write"],
+                                         resource="POST /api/jobs/42/run", client_address="::1"),
+        "check_response": az.CheckResponse(decision=az.DENY, reason=az.MISSING_PERMISSION, http_status=403,
+                                           key_id="k", key_name=unicode, missing_permissions=["vault:read"],
+                                           expires_at_ms=3),
+        "audit_event": ka.AuditEvent(
+            seq=2**64 - 1, at_ms=1_700_000_000_123, action="api.request", trigger="api", key_id="key_1",
+            key_name="ci", decision=az.DENY, reason=az.MISSING_PERMISSION, permissions=["jobs:write"],
+            resource="POST /api/jobs/42/run", client_address="10.0.0.7"),
+    }
+
+
+def main():
+    proto_dir, work = sys.argv[1], sys.argv[2]
+    compile_protos(proto_dir, os.path.join(work, "python"))
+    failures = []
+    expected_all = fixtures()
+    for name, expected in expected_all.items():
+        with open(os.path.join(work, f"{name}.swift.bin"), "rb") as f:
+            data = f.read()
+        parsed = type(expected)()
+        parsed.ParseFromString(data)
+        if parsed != expected:
+            failures.append(f"{name}: parsed {parsed} but expected {expected}")
+        with open(os.path.join(work, f"{name}.python.bin"), "wb") as f:
+            f.write(expected.SerializeToString())
+    if failures:
+        sys.exit("interop: official runtime read different values:\n" + "\n".join(failures))
+    print(f"interop: {len(expected_all)} messages read by the official runtime as written")
+
+
+if __name__ == "__main__":
+    main()
