@@ -9,6 +9,8 @@ let package = Package(
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-nio", from: "2.101.2"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
     ],
     targets: [
         // System libraries, reached through C interop.
@@ -39,6 +41,27 @@ let package = Package(
                 .product(name: "NIOCore", package: "swift-nio"),
             ]
         ),
+        // The key domain: secrets, permissions, rules, decisions, audit events. No I/O.
+        .target(name: "APIKeysCore", dependencies: ["COpenSSLCrypto"]),
+        // SQLite persistence, the in-memory check index, the batched audit writer.
+        .target(
+            name: "APIKeysStore",
+            dependencies: [
+                "APIKeysCore",
+                "CSQLite",
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
+        // Benchmarks (commands, not tests).
+        .executableTarget(
+            name: "apikeyd-bench",
+            dependencies: [
+                "APIKeysCore",
+                "APIKeysStore",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ]
+        ),
+
         .testTarget(
             name: "APIKeysWireTests",
             dependencies: [
@@ -47,6 +70,8 @@ let package = Package(
                 .product(name: "NIOEmbedded", package: "swift-nio"),
             ]
         ),
+        .testTarget(name: "APIKeysCoreTests", dependencies: ["APIKeysCore"]),
+        .testTarget(name: "APIKeysStoreTests", dependencies: ["APIKeysStore", "APIKeysCore"]),
     ],
     swiftLanguageModes: [.v6]
 )

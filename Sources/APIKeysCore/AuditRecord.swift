@@ -1,0 +1,79 @@
+/// What an audit event records.
+public enum AuditAction: String, Sendable, Hashable, CaseIterable {
+    case keyCreated = "key.created"
+    /// Name or expiry changed.
+    case keyUpdated = "key.updated"
+    case keyPermissionsChanged = "key.permissions_changed"
+    case keyEnabled = "key.enabled"
+    case keyDisabled = "key.disabled"
+    case keyRotated = "key.rotated"
+    case keyDeleted = "key.deleted"
+    /// A check of a well-formed key.
+    case apiRequest = "api.request"
+
+    /// `api` for checks, `admin` for everything else.
+    public var trigger: AuditTrigger { self == .apiRequest ? .api : .admin }
+}
+
+/// Who caused an audit event.
+public enum AuditTrigger: String, Sendable, Hashable {
+    case admin
+    case api
+}
+
+/// One entry of the audit trail.
+public struct AuditRecord: Sendable, Hashable {
+    /// Increases in the order events happened.
+    public var seq: UInt64
+    public var atMS: Int64
+    public var action: AuditAction
+    public var keyID: String
+    public var keyName: String
+    /// Admin actions: who did it.
+    public var actor: String
+    /// Admin actions: what changed, in words.
+    public var detail: String
+    /// api.request: nil = allowed.
+    public var denial: Denial?
+    /// api.request: the permissions asked for; key.created / key.permissions_changed: the new set.
+    public var permissions: [String]
+    public var resource: String
+    public var clientAddress: String
+
+    public init(
+        seq: UInt64 = 0, atMS: Int64, action: AuditAction, keyID: String, keyName: String, actor: String = "",
+        detail: String = "", denial: Denial? = nil, permissions: [String] = [], resource: String = "",
+        clientAddress: String = ""
+    ) {
+        self.seq = seq
+        self.atMS = atMS
+        self.action = action
+        self.keyID = keyID
+        self.keyName = keyName
+        self.actor = actor
+        self.detail = detail
+        self.denial = denial
+        self.permissions = permissions
+        self.resource = resource
+        self.clientAddress = clientAddress
+    }
+
+    public var trigger: AuditTrigger { action.trigger }
+}
+
+/// Which audit events to list; every filter is optional.
+public struct AuditQuery: Sendable, Hashable {
+    public var keyID: String?
+    public var action: AuditAction?
+    /// At or after.
+    public var sinceMS: Int64?
+    /// Before.
+    public var untilMS: Int64?
+
+    public init(keyID: String? = nil, action: AuditAction? = nil, sinceMS: Int64? = nil, untilMS: Int64? = nil) {
+        self.keyID = keyID
+        self.action = action
+        self.sinceMS = sinceMS
+        self.untilMS = untilMS
+    }
+}

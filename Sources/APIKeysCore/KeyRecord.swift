@@ -1,0 +1,63 @@
+/// An API key as stored: everything but the secret, of which only the hash is kept (elsewhere).
+public struct KeyRecord: Sendable, Hashable {
+    /// Stable public id, unchanged by rotation.
+    public var id: String
+    public var name: String
+    /// Identifies the secret in lists without revealing it.
+    public var hint: String
+    /// Granted permissions, in catalog order.
+    public var permissions: [String]
+    public var enabled: Bool
+    public var createdAtMS: Int64
+    public var updatedAtMS: Int64
+    /// nil = never expires.
+    public var expiresAtMS: Int64?
+    /// nil = never used.
+    public var lastUsedAtMS: Int64?
+    /// nil = never rotated.
+    public var rotatedAtMS: Int64?
+
+    public init(
+        id: String, name: String, hint: String, permissions: [String], enabled: Bool, createdAtMS: Int64,
+        updatedAtMS: Int64, expiresAtMS: Int64? = nil, lastUsedAtMS: Int64? = nil, rotatedAtMS: Int64? = nil
+    ) {
+        self.id = id
+        self.name = name
+        self.hint = hint
+        self.permissions = permissions
+        self.enabled = enabled
+        self.createdAtMS = createdAtMS
+        self.updatedAtMS = updatedAtMS
+        self.expiresAtMS = expiresAtMS
+        self.lastUsedAtMS = lastUsedAtMS
+        self.rotatedAtMS = rotatedAtMS
+    }
+
+    /// A new public key id: `key_` and 22 random base-62 characters.
+    public static func newID() -> String {
+        "key_" + SecureRandom.string(count: 22, alphabet: SecretFormat.alphabet)
+    }
+
+    /// What a check needs to know about this key.
+    public var checkState: KeyCheckState {
+        KeyCheckState(
+            id: id, name: name, permissions: Set(permissions), enabled: enabled, expiresAtMS: expiresAtMS)
+    }
+}
+
+/// The part of a key that answers checks, held in memory.
+public struct KeyCheckState: Sendable, Hashable {
+    public var id: String
+    public var name: String
+    public var permissions: Set<String>
+    public var enabled: Bool
+    public var expiresAtMS: Int64?
+
+    public init(id: String, name: String, permissions: Set<String>, enabled: Bool, expiresAtMS: Int64?) {
+        self.id = id
+        self.name = name
+        self.permissions = permissions
+        self.enabled = enabled
+        self.expiresAtMS = expiresAtMS
+    }
+}

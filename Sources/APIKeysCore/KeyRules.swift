@@ -1,0 +1,35 @@
+/// The rules a key's settings must follow, each failing with a precise ``KeyError``.
+public enum KeyRules {
+    /// Longest name, in characters, after trimming.
+    public static let maxNameLength = 100
+
+    /// `name` trimmed of surrounding white space. It must then be 1–100 characters with no
+    /// control character (NUL included).
+    public static func validName(_ name: String) throws(KeyError) -> String {
+        let trimmed = name.trimmingWhitespace()
+        guard !trimmed.isEmpty else { throw .invalidName("must not be empty") }
+        guard trimmed.count <= maxNameLength else {
+            throw .invalidName("must be at most \(maxNameLength) characters, not \(trimmed.count)")
+        }
+        if let control = trimmed.unicodeScalars.first(where: { $0.properties.generalCategory == .control }) {
+            throw .invalidName("must not contain control character U+\(String(control.value, radix: 16, uppercase: true))")
+        }
+        return trimmed
+    }
+
+    /// An expiry as stored: nil for 0 (never), else it must be later than `nowMS`.
+    public static func validExpiry(_ expiresAtMS: Int64, nowMS: Int64) throws(KeyError) -> Int64? {
+        if expiresAtMS == 0 { return nil }
+        guard expiresAtMS > nowMS else { throw .expiryNotInFuture(expiresAtMS: expiresAtMS, nowMS: nowMS) }
+        return expiresAtMS
+    }
+}
+
+extension String {
+    func trimmingWhitespace() -> String {
+        let scalars = unicodeScalars
+        guard let first = scalars.firstIndex(where: { !$0.properties.isWhitespace }) else { return "" }
+        let last = scalars.lastIndex(where: { !$0.properties.isWhitespace })!
+        return String(scalars[first...last])
+    }
+}

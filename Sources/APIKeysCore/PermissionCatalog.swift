@@ -1,0 +1,68 @@
+/// The permissions a key can be granted. A name not in the catalog can never be granted.
+/// There is no wildcard, no inheritance and no super-admin: a key holds exactly what it was given.
+public struct PermissionCatalog: Sendable, Hashable {
+    /// A permission and the one line that says what it allows.
+    public struct Entry: Sendable, Hashable {
+        public let name: String
+        public let description: String
+
+        public init(name: String, description: String) {
+            self.name = name
+            self.description = description
+        }
+    }
+
+    /// In the order they are listed.
+    public let entries: [Entry]
+    private let names: Set<String>
+
+    /// A catalog of `entries`. Throws ``KeyError/invalidCatalog(_:)`` for an empty catalog, a
+    /// duplicate, or a name that is not of the form `[a-z0-9_.-]+(:[a-z0-9_.-]+)*`.
+    public init(_ entries: [Entry]) throws(KeyError) {
+        guard !entries.isEmpty else { throw .invalidCatalog("the catalog has no permission") }
+        var seen = Set<String>()
+        for entry in entries {
+            guard Self.isWellFormed(entry.name) else {
+                throw .invalidCatalog("permission name \"\(entry.name)\" is not of the form area:action")
+            }
+            guard seen.insert(entry.name).inserted else {
+                throw .invalidCatalog("permission \"\(entry.name)\" is listed twice")
+            }
+        }
+        self.entries = entries
+        self.names = seen
+    }
+
+    /// Whether `name` is in the catalog.
+    public func contains(_ name: String) -> Bool { names.contains(name) }
+
+    /// `names` deduplicated and in catalog order. Throws ``KeyError/noPermissions`` for an empty
+    /// list and ``KeyError/unknownPermission(_:)`` for the first name the catalog lacks.
+    public func validate(_ requested: [String]) throws(KeyError) -> [String] {
+        guard !requested.isEmpty else { throw .noPermissions }
+        for name in requested where !names.contains(name) { throw .unknownPermission(name) }
+        let wanted = Set(requested)
+        return entries.map(\.name).filter { wanted.contains($0) }
+    }
+
+    private static func isWellFormed(_ name: String) -> Bool {
+        !name.isEmpty && name.count <= 64
+            && name.split(separator: ":", omittingEmptySubsequences: false).allSatisfy { part in
+                !part.isEmpty && part.unicodeScalars.allSatisfy { ("a"..."z").contains($0) || ("0"..."9").contains($0) || "_.-".unicodeScalars.contains($0) }
+            }
+    }
+
+    /// The ten permissions of the contract.
+    public static let standard = try! PermissionCatalog([
+        Entry(name: "jobs:read", description: "List and read jobs and their configuration"),
+        Entry(name: "jobs:write", description: "Create, change and delete jobs"),
+        Entry(name: "jobs:execute", description: "Run jobs on demand"),
+        Entry(name: "history:read", description: "Read the run history of jobs"),
+        Entry(name: "sources:read", description: "List and read data sources"),
+        Entry(name: "destinations:read", description: "List and read backup destinations"),
+        Entry(name: "storage:read", description: "List and download stored backups"),
+        Entry(name: "storage:write", description: "Upload and delete stored backups"),
+        Entry(name: "notifications:read", description: "Read notification settings and history"),
+        Entry(name: "vault:read", description: "Read secrets from the vault"),
+    ])
+}

@@ -1,0 +1,98 @@
+/// The format of API key secrets (PROTOCOL.md §5):
+/// `prefix + 40 base-62 characters + 6-character base-62 CRC-32 of (prefix + body)`.
+///
+/// ```swift
+/// let format = SecretFormat.standard           // prefix "dbm_"
+/// let secret = format.generate()               // "dbm_…" (50 characters)
+/// format.isWellFormed(secret)                  // true
+/// ```
+public struct SecretFormat: Sendable, Hashable {
+    /// Characters of random body.
+    public static let bodyLength = 40
+    /// Characters of check.
+    public static let checkLength = 6
+    /// Base-62 digits in order: 0-9, A-Z, a-z.
+    static let alphabet = Array("0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz".utf8)
+
+    /// The prefix every secret starts with, e.g. `dbm_`.
+    public let prefix: String
+    private let prefixBytes: [UInt8]
+
+    /// Secrets with `prefix`: 1–16 characters of ASCII letters, digits and `_`.
+    public init(prefix: String) throws(KeyError) {
+        let bytes = Array(prefix.utf8)
+        guard (1...16).contains(bytes.count),
+            bytes.allSatisfy({ Self.alphabet.contains($0) || $0 == UInt8(ascii: "_") })
+        else { throw .invalidCatalog("key prefix \"\(prefix)\" must be 1-16 characters of [0-9A-Za-z_]") }
+        self.prefix = prefix
+        self.prefixBytes = bytes
+    }
+
+    /// The default format, prefix `dbm_`.
+    public static let standard = try! SecretFormat(prefix: "dbm_")
+
+    /// Total characters of a secret.
+    public var length: Int { prefixBytes.count + Self.bodyLength + Self.checkLength }
+
+    /// A new secret with a body from OpenSSL's random source (> 238 bits).
+    public func generate() -> String {
+        let body = SecureRandom.string(count: Self.bodyLength, alphabet: Self.alphabet)
+        let head = prefix + body
+        return head + Self.checkDigits(head.utf8)
+    }
+
+    /// Whether `secret` has the right prefix, length, alphabet and check. Touches no storage.
+    public func isWellFormed(_ secret: String) -> Bool {
+        var secret = secret
+        return secret.withUTF8 { isWellFormed(bytes: UnsafeRawBufferPointer($0)) }
+    }
+
+    /// ``isWellFormed(_:)`` on raw bytes.
+    public func isWellFormed(bytes: UnsafeRawBufferPointer) -> Bool {
+        guard bytes.count == length, bytes.starts(with: prefixBytes) else { return false }
+        let headLength = prefixBytes.count + Self.bodyLength
+        for byte in bytes[prefixBytes.count...] where Self.digitValue(byte) == nil { return false }
+        let expected = Self.checkDigits(bytes[..<headLength])
+        return expected.utf8.elementsEqual(bytes[headLength...])
+    }
+
+    /// A display hint that identifies a secret without revealing it: the prefix and 4 characters.
+    public func hint(for secret: String) -> String {
+        String(secret.prefix(prefixBytes.count + 4)) + "…"
+    }
+
+    /// The CRC-32 of `bytes` as 6 base-62 digits, most significant first.
+    static func checkDigits(_ bytes: some Sequence<UInt8>) -> String {
+        var value = CRC32.checksum(bytes)
+        var digits = [UInt8](repeating: alphabet[0], count: checkLength)
+        for index in stride(from: checkLength - 1, through: 0, by: -1) {
+            digits[index] = alphabet[Int(value % 62)]
+            value /= 62
+        }
+        return String(decoding: digits, as: UTF8.self)
+    }
+
+    private static func digitValue(_ byte: UInt8) -> UInt8? {
+        switch byte {
+        case UInt8(ascii: "0")...UInt8(ascii: "9"): byte - UInt8(ascii: "0")
+        case UInt8(ascii: "A")...UInt8(ascii: "Z"): byte - UInt8(ascii: "A") + 10
+        case UInt8(ascii: "a")...UInt8(ascii: "z"): byte - UInt8(ascii: "a") + 36
+        default: nil
+        }
+    }
+}
+
+/// CRC-32 (IEEE 802.3, as zlib's `crc32`).
+enum CRC32 {
+    private static let table: [UInt32] = (0..<256).map { index in
+        var crc = UInt32(index)
+        for _ in 0..<8 { crc = crc & 1 == 1 ? 0xEDB8_8320 ^ (crc >> 1) : crc >> 1 }
+        return crc
+    }
+
+    static func checksum(_ bytes: some Sequence<UInt8>) -> UInt32 {
+        var crc: UInt32 = 0xFFFF_FFFF
+        for byte in bytes { crc = table[Int((crc ^ UInt32(byte)) & 0xFF)] ^ (crc >> 8) }
+        return crc ^ 0xFFFF_FFFF
+    }
+}

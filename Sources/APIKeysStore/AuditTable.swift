@@ -1,0 +1,52 @@
+import APIKeysCore
+
+/// SQL for the `audit_events` table.
+enum AuditTable {
+    static func insert(_ event: AuditRecord, in db: SQLiteConnection) throws {
+        try db.statement("""
+            INSERT INTO audit_events (seq, at_ms, action, key_id, key_name, actor, detail, denial, permissions,
+                                      resource, client_address)
+            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+            """).bind(
+                .integer(Int64(bitPattern: event.seq)), .integer(event.atMS), .text(event.action.rawValue),
+                .text(event.keyID), .text(event.keyName), .text(event.actor), .text(event.detail),
+                .optional(event.denial.map { Int64($0.rawValue) }), .text(Schema.encodePermissions(event.permissions)),
+                .text(event.resource), .text(event.clientAddress)
+            ).run()
+    }
+
+    /// Up to `limit` events matching `query` with seq below `beforeSeq`, newest first.
+    static func page(_ query: AuditQuery, beforeSeq: Int64, limit: Int, in db: SQLiteConnection) throws -> [AuditRecord] {
+        // One statement for every combination of filters: an absent filter binds NULL and matches all.
+        try db.statement("""
+            SELECT seq, at_ms, action, key_id, key_name, actor, detail, denial, permissions, resource, client_address
+            FROM audit_events
+            WHERE seq < ?1
+              AND (?2 IS NULL OR key_id = ?2)
+              AND (?3 IS NULL OR action = ?3)
+              AND (?4 IS NULL OR at_ms >= ?4)
+              AND (?5 IS NULL OR at_ms < ?5)
+            ORDER BY seq DESC LIMIT ?6
+            """).bind(
+                .integer(beforeSeq), query.keyID.map { .text($0) } ?? .null,
+                query.action.map { .text($0.rawValue) } ?? .null, .optional(query.sinceMS), .optional(query.untilMS),
+                .integer(Int64(limit))
+            ).rows { row in
+                guard let action = AuditAction(rawValue: row.text(2)) else {
+                    throw StoreError.corrupt(path: db.path, message: "audit event \(row.int64(0)) has action \"\(row.text(2))\"")
+                }
+                return AuditRecord(
+                    seq: UInt64(bitPattern: row.int64(0)), atMS: row.int64(1), action: action, keyID: row.text(3),
+                    keyName: row.text(4), actor: row.text(5), detail: row.text(6),
+                    denial: row.optionalInt64(7).flatMap { Denial(rawValue: Int($0)) },
+                    permissions: Schema.decodePermissions(row.text(8)), resource: row.text(9),
+                    clientAddress: row.text(10))
+            }
+    }
+
+    /// The highest seq recorded, 0 when there is none.
+    static func maxSeq(in db: SQLiteConnection) throws -> UInt64 {
+        let max = try db.statement("SELECT coalesce(max(seq), 0) FROM audit_events").firstRow { $0.int64(0) }
+        return UInt64(bitPattern: max ?? 0)
+    }
+}

@@ -1,0 +1,115 @@
+import APIKeysCore
+import Dispatch
+import Foundation
+import Logging
+import Synchronization
+
+/// Writes `api.request` events in batches on a thread of its own, with its own connection.
+///
+/// A check only appends to a bounded in-memory queue (never waits on the disk). The writer thread
+/// takes the whole queue every `flushInterval` (or as soon as `batchSize` events wait), inserts it
+/// in one transaction and raises the keys' last-used times in the same transaction. When the
+/// queue is full, ``enqueue(_:)`` refuses the event: the caller fails the check closed rather than
+/// answer a request it cannot audit. ``close()`` writes everything queued before returning.
+final class AuditWriter: Sendable {
+    private struct State {
+        var queue: [AuditRecord] = []
+        var enqueued = 0
+        var written = 0
+        var closing = false
+    }
+
+    let capacity: Int
+    private let batchSize: Int
+    private let flushInterval: DispatchTimeInterval
+    private let state = Mutex(State())
+    private let wake = DispatchSemaphore(value: 0)
+    private let finished = DispatchSemaphore(value: 0)
+    private let connection: SQLiteConnection
+    private let logger: Logger
+
+    init(
+        connection: SQLiteConnection, capacity: Int = 100_000, batchSize: Int = 1_000,
+        flushInterval: DispatchTimeInterval = .milliseconds(5), logger: Logger
+    ) {
+        self.connection = connection
+        self.capacity = capacity
+        self.batchSize = batchSize
+        self.flushInterval = flushInterval
+        self.logger = logger
+        let thread = Thread { [self] in run() }
+        thread.name = "apikeys-audit-writer"
+        thread.start()
+    }
+
+    /// Queues `event`; false when the queue is full or the writer is closing.
+    func enqueue(_ event: AuditRecord) -> Bool {
+        let (accepted, full) = state.withLock { state -> (Bool, Bool) in
+            guard !state.closing, state.queue.count < capacity else { return (false, false) }
+            state.queue.append(event)
+            state.enqueued += 1
+            return (true, state.queue.count == batchSize)
+        }
+        if full { wake.signal() }
+        return accepted
+    }
+
+    /// Waits until every event queued before the call is committed.
+    func flush() {
+        let target = state.withLock { $0.enqueued }
+        wake.signal()
+        while state.withLock({ $0.written < target && !$0.closing }) {
+            usleep(500)
+        }
+    }
+
+    /// Writes what is queued, stops the thread and closes its connection. Idempotent.
+    func close() {
+        let first = state.withLock { state in
+            defer { state.closing = true }
+            return !state.closing
+        }
+        guard first else { return }
+        wake.signal()
+        finished.wait()
+    }
+
+    private func run() {
+        while true {
+            _ = wake.wait(timeout: .now() + flushInterval)
+            let (batch, closing) = state.withLock { state in
+                defer { state.queue.removeAll(keepingCapacity: true) }
+                return (state.queue, state.closing)
+            }
+            if !batch.isEmpty { write(batch) }
+            if closing && state.withLock({ $0.queue.isEmpty }) { break }
+        }
+        connection.close()
+        finished.signal()
+    }
+
+    /// Commits `batch`, retrying while the disk refuses it: events are never dropped.
+    private func write(_ batch: [AuditRecord]) {
+        var lastUsed: [String: Int64] = [:]
+        for event in batch where !event.keyID.isEmpty {
+            lastUsed[event.keyID] = max(lastUsed[event.keyID] ?? 0, event.atMS)
+        }
+        var attempt = 0
+        while true {
+            do {
+                try connection.transaction {
+                    for event in batch { try AuditTable.insert(event, in: connection) }
+                    try KeyTable.touch(lastUsed, in: connection)
+                }
+                state.withLock { $0.written += batch.count }
+                return
+            } catch {
+                attempt += 1
+                logger.error("audit batch not written, retrying", metadata: [
+                    "events": "\(batch.count)", "attempt": "\(attempt)", "error": "\(error)",
+                ])
+                usleep(100_000)
+            }
+        }
+    }
+}

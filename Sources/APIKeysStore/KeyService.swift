@@ -1,0 +1,136 @@
+import APIKeysCore
+import Logging
+import Synchronization
+
+/// The key authority: admin operations persisted in SQLite, checks answered from memory.
+///
+/// Each mutation and its audit event commit in one transaction before the call returns, and the
+/// in-memory ``KeyIndex`` is updated before it returns too, so a killed secret is refused from
+/// then on. Checks never read SQLite; their `api.request` events go through the batched
+/// ``AuditWriter``. Admin operations are serialised on one connection; checks run concurrently.
+///
+/// ```swift
+/// let service = try KeyService.open(path: "data/apikeys.sqlite")
+/// let created = try service.createKey(name: "ci", permissions: ["jobs:read"], actor: "ops")
+/// let outcome = try service.check(secret: created.secret, permissions: ["jobs:read"])
+/// service.close()
+/// ```
+public final class KeyService: Sendable {
+    /// The permissions keys can be granted.
+    public let catalog: PermissionCatalog
+    /// The secret format (prefix) of this service.
+    public let format: SecretFormat
+    /// The in-memory check index.
+    public let index: KeyIndex
+    let clock: any WallClock
+    let admin: Mutex<SQLiteConnection?>
+    let auditWriter: AuditWriter
+    let adminTokens = Mutex<[SecretHash: String]>([:])
+    private let nextSeq: Atomic<UInt64>
+    let logger: Logger
+
+    /// Default and largest page sizes of list calls.
+    public static let defaultPageSize = 50
+    public static let maxPageSize = 1000
+
+    private init(
+        catalog: PermissionCatalog, format: SecretFormat, clock: any WallClock, admin: SQLiteConnection,
+        auditWriter: AuditWriter, lastSeq: UInt64, logger: Logger
+    ) {
+        self.catalog = catalog
+        self.format = format
+        self.index = KeyIndex()
+        self.clock = clock
+        self.admin = Mutex(admin)
+        self.auditWriter = auditWriter
+        self.nextSeq = Atomic(lastSeq + 1)
+        self.logger = logger
+    }
+
+    /// Opens (creating and migrating if needed) the database at `path` and loads the check index.
+    /// Throws ``StoreError`` for a file that is unreadable, locked or corrupt.
+    public static func open(
+        path: String, catalog: PermissionCatalog = .standard, format: SecretFormat = .standard,
+        clock: any WallClock = SystemWallClock(), auditQueueCapacity: Int = 100_000, busyTimeoutMS: Int32 = 5000,
+        logger: Logger = Logger(label: "apikeys.store")
+    ) throws -> KeyService {
+        let db = try SQLiteConnection(path: path, busyTimeoutMS: busyTimeoutMS)
+        try Schema.migrate(db, nowMS: clock.nowMS())
+        let lastSeq = try AuditTable.maxSeq(in: db)
+        let writer = AuditWriter(
+            connection: try SQLiteConnection(path: path, busyTimeoutMS: busyTimeoutMS), capacity: auditQueueCapacity, logger: logger)
+        let service = KeyService(
+            catalog: catalog, format: format, clock: clock, admin: db, auditWriter: writer, lastSeq: lastSeq,
+            logger: logger)
+        for (key, hash) in try KeyTable.all(in: db) { service.index.upsert(key.checkState, hash: hash) }
+        try service.loadAdminTokens(db)
+        return service
+    }
+
+    /// Writes the queued audit events and closes the database. Calls after this throw ``StoreError/closed``.
+    public func close() {
+        auditWriter.close()
+        admin.withLock { db in
+            db?.close()
+            db = nil
+        }
+    }
+
+    /// Waits until every `api.request` event of a check that has returned is committed.
+    public func flushAuditTrail() { auditWriter.flush() }
+
+    /// The next audit sequence number: events are numbered in the order they happen.
+    func takeSeq() -> UInt64 { nextSeq.wrappingAdd(1, ordering: .relaxed).oldValue }
+
+    /// Runs `body` with the admin connection.
+    func withAdmin<R>(_ body: (SQLiteConnection) throws -> R) throws -> R {
+        try admin.withLock { db in
+            guard let db else { throw StoreError.closed }
+            return try body(db)
+        }
+    }
+
+    // MARK: Checks
+
+    /// Decides whether `secret` is a live key holding every one of `permissions`, and records an
+    /// `api.request` audit event for a well-formed secret. Reads no storage.
+    /// Throws ``StoreError/auditBacklog(capacity:)`` when the event cannot be queued.
+    public func check(
+        secret: String, permissions: [String], resource: String = "", clientAddress: String = ""
+    ) throws -> CheckOutcome {
+        let now = clock.nowMS()
+        let outcome = index.check(secret: secret, permissions: permissions, format: format, nowMS: now)
+        guard outcome.denial != .malformedKey else { return outcome }
+        let event = AuditRecord(
+            seq: takeSeq(), atMS: now, action: .apiRequest, keyID: outcome.key?.id ?? "",
+            keyName: outcome.key?.name ?? "", denial: outcome.denial, permissions: permissions,
+            resource: resource, clientAddress: clientAddress)
+        guard auditWriter.enqueue(event) else { throw StoreError.auditBacklog(capacity: auditWriter.capacity) }
+        return outcome
+    }
+
+    // MARK: Audit trail
+
+    /// Audit events matching `query`, newest first; `pageToken` is the previous page's
+    /// `nextPageToken` (nil for the first page). Events of deleted keys stay.
+    public func listAuditEvents(_ query: AuditQuery, pageSize: Int = 0, pageToken: String? = nil) throws
+        -> (events: [AuditRecord], nextPageToken: String?)
+    {
+        let limit = Self.clampPageSize(pageSize)
+        let before = try Self.cursor(from: pageToken) ?? Int64.max
+        let events = try withAdmin { try AuditTable.page(query, beforeSeq: before, limit: limit + 1, in: $0) }
+        guard events.count > limit else { return (events, nil) }
+        return (Array(events.prefix(limit)), String(events[limit - 1].seq))
+    }
+
+    static func clampPageSize(_ requested: Int) -> Int {
+        requested <= 0 ? defaultPageSize : min(requested, maxPageSize)
+    }
+
+    /// The position a page token stands for; nil for no token.
+    static func cursor(from token: String?) throws -> Int64? {
+        guard let token, !token.isEmpty else { return nil }
+        guard let value = Int64(token), value > 0 else { throw KeyError.invalidPageToken(token) }
+        return value
+    }
+}

@@ -1,0 +1,80 @@
+import APIKeysCore
+
+/// SQL for the `keys` table.
+enum KeyTable {
+    private static let columns = """
+        pk, id, name, hint, permissions, enabled, created_at_ms, updated_at_ms, expires_at_ms, \
+        last_used_at_ms, rotated_at_ms
+        """
+
+    static func insert(_ key: KeyRecord, hash: SecretHash, in db: SQLiteConnection) throws {
+        try db.statement("""
+            INSERT INTO keys (id, name, secret_hash, hint, permissions, enabled, created_at_ms, updated_at_ms,
+                              expires_at_ms, last_used_at_ms, rotated_at_ms)
+            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+            """).bind(
+                .text(key.id), .text(key.name), .blob(hash.digest), .text(key.hint),
+                .text(Schema.encodePermissions(key.permissions)), .integer(key.enabled ? 1 : 0),
+                .integer(key.createdAtMS), .integer(key.updatedAtMS), .optional(key.expiresAtMS),
+                .optional(key.lastUsedAtMS), .optional(key.rotatedAtMS)
+            ).run()
+    }
+
+    /// Writes every field but the id and creation time; `hash` too when given.
+    static func update(_ key: KeyRecord, newHash hash: SecretHash?, in db: SQLiteConnection) throws {
+        try db.statement("""
+            UPDATE keys SET name = ?, hint = ?, permissions = ?, enabled = ?, updated_at_ms = ?,
+                            expires_at_ms = ?, rotated_at_ms = ?, secret_hash = coalesce(?, secret_hash)
+            WHERE id = ?
+            """).bind(
+                .text(key.name), .text(key.hint), .text(Schema.encodePermissions(key.permissions)),
+                .integer(key.enabled ? 1 : 0), .integer(key.updatedAtMS), .optional(key.expiresAtMS),
+                .optional(key.rotatedAtMS), hash.map { .blob($0.digest) } ?? .null, .text(key.id)
+            ).run()
+    }
+
+    static func delete(id: String, in db: SQLiteConnection) throws {
+        try db.statement("DELETE FROM keys WHERE id = ?").bind(.text(id)).run()
+    }
+
+    /// The key with `id`, or ``KeyError/keyNotFound(id:)``.
+    static func find(id: String, in db: SQLiteConnection) throws -> KeyRecord {
+        let statement = try db.statement("SELECT \(columns) FROM keys WHERE id = ?").bind(.text(id))
+        guard let key = try statement.firstRow(record) else { throw KeyError.keyNotFound(id: id) }
+        return key
+    }
+
+    /// Up to `limit` keys after the row `afterPK`, oldest first, with each row's pk.
+    static func page(afterPK: Int64, limit: Int, in db: SQLiteConnection) throws -> [(pk: Int64, key: KeyRecord)] {
+        try db.statement("SELECT \(columns) FROM keys WHERE pk > ? ORDER BY pk LIMIT ?")
+            .bind(.integer(afterPK), .integer(Int64(limit)))
+            .rows { ($0.int64(0), record($0)) }
+    }
+
+    /// Every key with its secret hash, to load the check index.
+    static func all(in db: SQLiteConnection) throws -> [(KeyRecord, SecretHash)] {
+        try db.statement("SELECT \(columns), secret_hash FROM keys").rows { row in
+            guard let hash = SecretHash(digest: row.blob(11)) else {
+                throw StoreError.corrupt(path: db.path, message: "key \(row.text(1)) has a secret hash of the wrong size")
+            }
+            return (record(row), hash)
+        }
+    }
+
+    /// Raises last-used times; each pair is a key id and the time of a check.
+    static func touch(_ lastUsed: [String: Int64], in db: SQLiteConnection) throws {
+        for (id, atMS) in lastUsed {
+            try db.statement("""
+                UPDATE keys SET last_used_at_ms = max(coalesce(last_used_at_ms, 0), ?) WHERE id = ?
+                """).bind(.integer(atMS), .text(id)).run()
+        }
+    }
+
+    private static func record(_ row: SQLiteStatement) -> KeyRecord {
+        KeyRecord(
+            id: row.text(1), name: row.text(2), hint: row.text(3),
+            permissions: Schema.decodePermissions(row.text(4)), enabled: row.int64(5) != 0,
+            createdAtMS: row.int64(6), updatedAtMS: row.int64(7), expiresAtMS: row.optionalInt64(8),
+            lastUsedAtMS: row.optionalInt64(9), rotatedAtMS: row.optionalInt64(10))
+    }
+}

@@ -1,0 +1,89 @@
+import Testing
+@testable import APIKeysCore
+
+@Suite struct CheckDecisionTests {
+    let format = SecretFormat.standard
+    let clock = ManualWallClock(nowMS: 1_000_000)
+
+    /// An index holding one key with `permissions`; returns the index and the key's secret.
+    private func index(
+        permissions: Set<String> = ["jobs:read", "jobs:write"], enabled: Bool = true, expiresAtMS: Int64? = nil
+    ) -> (KeyIndex, String) {
+        let index = KeyIndex()
+        let secret = format.generate()
+        index.upsert(
+            KeyCheckState(id: "key_1", name: "ci", permissions: permissions, enabled: enabled, expiresAtMS: expiresAtMS),
+            hash: SecretHash(of: secret))
+        return (index, secret)
+    }
+
+    private func check(_ index: KeyIndex, _ secret: String, _ permissions: [String] = []) -> CheckOutcome {
+        index.check(secret: secret, permissions: permissions, format: format, nowMS: clock.nowMS())
+    }
+
+    @Test func allowsALiveKeyWithEveryPermission() {
+        let (index, secret) = index()
+        let outcome = check(index, secret, ["jobs:read", "jobs:write"])
+        #expect(outcome.isAllowed)
+        #expect(outcome.httpStatus == 200)
+        #expect(outcome.key?.id == "key_1")
+        #expect(check(index, "Bearer " + secret, ["jobs:read"]).isAllowed)
+        #expect(check(index, secret, []).isAllowed)
+    }
+
+    @Test func malformedBeforeAnythingElse() {
+        let (index, secret) = index(enabled: false)
+        let outcome = check(index, String(secret.dropLast()) + "!", ["vault:read"])
+        #expect(outcome.denial == .malformedKey)
+        #expect(outcome.httpStatus == 401)
+        #expect(outcome.key == nil)
+    }
+
+    @Test func unknownWellFormedKey() {
+        let (index, _) = index()
+        #expect(check(index, format.generate()).denial == .unknownKey)
+    }
+
+    @Test func disabledWinsOverExpiredAndMissing() {
+        let (index, secret) = index(enabled: false, expiresAtMS: clock.nowMS() - 1)
+        let outcome = check(index, secret, ["vault:read"])
+        #expect(outcome.denial == .disabled)
+        #expect(outcome.httpStatus == 401)
+    }
+
+    @Test func expiryIsJudgedByTheInjectedClock() {
+        let (index, secret) = index(expiresAtMS: clock.nowMS() + 10)
+        #expect(check(index, secret).isAllowed)
+        clock.advance(byMS: 9)
+        #expect(check(index, secret).isAllowed)
+        clock.advance(byMS: 1)
+        let outcome = check(index, secret, ["vault:read"])
+        #expect(outcome.denial == .expired)
+        #expect(outcome.httpStatus == 401)
+    }
+
+    @Test func missingPermissionsAreListedOnceInTheOrderAsked() {
+        let (index, secret) = index()
+        let outcome = check(index, secret, ["vault:read", "jobs:read", "no:such", "vault:read"])
+        #expect(outcome.denial == .missingPermission)
+        #expect(outcome.httpStatus == 403)
+        #expect(outcome.missingPermissions == ["vault:read", "no:such"])
+    }
+
+    @Test func rotatedAndRemovedKeysAreUnknown() {
+        let (index, oldSecret) = index()
+        let newSecret = format.generate()
+        let state = index.lookup(SecretHash(of: oldSecret))!
+        index.upsert(state, hash: SecretHash(of: newSecret))
+        #expect(check(index, oldSecret).denial == .unknownKey)
+        #expect(check(index, newSecret).isAllowed)
+        index.remove(id: "key_1")
+        #expect(check(index, newSecret).denial == .unknownKey)
+        #expect(index.count == 0)
+    }
+
+    @Test func denialOrderIsTheContractOrder() {
+        #expect(Denial.allCases.sorted() == [.malformedKey, .unknownKey, .disabled, .expired, .missingPermission])
+        #expect(Denial.allCases.map(\.httpStatus) == [401, 401, 401, 401, 403])
+    }
+}

@@ -1,0 +1,71 @@
+import Testing
+@testable import APIKeysCore
+
+@Suite struct SecretFormatTests {
+    let format = SecretFormat.standard
+    /// `dbm_` + 40 × "A": its CRC-32 (zlib) is 0xFA488E8B, which is "4aAp5P" in base 62.
+    let knownSecret = "dbm_" + String(repeating: "A", count: 40) + "4aAp5P"
+
+    @Test func knownCheckDigitsMatchZlibCRC32() {
+        #expect(CRC32.checksum(Array("123456789".utf8)) == 0xCBF4_3926)
+        #expect(format.isWellFormed(knownSecret))
+    }
+
+    @Test func generatedSecretsAreWellFormedAndDistinct() {
+        let secrets = (0..<1000).map { _ in format.generate() }
+        #expect(Set(secrets).count == secrets.count)
+        for secret in secrets {
+            #expect(secret.count == 50)
+            #expect(secret.hasPrefix("dbm_"))
+            #expect(format.isWellFormed(secret))
+        }
+    }
+
+    @Test func bodyCharactersAreSpreadOverTheWholeAlphabet() {
+        var counts: [Character: Int] = [:]
+        for _ in 0..<500 {
+            for character in format.generate().dropFirst(4).prefix(40) { counts[character, default: 0] += 1 }
+        }
+        // 20,000 draws over 62 symbols: ~323 each. A biased or truncated alphabet falls far outside.
+        #expect(counts.count == 62)
+        #expect(counts.values.allSatisfy { (200...450).contains($0) })
+    }
+
+    @Test(arguments: [
+        "",
+        "dbm_",
+        "xyz_" + String(repeating: "A", count: 40) + "4aAp5P",  // wrong prefix
+        "dbm_" + String(repeating: "A", count: 39) + "4aAp5P",  // too short
+        "dbm_" + String(repeating: "A", count: 41) + "4aAp5P",  // too long
+        "dbm_" + String(repeating: "A", count: 39) + "-" + "4aAp5P",  // outside the alphabet
+        "dbm_" + String(repeating: "A", count: 39) + "B" + "4aAp5P",  // check does not match
+        "dbm_" + String(repeating: "A", count: 40) + "4aAp5Q",  // check digit altered
+        "dbm_" + String(repeating: "A", count: 39) + "é" + "4aAp5P",
+    ])
+    func malformedSecretsAreRejected(secret: String) {
+        #expect(!format.isWellFormed(secret))
+    }
+
+    @Test func prefixIsConfigurable() throws {
+        let custom = try SecretFormat(prefix: "acme_")
+        let secret = custom.generate()
+        #expect(secret.hasPrefix("acme_"))
+        #expect(custom.isWellFormed(secret))
+        #expect(!format.isWellFormed(secret))
+        #expect(throws: KeyError.self) { try SecretFormat(prefix: "bad prefix") }
+    }
+
+    @Test func hintRevealsOnlyThePrefixAndFourCharacters() {
+        #expect(format.hint(for: knownSecret) == "dbm_AAAA…")
+    }
+
+    @Test func sha256MatchesTheStandardVector() {
+        let expected: [UInt8] = [
+            0xba, 0x78, 0x16, 0xbf, 0x8f, 0x01, 0xcf, 0xea, 0x41, 0x41, 0x40, 0xde, 0x5d, 0xae, 0x22, 0x23,
+            0xb0, 0x03, 0x61, 0xa3, 0x96, 0x17, 0x7a, 0x9c, 0xb4, 0x10, 0xff, 0x61, 0xf2, 0x00, 0x15, 0xad,
+        ]
+        #expect(SecretHash(of: "abc").digest == expected)
+        #expect(SecretHash(digest: expected) == SecretHash(of: "abc"))
+        #expect(SecretHash(of: "abd") != SecretHash(of: "abc"))
+    }
+}

@@ -1,0 +1,88 @@
+import APIKeysCore
+import Foundation
+import Testing
+@testable import APIKeysStore
+
+@Suite struct StorageSafetyTests {
+    @Test func noRawSecretIsWrittenAnywhereInTheDataDirectory() throws {
+        try withTemporaryDirectory { dir in
+            let service = try KeyService.open(path: dir + "/apikeys.sqlite")
+            var secrets: [String] = []
+            for index in 0..<20 {
+                let issued = try service.createKey(name: "k\(index)", permissions: ["jobs:read"], actor: "ops")
+                secrets.append(issued.secret)
+                secrets.append(try service.rotateKey(id: issued.key.id, actor: "ops").secret)
+                _ = try service.check(secret: secrets.last!, permissions: ["jobs:read"], resource: "GET /")
+            }
+            secrets.append(try service.createAdminToken(name: "admin"))
+            service.flushAuditTrail()
+            // Read while open (WAL and shared memory present) and again after close (checkpointed).
+            try expectNoSecret(secrets, in: dir)
+            service.close()
+            try expectNoSecret(secrets, in: dir)
+        }
+    }
+
+    private func expectNoSecret(_ secrets: [String], in dir: String) throws {
+        let files = try FileManager.default.contentsOfDirectory(atPath: dir)
+        #expect(!files.isEmpty)
+        for file in files {
+            let bytes = [UInt8](try Data(contentsOf: URL(fileURLWithPath: dir + "/" + file)))
+            for secret in secrets {
+                // The random body alone (no prefix) must not appear either.
+                let body = Array(secret.utf8.dropFirst(4).prefix(40))
+                #expect(!contains(bytes, body), "a secret's body is in \(file)")
+            }
+        }
+    }
+
+    private func contains(_ haystack: [UInt8], _ needle: [UInt8]) -> Bool {
+        guard haystack.count >= needle.count else { return false }
+        return (0...(haystack.count - needle.count)).contains { start in
+            haystack[start] == needle[0] && haystack[start..<start + needle.count].elementsEqual(needle)
+        }
+    }
+
+    @Test func corruptFileGivesAClearError() throws {
+        try withTemporaryDirectory { dir in
+            let path = dir + "/apikeys.sqlite"
+            try Data(repeating: 0x42, count: 8192).write(to: URL(fileURLWithPath: path))
+            #expect {
+                try KeyService.open(path: path)
+            } throws: { error in
+                guard case StoreError.corrupt(let errorPath, _) = error else { return false }
+                return errorPath == path
+            }
+        }
+    }
+
+    @Test func unreadableLocationGivesAClearError() throws {
+        #expect {
+            try KeyService.open(path: "/nonexistent-dir-apikeys/apikeys.sqlite")
+        } throws: { error in
+            guard case StoreError.cannotOpen(let path, _) = error else { return false }
+            return path == "/nonexistent-dir-apikeys/apikeys.sqlite"
+        }
+    }
+
+    @Test func databaseLockedByAnotherWriterGivesAClearError() throws {
+        try withTemporaryDirectory { dir in
+            let path = dir + "/apikeys.sqlite"
+            let service = try KeyService.open(path: path, busyTimeoutMS: 50)
+            defer { service.close() }
+            let other = try SQLiteConnection(path: path)
+            try other.execute("BEGIN EXCLUSIVE")
+            #expect {
+                try service.createKey(name: "blocked", permissions: ["jobs:read"], actor: "ops")
+            } throws: { error in
+                guard case StoreError.locked(let errorPath, _) = error else { return false }
+                return errorPath == path
+            }
+            try other.execute("ROLLBACK")
+            // Nothing was half-done: the key does not exist and the next create works.
+            #expect(try service.listKeys().keys.isEmpty)
+            #expect(service.index.count == 0)
+            #expect(try service.createKey(name: "after", permissions: ["jobs:read"], actor: "ops").key.name == "after")
+        }
+    }
+}
