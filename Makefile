@@ -7,9 +7,10 @@ SYSTEM_PACKAGES := libprotobuf-c-dev protobuf-c-compiler libssl-dev libsqlite3-d
 
 .PHONY: run test deps interop-env codegen codegen-check build clean
 
-## Run the server on 127.0.0.1:7411 with its data in $(DATA_DIR).
+## Build the server and the CLI (release) and run the server on 127.0.0.1:7411, data in $(DATA_DIR).
 run: deps
 	$(SWIFT) build -c release --product apikeyd
+	$(SWIFT) build -c release --product apikey
 	$$($(SWIFT) build -c release --show-bin-path)/apikeyd --data-dir $(DATA_DIR)
 
 ## Run every test: generated-code check, then the Swift suites (with the protobuf interop check).

@@ -5,12 +5,16 @@ let package = Package(
     name: "apikeyd",
     platforms: [.macOS(.v15)],
     products: [
+        .library(name: "APIKeysClient", targets: ["APIKeysClient"]),
         .library(name: "APIKeysWire", targets: ["APIKeysWire"]),
+        .executable(name: "apikeyd", targets: ["apikeyd"]),
+        .executable(name: "apikey", targets: ["apikey"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-nio", from: "2.101.2"),
         .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.13.0"),
     ],
     targets: [
         // System libraries, reached through C interop.
@@ -52,6 +56,45 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
+        // The SwiftNIO server: framing, dispatch, admin authentication, limits.
+        .target(
+            name: "APIKeysServer",
+            dependencies: [
+                "APIKeysWire",
+                "APIKeysCore",
+                "APIKeysStore",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ]
+        ),
+        // The public async client library.
+        .target(
+            name: "APIKeysClient",
+            dependencies: [
+                "APIKeysWire",
+                "APIKeysCore",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+            ]
+        ),
+        .executableTarget(
+            name: "apikeyd",
+            dependencies: [
+                "APIKeysServer",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ]
+        ),
+        .executableTarget(
+            name: "apikey",
+            dependencies: [
+                "APIKeysClient",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ]
+        ),
         // Benchmarks (commands, not tests).
         .executableTarget(
             name: "apikeyd-bench",
@@ -72,6 +115,17 @@ let package = Package(
         ),
         .testTarget(name: "APIKeysCoreTests", dependencies: ["APIKeysCore"]),
         .testTarget(name: "APIKeysStoreTests", dependencies: ["APIKeysStore", "APIKeysCore"]),
+        .testTarget(
+            name: "APIKeysServerTests",
+            dependencies: [
+                "APIKeysServer",
+                "APIKeysClient",
+                "APIKeysWire",
+                "APIKeysCore",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+            ]
+        ),
     ],
     swiftLanguageModes: [.v6]
 )

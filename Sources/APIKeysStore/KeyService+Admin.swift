@@ -1,3 +1,4 @@
+import Foundation
 import APIKeysCore
 
 extension KeyService {
@@ -158,7 +159,9 @@ extension KeyService {
         index.upsert(try KeyTable.find(id: id, in: db).checkState, hash: hash)
     }
 
+    /// An expiry in words for audit details: an ISO 8601 UTC time, or `never`.
     static func describe(_ expiry: Int64?) -> String {
-        expiry.map { "at \($0) ms" } ?? "never"
+        guard let expiry else { return "never" }
+        return Date(timeIntervalSince1970: Double(expiry) / 1000).formatted(.iso8601)
     }
 }

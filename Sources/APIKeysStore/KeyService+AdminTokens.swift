@@ -8,41 +8,36 @@ extension KeyService {
     public func createAdminToken(name: String) throws -> String {
         let name = try KeyRules.validName(name)
         let token = Self.adminTokenFormat.generate()
-        let hash = SecretHash(of: token)
         try withAdmin { db in
             try db.statement("INSERT INTO admin_tokens (name, token_hash, created_at_ms) VALUES (?, ?, ?)")
-                .bind(.text(name), .blob(hash.digest), .integer(clock.nowMS())).run()
+                .bind(.text(name), .blob(SecretHash(of: token).digest), .integer(clock.nowMS())).run()
         }
-        adminTokens.withLock { $0[hash] = name }
         return token
     }
 
     /// Revokes the admin token named `name`; false when there is none.
     public func revokeAdminToken(name: String) throws -> Bool {
-        let removed = try withAdmin { db in
+        try withAdmin { db in
             try db.statement("DELETE FROM admin_tokens WHERE name = ?").bind(.text(name)).run()
             return db.changes > 0
         }
-        if removed { adminTokens.withLock { tokens in tokens = tokens.filter { $0.value != name } } }
-        return removed
     }
 
-    /// Names of the admin tokens.
+    /// Names of the admin tokens, oldest first.
     public func adminTokenNames() throws -> [String] {
         try withAdmin { try $0.statement("SELECT name FROM admin_tokens ORDER BY pk").rows { $0.text(0) } }
     }
 
     /// The name of the admin token `token`, or nil if it is not a live admin token.
-    public func adminTokenName(for token: String) -> String? {
+    ///
+    /// Read from the database on every call (one indexed lookup; admin calls are few), so that
+    /// tokens created or revoked by `apikeyd admin-token` take effect in a running server at once.
+    public func adminTokenName(for token: String) throws -> String? {
         guard Self.adminTokenFormat.isWellFormed(token) else { return nil }
         let hash = SecretHash(of: token)
-        return adminTokens.withLock { $0[hash] }
-    }
-
-    func loadAdminTokens(_ db: SQLiteConnection) throws {
-        let rows = try db.statement("SELECT name, token_hash FROM admin_tokens").rows { ($0.text(0), $0.blob(1)) }
-        adminTokens.withLock { tokens in
-            for (name, digest) in rows { if let hash = SecretHash(digest: digest) { tokens[hash] = name } }
+        return try withAdmin { db in
+            try db.statement("SELECT name FROM admin_tokens WHERE token_hash = ?").bind(.blob(hash.digest))
+                .firstRow { $0.text(0) }
         }
     }
 }

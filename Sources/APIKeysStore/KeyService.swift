@@ -25,7 +25,6 @@ public final class KeyService: Sendable {
     let clock: any WallClock
     let admin: Mutex<SQLiteConnection?>
     let auditWriter: AuditWriter
-    let adminTokens = Mutex<[SecretHash: String]>([:])
     private let nextSeq: Atomic<UInt64>
     let logger: Logger
 
@@ -63,7 +62,6 @@ public final class KeyService: Sendable {
             catalog: catalog, format: format, clock: clock, admin: db, auditWriter: writer, lastSeq: lastSeq,
             logger: logger)
         for (key, hash) in try KeyTable.all(in: db) { service.index.upsert(key.checkState, hash: hash) }
-        try service.loadAdminTokens(db)
         return service
     }
 

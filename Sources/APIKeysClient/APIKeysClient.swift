@@ -1,0 +1,155 @@
+public import APIKeysWire
+import APIKeysCore
+import NIOCore
+import NIOPosix
+import Synchronization
+
+/// The Swift client of apikeyd: one connection carrying many concurrent calls.
+///
+/// ```swift
+/// let client = APIKeysClient(configuration: .init(host: "127.0.0.1", port: 7411, adminToken: token))
+/// let created = try await client.createKey(name: "ci", permissions: ["jobs:read"])
+/// let answer = try await client.check(key: created.secret, permissions: ["jobs:read"])
+/// await client.close()
+/// ```
+///
+/// The connection is opened on the first call and opened again on the next call after it
+/// breaks (a server restart, say); calls in flight when it breaks fail with UNAVAILABLE.
+public final class APIKeysClient: Sendable {
+    /// Where and how to connect.
+    public struct Configuration: Sendable {
+        public var host: String
+        public var port: Int
+        /// Sent as `authorization: Bearer <token>` on KeyAdmin calls; Check needs none.
+        public var adminToken: String?
+        /// Deadline of a call unless the call says otherwise; also sent to the server.
+        public var timeout: Duration
+        /// Largest reply frame accepted.
+        public var maxFrameSize: Int
+        /// Prefix of the server's secrets, to reject malformed keys without a network call.
+        public var keyPrefix: String
+
+        public init(
+            host: String = "127.0.0.1", port: Int = 7411, adminToken: String? = nil, timeout: Duration = .seconds(10),
+            maxFrameSize: Int = Framing.defaultClientMaxFrameSize, keyPrefix: String = "dbm_"
+        ) {
+            self.host = host
+            self.port = port
+            self.adminToken = adminToken
+            self.timeout = timeout
+            self.maxFrameSize = maxFrameSize
+            self.keyPrefix = keyPrefix
+        }
+    }
+
+    private enum ConnectionState {
+        case idle
+        case connecting(EventLoopFuture<any Channel>)
+        case connected(any Channel)
+    }
+
+    public let configuration: Configuration
+    private let group: any EventLoopGroup
+    private let ownsGroup: Bool
+    private let state = Mutex<ConnectionState>(.idle)
+    private let nextCallID = Atomic<UInt64>(1)
+
+    /// A client; it uses `eventLoopGroup` if given, else a one-thread group of its own.
+    public init(configuration: Configuration, eventLoopGroup: (any EventLoopGroup)? = nil) {
+        self.configuration = configuration
+        self.group = eventLoopGroup ?? MultiThreadedEventLoopGroup(numberOfThreads: 1)
+        self.ownsGroup = eventLoopGroup == nil
+    }
+
+    /// Closes the connection (failing calls in flight) and releases the client's threads.
+    public func close() async {
+        let channel: (any Channel)? = state.withLock { state in
+            defer { state = .idle }
+            if case .connected(let channel) = state { return channel }
+            return nil
+        }
+        try? await channel?.close()
+        if ownsGroup { try? await group.shutdownGracefully() }
+    }
+
+    /// Sends `request` to `method` and returns the decoded reply. Throws ``APIKeysClientError``.
+    public func call<Request: WireMessage, Response: WireMessage>(
+        _ method: Method, _ request: Request, as: Response.Type = Response.self, timeout: Duration? = nil
+    ) async throws -> Response {
+        let timeout = timeout ?? configuration.timeout
+        let callID = nextCallID.wrappingAdd(1, ordering: .relaxed).oldValue
+        var envelope = Envelope(callID: callID, method: method.rawValue, timeoutMS: Self.milliseconds(timeout))
+        if method.isKeyAdmin, let token = configuration.adminToken {
+            envelope.metadata[MetadataKey.authorization] = "Bearer \(token)"
+        }
+        do {
+            envelope.payload = try request.serializedBytes()
+            var frame = ByteBuffer()
+            try Framing.write(envelope, to: &frame)
+            let channel = try await connectedChannel()
+            let promise = channel.eventLoop.makePromise(of: Envelope.self)
+            channel.writeAndFlush(
+                OutboundCall(callID: callID, frame: frame, timeout: .nanoseconds(Int64(Self.milliseconds(timeout)) * 1_000_000), promise: promise),
+                promise: nil)
+            let reply = try await promise.futureResult.get()
+            guard reply.status == .ok else { throw APIKeysClientError(code: reply.status, message: reply.statusMessage) }
+            do {
+                return try Response(serializedBytes: reply.payload)
+            } catch {
+                throw APIKeysClientError(code: .internal, message: "reply is not a valid \(Response.self): \(error)")
+            }
+        } catch let error as WireError {
+            throw APIKeysClientError(code: .invalidArgument, message: "\(error)")
+        }
+    }
+
+    private static func milliseconds(_ duration: Duration) -> UInt32 {
+        let (seconds, attoseconds) = duration.components
+        return UInt32(clamping: seconds * 1000 + attoseconds / 1_000_000_000_000_000)
+    }
+
+    /// The open connection, opening one if there is none.
+    private func connectedChannel() async throws -> any Channel {
+        let future: EventLoopFuture<any Channel> = state.withLock { state in
+            switch state {
+            case .connected(let channel) where channel.isActive:
+                return channel.eventLoop.makeSucceededFuture(channel)
+            case .connecting(let future):
+                return future
+            default:
+                let future = connect()
+                state = .connecting(future)
+                return future
+            }
+        }
+        do {
+            return try await future.get()
+        } catch {
+            throw APIKeysClientError(
+                code: .unavailable, message: "cannot connect to \(configuration.host):\(configuration.port): \(error)")
+        }
+    }
+
+    private func connect() -> EventLoopFuture<any Channel> {
+        let maxFrameSize = configuration.maxFrameSize
+        let future = ClientBootstrap(group: group)
+            .channelOption(.socketOption(.tcp_nodelay), value: 1)
+            .connectTimeout(.seconds(5))
+            .channelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.addHandler(ClientConnectionHandler(maxFrameSize: maxFrameSize))
+                }
+            }
+            .connect(host: configuration.host, port: configuration.port)
+        future.whenComplete { [self] result in
+            state.withLock { state in
+                guard case .connecting(let current) = state, current === future else { return }
+                switch result {
+                case .success(let channel): state = .connected(channel)
+                case .failure: state = .idle
+                }
+            }
+        }
+        return future
+    }
+}

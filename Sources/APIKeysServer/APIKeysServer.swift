@@ -1,0 +1,126 @@
+import APIKeysCore
+import APIKeysStore
+import Logging
+import NIOCore
+import NIOPosix
+import ServiceLifecycle
+
+/// The apikeyd server: KeyAdmin and Authorize over length-prefixed protobuf frames on TCP.
+///
+/// ```swift
+/// let server = try await APIKeysServer.start(configuration: config, logger: logger)
+/// try await ServiceGroup(services: [server], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger).run()
+/// ```
+public final class APIKeysServer: Service, Sendable {
+    public let configuration: ServerConfiguration
+    /// The key authority the server answers from.
+    public let service: KeyService
+    /// The port the server listens on (the chosen one when configured with 0).
+    public let port: Int
+    private let group: MultiThreadedEventLoopGroup
+    private let threadPool: NIOThreadPool
+    private let serverChannel: any Channel
+    private let state: ServerState
+    private let logger: Logger
+
+    private init(
+        configuration: ServerConfiguration, service: KeyService, port: Int, group: MultiThreadedEventLoopGroup,
+        threadPool: NIOThreadPool, serverChannel: any Channel, state: ServerState, logger: Logger
+    ) {
+        self.configuration = configuration
+        self.service = service
+        self.port = port
+        self.group = group
+        self.threadPool = threadPool
+        self.serverChannel = serverChannel
+        self.state = state
+        self.logger = logger
+    }
+
+    /// Opens the data directory (creating it and a first admin token if needed) and starts listening.
+    public static func start(configuration: ServerConfiguration, logger: Logger) async throws -> APIKeysServer {
+        try DataDirectory.prepare(configuration.dataDirectory)
+        let service = try KeyService.open(
+            path: configuration.databasePath, catalog: configuration.catalog,
+            format: try SecretFormat(prefix: configuration.keyPrefix), clock: configuration.clock,
+            auditQueueCapacity: configuration.auditQueueCapacity, logger: logger)
+        do {
+            try DataDirectory.bootstrapAdminToken(service: service, path: configuration.adminTokenPath, logger: logger)
+        } catch {
+            service.close()
+            throw error
+        }
+        logger.info("key store open", metadata: [
+            "database": "\(configuration.databasePath)", "keys": "\(service.index.count)",
+        ])
+
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: max(1, configuration.eventLoopThreads))
+        let threadPool = NIOThreadPool(numberOfThreads: 2)
+        threadPool.start()
+        let state = ServerState()
+        let shared = ConnectionHandler.Shared(
+            service: service, dispatcher: AdminDispatcher(service: service), threadPool: threadPool, state: state,
+            maxFrameSize: configuration.maxFrameSize, maxAdminCallsInFlight: configuration.maxAdminCallsInFlight,
+            logger: logger)
+        let idleTimeout = configuration.idleTimeoutSeconds
+        let maxConnections = configuration.maxConnections
+
+        let bootstrap = ServerBootstrap(group: group)
+            .serverChannelOption(.backlog, value: 256)
+            .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+            .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
+            .childChannelOption(.maxMessagesPerRead, value: 16)
+            .childChannelInitializer { channel in
+                guard state.admit(channel, limit: maxConnections) else {
+                    logger.warning("refusing connection: limit reached", metadata: ["limit": "\(maxConnections)"])
+                    return channel.close()
+                }
+                return channel.eventLoop.makeCompletedFuture {
+                    let peer = channel.remoteAddress.map { "\($0)" } ?? "unknown"
+                    if idleTimeout > 0 {
+                        try channel.pipeline.syncOperations.addHandler(
+                            IdleStateHandler(allTimeout: .seconds(idleTimeout)))
+                    }
+                    try channel.pipeline.syncOperations.addHandler(ConnectionHandler(shared: shared, remoteAddress: peer))
+                }
+            }
+        let channel: any Channel
+        do {
+            channel = try await bootstrap.bind(host: configuration.host, port: configuration.port).get()
+        } catch {
+            try? await threadPool.shutdownGracefully()
+            try? await group.shutdownGracefully()
+            service.close()
+            throw error
+        }
+        let port = channel.localAddress?.port ?? configuration.port
+        logger.info("apikeyd listening", metadata: ["host": "\(configuration.host)", "port": "\(port)"])
+        return APIKeysServer(
+            configuration: configuration, service: service, port: port, group: group, threadPool: threadPool,
+            serverChannel: channel, state: state, logger: logger)
+    }
+
+    /// Serves until a graceful shutdown is requested (SIGTERM/SIGINT through a `ServiceGroup`) or
+    /// the task is cancelled, then shuts down.
+    public func run() async throws {
+        try? await gracefulShutdown()
+        await shutdown()
+    }
+
+    /// Stops accepting, lets KeyAdmin calls in flight finish (up to `drainSeconds`), closes every
+    /// connection, writes the queued audit events and closes the database. Idempotent.
+    public func shutdown(drainSeconds: Int = 10) async {
+        guard serverChannel.isActive || state.openConnections > 0 else { return }
+        logger.info("shutting down: no new connections")
+        try? await serverChannel.close()
+        let open = state.startDraining()
+        for _ in 0..<(drainSeconds * 100) where state.adminCallsInFlight > 0 {
+            try? await Task.sleep(for: .milliseconds(10))
+        }
+        for channel in open { try? await channel.close() }
+        try? await threadPool.shutdownGracefully()
+        try? await group.shutdownGracefully()
+        service.close()
+        logger.info("shut down: audit trail flushed, database closed")
+    }
+}

@@ -1,0 +1,216 @@
+import APIKeysCore
+import APIKeysStore
+import APIKeysWire
+import Logging
+import NIOCore
+import NIOPosix
+
+/// Serves one connection: splits frames in place, answers Check on the event loop from memory,
+/// hands KeyAdmin calls to the thread pool, and writes the replies of one read burst at once.
+final class ConnectionHandler: ChannelInboundHandler {
+    typealias InboundIn = ByteBuffer
+    typealias OutboundOut = ByteBuffer
+
+    /// What every connection of a server shares.
+    struct Shared: Sendable {
+        let service: KeyService
+        let dispatcher: AdminDispatcher
+        let threadPool: NIOThreadPool
+        let state: ServerState
+        let maxFrameSize: Int
+        let maxAdminCallsInFlight: Int
+        let logger: Logger
+    }
+
+    private let shared: Shared
+    private var logger: Logger
+    /// Bytes read but not yet framed.
+    private var inbound: ByteBuffer?
+    /// Replies gathered during this read burst, written and flushed once in `channelReadComplete`.
+    private var outbound: ByteBuffer?
+    private var adminCallsInFlight = 0
+    private var closing = false
+
+    init(shared: Shared, remoteAddress: String) {
+        self.shared = shared
+        self.logger = shared.logger
+        self.logger[metadataKey: "peer"] = "\(remoteAddress)"
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        guard !closing else { return }
+        var bytes = unwrapInboundIn(data)
+        if inbound == nil || inbound!.readableBytes == 0 {
+            inbound = bytes
+        } else {
+            inbound!.writeBuffer(&bytes)
+        }
+        do {
+            while !closing, let frame = try FrameDecoder.nextFrame(in: &inbound!, maxFrameSize: shared.maxFrameSize) {
+                handle(frame: frame, context: context)
+            }
+        } catch FramingError.frameTooLarge(let length, let limit) {
+            let message = "frame of \(length) bytes exceeds the limit of \(limit) bytes"
+            append(Envelope(status: .resourceExhausted, statusMessage: message), context: context)
+            closeForProtocolError(message, context: context)
+        } catch {
+            closeForProtocolError("\(error)", context: context)
+        }
+        if inbound?.readableBytes == 0 { inbound = nil } else { inbound?.discardReadBytes() }
+    }
+
+    func channelReadComplete(context: ChannelHandlerContext) {
+        flushReplies(context: context)
+    }
+
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if event is IdleStateHandler.IdleStateEvent {
+            logger.info("closing idle connection")
+            context.close(promise: nil)
+        } else {
+            context.fireUserInboundEventTriggered(event)
+        }
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        logger.debug("connection error", metadata: ["error": "\(error)"])
+        context.close(promise: nil)
+    }
+
+    // MARK: Calls
+
+    private func handle(frame: ByteBuffer, context: ChannelHandlerContext) {
+        let request: Envelope
+        do {
+            request = try Envelope(frame: frame)
+        } catch {
+            closeForProtocolError("\(error)", context: context)
+            return
+        }
+        guard let method = Method(rawValue: request.method) else {
+            reply(to: request, error: RPCError(.unimplemented, "unknown method \"\(request.method)\""), context: context)
+            return
+        }
+        if method == .check {
+            answerCheck(request, context: context)
+        } else {
+            startAdminCall(method, request: request, context: context)
+        }
+    }
+
+    /// The hot path: decode, decide from memory, encode. No hop, no lock beyond the index's.
+    private func answerCheck(_ request: Envelope, context: ChannelHandlerContext) {
+        do {
+            let check = try CheckRequest(serializedBytes: request.payload)
+            let outcome = try shared.service.check(
+                secret: check.key, permissions: check.permissions, resource: check.resource,
+                clientAddress: check.clientAddress)
+            reply(to: request, payload: try CheckResponse(outcome).serializedBytes(), context: context)
+        } catch {
+            reply(to: request, error: RPCError(error), context: context)
+        }
+    }
+
+    private func startAdminCall(_ method: Method, request: Envelope, context: ChannelHandlerContext) {
+        guard adminCallsInFlight < shared.maxAdminCallsInFlight else {
+            let message = "more than \(shared.maxAdminCallsInFlight) KeyAdmin calls in flight on this connection"
+            reply(to: request, error: RPCError(.resourceExhausted, message), context: context)
+            return
+        }
+        adminCallsInFlight += 1
+        shared.state.adminCallStarted()
+        let call = PendingCall()
+        let loopBound = NIOLoopBound((handler: self, context: context, call: call), eventLoop: context.eventLoop)
+        if request.timeoutMS > 0 {
+            context.eventLoop.scheduleTask(in: .milliseconds(Int64(request.timeoutMS))) {
+                let (handler, context, call) = loopBound.value
+                guard !call.answered else { return }
+                call.answered = true
+                handler.reply(to: request, error: RPCError(.deadlineExceeded, "deadline of \(request.timeoutMS) ms exceeded"), context: context)
+                handler.flushReplies(context: context)
+            }
+        }
+        let dispatcher = shared.dispatcher
+        let service = shared.service
+        let logger = logger
+        shared.threadPool.runIfActive(eventLoop: context.eventLoop) { () throws -> [UInt8] in
+            let token = Self.bearerToken(request.metadata[MetadataKey.authorization])
+            guard let token, let actor = try service.adminTokenName(for: token) else {
+                throw RPCError(.unauthenticated, token == nil ? "KeyAdmin calls need \"authorization: Bearer <admin token>\"" : "the admin token is not valid")
+            }
+            do {
+                let reply = try dispatcher.handle(method, payload: request.payload, actor: actor)
+                logger.info("admin call", metadata: ["method": "\(method.rawValue)", "actor": "\(actor)"])
+                return reply
+            } catch {
+                let status = RPCError(error)
+                logger.info("admin call failed", metadata: [
+                    "method": "\(method.rawValue)", "actor": "\(actor)", "status": "\(status.code)",
+                ])
+                throw status
+            }
+        }.whenComplete { result in
+            let (handler, context, call) = loopBound.value
+            handler.adminCallsInFlight -= 1
+            handler.shared.state.adminCallFinished()
+            guard !call.answered else { return }
+            call.answered = true
+            switch result {
+            case .success(let payload): handler.reply(to: request, payload: payload, context: context)
+            case .failure(let error): handler.reply(to: request, error: RPCError(error), context: context)
+            }
+            handler.flushReplies(context: context)
+        }
+    }
+
+    /// The token of an `authorization: Bearer <token>` value.
+    private static func bearerToken(_ value: String?) -> String? {
+        guard let value, value.hasPrefix("Bearer ") else { return nil }
+        return String(value.dropFirst("Bearer ".count))
+    }
+
+    // MARK: Replies
+
+    private func reply(to request: Envelope, payload: [UInt8], context: ChannelHandlerContext) {
+        append(Envelope(callID: request.callID, method: request.method, payload: payload), context: context)
+    }
+
+    private func reply(to request: Envelope, error: RPCError, context: ChannelHandlerContext) {
+        // Echo the method only when it is a known one: an unknown method string may not be encodable.
+        let method = Method(rawValue: request.method)?.rawValue ?? ""
+        append(Envelope(callID: request.callID, method: method, status: error.code, statusMessage: error.message), context: context)
+    }
+
+    private func append(_ envelope: Envelope, context: ChannelHandlerContext) {
+        if outbound == nil { outbound = context.channel.allocator.buffer(capacity: 512) }
+        do {
+            try Framing.write(envelope, to: &outbound!)
+        } catch {
+            logger.error("reply not encodable", metadata: ["error": "\(error)"])
+            try? Framing.write(
+                Envelope(callID: envelope.callID, status: .internal, statusMessage: "reply not encodable"), to: &outbound!)
+        }
+    }
+
+    private func flushReplies(context: ChannelHandlerContext) {
+        guard let replies = outbound, replies.readableBytes > 0 else { return }
+        outbound = nil
+        context.writeAndFlush(wrapOutboundOut(replies), promise: nil)
+    }
+
+    /// Sends what is pending, then closes: the contract's answer to a bad frame.
+    private func closeForProtocolError(_ reason: String, context: ChannelHandlerContext) {
+        guard !closing else { return }
+        closing = true
+        logger.warning("closing connection: protocol error", metadata: ["reason": "\(reason)"])
+        let replies = outbound ?? context.channel.allocator.buffer(capacity: 0)
+        outbound = nil
+        let channel = context.channel
+        context.writeAndFlush(wrapOutboundOut(replies)).whenComplete { _ in channel.close(promise: nil) }
+    }
+}
+
+/// Whether a KeyAdmin call has been answered (by its result or its deadline); event-loop only.
+private final class PendingCall {
+    var answered = false
+}

@@ -1,0 +1,31 @@
+import APIKeysStore
+import Foundation
+import Logging
+
+/// The server's data directory: the database and, on first start, the admin token file.
+enum DataDirectory {
+    /// Creates `path` (mode 0700) if it does not exist.
+    static func prepare(_ path: String) throws {
+        try FileManager.default.createDirectory(
+            atPath: path, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
+    }
+
+    /// When the store has no admin token yet, creates one named `bootstrap` and writes it to
+    /// `path`, readable by the owner only. Logs where it is, never the token.
+    static func bootstrapAdminToken(service: KeyService, path: String, logger: Logger) throws {
+        guard try service.adminTokenNames().isEmpty else { return }
+        let token = try service.createAdminToken(name: "bootstrap")
+        try writeOwnerOnly(token + "\n", to: path)
+        logger.notice("created the first admin token", metadata: ["file": "\(path)", "name": "bootstrap"])
+    }
+
+    /// Writes `text` to `path`, replacing it, with mode 0600 from the moment it exists.
+    static func writeOwnerOnly(_ text: String, to path: String) throws {
+        unlink(path)
+        let fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o600)
+        guard fd >= 0 else { throw POSIXError(POSIXErrorCode(rawValue: errno) ?? .EIO) }
+        defer { close(fd) }
+        let bytes = Array(text.utf8)
+        guard write(fd, bytes, bytes.count) == bytes.count else { throw POSIXError(POSIXErrorCode(rawValue: errno) ?? .EIO) }
+    }
+}

@@ -1,0 +1,36 @@
+import APIKeysCore
+
+/// Everything `apikeyd` can be told at start.
+public struct ServerConfiguration: Sendable {
+    /// Address to listen on.
+    public var host = "127.0.0.1"
+    /// Port to listen on; 0 picks a free one.
+    public var port = 7411
+    /// Directory of the SQLite database and the bootstrap admin token file.
+    public var dataDirectory = "./data"
+    /// Largest frame the server reads; a larger one closes the connection.
+    public var maxFrameSize = 64 * 1024
+    /// Connections served at once; more are closed as soon as they are accepted.
+    public var maxConnections = 1024
+    /// A connection with no traffic for this long is closed; 0 = never.
+    public var idleTimeoutSeconds: Int64 = 3600
+    /// KeyAdmin calls in flight per connection; more are refused with RESOURCE_EXHAUSTED.
+    public var maxAdminCallsInFlight = 64
+    /// Event loop threads.
+    public var eventLoopThreads = 1
+    /// Prefix of the secrets this server issues and accepts.
+    public var keyPrefix = "dbm_"
+    /// The permission catalog.
+    public var catalog = PermissionCatalog.standard
+    /// Capacity of the audit queue before checks fail closed.
+    public var auditQueueCapacity = 100_000
+    /// The clock that judges expiry; tests inject a manual one.
+    public var clock: any WallClock = SystemWallClock()
+
+    public init() {}
+
+    /// Path of the database file.
+    public var databasePath: String { dataDirectory + "/apikeys.sqlite" }
+    /// Path of the file holding the admin token created on first start.
+    public var adminTokenPath: String { dataDirectory + "/admin.token" }
+}

@@ -1,0 +1,38 @@
+import APIKeysCore
+import APIKeysWire
+
+/// Domain values as messages of the contract.
+extension ApiKey {
+    init(_ key: KeyRecord) {
+        self.init(
+            id: key.id, name: key.name, hint: key.hint, permissions: key.permissions, enabled: key.enabled,
+            createdAtMS: key.createdAtMS, updatedAtMS: key.updatedAtMS, expiresAtMS: key.expiresAtMS ?? 0,
+            lastUsedAtMS: key.lastUsedAtMS ?? 0, rotatedAtMS: key.rotatedAtMS ?? 0)
+    }
+}
+
+extension AuditEvent {
+    init(_ record: AuditRecord) {
+        self.init(
+            seq: record.seq, atMS: record.atMS, action: record.action.rawValue, trigger: record.trigger.rawValue,
+            keyID: record.keyID, keyName: record.keyName, actor: record.actor, detail: record.detail,
+            decision: record.action == .apiRequest ? (record.denial == nil ? .allow : .deny) : .unspecified,
+            reason: DenyReason(record.denial), permissions: record.permissions, resource: record.resource,
+            clientAddress: record.clientAddress)
+    }
+}
+
+extension CheckResponse {
+    init(_ outcome: CheckOutcome) {
+        self.init(
+            decision: outcome.isAllowed ? .allow : .deny, reason: DenyReason(outcome.denial),
+            httpStatus: outcome.httpStatus, keyID: outcome.key?.id ?? "", keyName: outcome.key?.name ?? "",
+            missingPermissions: outcome.missingPermissions, expiresAtMS: outcome.key?.expiresAtMS ?? 0)
+    }
+}
+
+extension DenyReason {
+    init(_ denial: Denial?) {
+        self = denial.map { DenyReason(rawValue: Int32($0.rawValue)) } ?? .unspecified
+    }
+}

@@ -1,0 +1,72 @@
+import APIKeysClient
+import ArgumentParser
+import Foundation
+
+/// How to reach the server, shared by every subcommand.
+struct ConnectionOptions: ParsableArguments {
+    @Option(help: "Server address host:port (env APIKEY_SERVER).")
+    var server: String = env("APIKEY_SERVER") ?? "127.0.0.1:7411"
+
+    @Option(help: "Admin token (env APIKEY_ADMIN_TOKEN). Prefer --token-file: a flag shows in the process list.")
+    var token: String?
+
+    @Option(help: "File holding the admin token (env APIKEY_TOKEN_FILE).")
+    var tokenFile: String = env("APIKEY_TOKEN_FILE") ?? "./data/admin.token"
+
+    @Option(help: "Seconds to wait for a reply.")
+    var timeout: Int = 10
+
+    /// Runs `body` with a client, turning every failure into one line on stderr and exit status 2.
+    func withClient<R>(needsToken: Bool = true, _ body: (APIKeysClient) async throws -> R) async throws -> R {
+        let client: APIKeysClient
+        do {
+            client = try makeClient(needsToken: needsToken)
+        } catch {
+            fail("\(error)")
+        }
+        do {
+            let result = try await body(client)
+            await client.close()
+            return result
+        } catch let error as ExitCode {
+            await client.close()
+            throw error
+        } catch {
+            await client.close()
+            fail("\(error)")
+        }
+    }
+
+    private func makeClient(needsToken: Bool) throws -> APIKeysClient {
+        let parts = server.split(separator: ":", omittingEmptySubsequences: false)
+        guard parts.count >= 2, let port = Int(parts.last!), (1...65535).contains(port) else {
+            throw CLIError("--server must be host:port, not \"\(server)\"")
+        }
+        let host = parts.dropLast().joined(separator: ":")
+        var adminToken = token ?? env("APIKEY_ADMIN_TOKEN")
+        if adminToken == nil, needsToken {
+            guard let text = try? String(contentsOfFile: tokenFile, encoding: .utf8) else {
+                throw CLIError("no admin token: pass --token, set APIKEY_ADMIN_TOKEN, or point --token-file at a token file (\(tokenFile) is not readable)")
+            }
+            adminToken = text.trimmingCharacters(in: .whitespacesAndNewlines)
+        }
+        return APIKeysClient(configuration: .init(
+            host: host.isEmpty ? "127.0.0.1" : host, port: port, adminToken: adminToken, timeout: .seconds(timeout)))
+    }
+}
+
+/// A usage error of the CLI, said in one line.
+struct CLIError: Error, CustomStringConvertible {
+    let description: String
+    init(_ description: String) { self.description = description }
+}
+
+/// Prints `message` as one line on stderr and exits with status 2.
+func fail(_ message: String) -> Never {
+    FileHandle.standardError.write(Data("apikey: \(message)\n".utf8))
+    exit(2)
+}
+
+func env(_ name: String) -> String? {
+    ProcessInfo.processInfo.environment[name].flatMap { $0.isEmpty ? nil : $0 }
+}

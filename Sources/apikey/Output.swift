@@ -1,0 +1,65 @@
+import APIKeysClient
+import Foundation
+
+/// Text and JSON renderings of what the server returns.
+enum Output {
+    /// A unix-millisecond time as ISO 8601 UTC, or `never` for 0.
+    static func time(_ ms: Int64, zero: String = "never") -> String {
+        guard ms != 0 else { return zero }
+        let formatter = ISO8601DateFormatter()
+        formatter.timeZone = TimeZone(identifier: "UTC")
+        return formatter.string(from: Date(timeIntervalSince1970: Double(ms) / 1000))
+    }
+
+    /// Columns padded to their widest cell.
+    static func table(_ header: [String], _ rows: [[String]]) -> String {
+        let all = [header] + rows
+        let widths = header.indices.map { column in all.map { $0[column].count }.max() ?? 0 }
+        return all.map { row in
+            row.enumerated().map { index, cell in
+                index == row.count - 1 ? cell : cell.padding(toLength: widths[index], withPad: " ", startingAt: 0)
+            }.joined(separator: "  ")
+        }.joined(separator: "\n")
+    }
+
+    /// A key as `field: value` lines.
+    static func details(_ key: ApiKey) -> String {
+        table(["FIELD", "VALUE"], [
+            ["id", key.id], ["name", key.name], ["hint", key.hint],
+            ["permissions", key.permissions.joined(separator: " ")], ["enabled", key.enabled ? "yes" : "no"],
+            ["created", time(key.createdAtMS)], ["updated", time(key.updatedAtMS)],
+            ["expires", time(key.expiresAtMS)], ["last used", time(key.lastUsedAtMS)],
+            ["rotated", time(key.rotatedAtMS)],
+        ]).split(separator: "\n").dropFirst().joined(separator: "\n")
+    }
+
+    /// The show-once secret, with the warning that goes with it.
+    static func secret(_ secret: String) -> String {
+        """
+        Secret (copy it now, it will not be shown again):
+
+            \(secret)
+
+        """
+    }
+
+    /// A key for `--json`.
+    struct KeyJSON: Encodable {
+        let id, name, hint: String
+        let permissions: [String]
+        let enabled: Bool
+        let createdAtMS, updatedAtMS, expiresAtMS, lastUsedAtMS, rotatedAtMS: Int64
+
+        init(_ key: ApiKey) {
+            (id, name, hint, permissions, enabled) = (key.id, key.name, key.hint, key.permissions, key.enabled)
+            (createdAtMS, updatedAtMS, expiresAtMS) = (key.createdAtMS, key.updatedAtMS, key.expiresAtMS)
+            (lastUsedAtMS, rotatedAtMS) = (key.lastUsedAtMS, key.rotatedAtMS)
+        }
+    }
+
+    static func json(_ value: some Encodable) -> String {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+        return String(decoding: (try? encoder.encode(value)) ?? Data(), as: UTF8.self)
+    }
+}

@@ -1,0 +1,85 @@
+import APIKeysClient
+import ArgumentParser
+import Foundation
+
+struct Audit: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Show the audit trail, newest first.")
+    @OptionGroup var connection: ConnectionOptions
+
+    @Option(help: "Only events of this key id.")
+    var key: String?
+
+    @Option(help: "Only this action (key.created, key.updated, key.permissions_changed, key.enabled, key.disabled, key.rotated, key.deleted, api.request).")
+    var action: String?
+
+    @Option(help: "Only events at or after this time (a date, a date-time, or a duration back from now such as 24h).")
+    var since: String?
+
+    @Option(help: "Only events before this time.")
+    var until: String?
+
+    @Option(help: "At most this many events.")
+    var limit: Int = 50
+
+    @Flag(help: "Print JSON.") var json = false
+
+    func run() async throws {
+        let request = ListAuditEventsRequest(
+            keyID: key ?? "", action: action ?? "", sinceMS: try since.map(Self.past) ?? 0,
+            untilMS: try until.map(Self.past) ?? 0, pageSize: UInt32(clamping: limit))
+        let events = try await connection.withClient { client in
+            var events: [AuditEvent] = []
+            var page = request
+            repeat {
+                let reply = try await client.listAuditEvents(page)
+                events += reply.events
+                page.pageToken = reply.nextPageToken
+            } while !page.pageToken.isEmpty && events.count < limit
+            return Array(events.prefix(limit))
+        }
+        if json {
+            print(Output.json(events.map(EventJSON.init)))
+            return
+        }
+        print(Output.table(["SEQ", "TIME", "ACTION", "KEY", "NAME", "BY", "DECISION", "DETAIL"], events.map(Self.row)))
+    }
+
+    private static func row(_ event: AuditEvent) -> [String] {
+        let isAPI = event.trigger == "api"
+        let detail = isAPI ? "\(event.permissions.joined(separator: " ")) \(event.resource)" : event.detail
+        return [
+            String(event.seq), Output.time(event.atMS), event.action, event.keyID, event.keyName,
+            isAPI ? "api" : event.actor, decision(event), detail,
+        ]
+    }
+
+    /// A duration counts back from now; dates are absolute.
+    private static func past(_ text: String) throws -> Int64 {
+        let now = Int64(Date.now.timeIntervalSince1970 * 1000)
+        let value = try TimeArgument.milliseconds(text, nowMS: now)
+        return value > now ? now - (value - now) : value
+    }
+
+    private static func decision(_ event: AuditEvent) -> String {
+        switch event.decision {
+        case .allow: "allow"
+        case .deny: "deny \(CheckText.reason(event.reason))"
+        default: ""
+        }
+    }
+
+    struct EventJSON: Encodable {
+        let seq: UInt64
+        let atMS: Int64
+        let action, trigger, keyID, keyName, actor, detail, decision, reason, resource, clientAddress: String
+        let permissions: [String]
+
+        init(_ event: AuditEvent) {
+            (seq, atMS, action, trigger) = (event.seq, event.atMS, event.action, event.trigger)
+            (keyID, keyName, actor, detail) = (event.keyID, event.keyName, event.actor, event.detail)
+            decision = Audit.decision(event).split(separator: " ").first.map(String.init) ?? ""
+            reason = event.reason == .unspecified ? "" : CheckText.reason(event.reason)
+            (resource, clientAddress, permissions) = (event.resource, event.clientAddress, event.permissions)
+        }
+    }
+}

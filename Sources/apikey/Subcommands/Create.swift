@@ -1,0 +1,28 @@
+import APIKeysClient
+import ArgumentParser
+
+struct Create: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Create a key and print its secret once.")
+
+    @OptionGroup var connection: ConnectionOptions
+
+    @Argument(help: "A name for the key (1-100 characters).")
+    var name: String
+
+    @Option(name: [.customLong("permission"), .customShort("p")], help: "A permission to grant; repeat for more (see `apikey permissions`).")
+    var permissions: [String] = []
+
+    @Option(help: "When the key expires: a duration (90d, 12h), a date (2027-01-31) or a date-time; default never.")
+    var expires: String?
+
+    func run() async throws {
+        let expiresAtMS = try expires.map { try TimeArgument.milliseconds($0) } ?? 0
+        let created = try await connection.withClient { client in
+            try await client.createKey(name: name, permissions: permissions, expiresAtMS: expiresAtMS)
+        }
+        print("Created key \(created.key.id) (\(created.key.name))")
+        print(Output.details(created.key))
+        print("")
+        print(Output.secret(created.secret))
+    }
+}

@@ -1,0 +1,99 @@
+import APIKeysClient
+import ArgumentParser
+
+/// The arguments of the subcommands that act on one key by id.
+struct KeyIDArguments: ParsableArguments {
+    @OptionGroup var connection: ConnectionOptions
+
+    @Argument(help: "The key's id (key_…), as `apikey list` shows it.")
+    var id: String
+}
+
+struct Show: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Show one key.")
+    @OptionGroup var key: KeyIDArguments
+    @Flag(help: "Print JSON.") var json = false
+
+    func run() async throws {
+        let found = try await key.connection.withClient { try await $0.getKey(id: key.id) }
+        print(json ? Output.json(Output.KeyJSON(found)) : Output.details(found))
+    }
+}
+
+struct Enable: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Enable a key.")
+    @OptionGroup var key: KeyIDArguments
+
+    func run() async throws {
+        let changed = try await key.connection.withClient { try await $0.setKeyEnabled(id: key.id, enabled: true) }
+        print("Enabled key \(changed.id) (\(changed.name))")
+    }
+}
+
+struct Disable: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Disable a key: checks with it are refused (401) until it is enabled.")
+    @OptionGroup var key: KeyIDArguments
+
+    func run() async throws {
+        let changed = try await key.connection.withClient { try await $0.setKeyEnabled(id: key.id, enabled: false) }
+        print("Disabled key \(changed.id) (\(changed.name))")
+    }
+}
+
+struct Rotate: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Give a key a new secret; the old secret stops working at once.")
+    @OptionGroup var key: KeyIDArguments
+
+    func run() async throws {
+        let rotated = try await key.connection.withClient { try await $0.rotateKey(id: key.id) }
+        print("Rotated key \(rotated.key.id) (\(rotated.key.name)); the old secret no longer works.")
+        print("")
+        print(Output.secret(rotated.secret))
+    }
+}
+
+struct Delete: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Delete a key for good (its audit events stay).")
+    @OptionGroup var key: KeyIDArguments
+    @Flag(help: "Do not ask for confirmation.") var yes = false
+
+    func run() async throws {
+        try await key.connection.withClient { client in
+            if !yes {
+                let found = try await client.getKey(id: key.id)
+                print("Delete key \(found.id) (\(found.name))? This cannot be undone. [y/N] ", terminator: "")
+                guard let answer = readLine(), ["y", "yes"].contains(answer.lowercased()) else {
+                    throw CLIError("not deleted (answer y to confirm, or pass --yes)")
+                }
+            }
+            try await client.deleteKey(id: key.id)
+        }
+        print("Deleted key \(key.id)")
+    }
+}
+
+struct Update: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Rename a key, change its expiry or replace its permissions.")
+    @OptionGroup var key: KeyIDArguments
+
+    @Option(help: "A new name.")
+    var name: String?
+
+    @Option(help: "A new expiry (90d, 2027-01-31, …), or `never` to clear it.")
+    var expires: String?
+
+    @Option(name: [.customLong("permission"), .customShort("p")], help: "The new permission set (replaces the old one); repeat for more.")
+    var permissions: [String] = []
+
+    func run() async throws {
+        var request = UpdateKeyRequest(id: key.id, name: name)
+        if let expires { request.expiresAtMS = try TimeArgument.milliseconds(expires) }
+        if !permissions.isEmpty { request.permissions = PermissionSet(names: permissions) }
+        guard request.name != nil || request.expiresAtMS != nil || request.permissions != nil else {
+            throw ValidationError("nothing to change: give --name, --expires or --permission")
+        }
+        let updated = try await key.connection.withClient { [request] in try await $0.updateKey(request) }
+        print(Output.details(updated))
+    }
+}

@@ -1,0 +1,38 @@
+import APIKeysClient
+import ArgumentParser
+
+struct List: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "List every key, oldest first.")
+
+    @OptionGroup var connection: ConnectionOptions
+
+    @Flag(help: "Print JSON instead of a table.")
+    var json = false
+
+    func run() async throws {
+        let keys = try await connection.withClient { client in
+            var keys: [ApiKey] = []
+            var token = ""
+            repeat {
+                let page = try await client.listKeys(pageSize: 500, pageToken: token)
+                keys += page.keys
+                token = page.nextPageToken
+            } while !token.isEmpty
+            return keys
+        }
+        if json {
+            print(Output.json(keys.map(Output.KeyJSON.init)))
+            return
+        }
+        guard !keys.isEmpty else {
+            print("No keys. Create one with: apikey create NAME --permission jobs:read")
+            return
+        }
+        print(Output.table(
+            ["ID", "NAME", "HINT", "ENABLED", "EXPIRES", "LAST USED", "PERMISSIONS"],
+            keys.map { key in
+                [key.id, key.name, key.hint, key.enabled ? "yes" : "no", Output.time(key.expiresAtMS),
+                 Output.time(key.lastUsedAtMS), key.permissions.joined(separator: " ")]
+            }))
+    }
+}

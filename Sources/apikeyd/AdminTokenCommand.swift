@@ -1,0 +1,56 @@
+import APIKeysStore
+import ArgumentParser
+import Foundation
+
+/// `apikeyd admin-token …`: manage admin tokens directly in the local database.
+struct AdminTokenCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "admin-token",
+        abstract: "Create, list and revoke admin tokens in the local database (works while the server runs).",
+        subcommands: [Create.self, Revoke.self, List.self])
+
+    struct Create: ParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Create an admin token and print it once.")
+        @OptionGroup var dataDirectory: DataDirectoryOption
+        @Argument(help: "A name for the token, recorded as the actor of what it does.")
+        var name: String
+
+        func run() throws {
+            let service = try KeyService.open(path: dataDirectory.path + "/apikeys.sqlite")
+            defer { service.close() }
+            let token = try service.createAdminToken(name: name)
+            print(token)
+            printErr("admin token \"\(name)\" created; copy it now, it will not be shown again")
+        }
+    }
+
+    struct Revoke: ParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Revoke an admin token by name.")
+        @OptionGroup var dataDirectory: DataDirectoryOption
+        @Argument(help: "The token's name.")
+        var name: String
+
+        func run() throws {
+            let service = try KeyService.open(path: dataDirectory.path + "/apikeys.sqlite")
+            defer { service.close() }
+            guard try service.revokeAdminToken(name: name) else { throw ValidationError("no admin token named \"\(name)\"") }
+            print("revoked admin token \"\(name)\"")
+        }
+    }
+
+    struct List: ParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "List the names of the admin tokens.")
+        @OptionGroup var dataDirectory: DataDirectoryOption
+
+        func run() throws {
+            let service = try KeyService.open(path: dataDirectory.path + "/apikeys.sqlite")
+            defer { service.close() }
+            for name in try service.adminTokenNames() { print(name) }
+        }
+    }
+}
+
+/// Prints a line on standard error.
+func printErr(_ line: String) {
+    FileHandle.standardError.write(Data((line + "\n").utf8))
+}

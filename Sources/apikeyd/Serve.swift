@@ -1,0 +1,70 @@
+import APIKeysCore
+import APIKeysServer
+import ArgumentParser
+import Logging
+import ServiceLifecycle
+
+/// `apikeyd serve`: runs the server until SIGINT or SIGTERM.
+struct Serve: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Run the server (the default). Each option can also be set by the environment variable named in its help.")
+
+    @Option(help: "Address to listen on (env APIKEYD_HOST).")
+    var host: String = Environment.string("APIKEYD_HOST", default: "127.0.0.1")
+
+    @Option(help: "Port to listen on; 0 picks a free one (env APIKEYD_PORT).")
+    var port: Int = Environment.int("APIKEYD_PORT", default: 7411)
+
+    @OptionGroup var dataDirectory: DataDirectoryOption
+
+    @Option(help: "Largest frame the server reads, in bytes (env APIKEYD_MAX_FRAME_SIZE).")
+    var maxFrameSize: Int = Environment.int("APIKEYD_MAX_FRAME_SIZE", default: 64 * 1024)
+
+    @Option(help: "Connections served at once (env APIKEYD_MAX_CONNECTIONS).")
+    var maxConnections: Int = Environment.int("APIKEYD_MAX_CONNECTIONS", default: 1024)
+
+    @Option(help: "Seconds without traffic before a connection is closed; 0 = never (env APIKEYD_IDLE_TIMEOUT).")
+    var idleTimeout: Int = Environment.int("APIKEYD_IDLE_TIMEOUT", default: 3600)
+
+    @Option(help: "KeyAdmin calls in flight per connection (env APIKEYD_MAX_ADMIN_CALLS).")
+    var maxAdminCalls: Int = Environment.int("APIKEYD_MAX_ADMIN_CALLS", default: 64)
+
+    @Option(help: "Event loop threads (env APIKEYD_EVENT_LOOPS).")
+    var eventLoops: Int = Environment.int("APIKEYD_EVENT_LOOPS", default: 1)
+
+    @Option(help: "Prefix of the secrets this server issues (env APIKEYD_KEY_PREFIX).")
+    var keyPrefix: String = Environment.string("APIKEYD_KEY_PREFIX", default: "dbm_")
+
+    @Option(help: "Log level: trace, debug, info, notice, warning, error, critical (env APIKEYD_LOG_LEVEL).")
+    var logLevel: String = Environment.string("APIKEYD_LOG_LEVEL", default: "info")
+
+    func validate() throws {
+        guard Logger.Level(rawValue: logLevel) != nil else { throw ValidationError("unknown log level \"\(logLevel)\"") }
+        guard (0...65535).contains(port) else { throw ValidationError("port must be 0-65535") }
+        guard maxFrameSize >= 64 else { throw ValidationError("--max-frame-size must be at least 64") }
+        guard maxConnections > 0, maxAdminCalls > 0, eventLoops > 0, idleTimeout >= 0 else {
+            throw ValidationError("limits must be positive")
+        }
+        _ = try SecretFormat(prefix: keyPrefix)
+    }
+
+    func run() async throws {
+        var logger = Logger(label: "apikeyd")
+        logger.logLevel = Logger.Level(rawValue: logLevel) ?? .info
+        var configuration = ServerConfiguration()
+        configuration.host = host
+        configuration.port = port
+        configuration.dataDirectory = dataDirectory.path
+        configuration.maxFrameSize = maxFrameSize
+        configuration.maxConnections = maxConnections
+        configuration.idleTimeoutSeconds = Int64(idleTimeout)
+        configuration.maxAdminCallsInFlight = maxAdminCalls
+        configuration.eventLoopThreads = eventLoops
+        configuration.keyPrefix = keyPrefix
+
+        let server = try await APIKeysServer.start(configuration: configuration, logger: logger)
+        let group = ServiceGroup(
+            configuration: .init(services: [server], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
+        try await group.run()
+    }
+}

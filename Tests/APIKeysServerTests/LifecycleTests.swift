@@ -1,0 +1,148 @@
+import APIKeysClient
+import APIKeysCore
+import Foundation
+import Testing
+
+@Suite struct LifecycleTests {
+    @Test func fullKeyLifecycleThroughTheClient() async throws {
+        try await withServer { server, client in
+            let created = try await client.createKey(
+                name: "ci", permissions: ["jobs:read", "jobs:execute"], expiresAtMS: server.clock.nowMS() + 60_000)
+            let id = created.key.id
+            #expect(created.secret.hasPrefix("dbm_"))
+
+            var answer = try await client.check(key: created.secret, permissions: ["jobs:read"], resource: "GET /jobs")
+            #expect(answer.decision == .allow && answer.httpStatus == 200 && answer.keyID == id && answer.keyName == "ci")
+
+            answer = try await client.check(key: created.secret, permissions: ["jobs:read", "vault:read"])
+            #expect(answer.decision == .deny && answer.reason == .missingPermission && answer.httpStatus == 403)
+            #expect(answer.missingPermissions == ["vault:read"])
+
+            _ = try await client.setKeyEnabled(id: id, enabled: false)
+            answer = try await client.check(key: created.secret)
+            #expect(answer.reason == .disabled && answer.httpStatus == 401)
+
+            _ = try await client.setKeyEnabled(id: id, enabled: true)
+            #expect(try await client.check(key: created.secret).decision == .allow)
+
+            let rotated = try await client.rotateKey(id: id)
+            #expect(rotated.key.id == id && rotated.key.permissions == ["jobs:read", "jobs:execute"])
+            #expect(try await client.check(key: created.secret).reason == .unknownKey)
+            #expect(try await client.check(key: rotated.secret, permissions: ["jobs:execute"]).decision == .allow)
+
+            let updated = try await client.updateKey(UpdateKeyRequest(id: id, permissions: PermissionSet(names: ["vault:read"])))
+            #expect(updated.permissions == ["vault:read"])
+            #expect(try await client.check(key: rotated.secret, permissions: ["jobs:read"]).reason == .missingPermission)
+            #expect(try await client.check(key: rotated.secret, permissions: ["vault:read"]).decision == .allow)
+
+            server.clock.advance(byMS: 60_000)
+            answer = try await client.check(key: rotated.secret, permissions: ["vault:read"])
+            #expect(answer.reason == .expired && answer.httpStatus == 401)
+            _ = try await client.updateKey(UpdateKeyRequest(id: id, expiresAtMS: 0))
+            #expect(try await client.check(key: rotated.secret).decision == .allow)
+
+            try await client.deleteKey(id: id)
+            answer = try await client.check(key: rotated.secret)
+            #expect(answer.reason == .unknownKey && answer.httpStatus == 401)
+            await #expect(throws: APIKeysClientError(code: .notFound, message: "no key with id \"\(id)\"")) {
+                try await client.getKey(id: id)
+            }
+
+            server.server.service.flushAuditTrail()
+            let events = try await client.listAuditEvents(ListAuditEventsRequest(keyID: id, pageSize: 100)).events
+            let admin = events.filter { $0.trigger == "admin" }.map(\.action)
+            #expect(admin == [
+                "key.deleted", "key.updated", "key.permissions_changed", "key.rotated", "key.enabled", "key.disabled",
+                "key.created",
+            ])
+            #expect(events.filter { $0.trigger == "admin" }.allSatisfy { $0.actor == "bootstrap" })
+            let api = events.filter { $0.action == "api.request" }
+            #expect(api.count == 9)  // every check above but the two unknown-key ones, which name no key
+            #expect(api.last?.resource == "GET /jobs" && api.last?.decision == .allow)
+            #expect(api.contains { $0.decision == .deny && $0.reason == .expired })
+        }
+    }
+
+    @Test func listPermissionsAndPagination() async throws {
+        try await withServer { _, client in
+            #expect(try await client.listPermissions().map(\.name) == PermissionCatalog.standard.entries.map(\.name))
+            for index in 0..<5 { _ = try await client.createKey(name: "k\(index)", permissions: ["jobs:read"]) }
+            let first = try await client.listKeys(pageSize: 3)
+            #expect(first.keys.map(\.name) == ["k0", "k1", "k2"])
+            let second = try await client.listKeys(pageSize: 3, pageToken: first.nextPageToken)
+            #expect(second.keys.map(\.name) == ["k3", "k4"] && second.nextPageToken.isEmpty)
+        }
+    }
+
+    @Test func everythingSurvivesARestartAndTheClientReconnects() async throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("apikeyd-it-\(UUID())").path
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let clock = ManualWallClock(nowMS: Int64(Date().timeIntervalSince1970 * 1000))
+        let first = try await TestServer.start(dataDirectory: dir, clock: clock)
+        let token = first.adminToken
+        let client = first.client()
+        let created = try await client.createKey(name: "survivor", permissions: ["jobs:read"])
+        #expect(try await client.check(key: created.secret).decision == .allow)
+        await first.server.shutdown()
+        await #expect(throws: APIKeysClientError.self) { try await client.getKey(id: created.key.id) }
+
+        let second = try await TestServer.start(dataDirectory: dir, port: first.port, clock: clock)
+        #expect(second.adminToken == token)  // the first token is not replaced
+        let key = try await client.getKey(id: created.key.id)
+        #expect(key.name == "survivor" && key.lastUsedAtMS > 0)
+        #expect(try await client.check(key: created.secret, permissions: ["jobs:read"]).decision == .allow)
+        await client.close()
+        await second.server.shutdown()
+    }
+
+    @Test func adminCallsNeedAValidAdminToken() async throws {
+        try await withServer { server, client in
+            let created = try await client.createKey(name: "k", permissions: ["jobs:read"])
+            let anonymous = APIKeysClient(configuration: .init(port: server.port, adminToken: nil))
+            let wrong = server.client(token: "adm_" + String(repeating: "A", count: 46))
+            let apiKeyAsAdmin = server.client(token: created.secret)
+            defer { Task { await anonymous.close(); await wrong.close(); await apiKeyAsAdmin.close() } }
+            for other in [anonymous, wrong, apiKeyAsAdmin] {
+                await #expect { try await other.listKeys() } throws: { error in
+                    (error as? APIKeysClientError)?.code == .unauthenticated
+                }
+            }
+            // Check needs no admin token.
+            #expect(try await anonymous.check(key: created.secret).decision == .allow)
+        }
+    }
+
+    @Test func invalidArgumentsNameTheField() async throws {
+        try await withServer { _, client in
+            let cases: [(CreateKeyRequest, String)] = [
+                (CreateKeyRequest(name: "  ", permissions: ["jobs:read"]), "name"),
+                (CreateKeyRequest(name: String(repeating: "x", count: 101), permissions: ["jobs:read"]), "name"),
+                (CreateKeyRequest(name: "tab\there", permissions: ["jobs:read"]), "name"),
+                (CreateKeyRequest(name: "k", permissions: []), "permissions"),
+                (CreateKeyRequest(name: "k", permissions: ["jobs:*"]), "permissions"),
+                (CreateKeyRequest(name: "k", permissions: ["jobs:read"], expiresAtMS: 1), "expires_at_ms"),
+            ]
+            for (request, field) in cases {
+                await #expect {
+                    _ = try await client.call(.createKey, request, as: CreateKeyResponse.self)
+                } throws: { error in
+                    guard let error = error as? APIKeysClientError else { return false }
+                    return error.code == .invalidArgument && error.message.hasPrefix(field)
+                }
+            }
+            await #expect { try await client.listAuditEvents(ListAuditEventsRequest(action: "key.exploded")) } throws: {
+                ($0 as? APIKeysClientError)?.code == .invalidArgument
+            }
+            let keys = try await client.listKeys().keys
+            #expect(keys.isEmpty)
+        }
+    }
+
+    @Test func malformedKeysAreDeniedWithoutANetworkCall() async throws {
+        // No server at all: the client answers a malformed key itself.
+        let client = APIKeysClient(configuration: .init(port: 1))
+        let answer = try await client.check(key: "dbm_short")
+        #expect(answer.reason == .malformedKey && answer.httpStatus == 401)
+        await client.close()
+    }
+}

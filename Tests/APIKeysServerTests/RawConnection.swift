@@ -1,0 +1,75 @@
+import APIKeysWire
+import Foundation
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// A plain blocking TCP socket to 127.0.0.1, for sending exactly the bytes a test wants.
+final class RawConnection {
+    private let fd: Int32
+
+    init(port: Int, receiveTimeoutSeconds: Int = 5) throws {
+        fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        guard fd >= 0 else { throw POSIXError(.EIO) }
+        var timeout = timeval(tv_sec: receiveTimeoutSeconds, tv_usec: 0)
+        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_port = in_port_t(UInt16(port).bigEndian)
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        let rc = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+        }
+        guard rc == 0 else {
+            close(fd)
+            throw POSIXError(POSIXErrorCode(rawValue: errno) ?? .ECONNREFUSED)
+        }
+    }
+
+    deinit { close(fd) }
+
+    func send(_ bytes: [UInt8]) {
+        var offset = 0
+        while offset < bytes.count {
+            let sent = bytes[offset...].withUnsafeBytes { Glibc.send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+            guard sent > 0 else { return }
+            offset += sent
+        }
+    }
+
+    /// Sends `envelope` as one frame.
+    func send(_ envelope: Envelope) throws {
+        let body = try envelope.serializedBytes()
+        send(Self.frame(body))
+    }
+
+    static func frame(_ body: [UInt8]) -> [UInt8] {
+        withUnsafeBytes(of: UInt32(body.count).bigEndian) { Array($0) } + body
+    }
+
+    /// Reads exactly `count` bytes; nil if the connection closed (or timed out) first.
+    func receive(_ count: Int) -> [UInt8]? {
+        var buffer = [UInt8](repeating: 0, count: count)
+        var offset = 0
+        while offset < count {
+            let got = buffer[offset...].withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
+            guard got > 0 else { return nil }
+            offset += got
+        }
+        return buffer
+    }
+
+    /// Reads one reply frame; nil if the connection closed first.
+    func receiveEnvelope() throws -> Envelope? {
+        guard let header = receive(4) else { return nil }
+        let length = header.reduce(0) { $0 << 8 | Int($1) }
+        guard let body = receive(length) else { return nil }
+        return try Envelope(serializedBytes: body)
+    }
+
+    /// True when the peer has closed the connection (a read returns end of file).
+    func isClosedByPeer() -> Bool {
+        var byte: UInt8 = 0
+        return recv(fd, &byte, 1, 0) == 0
+    }
+}
