@@ -2,49 +2,52 @@ import Synchronization
 
 /// The in-memory map from secret hash to key state that answers every check without storage.
 ///
-/// The store loads it at start and updates it after each committed mutation, before the
-/// mutation returns, so a rotated, disabled or deleted key is refused from that moment on.
+/// The store loads it at start and updates it inside each mutation, before the mutation
+/// returns, so a rotated, disabled or deleted key is refused from that moment on.
+///
+/// Kept small so that a million keys fit in well under 300 MB: a key's permissions are a bit
+/// mask over the catalog, and the table is keyed by the first 128 bits of the SHA-256 (finding
+/// another secret with the same 128-bit prefix is a 2^128 search; the database keeps all 256 bits).
 public final class KeyIndex: Sendable {
-    private struct State {
-        var byHash: [SecretHash: KeyCheckState] = [:]
-        var hashByID: [String: SecretHash] = [:]
+    /// The catalog the masks refer to.
+    public let catalog: PermissionCatalog
+    private let byHash: Mutex<[Slot: KeyCheckState]>
+
+    /// The first 128 bits of a secret hash.
+    private struct Slot: Hashable {
+        let high: UInt64
+        let low: UInt64
+
+        init(_ hash: SecretHash) { (high, low) = hash.prefix128 }
+
+        func hash(into hasher: inout Hasher) { hasher.combine(high) }
     }
 
-    private let state = Mutex(State())
-
-    public init() {}
+    public init(catalog: PermissionCatalog, expectedCount: Int = 0) {
+        self.catalog = catalog
+        self.byHash = Mutex(Dictionary(minimumCapacity: expectedCount))
+    }
 
     /// Number of keys.
-    public var count: Int { state.withLock { $0.byHash.count } }
+    public var count: Int { byHash.withLock { $0.count } }
 
-    /// Adds the key, or replaces its state and secret hash.
-    public func upsert(_ key: KeyCheckState, hash: SecretHash) {
-        state.withLock { state in
-            if let old = state.hashByID[key.id], old != hash { state.byHash[old] = nil }
-            state.byHash[hash] = key
-            state.hashByID[key.id] = hash
+    /// Adds or replaces the key whose secret hashes to `hash`; with `replacing`, that old hash
+    /// (a rotated secret) is forgotten in the same step.
+    public func upsert(_ key: KeyCheckState, hash: SecretHash, replacing old: SecretHash? = nil) {
+        byHash.withLock { index in
+            if let old, old != hash { index[Slot(old)] = nil }
+            index[Slot(hash)] = key
         }
     }
 
-    /// Replaces a known key's state, keeping its hash; does nothing for an unknown id.
-    public func update(_ key: KeyCheckState) {
-        state.withLock { state in
-            guard let hash = state.hashByID[key.id] else { return }
-            state.byHash[hash] = key
-        }
-    }
-
-    /// Forgets the key with `id`.
-    public func remove(id: String) {
-        state.withLock { state in
-            guard let hash = state.hashByID.removeValue(forKey: id) else { return }
-            state.byHash[hash] = nil
-        }
+    /// Forgets the key whose secret hashes to `hash`.
+    public func remove(hash: SecretHash) {
+        byHash.withLock { _ = $0.removeValue(forKey: Slot(hash)) }
     }
 
     /// The key whose secret hashes to `hash`.
     public func lookup(_ hash: SecretHash) -> KeyCheckState? {
-        state.withLock { $0.byHash[hash] }
+        byHash.withLock { $0[Slot(hash)] }
     }
 
     /// Decides a check of `secret` for `permissions` at `nowMS` (PROTOCOL.md §4). A leading
@@ -56,16 +59,16 @@ public final class KeyIndex: Sendable {
             if bytes.starts(with: Self.bearer) { bytes = UnsafeRawBufferPointer(rebasing: bytes[Self.bearer.count...]) }
             guard format.isWellFormed(bytes: bytes) else { return CheckOutcome(denial: .malformedKey, key: nil) }
             guard let key = lookup(SecretHash(ofBytes: bytes)) else { return CheckOutcome(denial: .unknownKey, key: nil) }
-            return Self.judge(key, permissions: permissions, nowMS: nowMS)
+            return judge(key, permissions: permissions, nowMS: nowMS)
         }
     }
 
     /// The decision for a known key.
-    static func judge(_ key: KeyCheckState, permissions: [String], nowMS: Int64) -> CheckOutcome {
+    func judge(_ key: KeyCheckState, permissions: [String], nowMS: Int64) -> CheckOutcome {
         guard key.enabled else { return CheckOutcome(denial: .disabled, key: key) }
         if let expiry = key.expiresAtMS, expiry <= nowMS { return CheckOutcome(denial: .expired, key: key) }
         var missing: [String] = []
-        for permission in permissions where !key.permissions.contains(permission) && !missing.contains(permission) {
+        for permission in permissions where !catalog.grants(key.permissions, permission) && !missing.contains(permission) {
             missing.append(permission)
         }
         return missing.isEmpty

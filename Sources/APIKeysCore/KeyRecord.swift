@@ -38,10 +38,10 @@ public struct KeyRecord: Sendable, Hashable {
         "key_" + SecureRandom.string(count: 22, alphabet: SecretFormat.alphabet)
     }
 
-    /// What a check needs to know about this key.
-    public var checkState: KeyCheckState {
+    /// What a check needs to know about this key, its permissions as a mask of `catalog`.
+    public func checkState(in catalog: PermissionCatalog) -> KeyCheckState {
         KeyCheckState(
-            id: id, name: name, permissions: Set(permissions), enabled: enabled, expiresAtMS: expiresAtMS)
+            id: id, name: name, permissions: catalog.mask(of: permissions), enabled: enabled, expiresAtMS: expiresAtMS)
     }
 }
 
@@ -49,11 +49,11 @@ public struct KeyRecord: Sendable, Hashable {
 public struct KeyCheckState: Sendable, Hashable {
     public var id: String
     public var name: String
-    public var permissions: Set<String>
+    public var permissions: PermissionMask
     public var enabled: Bool
     public var expiresAtMS: Int64?
 
-    public init(id: String, name: String, permissions: Set<String>, enabled: Bool, expiresAtMS: Int64?) {
+    public init(id: String, name: String, permissions: PermissionMask, enabled: Bool, expiresAtMS: Int64?) {
         self.id = id
         self.name = name
         self.permissions = permissions

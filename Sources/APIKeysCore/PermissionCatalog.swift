@@ -14,12 +14,19 @@ public struct PermissionCatalog: Sendable, Hashable {
 
     /// In the order they are listed.
     public let entries: [Entry]
-    private let names: Set<String>
+    /// Each name's bit in a ``PermissionMask``: its position in ``entries``.
+    private let bits: [String: UInt64]
 
-    /// A catalog of `entries`. Throws ``KeyError/invalidCatalog(_:)`` for an empty catalog, a
-    /// duplicate, or a name that is not of the form `[a-z0-9_.-]+(:[a-z0-9_.-]+)*`.
+    /// Most permissions a catalog can hold: a key's grants are one 64-bit mask.
+    public static let maxEntries = 64
+
+    /// A catalog of `entries`. Throws ``KeyError/invalidCatalog(_:)`` for an empty catalog, more
+    /// than 64 entries, a duplicate, or a name not of the form `[a-z0-9_.-]+(:[a-z0-9_.-]+)*`.
     public init(_ entries: [Entry]) throws(KeyError) {
         guard !entries.isEmpty else { throw .invalidCatalog("the catalog has no permission") }
+        guard entries.count <= Self.maxEntries else {
+            throw .invalidCatalog("the catalog has \(entries.count) permissions; at most \(Self.maxEntries) are supported")
+        }
         var seen = Set<String>()
         for entry in entries {
             guard Self.isWellFormed(entry.name) else {
@@ -30,17 +37,28 @@ public struct PermissionCatalog: Sendable, Hashable {
             }
         }
         self.entries = entries
-        self.names = seen
+        self.bits = Dictionary(uniqueKeysWithValues: entries.enumerated().map { ($1.name, UInt64(1) << $0) })
     }
 
     /// Whether `name` is in the catalog.
-    public func contains(_ name: String) -> Bool { names.contains(name) }
+    public func contains(_ name: String) -> Bool { bits[name] != nil }
+
+    /// The mask of `names`; names not in the catalog add nothing (they can never be granted).
+    public func mask(of names: some Sequence<String>) -> PermissionMask {
+        PermissionMask(rawValue: names.reduce(0) { $0 | (bits[$1] ?? 0) })
+    }
+
+    /// Whether `mask` grants `name`; never for a name the catalog lacks.
+    public func grants(_ mask: PermissionMask, _ name: String) -> Bool {
+        guard let bit = bits[name] else { return false }
+        return mask.rawValue & bit != 0
+    }
 
     /// `names` deduplicated and in catalog order. Throws ``KeyError/noPermissions`` for an empty
     /// list and ``KeyError/unknownPermission(_:)`` for the first name the catalog lacks.
     public func validate(_ requested: [String]) throws(KeyError) -> [String] {
         guard !requested.isEmpty else { throw .noPermissions }
-        for name in requested where !names.contains(name) { throw .unknownPermission(name) }
+        for name in requested where bits[name] == nil { throw .unknownPermission(name) }
         let wanted = Set(requested)
         return entries.map(\.name).filter { wanted.contains($0) }
     }
@@ -65,4 +83,10 @@ public struct PermissionCatalog: Sendable, Hashable {
         Entry(name: "notifications:read", description: "Read notification settings and history"),
         Entry(name: "vault:read", description: "Read secrets from the vault"),
     ])
+}
+
+/// A set of permissions of one catalog, one bit per entry: what the check index keeps per key.
+public struct PermissionMask: RawRepresentable, Hashable, Sendable {
+    public var rawValue: UInt64
+    public init(rawValue: UInt64) { self.rawValue = rawValue }
 }

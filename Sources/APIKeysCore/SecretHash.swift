@@ -28,6 +28,9 @@ public struct SecretHash: Hashable, Sendable {
         self.words = words
     }
 
+    /// The first 16 digest bytes as two words.
+    public var prefix128: (UInt64, UInt64) { (words.0, words.1) }
+
     /// The 32 digest bytes.
     public var digest: [UInt8] { withUnsafeBytes(of: words) { Array($0) } }
 

@@ -8,28 +8,58 @@ extension KeyService {
         public var secret: String
     }
 
+    /// What a new key is given.
+    public struct NewKey: Sendable, Hashable {
+        public var name: String
+        public var permissions: [String]
+        /// 0 = never.
+        public var expiresAtMS: Int64
+
+        public init(name: String, permissions: [String], expiresAtMS: Int64 = 0) {
+            self.name = name
+            self.permissions = permissions
+            self.expiresAtMS = expiresAtMS
+        }
+    }
+
     /// Creates a key. Throws ``KeyError`` for an invalid name, permission or expiry.
     public func createKey(name: String, permissions: [String], expiresAtMS: Int64 = 0, actor: String) throws -> IssuedKey {
+        try createKeys([NewKey(name: name, permissions: permissions, expiresAtMS: expiresAtMS)], actor: actor)[0]
+    }
+
+    /// Creates keys in one transaction: all of them or, when one is invalid, none.
+    public func createKeys(_ requests: [NewKey], actor: String) throws -> [IssuedKey] {
         let now = clock.nowMS()
-        let name = try KeyRules.validName(name)
-        let permissions = try catalog.validate(permissions)
-        let expiry = try KeyRules.validExpiry(expiresAtMS, nowMS: now)
-        let secret = format.generate()
-        let hash = SecretHash(of: secret)
-        let key = KeyRecord(
-            id: KeyRecord.newID(), name: name, hint: format.hint(for: secret), permissions: permissions,
-            enabled: true, createdAtMS: now, updatedAtMS: now, expiresAtMS: expiry)
-        try mutate(actor: actor) { db in
-            try KeyTable.insert(key, hash: hash, in: db)
-            index.upsert(key.checkState, hash: hash)
-            return (key, [(.keyCreated, "created; expires \(Self.describe(expiry))", permissions)])
+        let issued = try requests.map { request in
+            let name = try KeyRules.validName(request.name)
+            let permissions = try catalog.validate(request.permissions)
+            let expiry = try KeyRules.validExpiry(request.expiresAtMS, nowMS: now)
+            let secret = format.generate()
+            let key = KeyRecord(
+                id: KeyRecord.newID(), name: name, hint: format.hint(for: secret), permissions: permissions,
+                enabled: true, createdAtMS: now, updatedAtMS: now, expiresAtMS: expiry)
+            return IssuedKey(key: key, secret: secret)
         }
-        return IssuedKey(key: key, secret: secret)
+        try withAdmin { db in
+            try db.transaction {
+                for item in issued {
+                    try KeyTable.insert(item.key, hash: SecretHash(of: item.secret), in: db)
+                    try AuditTable.insert(
+                        AuditRecord(
+                            seq: takeSeq(), atMS: now, action: .keyCreated, keyID: item.key.id, keyName: item.key.name,
+                            actor: actor, detail: "created; expires \(Self.describe(item.key.expiresAtMS))",
+                            permissions: item.key.permissions),
+                        in: db)
+                }
+            }
+        }
+        for item in issued { index.upsert(item.key.checkState(in: catalog), hash: SecretHash(of: item.secret)) }
+        return issued
     }
 
     /// The key with `id`.
     public func getKey(id: String) throws -> KeyRecord {
-        try withAdmin { try KeyTable.find(id: id, in: $0) }
+        try withAdmin { try KeyTable.find(id: id, in: $0).key }
     }
 
     /// One page of keys, oldest first; `pageToken` is the previous page's `nextPageToken`.
@@ -52,7 +82,7 @@ extension KeyService {
         let newExpiry = try expiresAtMS.map { expiry throws(KeyError) in try KeyRules.validExpiry(expiry, nowMS: now) }
         let newPermissions = try permissions.map { names throws(KeyError) in try catalog.validate(names) }
         return try mutate(actor: actor) { db in
-            var key = try KeyTable.find(id: id, in: db)
+            var (key, hash) = try KeyTable.find(id: id, in: db)
             var changes: [String] = []
             if let newName, newName != key.name {
                 changes.append("name \"\(key.name)\" → \"\(newName)\"")
@@ -69,11 +99,10 @@ extension KeyService {
                 events.append((.keyPermissionsChanged, detail, newPermissions))
                 key.permissions = newPermissions
             }
-            guard !events.isEmpty else { return (key, []) }
+            guard !events.isEmpty else { return (key, [], nil) }
             key.updatedAtMS = now
             try KeyTable.update(key, newHash: nil, in: db)
-            index.update(key.checkState)
-            return (key, events)
+            return (key, events, hash)
         }
     }
 
@@ -81,13 +110,12 @@ extension KeyService {
     public func setEnabled(id: String, enabled: Bool, actor: String) throws -> KeyRecord {
         let now = clock.nowMS()
         return try mutate(actor: actor) { db in
-            var key = try KeyTable.find(id: id, in: db)
-            guard key.enabled != enabled else { return (key, []) }
+            var (key, hash) = try KeyTable.find(id: id, in: db)
+            guard key.enabled != enabled else { return (key, [], nil) }
             key.enabled = enabled
             key.updatedAtMS = now
             try KeyTable.update(key, newHash: nil, in: db)
-            index.update(key.checkState)
-            return (key, [(enabled ? .keyEnabled : .keyDisabled, enabled ? "enabled" : "disabled", [])])
+            return (key, [(enabled ? .keyEnabled : .keyDisabled, enabled ? "enabled" : "disabled", [])], hash)
         }
     }
 
@@ -97,66 +125,57 @@ extension KeyService {
         let now = clock.nowMS()
         let secret = format.generate()
         let hash = SecretHash(of: secret)
-        let key = try mutate(actor: actor) { db in
-            var key = try KeyTable.find(id: id, in: db)
+        let key = try mutate(actor: actor, replacing: { db in try KeyTable.find(id: id, in: db).hash }) { db in
+            var (key, _) = try KeyTable.find(id: id, in: db)
             let oldHint = key.hint
             key.hint = format.hint(for: secret)
             key.rotatedAtMS = now
             key.updatedAtMS = now
             try KeyTable.update(key, newHash: hash, in: db)
-            index.upsert(key.checkState, hash: hash)
-            return (key, [(.keyRotated, "secret \(oldHint) replaced by \(key.hint)", [])])
+            return (key, [(.keyRotated, "secret \(oldHint) replaced by \(key.hint)", [])], hash)
         }
         return IssuedKey(key: key, secret: secret)
     }
 
     /// Deletes the key for good. Its audit events stay.
     public func deleteKey(id: String, actor: String) throws {
-        _ = try mutate(actor: actor) { db in
-            let key = try KeyTable.find(id: id, in: db)
+        var deletedHash: SecretHash?
+        try mutate(actor: actor) { db in
+            let (key, hash) = try KeyTable.find(id: id, in: db)
             try KeyTable.delete(id: id, in: db)
-            index.remove(id: id)
-            return (key, [(.keyDeleted, "deleted", [])])
+            deletedHash = hash
+            return (key, [(.keyDeleted, "deleted", [])], nil)
         }
+        if let deletedHash { index.remove(hash: deletedHash) }
     }
 
-    /// Runs `change` and writes the audit events it returns in one transaction. `change` updates
-    /// the index itself, after its SQL succeeded; should the commit then fail, the index is
-    /// reloaded for that key from the database so it never runs ahead of what is stored.
+    /// Runs `change` and writes the audit events it returns in one transaction. After the commit,
+    /// still under the admin lock and before returning, the index takes the key's new state under
+    /// the hash `change` returns (nil: the index is not touched), forgetting the hash that
+    /// `replacing` read before the change (a rotated secret).
     @discardableResult
     private func mutate(
         actor: String,
-        _ change: (SQLiteConnection) throws -> (KeyRecord, [(AuditAction, String, [String])])
+        replacing: ((SQLiteConnection) throws -> SecretHash)? = nil,
+        _ change: (SQLiteConnection) throws -> (KeyRecord, [(AuditAction, String, [String])], SecretHash?)
     ) throws -> KeyRecord {
         let now = clock.nowMS()
         return try withAdmin { db in
-            var touchedID: String?
-            do {
-                return try db.transaction {
-                    let (key, events) = try change(db)
-                    touchedID = key.id
-                    for (action, detail, permissions) in events {
-                        try AuditTable.insert(
-                            AuditRecord(
-                                seq: takeSeq(), atMS: now, action: action, keyID: key.id, keyName: key.name,
-                                actor: actor, detail: detail, permissions: permissions),
-                            in: db)
-                    }
-                    return key
+            let oldHash = try replacing?(db)
+            let (key, hash) = try db.transaction {
+                let (key, events, hash) = try change(db)
+                for (action, detail, permissions) in events {
+                    try AuditTable.insert(
+                        AuditRecord(
+                            seq: takeSeq(), atMS: now, action: action, keyID: key.id, keyName: key.name,
+                            actor: actor, detail: detail, permissions: permissions),
+                        in: db)
                 }
-            } catch {
-                if let touchedID { try? reloadIndex(id: touchedID, db: db) }
-                throw error
+                return (key, hash)
             }
+            if let hash { index.upsert(key.checkState(in: catalog), hash: hash, replacing: oldHash) }
+            return key
         }
-    }
-
-    /// Makes the index agree with the database for one key.
-    private func reloadIndex(id: String, db: SQLiteConnection) throws {
-        index.remove(id: id)
-        let digest = try db.statement("SELECT secret_hash FROM keys WHERE id = ?").bind(.text(id)).firstRow { $0.blob(0) }
-        guard let digest, let hash = SecretHash(digest: digest) else { return }
-        index.upsert(try KeyTable.find(id: id, in: db).checkState, hash: hash)
     }
 
     /// An expiry in words for audit details: an ISO 8601 UTC time, or `never`.

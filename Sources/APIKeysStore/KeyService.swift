@@ -34,11 +34,11 @@ public final class KeyService: Sendable {
 
     private init(
         catalog: PermissionCatalog, format: SecretFormat, clock: any WallClock, admin: SQLiteConnection,
-        auditWriter: AuditWriter, lastSeq: UInt64, logger: Logger
+        auditWriter: AuditWriter, lastSeq: UInt64, expectedKeys: Int, logger: Logger
     ) {
         self.catalog = catalog
         self.format = format
-        self.index = KeyIndex()
+        self.index = KeyIndex(catalog: catalog, expectedCount: expectedKeys)
         self.clock = clock
         self.admin = Mutex(admin)
         self.auditWriter = auditWriter
@@ -60,8 +60,13 @@ public final class KeyService: Sendable {
             connection: try SQLiteConnection(path: path, busyTimeoutMS: busyTimeoutMS), capacity: auditQueueCapacity, logger: logger)
         let service = KeyService(
             catalog: catalog, format: format, clock: clock, admin: db, auditWriter: writer, lastSeq: lastSeq,
-            logger: logger)
-        for (key, hash) in try KeyTable.all(in: db) { service.index.upsert(key.checkState, hash: hash) }
+            expectedKeys: try KeyTable.count(in: db), logger: logger)
+        do {
+            try KeyTable.load(into: service.index, in: db)
+        } catch {
+            service.close()
+            throw error
+        }
         return service
     }
 

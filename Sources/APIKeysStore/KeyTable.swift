@@ -37,11 +37,13 @@ enum KeyTable {
         try db.statement("DELETE FROM keys WHERE id = ?").bind(.text(id)).run()
     }
 
-    /// The key with `id`, or ``KeyError/keyNotFound(id:)``.
-    static func find(id: String, in db: SQLiteConnection) throws -> KeyRecord {
-        let statement = try db.statement("SELECT \(columns) FROM keys WHERE id = ?").bind(.text(id))
-        guard let key = try statement.firstRow(record) else { throw KeyError.keyNotFound(id: id) }
-        return key
+    /// The key with `id` and its secret hash, or ``KeyError/keyNotFound(id:)``.
+    static func find(id: String, in db: SQLiteConnection) throws -> (key: KeyRecord, hash: SecretHash) {
+        let statement = try db.statement("SELECT \(columns), secret_hash FROM keys WHERE id = ?").bind(.text(id))
+        guard let found = try statement.firstRow({ row in (record(row), try hash(row, column: 11, in: db)) }) else {
+            throw KeyError.keyNotFound(id: id)
+        }
+        return found
     }
 
     /// Up to `limit` keys after the row `afterPK`, oldest first, with each row's pk.
@@ -51,14 +53,35 @@ enum KeyTable {
             .rows { ($0.int64(0), record($0)) }
     }
 
-    /// Every key with its secret hash, to load the check index.
-    static func all(in db: SQLiteConnection) throws -> [(KeyRecord, SecretHash)] {
-        try db.statement("SELECT \(columns), secret_hash FROM keys").rows { row in
-            guard let hash = SecretHash(digest: row.blob(11)) else {
-                throw StoreError.corrupt(path: db.path, message: "key \(row.text(1)) has a secret hash of the wrong size")
-            }
-            return (record(row), hash)
+    /// Loads every key into `index`, streaming the rows (a million keys load in about a second).
+    static func load(into index: KeyIndex, in db: SQLiteConnection) throws {
+        // Keys share few distinct permission sets: compute each one's mask once.
+        var masks: [String: PermissionMask] = [:]
+        let statement = try db.statement("SELECT secret_hash, id, name, permissions, enabled, expires_at_ms FROM keys")
+        _ = try statement.rows { row in
+            let permissions = row.text(3)
+            let mask = masks[permissions] ?? {
+                let mask = index.catalog.mask(of: Schema.decodePermissions(permissions))
+                masks[permissions] = mask
+                return mask
+            }()
+            let state = KeyCheckState(
+                id: row.text(1), name: row.text(2), permissions: mask, enabled: row.int64(4) != 0,
+                expiresAtMS: row.optionalInt64(5))
+            index.upsert(state, hash: try hash(row, column: 0, in: db))
         }
+    }
+
+    /// Number of keys.
+    static func count(in db: SQLiteConnection) throws -> Int {
+        Int(try db.statement("SELECT count(*) FROM keys").firstRow { $0.int64(0) } ?? 0)
+    }
+
+    private static func hash(_ row: SQLiteStatement, column: Int32, in db: SQLiteConnection) throws -> SecretHash {
+        guard let hash = SecretHash(digest: row.blob(column)) else {
+            throw StoreError.corrupt(path: db.path, message: "a key has a secret hash of the wrong size")
+        }
+        return hash
     }
 
     /// Raises last-used times; each pair is a key id and the time of a check.

@@ -29,7 +29,7 @@ final class SQLiteConnection: @unchecked Sendable {
             // Reading the schema is the first thing that fails on a corrupt or foreign file.
             try execute("PRAGMA journal_mode = WAL")
             try execute("PRAGMA foreign_keys = ON")
-            try execute("PRAGMA synchronous = NORMAL")
+            try execute("PRAGMA synchronous = FULL")
             try execute("SELECT count(*) FROM sqlite_schema")
         } catch {
             close()

@@ -2,9 +2,9 @@ import ArgumentParser
 
 /// `apikeyd-bench`: benchmarks for apikeyd, separate from the tests.
 @main
-struct BenchmarkCommand: ParsableCommand {
+struct BenchmarkCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "apikeyd-bench",
         abstract: "Benchmarks for apikeyd.",
-        subcommands: [InProcessBenchmark.self])
+        subcommands: [LoadBenchmark.self, InProcessBenchmark.self, SeedCommand.self])
 }

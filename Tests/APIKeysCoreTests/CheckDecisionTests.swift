@@ -7,12 +7,14 @@ import Testing
 
     /// An index holding one key with `permissions`; returns the index and the key's secret.
     private func index(
-        permissions: Set<String> = ["jobs:read", "jobs:write"], enabled: Bool = true, expiresAtMS: Int64? = nil
+        permissions: [String] = ["jobs:read", "jobs:write"], enabled: Bool = true, expiresAtMS: Int64? = nil
     ) -> (KeyIndex, String) {
-        let index = KeyIndex()
+        let index = KeyIndex(catalog: .standard)
         let secret = format.generate()
         index.upsert(
-            KeyCheckState(id: "key_1", name: "ci", permissions: permissions, enabled: enabled, expiresAtMS: expiresAtMS),
+            KeyCheckState(
+                id: "key_1", name: "ci", permissions: PermissionCatalog.standard.mask(of: permissions), enabled: enabled,
+                expiresAtMS: expiresAtMS),
             hash: SecretHash(of: secret))
         return (index, secret)
     }
@@ -74,12 +76,25 @@ import Testing
         let (index, oldSecret) = index()
         let newSecret = format.generate()
         let state = index.lookup(SecretHash(of: oldSecret))!
-        index.upsert(state, hash: SecretHash(of: newSecret))
+        index.upsert(state, hash: SecretHash(of: newSecret), replacing: SecretHash(of: oldSecret))
         #expect(check(index, oldSecret).denial == .unknownKey)
         #expect(check(index, newSecret).isAllowed)
-        index.remove(id: "key_1")
+        #expect(index.count == 1)
+        index.remove(hash: SecretHash(of: newSecret))
         #expect(check(index, newSecret).denial == .unknownKey)
         #expect(index.count == 0)
+    }
+
+    @Test func permissionMasksFollowTheCatalog() throws {
+        let catalog = PermissionCatalog.standard
+        let mask = catalog.mask(of: ["jobs:read", "vault:read", "no:such"])
+        #expect(mask == catalog.mask(of: ["vault:read", "jobs:read"]))
+        #expect(catalog.grants(mask, "jobs:read") && catalog.grants(mask, "vault:read"))
+        #expect(!catalog.grants(mask, "jobs:write") && !catalog.grants(mask, "no:such"))
+        let wide = (0..<64).map { PermissionCatalog.Entry(name: "p:\($0)", description: "") }
+        let big = try PermissionCatalog(wide)
+        #expect(big.grants(big.mask(of: ["p:63"]), "p:63") && !big.grants(big.mask(of: ["p:63"]), "p:0"))
+        #expect(throws: KeyError.self) { try PermissionCatalog(wide + [.init(name: "p:64", description: "")]) }
     }
 
     @Test func denialOrderIsTheContractOrder() {

@@ -1,0 +1,120 @@
+import APIKeysWire
+import Histogram
+import NIOCore
+import Synchronization
+
+/// What every connection of a load run shares: whether to keep sending and whether to record.
+final class LoadControl: Sendable {
+    let running = Atomic<Bool>(true)
+    let recording = Atomic<Bool>(false)
+}
+
+/// What one connection saw.
+struct LoadTally: Sendable {
+    var latencies = Histogram<UInt64>(highestTrackableValue: 60_000_000_000, numberOfSignificantValueDigits: .three)
+    var replies = 0
+    var statuses: [StatusCode: Int] = [:]
+    var decisions: [String: Int] = [:]
+
+    mutating func add(_ other: LoadTally) {
+        latencies.add(other.latencies)
+        replies += other.replies
+        statuses.merge(other.statuses, uniquingKeysWith: +)
+        decisions.merge(other.decisions, uniquingKeysWith: +)
+    }
+}
+
+/// Keeps `frames.count` calls in flight on one connection: every reply sends its slot's frame
+/// again. Frames are encoded once up front (one per slot, each with its own call_id), so the
+/// generator spends its time on the socket and on decoding replies, not on building requests.
+final class LoadConnectionHandler: ChannelInboundHandler {
+    typealias InboundIn = ByteBuffer
+    typealias OutboundOut = ByteBuffer
+
+    private let frames: [ByteBuffer]
+    private let control: LoadControl
+    private let decodeCheck: Bool
+    private let finished: EventLoopPromise<LoadTally>
+    private var sentAt: [UInt64]
+    private var inFlight = 0
+    private var inbound: ByteBuffer?
+    private var outbound: ByteBuffer?
+    private var tally = LoadTally()
+
+    init(frames: [ByteBuffer], control: LoadControl, decodeCheck: Bool, finished: EventLoopPromise<LoadTally>) {
+        self.frames = frames
+        self.control = control
+        self.decodeCheck = decodeCheck
+        self.finished = finished
+        self.sentAt = Array(repeating: 0, count: frames.count)
+    }
+
+    func channelActive(context: ChannelHandlerContext) {
+        var burst = context.channel.allocator.buffer(capacity: frames.reduce(0) { $0 + $1.readableBytes })
+        let now = NIODeadline.now().uptimeNanoseconds
+        for slot in frames.indices {
+            var frame = frames[slot]
+            burst.writeBuffer(&frame)
+            sentAt[slot] = now
+        }
+        inFlight = frames.count
+        context.writeAndFlush(wrapOutboundOut(burst), promise: nil)
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        var bytes = unwrapInboundIn(data)
+        if inbound == nil || inbound!.readableBytes == 0 { inbound = bytes } else { inbound!.writeBuffer(&bytes) }
+        let now = NIODeadline.now().uptimeNanoseconds
+        let recording = control.recording.load(ordering: .relaxed)
+        let running = control.running.load(ordering: .relaxed)
+        do {
+            while let frame = try FrameDecoder.nextFrame(in: &inbound!, maxFrameSize: Framing.defaultClientMaxFrameSize) {
+                let reply = try Envelope(frame: frame)
+                let slot = Int(reply.callID) - 1
+                guard frames.indices.contains(slot) else { throw FramingError.emptyFrame }
+                inFlight -= 1
+                if recording { record(reply, latency: now - sentAt[slot]) }
+                if running {
+                    if outbound == nil { outbound = context.channel.allocator.buffer(capacity: 4096) }
+                    var frame = frames[slot]
+                    outbound!.writeBuffer(&frame)
+                    sentAt[slot] = now
+                    inFlight += 1
+                }
+            }
+        } catch {
+            tally.statuses[.internal, default: 0] += 1
+            context.close(promise: nil)
+        }
+        if inbound?.readableBytes == 0 { inbound = nil }
+        if !running && inFlight == 0 { context.close(promise: nil) }
+    }
+
+    func channelReadComplete(context: ChannelHandlerContext) {
+        if let buffer = outbound {
+            outbound = nil
+            context.writeAndFlush(wrapOutboundOut(buffer), promise: nil)
+        }
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        finished.succeed(tally)
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        context.close(promise: nil)
+    }
+
+    private func record(_ reply: Envelope, latency: UInt64) {
+        _ = tally.latencies.record(latency)
+        tally.replies += 1
+        tally.statuses[reply.status, default: 0] += 1
+        guard decodeCheck, reply.status == .ok, let answer = try? CheckResponse(serializedBytes: reply.payload) else { return }
+        let key: String = switch (answer.decision, answer.reason) {
+        case (.allow, _): "allow"
+        case (_, .missingPermission): "deny 403"
+        default: "deny 401"
+        }
+        tally.decisions[key, default: 0] += 1
+    }
+}
