@@ -5,7 +5,7 @@ DATA_DIR ?= ./data
 VENV := .venv
 SYSTEM_PACKAGES := libprotobuf-c-dev protobuf-c-compiler libssl-dev libsqlite3-dev pkg-config
 
-.PHONY: run test deps interop-env codegen codegen-check build clean
+.PHONY: run test bench deps interop-env codegen codegen-check build clean
 
 ## Build the server and the CLI (release) and run the server on 127.0.0.1:7411, data in $(DATA_DIR).
 run: deps
@@ -17,6 +17,10 @@ run: deps
 test: deps interop-env codegen-check
 	$(SWIFT) build --build-tests
 	APIKEYS_INTEROP_PYTHON=$(CURDIR)/$(VENV)/bin/python $(SWIFT) test --skip-build
+
+## Benchmarks (not tests): apikeyd vs Redis on this machine, as ratios; see docs/PERFORMANCE.md.
+bench: deps
+	bench/run.sh
 
 ## Install the system packages the build and tests need, when missing.
 deps:

@@ -43,7 +43,7 @@ public final class APIKeysServer: Service, Sendable {
         let service = try KeyService.open(
             path: configuration.databasePath, catalog: configuration.catalog,
             format: try SecretFormat(prefix: configuration.keyPrefix), clock: configuration.clock,
-            auditQueueCapacity: configuration.auditQueueCapacity, logger: logger)
+            auditMode: configuration.auditMode, auditQueueCapacity: configuration.auditQueueCapacity, logger: logger)
         do {
             try DataDirectory.bootstrapAdminToken(service: service, path: configuration.adminTokenPath, logger: logger)
         } catch {

@@ -30,6 +30,8 @@ final class ConnectionHandler: ChannelInboundHandler {
     private var outbound: ByteBuffer?
     private var adminCallsInFlight = 0
     private var closing = false
+    /// Decodes calls and encodes Check replies with one reused arena.
+    private let codec = CheckCallCodec()
 
     init(shared: Shared, remoteAddress: String) {
         self.shared = shared
@@ -82,32 +84,37 @@ final class ConnectionHandler: ChannelInboundHandler {
     private func handle(frame: ByteBuffer, context: ChannelHandlerContext) {
         let request: Envelope
         do {
-            request = try Envelope(frame: frame)
+            switch try codec.decode(frame: frame) {
+            case .check(let callID, let check):
+                answerCheck(callID: callID, check, context: context)
+                return
+            case .invalidCheck(let callID, let error):
+                reply(to: Envelope(callID: callID, method: Method.check.rawValue), error: RPCError(error), context: context)
+                return
+            case .other(let envelope):
+                request = envelope
+            }
         } catch {
             closeForProtocolError("\(error)", context: context)
             return
         }
-        guard let method = Method(rawValue: request.method) else {
+        guard let method = Method(rawValue: request.method), method != .check else {
             reply(to: request, error: RPCError(.unimplemented, "unknown method \"\(request.method)\""), context: context)
             return
         }
-        if method == .check {
-            answerCheck(request, context: context)
-        } else {
-            startAdminCall(method, request: request, context: context)
-        }
+        startAdminCall(method, request: request, context: context)
     }
 
-    /// The hot path: decode, decide from memory, encode. No hop, no lock beyond the index's.
-    private func answerCheck(_ request: Envelope, context: ChannelHandlerContext) {
+    /// The hot path: decide from memory, encode the reply straight into the outbound buffer.
+    private func answerCheck(callID: UInt64, _ check: CheckRequest, context: ChannelHandlerContext) {
         do {
-            let check = try CheckRequest(serializedBytes: request.payload)
             let outcome = try shared.service.check(
                 secret: check.key, permissions: check.permissions, resource: check.resource,
                 clientAddress: check.clientAddress)
-            reply(to: request, payload: try CheckResponse(outcome).serializedBytes(), context: context)
+            if outbound == nil { outbound = context.channel.allocator.buffer(capacity: 512) }
+            try codec.writeCheckReply(callID: callID, response: CheckResponse(outcome), to: &outbound!)
         } catch {
-            reply(to: request, error: RPCError(error), context: context)
+            reply(to: Envelope(callID: callID, method: Method.check.rawValue), error: RPCError(error), context: context)
         }
     }
 

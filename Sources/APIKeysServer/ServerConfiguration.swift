@@ -1,4 +1,5 @@
 import APIKeysCore
+import APIKeysStore
 
 /// Everything `apikeyd` can be told at start.
 public struct ServerConfiguration: Sendable {
@@ -22,6 +23,8 @@ public struct ServerConfiguration: Sendable {
     public var keyPrefix = "dbm_"
     /// The permission catalog.
     public var catalog = PermissionCatalog.standard
+    /// Whether every check is its own audit event, or allowed checks are counted per second.
+    public var auditMode = AuditMode.full
     /// Capacity of the audit queue before checks fail closed.
     public var auditQueueCapacity = 100_000
     /// The clock that judges expiry; tests inject a manual one.

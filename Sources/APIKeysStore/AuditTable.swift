@@ -2,12 +2,22 @@ import APIKeysCore
 
 /// SQL for the `audit_events` table.
 enum AuditTable {
-    static func insert(_ event: AuditRecord, in db: SQLiteConnection) throws {
+    /// The prepared INSERT, to reuse for every event of a batch.
+    static func insertStatement(in db: SQLiteConnection) throws -> SQLiteStatement {
         try db.statement("""
             INSERT INTO audit_events (seq, at_ms, action, key_id, key_name, actor, detail, denial, permissions,
                                       resource, client_address)
             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-            """).bind(
+            """)
+    }
+
+    static func insert(_ event: AuditRecord, in db: SQLiteConnection) throws {
+        try insert(event, using: insertStatement(in: db))
+    }
+
+    static func insert(_ event: AuditRecord, using statement: SQLiteStatement) throws {
+        statement.reset()
+        try statement.bind(
                 .integer(Int64(bitPattern: event.seq)), .integer(event.atMS), .text(event.action.rawValue),
                 .text(event.keyID), .text(event.keyName), .text(event.actor), .text(event.detail),
                 .optional(event.denial.map { Int64($0.rawValue) }), .text(Schema.encodePermissions(event.permissions)),

@@ -17,6 +17,8 @@ final class AuditWriter: Sendable {
         var enqueued = 0
         var written = 0
         var closing = false
+        /// Set by ``flush()``: write aggregated groups now, not when their second is over.
+        var drainAggregates = false
     }
 
     let capacity: Int
@@ -26,13 +28,17 @@ final class AuditWriter: Sendable {
     private let wake = DispatchSemaphore(value: 0)
     private let finished = DispatchSemaphore(value: 0)
     private let connection: SQLiteConnection
+    private let mode: AuditMode
+    private let clock: any WallClock
     private let logger: Logger
 
     init(
-        connection: SQLiteConnection, capacity: Int = 100_000, batchSize: Int = 1_000,
-        flushInterval: DispatchTimeInterval = .milliseconds(5), logger: Logger
+        connection: SQLiteConnection, mode: AuditMode = .full, clock: any WallClock, capacity: Int = 100_000,
+        batchSize: Int = 1_000, flushInterval: DispatchTimeInterval = .milliseconds(5), logger: Logger
     ) {
         self.connection = connection
+        self.mode = mode
+        self.clock = clock
         self.capacity = capacity
         self.batchSize = batchSize
         self.flushInterval = flushInterval
@@ -54,9 +60,12 @@ final class AuditWriter: Sendable {
         return accepted
     }
 
-    /// Waits until every event queued before the call is committed.
+    /// Waits until every event queued before the call is committed (aggregated groups included).
     func flush() {
-        let target = state.withLock { $0.enqueued }
+        let target = state.withLock { state in
+            state.drainAggregates = true
+            return state.enqueued
+        }
         wake.signal()
         while state.withLock({ $0.written < target && !$0.closing }) {
             usleep(500)
@@ -75,21 +84,31 @@ final class AuditWriter: Sendable {
     }
 
     private func run() {
+        var aggregator = AuditAggregator()
         while true {
             _ = wake.wait(timeout: .now() + flushInterval)
-            let (batch, closing) = state.withLock { state in
-                defer { state.queue.removeAll(keepingCapacity: true) }
-                return (state.queue, state.closing)
+            let (batch, closing, drainAll) = state.withLock { state in
+                defer {
+                    state.queue.removeAll(keepingCapacity: true)
+                    state.drainAggregates = false
+                }
+                return (state.queue, state.closing, state.drainAggregates)
             }
-            if !batch.isEmpty { write(batch) }
-            if closing && state.withLock({ $0.queue.isEmpty }) { break }
+            var rows = batch
+            if mode == .aggregated {
+                rows = batch.compactMap { aggregator.absorb($0) }
+                rows += aggregator.drain(before: closing || drainAll ? nil : clock.nowMS())
+            }
+            if !batch.isEmpty || !rows.isEmpty { write(rows, lastUsedFrom: batch) }
+            if closing && state.withLock({ $0.queue.isEmpty }) && aggregator.isEmpty { break }
         }
         connection.close()
         finished.signal()
     }
 
-    /// Commits `batch`, retrying while the disk refuses it: events are never dropped.
-    private func write(_ batch: [AuditRecord]) {
+    /// Commits `rows` and the last-used times of the checks in `batch`, retrying while the disk
+    /// refuses them: events are never dropped.
+    private func write(_ rows: [AuditRecord], lastUsedFrom batch: [AuditRecord]) {
         var lastUsed: [String: Int64] = [:]
         for event in batch where !event.keyID.isEmpty {
             lastUsed[event.keyID] = max(lastUsed[event.keyID] ?? 0, event.atMS)
@@ -98,7 +117,8 @@ final class AuditWriter: Sendable {
         while true {
             do {
                 try connection.transaction {
-                    for event in batch { try AuditTable.insert(event, in: connection) }
+                    let insert = try AuditTable.insertStatement(in: connection)
+                    for event in rows { try AuditTable.insert(event, using: insert) }
                     try KeyTable.touch(lastUsed, in: connection)
                 }
                 state.withLock { $0.written += batch.count }
@@ -106,7 +126,7 @@ final class AuditWriter: Sendable {
             } catch {
                 attempt += 1
                 logger.error("audit batch not written, retrying", metadata: [
-                    "events": "\(batch.count)", "attempt": "\(attempt)", "error": "\(error)",
+                    "events": "\(rows.count)", "attempt": "\(attempt)", "error": "\(error)",
                 ])
                 usleep(100_000)
             }

@@ -50,17 +50,20 @@ public final class KeyService: Sendable {
     /// Throws ``StoreError`` for a file that is unreadable, locked or corrupt.
     public static func open(
         path: String, catalog: PermissionCatalog = .standard, format: SecretFormat = .standard,
-        clock: any WallClock = SystemWallClock(), auditQueueCapacity: Int = 100_000, busyTimeoutMS: Int32 = 5000,
+        clock: any WallClock = SystemWallClock(), auditMode: AuditMode = .full, auditQueueCapacity: Int = 100_000,
+        busyTimeoutMS: Int32 = 5000,
         logger: Logger = Logger(label: "apikeys.store")
     ) throws -> KeyService {
         let db = try SQLiteConnection(path: path, busyTimeoutMS: busyTimeoutMS)
         try Schema.migrate(db, nowMS: clock.nowMS())
         let lastSeq = try AuditTable.maxSeq(in: db)
+        let keyCount = try KeyTable.count(in: db)
         let writer = AuditWriter(
-            connection: try SQLiteConnection(path: path, busyTimeoutMS: busyTimeoutMS), capacity: auditQueueCapacity, logger: logger)
+            connection: try SQLiteConnection(path: path, busyTimeoutMS: busyTimeoutMS), mode: auditMode, clock: clock,
+            capacity: auditQueueCapacity, logger: logger)
         let service = KeyService(
             catalog: catalog, format: format, clock: clock, admin: db, auditWriter: writer, lastSeq: lastSeq,
-            expectedKeys: try KeyTable.count(in: db), logger: logger)
+            expectedKeys: keyCount, logger: logger)
         do {
             try KeyTable.load(into: service.index, in: db)
         } catch {

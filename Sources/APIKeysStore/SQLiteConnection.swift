@@ -12,6 +12,7 @@ final class SQLiteConnection: @unchecked Sendable {
     /// Opens (creating if needed) the database at `path` in WAL mode with foreign keys on and a
     /// busy timeout, and checks that it is readable.
     init(path: String, busyTimeoutMS: Int32 = 5000) throws(StoreError) {
+        _ = Self.configureOnce
         self.path = path
         let flags = SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX
         var db: OpaquePointer?
@@ -38,6 +39,9 @@ final class SQLiteConnection: @unchecked Sendable {
     }
 
     deinit { close() }
+
+    /// Process-wide SQLite settings, applied before the first connection opens.
+    private static let configureOnce: Void = { _ = csqlite_disable_memstatus() }()
 
     /// Finalises every statement and closes the connection. Safe to call twice.
     func close() {

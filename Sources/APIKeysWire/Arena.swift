@@ -24,7 +24,18 @@ final class Arena {
         for chunk in chunks { chunk.deallocate() }
     }
 
-    /// Returns `size` bytes, 16-byte aligned, valid until the arena is released.
+    /// Forgets every allocation, keeping the first chunk for the next use: an arena reused per
+    /// connection costs no `malloc` per call.
+    func reset() {
+        guard let first = chunks.first else { return }
+        for chunk in chunks.dropFirst() { chunk.deallocate() }
+        chunks = [first]
+        chunkBounds = [chunkBounds[0]]
+        cursor = first
+        remaining = Int(chunkBounds[0].upperBound - chunkBounds[0].lowerBound)
+    }
+
+    /// Returns `size` bytes, 16-byte aligned, valid until the arena is released or reset.
     func allocate(_ size: Int) -> UnsafeMutableRawPointer {
         let needed = Self.headerSize + (size + 15) & ~15
         if needed > remaining {

@@ -41,7 +41,7 @@ extension WireMessage {
 /// The bridge between a Swift message type and its protobuf-c struct. Opaque to users of APIKeysWire.
 public struct WireCodec<Message: Sendable>: Sendable {
     let name: String
-    fileprivate let unpack: @Sendable (Arena, UnsafeRawBufferPointer) -> UnsafeRawPointer?
+    let unpack: @Sendable (Arena, UnsafeRawBufferPointer) -> UnsafeRawPointer?
     let read: @Sendable (UnsafeRawPointer, Arena) throws -> Message
     let make: @Sendable (Message, Arena) throws -> UnsafeMutableRawPointer
 

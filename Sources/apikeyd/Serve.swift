@@ -1,5 +1,6 @@
 import APIKeysCore
 import APIKeysServer
+import APIKeysStore
 import ArgumentParser
 import Logging
 import ServiceLifecycle
@@ -35,6 +36,9 @@ struct Serve: AsyncParsableCommand {
     @Option(help: "Prefix of the secrets this server issues (env APIKEYD_KEY_PREFIX).")
     var keyPrefix: String = Environment.string("APIKEYD_KEY_PREFIX", default: "dbm_")
 
+    @Option(help: "Audit of checks: full (one event per check) or aggregated (allowed checks counted per key, permissions and second; denials one by one) (env APIKEYD_AUDIT_MODE).")
+    var auditMode: String = Environment.string("APIKEYD_AUDIT_MODE", default: "full")
+
     @Option(help: "Log level: trace, debug, info, notice, warning, error, critical (env APIKEYD_LOG_LEVEL).")
     var logLevel: String = Environment.string("APIKEYD_LOG_LEVEL", default: "info")
 
@@ -46,6 +50,7 @@ struct Serve: AsyncParsableCommand {
             throw ValidationError("limits must be positive")
         }
         _ = try SecretFormat(prefix: keyPrefix)
+        guard AuditMode(rawValue: auditMode) != nil else { throw ValidationError("--audit-mode is full or aggregated") }
     }
 
     func run() async throws {
@@ -61,6 +66,7 @@ struct Serve: AsyncParsableCommand {
         configuration.maxAdminCallsInFlight = maxAdminCalls
         configuration.eventLoopThreads = eventLoops
         configuration.keyPrefix = keyPrefix
+        configuration.auditMode = AuditMode(rawValue: auditMode) ?? .full
 
         let server = try await APIKeysServer.start(configuration: configuration, logger: logger)
         let group = ServiceGroup(

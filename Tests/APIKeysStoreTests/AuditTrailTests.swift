@@ -63,4 +63,28 @@ import Testing
             #expect(all == all.sorted(by: >))
         }
     }
+
+    @Test func aggregatedModeCountsAllowedChecksPerSecondAndKeepsDenials() throws {
+        try withTemporaryDirectory { dir in
+            let service = try KeyService.open(path: dir + "/apikeys.sqlite", clock: clock, auditMode: .aggregated)
+            defer { service.close() }
+            let key = try service.createKey(name: "busy", permissions: ["jobs:read"], actor: "ops")
+            for _ in 0..<5 { _ = try service.check(secret: key.secret, permissions: ["jobs:read"], resource: "GET /a") }
+            _ = try service.check(secret: key.secret, permissions: [], resource: "GET /b")
+            _ = try service.check(secret: key.secret, permissions: ["vault:read"], resource: "GET /v")
+            clock.advance(byMS: 1000)
+            for _ in 0..<3 { _ = try service.check(secret: key.secret, permissions: ["jobs:read"]) }
+            service.flushAuditTrail()
+
+            let events = try service.listAuditEvents(AuditQuery(action: .apiRequest)).events
+            #expect(events.count == 4)
+            let denied = events.filter { $0.denial != nil }
+            #expect(denied.count == 1 && denied[0].resource == "GET /v")
+            let allowed = events.filter { $0.denial == nil }.map { ($0.permissions, $0.detail, $0.atMS) }
+            #expect(allowed.contains { $0 == (["jobs:read"], "aggregated: 5 allowed checks in this second", 1_700_000_000_000) })
+            #expect(allowed.contains { $0 == ([], "aggregated: 1 allowed check in this second", 1_700_000_000_000) })
+            #expect(allowed.contains { $0 == (["jobs:read"], "aggregated: 3 allowed checks in this second", 1_700_000_001_000) })
+            #expect(try service.getKey(id: key.key.id).lastUsedAtMS == clock.nowMS())
+        }
+    }
 }

@@ -1,0 +1,75 @@
+internal import CAPIKeysProto
+internal import CProtobufC
+public import NIOCore
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Decodes calls and encodes Check replies for one connection on the hot path: one arena,
+/// reused from call to call, and no intermediate byte arrays.
+///
+/// A Check request's payload is unpacked straight from the envelope's unpacked bytes, and a
+/// reply is packed straight into the outbound `ByteBuffer` with its length prefix. Not
+/// thread-safe: one per connection, used on its event loop.
+public final class CheckCallCodec {
+    /// A decoded request frame.
+    public enum Call {
+        /// A Check call with its request.
+        case check(callID: UInt64, request: CheckRequest)
+        /// A Check call whose payload is not a CheckRequest.
+        case invalidCheck(callID: UInt64, error: WireError)
+        /// Any other call, left for the general path.
+        case other(Envelope)
+    }
+
+    private let arena = Arena()
+    private static let checkMethod = Array(Method.check.rawValue.utf8CString)
+
+    public init() {}
+
+    /// Decodes one frame body. Throws ``FramingError/malformedEnvelope(_:)`` when it is not an Envelope.
+    public func decode(frame: ByteBuffer) throws -> Call {
+        arena.reset()
+        return try frame.withUnsafeReadableBytes { bytes in
+            guard let raw = Envelope.codec.unpack(arena, bytes) else {
+                throw FramingError.malformedEnvelope(.malformedMessage(message: "apikeys.v1.Envelope"))
+            }
+            let envelope = raw.assumingMemoryBound(to: Apikeys__V1__Envelope.self).pointee
+            guard let method = envelope.method, strcmp(method, Self.checkMethod) == 0 else {
+                do {
+                    return .other(try Envelope.codec.read(raw, arena))
+                } catch let error as WireError {
+                    throw FramingError.malformedEnvelope(error)
+                }
+            }
+            let payload = UnsafeRawBufferPointer(start: envelope.payload.data, count: envelope.payload.len)
+            guard let request = CheckRequest.codec.unpack(arena, payload) else {
+                return .invalidCheck(callID: envelope.call_id, error: .malformedMessage(message: "apikeys.v1.CheckRequest"))
+            }
+            do {
+                return .check(callID: envelope.call_id, request: try CheckRequest.codec.read(request, arena))
+            } catch let error as WireError {
+                return .invalidCheck(callID: envelope.call_id, error: error)
+            }
+        }
+    }
+
+    /// Appends the frame of a successful Check reply to `buffer`.
+    public func writeCheckReply(callID: UInt64, response: CheckResponse, to buffer: inout ByteBuffer) throws {
+        arena.reset()
+        let reply = try CheckResponse.codec.make(response, arena)
+        let replySize = protobuf_c_message_get_packed_size(UnsafePointer(OpaquePointer(reply)))
+        let payload = arena.allocate(max(replySize, 1)).assumingMemoryBound(to: UInt8.self)
+        _ = protobuf_c_message_pack(UnsafePointer(OpaquePointer(reply)), payload)
+
+        let envelope = try Envelope.codec.make(Envelope(callID: callID, method: Method.check.rawValue), arena)
+            .assumingMemoryBound(to: Apikeys__V1__Envelope.self)
+        envelope.pointee.payload = ProtobufCBinaryData(len: replySize, data: payload)
+        let message = UnsafePointer<ProtobufCMessage>(OpaquePointer(envelope))
+        let size = protobuf_c_message_get_packed_size(message)
+        buffer.writeInteger(UInt32(size), endianness: .big)
+        buffer.writeWithUnsafeMutableBytes(minimumWritableBytes: size) { out in
+            protobuf_c_message_pack(message, out.baseAddress!.assumingMemoryBound(to: UInt8.self))
+        }
+    }
+}

@@ -1,0 +1,97 @@
+#!/usr/bin/env bash
+# make bench: apikeyd's Authorize against Redis GET on this machine, in one run, as ratios.
+#   BENCH_SECONDS  seconds per measurement (default 5)
+#   BENCH_KEYS     keys for the large-index measurement (default 1000000)
+#   BENCH_AUDIT    audit mode of the server for the Check runs: full (default) or aggregated
+set -euo pipefail
+cd "$(dirname "$0")/.."
+SECONDS_EACH=${BENCH_SECONDS:-5}
+BIG=${BENCH_KEYS:-1000000}
+AUDIT=${BENCH_AUDIT:-full}
+REDIS_PORT=16379
+APIKEYD_PORT=17411
+
+if ! command -v redis-server >/dev/null || ! command -v redis-benchmark >/dev/null; then
+    if [ "$(id -u)" != 0 ]; then echo "bench: needs redis-server (apt-get install redis-server)" >&2; exit 1; fi
+    echo "bench: installing redis-server"
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null
+fi
+swift build -c release --product apikeyd >/dev/null
+swift build -c release --product apikeyd-bench >/dev/null
+BIN=$(swift build -c release --show-bin-path)
+
+WORK=$(mktemp -d)
+PIDS=()
+cleanup() { for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$WORK"; }
+trap cleanup EXIT
+
+wait_port() { for _ in $(seq 1 500); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.01; done; echo "port $1 never opened" >&2; exit 1; }
+field() { sed -n "s/.*$1=\([0-9.]*\).*/\1/p"; }
+
+# Starts apikeyd on DATA_DIR; sets SERVER_PID and START_S (launch until the port accepts).
+start_apikeyd() {
+    local data=$1; shift
+    local t0; t0=$(date +%s.%N)
+    "$BIN/apikeyd" --data-dir "$data" --port "$APIKEYD_PORT" --log-level warning "$@" >"$WORK/apikeyd.log" 2>&1 &
+    SERVER_PID=$!; PIDS+=("$SERVER_PID")
+    wait_port "$APIKEYD_PORT"
+    START_S=$(echo "$(date +%s.%N) - $t0" | bc)
+}
+stop_apikeyd() { kill -TERM "$SERVER_PID"; wait "$SERVER_PID" 2>/dev/null || true; }
+rss_mb() { awk '/VmRSS/ {printf "%.0f", $2/1024}' "/proc/$1/status"; }
+
+redis-server --port "$REDIS_PORT" --save "" --appendonly no --logfile "$WORK/redis.log" &
+PIDS+=($!)
+wait_port "$REDIS_PORT"
+redis-benchmark -p "$REDIS_PORT" -t set -n 10000 -q >/dev/null   # the key GET reads
+
+start_apikeyd "$WORK/data" --audit-mode "$AUDIT"
+TOKEN="$WORK/data/admin.token"
+
+# redis-benchmark -t get at C connections x P pipelined; prints "rps p50_us p99_us".
+redis_run() {
+    local c=$1 p=$2 n=$3
+    redis-benchmark -p "$REDIS_PORT" -t get -c "$c" -P "$p" -n "$n" --csv | tail -1 | tr -d '"' |
+        awk -F, '{printf "%.0f %.1f %.1f", $2, $5*1000, $7*1000}'
+}
+apikeyd_run() {
+    local line
+    line=$("$BIN/apikeyd-bench" load --port "$APIKEYD_PORT" --token-file "$TOKEN" -c "$1" -P "$2" -d "$SECONDS_EACH" --machine "${@:3}")
+    echo "$(echo "$line" | field rps) $(echo "$line" | field p50_us) $(echo "$line" | field p99_us) $(echo "$line" | field errors)"
+}
+ratio() { echo "scale=2; $1 / $2" | bc; }
+
+echo "apikeyd bench — $(date -u +%Y-%m-%dT%H:%MZ) — $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)"
+echo "Check (audit mode: $AUDIT) vs Redis 7 GET, same machine, same run; ${SECONDS_EACH}s each"
+echo
+printf "%-14s | %10s %10s %6s | %9s %9s %6s | %9s %9s %6s | %s\n" \
+    "setting" "redis r/s" "apikeyd" "ratio" "redis p50" "apikeyd" "ratio" "redis p99" "apikeyd" "ratio" "errors"
+for setting in "1 1 $((17000 * SECONDS_EACH))" "50 1 $((80000 * SECONDS_EACH))" "50 16 $((1200000 * SECONDS_EACH))"; do
+    set -- $setting
+    read -r r_rps r_p50 r_p99 <<<"$(redis_run "$1" "$2" "$3")"
+    read -r a_rps a_p50 a_p99 a_err <<<"$(apikeyd_run "$1" "$2")"
+    printf "%-14s | %10s %10s %6s | %7sµs %7sµs %6s | %7sµs %7sµs %6s | %s\n" "c=$1 P=$2" \
+        "$r_rps" "$a_rps" "$(ratio "$a_rps" "$r_rps")" "$r_p50" "$a_p50" "$(ratio "$a_p50" "$r_p50")" \
+        "$r_p99" "$a_p99" "$(ratio "$a_p99" "$r_p99")" "$a_err"
+done
+echo "(ratio: apikeyd / redis; above 1 is better for r/s, below 1 is better for latency)"
+echo
+
+line=$("$BIN/apikeyd-bench" load --port "$APIKEYD_PORT" --token-file "$TOKEN" --rpc create -c 8 -d "$SECONDS_EACH" --machine)
+echo "CreateKey, durable (synchronous=FULL) before the reply, c=8: $(echo "$line" | field rps)/s, p99 $(echo "$line" | field p99_us) µs, errors $(echo "$line" | field errors)"
+stop_apikeyd
+echo
+
+echo "Index size: start-up, memory and check latency (c=1, then c=50) at 1k and $BIG keys"
+printf "%-10s | %8s | %7s | %10s %10s | %10s %10s\n" "keys" "start s" "RSS MB" "c=1 p50" "c=1 r/s" "c=50 p50" "c=50 r/s"
+for keys in 1000 "$BIG"; do
+    "$BIN/apikeyd-bench" seed --data-dir "$WORK/k$keys" --keys "$keys" --secret-file "$WORK/k$keys.secret" >/dev/null
+    start_apikeyd "$WORK/k$keys" --audit-mode "$AUDIT"
+    rss=$(rss_mb "$SERVER_PID")
+    one=$("$BIN/apikeyd-bench" load --port "$APIKEYD_PORT" --key "$(cat "$WORK/k$keys.secret")" -c 1 -d "$SECONDS_EACH" --machine)
+    fifty=$("$BIN/apikeyd-bench" load --port "$APIKEYD_PORT" --key "$(cat "$WORK/k$keys.secret")" -c 50 -d "$SECONDS_EACH" --machine)
+    printf "%-10s | %8.2f | %7s | %8sµs %10s | %8sµs %10s\n" "$keys" "$START_S" "$rss" \
+        "$(echo "$one" | field p50_us)" "$(echo "$one" | field rps)" "$(echo "$fifty" | field p50_us)" "$(echo "$fifty" | field rps)"
+    stop_apikeyd
+    rm -rf "$WORK/k$keys"
+done
