@@ -30,6 +30,7 @@ final class ConnectionHandler: ChannelInboundHandler {
     private var outbound: ByteBuffer?
     private var adminCallsInFlight = 0
     private var closing = false
+    private var readingPaused = false
     /// Decodes calls and encodes Check replies with one reused arena.
     private let codec = CheckCallCodec()
 
@@ -63,6 +64,25 @@ final class ConnectionHandler: ChannelInboundHandler {
 
     func channelReadComplete(context: ChannelHandlerContext) {
         flushReplies(context: context)
+        if shared.service.auditIsBacklogged { pauseReading(context: context) }
+    }
+
+    /// Backpressure: while the audit writer is far behind, read nothing more from this connection
+    /// (TCP then slows the client) instead of refusing checks; look again every millisecond.
+    private func pauseReading(context: ChannelHandlerContext) {
+        guard !readingPaused, let options = context.channel.syncOptions else { return }
+        try? options.setOption(.autoRead, value: false)
+        readingPaused = true
+        let loopBound = NIOLoopBound((handler: self, context: context), eventLoop: context.eventLoop)
+        context.eventLoop.scheduleRepeatedTask(initialDelay: .milliseconds(1), delay: .milliseconds(1)) { task in
+            let (handler, context) = loopBound.value
+            guard context.channel.isActive else { return task.cancel() }
+            guard !handler.shared.service.auditIsBacklogged else { return }
+            task.cancel()
+            handler.readingPaused = false
+            try? context.channel.syncOptions?.setOption(.autoRead, value: true)
+            context.read()
+        }
     }
 
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {

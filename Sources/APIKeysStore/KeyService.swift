@@ -82,6 +82,10 @@ public final class KeyService: Sendable {
         }
     }
 
+    /// True while the audit writer is more than half its queue behind: a server should stop
+    /// reading new checks until it is not (backpressure), rather than have them refused.
+    public var auditIsBacklogged: Bool { auditWriter.isUnderPressure }
+
     /// Waits until every `api.request` event of a check that has returned is committed.
     public func flushAuditTrail() { auditWriter.flush() }
 

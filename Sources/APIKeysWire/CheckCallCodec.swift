@@ -72,4 +72,32 @@ public final class CheckCallCodec {
             protobuf_c_message_pack(message, out.baseAddress!.assumingMemoryBound(to: UInt8.self))
         }
     }
+
+    /// A decoded reply frame, as a client of Check sees it.
+    public struct Reply {
+        public var callID: UInt64
+        public var status: StatusCode
+        /// The decoded CheckResponse when the status is OK and `decodePayload` was asked for.
+        public var check: CheckResponse?
+    }
+
+    /// Decodes a reply frame, and its payload as a CheckResponse when `decodePayload` is true and
+    /// the status is OK. Throws ``FramingError/malformedEnvelope(_:)`` when it is not an Envelope.
+    public func decodeReply(frame: ByteBuffer, decodePayload: Bool) throws -> Reply {
+        arena.reset()
+        return try frame.withUnsafeReadableBytes { bytes in
+            guard let raw = Envelope.codec.unpack(arena, bytes) else {
+                throw FramingError.malformedEnvelope(.malformedMessage(message: "apikeys.v1.Envelope"))
+            }
+            let envelope = raw.assumingMemoryBound(to: Apikeys__V1__Envelope.self).pointee
+            var reply = Reply(callID: envelope.call_id, status: StatusCode(rawValue: envelope.status), check: nil)
+            guard decodePayload, reply.status == .ok else { return reply }
+            let payload = UnsafeRawBufferPointer(start: envelope.payload.data, count: envelope.payload.len)
+            guard let response = CheckResponse.codec.unpack(arena, payload) else {
+                throw WireError.malformedMessage(message: "apikeys.v1.CheckResponse")
+            }
+            reply.check = try CheckResponse.codec.read(response, arena)
+            return reply
+        }
+    }
 }

@@ -40,6 +40,7 @@ final class LoadConnectionHandler: ChannelInboundHandler {
     private var inbound: ByteBuffer?
     private var outbound: ByteBuffer?
     private var tally = LoadTally()
+    private let codec = CheckCallCodec()
 
     init(frames: [ByteBuffer], control: LoadControl, decodeCheck: Bool, finished: EventLoopPromise<LoadTally>) {
         self.frames = frames
@@ -69,7 +70,7 @@ final class LoadConnectionHandler: ChannelInboundHandler {
         let running = control.running.load(ordering: .relaxed)
         do {
             while let frame = try FrameDecoder.nextFrame(in: &inbound!, maxFrameSize: Framing.defaultClientMaxFrameSize) {
-                let reply = try Envelope(frame: frame)
+                let reply = try codec.decodeReply(frame: frame, decodePayload: decodeCheck && recording)
                 let slot = Int(reply.callID) - 1
                 guard frames.indices.contains(slot) else { throw FramingError.emptyFrame }
                 inFlight -= 1
@@ -105,11 +106,11 @@ final class LoadConnectionHandler: ChannelInboundHandler {
         context.close(promise: nil)
     }
 
-    private func record(_ reply: Envelope, latency: UInt64) {
+    private func record(_ reply: CheckCallCodec.Reply, latency: UInt64) {
         _ = tally.latencies.record(latency)
         tally.replies += 1
         tally.statuses[reply.status, default: 0] += 1
-        guard decodeCheck, reply.status == .ok, let answer = try? CheckResponse(serializedBytes: reply.payload) else { return }
+        guard let answer = reply.check else { return }
         let key: String = switch (answer.decision, answer.reason) {
         case (.allow, _): "allow"
         case (_, .missingPermission): "deny 403"
