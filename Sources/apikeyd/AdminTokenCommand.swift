@@ -16,9 +16,7 @@ struct AdminTokenCommand: ParsableCommand {
         var name: String
 
         func run() throws {
-            let service = try KeyService.open(path: dataDirectory.path + "/apikeys.sqlite")
-            defer { service.close() }
-            let token = try service.createAdminToken(name: name)
+            let token = try dataDirectory.withStore { try $0.createAdminToken(name: name) }
             print(token)
             printErr("admin token \"\(name)\" created; copy it now, it will not be shown again")
         }
@@ -31,9 +29,9 @@ struct AdminTokenCommand: ParsableCommand {
         var name: String
 
         func run() throws {
-            let service = try KeyService.open(path: dataDirectory.path + "/apikeys.sqlite")
-            defer { service.close() }
-            guard try service.revokeAdminToken(name: name) else { throw ValidationError("no admin token named \"\(name)\"") }
+            guard try dataDirectory.withStore({ try $0.revokeAdminToken(name: name) }) else {
+                throw ValidationError("no admin token named \"\(name)\"")
+            }
             print("revoked admin token \"\(name)\"")
         }
     }
@@ -43,9 +41,7 @@ struct AdminTokenCommand: ParsableCommand {
         @OptionGroup var dataDirectory: DataDirectoryOption
 
         func run() throws {
-            let service = try KeyService.open(path: dataDirectory.path + "/apikeys.sqlite")
-            defer { service.close() }
-            for name in try service.adminTokenNames() { print(name) }
+            for name in try dataDirectory.withStore({ try $0.adminTokenNames() }) { print(name) }
         }
     }
 }

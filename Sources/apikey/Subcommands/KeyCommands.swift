@@ -20,24 +20,26 @@ struct Show: AsyncParsableCommand {
     }
 }
 
+extension KeyIDArguments {
+    /// Enables or disables the key and says so.
+    func setEnabled(_ enabled: Bool) async throws {
+        let changed = try await connection.withClient { try await $0.setKeyEnabled(id: id, enabled: enabled) }
+        print("\(enabled ? "Enabled" : "Disabled") key \(changed.id) (\(changed.name))")
+    }
+}
+
 struct Enable: AsyncParsableCommand {
     static let configuration = CommandConfiguration(abstract: "Enable a key.")
     @OptionGroup var key: KeyIDArguments
 
-    func run() async throws {
-        let changed = try await key.connection.withClient { try await $0.setKeyEnabled(id: key.id, enabled: true) }
-        print("Enabled key \(changed.id) (\(changed.name))")
-    }
+    func run() async throws { try await key.setEnabled(true) }
 }
 
 struct Disable: AsyncParsableCommand {
     static let configuration = CommandConfiguration(abstract: "Disable a key: checks with it are refused (401) until it is enabled.")
     @OptionGroup var key: KeyIDArguments
 
-    func run() async throws {
-        let changed = try await key.connection.withClient { try await $0.setKeyEnabled(id: key.id, enabled: false) }
-        print("Disabled key \(changed.id) (\(changed.name))")
-    }
+    func run() async throws { try await key.setEnabled(false) }
 }
 
 struct Rotate: AsyncParsableCommand {

@@ -1,0 +1,73 @@
+import APIKeysClient
+import Foundation
+import Testing
+
+/// The built `apikeyd` executable: admin tokens made by the local command work in a running
+/// server at once, and SIGTERM shuts down gracefully with the audit trail written.
+@Suite struct ExecutableTests {
+    static let directory = URL(fileURLWithPath: ProcessInfo.processInfo.arguments[0]).deletingLastPathComponent()
+    static let apikeyd = directory.appendingPathComponent("apikeyd")
+
+    /// Runs `apikeyd` with `arguments` to completion; returns its exit status and standard output.
+    private func runApikeyd(_ arguments: [String]) throws -> (Int32, String) {
+        let process = Process()
+        process.executableURL = Self.apikeyd
+        process.arguments = arguments
+        let out = Pipe()
+        process.standardOutput = out
+        process.standardError = Pipe()
+        try process.run()
+        let text = String(decoding: out.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        process.waitUntilExit()
+        return (process.terminationStatus, text.trimmingCharacters(in: .whitespacesAndNewlines))
+    }
+
+    @Test(.enabled(if: FileManager.default.isExecutableFile(atPath: apikeyd.path)))
+    func localAdminTokensAndGracefulShutdown() async throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("apikeyd-exe-\(UUID())").path
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+
+        let server = Process()
+        server.executableURL = Self.apikeyd
+        server.arguments = ["--data-dir", dir, "--port", "0"]
+        let log = Pipe()
+        server.standardError = log
+        server.standardOutput = Pipe()
+        try server.run()
+        // The first lines of the log say where the token file is and which port was chosen.
+        var logText = ""
+        var port: Int?
+        while port == nil {
+            let chunk = log.fileHandleForReading.availableData
+            guard !chunk.isEmpty else { break }
+            logText += String(decoding: chunk, as: UTF8.self)
+            port = logText.split(separator: " ").first { $0.hasPrefix("port=") }.flatMap { Int($0.dropFirst(5)) }
+        }
+        let serverPort = try #require(port, "no port in the log: \(logText)")
+        #expect(logText.contains("\(dir)/admin.token"))
+        let bootstrap = try String(contentsOfFile: dir + "/admin.token", encoding: .utf8)
+        #expect(!logText.contains(bootstrap.trimmingCharacters(in: .whitespacesAndNewlines)))
+        let mode = try FileManager.default.attributesOfItem(atPath: dir + "/admin.token")[.posixPermissions] as? Int
+        #expect(mode == 0o600)
+
+        let (status, alice) = try runApikeyd(["admin-token", "create", "alice", "--data-dir", dir])
+        #expect(status == 0 && alice.hasPrefix("adm_"))
+        let client = APIKeysClient(configuration: .init(port: serverPort, adminToken: alice))
+        let created = try await client.createKey(name: "made-by-alice", permissions: ["jobs:read"])
+        _ = try await client.check(key: created.secret, permissions: ["jobs:read"])
+        let events = try await client.listAuditEvents(ListAuditEventsRequest(keyID: created.key.id)).events
+        #expect(events.last?.action == "key.created" && events.last?.actor == "alice")
+
+        #expect(try runApikeyd(["admin-token", "revoke", "alice", "--data-dir", dir]).0 == 0)
+        await #expect { try await client.listKeys() } throws: {
+            ($0 as? APIKeysClientError)?.code == .unauthenticated
+        }
+        await client.close()
+
+        server.terminate()  // SIGTERM
+        server.waitUntilExit()
+        #expect(server.terminationStatus == 0)
+        let rest = String(decoding: log.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        #expect(rest.contains("audit trail flushed, database closed"))
+    }
+}
