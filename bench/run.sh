@@ -89,8 +89,10 @@ for keys in 1000 "$BIG"; do
     "$BIN/apikeyd-bench" seed --data-dir "$WORK/k$keys" --keys "$keys" --secret-file "$WORK/k$keys.secret" >/dev/null
 done
 APIKEYD_PORT_SAVED=$APIKEYD_PORT
+servers=0
 for keys in 1000 "$BIG"; do
-    APIKEYD_PORT=$((APIKEYD_PORT_SAVED + ${#PORT[@]} + 1))
+    servers=$((servers + 1))
+    APIKEYD_PORT=$((APIKEYD_PORT_SAVED + servers))
     start_apikeyd "$WORK/k$keys" --audit-mode "$AUDIT"
     PORT[$keys]=$APIKEYD_PORT; START[$keys]=$START_S; RSS[$keys]=$(rss_mb "$SERVER_PID")
 done
