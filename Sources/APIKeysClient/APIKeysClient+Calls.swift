@@ -55,7 +55,7 @@ extension APIKeysClient {
         key: String, permissions: [String] = [], resource: String = "", clientAddress: String = ""
     ) async throws -> CheckResponse {
         let secret = key.hasPrefix("Bearer ") ? String(key.dropFirst("Bearer ".count)) : key
-        if let format = try? SecretFormat(prefix: configuration.keyPrefix), !format.isWellFormed(secret) {
+        if let secretFormat, !secretFormat.isWellFormed(secret) {
             return CheckResponse(decision: .deny, reason: .malformedKey, httpStatus: 401)
         }
         return try await call(

@@ -49,6 +49,9 @@ public final class APIKeysClient: Sendable {
     }
 
     public let configuration: Configuration
+    /// The format of ``Configuration/keyPrefix``, to refuse malformed keys offline (nil for a
+    /// prefix that is not a valid one: then every key goes to the server).
+    let secretFormat: SecretFormat?
     private let group: any EventLoopGroup
     private let ownsGroup: Bool
     private let state = Mutex<ConnectionState>(.idle)
@@ -57,6 +60,7 @@ public final class APIKeysClient: Sendable {
     /// A client; it uses `eventLoopGroup` if given, else a one-thread group of its own.
     public init(configuration: Configuration, eventLoopGroup: (any EventLoopGroup)? = nil) {
         self.configuration = configuration
+        self.secretFormat = try? SecretFormat(prefix: configuration.keyPrefix)
         self.group = eventLoopGroup ?? MultiThreadedEventLoopGroup(numberOfThreads: 1)
         self.ownsGroup = eventLoopGroup == nil
     }
@@ -88,9 +92,14 @@ public final class APIKeysClient: Sendable {
             try Framing.write(envelope, to: &frame)
             let channel = try await connectedChannel()
             let promise = channel.eventLoop.makePromise(of: Envelope.self)
-            channel.writeAndFlush(
-                OutboundCall(callID: callID, frame: frame, timeout: .nanoseconds(Int64(Self.milliseconds(timeout)) * 1_000_000), promise: promise),
-                promise: nil)
+            // The handler succeeds `handedOver` once it owns the call; if the channel closed before
+            // that (no handler to take it), nothing else would ever complete the call's promise.
+            let handedOver = channel.eventLoop.makePromise(of: Void.self)
+            handedOver.futureResult.whenFailure { error in
+                promise.fail(APIKeysClientError(code: .unavailable, message: "connection closed: \(error)"))
+            }
+            let deadline = TimeAmount.nanoseconds(Int64(Self.milliseconds(timeout)) * 1_000_000)
+            channel.writeAndFlush(OutboundCall(callID: callID, frame: frame, timeout: deadline, promise: promise), promise: handedOver)
             let reply = try await promise.futureResult.get()
             guard reply.status == .ok else { throw APIKeysClientError(code: reply.status, message: reply.statusMessage) }
             do {

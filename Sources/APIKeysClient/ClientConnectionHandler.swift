@@ -34,11 +34,11 @@ final class ClientConnectionHandler: ChannelDuplexHandler {
             handler.complete(callID, with: .failure(APIKeysClientError(code: .deadlineExceeded, message: "no reply within \(call.timeout)")))
         }
         pending[call.callID] = (call.promise, timer)
+        promise?.succeed()  // the call is this handler's to complete from here on
         context.write(wrapOutboundOut(call.frame)).whenFailure { error in
             let (handler, callID) = loopBound.value
             handler.complete(callID, with: .failure(APIKeysClientError(code: .unavailable, message: "send failed: \(error)")))
         }
-        promise?.succeed()
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
