@@ -27,31 +27,44 @@ enum AuditTable {
 
     /// Up to `limit` events matching `query` with seq below `beforeSeq`, newest first.
     static func page(_ query: AuditQuery, beforeSeq: Int64, limit: Int, in db: SQLiteConnection) throws -> [AuditRecord] {
-        // One statement for every combination of filters: an absent filter binds NULL and matches all.
-        try db.statement("""
+        // Only the filters given become conditions, so SQLite can pick the index that fits
+        // (at most 16 distinct statements, each prepared once). For an admin action the literal
+        // `action != 'api.request'` lets it use the partial index audit_events_by_admin_action.
+        var conditions = ["seq < ?"]
+        var values: [SQLiteValue] = [.integer(beforeSeq)]
+        if let keyID = query.keyID {
+            conditions.append("key_id = ?")
+            values.append(.text(keyID))
+        }
+        if let action = query.action {
+            conditions.append(action == .apiRequest ? "action = ?" : "action = ? AND action != 'api.request'")
+            values.append(.text(action.rawValue))
+        }
+        if let since = query.sinceMS {
+            conditions.append("at_ms >= ?")
+            values.append(.integer(since))
+        }
+        if let until = query.untilMS {
+            conditions.append("at_ms < ?")
+            values.append(.integer(until))
+        }
+        values.append(.integer(Int64(limit)))
+        let statement = try db.statement("""
             SELECT seq, at_ms, action, key_id, key_name, actor, detail, denial, permissions, resource, client_address
-            FROM audit_events
-            WHERE seq < ?1
-              AND (?2 IS NULL OR key_id = ?2)
-              AND (?3 IS NULL OR action = ?3)
-              AND (?4 IS NULL OR at_ms >= ?4)
-              AND (?5 IS NULL OR at_ms < ?5)
-            ORDER BY seq DESC LIMIT ?6
-            """).bind(
-                .integer(beforeSeq), query.keyID.map { .text($0) } ?? .null,
-                query.action.map { .text($0.rawValue) } ?? .null, .optional(query.sinceMS), .optional(query.untilMS),
-                .integer(Int64(limit))
-            ).rows { row in
-                guard let action = AuditAction(rawValue: row.text(2)) else {
-                    throw StoreError.corrupt(path: db.path, message: "audit event \(row.int64(0)) has action \"\(row.text(2))\"")
-                }
-                return AuditRecord(
-                    seq: UInt64(bitPattern: row.int64(0)), atMS: row.int64(1), action: action, keyID: row.text(3),
-                    keyName: row.text(4), actor: row.text(5), detail: row.text(6),
-                    denial: row.optionalInt64(7).flatMap { Denial(rawValue: Int($0)) },
-                    permissions: Schema.decodePermissions(row.text(8)), resource: row.text(9),
-                    clientAddress: row.text(10))
+            FROM audit_events WHERE \(conditions.joined(separator: " AND ")) ORDER BY seq DESC LIMIT ?
+            """)
+        try statement.bind(values)
+        return try statement.rows { row in
+            guard let action = AuditAction(rawValue: row.text(2)) else {
+                throw StoreError.corrupt(path: db.path, message: "audit event \(row.int64(0)) has action \"\(row.text(2))\"")
             }
+            return AuditRecord(
+                seq: UInt64(bitPattern: row.int64(0)), atMS: row.int64(1), action: action, keyID: row.text(3),
+                keyName: row.text(4), actor: row.text(5), detail: row.text(6),
+                denial: row.optionalInt64(7).flatMap { Denial(rawValue: Int($0)) },
+                permissions: Schema.decodePermissions(row.text(8)), resource: row.text(9),
+                clientAddress: row.text(10))
+        }
     }
 
     /// The highest seq recorded, 0 when there is none.

@@ -25,13 +25,22 @@ final class SQLiteStatement {
     /// Binds `values` to parameters 1, 2, … in order.
     @discardableResult
     func bind(_ values: SQLiteValue...) throws(StoreError) -> SQLiteStatement {
+        try bind(values)
+    }
+
+    /// Binds `values` to parameters 1, 2, … in order.
+    @discardableResult
+    func bind(_ values: [SQLiteValue]) throws(StoreError) -> SQLiteStatement {
         for (offset, value) in values.enumerated() {
             let index = Int32(offset + 1)
             let rc: Int32
             switch value {
             case .null: rc = sqlite3_bind_null(raw, index)
             case .integer(let number): rc = sqlite3_bind_int64(raw, index, number)
-            case .text(let text): rc = sqlite3_bind_text(raw, index, text, -1, csqlite_transient())
+            case .text(var text):
+                // withUTF8 hands over the string's own bytes; passing a String as a C string would
+                // first copy it into a temporary array.
+                rc = text.withUTF8 { sqlite3_bind_text(raw, index, $0.baseAddress, Int32($0.count), csqlite_transient()) }
             case .blob(let bytes):
                 rc = bytes.withUnsafeBytes {
                     sqlite3_bind_blob(raw, index, $0.baseAddress, Int32($0.count), csqlite_transient())
