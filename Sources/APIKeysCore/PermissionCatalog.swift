@@ -70,6 +70,29 @@ public struct PermissionCatalog: Sendable, Hashable {
             }
     }
 
+    /// A catalog from text: one permission per line, its name, white space, then its description;
+    /// blank lines and lines starting with `#` are skipped. For `apikeyd --permissions-file`.
+    ///
+    /// ```
+    /// # area:action   what it allows
+    /// reports:read    Read reports
+    /// reports:write   Create and delete reports
+    /// ```
+    public init(parsing text: String) throws(KeyError) {
+        var entries: [Entry] = []
+        for (number, line) in text.split(separator: "\n", omittingEmptySubsequences: false).enumerated() {
+            let trimmed = String(line).trimmingWhitespace()
+            guard !trimmed.isEmpty, !trimmed.hasPrefix("#") else { continue }
+            let name = trimmed.prefix { !$0.isWhitespace }
+            let description = String(trimmed.dropFirst(name.count)).trimmingWhitespace()
+            guard !description.isEmpty else {
+                throw .invalidCatalog("line \(number + 1): \"\(name)\" has no description")
+            }
+            entries.append(Entry(name: String(name), description: description))
+        }
+        try self.init(entries)
+    }
+
     /// The ten permissions of the contract.
     public static let standard = try! PermissionCatalog([
         Entry(name: "jobs:read", description: "List and read jobs and their configuration"),

@@ -2,6 +2,7 @@ import APIKeysCore
 import APIKeysServer
 import APIKeysStore
 import ArgumentParser
+import Foundation
 import Logging
 import ServiceLifecycle
 
@@ -36,6 +37,9 @@ struct Serve: AsyncParsableCommand {
     @Option(help: "Prefix of the secrets this server issues (env APIKEYD_KEY_PREFIX).")
     var keyPrefix: String = Environment.string("APIKEYD_KEY_PREFIX", default: "dbm_")
 
+    @Option(help: "Replace the permission catalog: a file with one `name description` per line, # for comments (env APIKEYD_PERMISSIONS_FILE). Default: the ten permissions of the contract.")
+    var permissionsFile: String?
+
     @Option(help: "Audit of checks: full (one event per check) or aggregated (allowed checks counted per key, permissions and second; denials one by one) (env APIKEYD_AUDIT_MODE).")
     var auditMode: String = Environment.string("APIKEYD_AUDIT_MODE", default: "full")
 
@@ -67,6 +71,9 @@ struct Serve: AsyncParsableCommand {
         configuration.eventLoopThreads = eventLoops
         configuration.keyPrefix = keyPrefix
         configuration.auditMode = AuditMode(rawValue: auditMode) ?? .full
+        if let permissionsFile = permissionsFile ?? Environment.optionalString("APIKEYD_PERMISSIONS_FILE") {
+            configuration.catalog = try PermissionCatalog(parsing: String(contentsOfFile: permissionsFile, encoding: .utf8))
+        }
 
         let server = try await APIKeysServer.start(configuration: configuration, logger: logger)
         let group = ServiceGroup(

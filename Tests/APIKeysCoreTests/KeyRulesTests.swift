@@ -53,4 +53,21 @@ import Testing
         }
         #expect(throws: KeyError.self) { try PermissionCatalog([.init(name: "Has Space", description: "")]) }
     }
+
+    @Test func catalogParsesFromText() throws {
+        let catalog = try PermissionCatalog(parsing: """
+            # reports service
+            reports:read    Read reports
+
+            reports:write\tCreate and delete reports
+            """)
+        #expect(catalog.entries == [
+            .init(name: "reports:read", description: "Read reports"),
+            .init(name: "reports:write", description: "Create and delete reports"),
+        ])
+        #expect(throws: KeyError.invalidCatalog("line 1: \"reports:read\" has no description")) {
+            try PermissionCatalog(parsing: "reports:read")
+        }
+        #expect(throws: KeyError.self) { try PermissionCatalog(parsing: "# nothing\n") }
+    }
 }

@@ -2,8 +2,9 @@ import APIKeysClient
 import Foundation
 import Testing
 
-/// The built `apikeyd` executable: admin tokens made by the local command work in a running
-/// server at once, and SIGTERM shuts down gracefully with the audit trail written.
+/// The built `apikeyd` executable: a permission catalog from a file, admin tokens made by the
+/// local command that work in a running server at once, and a graceful SIGTERM with the audit
+/// trail written.
 @Suite struct ExecutableTests {
     static let directory = URL(fileURLWithPath: ProcessInfo.processInfo.arguments[0]).deletingLastPathComponent()
     static let apikeyd = directory.appendingPathComponent("apikeyd")
@@ -27,9 +28,13 @@ import Testing
         let dir = FileManager.default.temporaryDirectory.appendingPathComponent("apikeyd-exe-\(UUID())").path
         defer { try? FileManager.default.removeItem(atPath: dir) }
 
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        let catalogFile = dir + "/permissions.txt"
+        try "# our own catalog\nreports:read  Read reports\nreports:write Write reports\n"
+            .write(toFile: catalogFile, atomically: true, encoding: .utf8)
         let server = Process()
         server.executableURL = Self.apikeyd
-        server.arguments = ["--data-dir", dir, "--port", "0"]
+        server.arguments = ["--data-dir", dir, "--port", "0", "--permissions-file", catalogFile]
         let log = Pipe()
         server.standardError = log
         server.standardOutput = Pipe()
@@ -53,8 +58,12 @@ import Testing
         let (status, alice) = try runApikeyd(["admin-token", "create", "alice", "--data-dir", dir])
         #expect(status == 0 && alice.hasPrefix("adm_"))
         let client = APIKeysClient(configuration: .init(port: serverPort, adminToken: alice))
-        let created = try await client.createKey(name: "made-by-alice", permissions: ["jobs:read"])
-        _ = try await client.check(key: created.secret, permissions: ["jobs:read"])
+        #expect(try await client.listPermissions().map(\.name) == ["reports:read", "reports:write"])
+        await #expect { try await client.createKey(name: "old-catalog", permissions: ["jobs:read"]) } throws: {
+            ($0 as? APIKeysClientError)?.code == .invalidArgument
+        }
+        let created = try await client.createKey(name: "made-by-alice", permissions: ["reports:read"])
+        #expect(try await client.check(key: created.secret, permissions: ["reports:read"]).decision == .allow)
         let events = try await client.listAuditEvents(ListAuditEventsRequest(keyID: created.key.id)).events
         #expect(events.last?.action == "key.created" && events.last?.actor == "alice")
 
