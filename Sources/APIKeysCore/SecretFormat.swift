@@ -52,8 +52,13 @@ public struct SecretFormat: Sendable, Hashable {
         guard bytes.count == length, bytes.starts(with: prefixBytes) else { return false }
         let headLength = prefixBytes.count + Self.bodyLength
         for byte in bytes[prefixBytes.count...] where Self.digitValue(byte) == nil { return false }
-        let expected = Self.checkDigits(bytes[..<headLength])
-        return expected.utf8.elementsEqual(bytes[headLength...])
+        // Compare the check digits in place, least significant last, without building a string.
+        var value = CRC32.checksum(UnsafeRawBufferPointer(rebasing: bytes[..<headLength]))
+        for index in stride(from: bytes.count - 1, through: headLength, by: -1) {
+            guard bytes[index] == Self.alphabet[Int(value % 62)] else { return false }
+            value /= 62
+        }
+        return true
     }
 
     /// A display hint that identifies a secret without revealing it: the prefix and 4 characters.
@@ -62,8 +67,9 @@ public struct SecretFormat: Sendable, Hashable {
     }
 
     /// The CRC-32 of `bytes` as 6 base-62 digits, most significant first.
-    static func checkDigits(_ bytes: some Sequence<UInt8>) -> String {
-        var value = CRC32.checksum(bytes)
+    static func checkDigits(_ bytes: String.UTF8View) -> String {
+        var value = bytes.withContiguousStorageIfAvailable { CRC32.checksum(UnsafeRawBufferPointer($0)) }
+            ?? CRC32.checksum(Array(bytes))
         var digits = [UInt8](repeating: alphabet[0], count: checkLength)
         for index in stride(from: checkLength - 1, through: 0, by: -1) {
             digits[index] = alphabet[Int(value % 62)]
@@ -90,9 +96,15 @@ enum CRC32 {
         return crc
     }
 
-    static func checksum(_ bytes: some Sequence<UInt8>) -> UInt32 {
-        var crc: UInt32 = 0xFFFF_FFFF
-        for byte in bytes { crc = table[Int((crc ^ UInt32(byte)) & 0xFF)] ^ (crc >> 8) }
-        return crc ^ 0xFFFF_FFFF
+    static func checksum(_ bytes: UnsafeRawBufferPointer) -> UInt32 {
+        table.withUnsafeBufferPointer { table in
+            var crc: UInt32 = 0xFFFF_FFFF
+            for byte in bytes { crc = table[Int((crc ^ UInt32(byte)) & 0xFF)] ^ (crc >> 8) }
+            return crc ^ 0xFFFF_FFFF
+        }
+    }
+
+    static func checksum(_ bytes: [UInt8]) -> UInt32 {
+        bytes.withUnsafeBytes { checksum($0) }
     }
 }
