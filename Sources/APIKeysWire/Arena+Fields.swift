@@ -10,6 +10,9 @@ extension Arena {
         guard let size = allocatedSize(of: pointer) else { return "" }
         let bytes = UnsafeRawBufferPointer(start: pointer, count: size - 1)
         if bytes.contains(0) { throw WireError.nulInString(message: message, field: field) }
+        // ASCII (keys, permission names, ids) is valid UTF-8 as it is; only the rest needs the
+        // stdlib's validation, which is generic and costs a metadata lookup per call.
+        if !bytes.contains(where: { $0 >= 0x80 }) { return String(decoding: bytes, as: UTF8.self) }
         guard let value = String(validating: bytes, as: UTF8.self) else {
             throw WireError.invalidUTF8(message: message, field: field)
         }
