@@ -1,0 +1,71 @@
+import NIOCore
+import Testing
+@testable import APIKeysWire
+
+/// The hot-path codec agrees with the general one, frame for frame, and keeps working when its
+/// arena is reused across calls of different sizes.
+@Suite struct CheckCallCodecTests {
+    private func body(_ envelope: Envelope) throws -> ByteBuffer {
+        ByteBuffer(bytes: try envelope.serializedBytes())
+    }
+
+    @Test func decodesCheckCallsAndLeavesOthersWhole() throws {
+        let codec = CheckCallCodec()
+        let request = CheckRequest(key: "dbm_x", permissions: ["jobs:read", "clé"], resource: "GET /", clientAddress: "::1")
+        let check = Envelope(callID: 7, method: Method.check.rawValue, payload: try request.serializedBytes())
+        guard case .check(let callID, let decoded) = try codec.decode(frame: body(check)) else {
+            Issue.record("not decoded as a check")
+            return
+        }
+        #expect(callID == 7 && decoded == request)
+
+        let admin = Envelope(callID: 8, method: Method.listKeys.rawValue, payload: [1, 2], metadata: ["authorization": "Bearer t"])
+        guard case .other(let other) = try codec.decode(frame: body(admin)) else {
+            Issue.record("an admin call was not passed through")
+            return
+        }
+        #expect(other == admin)
+    }
+
+    @Test func aCheckWithABadPayloadIsInvalidNotAProtocolError() throws {
+        let codec = CheckCallCodec()
+        let bad = Envelope(callID: 9, method: Method.check.rawValue, payload: [0xFF, 0x01])
+        guard case .invalidCheck(let callID, let error) = try codec.decode(frame: body(bad)) else {
+            Issue.record("not reported as an invalid check")
+            return
+        }
+        #expect(callID == 9 && error == .malformedMessage(message: "apikeys.v1.CheckRequest"))
+        let nul = Envelope(callID: 10, method: Method.check.rawValue, payload: [0x0A, 2, 0x61, 0])
+        guard case .invalidCheck(_, let nulError) = try codec.decode(frame: body(nul)) else {
+            Issue.record("a NUL in the key was not refused")
+            return
+        }
+        #expect(nulError == .nulInString(message: "apikeys.v1.CheckRequest", field: "key"))
+        #expect(throws: FramingError.self) { try codec.decode(frame: ByteBuffer(bytes: [0xFF, 0xFF, 0xFF])) }
+    }
+
+    @Test func repliesRoundTripAndMatchTheGeneralEncoder() throws {
+        let codec = CheckCallCodec()
+        for (index, response) in [
+            CheckResponse(decision: .allow, httpStatus: 200, keyID: "key_1", keyName: "ci", expiresAtMS: 5),
+            CheckResponse(decision: .deny, reason: .missingPermission, httpStatus: 403, keyID: "key_1",
+                          keyName: String(repeating: "long name ", count: 500), missingPermissions: ["vault:read"]),
+            CheckResponse(decision: .deny, reason: .malformedKey, httpStatus: 401),
+        ].enumerated() {
+            var buffer = ByteBuffer()
+            try codec.writeCheckReply(callID: UInt64(index), response: response, to: &buffer)
+            var expected = ByteBuffer()
+            try Framing.write(
+                Envelope(callID: UInt64(index), method: Method.check.rawValue, payload: try response.serializedBytes()),
+                to: &expected)
+            #expect(buffer == expected)
+
+            let frame = try #require(try FrameDecoder.nextFrame(in: &buffer, maxFrameSize: 1 << 20))
+            let reply = try codec.decodeReply(frame: frame, decodePayload: true)
+            #expect(reply.callID == UInt64(index) && reply.status == .ok && reply.check == response)
+        }
+        let failed = try codec.decodeReply(
+            frame: body(Envelope(callID: 3, status: .unavailable, statusMessage: "busy")), decodePayload: true)
+        #expect(failed.status == .unavailable && failed.check == nil)
+    }
+}
