@@ -111,19 +111,23 @@ let package = Package(
             ]
         ),
 
+        // Helpers shared by the test suites: temporary directories, running commands.
+        .target(name: "APIKeysTestSupport", path: "Tests/APIKeysTestSupport"),
         .testTarget(
             name: "APIKeysWireTests",
             dependencies: [
                 "APIKeysWire",
+                "APIKeysTestSupport",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOEmbedded", package: "swift-nio"),
             ]
         ),
         .testTarget(name: "APIKeysCoreTests", dependencies: ["APIKeysCore"]),
-        .testTarget(name: "APIKeysStoreTests", dependencies: ["APIKeysStore", "APIKeysCore"]),
+        .testTarget(name: "APIKeysStoreTests", dependencies: ["APIKeysStore", "APIKeysCore", "APIKeysTestSupport"]),
         .testTarget(
             name: "APIKeysServerTests",
             dependencies: [
+                "APIKeysTestSupport",
                 "APIKeysServer",
                 "APIKeysClient",
                 "APIKeysWire",

@@ -1,40 +1,18 @@
 import APIKeysClient
+import APIKeysTestSupport
 import Foundation
 import Testing
 
 /// Drives the server through the built `apikey` binary, as an operator would.
 @Suite struct CommandLineTests {
-    struct Run {
-        let status: Int32
-        let stdout: String
-        let stderr: String
-    }
-
     /// The `apikey` executable built beside this test bundle.
-    static let binary = URL(fileURLWithPath: ProcessInfo.processInfo.arguments[0]).deletingLastPathComponent()
-        .appendingPathComponent("apikey")
+    static let binary = productsDirectory.appendingPathComponent("apikey")
 
-    private func apikey(_ arguments: [String], server: TestServer, stdin: String? = nil) throws -> Run {
-        let process = Process()
-        process.executableURL = Self.binary
-        process.arguments = arguments
-        process.environment = [
+    private func apikey(_ arguments: [String], server: TestServer, stdin: String? = nil) throws -> CommandResult {
+        try runCommand(Self.binary, arguments, environment: [
             "APIKEY_SERVER": "127.0.0.1:\(server.port)",
             "APIKEY_TOKEN_FILE": server.dataDirectory + "/admin.token",
-        ]
-        let out = Pipe()
-        let err = Pipe()
-        let input = Pipe()
-        process.standardOutput = out
-        process.standardError = err
-        process.standardInput = input
-        try process.run()
-        if let stdin { input.fileHandleForWriting.write(Data(stdin.utf8)) }
-        try input.fileHandleForWriting.close()
-        let stdout = String(decoding: out.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-        let stderr = String(decoding: err.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-        process.waitUntilExit()
-        return Run(status: process.terminationStatus, stdout: stdout, stderr: stderr)
+        ], stdin: stdin)
     }
 
     private func secret(in output: String) -> String? {

@@ -1,4 +1,5 @@
 import APIKeysClient
+import APIKeysTestSupport
 import Foundation
 import Testing
 
@@ -6,29 +7,18 @@ import Testing
 /// local command that work in a running server at once, and a graceful SIGTERM with the audit
 /// trail written.
 @Suite struct ExecutableTests {
-    static let directory = URL(fileURLWithPath: ProcessInfo.processInfo.arguments[0]).deletingLastPathComponent()
-    static let apikeyd = directory.appendingPathComponent("apikeyd")
+    static let apikeyd = productsDirectory.appendingPathComponent("apikeyd")
 
     /// Runs `apikeyd` with `arguments` to completion; returns its exit status and standard output.
     private func runApikeyd(_ arguments: [String]) throws -> (Int32, String) {
-        let process = Process()
-        process.executableURL = Self.apikeyd
-        process.arguments = arguments
-        let out = Pipe()
-        process.standardOutput = out
-        process.standardError = Pipe()
-        try process.run()
-        let text = String(decoding: out.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-        process.waitUntilExit()
-        return (process.terminationStatus, text.trimmingCharacters(in: .whitespacesAndNewlines))
+        let run = try runCommand(Self.apikeyd, arguments)
+        return (run.status, run.stdout.trimmingCharacters(in: .whitespacesAndNewlines))
     }
 
     @Test(.enabled(if: FileManager.default.isExecutableFile(atPath: apikeyd.path)))
     func localAdminTokensAndGracefulShutdown() async throws {
-        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("apikeyd-exe-\(UUID())").path
+        let dir = try makeTemporaryDirectory("apikeyd-exe")
         defer { try? FileManager.default.removeItem(atPath: dir) }
-
-        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
         let catalogFile = dir + "/permissions.txt"
         try "# our own catalog\nreports:read  Read reports\nreports:write Write reports\n"
             .write(toFile: catalogFile, atomically: true, encoding: .utf8)

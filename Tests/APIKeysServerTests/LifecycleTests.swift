@@ -1,5 +1,6 @@
 import APIKeysClient
 import APIKeysCore
+import APIKeysTestSupport
 import Foundation
 import Testing
 
@@ -75,7 +76,7 @@ import Testing
     }
 
     @Test func everythingSurvivesARestartAndTheClientReconnects() async throws {
-        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("apikeyd-it-\(UUID())").path
+        let dir = try makeTemporaryDirectory("apikeyd-it")
         defer { try? FileManager.default.removeItem(atPath: dir) }
         let clock = ManualWallClock(nowMS: Int64(Date().timeIntervalSince1970 * 1000))
         let first = try await TestServer.start(dataDirectory: dir, clock: clock)

@@ -1,6 +1,7 @@
 import APIKeysClient
 import APIKeysCore
 import APIKeysServer
+import APIKeysTestSupport
 import Foundation
 import Logging
 
@@ -42,7 +43,7 @@ func withServer<R>(
     configure: (inout ServerConfiguration) -> Void = { _ in },
     _ body: (TestServer, APIKeysClient) async throws -> R
 ) async throws -> R {
-    let dir = FileManager.default.temporaryDirectory.appendingPathComponent("apikeyd-it-\(UUID())").path
+    let dir = try makeTemporaryDirectory("apikeyd-it")
     defer { try? FileManager.default.removeItem(atPath: dir) }
     let server = try await TestServer.start(dataDirectory: dir, clock: clock, configure: configure)
     let client = server.client()

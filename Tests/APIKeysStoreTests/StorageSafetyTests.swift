@@ -1,4 +1,5 @@
 import APIKeysCore
+import APIKeysTestSupport
 import Foundation
 import Testing
 @testable import APIKeysStore

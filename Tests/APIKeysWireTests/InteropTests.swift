@@ -1,3 +1,4 @@
+import APIKeysTestSupport
 import APIKeysWire
 import Foundation
 import Testing
@@ -5,7 +6,7 @@ import Testing
 /// Bytes written by this layer are read by the official protobuf runtime (Python) to the same
 /// values, and the reverse. `make test` provides the Python with `protobuf` and `grpcio-tools`
 /// through APIKEYS_INTEROP_PYTHON; see Tests/interop/wire_interop.py for the other half.
-@Suite(.enabled(if: ProcessInfo.processInfo.environment["APIKEYS_INTEROP_PYTHON"] != nil))
+@Suite(.enabled(if: interopPython != nil))
 struct InteropTests {
     static let unicode = Fixtures.unicode
 
@@ -32,34 +33,19 @@ struct InteropTests {
     ]
 
     @Test func officialRuntimeAgreesBothWays() throws {
-        let python = ProcessInfo.processInfo.environment["APIKEYS_INTEROP_PYTHON"]!
-        let repo = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
-            .deletingLastPathComponent()
-        let work = FileManager.default.temporaryDirectory.appendingPathComponent("apikeys-interop-\(UUID())")
-        try FileManager.default.createDirectory(at: work, withIntermediateDirectories: true)
-        defer { try? FileManager.default.removeItem(at: work) }
-
-        for (name, message) in Self.fixtures {
-            try Data(message.serializedBytes()).write(to: work.appendingPathComponent("\(name).swift.bin"))
-        }
-
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: python)
-        process.arguments = [
-            repo.appendingPathComponent("Tests/interop/wire_interop.py").path,
-            repo.appendingPathComponent("proto").path, work.path,
-        ]
-        let output = Pipe()
-        process.standardOutput = output
-        process.standardError = output
-        try process.run()
-        let text = String(decoding: output.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-        process.waitUntilExit()
-        #expect(process.terminationStatus == 0, "\(text)")
-
-        for (name, message) in Self.fixtures {
-            let bytes = try Data(contentsOf: work.appendingPathComponent("\(name).python.bin"))
-            try expectDecodes(Array(bytes), as: message, name: name)
+        try withTemporaryDirectory { work in
+            for (name, message) in Self.fixtures {
+                try Data(message.serializedBytes()).write(to: URL(fileURLWithPath: "\(work)/\(name).swift.bin"))
+            }
+            let run = try runCommand(interopPython!, [
+                repositoryRoot.appendingPathComponent("Tests/interop/wire_interop.py").path,
+                repositoryRoot.appendingPathComponent("proto").path, work,
+            ])
+            #expect(run.status == 0, "\(run.stdout)\(run.stderr)")
+            for (name, message) in Self.fixtures {
+                let bytes = try Data(contentsOf: URL(fileURLWithPath: "\(work)/\(name).python.bin"))
+                try expectDecodes(Array(bytes), as: message, name: name)
+            }
         }
     }
 

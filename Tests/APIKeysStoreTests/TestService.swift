@@ -1,14 +1,7 @@
 import APIKeysCore
+import APIKeysTestSupport
 import Foundation
 @testable import APIKeysStore
-
-/// Runs `body` with a fresh directory that is removed afterwards.
-func withTemporaryDirectory<R>(_ body: (String) throws -> R) throws -> R {
-    let path = FileManager.default.temporaryDirectory.appendingPathComponent("apikeys-test-\(UUID())").path
-    try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
-    defer { try? FileManager.default.removeItem(atPath: path) }
-    return try body(path)
-}
 
 /// Runs `body` with a key service on a new database in a temporary directory, closed afterwards.
 func withService<R>(
