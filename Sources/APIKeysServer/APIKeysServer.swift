@@ -4,6 +4,9 @@ import Logging
 import NIOCore
 import NIOPosix
 import ServiceLifecycle
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// The apikeyd server: KeyAdmin and Authorize over length-prefixed protobuf frames on TCP.
 ///
@@ -91,7 +94,8 @@ public final class APIKeysServer: Service, Sendable {
             try? await threadPool.shutdownGracefully()
             try? await group.shutdownGracefully()
             service.close()
-            throw error
+            let reason = (error as? IOError).map { String(cString: strerror($0.errnoCode)) } ?? "\(error)"
+            throw ServerError.cannotListen(host: configuration.host, port: configuration.port, reason: reason)
         }
         let port = channel.localAddress?.port ?? configuration.port
         logger.info("apikeyd listening", metadata: ["host": "\(configuration.host)", "port": "\(port)"])

@@ -4,10 +4,25 @@ import Logging
 
 /// The server's data directory: the database and, on first start, the admin token file.
 enum DataDirectory {
-    /// Creates `path` (mode 0700) if it does not exist.
+    /// Creates `path` (mode 0700) if it does not exist, and checks that it is a usable directory.
+    /// Throws ``ServerError/dataDirectory(path:reason:)`` with the system's reason.
     static func prepare(_ path: String) throws {
-        try FileManager.default.createDirectory(
-            atPath: path, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
+        var isDirectory: ObjCBool = false
+        if !FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory) {
+            do {
+                try FileManager.default.createDirectory(
+                    atPath: path, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
+            } catch {
+                let posix = (error as? CocoaError)?.underlying as? POSIXError
+                let reason = posix.map { String(cString: strerror($0.code.rawValue)) } ?? "\(error)"
+                throw ServerError.dataDirectory(path: path, reason: reason)
+            }
+        } else if !isDirectory.boolValue {
+            throw ServerError.dataDirectory(path: path, reason: "it is not a directory")
+        }
+        guard access(path, R_OK | W_OK | X_OK) == 0 else {
+            throw ServerError.dataDirectory(path: path, reason: String(cString: strerror(errno)))
+        }
     }
 
     /// When the store has no admin token yet, creates one named `bootstrap` and writes it to
