@@ -1,64 +1,71 @@
 public import APIKeysWire
 import APIKeysCore
 
+/// Every call takes an optional `timeout`; without one, ``APIKeysClient/Configuration/timeout`` applies.
 extension APIKeysClient {
     /// Creates a key. The reply holds the secret, shown this once.
-    public func createKey(name: String, permissions: [String], expiresAtMS: Int64 = 0) async throws -> CreateKeyResponse {
-        try await call(.createKey, CreateKeyRequest(name: name, permissions: permissions, expiresAtMS: expiresAtMS))
+    public func createKey(
+        name: String, permissions: [String], expiresAtMS: Int64 = 0, timeout: Duration? = nil
+    ) async throws -> CreateKeyResponse {
+        try await call(.createKey, CreateKeyRequest(name: name, permissions: permissions, expiresAtMS: expiresAtMS), timeout: timeout)
     }
 
     /// The key with `id`.
-    public func getKey(id: String) async throws -> ApiKey {
-        try await call(.getKey, GetKeyRequest(id: id), as: GetKeyResponse.self).key
+    public func getKey(id: String, timeout: Duration? = nil) async throws -> ApiKey {
+        try await call(.getKey, GetKeyRequest(id: id), as: GetKeyResponse.self, timeout: timeout).key
     }
 
     /// One page of keys, oldest first.
-    public func listKeys(pageSize: UInt32 = 0, pageToken: String = "") async throws -> ListKeysResponse {
-        try await call(.listKeys, ListKeysRequest(pageSize: pageSize, pageToken: pageToken))
+    public func listKeys(pageSize: UInt32 = 0, pageToken: String = "", timeout: Duration? = nil) async throws -> ListKeysResponse {
+        try await call(.listKeys, ListKeysRequest(pageSize: pageSize, pageToken: pageToken), timeout: timeout)
     }
 
     /// Changes the fields that are set in `request`; the others stay.
-    public func updateKey(_ request: UpdateKeyRequest) async throws -> ApiKey {
-        try await call(.updateKey, request, as: UpdateKeyResponse.self).key
+    public func updateKey(_ request: UpdateKeyRequest, timeout: Duration? = nil) async throws -> ApiKey {
+        try await call(.updateKey, request, as: UpdateKeyResponse.self, timeout: timeout).key
     }
 
     /// Enables or disables a key.
-    public func setKeyEnabled(id: String, enabled: Bool) async throws -> ApiKey {
-        try await call(.setKeyEnabled, SetKeyEnabledRequest(id: id, enabled: enabled), as: SetKeyEnabledResponse.self).key
+    public func setKeyEnabled(id: String, enabled: Bool, timeout: Duration? = nil) async throws -> ApiKey {
+        try await call(
+            .setKeyEnabled, SetKeyEnabledRequest(id: id, enabled: enabled), as: SetKeyEnabledResponse.self, timeout: timeout
+        ).key
     }
 
     /// Gives a key a new secret (in the reply, shown this once); the old one stops working at once.
-    public func rotateKey(id: String) async throws -> RotateKeyResponse {
-        try await call(.rotateKey, RotateKeyRequest(id: id))
+    public func rotateKey(id: String, timeout: Duration? = nil) async throws -> RotateKeyResponse {
+        try await call(.rotateKey, RotateKeyRequest(id: id), timeout: timeout)
     }
 
     /// Deletes a key for good.
-    public func deleteKey(id: String) async throws {
-        _ = try await call(.deleteKey, DeleteKeyRequest(id: id), as: DeleteKeyResponse.self)
+    public func deleteKey(id: String, timeout: Duration? = nil) async throws {
+        _ = try await call(.deleteKey, DeleteKeyRequest(id: id), as: DeleteKeyResponse.self, timeout: timeout)
     }
 
     /// The permission catalog.
-    public func listPermissions() async throws -> [Permission] {
-        try await call(.listPermissions, ListPermissionsRequest(), as: ListPermissionsResponse.self).permissions
+    public func listPermissions(timeout: Duration? = nil) async throws -> [Permission] {
+        try await call(.listPermissions, ListPermissionsRequest(), as: ListPermissionsResponse.self, timeout: timeout).permissions
     }
 
     /// One page of audit events, newest first.
-    public func listAuditEvents(_ request: ListAuditEventsRequest = ListAuditEventsRequest()) async throws
-        -> ListAuditEventsResponse
-    {
-        try await call(.listAuditEvents, request)
+    public func listAuditEvents(
+        _ request: ListAuditEventsRequest = ListAuditEventsRequest(), timeout: Duration? = nil
+    ) async throws -> ListAuditEventsResponse {
+        try await call(.listAuditEvents, request, timeout: timeout)
     }
 
     /// Asks whether `key` is valid and holds every one of `permissions`. A malformed key is
     /// answered here, without a network call. A denial is a normal answer, not an error.
     public func check(
-        key: String, permissions: [String] = [], resource: String = "", clientAddress: String = ""
+        key: String, permissions: [String] = [], resource: String = "", clientAddress: String = "",
+        timeout: Duration? = nil
     ) async throws -> CheckResponse {
         let secret = key.hasPrefix("Bearer ") ? String(key.dropFirst("Bearer ".count)) : key
         if let secretFormat, !secretFormat.isWellFormed(secret) {
             return CheckResponse(decision: .deny, reason: .malformedKey, httpStatus: 401)
         }
         return try await call(
-            .check, CheckRequest(key: key, permissions: permissions, resource: resource, clientAddress: clientAddress))
+            .check, CheckRequest(key: key, permissions: permissions, resource: resource, clientAddress: clientAddress),
+            timeout: timeout)
     }
 }

@@ -67,12 +67,15 @@ public final class APIKeysClient: Sendable {
 
     /// Closes the connection (failing calls in flight) and releases the client's threads.
     public func close() async {
-        let channel: (any Channel)? = state.withLock { state in
+        let pending: EventLoopFuture<any Channel>? = state.withLock { state in
             defer { state = .idle }
-            if case .connected(let channel) = state { return channel }
-            return nil
+            switch state {
+            case .connected(let channel): return channel.eventLoop.makeSucceededFuture(channel)
+            case .connecting(let future): return future
+            case .idle: return nil
+            }
         }
-        try? await channel?.close()
+        if let channel = try? await pending?.get() { try? await channel.close() }
         if ownsGroup { try? await group.shutdownGracefully() }
     }
 

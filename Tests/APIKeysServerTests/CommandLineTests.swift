@@ -8,8 +8,8 @@ import Testing
     /// The `apikey` executable built beside this test bundle.
     static let binary = productsDirectory.appendingPathComponent("apikey")
 
-    private func apikey(_ arguments: [String], server: TestServer, stdin: String? = nil) throws -> CommandResult {
-        try runCommand(Self.binary, arguments, environment: [
+    private func apikey(_ arguments: [String], server: TestServer, stdin: String? = nil) async throws -> CommandResult {
+        try await runCommand(Self.binary, arguments, environment: [
             "APIKEY_SERVER": "127.0.0.1:\(server.port)",
             "APIKEY_TOKEN_FILE": server.dataDirectory + "/admin.token",
         ], stdin: stdin)
@@ -22,50 +22,50 @@ import Testing
     @Test(.enabled(if: FileManager.default.isExecutableFile(atPath: binary.path)))
     func operatorWalkthrough() async throws {
         try await withServer { server, _ in
-            let created = try apikey(["create", "ci-pipeline", "--permission", "jobs:read", "-p", "jobs:execute", "--expires", "90d"], server: server)
+            let created = try await apikey(["create", "ci-pipeline", "--permission", "jobs:read", "-p", "jobs:execute", "--expires", "90d"], server: server)
             #expect(created.status == 0, "\(created.stderr)")
             #expect(created.stdout.contains("copy it now, it will not be shown again"))
             let key = try #require(secret(in: created.stdout))
             let id = try #require(created.stdout.split(separator: " ").first { $0.hasPrefix("key_") }.map(String.init))
 
-            var run = try apikey(["check", key, "-p", "jobs:read"], server: server)
+            var run = try await apikey(["check", key, "-p", "jobs:read"], server: server)
             #expect(run.status == 0 && run.stdout.hasPrefix("ALLOW 200"))
-            run = try apikey(["check", "-", "-p", "vault:read"], server: server, stdin: key + "\n")
+            run = try await apikey(["check", "-", "-p", "vault:read"], server: server, stdin: key + "\n")
             #expect(run.status == 1 && run.stdout.contains("MISSING_PERMISSION") && run.stdout.contains("vault:read"))
 
-            #expect(try apikey(["disable", id], server: server).status == 0)
-            run = try apikey(["check", key], server: server)
+            #expect(try await apikey(["disable", id], server: server).status == 0)
+            run = try await apikey(["check", key], server: server)
             #expect(run.status == 1 && run.stdout.contains("DENY 401 DISABLED"))
-            #expect(try apikey(["enable", id], server: server).status == 0)
+            #expect(try await apikey(["enable", id], server: server).status == 0)
 
-            let rotated = try apikey(["rotate", id], server: server)
+            let rotated = try await apikey(["rotate", id], server: server)
             let newKey = try #require(secret(in: rotated.stdout))
-            #expect(try apikey(["check", key], server: server).stdout.contains("UNKNOWN_KEY"))
-            #expect(try apikey(["check", newKey, "-p", "jobs:execute"], server: server).status == 0)
+            #expect(try await apikey(["check", key], server: server).stdout.contains("UNKNOWN_KEY"))
+            #expect(try await apikey(["check", newKey, "-p", "jobs:execute"], server: server).status == 0)
 
-            let list = try apikey(["list", "--json"], server: server)
+            let list = try await apikey(["list", "--json"], server: server)
             let keys = try JSONSerialization.jsonObject(with: Data(list.stdout.utf8)) as? [[String: Any]]
             #expect(keys?.first?["id"] as? String == id)
             #expect(keys?.first?["hint"] as? String == String(newKey.prefix(8)) + "…")
             #expect(!list.stdout.contains(newKey))
 
-            run = try apikey(["permissions"], server: server)
+            run = try await apikey(["permissions"], server: server)
             #expect(run.stdout.contains("storage:write"))
             server.server.service.flushAuditTrail()
-            run = try apikey(["audit", "--key", id], server: server)
+            run = try await apikey(["audit", "--key", id], server: server)
             #expect(run.stdout.contains("key.rotated") && run.stdout.contains("api.request"))
 
-            run = try apikey(["delete", id], server: server, stdin: "n\n")
+            run = try await apikey(["delete", id], server: server, stdin: "n\n")
             #expect(run.status == 2 && run.stderr.contains("not deleted"))
-            #expect(try apikey(["delete", id, "--yes"], server: server).status == 0)
-            #expect(try apikey(["check", newKey], server: server).status == 1)
+            #expect(try await apikey(["delete", id, "--yes"], server: server).status == 0)
+            #expect(try await apikey(["check", newKey], server: server).status == 1)
 
-            run = try apikey(["show", id], server: server)
+            run = try await apikey(["show", id], server: server)
             #expect(run.status == 2)
             #expect(run.stderr.split(separator: "\n").count == 1 && run.stderr.contains("NOT_FOUND"))
-            run = try apikey(["create", "x", "-p", "nope:nope"], server: server)
+            run = try await apikey(["create", "x", "-p", "nope:nope"], server: server)
             #expect(run.status == 2 && run.stderr.contains("INVALID_ARGUMENT") && run.stderr.contains("nope:nope"))
-            run = try apikey(["list", "--token", "adm_wrong"], server: server)
+            run = try await apikey(["list", "--token", "adm_wrong"], server: server)
             #expect(run.status == 2 && run.stderr.contains("UNAUTHENTICATED"))
         }
     }

@@ -10,8 +10,8 @@ import Testing
     static let apikeyd = productsDirectory.appendingPathComponent("apikeyd")
 
     /// Runs `apikeyd` with `arguments` to completion; returns its exit status and standard output.
-    private func runApikeyd(_ arguments: [String]) throws -> (Int32, String) {
-        let run = try runCommand(Self.apikeyd, arguments)
+    private func runApikeyd(_ arguments: [String]) async throws -> (Int32, String) {
+        let run = try await runCommand(Self.apikeyd, arguments)
         return (run.status, run.stdout.trimmingCharacters(in: .whitespacesAndNewlines))
     }
 
@@ -45,7 +45,7 @@ import Testing
         let mode = try FileManager.default.attributesOfItem(atPath: dir + "/admin.token")[.posixPermissions] as? Int
         #expect(mode == 0o600)
 
-        let (status, alice) = try runApikeyd(["admin-token", "create", "alice", "--data-dir", dir])
+        let (status, alice) = try await runApikeyd(["admin-token", "create", "alice", "--data-dir", dir])
         #expect(status == 0 && alice.hasPrefix("adm_"))
         let client = APIKeysClient(configuration: .init(port: serverPort, adminToken: alice))
         #expect(try await client.listPermissions().map(\.name) == ["reports:read", "reports:write"])
@@ -57,7 +57,7 @@ import Testing
         let events = try await client.listAuditEvents(ListAuditEventsRequest(keyID: created.key.id)).events
         #expect(events.last?.action == "key.created" && events.last?.actor == "alice")
 
-        #expect(try runApikeyd(["admin-token", "revoke", "alice", "--data-dir", dir]).0 == 0)
+        #expect(try await runApikeyd(["admin-token", "revoke", "alice", "--data-dir", dir]).0 == 0)
         await #expect { try await client.listKeys() } throws: {
             ($0 as? APIKeysClientError)?.code == .unauthenticated
         }

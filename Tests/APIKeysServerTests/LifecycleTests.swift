@@ -146,4 +146,23 @@ import Testing
         #expect(answer.reason == .malformedKey && answer.httpStatus == 401)
         await client.close()
     }
+
+    /// Without the client's deadline these calls would wait forever; the time limit turns a hang
+    /// into a failure.
+    @Test(.timeLimit(.minutes(1)))
+    func aCallPastItsTimeoutFailsWithDeadlineExceeded() async throws {
+        // A listener that accepts and never answers.
+        let silent = try RawListener()
+        let client = APIKeysClient(configuration: .init(port: silent.port, adminToken: "adm_x"))
+        await #expect(throws: APIKeysClientError.self) {
+            _ = try await client.listPermissions(timeout: .milliseconds(200))
+        }
+        do {
+            _ = try await client.check(key: SecretFormat.standard.generate(), timeout: .milliseconds(100))
+            Issue.record("a call to a silent server returned")
+        } catch let error as APIKeysClientError {
+            #expect(error.code == .deadlineExceeded)
+        }
+        await client.close()
+    }
 }

@@ -11,7 +11,7 @@ struct SecondClientTests {
         try await withServer { server, client in
             let work = try makeTemporaryDirectory("apikeys-py")
             defer { try? FileManager.default.removeItem(atPath: work) }
-            let run = try runCommand(interopPython!, [
+            let run = try await runCommand(interopPython!, [
                 repositoryRoot.appendingPathComponent("Tests/interop/second_client.py").path,
                 repositoryRoot.appendingPathComponent("proto").path, work, String(server.port), server.adminToken,
             ])

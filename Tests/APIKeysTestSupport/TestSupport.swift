@@ -35,6 +35,18 @@ public func runCommand(
     return CommandResult(status: process.terminationStatus, stdout: stdout, stderr: errText.value)
 }
 
+/// ``runCommand(_:_:environment:stdin:)`` off the cooperative thread pool, for async tests: a
+/// blocking wait there would starve every other test of the (two-thread) pool.
+public func runCommand(
+    _ executable: URL, _ arguments: [String], environment: [String: String]? = nil, stdin: String? = nil
+) async throws -> CommandResult {
+    try await withCheckedThrowingContinuation { continuation in
+        DispatchQueue.global().async {
+            continuation.resume(with: Result { try runCommand(executable, arguments, environment: environment, stdin: stdin) })
+        }
+    }
+}
+
 private final class ErrorOutput: @unchecked Sendable {
     private let lock = NSLock()
     private var text: String?
