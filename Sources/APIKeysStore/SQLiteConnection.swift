@@ -86,9 +86,6 @@ final class SQLiteConnection: @unchecked Sendable {
         }
     }
 
-    /// The rowid of the last insert.
-    var lastInsertRowID: Int64 { handle.map { sqlite3_last_insert_rowid($0) } ?? 0 }
-
     /// Rows changed by the last statement.
     var changes: Int { handle.map { Int(sqlite3_changes($0)) } ?? 0 }
 
