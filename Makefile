@@ -5,7 +5,7 @@ DATA_DIR ?= ./data
 VENV := .venv
 SYSTEM_PACKAGES := libprotobuf-c-dev protobuf-c-compiler libssl-dev libsqlite3-dev pkg-config
 
-.PHONY: run test bench deps interop-env codegen codegen-check build clean
+.PHONY: run test bench format deps interop-env codegen codegen-check build clean
 
 ## Build the server and the CLI (release) and run the server on 127.0.0.1:7411, data in $(DATA_DIR).
 run: deps
@@ -21,6 +21,10 @@ test: deps interop-env codegen-check
 ## Benchmarks (not tests): apikeyd vs Redis on this machine, as ratios; see docs/PERFORMANCE.md.
 bench: deps
 	bench/run.sh
+
+## Format the hand-written Swift (generated code is left alone) with the toolchain's swift-format.
+format:
+	$(SWIFT) format --in-place --configuration .swift-format $$(git ls-files 'Sources/*.swift' 'Tests/*.swift' Package.swift | grep -v CAPIKeysProto)
 
 ## Install the system packages the build and tests need, when missing.
 deps:

@@ -7,7 +7,9 @@ extension APIKeysClient {
     public func createKey(
         name: String, permissions: [String], expiresAtMS: Int64 = 0, timeout: Duration? = nil
     ) async throws -> CreateKeyResponse {
-        try await call(.createKey, CreateKeyRequest(name: name, permissions: permissions, expiresAtMS: expiresAtMS), timeout: timeout)
+        try await call(
+            .createKey, CreateKeyRequest(name: name, permissions: permissions, expiresAtMS: expiresAtMS),
+            timeout: timeout)
     }
 
     /// The key with `id`.
@@ -16,7 +18,9 @@ extension APIKeysClient {
     }
 
     /// One page of keys, oldest first.
-    public func listKeys(pageSize: UInt32 = 0, pageToken: String = "", timeout: Duration? = nil) async throws -> ListKeysResponse {
+    public func listKeys(pageSize: UInt32 = 0, pageToken: String = "", timeout: Duration? = nil) async throws
+        -> ListKeysResponse
+    {
         try await call(.listKeys, ListKeysRequest(pageSize: pageSize, pageToken: pageToken), timeout: timeout)
     }
 
@@ -28,7 +32,8 @@ extension APIKeysClient {
     /// Enables or disables a key.
     public func setKeyEnabled(id: String, enabled: Bool, timeout: Duration? = nil) async throws -> ApiKey {
         try await call(
-            .setKeyEnabled, SetKeyEnabledRequest(id: id, enabled: enabled), as: SetKeyEnabledResponse.self, timeout: timeout
+            .setKeyEnabled, SetKeyEnabledRequest(id: id, enabled: enabled), as: SetKeyEnabledResponse.self,
+            timeout: timeout
         ).key
     }
 
@@ -44,7 +49,8 @@ extension APIKeysClient {
 
     /// The permission catalog.
     public func listPermissions(timeout: Duration? = nil) async throws -> [Permission] {
-        try await call(.listPermissions, ListPermissionsRequest(), as: ListPermissionsResponse.self, timeout: timeout).permissions
+        try await call(.listPermissions, ListPermissionsRequest(), as: ListPermissionsResponse.self, timeout: timeout)
+            .permissions
     }
 
     /// One page of audit events, newest first.

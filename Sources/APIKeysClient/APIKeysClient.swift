@@ -102,9 +102,12 @@ public final class APIKeysClient: Sendable {
                 promise.fail(APIKeysClientError(code: .unavailable, message: "connection closed: \(error)"))
             }
             let deadline = TimeAmount.nanoseconds(Int64(Self.milliseconds(timeout)) * 1_000_000)
-            channel.writeAndFlush(OutboundCall(callID: callID, frame: frame, timeout: deadline, promise: promise), promise: handedOver)
+            channel.writeAndFlush(
+                OutboundCall(callID: callID, frame: frame, timeout: deadline, promise: promise), promise: handedOver)
             let reply = try await promise.futureResult.get()
-            guard reply.status == .ok else { throw APIKeysClientError(code: reply.status, message: reply.statusMessage) }
+            guard reply.status == .ok else {
+                throw APIKeysClientError(code: reply.status, message: reply.statusMessage)
+            }
             do {
                 return try Response(serializedBytes: reply.payload)
             } catch {

@@ -31,13 +31,16 @@ final class ClientConnectionHandler: ChannelDuplexHandler {
         let loopBound = NIOLoopBound((handler: self, callID: call.callID), eventLoop: context.eventLoop)
         let timer = context.eventLoop.scheduleTask(in: call.timeout) {
             let (handler, callID) = loopBound.value
-            handler.complete(callID, with: .failure(APIKeysClientError(code: .deadlineExceeded, message: "no reply within \(call.timeout)")))
+            handler.complete(
+                callID,
+                with: .failure(APIKeysClientError(code: .deadlineExceeded, message: "no reply within \(call.timeout)")))
         }
         pending[call.callID] = (call.promise, timer)
         promise?.succeed()  // the call is this handler's to complete from here on
         context.write(wrapOutboundOut(call.frame)).whenFailure { error in
             let (handler, callID) = loopBound.value
-            handler.complete(callID, with: .failure(APIKeysClientError(code: .unavailable, message: "send failed: \(error)")))
+            handler.complete(
+                callID, with: .failure(APIKeysClientError(code: .unavailable, message: "send failed: \(error)")))
         }
     }
 
@@ -58,7 +61,8 @@ final class ClientConnectionHandler: ChannelDuplexHandler {
     }
 
     func channelInactive(context: ChannelHandlerContext) {
-        let error = APIKeysClientError(code: .unavailable, message: "connection closed" + (closeReason.map { " (\($0))" } ?? ""))
+        let error = APIKeysClientError(
+            code: .unavailable, message: "connection closed" + (closeReason.map { " (\($0))" } ?? ""))
         for callID in Array(pending.keys) { complete(callID, with: .failure(error)) }
         context.fireChannelInactive()
     }

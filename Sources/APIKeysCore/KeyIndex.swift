@@ -58,7 +58,9 @@ public final class KeyIndex: Sendable {
             var bytes = UnsafeRawBufferPointer(utf8)
             if bytes.starts(with: Self.bearer) { bytes = UnsafeRawBufferPointer(rebasing: bytes[Self.bearer.count...]) }
             guard format.isWellFormed(bytes: bytes) else { return CheckOutcome(denial: .malformedKey, key: nil) }
-            guard let key = lookup(SecretHash(ofBytes: bytes)) else { return CheckOutcome(denial: .unknownKey, key: nil) }
+            guard let key = lookup(SecretHash(ofBytes: bytes)) else {
+                return CheckOutcome(denial: .unknownKey, key: nil)
+            }
             return judge(key, permissions: permissions, nowMS: nowMS)
         }
     }
@@ -68,7 +70,8 @@ public final class KeyIndex: Sendable {
         guard key.enabled else { return CheckOutcome(denial: .disabled, key: key) }
         if let expiry = key.expiresAtMS, expiry <= nowMS { return CheckOutcome(denial: .expired, key: key) }
         var missing: [String] = []
-        for permission in permissions where !catalog.grants(key.permissions, permission) && !missing.contains(permission) {
+        for permission in permissions
+        where !catalog.grants(key.permissions, permission) && !missing.contains(permission) {
             missing.append(permission)
         }
         return missing.isEmpty

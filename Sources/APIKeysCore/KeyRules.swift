@@ -12,7 +12,8 @@ public enum KeyRules {
             throw .invalidName("must be at most \(maxNameLength) characters, not \(trimmed.count)")
         }
         if let control = trimmed.unicodeScalars.first(where: { $0.properties.generalCategory == .control }) {
-            throw .invalidName("must not contain control character U+\(String(control.value, radix: 16, uppercase: true))")
+            throw .invalidName(
+                "must not contain control character U+\(String(control.value, radix: 16, uppercase: true))")
         }
         return trimmed
     }

@@ -25,7 +25,8 @@ public struct PermissionCatalog: Sendable, Hashable {
     public init(_ entries: [Entry]) throws(KeyError) {
         guard !entries.isEmpty else { throw .invalidCatalog("the catalog has no permission") }
         guard entries.count <= Self.maxEntries else {
-            throw .invalidCatalog("the catalog has \(entries.count) permissions; at most \(Self.maxEntries) are supported")
+            throw .invalidCatalog(
+                "the catalog has \(entries.count) permissions; at most \(Self.maxEntries) are supported")
         }
         var seen = Set<String>()
         for entry in entries {
@@ -66,7 +67,10 @@ public struct PermissionCatalog: Sendable, Hashable {
     private static func isWellFormed(_ name: String) -> Bool {
         !name.isEmpty && name.count <= 64
             && name.split(separator: ":", omittingEmptySubsequences: false).allSatisfy { part in
-                !part.isEmpty && part.unicodeScalars.allSatisfy { ("a"..."z").contains($0) || ("0"..."9").contains($0) || "_.-".unicodeScalars.contains($0) }
+                !part.isEmpty
+                    && part.unicodeScalars.allSatisfy {
+                        ("a"..."z").contains($0) || ("0"..."9").contains($0) || "_.-".unicodeScalars.contains($0)
+                    }
             }
     }
 

@@ -68,7 +68,8 @@ public struct SecretFormat: Sendable, Hashable {
 
     /// The CRC-32 of `bytes` as 6 base-62 digits, most significant first.
     static func checkDigits(_ bytes: String.UTF8View) -> String {
-        var value = bytes.withContiguousStorageIfAvailable { CRC32.checksum(UnsafeRawBufferPointer($0)) }
+        var value =
+            bytes.withContiguousStorageIfAvailable { CRC32.checksum(UnsafeRawBufferPointer($0)) }
             ?? CRC32.checksum(Array(bytes))
         var digits = [UInt8](repeating: alphabet[0], count: checkLength)
         for index in stride(from: checkLength - 1, through: 0, by: -1) {

@@ -5,7 +5,7 @@ import NIOCore
 import NIOPosix
 import ServiceLifecycle
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// The apikeyd server: KeyAdmin and Authorize over length-prefixed protobuf frames on TCP.
@@ -53,9 +53,11 @@ public final class APIKeysServer: Service, Sendable {
             service.close()
             throw error
         }
-        logger.info("key store open", metadata: [
-            "database": "\(configuration.databasePath)", "keys": "\(service.index.count)",
-        ])
+        logger.info(
+            "key store open",
+            metadata: [
+                "database": "\(configuration.databasePath)", "keys": "\(service.index.count)",
+            ])
 
         let group = MultiThreadedEventLoopGroup(numberOfThreads: max(1, configuration.eventLoopThreads))
         let threadPool = NIOThreadPool(numberOfThreads: 2)
@@ -84,7 +86,8 @@ public final class APIKeysServer: Service, Sendable {
                         try channel.pipeline.syncOperations.addHandler(
                             IdleStateHandler(allTimeout: .seconds(idleTimeout)))
                     }
-                    try channel.pipeline.syncOperations.addHandler(ConnectionHandler(shared: shared, remoteAddress: peer))
+                    try channel.pipeline.syncOperations.addHandler(
+                        ConnectionHandler(shared: shared, remoteAddress: peer))
                 }
             }
         let channel: any Channel

@@ -50,8 +50,10 @@ struct AdminDispatcher: Sendable {
             let request = try ListAuditEventsRequest(serializedBytes: payload)
             let page = try service.listAuditEvents(
                 try Self.query(request), pageSize: Int(request.pageSize), pageToken: request.pageToken)
-            return try ListAuditEventsResponse(events: page.events.map(AuditEvent.init), nextPageToken: page.nextPageToken ?? "")
-                .serializedBytes()
+            return try ListAuditEventsResponse(
+                events: page.events.map(AuditEvent.init), nextPageToken: page.nextPageToken ?? ""
+            )
+            .serializedBytes()
         case .check:
             throw RPCError(.internal, "Check is not a KeyAdmin call")
         }
@@ -68,6 +70,7 @@ struct AdminDispatcher: Sendable {
         }
         return AuditQuery(
             keyID: request.keyID.isEmpty ? nil : request.keyID, action: action,
-            sinceMS: request.sinceMS == 0 ? nil : request.sinceMS, untilMS: request.untilMS == 0 ? nil : request.untilMS)
+            sinceMS: request.sinceMS == 0 ? nil : request.sinceMS, untilMS: request.untilMS == 0 ? nil : request.untilMS
+        )
     }
 }

@@ -109,7 +109,9 @@ final class ConnectionHandler: ChannelInboundHandler {
                 answerCheck(callID: callID, check, context: context)
                 return
             case .invalidCheck(let callID, let error):
-                reply(to: Envelope(callID: callID, method: Method.check.rawValue), error: RPCError(error), context: context)
+                reply(
+                    to: Envelope(callID: callID, method: Method.check.rawValue), error: RPCError(error),
+                    context: context)
                 return
             case .other(let envelope):
                 request = envelope
@@ -119,7 +121,8 @@ final class ConnectionHandler: ChannelInboundHandler {
             return
         }
         guard let method = Method(rawValue: request.method), method != .check else {
-            reply(to: request, error: RPCError(.unimplemented, "unknown method \"\(request.method)\""), context: context)
+            reply(
+                to: request, error: RPCError(.unimplemented, "unknown method \"\(request.method)\""), context: context)
             return
         }
         startAdminCall(method, request: request, context: context)
@@ -153,7 +156,9 @@ final class ConnectionHandler: ChannelInboundHandler {
                 let (handler, context, call) = loopBound.value
                 guard !call.answered else { return }
                 call.answered = true
-                handler.reply(to: request, error: RPCError(.deadlineExceeded, "deadline of \(request.timeoutMS) ms exceeded"), context: context)
+                handler.reply(
+                    to: request, error: RPCError(.deadlineExceeded, "deadline of \(request.timeoutMS) ms exceeded"),
+                    context: context)
                 handler.flushReplies(context: context)
             }
         }
@@ -163,7 +168,11 @@ final class ConnectionHandler: ChannelInboundHandler {
         shared.threadPool.runIfActive(eventLoop: context.eventLoop) { () throws -> [UInt8] in
             let token = Self.bearerToken(request.metadata[MetadataKey.authorization])
             guard let token, let actor = try service.adminTokenName(for: token) else {
-                throw RPCError(.unauthenticated, token == nil ? "KeyAdmin calls need \"authorization: Bearer <admin token>\"" : "the admin token is not valid")
+                throw RPCError(
+                    .unauthenticated,
+                    token == nil
+                        ? "KeyAdmin calls need \"authorization: Bearer <admin token>\"" : "the admin token is not valid"
+                )
             }
             do {
                 let reply = try dispatcher.handle(method, payload: request.payload, actor: actor)
@@ -171,9 +180,11 @@ final class ConnectionHandler: ChannelInboundHandler {
                 return reply
             } catch {
                 let status = RPCError(error)
-                logger.info("admin call failed", metadata: [
-                    "method": "\(method.rawValue)", "actor": "\(actor)", "status": "\(status.code)",
-                ])
+                logger.info(
+                    "admin call failed",
+                    metadata: [
+                        "method": "\(method.rawValue)", "actor": "\(actor)", "status": "\(status.code)",
+                    ])
                 throw status
             }
         }.whenComplete { result in
@@ -205,7 +216,9 @@ final class ConnectionHandler: ChannelInboundHandler {
     private func reply(to request: Envelope, error: RPCError, context: ChannelHandlerContext) {
         // Echo the method only when it is a known one: an unknown method string may not be encodable.
         let method = Method(rawValue: request.method)?.rawValue ?? ""
-        append(Envelope(callID: request.callID, method: method, status: error.code, statusMessage: error.message), context: context)
+        append(
+            Envelope(callID: request.callID, method: method, status: error.code, statusMessage: error.message),
+            context: context)
     }
 
     private func append(_ envelope: Envelope, context: ChannelHandlerContext) {
@@ -215,7 +228,8 @@ final class ConnectionHandler: ChannelInboundHandler {
         } catch {
             logger.error("reply not encodable", metadata: ["error": "\(error)"])
             try? Framing.write(
-                Envelope(callID: envelope.callID, status: .internal, statusMessage: "reply not encodable"), to: &outbound!)
+                Envelope(callID: envelope.callID, status: .internal, statusMessage: "reply not encodable"),
+                to: &outbound!)
         }
     }
 

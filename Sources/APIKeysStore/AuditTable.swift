@@ -4,7 +4,8 @@ import APIKeysCore
 enum AuditTable {
     /// The prepared INSERT, to reuse for every event of a batch.
     static func insertStatement(in db: SQLiteConnection) throws -> SQLiteStatement {
-        try db.statement("""
+        try db.statement(
+            """
             INSERT INTO audit_events (seq, at_ms, action, key_id, key_name, actor, detail, denial, permissions,
                                       resource, client_address)
             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
@@ -18,15 +19,16 @@ enum AuditTable {
     static func insert(_ event: AuditRecord, using statement: SQLiteStatement) throws {
         statement.reset()
         try statement.bind(
-                .integer(Int64(bitPattern: event.seq)), .integer(event.atMS), .text(event.action.rawValue),
-                .text(event.keyID), .text(event.keyName), .text(event.actor), .text(event.detail),
-                .optional(event.denial.map { Int64($0.rawValue) }), .text(Schema.encodePermissions(event.permissions)),
-                .text(event.resource), .text(event.clientAddress)
-            ).run()
+            .integer(Int64(bitPattern: event.seq)), .integer(event.atMS), .text(event.action.rawValue),
+            .text(event.keyID), .text(event.keyName), .text(event.actor), .text(event.detail),
+            .optional(event.denial.map { Int64($0.rawValue) }), .text(Schema.encodePermissions(event.permissions)),
+            .text(event.resource), .text(event.clientAddress)
+        ).run()
     }
 
     /// Up to `limit` events matching `query` with seq below `beforeSeq`, newest first.
-    static func page(_ query: AuditQuery, beforeSeq: Int64, limit: Int, in db: SQLiteConnection) throws -> [AuditRecord] {
+    static func page(_ query: AuditQuery, beforeSeq: Int64, limit: Int, in db: SQLiteConnection) throws -> [AuditRecord]
+    {
         // Only the filters given become conditions, so SQLite can pick the index that fits
         // (at most 16 distinct statements, each prepared once). For an admin action the literal
         // `action != 'api.request'` lets it use the partial index audit_events_by_admin_action.
@@ -49,14 +51,16 @@ enum AuditTable {
             values.append(.integer(until))
         }
         values.append(.integer(Int64(limit)))
-        let statement = try db.statement("""
+        let statement = try db.statement(
+            """
             SELECT seq, at_ms, action, key_id, key_name, actor, detail, denial, permissions, resource, client_address
             FROM audit_events WHERE \(conditions.joined(separator: " AND ")) ORDER BY seq DESC LIMIT ?
             """)
         try statement.bind(values)
         return try statement.rows { row in
             guard let action = AuditAction(rawValue: row.text(2)) else {
-                throw StoreError.corrupt(path: db.path, message: "audit event \(row.int64(0)) has action \"\(row.text(2))\"")
+                throw StoreError.corrupt(
+                    path: db.path, message: "audit event \(row.int64(0)) has action \"\(row.text(2))\"")
             }
             return AuditRecord(
                 seq: UInt64(bitPattern: row.int64(0)), atMS: row.int64(1), action: action, keyID: row.text(3),

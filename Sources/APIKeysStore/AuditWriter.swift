@@ -131,9 +131,11 @@ final class AuditWriter: Sendable {
                 return
             } catch {
                 attempt += 1
-                logger.error("audit batch not written, retrying", metadata: [
-                    "events": "\(rows.count)", "attempt": "\(attempt)", "error": "\(error)",
-                ])
+                logger.error(
+                    "audit batch not written, retrying",
+                    metadata: [
+                        "events": "\(rows.count)", "attempt": "\(attempt)", "error": "\(error)",
+                    ])
                 usleep(100_000)
             }
         }

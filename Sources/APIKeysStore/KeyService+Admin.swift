@@ -23,7 +23,9 @@ extension KeyService {
     }
 
     /// Creates a key. Throws ``KeyError`` for an invalid name, permission or expiry.
-    public func createKey(name: String, permissions: [String], expiresAtMS: Int64 = 0, actor: String) throws -> IssuedKey {
+    public func createKey(name: String, permissions: [String], expiresAtMS: Int64 = 0, actor: String) throws
+        -> IssuedKey
+    {
         try createKeys([NewKey(name: name, permissions: permissions, expiresAtMS: expiresAtMS)], actor: actor)[0]
     }
 
@@ -63,7 +65,9 @@ extension KeyService {
     }
 
     /// One page of keys, oldest first; `pageToken` is the previous page's `nextPageToken`.
-    public func listKeys(pageSize: Int = 0, pageToken: String? = nil) throws -> (keys: [KeyRecord], nextPageToken: String?) {
+    public func listKeys(pageSize: Int = 0, pageToken: String? = nil) throws -> (
+        keys: [KeyRecord], nextPageToken: String?
+    ) {
         let limit = Self.clampPageSize(pageSize)
         let after = try Self.cursor(from: pageToken) ?? 0
         let rows = try withAdmin { try KeyTable.page(afterPK: after, limit: limit + 1, in: $0) }
@@ -95,14 +99,15 @@ extension KeyService {
             var events: [(AuditAction, String, [String])] = []
             if !changes.isEmpty { events.append((.keyUpdated, changes.joined(separator: "; "), [])) }
             if let newPermissions, newPermissions != key.permissions {
-                let detail = "permissions [\(key.permissions.joined(separator: " "))] → [\(newPermissions.joined(separator: " "))]"
+                let detail =
+                    "permissions [\(key.permissions.joined(separator: " "))] → [\(newPermissions.joined(separator: " "))]"
                 events.append((.keyPermissionsChanged, detail, newPermissions))
                 key.permissions = newPermissions
             }
-            guard !events.isEmpty else { return (key, [], nil) }
+            guard !events.isEmpty else { return (key, [], .none) }
             key.updatedAtMS = now
             try KeyTable.update(key, newHash: nil, in: db)
-            return (key, events, hash)
+            return (key, events, .put(hash, replacing: nil))
         }
     }
 
@@ -111,11 +116,14 @@ extension KeyService {
         let now = clock.nowMS()
         return try mutate(actor: actor) { db in
             var (key, hash) = try KeyTable.find(id: id, in: db)
-            guard key.enabled != enabled else { return (key, [], nil) }
+            guard key.enabled != enabled else { return (key, [], .none) }
             key.enabled = enabled
             key.updatedAtMS = now
             try KeyTable.update(key, newHash: nil, in: db)
-            return (key, [(enabled ? .keyEnabled : .keyDisabled, enabled ? "enabled" : "disabled", [])], hash)
+            return (
+                key, [(enabled ? .keyEnabled : .keyDisabled, enabled ? "enabled" : "disabled", [])],
+                .put(hash, replacing: nil)
+            )
         }
     }
 
@@ -125,45 +133,48 @@ extension KeyService {
         let now = clock.nowMS()
         let secret = format.generate()
         let hash = SecretHash(of: secret)
-        let key = try mutate(actor: actor, replacing: { db in try KeyTable.find(id: id, in: db).hash }) { db in
-            var (key, _) = try KeyTable.find(id: id, in: db)
+        let key = try mutate(actor: actor) { db in
+            var (key, oldHash) = try KeyTable.find(id: id, in: db)
             let oldHint = key.hint
             key.hint = format.hint(for: secret)
             key.rotatedAtMS = now
             key.updatedAtMS = now
             try KeyTable.update(key, newHash: hash, in: db)
-            return (key, [(.keyRotated, "secret \(oldHint) replaced by \(key.hint)", [])], hash)
+            return (
+                key, [(.keyRotated, "secret \(oldHint) replaced by \(key.hint)", [])], .put(hash, replacing: oldHash)
+            )
         }
         return IssuedKey(key: key, secret: secret)
     }
 
     /// Deletes the key for good. Its audit events stay.
     public func deleteKey(id: String, actor: String) throws {
-        var deletedHash: SecretHash?
         try mutate(actor: actor) { db in
             let (key, hash) = try KeyTable.find(id: id, in: db)
             try KeyTable.delete(id: id, in: db)
-            deletedHash = hash
-            return (key, [(.keyDeleted, "deleted", [])], nil)
+            return (key, [(.keyDeleted, "deleted", [])], .remove(hash))
         }
-        if let deletedHash { index.remove(hash: deletedHash) }
     }
 
-    /// Runs `change` and writes the audit events it returns in one transaction. After the commit,
-    /// still under the admin lock and before returning, the index takes the key's new state under
-    /// the hash `change` returns (nil: the index is not touched), forgetting the hash that
-    /// `replacing` read before the change (a rotated secret).
+    /// What a committed mutation does to the check index.
+    private enum IndexChange {
+        case none
+        /// The key's new state under `hash`, forgetting `replacing` (a rotated secret).
+        case put(SecretHash, replacing: SecretHash?)
+        case remove(SecretHash)
+    }
+
+    /// Runs `change` and writes the audit events it returns in one transaction; after the commit,
+    /// still under the admin lock and before returning, applies its index change.
     @discardableResult
     private func mutate(
         actor: String,
-        replacing: ((SQLiteConnection) throws -> SecretHash)? = nil,
-        _ change: (SQLiteConnection) throws -> (KeyRecord, [(AuditAction, String, [String])], SecretHash?)
+        _ change: (SQLiteConnection) throws -> (KeyRecord, [(AuditAction, String, [String])], IndexChange)
     ) throws -> KeyRecord {
         let now = clock.nowMS()
         return try withAdmin { db in
-            let oldHash = try replacing?(db)
-            let (key, hash) = try db.transaction {
-                let (key, events, hash) = try change(db)
+            let (key, indexChange) = try db.transaction {
+                let (key, events, indexChange) = try change(db)
                 for (action, detail, permissions) in events {
                     try AuditTable.insert(
                         AuditRecord(
@@ -171,9 +182,13 @@ extension KeyService {
                             actor: actor, detail: detail, permissions: permissions),
                         in: db)
                 }
-                return (key, hash)
+                return (key, indexChange)
             }
-            if let hash { index.upsert(key.checkState(in: catalog), hash: hash, replacing: oldHash) }
+            switch indexChange {
+            case .none: break
+            case .put(let hash, let old): index.upsert(key.checkState(in: catalog), hash: hash, replacing: old)
+            case .remove(let hash): index.remove(hash: hash)
+            }
             return key
         }
     }

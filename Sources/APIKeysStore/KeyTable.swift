@@ -8,29 +8,33 @@ enum KeyTable {
         """
 
     static func insert(_ key: KeyRecord, hash: SecretHash, in db: SQLiteConnection) throws {
-        try db.statement("""
+        try db.statement(
+            """
             INSERT INTO keys (id, name, secret_hash, hint, permissions, enabled, created_at_ms, updated_at_ms,
                               expires_at_ms, last_used_at_ms, rotated_at_ms)
             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-            """).bind(
-                .text(key.id), .text(key.name), .blob(hash.digest), .text(key.hint),
-                .text(Schema.encodePermissions(key.permissions)), .integer(key.enabled ? 1 : 0),
-                .integer(key.createdAtMS), .integer(key.updatedAtMS), .optional(key.expiresAtMS),
-                .optional(key.lastUsedAtMS), .optional(key.rotatedAtMS)
-            ).run()
+            """
+        ).bind(
+            .text(key.id), .text(key.name), .blob(hash.digest), .text(key.hint),
+            .text(Schema.encodePermissions(key.permissions)), .integer(key.enabled ? 1 : 0),
+            .integer(key.createdAtMS), .integer(key.updatedAtMS), .optional(key.expiresAtMS),
+            .optional(key.lastUsedAtMS), .optional(key.rotatedAtMS)
+        ).run()
     }
 
     /// Writes every field but the id and creation time; `hash` too when given.
     static func update(_ key: KeyRecord, newHash hash: SecretHash?, in db: SQLiteConnection) throws {
-        try db.statement("""
+        try db.statement(
+            """
             UPDATE keys SET name = ?, hint = ?, permissions = ?, enabled = ?, updated_at_ms = ?,
                             expires_at_ms = ?, rotated_at_ms = ?, secret_hash = coalesce(?, secret_hash)
             WHERE id = ?
-            """).bind(
-                .text(key.name), .text(key.hint), .text(Schema.encodePermissions(key.permissions)),
-                .integer(key.enabled ? 1 : 0), .integer(key.updatedAtMS), .optional(key.expiresAtMS),
-                .optional(key.rotatedAtMS), hash.map { .blob($0.digest) } ?? .null, .text(key.id)
-            ).run()
+            """
+        ).bind(
+            .text(key.name), .text(key.hint), .text(Schema.encodePermissions(key.permissions)),
+            .integer(key.enabled ? 1 : 0), .integer(key.updatedAtMS), .optional(key.expiresAtMS),
+            .optional(key.rotatedAtMS), hash.map { .blob($0.digest) } ?? .null, .text(key.id)
+        ).run()
     }
 
     static func delete(id: String, in db: SQLiteConnection) throws {
@@ -60,11 +64,13 @@ enum KeyTable {
         let statement = try db.statement("SELECT secret_hash, id, name, permissions, enabled, expires_at_ms FROM keys")
         _ = try statement.rows { row in
             let permissions = row.text(3)
-            let mask = masks[permissions] ?? {
-                let mask = index.catalog.mask(of: Schema.decodePermissions(permissions))
-                masks[permissions] = mask
-                return mask
-            }()
+            let mask =
+                masks[permissions]
+                ?? {
+                    let mask = index.catalog.mask(of: Schema.decodePermissions(permissions))
+                    masks[permissions] = mask
+                    return mask
+                }()
             let state = KeyCheckState(
                 id: row.text(1), name: row.text(2), permissions: mask, enabled: row.int64(4) != 0,
                 expiresAtMS: row.optionalInt64(5))
@@ -87,9 +93,11 @@ enum KeyTable {
     /// Raises last-used times; each pair is a key id and the time of a check.
     static func touch(_ lastUsed: [String: Int64], in db: SQLiteConnection) throws {
         for (id, atMS) in lastUsed {
-            try db.statement("""
+            try db.statement(
+                """
                 UPDATE keys SET last_used_at_ms = max(coalesce(last_used_at_ms, 0), ?) WHERE id = ?
-                """).bind(.integer(atMS), .text(id)).run()
+                """
+            ).bind(.integer(atMS), .text(id)).run()
         }
     }
 

@@ -95,7 +95,8 @@ final class SQLiteConnection: @unchecked Sendable {
         switch rc & 0xFF {
         case SQLITE_CORRUPT, SQLITE_NOTADB: return .corrupt(path: path, message: message)
         case SQLITE_BUSY, SQLITE_LOCKED: return .locked(path: path, message: message)
-        case SQLITE_CANTOPEN, SQLITE_PERM, SQLITE_READONLY, SQLITE_AUTH: return .cannotOpen(path: path, message: message)
+        case SQLITE_CANTOPEN, SQLITE_PERM, SQLITE_READONLY, SQLITE_AUTH:
+            return .cannotOpen(path: path, message: message)
         default: return .sqlite(code: rc, message: message, sql: sql)
         }
     }

@@ -40,7 +40,9 @@ final class SQLiteStatement {
             case .text(var text):
                 // withUTF8 hands over the string's own bytes; passing a String as a C string would
                 // first copy it into a temporary array.
-                rc = text.withUTF8 { sqlite3_bind_text(raw, index, $0.baseAddress, Int32($0.count), csqlite_transient()) }
+                rc = text.withUTF8 {
+                    sqlite3_bind_text(raw, index, $0.baseAddress, Int32($0.count), csqlite_transient())
+                }
             case .blob(let bytes):
                 rc = bytes.withUnsafeBytes {
                     sqlite3_bind_blob(raw, index, $0.baseAddress, Int32($0.count), csqlite_transient())

@@ -7,58 +7,65 @@ enum Schema {
     }
 
     static let migrations: [Migration] = [
-        Migration(version: 1, name: "keys and audit trail", sql: """
-            CREATE TABLE keys (
-                pk INTEGER PRIMARY KEY,
-                id TEXT NOT NULL UNIQUE,
-                name TEXT NOT NULL,
-                secret_hash BLOB NOT NULL UNIQUE,
-                hint TEXT NOT NULL,
-                permissions TEXT NOT NULL,
-                enabled INTEGER NOT NULL,
-                created_at_ms INTEGER NOT NULL,
-                updated_at_ms INTEGER NOT NULL,
-                expires_at_ms INTEGER,
-                last_used_at_ms INTEGER,
-                rotated_at_ms INTEGER
-            );
-            CREATE TABLE audit_events (
-                seq INTEGER PRIMARY KEY,
-                at_ms INTEGER NOT NULL,
-                action TEXT NOT NULL,
-                key_id TEXT NOT NULL,
-                key_name TEXT NOT NULL,
-                actor TEXT NOT NULL,
-                detail TEXT NOT NULL,
-                denial INTEGER,
-                permissions TEXT NOT NULL,
-                resource TEXT NOT NULL,
-                client_address TEXT NOT NULL
-            );
-            CREATE INDEX audit_events_by_key ON audit_events (key_id, seq);
-            CREATE INDEX audit_events_by_action ON audit_events (action, seq);
-            CREATE INDEX audit_events_by_time ON audit_events (at_ms);
-            """),
-        Migration(version: 2, name: "admin tokens", sql: """
-            CREATE TABLE admin_tokens (
-                pk INTEGER PRIMARY KEY,
-                name TEXT NOT NULL UNIQUE,
-                token_hash BLOB NOT NULL UNIQUE,
-                created_at_ms INTEGER NOT NULL
-            );
-            """),
+        Migration(
+            version: 1, name: "keys and audit trail",
+            sql: """
+                CREATE TABLE keys (
+                    pk INTEGER PRIMARY KEY,
+                    id TEXT NOT NULL UNIQUE,
+                    name TEXT NOT NULL,
+                    secret_hash BLOB NOT NULL UNIQUE,
+                    hint TEXT NOT NULL,
+                    permissions TEXT NOT NULL,
+                    enabled INTEGER NOT NULL,
+                    created_at_ms INTEGER NOT NULL,
+                    updated_at_ms INTEGER NOT NULL,
+                    expires_at_ms INTEGER,
+                    last_used_at_ms INTEGER,
+                    rotated_at_ms INTEGER
+                );
+                CREATE TABLE audit_events (
+                    seq INTEGER PRIMARY KEY,
+                    at_ms INTEGER NOT NULL,
+                    action TEXT NOT NULL,
+                    key_id TEXT NOT NULL,
+                    key_name TEXT NOT NULL,
+                    actor TEXT NOT NULL,
+                    detail TEXT NOT NULL,
+                    denial INTEGER,
+                    permissions TEXT NOT NULL,
+                    resource TEXT NOT NULL,
+                    client_address TEXT NOT NULL
+                );
+                CREATE INDEX audit_events_by_key ON audit_events (key_id, seq);
+                CREATE INDEX audit_events_by_action ON audit_events (action, seq);
+                CREATE INDEX audit_events_by_time ON audit_events (at_ms);
+                """),
+        Migration(
+            version: 2, name: "admin tokens",
+            sql: """
+                CREATE TABLE admin_tokens (
+                    pk INTEGER PRIMARY KEY,
+                    name TEXT NOT NULL UNIQUE,
+                    token_hash BLOB NOT NULL UNIQUE,
+                    created_at_ms INTEGER NOT NULL
+                );
+                """),
         // api.request rows are nearly all rows: indexing them by action costs every check a
         // B-tree insert and buys nothing (a newest-first scan finds them at once). Only the rare
         // admin actions keep an action index.
-        Migration(version: 3, name: "index admin actions only", sql: """
-            DROP INDEX audit_events_by_action;
-            CREATE INDEX audit_events_by_admin_action ON audit_events (action, seq) WHERE action != 'api.request';
-            """),
+        Migration(
+            version: 3, name: "index admin actions only",
+            sql: """
+                DROP INDEX audit_events_by_action;
+                CREATE INDEX audit_events_by_admin_action ON audit_events (action, seq) WHERE action != 'api.request';
+                """),
     ]
 
     /// Applies every migration not yet recorded in `schema_migrations`, each in its own transaction.
     static func migrate(_ db: SQLiteConnection, nowMS: Int64) throws {
-        try db.execute("""
+        try db.execute(
+            """
             CREATE TABLE IF NOT EXISTS schema_migrations (
                 version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at_ms INTEGER NOT NULL)
             """)

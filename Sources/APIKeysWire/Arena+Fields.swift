@@ -43,7 +43,9 @@ extension Arena {
     }
 
     /// A repeated message field.
-    func messages<M: WireMessage, C>(_ pointer: UnsafeMutablePointer<UnsafeMutablePointer<C>?>?, count: Int) throws -> [M] {
+    func messages<M: WireMessage, C>(_ pointer: UnsafeMutablePointer<UnsafeMutablePointer<C>?>?, count: Int) throws
+        -> [M]
+    {
         guard let pointer, count > 0 else { return [] }
         return try UnsafeBufferPointer(start: pointer, count: count).map { try message($0) }
     }

@@ -2,7 +2,7 @@ internal import CAPIKeysProto
 internal import CProtobufC
 public import NIOCore
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// Decodes calls and encodes Check replies for one connection on the hot path: one arena,
@@ -44,7 +44,8 @@ public final class CheckCallCodec {
             }
             let payload = UnsafeRawBufferPointer(start: envelope.payload.data, count: envelope.payload.len)
             guard let request = CheckRequest.codec.unpack(arena, payload) else {
-                return .invalidCheck(callID: envelope.call_id, error: .malformedMessage(message: "apikeys.v1.CheckRequest"))
+                return .invalidCheck(
+                    callID: envelope.call_id, error: .malformedMessage(message: "apikeys.v1.CheckRequest"))
             }
             do {
                 return .check(callID: envelope.call_id, request: try CheckRequest.codec.read(request, arena))

@@ -51,7 +51,9 @@ public struct ListPermissionsResponse: WireMessage {
         "apikeys.v1.ListPermissionsResponse",
         initialize: apikeys__v1__list_permissions_response__init,
         unpack: apikeys__v1__list_permissions_response__unpack,
-        read: { c, arena in ListPermissionsResponse(permissions: try arena.messages(c.permissions, count: c.n_permissions)) },
+        read: { c, arena in
+            ListPermissionsResponse(permissions: try arena.messages(c.permissions, count: c.n_permissions))
+        },
         write: { value, c, arena in
             (c.n_permissions, c.permissions) = try arena.makeArray(value.permissions, as: Apikeys__V1__Permission.self)
         }

@@ -11,7 +11,8 @@ public struct PermissionSet: WireMessage {
         initialize: apikeys__v1__permission_set__init,
         unpack: apikeys__v1__permission_set__unpack,
         read: { c, arena in
-            PermissionSet(names: try arena.strings(c.names, count: c.n_names, field: "names", of: "apikeys.v1.PermissionSet"))
+            PermissionSet(
+                names: try arena.strings(c.names, count: c.n_names, field: "names", of: "apikeys.v1.PermissionSet"))
         },
         write: { value, c, arena in
             (c.n_names, c.names) = try arena.cStrings(value.names, field: "names", of: "apikeys.v1.PermissionSet")

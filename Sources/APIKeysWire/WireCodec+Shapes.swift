@@ -7,7 +7,9 @@ extension WireCodec {
     init<C>(
         empty name: String,
         initialize: @escaping @Sendable (UnsafeMutablePointer<C>?) -> Void,
-        unpack: @escaping @Sendable (UnsafeMutablePointer<ProtobufCAllocator>?, Int, UnsafePointer<UInt8>?) -> UnsafeMutablePointer<C>?,
+        unpack:
+            @escaping @Sendable (UnsafeMutablePointer<ProtobufCAllocator>?, Int, UnsafePointer<UInt8>?) ->
+            UnsafeMutablePointer<C>?,
         value: @escaping @Sendable () -> Message
     ) {
         self.init(name, initialize: initialize, unpack: unpack, read: { _, _ in value() }, write: { _, _, _ in })
@@ -17,7 +19,9 @@ extension WireCodec {
     init<C>(
         id name: String,
         initialize: @escaping @Sendable (UnsafeMutablePointer<C>?) -> Void,
-        unpack: @escaping @Sendable (UnsafeMutablePointer<ProtobufCAllocator>?, Int, UnsafePointer<UInt8>?) -> UnsafeMutablePointer<C>?,
+        unpack:
+            @escaping @Sendable (UnsafeMutablePointer<ProtobufCAllocator>?, Int, UnsafePointer<UInt8>?) ->
+            UnsafeMutablePointer<C>?,
         field: WritableKeyPath<C, UnsafeMutablePointer<CChar>?> & Sendable,
         get: @escaping @Sendable (Message) -> String,
         make: @escaping @Sendable (String) -> Message
@@ -33,7 +37,9 @@ extension WireCodec {
     init<C>(
         key name: String,
         initialize: @escaping @Sendable (UnsafeMutablePointer<C>?) -> Void,
-        unpack: @escaping @Sendable (UnsafeMutablePointer<ProtobufCAllocator>?, Int, UnsafePointer<UInt8>?) -> UnsafeMutablePointer<C>?,
+        unpack:
+            @escaping @Sendable (UnsafeMutablePointer<ProtobufCAllocator>?, Int, UnsafePointer<UInt8>?) ->
+            UnsafeMutablePointer<C>?,
         field: WritableKeyPath<C, UnsafeMutablePointer<Apikeys__V1__ApiKey>?> & Sendable,
         get: @escaping @Sendable (Message) -> ApiKey,
         make: @escaping @Sendable (ApiKey) -> Message
@@ -49,7 +55,9 @@ extension WireCodec {
     init<C>(
         keyAndSecret name: String,
         initialize: @escaping @Sendable (UnsafeMutablePointer<C>?) -> Void,
-        unpack: @escaping @Sendable (UnsafeMutablePointer<ProtobufCAllocator>?, Int, UnsafePointer<UInt8>?) -> UnsafeMutablePointer<C>?,
+        unpack:
+            @escaping @Sendable (UnsafeMutablePointer<ProtobufCAllocator>?, Int, UnsafePointer<UInt8>?) ->
+            UnsafeMutablePointer<C>?,
         key: WritableKeyPath<C, UnsafeMutablePointer<Apikeys__V1__ApiKey>?> & Sendable,
         secret: WritableKeyPath<C, UnsafeMutablePointer<CChar>?> & Sendable,
         get: @escaping @Sendable (Message) -> (ApiKey, String),
@@ -58,7 +66,8 @@ extension WireCodec {
         self.init(
             name, initialize: initialize, unpack: unpack,
             read: { c, arena in
-                make(try arena.message(c[keyPath: key]), try arena.string(c[keyPath: secret], field: "secret", of: name))
+                make(
+                    try arena.message(c[keyPath: key]), try arena.string(c[keyPath: secret], field: "secret", of: name))
             },
             write: { value, c, arena in
                 let (apiKey, secretValue) = get(value)

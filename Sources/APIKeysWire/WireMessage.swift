@@ -54,7 +54,9 @@ public struct WireCodec<Message: Sendable>: Sendable {
     init<C>(
         _ name: String,
         initialize: @escaping @Sendable (UnsafeMutablePointer<C>?) -> Void,
-        unpack: @escaping @Sendable (UnsafeMutablePointer<ProtobufCAllocator>?, Int, UnsafePointer<UInt8>?) -> UnsafeMutablePointer<C>?,
+        unpack:
+            @escaping @Sendable (UnsafeMutablePointer<ProtobufCAllocator>?, Int, UnsafePointer<UInt8>?) ->
+            UnsafeMutablePointer<C>?,
         read: @escaping @Sendable (C, Arena) throws -> Message,
         write: @escaping @Sendable (Message, inout C, Arena) throws -> Void
     ) {

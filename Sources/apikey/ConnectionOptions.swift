@@ -46,12 +46,16 @@ struct ConnectionOptions: ParsableArguments {
         var adminToken = token ?? env("APIKEY_ADMIN_TOKEN")
         if adminToken == nil, needsToken {
             guard let text = try? String(contentsOfFile: tokenFile, encoding: .utf8) else {
-                throw CLIError("no admin token: pass --token, set APIKEY_ADMIN_TOKEN, or point --token-file at a token file (\(tokenFile) is not readable)")
+                throw CLIError(
+                    "no admin token: pass --token, set APIKEY_ADMIN_TOKEN, or point --token-file at a token file (\(tokenFile) is not readable)"
+                )
             }
             adminToken = text.trimmingCharacters(in: .whitespacesAndNewlines)
         }
-        return APIKeysClient(configuration: .init(
-            host: host.isEmpty ? "127.0.0.1" : host, port: port, adminToken: adminToken, timeout: .seconds(timeout)))
+        return APIKeysClient(
+            configuration: .init(
+                host: host.isEmpty ? "127.0.0.1" : host, port: port, adminToken: adminToken, timeout: .seconds(timeout))
+        )
     }
 }
 

@@ -24,13 +24,16 @@ enum Output {
 
     /// A key as `field: value` lines.
     static func details(_ key: ApiKey) -> String {
-        table(["FIELD", "VALUE"], [
-            ["id", key.id], ["name", key.name], ["hint", key.hint],
-            ["permissions", key.permissions.joined(separator: " ")], ["enabled", key.enabled ? "yes" : "no"],
-            ["created", time(key.createdAtMS)], ["updated", time(key.updatedAtMS)],
-            ["expires", time(key.expiresAtMS)], ["last used", time(key.lastUsedAtMS)],
-            ["rotated", time(key.rotatedAtMS)],
-        ]).split(separator: "\n").dropFirst().joined(separator: "\n")
+        table(
+            ["FIELD", "VALUE"],
+            [
+                ["id", key.id], ["name", key.name], ["hint", key.hint],
+                ["permissions", key.permissions.joined(separator: " ")], ["enabled", key.enabled ? "yes" : "no"],
+                ["created", time(key.createdAtMS)], ["updated", time(key.updatedAtMS)],
+                ["expires", time(key.expiresAtMS)], ["last used", time(key.lastUsedAtMS)],
+                ["rotated", time(key.rotatedAtMS)],
+            ]
+        ).split(separator: "\n").dropFirst().joined(separator: "\n")
     }
 
     /// The show-once secret, with the warning that goes with it.

@@ -3,17 +3,19 @@ import Foundation
 /// Parses `--expires` and audit time bounds: a duration from now (`90d`, `12h`, `30m`, `45s`,
 /// `2w`), a date (`2027-01-31`, midnight UTC) or a date-time (`2027-01-31T12:00:00Z`); `never` = 0.
 enum TimeArgument {
-    static func milliseconds(_ text: String, nowMS: Int64 = Int64(Date().timeIntervalSince1970 * 1000)) throws -> Int64 {
+    static func milliseconds(_ text: String, nowMS: Int64 = Int64(Date().timeIntervalSince1970 * 1000)) throws -> Int64
+    {
         if text == "never" { return 0 }
         if let unit = text.last, let amount = Int64(text.dropLast()), amount > 0 {
-            let seconds: Int64? = switch unit {
-            case "s": 1
-            case "m": 60
-            case "h": 3600
-            case "d": 86400
-            case "w": 604_800
-            default: nil
-            }
+            let seconds: Int64? =
+                switch unit {
+                case "s": 1
+                case "m": 60
+                case "h": 3600
+                case "d": 86400
+                case "w": 604_800
+                default: nil
+                }
             if let seconds { return nowMS + amount * seconds * 1000 }
         }
         let full = ISO8601DateFormatter()
@@ -21,6 +23,7 @@ enum TimeArgument {
         let day = ISO8601DateFormatter()
         day.formatOptions = [.withFullDate]
         if let date = day.date(from: text) { return Int64(date.timeIntervalSince1970 * 1000) }
-        throw CLIError("\"\(text)\" is not a duration (90d, 12h, 30m), a date (2027-01-31) or a date-time (2027-01-31T12:00:00Z)")
+        throw CLIError(
+            "\"\(text)\" is not a duration (90d, 12h, 30m), a date (2027-01-31) or a date-time (2027-01-31T12:00:00Z)")
     }
 }

@@ -28,7 +28,9 @@ struct InProcessBenchmark: ParsableCommand {
 
         var secrets: [String] = []
         for index in 0..<keys {
-            secrets.append(try service.createKey(name: "bench \(index)", permissions: ["jobs:read", "jobs:write"], actor: "bench").secret)
+            secrets.append(
+                try service.createKey(name: "bench \(index)", permissions: ["jobs:read", "jobs:write"], actor: "bench")
+                    .secret)
         }
         print("keys: \(keys)")
 
@@ -37,27 +39,39 @@ struct InProcessBenchmark: ParsableCommand {
                 secret: secrets[round % secrets.count], permissions: ["jobs:read"], format: service.format,
                 nowMS: 0)
         }
-        print(String(format: "check decision only (parse, CRC, SHA-256, index):  %10.0f checks/s  (%.2f µs each)", decisionOnly, 1e6 / decisionOnly))
+        print(
+            String(
+                format: "check decision only (parse, CRC, SHA-256, index):  %10.0f checks/s  (%.2f µs each)",
+                decisionOnly, 1e6 / decisionOnly))
 
         // Checks with their audit event, while the queue has room (a burst): half the queue.
         let burst = min(events, 100_000) / 2
         let burstStart = DispatchTime.now().uptimeNanoseconds
         for round in 0..<burst {
-            _ = try service.check(secret: secrets[round % secrets.count], permissions: ["jobs:read"], resource: "GET /bench")
+            _ = try service.check(
+                secret: secrets[round % secrets.count], permissions: ["jobs:read"], resource: "GET /bench")
         }
         let withAudit = Double(burst) / (Double(DispatchTime.now().uptimeNanoseconds - burstStart) / 1e9)
         service.flushAuditTrail()
-        print(String(format: "check + audit enqueue, queue not full (burst):    %10.0f checks/s  (%.2f µs each)", withAudit, 1e6 / withAudit))
+        print(
+            String(
+                format: "check + audit enqueue, queue not full (burst):    %10.0f checks/s  (%.2f µs each)", withAudit,
+                1e6 / withAudit))
 
         let start = DispatchTime.now()
         for round in 0..<events {
-            while (try? service.check(secret: secrets[round % secrets.count], permissions: ["jobs:read"], resource: "GET /bench")) == nil {
+            while (try? service.check(
+                secret: secrets[round % secrets.count], permissions: ["jobs:read"], resource: "GET /bench")) == nil
+            {
                 usleep(100)  // queue full: wait for the writer, as a sustained load would
             }
         }
         service.flushAuditTrail()
         let elapsed = Double(DispatchTime.now().uptimeNanoseconds - start.uptimeNanoseconds) / 1e9
-        print(String(format: "sustained checks with every api.request committed:  %10.0f events/s  (%d events in %.2f s)", Double(events) / elapsed, events, elapsed))
+        print(
+            String(
+                format: "sustained checks with every api.request committed:  %10.0f events/s  (%d events in %.2f s)",
+                Double(events) / elapsed, events, elapsed))
     }
 
     /// Runs `body` repeatedly for about `seconds` and returns calls per second.

@@ -29,7 +29,10 @@ struct LoadBenchmark: AsyncParsableCommand {
 
     func run() async throws {
         guard rpc == "check" || rpc == "create" else { throw ValidationError("--rpc is check or create") }
-        let adminToken = token ?? (try? String(contentsOfFile: tokenFile, encoding: .utf8))?.trimmingCharacters(in: .whitespacesAndNewlines)
+        let adminToken =
+            token
+            ?? (try? String(contentsOfFile: tokenFile, encoding: .utf8))?.trimmingCharacters(
+                in: .whitespacesAndNewlines)
         let method: Method = rpc == "check" ? .check : .createKey
         let payload: [UInt8]
         if method == .check {
@@ -44,7 +47,9 @@ struct LoadBenchmark: AsyncParsableCommand {
         if method.isKeyAdmin, let adminToken { metadata[MetadataKey.authorization] = "Bearer \(adminToken)" }
         let frames = try (1...pipeline).map { slot in
             var frame = ByteBuffer()
-            try Framing.write(Envelope(callID: UInt64(slot), method: method.rawValue, payload: payload, metadata: metadata), to: &frame)
+            try Framing.write(
+                Envelope(callID: UInt64(slot), method: method.rawValue, payload: payload, metadata: metadata),
+                to: &frame)
             return frame
         }
 
@@ -60,7 +65,8 @@ struct LoadBenchmark: AsyncParsableCommand {
                 .channelInitializer { channel in
                     channel.eventLoop.makeCompletedFuture {
                         try channel.pipeline.syncOperations.addHandler(
-                            LoadConnectionHandler(frames: frames, control: control, decodeCheck: method == .check, finished: finished))
+                            LoadConnectionHandler(
+                                frames: frames, control: control, decodeCheck: method == .check, finished: finished))
                     }
                 }
                 .connect(host: host, port: port).get()
@@ -92,16 +98,26 @@ struct LoadBenchmark: AsyncParsableCommand {
         let us = { (percentile: Double) in Double(tally.latencies.valueAtPercentile(percentile)) / 1000 }
         let errors = tally.statuses.filter { $0.key != .ok }.values.reduce(0, +)
         if machine {
-            print(String(format: "rps=%.0f p50_us=%.1f p90_us=%.1f p99_us=%.1f p999_us=%.1f max_us=%.1f errors=%d client_cpu=%.2f",
-                         rps, us(50), us(90), us(99), us(99.9), Double(tally.latencies.max) / 1000, errors, cpuSeconds / elapsed))
+            print(
+                String(
+                    format:
+                        "rps=%.0f p50_us=%.1f p90_us=%.1f p99_us=%.1f p999_us=%.1f max_us=%.1f errors=%d client_cpu=%.2f",
+                    rps, us(50), us(90), us(99), us(99.9), Double(tally.latencies.max) / 1000, errors,
+                    cpuSeconds / elapsed))
             return
         }
         print("apikeyd-bench load: \(rpc), c=\(connections) P=\(pipeline), \(String(format: "%.1f", elapsed)) s")
         print(String(format: "  requests/s   %12.0f", rps))
-        print(String(format: "  latency µs   p50 %.1f  p90 %.1f  p99 %.1f  p99.9 %.1f  max %.1f",
-                     us(50), us(90), us(99), us(99.9), Double(tally.latencies.max) / 1000))
-        print("  replies      \(tally.replies)   errors \(errors)   statuses \(tally.statuses.map { "\($0.key)=\($0.value)" }.sorted())")
-        if !tally.decisions.isEmpty { print("  decisions    \(tally.decisions.map { "\($0.key)=\($0.value)" }.sorted())") }
+        print(
+            String(
+                format: "  latency µs   p50 %.1f  p90 %.1f  p99 %.1f  p99.9 %.1f  max %.1f",
+                us(50), us(90), us(99), us(99.9), Double(tally.latencies.max) / 1000))
+        print(
+            "  replies      \(tally.replies)   errors \(errors)   statuses \(tally.statuses.map { "\($0.key)=\($0.value)" }.sorted())"
+        )
+        if !tally.decisions.isEmpty {
+            print("  decisions    \(tally.decisions.map { "\($0.key)=\($0.value)" }.sorted())")
+        }
         print(String(format: "  generator CPU %.0f%% of one core", 100 * cpuSeconds / elapsed))
     }
 }

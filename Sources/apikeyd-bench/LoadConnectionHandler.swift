@@ -69,7 +69,8 @@ final class LoadConnectionHandler: ChannelInboundHandler {
         let recording = control.recording.load(ordering: .relaxed)
         let running = control.running.load(ordering: .relaxed)
         do {
-            while let frame = try FrameDecoder.nextFrame(in: &inbound!, maxFrameSize: Framing.defaultClientMaxFrameSize) {
+            while let frame = try FrameDecoder.nextFrame(in: &inbound!, maxFrameSize: Framing.defaultClientMaxFrameSize)
+            {
                 let reply = try codec.decodeReply(frame: frame, decodePayload: decodeCheck && recording)
                 let slot = Int(reply.callID) - 1
                 guard frames.indices.contains(slot) else { throw FramingError.emptyFrame }
@@ -111,11 +112,12 @@ final class LoadConnectionHandler: ChannelInboundHandler {
         tally.replies += 1
         tally.statuses[reply.status, default: 0] += 1
         guard let answer = reply.check else { return }
-        let key: String = switch (answer.decision, answer.reason) {
-        case (.allow, _): "allow"
-        case (_, .missingPermission): "deny 403"
-        default: "deny 401"
-        }
+        let key: String =
+            switch (answer.decision, answer.reason) {
+            case (.allow, _): "allow"
+            case (_, .missingPermission): "deny 403"
+            default: "deny 401"
+            }
         tally.decisions[key, default: 0] += 1
     }
 }

@@ -9,7 +9,8 @@ import ServiceLifecycle
 /// `apikeyd serve`: runs the server until SIGINT or SIGTERM.
 struct Serve: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Run the server (the default). Each option can also be set by the environment variable named in its help.")
+        abstract:
+            "Run the server (the default). Each option can also be set by the environment variable named in its help.")
 
     @Option(help: "Address to listen on (env APIKEYD_HOST).")
     var host: String = Environment.string("APIKEYD_HOST", default: "127.0.0.1")
@@ -37,17 +38,25 @@ struct Serve: AsyncParsableCommand {
     @Option(help: "Prefix of the secrets this server issues (env APIKEYD_KEY_PREFIX).")
     var keyPrefix: String = Environment.string("APIKEYD_KEY_PREFIX", default: "dbm_")
 
-    @Option(help: "Replace the permission catalog: a file with one `name description` per line, # for comments (env APIKEYD_PERMISSIONS_FILE). Default: the ten permissions of the contract.")
+    @Option(
+        help:
+            "Replace the permission catalog: a file with one `name description` per line, # for comments (env APIKEYD_PERMISSIONS_FILE). Default: the ten permissions of the contract."
+    )
     var permissionsFile: String?
 
-    @Option(help: "Audit of checks: full (one event per check) or aggregated (allowed checks counted per key, permissions and second; denials one by one) (env APIKEYD_AUDIT_MODE).")
+    @Option(
+        help:
+            "Audit of checks: full (one event per check) or aggregated (allowed checks counted per key, permissions and second; denials one by one) (env APIKEYD_AUDIT_MODE)."
+    )
     var auditMode: String = Environment.string("APIKEYD_AUDIT_MODE", default: "full")
 
     @Option(help: "Log level: trace, debug, info, notice, warning, error, critical (env APIKEYD_LOG_LEVEL).")
     var logLevel: String = Environment.string("APIKEYD_LOG_LEVEL", default: "info")
 
     func validate() throws {
-        guard Logger.Level(rawValue: logLevel) != nil else { throw ValidationError("unknown log level \"\(logLevel)\"") }
+        guard Logger.Level(rawValue: logLevel) != nil else {
+            throw ValidationError("unknown log level \"\(logLevel)\"")
+        }
         guard (0...65535).contains(port) else { throw ValidationError("port must be 0-65535") }
         guard maxFrameSize >= 64 else { throw ValidationError("--max-frame-size must be at least 64") }
         guard maxConnections > 0, maxAdminCalls > 0, eventLoops > 0, idleTimeout >= 0 else {
@@ -72,7 +81,8 @@ struct Serve: AsyncParsableCommand {
         configuration.keyPrefix = keyPrefix
         configuration.auditMode = AuditMode(rawValue: auditMode) ?? .full
         if let permissionsFile = permissionsFile ?? Environment.optionalString("APIKEYD_PERMISSIONS_FILE") {
-            configuration.catalog = try PermissionCatalog(parsing: String(contentsOfFile: permissionsFile, encoding: .utf8))
+            configuration.catalog = try PermissionCatalog(
+                parsing: String(contentsOfFile: permissionsFile, encoding: .utf8))
         }
 
         let server = try await APIKeysServer.start(configuration: configuration, logger: logger)

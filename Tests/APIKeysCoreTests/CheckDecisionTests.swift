@@ -13,7 +13,8 @@ import Testing
         let secret = format.generate()
         index.upsert(
             KeyCheckState(
-                id: "key_1", name: "ci", permissions: PermissionCatalog.standard.mask(of: permissions), enabled: enabled,
+                id: "key_1", name: "ci", permissions: PermissionCatalog.standard.mask(of: permissions),
+                enabled: enabled,
                 expiresAtMS: expiresAtMS),
             hash: SecretHash(of: secret))
         return (index, secret)

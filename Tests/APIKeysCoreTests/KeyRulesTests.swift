@@ -55,16 +55,18 @@ import Testing
     }
 
     @Test func catalogParsesFromText() throws {
-        let catalog = try PermissionCatalog(parsing: """
-            # reports service
-            reports:read    Read reports
+        let catalog = try PermissionCatalog(
+            parsing: """
+                # reports service
+                reports:read    Read reports
 
-            reports:write\tCreate and delete reports
-            """)
-        #expect(catalog.entries == [
-            .init(name: "reports:read", description: "Read reports"),
-            .init(name: "reports:write", description: "Create and delete reports"),
-        ])
+                reports:write\tCreate and delete reports
+                """)
+        #expect(
+            catalog.entries == [
+                .init(name: "reports:read", description: "Read reports"),
+                .init(name: "reports:write", description: "Create and delete reports"),
+            ])
         #expect(throws: KeyError.invalidCatalog("line 1: \"reports:read\" has no description")) {
             try PermissionCatalog(parsing: "reports:read")
         }

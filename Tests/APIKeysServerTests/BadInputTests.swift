@@ -67,9 +67,10 @@ import Testing
             #expect(reply.callID == 1 && reply.status == .invalidArgument)
             // Admin: authentication comes first, then the payload.
             let token = server.adminToken
-            try connection.send(Envelope(
-                callID: 2, method: Method.createKey.rawValue, payload: [0x0A, 0x05, 0x61],
-                metadata: ["authorization": "Bearer \(token)"]))
+            try connection.send(
+                Envelope(
+                    callID: 2, method: Method.createKey.rawValue, payload: [0x0A, 0x05, 0x61],
+                    metadata: ["authorization": "Bearer \(token)"]))
             let admin = try #require(try connection.receiveEnvelope())
             #expect(admin.callID == 2 && admin.status == .invalidArgument)
             try connection.send(try checkEnvelope(callID: 3))
@@ -83,11 +84,13 @@ import Testing
             let auth = ["authorization": "Bearer \(server.adminToken)"]
             // CreateKeyRequest{name: "a\0b", permissions: ["jobs:read"]}, written by hand: protobuf-c cannot.
             let withNUL: [UInt8] = [0x0A, 3, 0x61, 0, 0x62, 0x12, 9] + Array("jobs:read".utf8)
-            try connection.send(Envelope(callID: 1, method: Method.createKey.rawValue, payload: withNUL, metadata: auth))
+            try connection.send(
+                Envelope(callID: 1, method: Method.createKey.rawValue, payload: withNUL, metadata: auth))
             let reply = try #require(try connection.receiveEnvelope())
             #expect(reply.status == .invalidArgument && reply.statusMessage.contains("name"))
             let badUTF8: [UInt8] = [0x0A, 2, 0xC3, 0x28, 0x12, 9] + Array("jobs:read".utf8)
-            try connection.send(Envelope(callID: 2, method: Method.createKey.rawValue, payload: badUTF8, metadata: auth))
+            try connection.send(
+                Envelope(callID: 2, method: Method.createKey.rawValue, payload: badUTF8, metadata: auth))
             let second = try #require(try connection.receiveEnvelope())
             #expect(second.status == .invalidArgument && second.statusMessage.contains("name"))
             let keys = try await client.listKeys().keys
@@ -122,10 +125,11 @@ import Testing
         try await withServer { server, _ in
             let connection = try RawConnection(port: server.port)
             // A 1 ms deadline on a call that goes through SQLite: either answer is fine, but exactly one.
-            try connection.send(Envelope(
-                callID: 5, method: Method.createKey.rawValue,
-                payload: try CreateKeyRequest(name: "k", permissions: ["jobs:read"]).serializedBytes(),
-                metadata: ["authorization": "Bearer \(server.adminToken)"], timeoutMS: 1))
+            try connection.send(
+                Envelope(
+                    callID: 5, method: Method.createKey.rawValue,
+                    payload: try CreateKeyRequest(name: "k", permissions: ["jobs:read"]).serializedBytes(),
+                    metadata: ["authorization": "Bearer \(server.adminToken)"], timeoutMS: 1))
             let reply = try #require(try connection.receiveEnvelope())
             #expect(reply.callID == 5 && [.ok, .deadlineExceeded].contains(reply.status))
             try connection.send(try checkEnvelope(callID: 6))
@@ -138,9 +142,11 @@ import Testing
             let connection = try RawConnection(port: server.port)
             var burst: [UInt8] = []
             for callID in 1...20 {
-                burst += RawConnection.frame(try Envelope(
-                    callID: UInt64(callID), method: Method.listPermissions.rawValue,
-                    metadata: ["authorization": "Bearer \(server.adminToken)"]).serializedBytes())
+                burst += RawConnection.frame(
+                    try Envelope(
+                        callID: UInt64(callID), method: Method.listPermissions.rawValue,
+                        metadata: ["authorization": "Bearer \(server.adminToken)"]
+                    ).serializedBytes())
             }
             connection.send(burst)
             var statuses: [UInt64: StatusCode] = [:]

@@ -9,20 +9,26 @@ import Testing
     static let binary = productsDirectory.appendingPathComponent("apikey")
 
     private func apikey(_ arguments: [String], server: TestServer, stdin: String? = nil) async throws -> CommandResult {
-        try await runCommand(Self.binary, arguments, environment: [
-            "APIKEY_SERVER": "127.0.0.1:\(server.port)",
-            "APIKEY_TOKEN_FILE": server.dataDirectory + "/admin.token",
-        ], stdin: stdin)
+        try await runCommand(
+            Self.binary, arguments,
+            environment: [
+                "APIKEY_SERVER": "127.0.0.1:\(server.port)",
+                "APIKEY_TOKEN_FILE": server.dataDirectory + "/admin.token",
+            ], stdin: stdin)
     }
 
     private func secret(in output: String) -> String? {
-        output.split(separator: "\n").map { $0.trimmingCharacters(in: .whitespaces) }.first { $0.hasPrefix("dbm_") && $0.count == 50 }
+        output.split(separator: "\n").map { $0.trimmingCharacters(in: .whitespaces) }.first {
+            $0.hasPrefix("dbm_") && $0.count == 50
+        }
     }
 
     @Test(.enabled(if: FileManager.default.isExecutableFile(atPath: binary.path)))
     func operatorWalkthrough() async throws {
         try await withServer { server, _ in
-            let created = try await apikey(["create", "ci-pipeline", "--permission", "jobs:read", "-p", "jobs:execute", "--expires", "90d"], server: server)
+            let created = try await apikey(
+                ["create", "ci-pipeline", "--permission", "jobs:read", "-p", "jobs:execute", "--expires", "90d"],
+                server: server)
             #expect(created.status == 0, "\(created.stderr)")
             #expect(created.stdout.contains("copy it now, it will not be shown again"))
             let key = try #require(secret(in: created.stdout))

@@ -13,7 +13,8 @@ import Testing
             #expect(created.secret.hasPrefix("dbm_"))
 
             var answer = try await client.check(key: created.secret, permissions: ["jobs:read"], resource: "GET /jobs")
-            #expect(answer.decision == .allow && answer.httpStatus == 200 && answer.keyID == id && answer.keyName == "ci")
+            #expect(
+                answer.decision == .allow && answer.httpStatus == 200 && answer.keyID == id && answer.keyName == "ci")
 
             answer = try await client.check(key: created.secret, permissions: ["jobs:read", "vault:read"])
             #expect(answer.decision == .deny && answer.reason == .missingPermission && answer.httpStatus == 403)
@@ -31,9 +32,11 @@ import Testing
             #expect(try await client.check(key: created.secret).reason == .unknownKey)
             #expect(try await client.check(key: rotated.secret, permissions: ["jobs:execute"]).decision == .allow)
 
-            let updated = try await client.updateKey(UpdateKeyRequest(id: id, permissions: PermissionSet(names: ["vault:read"])))
+            let updated = try await client.updateKey(
+                UpdateKeyRequest(id: id, permissions: PermissionSet(names: ["vault:read"])))
             #expect(updated.permissions == ["vault:read"])
-            #expect(try await client.check(key: rotated.secret, permissions: ["jobs:read"]).reason == .missingPermission)
+            #expect(
+                try await client.check(key: rotated.secret, permissions: ["jobs:read"]).reason == .missingPermission)
             #expect(try await client.check(key: rotated.secret, permissions: ["vault:read"]).decision == .allow)
 
             server.clock.advance(byMS: 60_000)
@@ -52,10 +55,12 @@ import Testing
             server.server.service.flushAuditTrail()
             let events = try await client.listAuditEvents(ListAuditEventsRequest(keyID: id, pageSize: 100)).events
             let admin = events.filter { $0.trigger == "admin" }.map(\.action)
-            #expect(admin == [
-                "key.deleted", "key.updated", "key.permissions_changed", "key.rotated", "key.enabled", "key.disabled",
-                "key.created",
-            ])
+            #expect(
+                admin == [
+                    "key.deleted", "key.updated", "key.permissions_changed", "key.rotated", "key.enabled",
+                    "key.disabled",
+                    "key.created",
+                ])
             #expect(events.filter { $0.trigger == "admin" }.allSatisfy { $0.actor == "bootstrap" })
             let api = events.filter { $0.action == "api.request" }
             #expect(api.count == 9)  // every check above but the two unknown-key ones, which name no key
@@ -102,7 +107,11 @@ import Testing
             let anonymous = APIKeysClient(configuration: .init(port: server.port, adminToken: nil))
             let wrong = server.client(token: "adm_" + String(repeating: "A", count: 46))
             let apiKeyAsAdmin = server.client(token: created.secret)
-            defer { Task { await anonymous.close(); await wrong.close(); await apiKeyAsAdmin.close() } }
+            defer {
+                Task {
+                    await anonymous.close(); await wrong.close(); await apiKeyAsAdmin.close()
+                }
+            }
             for other in [anonymous, wrong, apiKeyAsAdmin] {
                 await #expect { try await other.listKeys() } throws: { error in
                     (error as? APIKeysClientError)?.code == .unauthenticated

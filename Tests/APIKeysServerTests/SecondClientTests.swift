@@ -11,10 +11,12 @@ struct SecondClientTests {
         try await withServer { server, client in
             let work = try makeTemporaryDirectory("apikeys-py")
             defer { try? FileManager.default.removeItem(atPath: work) }
-            let run = try await runCommand(interopPython!, [
-                repositoryRoot.appendingPathComponent("Tests/interop/second_client.py").path,
-                repositoryRoot.appendingPathComponent("proto").path, work, String(server.port), server.adminToken,
-            ])
+            let run = try await runCommand(
+                interopPython!,
+                [
+                    repositoryRoot.appendingPathComponent("Tests/interop/second_client.py").path,
+                    repositoryRoot.appendingPathComponent("proto").path, work, String(server.port), server.adminToken,
+                ])
             #expect(run.status == 0, "\(run.stdout)\(run.stderr)")
 
             // What Python created is a real key, seen by the Swift client too.

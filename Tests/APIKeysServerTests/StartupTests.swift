@@ -22,7 +22,9 @@ import Testing
         try await withServer { server, _ in
             let dir = try makeTemporaryDirectory()
             defer { try? FileManager.default.removeItem(atPath: dir) }
-            await #expect(throws: ServerError.cannotListen(host: "127.0.0.1", port: server.port, reason: "Address already in use")) {
+            await #expect(
+                throws: ServerError.cannotListen(host: "127.0.0.1", port: server.port, reason: "Address already in use")
+            ) {
                 _ = try await TestServer.start(dataDirectory: dir, port: server.port, clock: clock)
             }
             // The failed start closed its database: another start on the same directory works.

@@ -10,8 +10,10 @@ import Testing
     @Test func checksOfWellFormedKeysAreRecorded() throws {
         try withService(clock: clock) { service, _ in
             let issued = try service.createKey(name: "ci", permissions: ["jobs:read"], actor: "ops")
-            _ = try service.check(secret: issued.secret, permissions: ["jobs:read"], resource: "GET /jobs", clientAddress: "10.1.1.1")
-            _ = try service.check(secret: "Bearer " + issued.secret, permissions: ["vault:read"], resource: "GET /vault")
+            _ = try service.check(
+                secret: issued.secret, permissions: ["jobs:read"], resource: "GET /jobs", clientAddress: "10.1.1.1")
+            _ = try service.check(
+                secret: "Bearer " + issued.secret, permissions: ["vault:read"], resource: "GET /vault")
             _ = try service.check(secret: service.format.generate(), permissions: [])  // unknown: recorded
             _ = try service.check(secret: "dbm_nope", permissions: [])  // malformed: not recorded
             service.flushAuditTrail()
@@ -46,7 +48,10 @@ import Testing
             #expect(ofA.count == 7)  // created, 5 checks, deleted: events of a deleted key stay
             #expect(ofA.first?.action == .keyDeleted && ofA.last?.action == .keyCreated)
             #expect(try service.listAuditEvents(AuditQuery(keyID: b.key.id)).events.map(\.action) == [.keyCreated])
-            #expect(try service.listAuditEvents(AuditQuery(action: .keyCreated)).events.map(\.keyID) == [b.key.id, a.key.id])
+            #expect(
+                try service.listAuditEvents(AuditQuery(action: .keyCreated)).events.map(\.keyID) == [
+                    b.key.id, a.key.id,
+                ])
 
             let window = try service.listAuditEvents(AuditQuery(sinceMS: start + 2000, untilMS: start + 4000)).events
             #expect(window.map(\.atMS) == [start + 3000, start + 2000])
@@ -82,9 +87,15 @@ import Testing
             let denied = events.filter { $0.denial != nil }
             #expect(denied.count == 1 && denied[0].resource == "GET /v")
             let allowed = events.filter { $0.denial == nil }.map { ($0.permissions, $0.detail, $0.atMS) }
-            #expect(allowed.contains { $0 == (["jobs:read"], "aggregated: 5 allowed checks in this second", 1_700_000_000_000) })
+            #expect(
+                allowed.contains {
+                    $0 == (["jobs:read"], "aggregated: 5 allowed checks in this second", 1_700_000_000_000)
+                })
             #expect(allowed.contains { $0 == ([], "aggregated: 1 allowed check in this second", 1_700_000_000_000) })
-            #expect(allowed.contains { $0 == (["jobs:read"], "aggregated: 3 allowed checks in this second", 1_700_000_001_000) })
+            #expect(
+                allowed.contains {
+                    $0 == (["jobs:read"], "aggregated: 3 allowed checks in this second", 1_700_000_001_000)
+                })
             #expect(try service.getKey(id: key.key.id).lastUsedAtMS == clock.nowMS())
         }
     }

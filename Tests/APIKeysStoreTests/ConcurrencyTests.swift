@@ -64,7 +64,8 @@ import Testing
             var events: [AuditRecord] = []
             var token: String?
             repeat {
-                let page = try service.listAuditEvents(AuditQuery(action: .apiRequest), pageSize: 1000, pageToken: token)
+                let page = try service.listAuditEvents(
+                    AuditQuery(action: .apiRequest), pageSize: 1000, pageToken: token)
                 events += page.events
                 token = page.nextPageToken
             } while token != nil

@@ -10,7 +10,8 @@ import Testing
     @Test func createThenGetAndCheck() throws {
         try withService(clock: clock) { service, _ in
             let issued = try service.createKey(
-                name: " ci ", permissions: ["jobs:write", "jobs:read"], expiresAtMS: clock.nowMS() + 60_000, actor: "ops")
+                name: " ci ", permissions: ["jobs:write", "jobs:read"], expiresAtMS: clock.nowMS() + 60_000,
+                actor: "ops")
             #expect(issued.secret.hasPrefix("dbm_"))
             #expect(issued.key.name == "ci")
             #expect(issued.key.permissions == ["jobs:read", "jobs:write"])
@@ -70,7 +71,8 @@ import Testing
             #expect(renamed.permissions == ["jobs:read"])
             #expect(renamed.updatedAtMS == clock.nowMS())
 
-            let regranted = try service.updateKey(id: issued.key.id, expiresAtMS: 0, permissions: ["vault:read"], actor: "bob")
+            let regranted = try service.updateKey(
+                id: issued.key.id, expiresAtMS: 0, permissions: ["vault:read"], actor: "bob")
             #expect(regranted.expiresAtMS == nil)
             #expect(regranted.permissions == ["vault:read"])
             #expect(regranted.name == "ci-2")
@@ -79,7 +81,9 @@ import Testing
 
             // No change, no event.
             _ = try service.updateKey(id: issued.key.id, name: "ci-2", actor: "bob")
-            #expect(throws: KeyError.noPermissions) { try service.updateKey(id: issued.key.id, permissions: [], actor: "bob") }
+            #expect(throws: KeyError.noPermissions) {
+                try service.updateKey(id: issued.key.id, permissions: [], actor: "bob")
+            }
 
             let events = try service.listAuditEvents(AuditQuery(keyID: issued.key.id)).events
             #expect(events.map(\.action) == [.keyPermissionsChanged, .keyUpdated, .keyUpdated, .keyCreated])

@@ -27,7 +27,9 @@ public func runCommand(
     try input.fileHandleForWriting.close()
     // Read stderr on another thread so that neither pipe can fill up and block the child.
     let errText = ErrorOutput()
-    let reader = Thread { errText.value = String(decoding: err.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self) }
+    let reader = Thread {
+        errText.value = String(decoding: err.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+    }
     reader.start()
     let stdout = String(decoding: out.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
     process.waitUntilExit()
@@ -42,7 +44,8 @@ public func runCommand(
 ) async throws -> CommandResult {
     try await withCheckedThrowingContinuation { continuation in
         DispatchQueue.global().async {
-            continuation.resume(with: Result { try runCommand(executable, arguments, environment: environment, stdin: stdin) })
+            continuation.resume(
+                with: Result { try runCommand(executable, arguments, environment: environment, stdin: stdin) })
         }
     }
 }

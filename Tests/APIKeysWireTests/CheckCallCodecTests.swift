@@ -11,7 +11,8 @@ import Testing
 
     @Test func decodesCheckCallsAndLeavesOthersWhole() throws {
         let codec = CheckCallCodec()
-        let request = CheckRequest(key: "dbm_x", permissions: ["jobs:read", "clé"], resource: "GET /", clientAddress: "::1")
+        let request = CheckRequest(
+            key: "dbm_x", permissions: ["jobs:read", "clé"], resource: "GET /", clientAddress: "::1")
         let check = Envelope(callID: 7, method: Method.check.rawValue, payload: try request.serializedBytes())
         guard case .check(let callID, let decoded) = try codec.decode(frame: body(check)) else {
             Issue.record("not decoded as a check")
@@ -19,7 +20,8 @@ import Testing
         }
         #expect(callID == 7 && decoded == request)
 
-        let admin = Envelope(callID: 8, method: Method.listKeys.rawValue, payload: [1, 2], metadata: ["authorization": "Bearer t"])
+        let admin = Envelope(
+            callID: 8, method: Method.listKeys.rawValue, payload: [1, 2], metadata: ["authorization": "Bearer t"])
         guard case .other(let other) = try codec.decode(frame: body(admin)) else {
             Issue.record("an admin call was not passed through")
             return
@@ -48,8 +50,9 @@ import Testing
         let codec = CheckCallCodec()
         for (index, response) in [
             CheckResponse(decision: .allow, httpStatus: 200, keyID: "key_1", keyName: "ci", expiresAtMS: 5),
-            CheckResponse(decision: .deny, reason: .missingPermission, httpStatus: 403, keyID: "key_1",
-                          keyName: String(repeating: "long name ", count: 500), missingPermissions: ["vault:read"]),
+            CheckResponse(
+                decision: .deny, reason: .missingPermission, httpStatus: 403, keyID: "key_1",
+                keyName: String(repeating: "long name ", count: 500), missingPermissions: ["vault:read"]),
             CheckResponse(decision: .deny, reason: .malformedKey, httpStatus: 401),
         ].enumerated() {
             var buffer = ByteBuffer()

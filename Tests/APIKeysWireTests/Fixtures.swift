@@ -36,14 +36,18 @@ enum Fixtures {
         ListPermissionsRequest(), ListPermissionsResponse(),
         ListPermissionsResponse(permissions: [Permission(name: "jobs:read", description: "Read jobs")]),
         Permission(), ListAuditEventsRequest(),
-        ListAuditEventsRequest(keyID: "k", action: "key.created", sinceMS: -5, untilMS: 9, pageSize: 10, pageToken: "t"),
+        ListAuditEventsRequest(
+            keyID: "k", action: "key.created", sinceMS: -5, untilMS: 9, pageSize: 10, pageToken: "t"),
         ListAuditEventsResponse(), ListAuditEventsResponse(events: [auditEvent, AuditEvent()], nextPageToken: "n"),
         AuditEvent(), auditEvent,
         AuditEvent(decision: .unrecognized(77), reason: .unrecognized(-3)),
-        CheckRequest(), CheckRequest(key: "Bearer dbm_x", permissions: Array(repeating: "jobs:read", count: 10_000),
-                                     resource: "GET /", clientAddress: "::1"),
+        CheckRequest(),
+        CheckRequest(
+            key: "Bearer dbm_x", permissions: Array(repeating: "jobs:read", count: 10_000),
+            resource: "GET /", clientAddress: "::1"),
         CheckResponse(),
-        CheckResponse(decision: .deny, reason: .missingPermission, httpStatus: 403, keyID: "k", keyName: unicode,
-                      missingPermissions: ["vault:read"], expiresAtMS: 3),
+        CheckResponse(
+            decision: .deny, reason: .missingPermission, httpStatus: 403, keyID: "k", keyName: unicode,
+            missingPermissions: ["vault:read"], expiresAtMS: 3),
     ]
 }

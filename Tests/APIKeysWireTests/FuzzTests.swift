@@ -61,7 +61,9 @@ import Testing
             for _ in 0..<Int.random(in: 1...4, using: &rng) {
                 switch Int.random(in: 0..<4, using: &rng) {
                 case 0: bytes[Int.random(in: 0..<bytes.count, using: &rng)] = UInt8.random(in: 0...255, using: &rng)
-                case 1: bytes.insert(UInt8.random(in: 0...255, using: &rng), at: Int.random(in: 0...bytes.count, using: &rng))
+                case 1:
+                    bytes.insert(
+                        UInt8.random(in: 0...255, using: &rng), at: Int.random(in: 0...bytes.count, using: &rng))
                 case 2 where bytes.count > 1: bytes.remove(at: Int.random(in: 0..<bytes.count, using: &rng))
                 default: bytes = Array(bytes.prefix(Int.random(in: 1...bytes.count, using: &rng)))
                 }

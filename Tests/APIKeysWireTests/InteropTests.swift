@@ -12,23 +12,38 @@ struct InteropTests {
 
     /// Must match `fixtures()` in Tests/interop/wire_interop.py.
     static let fixtures: [(String, any WireMessage)] = [
-        ("envelope", Envelope(
-            callID: UInt64.max, method: Method.createKey.rawValue, payload: [0, 1, 0, 255, 0],
-            status: .unauthenticated, statusMessage: unicode,
-            metadata: ["authorization": "Bearer abc", "x-empty": ""], timeoutMS: 1500)),
-        ("create_request", CreateKeyRequest(
-            name: unicode, permissions: ["jobs:read", "storage:write"], expiresAtMS: 1_900_000_000_000)),
+        (
+            "envelope",
+            Envelope(
+                callID: UInt64.max, method: Method.createKey.rawValue, payload: [0, 1, 0, 255, 0],
+                status: .unauthenticated, statusMessage: unicode,
+                metadata: ["authorization": "Bearer abc", "x-empty": ""], timeoutMS: 1500)
+        ),
+        (
+            "create_request",
+            CreateKeyRequest(
+                name: unicode, permissions: ["jobs:read", "storage:write"], expiresAtMS: 1_900_000_000_000)
+        ),
         ("create_response", CreateKeyResponse(key: Fixtures.apiKey, secret: "dbm_secret")),
         ("update_bare", UpdateKeyRequest(id: "key_1")),
         ("update_zero", UpdateKeyRequest(id: "key_1", name: "", expiresAtMS: 0, permissions: PermissionSet())),
-        ("update_full", UpdateKeyRequest(
-            id: "key_1", name: "renamed", expiresAtMS: 5, permissions: PermissionSet(names: ["jobs:read"]))),
-        ("check_request", CheckRequest(
-            key: "Bearer dbm_x", permissions: ["jobs:read", "jobs:write"], resource: "POST /api/jobs/42/run",
-            clientAddress: "::1")),
-        ("check_response", CheckResponse(
-            decision: .deny, reason: .missingPermission, httpStatus: 403, keyID: "k", keyName: unicode,
-            missingPermissions: ["vault:read"], expiresAtMS: 3)),
+        (
+            "update_full",
+            UpdateKeyRequest(
+                id: "key_1", name: "renamed", expiresAtMS: 5, permissions: PermissionSet(names: ["jobs:read"]))
+        ),
+        (
+            "check_request",
+            CheckRequest(
+                key: "Bearer dbm_x", permissions: ["jobs:read", "jobs:write"], resource: "POST /api/jobs/42/run",
+                clientAddress: "::1")
+        ),
+        (
+            "check_response",
+            CheckResponse(
+                decision: .deny, reason: .missingPermission, httpStatus: 403, keyID: "k", keyName: unicode,
+                missingPermissions: ["vault:read"], expiresAtMS: 3)
+        ),
         ("audit_event", Fixtures.auditEvent),
     ]
 
@@ -37,10 +52,12 @@ struct InteropTests {
             for (name, message) in Self.fixtures {
                 try Data(message.serializedBytes()).write(to: URL(fileURLWithPath: "\(work)/\(name).swift.bin"))
             }
-            let run = try runCommand(interopPython!, [
-                repositoryRoot.appendingPathComponent("Tests/interop/wire_interop.py").path,
-                repositoryRoot.appendingPathComponent("proto").path, work,
-            ])
+            let run = try runCommand(
+                interopPython!,
+                [
+                    repositoryRoot.appendingPathComponent("Tests/interop/wire_interop.py").path,
+                    repositoryRoot.appendingPathComponent("proto").path, work,
+                ])
             #expect(run.status == 0, "\(run.stdout)\(run.stderr)")
             for (name, message) in Self.fixtures {
                 let bytes = try Data(contentsOf: URL(fileURLWithPath: "\(work)/\(name).python.bin"))

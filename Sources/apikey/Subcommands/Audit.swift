@@ -9,7 +9,10 @@ struct Audit: AsyncParsableCommand {
     @Option(help: "Only events of this key id.")
     var key: String?
 
-    @Option(help: "Only this action (key.created, key.updated, key.permissions_changed, key.enabled, key.disabled, key.rotated, key.deleted, api.request).")
+    @Option(
+        help:
+            "Only this action (key.created, key.updated, key.permissions_changed, key.enabled, key.disabled, key.rotated, key.deleted, api.request)."
+    )
     var action: String?
 
     @Option(help: "Only events at or after this time (a date, a date-time, or a duration back from now such as 24h).")

@@ -10,7 +10,8 @@ struct Check: AsyncParsableCommand {
     @Argument(help: "The API key, or - to read it from standard input (keeps it out of the process list).")
     var key: String
 
-    @Option(name: [.customLong("permission"), .customShort("p")], help: "A permission the key must hold; repeat for more.")
+    @Option(
+        name: [.customLong("permission"), .customShort("p")], help: "A permission the key must hold; repeat for more.")
     var permissions: [String] = []
 
     @Option(help: "What the request is about to do, recorded in the audit trail (e.g. \"POST /api/jobs/42/run\").")
@@ -27,7 +28,9 @@ struct Check: AsyncParsableCommand {
         }
         var line = "DENY \(answer.httpStatus) \(CheckText.reason(answer.reason))"
         if !answer.keyID.isEmpty { line += " key \(answer.keyID) (\(answer.keyName))" }
-        if !answer.missingPermissions.isEmpty { line += " missing: \(answer.missingPermissions.joined(separator: " "))" }
+        if !answer.missingPermissions.isEmpty {
+            line += " missing: \(answer.missingPermissions.joined(separator: " "))"
+        }
         print(line)
         throw ExitCode(1)
     }

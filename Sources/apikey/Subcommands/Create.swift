@@ -9,7 +9,9 @@ struct Create: AsyncParsableCommand {
     @Argument(help: "A name for the key (1-100 characters).")
     var name: String
 
-    @Option(name: [.customLong("permission"), .customShort("p")], help: "A permission to grant; repeat for more (see `apikey permissions`).")
+    @Option(
+        name: [.customLong("permission"), .customShort("p")],
+        help: "A permission to grant; repeat for more (see `apikey permissions`).")
     var permissions: [String] = []
 
     @Option(help: "When the key expires: a duration (90d, 12h), a date (2027-01-31) or a date-time; default never.")

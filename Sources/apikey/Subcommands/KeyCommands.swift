@@ -36,7 +36,8 @@ struct Enable: AsyncParsableCommand {
 }
 
 struct Disable: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(abstract: "Disable a key: checks with it are refused (401) until it is enabled.")
+    static let configuration = CommandConfiguration(
+        abstract: "Disable a key: checks with it are refused (401) until it is enabled.")
     @OptionGroup var key: KeyIDArguments
 
     func run() async throws { try await key.setEnabled(false) }
@@ -76,7 +77,8 @@ struct Delete: AsyncParsableCommand {
 }
 
 struct Update: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(abstract: "Rename a key, change its expiry or replace its permissions.")
+    static let configuration = CommandConfiguration(
+        abstract: "Rename a key, change its expiry or replace its permissions.")
     @OptionGroup var key: KeyIDArguments
 
     @Option(help: "A new name.")
@@ -85,7 +87,9 @@ struct Update: AsyncParsableCommand {
     @Option(help: "A new expiry (90d, 2027-01-31, …), or `never` to clear it.")
     var expires: String?
 
-    @Option(name: [.customLong("permission"), .customShort("p")], help: "The new permission set (replaces the old one); repeat for more.")
+    @Option(
+        name: [.customLong("permission"), .customShort("p")],
+        help: "The new permission set (replaces the old one); repeat for more.")
     var permissions: [String] = []
 
     func run() async throws {

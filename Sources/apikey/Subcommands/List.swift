@@ -28,11 +28,14 @@ struct List: AsyncParsableCommand {
             print("No keys. Create one with: apikey create NAME --permission jobs:read")
             return
         }
-        print(Output.table(
-            ["ID", "NAME", "HINT", "ENABLED", "EXPIRES", "LAST USED", "PERMISSIONS"],
-            keys.map { key in
-                [key.id, key.name, key.hint, key.enabled ? "yes" : "no", Output.time(key.expiresAtMS),
-                 Output.time(key.lastUsedAtMS), key.permissions.joined(separator: " ")]
-            }))
+        print(
+            Output.table(
+                ["ID", "NAME", "HINT", "ENABLED", "EXPIRES", "LAST USED", "PERMISSIONS"],
+                keys.map { key in
+                    [
+                        key.id, key.name, key.hint, key.enabled ? "yes" : "no", Output.time(key.expiresAtMS),
+                        Output.time(key.lastUsedAtMS), key.permissions.joined(separator: " "),
+                    ]
+                }))
     }
 }
