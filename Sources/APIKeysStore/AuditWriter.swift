@@ -19,6 +19,8 @@ final class AuditWriter: Sendable {
         var closing = false
         /// Set by ``flush()``: write aggregated groups now, not when their second is over.
         var drainAggregates = false
+        /// Tests only: take nothing from the queue, as a writer stuck on a slow disk would.
+        var paused = false
     }
 
     let capacity: Int
@@ -63,6 +65,12 @@ final class AuditWriter: Sendable {
         return accepted
     }
 
+    /// Tests only: stop (or resume) taking events from the queue.
+    func setPaused(_ paused: Bool) {
+        state.withLock { $0.paused = paused }
+        wake.signal()
+    }
+
     /// True when more than half the queue is taken: time for callers to stop taking new work.
     var isUnderPressure: Bool { state.withLock { $0.queue.count > capacity / 2 } }
 
@@ -96,7 +104,8 @@ final class AuditWriter: Sendable {
         var aggregator = AuditAggregator()
         while true {
             _ = wake.wait(timeout: .now() + flushInterval)
-            let (batch, closing, drainAll) = state.withLock { state in
+            let (batch, closing, drainAll) = state.withLock { state -> ([AuditRecord], Bool, Bool) in
+                if state.paused && !state.closing { return ([], false, false) }
                 defer {
                     state.queue.removeAll(keepingCapacity: true)
                     state.drainAggregates = false

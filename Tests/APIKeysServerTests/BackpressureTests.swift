@@ -1,0 +1,72 @@
+import APIKeysClient
+@_spi(Testing) import APIKeysStore
+import Foundation
+import Testing
+
+/// When the audit writer falls behind, the server stops reading instead of refusing checks; only a
+/// queue that fills within one read is refused (UNAVAILABLE), and nothing goes unaudited.
+@Suite struct BackpressureTests {
+    private func burst(_ secret: String, callIDs: ClosedRange<UInt64>) throws -> [UInt8] {
+        let request = try CheckRequest(key: secret, permissions: ["jobs:read"]).serializedBytes()
+        return try callIDs.flatMap { callID in
+            RawConnection.frame(
+                try Envelope(callID: callID, method: Method.check.rawValue, payload: request).serializedBytes())
+        }
+    }
+
+    @Test(.timeLimit(.minutes(1)))
+    func aStalledAuditWriterSlowsReadersDownInsteadOfRefusingChecks() async throws {
+        try await withServer(configure: { $0.auditQueueCapacity = 10 }) { server, client in
+            let secret = try await client.createKey(name: "busy", permissions: ["jobs:read"]).secret
+            let service = server.server.service
+            service.pauseAuditWriter(true)
+            let connection = try RawConnection(port: server.port, receiveTimeoutSeconds: 20)
+
+            // 6 checks: the queue holds 6 of 10, more than half, so the server stops reading.
+            connection.send(try burst(secret, callIDs: 1...6))
+            for _ in 1...6 { #expect(try connection.receiveEnvelope()?.status == .ok) }
+            // 6 more would overflow the queue; they wait unread in the socket instead.
+            connection.send(try burst(secret, callIDs: 7...12))
+            service.pauseAuditWriter(false)
+            var statuses: [UInt64: StatusCode] = [:]
+            for _ in 7...12 {
+                let reply = try #require(try connection.receiveEnvelope())
+                statuses[reply.callID] = reply.status
+            }
+            #expect(statuses.count == 6 && statuses.values.allSatisfy { $0 == .ok })
+
+            service.flushAuditTrail()
+            let events = try await client.listAuditEvents(ListAuditEventsRequest(action: "api.request", pageSize: 100)).events
+            #expect(events.count == 12)
+        }
+    }
+
+    @Test(.timeLimit(.minutes(1)))
+    func aFloodBeyondTheQueueIsRefusedOrAuditedNeverAnsweredUnaudited() async throws {
+        try await withServer(configure: { $0.auditQueueCapacity = 10 }) { server, client in
+            let secret = try await client.createKey(name: "flood", permissions: ["jobs:read"]).secret
+            let service = server.server.service
+            service.pauseAuditWriter(true)
+            let connection = try RawConnection(port: server.port, receiveTimeoutSeconds: 20)
+            // 15 frames in one send: read at once, the last 5 find the queue full and fail closed.
+            // (Should the kernel split them over reads, backpressure holds the rest until the
+            // writer resumes below.)
+            connection.send(try burst(secret, callIDs: 1...15))
+            let resume = Task {
+                try await Task.sleep(for: .seconds(1))
+                service.pauseAuditWriter(false)
+            }
+            var replies: [Envelope] = []
+            for _ in 1...15 { replies.append(try #require(try connection.receiveEnvelope())) }
+            try await resume.value
+            let accepted = replies.filter { $0.status == .ok }.count
+            let refused = replies.filter { $0.status == .unavailable }
+            #expect(accepted + refused.count == 15)
+            #expect(refused.allSatisfy { $0.statusMessage.contains("audit") })
+
+            service.flushAuditTrail()
+            let events = try await client.listAuditEvents(ListAuditEventsRequest(action: "api.request", pageSize: 100)).events
+            #expect(events.count == accepted)
+        }
+    }
+}
