@@ -71,6 +71,9 @@ final class AuditWriter: Sendable {
         wake.signal()
     }
 
+    /// True once ``close()`` has begun: no event is taken any more.
+    var isClosing: Bool { state.withLock { $0.closing } }
+
     /// True when more than half the queue is taken: time for callers to stop taking new work.
     var isUnderPressure: Bool { state.withLock { $0.queue.count > capacity / 2 } }
 

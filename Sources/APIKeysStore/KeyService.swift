@@ -118,7 +118,9 @@ public final class KeyService: Sendable {
             seq: takeSeq(), atMS: now, action: .apiRequest, keyID: outcome.key?.id ?? "",
             keyName: outcome.key?.name ?? "", denial: outcome.denial, permissions: permissions,
             resource: resource, clientAddress: clientAddress)
-        guard auditWriter.enqueue(event) else { throw StoreError.auditBacklog(capacity: auditWriter.capacity) }
+        guard auditWriter.enqueue(event) else {
+            throw auditWriter.isClosing ? StoreError.closed : StoreError.auditBacklog(capacity: auditWriter.capacity)
+        }
         return outcome
     }
 

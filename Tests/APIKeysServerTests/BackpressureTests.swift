@@ -36,7 +36,8 @@ import Testing
             #expect(statuses.count == 6 && statuses.values.allSatisfy { $0 == .ok })
 
             service.flushAuditTrail()
-            let events = try await client.listAuditEvents(ListAuditEventsRequest(action: "api.request", pageSize: 100)).events
+            let events = try await client.listAuditEvents(ListAuditEventsRequest(action: "api.request", pageSize: 100))
+                .events
             #expect(events.count == 12)
         }
     }
@@ -65,7 +66,8 @@ import Testing
             #expect(refused.allSatisfy { $0.statusMessage.contains("audit") })
 
             service.flushAuditTrail()
-            let events = try await client.listAuditEvents(ListAuditEventsRequest(action: "api.request", pageSize: 100)).events
+            let events = try await client.listAuditEvents(ListAuditEventsRequest(action: "api.request", pageSize: 100))
+                .events
             #expect(events.count == accepted)
         }
     }

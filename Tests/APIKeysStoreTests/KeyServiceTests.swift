@@ -137,6 +137,7 @@ import Testing
             let keysBefore = try service.listKeys().keys
             service.close()
             #expect(throws: StoreError.closed) { try service.getKey(id: kept.key.id) }
+            #expect(throws: StoreError.closed) { try service.check(secret: kept.secret, permissions: []) }
 
             service = try KeyService.open(path: path, clock: clock)
             defer { service.close() }
