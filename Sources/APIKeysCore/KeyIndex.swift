@@ -2,7 +2,7 @@ import Synchronization
 
 /// The in-memory map from secret hash to key state that answers every check without storage.
 ///
-/// The store loads it at start and updates it inside each mutation, before the mutation
+/// The store loads it at start and updates it after each mutation commits, before the mutation
 /// returns, so a rotated, disabled or deleted key is refused from that moment on.
 ///
 /// Kept small so that a million keys fit in well under 300 MB: a key's permissions are a bit
