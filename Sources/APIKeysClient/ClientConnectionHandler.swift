@@ -16,14 +16,13 @@ final class ClientConnectionHandler: ChannelDuplexHandler {
     typealias OutboundIn = OutboundCall
     typealias OutboundOut = ByteBuffer
 
-    private let maxFrameSize: Int
-    private var inbound: ByteBuffer?
+    private var inbound: FrameBuffer
     private var pending: [UInt64: (promise: EventLoopPromise<Envelope>, timer: Scheduled<Void>)] = [:]
     /// Why the server said the connection is ending (a reply with call_id 0), if it did.
     private var closeReason: String?
 
     init(maxFrameSize: Int) {
-        self.maxFrameSize = maxFrameSize
+        self.inbound = FrameBuffer(maxFrameSize: maxFrameSize)
     }
 
     func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
@@ -45,10 +44,9 @@ final class ClientConnectionHandler: ChannelDuplexHandler {
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        var bytes = unwrapInboundIn(data)
-        if inbound == nil || inbound!.readableBytes == 0 { inbound = bytes } else { inbound!.writeBuffer(&bytes) }
+        inbound.append(unwrapInboundIn(data))
         do {
-            while let frame = try FrameDecoder.nextFrame(in: &inbound!, maxFrameSize: maxFrameSize) {
+            while let frame = try inbound.nextFrame() {
                 let reply = try Envelope(frame: frame)
                 if reply.callID == 0 && reply.status != .ok { closeReason = "\(reply.status): \(reply.statusMessage)" }
                 complete(reply.callID, with: .success(reply))
@@ -57,7 +55,7 @@ final class ClientConnectionHandler: ChannelDuplexHandler {
             closeReason = "bad frame from server: \(error)"
             context.close(promise: nil)
         }
-        if inbound?.readableBytes == 0 { inbound = nil } else { inbound?.discardReadBytes() }
+        inbound.compact()
     }
 
     func channelInactive(context: ChannelHandlerContext) {

@@ -25,7 +25,7 @@ final class ConnectionHandler: ChannelInboundHandler {
     private let shared: Shared
     private var logger: Logger
     /// Bytes read but not yet framed.
-    private var inbound: ByteBuffer?
+    private var inbound: FrameBuffer
     /// Replies gathered during this read burst, written and flushed once in `channelReadComplete`.
     private var outbound: ByteBuffer?
     private var adminCallsInFlight = 0
@@ -36,20 +36,16 @@ final class ConnectionHandler: ChannelInboundHandler {
 
     init(shared: Shared, remoteAddress: String) {
         self.shared = shared
+        self.inbound = FrameBuffer(maxFrameSize: shared.maxFrameSize)
         self.logger = shared.logger
         self.logger[metadataKey: "peer"] = "\(remoteAddress)"
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         guard !closing else { return }
-        var bytes = unwrapInboundIn(data)
-        if inbound == nil || inbound!.readableBytes == 0 {
-            inbound = bytes
-        } else {
-            inbound!.writeBuffer(&bytes)
-        }
+        inbound.append(unwrapInboundIn(data))
         do {
-            while !closing, let frame = try FrameDecoder.nextFrame(in: &inbound!, maxFrameSize: shared.maxFrameSize) {
+            while !closing, let frame = try inbound.nextFrame() {
                 handle(frame: frame, context: context)
             }
         } catch FramingError.frameTooLarge(let length, let limit) {
@@ -59,7 +55,7 @@ final class ConnectionHandler: ChannelInboundHandler {
         } catch {
             closeForProtocolError("\(error)", context: context)
         }
-        if inbound?.readableBytes == 0 { inbound = nil } else { inbound?.discardReadBytes() }
+        inbound.compact()
     }
 
     func channelReadComplete(context: ChannelHandlerContext) {

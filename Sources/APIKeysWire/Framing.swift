@@ -74,6 +74,41 @@ public struct FrameDecoder: ByteToMessageDecoder {
     }
 }
 
+/// The bytes a connection has read and not yet framed: each read is appended, complete frames are
+/// cut out in place (without a pipeline event per frame), and what is left waits for the next read.
+/// The one reader of the frame rules shared by the server, the client and the load generator.
+public struct FrameBuffer {
+    /// Largest frame body accepted.
+    public let maxFrameSize: Int
+    private var pending: ByteBuffer?
+
+    public init(maxFrameSize: Int) {
+        self.maxFrameSize = maxFrameSize
+    }
+
+    /// Appends what a read returned.
+    public mutating func append(_ bytes: ByteBuffer) {
+        if pending == nil || pending!.readableBytes == 0 {
+            pending = bytes
+        } else {
+            var bytes = bytes
+            pending!.writeBuffer(&bytes)
+        }
+    }
+
+    /// The next complete frame body, or nil until one is all there. Throws ``FramingError`` for a
+    /// length of 0 or above ``maxFrameSize``, as soon as the length is read.
+    public mutating func nextFrame() throws -> ByteBuffer? {
+        guard pending != nil else { return nil }
+        return try FrameDecoder.nextFrame(in: &pending!, maxFrameSize: maxFrameSize)
+    }
+
+    /// Releases the bytes already framed; call once after each read.
+    public mutating func compact() {
+        if pending?.readableBytes == 0 { pending = nil } else { pending?.discardReadBytes() }
+    }
+}
+
 /// Writes each outbound ``Envelope`` as one frame.
 public struct EnvelopeFrameEncoder: MessageToByteEncoder {
     public typealias OutboundIn = Envelope

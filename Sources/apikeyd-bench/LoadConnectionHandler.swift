@@ -37,7 +37,7 @@ final class LoadConnectionHandler: ChannelInboundHandler {
     private let finished: EventLoopPromise<LoadTally>
     private var sentAt: [UInt64]
     private var inFlight = 0
-    private var inbound: ByteBuffer?
+    private var inbound = FrameBuffer(maxFrameSize: Framing.defaultClientMaxFrameSize)
     private var outbound: ByteBuffer?
     private var tally = LoadTally()
     private let codec = CheckCallCodec()
@@ -63,14 +63,12 @@ final class LoadConnectionHandler: ChannelInboundHandler {
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        var bytes = unwrapInboundIn(data)
-        if inbound == nil || inbound!.readableBytes == 0 { inbound = bytes } else { inbound!.writeBuffer(&bytes) }
+        inbound.append(unwrapInboundIn(data))
         let now = NIODeadline.now().uptimeNanoseconds
         let recording = control.recording.load(ordering: .relaxed)
         let running = control.running.load(ordering: .relaxed)
         do {
-            while let frame = try FrameDecoder.nextFrame(in: &inbound!, maxFrameSize: Framing.defaultClientMaxFrameSize)
-            {
+            while let frame = try inbound.nextFrame() {
                 let reply = try codec.decodeReply(frame: frame, decodePayload: decodeCheck && recording)
                 let slot = Int(reply.callID) - 1
                 guard frames.indices.contains(slot) else { throw FramingError.emptyFrame }
@@ -88,7 +86,7 @@ final class LoadConnectionHandler: ChannelInboundHandler {
             tally.statuses[.internal, default: 0] += 1
             context.close(promise: nil)
         }
-        if inbound?.readableBytes == 0 { inbound = nil }
+        inbound.compact()
         if !running && inFlight == 0 { context.close(promise: nil) }
     }
 

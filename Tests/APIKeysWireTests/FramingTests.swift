@@ -66,4 +66,22 @@ import Testing
     @Test func garbageFrameBodyIsAMalformedEnvelope() throws {
         #expect(throws: FramingError.self) { try Envelope(frame: ByteBuffer(bytes: [0xFF, 0xFF, 0xFF])) }
     }
+
+    @Test func frameBufferCutsFramesAcrossReadsAndKeepsTheRest() throws {
+        var buffer = FrameBuffer(maxFrameSize: 64)
+        let bytes = frame([1, 2, 3]) + frame([4]) + frame([5, 6])
+        buffer.append(ByteBuffer(bytes: bytes.prefix(5)))
+        #expect(try buffer.nextFrame() == nil)
+        buffer.compact()
+        buffer.append(ByteBuffer(bytes: bytes.dropFirst(5).prefix(9)))
+        #expect(try buffer.nextFrame() == ByteBuffer(bytes: [1, 2, 3]))
+        #expect(try buffer.nextFrame() == ByteBuffer(bytes: [4]))
+        #expect(try buffer.nextFrame() == nil)
+        buffer.compact()
+        buffer.append(ByteBuffer(bytes: bytes.dropFirst(14)))
+        #expect(try buffer.nextFrame() == ByteBuffer(bytes: [5, 6]))
+        #expect(try buffer.nextFrame() == nil)
+        buffer.append(ByteBuffer(bytes: [0, 0, 0, 65]))
+        #expect(throws: FramingError.frameTooLarge(length: 65, limit: 64)) { try buffer.nextFrame() }
+    }
 }
