@@ -14,14 +14,29 @@ import Testing
         }
     }
 
-    @Test(.timeLimit(.minutes(1)))
-    func aStalledAuditWriterSlowsReadersDownInsteadOfRefusingChecks() async throws {
+    /// Runs `body` against a server whose audit queue holds 10 events and whose writer is stalled,
+    /// with a key's secret and a raw connection.
+    private func withStalledWriter(
+        _ body: (KeyService, APIKeysClient, String, RawConnection) async throws -> Void
+    ) async throws {
         try await withServer(configure: { $0.auditQueueCapacity = 10 }) { server, client in
             let secret = try await client.createKey(name: "busy", permissions: ["jobs:read"]).secret
-            let service = server.server.service
-            service.pauseAuditWriter(true)
+            server.server.service.pauseAuditWriter(true)
             let connection = try RawConnection(port: server.port, receiveTimeoutSeconds: 20)
+            try await body(server.server.service, client, secret, connection)
+        }
+    }
 
+    /// Every api.request event committed, once the writer has caught up.
+    private func auditedChecks(_ service: KeyService, _ client: APIKeysClient) async throws -> Int {
+        service.flushAuditTrail()
+        let request = ListAuditEventsRequest(action: "api.request", pageSize: 100)
+        return try await client.listAuditEvents(request).events.count
+    }
+
+    @Test(.timeLimit(.minutes(1)))
+    func aStalledAuditWriterSlowsReadersDownInsteadOfRefusingChecks() async throws {
+        try await withStalledWriter { service, client, secret, connection in
             // 6 checks: the queue holds 6 of 10, more than half, so the server stops reading.
             connection.send(try burst(secret, callIDs: 1...6))
             for _ in 1...6 { #expect(try connection.receiveEnvelope()?.status == .ok) }
@@ -34,21 +49,13 @@ import Testing
                 statuses[reply.callID] = reply.status
             }
             #expect(statuses.count == 6 && statuses.values.allSatisfy { $0 == .ok })
-
-            service.flushAuditTrail()
-            let events = try await client.listAuditEvents(ListAuditEventsRequest(action: "api.request", pageSize: 100))
-                .events
-            #expect(events.count == 12)
+            #expect(try await auditedChecks(service, client) == 12)
         }
     }
 
     @Test(.timeLimit(.minutes(1)))
     func aFloodBeyondTheQueueIsRefusedOrAuditedNeverAnsweredUnaudited() async throws {
-        try await withServer(configure: { $0.auditQueueCapacity = 10 }) { server, client in
-            let secret = try await client.createKey(name: "flood", permissions: ["jobs:read"]).secret
-            let service = server.server.service
-            service.pauseAuditWriter(true)
-            let connection = try RawConnection(port: server.port, receiveTimeoutSeconds: 20)
+        try await withStalledWriter { service, client, secret, connection in
             // 15 frames in one send: read at once, the last 5 find the queue full and fail closed.
             // (Should the kernel split them over reads, backpressure holds the rest until the
             // writer resumes below.)
@@ -65,10 +72,7 @@ import Testing
             #expect(accepted + refused.count == 15)
             #expect(refused.allSatisfy { $0.statusMessage.contains("audit") })
 
-            service.flushAuditTrail()
-            let events = try await client.listAuditEvents(ListAuditEventsRequest(action: "api.request", pageSize: 100))
-                .events
-            #expect(events.count == accepted)
+            #expect(try await auditedChecks(service, client) == accepted)
         }
     }
 }
