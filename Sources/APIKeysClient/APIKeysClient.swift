@@ -83,9 +83,9 @@ public final class APIKeysClient: Sendable {
     public func call<Request: WireMessage, Response: WireMessage>(
         _ method: Method, _ request: Request, as: Response.Type = Response.self, timeout: Duration? = nil
     ) async throws -> Response {
-        let timeout = timeout ?? configuration.timeout
+        let timeoutMS = Self.milliseconds(timeout ?? configuration.timeout)
         let callID = nextCallID.wrappingAdd(1, ordering: .relaxed).oldValue
-        var envelope = Envelope(callID: callID, method: method.rawValue, timeoutMS: Self.milliseconds(timeout))
+        var envelope = Envelope(callID: callID, method: method.rawValue, timeoutMS: timeoutMS)
         if method.isKeyAdmin, let token = configuration.adminToken {
             envelope.metadata[MetadataKey.authorization] = "Bearer \(token)"
         }
@@ -101,7 +101,7 @@ public final class APIKeysClient: Sendable {
             handedOver.futureResult.whenFailure { error in
                 promise.fail(APIKeysClientError(code: .unavailable, message: "connection closed: \(error)"))
             }
-            let deadline = TimeAmount.nanoseconds(Int64(Self.milliseconds(timeout)) * 1_000_000)
+            let deadline = TimeAmount.milliseconds(Int64(timeoutMS))
             channel.writeAndFlush(
                 OutboundCall(callID: callID, frame: frame, timeout: deadline, promise: promise), promise: handedOver)
             let reply = try await promise.futureResult.get()
