@@ -1,6 +1,7 @@
 import APIKeysCore
 
-/// SQL for the `audit_events` table.
+/// SQL for the audit trail: admin events (and aggregated summaries) as rows of `audit_events`,
+/// individual `api.request` events in ``APIRequestBatchTable``.
 enum AuditTable {
     /// The prepared INSERT, to reuse for every event of a batch.
     static func insertStatement(in db: SQLiteConnection) throws -> SQLiteStatement {
@@ -26,8 +27,20 @@ enum AuditTable {
         ).run()
     }
 
-    /// Up to `limit` events matching `query` with seq below `beforeSeq`, newest first.
+    /// Up to `limit` events matching `query` with seq below `beforeSeq`, newest first, from both
+    /// the rows and the api.request batches.
     static func page(_ query: AuditQuery, beforeSeq: Int64, limit: Int, in db: SQLiteConnection) throws -> [AuditRecord]
+    {
+        let rows = try rowPage(query, beforeSeq: beforeSeq, limit: limit, in: db)
+        guard query.action == nil || query.action == .apiRequest else { return rows }
+        let batched = try APIRequestBatchTable.page(query, beforeSeq: beforeSeq, limit: limit, in: db)
+        guard !batched.isEmpty else { return rows }
+        return Array((rows + batched).sorted { $0.seq > $1.seq }.prefix(limit))
+    }
+
+    /// The rows of `audit_events` for ``page(_:beforeSeq:limit:in:)``.
+    private static func rowPage(_ query: AuditQuery, beforeSeq: Int64, limit: Int, in db: SQLiteConnection) throws
+        -> [AuditRecord]
     {
         // Only the filters given become conditions, so SQLite can pick the index that fits
         // (at most 16 distinct statements, each prepared once). For an admin action the literal
@@ -74,6 +87,6 @@ enum AuditTable {
     /// The highest seq recorded, 0 when there is none.
     static func maxSeq(in db: SQLiteConnection) throws -> UInt64 {
         let max = try db.statement("SELECT coalesce(max(seq), 0) FROM audit_events").firstRow { $0.int64(0) }
-        return UInt64(bitPattern: max ?? 0)
+        return Swift.max(UInt64(bitPattern: max ?? 0), try APIRequestBatchTable.maxSeq(in: db))
     }
 }

@@ -4,16 +4,23 @@ import Foundation
 import Logging
 import Synchronization
 
-/// Writes `api.request` events in batches on a thread of its own, with its own connection.
+/// Writes `api.request` events in batches on a thread of its own, with its own connection, and
+/// numbers every audit event.
 ///
-/// A check only appends to a bounded in-memory queue (never waits on the disk). The writer thread
-/// takes the whole queue every `flushInterval` (or as soon as `batchSize` events wait), inserts it
-/// in one transaction and raises the keys' last-used times in the same transaction. When the
-/// queue is full, ``enqueue(_:)`` refuses the event: the caller fails the check closed rather than
-/// answer a request it cannot audit. ``close()`` writes everything queued before returning.
+/// A check only appends to a bounded in-memory queue (never waits on the disk); the event gets its
+/// seq there, under the queue's lock, so the queue is in seq order. The writer thread takes the
+/// whole queue every `flushInterval` (or as soon as `batchSize` events wait), stores it as
+/// ``APIRequestBatchTable`` rows in one transaction and raises the keys' last-used times in the
+/// same transaction. When the queue is full, ``enqueue(_:)`` refuses the event: the caller fails
+/// the check closed rather than answer a request it cannot audit. ``close()`` writes everything
+/// queued before returning.
 final class AuditWriter: Sendable {
     private struct State {
         var queue: [AuditRecord] = []
+        /// The seq of the next event, admin or api.
+        var nextSeq: UInt64
+        /// The time of the last event queued: queued times never go back (see ``enqueue(_:)``).
+        var lastAtMS: Int64 = 0
         var enqueued = 0
         var written = 0
         var closing = false
@@ -26,7 +33,7 @@ final class AuditWriter: Sendable {
     let capacity: Int
     private let batchSize: Int
     private let flushInterval: DispatchTimeInterval
-    private let state = Mutex(State())
+    private let state: Mutex<State>
     private let wake = DispatchSemaphore(value: 0)
     private let finished = DispatchSemaphore(value: 0)
     private let connection: SQLiteConnection
@@ -34,11 +41,14 @@ final class AuditWriter: Sendable {
     private let clock: any WallClock
     private let logger: Logger
 
+    /// `lastSeq`: the highest seq already recorded.
     init(
-        connection: SQLiteConnection, mode: AuditMode = .full, clock: any WallClock, capacity: Int = 100_000,
-        batchSize: Int = 1_000, flushInterval: DispatchTimeInterval = .milliseconds(5), logger: Logger
+        connection: SQLiteConnection, lastSeq: UInt64, mode: AuditMode = .full, clock: any WallClock,
+        capacity: Int = 100_000, batchSize: Int = 1_000, flushInterval: DispatchTimeInterval = .milliseconds(5),
+        logger: Logger
     ) {
         self.connection = connection
+        self.state = Mutex(State(nextSeq: lastSeq + 1))
         // The writer appends to the audit table and its indexes all day: a 32 MB page cache keeps
         // their hot pages in memory instead of re-reading them with a syscall per miss.
         try? connection.execute("PRAGMA cache_size = -32000")
@@ -53,10 +63,26 @@ final class AuditWriter: Sendable {
         thread.start()
     }
 
-    /// Queues `event`; false when the queue is full or the writer is closing.
+    /// A seq for an event recorded elsewhere (admin events, in their own transaction).
+    func takeSeq() -> UInt64 {
+        state.withLock { state in
+            defer { state.nextSeq += 1 }
+            return state.nextSeq
+        }
+    }
+
+    /// Queues `event` with the next seq; false when the queue is full or the writer is closing.
+    /// An event stamped earlier than the one queued before it (a thread that was descheduled
+    /// between reading the clock and queueing, or a clock stepped back) takes that event's time,
+    /// so that times never decrease with seq.
     func enqueue(_ event: AuditRecord) -> Bool {
+        var event = event
         let (accepted, full) = state.withLock { state -> (Bool, Bool) in
             guard !state.closing, state.queue.count < capacity else { return (false, false) }
+            event.seq = state.nextSeq
+            state.nextSeq += 1
+            event.atMS = max(event.atMS, state.lastAtMS)
+            state.lastAtMS = event.atMS
             state.queue.append(event)
             state.enqueued += 1
             return (true, state.queue.count == batchSize)
@@ -115,21 +141,23 @@ final class AuditWriter: Sendable {
                 }
                 return (state.queue, state.closing, state.drainAggregates)
             }
-            var rows = batch
+            var individual = batch
+            var summaries: [AuditRecord] = []
             if mode == .aggregated {
-                rows = batch.compactMap { aggregator.absorb($0) }
-                rows += aggregator.drain(before: closing || drainAll ? nil : clock.nowMS())
+                individual = batch.compactMap { aggregator.absorb($0) }
+                summaries = aggregator.drain(before: closing || drainAll ? nil : clock.nowMS())
             }
-            if !batch.isEmpty || !rows.isEmpty { write(rows, lastUsedFrom: batch) }
+            if !batch.isEmpty || !summaries.isEmpty { write(individual, summaries: summaries, lastUsedFrom: batch) }
             if closing && state.withLock({ $0.queue.isEmpty }) && aggregator.isEmpty { break }
         }
         connection.close()
         finished.signal()
     }
 
-    /// Commits `rows` and the last-used times of the checks in `batch`, retrying while the disk
-    /// refuses them: events are never dropped.
-    private func write(_ rows: [AuditRecord], lastUsedFrom batch: [AuditRecord]) {
+    /// Commits `individual` events (in seq order) as batches, aggregated `summaries` as rows, and
+    /// the last-used times of the checks in `batch`, retrying while the disk refuses them: events
+    /// are never dropped.
+    private func write(_ individual: [AuditRecord], summaries: [AuditRecord], lastUsedFrom batch: [AuditRecord]) {
         var lastUsed: [String: Int64] = [:]
         for event in batch where !event.keyID.isEmpty {
             lastUsed[event.keyID] = max(lastUsed[event.keyID] ?? 0, event.atMS)
@@ -138,8 +166,9 @@ final class AuditWriter: Sendable {
         while true {
             do {
                 try connection.transaction {
+                    try APIRequestBatchTable.insert(individual, in: connection)
                     let insert = try AuditTable.insertStatement(in: connection)
-                    for event in rows { try AuditTable.insert(event, using: insert) }
+                    for event in summaries { try AuditTable.insert(event, using: insert) }
                     try KeyTable.touch(lastUsed, in: connection)
                 }
                 state.withLock { $0.written += batch.count }
@@ -149,7 +178,7 @@ final class AuditWriter: Sendable {
                 logger.error(
                     "audit batch not written, retrying",
                     metadata: [
-                        "events": "\(rows.count)", "attempt": "\(attempt)", "error": "\(error)",
+                        "events": "\(individual.count + summaries.count)", "attempt": "\(attempt)", "error": "\(error)",
                     ])
                 usleep(100_000)
             }

@@ -25,7 +25,6 @@ public final class KeyService: Sendable {
     let clock: any WallClock
     let admin: Mutex<SQLiteConnection?>
     let auditWriter: AuditWriter
-    private let nextSeq: Atomic<UInt64>
     let logger: Logger
 
     /// Default and largest page sizes of list calls.
@@ -34,7 +33,7 @@ public final class KeyService: Sendable {
 
     private init(
         catalog: PermissionCatalog, format: SecretFormat, clock: any WallClock, admin: SQLiteConnection,
-        auditWriter: AuditWriter, lastSeq: UInt64, expectedKeys: Int, logger: Logger
+        auditWriter: AuditWriter, expectedKeys: Int, logger: Logger
     ) {
         self.catalog = catalog
         self.format = format
@@ -42,7 +41,6 @@ public final class KeyService: Sendable {
         self.clock = clock
         self.admin = Mutex(admin)
         self.auditWriter = auditWriter
-        self.nextSeq = Atomic(lastSeq + 1)
         self.logger = logger
     }
 
@@ -59,11 +57,12 @@ public final class KeyService: Sendable {
         let lastSeq = try AuditTable.maxSeq(in: db)
         let keyCount = try KeyTable.count(in: db)
         let writer = AuditWriter(
-            connection: try SQLiteConnection(path: path, busyTimeoutMS: busyTimeoutMS), mode: auditMode, clock: clock,
+            connection: try SQLiteConnection(path: path, busyTimeoutMS: busyTimeoutMS), lastSeq: lastSeq,
+            mode: auditMode, clock: clock,
             capacity: auditQueueCapacity, logger: logger)
         let service = KeyService(
-            catalog: catalog, format: format, clock: clock, admin: db, auditWriter: writer, lastSeq: lastSeq,
-            expectedKeys: keyCount, logger: logger)
+            catalog: catalog, format: format, clock: clock, admin: db, auditWriter: writer, expectedKeys: keyCount,
+            logger: logger)
         do {
             try KeyTable.load(into: service.index, in: db)
         } catch {
@@ -93,7 +92,7 @@ public final class KeyService: Sendable {
     public func flushAuditTrail() { auditWriter.flush() }
 
     /// The next audit sequence number: events are numbered in the order they happen.
-    func takeSeq() -> UInt64 { nextSeq.wrappingAdd(1, ordering: .relaxed).oldValue }
+    func takeSeq() -> UInt64 { auditWriter.takeSeq() }
 
     /// Runs `body` with the admin connection.
     func withAdmin<R>(_ body: (SQLiteConnection) throws -> R) throws -> R {
@@ -115,7 +114,7 @@ public final class KeyService: Sendable {
         let outcome = index.check(secret: secret, permissions: permissions, format: format, nowMS: now)
         guard outcome.denial != .malformedKey else { return outcome }
         let event = AuditRecord(
-            seq: takeSeq(), atMS: now, action: .apiRequest, keyID: outcome.key?.id ?? "",
+            atMS: now, action: .apiRequest, keyID: outcome.key?.id ?? "",
             keyName: outcome.key?.name ?? "", denial: outcome.denial, permissions: permissions,
             resource: resource, clientAddress: clientAddress)
         guard auditWriter.enqueue(event) else {

@@ -76,6 +76,12 @@ final class SQLiteStatement {
         return result
     }
 
+    /// Calls `row` for each result row until it returns false.
+    func scan(_ row: (SQLiteStatement) throws -> Bool) throws {
+        defer { sqlite3_reset(raw) }
+        while try step(), try row(self) {}
+    }
+
     /// The first row read by `row`, or nil if there is none. Resets the statement, so that it
     /// does not hold a read transaction open (which would pin an old snapshot of the WAL).
     func firstRow<T>(_ row: (SQLiteStatement) throws -> T) throws -> T? {
@@ -93,6 +99,12 @@ final class SQLiteStatement {
         guard let text = sqlite3_column_text(raw, column) else { return "" }
         let count = Int(sqlite3_column_bytes(raw, column))
         return String(decoding: UnsafeBufferPointer(start: text, count: count), as: UTF8.self)
+    }
+
+    /// Calls `body` with the bytes of a blob column, valid only during the call (no copy).
+    func withBlob<R, E: Error>(_ column: Int32, _ body: (UnsafeRawBufferPointer) throws(E) -> R) throws(E) -> R {
+        let count = Int(sqlite3_column_bytes(raw, column))
+        return try body(UnsafeRawBufferPointer(start: count > 0 ? sqlite3_column_blob(raw, column) : nil, count: count))
     }
 
     func blob(_ column: Int32) -> [UInt8] {

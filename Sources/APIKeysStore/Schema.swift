@@ -60,6 +60,26 @@ enum Schema {
                 DROP INDEX audit_events_by_action;
                 CREATE INDEX audit_events_by_admin_action ON audit_events (action, seq) WHERE action != 'api.request';
                 """),
+        // api.request events move to one row per committed batch (see APIRequestBatchTable);
+        // rows already in audit_events stay where they are and are still listed.
+        Migration(
+            version: 4, name: "api.request events in batches",
+            sql: """
+                CREATE TABLE api_request_batches (
+                    first_seq INTEGER PRIMARY KEY,
+                    last_seq INTEGER NOT NULL,
+                    first_at_ms INTEGER NOT NULL,
+                    last_at_ms INTEGER NOT NULL,
+                    count INTEGER NOT NULL,
+                    events BLOB NOT NULL
+                );
+                CREATE INDEX api_request_batches_by_time ON api_request_batches (first_at_ms, first_seq);
+                CREATE TABLE api_request_batch_keys (
+                    key_id TEXT NOT NULL,
+                    first_seq INTEGER NOT NULL,
+                    PRIMARY KEY (key_id, first_seq)
+                ) WITHOUT ROWID;
+                """),
     ]
 
     /// Applies every migration not yet recorded in `schema_migrations`, each in its own transaction.

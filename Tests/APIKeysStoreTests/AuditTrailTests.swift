@@ -2,7 +2,7 @@ import APIKeysCore
 import APIKeysTestSupport
 import Foundation
 import Testing
-@testable import APIKeysStore
+@_spi(Testing) @testable import APIKeysStore
 
 @Suite struct AuditTrailTests {
     let clock = ManualWallClock(nowMS: 1_700_000_000_000)
@@ -99,4 +99,110 @@ import Testing
             #expect(try service.getKey(id: key.key.id).lastUsedAtMS == clock.nowMS())
         }
     }
+    /// api.request events are stored in batches, admin events as rows: pages, key filters and time
+    /// windows must merge both exactly, across many batches.
+    @Test func pagesAndFiltersMergeBatchesWithAdminEvents() throws {
+        try withService(clock: clock) { service, _ in
+            let start = clock.nowMS()
+            let a = try service.createKey(name: "a", permissions: ["jobs:read"], actor: "ops")
+            let b = try service.createKey(name: "b", permissions: ["jobs:read"], actor: "ops")
+            for round in 0..<6 {
+                clock.advance(byMS: 1000)
+                for i in 0..<(round + 2) {
+                    let key = i % 2 == 0 ? a : b
+                    _ = try service.check(secret: key.secret, permissions: ["jobs:read"], resource: "r\(round).\(i)")
+                }
+                service.flushAuditTrail()  // each round is a batch of its own
+                _ = try service.setEnabled(id: b.key.id, enabled: round % 2 != 0, actor: "ops")
+            }
+            let many = (0..<300).map { "p\($0)" }  // more permissions than a byte can count
+            _ = try service.check(secret: a.secret, permissions: many)
+            service.flushAuditTrail()
+
+            let all = try allEvents(service, AuditQuery(), pageSize: 1000)
+            let checks = 2 + 3 + 4 + 5 + 6 + 7 + 1
+            #expect(all.count == 2 + checks + 6)
+            #expect(all.map(\.seq) == all.map(\.seq).sorted(by: >))
+            #expect(Set(all.map(\.seq)).count == all.count)
+            #expect(all.first?.permissions == many)
+
+            for size in [1, 2, 5, 7] {
+                #expect(try allEvents(service, AuditQuery(), pageSize: size).map(\.seq) == all.map(\.seq))
+            }
+            let ofB = try allEvents(service, AuditQuery(keyID: b.key.id), pageSize: 4)
+            #expect(ofB.map(\.seq) == all.filter { $0.keyID == b.key.id }.map(\.seq))
+            #expect(ofB.filter { $0.action == .apiRequest }.count == 1 + 1 + 2 + 2 + 3 + 3)
+            let requests = try allEvents(service, AuditQuery(action: .apiRequest), pageSize: 3)
+            #expect(requests.count == checks)
+            #expect(try allEvents(service, AuditQuery(action: .keyDisabled), pageSize: 2).count == 3)
+
+            let window = AuditQuery(sinceMS: start + 2000, untilMS: start + 4000)
+            let inWindow = try allEvents(service, window, pageSize: 2)
+            #expect(inWindow.map(\.seq) == all.filter { $0.atMS >= start + 2000 && $0.atMS < start + 4000 }.map(\.seq))
+            #expect(inWindow.filter { $0.action == .apiRequest }.count == 3 + 4)
+            #expect(try allEvents(service, AuditQuery(untilMS: start), pageSize: 10).isEmpty)
+            #expect(try allEvents(service, AuditQuery(sinceMS: start + 60_000), pageSize: 10).isEmpty)
+        }
+    }
+
+    @Test func largeBatchesAreSplitAndSeqsContinueAfterRestart() throws {
+        try withTemporaryDirectory { dir in
+            let path = dir + "/apikeys.sqlite"
+            var service = try KeyService.open(path: path, clock: clock)
+            let key = try service.createKey(name: "busy", permissions: ["jobs:read"], actor: "ops")
+            service.pauseAuditWriter(true)
+            let count = APIRequestBatchTable.maxEventsPerRow * 2 + 10
+            for _ in 0..<count { _ = try service.check(secret: key.secret, permissions: ["jobs:read"]) }
+            service.pauseAuditWriter(false)
+            service.close()  // writes the queue: one transaction, several batch rows
+
+            service = try KeyService.open(path: path, clock: clock)
+            defer { service.close() }
+            _ = try service.check(secret: key.secret, permissions: [])
+            _ = try service.setEnabled(id: key.key.id, enabled: false, actor: "ops")
+            service.flushAuditTrail()
+            let all = try allEvents(service, AuditQuery(keyID: key.key.id), pageSize: 1000)
+            #expect(all.count == count + 3)
+            #expect(Set(all.map(\.seq)).count == all.count)
+            #expect(all[0].action == .keyDisabled && all[1].action == .apiRequest && all[1].permissions.isEmpty)
+            #expect(all.map(\.seq) == all.map(\.seq).sorted(by: >))
+            let reader = try SQLiteConnection(path: path)
+            defer { reader.close() }
+            let rows = try reader.statement("SELECT count(*) FROM api_request_batches").firstRow { $0.int64(0) }
+            #expect(rows == 4)
+        }
+    }
+
+    @Test func aCorruptBatchIsReportedNotSkipped() throws {
+        try withTemporaryDirectory { dir in
+            let path = dir + "/apikeys.sqlite"
+            let service = try KeyService.open(path: path, clock: clock)
+            defer { service.close() }
+            let key = try service.createKey(name: "k", permissions: ["jobs:read"], actor: "ops")
+            _ = try service.check(secret: key.secret, permissions: [])
+            service.flushAuditTrail()
+            let other = try SQLiteConnection(path: path)
+            defer { other.close() }
+            try other.execute("UPDATE api_request_batches SET events = x'01020304'")
+            #expect {
+                try service.listAuditEvents(AuditQuery())
+            } throws: { error in
+                guard case StoreError.corrupt(_, let message) = error else { return false }
+                return message.contains("api.request batch")
+            }
+        }
+    }
+}
+
+/// Every event matching `query`, read page by page.
+private func allEvents(_ service: KeyService, _ query: AuditQuery, pageSize: Int) throws -> [AuditRecord] {
+    var events: [AuditRecord] = []
+    var token: String?
+    repeat {
+        let page = try service.listAuditEvents(query, pageSize: pageSize, pageToken: token)
+        #expect(page.events.count <= pageSize)
+        events += page.events
+        token = page.nextPageToken
+    } while token != nil
+    return events
 }
