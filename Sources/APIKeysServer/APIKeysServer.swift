@@ -66,8 +66,8 @@ public final class APIKeysServer: Service, Sendable {
         let shared = ConnectionHandler.Shared(
             service: service, dispatcher: AdminDispatcher(service: service), threadPool: threadPool, state: state,
             maxFrameSize: configuration.maxFrameSize, maxAdminCallsInFlight: configuration.maxAdminCallsInFlight,
+            idleTimeout: configuration.idleTimeoutSeconds > 0 ? .seconds(configuration.idleTimeoutSeconds) : nil,
             logger: logger)
-        let idleTimeout = configuration.idleTimeoutSeconds
         let maxConnections = configuration.maxConnections
 
         let bootstrap = ServerBootstrap(group: group)
@@ -82,10 +82,6 @@ public final class APIKeysServer: Service, Sendable {
                 }
                 return channel.eventLoop.makeCompletedFuture {
                     let peer = channel.remoteAddress.map { "\($0)" } ?? "unknown"
-                    if idleTimeout > 0 {
-                        try channel.pipeline.syncOperations.addHandler(
-                            IdleStateHandler(allTimeout: .seconds(idleTimeout)))
-                    }
                     try channel.pipeline.syncOperations.addHandler(
                         ConnectionHandler(shared: shared, remoteAddress: peer))
                 }

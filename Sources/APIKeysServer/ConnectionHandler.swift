@@ -19,6 +19,8 @@ final class ConnectionHandler: ChannelInboundHandler {
         let state: ServerState
         let maxFrameSize: Int
         let maxAdminCallsInFlight: Int
+        /// Close a connection that sends nothing for this long; nil: never.
+        let idleTimeout: TimeAmount?
         let logger: Logger
     }
 
@@ -27,7 +29,12 @@ final class ConnectionHandler: ChannelInboundHandler {
     /// Bytes read but not yet framed.
     private var inbound: FrameBuffer
     /// Replies gathered during this read burst, written and flushed once in `channelReadComplete`.
-    private var outbound: ByteBuffer?
+    /// One buffer for the connection's life: once the socket has taken a write, clearing it
+    /// reuses its storage instead of allocating for every burst.
+    private var outbound = ByteBufferAllocator().buffer(capacity: 512)
+    /// When this connection last sent something (for the idle timeout).
+    private var lastReadAt = NIODeadline.now()
+    private var idleCheck: Scheduled<Void>?
     private var adminCallsInFlight = 0
     private var closing = false
     private var readingPaused = false
@@ -39,6 +46,17 @@ final class ConnectionHandler: ChannelInboundHandler {
         self.inbound = FrameBuffer(maxFrameSize: shared.maxFrameSize)
         self.logger = shared.logger
         self.logger[metadataKey: "peer"] = "\(remoteAddress)"
+    }
+
+    func channelActive(context: ChannelHandlerContext) {
+        scheduleIdleCheck(context: context)
+        context.fireChannelActive()
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        idleCheck?.cancel()
+        idleCheck = nil
+        context.fireChannelInactive()
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
@@ -59,6 +77,7 @@ final class ConnectionHandler: ChannelInboundHandler {
     }
 
     func channelReadComplete(context: ChannelHandlerContext) {
+        if shared.idleTimeout != nil { lastReadAt = .now() }
         flushReplies(context: context)
         if shared.service.auditIsBacklogged { pauseReading(context: context) }
     }
@@ -81,12 +100,20 @@ final class ConnectionHandler: ChannelInboundHandler {
         }
     }
 
-    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
-        if event is IdleStateHandler.IdleStateEvent {
-            logger.info("closing idle connection")
-            context.close(promise: nil)
-        } else {
-            context.fireUserInboundEventTriggered(event)
+    /// Closes the connection once it has sent nothing for the idle timeout. One timer per
+    /// connection, re-armed from the last read when it fires (not on every read).
+    private func scheduleIdleCheck(context: ChannelHandlerContext) {
+        guard let timeout = shared.idleTimeout else { return }
+        let loopBound = NIOLoopBound((handler: self, context: context), eventLoop: context.eventLoop)
+        idleCheck = context.eventLoop.scheduleTask(deadline: lastReadAt + timeout) {
+            let (handler, context) = loopBound.value
+            guard context.channel.isActive else { return }
+            if NIODeadline.now() - handler.lastReadAt >= timeout {
+                handler.logger.info("closing idle connection")
+                context.close(promise: nil)
+            } else {
+                handler.scheduleIdleCheck(context: context)
+            }
         }
     }
 
@@ -130,8 +157,7 @@ final class ConnectionHandler: ChannelInboundHandler {
             let outcome = try shared.service.check(
                 secret: check.key, permissions: check.permissions, resource: check.resource,
                 clientAddress: check.clientAddress)
-            if outbound == nil { outbound = context.channel.allocator.buffer(capacity: 512) }
-            try codec.writeCheckReply(callID: callID, response: CheckResponse(outcome), to: &outbound!)
+            try codec.writeCheckReply(callID: callID, response: CheckResponse(outcome), to: &outbound)
         } catch {
             reply(to: Envelope(callID: callID, method: Method.check.rawValue), error: RPCError(error), context: context)
         }
@@ -218,21 +244,20 @@ final class ConnectionHandler: ChannelInboundHandler {
     }
 
     private func append(_ envelope: Envelope, context: ChannelHandlerContext) {
-        if outbound == nil { outbound = context.channel.allocator.buffer(capacity: 512) }
         do {
-            try Framing.write(envelope, to: &outbound!)
+            try Framing.write(envelope, to: &outbound)
         } catch {
             logger.error("reply not encodable", metadata: ["error": "\(error)"])
             try? Framing.write(
                 Envelope(callID: envelope.callID, status: .internal, statusMessage: "reply not encodable"),
-                to: &outbound!)
+                to: &outbound)
         }
     }
 
     private func flushReplies(context: ChannelHandlerContext) {
-        guard let replies = outbound, replies.readableBytes > 0 else { return }
-        outbound = nil
-        context.writeAndFlush(wrapOutboundOut(replies), promise: nil)
+        guard outbound.readableBytes > 0 else { return }
+        context.writeAndFlush(wrapOutboundOut(outbound), promise: nil)
+        outbound.clear()
     }
 
     /// Sends what is pending, then closes: the contract's answer to a bad frame.
@@ -240,8 +265,8 @@ final class ConnectionHandler: ChannelInboundHandler {
         guard !closing else { return }
         closing = true
         logger.warning("closing connection: protocol error", metadata: ["reason": "\(reason)"])
-        let replies = outbound ?? context.channel.allocator.buffer(capacity: 0)
-        outbound = nil
+        let replies = outbound
+        outbound.clear()
         let channel = context.channel
         context.writeAndFlush(wrapOutboundOut(replies)).whenComplete { _ in channel.close(promise: nil) }
     }
