@@ -1,0 +1,97 @@
+#include "capikeys_arena.h"
+
+#include <stdint.h>
+#include <stdlib.h>
+
+enum { HEADER_SIZE = 16, CHUNK_SIZE = 4096 };
+
+struct chunk {
+    struct chunk *next;
+    size_t capacity;
+    /* Keeps `data` 16-byte aligned. */
+    size_t padding[2];
+    unsigned char data[];
+};
+
+struct capikeys_arena {
+    /* Newest first; the last one is the first chunk ever made, kept across resets. */
+    struct chunk *chunks;
+    unsigned char *cursor;
+    size_t remaining;
+};
+
+static struct chunk *chunk_create(size_t capacity, struct chunk *next) {
+    void *memory = NULL;
+    if (posix_memalign(&memory, 16, sizeof(struct chunk) + capacity) != 0) return NULL;
+    struct chunk *chunk = memory;
+    chunk->next = next;
+    chunk->capacity = capacity;
+    return chunk;
+}
+
+capikeys_arena *capikeys_arena_create(void) {
+    capikeys_arena *arena = calloc(1, sizeof(capikeys_arena));
+    return arena;
+}
+
+void capikeys_arena_destroy(capikeys_arena *arena) {
+    if (arena == NULL) return;
+    struct chunk *chunk = arena->chunks;
+    while (chunk != NULL) {
+        struct chunk *next = chunk->next;
+        free(chunk);
+        chunk = next;
+    }
+    free(arena);
+}
+
+void capikeys_arena_reset(capikeys_arena *arena) {
+    struct chunk *chunk = arena->chunks;
+    if (chunk == NULL) return;
+    while (chunk->next != NULL) {
+        struct chunk *next = chunk->next;
+        free(chunk);
+        chunk = next;
+    }
+    arena->chunks = chunk;
+    arena->cursor = chunk->data;
+    arena->remaining = chunk->capacity;
+}
+
+void *capikeys_arena_alloc(capikeys_arena *arena, size_t size) {
+    if (size > SIZE_MAX - HEADER_SIZE - 15) return NULL;
+    size_t needed = HEADER_SIZE + ((size + 15) & ~(size_t)15);
+    if (needed > arena->remaining) {
+        size_t capacity = needed > CHUNK_SIZE ? needed : CHUNK_SIZE;
+        struct chunk *chunk = chunk_create(capacity, arena->chunks);
+        if (chunk == NULL) return NULL;
+        arena->chunks = chunk;
+        arena->cursor = chunk->data;
+        arena->remaining = capacity;
+    }
+    unsigned char *block = arena->cursor;
+    *(size_t *)block = size;
+    arena->cursor += needed;
+    arena->remaining -= needed;
+    return block + HEADER_SIZE;
+}
+
+long long capikeys_arena_block_size(const capikeys_arena *arena, const void *block) {
+    uintptr_t address = (uintptr_t)block;
+    for (const struct chunk *chunk = arena->chunks; chunk != NULL; chunk = chunk->next) {
+        uintptr_t start = (uintptr_t)chunk->data;
+        if (address >= start + HEADER_SIZE && address < start + chunk->capacity) {
+            return (long long)*(const size_t *)((const unsigned char *)block - HEADER_SIZE);
+        }
+    }
+    return -1;
+}
+
+void *capikeys_arena_protobuf_alloc(void *arena, size_t size) {
+    return capikeys_arena_alloc(arena, size);
+}
+
+void capikeys_arena_protobuf_free(void *arena, void *block) {
+    (void)arena;
+    (void)block;
+}
