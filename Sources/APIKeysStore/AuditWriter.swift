@@ -158,9 +158,13 @@ final class AuditWriter: Sendable {
     /// the last-used times of the checks in `batch`, retrying while the disk refuses them: events
     /// are never dropped.
     private func write(_ individual: [AuditRecord], summaries: [AuditRecord], lastUsedFrom batch: [AuditRecord]) {
+        // Times never decrease in queue order, so a key's last event is its latest use; runs of
+        // the same key (the common case under load) cost one comparison each, not a hash.
         var lastUsed: [String: Int64] = [:]
-        for event in batch where !event.keyID.isEmpty {
-            lastUsed[event.keyID] = max(lastUsed[event.keyID] ?? 0, event.atMS)
+        var previous = ""
+        for event in batch.reversed() where !event.keyID.isEmpty && event.keyID != previous {
+            previous = event.keyID
+            if lastUsed[event.keyID] == nil { lastUsed[event.keyID] = event.atMS }
         }
         var attempt = 0
         while true {

@@ -21,26 +21,27 @@ public struct CheckRequest: WireMessage {
     public init() { self.init(key: "") }
 
     public static let codec = WireCodec<CheckRequest>(
-        "apikeys.v1.CheckRequest",
-        initialize: apikeys__v1__check_request__init,
-        unpack: apikeys__v1__check_request__unpack,
-        read: { c, arena in
-            let name = "apikeys.v1.CheckRequest"
-            return CheckRequest(
-                key: try arena.string(c.key, field: "key", of: name),
-                permissions: try arena.strings(c.permissions, count: c.n_permissions, field: "permissions", of: name),
-                resource: try arena.string(c.resource, field: "resource", of: name),
-                clientAddress: try arena.string(c.client_address, field: "client_address", of: name)
-            )
-        },
-        write: { value, c, arena in
-            let name = "apikeys.v1.CheckRequest"
-            c.key = try arena.cString(value.key, field: "key", of: name)
-            (c.n_permissions, c.permissions) = try arena.cStrings(value.permissions, field: "permissions", of: name)
-            c.resource = try arena.cString(value.resource, field: "resource", of: name)
-            c.client_address = try arena.cString(value.clientAddress, field: "client_address", of: name)
-        }
-    )
+        name, initialize: apikeys__v1__check_request__init, unpack: apikeys__v1__check_request__unpack, read: read,
+        write: write)
+
+    private static let name = "apikeys.v1.CheckRequest"
+
+    /// The fields of an unpacked struct (also called directly by ``CheckCallCodec``).
+    static func read(_ c: Apikeys__V1__CheckRequest, _ arena: Arena) throws -> CheckRequest {
+        CheckRequest(
+            key: try arena.string(c.key, field: "key", of: name),
+            permissions: try arena.strings(c.permissions, count: c.n_permissions, field: "permissions", of: name),
+            resource: try arena.string(c.resource, field: "resource", of: name),
+            clientAddress: try arena.string(c.client_address, field: "client_address", of: name)
+        )
+    }
+
+    static func write(_ value: CheckRequest, _ c: inout Apikeys__V1__CheckRequest, _ arena: Arena) throws {
+        c.key = try arena.cString(value.key, field: "key", of: name)
+        (c.n_permissions, c.permissions) = try arena.cStrings(value.permissions, field: "permissions", of: name)
+        c.resource = try arena.cString(value.resource, field: "resource", of: name)
+        c.client_address = try arena.cString(value.clientAddress, field: "client_address", of: name)
+    }
 }
 
 /// Authorize/Check reply. A denial is a normal answer, not a call error.
@@ -72,32 +73,34 @@ public struct CheckResponse: WireMessage {
     public init() { self.init(decision: .unspecified) }
 
     public static let codec = WireCodec<CheckResponse>(
-        "apikeys.v1.CheckResponse",
-        initialize: apikeys__v1__check_response__init,
-        unpack: apikeys__v1__check_response__unpack,
-        read: { c, arena in
-            let name = "apikeys.v1.CheckResponse"
-            return CheckResponse(
-                decision: Decision(rawValue: Int32(bitPattern: c.decision.rawValue)),
-                reason: DenyReason(rawValue: Int32(bitPattern: c.reason.rawValue)),
-                httpStatus: c.http_status,
-                keyID: try arena.string(c.key_id, field: "key_id", of: name),
-                keyName: try arena.string(c.key_name, field: "key_name", of: name),
-                missingPermissions: try arena.strings(
-                    c.missing_permissions, count: c.n_missing_permissions, field: "missing_permissions", of: name),
-                expiresAtMS: c.expires_at_ms
-            )
-        },
-        write: { value, c, arena in
-            let name = "apikeys.v1.CheckResponse"
-            c.decision = Apikeys__V1__Decision(rawValue: UInt32(bitPattern: value.decision.rawValue))
-            c.reason = Apikeys__V1__DenyReason(rawValue: UInt32(bitPattern: value.reason.rawValue))
-            c.http_status = value.httpStatus
-            c.key_id = try arena.cString(value.keyID, field: "key_id", of: name)
-            c.key_name = try arena.cString(value.keyName, field: "key_name", of: name)
-            (c.n_missing_permissions, c.missing_permissions) = try arena.cStrings(
-                value.missingPermissions, field: "missing_permissions", of: name)
-            c.expires_at_ms = value.expiresAtMS
-        }
-    )
+        name, initialize: apikeys__v1__check_response__init, unpack: apikeys__v1__check_response__unpack, read: read,
+        write: write)
+
+    private static let name = "apikeys.v1.CheckResponse"
+
+    /// The fields of an unpacked struct (also called directly by ``CheckCallCodec``).
+    static func read(_ c: Apikeys__V1__CheckResponse, _ arena: Arena) throws -> CheckResponse {
+        CheckResponse(
+            decision: Decision(rawValue: Int32(bitPattern: c.decision.rawValue)),
+            reason: DenyReason(rawValue: Int32(bitPattern: c.reason.rawValue)),
+            httpStatus: c.http_status,
+            keyID: try arena.string(c.key_id, field: "key_id", of: name),
+            keyName: try arena.string(c.key_name, field: "key_name", of: name),
+            missingPermissions: try arena.strings(
+                c.missing_permissions, count: c.n_missing_permissions, field: "missing_permissions", of: name),
+            expiresAtMS: c.expires_at_ms
+        )
+    }
+
+    /// Sets the fields of an initialised struct (also called directly by ``CheckCallCodec``).
+    static func write(_ value: CheckResponse, _ c: inout Apikeys__V1__CheckResponse, _ arena: Arena) throws {
+        c.decision = Apikeys__V1__Decision(rawValue: UInt32(bitPattern: value.decision.rawValue))
+        c.reason = Apikeys__V1__DenyReason(rawValue: UInt32(bitPattern: value.reason.rawValue))
+        c.http_status = value.httpStatus
+        c.key_id = try arena.cString(value.keyID, field: "key_id", of: name)
+        c.key_name = try arena.cString(value.keyName, field: "key_name", of: name)
+        (c.n_missing_permissions, c.missing_permissions) = try arena.cStrings(
+            value.missingPermissions, field: "missing_permissions", of: name)
+        c.expires_at_ms = value.expiresAtMS
+    }
 }

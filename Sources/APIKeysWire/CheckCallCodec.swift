@@ -30,25 +30,27 @@ public final class CheckCallCodec {
     /// Decodes one frame body. Throws ``FramingError/malformedEnvelope(_:)`` when it is not an Envelope.
     public func decode(frame: ByteBuffer) throws -> Call {
         arena.reset()
+        // The Check path calls protoc-c's functions directly: no codec closures in between.
         return try frame.withUnsafeReadableBytes { bytes in
-            guard let raw = Envelope.codec.unpack(arena, bytes) else {
-                throw FramingError.malformedEnvelope(.malformedMessage(message: "apikeys.v1.Envelope"))
-            }
-            let envelope = raw.assumingMemoryBound(to: Apikeys__V1__Envelope.self).pointee
+            let unpacked = try unpackEnvelope(bytes)
+            let envelope = unpacked.pointee
             guard let method = envelope.method, strcmp(method, Self.checkMethod) == 0 else {
                 do {
-                    return .other(try Envelope.codec.read(raw, arena))
+                    return .other(try Envelope.codec.read(UnsafeRawPointer(unpacked), arena))
                 } catch let error as WireError {
                     throw FramingError.malformedEnvelope(error)
                 }
             }
             let payload = UnsafeRawBufferPointer(start: envelope.payload.data, count: envelope.payload.len)
-            guard let request = CheckRequest.codec.unpack(arena, payload) else {
+            let request = arena.withAllocator { allocator in
+                apikeys__v1__check_request__unpack(allocator, payload.count, Self.start(of: payload))
+            }
+            guard let request else {
                 return .invalidCheck(
                     callID: envelope.call_id, error: .malformedMessage(message: "apikeys.v1.CheckRequest"))
             }
             do {
-                return .check(callID: envelope.call_id, request: try CheckRequest.codec.read(request, arena))
+                return .check(callID: envelope.call_id, request: try CheckRequest.read(request.pointee, arena))
             } catch let error as WireError {
                 return .invalidCheck(callID: envelope.call_id, error: error)
             }
@@ -58,20 +60,47 @@ public final class CheckCallCodec {
     /// Appends the frame of a successful Check reply to `buffer`.
     public func writeCheckReply(callID: UInt64, response: CheckResponse, to buffer: inout ByteBuffer) throws {
         arena.reset()
-        let reply = try CheckResponse.codec.make(response, arena)
-        let replySize = protobuf_c_message_get_packed_size(UnsafePointer(OpaquePointer(reply)))
-        let payload = arena.allocate(max(replySize, 1)).assumingMemoryBound(to: UInt8.self)
-        _ = protobuf_c_message_pack(UnsafePointer(OpaquePointer(reply)), payload)
+        var reply = Apikeys__V1__CheckResponse()
+        apikeys__v1__check_response__init(&reply)
+        try CheckResponse.write(response, &reply, arena)
+        try withUnsafePointer(to: &reply) { reply in
+            let message = UnsafePointer<ProtobufCMessage>(OpaquePointer(reply))
+            let replySize = protobuf_c_message_get_packed_size(message)
+            let payload = arena.allocate(max(replySize, 1)).assumingMemoryBound(to: UInt8.self)
+            _ = protobuf_c_message_pack(message, payload)
 
-        let envelope = try Envelope.codec.make(Envelope(callID: callID, method: Method.check.rawValue), arena)
-            .assumingMemoryBound(to: Apikeys__V1__Envelope.self)
-        envelope.pointee.payload = ProtobufCBinaryData(len: replySize, data: payload)
-        let message = UnsafePointer<ProtobufCMessage>(OpaquePointer(envelope))
-        let size = protobuf_c_message_get_packed_size(message)
-        buffer.writeInteger(UInt32(size), endianness: .big)
-        buffer.writeWithUnsafeMutableBytes(minimumWritableBytes: size) { out in
-            protobuf_c_message_pack(message, out.baseAddress!.assumingMemoryBound(to: UInt8.self))
+            var envelope = Apikeys__V1__Envelope()
+            apikeys__v1__envelope__init(&envelope)
+            envelope.call_id = callID
+            envelope.payload = ProtobufCBinaryData(len: replySize, data: payload)
+            try Self.checkMethod.withUnsafeBufferPointer { method in
+                envelope.method = UnsafeMutablePointer(mutating: method.baseAddress)
+                try withUnsafePointer(to: &envelope) { envelope in
+                    let message = UnsafePointer<ProtobufCMessage>(OpaquePointer(envelope))
+                    let size = protobuf_c_message_get_packed_size(message)
+                    guard size <= UInt32.max else { throw WireError.malformedMessage(message: "apikeys.v1.Envelope") }
+                    buffer.writeInteger(UInt32(size), endianness: .big)
+                    buffer.writeWithUnsafeMutableBytes(minimumWritableBytes: size) { out in
+                        protobuf_c_message_pack(message, out.baseAddress!.assumingMemoryBound(to: UInt8.self))
+                    }
+                }
+            }
         }
+    }
+
+    private func unpackEnvelope(_ bytes: UnsafeRawBufferPointer) throws -> UnsafeMutablePointer<Apikeys__V1__Envelope> {
+        let unpacked = arena.withAllocator { allocator in
+            apikeys__v1__envelope__unpack(allocator, bytes.count, Self.start(of: bytes))
+        }
+        guard let unpacked else {
+            throw FramingError.malformedEnvelope(.malformedMessage(message: "apikeys.v1.Envelope"))
+        }
+        return unpacked
+    }
+
+    /// A non-null start for protobuf-c, which reads no byte of an empty input but wants a pointer.
+    private static func start(of bytes: UnsafeRawBufferPointer) -> UnsafePointer<UInt8> {
+        bytes.baseAddress?.assumingMemoryBound(to: UInt8.self) ?? emptyInput
     }
 
     /// A decoded reply frame, as a client of Check sees it.
@@ -87,17 +116,15 @@ public final class CheckCallCodec {
     public func decodeReply(frame: ByteBuffer, decodePayload: Bool) throws -> Reply {
         arena.reset()
         return try frame.withUnsafeReadableBytes { bytes in
-            guard let raw = Envelope.codec.unpack(arena, bytes) else {
-                throw FramingError.malformedEnvelope(.malformedMessage(message: "apikeys.v1.Envelope"))
-            }
-            let envelope = raw.assumingMemoryBound(to: Apikeys__V1__Envelope.self).pointee
+            let envelope = try unpackEnvelope(bytes).pointee
             var reply = Reply(callID: envelope.call_id, status: StatusCode(rawValue: envelope.status), check: nil)
             guard decodePayload, reply.status == .ok else { return reply }
             let payload = UnsafeRawBufferPointer(start: envelope.payload.data, count: envelope.payload.len)
-            guard let response = CheckResponse.codec.unpack(arena, payload) else {
-                throw WireError.malformedMessage(message: "apikeys.v1.CheckResponse")
+            let response = arena.withAllocator { allocator in
+                apikeys__v1__check_response__unpack(allocator, payload.count, Self.start(of: payload))
             }
-            reply.check = try CheckResponse.codec.read(response, arena)
+            guard let response else { throw WireError.malformedMessage(message: "apikeys.v1.CheckResponse") }
+            reply.check = try CheckResponse.read(response.pointee, arena)
             return reply
         }
     }

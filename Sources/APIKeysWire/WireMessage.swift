@@ -84,4 +84,4 @@ public struct WireCodec<Message: Sendable>: Sendable {
 }
 
 /// protobuf-c reads no byte of an empty input, but wants a non-null pointer.
-nonisolated(unsafe) private let emptyInput = UnsafePointer<UInt8>(UnsafeMutablePointer<UInt8>.allocate(capacity: 1))
+nonisolated(unsafe) let emptyInput = UnsafePointer<UInt8>(UnsafeMutablePointer<UInt8>.allocate(capacity: 1))

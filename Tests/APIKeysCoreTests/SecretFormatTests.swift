@@ -6,6 +6,22 @@ import Testing
     /// `dbm_` + 40 × "A": its CRC-32 (zlib) is 0xFA488E8B, which is "4aAp5P" in base 62.
     let knownSecret = "dbm_" + String(repeating: "A", count: 40) + "4aAp5P"
 
+    @Test func crc32MatchesTheBitwiseDefinitionAtEveryLength() {
+        func bitwise(_ bytes: [UInt8]) -> UInt32 {
+            var crc: UInt32 = 0xFFFF_FFFF
+            for byte in bytes {
+                crc ^= UInt32(byte)
+                for _ in 0..<8 { crc = crc & 1 == 1 ? 0xEDB8_8320 ^ (crc >> 1) : crc >> 1 }
+            }
+            return crc ^ 0xFFFF_FFFF
+        }
+        var generator = SystemRandomNumberGenerator()
+        for length in 0..<80 {
+            let bytes = (0..<length).map { _ in UInt8.random(in: 0...255, using: &generator) }
+            #expect(CRC32.checksum(bytes) == bitwise(bytes), "length \(length)")
+        }
+    }
+
     @Test func knownCheckDigitsMatchZlibCRC32() {
         #expect(CRC32.checksum(Array("123456789".utf8)) == 0xCBF4_3926)
         #expect(format.isWellFormed(knownSecret))
