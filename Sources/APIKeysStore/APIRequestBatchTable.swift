@@ -30,11 +30,11 @@ enum APIRequestBatchTable {
                 .integer(Int64(bitPattern: first.seq)), .integer(Int64(bitPattern: last.seq)), .integer(first.atMS),
                 .integer(last.atMS), .integer(Int64(rows.count)), .blob(APIRequestPacking.pack(rows))
             ).run()
-            var previousKey: String?
+            var previousKey = ""
             var keys = Set<String>()
-            for event in rows where event.keyID != previousKey && !event.keyID.isEmpty {
-                previousKey = event.keyID
-                keys.insert(event.keyID)
+            for index in rows.indices where rows[index].keyID != previousKey && !rows[index].keyID.isEmpty {
+                previousKey = rows[index].keyID
+                keys.insert(previousKey)
             }
             for key in keys {
                 insertKey.reset()
@@ -124,21 +124,25 @@ enum APIRequestBatchTable {
 enum APIRequestPacking {
     static let version: UInt8 = 1
 
-    static func pack(_ events: some Collection<AuditRecord>) -> [UInt8] {
+    static func pack(_ events: ArraySlice<AuditRecord>) -> [UInt8] {
         var bytes: [UInt8] = []
         bytes.reserveCapacity(1 + events.count * 128)
         bytes.append(version)
-        for event in events {
-            precondition(event.action == .apiRequest && event.actor.isEmpty && event.detail.isEmpty)
-            append(event.seq, to: &bytes)
-            append(UInt64(bitPattern: event.atMS), to: &bytes)
-            bytes.append(event.denial.map { UInt8($0.rawValue + 1) } ?? 0)
-            append(UInt32(event.permissions.count), to: &bytes)
-            append(event.keyID, to: &bytes)
-            append(event.keyName, to: &bytes)
-            for permission in event.permissions { append(permission, to: &bytes) }
-            append(event.resource, to: &bytes)
-            append(event.clientAddress, to: &bytes)
+        // Fields are read in place (`events[index].field`): copying each record out would retain
+        // and release its six references, which the writer paid per event.
+        for index in events.indices {
+            precondition(events[index].action == .apiRequest && events[index].actor.isEmpty)
+            append(events[index].seq, to: &bytes)
+            append(UInt64(bitPattern: events[index].atMS), to: &bytes)
+            bytes.append(events[index].denial.map { UInt8($0.rawValue + 1) } ?? 0)
+            append(UInt32(events[index].permissions.count), to: &bytes)
+            append(events[index].keyID, to: &bytes)
+            append(events[index].keyName, to: &bytes)
+            for permission in events[index].permissions.indices {
+                append(events[index].permissions[permission], to: &bytes)
+            }
+            append(events[index].resource, to: &bytes)
+            append(events[index].clientAddress, to: &bytes)
         }
         return bytes
     }
@@ -180,10 +184,13 @@ enum APIRequestPacking {
     }
 
     private static func append(_ text: String, to bytes: inout [UInt8]) {
-        var text = text
-        text.withUTF8 { utf8 in
+        let copied: Void? = text.utf8.withContiguousStorageIfAvailable { utf8 in
             append(UInt32(utf8.count), to: &bytes)
             bytes.append(contentsOf: utf8)
+        }
+        if copied == nil {  // a bridged or lazily decoded string: not expected here
+            append(UInt32(text.utf8.count), to: &bytes)
+            bytes.append(contentsOf: text.utf8)
         }
     }
 

@@ -75,7 +75,7 @@ final class AuditWriter: Sendable {
     /// An event stamped earlier than the one queued before it (a thread that was descheduled
     /// between reading the clock and queueing, or a clock stepped back) takes that event's time,
     /// so that times never decrease with seq.
-    func enqueue(_ event: AuditRecord) -> Bool {
+    func enqueue(_ event: consuming AuditRecord) -> Bool {
         var event = event
         let (accepted, full) = state.withLock { state -> (Bool, Bool) in
             guard !state.closing, state.queue.count < capacity else { return (false, false) }
@@ -162,9 +162,9 @@ final class AuditWriter: Sendable {
         // the same key (the common case under load) cost one comparison each, not a hash.
         var lastUsed: [String: Int64] = [:]
         var previous = ""
-        for event in batch.reversed() where !event.keyID.isEmpty && event.keyID != previous {
-            previous = event.keyID
-            if lastUsed[event.keyID] == nil { lastUsed[event.keyID] = event.atMS }
+        for index in batch.indices.reversed() where !batch[index].keyID.isEmpty && batch[index].keyID != previous {
+            previous = batch[index].keyID
+            if lastUsed[previous] == nil { lastUsed[previous] = batch[index].atMS }
         }
         var attempt = 0
         while true {
