@@ -1,5 +1,6 @@
 import APIKeysCore
 import APIKeysStore
+import NIOCore
 
 /// Everything `apikeyd` can be told at start.
 public struct ServerConfiguration: Sendable {
@@ -17,8 +18,8 @@ public struct ServerConfiguration: Sendable {
     public var idleTimeoutSeconds: Int64 = 3600
     /// KeyAdmin calls in flight per connection; more are refused with RESOURCE_EXHAUSTED.
     public var maxAdminCallsInFlight = 64
-    /// Event loop threads.
-    public var eventLoopThreads = 1
+    /// Event loop threads: one per core by default.
+    public var eventLoopThreads = System.coreCount
     /// Prefix of the secrets this server issues and accepts.
     public var keyPrefix = "dbm_"
     /// The permission catalog.

@@ -32,8 +32,8 @@ struct Serve: AsyncParsableCommand {
     @Option(help: "KeyAdmin calls in flight per connection (env APIKEYD_MAX_ADMIN_CALLS).")
     var maxAdminCalls: Int = Environment.int("APIKEYD_MAX_ADMIN_CALLS", default: 64)
 
-    @Option(help: "Event loop threads (env APIKEYD_EVENT_LOOPS).")
-    var eventLoops: Int = Environment.int("APIKEYD_EVENT_LOOPS", default: 1)
+    @Option(help: "Event loop threads; default one per core (env APIKEYD_EVENT_LOOPS).")
+    var eventLoops: Int = Environment.int("APIKEYD_EVENT_LOOPS", default: ServerConfiguration().eventLoopThreads)
 
     @Option(help: "Prefix of the secrets this server issues (env APIKEYD_KEY_PREFIX).")
     var keyPrefix: String = Environment.string("APIKEYD_KEY_PREFIX", default: "dbm_")
