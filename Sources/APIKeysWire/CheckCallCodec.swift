@@ -103,28 +103,43 @@ public final class CheckCallCodec {
         bytes.baseAddress?.assumingMemoryBound(to: UInt8.self) ?? emptyInput
     }
 
+    /// How much of a reply's CheckResponse ``decodeReply(frame:payload:)`` reads.
+    public enum ReplyPayload: Sendable {
+        /// The envelope only.
+        case none
+        /// The decision and the deny reason: no string is copied out (what a load generator needs).
+        case decision
+        /// The whole CheckResponse.
+        case full
+    }
+
     /// A decoded reply frame, as a client of Check sees it.
     public struct Reply {
         public var callID: UInt64
         public var status: StatusCode
-        /// The decoded CheckResponse when the status is OK and `decodePayload` was asked for.
+        /// With status OK and a payload of `.decision` or `.full`.
+        public var decision: Decision?
+        public var reason: DenyReason?
+        /// With status OK and a payload of `.full`.
         public var check: CheckResponse?
     }
 
-    /// Decodes a reply frame, and its payload as a CheckResponse when `decodePayload` is true and
-    /// the status is OK. Throws ``FramingError/malformedEnvelope(_:)`` when it is not an Envelope.
-    public func decodeReply(frame: ByteBuffer, decodePayload: Bool) throws -> Reply {
+    /// Decodes a reply frame, and as much of its CheckResponse as `payload` says when the status
+    /// is OK. Throws ``FramingError/malformedEnvelope(_:)`` when it is not an Envelope.
+    public func decodeReply(frame: ByteBuffer, payload: ReplyPayload) throws -> Reply {
         arena.reset()
         return try frame.withUnsafeReadableBytes { bytes in
             let envelope = try unpackEnvelope(bytes).pointee
-            var reply = Reply(callID: envelope.call_id, status: StatusCode(rawValue: envelope.status), check: nil)
-            guard decodePayload, reply.status == .ok else { return reply }
-            let payload = UnsafeRawBufferPointer(start: envelope.payload.data, count: envelope.payload.len)
+            var reply = Reply(callID: envelope.call_id, status: StatusCode(rawValue: envelope.status))
+            guard payload != .none, reply.status == .ok else { return reply }
+            let body = UnsafeRawBufferPointer(start: envelope.payload.data, count: envelope.payload.len)
             let response = arena.withAllocator { allocator in
-                apikeys__v1__check_response__unpack(allocator, payload.count, Self.start(of: payload))
+                apikeys__v1__check_response__unpack(allocator, body.count, Self.start(of: body))
             }
             guard let response else { throw WireError.malformedMessage(message: "apikeys.v1.CheckResponse") }
-            reply.check = try CheckResponse.read(response.pointee, arena)
+            reply.decision = Decision(rawValue: Int32(bitPattern: response.pointee.decision.rawValue))
+            reply.reason = DenyReason(rawValue: Int32(bitPattern: response.pointee.reason.rawValue))
+            if payload == .full { reply.check = try CheckResponse.read(response.pointee, arena) }
             return reply
         }
     }

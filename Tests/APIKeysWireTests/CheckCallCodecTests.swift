@@ -64,11 +64,15 @@ import Testing
             #expect(buffer == expected)
 
             let frame = try #require(try FrameDecoder.nextFrame(in: &buffer, maxFrameSize: 1 << 20))
-            let reply = try codec.decodeReply(frame: frame, decodePayload: true)
+            let reply = try codec.decodeReply(frame: frame, payload: .full)
             #expect(reply.callID == UInt64(index) && reply.status == .ok && reply.check == response)
+            let brief = try codec.decodeReply(frame: frame, payload: .decision)
+            #expect(brief.decision == response.decision && brief.reason == response.reason && brief.check == nil)
+            let bare = try codec.decodeReply(frame: frame, payload: .none)
+            #expect(bare.callID == UInt64(index) && bare.decision == nil && bare.check == nil)
         }
         let failed = try codec.decodeReply(
-            frame: body(Envelope(callID: 3, status: .unavailable, statusMessage: "busy")), decodePayload: true)
-        #expect(failed.status == .unavailable && failed.check == nil)
+            frame: body(Envelope(callID: 3, status: .unavailable, statusMessage: "busy")), payload: .full)
+        #expect(failed.status == .unavailable && failed.check == nil && failed.decision == nil)
     }
 }
