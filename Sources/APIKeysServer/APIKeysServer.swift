@@ -63,11 +63,15 @@ public final class APIKeysServer: Service, Sendable {
         let threadPool = NIOThreadPool(numberOfThreads: 2)
         threadPool.start()
         let state = ServerState()
+        var readResumers: [ObjectIdentifier: ReadResumer] = [:]
+        for loop in group.makeIterator() {
+            readResumers[ObjectIdentifier(loop)] = ReadResumer(eventLoop: loop) { service.auditIsBacklogged }
+        }
         let shared = ConnectionHandler.Shared(
             service: service, dispatcher: AdminDispatcher(service: service), threadPool: threadPool, state: state,
             maxFrameSize: configuration.maxFrameSize, maxAdminCallsInFlight: configuration.maxAdminCallsInFlight,
             idleTimeout: configuration.idleTimeoutSeconds > 0 ? .seconds(configuration.idleTimeoutSeconds) : nil,
-            logger: logger)
+            readResumers: readResumers, logger: logger)
         let maxConnections = configuration.maxConnections
 
         let bootstrap = ServerBootstrap(group: group)

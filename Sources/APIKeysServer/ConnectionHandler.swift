@@ -21,6 +21,8 @@ final class ConnectionHandler: ChannelInboundHandler {
         let maxAdminCallsInFlight: Int
         /// Close a connection that sends nothing for this long; nil: never.
         let idleTimeout: TimeAmount?
+        /// One per event loop, by `ObjectIdentifier` of the loop.
+        let readResumers: [ObjectIdentifier: ReadResumer]
         let logger: Logger
     }
 
@@ -83,18 +85,19 @@ final class ConnectionHandler: ChannelInboundHandler {
     }
 
     /// Backpressure: while the audit writer is far behind, read nothing more from this connection
-    /// (TCP then slows the client) instead of refusing checks; look again every millisecond.
+    /// (TCP then slows the client) instead of refusing checks, until this loop's ``ReadResumer``
+    /// sees the backlog gone.
     private func pauseReading(context: ChannelHandlerContext) {
-        guard !readingPaused, let options = context.channel.syncOptions else { return }
+        guard !readingPaused, let options = context.channel.syncOptions,
+            let resumer = shared.readResumers[ObjectIdentifier(context.eventLoop)]
+        else { return }
         try? options.setOption(.autoRead, value: false)
         readingPaused = true
         let loopBound = NIOLoopBound((handler: self, context: context), eventLoop: context.eventLoop)
-        context.eventLoop.scheduleRepeatedTask(initialDelay: .milliseconds(1), delay: .milliseconds(1)) { task in
+        resumer.waitForBacklog {
             let (handler, context) = loopBound.value
-            guard context.channel.isActive else { return task.cancel() }
-            guard !handler.shared.service.auditIsBacklogged else { return }
-            task.cancel()
             handler.readingPaused = false
+            guard context.channel.isActive else { return }
             try? context.channel.syncOptions?.setOption(.autoRead, value: true)
             context.read()
         }
