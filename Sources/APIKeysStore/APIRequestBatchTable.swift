@@ -131,7 +131,8 @@ enum APIRequestPacking {
         // Fields are read in place (`events[index].field`): copying each record out would retain
         // and release its six references, which the writer paid per event.
         for index in events.indices {
-            precondition(events[index].action == .apiRequest && events[index].actor.isEmpty)
+            precondition(
+                events[index].action == .apiRequest && events[index].actor.isEmpty && events[index].detail.isEmpty)
             append(events[index].seq, to: &bytes)
             append(UInt64(bitPattern: events[index].atMS), to: &bytes)
             bytes.append(events[index].denial.map { UInt8($0.rawValue + 1) } ?? 0)
