@@ -97,11 +97,12 @@ enum APIRequestBatchTable {
         return found
     }
 
-    /// The highest seq stored in a batch, 0 when there is none.
-    static func maxSeq(in db: SQLiteConnection) throws -> UInt64 {
-        let max = try db.statement("SELECT last_seq FROM api_request_batches ORDER BY first_seq DESC LIMIT 1")
-            .firstRow { $0.int64(0) }
-        return UInt64(bitPattern: max ?? 0)
+    /// The seq and time of the last event stored in a batch, zeros when there is none.
+    static func lastEvent(in db: SQLiteConnection) throws -> (seq: UInt64, atMS: Int64) {
+        let last = try db.statement(
+            "SELECT last_seq, last_at_ms FROM api_request_batches ORDER BY first_seq DESC LIMIT 1"
+        ).firstRow { (UInt64(bitPattern: $0.int64(0)), $0.int64(1)) }
+        return last ?? (0, 0)
     }
 
     /// The first seq of the newest batch that started before `atMS`.

@@ -84,9 +84,10 @@ enum AuditTable {
         }
     }
 
-    /// The highest seq recorded, 0 when there is none.
-    static func maxSeq(in db: SQLiteConnection) throws -> UInt64 {
+    /// The highest seq recorded (0 when there is none), and the time of the last api.request batch.
+    static func last(in db: SQLiteConnection) throws -> (seq: UInt64, batchAtMS: Int64) {
         let max = try db.statement("SELECT coalesce(max(seq), 0) FROM audit_events").firstRow { $0.int64(0) }
-        return Swift.max(UInt64(bitPattern: max ?? 0), try APIRequestBatchTable.maxSeq(in: db))
+        let batch = try APIRequestBatchTable.lastEvent(in: db)
+        return (Swift.max(UInt64(bitPattern: max ?? 0), batch.seq), batch.atMS)
     }
 }

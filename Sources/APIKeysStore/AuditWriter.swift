@@ -41,14 +41,15 @@ final class AuditWriter: Sendable {
     private let clock: any WallClock
     private let logger: Logger
 
-    /// `lastSeq`: the highest seq already recorded.
+    /// `lastSeq`: the highest seq already recorded; `lastAtMS`: the time of the last api.request
+    /// stored (times stay non-decreasing across restarts, even if the clock went back meanwhile).
     init(
-        connection: SQLiteConnection, lastSeq: UInt64, mode: AuditMode = .full, clock: any WallClock,
+        connection: SQLiteConnection, lastSeq: UInt64, lastAtMS: Int64, mode: AuditMode = .full, clock: any WallClock,
         capacity: Int = 100_000, batchSize: Int = 1_000, flushInterval: DispatchTimeInterval = .milliseconds(5),
         logger: Logger
     ) {
         self.connection = connection
-        self.state = Mutex(State(nextSeq: lastSeq + 1))
+        self.state = Mutex(State(nextSeq: lastSeq + 1, lastAtMS: lastAtMS))
         // The writer appends to the audit table and its indexes all day: a 32 MB page cache keeps
         // their hot pages in memory instead of re-reading them with a syscall per miss.
         try? connection.execute("PRAGMA cache_size = -32000")

@@ -54,10 +54,11 @@ public final class KeyService: Sendable {
     ) throws -> KeyService {
         let db = try SQLiteConnection(path: path, busyTimeoutMS: busyTimeoutMS)
         try Schema.migrate(db, nowMS: clock.nowMS())
-        let lastSeq = try AuditTable.maxSeq(in: db)
+        let last = try AuditTable.last(in: db)
         let keyCount = try KeyTable.count(in: db)
         let writer = AuditWriter(
-            connection: try SQLiteConnection(path: path, busyTimeoutMS: busyTimeoutMS), lastSeq: lastSeq,
+            connection: try SQLiteConnection(path: path, busyTimeoutMS: busyTimeoutMS), lastSeq: last.seq,
+            lastAtMS: last.batchAtMS,
             mode: auditMode, clock: clock,
             capacity: auditQueueCapacity, logger: logger)
         let service = KeyService(

@@ -173,6 +173,28 @@ import Testing
         }
     }
 
+    /// Batch times never decrease with seq (time-window queries rely on it), even when the
+    /// clock is behind the stored trail after a restart.
+    @Test func checkTimesNeverGoBackEvenAfterARestartWithAnEarlierClock() throws {
+        try withTemporaryDirectory { dir in
+            let path = dir + "/apikeys.sqlite"
+            let late = ManualWallClock(nowMS: 1_700_000_100_000)
+            var service = try KeyService.open(path: path, clock: late)
+            let key = try service.createKey(name: "k", permissions: ["jobs:read"], actor: "ops")
+            _ = try service.check(secret: key.secret, permissions: [])
+            service.close()
+
+            service = try KeyService.open(path: path, clock: ManualWallClock(nowMS: 1_700_000_000_000))
+            defer { service.close() }
+            _ = try service.check(secret: key.secret, permissions: [])
+            service.flushAuditTrail()
+            let checks = try allEvents(service, AuditQuery(action: .apiRequest), pageSize: 10)
+            #expect(checks.map(\.atMS) == [1_700_000_100_000, 1_700_000_100_000])
+            let window = AuditQuery(action: .apiRequest, sinceMS: 1_700_000_100_000)
+            #expect(try allEvents(service, window, pageSize: 10).count == 2)
+        }
+    }
+
     @Test func aCorruptBatchIsReportedNotSkipped() throws {
         try withTemporaryDirectory { dir in
             let path = dir + "/apikeys.sqlite"
