@@ -17,6 +17,7 @@ struct LoadBenchmark: AsyncParsableCommand {
     @Option(name: .customShort("c"), help: "Connections.") var connections = 50
     @Option(name: .customShort("P"), help: "Calls in flight per connection.") var pipeline = 1
     @Option(name: .customShort("d"), help: "Seconds to measure.") var duration = 5.0
+    @Option(name: .customShort("n"), help: "Replies to measure, instead of -d seconds.") var requests: Int?
     @Option(help: "Seconds to run before measuring.") var warmup = 1.0
     @Option(help: "RPC to call: check or create.") var rpc = "check"
     @Option(help: "API key to check (default: create one with the admin token).") var key: String?
@@ -29,6 +30,9 @@ struct LoadBenchmark: AsyncParsableCommand {
 
     func run() async throws {
         guard rpc == "check" || rpc == "create" else { throw ValidationError("--rpc is check or create") }
+        guard connections > 0, pipeline > 0, threads > 0, requests.map({ $0 > 0 }) ?? true else {
+            throw ValidationError("-c, -P, -n and --threads take positive numbers")
+        }
         let adminToken =
             token
             ?? (try? String(contentsOfFile: tokenFile, encoding: .utf8))?.trimmingCharacters(
@@ -54,7 +58,7 @@ struct LoadBenchmark: AsyncParsableCommand {
         }
 
         let group = MultiThreadedEventLoopGroup(numberOfThreads: threads)
-        let control = LoadControl()
+        let control = LoadControl(requests: requests)
         var results: [EventLoopFuture<LoadTally>] = []
         for _ in 0..<connections {
             let loop = group.next()
@@ -75,9 +79,14 @@ struct LoadBenchmark: AsyncParsableCommand {
         let cpuStart = CPUTime.now()
         let start = NIODeadline.now()
         control.recording.store(true, ordering: .relaxed)
-        try await Task.sleep(for: .seconds(duration))
+        if requests != nil {
+            while !control.budgetSpent { try await Task.sleep(for: .milliseconds(2)) }
+        } else {
+            try await Task.sleep(for: .seconds(duration))
+        }
         control.recording.store(false, ordering: .relaxed)
-        let elapsed = Double((NIODeadline.now() - start).nanoseconds) / 1e9
+        let end = requests != nil ? control.lastCountedAt.load(ordering: .relaxed) : NIODeadline.now().uptimeNanoseconds
+        let elapsed = Double(end - start.uptimeNanoseconds) / 1e9
         let cpu = CPUTime.now() - cpuStart
         control.running.store(false, ordering: .relaxed)
         var total = LoadTally()
@@ -101,9 +110,10 @@ struct LoadBenchmark: AsyncParsableCommand {
             print(
                 String(
                     format:
-                        "rps=%.0f p50_us=%.1f p90_us=%.1f p99_us=%.1f p999_us=%.1f max_us=%.1f errors=%d client_cpu=%.2f",
+                        "rps=%.0f p50_us=%.1f p90_us=%.1f p99_us=%.1f p999_us=%.1f max_us=%.1f errors=%d client_cpu=%.2f"
+                        + " replies=%d allowed=%d denied_401=%d denied_403=%d",
                     rps, us(50), us(90), us(99), us(99.9), Double(tally.latencies.max) / 1000, errors,
-                    cpuSeconds / elapsed))
+                    cpuSeconds / elapsed, tally.replies, tally.allowed, tally.denied401, tally.denied403))
             return
         }
         print("apikeyd-bench load: \(rpc), c=\(connections) P=\(pipeline), \(String(format: "%.1f", elapsed)) s")

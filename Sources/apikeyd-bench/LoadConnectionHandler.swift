@@ -3,10 +3,32 @@ import Histogram
 import NIOCore
 import Synchronization
 
-/// What every connection of a load run shares: whether to keep sending and whether to record.
+/// What every connection of a load run shares: whether to keep sending, whether to record, and
+/// with a request count, how many replies are left to record.
 final class LoadControl: Sendable {
     let running = Atomic<Bool>(true)
     let recording = Atomic<Bool>(false)
+    private let counted: Bool
+    private let budget: Atomic<Int>
+    /// With a request count: when the last counted reply arrived (uptime nanoseconds), else 0.
+    let lastCountedAt = Atomic<UInt64>(0)
+
+    /// `requests`: stop recording after this many replies; nil: record until told.
+    init(requests: Int?) {
+        counted = requests != nil
+        budget = Atomic(requests ?? 0)
+    }
+
+    /// With a request count, true once every reply asked for is recorded.
+    var budgetSpent: Bool { counted && budget.load(ordering: .relaxed) <= 0 }
+
+    /// Whether a reply arriving at `now` is one to record (it takes one from the budget).
+    func takeReply(at now: UInt64) -> Bool {
+        guard counted else { return true }
+        let left = budget.subtract(1, ordering: .relaxed).newValue
+        if left == 0 { lastCountedAt.store(now, ordering: .relaxed) }
+        return left >= 0
+    }
 }
 
 /// What one connection saw. Counted in plain fields (no dictionary per reply: the generator
@@ -87,7 +109,7 @@ final class LoadConnectionHandler: ChannelInboundHandler {
                 let slot = Int(reply.callID) - 1
                 guard frames.indices.contains(slot) else { throw FramingError.emptyFrame }
                 inFlight -= 1
-                if recording { record(reply, latency: now - sentAt[slot]) }
+                if recording, control.takeReply(at: now) { record(reply, latency: now - sentAt[slot]) }
                 if running {
                     if outbound == nil { outbound = context.channel.allocator.buffer(capacity: 4096) }
                     var frame = frames[slot]
