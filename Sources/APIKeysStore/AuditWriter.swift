@@ -60,7 +60,6 @@ final class AuditWriter: Sendable {
         self.flushInterval = flushInterval
         self.logger = logger
         let thread = Thread { [self] in run() }
-        thread.name = "audit-writer"  // Linux thread names hold 15 bytes
         thread.start()
     }
 
@@ -131,6 +130,15 @@ final class AuditWriter: Sendable {
         // Below the event loops: when the cores are busy, answering checks comes before writing
         // their audit rows (which may lag, never be lost), and check latency stays flat.
         setpriority(__priority_which_t(PRIO_PROCESS.rawValue), 0, 10)  // on Linux: this thread only
+        // Named from the thread itself: Foundation's `Thread.name` did not reach the kernel's name
+        // here, so `top -H` and `perf` showed it as "oot.default-qos" (pthread_setname_np is not
+        // visible to Swift on glibc). Best effort; Linux allows 15 bytes.
+        #if os(Linux)
+            if let comm = fopen("/proc/thread-self/comm", "w") {
+                fputs("audit-writer", comm)
+                fclose(comm)
+            }
+        #endif
         var aggregator = AuditAggregator()
         while true {
             _ = wake.wait(timeout: .now() + flushInterval)

@@ -13,8 +13,11 @@ import Testing
     private func load(_ arguments: [String], server: TestServer) async throws -> [String: Double] {
         let result = try await runCommand(
             Self.binary,
-            ["load", "--port", "\(server.port)", "--token-file", server.dataDirectory + "/admin.token", "--warmup", "0.1",
-             "--machine"] + arguments)
+            [
+                "load", "--port", "\(server.port)", "--token-file", server.dataDirectory + "/admin.token", "--warmup",
+                "0.1",
+                "--machine",
+            ] + arguments)
         #expect(result.status == 0, "\(result.stderr)")
         var fields: [String: Double] = [:]
         for pair in result.stdout.split(whereSeparator: \.isWhitespace) {
