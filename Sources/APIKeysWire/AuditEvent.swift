@@ -59,8 +59,8 @@ public struct AuditEvent: WireMessage {
                 keyName: try arena.string(c.key_name, field: "key_name", of: name),
                 actor: try arena.string(c.actor, field: "actor", of: name),
                 detail: try arena.string(c.detail, field: "detail", of: name),
-                decision: Decision(rawValue: Int32(bitPattern: c.decision.rawValue)),
-                reason: DenyReason(rawValue: Int32(bitPattern: c.reason.rawValue)),
+                decision: Decision(c.decision),
+                reason: DenyReason(c.reason),
                 permissions: try arena.strings(c.permissions, count: c.n_permissions, field: "permissions", of: name),
                 resource: try arena.string(c.resource, field: "resource", of: name),
                 clientAddress: try arena.string(c.client_address, field: "client_address", of: name)
@@ -76,8 +76,8 @@ public struct AuditEvent: WireMessage {
             c.key_name = try arena.cString(value.keyName, field: "key_name", of: name)
             c.actor = try arena.cString(value.actor, field: "actor", of: name)
             c.detail = try arena.cString(value.detail, field: "detail", of: name)
-            c.decision = Apikeys__V1__Decision(rawValue: UInt32(bitPattern: value.decision.rawValue))
-            c.reason = Apikeys__V1__DenyReason(rawValue: UInt32(bitPattern: value.reason.rawValue))
+            c.decision = value.decision.cValue
+            c.reason = value.reason.cValue
             (c.n_permissions, c.permissions) = try arena.cStrings(value.permissions, field: "permissions", of: name)
             c.resource = try arena.cString(value.resource, field: "resource", of: name)
             c.client_address = try arena.cString(value.clientAddress, field: "client_address", of: name)

@@ -81,8 +81,8 @@ public struct CheckResponse: WireMessage {
     /// The fields of an unpacked struct (also called directly by ``CheckCallCodec``).
     static func read(_ c: Apikeys__V1__CheckResponse, _ arena: Arena) throws -> CheckResponse {
         CheckResponse(
-            decision: Decision(rawValue: Int32(bitPattern: c.decision.rawValue)),
-            reason: DenyReason(rawValue: Int32(bitPattern: c.reason.rawValue)),
+            decision: Decision(c.decision),
+            reason: DenyReason(c.reason),
             httpStatus: c.http_status,
             keyID: try arena.string(c.key_id, field: "key_id", of: name),
             keyName: try arena.string(c.key_name, field: "key_name", of: name),
@@ -94,8 +94,8 @@ public struct CheckResponse: WireMessage {
 
     /// Sets the fields of an initialised struct (also called directly by ``CheckCallCodec``).
     static func write(_ value: CheckResponse, _ c: inout Apikeys__V1__CheckResponse, _ arena: Arena) throws {
-        c.decision = Apikeys__V1__Decision(rawValue: UInt32(bitPattern: value.decision.rawValue))
-        c.reason = Apikeys__V1__DenyReason(rawValue: UInt32(bitPattern: value.reason.rawValue))
+        c.decision = value.decision.cValue
+        c.reason = value.reason.cValue
         c.http_status = value.httpStatus
         c.key_id = try arena.cString(value.keyID, field: "key_id", of: name)
         c.key_name = try arena.cString(value.keyName, field: "key_name", of: name)

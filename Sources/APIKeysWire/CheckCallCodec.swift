@@ -137,8 +137,8 @@ public final class CheckCallCodec {
                 apikeys__v1__check_response__unpack(allocator, body.count, Self.start(of: body))
             }
             guard let response else { throw WireError.malformedMessage(message: "apikeys.v1.CheckResponse") }
-            reply.decision = Decision(rawValue: Int32(bitPattern: response.pointee.decision.rawValue))
-            reply.reason = DenyReason(rawValue: Int32(bitPattern: response.pointee.reason.rawValue))
+            reply.decision = Decision(response.pointee.decision)
+            reply.reason = DenyReason(response.pointee.reason)
             if payload == .full { reply.check = try CheckResponse.read(response.pointee, arena) }
             return reply
         }

@@ -1,3 +1,5 @@
+internal import CAPIKeysProto
+
 /// The outcome of a check.
 public enum Decision: Hashable, Sendable {
     case unspecified
@@ -64,4 +66,15 @@ public enum DenyReason: Hashable, Sendable {
         case .unrecognized(let value): value
         }
     }
+}
+
+// The protoc-c enums, bridged in one place (the C enums are UInt32, the contract's values Int32).
+extension Decision {
+    init(_ c: Apikeys__V1__Decision) { self.init(rawValue: Int32(bitPattern: c.rawValue)) }
+    var cValue: Apikeys__V1__Decision { Apikeys__V1__Decision(rawValue: UInt32(bitPattern: rawValue)) }
+}
+
+extension DenyReason {
+    init(_ c: Apikeys__V1__DenyReason) { self.init(rawValue: Int32(bitPattern: c.rawValue)) }
+    var cValue: Apikeys__V1__DenyReason { Apikeys__V1__DenyReason(rawValue: UInt32(bitPattern: rawValue)) }
 }
