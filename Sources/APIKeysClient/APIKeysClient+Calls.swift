@@ -66,8 +66,7 @@ extension APIKeysClient {
         key: String, permissions: [String] = [], resource: String = "", clientAddress: String = "",
         timeout: Duration? = nil
     ) async throws -> CheckResponse {
-        let secret = key.hasPrefix("Bearer ") ? String(key.dropFirst("Bearer ".count)) : key
-        if let secretFormat, !secretFormat.isWellFormed(secret) {
+        if let secretFormat, !secretFormat.isWellFormed(presented: key) {
             return CheckResponse(decision: .deny, reason: .malformedKey, httpStatus: 401)
         }
         return try await call(

@@ -55,8 +55,7 @@ public final class KeyIndex: Sendable {
     public func check(secret: String, permissions: [String], format: SecretFormat, nowMS: Int64) -> CheckOutcome {
         var secret = secret
         return secret.withUTF8 { utf8 in
-            var bytes = UnsafeRawBufferPointer(utf8)
-            if bytes.starts(with: Self.bearer) { bytes = UnsafeRawBufferPointer(rebasing: bytes[Self.bearer.count...]) }
+            let bytes = SecretFormat.secret(presentedAs: UnsafeRawBufferPointer(utf8))
             guard format.isWellFormed(bytes: bytes) else { return CheckOutcome(denial: .malformedKey, key: nil) }
             guard let key = lookup(SecretHash(ofBytes: bytes)) else {
                 return CheckOutcome(denial: .unknownKey, key: nil)
@@ -78,6 +77,4 @@ public final class KeyIndex: Sendable {
             ? CheckOutcome(denial: nil, key: key)
             : CheckOutcome(denial: .missingPermission, key: key, missingPermissions: missing)
     }
-
-    private static let bearer = Array("Bearer ".utf8)
 }

@@ -47,6 +47,22 @@ public struct SecretFormat: Sendable, Hashable {
         return secret.withUTF8 { isWellFormed(bytes: UnsafeRawBufferPointer($0)) }
     }
 
+    /// Whether `key` as a caller presents it, a leading `Bearer ` allowed (PROTOCOL.md §4), is a
+    /// well-formed secret.
+    public func isWellFormed(presented key: String) -> Bool {
+        var key = key
+        return key.withUTF8 { isWellFormed(bytes: Self.secret(presentedAs: UnsafeRawBufferPointer($0))) }
+    }
+
+    /// The scheme a presented secret may carry: `Bearer <secret>` stands for the secret.
+    public static let bearerScheme = "Bearer "
+    private static let bearerBytes = Array(bearerScheme.utf8)
+
+    /// The bytes of a presented key without a leading `Bearer `.
+    public static func secret(presentedAs bytes: UnsafeRawBufferPointer) -> UnsafeRawBufferPointer {
+        bytes.starts(with: bearerBytes) ? UnsafeRawBufferPointer(rebasing: bytes[bearerBytes.count...]) : bytes
+    }
+
     /// ``isWellFormed(_:)`` on raw bytes.
     public func isWellFormed(bytes: UnsafeRawBufferPointer) -> Bool {
         guard bytes.count == length, bytes.starts(with: prefixBytes) else { return false }

@@ -228,8 +228,8 @@ final class ConnectionHandler: ChannelInboundHandler {
 
     /// The token of an `authorization: Bearer <token>` value.
     private static func bearerToken(_ value: String?) -> String? {
-        guard let value, value.hasPrefix("Bearer ") else { return nil }
-        return String(value.dropFirst("Bearer ".count))
+        guard let value, value.hasPrefix(SecretFormat.bearerScheme) else { return nil }
+        return String(value.dropFirst(SecretFormat.bearerScheme.count))
     }
 
     // MARK: Replies
