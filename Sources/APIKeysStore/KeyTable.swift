@@ -62,7 +62,7 @@ enum KeyTable {
         // Keys share few distinct permission sets: compute each one's mask once.
         var masks: [String: PermissionMask] = [:]
         let statement = try db.statement("SELECT secret_hash, id, name, permissions, enabled, expires_at_ms FROM keys")
-        _ = try statement.rows { row in
+        try statement.scan { row in
             let permissions = row.text(3)
             let mask =
                 masks[permissions]
@@ -75,6 +75,7 @@ enum KeyTable {
                 id: row.text(1), name: row.text(2), permissions: mask, enabled: row.int64(4) != 0,
                 expiresAtMS: row.optionalInt64(5))
             index.upsert(state, hash: try hash(row, column: 0, in: db))
+            return true
         }
     }
 
