@@ -46,12 +46,10 @@ extension KeyService {
             try db.transaction {
                 for item in issued {
                     try KeyTable.insert(item.key, hash: SecretHash(of: item.secret), in: db)
-                    try AuditTable.insert(
-                        AuditRecord(
-                            seq: takeSeq(), atMS: now, action: .keyCreated, keyID: item.key.id, keyName: item.key.name,
-                            actor: actor, detail: "created; expires \(Self.describe(item.key.expiresAtMS))",
-                            permissions: item.key.permissions),
-                        in: db)
+                    try recordAdminEvent(
+                        .keyCreated, key: item.key, actor: actor,
+                        detail: "created; expires \(Self.describe(item.key.expiresAtMS))",
+                        permissions: item.key.permissions, at: now, in: db)
                 }
             }
         }
@@ -85,7 +83,7 @@ extension KeyService {
         let newName = try name.map { name throws(KeyError) in try KeyRules.validName(name) }
         let newExpiry = try expiresAtMS.map { expiry throws(KeyError) in try KeyRules.validExpiry(expiry, nowMS: now) }
         let newPermissions = try permissions.map { names throws(KeyError) in try catalog.validate(names) }
-        return try mutate(actor: actor) { db in
+        return try mutate(actor: actor, at: now) { db in
             var (key, hash) = try KeyTable.find(id: id, in: db)
             var changes: [String] = []
             if let newName, newName != key.name {
@@ -114,7 +112,7 @@ extension KeyService {
     /// Enables or disables the key; a disabled key is refused from the moment this returns.
     public func setEnabled(id: String, enabled: Bool, actor: String) throws -> KeyRecord {
         let now = clock.nowMS()
-        return try mutate(actor: actor) { db in
+        return try mutate(actor: actor, at: now) { db in
             var (key, hash) = try KeyTable.find(id: id, in: db)
             guard key.enabled != enabled else { return (key, [], .none) }
             key.enabled = enabled
@@ -133,7 +131,7 @@ extension KeyService {
         let now = clock.nowMS()
         let secret = format.generate()
         let hash = SecretHash(of: secret)
-        let key = try mutate(actor: actor) { db in
+        let key = try mutate(actor: actor, at: now) { db in
             var (key, oldHash) = try KeyTable.find(id: id, in: db)
             let oldHint = key.hint
             key.hint = format.hint(for: secret)
@@ -149,7 +147,7 @@ extension KeyService {
 
     /// Deletes the key for good. Its audit events stay.
     public func deleteKey(id: String, actor: String) throws {
-        try mutate(actor: actor) { db in
+        try mutate(actor: actor, at: clock.nowMS()) { db in
             let (key, hash) = try KeyTable.find(id: id, in: db)
             try KeyTable.delete(id: id, in: db)
             return (key, [(.keyDeleted, "deleted", [])], .remove(hash))
@@ -164,23 +162,20 @@ extension KeyService {
         case remove(SecretHash)
     }
 
-    /// Runs `change` and writes the audit events it returns in one transaction; after the commit,
-    /// still under the admin lock and before returning, applies its index change.
+    /// Runs `change` and writes the audit events it returns (stamped `now`, the time the caller
+    /// also wrote into the key) in one transaction; after the commit, still under the admin lock
+    /// and before returning, applies its index change.
     @discardableResult
     private func mutate(
-        actor: String,
+        actor: String, at now: Int64,
         _ change: (SQLiteConnection) throws -> (KeyRecord, [(AuditAction, String, [String])], IndexChange)
     ) throws -> KeyRecord {
-        let now = clock.nowMS()
-        return try withAdmin { db in
+        try withAdmin { db in
             let (key, indexChange) = try db.transaction {
                 let (key, events, indexChange) = try change(db)
                 for (action, detail, permissions) in events {
-                    try AuditTable.insert(
-                        AuditRecord(
-                            seq: takeSeq(), atMS: now, action: action, keyID: key.id, keyName: key.name,
-                            actor: actor, detail: detail, permissions: permissions),
-                        in: db)
+                    try recordAdminEvent(
+                        action, key: key, actor: actor, detail: detail, permissions: permissions, at: now, in: db)
                 }
                 return (key, indexChange)
             }
@@ -191,6 +186,18 @@ extension KeyService {
             }
             return key
         }
+    }
+
+    /// Writes one admin audit event about `key` in the caller's transaction, numbered now.
+    private func recordAdminEvent(
+        _ action: AuditAction, key: KeyRecord, actor: String, detail: String, permissions: [String], at now: Int64,
+        in db: SQLiteConnection
+    ) throws {
+        try AuditTable.insert(
+            AuditRecord(
+                seq: takeSeq(), atMS: now, action: action, keyID: key.id, keyName: key.name, actor: actor,
+                detail: detail, permissions: permissions),
+            in: db)
     }
 
     /// An expiry in words for audit details: an ISO 8601 UTC time, or `never`.
