@@ -6,9 +6,8 @@ enum Output {
     /// A unix-millisecond time as ISO 8601 UTC, or `never` for 0.
     static func time(_ ms: Int64, zero: String = "never") -> String {
         guard ms != 0 else { return zero }
-        let formatter = ISO8601DateFormatter()
-        formatter.timeZone = TimeZone(identifier: "UTC")
-        return formatter.string(from: Date(timeIntervalSince1970: Double(ms) / 1000))
+        // The same style as the server's audit details; no formatter built per cell of a listing.
+        return Date(timeIntervalSince1970: Double(ms) / 1000).formatted(.iso8601)
     }
 
     /// Columns padded to their widest cell.
