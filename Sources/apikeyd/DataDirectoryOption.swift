@@ -1,3 +1,4 @@
+import APIKeysServer
 import APIKeysStore
 import ArgumentParser
 
@@ -6,11 +7,13 @@ struct DataDirectoryOption: ParsableArguments {
     @Option(
         name: .customLong("data-dir"),
         help: "Directory of the database and the first admin token (env APIKEYD_DATA_DIR).")
-    var path: String = Environment.string("APIKEYD_DATA_DIR", default: "./data")
+    var path: String = Environment.string("APIKEYD_DATA_DIR", default: ServerConfiguration().dataDirectory)
 
     /// Runs `body` with the key store of this data directory, closed afterwards.
     func withStore<R>(_ body: (KeyService) throws -> R) throws -> R {
-        let service = try KeyService.open(path: path + "/apikeys.sqlite")
+        var configuration = ServerConfiguration()
+        configuration.dataDirectory = path
+        let service = try KeyService.open(path: configuration.databasePath)
         defer { service.close() }
         return try body(service)
     }

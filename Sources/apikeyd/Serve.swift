@@ -12,31 +12,34 @@ struct Serve: AsyncParsableCommand {
         abstract:
             "Run the server (the default). Each option can also be set by the environment variable named in its help.")
 
+    /// The defaults of every option: the library's, not a second copy of them.
+    private static let defaults = ServerConfiguration()
+
     @Option(help: "Address to listen on (env APIKEYD_HOST).")
-    var host: String = Environment.string("APIKEYD_HOST", default: "127.0.0.1")
+    var host: String = Environment.string("APIKEYD_HOST", default: defaults.host)
 
     @Option(help: "Port to listen on; 0 picks a free one (env APIKEYD_PORT).")
-    var port: Int = Environment.int("APIKEYD_PORT", default: 7411)
+    var port: Int = Environment.int("APIKEYD_PORT", default: defaults.port)
 
     @OptionGroup var dataDirectory: DataDirectoryOption
 
     @Option(help: "Largest frame the server reads, in bytes (env APIKEYD_MAX_FRAME_SIZE).")
-    var maxFrameSize: Int = Environment.int("APIKEYD_MAX_FRAME_SIZE", default: 64 * 1024)
+    var maxFrameSize: Int = Environment.int("APIKEYD_MAX_FRAME_SIZE", default: defaults.maxFrameSize)
 
     @Option(help: "Connections served at once (env APIKEYD_MAX_CONNECTIONS).")
-    var maxConnections: Int = Environment.int("APIKEYD_MAX_CONNECTIONS", default: 1024)
+    var maxConnections: Int = Environment.int("APIKEYD_MAX_CONNECTIONS", default: defaults.maxConnections)
 
     @Option(help: "Seconds without traffic before a connection is closed; 0 = never (env APIKEYD_IDLE_TIMEOUT).")
-    var idleTimeout: Int = Environment.int("APIKEYD_IDLE_TIMEOUT", default: 3600)
+    var idleTimeout: Int = Environment.int("APIKEYD_IDLE_TIMEOUT", default: Int(defaults.idleTimeoutSeconds))
 
     @Option(help: "KeyAdmin calls in flight per connection (env APIKEYD_MAX_ADMIN_CALLS).")
-    var maxAdminCalls: Int = Environment.int("APIKEYD_MAX_ADMIN_CALLS", default: 64)
+    var maxAdminCalls: Int = Environment.int("APIKEYD_MAX_ADMIN_CALLS", default: defaults.maxAdminCallsInFlight)
 
     @Option(help: "Event loop threads; default one per core (env APIKEYD_EVENT_LOOPS).")
-    var eventLoops: Int = Environment.int("APIKEYD_EVENT_LOOPS", default: ServerConfiguration().eventLoopThreads)
+    var eventLoops: Int = Environment.int("APIKEYD_EVENT_LOOPS", default: defaults.eventLoopThreads)
 
     @Option(help: "Prefix of the secrets this server issues (env APIKEYD_KEY_PREFIX).")
-    var keyPrefix: String = Environment.string("APIKEYD_KEY_PREFIX", default: "dbm_")
+    var keyPrefix: String = Environment.string("APIKEYD_KEY_PREFIX", default: defaults.keyPrefix)
 
     @Option(
         help:
@@ -48,7 +51,7 @@ struct Serve: AsyncParsableCommand {
         help:
             "Audit of checks: full (one event per check) or aggregated (allowed checks counted per key, permissions and second; denials one by one) (env APIKEYD_AUDIT_MODE)."
     )
-    var auditMode: String = Environment.string("APIKEYD_AUDIT_MODE", default: "full")
+    var auditMode: String = Environment.string("APIKEYD_AUDIT_MODE", default: defaults.auditMode.rawValue)
 
     @Option(help: "Log level: trace, debug, info, notice, warning, error, critical (env APIKEYD_LOG_LEVEL).")
     var logLevel: String = Environment.string("APIKEYD_LOG_LEVEL", default: "info")
