@@ -101,7 +101,10 @@ public final class APIKeysClient: Sendable {
             handedOver.futureResult.whenFailure { error in
                 promise.fail(APIKeysClientError(code: .unavailable, message: "connection closed: \(error)"))
             }
-            let deadline = TimeAmount.milliseconds(Int64(timeoutMS))
+            // The server keeps a KeyAdmin call's deadline itself and answers DEADLINE_EXCEEDED only
+            // when nothing was changed; the local timer waits a little longer for that answer, and
+            // fires only when the server is unreachable or stuck (then the outcome is unknown).
+            let deadline = TimeAmount.milliseconds(Int64(timeoutMS)) + (method.isKeyAdmin ? Self.adminReplyGrace : .zero)
             channel.writeAndFlush(
                 OutboundCall(callID: callID, frame: frame, timeout: deadline, promise: promise), promise: handedOver)
             let reply = try await promise.futureResult.get()
@@ -117,6 +120,9 @@ public final class APIKeysClient: Sendable {
             throw APIKeysClientError(code: .invalidArgument, message: "\(error)")
         }
     }
+
+    /// How long past a KeyAdmin call's deadline the client still waits for the server's answer.
+    static let adminReplyGrace = TimeAmount.seconds(2)
 
     private static func milliseconds(_ duration: Duration) -> UInt32 {
         let (seconds, attoseconds) = duration.components

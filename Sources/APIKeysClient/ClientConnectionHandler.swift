@@ -32,7 +32,12 @@ final class ClientConnectionHandler: ChannelDuplexHandler {
             let (handler, callID) = loopBound.value
             handler.complete(
                 callID,
-                with: .failure(APIKeysClientError(code: .deadlineExceeded, message: "no reply within \(call.timeout)")))
+                with: .failure(
+                    APIKeysClientError(
+                        code: .deadlineExceeded,
+                        message:
+                            "no reply from the server within \(Self.describe(call.timeout)); a KeyAdmin call may or may not have taken effect"
+                    )))
         }
         pending[call.callID] = (call.promise, timer)
         promise?.succeed()  // the call is this handler's to complete from here on
@@ -67,6 +72,11 @@ final class ClientConnectionHandler: ChannelDuplexHandler {
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
         context.close(promise: nil)
+    }
+
+    private static func describe(_ amount: TimeAmount) -> String {
+        let ms = amount.nanoseconds / 1_000_000
+        return ms % 1000 == 0 ? "\(ms / 1000) s" : "\(ms) ms"
     }
 
     private func complete(_ callID: UInt64, with result: Result<Envelope, any Error>) {

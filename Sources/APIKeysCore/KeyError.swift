@@ -14,6 +14,8 @@ public enum KeyError: Error, Hashable, Sendable, CustomStringConvertible {
     case invalidPageToken(String)
     /// A permission catalog that cannot be used.
     case invalidCatalog(String)
+    /// The call's deadline passed before it could take effect: nothing was changed.
+    case deadlineExceeded
 
     /// The request field the error is about, for INVALID_ARGUMENT messages.
     public var field: String? {
@@ -23,7 +25,7 @@ public enum KeyError: Error, Hashable, Sendable, CustomStringConvertible {
         case .expiryNotInFuture: "expires_at_ms"
         case .invalidPageToken: "page_token"
         case .keyNotFound: "id"
-        case .invalidCatalog: nil
+        case .invalidCatalog, .deadlineExceeded: nil
         }
     }
 
@@ -37,6 +39,7 @@ public enum KeyError: Error, Hashable, Sendable, CustomStringConvertible {
         case .keyNotFound(let id): "no key with id \"\(id)\""
         case .invalidPageToken(let token): "page_token: \"\(token)\" is not a page token of this list"
         case .invalidCatalog(let why): "permission catalog: \(why)"
+        case .deadlineExceeded: "the deadline passed before the call took effect; nothing was changed"
         }
     }
 }

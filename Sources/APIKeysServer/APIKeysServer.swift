@@ -24,11 +24,13 @@ public final class APIKeysServer: Service, Sendable {
     private let threadPool: NIOThreadPool
     private let serverChannel: any Channel
     private let state: ServerState
+    private let directoryLock: DataDirectoryLock
     private let logger: Logger
 
     private init(
         configuration: ServerConfiguration, service: KeyService, port: Int, group: MultiThreadedEventLoopGroup,
-        threadPool: NIOThreadPool, serverChannel: any Channel, state: ServerState, logger: Logger
+        threadPool: NIOThreadPool, serverChannel: any Channel, state: ServerState, directoryLock: DataDirectoryLock,
+        logger: Logger
     ) {
         self.configuration = configuration
         self.service = service
@@ -37,20 +39,29 @@ public final class APIKeysServer: Service, Sendable {
         self.threadPool = threadPool
         self.serverChannel = serverChannel
         self.state = state
+        self.directoryLock = directoryLock
         self.logger = logger
     }
 
     /// Opens the data directory (creating it and a first admin token if needed) and starts listening.
     public static func start(configuration: ServerConfiguration, logger: Logger) async throws -> APIKeysServer {
         try DataDirectory.prepare(configuration.dataDirectory)
-        let service = try KeyService.open(
+        let directoryLock = try DataDirectoryLock(directory: configuration.dataDirectory)
+        let service: KeyService
+        do {
+            service = try KeyService.open(
             path: configuration.databasePath, catalog: configuration.catalog,
             format: try SecretFormat(prefix: configuration.keyPrefix), clock: configuration.clock,
             auditMode: configuration.auditMode, auditQueueCapacity: configuration.auditQueueCapacity, logger: logger)
+        } catch {
+            directoryLock.release()
+            throw error
+        }
         do {
             try DataDirectory.bootstrapAdminToken(service: service, path: configuration.adminTokenPath, logger: logger)
         } catch {
             service.close()
+            directoryLock.release()
             throw error
         }
         logger.info(
@@ -97,6 +108,7 @@ public final class APIKeysServer: Service, Sendable {
             try? await threadPool.shutdownGracefully()
             try? await group.shutdownGracefully()
             service.close()
+            directoryLock.release()
             let reason = (error as? IOError).map { String(cString: strerror($0.errnoCode)) } ?? "\(error)"
             throw ServerError.cannotListen(host: configuration.host, port: configuration.port, reason: reason)
         }
@@ -104,7 +116,7 @@ public final class APIKeysServer: Service, Sendable {
         logger.info("apikeyd listening", metadata: ["host": "\(configuration.host)", "port": "\(port)"])
         return APIKeysServer(
             configuration: configuration, service: service, port: port, group: group, threadPool: threadPool,
-            serverChannel: channel, state: state, logger: logger)
+            serverChannel: channel, state: state, directoryLock: directoryLock, logger: logger)
     }
 
     /// Serves until a graceful shutdown is requested (SIGTERM/SIGINT through a `ServiceGroup`) or
@@ -128,6 +140,7 @@ public final class APIKeysServer: Service, Sendable {
         try? await threadPool.shutdownGracefully()
         try? await group.shutdownGracefully()
         service.close()
+        directoryLock.release()
         logger.info("shut down: audit trail flushed, database closed")
     }
 }

@@ -7,14 +7,16 @@ import APIKeysWire
 struct AdminDispatcher: Sendable {
     let service: KeyService
 
-    /// The serialized reply to `method` with `payload`, made by `actor`. Throws what the
-    /// service throws; ``RPCError/init(_:)`` turns it into a status.
-    func handle(_ method: Method, payload: [UInt8], actor: String) throws -> [UInt8] {
+    /// The serialized reply to `method` with `payload`, made by `actor`; a mutation is not
+    /// committed once `deadline` has passed. Throws what the service throws;
+    /// ``RPCError/init(_:)`` turns it into a status.
+    func handle(_ method: Method, payload: [UInt8], actor: String, deadline: Deadline) throws -> [UInt8] {
         switch method {
         case .createKey:
             let request = try CreateKeyRequest(serializedBytes: payload)
             let issued = try service.createKey(
-                name: request.name, permissions: request.permissions, expiresAtMS: request.expiresAtMS, actor: actor)
+                name: request.name, permissions: request.permissions, expiresAtMS: request.expiresAtMS, actor: actor,
+                deadline: deadline)
             return try CreateKeyResponse(key: ApiKey(issued.key), secret: issued.secret).serializedBytes()
         case .getKey:
             let request = try GetKeyRequest(serializedBytes: payload)
@@ -28,19 +30,19 @@ struct AdminDispatcher: Sendable {
             let request = try UpdateKeyRequest(serializedBytes: payload)
             let key = try service.updateKey(
                 id: request.id, name: request.name, expiresAtMS: request.expiresAtMS,
-                permissions: request.permissions?.names, actor: actor)
+                permissions: request.permissions?.names, actor: actor, deadline: deadline)
             return try UpdateKeyResponse(key: ApiKey(key)).serializedBytes()
         case .setKeyEnabled:
             let request = try SetKeyEnabledRequest(serializedBytes: payload)
-            let key = try service.setEnabled(id: request.id, enabled: request.enabled, actor: actor)
+            let key = try service.setEnabled(id: request.id, enabled: request.enabled, actor: actor, deadline: deadline)
             return try SetKeyEnabledResponse(key: ApiKey(key)).serializedBytes()
         case .rotateKey:
             let request = try RotateKeyRequest(serializedBytes: payload)
-            let issued = try service.rotateKey(id: request.id, actor: actor)
+            let issued = try service.rotateKey(id: request.id, actor: actor, deadline: deadline)
             return try RotateKeyResponse(key: ApiKey(issued.key), secret: issued.secret).serializedBytes()
         case .deleteKey:
             let request = try DeleteKeyRequest(serializedBytes: payload)
-            try service.deleteKey(id: request.id, actor: actor)
+            try service.deleteKey(id: request.id, actor: actor, deadline: deadline)
             return try DeleteKeyResponse().serializedBytes()
         case .listPermissions:
             _ = try ListPermissionsRequest(serializedBytes: payload)

@@ -175,23 +175,16 @@ final class ConnectionHandler: ChannelInboundHandler {
         }
         adminCallsInFlight += 1
         shared.state.adminCallStarted()
-        let call = PendingCall()
-        let loopBound = NIOLoopBound((handler: self, context: context, call: call), eventLoop: context.eventLoop)
-        if request.timeoutMS > 0 {
-            context.eventLoop.scheduleTask(in: .milliseconds(Int64(request.timeoutMS))) {
-                let (handler, context, call) = loopBound.value
-                guard !call.answered else { return }
-                call.answered = true
-                handler.reply(
-                    to: request, error: RPCError(.deadlineExceeded, "deadline of \(request.timeoutMS) ms exceeded"),
-                    context: context)
-                handler.flushReplies(context: context)
-            }
-        }
+        // The deadline counts from the frame's arrival. It is checked when the call starts and
+        // again before its transaction commits (KeyService): a call that commits is answered with
+        // its result however late, so a DEADLINE_EXCEEDED reply always means nothing was changed.
+        let deadline = Deadline.after(milliseconds: request.timeoutMS)
+        let loopBound = NIOLoopBound((handler: self, context: context), eventLoop: context.eventLoop)
         let dispatcher = shared.dispatcher
         let service = shared.service
         let logger = logger
         shared.threadPool.runIfActive(eventLoop: context.eventLoop) { () throws -> [UInt8] in
+            try deadline.check()
             let token = Self.bearerToken(request.metadata[MetadataKey.authorization])
             guard let token, let actor = try service.adminTokenName(for: token) else {
                 throw RPCError(
@@ -201,7 +194,7 @@ final class ConnectionHandler: ChannelInboundHandler {
                 )
             }
             do {
-                let reply = try dispatcher.handle(method, payload: request.payload, actor: actor)
+                let reply = try dispatcher.handle(method, payload: request.payload, actor: actor, deadline: deadline)
                 logger.info("admin call", metadata: ["method": "\(method.rawValue)", "actor": "\(actor)"])
                 return reply
             } catch {
@@ -214,11 +207,9 @@ final class ConnectionHandler: ChannelInboundHandler {
                 throw status
             }
         }.whenComplete { result in
-            let (handler, context, call) = loopBound.value
+            let (handler, context) = loopBound.value
             handler.adminCallsInFlight -= 1
             handler.shared.state.adminCallFinished()
-            guard !call.answered else { return }
-            call.answered = true
             switch result {
             case .success(let payload): handler.reply(to: request, payload: payload, context: context)
             case .failure(let error): handler.reply(to: request, error: RPCError(error), context: context)
@@ -274,9 +265,4 @@ final class ConnectionHandler: ChannelInboundHandler {
         let channel = context.channel
         context.writeAndFlush(wrapOutboundOut(replies)).whenComplete { _ in channel.close(promise: nil) }
     }
-}
-
-/// Whether a KeyAdmin call has been answered (by its result or its deadline); event-loop only.
-private final class PendingCall {
-    var answered = false
 }

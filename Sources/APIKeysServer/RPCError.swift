@@ -22,6 +22,7 @@ struct RPCError: Error, Hashable, Sendable {
         case let error as KeyError:
             switch error {
             case .keyNotFound: self.init(.notFound, "\(error)")
+            case .deadlineExceeded: self.init(.deadlineExceeded, "\(error)")
             case .invalidCatalog: self.init(.internal, "\(error)")
             default: self.init(.invalidArgument, "\(error)")
             }

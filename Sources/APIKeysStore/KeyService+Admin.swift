@@ -23,14 +23,15 @@ extension KeyService {
     }
 
     /// Creates a key. Throws ``KeyError`` for an invalid name, permission or expiry.
-    public func createKey(name: String, permissions: [String], expiresAtMS: Int64 = 0, actor: String) throws
-        -> IssuedKey
-    {
-        try createKeys([NewKey(name: name, permissions: permissions, expiresAtMS: expiresAtMS)], actor: actor)[0]
+    public func createKey(
+        name: String, permissions: [String], expiresAtMS: Int64 = 0, actor: String, deadline: Deadline = .never
+    ) throws -> IssuedKey {
+        try createKeys(
+            [NewKey(name: name, permissions: permissions, expiresAtMS: expiresAtMS)], actor: actor, deadline: deadline)[0]
     }
 
     /// Creates keys in one transaction: all of them or, when one is invalid, none.
-    public func createKeys(_ requests: [NewKey], actor: String) throws -> [IssuedKey] {
+    public func createKeys(_ requests: [NewKey], actor: String, deadline: Deadline = .never) throws -> [IssuedKey] {
         let now = clock.nowMS()
         let issued = try requests.map { request in
             let name = try KeyRules.validName(request.name)
@@ -42,19 +43,19 @@ extension KeyService {
                 enabled: true, createdAtMS: now, updatedAtMS: now, expiresAtMS: expiry)
             return IssuedKey(key: key, secret: secret)
         }
-        try withAdmin { db in
-            try db.transaction {
-                for item in issued {
-                    try KeyTable.insert(item.key, hash: SecretHash(of: item.secret), in: db)
-                    try recordAdminEvent(
-                        .keyCreated, key: item.key, actor: actor,
-                        detail: "created; expires \(Self.describe(item.key.expiresAtMS))",
-                        permissions: item.key.permissions, at: now, in: db)
-                }
+        return try commit(deadline: deadline) { db in
+            var changes: [IndexChange] = []
+            for item in issued {
+                let hash = SecretHash(of: item.secret)
+                try KeyTable.insert(item.key, hash: hash, in: db)
+                try recordAdminEvent(
+                    .keyCreated, key: item.key, actor: actor,
+                    detail: "created; expires \(Self.describe(item.key.expiresAtMS))",
+                    permissions: item.key.permissions, at: now, in: db)
+                changes.append(.put(item.key, hash, replacing: nil))
             }
+            return (issued, changes)
         }
-        for item in issued { index.upsert(item.key.checkState(in: catalog), hash: SecretHash(of: item.secret)) }
-        return issued
     }
 
     /// The key with `id`.
@@ -77,13 +78,14 @@ extension KeyService {
     /// Records `key.updated` for a name or expiry change and `key.permissions_changed` for a
     /// permission change (both when both change); a call that changes nothing records nothing.
     public func updateKey(
-        id: String, name: String? = nil, expiresAtMS: Int64? = nil, permissions: [String]? = nil, actor: String
+        id: String, name: String? = nil, expiresAtMS: Int64? = nil, permissions: [String]? = nil, actor: String,
+        deadline: Deadline = .never
     ) throws -> KeyRecord {
         let now = clock.nowMS()
         let newName = try name.map { name throws(KeyError) in try KeyRules.validName(name) }
         let newExpiry = try expiresAtMS.map { expiry throws(KeyError) in try KeyRules.validExpiry(expiry, nowMS: now) }
         let newPermissions = try permissions.map { names throws(KeyError) in try catalog.validate(names) }
-        return try mutate(actor: actor, at: now) { db in
+        return try mutate(actor: actor, at: now, deadline: deadline) { db in
             var (key, hash) = try KeyTable.find(id: id, in: db)
             var changes: [String] = []
             if let newName, newName != key.name {
@@ -102,36 +104,36 @@ extension KeyService {
                 events.append((.keyPermissionsChanged, detail, newPermissions))
                 key.permissions = newPermissions
             }
-            guard !events.isEmpty else { return (key, [], .none) }
+            guard !events.isEmpty else { return (key, [], nil) }
             key.updatedAtMS = now
             try KeyTable.update(key, newHash: nil, in: db)
-            return (key, events, .put(hash, replacing: nil))
+            return (key, events, .put(key, hash, replacing: nil))
         }
     }
 
     /// Enables or disables the key; a disabled key is refused from the moment this returns.
-    public func setEnabled(id: String, enabled: Bool, actor: String) throws -> KeyRecord {
+    public func setEnabled(id: String, enabled: Bool, actor: String, deadline: Deadline = .never) throws -> KeyRecord {
         let now = clock.nowMS()
-        return try mutate(actor: actor, at: now) { db in
+        return try mutate(actor: actor, at: now, deadline: deadline) { db in
             var (key, hash) = try KeyTable.find(id: id, in: db)
-            guard key.enabled != enabled else { return (key, [], .none) }
+            guard key.enabled != enabled else { return (key, [], nil) }
             key.enabled = enabled
             key.updatedAtMS = now
             try KeyTable.update(key, newHash: nil, in: db)
             return (
                 key, [(enabled ? .keyEnabled : .keyDisabled, enabled ? "enabled" : "disabled", [])],
-                .put(hash, replacing: nil)
+                .put(key, hash, replacing: nil)
             )
         }
     }
 
     /// Gives the key a new secret, keeping its id, name, permissions and settings. The old
     /// secret is refused from the moment this returns.
-    public func rotateKey(id: String, actor: String) throws -> IssuedKey {
+    public func rotateKey(id: String, actor: String, deadline: Deadline = .never) throws -> IssuedKey {
         let now = clock.nowMS()
         let secret = format.generate()
         let hash = SecretHash(of: secret)
-        let key = try mutate(actor: actor, at: now) { db in
+        let key = try mutate(actor: actor, at: now, deadline: deadline) { db in
             var (key, oldHash) = try KeyTable.find(id: id, in: db)
             let oldHint = key.hint
             key.hint = format.hint(for: secret)
@@ -139,52 +141,73 @@ extension KeyService {
             key.updatedAtMS = now
             try KeyTable.update(key, newHash: hash, in: db)
             return (
-                key, [(.keyRotated, "secret \(oldHint) replaced by \(key.hint)", [])], .put(hash, replacing: oldHash)
+                key, [(.keyRotated, "secret \(oldHint) replaced by \(key.hint)", [])],
+                .put(key, hash, replacing: oldHash)
             )
         }
         return IssuedKey(key: key, secret: secret)
     }
 
     /// Deletes the key for good. Its audit events stay.
-    public func deleteKey(id: String, actor: String) throws {
-        try mutate(actor: actor, at: clock.nowMS()) { db in
+    public func deleteKey(id: String, actor: String, deadline: Deadline = .never) throws {
+        try mutate(actor: actor, at: clock.nowMS(), deadline: deadline) { db in
             let (key, hash) = try KeyTable.find(id: id, in: db)
             try KeyTable.delete(id: id, in: db)
-            return (key, [(.keyDeleted, "deleted", [])], .remove(hash))
+            return (key, [(.keyDeleted, "deleted", [])], .remove(key.id, hash))
         }
     }
 
     /// What a committed mutation does to the check index.
-    private enum IndexChange {
-        case none
+    enum IndexChange {
         /// The key's new state under `hash`, forgetting `replacing` (a rotated secret).
-        case put(SecretHash, replacing: SecretHash?)
-        case remove(SecretHash)
+        case put(KeyRecord, SecretHash, replacing: SecretHash?)
+        /// Forget the secret of the key with this id.
+        case remove(String, SecretHash)
+
+        var keyID: String {
+            switch self {
+            case .put(let key, _, _): key.id
+            case .remove(let id, _): id
+            }
+        }
     }
 
-    /// Runs `change` and writes the audit events it returns (stamped `now`, the time the caller
-    /// also wrote into the key) in one transaction; after the commit, still under the admin lock
-    /// and before returning, applies its index change.
+    /// Runs `change` on one key and writes the audit events it returns (stamped `now`, the time
+    /// the caller also wrote into the key) in one transaction, then applies its index change.
     @discardableResult
     private func mutate(
-        actor: String, at now: Int64,
-        _ change: (SQLiteConnection) throws -> (KeyRecord, [(AuditAction, String, [String])], IndexChange)
+        actor: String, at now: Int64, deadline: Deadline,
+        _ change: (SQLiteConnection) throws -> (KeyRecord, [(AuditAction, String, [String])], IndexChange?)
     ) throws -> KeyRecord {
+        try commit(deadline: deadline) { db in
+            let (key, events, indexChange) = try change(db)
+            for (action, detail, permissions) in events {
+                try recordAdminEvent(
+                    action, key: key, actor: actor, detail: detail, permissions: permissions, at: now, in: db)
+            }
+            return (key, indexChange.map { [$0] } ?? [])
+        }
+    }
+
+    /// The one way a mutation reaches the database and the check index. Under the admin lock:
+    /// refuse a passed deadline before BEGIN, run `body` in a transaction that is rolled back if
+    /// the deadline passes before COMMIT, then apply the index changes of what committed. The
+    /// index therefore changes in commit order: a later mutation of the same key (a delete
+    /// landing right after a create) can never be undone by an earlier one's index update.
+    private func commit<R>(
+        deadline: Deadline, _ body: (SQLiteConnection) throws -> (R, [IndexChange])
+    ) throws -> R {
         try withAdmin { db in
-            let (key, indexChange) = try db.transaction {
-                let (key, events, indexChange) = try change(db)
-                for (action, detail, permissions) in events {
-                    try recordAdminEvent(
-                        action, key: key, actor: actor, detail: detail, permissions: permissions, at: now, in: db)
+            try deadline.check()
+            let (result, changes) = try db.transaction(beforeCommit: { try deadline.check() }) { try body(db) }
+            commitHook.withLock { $0 }?(changes.map(\.keyID))
+            for change in changes {
+                switch change {
+                case .put(let key, let hash, let old): index.upsert(key.checkState(in: catalog), hash: hash, replacing: old)
+                case .remove(_, let hash): index.remove(hash: hash)
                 }
-                return (key, indexChange)
             }
-            switch indexChange {
-            case .none: break
-            case .put(let hash, let old): index.upsert(key.checkState(in: catalog), hash: hash, replacing: old)
-            case .remove(let hash): index.remove(hash: hash)
-            }
-            return key
+            return result
         }
     }
 

@@ -26,6 +26,8 @@ public final class KeyService: Sendable {
     let admin: Mutex<SQLiteConnection?>
     let auditWriter: AuditWriter
     let logger: Logger
+    /// Tests only: runs after a mutation committed, before its index change, with the key ids.
+    let commitHook = Mutex<(@Sendable ([String]) -> Void)?>(nil)
 
     /// Default and largest page sizes of list calls.
     public static let defaultPageSize = 50
@@ -80,6 +82,12 @@ public final class KeyService: Sendable {
             db?.close()
             db = nil
         }
+    }
+
+    /// Tests only: `hook` runs after each mutation commits and before the check index hears of
+    /// it, with the ids of the keys it changed (to hold a mutation in that window).
+    @_spi(Testing) public func setCommitHook(_ hook: (@Sendable ([String]) -> Void)?) {
+        commitHook.withLock { $0 = hook }
     }
 
     /// Tests only: makes the audit writer stop (or resume) taking events, as if its disk had stalled.

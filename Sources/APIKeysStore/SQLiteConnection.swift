@@ -73,11 +73,13 @@ final class SQLiteConnection: @unchecked Sendable {
         return statement
     }
 
-    /// Runs `body` in a write transaction (BEGIN IMMEDIATE … COMMIT), rolling back if it throws.
-    func transaction<R>(_ body: () throws -> R) throws -> R {
+    /// Runs `body` in a write transaction (BEGIN IMMEDIATE … COMMIT), rolling back if it or
+    /// `beforeCommit` (the last word on whether to commit, e.g. a deadline) throws.
+    func transaction<R>(beforeCommit: () throws -> Void = {}, _ body: () throws -> R) throws -> R {
         try execute("BEGIN IMMEDIATE")
         do {
             let result = try body()
+            try beforeCommit()
             try execute("COMMIT")
             return result
         } catch {
