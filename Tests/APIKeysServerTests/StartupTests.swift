@@ -32,4 +32,20 @@ import Testing
             await second.server.shutdown()
         }
     }
+
+    @Test func aSecondServerOnTheSameDataDirectoryIsRefused() async throws {
+        try await withServer { server, _ in
+            await #expect(throws: ServerError.dataDirectoryInUse(path: server.dataDirectory, holderPID: getpid())) {
+                _ = try await TestServer.start(dataDirectory: server.dataDirectory, clock: clock)
+            }
+            // The refused start left the running server's lock alone.
+            await #expect(throws: ServerError.self) {
+                _ = try await TestServer.start(dataDirectory: server.dataDirectory, clock: clock)
+            }
+            await server.server.shutdown()
+            // Once it stopped, the directory is free again.
+            let next = try await TestServer.start(dataDirectory: server.dataDirectory, clock: clock)
+            await next.server.shutdown()
+        }
+    }
 }
