@@ -82,6 +82,7 @@ public final class APIKeysServer: Service, Sendable {
             service: service, dispatcher: AdminDispatcher(service: service), threadPool: threadPool, state: state,
             maxFrameSize: configuration.maxFrameSize, maxAdminCallsInFlight: configuration.maxAdminCallsInFlight,
             idleTimeout: configuration.idleTimeoutSeconds > 0 ? .seconds(configuration.idleTimeoutSeconds) : nil,
+            frameTimeout: .seconds(max(1, configuration.frameTimeoutSeconds)),
             readResumers: readResumers, logger: logger)
         let maxConnections = configuration.maxConnections
 
@@ -90,6 +91,9 @@ public final class APIKeysServer: Service, Sendable {
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
             .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
             .childChannelOption(.maxMessagesPerRead, value: 16)
+            .childChannelOption(
+                .writeBufferWaterMark,
+                value: .init(low: configuration.maxQueuedReplyBytes / 2, high: configuration.maxQueuedReplyBytes))
             .childChannelInitializer { channel in
                 guard state.admit(channel, limit: maxConnections) else {
                     logger.warning("refusing connection: limit reached", metadata: ["limit": "\(maxConnections)"])

@@ -19,8 +19,10 @@ final class ConnectionHandler: ChannelInboundHandler {
         let state: ServerState
         let maxFrameSize: Int
         let maxAdminCallsInFlight: Int
-        /// Close a connection that sends nothing for this long; nil: never.
+        /// Close a connection that sends no complete frame for this long; nil: never.
         let idleTimeout: TimeAmount?
+        /// A frame that has begun must be complete within this, else the connection is closed.
+        let frameTimeout: TimeAmount
         /// One per event loop, by `ObjectIdentifier` of the loop.
         let readResumers: [ObjectIdentifier: ReadResumer]
         let logger: Logger
@@ -34,12 +36,21 @@ final class ConnectionHandler: ChannelInboundHandler {
     /// One buffer for the connection's life: once the socket has taken a write, clearing it
     /// reuses its storage instead of allocating for every burst.
     private var outbound = ByteBufferAllocator().buffer(capacity: 512)
-    /// When this connection last sent something (for the idle timeout).
-    private var lastReadAt = NIODeadline.now()
+    /// When this connection last completed a frame (for the idle timeout): bytes that never make
+    /// a frame (a trickle) do not keep it open.
+    private var lastFrameAt = NIODeadline.now()
     private var idleCheck: Scheduled<Void>?
+    /// Frames cut since the last `channelReadComplete`.
+    private var framesThisBurst = 0
+    /// Since when the start of an incomplete frame has been waiting for the rest; nil: none.
+    private var partialFrameSince: NIODeadline?
+    private var frameCheck: Scheduled<Void>?
     private var adminCallsInFlight = 0
     private var closing = false
-    private var readingPaused = false
+    /// Not reading because the audit writer is behind (see ``pauseReadingForAudit(context:)``).
+    private var pausedForAudit = false
+    /// Not reading because the client does not read its replies (the channel is not writable).
+    private var pausedForWrites = false
     /// Decodes calls and encodes Check replies with one reused arena.
     private let codec = CheckCallCodec()
 
@@ -58,6 +69,8 @@ final class ConnectionHandler: ChannelInboundHandler {
     func channelInactive(context: ChannelHandlerContext) {
         idleCheck?.cancel()
         idleCheck = nil
+        frameCheck?.cancel()
+        frameCheck = nil
         context.fireChannelInactive()
     }
 
@@ -66,6 +79,7 @@ final class ConnectionHandler: ChannelInboundHandler {
         inbound.append(unwrapInboundIn(data))
         do {
             while !closing, let frame = try inbound.nextFrame() {
+                framesThisBurst += 1
                 handle(frame: frame, context: context)
             }
         } catch FramingError.frameTooLarge(let length, let limit) {
@@ -79,39 +93,97 @@ final class ConnectionHandler: ChannelInboundHandler {
     }
 
     func channelReadComplete(context: ChannelHandlerContext) {
-        if shared.idleTimeout != nil { lastReadAt = .now() }
+        notePartialFrame(context: context)
+        framesThisBurst = 0
         flushReplies(context: context)
-        if shared.service.auditIsBacklogged { pauseReading(context: context) }
+        if shared.service.auditIsBacklogged { pauseReadingForAudit(context: context) }
+    }
+
+    /// Write backpressure: a client that does not read its replies is not read from either, until
+    /// NIO's write buffer is below its low water mark again, so the replies queued for one
+    /// connection stay bounded (by the high water mark plus one read burst) and others are unaffected.
+    func channelWritabilityChanged(context: ChannelHandlerContext) {
+        pausedForWrites = !context.channel.isWritable
+        updateAutoRead(context: context)
+        context.fireChannelWritabilityChanged()
+    }
+
+    /// Reads while neither the audit writer nor the client's reading holds us back.
+    private func updateAutoRead(context: ChannelHandlerContext) {
+        guard let options = context.channel.syncOptions, context.channel.isActive else { return }
+        let shouldRead = !pausedForAudit && !pausedForWrites
+        guard (try? options.getOption(.autoRead)) != shouldRead else { return }
+        try? options.setOption(.autoRead, value: shouldRead)
+        if shouldRead {
+            // Time spent not reading is ours, not the client's.
+            if partialFrameSince != nil { partialFrameSince = .now() }
+            context.read()
+        }
     }
 
     /// Backpressure: while the audit writer is far behind, read nothing more from this connection
     /// (TCP then slows the client) instead of refusing checks, until this loop's ``ReadResumer``
     /// sees the backlog gone.
-    private func pauseReading(context: ChannelHandlerContext) {
-        guard !readingPaused, let options = context.channel.syncOptions,
-            let resumer = shared.readResumers[ObjectIdentifier(context.eventLoop)]
-        else { return }
-        try? options.setOption(.autoRead, value: false)
-        readingPaused = true
+    private func pauseReadingForAudit(context: ChannelHandlerContext) {
+        guard !pausedForAudit, let resumer = shared.readResumers[ObjectIdentifier(context.eventLoop)] else { return }
+        pausedForAudit = true
+        updateAutoRead(context: context)
         let loopBound = NIOLoopBound((handler: self, context: context), eventLoop: context.eventLoop)
         resumer.waitForBacklog {
             let (handler, context) = loopBound.value
-            handler.readingPaused = false
-            guard context.channel.isActive else { return }
-            try? context.channel.syncOptions?.setOption(.autoRead, value: true)
-            context.read()
+            handler.pausedForAudit = false
+            handler.updateAutoRead(context: context)
         }
     }
 
-    /// Closes the connection once it has sent nothing for the idle timeout. One timer per
-    /// connection, re-armed from the last read when it fires (not on every read).
+    /// After a read burst: frames completed re-arm the idle timeout; bytes left over that begin a
+    /// new frame start its frame deadline (the same frame's bytes trickling in do not restart it).
+    private func notePartialFrame(context: ChannelHandlerContext) {
+        guard framesThisBurst > 0 || inbound.bufferedBytes > 0 else { return }
+        let now = NIODeadline.now()
+        if framesThisBurst > 0 { lastFrameAt = now }
+        if inbound.bufferedBytes == 0 {
+            partialFrameSince = nil
+        } else if framesThisBurst > 0 || partialFrameSince == nil {
+            partialFrameSince = now
+            if frameCheck == nil { scheduleFrameCheck(at: now + shared.frameTimeout, context: context) }
+        }
+    }
+
+    /// Closes the connection when an incomplete frame has waited for its rest longer than the
+    /// frame timeout (a slowloris or a lying length prefix). One timer per connection, alive only
+    /// while an incomplete frame is waiting.
+    private func scheduleFrameCheck(at deadline: NIODeadline, context: ChannelHandlerContext) {
+        let loopBound = NIOLoopBound((handler: self, context: context), eventLoop: context.eventLoop)
+        frameCheck = context.eventLoop.scheduleTask(deadline: deadline) {
+            let (handler, context) = loopBound.value
+            handler.frameCheck = nil
+            guard context.channel.isActive, let since = handler.partialFrameSince else { return }
+            let timeout = handler.shared.frameTimeout
+            if handler.pausedForAudit || handler.pausedForWrites {
+                handler.partialFrameSince = .now()
+                handler.scheduleFrameCheck(at: .now() + timeout, context: context)
+            } else if NIODeadline.now() - since >= timeout {
+                handler.logger.info(
+                    "closing connection: frame not completed in time",
+                    metadata: ["frameTimeout": "\(timeout)", "bufferedBytes": "\(handler.inbound.bufferedBytes)"])
+                handler.closing = true
+                context.close(promise: nil)
+            } else {
+                handler.scheduleFrameCheck(at: since + timeout, context: context)
+            }
+        }
+    }
+
+    /// Closes the connection once it has completed no frame for the idle timeout. One timer per
+    /// connection, re-armed from the last frame when it fires (not on every read).
     private func scheduleIdleCheck(context: ChannelHandlerContext) {
         guard let timeout = shared.idleTimeout else { return }
         let loopBound = NIOLoopBound((handler: self, context: context), eventLoop: context.eventLoop)
-        idleCheck = context.eventLoop.scheduleTask(deadline: lastReadAt + timeout) {
+        idleCheck = context.eventLoop.scheduleTask(deadline: lastFrameAt + timeout) {
             let (handler, context) = loopBound.value
             guard context.channel.isActive else { return }
-            if NIODeadline.now() - handler.lastReadAt >= timeout {
+            if NIODeadline.now() - handler.lastFrameAt >= timeout {
                 handler.logger.info("closing idle connection")
                 context.close(promise: nil)
             } else {

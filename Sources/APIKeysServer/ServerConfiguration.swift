@@ -16,6 +16,12 @@ public struct ServerConfiguration: Sendable {
     public var maxConnections = 1024
     /// A connection with no traffic for this long is closed; 0 = never.
     public var idleTimeoutSeconds: Int64 = 3600
+    /// A frame that has begun must be complete within this many seconds, else the connection is
+    /// closed: a client trickling bytes or announcing more than it sends cannot hold a slot.
+    public var frameTimeoutSeconds: Int64 = 5
+    /// Bytes of replies queued for a client that does not read them before the server stops
+    /// reading from it (NIO's high water mark; reading resumes below half of it).
+    public var maxQueuedReplyBytes = 256 * 1024
     /// KeyAdmin calls in flight per connection; more are refused with RESOURCE_EXHAUSTED.
     public var maxAdminCallsInFlight = 64
     /// Event loop threads: one per core by default.

@@ -103,6 +103,9 @@ public struct FrameBuffer {
         return try FrameDecoder.nextFrame(in: &pending!, maxFrameSize: maxFrameSize)
     }
 
+    /// Bytes held that do not yet make a whole frame (after ``nextFrame()`` returned nil).
+    public var bufferedBytes: Int { pending?.readableBytes ?? 0 }
+
     /// Releases the bytes already framed; call once after each read.
     public mutating func compact() {
         if pending?.readableBytes == 0 { pending = nil } else { pending?.discardReadBytes() }

@@ -32,6 +32,12 @@ struct Serve: AsyncParsableCommand {
     @Option(help: "Seconds without traffic before a connection is closed; 0 = never (env APIKEYD_IDLE_TIMEOUT).")
     var idleTimeout: Int = Environment.int("APIKEYD_IDLE_TIMEOUT", default: Int(defaults.idleTimeoutSeconds))
 
+    @Option(
+        help:
+            "Seconds within which a frame that has begun must be complete, else the connection is closed (env APIKEYD_FRAME_TIMEOUT)."
+    )
+    var frameTimeout: Int = Environment.int("APIKEYD_FRAME_TIMEOUT", default: Int(defaults.frameTimeoutSeconds))
+
     @Option(help: "KeyAdmin calls in flight per connection (env APIKEYD_MAX_ADMIN_CALLS).")
     var maxAdminCalls: Int = Environment.int("APIKEYD_MAX_ADMIN_CALLS", default: defaults.maxAdminCallsInFlight)
 
@@ -62,7 +68,7 @@ struct Serve: AsyncParsableCommand {
         }
         guard (0...65535).contains(port) else { throw ValidationError("port must be 0-65535") }
         guard maxFrameSize >= 64 else { throw ValidationError("--max-frame-size must be at least 64") }
-        guard maxConnections > 0, maxAdminCalls > 0, eventLoops > 0, idleTimeout >= 0 else {
+        guard maxConnections > 0, maxAdminCalls > 0, eventLoops > 0, idleTimeout >= 0, frameTimeout > 0 else {
             throw ValidationError("limits must be positive")
         }
         _ = try SecretFormat(prefix: keyPrefix)
@@ -79,6 +85,7 @@ struct Serve: AsyncParsableCommand {
         configuration.maxFrameSize = maxFrameSize
         configuration.maxConnections = maxConnections
         configuration.idleTimeoutSeconds = Int64(idleTimeout)
+        configuration.frameTimeoutSeconds = Int64(frameTimeout)
         configuration.maxAdminCallsInFlight = maxAdminCalls
         configuration.eventLoopThreads = eventLoops
         configuration.keyPrefix = keyPrefix

@@ -8,9 +8,14 @@ import Foundation
 final class RawConnection {
     private let fd: Int32
 
-    init(port: Int, receiveTimeoutSeconds: Int = 5) throws {
+    /// `receiveBufferBytes`: a small kernel receive buffer, for a client that reads slowly.
+    init(port: Int, receiveTimeoutSeconds: Int = 5, receiveBufferBytes: Int32? = nil) throws {
         fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
         guard fd >= 0 else { throw POSIXError(.EIO) }
+        if var size = receiveBufferBytes {
+            setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &size, socklen_t(MemoryLayout<Int32>.size))
+            setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &size, socklen_t(MemoryLayout<Int32>.size))
+        }
         var timeout = timeval(tv_sec: receiveTimeoutSeconds, tv_usec: 0)
         setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
         var address = sockaddr_in()
@@ -39,6 +44,12 @@ final class RawConnection {
             guard sent > 0 else { return }
             offset += sent
         }
+    }
+
+    /// Sends what the kernel takes now without waiting; the count taken (0 when its buffer is full).
+    func sendWithoutWaiting(_ bytes: ArraySlice<UInt8>) -> Int {
+        let sent = bytes.withUnsafeBytes { Glibc.send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL | MSG_DONTWAIT)) }
+        return max(0, sent)
     }
 
     /// Sends `envelope` as one frame.
@@ -75,6 +86,15 @@ final class RawConnection {
     func isClosedByPeer() -> Bool {
         var byte: UInt8 = 0
         return recv(fd, &byte, 1, 0) == 0
+    }
+
+    /// True when the peer closes the connection within `waitingMS` (bytes it sends are dropped).
+    func isClosedByPeer(waitingMS: Int32) -> Bool {
+        var poller = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
+        guard poll(&poller, 1, waitingMS) > 0 else { return false }
+        var byte: UInt8 = 0
+        let got = recv(fd, &byte, 1, Int32(MSG_DONTWAIT))
+        return got == 0 || (got < 0 && errno != EAGAIN)
     }
 }
 
