@@ -14,6 +14,8 @@ public enum KeyError: Error, Hashable, Sendable, CustomStringConvertible {
     case invalidPageToken(String)
     /// A permission catalog that cannot be used.
     case invalidCatalog(String)
+    /// A check field beyond what one check may store (see ``CheckLimits``).
+    case checkFieldTooLarge(field: String, limit: String)
     /// The call's deadline passed before it could take effect: nothing was changed.
     case deadlineExceeded
 
@@ -25,6 +27,7 @@ public enum KeyError: Error, Hashable, Sendable, CustomStringConvertible {
         case .expiryNotInFuture: "expires_at_ms"
         case .invalidPageToken: "page_token"
         case .keyNotFound: "id"
+        case .checkFieldTooLarge(let field, _): field
         case .invalidCatalog, .deadlineExceeded: nil
         }
     }
@@ -39,6 +42,7 @@ public enum KeyError: Error, Hashable, Sendable, CustomStringConvertible {
         case .keyNotFound(let id): "no key with id \"\(id)\""
         case .invalidPageToken(let token): "page_token: \"\(token)\" is not a page token of this list"
         case .invalidCatalog(let why): "permission catalog: \(why)"
+        case .checkFieldTooLarge(let field, let limit): "\(field): \(limit) allowed"
         case .deadlineExceeded: "the deadline passed before the call took effect; nothing was changed"
         }
     }

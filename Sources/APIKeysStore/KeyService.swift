@@ -115,17 +115,20 @@ public final class KeyService: Sendable {
 
     /// Decides whether `secret` is a live key holding every one of `permissions`, and records an
     /// `api.request` audit event for a well-formed secret. Reads no storage.
-    /// Throws ``StoreError/auditBacklog(capacity:)`` when the event cannot be queued.
+    /// Throws ``KeyError/checkFieldTooLarge(field:limit:)`` beyond ``CheckLimits`` (a long
+    /// resource is recorded cut instead), ``StoreError/auditBacklog(capacity:)`` when the event
+    /// cannot be queued.
     public func check(
         secret: String, permissions: [String], resource: String = "", clientAddress: String = ""
     ) throws -> CheckOutcome {
+        try CheckLimits.validate(permissions: permissions, clientAddress: clientAddress)
         let now = clock.nowMS()
         let outcome = index.check(secret: secret, permissions: permissions, format: format, nowMS: now)
         guard outcome.denial != .malformedKey else { return outcome }
         let event = AuditRecord(
             atMS: now, action: .apiRequest, keyID: outcome.key?.id ?? "",
             keyName: outcome.key?.name ?? "", denial: outcome.denial, permissions: permissions,
-            resource: resource, clientAddress: clientAddress)
+            resource: CheckLimits.recorded(resource: resource), clientAddress: clientAddress)
         guard auditWriter.enqueue(event) else {
             throw auditWriter.isClosing ? StoreError.closed : StoreError.auditBacklog(capacity: auditWriter.capacity)
         }
@@ -142,9 +145,22 @@ public final class KeyService: Sendable {
         let limit = Self.clampPageSize(pageSize)
         let before = try Self.cursor(from: pageToken) ?? Int64.max
         let events = try withAdmin { try AuditTable.page(query, beforeSeq: before, limit: limit + 1, in: $0) }
-        guard events.count > limit else { return (events, nil) }
-        return (Array(events.prefix(limit)), String(events[limit - 1].seq))
+        // A page also ends before it would exceed the byte budget (always holding one event), so
+        // that no page of large events outgrows what a client accepts in one frame.
+        var bytes = 0
+        var count = 0
+        while count < min(limit, events.count) {
+            bytes += events[count].approximateEncodedSize
+            if count > 0 && bytes > Self.maxPageBytes { break }
+            count += 1
+        }
+        guard events.count > count else { return (events, nil) }
+        return (Array(events.prefix(count)), String(events[count - 1].seq))
     }
+
+    /// Largest encoded size of one page of audit events: a quarter of the client library's
+    /// default frame limit (4 MiB), leaving room for smaller clients and the envelope.
+    public static let maxPageBytes = 1 << 20
 
     static func clampPageSize(_ requested: Int) -> Int {
         requested <= 0 ? defaultPageSize : min(requested, maxPageSize)

@@ -1,0 +1,44 @@
+/// What an unauthenticated caller may make the audit trail store with one check.
+///
+/// Anyone who can reach the port can send checks (with a made-up, well-formed key), and each is
+/// recorded: without these bounds one caller could store megabytes per second. A permission
+/// list or client address beyond them is refused (INVALID_ARGUMENT): no catalog permission is
+/// longer than 64 bytes nor a catalog larger than 64, and no address needs 64 bytes. A long
+/// `resource` (a full URL with its query string, say) is cut instead, with a marker, because
+/// refusing it would turn a long URL into a failed request.
+public enum CheckLimits {
+    /// Most permissions one check may ask for (the size of the largest catalog).
+    public static let maxPermissions = PermissionCatalog.maxEntries
+    /// Longest permission name, in UTF-8 bytes.
+    public static let maxPermissionBytes = 64
+    /// Longest client address, in UTF-8 bytes (an IPv6 address with zone and port fits).
+    public static let maxClientAddressBytes = 64
+    /// Longest resource stored, in UTF-8 bytes; a longer one is cut to fit, marker included.
+    public static let maxResourceBytes = 1024
+
+    /// Throws ``KeyError/checkFieldTooLarge(field:limit:)`` for a permission list or client
+    /// address beyond the limits.
+    public static func validate(permissions: [String], clientAddress: String) throws(KeyError) {
+        guard permissions.count <= maxPermissions else {
+            throw .checkFieldTooLarge(field: "permissions", limit: "at most \(maxPermissions) names")
+        }
+        for name in permissions where name.utf8.count > maxPermissionBytes {
+            throw .checkFieldTooLarge(field: "permissions", limit: "names of at most \(maxPermissionBytes) bytes")
+        }
+        guard clientAddress.utf8.count <= maxClientAddressBytes else {
+            throw .checkFieldTooLarge(field: "client_address", limit: "at most \(maxClientAddressBytes) bytes")
+        }
+    }
+
+    /// `resource` as recorded: itself when it fits, else its start (cut between code points)
+    /// followed by `…[+N bytes]`, N the bytes left out, the whole at most ``maxResourceBytes``.
+    public static func recorded(resource: String) -> String {
+        let total = resource.utf8.count
+        guard total > maxResourceBytes else { return resource }
+        let reserve = 24  // "…[+NNNNNNNNNN bytes]" fits with room
+        var bytes = Array(resource.utf8.prefix(maxResourceBytes - reserve))
+        while let last = bytes.last, last & 0xC0 == 0x80 { bytes.removeLast() }  // a continuation byte
+        if let last = bytes.last, last >= 0xC0 { bytes.removeLast() }  // a lead byte without its rest
+        return String(decoding: bytes, as: UTF8.self) + "…[+\(total - bytes.count) bytes]"
+    }
+}

@@ -1,0 +1,60 @@
+import APIKeysClient
+import APIKeysCore
+import Foundation
+import Testing
+
+/// What an unauthenticated caller can make the audit trail store is bounded, and every page of
+/// the trail fits in what the client accepts.
+@Suite struct AuditAmplificationTests {
+    @Test func oversizedCheckFieldsAreRefusedNamingTheField() async throws {
+        try await withServer { _, client in
+            let key = SecretFormat.standard.generate()
+            for (permissions, address, field) in [
+                (Array(repeating: "jobs:read", count: 65), "", "permissions"),
+                ([String(repeating: "p", count: 65)], "", "permissions"),
+                (["jobs:read"], String(repeating: "1", count: 65), "client_address"),
+            ] {
+                await #expect {
+                    _ = try await client.check(key: key, permissions: permissions, clientAddress: address)
+                } throws: { error in
+                    let error = error as? APIKeysClientError
+                    return error?.code == .invalidArgument && error?.message.hasPrefix(field) == true
+                }
+            }
+            // At the limits, a check is answered.
+            let answer = try await client.check(
+                key: key, permissions: Array(repeating: "jobs:read", count: 64),
+                clientAddress: String(repeating: "1", count: 64))
+            #expect(answer.decision == .deny && answer.reason == .unknownKey)
+        }
+    }
+
+    @Test func hugeResourcesAreStoredCutAndPagesStayWithinTheByteBudget() async throws {
+        try await withServer { server, client in
+            let resource = "GET /" + String(repeating: "é", count: 30_000)  // 60,005 bytes
+            let checks = 900
+            for _ in 0..<checks {
+                _ = try await client.check(key: SecretFormat.standard.generate(), resource: resource)
+            }
+            server.server.service.flushAuditTrail()
+            var request = ListAuditEventsRequest(action: "api.request", pageSize: 1000)
+            let first = try await client.listAuditEvents(request)
+            let event = try #require(first.events.first)
+            #expect(event.resource.utf8.count <= CheckLimits.maxResourceBytes)
+            let kept = event.resource.prefix { $0 != "…" }.utf8.count
+            #expect(event.resource.hasSuffix("…[+\(60_005 - kept) bytes]"))
+            #expect(resource.hasPrefix(String(event.resource.prefix { $0 != "…" })))
+            // ~1.1 KB an event: 900 of them are more than one page's byte budget.
+            #expect(first.events.count < checks && !first.nextPageToken.isEmpty)
+            var total = first.events.count
+            var token = first.nextPageToken
+            while !token.isEmpty {
+                request.pageToken = token
+                let page = try await client.listAuditEvents(request)
+                total += page.events.count
+                token = page.nextPageToken
+            }
+            #expect(total == checks)
+        }
+    }
+}
