@@ -3,6 +3,9 @@ import APIKeysCore
 import NIOCore
 import NIOPosix
 import Synchronization
+#if canImport(Glibc)
+    import Glibc
+#endif
 
 /// The Swift client of apikeyd: one connection carrying many concurrent calls.
 ///
@@ -99,7 +102,7 @@ public final class APIKeysClient: Sendable {
             // that (no handler to take it), nothing else would ever complete the call's promise.
             let handedOver = channel.eventLoop.makePromise(of: Void.self)
             handedOver.futureResult.whenFailure { error in
-                promise.fail(APIKeysClientError(code: .unavailable, message: "connection closed: \(error)"))
+                promise.fail(APIKeysClientError(code: .unavailable, message: "connection closed: \(Self.plainReason(error))"))
             }
             // The server keeps a KeyAdmin call's deadline itself and answers DEADLINE_EXCEEDED only
             // when nothing was changed; the local timer waits a little longer for that answer, and
@@ -147,7 +150,23 @@ public final class APIKeysClient: Sendable {
             return try await future.get()
         } catch {
             throw APIKeysClientError(
-                code: .unavailable, message: "cannot connect to \(configuration.host):\(configuration.port): \(error)")
+                code: .unavailable,
+                message: "cannot connect to \(configuration.host):\(configuration.port): \(Self.plainReason(error))")
+        }
+    }
+
+    /// Why a connection failed, in words ("connection refused"), not NIO's nested error values.
+    static func plainReason(_ error: any Error) -> String {
+        switch error {
+        case let error as NIOConnectionError:
+            if let first = error.connectionErrors.first { return plainReason(first.error) }
+            return error.dnsAError != nil || error.dnsAAAAError != nil ? "the host name does not resolve" : "no address"
+        case let error as IOError:
+            return String(cString: strerror(error.errnoCode)).lowercased()
+        case ChannelError.connectTimeout:
+            return "timed out"
+        default:
+            return "\(error)"
         }
     }
 

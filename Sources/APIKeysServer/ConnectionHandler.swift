@@ -303,6 +303,14 @@ final class ConnectionHandler: ChannelInboundHandler {
     }
 
     private func reply(to request: Envelope, error: RPCError, context: ChannelHandlerContext) {
+        if let reference = error.reference {
+            logger.error(
+                "call failed",
+                metadata: [
+                    "ref": "\(reference)", "method": "\(request.method)", "status": "\(error.code)",
+                    "error": "\(error.cause.map { "\($0)" } ?? error.message)",
+                ])
+        }
         // Echo the method only when it is a known one: an unknown method string may not be encodable.
         let method = Method(rawValue: request.method)?.rawValue ?? ""
         append(

@@ -2,14 +2,30 @@ import APIKeysCore
 import APIKeysStore
 import APIKeysWire
 
-/// A call that failed: the status and message its reply carries.
-struct RPCError: Error, Hashable, Sendable {
+/// A call that failed: the status and message its reply carries, and what caused it.
+///
+/// The message is for the client and never holds a path, SQL or a library's text. A failure
+/// of the server itself (storage, an unexpected error) gets a `reference`: the client's message
+/// names it, and the server logs it with the full cause, so an operator can find one from the other.
+struct RPCError: Error, Sendable {
     var code: StatusCode
     var message: String
+    /// The underlying error, for the server's log only.
+    var cause: (any Error)?
+    /// The id the client's message and the server's log line share; nil for the caller's own mistakes.
+    var reference: String?
 
     init(_ code: StatusCode, _ message: String) {
         self.code = code
         self.message = message
+    }
+
+    /// A failure of the server, not the caller: a short message plus a reference to the log line.
+    private init(serverFailure code: StatusCode, _ message: String, cause: any Error) {
+        let reference = Self.newReference()
+        self.init(code, "\(message) (ref \(reference))")
+        self.cause = cause
+        self.reference = reference
     }
 
     /// The one place where errors of every layer become a wire status.
@@ -23,16 +39,28 @@ struct RPCError: Error, Hashable, Sendable {
             switch error {
             case .keyNotFound: self.init(.notFound, "\(error)")
             case .deadlineExceeded: self.init(.deadlineExceeded, "\(error)")
-            case .invalidCatalog: self.init(.internal, "\(error)")
+            case .invalidCatalog: self.init(serverFailure: .internal, "internal error", cause: error)
             default: self.init(.invalidArgument, "\(error)")
             }
         case let error as StoreError:
             switch error {
-            case .auditBacklog, .locked, .closed: self.init(.unavailable, "\(error)")
-            case .cannotOpen, .corrupt, .sqlite: self.init(.internal, "\(error)")
+            case .auditBacklog: self.init(.unavailable, "the audit trail is behind; try again shortly")
+            case .closed: self.init(.unavailable, "the server is shutting down")
+            case .locked: self.init(serverFailure: .unavailable, "the key store is busy; nothing was changed", cause: error)
+            case .full:
+                self.init(serverFailure: .resourceExhausted, "the key store's disk is full; nothing was changed", cause: error)
+            case .cannotOpen, .corrupt, .sqlite:
+                self.init(serverFailure: .internal, "storage error; nothing was changed", cause: error)
             }
         default:
-            self.init(.internal, "internal error")
+            self.init(serverFailure: .internal, "internal error", cause: error)
         }
+    }
+
+    /// Eight hex digits: enough to find one log line among a day's.
+    private static func newReference() -> String {
+        let value = UInt32.random(in: .min ... .max)
+        let hex = String(value, radix: 16)
+        return String(repeating: "0", count: 8 - hex.count) + hex
     }
 }

@@ -28,6 +28,8 @@ final class AuditWriter: Sendable {
         var drainAggregates = false
         /// Tests only: take nothing from the queue, as a writer stuck on a slow disk would.
         var paused = false
+        /// Tests only: a disk-full simulation for the writer's connection to apply.
+        var forbidGrowth: Bool?
     }
 
     let capacity: Int
@@ -98,6 +100,12 @@ final class AuditWriter: Sendable {
         wake.signal()
     }
 
+    /// Tests only: the writer's connection may not grow the database (SQLITE_FULL), or may again.
+    func forbidGrowth(_ forbid: Bool) {
+        state.withLock { $0.forbidGrowth = forbid }
+        wake.signal()
+    }
+
     /// True once ``close()`` has begun: no event is taken any more.
     var isClosing: Bool { state.withLock { $0.closing } }
 
@@ -143,6 +151,9 @@ final class AuditWriter: Sendable {
         var aggregator = AuditAggregator()
         while true {
             _ = wake.wait(timeout: .now() + flushInterval)
+            if let forbid = state.withLock({ state in defer { state.forbidGrowth = nil }; return state.forbidGrowth }) {
+                try? connection.forbidGrowth(forbid)
+            }
             let (batch, closing, drainAll) = state.withLock { state -> ([AuditRecord], Bool, Bool) in
                 if state.paused && !state.closing { return ([], false, false) }
                 defer {

@@ -90,6 +90,13 @@ public final class KeyService: Sendable {
         commitHook.withLock { $0 = hook }
     }
 
+    /// Tests only: the database may not grow (both connections then get SQLITE_FULL, as on a
+    /// full disk), or may again.
+    @_spi(Testing) public func simulateFullDisk(_ full: Bool) throws {
+        try withAdmin { try $0.forbidGrowth(full) }
+        auditWriter.forbidGrowth(full)
+    }
+
     /// Tests only: makes the audit writer stop (or resume) taking events, as if its disk had stalled.
     @_spi(Testing) public func pauseAuditWriter(_ paused: Bool) { auditWriter.setPaused(paused) }
 

@@ -88,6 +88,17 @@ final class SQLiteConnection: @unchecked Sendable {
         }
     }
 
+    /// Tests only: forbids (or allows again) the database to grow by a page, which SQLite then
+    /// reports as SQLITE_FULL, as on a full disk.
+    func forbidGrowth(_ forbid: Bool) throws {
+        if forbid {
+            let pages = try statement("PRAGMA page_count").firstRow { $0.int64(0) } ?? 0
+            try execute("PRAGMA max_page_count = \(pages)")
+        } else {
+            try execute("PRAGMA max_page_count = 4294967294")
+        }
+    }
+
     /// Rows changed by the last statement.
     var changes: Int { handle.map { Int(sqlite3_changes($0)) } ?? 0 }
 
@@ -97,6 +108,7 @@ final class SQLiteConnection: @unchecked Sendable {
         switch rc & 0xFF {
         case SQLITE_CORRUPT, SQLITE_NOTADB: return .corrupt(path: path, message: message)
         case SQLITE_BUSY, SQLITE_LOCKED: return .locked(path: path, message: message)
+        case SQLITE_FULL: return .full(path: path, message: message)
         case SQLITE_CANTOPEN, SQLITE_PERM, SQLITE_READONLY, SQLITE_AUTH:
             return .cannotOpen(path: path, message: message)
         default: return .sqlite(code: rc, message: message, sql: sql)

@@ -115,7 +115,7 @@ import Testing
                 service.flushAuditTrail()  // each round is a batch of its own
                 _ = try service.setEnabled(id: b.key.id, enabled: round % 2 != 0, actor: "ops")
             }
-            let many = (0..<300).map { "p\($0)" }  // more permissions than a byte can count
+            let many = (0..<CheckLimits.maxPermissions).map { "p\($0)" }  // the most one check may ask for
             _ = try service.check(secret: a.secret, permissions: many)
             service.flushAuditTrail()
 

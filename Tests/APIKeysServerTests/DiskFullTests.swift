@@ -1,0 +1,59 @@
+import APIKeysClient
+import APIKeysCore
+@_spi(Testing) import APIKeysStore
+import Foundation
+import Testing
+
+/// A full disk: admin calls fail with a plain status and nothing half-written is acknowledged;
+/// checks are still answered and audited once space returns; service resumes by itself.
+@Suite struct DiskFullTests {
+    @Test func aFullDiskRefusesCleanlyAndServiceResumesWhenSpaceReturns() async throws {
+        try await withServer { server, client in
+            let key = try await client.createKey(name: "before", permissions: ["jobs:read"])
+            try server.server.service.simulateFullDisk(true)
+            var acknowledged: Set<String> = ["before"]
+            var refusals: [APIKeysClientError] = []
+            for index in 0..<300 {
+                do {
+                    _ = try await client.createKey(name: "k\(index)", permissions: ["jobs:read"])
+                    acknowledged.insert("k\(index)")
+                } catch let error as APIKeysClientError {
+                    refusals.append(error)
+                }
+            }
+            let refusal = try #require(refusals.first, "300 keys fit without one new page: the test proved nothing")
+            #expect(refusal.code == .resourceExhausted)
+            #expect(refusal.message.contains("disk is full") && refusal.message.contains("(ref "))
+            for error in refusals {
+                #expect(!error.message.contains("/") && !error.message.contains("SQLite"), "\(error.message)")
+            }
+            // Checks are answered from memory meanwhile.
+            #expect(try await client.check(key: key.secret, permissions: ["jobs:read"]).decision == .allow)
+
+            try server.server.service.simulateFullDisk(false)
+            _ = try await client.createKey(name: "after", permissions: ["jobs:read"])
+            acknowledged.insert("after")
+            var names: Set<String> = []
+            var token = ""
+            repeat {
+                let page = try await client.listKeys(pageSize: 1000, pageToken: token)
+                names.formUnion(page.keys.map(\.name))
+                token = page.nextPageToken
+            } while !token.isEmpty
+            #expect(names == acknowledged)
+            // The check made while the disk was full reaches the trail once space is back.
+            server.server.service.flushAuditTrail()
+            let checks = try await client.listAuditEvents(ListAuditEventsRequest(keyID: key.key.id, action: "api.request"))
+            #expect(checks.events.count == 1)
+        }
+    }
+
+    /// Connection failures in plain words, not NIO's nested error values.
+    @Test func aServerThatIsNotThereIsSaidPlainly() async throws {
+        let client = APIKeysClient(configuration: .init(port: 1, adminToken: "adm_x"))
+        await #expect(throws: APIKeysClientError(code: .unavailable, message: "cannot connect to 127.0.0.1:1: connection refused")) {
+            _ = try await client.listPermissions()
+        }
+        await client.close()
+    }
+}
