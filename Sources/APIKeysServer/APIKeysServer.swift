@@ -60,7 +60,7 @@ public final class APIKeysServer: Service, Sendable {
         do {
             try DataDirectory.bootstrapAdminToken(service: service, path: configuration.adminTokenPath, logger: logger)
         } catch {
-            service.close()
+            await service.close(timeout: .seconds(configuration.shutdownTimeoutSeconds))
             directoryLock.release()
             throw error
         }
@@ -111,7 +111,7 @@ public final class APIKeysServer: Service, Sendable {
         } catch {
             try? await threadPool.shutdownGracefully()
             try? await group.shutdownGracefully()
-            service.close()
+            await service.close(timeout: .seconds(configuration.shutdownTimeoutSeconds))
             directoryLock.release()
             let reason = (error as? IOError).map { String(cString: strerror($0.errnoCode)) } ?? "\(error)"
             throw ServerError.cannotListen(host: configuration.host, port: configuration.port, reason: reason)
@@ -124,27 +124,46 @@ public final class APIKeysServer: Service, Sendable {
     }
 
     /// Serves until a graceful shutdown is requested (SIGTERM/SIGINT through a `ServiceGroup`) or
-    /// the task is cancelled, then shuts down.
+    /// the task is cancelled, then shuts down. Throws ``ServerError/auditEventsLost(_:)`` when
+    /// the shutdown could not write every audit event.
     public func run() async throws {
         try? await gracefulShutdown()
-        await shutdown()
+        let report = await shutdown()
+        if report.unwrittenAuditEvents > 0 { throw ServerError.auditEventsLost(report.unwrittenAuditEvents) }
     }
 
-    /// Stops accepting, lets KeyAdmin calls in flight finish (up to `drainSeconds`), closes every
-    /// connection, writes the queued audit events and closes the database. Idempotent.
-    public func shutdown(drainSeconds: Int = 10) async {
-        guard serverChannel.isActive || state.openConnections > 0 else { return }
+    /// What a shutdown could not finish.
+    public struct ShutdownReport: Sendable, Hashable {
+        /// Audit events the disk kept refusing until the shutdown timeout passed.
+        public var unwrittenAuditEvents: Int
+    }
+
+    /// Stops accepting, lets KeyAdmin calls in flight finish, closes every connection, writes the
+    /// queued audit events and closes the database, all within the configuration's shutdown
+    /// timeout. Idempotent: a second call returns at once with nothing lost.
+    @discardableResult
+    public func shutdown() async -> ShutdownReport {
+        guard state.beginShutdown() else { return ShutdownReport(unwrittenAuditEvents: 0) }
+        let deadline = ContinuousClock.now + .seconds(max(1, configuration.shutdownTimeoutSeconds))
         logger.info("shutting down: no new connections")
         try? await serverChannel.close()
         let open = state.startDraining()
-        for _ in 0..<(drainSeconds * 100) where state.adminCallsInFlight > 0 {
+        while state.adminCallsInFlight > 0 && ContinuousClock.now < deadline {
             try? await Task.sleep(for: .milliseconds(10))
         }
         for channel in open { try? await channel.close() }
         try? await threadPool.shutdownGracefully()
         try? await group.shutdownGracefully()
-        service.close()
+        // The audit writer gets what is left of the timeout, and at least a moment.
+        let unwritten = await service.close(timeout: max(deadline - ContinuousClock.now, .milliseconds(500)))
         directoryLock.release()
-        logger.info("shut down: audit trail flushed, database closed")
+        if unwritten > 0 {
+            logger.error(
+                "shut down: audit events could not be written before the shutdown timeout",
+                metadata: ["unwrittenEvents": "\(unwritten)", "shutdownTimeout": "\(configuration.shutdownTimeoutSeconds) s"])
+        } else {
+            logger.info("shut down: audit trail flushed, database closed")
+        }
+        return ShutdownReport(unwrittenAuditEvents: unwritten)
     }
 }

@@ -22,6 +22,9 @@ public struct ServerConfiguration: Sendable {
     /// Bytes of replies queued for a client that does not read them before the server stops
     /// reading from it (NIO's high water mark; reading resumes below half of it).
     public var maxQueuedReplyBytes = 256 * 1024
+    /// A graceful shutdown (KeyAdmin calls draining, the audit queue written) takes at most this
+    /// long; audit events the disk still refuses then are counted and reported.
+    public var shutdownTimeoutSeconds: Int64 = 10
     /// KeyAdmin calls in flight per connection; more are refused with RESOURCE_EXHAUSTED.
     public var maxAdminCallsInFlight = 64
     /// Event loop threads: one per core by default.

@@ -6,6 +6,10 @@ final class ServerState: Sendable {
     private let connections = Mutex<[ObjectIdentifier: any Channel]>([:])
     private let adminCalls = Atomic<Int>(0)
     private let draining = Atomic<Bool>(false)
+    private let shutDown = Atomic<Bool>(false)
+
+    /// True for the first caller only: the one that shuts the server down.
+    func beginShutdown() -> Bool { !shutDown.exchange(true, ordering: .acquiringAndReleasing) }
 
     /// Registers `channel`; false when `limit` connections are already open or the server is
     /// shutting down. The channel is forgotten when it closes.

@@ -24,6 +24,14 @@ final class AuditWriter: Sendable {
         var enqueued = 0
         var written = 0
         var closing = false
+        /// While closing: when to stop retrying a failing write and give its events up.
+        var giveUpAt: ContinuousClock.Instant = .now
+        /// Events given up at close because the disk kept refusing them.
+        var unwritten = 0
+        var finished = false
+        /// Callers of ``flush()`` or ``close(timeout:)`` waiting for `written` to reach a count
+        /// (`Int.max`: the writer's end).
+        var waiters: [(target: Int, wake: Waiter)] = []
         /// Set by ``flush()``: write aggregated groups now, not when their second is over.
         var drainAggregates = false
         /// Tests only: take nothing from the queue, as a writer stuck on a slow disk would.
@@ -37,7 +45,6 @@ final class AuditWriter: Sendable {
     private let flushInterval: DispatchTimeInterval
     private let state: Mutex<State>
     private let wake = DispatchSemaphore(value: 0)
-    private let finished = DispatchSemaphore(value: 0)
     private let connection: SQLiteConnection
     private let mode: AuditMode
     private let clock: any WallClock
@@ -112,27 +119,88 @@ final class AuditWriter: Sendable {
     /// True when more than half the queue is taken: time for callers to stop taking new work.
     var isUnderPressure: Bool { state.withLock { $0.queue.count > capacity / 2 } }
 
-    /// Waits until every event queued before the call is committed (aggregated groups included).
-    func flush() {
-        let target = state.withLock { state in
-            state.drainAggregates = true
-            return state.enqueued
-        }
-        wake.signal()
-        while state.withLock({ $0.written < target && !$0.closing }) {
-            usleep(500)
+    /// Someone waiting for the writer: a task (never blocked) or a thread outside the executor.
+    enum Waiter: Sendable {
+        case task(CheckedContinuation<Void, Never>)
+        case thread(DispatchSemaphore)
+
+        func resume() {
+            switch self {
+            case .task(let continuation): continuation.resume()
+            case .thread(let semaphore): semaphore.signal()
+            }
         }
     }
 
-    /// Writes what is queued, stops the thread and closes its connection. Idempotent.
-    func close() {
+    /// Waits until every event queued before the call is committed (aggregated groups included),
+    /// or the writer has ended.
+    func flush() async {
+        await withCheckedContinuation { continuation in
+            if let waiter = register(.task(continuation), untilWritten: nil) { waiter.resume() }
+        }
+    }
+
+    /// ``flush()`` for synchronous callers (tests, tools); never call it on a task's executor.
+    func flushBlocking() {
+        let semaphore = DispatchSemaphore(value: 0)
+        register(.thread(semaphore), untilWritten: nil)?.resume()
+        semaphore.wait()
+    }
+
+    /// Adds `waiter` for the events queued so far (or, with `untilWritten`, that count); returns
+    /// it when there is nothing to wait for.
+    @discardableResult
+    private func register(_ waiter: Waiter, untilWritten: Int?) -> Waiter? {
+        let ready = state.withLock { state -> Bool in
+            let target = untilWritten ?? state.enqueued
+            if state.finished || state.written >= target { return true }
+            state.drainAggregates = true
+            state.waiters.append((target, waiter))
+            return false
+        }
+        wake.signal()
+        return ready ? waiter : nil
+    }
+
+    /// Writes what is queued, stops the thread and closes its connection, and returns how many
+    /// events it had to give up: when the disk keeps refusing them, the writer retries until
+    /// `timeout` has passed. Idempotent (a second call waits for the first and returns 0).
+    func close(timeout: Duration) async -> Int {
+        guard beginClosing(timeout: timeout) else { return 0 }
+        await withCheckedContinuation { continuation in
+            if let waiter = register(.task(continuation), untilWritten: .max) { waiter.resume() }
+        }
+        return state.withLock { $0.unwritten }
+    }
+
+    /// ``close(timeout:)`` for synchronous callers (tools and tests, not a task's executor).
+    @discardableResult
+    func closeBlocking(timeout: Duration = .seconds(10)) -> Int {
+        guard beginClosing(timeout: timeout) else { return 0 }
+        let semaphore = DispatchSemaphore(value: 0)
+        register(.thread(semaphore), untilWritten: .max)?.resume()
+        semaphore.wait()
+        return state.withLock { $0.unwritten }
+    }
+
+    private func beginClosing(timeout: Duration) -> Bool {
         let first = state.withLock { state in
             defer { state.closing = true }
+            if !state.closing { state.giveUpAt = .now + timeout }
             return !state.closing
         }
-        guard first else { return }
         wake.signal()
-        finished.wait()
+        return first
+    }
+
+    /// After a commit (or at the end): wakes the waiters whose count has been reached.
+    private func wakeWaiters() {
+        let ready = state.withLock { state -> [Waiter] in
+            let reached = state.finished ? state.waiters : state.waiters.filter { $0.target <= state.written }
+            state.waiters.removeAll { state.finished || $0.target <= state.written }
+            return reached.map(\.wake)
+        }
+        for waiter in ready { waiter.resume() }
     }
 
     private func run() {
@@ -151,9 +219,7 @@ final class AuditWriter: Sendable {
         var aggregator = AuditAggregator()
         while true {
             _ = wake.wait(timeout: .now() + flushInterval)
-            if let forbid = state.withLock({ state in defer { state.forbidGrowth = nil }; return state.forbidGrowth }) {
-                try? connection.forbidGrowth(forbid)
-            }
+            applyDiskSimulation()
             let (batch, closing, drainAll) = state.withLock { state -> ([AuditRecord], Bool, Bool) in
                 if state.paused && !state.closing { return ([], false, false) }
                 defer {
@@ -169,15 +235,30 @@ final class AuditWriter: Sendable {
                 summaries = aggregator.drain(before: closing || drainAll ? nil : clock.nowMS())
             }
             if !batch.isEmpty || !summaries.isEmpty { write(individual, summaries: summaries, lastUsedFrom: batch) }
+            wakeWaiters()
             if closing && state.withLock({ $0.queue.isEmpty }) && aggregator.isEmpty { break }
         }
         connection.close()
-        finished.signal()
+        state.withLock { $0.finished = true }
+        wakeWaiters()
+    }
+
+    /// Tests only: applies a pending ``forbidGrowth(_:)`` on the writer's own thread.
+    private func applyDiskSimulation() {
+        let pending = state.withLock { state in
+            defer { state.forbidGrowth = nil }
+            return state.forbidGrowth
+        }
+        if let pending {
+            do { try connection.forbidGrowth(pending) } catch {
+                logger.error("disk simulation not applied", metadata: ["error": "\(error)"])
+            }
+        }
     }
 
     /// Commits `individual` events (in seq order) as batches, aggregated `summaries` as rows, and
     /// the last-used times of the checks in `batch`, retrying while the disk refuses them: events
-    /// are never dropped.
+    /// are never dropped, except at close once its timeout has passed (they are then counted).
     private func write(_ individual: [AuditRecord], summaries: [AuditRecord], lastUsedFrom batch: [AuditRecord]) {
         let lastUsed = APIRequestBatchTable.lastUse(byKeyIn: batch[...])
         var attempt = 0
@@ -193,12 +274,19 @@ final class AuditWriter: Sendable {
                 return
             } catch {
                 attempt += 1
+                let givingUp = state.withLock { state -> Bool in
+                    guard state.closing, ContinuousClock.now >= state.giveUpAt else { return false }
+                    state.unwritten += individual.count + summaries.count
+                    return true
+                }
                 logger.error(
-                    "audit batch not written, retrying",
+                    givingUp ? "audit batch not written, shutting down: events lost" : "audit batch not written, retrying",
                     metadata: [
                         "events": "\(individual.count + summaries.count)", "attempt": "\(attempt)", "error": "\(error)",
                     ])
-                usleep(100_000)
+                if givingUp { return }
+                _ = wake.wait(timeout: .now() + .milliseconds(100))
+                applyDiskSimulation()
             }
         }
     }

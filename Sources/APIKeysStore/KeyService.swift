@@ -75,9 +75,26 @@ public final class KeyService: Sendable {
         return service
     }
 
-    /// Writes the queued audit events and closes the database. Calls after this throw ``StoreError/closed``.
-    public func close() {
-        auditWriter.close()
+    /// Writes the queued audit events and closes the database; returns how many events could not
+    /// be written because the disk kept refusing them until `timeout` had passed. Calls after
+    /// this throw ``StoreError/closed``.
+    @discardableResult
+    public func close(timeout: Duration) async -> Int {
+        let unwritten = await auditWriter.close(timeout: timeout)
+        closeAdmin()
+        return unwritten
+    }
+
+    /// ``close(timeout:)`` for synchronous callers (tools, tests): blocks its thread, so never
+    /// call it on a task's executor.
+    @discardableResult
+    public func close(blockingFor timeout: Duration = .seconds(10)) -> Int {
+        let unwritten = auditWriter.closeBlocking(timeout: timeout)
+        closeAdmin()
+        return unwritten
+    }
+
+    private func closeAdmin() {
         admin.withLock { db in
             db?.close()
             db = nil
@@ -105,7 +122,10 @@ public final class KeyService: Sendable {
     public var auditIsBacklogged: Bool { auditWriter.isUnderPressure }
 
     /// Waits until every `api.request` event of a check that has returned is committed.
-    public func flushAuditTrail() { auditWriter.flush() }
+    public func flushAuditTrail() async { await auditWriter.flush() }
+
+    /// ``flushAuditTrail()`` for synchronous callers (tools, tests): blocks its thread.
+    public func flushAuditTrail() { auditWriter.flushBlocking() }
 
     /// The next audit sequence number: events are numbered in the order they happen.
     func takeSeq() -> UInt64 { auditWriter.takeSeq() }

@@ -38,6 +38,12 @@ struct Serve: AsyncParsableCommand {
     )
     var frameTimeout: Int = Environment.int("APIKEYD_FRAME_TIMEOUT", default: Int(defaults.frameTimeoutSeconds))
 
+    @Option(
+        help:
+            "Seconds a graceful shutdown may take; audit events not written by then are counted in the last log line and the exit status is 1 (env APIKEYD_SHUTDOWN_TIMEOUT)."
+    )
+    var shutdownTimeout: Int = Environment.int("APIKEYD_SHUTDOWN_TIMEOUT", default: Int(defaults.shutdownTimeoutSeconds))
+
     @Option(help: "KeyAdmin calls in flight per connection (env APIKEYD_MAX_ADMIN_CALLS).")
     var maxAdminCalls: Int = Environment.int("APIKEYD_MAX_ADMIN_CALLS", default: defaults.maxAdminCallsInFlight)
 
@@ -68,7 +74,7 @@ struct Serve: AsyncParsableCommand {
         }
         guard (0...65535).contains(port) else { throw ValidationError("port must be 0-65535") }
         guard maxFrameSize >= 64 else { throw ValidationError("--max-frame-size must be at least 64") }
-        guard maxConnections > 0, maxAdminCalls > 0, eventLoops > 0, idleTimeout >= 0, frameTimeout > 0 else {
+        guard maxConnections > 0, maxAdminCalls > 0, eventLoops > 0, idleTimeout >= 0, frameTimeout > 0, shutdownTimeout > 0 else {
             throw ValidationError("limits must be positive")
         }
         _ = try SecretFormat(prefix: keyPrefix)
@@ -86,6 +92,7 @@ struct Serve: AsyncParsableCommand {
         configuration.maxConnections = maxConnections
         configuration.idleTimeoutSeconds = Int64(idleTimeout)
         configuration.frameTimeoutSeconds = Int64(frameTimeout)
+        configuration.shutdownTimeoutSeconds = Int64(shutdownTimeout)
         configuration.maxAdminCallsInFlight = maxAdminCalls
         configuration.eventLoopThreads = eventLoops
         configuration.keyPrefix = keyPrefix

@@ -36,7 +36,7 @@ import Testing
             for _ in 0..<checks {
                 _ = try await client.check(key: SecretFormat.standard.generate(), resource: resource)
             }
-            server.server.service.flushAuditTrail()
+            await server.server.service.flushAuditTrail()
             var request = ListAuditEventsRequest(action: "api.request", pageSize: 1000)
             let first = try await client.listAuditEvents(request)
             let event = try #require(first.events.first)

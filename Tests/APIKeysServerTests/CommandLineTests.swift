@@ -57,7 +57,7 @@ import Testing
 
             run = try await apikey(["permissions"], server: server)
             #expect(run.stdout.contains("storage:write"))
-            server.server.service.flushAuditTrail()
+            await server.server.service.flushAuditTrail()
             run = try await apikey(["audit", "--key", id], server: server)
             #expect(run.stdout.contains("key.rotated") && run.stdout.contains("api.request"))
 

@@ -27,8 +27,12 @@ import Testing
             for error in refusals {
                 #expect(!error.message.contains("/") && !error.message.contains("SQLite"), "\(error.message)")
             }
-            // Checks are answered from memory meanwhile.
-            #expect(try await client.check(key: key.secret, permissions: ["jobs:read"]).decision == .allow)
+            // Checks are answered from memory meanwhile (~2 MB of audit events: more than fits).
+            let resource = String(repeating: "r", count: 1000)
+            for _ in 0..<2000 {
+                let answer = try await client.check(key: key.secret, permissions: ["jobs:read"], resource: resource)
+                #expect(answer.decision == .allow)
+            }
 
             try server.server.service.simulateFullDisk(false)
             _ = try await client.createKey(name: "after", permissions: ["jobs:read"])
@@ -41,10 +45,17 @@ import Testing
                 token = page.nextPageToken
             } while !token.isEmpty
             #expect(names == acknowledged)
-            // The check made while the disk was full reaches the trail once space is back.
-            server.server.service.flushAuditTrail()
-            let checks = try await client.listAuditEvents(ListAuditEventsRequest(keyID: key.key.id, action: "api.request"))
-            #expect(checks.events.count == 1)
+            // The checks made while the disk was full reach the trail once space is back.
+            await server.server.service.flushAuditTrail()
+            var audited = 0
+            token = ""
+            repeat {
+                let page = try await client.listAuditEvents(
+                    ListAuditEventsRequest(keyID: key.key.id, action: "api.request", pageSize: 1000, pageToken: token))
+                audited += page.events.count
+                token = page.nextPageToken
+            } while !token.isEmpty
+            #expect(audited == 2000)
         }
     }
 

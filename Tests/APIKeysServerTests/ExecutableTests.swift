@@ -45,6 +45,11 @@ import Testing
         let mode = try FileManager.default.attributesOfItem(atPath: dir + "/admin.token")[.posixPermissions] as? Int
         #expect(mode == 0o600)
 
+        // One server per data directory: a second one says who holds it and exits at once.
+        let second = try await runCommand(Self.apikeyd, ["--data-dir", dir, "--port", "0"])
+        #expect(second.status != 0)
+        #expect(second.stderr.contains("in use by another apikeyd (pid \(server.processIdentifier))"), "\(second.stderr)")
+
         let (status, alice) = try await runApikeyd(["admin-token", "create", "alice", "--data-dir", dir])
         #expect(status == 0 && alice.hasPrefix("adm_"))
         let client = APIKeysClient(configuration: .init(port: serverPort, adminToken: alice))

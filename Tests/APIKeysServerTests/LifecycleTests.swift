@@ -52,7 +52,7 @@ import Testing
                 try await client.getKey(id: id)
             }
 
-            server.server.service.flushAuditTrail()
+            await server.server.service.flushAuditTrail()
             let events = try await client.listAuditEvents(ListAuditEventsRequest(keyID: id, pageSize: 100)).events
             let admin = events.filter { $0.trigger == "admin" }.map(\.action)
             #expect(
