@@ -96,6 +96,7 @@ let package = Package(
             name: "apikey",
             dependencies: [
                 "APIKeysClient",
+                "APIKeysCore",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),

@@ -10,6 +10,8 @@ public enum AuditAction: String, Sendable, Hashable, CaseIterable {
     case keyDeleted = "key.deleted"
     /// A check of a well-formed key.
     case apiRequest = "api.request"
+    /// The server pruned events older than its retention (actor `retention`, counts in detail).
+    case auditPruned = "audit.pruned"
 
     /// `api` for checks, `admin` for everything else.
     public var trigger: AuditTrigger { self == .apiRequest ? .api : .admin }

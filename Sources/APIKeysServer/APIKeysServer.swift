@@ -52,7 +52,8 @@ public final class APIKeysServer: Service, Sendable {
             service = try KeyService.open(
             path: configuration.databasePath, catalog: configuration.catalog,
             format: try SecretFormat(prefix: configuration.keyPrefix), clock: configuration.clock,
-            auditMode: configuration.auditMode, auditQueueCapacity: configuration.auditQueueCapacity, logger: logger)
+            auditMode: configuration.auditMode, auditQueueCapacity: configuration.auditQueueCapacity,
+            auditRetentionMS: configuration.auditRetentionSeconds * 1000, logger: logger)
         } catch {
             directoryLock.release()
             throw error

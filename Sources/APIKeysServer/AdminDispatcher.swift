@@ -52,8 +52,10 @@ struct AdminDispatcher: Sendable {
             let request = try ListAuditEventsRequest(serializedBytes: payload)
             let page = try service.listAuditEvents(
                 try Self.query(request), pageSize: Int(request.pageSize), pageToken: request.pageToken)
+            let retention = try service.auditRetention()
             return try ListAuditEventsResponse(
-                events: page.events.map(AuditEvent.init), nextPageToken: page.nextPageToken ?? ""
+                events: page.events.map(AuditEvent.init), nextPageToken: page.nextPageToken ?? "",
+                oldestRetainedAtMS: retention.oldestRetainedAtMS ?? 0, retentionMS: retention.retentionMS
             )
             .serializedBytes()
         case .check:

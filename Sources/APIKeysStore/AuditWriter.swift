@@ -38,6 +38,10 @@ final class AuditWriter: Sendable {
         var paused = false
         /// Tests only: a disk-full simulation for the writer's connection to apply.
         var forbidGrowth: Bool?
+        /// Prunes asked for by ``pruneNow()`` and prunes done since (each waiter waits for a count).
+        var prunesAsked = 0
+        var prunesDone = 0
+        var pruneWaiters: [(target: Int, wake: Waiter)] = []
     }
 
     let capacity: Int
@@ -47,6 +51,9 @@ final class AuditWriter: Sendable {
     private let wake = DispatchSemaphore(value: 0)
     private let connection: SQLiteConnection
     private let mode: AuditMode
+    /// Events older than this are pruned; 0 = kept forever.
+    let retentionMS: Int64
+    private let pruneIntervalMS: Int64
     private let clock: any WallClock
     private let logger: Logger
 
@@ -55,7 +62,7 @@ final class AuditWriter: Sendable {
     init(
         connection: SQLiteConnection, lastSeq: UInt64, lastAtMS: Int64, mode: AuditMode = .full, clock: any WallClock,
         capacity: Int = 100_000, batchSize: Int = 1_000, flushInterval: DispatchTimeInterval = .milliseconds(5),
-        logger: Logger
+        retentionMS: Int64 = 0, pruneIntervalMS: Int64 = 60_000, logger: Logger
     ) {
         self.connection = connection
         self.state = Mutex(State(nextSeq: lastSeq + 1, lastAtMS: lastAtMS))
@@ -64,6 +71,11 @@ final class AuditWriter: Sendable {
         // (measured with one row per check; kept for the batch tables and the keys table).
         try? connection.execute("PRAGMA cache_size = -32000")
         self.mode = mode
+        self.retentionMS = retentionMS
+        self.pruneIntervalMS = pruneIntervalMS
+        // Debian's SQLite overwrites deleted content with zeros (SECURE_DELETE), doubling the I/O
+        // of pruning; audit events hold no secret, so only free what costs no extra write.
+        try? connection.execute("PRAGMA secure_delete = FAST")
         self.clock = clock
         self.capacity = capacity
         self.batchSize = batchSize
@@ -111,6 +123,20 @@ final class AuditWriter: Sendable {
     func forbidGrowth(_ forbid: Bool) {
         state.withLock { $0.forbidGrowth = forbid }
         wake.signal()
+    }
+
+    /// Prunes expired events now (on the writer's thread) and waits until it has; tools and
+    /// tests only (blocks its thread).
+    func pruneNowBlocking() {
+        let semaphore = DispatchSemaphore(value: 0)
+        let ready = state.withLock { state -> Bool in
+            guard !state.finished else { return true }
+            state.prunesAsked += 1
+            state.pruneWaiters.append((state.prunesAsked, .thread(semaphore)))
+            return false
+        }
+        wake.signal()
+        if !ready { semaphore.wait() }
     }
 
     /// True once ``close()`` has begun: no event is taken any more.
@@ -217,6 +243,7 @@ final class AuditWriter: Sendable {
             }
         #endif
         var aggregator = AuditAggregator()
+        var nextPruneAtMS: Int64 = 0
         while true {
             _ = wake.wait(timeout: .now() + flushInterval)
             applyDiskSimulation()
@@ -236,11 +263,60 @@ final class AuditWriter: Sendable {
             }
             if !batch.isEmpty || !summaries.isEmpty { write(individual, summaries: summaries, lastUsedFrom: batch) }
             wakeWaiters()
+            let (asked, done) = state.withLock { ($0.prunesAsked, $0.prunesDone) }
+            let due = retentionMS > 0 && clock.nowMS() >= nextPruneAtMS
+            if !closing && (due || asked > done) {
+                if retentionMS > 0 {
+                    pruneExpired()
+                    nextPruneAtMS = clock.nowMS() + pruneIntervalMS
+                }
+                wakePruneWaiters(done: asked)
+            }
             if closing && state.withLock({ $0.queue.isEmpty }) && aggregator.isEmpty { break }
         }
         connection.close()
         state.withLock { $0.finished = true }
         wakeWaiters()
+        wakePruneWaiters(done: .max)
+    }
+
+    /// Deletes what is older than the retention, a step per transaction, each step with its
+    /// `audit.pruned` event, then gives the freed pages back. A failure (a full disk) is logged
+    /// and tried again at the next interval.
+    private func pruneExpired() {
+        let cutoff = clock.nowMS() - retentionMS
+        do {
+            var steps = 0
+            while true {
+                let pruned = try connection.transaction {
+                    let pruned = try AuditRetention.pruneStep(olderThan: cutoff, in: connection)
+                    if !pruned.isEmpty {
+                        let event = AuditRetention.event(
+                            for: pruned, cutoffMS: cutoff, retentionMS: retentionMS, seq: takeSeq(), nowMS: clock.nowMS())
+                        try AuditTable.insert(event, in: connection)
+                    }
+                    return pruned
+                }
+                if pruned.isEmpty { break }
+                steps += 1
+                logger.info(
+                    "audit trail pruned",
+                    metadata: ["events": "\(pruned.events)", "batches": "\(pruned.batches)", "rows": "\(pruned.rows)"])
+            }
+            if steps > 0 { try AuditRetention.reclaimSpace(in: connection) }
+        } catch {
+            logger.error("audit trail not pruned, trying again later", metadata: ["error": "\(error)"])
+        }
+    }
+
+    private func wakePruneWaiters(done: Int) {
+        let ready = state.withLock { state -> [Waiter] in
+            state.prunesDone = max(state.prunesDone, min(done, state.prunesAsked))
+            let reached = state.pruneWaiters.filter { $0.target <= done }
+            state.pruneWaiters.removeAll { $0.target <= done }
+            return reached.map(\.wake)
+        }
+        for waiter in ready { waiter.resume() }
     }
 
     /// Tests only: applies a pending ``forbidGrowth(_:)`` on the writer's own thread.

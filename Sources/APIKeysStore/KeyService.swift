@@ -51,7 +51,7 @@ public final class KeyService: Sendable {
     public static func open(
         path: String, catalog: PermissionCatalog = .standard, format: SecretFormat = .standard,
         clock: any WallClock = SystemWallClock(), auditMode: AuditMode = .full, auditQueueCapacity: Int = 100_000,
-        busyTimeoutMS: Int32 = 5000,
+        auditRetentionMS: Int64 = 0, busyTimeoutMS: Int32 = 5000,
         logger: Logger = Logger(label: "apikeys.store")
     ) throws -> KeyService {
         let db = try SQLiteConnection(path: path, busyTimeoutMS: busyTimeoutMS)
@@ -62,7 +62,7 @@ public final class KeyService: Sendable {
             connection: try SQLiteConnection(path: path, busyTimeoutMS: busyTimeoutMS), lastSeq: last.seq,
             lastAtMS: last.batchAtMS,
             mode: auditMode, clock: clock,
-            capacity: auditQueueCapacity, logger: logger)
+            capacity: auditQueueCapacity, retentionMS: auditRetentionMS, logger: logger)
         let service = KeyService(
             catalog: catalog, format: format, clock: clock, admin: db, auditWriter: writer, expectedKeys: keyCount,
             logger: logger)
@@ -188,6 +188,15 @@ public final class KeyService: Sendable {
     /// Largest encoded size of one page of audit events: a quarter of the client library's
     /// default frame limit (4 MiB), leaving room for smaller clients and the envelope.
     public static let maxPageBytes = 1 << 20
+
+    /// The time of the oldest audit event kept (nil when the trail is empty) and how long events
+    /// are kept (0: forever); older ones are pruned by the audit writer, every minute.
+    public func auditRetention() throws -> (oldestRetainedAtMS: Int64?, retentionMS: Int64) {
+        (try withAdmin { try AuditRetention.oldestRetainedAtMS(in: $0) }, auditWriter.retentionMS)
+    }
+
+    /// Tests and tools: prunes expired audit events now and waits until done (blocks its thread).
+    @_spi(Testing) public func pruneAuditTrailNow() { auditWriter.pruneNowBlocking() }
 
     static func clampPageSize(_ requested: Int) -> Int {
         requested <= 0 ? defaultPageSize : min(requested, maxPageSize)

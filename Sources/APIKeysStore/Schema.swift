@@ -80,10 +80,22 @@ enum Schema {
                     PRIMARY KEY (key_id, first_seq)
                 ) WITHOUT ROWID;
                 """),
+        // Retention prunes the oldest batches, a range of first_seq: without this index, deleting
+        // their key entries would scan the whole (key_id, first_seq) table.
+        Migration(
+            version: 5, name: "prune batch keys by seq",
+            sql: "CREATE INDEX api_request_batch_keys_by_seq ON api_request_batch_keys (first_seq);"),
     ]
 
     /// Applies every migration not yet recorded in `schema_migrations`, each in its own transaction.
     static func migrate(_ db: SQLiteConnection, nowMS: Int64) throws {
+        // Pruned audit pages go back to the file system (PRAGMA incremental_vacuum after each
+        // prune). The setting only takes hold through a VACUUM: instant on a new database, once
+        // (a full rewrite) on one made before retention existed.
+        if try db.statement("PRAGMA auto_vacuum").firstRow({ $0.int64(0) }) != 2 {
+            try db.execute("PRAGMA auto_vacuum = INCREMENTAL")
+            try db.execute("VACUUM")
+        }
         try db.execute(
             """
             CREATE TABLE IF NOT EXISTS schema_migrations (

@@ -141,13 +141,22 @@ public struct ListAuditEventsRequest: WireMessage {
 
 /// KeyAdmin/ListAuditEvents reply.
 public struct ListAuditEventsResponse: WireMessage {
+    /// At most the page size, and fewer when they would exceed 1 MiB encoded.
     public var events: [AuditEvent]
     /// Empty on the last page.
     public var nextPageToken: String
+    /// Time (Unix ms) of the oldest event kept, whatever the filters; 0 when the trail is empty.
+    public var oldestRetainedAtMS: Int64
+    /// How long the server keeps audit events, in ms; 0 = forever.
+    public var retentionMS: Int64
 
-    public init(events: [AuditEvent] = [], nextPageToken: String = "") {
+    public init(
+        events: [AuditEvent] = [], nextPageToken: String = "", oldestRetainedAtMS: Int64 = 0, retentionMS: Int64 = 0
+    ) {
         self.events = events
         self.nextPageToken = nextPageToken
+        self.oldestRetainedAtMS = oldestRetainedAtMS
+        self.retentionMS = retentionMS
     }
 
     public init() { self.init(events: []) }
@@ -160,12 +169,15 @@ public struct ListAuditEventsResponse: WireMessage {
             ListAuditEventsResponse(
                 events: try arena.messages(c.events, count: c.n_events),
                 nextPageToken: try arena.string(
-                    c.next_page_token, field: "next_page_token", of: "apikeys.v1.ListAuditEventsResponse"))
+                    c.next_page_token, field: "next_page_token", of: "apikeys.v1.ListAuditEventsResponse"),
+                oldestRetainedAtMS: c.oldest_retained_at_ms, retentionMS: c.retention_ms)
         },
         write: { value, c, arena in
             (c.n_events, c.events) = try arena.makeArray(value.events, as: Apikeys__V1__AuditEvent.self)
             c.next_page_token = try arena.cString(
                 value.nextPageToken, field: "next_page_token", of: "apikeys.v1.ListAuditEventsResponse")
+            c.oldest_retained_at_ms = value.oldestRetainedAtMS
+            c.retention_ms = value.retentionMS
         }
     )
 }

@@ -1,3 +1,4 @@
+import APIKeysCore
 import Foundation
 
 /// Parses `--expires` and audit time bounds: a duration from now (`90d`, `12h`, `30m`, `45s`,
@@ -6,18 +7,7 @@ enum TimeArgument {
     static func milliseconds(_ text: String, nowMS: Int64 = Int64(Date().timeIntervalSince1970 * 1000)) throws -> Int64
     {
         if text == "never" { return 0 }
-        if let unit = text.last, let amount = Int64(text.dropLast()), amount > 0 {
-            let seconds: Int64? =
-                switch unit {
-                case "s": 1
-                case "m": 60
-                case "h": 3600
-                case "d": 86400
-                case "w": 604_800
-                default: nil
-                }
-            if let seconds { return nowMS + amount * seconds * 1000 }
-        }
+        if let seconds = DurationText.seconds(text) { return nowMS + seconds * 1000 }
         let full = ISO8601DateFormatter()
         if let date = full.date(from: text) { return Int64(date.timeIntervalSince1970 * 1000) }
         let day = ISO8601DateFormatter()

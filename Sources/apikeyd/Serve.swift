@@ -65,8 +65,19 @@ struct Serve: AsyncParsableCommand {
     )
     var auditMode: String = Environment.string("APIKEYD_AUDIT_MODE", default: defaults.auditMode.rawValue)
 
+    @Option(
+        help:
+            "How long audit events are kept: a duration (30d, 12h, 2w) or `forever`; older ones are pruned every minute (env APIKEYD_AUDIT_RETENTION; default 30d)."
+    )
+    var auditRetention: String = Environment.string("APIKEYD_AUDIT_RETENTION", default: "30d")
+
     @Option(help: "Log level: trace, debug, info, notice, warning, error, critical (env APIKEYD_LOG_LEVEL).")
     var logLevel: String = Environment.string("APIKEYD_LOG_LEVEL", default: "info")
+
+    /// `--audit-retention` in seconds, 0 for `forever`; nil when it is neither.
+    private var auditRetentionSeconds: Int64? {
+        auditRetention == "forever" ? 0 : DurationText.seconds(auditRetention)
+    }
 
     func validate() throws {
         guard Logger.Level(rawValue: logLevel) != nil else {
@@ -79,6 +90,9 @@ struct Serve: AsyncParsableCommand {
         }
         _ = try SecretFormat(prefix: keyPrefix)
         guard AuditMode(rawValue: auditMode) != nil else { throw ValidationError("--audit-mode is full or aggregated") }
+        guard auditRetentionSeconds != nil else {
+            throw ValidationError("--audit-retention is a duration such as 30d, 12h or 2w, or forever")
+        }
     }
 
     func run() async throws {
@@ -97,6 +111,7 @@ struct Serve: AsyncParsableCommand {
         configuration.eventLoopThreads = eventLoops
         configuration.keyPrefix = keyPrefix
         configuration.auditMode = AuditMode(rawValue: auditMode) ?? .full
+        configuration.auditRetentionSeconds = auditRetentionSeconds ?? configuration.auditRetentionSeconds
         if let permissionsFile = permissionsFile ?? Environment.optionalString("APIKEYD_PERMISSIONS_FILE") {
             configuration.catalog = try PermissionCatalog(
                 parsing: String(contentsOfFile: permissionsFile, encoding: .utf8))

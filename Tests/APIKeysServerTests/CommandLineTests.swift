@@ -60,6 +60,8 @@ import Testing
             await server.server.service.flushAuditTrail()
             run = try await apikey(["audit", "--key", id], server: server)
             #expect(run.stdout.contains("key.rotated") && run.stdout.contains("api.request"))
+            // It says since when the server keeps events, and for how long (the default: 30 days).
+            #expect(run.stdout.contains("(events kept since ") && run.stdout.contains("; retention 30d)"), "\(run.stdout)")
 
             run = try await apikey(["delete", id], server: server, stdin: "n\n")
             #expect(run.status == 2 && run.stderr.contains("not deleted"))

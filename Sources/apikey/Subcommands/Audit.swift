@@ -11,7 +11,7 @@ struct Audit: AsyncParsableCommand {
 
     @Option(
         help:
-            "Only this action (key.created, key.updated, key.permissions_changed, key.enabled, key.disabled, key.rotated, key.deleted, api.request)."
+            "Only this action (key.created, key.updated, key.permissions_changed, key.enabled, key.disabled, key.rotated, key.deleted, audit.pruned, api.request)."
     )
     var action: String?
 
@@ -30,21 +30,30 @@ struct Audit: AsyncParsableCommand {
         let request = ListAuditEventsRequest(
             keyID: key ?? "", action: action ?? "", sinceMS: try since.map(Self.past) ?? 0,
             untilMS: try until.map(Self.past) ?? 0, pageSize: UInt32(clamping: limit))
-        let events = try await connection.withClient { client in
+        let (events, last) = try await connection.withClient { client in
             var events: [AuditEvent] = []
             var page = request
+            var reply: ListAuditEventsResponse
             repeat {
-                let reply = try await client.listAuditEvents(page)
+                reply = try await client.listAuditEvents(page)
                 events += reply.events
                 page.pageToken = reply.nextPageToken
             } while !page.pageToken.isEmpty && events.count < limit
-            return Array(events.prefix(limit))
+            return (Array(events.prefix(limit)), reply)
         }
         if json {
             print(Output.json(events.map(EventJSON.init)))
             return
         }
         print(Output.table(["SEQ", "TIME", "ACTION", "KEY", "NAME", "BY", "DECISION", "DETAIL"], events.map(Self.row)))
+        print(Self.retentionLine(last))
+    }
+
+    /// Since when the server keeps events, so that an empty or short answer is not misread.
+    static func retentionLine(_ reply: ListAuditEventsResponse) -> String {
+        let kept = reply.oldestRetainedAtMS == 0 ? "no events kept" : "events kept since \(Output.time(reply.oldestRetainedAtMS))"
+        let retention = reply.retentionMS == 0 ? "kept forever" : "retention \(Self.describe(ms: reply.retentionMS))"
+        return "(\(kept); \(retention))"
     }
 
     private static func row(_ event: AuditEvent) -> [String] {
@@ -54,6 +63,15 @@ struct Audit: AsyncParsableCommand {
             String(event.seq), Output.time(event.atMS), event.action, event.keyID, event.keyName,
             isAPI ? "api" : event.actor, decision(event), detail,
         ]
+    }
+
+    /// A retention in the largest unit that divides it: `30d`, `12h`, `90s`.
+    private static func describe(ms: Int64) -> String {
+        let seconds = ms / 1000
+        for (unit, size) in [("d", Int64(86400)), ("h", 3600), ("m", 60)] where seconds % size == 0 {
+            return "\(seconds / size)\(unit)"
+        }
+        return "\(seconds)s"
     }
 
     /// A duration counts back from now; dates are absolute.

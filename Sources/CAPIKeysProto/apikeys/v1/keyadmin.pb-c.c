@@ -2043,7 +2043,7 @@ const ProtobufCMessageDescriptor apikeys__v1__list_audit_events_request__descrip
   (ProtobufCMessageInit) apikeys__v1__list_audit_events_request__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor apikeys__v1__list_audit_events_response__field_descriptors[2] =
+static const ProtobufCFieldDescriptor apikeys__v1__list_audit_events_response__field_descriptors[4] =
 {
   {
     "events",
@@ -2069,15 +2069,41 @@ static const ProtobufCFieldDescriptor apikeys__v1__list_audit_events_response__f
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "oldest_retained_at_ms",
+    3,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_INT64,
+    0,   /* quantifier_offset */
+    offsetof(Apikeys__V1__ListAuditEventsResponse, oldest_retained_at_ms),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "retention_ms",
+    4,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_INT64,
+    0,   /* quantifier_offset */
+    offsetof(Apikeys__V1__ListAuditEventsResponse, retention_ms),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned apikeys__v1__list_audit_events_response__field_indices_by_name[] = {
   0,   /* field[0] = events */
   1,   /* field[1] = next_page_token */
+  2,   /* field[2] = oldest_retained_at_ms */
+  3,   /* field[3] = retention_ms */
 };
 static const ProtobufCIntRange apikeys__v1__list_audit_events_response__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 2 }
+  { 0, 4 }
 };
 const ProtobufCMessageDescriptor apikeys__v1__list_audit_events_response__descriptor =
 {
@@ -2087,7 +2113,7 @@ const ProtobufCMessageDescriptor apikeys__v1__list_audit_events_response__descri
   "Apikeys__V1__ListAuditEventsResponse",
   "apikeys.v1",
   sizeof(Apikeys__V1__ListAuditEventsResponse),
-  2,
+  4,
   apikeys__v1__list_audit_events_response__field_descriptors,
   apikeys__v1__list_audit_events_response__field_indices_by_name,
   1,  apikeys__v1__list_audit_events_response__number_ranges,

@@ -386,16 +386,28 @@ struct  Apikeys__V1__ListAuditEventsRequest
 struct  Apikeys__V1__ListAuditEventsResponse
 {
   ProtobufCMessage base;
+  /*
+   * At most page_size events, and fewer when they would exceed 1 MiB encoded.
+   */
   size_t n_events;
   Apikeys__V1__AuditEvent **events;
   /*
    * Empty on the last page.
    */
   char *next_page_token;
+  /*
+   * Time (Unix ms) of the oldest event the server still keeps, whatever the filters; 0 when
+   * the trail is empty. Events older than the retention have been pruned (see audit.pruned).
+   */
+  int64_t oldest_retained_at_ms;
+  /*
+   * How long the server keeps audit events, in ms; 0 = forever.
+   */
+  int64_t retention_ms;
 };
 #define APIKEYS__V1__LIST_AUDIT_EVENTS_RESPONSE__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&apikeys__v1__list_audit_events_response__descriptor) \
-    , 0,NULL, (char *)protobuf_c_empty_string }
+    , 0,NULL, (char *)protobuf_c_empty_string, 0, 0 }
 
 
 /*
@@ -411,7 +423,8 @@ struct  Apikeys__V1__AuditEvent
   int64_t at_ms;
   /*
    * key.created, key.updated, key.permissions_changed, key.enabled, key.disabled,
-   * key.rotated, key.deleted (trigger "admin"); api.request (trigger "api").
+   * key.rotated, key.deleted, audit.pruned (trigger "admin"); api.request (trigger "api").
+   * audit.pruned is written by the server itself (actor "retention") with its counts in detail.
    */
   char *action;
   /*

@@ -1,0 +1,19 @@
+/// Durations as operators type them: a whole number and a unit, `45s`, `30m`, `12h`, `90d`, `2w`.
+public enum DurationText {
+    /// The seconds `text` stands for, or nil when it is not such a duration (or not positive).
+    public static func seconds(_ text: String) -> Int64? {
+        guard let unit = text.last, let amount = Int64(text.dropLast()), amount > 0 else { return nil }
+        let perUnit: Int64? =
+            switch unit {
+            case "s": 1
+            case "m": 60
+            case "h": 3600
+            case "d": 86400
+            case "w": 604_800
+            default: nil
+            }
+        guard let perUnit else { return nil }
+        let (seconds, overflow) = amount.multipliedReportingOverflow(by: perUnit)
+        return overflow || seconds > Int64.max / 1000 ? nil : seconds
+    }
+}
