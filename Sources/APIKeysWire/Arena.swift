@@ -22,6 +22,9 @@ final class Arena {
         capikeys_arena_destroy(raw)
     }
 
+    /// Chunks allocated minus chunks freed on the calling thread (a leak check for tests).
+    static var liveChunksOnThisThread: Int { Int(capikeys_arena_thread_live_chunks()) }
+
     /// Forgets every allocation, keeping the first chunk for the next use: an arena reused per
     /// connection costs no `malloc` per call.
     func reset() {

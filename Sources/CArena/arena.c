@@ -20,9 +20,21 @@ struct capikeys_arena {
     size_t remaining;
 };
 
+/* Chunks made minus chunks freed on this thread: a test that packs and unpacks on one thread
+   sees exactly its own (an arena freed on another thread only moves that thread's count). */
+static _Thread_local long long live_chunks = 0;
+
+long long capikeys_arena_thread_live_chunks(void) { return live_chunks; }
+
+static void chunk_free(struct chunk *chunk) {
+    free(chunk);
+    live_chunks -= 1;
+}
+
 static struct chunk *chunk_create(size_t capacity, struct chunk *next) {
     void *memory = NULL;
     if (posix_memalign(&memory, 16, sizeof(struct chunk) + capacity) != 0) return NULL;
+    live_chunks += 1;
     struct chunk *chunk = memory;
     chunk->next = next;
     chunk->capacity = capacity;
@@ -39,7 +51,7 @@ void capikeys_arena_destroy(capikeys_arena *arena) {
     struct chunk *chunk = arena->chunks;
     while (chunk != NULL) {
         struct chunk *next = chunk->next;
-        free(chunk);
+        chunk_free(chunk);
         chunk = next;
     }
     free(arena);
@@ -50,7 +62,7 @@ void capikeys_arena_reset(capikeys_arena *arena) {
     if (chunk == NULL) return;
     while (chunk->next != NULL) {
         struct chunk *next = chunk->next;
-        free(chunk);
+        chunk_free(chunk);
         chunk = next;
     }
     arena->chunks = chunk;

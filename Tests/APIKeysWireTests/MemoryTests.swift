@@ -23,12 +23,14 @@ import Testing
 
     @Test func hundredThousandRoundTripsKeepMemoryFlat() throws {
         try roundTrips(10_000)  // warm up allocator caches
+        let chunks = Arena.liveChunksOnThisThread
         let before = try residentBytes()
         try roundTrips(100_000)
         let growth = try residentBytes() - before
-        // Each round trip packs and unpacks ~4 KB through arenas: leaking one arena chunk per round
-        // trip would grow the resident set by 400 MB, leaking 200 bytes by 20 MB. The margin leaves
-        // room for the tests that run beside this one in the same process.
-        #expect(growth < 16 << 20, "resident set grew by \(growth) bytes")
+        // Exact, whatever runs beside this test: every arena chunk made on this thread was freed.
+        #expect(Arena.liveChunksOnThisThread == chunks, "arena chunks leaked")
+        // Coarse, for leaks outside the arenas: leaking 1 KB a round trip would grow the resident
+        // set by 100 MB. The margin is wide because the suites beside this one share the process.
+        #expect(growth < 64 << 20, "resident set grew by \(growth) bytes")
     }
 }

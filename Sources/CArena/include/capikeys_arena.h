@@ -26,6 +26,9 @@ void *capikeys_arena_alloc(capikeys_arena *arena, size_t size);
 /// The size asked for `block` if this arena handed it out (since the last reset), else -1.
 long long capikeys_arena_block_size(const capikeys_arena *arena, const void *block);
 
+/// Chunks allocated and not yet freed by the calling thread: a leak check for tests.
+long long capikeys_arena_thread_live_chunks(void);
+
 /// protobuf-c's `ProtobufCAllocator.alloc`, with the arena as `allocator_data`.
 void *capikeys_arena_protobuf_alloc(void *arena, size_t size);
 
