@@ -1,0 +1,90 @@
+import APIKeysWire
+import CFuzzerDriver
+import NIOCore
+
+#if canImport(Glibc)
+    import Glibc
+#endif
+
+/// Runs libFuzzer with its usual flags (`-runs=N`, `-max_total_time=S`, corpus directories).
+@main enum FuzzMain {
+    static func main() {
+        var argc = CommandLine.argc
+        var argv: UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>? = CommandLine.unsafeArgv
+        exit(LLVMFuzzerRunDriver(&argc, &argv, fuzzWire))
+    }
+}
+
+/// The fuzz target. The first byte picks what the rest is fed to: the frame decoder with the
+/// envelope and the hot-path Check codec behind it, or one message's unpack. Whatever decodes
+/// must encode again and decode to the same value.
+func fuzzWire(_ data: UnsafePointer<UInt8>?, _ size: Int) -> CInt {
+    guard let data, size > 0 else { return 0 }
+    let body = UnsafeRawBufferPointer(start: data + 1, count: size - 1)
+    let selector = Int(data[0]) % (messageDecoders.count + 1)
+    if selector == 0 {
+        fuzzFrames(body)
+    } else {
+        messageDecoders[selector - 1](body)
+    }
+    return 0
+}
+
+/// Frames as the server reads them: cut in place, each body an Envelope, Check calls through
+/// the in-place codec. A bad frame ends the stream, as it closes a connection.
+private func fuzzFrames(_ bytes: UnsafeRawBufferPointer) {
+    var buffer = FrameBuffer(maxFrameSize: 64 * 1024)
+    // Split the input in two reads, as TCP may.
+    let cut = bytes.count / 2
+    buffer.append(ByteBuffer(bytes: bytes[..<cut]))
+    let codec = CheckCallCodec()
+    for round in 0..<2 {
+        while true {
+            let frame: ByteBuffer
+            do {
+                guard let next = try buffer.nextFrame() else { break }
+                frame = next
+            } catch {
+                return
+            }
+            if let envelope = try? Envelope(serializedBytes: Array(frame.readableBytesView)) {
+                roundTrip(envelope)
+            }
+            if case .check(let callID, let request) = try? codec.decode(frame: frame) {
+                roundTrip(request)
+                var reply = ByteBuffer()
+                try? codec.writeCheckReply(callID: callID, response: CheckResponse(), to: &reply)
+            }
+        }
+        buffer.compact()
+        if round == 0 { buffer.append(ByteBuffer(bytes: bytes[cut...])) }
+    }
+}
+
+private func roundTrip<M: WireMessage>(_ message: M) {
+    guard let bytes = try? message.serializedBytes() else {
+        fatalError("\(M.self) decoded but does not encode: \(message)")
+    }
+    guard let again = try? M(serializedBytes: bytes), again == message else {
+        fatalError("\(M.self) changed across encode and decode: \(message)")
+    }
+}
+
+private func decoder<M: WireMessage>(_ type: M.Type) -> @Sendable (UnsafeRawBufferPointer) -> Void {
+    { bytes in
+        if let message = try? M(serializedBytes: bytes) { roundTrip(message) }
+    }
+}
+
+/// Every message of the contract.
+private let messageDecoders: [@Sendable (UnsafeRawBufferPointer) -> Void] = [
+    decoder(Envelope.self), decoder(CheckRequest.self), decoder(CheckResponse.self),
+    decoder(CreateKeyRequest.self), decoder(CreateKeyResponse.self), decoder(GetKeyRequest.self),
+    decoder(GetKeyResponse.self), decoder(ListKeysRequest.self), decoder(ListKeysResponse.self),
+    decoder(UpdateKeyRequest.self), decoder(UpdateKeyResponse.self), decoder(PermissionSet.self),
+    decoder(SetKeyEnabledRequest.self), decoder(SetKeyEnabledResponse.self), decoder(RotateKeyRequest.self),
+    decoder(RotateKeyResponse.self), decoder(DeleteKeyRequest.self), decoder(DeleteKeyResponse.self),
+    decoder(ListPermissionsRequest.self), decoder(ListPermissionsResponse.self), decoder(Permission.self),
+    decoder(ApiKey.self), decoder(AuditEvent.self), decoder(ListAuditEventsRequest.self),
+    decoder(ListAuditEventsResponse.self),
+]
