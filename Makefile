@@ -5,7 +5,7 @@ DATA_DIR ?= ./data
 VENV := .venv
 SYSTEM_PACKAGES := libprotobuf-c-dev protobuf-c-compiler libssl-dev libsqlite3-dev pkg-config
 
-.PHONY: run test bench format deps interop-env codegen codegen-check build clean
+.PHONY: run test bench chaos fuzz format deps interop-env codegen codegen-check build clean
 
 ## Build the server and the CLI (release) and run the server on 127.0.0.1:7411, data in $(DATA_DIR).
 run: deps
@@ -13,10 +13,25 @@ run: deps
 	$(SWIFT) build -c release --product apikey
 	$$($(SWIFT) build -c release --show-bin-path)/apikeyd --data-dir $(DATA_DIR)
 
-## Run every test: generated-code check, then the Swift suites (with the protobuf interop check).
+## Run every test: generated-code check, the Swift suites (with the protobuf interop check), a
+## 60 s fuzz run of the wire layer, and the fast variant of the hostile-peer battery.
 test: deps interop-env codegen-check
 	$(SWIFT) build --build-tests
 	APIKEYS_INTEROP_PYTHON=$(CURDIR)/$(VENV)/bin/python $(SWIFT) test --skip-build --disable-xctest
+	APIKEYS_INTEROP_PYTHON=$(CURDIR)/$(VENV)/bin/python fuzz/run.sh --seconds 60
+	$(VENV)/bin/python Tests/chaos/chaos.py "$$($(SWIFT) build --show-bin-path)/apikeyd" --fast
+
+## The hostile-peer battery against a release server (about 20 minutes): 10^7 fuzz inputs, then
+## never-reading clients, slowloris at the connection limit, a garbage storm, the admin
+## authorization matrix, the revocation race, kill -9 cycles, a full disk and a 10-minute soak.
+chaos: deps interop-env
+	$(SWIFT) build -c release --product apikeyd
+	APIKEYS_INTEROP_PYTHON=$(CURDIR)/$(VENV)/bin/python fuzz/run.sh --runs 10000000
+	$(VENV)/bin/python Tests/chaos/chaos.py "$$($(SWIFT) build -c release --show-bin-path)/apikeyd"
+
+## Fuzz the wire layer with libFuzzer and the address sanitizer: 10^7 inputs (FUZZ_RUNS=N for more).
+fuzz: deps interop-env
+	APIKEYS_INTEROP_PYTHON=$(CURDIR)/$(VENV)/bin/python fuzz/run.sh --runs $${FUZZ_RUNS:-10000000}
 
 ## Benchmarks (not tests): apikeyd vs Redis on this machine, as ratios; see docs/PERFORMANCE.md.
 bench: deps
@@ -59,4 +74,4 @@ build: deps
 	$(SWIFT) build
 
 clean:
-	rm -rf .build $(VENV)
+	rm -rf .build fuzz/.build fuzz/.deps $(VENV)

@@ -37,7 +37,7 @@ public struct ServerConfiguration: Sendable {
     public var auditMode = AuditMode.full
     /// Audit events older than this are pruned (every minute); 0 keeps them forever. The default,
     /// 30 days, covers the usual "what did this key do last month" and bounds the disk: at
-    /// ~110 bytes an event, 1,000 checks/s keep ~290 GB (full audit).
+    /// ~120 bytes an event, 1,000 checks/s keep ~310 GB (full audit).
     public var auditRetentionSeconds: Int64 = 30 * 86400
     /// Capacity of the audit queue before checks fail closed.
     public var auditQueueCapacity = 100_000

@@ -1,0 +1,668 @@
+"""The hostile-peer battery: a built apikeyd under the faults and abuse it must survive, each check
+printing one line with its figure. Usage:
+
+    chaos.py APIKEYD_BINARY [--fast] [--only NAME,...]
+
+`make chaos` runs the full battery against a release build; `make test` runs `--fast` (smaller
+counts, a 15 s soak) against the debug build. Every server is started here on 127.0.0.1 with
+port 0 and a temporary data directory, and stopped here. The client is independent of the Swift
+code: the official protobuf runtime on proto/.
+"""
+import argparse
+import os
+import random
+import re
+import shutil
+import signal
+import socket
+import sqlite3
+import struct
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
+sys.path.insert(0, os.path.join(ROOT, "Tests", "interop"))
+from wire_interop import compile_protos  # noqa: E402
+
+OK, DEADLINE, UNAUTHENTICATED, RESOURCE_EXHAUSTED, UNAVAILABLE = 0, 4, 16, 8, 14
+CHECK = "/apikeys.v1.Authorize/Check"
+ADMIN = "/apikeys.v1.KeyAdmin/"
+
+
+class Failure(Exception):
+    pass
+
+
+def expect(condition, message):
+    if not condition:
+        raise Failure(message)
+
+
+class Server:
+    """One apikeyd process on a free port; its log is drained so it never blocks."""
+
+    def __init__(self, binary, data_dir, *args):
+        self.binary, self.data_dir, self.args = binary, data_dir, list(args)
+        self.log = []
+        self.start()
+
+    def start(self):
+        command = [self.binary, "--data-dir", self.data_dir, "--port", "0", "--log-level", os.environ.get("CHAOS_LOG_LEVEL", "info"), *self.args]
+        self.process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        self.log = []
+        ready = threading.Event()
+
+        def drain():
+            for raw in self.process.stderr:
+                line = raw.decode(errors="replace")
+                self.log.append(line)
+                match = re.search(r"port=(\d+)", line)
+                if match and "listening" in line:
+                    self.port = int(match.group(1))
+                    ready.set()
+            ready.set()
+
+        threading.Thread(target=drain, daemon=True).start()
+        ready.wait(30)
+        expect(self.process.poll() is None, "apikeyd did not start:\n" + "".join(self.log[-10:]))
+        with open(os.path.join(self.data_dir, "admin.token")) as f:
+            self.token = f.read().strip()
+
+    def rss_kb(self):
+        with open(f"/proc/{self.process.pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1])
+        return 0
+
+    def kill9(self):
+        self.process.send_signal(signal.SIGKILL)
+        self.process.wait()
+
+    def stop(self):
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                return self.process.wait(30)
+            except subprocess.TimeoutExpired:
+                self.kill9()
+                raise Failure("apikeyd did not stop within 30 s of SIGTERM")
+        return self.process.returncode
+
+
+class Connection:
+    """A blocking connection speaking the framing and envelope of the contract."""
+
+    def __init__(self, port, timeout=10):
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.next_id = 1
+
+    def close(self):
+        self.sock.close()
+
+    def frame(self, method, request, token=None, call_id=None, timeout_ms=0):
+        if call_id is None:
+            call_id, self.next_id = self.next_id, self.next_id + 1
+        envelope = env.Envelope(call_id=call_id, method=method, payload=request.SerializeToString(),
+                                timeout_ms=timeout_ms)
+        if token is not None:
+            envelope.metadata["authorization"] = token
+        body = envelope.SerializeToString()
+        return struct.pack(">I", len(body)) + body
+
+    def read_exact(self, n):
+        data = bytearray()
+        while len(data) < n:
+            chunk = self.sock.recv(n - len(data))
+            if not chunk:
+                raise ConnectionError("closed by the server")
+            data += chunk
+        return bytes(data)
+
+    def reply(self):
+        (length,) = struct.unpack(">I", self.read_exact(4))
+        reply = env.Envelope()
+        reply.ParseFromString(self.read_exact(length))
+        return reply
+
+    def call(self, method, request, reply_type=None, token=None, timeout_ms=0):
+        self.sock.sendall(self.frame(method, request, token, timeout_ms=timeout_ms))
+        reply = self.reply()
+        message = None
+        if reply.status == OK and reply_type is not None:
+            message = reply_type()
+            message.ParseFromString(reply.payload)
+        return reply, message
+
+    def admin(self, server, name, request, reply_type, timeout_ms=0):
+        reply, message = self.call(ADMIN + name, request, reply_type, f"Bearer {server.token}", timeout_ms)
+        expect(reply.status == OK, f"{name}: status {reply.status} {reply.status_message}")
+        return message
+
+    def check(self, secret, permissions=(), resource=""):
+        reply, message = self.call(CHECK, az.CheckRequest(key=secret, permissions=list(permissions),
+                                                          resource=resource), az.CheckResponse)
+        expect(reply.status == OK, f"Check: status {reply.status} {reply.status_message}")
+        return message
+
+
+def closed_by_peer(sock, within):
+    sock.settimeout(within)
+    try:
+        while True:
+            if not sock.recv(65536):
+                return True
+    except socket.timeout:
+        return False
+    except OSError:
+        return True
+
+
+# MARK: the checks
+
+def never_reading_clients(ctx):
+    server = ctx.server()
+    conn = Connection(server.port)
+    secret = conn.admin(server, "CreateKey", ka.CreateKeyRequest(name="busy", permissions=["jobs:read"]),
+                        ka.CreateKeyResponse).secret
+    frame = conn.frame(CHECK, az.CheckRequest(key=secret, permissions=["jobs:read"]), call_id=1)
+    burst = frame * 1000
+    before = server.rss_kb()
+    clients, stop = [], time.time() + ctx.scale(5, 20)
+    for _ in range(ctx.scale(10, 50)):
+        s = socket.create_connection(("127.0.0.1", server.port))
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16384)
+        s.setblocking(False)
+        clients.append(s)
+    sent = 0
+    offsets = [0] * len(clients)
+    halfway = time.time() + (stop - time.time()) / 2
+    middle = None
+    while time.time() < stop:
+        if middle is None and time.time() >= halfway:
+            middle = server.rss_kb()
+        progress = False
+        for index, s in enumerate(clients):
+            try:
+                taken = s.send(burst[offsets[index]:])
+                offsets[index] = (offsets[index] + taken) % len(burst)
+                sent += taken
+                progress = True
+            except BlockingIOError:
+                pass
+        if not progress:
+            time.sleep(0.01)
+    peak = server.rss_kb()
+    started = time.time()
+    answer = conn.check(secret, ["jobs:read"])
+    latency = (time.time() - started) * 1000
+    for s in clients:
+        s.close()
+    conn.close()
+    server.stop()
+    late_growth = (peak - middle) / 1024
+    expect(answer.decision == az.ALLOW, "a normal client was not served")
+    # Bounded: whatever the first half cost (queued replies up to the water mark, the audit
+    # queue, allocator caches), the second half of the same abuse adds next to nothing.
+    expect(late_growth < 16, f"RSS still growing: {middle // 1024} -> {peak // 1024} MB in the second half")
+    return (f"{len(clients)} clients pipelined {sent / 1e6:.0f} MB of checks without reading: RSS "
+            f"{before // 1024} -> {middle // 1024} MB halfway -> {peak // 1024} MB at the end; "
+            f"a normal check then answered in {latency:.1f} ms")
+
+
+def slowloris_at_the_limit(ctx):
+    limit = ctx.scale(100, 1000)
+    server = ctx.server("--max-connections", str(limit), "--frame-timeout", "2", "--idle-timeout", "3600")
+    holders, trickling = [], []
+    for index in range(limit):
+        s = socket.create_connection(("127.0.0.1", server.port))
+        if index % 2:
+            s.sendall(b"\x00\x00\x00\x40")  # a 64-byte frame, trickled a byte at a time below
+            trickling.append(s)
+        else:
+            s.sendall(b"\x00\x00\xea\x60" + b"\x0a" * 10)  # announces 60,000 bytes, sends 10
+        holders.append(s)
+    time.sleep(0.3)
+    refused = Connection(server.port)
+    refused_closed = closed_by_peer(refused.sock, 2)
+    started = time.time()
+    deadline = started + 10
+    open_count = limit
+    while open_count and time.time() < deadline:
+        for s in trickling:
+            try:
+                s.send(b"\x0a")  # the trickle goes on; it must not keep the slot
+            except OSError:
+                pass
+        time.sleep(0.5)
+        open_count = sum(1 for s in holders if not closed_by_peer(s, 0.001))
+    freed_after = time.time() - started
+    conn = Connection(server.port)
+    served = conn.call(ADMIN + "ListPermissions", ka.ListPermissionsRequest(), ka.ListPermissionsResponse,
+                       f"Bearer {server.token}")[0].status == OK
+    for s in holders:
+        s.close()
+    conn.close()
+    server.stop()
+    expect(refused_closed, "a connection beyond the limit was not refused while the slots were held")
+    expect(open_count == 0, f"{open_count} slow connections still open after {freed_after:.1f} s")
+    expect(served, "a normal client was not served after the slow connections were closed")
+    return (f"{limit} slowloris / lying-prefix connections (limit {limit}, frame timeout 2 s): "
+            f"the next one refused, all closed {freed_after:.1f} s later, normal client served")
+
+
+def garbage_storm(ctx):
+    server = ctx.server()
+    conn = Connection(server.port)
+    secret = conn.admin(server, "CreateKey", ka.CreateKeyRequest(name="k", permissions=["jobs:read"]),
+                        ka.CreateKeyResponse).secret
+    total = ctx.scale(20_000, 1_000_000)
+    rng = random.Random(7)
+    methods = [CHECK, ADMIN + "CreateKey", ADMIN + "Nope", "", "/x", ADMIN + "DeleteKey"]
+    latencies, wrong, closes = [], 0, 0
+    done = threading.Event()
+    lock = threading.Lock()
+
+    def valid_calls():
+        nonlocal wrong
+        probe = Connection(server.port)
+        while not done.is_set():
+            started = time.time()
+            answer = probe.check(secret, ["jobs:read"])
+            with lock:
+                latencies.append(time.time() - started)
+                wrong += answer.decision != az.ALLOW
+            time.sleep(0.002)
+        probe.close()
+
+    prober = threading.Thread(target=valid_calls)
+    prober.start()
+    sent = 0
+    storm = Connection(server.port)
+    while sent < total:
+        chunk = bytearray()
+        for _ in range(1000):
+            kind = rng.random()
+            if kind < 0.98:
+                # Well-framed envelopes with junk inside: each gets a status, the connection stays.
+                envelope = env.Envelope(call_id=rng.randrange(1, 2**32), method=rng.choice(methods),
+                                        payload=rng.randbytes(rng.randrange(0, 64)))
+                body = envelope.SerializeToString()
+            else:
+                body = rng.randbytes(rng.randrange(1, 64))  # may not even be an envelope
+            chunk += struct.pack(">I", len(body)) + body
+        try:
+            storm.sock.sendall(chunk)
+            storm.sock.setblocking(False)
+            try:
+                while storm.sock.recv(1 << 20):
+                    pass
+            except BlockingIOError:
+                pass
+            storm.sock.setblocking(True)
+        except (ConnectionError, OSError):
+            pass
+        if closed_by_peer_nowait(storm.sock):
+            closes += 1
+            storm.close()
+            storm = Connection(server.port)
+        sent += 1000
+    while len(latencies) < 200:
+        time.sleep(0.05)
+    done.set()
+    prober.join()
+    storm.close()
+    conn.close()
+    alive = server.process.poll() is None
+    server.stop()
+    latencies.sort()
+    p99 = latencies[int(len(latencies) * 0.99)] * 1000 if latencies else 0
+    expect(alive, "the server died")
+    expect(wrong == 0, f"{wrong} valid checks answered wrong")
+    expect(latencies and latencies[-1] * 1000 <= 100 * ctx.slack, f"a valid check took {latencies[-1] * 1000:.0f} ms")
+    return (f"{total} garbage frames ({closes} connections closed for bad frames), {len(latencies)} valid checks "
+            f"interleaved: all right, p99 {p99:.1f} ms, max {latencies[-1] * 1000:.1f} ms")
+
+
+def closed_by_peer_nowait(sock):
+    try:
+        sock.setblocking(False)
+        data = sock.recv(1 << 20)
+        return data == b""
+    except BlockingIOError:
+        return False
+    except OSError:
+        return True
+    finally:
+        try:
+            sock.setblocking(True)
+        except OSError:
+            pass
+
+
+def admin_matrix(ctx):
+    server = ctx.server()
+    conn = Connection(server.port)
+    created = conn.admin(server, "CreateKey", ka.CreateKeyRequest(name="victim", permissions=["jobs:read"]),
+                         ka.CreateKeyResponse)
+    revoked = subprocess.run([ctx.binary, "admin-token", "create", "mallory", "--data-dir", server.data_dir],
+                             capture_output=True, text=True, check=True).stdout.strip()
+    subprocess.run([ctx.binary, "admin-token", "revoke", "mallory", "--data-dir", server.data_dir],
+                   capture_output=True, check=True)
+    key_id = created.key.id
+    requests = {
+        "CreateKey": ka.CreateKeyRequest(name="evil", permissions=["vault:read"]),
+        "GetKey": ka.GetKeyRequest(id=key_id), "ListKeys": ka.ListKeysRequest(),
+        "UpdateKey": ka.UpdateKeyRequest(id=key_id, name="owned"),
+        "SetKeyEnabled": ka.SetKeyEnabledRequest(id=key_id, enabled=False),
+        "RotateKey": ka.RotateKeyRequest(id=key_id), "DeleteKey": ka.DeleteKeyRequest(id=key_id),
+        "ListPermissions": ka.ListPermissionsRequest(), "ListAuditEvents": ka.ListAuditEventsRequest(),
+    }
+    tokens = {"none": None, "garbage": "Bearer adm_garbage", "empty": "", "api key": f"Bearer {created.secret}",
+              "revoked admin token": f"Bearer {revoked}", "no scheme": server.token, "basic": "Basic eDp5"}
+
+    def state():
+        keys = conn.admin(server, "ListKeys", ka.ListKeysRequest(page_size=1000), ka.ListKeysResponse).keys
+        events = conn.admin(server, "ListAuditEvents", ka.ListAuditEventsRequest(page_size=1000),
+                            ka.ListAuditEventsResponse).events
+        return [k.SerializeToString() for k in keys], len([e for e in events if e.trigger == "admin"])
+
+    before = state()
+    calls, wrong = 0, []
+    for method, request in requests.items():
+        for label, token in tokens.items():
+            reply, _ = conn.call(ADMIN + method, request, None, token)
+            calls += 1
+            if reply.status != UNAUTHENTICATED:
+                wrong.append(f"{method} with {label}: status {reply.status}")
+    after = state()
+    check = conn.check(created.secret, ["jobs:read"])
+    conn.close()
+    server.stop()
+    expect(not wrong, "; ".join(wrong))
+    expect(before == after, "an unauthenticated call changed the keys or the trail")
+    expect(check.decision == az.ALLOW, "the victim key stopped working")
+    return f"{len(requests)} KeyAdmin methods x {len(tokens)} bad credentials: {calls}/{calls} UNAUTHENTICATED, 0 state change"
+
+
+def revocation_race(ctx):
+    server = ctx.server()
+    rounds = ctx.scale(100, 1000)
+    allows_after, checks = 0, 0
+    lock = threading.Lock()
+
+    def worker(kind):
+        nonlocal allows_after, checks
+        admin = Connection(server.port)
+        checker = Connection(server.port)
+        for _ in range(rounds // 4):
+            created = admin.admin(server, "CreateKey", ka.CreateKeyRequest(name="r", permissions=["jobs:read"]),
+                                  ka.CreateKeyResponse)
+            if kind == "delete":
+                admin.admin(server, "DeleteKey", ka.DeleteKeyRequest(id=created.key.id), ka.DeleteKeyResponse)
+            elif kind == "disable":
+                admin.admin(server, "SetKeyEnabled", ka.SetKeyEnabledRequest(id=created.key.id, enabled=False),
+                            ka.SetKeyEnabledResponse)
+            elif kind == "rotate":
+                admin.admin(server, "RotateKey", ka.RotateKeyRequest(id=created.key.id), ka.RotateKeyResponse)
+            else:  # create-then-delete on another connection at once
+                other = Connection(server.port)
+                other.admin(server, "DeleteKey", ka.DeleteKeyRequest(id=created.key.id), ka.DeleteKeyResponse)
+                other.close()
+            for _ in range(3):
+                answer = checker.check(created.secret, ["jobs:read"])
+                with lock:
+                    checks += 1
+                    allows_after += answer.decision == az.ALLOW
+        admin.close()
+        checker.close()
+
+    threads = [threading.Thread(target=worker, args=(k,)) for k in ("delete", "disable", "rotate", "create-delete")]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    server.stop()
+    expect(allows_after == 0, f"{allows_after} checks allowed after the call that killed the key returned")
+    return (f"{rounds} keys killed (delete, disable, rotate, create-then-delete), {checks} checks after each "
+            f"call returned: {allows_after} allowed")
+
+
+def kill9_under_mutations(ctx):
+    data_dir = ctx.data_dir()
+    cycles = ctx.scale(5, 20)
+    acknowledged, deleted, deleting = {}, set(), set()
+    lost = 0
+    for cycle in range(cycles):
+        server = Server(ctx.binary, data_dir)
+        stop = threading.Event()
+        lock = threading.Lock()
+
+        def mutate():
+            conn = Connection(server.port)
+            try:
+                while not stop.is_set():
+                    created = conn.admin(server, "CreateKey", ka.CreateKeyRequest(name="k", permissions=["jobs:read"]),
+                                         ka.CreateKeyResponse)
+                    with lock:
+                        acknowledged[created.key.id] = created.secret
+                    if random.random() < 0.3:
+                        with lock:
+                            deleting.add(created.key.id)  # in flight: it may or may not commit
+                        conn.admin(server, "DeleteKey", ka.DeleteKeyRequest(id=created.key.id), ka.DeleteKeyResponse)
+                        with lock:
+                            deleted.add(created.key.id)
+            except (ConnectionError, OSError, Failure, struct.error):
+                pass
+
+        threads = [threading.Thread(target=mutate) for _ in range(4)]
+        for t in threads:
+            t.start()
+        time.sleep(random.uniform(0.5, 1.5))
+        server.kill9()
+        stop.set()
+        for t in threads:
+            t.join()
+        integrity = sqlite3.connect(os.path.join(data_dir, "apikeys.sqlite")).execute(
+            "PRAGMA integrity_check").fetchone()[0]
+        expect(integrity == "ok", f"cycle {cycle}: integrity_check says {integrity}")
+    server = Server(ctx.binary, data_dir)
+    conn = Connection(server.port)
+    present = set()
+    token = ""
+    while True:
+        page = conn.admin(server, "ListKeys", ka.ListKeysRequest(page_size=1000, page_token=token), ka.ListKeysResponse)
+        present.update(k.id for k in page.keys)
+        token = page.next_page_token
+        if not token:
+            break
+    lost = len([i for i in acknowledged if i not in deleting and i not in present])
+    resurrected = len([i for i in deleted if i in present])
+    conn.close()
+    server.stop()
+    expect(lost == 0 and resurrected == 0, f"{lost} acknowledged creates lost, {resurrected} acknowledged deletes undone")
+    return (f"{cycles} kill -9 cycles under 4 mutating clients: {len(acknowledged)} creates and {len(deleted)} deletes "
+            f"acknowledged, 0 lost, 0 undone, integrity ok {cycles}/{cycles}")
+
+
+def disk_full(ctx):
+    mount = tempfile.mkdtemp(prefix="apikeyd-full-")
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=24m", "tmpfs", mount], capture_output=True).returncode:
+        os.rmdir(mount)
+        return "SKIPPED: cannot mount a small tmpfs here (needs root)"
+    try:
+        data_dir = os.path.join(mount, "data")
+        server = Server(ctx.binary, data_dir)
+        conn = Connection(server.port)
+        secret = conn.admin(server, "CreateKey", ka.CreateKeyRequest(name="k", permissions=["jobs:read"]),
+                            ka.CreateKeyResponse).secret
+        filler = os.path.join(mount, "filler")
+        with open(filler, "wb") as f:
+            try:
+                while True:
+                    f.write(b"\0" * (1 << 20))
+                    f.flush()
+            except OSError:
+                pass
+        acknowledged, refusals, leaks = 0, 0, []
+        for index in range(300):
+            reply, _ = conn.call(ADMIN + "CreateKey", ka.CreateKeyRequest(name=f"f{index}", permissions=["jobs:read"]),
+                                 ka.CreateKeyResponse, f"Bearer {server.token}")
+            if reply.status == OK:
+                acknowledged += 1
+            else:
+                refusals += 1
+                if "/" in reply.status_message or "SQLite" in reply.status_message:
+                    leaks.append(reply.status_message)
+        answered = sum(conn.check(secret, ["jobs:read"], "r" * 500).decision == az.ALLOW for _ in range(2000))
+        os.unlink(filler)
+        recovered = False
+        for _ in range(50):
+            reply, _ = conn.call(ADMIN + "CreateKey", ka.CreateKeyRequest(name="after", permissions=["jobs:read"]),
+                                 ka.CreateKeyResponse, f"Bearer {server.token}")
+            if reply.status == OK:
+                recovered = True
+                acknowledged += 1
+                break
+            time.sleep(0.1)
+        keys = conn.admin(server, "ListKeys", ka.ListKeysRequest(page_size=1000), ka.ListKeysResponse).keys
+        conn.close()
+        status = server.stop()
+        expect(refusals > 0, "the disk never filled: the check proved nothing")
+        expect(not leaks, f"internals in a status message: {leaks[0] if leaks else ''}")
+        expect(recovered, "CreateKey did not succeed again after space returned")
+        expect(len(keys) == acknowledged + 1, f"{len(keys) - 1} keys stored, {acknowledged} acknowledged")
+        expect(status == 0, f"apikeyd exited {status} after space returned")
+        return (f"disk full: {refusals} CreateKeys refused (RESOURCE_EXHAUSTED, no path or SQL), {acknowledged} "
+                f"acknowledged and all stored, {answered}/2000 checks answered; resumed by itself when space returned")
+    finally:
+        subprocess.run(["umount", "-l", mount], capture_output=True)
+        shutil.rmtree(mount, ignore_errors=True)
+
+
+def soak(ctx):
+    seconds = ctx.scale(15, 600)
+    server = ctx.server()
+    conn = Connection(server.port)
+    secrets = [conn.admin(server, "CreateKey", ka.CreateKeyRequest(name=f"s{i}", permissions=["jobs:read"]),
+                          ka.CreateKeyResponse).secret for i in range(20)]
+    errors, calls = 0, 0
+    lock = threading.Lock()
+    stop = time.time() + seconds
+
+    def load(worker):
+        nonlocal errors, calls
+        c = Connection(server.port)
+        rng = random.Random(worker)
+        while time.time() < stop:
+            try:
+                if rng.random() < 0.01:
+                    created = c.admin(server, "CreateKey", ka.CreateKeyRequest(name="t", permissions=["jobs:read"]),
+                                      ka.CreateKeyResponse)
+                    c.admin(server, "DeleteKey", ka.DeleteKeyRequest(id=created.key.id), ka.DeleteKeyResponse)
+                else:
+                    batch = b"".join(c.frame(CHECK, az.CheckRequest(key=rng.choice(secrets), permissions=["jobs:read"]))
+                                     for _ in range(16))
+                    c.sock.sendall(batch)
+                    for _ in range(16):
+                        if c.reply().status != OK:
+                            with lock:
+                                errors += 1
+                with lock:
+                    calls += 16
+            except Exception:  # noqa: BLE001 - every failure is an error of the soak
+                with lock:
+                    errors += 1
+        c.close()
+
+    threads = [threading.Thread(target=load, args=(w,)) for w in range(4)]
+    for t in threads:
+        t.start()
+    samples = []
+    while time.time() < stop:
+        time.sleep(min(5, seconds / 10))
+        samples.append(server.rss_kb())
+    for t in threads:
+        t.join()
+    conn.close()
+    server.stop()
+    warm = samples[len(samples) // 3] if samples else 1
+    drift = (samples[-1] - warm) / warm * 100 if samples else 0
+    expect(errors == 0, f"{errors} errors")
+    expect(abs(drift) <= 10, f"RSS moved {drift:+.1f}% after warm-up ({warm // 1024} -> {samples[-1] // 1024} MB)")
+    return (f"{seconds} s soak, 4 clients: {calls} calls, 0 errors, RSS {warm // 1024} -> {samples[-1] // 1024} MB "
+            f"after warm-up ({drift:+.1f}%)")
+
+
+CHECKS = [never_reading_clients, slowloris_at_the_limit, garbage_storm, admin_matrix, revocation_race,
+          kill9_under_mutations, disk_full, soak]
+
+
+class Context:
+    def __init__(self, binary, fast, work):
+        self.binary, self.fast, self.work = binary, fast, work
+        # A debug build answers several times slower than a release build.
+        self.slack = 5 if fast else 1
+        self.servers = []
+
+    def scale(self, fast, full):
+        return fast if self.fast else full
+
+    def data_dir(self):
+        return tempfile.mkdtemp(prefix="data-", dir=self.work)
+
+    def server(self, *args):
+        server = Server(self.binary, self.data_dir(), *args)
+        self.servers.append(server)
+        return server
+
+    def cleanup(self):
+        for server in self.servers:
+            if server.process.poll() is None:
+                server.kill9()
+        self.servers = []
+
+
+def main():
+    global env, az, ka
+    parser = argparse.ArgumentParser()
+    parser.add_argument("binary")
+    parser.add_argument("--fast", action="store_true")
+    parser.add_argument("--only", default="")
+    options = parser.parse_args()
+    work = tempfile.mkdtemp(prefix="apikeyd-chaos-")
+    try:
+        compile_protos(os.path.join(ROOT, "proto"), os.path.join(work, "python"))
+        from apikeys.v1 import authorize_pb2 as az  # noqa: F811
+        from apikeys.v1 import envelope_pb2 as env  # noqa: F811
+        from apikeys.v1 import keyadmin_pb2 as ka  # noqa: F811
+        ctx = Context(os.path.abspath(options.binary), options.fast, work)
+        chosen = [c for c in CHECKS if not options.only or c.__name__ in options.only.split(",")]
+        passed, failed, skipped = 0, 0, 0
+        for check in chosen:
+            started = time.time()
+            try:
+                figure = check(ctx)
+                if figure.startswith("SKIPPED"):
+                    skipped += 1
+                    print(f"chaos {check.__name__}: {figure}", flush=True)
+                    continue
+                passed += 1
+                print(f"chaos {check.__name__}: ok ({time.time() - started:.0f} s): {figure}", flush=True)
+            except Exception as error:  # noqa: BLE001 - a failed check is reported, then the next runs
+                failed += 1
+                print(f"chaos {check.__name__}: FAILED ({time.time() - started:.0f} s): {error}", flush=True)
+            finally:
+                ctx.cleanup()
+        print(f"chaos: {passed} passed, {failed} failed" + (f", {skipped} skipped" if skipped else ""))
+        return 1 if failed else 0
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
