@@ -208,7 +208,8 @@ def never_reading_clients(ctx):
     expect(answer.decision == az.ALLOW, "a normal client was not served")
     # Bounded: whatever the first half cost (queued replies up to the water mark, the audit
     # queue, allocator caches), the second half of the same abuse adds next to nothing.
-    expect(late_growth < 16, f"RSS still growing: {middle // 1024} -> {peak // 1024} MB in the second half")
+    # A debug build's audit writer falls behind, and its queue (up to 100,000 events) fills late.
+    expect(late_growth < ctx.scale(40, 16), f"RSS still growing: {middle // 1024} -> {peak // 1024} MB in the second half")
     return (f"{len(clients)} clients pipelined {sent / 1e6:.0f} MB of checks without reading: RSS "
             f"{before // 1024} -> {middle // 1024} MB halfway -> {peak // 1024} MB at the end; "
             f"a normal check then answered in {latency:.1f} ms")
