@@ -183,7 +183,11 @@ final class ConnectionHandler: ChannelInboundHandler {
         idleCheck = context.eventLoop.scheduleTask(deadline: lastFrameAt + timeout) {
             let (handler, context) = loopBound.value
             guard context.channel.isActive else { return }
-            if NIODeadline.now() - handler.lastFrameAt >= timeout {
+            if handler.pausedForAudit {
+                // The server itself is not reading (audit backpressure): the silence is not the client's.
+                handler.lastFrameAt = .now()
+                handler.scheduleIdleCheck(context: context)
+            } else if NIODeadline.now() - handler.lastFrameAt >= timeout {
                 handler.logger.info("closing idle connection")
                 context.close(promise: nil)
             } else {
