@@ -67,7 +67,7 @@ struct Serve: AsyncParsableCommand {
 
     @Option(
         help:
-            "How long audit events are kept: a duration (30d, 12h, 2w) or `forever`; older ones are pruned every minute (env APIKEYD_AUDIT_RETENTION; default 30d)."
+            "How long audit events are kept: a duration (30d, 12h, 2w) or `forever` (or 0); older ones are pruned every minute (env APIKEYD_AUDIT_RETENTION; default 30d)."
     )
     var auditRetention: String = Environment.string("APIKEYD_AUDIT_RETENTION", default: "30d")
 
@@ -76,7 +76,7 @@ struct Serve: AsyncParsableCommand {
 
     /// `--audit-retention` in seconds, 0 for `forever`; nil when it is neither.
     private var auditRetentionSeconds: Int64? {
-        auditRetention == "forever" ? 0 : DurationText.seconds(auditRetention)
+        ["forever", "0"].contains(auditRetention) ? 0 : DurationText.seconds(auditRetention)
     }
 
     func validate() throws {

@@ -74,4 +74,19 @@ import Testing
         let rest = String(decoding: log.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
         #expect(rest.contains("audit trail flushed, database closed"))
     }
+
+    /// Nonsense settings are refused before anything starts, naming the option.
+    @Test(.enabled(if: FileManager.default.isExecutableFile(atPath: apikeyd.path)))
+    func nonsenseSettingsAreRefused() async throws {
+        let dir = try makeTemporaryDirectory("apikeyd-exe")
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        for (arguments, says) in [
+            (["--audit-retention", "soon"], "--audit-retention"), (["--frame-timeout", "0"], "positive"),
+            (["--shutdown-timeout", "0"], "positive"),
+        ] {
+            let run = try await runCommand(Self.apikeyd, ["--data-dir", dir, "--port", "0"] + arguments)
+            #expect(run.status != 0 && run.stderr.contains(says), "\(arguments): \(run.stderr)")
+        }
+        #expect(!FileManager.default.fileExists(atPath: dir + "/apikeys.sqlite"))
+    }
 }
