@@ -50,7 +50,7 @@ public final class KeyIndex: Sendable {
         byHash.withLock { $0[Slot(hash)] }
     }
 
-    /// Decides a check of `secret` for `permissions` at `nowMS` (PROTOCOL.md §4). A leading
+    /// Decides a check of `secret` for `permissions` at `nowMS` (docs/PROTOCOL.md §6). A leading
     /// `Bearer ` is ignored.
     public func check(secret: String, permissions: [String], format: SecretFormat, nowMS: Int64) -> CheckOutcome {
         var secret = secret

@@ -1,4 +1,4 @@
-/// The format of API key secrets (PROTOCOL.md §5):
+/// The format of API key secrets (docs/PROTOCOL.md §5):
 /// `prefix + 40 base-62 characters + 6-character base-62 CRC-32 of (prefix + body)`.
 ///
 /// ```swift
@@ -47,7 +47,7 @@ public struct SecretFormat: Sendable, Hashable {
         return secret.withUTF8 { isWellFormed(bytes: UnsafeRawBufferPointer($0)) }
     }
 
-    /// Whether `key` as a caller presents it, a leading `Bearer ` allowed (PROTOCOL.md §4), is a
+    /// Whether `key` as a caller presents it, a leading `Bearer ` allowed (docs/PROTOCOL.md §6), is a
     /// well-formed secret.
     public func isWellFormed(presented key: String) -> Bool {
         var key = key

@@ -77,7 +77,7 @@ def main():
     assert denied.decision == az.DENY and denied.reason == az.MISSING_PERMISSION, denied
     assert denied.http_status == 403 and list(denied.missing_permissions) == ["vault:read"], denied
 
-    # The key format of PROTOCOL.md section 5, checked with zlib's CRC-32.
+    # The key format of docs/PROTOCOL.md section 5, checked with zlib's CRC-32.
     assert created.secret[-6:] == check_digits(created.secret[:-6]), created.secret
     stranger_head = "dbm_" + "".join(random.choice(ALPHABET) for _ in range(40))
     stranger = stranger_head + check_digits(stranger_head)
