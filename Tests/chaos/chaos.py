@@ -594,7 +594,8 @@ def soak(ctx):
     warm = samples[len(samples) // 3] if samples else 1
     drift = (samples[-1] - warm) / warm * 100 if samples else 0
     expect(errors == 0, f"{errors} errors")
-    expect(abs(drift) <= 10, f"RSS moved {drift:+.1f}% after warm-up ({warm // 1024} -> {samples[-1] // 1024} MB)")
+    expect(abs(drift) <= 10, f"RSS moved {drift:+.1f}% after warm-up ({warm // 1024} -> {samples[-1] // 1024} MB; "
+                             f"{calls} calls, 0 errors)")
     return (f"{seconds} s soak, 4 clients: {calls} calls, 0 errors, RSS {warm // 1024} -> {samples[-1] // 1024} MB "
             f"after warm-up ({drift:+.1f}%)")
 
