@@ -39,7 +39,7 @@ bench: deps
 
 ## Format the hand-written Swift (generated code is left alone) with the toolchain's swift-format.
 format:
-	$(SWIFT) format --in-place --configuration .swift-format $$(git ls-files 'Sources/*.swift' 'Tests/*.swift' Package.swift | grep -v CAPIKeysProto)
+	$(SWIFT) format --in-place --configuration .swift-format $$(git ls-files 'Sources/*.swift' 'Tests/*.swift' Package.swift | grep -v -e CAPIKeysProto -e APIKeysWire/Generated)
 
 ## Install the system packages the build and tests need, when missing.
 deps:
@@ -62,12 +62,12 @@ $(VENV)/.ready:
 	$(VENV)/bin/pip install --quiet protobuf grpcio-tools
 	touch $@
 
-## Regenerate Sources/CAPIKeysProto from proto/ (protoc-c).
-codegen: deps
+## Regenerate the code made from proto/: Sources/CAPIKeysProto (protoc-c) and Sources/APIKeysWire/Generated.
+codegen: deps interop-env
 	codegen/generate.sh
 
-## Fail when Sources/CAPIKeysProto is stale.
-codegen-check: deps
+## Fail when any generated code is stale.
+codegen-check: deps interop-env
 	codegen/generate.sh --check
 
 build: deps

@@ -8,56 +8,52 @@ extension APIKeysClient {
         name: String, permissions: [String], expiresAtMS: Int64 = 0, timeout: Duration? = nil
     ) async throws -> CreateKeyResponse {
         try await call(
-            .createKey, CreateKeyRequest(name: name, permissions: permissions, expiresAtMS: expiresAtMS),
+            KeyAdmin.createKey, CreateKeyRequest(name: name, permissions: permissions, expiresAtMS: expiresAtMS),
             timeout: timeout)
     }
 
     /// The key with `id`.
     public func getKey(id: String, timeout: Duration? = nil) async throws -> ApiKey {
-        try await call(.getKey, GetKeyRequest(id: id), as: GetKeyResponse.self, timeout: timeout).key
+        try await call(KeyAdmin.getKey, GetKeyRequest(id: id), timeout: timeout).key
     }
 
     /// One page of keys, oldest first.
     public func listKeys(pageSize: UInt32 = 0, pageToken: String = "", timeout: Duration? = nil) async throws
         -> ListKeysResponse
     {
-        try await call(.listKeys, ListKeysRequest(pageSize: pageSize, pageToken: pageToken), timeout: timeout)
+        try await call(KeyAdmin.listKeys, ListKeysRequest(pageSize: pageSize, pageToken: pageToken), timeout: timeout)
     }
 
     /// Changes the fields that are set in `request`; the others stay.
     public func updateKey(_ request: UpdateKeyRequest, timeout: Duration? = nil) async throws -> ApiKey {
-        try await call(.updateKey, request, as: UpdateKeyResponse.self, timeout: timeout).key
+        try await call(KeyAdmin.updateKey, request, timeout: timeout).key
     }
 
     /// Enables or disables a key.
     public func setKeyEnabled(id: String, enabled: Bool, timeout: Duration? = nil) async throws -> ApiKey {
-        try await call(
-            .setKeyEnabled, SetKeyEnabledRequest(id: id, enabled: enabled), as: SetKeyEnabledResponse.self,
-            timeout: timeout
-        ).key
+        try await call(KeyAdmin.setKeyEnabled, SetKeyEnabledRequest(id: id, enabled: enabled), timeout: timeout).key
     }
 
     /// Gives a key a new secret (in the reply, shown this once); the old one stops working at once.
     public func rotateKey(id: String, timeout: Duration? = nil) async throws -> RotateKeyResponse {
-        try await call(.rotateKey, RotateKeyRequest(id: id), timeout: timeout)
+        try await call(KeyAdmin.rotateKey, RotateKeyRequest(id: id), timeout: timeout)
     }
 
     /// Deletes a key for good.
     public func deleteKey(id: String, timeout: Duration? = nil) async throws {
-        _ = try await call(.deleteKey, DeleteKeyRequest(id: id), as: DeleteKeyResponse.self, timeout: timeout)
+        _ = try await call(KeyAdmin.deleteKey, DeleteKeyRequest(id: id), timeout: timeout)
     }
 
     /// The permission catalog.
     public func listPermissions(timeout: Duration? = nil) async throws -> [Permission] {
-        try await call(.listPermissions, ListPermissionsRequest(), as: ListPermissionsResponse.self, timeout: timeout)
-            .permissions
+        try await call(KeyAdmin.listPermissions, ListPermissionsRequest(), timeout: timeout).permissions
     }
 
     /// One page of audit events, newest first.
     public func listAuditEvents(
         _ request: ListAuditEventsRequest = ListAuditEventsRequest(), timeout: Duration? = nil
     ) async throws -> ListAuditEventsResponse {
-        try await call(.listAuditEvents, request, timeout: timeout)
+        try await call(KeyAdmin.listAuditEvents, request, timeout: timeout)
     }
 
     /// Asks whether `key` is valid and holds every one of `permissions`. A malformed key is
@@ -70,7 +66,7 @@ extension APIKeysClient {
             return CheckResponse(decision: .deny, reason: .malformedKey, httpStatus: 401)
         }
         return try await call(
-            .check, CheckRequest(key: key, permissions: permissions, resource: resource, clientAddress: clientAddress),
+            Authorize.check, CheckRequest(key: key, permissions: permissions, resource: resource, clientAddress: clientAddress),
             timeout: timeout)
     }
 }

@@ -83,12 +83,13 @@ public final class APIKeysClient: Sendable {
     }
 
     /// Sends `request` to `method` and returns the decoded reply. Throws ``APIKeysClientError``.
-    public func call<Request: WireMessage, Response: WireMessage>(
-        _ method: Method, _ request: Request, as: Response.Type = Response.self, timeout: Duration? = nil
+    /// Internal: the public API is one typed function per method (APIKeysClient+Calls.swift).
+    func call<Request, Response>(
+        _ method: RPCMethod<Request, Response>, _ request: Request, timeout: Duration? = nil
     ) async throws -> Response {
         let timeoutMS = Self.milliseconds(timeout ?? configuration.timeout)
         let callID = nextCallID.wrappingAdd(1, ordering: .relaxed).oldValue
-        var envelope = Envelope(callID: callID, method: method.rawValue, timeoutMS: timeoutMS)
+        var envelope = Envelope(callID: callID, method: method.path, timeoutMS: timeoutMS)
         if method.isKeyAdmin, let token = configuration.adminToken {
             envelope.metadata[MetadataKey.authorization] = "Bearer \(token)"
         }

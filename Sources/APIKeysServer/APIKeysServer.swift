@@ -1,5 +1,6 @@
 import APIKeysCore
 import APIKeysStore
+import APIKeysWire
 import Logging
 import NIOCore
 import NIOPosix
@@ -80,7 +81,7 @@ public final class APIKeysServer: Service, Sendable {
             readResumers[ObjectIdentifier(loop)] = ReadResumer(eventLoop: loop) { service.auditIsBacklogged }
         }
         let shared = ConnectionHandler.Shared(
-            service: service, dispatcher: AdminDispatcher(service: service), threadPool: threadPool, state: state,
+            service: service, adminRoutes: KeyAdmin.router(for: AdminDispatcher(service: service)), threadPool: threadPool, state: state,
             maxFrameSize: configuration.maxFrameSize, maxAdminCallsInFlight: configuration.maxAdminCallsInFlight,
             idleTimeout: configuration.idleTimeoutSeconds > 0 ? .seconds(configuration.idleTimeoutSeconds) : nil,
             frameTimeout: .seconds(max(1, configuration.frameTimeoutSeconds)),

@@ -2,65 +2,78 @@ import APIKeysCore
 import APIKeysStore
 import APIKeysWire
 
-/// Runs one KeyAdmin call against the key service: decode the request, call, encode the reply.
-/// Blocking (SQLite), so it runs on the server's thread pool, never on an event loop.
-struct AdminDispatcher: Sendable {
+/// Who makes a KeyAdmin call and until when its mutation may commit.
+struct AdminCallContext: Sendable {
+    /// The admin token's name, recorded as the actor of audit events.
+    let actor: String
+    /// A mutation is not committed once it has passed.
+    let deadline: Deadline
+}
+
+/// KeyAdmin implemented on the key service. Every method is a requirement of the generated
+/// ``KeyAdminService`` protocol and reached through ``KeyAdmin/router(for:)``: a method added to
+/// proto/ does not compile until it is implemented here. Blocking (SQLite), so its calls run on
+/// the server's thread pool, never on an event loop. Throws what the service throws;
+/// ``RPCError/init(_:)`` turns it into a status.
+struct AdminDispatcher: KeyAdminService {
     let service: KeyService
 
-    /// The serialized reply to `method` with `payload`, made by `actor`; a mutation is not
-    /// committed once `deadline` has passed. Throws what the service throws;
-    /// ``RPCError/init(_:)`` turns it into a status.
-    func handle(_ method: Method, payload: [UInt8], actor: String, deadline: Deadline) throws -> [UInt8] {
-        switch method {
-        case .createKey:
-            let request = try CreateKeyRequest(serializedBytes: payload)
-            let issued = try service.createKey(
-                name: request.name, permissions: request.permissions, expiresAtMS: request.expiresAtMS, actor: actor,
-                deadline: deadline)
-            return try CreateKeyResponse(key: ApiKey(issued.key), secret: issued.secret).serializedBytes()
-        case .getKey:
-            let request = try GetKeyRequest(serializedBytes: payload)
-            return try GetKeyResponse(key: ApiKey(service.getKey(id: request.id))).serializedBytes()
-        case .listKeys:
-            let request = try ListKeysRequest(serializedBytes: payload)
-            let page = try service.listKeys(pageSize: Int(request.pageSize), pageToken: request.pageToken)
-            return try ListKeysResponse(keys: page.keys.map(ApiKey.init), nextPageToken: page.nextPageToken ?? "")
-                .serializedBytes()
-        case .updateKey:
-            let request = try UpdateKeyRequest(serializedBytes: payload)
-            let key = try service.updateKey(
-                id: request.id, name: request.name, expiresAtMS: request.expiresAtMS,
-                permissions: request.permissions?.names, actor: actor, deadline: deadline)
-            return try UpdateKeyResponse(key: ApiKey(key)).serializedBytes()
-        case .setKeyEnabled:
-            let request = try SetKeyEnabledRequest(serializedBytes: payload)
-            let key = try service.setEnabled(id: request.id, enabled: request.enabled, actor: actor, deadline: deadline)
-            return try SetKeyEnabledResponse(key: ApiKey(key)).serializedBytes()
-        case .rotateKey:
-            let request = try RotateKeyRequest(serializedBytes: payload)
-            let issued = try service.rotateKey(id: request.id, actor: actor, deadline: deadline)
-            return try RotateKeyResponse(key: ApiKey(issued.key), secret: issued.secret).serializedBytes()
-        case .deleteKey:
-            let request = try DeleteKeyRequest(serializedBytes: payload)
-            try service.deleteKey(id: request.id, actor: actor, deadline: deadline)
-            return try DeleteKeyResponse().serializedBytes()
-        case .listPermissions:
-            _ = try ListPermissionsRequest(serializedBytes: payload)
-            let permissions = service.catalog.entries.map { Permission(name: $0.name, description: $0.description) }
-            return try ListPermissionsResponse(permissions: permissions).serializedBytes()
-        case .listAuditEvents:
-            let request = try ListAuditEventsRequest(serializedBytes: payload)
-            let page = try service.listAuditEvents(
-                try Self.query(request), pageSize: Int(request.pageSize), pageToken: request.pageToken)
-            let retention = try service.auditRetention()
-            return try ListAuditEventsResponse(
-                events: page.events.map(AuditEvent.init), nextPageToken: page.nextPageToken ?? "",
-                oldestRetainedAtMS: retention.oldestRetainedAtMS ?? 0, retentionMS: retention.retentionMS
-            )
-            .serializedBytes()
-        case .check:
-            throw RPCError(.internal, "Check is not a KeyAdmin call")
-        }
+    func createKey(_ request: CreateKeyRequest, context: AdminCallContext) throws -> CreateKeyResponse {
+        let issued = try service.createKey(
+            name: request.name, permissions: request.permissions, expiresAtMS: request.expiresAtMS,
+            actor: context.actor, deadline: context.deadline)
+        return CreateKeyResponse(key: ApiKey(issued.key), secret: issued.secret)
+    }
+
+    func getKey(_ request: GetKeyRequest, context: AdminCallContext) throws -> GetKeyResponse {
+        GetKeyResponse(key: ApiKey(try service.getKey(id: request.id)))
+    }
+
+    func listKeys(_ request: ListKeysRequest, context: AdminCallContext) throws -> ListKeysResponse {
+        let page = try service.listKeys(pageSize: Int(request.pageSize), pageToken: request.pageToken)
+        return ListKeysResponse(keys: page.keys.map(ApiKey.init), nextPageToken: page.nextPageToken ?? "")
+    }
+
+    func updateKey(_ request: UpdateKeyRequest, context: AdminCallContext) throws -> UpdateKeyResponse {
+        let key = try service.updateKey(
+            id: request.id, name: request.name, expiresAtMS: request.expiresAtMS,
+            permissions: request.hasPermissions ? request.permissions.names : nil, actor: context.actor,
+            deadline: context.deadline)
+        return UpdateKeyResponse(key: ApiKey(key))
+    }
+
+    func setKeyEnabled(_ request: SetKeyEnabledRequest, context: AdminCallContext) throws -> SetKeyEnabledResponse {
+        let key = try service.setEnabled(
+            id: request.id, enabled: request.enabled, actor: context.actor, deadline: context.deadline)
+        return SetKeyEnabledResponse(key: ApiKey(key))
+    }
+
+    func rotateKey(_ request: RotateKeyRequest, context: AdminCallContext) throws -> RotateKeyResponse {
+        let issued = try service.rotateKey(id: request.id, actor: context.actor, deadline: context.deadline)
+        return RotateKeyResponse(key: ApiKey(issued.key), secret: issued.secret)
+    }
+
+    func deleteKey(_ request: DeleteKeyRequest, context: AdminCallContext) throws -> DeleteKeyResponse {
+        try service.deleteKey(id: request.id, actor: context.actor, deadline: context.deadline)
+        return DeleteKeyResponse()
+    }
+
+    func listPermissions(_ request: ListPermissionsRequest, context: AdminCallContext) throws
+        -> ListPermissionsResponse
+    {
+        ListPermissionsResponse(
+            permissions: service.catalog.entries.map { Permission(name: $0.name, description: $0.description) })
+    }
+
+    func listAuditEvents(_ request: ListAuditEventsRequest, context: AdminCallContext) throws
+        -> ListAuditEventsResponse
+    {
+        let page = try service.listAuditEvents(
+            try Self.query(request), pageSize: Int(request.pageSize), pageToken: request.pageToken)
+        let retention = try service.auditRetention()
+        return ListAuditEventsResponse(
+            events: page.events.map(AuditEvent.init), nextPageToken: page.nextPageToken ?? "",
+            oldestRetainedAtMS: retention.oldestRetainedAtMS ?? 0, retentionMS: retention.retentionMS)
     }
 
     private static func query(_ request: ListAuditEventsRequest) throws -> AuditQuery {

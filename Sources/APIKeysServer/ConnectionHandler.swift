@@ -14,7 +14,8 @@ final class ConnectionHandler: ChannelInboundHandler {
     /// What every connection of a server shares.
     struct Shared: Sendable {
         let service: KeyService
-        let dispatcher: AdminDispatcher
+        /// Every KeyAdmin method, routed to the key service.
+        let adminRoutes: RPCRouter<AdminCallContext>
         let threadPool: NIOThreadPool
         let state: ServerState
         let maxFrameSize: Int
@@ -82,8 +83,8 @@ final class ConnectionHandler: ChannelInboundHandler {
                 framesThisBurst += 1
                 handle(frame: frame, context: context)
             }
-        } catch FramingError.frameTooLarge(let length, let limit) {
-            let message = "frame of \(length) bytes exceeds the limit of \(limit) bytes"
+        } catch let error as FramingError where error.code == .frameTooLarge {
+            let message = "frame of \(error.length ?? 0) bytes exceeds the limit of \(error.limit ?? 0) bytes"
             append(Envelope(status: .resourceExhausted, statusMessage: message), context: context)
             closeForProtocolError(message, context: context)
         } catch {
@@ -212,7 +213,7 @@ final class ConnectionHandler: ChannelInboundHandler {
                 return
             case .invalidCheck(let callID, let error):
                 reply(
-                    to: Envelope(callID: callID, method: Method.check.rawValue), error: RPCError(error),
+                    to: Envelope(callID: callID, method: Authorize.check.path), error: RPCError(error),
                     context: context)
                 return
             case .other(let envelope):
@@ -222,13 +223,13 @@ final class ConnectionHandler: ChannelInboundHandler {
             closeForProtocolError("\(error)", context: context)
             return
         }
-        // Check never gets here (the codec answers it above), so a known method is a KeyAdmin one.
-        guard let method = Method(rawValue: request.method), method.isKeyAdmin else {
+        // Check never gets here (the codec answers it above); every other method is KeyAdmin's.
+        guard let route = shared.adminRoutes.route(for: request.method) else {
             reply(
                 to: request, error: RPCError(.unimplemented, "unknown method \"\(request.method)\""), context: context)
             return
         }
-        startAdminCall(method, request: request, context: context)
+        startAdminCall(route, request: request, context: context)
     }
 
     /// The hot path: decide from memory, encode the reply straight into the outbound buffer.
@@ -239,11 +240,13 @@ final class ConnectionHandler: ChannelInboundHandler {
                 clientAddress: check.clientAddress)
             try codec.writeCheckReply(callID: callID, response: CheckResponse(outcome), to: &outbound)
         } catch {
-            reply(to: Envelope(callID: callID, method: Method.check.rawValue), error: RPCError(error), context: context)
+            reply(to: Envelope(callID: callID, method: Authorize.check.path), error: RPCError(error), context: context)
         }
     }
 
-    private func startAdminCall(_ method: Method, request: Envelope, context: ChannelHandlerContext) {
+    private func startAdminCall(
+        _ route: RPCRouter<AdminCallContext>.Route, request: Envelope, context: ChannelHandlerContext
+    ) {
         guard adminCallsInFlight < shared.maxAdminCallsInFlight else {
             let message = "more than \(shared.maxAdminCallsInFlight) KeyAdmin calls in flight on this connection"
             reply(to: request, error: RPCError(.resourceExhausted, message), context: context)
@@ -256,7 +259,6 @@ final class ConnectionHandler: ChannelInboundHandler {
         // its result however late, so a DEADLINE_EXCEEDED reply always means nothing was changed.
         let deadline = Deadline.after(milliseconds: request.timeoutMS)
         let loopBound = NIOLoopBound((handler: self, context: context), eventLoop: context.eventLoop)
-        let dispatcher = shared.dispatcher
         let service = shared.service
         let logger = logger
         shared.threadPool.runIfActive(eventLoop: context.eventLoop) { () throws -> [UInt8] in
@@ -270,15 +272,15 @@ final class ConnectionHandler: ChannelInboundHandler {
                 )
             }
             do {
-                let reply = try dispatcher.handle(method, payload: request.payload, actor: actor, deadline: deadline)
-                logger.info("admin call", metadata: ["method": "\(method.rawValue)", "actor": "\(actor)"])
+                let reply = try route(payload: request.payload, context: AdminCallContext(actor: actor, deadline: deadline))
+                logger.info("admin call", metadata: ["method": "\(route.method.path)", "actor": "\(actor)"])
                 return reply
             } catch {
                 let status = RPCError(error)
                 logger.info(
                     "admin call failed",
                     metadata: [
-                        "method": "\(method.rawValue)", "actor": "\(actor)", "status": "\(status.code)",
+                        "method": "\(route.method.path)", "actor": "\(actor)", "status": "\(status.code)",
                     ])
                 throw status
             }
@@ -316,7 +318,7 @@ final class ConnectionHandler: ChannelInboundHandler {
                 ])
         }
         // Echo the method only when it is a known one: an unknown method string may not be encodable.
-        let method = Method(rawValue: request.method)?.rawValue ?? ""
+        let method = WireContract.method(path: request.method)?.path ?? ""
         append(
             Envelope(callID: request.callID, method: method, status: error.code, statusMessage: error.message),
             context: context)

@@ -107,3 +107,31 @@ extension Arena {
         return allocate(stride * count).bindMemory(to: UnsafeMutablePointer<T>?.self, capacity: count)
     }
 }
+
+/// The entry message protobuf writes a `map<K, V>` field as (a repeated `{ key = 1; value = 2 }`).
+protocol WireMapEntry: WireMessage {
+    associatedtype Key: Hashable & Comparable & Sendable
+    associatedtype Value: Hashable & Sendable
+    var key: Key { get }
+    var value: Value { get }
+    init(key: Key, value: Value)
+}
+
+/// Map fields.
+extension Arena {
+    /// A map field; a repeated key takes its last value, as in every protobuf runtime.
+    func dictionary<Entry: WireMapEntry, C>(
+        _ pointer: UnsafeMutablePointer<UnsafeMutablePointer<C>?>?, count: Int, of: Entry.Type
+    ) throws -> [Entry.Key: Entry.Value] {
+        let entries: [Entry] = try messages(pointer, count: count)
+        return Dictionary(entries.map { ($0.key, $0.value) }, uniquingKeysWith: { _, last in last })
+    }
+
+    /// A map field as protobuf-c's count and array of entries, in key order (deterministic bytes).
+    func makeMap<Entry: WireMapEntry, C>(_ dictionary: [Entry.Key: Entry.Value], of: Entry.Type, as type: C.Type)
+        throws -> (Int, UnsafeMutablePointer<UnsafeMutablePointer<C>?>?)
+    {
+        let entries = dictionary.sorted { $0.key < $1.key }.map { Entry(key: $0.key, value: $0.value) }
+        return try makeArray(entries, as: C.self)
+    }
+}

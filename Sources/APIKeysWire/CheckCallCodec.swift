@@ -23,7 +23,7 @@ public final class CheckCallCodec {
     }
 
     private let arena = Arena()
-    private static let checkMethod = Array(Method.check.rawValue.utf8CString)
+    private static let checkMethod = Array(Authorize.check.path.utf8CString)
 
     public init() {}
 

@@ -18,19 +18,63 @@ public enum Framing {
 }
 
 /// A frame that breaks the rules; the receiver closes the connection.
-public enum FramingError: Error, Hashable, Sendable, CustomStringConvertible {
+///
+/// A struct with a ``Code`` rather than an enum, so that new kinds can be added without breaking
+/// callers; ``underlying`` keeps the decoding error of a malformed envelope.
+public struct FramingError: Error, Hashable, Sendable, CustomStringConvertible {
+    /// The kind of failure.
+    public struct Code: Hashable, Sendable, CustomStringConvertible {
+        private enum Kind: Hashable, Sendable { case emptyFrame, frameTooLarge, malformedEnvelope }
+        private let kind: Kind
+
+        /// A length prefix of 0.
+        public static let emptyFrame = Code(kind: .emptyFrame)
+        /// A length prefix above the receiver's maximum.
+        public static let frameTooLarge = Code(kind: .frameTooLarge)
+        /// The frame's bytes are not an Envelope.
+        public static let malformedEnvelope = Code(kind: .malformedEnvelope)
+
+        public var description: String {
+            switch kind {
+            case .emptyFrame: "empty frame"
+            case .frameTooLarge: "frame too large"
+            case .malformedEnvelope: "malformed envelope"
+            }
+        }
+    }
+
+    public var code: Code
+    /// With ``Code/frameTooLarge``: the length the prefix announced, and the receiver's limit.
+    public var length: Int?
+    public var limit: Int?
+    /// With ``Code/malformedEnvelope``: why the bytes did not decode.
+    public var underlying: WireError?
+
+    public init(code: Code, length: Int? = nil, limit: Int? = nil, underlying: WireError? = nil) {
+        self.code = code
+        self.length = length
+        self.limit = limit
+        self.underlying = underlying
+    }
+
     /// A length prefix of 0.
-    case emptyFrame
-    /// A length prefix above the receiver's maximum.
-    case frameTooLarge(length: Int, limit: Int)
-    /// The frame's bytes are not an Envelope.
-    case malformedEnvelope(WireError)
+    public static let emptyFrame = FramingError(code: .emptyFrame)
+
+    /// A length prefix of `length`, above the receiver's `limit`.
+    public static func frameTooLarge(length: Int, limit: Int) -> FramingError {
+        FramingError(code: .frameTooLarge, length: length, limit: limit)
+    }
+
+    /// Frame bytes that are not an Envelope.
+    public static func malformedEnvelope(_ error: WireError) -> FramingError {
+        FramingError(code: .malformedEnvelope, underlying: error)
+    }
 
     public var description: String {
-        switch self {
+        switch code {
         case .emptyFrame: "frame length 0"
-        case .frameTooLarge(let length, let limit): "frame of \(length) bytes exceeds the limit of \(limit)"
-        case .malformedEnvelope(let error): "bad envelope: \(error)"
+        case .frameTooLarge: "frame of \(length ?? 0) bytes exceeds the limit of \(limit ?? 0)"
+        default: "bad envelope: \(underlying.map { "\($0)" } ?? "not an Envelope")"
         }
     }
 }

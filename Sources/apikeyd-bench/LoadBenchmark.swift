@@ -37,9 +37,9 @@ struct LoadBenchmark: AsyncParsableCommand {
             token
             ?? (try? String(contentsOfFile: tokenFile, encoding: .utf8))?.trimmingCharacters(
                 in: .whitespacesAndNewlines)
-        let method: Method = rpc == "check" ? .check : .createKey
+        let method: any RPCMethodDescriptor = rpc == "check" ? Authorize.check : KeyAdmin.createKey
         let payload: [UInt8]
-        if method == .check {
+        if rpc == "check" {
             var secret = key
             if secret == nil { secret = try await createKey(adminToken: adminToken) }
             payload = try CheckRequest(key: secret!, permissions: permissions, resource: "GET /bench").serializedBytes()
@@ -52,7 +52,7 @@ struct LoadBenchmark: AsyncParsableCommand {
         let frames = try (1...pipeline).map { slot in
             var frame = ByteBuffer()
             try Framing.write(
-                Envelope(callID: UInt64(slot), method: method.rawValue, payload: payload, metadata: metadata),
+                Envelope(callID: UInt64(slot), method: method.path, payload: payload, metadata: metadata),
                 to: &frame)
             return frame
         }
@@ -70,7 +70,7 @@ struct LoadBenchmark: AsyncParsableCommand {
                     channel.eventLoop.makeCompletedFuture {
                         try channel.pipeline.syncOperations.addHandler(
                             LoadConnectionHandler(
-                                frames: frames, control: control, decodeCheck: method == .check, finished: finished))
+                                frames: frames, control: control, decodeCheck: rpc == "check", finished: finished))
                     }
                 }
                 .connect(host: host, port: port).get()

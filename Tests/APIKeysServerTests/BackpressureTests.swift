@@ -10,7 +10,7 @@ import Testing
         let request = try CheckRequest(key: secret, permissions: ["jobs:read"]).serializedBytes()
         return try callIDs.flatMap { callID in
             RawConnection.frame(
-                try Envelope(callID: callID, method: Method.check.rawValue, payload: request).serializedBytes())
+                try Envelope(callID: callID, method: Authorize.check.path, payload: request).serializedBytes())
         }
     }
 

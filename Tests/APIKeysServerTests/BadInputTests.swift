@@ -6,7 +6,7 @@ import Testing
 /// only the offending connection, and keeps serving.
 @Suite struct BadInputTests {
     private func checkEnvelope(callID: UInt64, key: String = "dbm_x") throws -> Envelope {
-        Envelope(callID: callID, method: Method.check.rawValue, payload: try CheckRequest(key: key).serializedBytes())
+        Envelope(callID: callID, method: Authorize.check.path, payload: try CheckRequest(key: key).serializedBytes())
     }
 
     /// The server still answers a good call on a new connection.
@@ -62,14 +62,14 @@ import Testing
     @Test func payloadThatIsNotTheRequestIsInvalidArgument() async throws {
         try await withServer { server, _ in
             let connection = try RawConnection(port: server.port)
-            try connection.send(Envelope(callID: 1, method: Method.check.rawValue, payload: [0xFF, 0x01]))
+            try connection.send(Envelope(callID: 1, method: Authorize.check.path, payload: [0xFF, 0x01]))
             let reply = try #require(try connection.receiveEnvelope())
             #expect(reply.callID == 1 && reply.status == .invalidArgument)
             // Admin: authentication comes first, then the payload.
             let token = server.adminToken
             try connection.send(
                 Envelope(
-                    callID: 2, method: Method.createKey.rawValue, payload: [0x0A, 0x05, 0x61],
+                    callID: 2, method: KeyAdmin.createKey.path, payload: [0x0A, 0x05, 0x61],
                     metadata: ["authorization": "Bearer \(token)"]))
             let admin = try #require(try connection.receiveEnvelope())
             #expect(admin.callID == 2 && admin.status == .invalidArgument)
@@ -85,12 +85,12 @@ import Testing
             // CreateKeyRequest{name: "a\0b", permissions: ["jobs:read"]}, written by hand: protobuf-c cannot.
             let withNUL: [UInt8] = [0x0A, 3, 0x61, 0, 0x62, 0x12, 9] + Array("jobs:read".utf8)
             try connection.send(
-                Envelope(callID: 1, method: Method.createKey.rawValue, payload: withNUL, metadata: auth))
+                Envelope(callID: 1, method: KeyAdmin.createKey.path, payload: withNUL, metadata: auth))
             let reply = try #require(try connection.receiveEnvelope())
             #expect(reply.status == .invalidArgument && reply.statusMessage.contains("name"))
             let badUTF8: [UInt8] = [0x0A, 2, 0xC3, 0x28, 0x12, 9] + Array("jobs:read".utf8)
             try connection.send(
-                Envelope(callID: 2, method: Method.createKey.rawValue, payload: badUTF8, metadata: auth))
+                Envelope(callID: 2, method: KeyAdmin.createKey.path, payload: badUTF8, metadata: auth))
             let second = try #require(try connection.receiveEnvelope())
             #expect(second.status == .invalidArgument && second.statusMessage.contains("name"))
             let keys = try await client.listKeys().keys
@@ -127,7 +127,7 @@ import Testing
             // A 1 ms deadline on a call that goes through SQLite: either answer is fine, but exactly one.
             try connection.send(
                 Envelope(
-                    callID: 5, method: Method.createKey.rawValue,
+                    callID: 5, method: KeyAdmin.createKey.path,
                     payload: try CreateKeyRequest(name: "k", permissions: ["jobs:read"]).serializedBytes(),
                     metadata: ["authorization": "Bearer \(server.adminToken)"], timeoutMS: 1))
             let reply = try #require(try connection.receiveEnvelope())
@@ -144,7 +144,7 @@ import Testing
             for callID in 1...20 {
                 burst += RawConnection.frame(
                     try Envelope(
-                        callID: UInt64(callID), method: Method.listPermissions.rawValue,
+                        callID: UInt64(callID), method: KeyAdmin.listPermissions.path,
                         metadata: ["authorization": "Bearer \(server.adminToken)"]
                     ).serializedBytes())
             }

@@ -9,7 +9,7 @@ import Testing
     private static func checkFrame(callID: UInt64) throws -> [UInt8] {
         RawConnection.frame(
             try Envelope(
-                callID: callID, method: Method.check.rawValue,
+                callID: callID, method: Authorize.check.path,
                 payload: try CheckRequest(key: SecretFormat.standard.generate(), permissions: ["jobs:read"])
                     .serializedBytes()
             ).serializedBytes())

@@ -37,7 +37,7 @@ import Testing
             for call in 1...60 {
                 burst += RawConnection.frame(
                     try Envelope(
-                        callID: UInt64(call), method: Method.createKey.rawValue,
+                        callID: UInt64(call), method: KeyAdmin.createKey.path,
                         payload: try CreateKeyRequest(name: "d\(call)", permissions: ["jobs:read"]).serializedBytes(),
                         metadata: ["authorization": "Bearer \(server.adminToken)"], timeoutMS: UInt32(1 + call % 3)
                     ).serializedBytes())

@@ -134,7 +134,7 @@ import Testing
             ]
             for (request, field) in cases {
                 await #expect {
-                    _ = try await client.call(.createKey, request, as: CreateKeyResponse.self)
+                    _ = try await client.createKey(name: request.name, permissions: request.permissions, expiresAtMS: request.expiresAtMS)
                 } throws: { error in
                     guard let error = error as? APIKeysClientError else { return false }
                     return error.code == .invalidArgument && error.message.hasPrefix(field)

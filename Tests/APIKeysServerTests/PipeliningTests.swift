@@ -12,7 +12,7 @@ import Testing
                 let permissions = callID % 2 == 0 ? ["jobs:read"] : ["vault:read"]
                 let request = try CheckRequest(key: created.secret, permissions: permissions).serializedBytes()
                 burst += RawConnection.frame(
-                    try Envelope(callID: UInt64(callID), method: Method.check.rawValue, payload: request)
+                    try Envelope(callID: UInt64(callID), method: Authorize.check.path, payload: request)
                         .serializedBytes())
             }
             connection.send(burst)

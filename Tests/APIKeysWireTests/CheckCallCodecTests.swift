@@ -13,7 +13,7 @@ import Testing
         let codec = CheckCallCodec()
         let request = CheckRequest(
             key: "dbm_x", permissions: ["jobs:read", "clé"], resource: "GET /", clientAddress: "::1")
-        let check = Envelope(callID: 7, method: Method.check.rawValue, payload: try request.serializedBytes())
+        let check = Envelope(callID: 7, method: Authorize.check.path, payload: try request.serializedBytes())
         guard case .check(let callID, let decoded) = try codec.decode(frame: body(check)) else {
             Issue.record("not decoded as a check")
             return
@@ -21,7 +21,7 @@ import Testing
         #expect(callID == 7 && decoded == request)
 
         let admin = Envelope(
-            callID: 8, method: Method.listKeys.rawValue, payload: [1, 2], metadata: ["authorization": "Bearer t"])
+            callID: 8, method: KeyAdmin.listKeys.path, payload: [1, 2], metadata: ["authorization": "Bearer t"])
         guard case .other(let other) = try codec.decode(frame: body(admin)) else {
             Issue.record("an admin call was not passed through")
             return
@@ -31,13 +31,13 @@ import Testing
 
     @Test func aCheckWithABadPayloadIsInvalidNotAProtocolError() throws {
         let codec = CheckCallCodec()
-        let bad = Envelope(callID: 9, method: Method.check.rawValue, payload: [0xFF, 0x01])
+        let bad = Envelope(callID: 9, method: Authorize.check.path, payload: [0xFF, 0x01])
         guard case .invalidCheck(let callID, let error) = try codec.decode(frame: body(bad)) else {
             Issue.record("not reported as an invalid check")
             return
         }
         #expect(callID == 9 && error == .malformedMessage(message: "apikeys.v1.CheckRequest"))
-        let nul = Envelope(callID: 10, method: Method.check.rawValue, payload: [0x0A, 2, 0x61, 0])
+        let nul = Envelope(callID: 10, method: Authorize.check.path, payload: [0x0A, 2, 0x61, 0])
         guard case .invalidCheck(_, let nulError) = try codec.decode(frame: body(nul)) else {
             Issue.record("a NUL in the key was not refused")
             return
@@ -59,7 +59,7 @@ import Testing
             try codec.writeCheckReply(callID: UInt64(index), response: response, to: &buffer)
             var expected = ByteBuffer()
             try Framing.write(
-                Envelope(callID: UInt64(index), method: Method.check.rawValue, payload: try response.serializedBytes()),
+                Envelope(callID: UInt64(index), method: Authorize.check.path, payload: try response.serializedBytes()),
                 to: &expected)
             #expect(buffer == expected)
 

@@ -16,7 +16,7 @@ enum Fixtures {
     static let all: [any WireMessage] = [
         Envelope(),
         Envelope(
-            callID: UInt64.max, method: Method.createKey.rawValue, payload: [0, 1, 0, 255, 0],
+            callID: UInt64.max, method: KeyAdmin.createKey.path, payload: [0, 1, 0, 255, 0],
             status: .unauthenticated, statusMessage: unicode,
             metadata: ["authorization": "Bearer abc", "x-empty": ""], timeoutMS: 1500),
         ApiKey(), apiKey,

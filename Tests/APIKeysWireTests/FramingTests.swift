@@ -55,7 +55,7 @@ import Testing
     @Test func envelopeEncoderAndDecoderAgree() throws {
         let channel = try makeChannel(max: 1 << 20)
         try channel.pipeline.syncOperations.addHandler(MessageToByteHandler(EnvelopeFrameEncoder()))
-        let envelope = Envelope(callID: 9, method: Method.check.rawValue, payload: [0, 1, 2])
+        let envelope = Envelope(callID: 9, method: Authorize.check.path, payload: [0, 1, 2])
         try channel.writeOutbound(envelope)
         let written = try #require(try channel.readOutbound(as: ByteBuffer.self))
         try channel.writeInbound(written)

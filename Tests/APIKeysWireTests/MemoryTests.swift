@@ -12,7 +12,7 @@ import Testing
 
     private func roundTrips(_ count: Int) throws {
         let response = ListKeysResponse(keys: Array(repeating: Fixtures.apiKey, count: 4), nextPageToken: "n")
-        let envelope = Envelope(callID: 1, method: Method.listKeys.rawValue, metadata: ["authorization": "Bearer x"])
+        let envelope = Envelope(callID: 1, method: KeyAdmin.listKeys.path, metadata: ["authorization": "Bearer x"])
         for _ in 0..<count {
             var e = envelope
             e.payload = try response.serializedBytes()

@@ -22,13 +22,15 @@ import Testing
         let absent = try UpdateKeyRequest(serializedBytes: UpdateKeyRequest(id: "k").serializedBytes())
         #expect(absent.name == nil)
         #expect(absent.expiresAtMS == nil)
-        #expect(absent.permissions == nil)
+        #expect(!absent.hasPermissions)
+        #expect(absent.permissions == PermissionSet())
 
         let zero = try UpdateKeyRequest(
             serializedBytes: UpdateKeyRequest(id: "k", name: "", expiresAtMS: 0, permissions: PermissionSet())
                 .serializedBytes())
         #expect(zero.name == "")
         #expect(zero.expiresAtMS == 0)
+        #expect(zero.hasPermissions)
         #expect(zero.permissions == PermissionSet(names: []))
     }
 
