@@ -39,7 +39,9 @@ let package = Package(
         // The bump allocator protobuf-c unpacks into (hand-written C, ~100 lines).
         .target(name: "CArena"),
 
-        // Swift value types for the wire contract, pack/unpack through protobuf-c, framing.
+        // The wire contract in Swift: value types, their protobuf-c bridging and the typed RPC
+        // descriptors generated from proto/ (Generated/, by codegen/generate.sh), plus the
+        // hand-written runtime under them, framing and the hot-path Check codec.
         .target(
             name: "APIKeysWire",
             dependencies: [
@@ -87,6 +89,8 @@ let package = Package(
             name: "apikeyd",
             dependencies: [
                 "APIKeysServer",
+                "APIKeysStore",
+                "APIKeysCore",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
@@ -138,6 +142,7 @@ let package = Package(
                 "APIKeysCore",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
             ]
         ),
     ],

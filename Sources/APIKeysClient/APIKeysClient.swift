@@ -34,7 +34,7 @@ public final class APIKeysClient: Sendable {
 
         public init(
             host: String = "127.0.0.1", port: Int = 7411, adminToken: String? = nil, timeout: Duration = .seconds(10),
-            maxFrameSize: Int = Framing.defaultClientMaxFrameSize, keyPrefix: String = "dbm_"
+            maxFrameSize: Int = Framing.defaultClientMaxFrameSize, keyPrefix: String = SecretFormat.defaultPrefix
         ) {
             self.host = host
             self.port = port

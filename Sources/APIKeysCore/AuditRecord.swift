@@ -12,6 +12,10 @@ public enum AuditAction: String, Sendable, Hashable, CaseIterable {
     case apiRequest = "api.request"
     /// The server pruned events older than its retention (actor `retention`, counts in detail).
     case auditPruned = "audit.pruned"
+    /// An admin token was created (its name in detail; the key fields are empty).
+    case adminTokenCreated = "admin_token.created"
+    /// An admin token was revoked (its name in detail; the key fields are empty).
+    case adminTokenRevoked = "admin_token.revoked"
 
     /// `api` for checks, `admin` for everything else.
     public var trigger: AuditTrigger { self == .apiRequest ? .api : .admin }

@@ -99,16 +99,16 @@ public struct PermissionCatalog: Sendable, Hashable {
 
     /// The ten permissions of the contract.
     public static let standard = try! PermissionCatalog([
-        Entry(name: "jobs:read", description: "List and read jobs and their configuration"),
-        Entry(name: "jobs:write", description: "Create, change and delete jobs"),
-        Entry(name: "jobs:execute", description: "Run jobs on demand"),
-        Entry(name: "history:read", description: "Read the run history of jobs"),
-        Entry(name: "sources:read", description: "List and read data sources"),
-        Entry(name: "destinations:read", description: "List and read backup destinations"),
-        Entry(name: "storage:read", description: "List and download stored backups"),
-        Entry(name: "storage:write", description: "Upload and delete stored backups"),
-        Entry(name: "notifications:read", description: "Read notification settings and history"),
-        Entry(name: "vault:read", description: "Read secrets from the vault"),
+        Entry(name: "jobs:read", description: "List and view backup jobs"),
+        Entry(name: "jobs:write", description: "Create, edit, delete jobs"),
+        Entry(name: "jobs:execute", description: "Trigger backup jobs"),
+        Entry(name: "history:read", description: "View execution history and poll status"),
+        Entry(name: "sources:read", description: "List database sources"),
+        Entry(name: "destinations:read", description: "List storage destinations"),
+        Entry(name: "storage:read", description: "Browse stored backups"),
+        Entry(name: "storage:write", description: "Delete stored backups"),
+        Entry(name: "notifications:read", description: "List notification channels"),
+        Entry(name: "vault:read", description: "List encryption profiles"),
     ])
 }
 

@@ -28,8 +28,11 @@ public struct SecretFormat: Sendable, Hashable {
         self.prefixBytes = bytes
     }
 
-    /// The default format, prefix `dbm_`.
-    public static let standard = try! SecretFormat(prefix: "dbm_")
+    /// The prefix of the default format.
+    public static let defaultPrefix = "dbm_"
+
+    /// The default format, prefix ``defaultPrefix``.
+    public static let standard = try! SecretFormat(prefix: defaultPrefix)
 
     /// Total characters of a secret.
     public var length: Int { prefixBytes.count + Self.bodyLength + Self.checkLength }

@@ -61,6 +61,7 @@ public final class APIKeysServer: Service, Sendable {
         }
         do {
             try DataDirectory.bootstrapAdminToken(service: service, path: configuration.adminTokenPath, logger: logger)
+            try service.recordPendingAdminEvents()
         } catch {
             await service.close(timeout: .seconds(configuration.shutdownTimeoutSeconds))
             directoryLock.release()

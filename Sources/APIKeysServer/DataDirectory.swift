@@ -29,7 +29,7 @@ enum DataDirectory {
     /// `path`, readable by the owner only. Logs where it is, never the token.
     static func bootstrapAdminToken(service: KeyService, path: String, logger: Logger) throws {
         guard try service.adminTokenNames().isEmpty else { return }
-        let token = try service.createAdminToken(name: "bootstrap")
+        let token = try service.createAdminToken(name: "bootstrap", actor: "apikeyd (first start)")
         try writeOwnerOnly(token + "\n", to: path)
         logger.notice("created the first admin token", metadata: ["file": "\(path)", "name": "bootstrap"])
     }

@@ -1,5 +1,6 @@
 import APIKeysCore
 import APIKeysStore
+import APIKeysWire
 import NIOCore
 
 /// Everything `apikeyd` can be told at start.
@@ -11,7 +12,7 @@ public struct ServerConfiguration: Sendable {
     /// Directory of the SQLite database and the bootstrap admin token file.
     public var dataDirectory = "./data"
     /// Largest frame the server reads; a larger one closes the connection.
-    public var maxFrameSize = 64 * 1024
+    public var maxFrameSize = Framing.defaultServerMaxFrameSize
     /// Connections served at once; more are closed as soon as they are accepted.
     public var maxConnections = 1024
     /// A connection with no traffic for this long is closed; 0 = never.
@@ -30,7 +31,7 @@ public struct ServerConfiguration: Sendable {
     /// Event loop threads: one per core by default.
     public var eventLoopThreads = System.coreCount
     /// Prefix of the secrets this server issues and accepts.
-    public var keyPrefix = "dbm_"
+    public var keyPrefix = SecretFormat.defaultPrefix
     /// The permission catalog.
     public var catalog = PermissionCatalog.standard
     /// Whether every check is its own audit event, or allowed checks are counted per second.
@@ -40,7 +41,7 @@ public struct ServerConfiguration: Sendable {
     /// ~120 bytes an event, 1,000 checks/s keep ~310 GB (full audit).
     public var auditRetentionSeconds: Int64 = 30 * 86400
     /// Capacity of the audit queue before checks fail closed.
-    public var auditQueueCapacity = 100_000
+    public var auditQueueCapacity = KeyService.defaultAuditQueueCapacity
     /// The clock that judges expiry; tests inject a manual one.
     public var clock: any WallClock = SystemWallClock()
 

@@ -61,7 +61,7 @@ final class AuditWriter: Sendable {
     /// stored (times stay non-decreasing across restarts, even if the clock went back meanwhile).
     init(
         connection: SQLiteConnection, lastSeq: UInt64, lastAtMS: Int64, mode: AuditMode = .full, clock: any WallClock,
-        capacity: Int = 100_000, batchSize: Int = 1_000, flushInterval: DispatchTimeInterval = .milliseconds(5),
+        capacity: Int = KeyService.defaultAuditQueueCapacity, batchSize: Int = 1_000, flushInterval: DispatchTimeInterval = .milliseconds(5),
         retentionMS: Int64 = 0, pruneIntervalMS: Int64 = 60_000, logger: Logger
     ) {
         self.connection = connection

@@ -49,7 +49,7 @@ extension KeyService {
                 let hash = SecretHash(of: item.secret)
                 try KeyTable.insert(item.key, hash: hash, in: db)
                 try recordAdminEvent(
-                    .keyCreated, key: item.key, actor: actor,
+                    .keyCreated, keyID: item.key.id, keyName: item.key.name, actor: actor,
                     detail: "created; expires \(Self.describe(item.key.expiresAtMS))",
                     permissions: item.key.permissions, at: now, in: db)
                 changes.append(.put(item.key, hash, replacing: nil))
@@ -183,7 +183,8 @@ extension KeyService {
             let (key, events, indexChange) = try change(db)
             for (action, detail, permissions) in events {
                 try recordAdminEvent(
-                    action, key: key, actor: actor, detail: detail, permissions: permissions, at: now, in: db)
+                    action, keyID: key.id, keyName: key.name, actor: actor, detail: detail, permissions: permissions,
+                    at: now, in: db)
             }
             return (key, indexChange.map { [$0] } ?? [])
         }
@@ -194,7 +195,7 @@ extension KeyService {
     /// the deadline passes before COMMIT, then apply the index changes of what committed. The
     /// index therefore changes in commit order: a later mutation of the same key (a delete
     /// landing right after a create) can never be undone by an earlier one's index update.
-    private func commit<R>(
+    func commit<R>(
         deadline: Deadline, _ body: (SQLiteConnection) throws -> (R, [IndexChange])
     ) throws -> R {
         try withAdmin { db in
@@ -211,14 +212,14 @@ extension KeyService {
         }
     }
 
-    /// Writes one admin audit event about `key` in the caller's transaction, numbered now.
-    private func recordAdminEvent(
-        _ action: AuditAction, key: KeyRecord, actor: String, detail: String, permissions: [String], at now: Int64,
-        in db: SQLiteConnection
+    /// Writes one admin audit event in the caller's transaction, numbered now.
+    func recordAdminEvent(
+        _ action: AuditAction, keyID: String = "", keyName: String = "", actor: String, detail: String,
+        permissions: [String] = [], at now: Int64, in db: SQLiteConnection
     ) throws {
         try AuditTable.insert(
             AuditRecord(
-                seq: takeSeq(), atMS: now, action: action, keyID: key.id, keyName: key.name, actor: actor,
+                seq: takeSeq(), atMS: now, action: action, keyID: keyID, keyName: keyName, actor: actor,
                 detail: detail, permissions: permissions),
             in: db)
     }

@@ -31,6 +31,8 @@ public final class KeyService: Sendable {
 
     /// Default and largest page sizes of list calls.
     public static let defaultPageSize = 50
+    /// Audit events queued for the writer before checks fail closed (UNAVAILABLE).
+    public static let defaultAuditQueueCapacity = 100_000
     public static let maxPageSize = 1000
 
     private init(
@@ -50,7 +52,7 @@ public final class KeyService: Sendable {
     /// Throws ``StoreError`` for a file that is unreadable, locked or corrupt.
     public static func open(
         path: String, catalog: PermissionCatalog = .standard, format: SecretFormat = .standard,
-        clock: any WallClock = SystemWallClock(), auditMode: AuditMode = .full, auditQueueCapacity: Int = 100_000,
+        clock: any WallClock = SystemWallClock(), auditMode: AuditMode = .full, auditQueueCapacity: Int = defaultAuditQueueCapacity,
         auditRetentionMS: Int64 = 0, busyTimeoutMS: Int32 = 5000,
         logger: Logger = Logger(label: "apikeys.store")
     ) throws -> KeyService {

@@ -85,6 +85,19 @@ enum Schema {
         Migration(
             version: 5, name: "prune batch keys by seq",
             sql: "CREATE INDEX api_request_batch_keys_by_seq ON api_request_batch_keys (first_seq);"),
+        // Admin-token changes made by `apikeyd admin-token` in another process than the server's:
+        // written here in the change's own transaction, numbered into the trail by the server.
+        Migration(
+            version: 6, name: "admin token events awaiting their number",
+            sql: """
+                CREATE TABLE pending_admin_events (
+                    id INTEGER PRIMARY KEY,
+                    at_ms INTEGER NOT NULL,
+                    action TEXT NOT NULL,
+                    actor TEXT NOT NULL,
+                    detail TEXT NOT NULL
+                );
+                """),
     ]
 
     /// Applies every migration not yet recorded in `schema_migrations`, each in its own transaction.

@@ -16,7 +16,7 @@ struct AdminTokenCommand: ParsableCommand {
         var name: String
 
         func run() throws {
-            let token = try dataDirectory.withStore { try $0.createAdminToken(name: name) }
+            let token = try dataDirectory.withStore { try $0.createAdminToken(name: name, actor: localActor) }
             print(token)
             printErr("admin token \"\(name)\" created; copy it now, it will not be shown again")
         }
@@ -29,7 +29,7 @@ struct AdminTokenCommand: ParsableCommand {
         var name: String
 
         func run() throws {
-            guard try dataDirectory.withStore({ try $0.revokeAdminToken(name: name) }) else {
+            guard try dataDirectory.withStore({ try $0.revokeAdminToken(name: name, actor: localActor) }) else {
                 throw ValidationError("no admin token named \"\(name)\"")
             }
             print("revoked admin token \"\(name)\"")
@@ -44,6 +44,12 @@ struct AdminTokenCommand: ParsableCommand {
             for name in try dataDirectory.withStore({ try $0.adminTokenNames() }) { print(name) }
         }
     }
+}
+
+/// The actor recorded for admin-token changes made with this command: the local user running it.
+var localActor: String {
+    let user = getpwuid(geteuid()).flatMap { $0.pointee.pw_name.map { String(cString: $0) } } ?? "uid \(geteuid())"
+    return "apikeyd admin-token (\(user))"
 }
 
 /// Prints a line on standard error.

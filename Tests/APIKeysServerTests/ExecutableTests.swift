@@ -68,6 +68,22 @@ import Testing
         }
         await client.close()
 
+        // The token changes made beside the running server are in its audit trail, numbered by
+        // it (the same sequence as its own events, so nothing collides), with who made them.
+        let operatorClient = APIKeysClient(
+            configuration: .init(port: serverPort, adminToken: bootstrap.trimmingCharacters(in: .whitespacesAndNewlines)))
+        var tokenEvents: [AuditEvent] = []
+        for action in ["admin_token.revoked", "admin_token.created"] {
+            tokenEvents += try await operatorClient.listAuditEvents(ListAuditEventsRequest(action: action)).events
+        }
+        #expect(tokenEvents.map { $0.detail.split(separator: " ").prefix(4).joined(separator: " ") } == [
+            "admin token \"alice\" revoked", "admin token \"alice\" created", "admin token \"bootstrap\" created",
+        ])
+        #expect(tokenEvents.map(\.actor).prefix(2).allSatisfy { $0.hasPrefix("apikeyd admin-token (") })
+        #expect(tokenEvents.last?.actor == "apikeyd (first start)")
+        #expect(try await operatorClient.createKey(name: "after", permissions: ["reports:read"]).key.id.isEmpty == false)
+        await operatorClient.close()
+
         server.terminate()  // SIGTERM
         server.waitUntilExit()
         #expect(server.terminationStatus == 0)

@@ -101,6 +101,21 @@ import Testing
         await second.server.shutdown()
     }
 
+    /// The catalog's texts are those of the product that defined the permissions, in its order.
+    @Test func listPermissionsServesTheCatalog() async throws {
+        try await withServer { _, client in
+            let catalog = try await client.listPermissions().map { "\($0.name) \($0.description)" }
+            #expect(
+                catalog == [
+                    "jobs:read List and view backup jobs", "jobs:write Create, edit, delete jobs",
+                    "jobs:execute Trigger backup jobs", "history:read View execution history and poll status",
+                    "sources:read List database sources", "destinations:read List storage destinations",
+                    "storage:read Browse stored backups", "storage:write Delete stored backups",
+                    "notifications:read List notification channels", "vault:read List encryption profiles",
+                ])
+        }
+    }
+
     @Test func adminCallsNeedAValidAdminToken() async throws {
         try await withServer { server, client in
             let created = try await client.createKey(name: "k", permissions: ["jobs:read"])

@@ -158,7 +158,7 @@ import Testing
         try withTemporaryDirectory { dir in
             let path = dir + "/apikeys.sqlite"
             var service = try KeyService.open(path: path, clock: clock)
-            let token = try service.createAdminToken(name: "bootstrap")
+            let token = try service.createAdminToken(name: "bootstrap", actor: "ops")
             #expect(token.hasPrefix("adm_"))
             #expect(try service.adminTokenName(for: token) == "bootstrap")
             #expect(try service.adminTokenName(for: service.format.generate()) == nil)
@@ -166,9 +166,17 @@ import Testing
             service = try KeyService.open(path: path, clock: clock)
             defer { service.close() }
             #expect(try service.adminTokenName(for: token) == "bootstrap")
-            #expect(try service.revokeAdminToken(name: "bootstrap"))
+            #expect(try service.revokeAdminToken(name: "bootstrap", actor: "sec"))
             #expect(try service.adminTokenName(for: token) == nil)
-            #expect(try service.revokeAdminToken(name: "bootstrap") == false)
+            #expect(try service.revokeAdminToken(name: "bootstrap", actor: "sec") == false)
+
+            // Both changes are in the audit trail (numbered by the lookups above), with who made
+            // them; the failed revoke is not.
+            let events = try service.listAuditEvents(AuditQuery()).events
+            #expect(events.map(\.action) == [.adminTokenRevoked, .adminTokenCreated])
+            #expect(events.map(\.actor) == ["sec", "ops"])
+            #expect(events.allSatisfy { $0.detail.contains("\"bootstrap\"") && $0.keyID.isEmpty })
+            #expect(try service.listAuditEvents(AuditQuery(action: .adminTokenCreated)).events.count == 1)
         }
     }
 }

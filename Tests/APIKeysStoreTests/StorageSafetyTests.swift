@@ -15,7 +15,7 @@ import Testing
                 secrets.append(try service.rotateKey(id: issued.key.id, actor: "ops").secret)
                 _ = try service.check(secret: secrets.last!, permissions: ["jobs:read"], resource: "GET /")
             }
-            secrets.append(try service.createAdminToken(name: "admin"))
+            secrets.append(try service.createAdminToken(name: "admin", actor: "test"))
             service.flushAuditTrail()
             // Read while open (WAL and shared memory present) and again after close (checkpointed).
             try expectNoSecret(secrets, in: dir)

@@ -761,8 +761,10 @@ public struct AuditEvent: WireMessage {
     public var seq: UInt64 = 0
     public var atMS: Int64 = 0
     /// key.created, key.updated, key.permissions_changed, key.enabled, key.disabled,
-    /// key.rotated, key.deleted, audit.pruned (trigger "admin"); api.request (trigger "api").
+    /// key.rotated, key.deleted, admin_token.created, admin_token.revoked, audit.pruned
+    /// (trigger "admin"); api.request (trigger "api").
     /// audit.pruned is written by the server itself (actor "retention") with its counts in detail.
+    /// admin_token.* name the token in detail, with key_id and key_name empty.
     public var action: String = ""
     /// "admin" or "api".
     public var trigger: String = ""

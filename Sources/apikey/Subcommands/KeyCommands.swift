@@ -96,7 +96,7 @@ struct Update: AsyncParsableCommand {
         var request = UpdateKeyRequest(id: key.id, name: name)
         if let expires { request.expiresAtMS = try TimeArgument.milliseconds(expires) }
         if !permissions.isEmpty { request.permissions = PermissionSet(names: permissions) }
-        guard request.name != nil || request.expiresAtMS != nil || request.permissions != nil else {
+        guard request.name != nil || request.expiresAtMS != nil || request.hasPermissions else {
             throw ValidationError("nothing to change: give --name, --expires or --permission")
         }
         let updated = try await key.connection.withClient { [request] in try await $0.updateKey(request) }
