@@ -103,7 +103,8 @@ public final class APIKeysClient: Sendable {
             // that (no handler to take it), nothing else would ever complete the call's promise.
             let handedOver = channel.eventLoop.makePromise(of: Void.self)
             handedOver.futureResult.whenFailure { error in
-                promise.fail(APIKeysClientError(code: .unavailable, message: "connection closed: \(Self.plainReason(error))"))
+                promise.fail(APIKeysClientError(
+                        code: .unavailable, message: "connection closed: \(Self.plainReason(error))", cause: error))
             }
             // The server keeps a KeyAdmin call's deadline itself and answers DEADLINE_EXCEEDED only
             // when nothing was changed; the local timer waits a little longer for that answer, and
@@ -118,10 +119,11 @@ public final class APIKeysClient: Sendable {
             do {
                 return try Response(serializedBytes: reply.payload)
             } catch {
-                throw APIKeysClientError(code: .internal, message: "reply is not a valid \(Response.self): \(error)")
+                throw APIKeysClientError(
+                    code: .internal, message: "reply is not a valid \(Response.self): \(error)", cause: error)
             }
         } catch let error as WireError {
-            throw APIKeysClientError(code: .invalidArgument, message: "\(error)")
+            throw APIKeysClientError(code: .invalidArgument, message: "\(error)", cause: error)
         }
     }
 
@@ -152,7 +154,8 @@ public final class APIKeysClient: Sendable {
         } catch {
             throw APIKeysClientError(
                 code: .unavailable,
-                message: "cannot connect to \(configuration.host):\(configuration.port): \(Self.plainReason(error))")
+                message: "cannot connect to \(configuration.host):\(configuration.port): \(Self.plainReason(error))",
+                cause: error)
         }
     }
 

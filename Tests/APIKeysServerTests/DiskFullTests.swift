@@ -59,12 +59,12 @@ import Testing
         }
     }
 
-    /// Connection failures in plain words, not NIO's nested error values.
+    /// Connection failures in plain words, not NIO's nested error values, which stay as the cause.
     @Test func aServerThatIsNotThereIsSaidPlainly() async throws {
         let client = APIKeysClient(configuration: .init(port: 1, adminToken: "adm_x"))
-        await #expect(throws: APIKeysClientError(code: .unavailable, message: "cannot connect to 127.0.0.1:1: connection refused")) {
-            _ = try await client.listPermissions()
-        }
+        let error = await #expect(throws: APIKeysClientError.self) { _ = try await client.listPermissions() }
+        #expect(error == APIKeysClientError(code: .unavailable, message: "cannot connect to 127.0.0.1:1: connection refused"))
+        #expect(error?.cause != nil && !(error?.cause is APIKeysClientError))
         await client.close()
     }
 }
