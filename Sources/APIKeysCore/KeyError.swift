@@ -1,49 +1,92 @@
 /// A key operation the domain refuses, with what the caller needs to fix it.
-public enum KeyError: Error, Hashable, Sendable, CustomStringConvertible {
-    /// The name breaks the rules; the text says how.
-    case invalidName(String)
-    /// No permission was given where at least one is required.
-    case noPermissions
-    /// A permission the catalog does not have.
-    case unknownPermission(String)
-    /// An expiry that is not in the future.
-    case expiryNotInFuture(expiresAtMS: Int64, nowMS: Int64)
-    /// No key has this id.
-    case keyNotFound(id: String)
-    /// A page token that this service did not hand out.
-    case invalidPageToken(String)
-    /// A permission catalog that cannot be used.
-    case invalidCatalog(String)
-    /// A check field beyond what one check may store (see ``CheckLimits``).
-    case checkFieldTooLarge(field: String, limit: String)
-    /// The call's deadline passed before it could take effect: nothing was changed.
-    case deadlineExceeded
+///
+/// A struct with a ``Code`` rather than an enum, so that new kinds (key policies, say) can be
+/// added without breaking code that switches over them.
+public struct KeyError: Error, Hashable, Sendable, CustomStringConvertible {
+    /// The kind of refusal.
+    public struct Code: Hashable, Sendable, CustomStringConvertible {
+        public let description: String
+        private init(_ name: String) { description = name }
 
+        /// The name breaks the rules.
+        public static let invalidName = Code("invalid name")
+        /// No permission was given where at least one is required.
+        public static let noPermissions = Code("no permissions")
+        /// A permission the catalog does not have.
+        public static let unknownPermission = Code("unknown permission")
+        /// An expiry that is not in the future.
+        public static let expiryNotInFuture = Code("expiry not in the future")
+        /// No key has this id.
+        public static let keyNotFound = Code("key not found")
+        /// A page token that this service did not hand out.
+        public static let invalidPageToken = Code("invalid page token")
+        /// A permission catalog that cannot be used.
+        public static let invalidCatalog = Code("invalid catalog")
+        /// A check field beyond what one check may store (see ``CheckLimits``).
+        public static let checkFieldTooLarge = Code("check field too large")
+        /// The call's deadline passed before it could take effect: nothing was changed.
+        public static let deadlineExceeded = Code("deadline exceeded")
+    }
+
+    public let code: Code
     /// The request field the error is about, for INVALID_ARGUMENT messages.
-    public var field: String? {
-        switch self {
-        case .invalidName: "name"
-        case .noPermissions, .unknownPermission: "permissions"
-        case .expiryNotInFuture: "expires_at_ms"
-        case .invalidPageToken: "page_token"
-        case .keyNotFound: "id"
-        case .checkFieldTooLarge(let field, _): field
-        case .invalidCatalog, .deadlineExceeded: nil
-        }
+    public let field: String?
+    /// What is wrong, in words, starting with the field's name when there is one.
+    public let description: String
+
+    public init(code: Code, field: String?, description: String) {
+        self.code = code
+        self.field = field
+        self.description = description
     }
 
-    public var description: String {
-        switch self {
-        case .invalidName(let why): "name: \(why)"
-        case .noPermissions: "permissions: at least one permission is required"
-        case .unknownPermission(let name): "permissions: \"\(name)\" is not in the permission catalog"
-        case .expiryNotInFuture(let expires, let now):
-            "expires_at_ms: \(expires) is not in the future (now is \(now))"
-        case .keyNotFound(let id): "no key with id \"\(id)\""
-        case .invalidPageToken(let token): "page_token: \"\(token)\" is not a page token of this list"
-        case .invalidCatalog(let why): "permission catalog: \(why)"
-        case .checkFieldTooLarge(let field, let limit): "\(field): \(limit) allowed"
-        case .deadlineExceeded: "the deadline passed before the call took effect; nothing was changed"
-        }
+    /// The name breaks the rules; `why` says how.
+    public static func invalidName(_ why: String) -> KeyError {
+        KeyError(code: .invalidName, field: "name", description: "name: \(why)")
     }
+
+    /// No permission was given where at least one is required.
+    public static let noPermissions = KeyError(
+        code: .noPermissions, field: "permissions", description: "permissions: at least one permission is required")
+
+    /// `name` is not in the catalog.
+    public static func unknownPermission(_ name: String) -> KeyError {
+        KeyError(
+            code: .unknownPermission, field: "permissions",
+            description: "permissions: \"\(name)\" is not in the permission catalog")
+    }
+
+    /// An expiry at or before now.
+    public static func expiryNotInFuture(expiresAtMS: Int64, nowMS: Int64) -> KeyError {
+        KeyError(
+            code: .expiryNotInFuture, field: "expires_at_ms",
+            description: "expires_at_ms: \(expiresAtMS) is not in the future (now is \(nowMS))")
+    }
+
+    /// No key has `id`.
+    public static func keyNotFound(id: String) -> KeyError {
+        KeyError(code: .keyNotFound, field: "id", description: "no key with id \"\(id)\"")
+    }
+
+    /// A page token this service did not hand out.
+    public static func invalidPageToken(_ token: String) -> KeyError {
+        KeyError(
+            code: .invalidPageToken, field: "page_token",
+            description: "page_token: \"\(token)\" is not a page token of this list")
+    }
+
+    /// A permission catalog that cannot be used; `why` says why.
+    public static func invalidCatalog(_ why: String) -> KeyError {
+        KeyError(code: .invalidCatalog, field: nil, description: "permission catalog: \(why)")
+    }
+
+    /// A check field beyond `limit` (in words, e.g. "at most 64 permissions").
+    public static func checkFieldTooLarge(field: String, limit: String) -> KeyError {
+        KeyError(code: .checkFieldTooLarge, field: field, description: "\(field): \(limit) allowed")
+    }
+
+    /// The call's deadline passed before it could take effect: nothing was changed.
+    public static let deadlineExceeded = KeyError(
+        code: .deadlineExceeded, field: nil,
+        description: "the deadline passed before the call took effect; nothing was changed")
 }

@@ -36,20 +36,20 @@ struct RPCError: Error, Sendable {
         case let error as WireError:
             self.init(.invalidArgument, "\(error)")
         case let error as KeyError:
-            switch error {
+            switch error.code {
             case .keyNotFound: self.init(.notFound, "\(error)")
             case .deadlineExceeded: self.init(.deadlineExceeded, "\(error)")
             case .invalidCatalog: self.init(serverFailure: .internal, "internal error", cause: error)
             default: self.init(.invalidArgument, "\(error)")
             }
         case let error as StoreError:
-            switch error {
+            switch error.code {
             case .auditBacklog: self.init(.unavailable, "the audit trail is behind; try again shortly")
             case .closed: self.init(.unavailable, "the server is shutting down")
             case .locked: self.init(serverFailure: .unavailable, "the key store is busy; nothing was changed", cause: error)
             case .full:
                 self.init(serverFailure: .resourceExhausted, "the key store's disk is full; nothing was changed", cause: error)
-            case .cannotOpen, .corrupt, .sqlite:
+            default:
                 self.init(serverFailure: .internal, "storage error; nothing was changed", cause: error)
             }
         default:

@@ -1,29 +1,79 @@
-/// A failure of the SQLite store, with what an operator needs to act on it.
-public enum StoreError: Error, Hashable, Sendable, CustomStringConvertible {
-    /// The database file could not be opened (missing directory, permissions, not a database...).
-    case cannotOpen(path: String, message: String)
-    /// SQLite reports the file as corrupt or not a database.
-    case corrupt(path: String, message: String)
-    /// Another process holds a lock on the database longer than the busy timeout.
-    case locked(path: String, message: String)
-    /// The disk (or the database's page limit) is full: the transaction was rolled back.
-    case full(path: String, message: String)
-    /// Any other SQLite failure: the extended result code, SQLite's message and the statement.
-    case sqlite(code: Int32, message: String, sql: String)
-    /// The audit queue is full: the writer cannot keep up with the disk, so checks fail closed.
-    case auditBacklog(capacity: Int)
-    /// The store was closed.
-    case closed
+/// A failure of the store, with what an operator needs to act on it.
+///
+/// A struct with a ``Code`` rather than an enum, so that new kinds (another store's failures)
+/// can be added without breaking callers. ``description`` is for operators and logs: it may name
+/// the database file and the SQL; a client never sees it.
+public struct StoreError: Error, Hashable, Sendable, CustomStringConvertible {
+    /// The kind of failure.
+    public struct Code: Hashable, Sendable, CustomStringConvertible {
+        public let description: String
+        private init(_ name: String) { description = name }
 
-    public var description: String {
-        switch self {
-        case .cannotOpen(let path, let message): "cannot open database \(path): \(message)"
-        case .corrupt(let path, let message): "database \(path) is corrupt or not a database: \(message)"
-        case .locked(let path, let message): "database \(path) is locked by another process: \(message)"
-        case .full(let path, let message): "database \(path) is full: \(message)"
-        case .sqlite(let code, let message, let sql): "SQLite error \(code): \(message) (in: \(sql))"
-        case .auditBacklog(let capacity): "the audit writer is \(capacity) events behind; refusing new checks"
-        case .closed: "the key store is closed"
-        }
+        /// The database could not be opened (missing directory, permissions, not a database...).
+        public static let cannotOpen = Code("cannot open")
+        /// The database reports the file as corrupt or not a database.
+        public static let corrupt = Code("corrupt")
+        /// Another process holds a lock on the database longer than the busy timeout.
+        public static let locked = Code("locked")
+        /// The disk (or the database's page limit) is full: the transaction was rolled back.
+        public static let full = Code("full")
+        /// Any other failure of the database.
+        public static let database = Code("database")
+        /// The audit queue is full: the writer cannot keep up with the disk, so checks fail closed.
+        public static let auditBacklog = Code("audit backlog")
+        /// The store was closed.
+        public static let closed = Code("closed")
     }
+
+    public let code: Code
+    /// The database file, when the failure is about one.
+    public let path: String?
+    /// The database's own message, when there is one.
+    public let message: String?
+    public let description: String
+
+    public init(code: Code, path: String? = nil, message: String? = nil, description: String) {
+        self.code = code
+        self.path = path
+        self.message = message
+        self.description = description
+    }
+
+    /// The database file at `path` could not be opened.
+    public static func cannotOpen(path: String, message: String) -> StoreError {
+        StoreError(code: .cannotOpen, path: path, message: message, description: "cannot open database \(path): \(message)")
+    }
+
+    /// The database at `path` is corrupt or not a database.
+    public static func corrupt(path: String, message: String) -> StoreError {
+        StoreError(
+            code: .corrupt, path: path, message: message,
+            description: "database \(path) is corrupt or not a database: \(message)")
+    }
+
+    /// Another process holds a lock on the database at `path`.
+    public static func locked(path: String, message: String) -> StoreError {
+        StoreError(
+            code: .locked, path: path, message: message,
+            description: "database \(path) is locked by another process: \(message)")
+    }
+
+    /// The database at `path` is full.
+    public static func full(path: String, message: String) -> StoreError {
+        StoreError(code: .full, path: path, message: message, description: "database \(path) is full: \(message)")
+    }
+
+    /// Any other SQLite failure: the extended result code, SQLite's message and the statement.
+    public static func sqlite(code: Int32, message: String, sql: String) -> StoreError {
+        StoreError(code: .database, message: message, description: "SQLite error \(code): \(message) (in: \(sql))")
+    }
+
+    /// The audit queue of `capacity` events is full.
+    public static func auditBacklog(capacity: Int) -> StoreError {
+        StoreError(
+            code: .auditBacklog, description: "the audit writer is \(capacity) events behind; refusing new checks")
+    }
+
+    /// The store was closed.
+    public static let closed = StoreError(code: .closed, description: "the key store is closed")
 }

@@ -209,7 +209,7 @@ import Testing
             #expect {
                 try service.listAuditEvents(AuditQuery())
             } throws: { error in
-                guard case StoreError.corrupt(_, let message) = error else { return false }
+                guard let error = error as? StoreError, error.code == .corrupt, let message = error.message else { return false }
                 return message.contains("api.request batch")
             }
         }

@@ -51,7 +51,7 @@ import Testing
             #expect {
                 try KeyService.open(path: path)
             } throws: { error in
-                guard case StoreError.corrupt(let errorPath, _) = error else { return false }
+                guard let error = error as? StoreError, error.code == .corrupt, let errorPath = error.path else { return false }
                 return errorPath == path
             }
         }
@@ -61,7 +61,7 @@ import Testing
         #expect {
             try KeyService.open(path: "/nonexistent-dir-apikeys/apikeys.sqlite")
         } throws: { error in
-            guard case StoreError.cannotOpen(let path, _) = error else { return false }
+            guard let error = error as? StoreError, error.code == .cannotOpen, let path = error.path else { return false }
             return path == "/nonexistent-dir-apikeys/apikeys.sqlite"
         }
     }
@@ -76,7 +76,7 @@ import Testing
             #expect {
                 try service.createKey(name: "blocked", permissions: ["jobs:read"], actor: "ops")
             } throws: { error in
-                guard case StoreError.locked(let errorPath, _) = error else { return false }
+                guard let error = error as? StoreError, error.code == .locked, let errorPath = error.path else { return false }
                 return errorPath == path
             }
             try other.execute("ROLLBACK")
