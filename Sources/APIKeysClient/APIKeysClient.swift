@@ -2,6 +2,7 @@ public import APIKeysWire
 import APIKeysCore
 import NIOCore
 import NIOPosix
+import NIOSSL
 import Synchronization
 #if canImport(Glibc)
     import Glibc
@@ -31,10 +32,13 @@ public final class APIKeysClient: Sendable {
         public var maxFrameSize: Int
         /// Prefix of the server's secrets, to reject malformed keys without a network call.
         public var keyPrefix: String
+        /// TLS to the server; nil: plain TCP, for a server on loopback only.
+        public var tls: TLS?
 
         public init(
             host: String = "127.0.0.1", port: Int = 7411, adminToken: String? = nil, timeout: Duration = .seconds(10),
-            maxFrameSize: Int = Framing.defaultClientMaxFrameSize, keyPrefix: String = SecretFormat.defaultPrefix
+            maxFrameSize: Int = Framing.defaultClientMaxFrameSize, keyPrefix: String = SecretFormat.defaultPrefix,
+            tls: TLS? = nil
         ) {
             self.host = host
             self.port = port
@@ -42,6 +46,30 @@ public final class APIKeysClient: Sendable {
             self.timeout = timeout
             self.maxFrameSize = maxFrameSize
             self.keyPrefix = keyPrefix
+            self.tls = tls
+        }
+    }
+
+    /// How the client speaks TLS (1.2 or later) to the server. The server's certificate is always
+    /// verified: signed by a trusted CA, and naming the server (``serverName``, else the configured
+    /// host) or carrying the IP address connected to.
+    public struct TLS: Sendable, Hashable {
+        /// PEM file of the CA certificates that may sign the server's; nil: the system's trust store.
+        public var caFile: String?
+        /// The client's certificate chain and key (PEM), for a server that requires mutual TLS.
+        public var certificateFile: String?
+        public var privateKeyFile: String?
+        /// The name the server's certificate must carry (and the SNI); nil: the configured host.
+        public var serverName: String?
+
+        public init(
+            caFile: String? = nil, certificateFile: String? = nil, privateKeyFile: String? = nil,
+            serverName: String? = nil
+        ) {
+            self.caFile = caFile
+            self.certificateFile = certificateFile
+            self.privateKeyFile = privateKeyFile
+            self.serverName = serverName
         }
     }
 
@@ -58,12 +86,15 @@ public final class APIKeysClient: Sendable {
     private let group: any EventLoopGroup
     private let ownsGroup: Bool
     private let state = Mutex<ConnectionState>(.idle)
+    /// Made once from ``Configuration/tls``: the context, or why the files cannot be used.
+    private let tlsContext: Result<NIOSSLContext, APIKeysClientError>?
     private let nextCallID = Atomic<UInt64>(1)
 
     /// A client; it uses `eventLoopGroup` if given, else a one-thread group of its own.
     public init(configuration: Configuration, eventLoopGroup: (any EventLoopGroup)? = nil) {
         self.configuration = configuration
         self.secretFormat = try? SecretFormat(prefix: configuration.keyPrefix)
+        self.tlsContext = configuration.tls.map(Self.makeTLSContext)
         self.group = eventLoopGroup ?? MultiThreadedEventLoopGroup(numberOfThreads: 1)
         self.ownsGroup = eventLoopGroup == nil
     }
@@ -151,6 +182,8 @@ public final class APIKeysClient: Sendable {
         }
         do {
             return try await future.get()
+        } catch let error as APIKeysClientError {
+            throw error
         } catch {
             throw APIKeysClientError(
                 code: .unavailable,
@@ -174,13 +207,45 @@ public final class APIKeysClient: Sendable {
         }
     }
 
+    private static func makeTLSContext(_ tls: TLS) -> Result<NIOSSLContext, APIKeysClientError> {
+        Result {
+            var configuration = TLSConfiguration.makeClientConfiguration()
+            configuration.minimumTLSVersion = .tlsv12
+            if let caFile = tls.caFile {
+                configuration.trustRoots = .certificates(try NIOSSLCertificate.fromPEMFile(caFile))
+            }
+            if let certificateFile = tls.certificateFile {
+                configuration.certificateChain = try NIOSSLCertificate.fromPEMFile(certificateFile).map { .certificate($0) }
+            }
+            if let privateKeyFile = tls.privateKeyFile {
+                configuration.privateKey = .privateKey(try NIOSSLPrivateKey(file: privateKeyFile, format: .pem))
+            }
+            return try NIOSSLContext(configuration: configuration)
+        }.mapError { error in
+            APIKeysClientError(code: .failedPrecondition, message: "TLS files cannot be used: \(error)", cause: error)
+        }
+    }
+
     private func connect() -> EventLoopFuture<any Channel> {
         let maxFrameSize = configuration.maxFrameSize
+        let tls: (NIOSSLContext, String?)?
+        switch tlsContext {
+        case .failure(let error): return group.next().makeFailedFuture(error)
+        case .success(let context):
+            let name = configuration.tls?.serverName ?? configuration.host
+            // SNI takes a name, never an address; an address is verified against the certificate's.
+            tls = (context, name.contains(where: { $0.isLetter }) && !name.contains(":") ? name : nil)
+        case nil: tls = nil
+        }
         let future = ClientBootstrap(group: group)
             .channelOption(.socketOption(.tcp_nodelay), value: 1)
             .connectTimeout(.seconds(5))
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
+                    if let (context, serverName) = tls {
+                        try channel.pipeline.syncOperations.addHandler(
+                            NIOSSLClientHandler(context: context, serverHostname: serverName))
+                    }
                     try channel.pipeline.syncOperations.addHandler(ClientConnectionHandler(maxFrameSize: maxFrameSize))
                 }
             }

@@ -72,6 +72,8 @@ final class ClientConnectionHandler: ChannelDuplexHandler {
     }
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        // A TLS handshake refused by either side, say: the reason the calls in flight will see.
+        if closeReason == nil { closeReason = "\(error)" }
         context.close(promise: nil)
     }
 

@@ -4,6 +4,7 @@ import APIKeysWire
 import Logging
 import NIOCore
 import NIOPosix
+import NIOSSL
 import ServiceLifecycle
 #if canImport(Glibc)
     import Glibc
@@ -26,13 +27,15 @@ public final class APIKeysServer: Service, Sendable {
     private let serverChannel: any Channel
     private let state: ServerState
     private let directoryLock: DataDirectoryLock
+    private let tls: ServerTLS?
     private let logger: Logger
 
     private init(
         configuration: ServerConfiguration, service: KeyService, port: Int, group: MultiThreadedEventLoopGroup,
         threadPool: NIOThreadPool, serverChannel: any Channel, state: ServerState, directoryLock: DataDirectoryLock,
-        logger: Logger
+        tls: ServerTLS?, logger: Logger
     ) {
+        self.tls = tls
         self.configuration = configuration
         self.service = service
         self.port = port
@@ -45,7 +48,10 @@ public final class APIKeysServer: Service, Sendable {
     }
 
     /// Opens the data directory (creating it and a first admin token if needed) and starts listening.
+    /// Throws ``ServerError`` for TLS files that cannot be used, a data directory in use, a port
+    /// that cannot be bound.
     public static func start(configuration: ServerConfiguration, logger: Logger) async throws -> APIKeysServer {
+        let tls = try configuration.tls.map { try ServerTLS(files: $0) }
         try DataDirectory.prepare(configuration.dataDirectory)
         let directoryLock = try DataDirectoryLock(directory: configuration.dataDirectory)
         let service: KeyService
@@ -104,6 +110,10 @@ public final class APIKeysServer: Service, Sendable {
                 }
                 return channel.eventLoop.makeCompletedFuture {
                     let peer = channel.remoteAddress.map { "\($0)" } ?? "unknown"
+                    if let tls {
+                        try channel.pipeline.syncOperations.addHandlers(
+                            NIOSSLServerHandler(context: tls.context), TLSHandshakeDeadline(timeout: shared.frameTimeout))
+                    }
                     try channel.pipeline.syncOperations.addHandler(
                         ConnectionHandler(shared: shared, remoteAddress: peer))
                 }
@@ -120,10 +130,29 @@ public final class APIKeysServer: Service, Sendable {
             throw ServerError.cannotListen(host: configuration.host, port: configuration.port, reason: reason)
         }
         let port = channel.localAddress?.port ?? configuration.port
-        logger.info("apikeyd listening", metadata: ["host": "\(configuration.host)", "port": "\(port)"])
+        logger.info(
+            "apikeyd listening",
+            metadata: [
+                "host": "\(configuration.host)", "port": "\(port)",
+                "tls": "\(tls == nil ? "off" : tls?.files.clientCA == nil ? "on" : "mutual")",
+            ])
         return APIKeysServer(
             configuration: configuration, service: service, port: port, group: group, threadPool: threadPool,
-            serverChannel: channel, state: state, directoryLock: directoryLock, logger: logger)
+            serverChannel: channel, state: state, directoryLock: directoryLock, tls: tls, logger: logger)
+    }
+
+    /// Re-reads the TLS certificate, key and client CA (on SIGHUP): connections accepted from now
+    /// on use them; open connections keep theirs. When a file cannot be used the server keeps its
+    /// current ones, logs why and throws ``ServerError``. Does nothing without TLS.
+    public func reloadTLS() throws {
+        guard let tls else { return }
+        do {
+            try tls.reload()
+            logger.notice("TLS certificate reloaded", metadata: ["certificate": "\(tls.files.certificate)"])
+        } catch {
+            logger.error("TLS reload failed; keeping the current certificate", metadata: ["error": "\(error)"])
+            throw error
+        }
     }
 
     /// Serves until a graceful shutdown is requested (SIGTERM/SIGINT through a `ServiceGroup`) or

@@ -7,6 +7,8 @@ import NIOCore
 public struct ServerConfiguration: Sendable {
     /// Address to listen on.
     public var host = "127.0.0.1"
+    /// TLS on the RPC port (optionally mutual); nil: plain TCP, for loopback only.
+    public var tls: TLSFiles?
     /// Port to listen on; 0 picks a free one.
     public var port = 7411
     /// Directory of the SQLite database and the bootstrap admin token file.

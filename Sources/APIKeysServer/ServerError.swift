@@ -16,6 +16,8 @@ public struct ServerError: Error, Hashable, Sendable, CustomStringConvertible {
         public static let cannotListen = Code("cannot listen")
         /// The shutdown could not write every audit event before its timeout (a failing disk).
         public static let auditEventsLost = Code("audit events lost")
+        /// The TLS certificate, key or client CA could not be used.
+        public static let tls = Code("TLS")
     }
 
     public let code: Code
@@ -50,5 +52,10 @@ public struct ServerError: Error, Hashable, Sendable, CustomStringConvertible {
     public static func auditEventsLost(_ count: Int) -> ServerError {
         ServerError(
             code: .auditEventsLost, description: "shut down with \(count) audit events not written (the disk refused them)")
+    }
+
+    /// The TLS files cannot be used; `reason` names the file and why.
+    public static func tls(_ reason: String) -> ServerError {
+        ServerError(code: .tls, description: "TLS: \(reason)")
     }
 }

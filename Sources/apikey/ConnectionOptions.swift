@@ -16,6 +16,18 @@ struct ConnectionOptions: ParsableArguments {
     @Option(help: "Seconds to wait for a reply.")
     var timeout: Int = 10
 
+    @Flag(help: "Speak TLS to the server (env APIKEY_TLS=1); implied by --ca and --client-cert.")
+    var tls = env("APIKEY_TLS") == "1"
+
+    @Option(help: "PEM file of the CA that signs the server's certificate; default: the system's (env APIKEY_CA).")
+    var ca: String?
+
+    @Option(help: "PEM client certificate, for a server that requires mutual TLS (env APIKEY_CLIENT_CERT).")
+    var clientCert: String?
+
+    @Option(help: "PEM private key of --client-cert (env APIKEY_CLIENT_KEY).")
+    var clientKey: String?
+
     /// Runs `body` with a client, turning every failure into one line on stderr and exit status 2.
     func withClient<R>(needsToken: Bool = true, _ body: (APIKeysClient) async throws -> R) async throws -> R {
         let client: APIKeysClient
@@ -52,9 +64,17 @@ struct ConnectionOptions: ParsableArguments {
             }
             adminToken = text.trimmingCharacters(in: .whitespacesAndNewlines)
         }
+        let ca = ca ?? env("APIKEY_CA")
+        let clientCert = clientCert ?? env("APIKEY_CLIENT_CERT")
+        let clientKey = clientKey ?? env("APIKEY_CLIENT_KEY")
+        guard (clientCert == nil) == (clientKey == nil) else {
+            throw CLIError("--client-cert and --client-key go together")
+        }
+        let useTLS = tls || ca != nil || clientCert != nil
         return APIKeysClient(
             configuration: .init(
-                host: host.isEmpty ? "127.0.0.1" : host, port: port, adminToken: adminToken, timeout: .seconds(timeout))
+                host: host.isEmpty ? "127.0.0.1" : host, port: port, adminToken: adminToken, timeout: .seconds(timeout),
+                tls: useTLS ? .init(caFile: ca, certificateFile: clientCert, privateKeyFile: clientKey) : nil)
         )
     }
 }

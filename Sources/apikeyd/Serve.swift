@@ -6,7 +6,7 @@ import Foundation
 import Logging
 import ServiceLifecycle
 
-/// `apikeyd serve`: runs the server until SIGINT or SIGTERM.
+/// `apikeyd serve`: runs the server until SIGINT or SIGTERM; SIGHUP re-reads the TLS files.
 struct Serve: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract:
@@ -22,6 +22,15 @@ struct Serve: AsyncParsableCommand {
     var port: Int = Environment.int("APIKEYD_PORT", default: defaults.port)
 
     @OptionGroup var dataDirectory: DataDirectoryOption
+
+    @Option(help: "PEM certificate chain: serve TLS 1.2+ on the RPC port, re-read on SIGHUP (env APIKEYD_TLS_CERT).")
+    var tlsCert: String?
+
+    @Option(help: "PEM private key of --tls-cert (env APIKEYD_TLS_KEY).")
+    var tlsKey: String?
+
+    @Option(help: "PEM CA file: callers must present a certificate it signed (mutual TLS) (env APIKEYD_TLS_CLIENT_CA).")
+    var tlsClientCA: String?
 
     @Option(help: "Largest frame the server reads, in bytes (env APIKEYD_MAX_FRAME_SIZE).")
     var maxFrameSize: Int = Environment.int("APIKEYD_MAX_FRAME_SIZE", default: defaults.maxFrameSize)
@@ -79,6 +88,15 @@ struct Serve: AsyncParsableCommand {
         ["forever", "0"].contains(auditRetention) ? 0 : DurationText.seconds(auditRetention)
     }
 
+    /// The TLS options, each from its flag or else its environment variable.
+    private var tlsFiles: (cert: String?, key: String?, clientCA: String?) {
+        (
+            tlsCert ?? Environment.optionalString("APIKEYD_TLS_CERT"),
+            tlsKey ?? Environment.optionalString("APIKEYD_TLS_KEY"),
+            tlsClientCA ?? Environment.optionalString("APIKEYD_TLS_CLIENT_CA")
+        )
+    }
+
     func validate() throws {
         guard Logger.Level(rawValue: logLevel) != nil else {
             throw ValidationError("unknown log level \"\(logLevel)\"")
@@ -89,6 +107,12 @@ struct Serve: AsyncParsableCommand {
             throw ValidationError("limits must be positive")
         }
         _ = try SecretFormat(prefix: keyPrefix)
+        guard (tlsFiles.cert == nil) == (tlsFiles.key == nil) else {
+            throw ValidationError("--tls-cert and --tls-key go together")
+        }
+        guard tlsFiles.clientCA == nil || tlsFiles.cert != nil else {
+            throw ValidationError("--tls-client-ca needs --tls-cert")
+        }
         guard AuditMode(rawValue: auditMode) != nil else { throw ValidationError("--audit-mode is full or aggregated") }
         guard auditRetentionSeconds != nil else {
             throw ValidationError("--audit-retention is a duration such as 30d, 12h or 2w, or forever")
@@ -100,6 +124,9 @@ struct Serve: AsyncParsableCommand {
         logger.logLevel = Logger.Level(rawValue: logLevel) ?? .info
         var configuration = ServerConfiguration()
         configuration.host = host
+        if let cert = tlsFiles.cert, let key = tlsFiles.key {
+            configuration.tls = TLSFiles(certificate: cert, privateKey: key, clientCA: tlsFiles.clientCA)
+        }
         configuration.port = port
         configuration.dataDirectory = dataDirectory.path
         configuration.maxFrameSize = maxFrameSize
@@ -118,6 +145,12 @@ struct Serve: AsyncParsableCommand {
         }
 
         let server = try await APIKeysServer.start(configuration: configuration, logger: logger)
+        // SIGHUP re-reads the TLS files; a failed reload keeps the current ones (and says why).
+        signal(SIGHUP, SIG_IGN)
+        let hangup = DispatchSource.makeSignalSource(signal: SIGHUP)
+        hangup.setEventHandler { try? server.reloadTLS() }
+        hangup.resume()
+        defer { hangup.cancel() }
         let group = ServiceGroup(
             configuration: .init(services: [server], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
         try await group.run()

@@ -29,6 +29,8 @@ import Testing
         server.standardError = log
         server.standardOutput = Pipe()
         try server.run()
+        // A failed expectation that throws must not leave the server running.
+        defer { if server.isRunning { server.terminate() } }
         // The first lines of the log say where the token file is and which port was chosen.
         var logText = ""
         var port: Int?
@@ -98,11 +100,69 @@ import Testing
         defer { try? FileManager.default.removeItem(atPath: dir) }
         for (arguments, says) in [
             (["--audit-retention", "soon"], "--audit-retention"), (["--frame-timeout", "0"], "positive"),
-            (["--shutdown-timeout", "0"], "positive"),
+            (["--shutdown-timeout", "0"], "positive"), (["--tls-cert", "/x.pem"], "--tls-key"),
+            (["--tls-cert", "/nope/x.pem", "--tls-key", "/nope/x.key"], "/nope/x.pem"),
         ] {
             let run = try await runCommand(Self.apikeyd, ["--data-dir", dir, "--port", "0"] + arguments)
             #expect(run.status != 0 && run.stderr.contains(says), "\(arguments): \(run.stderr)")
         }
         #expect(!FileManager.default.fileExists(atPath: dir + "/apikeys.sqlite"))
+    }
+
+    /// SIGHUP re-reads the TLS certificate: new connections get the renewed one, a connection
+    /// opened before keeps working.
+    @Test(.enabled(if: FileManager.default.isExecutableFile(atPath: apikeyd.path)))
+    func sighupReloadsTheCertificateWithoutDroppingConnections() async throws {
+        let dir = try makeTemporaryDirectory("apikeyd-exe-tls")
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let certificates = try TestCertificates.make(in: dir)
+        let server = Process()
+        server.executableURL = Self.apikeyd
+        server.arguments = [
+            "--data-dir", dir + "/data", "--port", "0", "--tls-cert", certificates.serverCertificate, "--tls-key",
+            certificates.serverKey,
+        ]
+        let log = Pipe()
+        server.standardError = log
+        server.standardOutput = Pipe()
+        try server.run()
+        defer { if server.isRunning { server.terminate() } }
+        var logText = ""
+        var port: Int?
+        while port == nil {
+            let chunk = log.fileHandleForReading.availableData
+            guard !chunk.isEmpty else { break }
+            logText += String(decoding: chunk, as: UTF8.self)
+            port = logText.split(separator: " ").first { $0.hasPrefix("port=") }.flatMap { Int($0.dropFirst(5)) }
+        }
+        let serverPort = try #require(port, "no port in the log: \(logText)")
+        #expect(logText.contains("tls=on"))
+        let token = try String(contentsOfFile: dir + "/data/admin.token", encoding: .utf8)
+            .trimmingCharacters(in: .whitespacesAndNewlines)
+        let client = APIKeysClient(
+            configuration: .init(port: serverPort, adminToken: token, tls: .init(caFile: certificates.caCertificate)))
+        defer { Task { await client.close() } }
+        let created = try await client.createKey(name: "before-reload", permissions: ["jobs:read"])
+        #expect(try await servedSubject(port: serverPort, ca: certificates.caCertificate).contains("apikeyd test server"))
+
+        try certificates.renewServerCertificate(subject: "renewed server")
+        kill(server.processIdentifier, SIGHUP)
+        var subject = ""
+        for _ in 0..<50 where !subject.contains("renewed server") {
+            try await Task.sleep(for: .milliseconds(100))
+            subject = try await servedSubject(port: serverPort, ca: certificates.caCertificate)
+        }
+        #expect(subject.contains("renewed server"), "\(subject)")
+        // The connection opened before the reload is still the client's, and still served.
+        #expect(try await client.check(key: created.secret, permissions: ["jobs:read"]).decision == .allow)
+        #expect(server.isRunning)
+    }
+
+    /// The subject of the certificate the server at `port` presents to a new connection.
+    private func servedSubject(port: Int, ca: String) async throws -> String {
+        let run = try await runCommand(
+            URL(fileURLWithPath: "/usr/bin/openssl"),
+            ["s_client", "-connect", "127.0.0.1:\(port)", "-CAfile", ca, "-verify_return_error"], stdin: "")
+        return run.stdout.split(separator: "\n").first { $0.hasPrefix("subject=") }.map(String.init) ?? run.stderr
     }
 }

@@ -1,5 +1,8 @@
 """An independent client of the apikeyd wire contract, built only from proto/ and the official
-protobuf runtime. Usage: second_client.py PROTO_DIR WORK_DIR PORT ADMIN_TOKEN
+protobuf runtime. Usage: second_client.py PROTO_DIR WORK_DIR PORT ADMIN_TOKEN [CA_FILE [CERT KEY]]
+
+With CA_FILE it speaks TLS (Python's ssl module), verifying the server's certificate for 127.0.0.1
+against CA_FILE; with CERT and KEY it presents that client certificate (mutual TLS).
 
 Creates a key over the real protocol, checks its format with zlib's CRC-32, then checks it: allowed
 for a granted permission, 403 MISSING_PERMISSION for another, 401 UNKNOWN_KEY for a well-formed
@@ -8,6 +11,7 @@ stranger and 401 MALFORMED_KEY for a tampered copy.
 import os
 import random
 import socket
+import ssl
 import struct
 import sys
 import zlib
@@ -29,12 +33,20 @@ def check_digits(head):
 
 def main():
     proto_dir, work, port, token = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
+    ca_file = sys.argv[5] if len(sys.argv) > 5 else None
+    client_cert = sys.argv[6:8] if len(sys.argv) > 7 else None
     compile_protos(proto_dir, os.path.join(work, "python"))
     from apikeys.v1 import authorize_pb2 as az
     from apikeys.v1 import envelope_pb2 as env
     from apikeys.v1 import keyadmin_pb2 as ka
 
     sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+    if ca_file:
+        context = ssl.create_default_context(cafile=ca_file)
+        context.minimum_version = ssl.TLSVersion.TLSv1_2
+        if client_cert:
+            context.load_cert_chain(*client_cert)
+        sock = context.wrap_socket(sock, server_hostname="127.0.0.1")
 
     def read_exact(n):
         data = b""
@@ -86,7 +98,8 @@ def main():
     tampered = created.secret[:-1] + ("0" if created.secret[-1] != "0" else "1")
     malformed = call(5, "/apikeys.v1.Authorize/Check", az.CheckRequest(key=tampered), az.CheckResponse)
     assert malformed.reason == az.MALFORMED_KEY and malformed.http_status == 401, malformed
-    print("second client: create + 4 checks answered as the contract says")
+    transport = f"TLS ({sock.version()})" if ca_file else "plain TCP"
+    print(f"second client: create + 4 checks answered as the contract says, over {transport}")
 
 
 if __name__ == "__main__":

@@ -11,7 +11,7 @@ struct Audit: AsyncParsableCommand {
 
     @Option(
         help:
-            "Only this action (key.created, key.updated, key.permissions_changed, key.enabled, key.disabled, key.rotated, key.deleted, audit.pruned, api.request)."
+            "Only this action (key.created, key.updated, key.permissions_changed, key.enabled, key.disabled, key.rotated, key.deleted, admin_token.created, admin_token.revoked, audit.pruned, api.request)."
     )
     var action: String?
 
