@@ -84,22 +84,24 @@ public final class APIKeysClient: Sendable {
     /// prefix that is not a valid one: then every key goes to the server).
     let secretFormat: SecretFormat?
     private let group: any EventLoopGroup
-    private let ownsGroup: Bool
     private let state = Mutex<ConnectionState>(.idle)
     /// Made once from ``Configuration/tls``: the context, or why the files cannot be used.
     private let tlsContext: Result<NIOSSLContext, APIKeysClientError>?
     private let nextCallID = Atomic<UInt64>(1)
 
-    /// A client; it uses `eventLoopGroup` if given, else a one-thread group of its own.
-    public init(configuration: Configuration, eventLoopGroup: (any EventLoopGroup)? = nil) {
+    /// A client on `eventLoopGroup`; by default NIO's process-wide singleton group, so that
+    /// many clients in one process share its threads instead of starting their own.
+    public init(
+        configuration: Configuration, eventLoopGroup: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton
+    ) {
         self.configuration = configuration
         self.secretFormat = try? SecretFormat(prefix: configuration.keyPrefix)
         self.tlsContext = configuration.tls.map(Self.makeTLSContext)
-        self.group = eventLoopGroup ?? MultiThreadedEventLoopGroup(numberOfThreads: 1)
-        self.ownsGroup = eventLoopGroup == nil
+        self.group = eventLoopGroup
     }
 
-    /// Closes the connection (failing calls in flight) and releases the client's threads.
+    /// Closes the connection, failing calls in flight. The event loop group is the caller's (or
+    /// NIO's singleton) and stays up.
     public func close() async {
         let pending: EventLoopFuture<any Channel>? = state.withLock { state in
             defer { state = .idle }
@@ -110,7 +112,6 @@ public final class APIKeysClient: Sendable {
             }
         }
         if let channel = try? await pending?.get() { try? await channel.close() }
-        if ownsGroup { try? await group.shutdownGracefully() }
     }
 
     /// Sends `request` to `method` and returns the decoded reply. Throws ``APIKeysClientError``.

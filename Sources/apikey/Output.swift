@@ -1,5 +1,12 @@
 import APIKeysClient
+import ArgumentParser
 import Foundation
+
+/// `--json`, which every command that prints takes: one JSON document on stdout instead of text.
+struct OutputOptions: ParsableArguments {
+    @Flag(help: "Print JSON instead of text (for scripts: `apikey create ci -p jobs:read --json | jq -r .secret`).")
+    var json = false
+}
 
 /// Text and JSON renderings of what the server returns.
 enum Output {
@@ -56,6 +63,29 @@ enum Output {
             (id, name, hint, permissions, enabled) = (key.id, key.name, key.hint, key.permissions, key.enabled)
             (createdAtMS, updatedAtMS, expiresAtMS) = (key.createdAtMS, key.updatedAtMS, key.expiresAtMS)
             (lastUsedAtMS, rotatedAtMS) = (key.lastUsedAtMS, key.rotatedAtMS)
+        }
+    }
+
+    /// A key with its show-once secret, for `create --json` and `rotate --json`.
+    struct IssuedJSON: Encodable {
+        let key: KeyJSON
+        let secret: String
+    }
+
+    /// A check's answer for `check --json`.
+    struct CheckJSON: Encodable {
+        let decision: String
+        let httpStatus: UInt32
+        /// Set when denied.
+        let reason: String?
+        let keyId, keyName: String
+        let missingPermissions: [String]
+
+        init(_ answer: CheckResponse) {
+            decision = answer.decision == .allow ? "ALLOW" : "DENY"
+            httpStatus = answer.httpStatus
+            reason = answer.decision == .allow ? nil : CheckText.reason(answer.reason)
+            (keyId, keyName, missingPermissions) = (answer.keyID, answer.keyName, answer.missingPermissions)
         }
     }
 

@@ -1,4 +1,5 @@
 import APIKeysClient
+import APIKeysServer
 import APIKeysTestSupport
 import Foundation
 import Testing
@@ -75,6 +76,71 @@ import Testing
             #expect(run.status == 2 && run.stderr.contains("INVALID_ARGUMENT") && run.stderr.contains("nope:nope"))
             run = try await apikey(["list", "--token", "adm_wrong"], server: server)
             #expect(run.status == 2 && run.stderr.contains("UNAUTHENTICATED"))
+        }
+    }
+
+    private func object(_ run: CommandResult) throws -> [String: Any] {
+        try #require(try JSONSerialization.jsonObject(with: Data(run.stdout.utf8)) as? [String: Any], "\(run.stdout)")
+    }
+
+    /// Every command that prints takes --json: one JSON document on stdout, what CI scripts parse.
+    @Test(.enabled(if: FileManager.default.isExecutableFile(atPath: binary.path)))
+    func everyCommandSpeaksJSONForScripts() async throws {
+        try await withServer { server, _ in
+            let created = try object(try await apikey(["create", "ci", "-p", "jobs:execute", "--json"], server: server))
+            let secret = try #require(created["secret"] as? String)
+            let key = try #require(created["key"] as? [String: Any])
+            let id = try #require(key["id"] as? String)
+            #expect(secret.hasPrefix("dbm_") && key["permissions"] as? [String] == ["jobs:execute"])
+
+            var run = try await apikey(["check", secret, "-p", "jobs:execute", "--json"], server: server)
+            var answer = try object(run)
+            #expect(run.status == 0 && answer["decision"] as? String == "ALLOW" && answer["keyId"] as? String == id)
+            run = try await apikey(["check", secret, "-p", "vault:read", "-p", "jobs:execute", "--json"], server: server)
+            answer = try object(run)
+            #expect(run.status == 1 && answer["reason"] as? String == "MISSING_PERMISSION")
+            #expect(answer["missingPermissions"] as? [String] == ["vault:read"] && answer["httpStatus"] as? Int == 403)
+
+            let rotated = try object(try await apikey(["rotate", id, "--json"], server: server))
+            #expect((rotated["secret"] as? String).map { $0 != secret && $0.hasPrefix("dbm_") } == true)
+            let disabled = try object(try await apikey(["disable", id, "--json"], server: server))
+            #expect(disabled["enabled"] as? Bool == false)
+            let updated = try object(try await apikey(["update", id, "--name", "ci-2", "--json"], server: server))
+            #expect(updated["name"] as? String == "ci-2")
+            let shown = try object(try await apikey(["show", id, "--json"], server: server))
+            #expect(shown["name"] as? String == "ci-2" && shown["enabled"] as? Bool == false)
+            run = try await apikey(["permissions", "--json"], server: server)
+            let catalog = try JSONSerialization.jsonObject(with: Data(run.stdout.utf8)) as? [[String: String]]
+            #expect(catalog?.count == 10 && catalog?.first?["name"] == "jobs:read")
+            await server.server.service.flushAuditTrail()
+            run = try await apikey(["audit", "--key", id, "--json"], server: server)
+            let events = try JSONSerialization.jsonObject(with: Data(run.stdout.utf8)) as? [[String: Any]]
+            #expect((events?.count ?? 0) >= 5)
+            let deleted = try object(try await apikey(["delete", id, "--yes", "--json"], server: server))
+            #expect(deleted["deleted"] as? String == id)
+        }
+    }
+
+    /// The CLI over TLS: --ca (and env), and a plain CLI refused by a TLS server in one line.
+    @Test(.enabled(if: FileManager.default.isExecutableFile(atPath: binary.path)))
+    func theCLISpeaksTLS() async throws {
+        let dir = try makeTemporaryDirectory("apikey-cli-tls")
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let certificates = try TestCertificates.make(in: dir)
+        try await withServer(configure: {
+            $0.tls = .init(certificate: certificates.serverCertificate, privateKey: certificates.serverKey)
+        }) { server, _ in
+            var run = try await apikey(["permissions", "--ca", certificates.caCertificate, "--json"], server: server)
+            #expect(run.status == 0, "\(run.stderr)")
+            run = try await runCommand(
+                Self.binary, ["create", "over-tls", "-p", "jobs:read"],
+                environment: [
+                    "APIKEY_SERVER": "127.0.0.1:\(server.port)", "APIKEY_TOKEN_FILE": server.dataDirectory + "/admin.token",
+                    "APIKEY_CA": certificates.caCertificate,
+                ])
+            #expect(run.status == 0 && secret(in: run.stdout) != nil, "\(run.stderr)")
+            run = try await apikey(["permissions", "--timeout", "2"], server: server)
+            #expect(run.status == 2 && run.stderr.split(separator: "\n").count == 1, "\(run.stderr)")
         }
     }
 }

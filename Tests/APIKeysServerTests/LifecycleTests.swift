@@ -101,6 +101,21 @@ import Testing
         await second.server.shutdown()
     }
 
+    /// Clients share NIO's singleton event loop group: fifty of them start no thread.
+    @Test func clientsShareOneEventLoopGroup() async throws {
+        try await withServer { server, client in
+            _ = try await client.listPermissions()
+            let threadsBefore = try FileManager.default.contentsOfDirectory(atPath: "/proc/self/task").count
+            var clients: [APIKeysClient] = []
+            for _ in 0..<50 { clients.append(server.client()) }
+            for other in clients { _ = try await other.listPermissions() }
+            let threadsAfter = try FileManager.default.contentsOfDirectory(atPath: "/proc/self/task").count
+            for other in clients { await other.close() }
+            // Some slack for threads that other tests of this process start meanwhile.
+            #expect(threadsAfter - threadsBefore < 10, "\(threadsBefore) → \(threadsAfter) threads")
+        }
+    }
+
     /// The catalog's texts are those of the product that defined the permissions, in its order.
     @Test func listPermissionsServesTheCatalog() async throws {
         try await withServer { _, client in

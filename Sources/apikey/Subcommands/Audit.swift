@@ -24,7 +24,7 @@ struct Audit: AsyncParsableCommand {
     @Option(help: "At most this many events.")
     var limit: Int = 50
 
-    @Flag(help: "Print JSON.") var json = false
+    @OptionGroup var output: OutputOptions
 
     func run() async throws {
         let request = ListAuditEventsRequest(
@@ -41,7 +41,7 @@ struct Audit: AsyncParsableCommand {
             } while !page.pageToken.isEmpty && events.count < limit
             return (Array(events.prefix(limit)), reply)
         }
-        if json {
+        if output.json {
             print(Output.json(events.map(EventJSON.init)))
             return
         }

@@ -6,6 +6,7 @@ struct Check: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Ask whether a key is valid and holds permissions. Exit status 0 allowed, 1 denied.")
     @OptionGroup var connection: ConnectionOptions
+    @OptionGroup var output: OutputOptions
 
     @Argument(help: "The API key, or - to read it from standard input (keeps it out of the process list).")
     var key: String
@@ -21,6 +22,11 @@ struct Check: AsyncParsableCommand {
         let secret = key == "-" ? (readLine() ?? "").trimmingCharacters(in: .whitespaces) : key
         let answer = try await connection.withClient(needsToken: false) { client in
             try await client.check(key: secret, permissions: permissions, resource: resource)
+        }
+        if output.json {
+            print(Output.json(Output.CheckJSON(answer)))
+            if answer.decision != .allow { throw ExitCode(1) }
+            return
         }
         if answer.decision == .allow {
             print("ALLOW \(answer.httpStatus) key \(answer.keyID) (\(answer.keyName))")

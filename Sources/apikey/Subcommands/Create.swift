@@ -5,6 +5,7 @@ struct Create: AsyncParsableCommand {
     static let configuration = CommandConfiguration(abstract: "Create a key and print its secret once.")
 
     @OptionGroup var connection: ConnectionOptions
+    @OptionGroup var output: OutputOptions
 
     @Argument(help: "A name for the key (1-100 characters).")
     var name: String
@@ -21,6 +22,10 @@ struct Create: AsyncParsableCommand {
         let expiresAtMS = try expires.map { try TimeArgument.milliseconds($0) } ?? 0
         let created = try await connection.withClient { client in
             try await client.createKey(name: name, permissions: permissions, expiresAtMS: expiresAtMS)
+        }
+        if output.json {
+            print(Output.json(Output.IssuedJSON(key: Output.KeyJSON(created.key), secret: created.secret)))
+            return
         }
         print("Created key \(created.key.id) (\(created.key.name))")
         print(Output.details(created.key))

@@ -1,9 +1,11 @@
 import APIKeysClient
 import ArgumentParser
+import Foundation
 
 /// The arguments of the subcommands that act on one key by id.
 struct KeyIDArguments: ParsableArguments {
     @OptionGroup var connection: ConnectionOptions
+    @OptionGroup var output: OutputOptions
 
     @Argument(help: "The key's id (key_…), as `apikey list` shows it.")
     var id: String
@@ -12,11 +14,10 @@ struct KeyIDArguments: ParsableArguments {
 struct Show: AsyncParsableCommand {
     static let configuration = CommandConfiguration(abstract: "Show one key.")
     @OptionGroup var key: KeyIDArguments
-    @Flag(help: "Print JSON.") var json = false
 
     func run() async throws {
         let found = try await key.connection.withClient { try await $0.getKey(id: key.id) }
-        print(json ? Output.json(Output.KeyJSON(found)) : Output.details(found))
+        print(key.output.json ? Output.json(Output.KeyJSON(found)) : Output.details(found))
     }
 }
 
@@ -24,6 +25,7 @@ extension KeyIDArguments {
     /// Enables or disables the key and says so.
     func setEnabled(_ enabled: Bool) async throws {
         let changed = try await connection.withClient { try await $0.setKeyEnabled(id: id, enabled: enabled) }
+        if output.json { return print(Output.json(Output.KeyJSON(changed))) }
         print("\(enabled ? "Enabled" : "Disabled") key \(changed.id) (\(changed.name))")
     }
 }
@@ -50,6 +52,9 @@ struct Rotate: AsyncParsableCommand {
 
     func run() async throws {
         let rotated = try await key.connection.withClient { try await $0.rotateKey(id: key.id) }
+        if key.output.json {
+            return print(Output.json(Output.IssuedJSON(key: Output.KeyJSON(rotated.key), secret: rotated.secret)))
+        }
         print("Rotated key \(rotated.key.id) (\(rotated.key.name)); the old secret no longer works.")
         print("")
         print(Output.secret(rotated.secret))
@@ -65,13 +70,20 @@ struct Delete: AsyncParsableCommand {
         try await key.connection.withClient { client in
             if !yes {
                 let found = try await client.getKey(id: key.id)
-                print("Delete key \(found.id) (\(found.name))? This cannot be undone. [y/N] ", terminator: "")
+                let question = "Delete key \(found.id) (\(found.name))? This cannot be undone. [y/N] "
+                // With --json, stdout is for the JSON alone.
+                if key.output.json {
+                    FileHandle.standardError.write(Data(question.utf8))
+                } else {
+                    print(question, terminator: "")
+                }
                 guard let answer = readLine(), ["y", "yes"].contains(answer.lowercased()) else {
                     throw CLIError("not deleted (answer y to confirm, or pass --yes)")
                 }
             }
             try await client.deleteKey(id: key.id)
         }
+        if key.output.json { return print(Output.json(["deleted": key.id])) }
         print("Deleted key \(key.id)")
     }
 }
@@ -100,6 +112,6 @@ struct Update: AsyncParsableCommand {
             throw ValidationError("nothing to change: give --name, --expires or --permission")
         }
         let updated = try await key.connection.withClient { [request] in try await $0.updateKey(request) }
-        print(Output.details(updated))
+        print(key.output.json ? Output.json(Output.KeyJSON(updated)) : Output.details(updated))
     }
 }

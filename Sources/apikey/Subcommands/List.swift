@@ -5,9 +5,7 @@ struct List: AsyncParsableCommand {
     static let configuration = CommandConfiguration(abstract: "List every key, oldest first.")
 
     @OptionGroup var connection: ConnectionOptions
-
-    @Flag(help: "Print JSON instead of a table.")
-    var json = false
+    @OptionGroup var output: OutputOptions
 
     func run() async throws {
         let keys = try await connection.withClient { client in
@@ -20,7 +18,7 @@ struct List: AsyncParsableCommand {
             } while !token.isEmpty
             return keys
         }
-        if json {
+        if output.json {
             print(Output.json(keys.map(Output.KeyJSON.init)))
             return
         }
