@@ -56,10 +56,10 @@ deps:
 	fi
 
 ## A Python virtualenv with the official protobuf runtime and protoc, for the interop tests.
-interop-env: $(VENV)/.ready
-$(VENV)/.ready:
+interop-env: $(VENV)/.ready-2
+$(VENV)/.ready-2:
 	python3 -m venv $(VENV)
-	$(VENV)/bin/pip install --quiet protobuf grpcio-tools
+	$(VENV)/bin/pip install --quiet protobuf grpcio-tools prometheus_client
 	touch $@
 
 ## Regenerate the code made from proto/: Sources/CAPIKeysProto (protoc-c) and Sources/APIKeysWire/Generated.

@@ -17,6 +17,10 @@ let package = Package(
         .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.13.0"),
         .package(url: "https://github.com/HdrHistogram/hdrhistogram-swift", from: "0.2.0"),
         .package(url: "https://github.com/apple/swift-nio-ssl", from: "2.37.6"),
+        .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.28.1"),
+        .package(url: "https://github.com/apple/swift-metrics", from: "2.13.0"),
+        .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.1"),
+        .package(url: "https://github.com/apple/swift-http-types", from: "1.8.0"),
     ],
     targets: [
         // System libraries, reached through C interop.
@@ -74,8 +78,25 @@ let package = Package(
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),
                 .product(name: "NIOTLS", package: "swift-nio"),
+                .product(name: "CoreMetrics", package: "swift-metrics"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ]
+        ),
+        // The HTTP port: health and readiness, Prometheus metrics, forward-auth for reverse proxies.
+        .target(
+            name: "APIKeysHTTP",
+            dependencies: [
+                "APIKeysServer",
+                "APIKeysStore",
+                "APIKeysCore",
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "HTTPTypes", package: "swift-http-types"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "Metrics", package: "swift-metrics"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
+                .product(name: "Logging", package: "swift-log"),
             ]
         ),
         // The public async client library.
@@ -93,6 +114,7 @@ let package = Package(
             name: "apikeyd",
             dependencies: [
                 "APIKeysServer",
+                "APIKeysHTTP",
                 "APIKeysStore",
                 "APIKeysCore",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
@@ -141,6 +163,7 @@ let package = Package(
             dependencies: [
                 "APIKeysTestSupport",
                 "APIKeysServer",
+                "APIKeysHTTP",
                 "APIKeysClient",
                 "APIKeysWire",
                 "APIKeysCore",

@@ -29,13 +29,16 @@ public final class APIKeysServer: Service, Sendable {
     private let directoryLock: DataDirectoryLock
     private let tls: ServerTLS?
     private let logger: Logger
+    /// The server's metrics, when ``ServerConfiguration/metricsFactory`` is set.
+    public let metrics: ServerMetrics?
 
     private init(
         configuration: ServerConfiguration, service: KeyService, port: Int, group: MultiThreadedEventLoopGroup,
         threadPool: NIOThreadPool, serverChannel: any Channel, state: ServerState, directoryLock: DataDirectoryLock,
-        tls: ServerTLS?, logger: Logger
+        tls: ServerTLS?, metrics: ServerMetrics?, logger: Logger
     ) {
         self.tls = tls
+        self.metrics = metrics
         self.configuration = configuration
         self.service = service
         self.port = port
@@ -92,7 +95,7 @@ public final class APIKeysServer: Service, Sendable {
             maxFrameSize: configuration.maxFrameSize, maxAdminCallsInFlight: configuration.maxAdminCallsInFlight,
             idleTimeout: configuration.idleTimeoutSeconds > 0 ? .seconds(configuration.idleTimeoutSeconds) : nil,
             frameTimeout: .seconds(max(1, configuration.frameTimeoutSeconds)),
-            readResumers: readResumers, logger: logger)
+            readResumers: readResumers, metrics: configuration.metricsFactory.map(ServerMetrics.init), logger: logger)
         let maxConnections = configuration.maxConnections
 
         let bootstrap = ServerBootstrap(group: group)
@@ -138,7 +141,20 @@ public final class APIKeysServer: Service, Sendable {
             ])
         return APIKeysServer(
             configuration: configuration, service: service, port: port, group: group, threadPool: threadPool,
-            serverChannel: channel, state: state, directoryLock: directoryLock, tls: tls, logger: logger)
+            serverChannel: channel, state: state, directoryLock: directoryLock, tls: tls, metrics: shared.metrics,
+            logger: logger)
+    }
+
+    /// Why the server should not get traffic now (for a readiness probe), or nil when it is ready:
+    /// shutting down, or an audit writer that does not keep up (checks would soon fail closed).
+    public var readinessProblem: String? {
+        if state.isShuttingDown { return "shutting down" }
+        return service.auditWriterProblem()
+    }
+
+    /// Brings the gauges of ``metrics`` up to date; the metrics endpoint calls it before each scrape.
+    public func refreshMetrics() {
+        metrics?.refresh(service: service, openConnections: state.openConnections)
     }
 
     /// Re-reads the TLS certificate, key and client CA (on SIGHUP): connections accepted from now

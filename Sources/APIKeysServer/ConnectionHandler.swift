@@ -1,6 +1,7 @@
 import APIKeysCore
 import APIKeysStore
 import APIKeysWire
+import Dispatch
 import Logging
 import NIOCore
 import NIOPosix
@@ -26,6 +27,7 @@ final class ConnectionHandler: ChannelInboundHandler {
         let frameTimeout: TimeAmount
         /// One per event loop, by `ObjectIdentifier` of the loop.
         let readResumers: [ObjectIdentifier: ReadResumer]
+        let metrics: ServerMetrics?
         let logger: Logger
     }
 
@@ -234,11 +236,15 @@ final class ConnectionHandler: ChannelInboundHandler {
 
     /// The hot path: decide from memory, encode the reply straight into the outbound buffer.
     private func answerCheck(callID: UInt64, _ check: CheckRequest, context: ChannelHandlerContext) {
+        let started = shared.metrics == nil ? 0 : DispatchTime.now().uptimeNanoseconds
         do {
             let outcome = try shared.service.check(
                 secret: check.key, permissions: check.permissions, resource: check.resource,
                 clientAddress: check.clientAddress)
             try codec.writeCheckReply(callID: callID, response: CheckResponse(outcome), to: &outbound)
+            if let metrics = shared.metrics {
+                metrics.recordCheck(outcome, nanoseconds: Int64(DispatchTime.now().uptimeNanoseconds - started))
+            }
         } catch {
             reply(to: Envelope(callID: callID, method: Authorize.check.path), error: RPCError(error), context: context)
         }
@@ -288,6 +294,10 @@ final class ConnectionHandler: ChannelInboundHandler {
             let (handler, context) = loopBound.value
             handler.adminCallsInFlight -= 1
             handler.shared.state.adminCallFinished()
+            if let metrics = handler.shared.metrics {
+                let status: StatusCode = if case .failure(let error) = result { RPCError(error).code } else { .ok }
+                metrics.recordAdminCall(method: route.method.name, status: "\(status)")
+            }
             switch result {
             case .success(let payload): handler.reply(to: request, payload: payload, context: context)
             case .failure(let error): handler.reply(to: request, error: RPCError(error), context: context)

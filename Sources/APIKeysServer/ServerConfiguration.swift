@@ -1,6 +1,7 @@
 import APIKeysCore
 import APIKeysStore
 import APIKeysWire
+import CoreMetrics
 import NIOCore
 
 /// Everything `apikeyd` can be told at start.
@@ -44,6 +45,8 @@ public struct ServerConfiguration: Sendable {
     public var auditRetentionSeconds: Int64 = 30 * 86400
     /// Capacity of the audit queue before checks fail closed.
     public var auditQueueCapacity = KeyService.defaultAuditQueueCapacity
+    /// Where the server's metrics go (the HTTP port's Prometheus registry); nil: none are kept.
+    public var metricsFactory: (any MetricsFactory)?
     /// The clock that judges expiry; tests inject a manual one.
     public var clock: any WallClock = SystemWallClock()
 

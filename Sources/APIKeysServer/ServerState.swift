@@ -10,6 +10,7 @@ final class ServerState: Sendable {
 
     /// True for the first caller only: the one that shuts the server down.
     func beginShutdown() -> Bool { !shutDown.exchange(true, ordering: .acquiringAndReleasing) }
+    var isShuttingDown: Bool { shutDown.load(ordering: .acquiring) }
 
     /// Registers `channel`; false when `limit` connections are already open or the server is
     /// shutting down. The channel is forgotten when it closes.

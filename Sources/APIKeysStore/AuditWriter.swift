@@ -23,6 +23,8 @@ final class AuditWriter: Sendable {
         var lastAtMS: Int64 = 0
         var enqueued = 0
         var written = 0
+        /// When events began waiting, or the writer last committed some: the base of ``stalledFor``.
+        var progressAt = ContinuousClock.now
         var closing = false
         /// While closing: when to stop retrying a failing write and give its events up.
         var giveUpAt: ContinuousClock.Instant = .now
@@ -106,11 +108,20 @@ final class AuditWriter: Sendable {
             event.atMS = max(event.atMS, state.lastAtMS)
             state.lastAtMS = event.atMS
             state.queue.append(event)
+            if state.enqueued == state.written { state.progressAt = .now }
             state.enqueued += 1
             return (true, state.queue.count == batchSize)
         }
         if full { wake.signal() }
         return accepted
+    }
+
+    /// Events in the queue, and events committed since the writer started.
+    var counts: (queued: Int, written: Int) { state.withLock { ($0.queue.count, $0.written) } }
+
+    /// How long events have been waiting without the writer committing any; zero when none wait.
+    var stalledFor: Duration {
+        state.withLock { state in state.enqueued == state.written ? .zero : ContinuousClock.now - state.progressAt }
     }
 
     /// Tests only: stop (or resume) taking events from the queue.
@@ -346,7 +357,10 @@ final class AuditWriter: Sendable {
                     for event in summaries { try AuditTable.insert(event, using: insert) }
                     try KeyTable.touch(lastUsed, in: connection)
                 }
-                state.withLock { $0.written += batch.count }
+                state.withLock { state in
+                    state.written += batch.count
+                    state.progressAt = .now
+                }
                 return
             } catch {
                 attempt += 1

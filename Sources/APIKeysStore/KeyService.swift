@@ -123,6 +123,22 @@ public final class KeyService: Sendable {
     /// reading new checks until it is not (backpressure), rather than have them refused.
     public var auditIsBacklogged: Bool { auditWriter.isUnderPressure }
 
+    /// Audit events waiting in the writer's queue, and events it has committed since it started.
+    public var auditTrailCounts: (queued: Int, written: Int) { auditWriter.counts }
+
+    /// Whether the audit writer keeps up, for a readiness probe: nil when it does, else why not.
+    /// Not keeping up: closing, more than half its queue behind, or events waiting for over
+    /// `stallLimit` without the writer committing any (a stalled or failing disk).
+    public func auditWriterProblem(stallLimit: Duration = .seconds(2)) -> String? {
+        if auditWriter.isClosing { return "the key store is closing" }
+        if auditWriter.isUnderPressure { return "the audit writer is more than half its queue behind" }
+        let stalled = auditWriter.stalledFor
+        if stalled > stallLimit {
+            return "the audit writer has committed nothing for \(stalled.components.seconds) s while events wait"
+        }
+        return nil
+    }
+
     /// Waits until every `api.request` event of a check that has returned is committed.
     public func flushAuditTrail() async { await auditWriter.flush() }
 

@@ -1,4 +1,5 @@
 import APIKeysCore
+import APIKeysHTTP
 import APIKeysServer
 import APIKeysStore
 import ArgumentParser
@@ -22,6 +23,15 @@ struct Serve: AsyncParsableCommand {
     var port: Int = Environment.int("APIKEYD_PORT", default: defaults.port)
 
     @OptionGroup var dataDirectory: DataDirectoryOption
+
+    @Option(help: "Port of the HTTP endpoints (/healthz, /readyz, /metrics, /authorize); off unless set (env APIKEYD_HTTP_PORT).")
+    var httpPort: Int?
+
+    @Option(help: "Address of the HTTP port (env APIKEYD_HTTP_HOST).")
+    var httpHost: String = Environment.string("APIKEYD_HTTP_HOST", default: "127.0.0.1")
+
+    @Option(help: "Forward-auth route table: lines of METHOD PATH-PATTERN PERMISSION... (env APIKEYD_ROUTES).")
+    var routes: String?
 
     @Option(help: "PEM certificate chain: serve TLS 1.2+ on the RPC port, re-read on SIGHUP (env APIKEYD_TLS_CERT).")
     var tlsCert: String?
@@ -88,6 +98,8 @@ struct Serve: AsyncParsableCommand {
         ["forever", "0"].contains(auditRetention) ? 0 : DurationText.seconds(auditRetention)
     }
 
+    private var httpPortSetting: Int? { httpPort ?? Environment.optionalString("APIKEYD_HTTP_PORT").flatMap(Int.init) }
+
     /// The TLS options, each from its flag or else its environment variable.
     private var tlsFiles: (cert: String?, key: String?, clientCA: String?) {
         (
@@ -107,6 +119,10 @@ struct Serve: AsyncParsableCommand {
             throw ValidationError("limits must be positive")
         }
         _ = try SecretFormat(prefix: keyPrefix)
+        if let port = httpPortSetting { guard (0...65535).contains(port) else { throw ValidationError("--http-port must be 0-65535") } }
+        guard (routes ?? Environment.optionalString("APIKEYD_ROUTES")) == nil || httpPortSetting != nil else {
+            throw ValidationError("--routes needs --http-port")
+        }
         guard (tlsFiles.cert == nil) == (tlsFiles.key == nil) else {
             throw ValidationError("--tls-cert and --tls-key go together")
         }
@@ -144,7 +160,25 @@ struct Serve: AsyncParsableCommand {
                 parsing: String(contentsOfFile: permissionsFile, encoding: .utf8))
         }
 
+        var routeTable: RouteTable?
+        if let routesFile = routes ?? Environment.optionalString("APIKEYD_ROUTES") {
+            routeTable = try RouteTable(
+                parsing: String(contentsOfFile: routesFile, encoding: .utf8), catalog: configuration.catalog)
+        }
+        let metrics = httpPortSetting == nil ? nil : HTTPFrontend.makeMetrics()
+        configuration.metricsFactory = metrics?.factory
         let server = try await APIKeysServer.start(configuration: configuration, logger: logger)
+        var services: [any Service] = [server]
+        if let httpPort = httpPortSetting {
+            do {
+                services.append(
+                    try await HTTPFrontend.start(
+                        server: server, metrics: metrics, routes: routeTable, host: httpHost, port: httpPort, logger: logger))
+            } catch {
+                await server.shutdown()
+                throw ServerError.cannotListen(host: httpHost, port: httpPort, reason: "HTTP: \(error)")
+            }
+        }
         // SIGHUP re-reads the TLS files; a failed reload keeps the current ones (and says why).
         signal(SIGHUP, SIG_IGN)
         let hangup = DispatchSource.makeSignalSource(signal: SIGHUP)
@@ -152,7 +186,7 @@ struct Serve: AsyncParsableCommand {
         hangup.resume()
         defer { hangup.cancel() }
         let group = ServiceGroup(
-            configuration: .init(services: [server], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
+            configuration: .init(services: services, gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
         try await group.run()
     }
 }

@@ -1,0 +1,153 @@
+import APIKeysClient
+import APIKeysCore
+import APIKeysHTTP
+import APIKeysServer
+@_spi(Testing) import APIKeysStore
+import APIKeysTestSupport
+import Foundation
+import Logging
+import Testing
+
+/// The HTTP port: health and readiness, Prometheus metrics, forward-auth, through real HTTP on
+/// 127.0.0.1.
+@Suite struct HTTPTests {
+    private func withHTTP(
+        routes: String? = nil, _ body: (TestServer, HTTPFrontend, APIKeysClient) async throws -> Void
+    ) async throws {
+        let metrics = HTTPFrontend.makeMetrics()
+        try await withServer(configure: { $0.metricsFactory = metrics.factory }) { server, client in
+            var logger = Logger(label: "apikeyd-http-test")
+            logger.logLevel = .critical
+            let table = try routes.map { try RouteTable(parsing: $0, catalog: .standard) }
+            let http = try await HTTPFrontend.start(
+                server: server.server, metrics: metrics, routes: table, host: "127.0.0.1", port: 0, logger: logger)
+            do {
+                try await body(server, http, client)
+            } catch {
+                await http.stop()
+                throw error
+            }
+            await http.stop()
+        }
+    }
+
+    @Test func healthAndReadinessFollowTheAuditWriter() async throws {
+        try await withHTTP { server, http, client in
+            #expect(try await HTTPProbe.request(port: http.port, path: "/healthz").status == 200)
+            #expect(try await HTTPProbe.request(port: http.port, path: "/readyz").status == 200)
+            let created = try await client.createKey(name: "k", permissions: ["jobs:read"])
+            // A writer that commits nothing while events wait: not ready after the stall limit (2 s).
+            server.server.service.pauseAuditWriter(true)
+            _ = try await client.check(key: created.secret)
+            var ready = try await HTTPProbe.request(port: http.port, path: "/readyz")
+            for _ in 0..<40 where ready.status == 200 {
+                try await Task.sleep(for: .milliseconds(100))
+                ready = try await HTTPProbe.request(port: http.port, path: "/readyz")
+            }
+            #expect(ready.status == 503 && ready.body.contains("audit writer"), "\(ready)")
+            #expect(try await HTTPProbe.request(port: http.port, path: "/healthz").status == 200)
+            server.server.service.pauseAuditWriter(false)
+            await server.server.service.flushAuditTrail()
+            #expect(try await HTTPProbe.request(port: http.port, path: "/readyz").status == 200)
+        }
+    }
+
+    @Test func metricsMoveWithChecksAndAdminCalls() async throws {
+        try await withHTTP { server, http, client in
+            let created = try await client.createKey(name: "k", permissions: ["jobs:read"])
+            _ = try await client.check(key: created.secret, permissions: ["jobs:read"])
+            _ = try await client.check(key: created.secret, permissions: ["jobs:read"])
+            _ = try await client.check(key: created.secret, permissions: ["vault:read"])
+            await #expect(throws: APIKeysClientError.self) { _ = try await client.getKey(id: "key_nope") }
+            await server.server.service.flushAuditTrail()
+            let text = try await HTTPProbe.request(port: http.port, path: "/metrics").body
+            let lines = Set(text.split(separator: "\n").map(String.init))
+            #expect(lines.contains(#"apikeyd_checks_total{decision="allow",reason="none"} 2"#), "\(text)")
+            #expect(lines.contains(#"apikeyd_checks_total{decision="deny",reason="missing_permission"} 1"#))
+            #expect(lines.contains(#"apikeyd_admin_calls_total{method="CreateKey",status="OK"} 1"#))
+            #expect(lines.contains(#"apikeyd_admin_calls_total{method="GetKey",status="NOT_FOUND"} 1"#))
+            #expect(lines.contains(#"apikeyd_check_duration_seconds_count 3"#))
+            // Gauges are printed as floating point numbers.
+            #expect(lines.contains("apikeyd_keys 1.0") && lines.contains("apikeyd_connections_open 1.0"))
+            #expect(lines.contains("apikeyd_audit_events_written_total 3") && lines.contains("apikeyd_audit_queue_depth 0.0"))
+            #expect(lines.contains(#"apikeyd_build_info{version="\#(BuildInfo.version)"} 1.0"#))
+            if let python = interopPython {
+                // The official Prometheus parser reads all of it.
+                let file = try makeTemporaryDirectory("apikeyd-metrics") + "/metrics.txt"
+                try text.write(toFile: file, atomically: true, encoding: .utf8)
+                let run = try await runCommand(
+                    python,
+                    [
+                        "-c",
+                        "import sys; from prometheus_client.parser import text_string_to_metric_families as p; "
+                            + "print(len(list(p(open(sys.argv[1]).read()))))", file,
+                    ])
+                #expect(run.status == 0 && Int(run.stdout.trimmingCharacters(in: .whitespacesAndNewlines)) ?? 0 >= 7, "\(run.stderr)")
+            }
+        }
+    }
+
+    @Test func forwardAuthDecidesAsCheckAndIsAudited() async throws {
+        try await withHTTP { server, http, client in
+            let created = try await client.createKey(name: "ci", permissions: ["jobs:execute"])
+            let nginx = ["X-Original-Method": "POST", "X-Original-URI": "/api/jobs/42/run?now=1"]
+            var reply = try await HTTPProbe.request(port: http.port, path: "/authorize", headers: nginx)
+            #expect(reply.status == 401 && reply.headers["www-authenticate"] == #"Bearer realm="apikeyd""#)
+
+            reply = try await HTTPProbe.request(
+                port: http.port, path: "/authorize",
+                headers: nginx.merging(
+                    ["Authorization": "Bearer \(created.secret)", "X-Required-Permissions": "jobs:execute, history:read"]
+                ) { $1 })
+            #expect(reply.status == 403 && reply.body.contains(#""missing_permissions":["history:read"]"#), "\(reply)")
+            #expect(reply.headers["www-authenticate"]?.contains(#"error="insufficient_scope", scope="history:read""#) == true)
+
+            reply = try await HTTPProbe.request(
+                port: http.port, path: "/authorize",
+                headers: nginx.merging([
+                    "X-API-Key": created.secret, "X-Required-Permissions": "jobs:execute", "X-Forwarded-For": "10.1.2.3, 10.0.0.1",
+                ]) { $1 })
+            #expect(reply.status == 200 && reply.headers["x-key-id"] == created.key.id && reply.headers["x-key-name"] == "ci")
+
+            _ = try await client.setKeyEnabled(id: created.key.id, enabled: false)
+            reply = try await HTTPProbe.request(
+                port: http.port, path: "/authorize", headers: nginx.merging(["X-API-Key": created.secret]) { $1 })
+            #expect(reply.status == 401 && reply.body.contains(#""reason":"DISABLED""#), "\(reply)")
+
+            // The same audit events as the RPC Check: the original request as the resource.
+            await server.server.service.flushAuditTrail()
+            let events = try await client.listAuditEvents(ListAuditEventsRequest(action: "api.request")).events
+            #expect(events.count == 3 && events.allSatisfy { $0.resource == "POST /api/jobs/42/run?now=1" })
+            #expect(events.contains { $0.clientAddress == "10.1.2.3" && $0.decision == .allow })
+        }
+    }
+
+    @Test func forwardAuthTakesPermissionsFromTheRouteTable() async throws {
+        let routes = """
+            # method  path             permissions
+            POST      /api/jobs/*/run  jobs:execute
+            GET       /api/jobs/**     jobs:read
+            *         /health          -
+            """
+        try await withHTTP(routes: routes) { _, http, client in
+            let runner = try await client.createKey(name: "runner", permissions: ["jobs:execute"])
+            func decide(_ method: String, _ uri: String, key: String = runner.secret) async throws -> Int {
+                try await HTTPProbe.request(
+                    port: http.port, path: "/authorize",
+                    headers: ["X-Forwarded-Method": method, "X-Forwarded-Uri": uri, "Authorization": "Bearer \(key)"]
+                ).status
+            }
+            #expect(try await decide("POST", "/api/jobs/7/run") == 200)
+            #expect(try await decide("GET", "/api/jobs/7") == 403)
+            #expect(try await decide("GET", "/health") == 200)
+            #expect(try await decide("DELETE", "/api/other") == 403)  // no route: denied
+            // Envoy's style: the original path after /authorize, the original method.
+            let envoy = try await HTTPProbe.request(
+                port: http.port, method: "POST", path: "/authorize/api/jobs/7/run",
+                headers: ["Authorization": "Bearer \(runner.secret)"])
+            #expect(envoy.status == 200)
+        }
+        #expect(throws: RouteTableError.self) { try RouteTable(parsing: "GET /x nope:nope", catalog: .standard) }
+        #expect(throws: RouteTableError.self) { try RouteTable(parsing: "GET /x/**/y jobs:read", catalog: .standard) }
+    }
+}
