@@ -3,7 +3,7 @@ SHELL := /bin/bash
 SWIFT ?= swift
 DATA_DIR ?= ./data
 VENV := .venv
-SYSTEM_PACKAGES := libprotobuf-c-dev protobuf-c-compiler libssl-dev libsqlite3-dev pkg-config openssl
+SYSTEM_PACKAGES := libprotobuf-c-dev protobuf-c-compiler libssl-dev libsqlite3-dev pkg-config openssl nginx-light
 
 .PHONY: run test bench chaos fuzz format deps interop-env codegen codegen-check build clean
 
@@ -41,7 +41,8 @@ bench: deps
 format:
 	$(SWIFT) format --in-place --configuration .swift-format $$(git ls-files 'Sources/*.swift' 'Tests/*.swift' Package.swift | grep -v -e CAPIKeysProto -e APIKeysWire/Generated)
 
-## Install the system packages the build and tests need, when missing.
+## Install the system packages the build and tests need, when missing. Services the packages
+## would start (nginx) are kept from starting (policy-rc.d): the tests run their own instances.
 deps:
 	@missing=""; for p in $(SYSTEM_PACKAGES); do \
 	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "install ok installed" || missing="$$missing $$p"; \
@@ -52,7 +53,12 @@ deps:
 	    echo "run as root, or: sudo apt-get update && sudo apt-get install -y$$missing"; exit 1; \
 	  fi; \
 	  echo "installing:$$missing"; \
-	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq$$missing >/dev/null; \
+	  policy=""; if [ ! -e /usr/sbin/policy-rc.d ]; then \
+	    printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d && policy=1; \
+	  fi; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq$$missing >/dev/null; status=$$?; \
+	  if [ -n "$$policy" ]; then rm -f /usr/sbin/policy-rc.d; fi; \
+	  exit $$status; \
 	fi
 
 ## A Python virtualenv with the official protobuf runtime and protoc, for the interop tests.

@@ -1,0 +1,127 @@
+import APIKeysClient
+import APIKeysHTTP
+import APIKeysServer
+import APIKeysTestSupport
+import Foundation
+import Logging
+import Testing
+
+/// Forward-auth through a real nginx (Debian's nginx-light, `auth_request`) in front of a small
+/// upstream, with the configuration in Tests/nginx/nginx.conf.template.
+@Suite(.enabled(if: FileManager.default.isExecutableFile(atPath: nginxPath)))
+struct NginxTests {
+    static let nginx = nginxPath
+
+    @Test func nginxAsksApikeydAtEveryRequest() async throws {
+        let metrics = HTTPFrontend.makeMetrics()
+        try await withServer(configure: { $0.metricsFactory = metrics.factory }) { server, client in
+            var logger = Logger(label: "apikeyd-nginx-test")
+            logger.logLevel = .critical
+            let routes = try RouteTable(
+                parsing: "POST /api/jobs/*/run jobs:execute\nGET /api/jobs/** jobs:read\n", catalog: .standard)
+            let http = try await HTTPFrontend.start(
+                server: server.server, metrics: metrics, routes: routes, host: "127.0.0.1", port: 0, logger: logger)
+            let dir = try makeTemporaryDirectory("apikeyd-nginx")
+            let upstream = try Self.startUpstream()
+            let nginxPort = try freePort()
+            let proxy = try Self.startNginx(in: dir, port: nginxPort, apikeyd: http.port, upstream: upstream.port)
+            defer {
+                proxy.terminate()
+                proxy.waitUntilExit()
+                // SIGKILL: a child of this process may inherit an ignored SIGTERM.
+                kill(upstream.process.processIdentifier, SIGKILL)
+                upstream.process.waitUntilExit()
+                try? FileManager.default.removeItem(atPath: dir)
+            }
+
+            let reader = try await client.createKey(name: "reader", permissions: ["jobs:read"])
+            let runner = try await client.createKey(name: "runner", permissions: ["jobs:read", "jobs:execute"])
+            func through(_ method: String, _ path: String, key: String?) async throws -> HTTPProbe.Reply {
+                try await HTTPProbe.request(
+                    port: nginxPort, method: method, path: path,
+                    headers: key.map { ["Authorization": "Bearer \($0)"] } ?? [:])
+            }
+            #expect(try await through("GET", "/api/jobs/1", key: nil).status == 401)
+            let read = try await through("GET", "/api/jobs/1", key: reader.secret)
+            #expect(read.status == 200 && read.body == "upstream saw GET /api/jobs/1 key=\(reader.key.id)\n", "\(read)")
+            #expect(try await through("POST", "/api/jobs/1/run", key: reader.secret).status == 403)
+            #expect(try await through("POST", "/api/jobs/1/run?at=now", key: runner.secret).status == 200)
+
+            // A disable or a rotation holds at the next request through nginx.
+            _ = try await client.setKeyEnabled(id: reader.key.id, enabled: false)
+            #expect(try await through("GET", "/api/jobs/1", key: reader.secret).status == 401)
+            let rotated = try await client.rotateKey(id: runner.key.id)
+            #expect(try await through("GET", "/api/jobs/2", key: runner.secret).status == 401)
+            #expect(try await through("GET", "/api/jobs/2", key: rotated.secret).status == 200)
+
+            // The audit trail has the original requests, as nginx received them.
+            await server.server.service.flushAuditTrail()
+            let resources = try await client.listAuditEvents(ListAuditEventsRequest(action: "api.request")).events
+                .map(\.resource)
+            #expect(resources.contains("POST /api/jobs/1/run?at=now") && resources.contains("GET /api/jobs/2"), "\(resources)")
+            await http.stop()
+        }
+    }
+
+    private static func startUpstream() throws -> (process: Process, port: Int) {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: "/usr/bin/python3")
+        process.arguments = [repositoryRoot.appendingPathComponent("Tests/nginx/upstream.py").path]
+        let out = Pipe()
+        process.standardOutput = out
+        // Not this process's outputs: a child left holding them would keep `swift test` waiting.
+        process.standardError = FileHandle.nullDevice
+        try process.run()
+        let line = String(decoding: out.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        guard let port = Int(line.trimmingCharacters(in: .whitespacesAndNewlines)) else {
+            kill(process.processIdentifier, SIGKILL)
+            throw POSIXError(.EIO)
+        }
+        return (process, port)
+    }
+
+    private static func startNginx(in dir: String, port: Int, apikeyd: Int, upstream: Int) throws -> Process {
+        try FileManager.default.createDirectory(atPath: dir + "/tmp", withIntermediateDirectories: true)
+        let template = try String(
+            contentsOf: repositoryRoot.appendingPathComponent("Tests/nginx/nginx.conf.template"), encoding: .utf8)
+        let config = template.replacingOccurrences(of: "DIR", with: dir)
+            .replacingOccurrences(of: "NGINX_PORT", with: String(port))
+            .replacingOccurrences(of: "APIKEYD_HTTP_PORT", with: String(apikeyd))
+            .replacingOccurrences(of: "UPSTREAM_PORT", with: String(upstream))
+        try config.write(toFile: dir + "/nginx.conf", atomically: true, encoding: .utf8)
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: nginx)
+        process.arguments = ["-p", dir, "-e", dir + "/error.log", "-c", dir + "/nginx.conf", "-g", "daemon off;"]
+        process.standardError = FileHandle.nullDevice
+        process.standardOutput = FileHandle.nullDevice
+        try process.run()
+        for _ in 0..<100 {
+            if (try? HTTPProbe.requestBlocking(port: port, method: "GET", path: "/", headers: [:])) != nil { return process }
+            usleep(50_000)
+        }
+        process.terminate()
+        let log = (try? String(contentsOfFile: dir + "/error.log", encoding: .utf8)) ?? ""
+        throw CocoaError(.fileReadUnknown, userInfo: [NSLocalizedDescriptionKey: "nginx did not start: \(log)"])
+    }
+}
+
+/// Debian's nginx (`make deps` installs nginx-light).
+let nginxPath = "/usr/sbin/nginx"
+
+/// A port nothing listens on now (the kernel's pick, released at once).
+func freePort() throws -> Int {
+    let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+    defer { close(fd) }
+    var address = sockaddr_in()
+    address.sin_family = sa_family_t(AF_INET)
+    address.sin_addr.s_addr = inet_addr("127.0.0.1")
+    var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+    let bound = withUnsafeMutablePointer(to: &address) {
+        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { pointer -> Int32 in
+            guard bind(fd, pointer, length) == 0 else { return -1 }
+            return getsockname(fd, pointer, &length)
+        }
+    }
+    guard bound == 0 else { throw POSIXError(.EADDRNOTAVAIL) }
+    return Int(UInt16(bigEndian: address.sin_port))
+}
