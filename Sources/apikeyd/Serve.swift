@@ -93,6 +93,9 @@ struct Serve: AsyncParsableCommand {
     @Option(help: "Log level: trace, debug, info, notice, warning, error, critical (env APIKEYD_LOG_LEVEL).")
     var logLevel: String = Environment.string("APIKEYD_LOG_LEVEL", default: "info")
 
+    @Option(help: "Log lines as text or json, one object a line (env APIKEYD_LOG_FORMAT).")
+    var logFormat: String = Environment.string("APIKEYD_LOG_FORMAT", default: "text")
+
     /// `--audit-retention` in seconds, 0 for `forever`; nil when it is neither.
     private var auditRetentionSeconds: Int64? {
         ["forever", "0"].contains(auditRetention) ? 0 : DurationText.seconds(auditRetention)
@@ -110,6 +113,7 @@ struct Serve: AsyncParsableCommand {
     }
 
     func validate() throws {
+        guard ["text", "json"].contains(logFormat) else { throw ValidationError("--log-format is text or json") }
         guard Logger.Level(rawValue: logLevel) != nil else {
             throw ValidationError("unknown log level \"\(logLevel)\"")
         }
@@ -136,6 +140,7 @@ struct Serve: AsyncParsableCommand {
     }
 
     func run() async throws {
+        if logFormat == "json" { LoggingSystem.bootstrap(JSONLogHandler.init) }
         var logger = Logger(label: "apikeyd")
         logger.logLevel = Logger.Level(rawValue: logLevel) ?? .info
         var configuration = ServerConfiguration()

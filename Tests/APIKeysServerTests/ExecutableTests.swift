@@ -165,4 +165,58 @@ import Testing
             ["s_client", "-connect", "127.0.0.1:\(port)", "-CAfile", ca, "-verify_return_error"], stdin: "")
         return run.stdout.split(separator: "\n").first { $0.hasPrefix("subject=") }.map(String.init) ?? run.stderr
     }
+
+    /// `--log-format json`: every line of the log is a JSON object, and at the most talkative
+    /// level no line holds a secret or an admin token, whatever the calls did.
+    @Test(.enabled(if: FileManager.default.isExecutableFile(atPath: apikeyd.path)))
+    func jsonLogsHoldNoSecret() async throws {
+        let dir = try makeTemporaryDirectory("apikeyd-exe-log")
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let server = Process()
+        server.executableURL = Self.apikeyd
+        server.arguments = ["--data-dir", dir, "--port", "0", "--log-format", "json", "--log-level", "trace"]
+        let log = Pipe()
+        server.standardError = log
+        server.standardOutput = Pipe()
+        try server.run()
+        defer { if server.isRunning { server.terminate() } }
+        var logText = ""
+        var port: Int?
+        while port == nil {
+            let chunk = log.fileHandleForReading.availableData
+            guard !chunk.isEmpty else { break }
+            logText += String(decoding: chunk, as: UTF8.self)
+            port = logText.split(separator: "\n").lazy.compactMap { line in
+                (try? JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any])?["port"] as? String
+            }.first.flatMap { Int($0) }
+        }
+        let serverPort = try #require(port, "no port in the log: \(logText)")
+        let token = try String(contentsOfFile: dir + "/admin.token", encoding: .utf8)
+            .trimmingCharacters(in: .whitespacesAndNewlines)
+        let client = APIKeysClient(configuration: .init(port: serverPort, adminToken: token))
+        let created = try await client.createKey(name: "logged", permissions: ["jobs:read"])
+        _ = try await client.check(key: created.secret, permissions: ["jobs:read", "vault:read"])
+        let rotated = try await client.rotateKey(id: created.key.id)
+        let wrongToken = "adm_" + String(token.dropFirst(4).reversed())
+        let intruder = APIKeysClient(configuration: .init(port: serverPort, adminToken: wrongToken))
+        await #expect(throws: APIKeysClientError.self) { _ = try await intruder.listKeys() }
+        await intruder.close()
+        await client.close()
+        server.terminate()
+        server.waitUntilExit()
+        logText += String(decoding: log.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+
+        let lines = logText.split(separator: "\n")
+        #expect(lines.count > 5)
+        for line in lines {
+            let object = try JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any]
+            #expect(object?["message"] is String && object?["level"] is String && object?["time"] is String, "\(line)")
+        }
+        for secret in [token, wrongToken, created.secret, rotated.secret] {
+            #expect(!logText.contains(secret))
+            // Nor the part of it that identifies it (the hint shows only the first 8 characters).
+            #expect(!logText.contains(secret.dropFirst(8).prefix(16)))
+        }
+        #expect(logText.contains("admin call"))
+    }
 }
