@@ -5,6 +5,7 @@ import Foundation
 import Histogram
 import NIOCore
 import NIOPosix
+import NIOSSL
 
 /// A load generator for the real protocol, in the spirit of redis-benchmark.
 struct LoadBenchmark: AsyncParsableCommand {
@@ -26,6 +27,8 @@ struct LoadBenchmark: AsyncParsableCommand {
     @Option(help: "Admin token (to create the key, and for --rpc create).") var token: String?
     @Option(help: "File holding the admin token.") var tokenFile = "./data/admin.token"
     @Option(help: "Event loop threads of the generator.") var threads = 1
+    @Option(help: "Speak TLS, trusting this PEM CA file (the server's certificate must carry 127.0.0.1 or the host).")
+    var ca: String?
     @Flag(help: "Print one line of key=value pairs instead of a report.") var machine = false
 
     func run() async throws {
@@ -57,6 +60,12 @@ struct LoadBenchmark: AsyncParsableCommand {
             return frame
         }
 
+        let tlsContext = try ca.map { ca in
+            var tls = TLSConfiguration.makeClientConfiguration()
+            tls.minimumTLSVersion = .tlsv12
+            tls.trustRoots = .certificates(try NIOSSLCertificate.fromPEMFile(ca))
+            return try NIOSSLContext(configuration: tls)
+        }
         let group = MultiThreadedEventLoopGroup(numberOfThreads: threads)
         let control = LoadControl(requests: requests)
         var results: [EventLoopFuture<LoadTally>] = []
@@ -68,6 +77,10 @@ struct LoadBenchmark: AsyncParsableCommand {
                 .channelOption(.socketOption(.tcp_nodelay), value: 1)
                 .channelInitializer { channel in
                     channel.eventLoop.makeCompletedFuture {
+                        if let tlsContext {
+                            try channel.pipeline.syncOperations.addHandler(
+                                NIOSSLClientHandler(context: tlsContext, serverHostname: nil))
+                        }
                         try channel.pipeline.syncOperations.addHandler(
                             LoadConnectionHandler(
                                 frames: frames, control: control, decodeCheck: rpc == "check", finished: finished))
@@ -97,7 +110,8 @@ struct LoadBenchmark: AsyncParsableCommand {
 
     private func createKey(adminToken: String?) async throws -> String {
         guard let adminToken else { throw ValidationError("give --key, or an admin token to create one") }
-        let client = APIKeysClient(configuration: .init(host: host, port: port, adminToken: adminToken))
+        let client = APIKeysClient(
+            configuration: .init(host: host, port: port, adminToken: adminToken, tls: ca.map { .init(caFile: $0) }))
         defer { Task { await client.close() } }
         return try await client.createKey(name: "bench", permissions: permissions).secret
     }

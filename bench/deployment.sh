@@ -1,0 +1,144 @@
+#!/usr/bin/env bash
+# make bench-deployment: what TLS, metrics and forward-auth through nginx cost, as ratios of
+# interleaved runs (same load generator, same settings, 3 rounds, medians).
+#   BENCH_SECONDS  seconds per measurement (default 5)
+#   BENCH_ROUNDS   rounds (default 3)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+SECONDS_EACH=${BENCH_SECONDS:-5}
+ROUNDS=${BENCH_ROUNDS:-3}
+for tool in nginx wrk openssl bc; do
+    command -v "$tool" >/dev/null || [ -x "/usr/sbin/$tool" ] || {
+        [ "$(id -u)" = 0 ] || { echo "bench: needs $tool" >&2; exit 1; }
+        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx-light wrk openssl bc >/dev/null
+        break
+    }
+done
+swift build -c release --product apikeyd >/dev/null
+swift build -c release --product apikeyd-bench >/dev/null
+swift build -c release --product apikey >/dev/null
+BIN=$(swift build -c release --show-bin-path)
+
+WORK=$(mktemp -d)
+PIDS=()
+cleanup() { for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$WORK"; }
+trap cleanup EXIT
+wait_port() { for _ in $(seq 1 500); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.01; done; echo "port $1 never opened" >&2; exit 1; }
+field() { sed -n "s/.*$1=\([0-9.]*\).*/\1/p"; }
+median() { tr ' ' '\n' | grep -v '^$' | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+ratio() { echo "scale=2; $1 / $2" | bc; }
+
+# Certificates for 127.0.0.1 (a CA and a server certificate it signs).
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 1 -subj /CN=bench-ca \
+    -keyout "$WORK/ca.key" -out "$WORK/ca.pem" 2>/dev/null
+openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -subj /CN=bench -keyout "$WORK/server.key" \
+    -out "$WORK/server.csr" 2>/dev/null
+printf 'subjectAltName=IP:127.0.0.1\n' > "$WORK/ext"
+openssl x509 -req -in "$WORK/server.csr" -CA "$WORK/ca.pem" -CAkey "$WORK/ca.key" -CAcreateserial -days 1 \
+    -extfile "$WORK/ext" -out "$WORK/server.pem" 2>/dev/null
+
+start() {  # start NAME PORT ARGS...: an apikeyd on PORT with its own data directory
+    local name=$1 port=$2; shift 2
+    "$BIN/apikeyd" --data-dir "$WORK/$name" --port "$port" --log-level warning "$@" >"$WORK/$name.log" 2>&1 &
+    PIDS+=($!)
+    wait_port "$port"
+}
+start plain 17501
+start tls 17502 --tls-cert "$WORK/server.pem" --tls-key "$WORK/server.key"
+start metrics 17503 --http-port 17513
+start http 17504 --http-port 17514 --routes <(printf 'GET /api/** jobs:read\n')
+wait_port 17513; wait_port 17514
+
+load() {  # load PORT TOKEN-DIR C P [ARGS]: prints "rps p99_us"
+    local line
+    line=$("$BIN/apikeyd-bench" load --port "$1" --token-file "$WORK/$2/admin.token" -c "$3" -P "$4" \
+        -d "$SECONDS_EACH" --machine "${@:5}")
+    echo "$(echo "$line" | field rps) $(echo "$line" | field p99_us)"
+}
+
+# nginx: /plain proxies straight to a fixed answer, /api/ asks apikeyd first (as in the README).
+cat > "$WORK/nginx.conf" <<CONF
+worker_processes 1;
+pid $WORK/nginx.pid;
+error_log $WORK/nginx-error.log warn;
+events { worker_connections 1024; }
+http {
+    access_log off;
+    client_body_temp_path $WORK/nb; proxy_temp_path $WORK/np; fastcgi_temp_path $WORK/nf;
+    uwsgi_temp_path $WORK/nu; scgi_temp_path $WORK/ns;
+    upstream apikeyd { server 127.0.0.1:17514; keepalive 64; }
+    upstream backend { server 127.0.0.1:17521; keepalive 64; }
+    server { listen 127.0.0.1:17521; location / { return 200 "ok\n"; } }
+    server {
+        listen 127.0.0.1:17520;
+        location /plain/ { proxy_pass http://backend; proxy_http_version 1.1; proxy_set_header Connection ""; }
+        location /api/ {
+            auth_request /_apikeyd;
+            proxy_pass http://backend; proxy_http_version 1.1; proxy_set_header Connection "";
+        }
+        location = /_apikeyd {
+            internal;
+            proxy_pass http://apikeyd/authorize;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_pass_request_body off;
+            proxy_set_header Content-Length "";
+            proxy_set_header X-Original-Method \$request_method;
+            proxy_set_header X-Original-URI \$request_uri;
+        }
+    }
+}
+CONF
+mkdir -p "$WORK"/n{b,p,f,u,s}
+/usr/sbin/nginx -p "$WORK" -e "$WORK/nginx-error.log" -c "$WORK/nginx.conf" -g "daemon off;" &
+PIDS+=($!)
+wait_port 17520
+# A key for wrk, made through the RPC port of the forward-auth server.
+SECRET=$("$BIN/apikey" create wrk -p jobs:read --server 127.0.0.1:17504 \
+    --token-file "$WORK/http/admin.token" --json 2>/dev/null | sed -n 's/.*"secret" : "\(dbm_[^"]*\)".*/\1/p')
+[ -n "$SECRET" ] || { echo "bench: could not create a key" >&2; exit 1; }
+wrk_run() {  # wrk_run PATH: prints "rps p99_us"
+    wrk -t1 -c50 -d"${SECONDS_EACH}s" --latency -H "Authorization: Bearer $SECRET" "http://127.0.0.1:17520$1" |
+        awk '/Requests\/sec/ {rps=$2} /^ +99%/ {v=$2; u=substr(v, length(v)-1); n=v+0;
+             if (u=="ms") n*=1000; else if (u=="us") n*=1; else if (substr(v,length(v))=="s") n*=1000000;
+             p99=n} END {printf "%.0f %.0f", rps, p99}'
+}
+
+declare -A RPS P99
+measure() {  # measure NAME COMMAND...: appends one round's figures
+    local rps p99
+    read -r rps p99 <<<"$("${@:2}")"
+    RPS[$1]+="$rps "; P99[$1]+="$p99 "
+}
+for round in $(seq 1 "$ROUNDS"); do
+    for setting in "1 1" "50 1" "50 16"; do
+        read -r c p <<<"$setting"
+        measure "plain $c $p" load 17501 plain "$c" "$p"
+        measure "tls $c $p" load 17502 tls "$c" "$p" --ca "$WORK/ca.pem"
+    done
+    for setting in "50 1" "50 16"; do
+        read -r c p <<<"$setting"
+        measure "nometrics $c $p" load 17501 plain "$c" "$p"
+        measure "metrics $c $p" load 17503 metrics "$c" "$p"
+    done
+    measure "nginx" wrk_run /plain/x
+    measure "nginx+auth" wrk_run /api/x
+done
+
+echo "apikeyd deployment bench — $(date -u +%Y-%m-%dT%H:%MZ) — $(nproc) cores; ${ROUNDS} interleaved rounds of ${SECONDS_EACH}s, medians"
+printf "%-34s | %10s %10s %6s | %9s %9s\n" "comparison" "base r/s" "with r/s" "ratio" "base p99" "with p99"
+row() {  # row LABEL BASE WITH
+    local br wr bp wp
+    br=$(echo "${RPS[$2]}" | median); wr=$(echo "${RPS[$3]}" | median)
+    bp=$(echo "${P99[$2]}" | median); wp=$(echo "${P99[$3]}" | median)
+    printf "%-34s | %10s %10s %6s | %7sµs %7sµs\n" "$1" "$br" "$wr" "$(ratio "$wr" "$br")" "$bp" "$wp"
+}
+for setting in "1 1" "50 1" "50 16"; do
+    read -r c p <<<"$setting"
+    row "Check TLS vs plain, c=$c P=$p" "plain $c $p" "tls $c $p"
+done
+for setting in "50 1" "50 16"; do
+    read -r c p <<<"$setting"
+    row "Check with metrics vs none, c=$c P=$p" "nometrics $c $p" "metrics $c $p"
+done
+row "nginx+forward-auth vs nginx, c=50" "nginx" "nginx+auth"
