@@ -20,13 +20,7 @@ swift build -c release --product apikeyd >/dev/null
 swift build -c release --product apikeyd-bench >/dev/null
 BIN=$(swift build -c release --show-bin-path)
 
-WORK=$(mktemp -d)
-PIDS=()
-cleanup() { for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$WORK"; }
-trap cleanup EXIT
-
-wait_port() { for _ in $(seq 1 500); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.01; done; echo "port $1 never opened" >&2; exit 1; }
-field() { sed -n "s/.*$1=\([0-9.]*\).*/\1/p"; }
+source bench/lib.sh
 
 # Starts apikeyd on DATA_DIR; sets SERVER_PID and START_S (launch until the port accepts).
 start_apikeyd() {
@@ -61,7 +55,6 @@ apikeyd_run() {
     line=$("$BIN/apikeyd-bench" load --port "$APIKEYD_PORT" --token-file "$TOKEN" -c "$1" -P "$2" -d "$SECONDS_EACH" --machine "${@:3}")
     echo "$(echo "$line" | field rps) $(echo "$line" | field p50_us) $(echo "$line" | field p99_us) $(echo "$line" | field errors)"
 }
-ratio() { echo "scale=2; $1 / $2" | bc; }
 
 echo "apikeyd bench — $(date -u +%Y-%m-%dT%H:%MZ) — $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)"
 echo "Check (audit mode: $AUDIT) vs Redis 7 GET, same machine, same run; ${SECONDS_EACH}s each;"

@@ -15,6 +15,44 @@ import Testing
         return (run.status, run.stdout.trimmingCharacters(in: .whitespacesAndNewlines))
     }
 
+    /// A running `apikeyd` and what it has logged so far.
+    final class RunningServer {
+        let process = Process()
+        let log = Pipe()
+        var logText = ""
+        var port = 0
+
+        /// Starts `apikeyd` with `arguments` and reads its log until it says its port (text or JSON).
+        init(_ arguments: [String]) throws {
+            process.executableURL = ExecutableTests.apikeyd
+            process.arguments = arguments
+            process.standardError = log
+            process.standardOutput = Pipe()
+            try process.run()
+            while port == 0 {
+                let chunk = log.fileHandleForReading.availableData
+                guard !chunk.isEmpty else { break }
+                logText += String(decoding: chunk, as: UTF8.self)
+                let found = logText.firstMatch(of: /port=(\d+)/)?.1 ?? logText.firstMatch(of: /"port":"(\d+)"/)?.1
+                port = found.flatMap { Int($0) } ?? 0
+            }
+            if port == 0 {
+                process.terminate()
+                throw CocoaError(.fileReadUnknown, userInfo: [NSLocalizedDescriptionKey: "no port in the log: \(logText)"])
+            }
+        }
+
+        /// SIGTERM, then everything it logged.
+        func stop() -> String {
+            if process.isRunning { process.terminate() }
+            process.waitUntilExit()
+            logText += String(decoding: log.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+            return logText
+        }
+
+        deinit { if process.isRunning { process.terminate() } }
+    }
+
     @Test(.enabled(if: FileManager.default.isExecutableFile(atPath: apikeyd.path)))
     func localAdminTokensAndGracefulShutdown() async throws {
         let dir = try makeTemporaryDirectory("apikeyd-exe")
@@ -22,25 +60,9 @@ import Testing
         let catalogFile = dir + "/permissions.txt"
         try "# our own catalog\nreports:read  Read reports\nreports:write Write reports\n"
             .write(toFile: catalogFile, atomically: true, encoding: .utf8)
-        let server = Process()
-        server.executableURL = Self.apikeyd
-        server.arguments = ["--data-dir", dir, "--port", "0", "--permissions-file", catalogFile]
-        let log = Pipe()
-        server.standardError = log
-        server.standardOutput = Pipe()
-        try server.run()
-        // A failed expectation that throws must not leave the server running.
-        defer { if server.isRunning { server.terminate() } }
-        // The first lines of the log say where the token file is and which port was chosen.
-        var logText = ""
-        var port: Int?
-        while port == nil {
-            let chunk = log.fileHandleForReading.availableData
-            guard !chunk.isEmpty else { break }
-            logText += String(decoding: chunk, as: UTF8.self)
-            port = logText.split(separator: " ").first { $0.hasPrefix("port=") }.flatMap { Int($0.dropFirst(5)) }
-        }
-        let serverPort = try #require(port, "no port in the log: \(logText)")
+        let running = try RunningServer(["--data-dir", dir, "--port", "0", "--permissions-file", catalogFile])
+        let server = running.process
+        let (serverPort, logText) = (running.port, running.logText)
         #expect(logText.contains("\(dir)/admin.token"))
         let bootstrap = try String(contentsOfFile: dir + "/admin.token", encoding: .utf8)
         #expect(!logText.contains(bootstrap.trimmingCharacters(in: .whitespacesAndNewlines)))
@@ -86,10 +108,8 @@ import Testing
         #expect(try await operatorClient.createKey(name: "after", permissions: ["reports:read"]).key.id.isEmpty == false)
         await operatorClient.close()
 
-        server.terminate()  // SIGTERM
-        server.waitUntilExit()
+        let rest = running.stop()  // SIGTERM
         #expect(server.terminationStatus == 0)
-        let rest = String(decoding: log.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
         #expect(rest.contains("audit trail flushed, database closed"))
     }
 
@@ -116,27 +136,12 @@ import Testing
         let dir = try makeTemporaryDirectory("apikeyd-exe-tls")
         defer { try? FileManager.default.removeItem(atPath: dir) }
         let certificates = try TestCertificates.make(in: dir)
-        let server = Process()
-        server.executableURL = Self.apikeyd
-        server.arguments = [
+        let running = try RunningServer([
             "--data-dir", dir + "/data", "--port", "0", "--tls-cert", certificates.serverCertificate, "--tls-key",
             certificates.serverKey,
-        ]
-        let log = Pipe()
-        server.standardError = log
-        server.standardOutput = Pipe()
-        try server.run()
-        defer { if server.isRunning { server.terminate() } }
-        var logText = ""
-        var port: Int?
-        while port == nil {
-            let chunk = log.fileHandleForReading.availableData
-            guard !chunk.isEmpty else { break }
-            logText += String(decoding: chunk, as: UTF8.self)
-            port = logText.split(separator: " ").first { $0.hasPrefix("port=") }.flatMap { Int($0.dropFirst(5)) }
-        }
-        let serverPort = try #require(port, "no port in the log: \(logText)")
-        #expect(logText.contains("tls=on"))
+        ])
+        let (server, serverPort) = (running.process, running.port)
+        #expect(running.logText.contains("tls=on"))
         let token = try String(contentsOfFile: dir + "/data/admin.token", encoding: .utf8)
             .trimmingCharacters(in: .whitespacesAndNewlines)
         let client = APIKeysClient(
@@ -172,25 +177,8 @@ import Testing
     func jsonLogsHoldNoSecret() async throws {
         let dir = try makeTemporaryDirectory("apikeyd-exe-log")
         defer { try? FileManager.default.removeItem(atPath: dir) }
-        let server = Process()
-        server.executableURL = Self.apikeyd
-        server.arguments = ["--data-dir", dir, "--port", "0", "--log-format", "json", "--log-level", "trace"]
-        let log = Pipe()
-        server.standardError = log
-        server.standardOutput = Pipe()
-        try server.run()
-        defer { if server.isRunning { server.terminate() } }
-        var logText = ""
-        var port: Int?
-        while port == nil {
-            let chunk = log.fileHandleForReading.availableData
-            guard !chunk.isEmpty else { break }
-            logText += String(decoding: chunk, as: UTF8.self)
-            port = logText.split(separator: "\n").lazy.compactMap { line in
-                (try? JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any])?["port"] as? String
-            }.first.flatMap { Int($0) }
-        }
-        let serverPort = try #require(port, "no port in the log: \(logText)")
+        let running = try RunningServer(["--data-dir", dir, "--port", "0", "--log-format", "json", "--log-level", "trace"])
+        let serverPort = running.port
         let token = try String(contentsOfFile: dir + "/admin.token", encoding: .utf8)
             .trimmingCharacters(in: .whitespacesAndNewlines)
         let client = APIKeysClient(configuration: .init(port: serverPort, adminToken: token))
@@ -202,9 +190,7 @@ import Testing
         await #expect(throws: APIKeysClientError.self) { _ = try await intruder.listKeys() }
         await intruder.close()
         await client.close()
-        server.terminate()
-        server.waitUntilExit()
-        logText += String(decoding: log.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        let logText = running.stop()
 
         let lines = logText.split(separator: "\n")
         #expect(lines.count > 5)
