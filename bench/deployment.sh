@@ -40,7 +40,8 @@ start() {  # start NAME PORT ARGS...: an apikeyd on PORT with its own data direc
 start plain 17501
 start tls 17502 --tls-cert "$WORK/server.pem" --tls-key "$WORK/server.key"
 start metrics 17503 --http-port 17513
-start http 17504 --http-port 17514 --routes <(printf 'GET /api/** jobs:read\n')
+printf 'GET /api/** jobs:read\n' > "$WORK/routes"
+start http 17504 --http-port 17514 --routes "$WORK/routes"
 wait_port 17513; wait_port 17514
 
 load() {  # load PORT TOKEN-DIR C P [ARGS]: prints "rps p99_us"

@@ -162,13 +162,12 @@ struct Serve: AsyncParsableCommand {
         configuration.auditRetentionSeconds = auditRetentionSeconds ?? configuration.auditRetentionSeconds
         if let permissionsFile = permissionsFile ?? Environment.optionalString("APIKEYD_PERMISSIONS_FILE") {
             configuration.catalog = try PermissionCatalog(
-                parsing: String(contentsOfFile: permissionsFile, encoding: .utf8))
+                parsing: readTextFile(permissionsFile, option: "--permissions-file"))
         }
 
         var routeTable: RouteTable?
         if let routesFile = routes ?? Environment.optionalString("APIKEYD_ROUTES") {
-            routeTable = try RouteTable(
-                parsing: String(contentsOfFile: routesFile, encoding: .utf8), catalog: configuration.catalog)
+            routeTable = try RouteTable(parsing: readTextFile(routesFile, option: "--routes"), catalog: configuration.catalog)
         }
         let metrics = httpPortSetting == nil ? nil : HTTPFrontend.makeMetrics()
         configuration.metricsFactory = metrics?.factory
@@ -194,4 +193,14 @@ struct Serve: AsyncParsableCommand {
             configuration: .init(services: services, gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
         try await group.run()
     }
+}
+
+/// The text of a file named by `option`; one clear line when it cannot be read.
+private func readTextFile(_ path: String, option: String) throws -> String {
+    guard let data = FileManager.default.contents(atPath: path) else {
+        let reason = access(path, F_OK) != 0 ? "no such file" : "not readable"
+        throw ValidationError("\(option) \(path): \(reason)")
+    }
+    guard let text = String(data: data, encoding: .utf8) else { throw ValidationError("\(option) \(path): not UTF-8 text") }
+    return text
 }

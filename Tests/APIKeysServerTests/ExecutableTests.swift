@@ -122,6 +122,8 @@ import Testing
             (["--audit-retention", "soon"], "--audit-retention"), (["--frame-timeout", "0"], "positive"),
             (["--shutdown-timeout", "0"], "positive"), (["--tls-cert", "/x.pem"], "--tls-key"),
             (["--tls-cert", "/nope/x.pem", "--tls-key", "/nope/x.key"], "/nope/x.pem"),
+            (["--http-port", "0", "--routes", "/nope/routes"], "--routes /nope/routes: no such file"),
+            (["--permissions-file", "/nope/catalog"], "--permissions-file /nope/catalog: no such file"),
         ] {
             let run = try await runCommand(Self.apikeyd, ["--data-dir", dir, "--port", "0"] + arguments)
             #expect(run.status != 0 && run.stderr.contains(says), "\(arguments): \(run.stderr)")
