@@ -74,6 +74,17 @@ final class RawConnection {
         return buffer
     }
 
+    /// Reads until the peer closes the connection (or the receive timeout passes).
+    func receiveToEnd() -> [UInt8] {
+        var all: [UInt8] = []
+        var chunk = [UInt8](repeating: 0, count: 65536)
+        while true {
+            let got = chunk.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
+            if got <= 0 { return all }
+            all += chunk[0..<got]
+        }
+    }
+
     /// Reads one reply frame; nil if the connection closed first.
     func receiveEnvelope() throws -> Envelope? {
         guard let header = receive(4) else { return nil }
