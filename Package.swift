@@ -88,7 +88,6 @@ let package = Package(
             name: "APIKeysHTTP",
             dependencies: [
                 "APIKeysServer",
-                "APIKeysStore",
                 "APIKeysCore",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HTTPTypes", package: "swift-http-types"),

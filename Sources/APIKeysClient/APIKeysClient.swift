@@ -209,20 +209,7 @@ public final class APIKeysClient: Sendable {
     }
 
     private static func makeTLSContext(_ tls: TLS) -> Result<NIOSSLContext, APIKeysClientError> {
-        Result {
-            var configuration = TLSConfiguration.makeClientConfiguration()
-            configuration.minimumTLSVersion = .tlsv12
-            if let caFile = tls.caFile {
-                configuration.trustRoots = .certificates(try NIOSSLCertificate.fromPEMFile(caFile))
-            }
-            if let certificateFile = tls.certificateFile {
-                configuration.certificateChain = try NIOSSLCertificate.fromPEMFile(certificateFile).map { .certificate($0) }
-            }
-            if let privateKeyFile = tls.privateKeyFile {
-                configuration.privateKey = .privateKey(try NIOSSLPrivateKey(file: privateKeyFile, format: .pem))
-            }
-            return try NIOSSLContext(configuration: configuration)
-        }.mapError { error in
+        Result { try tls.makeContext() }.mapError { error in
             APIKeysClientError(code: .failedPrecondition, message: "TLS files cannot be used: \(error)", cause: error)
         }
     }
@@ -261,5 +248,24 @@ public final class APIKeysClient: Sendable {
             }
         }
         return future
+    }
+}
+
+extension APIKeysClient.TLS {
+    /// The client TLS context these files make (TLS 1.2+, the server's certificate verified); the
+    /// package's load generator speaks TLS through the same one.
+    package func makeContext() throws -> NIOSSLContext {
+        var configuration = TLSConfiguration.makeClientConfiguration()
+        configuration.minimumTLSVersion = .tlsv12
+        if let caFile {
+            configuration.trustRoots = .certificates(try NIOSSLCertificate.fromPEMFile(caFile))
+        }
+        if let certificateFile {
+            configuration.certificateChain = try NIOSSLCertificate.fromPEMFile(certificateFile).map { .certificate($0) }
+        }
+        if let privateKeyFile {
+            configuration.privateKey = .privateKey(try NIOSSLPrivateKey(file: privateKeyFile, format: .pem))
+        }
+        return try NIOSSLContext(configuration: configuration)
     }
 }

@@ -152,6 +152,17 @@ public final class APIKeysServer: Service, Sendable {
         return service.auditWriterProblem()
     }
 
+    /// Decides a check as RPC Check does (``KeyService/check(secret:permissions:resource:clientAddress:)``,
+    /// its audit event included) and counts it in ``metrics``: for the other ways in, such as
+    /// forward-auth over HTTP.
+    public func check(secret: String, permissions: [String], resource: String, clientAddress: String) throws
+        -> CheckOutcome
+    {
+        try ServerMetrics.measured(metrics) {
+            try service.check(secret: secret, permissions: permissions, resource: resource, clientAddress: clientAddress)
+        }
+    }
+
     /// Brings the gauges of ``metrics`` up to date; the metrics endpoint calls it before each scrape.
     public func refreshMetrics() {
         metrics?.refresh(service: service, openConnections: state.openConnections)

@@ -1,7 +1,6 @@
 import APIKeysCore
 import APIKeysStore
 import APIKeysWire
-import Dispatch
 import Logging
 import NIOCore
 import NIOPosix
@@ -236,14 +235,13 @@ final class ConnectionHandler: ChannelInboundHandler {
 
     /// The hot path: decide from memory, encode the reply straight into the outbound buffer.
     private func answerCheck(callID: UInt64, _ check: CheckRequest, context: ChannelHandlerContext) {
-        let started = shared.metrics == nil ? 0 : DispatchTime.now().uptimeNanoseconds
         do {
-            let outcome = try shared.service.check(
-                secret: check.key, permissions: check.permissions, resource: check.resource,
-                clientAddress: check.clientAddress)
-            try codec.writeCheckReply(callID: callID, response: CheckResponse(outcome), to: &outbound)
-            if let metrics = shared.metrics {
-                metrics.recordCheck(outcome, nanoseconds: Int64(DispatchTime.now().uptimeNanoseconds - started))
+            _ = try ServerMetrics.measured(shared.metrics) {
+                let outcome = try shared.service.check(
+                    secret: check.key, permissions: check.permissions, resource: check.resource,
+                    clientAddress: check.clientAddress)
+                try codec.writeCheckReply(callID: callID, response: CheckResponse(outcome), to: &outbound)
+                return outcome
             }
         } catch {
             reply(to: Envelope(callID: callID, method: Authorize.check.path), error: RPCError(error), context: context)
@@ -294,14 +292,17 @@ final class ConnectionHandler: ChannelInboundHandler {
             let (handler, context) = loopBound.value
             handler.adminCallsInFlight -= 1
             handler.shared.state.adminCallFinished()
-            if let metrics = handler.shared.metrics {
-                let status: StatusCode = if case .failure(let error) = result { RPCError(error).code } else { .ok }
-                metrics.recordAdminCall(method: route.method.name, status: "\(status)")
-            }
+            let status: StatusCode
             switch result {
-            case .success(let payload): handler.reply(to: request, payload: payload, context: context)
-            case .failure(let error): handler.reply(to: request, error: RPCError(error), context: context)
+            case .success(let payload):
+                handler.reply(to: request, payload: payload, context: context)
+                status = .ok
+            case .failure(let error):
+                let failure = RPCError(error)
+                handler.reply(to: request, error: failure, context: context)
+                status = failure.code
             }
+            handler.shared.metrics?.recordAdminCall(method: route.method.name, status: "\(status)")
             handler.flushReplies(context: context)
         }
     }

@@ -1,6 +1,7 @@
 import APIKeysCore
 import APIKeysStore
 import CoreMetrics
+import Dispatch
 import Synchronization
 
 /// The server's metrics, through swift-metrics: whoever serves them (the HTTP port's Prometheus
@@ -38,10 +39,16 @@ public final class ServerMetrics: Sendable {
         Gauge(label: "apikeyd_build_info", dimensions: [("version", BuildInfo.version)], factory: factory).record(1)
     }
 
-    /// One check answered, and how long it took (decoded request to encoded reply).
-    public func recordCheck(_ outcome: CheckOutcome, nanoseconds: Int64) {
-        checks[Self.slot(of: outcome.denial)].increment()
-        checkDuration.recordNanoseconds(nanoseconds)
+    /// Runs `answer` (a check and its reply) and, with `metrics`, counts the outcome and times it:
+    /// the one way RPC Check and forward-auth record their checks. Nothing is recorded when
+    /// `answer` throws. Without metrics, no clock is read.
+    static func measured(_ metrics: ServerMetrics?, _ answer: () throws -> CheckOutcome) rethrows -> CheckOutcome {
+        guard let metrics else { return try answer() }
+        let started = DispatchTime.now().uptimeNanoseconds
+        let outcome = try answer()
+        metrics.checks[slot(of: outcome.denial)].increment()
+        metrics.checkDuration.recordNanoseconds(Int64(DispatchTime.now().uptimeNanoseconds - started))
+        return outcome
     }
 
     /// One KeyAdmin call finished with `status`.

@@ -60,12 +60,7 @@ struct LoadBenchmark: AsyncParsableCommand {
             return frame
         }
 
-        let tlsContext = try ca.map { ca in
-            var tls = TLSConfiguration.makeClientConfiguration()
-            tls.minimumTLSVersion = .tlsv12
-            tls.trustRoots = .certificates(try NIOSSLCertificate.fromPEMFile(ca))
-            return try NIOSSLContext(configuration: tls)
-        }
+        let tlsContext = try ca.map { try APIKeysClient.TLS(caFile: $0).makeContext() }
         let group = MultiThreadedEventLoopGroup(numberOfThreads: threads)
         let control = LoadControl(requests: requests)
         var results: [EventLoopFuture<LoadTally>] = []
