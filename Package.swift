@@ -21,6 +21,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-metrics", from: "2.13.0"),
         .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.1"),
         .package(url: "https://github.com/apple/swift-http-types", from: "1.8.0"),
+        .package(url: "https://github.com/vapor/postgres-nio", from: "1.33.2"),
     ],
     targets: [
         // System libraries, reached through C interop.
@@ -67,6 +68,19 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
+        // The PostgreSQL store on postgres-nio: keys, admin tokens, audit, the change feed.
+        .target(
+            name: "APIKeysPostgres",
+            dependencies: [
+                "APIKeysCore",
+                "APIKeysStore",
+                .product(name: "PostgresNIO", package: "postgres-nio"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
         // The SwiftNIO server: framing, dispatch, admin authentication, limits.
         .target(
             name: "APIKeysServer",
@@ -74,6 +88,7 @@ let package = Package(
                 "APIKeysWire",
                 "APIKeysCore",
                 "APIKeysStore",
+                "APIKeysPostgres",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),
@@ -157,7 +172,12 @@ let package = Package(
             ]
         ),
         .testTarget(name: "APIKeysCoreTests", dependencies: ["APIKeysCore"]),
-        .testTarget(name: "APIKeysStoreTests", dependencies: ["APIKeysStore", "APIKeysCore", "APIKeysTestSupport"]),
+        .testTarget(
+            name: "APIKeysStoreTests",
+            dependencies: [
+                "APIKeysStore", "APIKeysPostgres", "APIKeysCore", "APIKeysTestSupport",
+                .product(name: "Logging", package: "swift-log"),
+            ]),
         .testTarget(
             name: "APIKeysServerTests",
             dependencies: [

@@ -324,7 +324,7 @@ class Generator:
         lines.append("    associatedtype Context\n")
         for name, rpc, request, response, doc in methods:
             lines.append(f"\n{doc}")
-            lines.append(f"    func {name}(_ request: {request}, context: Context) throws -> {response}\n")
+            lines.append(f"    func {name}(_ request: {request}, context: Context) async throws -> {response}\n")
         lines.append("}\n")
 
         lines.append(f"\nextension {service.name} {{\n")
@@ -333,7 +333,7 @@ class Generator:
                      f" -> RPCRouter<Service.Context> {{\n")
         lines.append(f"        var router = RPCRouter<Service.Context>()\n")
         for name, *_ in methods:
-            lines.append(f"        router.register({name}) {{ try service.{name}($0, context: $1) }}\n")
+            lines.append(f"        router.register({name}) {{ try await service.{name}($0, context: $1) }}\n")
         lines.append("        return router\n    }\n}\n")
         return "".join(lines)
 

@@ -16,4 +16,22 @@ public enum DurationText {
         let (seconds, overflow) = amount.multipliedReportingOverflow(by: perUnit)
         return overflow || seconds > Int64.max / 1000 ? nil : seconds
     }
+
+    /// The milliseconds `text` stands for: ``seconds(_:)``'s forms, or a whole number of `ms`.
+    public static func milliseconds(_ text: String) -> Int64? {
+        if text.hasSuffix("ms") {
+            guard let amount = Int64(text.dropLast(2)), amount > 0 else { return nil }
+            return amount
+        }
+        return seconds(text).map { $0 * 1000 }
+    }
+
+    /// `milliseconds` in words: `250 ms`, `1.5 s`, `12 s`.
+    public static func describe(milliseconds: Int64) -> String {
+        if milliseconds < 1000 { return "\(milliseconds) ms" }
+        if milliseconds < 10_000 && milliseconds % 1000 != 0 {
+            return "\(milliseconds / 1000).\(milliseconds % 1000 / 100) s"
+        }
+        return "\(milliseconds / 1000) s"
+    }
 }

@@ -40,6 +40,29 @@ public final class KeyIndex: Sendable {
         }
     }
 
+    /// One change of ``apply(_:)``.
+    public enum Edit: Sendable {
+        /// ``upsert(_:hash:replacing:)``.
+        case upsert(KeyCheckState, SecretHash, replacing: SecretHash?)
+        /// ``remove(hash:)``.
+        case remove(SecretHash)
+    }
+
+    /// Applies `edits` in order as one step: a check sees the index before all of them or after.
+    public func apply(_ edits: [Edit]) {
+        byHash.withLock { index in
+            for edit in edits {
+                switch edit {
+                case .upsert(let key, let hash, let old):
+                    if let old, old != hash { index[Slot(old)] = nil }
+                    index[Slot(hash)] = key
+                case .remove(let hash):
+                    index[Slot(hash)] = nil
+                }
+            }
+        }
+    }
+
     /// Forgets the key whose secret hashes to `hash`.
     public func remove(hash: SecretHash) {
         byHash.withLock { _ = $0.removeValue(forKey: Slot(hash)) }

@@ -1,4 +1,5 @@
 import APIKeysCore
+import APIKeysPostgres
 import APIKeysStore
 import APIKeysWire
 import Logging
@@ -23,10 +24,10 @@ public final class APIKeysServer: Service, Sendable {
     /// The port the server listens on (the chosen one when configured with 0).
     public let port: Int
     private let group: MultiThreadedEventLoopGroup
-    private let threadPool: NIOThreadPool
     private let serverChannel: any Channel
     private let state: ServerState
-    private let directoryLock: DataDirectoryLock
+    /// SQLite only: the data directory is this server's alone.
+    private let directoryLock: DataDirectoryLock?
     private let tls: ServerTLS?
     private let logger: Logger
     /// The server's metrics, when ``ServerConfiguration/metricsFactory`` is set.
@@ -34,7 +35,7 @@ public final class APIKeysServer: Service, Sendable {
 
     private init(
         configuration: ServerConfiguration, service: KeyService, port: Int, group: MultiThreadedEventLoopGroup,
-        threadPool: NIOThreadPool, serverChannel: any Channel, state: ServerState, directoryLock: DataDirectoryLock,
+        serverChannel: any Channel, state: ServerState, directoryLock: DataDirectoryLock?,
         tls: ServerTLS?, metrics: ServerMetrics?, logger: Logger
     ) {
         self.tls = tls
@@ -43,7 +44,6 @@ public final class APIKeysServer: Service, Sendable {
         self.service = service
         self.port = port
         self.group = group
-        self.threadPool = threadPool
         self.serverChannel = serverChannel
         self.state = state
         self.directoryLock = directoryLock
@@ -56,42 +56,29 @@ public final class APIKeysServer: Service, Sendable {
     public static func start(configuration: ServerConfiguration, logger: Logger) async throws -> APIKeysServer {
         let tls = try configuration.tls.map { try ServerTLS(files: $0) }
         try DataDirectory.prepare(configuration.dataDirectory)
-        let directoryLock = try DataDirectoryLock(directory: configuration.dataDirectory)
-        let service: KeyService
+        let (service, directoryLock) = try await openStore(configuration, logger: logger)
         do {
-            service = try KeyService.open(
-            path: configuration.databasePath, catalog: configuration.catalog,
-            format: try SecretFormat(prefix: configuration.keyPrefix), clock: configuration.clock,
-            auditMode: configuration.auditMode, auditQueueCapacity: configuration.auditQueueCapacity,
-            auditRetentionMS: configuration.auditRetentionSeconds * 1000, logger: logger)
-        } catch {
-            directoryLock.release()
-            throw error
-        }
-        do {
-            try DataDirectory.bootstrapAdminToken(service: service, path: configuration.adminTokenPath, logger: logger)
-            try service.recordPendingAdminEvents()
+            try await DataDirectory.bootstrapAdminToken(service: service, path: configuration.adminTokenPath, logger: logger)
+            try await service.prepareToServe()
         } catch {
             await service.close(timeout: .seconds(configuration.shutdownTimeoutSeconds))
-            directoryLock.release()
+            directoryLock?.release()
             throw error
         }
         logger.info(
             "key store open",
             metadata: [
-                "database": "\(configuration.databasePath)", "keys": "\(service.index.count)",
+                "database": "\(configuration.databaseDescription)", "keys": "\(service.index.count)",
             ])
 
         let group = MultiThreadedEventLoopGroup(numberOfThreads: max(1, configuration.eventLoopThreads))
-        let threadPool = NIOThreadPool(numberOfThreads: 2)
-        threadPool.start()
         let state = ServerState()
         var readResumers: [ObjectIdentifier: ReadResumer] = [:]
         for loop in group.makeIterator() {
             readResumers[ObjectIdentifier(loop)] = ReadResumer(eventLoop: loop) { service.auditIsBacklogged }
         }
         let shared = ConnectionHandler.Shared(
-            service: service, adminRoutes: KeyAdmin.router(for: AdminDispatcher(service: service)), threadPool: threadPool, state: state,
+            service: service, adminRoutes: KeyAdmin.router(for: AdminDispatcher(service: service)), state: state,
             maxFrameSize: configuration.maxFrameSize, maxAdminCallsInFlight: configuration.maxAdminCallsInFlight,
             idleTimeout: configuration.idleTimeoutSeconds > 0 ? .seconds(configuration.idleTimeoutSeconds) : nil,
             frameTimeout: .seconds(max(1, configuration.frameTimeoutSeconds)),
@@ -125,10 +112,9 @@ public final class APIKeysServer: Service, Sendable {
         do {
             channel = try await bootstrap.bind(host: configuration.host, port: configuration.port).get()
         } catch {
-            try? await threadPool.shutdownGracefully()
             try? await group.shutdownGracefully()
             await service.close(timeout: .seconds(configuration.shutdownTimeoutSeconds))
-            directoryLock.release()
+            directoryLock?.release()
             let reason = (error as? IOError).map { String(cString: strerror($0.errnoCode)) } ?? "\(error)"
             throw ServerError.cannotListen(host: configuration.host, port: configuration.port, reason: reason)
         }
@@ -140,16 +126,51 @@ public final class APIKeysServer: Service, Sendable {
                 "tls": "\(tls == nil ? "off" : tls?.files.clientCA == nil ? "on" : "mutual")",
             ])
         return APIKeysServer(
-            configuration: configuration, service: service, port: port, group: group, threadPool: threadPool,
+            configuration: configuration, service: service, port: port, group: group,
             serverChannel: channel, state: state, directoryLock: directoryLock, tls: tls, metrics: shared.metrics,
             logger: logger)
     }
 
+    /// Opens the store the configuration names: PostgreSQL (shared by replicas) or SQLite in the
+    /// data directory, which this server then locks for itself.
+    private static func openStore(_ configuration: ServerConfiguration, logger: Logger) async throws
+        -> (KeyService, DataDirectoryLock?)
+    {
+        guard configuration.databaseURL == nil else { return (try await openKeyService(configuration, logger: logger), nil) }
+        let directoryLock = try DataDirectoryLock(directory: configuration.dataDirectory)
+        do {
+            return (try await openKeyService(configuration, logger: logger), directoryLock)
+        } catch {
+            directoryLock.release()
+            throw error
+        }
+    }
+
+    /// The key service on the store `configuration` names (``ServerConfiguration/databaseURL``,
+    /// else SQLite in the data directory), without serving it: for tools beside a running server
+    /// (`apikeyd admin-token`). Throws ``StoreError``.
+    public static func openKeyService(_ configuration: ServerConfiguration, logger: Logger) async throws -> KeyService {
+        let format = try SecretFormat(prefix: configuration.keyPrefix)
+        if let url = configuration.databaseURL {
+            let store = try await PostgresKeyStore.open(
+                location: try PostgresLocation(url: url), catalog: configuration.catalog, clock: configuration.clock,
+                auditMode: configuration.auditMode, auditQueueCapacity: configuration.auditQueueCapacity,
+                auditRetentionMS: configuration.auditRetentionSeconds * 1000, maxStalenessMS: configuration.maxStalenessMS,
+                logger: logger)
+            return KeyService(store: store, format: format, clock: configuration.clock, logger: logger)
+        }
+        return try KeyService.open(
+            path: configuration.databasePath, catalog: configuration.catalog, format: format, clock: configuration.clock,
+            auditMode: configuration.auditMode, auditQueueCapacity: configuration.auditQueueCapacity,
+            auditRetentionMS: configuration.auditRetentionSeconds * 1000, logger: logger)
+    }
+
     /// Why the server should not get traffic now (for a readiness probe), or nil when it is ready:
-    /// shutting down, or an audit writer that does not keep up (checks would soon fail closed).
+    /// shutting down, an audit writer that does not keep up (checks would soon fail closed), or a
+    /// replica past its staleness bound.
     public var readinessProblem: String? {
         if state.isShuttingDown { return "shutting down" }
-        return service.auditWriterProblem()
+        return service.freshnessProblem ?? service.auditWriterProblem()
     }
 
     /// Decides a check as RPC Check does (``KeyService/check(secret:permissions:resource:clientAddress:)``,
@@ -211,11 +232,10 @@ public final class APIKeysServer: Service, Sendable {
             try? await Task.sleep(for: .milliseconds(10))
         }
         for channel in open { try? await channel.close() }
-        try? await threadPool.shutdownGracefully()
         try? await group.shutdownGracefully()
         // The audit writer gets what is left of the timeout, and at least a moment.
         let unwritten = await service.close(timeout: max(deadline - ContinuousClock.now, .milliseconds(500)))
-        directoryLock.release()
+        directoryLock?.release()
         if unwritten > 0 {
             logger.error(
                 "shut down: audit events could not be written before the shutdown timeout",

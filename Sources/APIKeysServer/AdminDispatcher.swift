@@ -12,65 +12,65 @@ struct AdminCallContext: Sendable {
 
 /// KeyAdmin implemented on the key service. Every method is a requirement of the generated
 /// ``KeyAdminService`` protocol and reached through ``KeyAdmin/router(for:)``: a method added to
-/// proto/ does not compile until it is implemented here. Blocking (SQLite), so its calls run on
-/// the server's thread pool, never on an event loop. Throws what the service throws;
+/// proto/ does not compile until it is implemented here. Runs in a task, off the event loops (the
+/// store does its blocking or remote work). Throws what the service throws;
 /// ``RPCError/init(_:)`` turns it into a status.
 struct AdminDispatcher: KeyAdminService {
     let service: KeyService
 
-    func createKey(_ request: CreateKeyRequest, context: AdminCallContext) throws -> CreateKeyResponse {
-        let issued = try service.createKey(
+    func createKey(_ request: CreateKeyRequest, context: AdminCallContext) async throws -> CreateKeyResponse {
+        let issued = try await service.createKey(
             name: request.name, permissions: request.permissions, expiresAtMS: request.expiresAtMS,
             actor: context.actor, deadline: context.deadline)
         return CreateKeyResponse(key: ApiKey(issued.key), secret: issued.secret)
     }
 
-    func getKey(_ request: GetKeyRequest, context: AdminCallContext) throws -> GetKeyResponse {
-        GetKeyResponse(key: ApiKey(try service.getKey(id: request.id)))
+    func getKey(_ request: GetKeyRequest, context: AdminCallContext) async throws -> GetKeyResponse {
+        GetKeyResponse(key: ApiKey(try await service.getKey(id: request.id)))
     }
 
-    func listKeys(_ request: ListKeysRequest, context: AdminCallContext) throws -> ListKeysResponse {
-        let page = try service.listKeys(pageSize: Int(request.pageSize), pageToken: request.pageToken)
+    func listKeys(_ request: ListKeysRequest, context: AdminCallContext) async throws -> ListKeysResponse {
+        let page = try await service.listKeys(pageSize: Int(request.pageSize), pageToken: request.pageToken)
         return ListKeysResponse(keys: page.keys.map(ApiKey.init), nextPageToken: page.nextPageToken ?? "")
     }
 
-    func updateKey(_ request: UpdateKeyRequest, context: AdminCallContext) throws -> UpdateKeyResponse {
-        let key = try service.updateKey(
+    func updateKey(_ request: UpdateKeyRequest, context: AdminCallContext) async throws -> UpdateKeyResponse {
+        let key = try await service.updateKey(
             id: request.id, name: request.name, expiresAtMS: request.expiresAtMS,
             permissions: request.hasPermissions ? request.permissions.names : nil, actor: context.actor,
             deadline: context.deadline)
         return UpdateKeyResponse(key: ApiKey(key))
     }
 
-    func setKeyEnabled(_ request: SetKeyEnabledRequest, context: AdminCallContext) throws -> SetKeyEnabledResponse {
-        let key = try service.setEnabled(
+    func setKeyEnabled(_ request: SetKeyEnabledRequest, context: AdminCallContext) async throws -> SetKeyEnabledResponse {
+        let key = try await service.setEnabled(
             id: request.id, enabled: request.enabled, actor: context.actor, deadline: context.deadline)
         return SetKeyEnabledResponse(key: ApiKey(key))
     }
 
-    func rotateKey(_ request: RotateKeyRequest, context: AdminCallContext) throws -> RotateKeyResponse {
-        let issued = try service.rotateKey(id: request.id, actor: context.actor, deadline: context.deadline)
+    func rotateKey(_ request: RotateKeyRequest, context: AdminCallContext) async throws -> RotateKeyResponse {
+        let issued = try await service.rotateKey(id: request.id, actor: context.actor, deadline: context.deadline)
         return RotateKeyResponse(key: ApiKey(issued.key), secret: issued.secret)
     }
 
-    func deleteKey(_ request: DeleteKeyRequest, context: AdminCallContext) throws -> DeleteKeyResponse {
-        try service.deleteKey(id: request.id, actor: context.actor, deadline: context.deadline)
+    func deleteKey(_ request: DeleteKeyRequest, context: AdminCallContext) async throws -> DeleteKeyResponse {
+        try await service.deleteKey(id: request.id, actor: context.actor, deadline: context.deadline)
         return DeleteKeyResponse()
     }
 
-    func listPermissions(_ request: ListPermissionsRequest, context: AdminCallContext) throws
+    func listPermissions(_ request: ListPermissionsRequest, context: AdminCallContext) async throws
         -> ListPermissionsResponse
     {
         ListPermissionsResponse(
             permissions: service.catalog.entries.map { Permission(name: $0.name, description: $0.description) })
     }
 
-    func listAuditEvents(_ request: ListAuditEventsRequest, context: AdminCallContext) throws
+    func listAuditEvents(_ request: ListAuditEventsRequest, context: AdminCallContext) async throws
         -> ListAuditEventsResponse
     {
-        let page = try service.listAuditEvents(
+        let page = try await service.listAuditEvents(
             try Self.query(request), pageSize: Int(request.pageSize), pageToken: request.pageToken)
-        let retention = try service.auditRetention()
+        let retention = try await service.auditRetention()
         return ListAuditEventsResponse(
             events: page.events.map(AuditEvent.init), nextPageToken: page.nextPageToken ?? "",
             oldestRetainedAtMS: retention.oldestRetainedAtMS ?? 0, retentionMS: retention.retentionMS)

@@ -16,7 +16,8 @@ final class ConnectionHandler: ChannelInboundHandler {
         let service: KeyService
         /// Every KeyAdmin method, routed to the key service.
         let adminRoutes: RPCRouter<AdminCallContext>
-        let threadPool: NIOThreadPool
+        /// Where KeyAdmin calls run.
+        let adminExecutor = AdminExecutor()
         let state: ServerState
         let maxFrameSize: Int
         let maxAdminCallsInFlight: Int
@@ -265,30 +266,11 @@ final class ConnectionHandler: ChannelInboundHandler {
         let loopBound = NIOLoopBound((handler: self, context: context), eventLoop: context.eventLoop)
         let service = shared.service
         let logger = logger
-        shared.threadPool.runIfActive(eventLoop: context.eventLoop) { () throws -> [UInt8] in
-            try deadline.check()
-            let token = Self.bearerToken(request.metadata[MetadataKey.authorization])
-            guard let token, let actor = try service.adminTokenName(for: token) else {
-                throw RPCError(
-                    .unauthenticated,
-                    token == nil
-                        ? "KeyAdmin calls need \"authorization: Bearer <admin token>\"" : "the admin token is not valid"
-                )
-            }
-            do {
-                let reply = try route(payload: request.payload, context: AdminCallContext(actor: actor, deadline: deadline))
-                logger.info("admin call", metadata: ["method": "\(route.method.path)", "actor": "\(actor)"])
-                return reply
-            } catch {
-                let status = RPCError(error)
-                logger.info(
-                    "admin call failed",
-                    metadata: [
-                        "method": "\(route.method.path)", "actor": "\(actor)", "status": "\(status.code)",
-                    ])
-                throw status
-            }
-        }.whenComplete { result in
+        let answered = context.eventLoop.makePromise(of: [UInt8].self)
+        Self.startAdminCall(
+            request, route: route, service: service, deadline: deadline, logger: logger, on: shared.adminExecutor,
+            answering: answered)
+        answered.futureResult.whenComplete { result in
             let (handler, context) = loopBound.value
             handler.adminCallsInFlight -= 1
             handler.shared.state.adminCallFinished()
@@ -304,6 +286,49 @@ final class ConnectionHandler: ChannelInboundHandler {
             }
             handler.shared.metrics?.recordAdminCall(method: route.method.name, status: "\(status)")
             handler.flushReplies(context: context)
+        }
+    }
+
+    /// Runs ``runAdminCall(_:route:service:deadline:logger:)`` in a task on `executor`, completing `promise`.
+    private static func startAdminCall(
+        _ request: Envelope, route: RPCRouter<AdminCallContext>.Route, service: KeyService, deadline: Deadline,
+        logger: Logger, on executor: AdminExecutor, answering promise: EventLoopPromise<[UInt8]>
+    ) {
+        Task(executorPreference: executor) {
+            do {
+                promise.succeed(try await runAdminCall(request, route: route, service: service, deadline: deadline, logger: logger))
+            } catch {
+                promise.fail(error)
+            }
+        }
+    }
+
+    /// Authenticates a KeyAdmin call and runs it: the reply's payload, or the error to answer.
+    private static func runAdminCall(
+        _ request: Envelope, route: RPCRouter<AdminCallContext>.Route, service: KeyService, deadline: Deadline,
+        logger: Logger
+    ) async throws -> [UInt8] {
+        try deadline.check()
+        let token = Self.bearerToken(request.metadata[MetadataKey.authorization])
+        guard let token, let actor = try await service.adminTokenName(for: token) else {
+            throw RPCError(
+                .unauthenticated,
+                token == nil
+                    ? "KeyAdmin calls need \"authorization: Bearer <admin token>\"" : "the admin token is not valid"
+            )
+        }
+        do {
+            let reply = try await route(payload: request.payload, context: AdminCallContext(actor: actor, deadline: deadline))
+            logger.info("admin call", metadata: ["method": "\(route.method.path)", "actor": "\(actor)"])
+            return reply
+        } catch {
+            let status = RPCError(error)
+            logger.info(
+                "admin call failed",
+                metadata: [
+                    "method": "\(route.method.path)", "actor": "\(actor)", "status": "\(status.code)",
+                ])
+            throw status
         }
     }
 
@@ -363,3 +388,4 @@ final class ConnectionHandler: ChannelInboundHandler {
         context.writeAndFlush(wrapOutboundOut(replies)).whenComplete { _ in channel.close(promise: nil) }
     }
 }
+

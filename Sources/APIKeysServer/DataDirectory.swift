@@ -26,10 +26,20 @@ enum DataDirectory {
     }
 
     /// When the store has no admin token yet, creates one named `bootstrap` and writes it to
-    /// `path`, readable by the owner only. Logs where it is, never the token.
-    static func bootstrapAdminToken(service: KeyService, path: String, logger: Logger) throws {
-        guard try service.adminTokenNames().isEmpty else { return }
-        let token = try service.createAdminToken(name: "bootstrap", actor: "apikeyd (first start)")
+    /// `path`, readable by the owner only. Logs where it is, never the token. Replicas starting
+    /// together on one empty database: one creates it (the name is unique), the others find it.
+    static func bootstrapAdminToken(service: KeyService, path: String, logger: Logger) async throws {
+        guard try await service.adminTokenNames().isEmpty else { return }
+        let token: String
+        do {
+            token = try await service.createAdminToken(name: "bootstrap", actor: "apikeyd (first start)")
+        } catch {
+            guard try await service.adminTokenNames().isEmpty else {
+                logger.notice("another replica created the first admin token")
+                return
+            }
+            throw error
+        }
         try writeOwnerOnly(token + "\n", to: path)
         logger.notice("created the first admin token", metadata: ["file": "\(path)", "name": "bootstrap"])
     }

@@ -46,6 +46,14 @@ struct RPCError: Error, Sendable {
             switch error.code {
             case .auditBacklog: self.init(.unavailable, "the audit trail is behind; try again shortly")
             case .closed: self.init(.unavailable, "the server is shutting down")
+            case .stale: self.init(.unavailable, "\(error)")
+            case .unreachable:
+                self.init(serverFailure: .unavailable, "the key store's database cannot be reached; nothing was changed", cause: error)
+            case .outcomeUnknown:
+                self.init(
+                    serverFailure: .unavailable,
+                    "the key store's database failed during the commit: the change may have been made; look before retrying",
+                    cause: error)
             case .locked: self.init(serverFailure: .unavailable, "the key store is busy; nothing was changed", cause: error)
             case .full:
                 self.init(serverFailure: .resourceExhausted, "the key store's disk is full; nothing was changed", cause: error)

@@ -1,4 +1,5 @@
 import APIKeysCore
+import APIKeysPostgres
 import APIKeysStore
 import APIKeysWire
 import CoreMetrics
@@ -14,6 +15,13 @@ public struct ServerConfiguration: Sendable {
     public var port = 7411
     /// Directory of the SQLite database and the bootstrap admin token file.
     public var dataDirectory = "./data"
+    /// `postgres://user@host:port/database`: keys, tokens and the audit trail in PostgreSQL, shared
+    /// with other replicas (the data directory then holds only the first admin token's file);
+    /// nil: SQLite in the data directory.
+    public var databaseURL: String?
+    /// On PostgreSQL: how long checks are answered from the last state while the database cannot
+    /// be reached, before they fail closed (UNAVAILABLE).
+    public var maxStalenessMS: Int64 = 10_000
     /// Largest frame the server reads; a larger one closes the connection.
     public var maxFrameSize = Framing.defaultServerMaxFrameSize
     /// Connections served at once; more are closed as soon as they are accepted.
@@ -51,6 +59,12 @@ public struct ServerConfiguration: Sendable {
     public var clock: any WallClock = SystemWallClock()
 
     public init() {}
+
+    /// The store in words, for logs: the database URL without its password, or the SQLite file.
+    public var databaseDescription: String {
+        guard let databaseURL else { return databasePath }
+        return (try? PostgresLocation(url: databaseURL).description) ?? "an invalid PostgreSQL URL"
+    }
 
     /// Path of the database file.
     public var databasePath: String { dataDirectory + "/apikeys.sqlite" }

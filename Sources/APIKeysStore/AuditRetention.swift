@@ -3,15 +3,21 @@ import APIKeysCore
 /// Pruning of audit events older than the retention: whole api.request batches (every event of
 /// the batch is older) and rows of `audit_events`, in the audit writer's own transactions, each
 /// recorded by an `audit.pruned` event, and the space given back to the file system.
-enum AuditRetention {
+package enum AuditRetention {
     /// What one pruning transaction removed.
-    struct Pruned: Hashable, Sendable {
-        var batches = 0
-        var batchedEvents = 0
-        var rows = 0
+    package struct Pruned: Hashable, Sendable {
+        package var batches = 0
+        package var batchedEvents = 0
+        package var rows = 0
 
-        var isEmpty: Bool { batches == 0 && rows == 0 }
-        var events: Int { batchedEvents + rows }
+        package var isEmpty: Bool { batches == 0 && rows == 0 }
+        package var events: Int { batchedEvents + rows }
+
+        package init(batches: Int = 0, batchedEvents: Int = 0, rows: Int = 0) {
+            self.batches = batches
+            self.batchedEvents = batchedEvents
+            self.rows = rows
+        }
     }
 
     /// Batches and rows removed in one transaction at most: a backlog of expired events (after
@@ -47,7 +53,7 @@ enum AuditRetention {
     }
 
     /// The `audit.pruned` event for one step.
-    static func event(for pruned: Pruned, cutoffMS: Int64, retentionMS: Int64, seq: UInt64, nowMS: Int64)
+    package static func event(for pruned: Pruned, cutoffMS: Int64, retentionMS: Int64, seq: UInt64, nowMS: Int64)
         -> AuditRecord
     {
         AuditRecord(

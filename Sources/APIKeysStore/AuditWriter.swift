@@ -4,21 +4,20 @@ import Foundation
 import Logging
 import Synchronization
 
-/// Writes `api.request` events in batches on a thread of its own, with its own connection, and
-/// numbers every audit event.
+/// Writes `api.request` events in batches on a thread of its own, to its store's ``AuditSink``,
+/// and numbers every audit event (``AuditSequence``).
 ///
 /// A check only appends to a bounded in-memory queue (never waits on the disk); the event gets its
 /// seq there, under the queue's lock, so the queue is in seq order. The writer thread takes the
-/// whole queue every `flushInterval` (or as soon as `batchSize` events wait), stores it as
-/// ``APIRequestBatchTable`` rows in one transaction and raises the keys' last-used times in the
-/// same transaction. When the queue is full, ``enqueue(_:)`` refuses the event: the caller fails
+/// whole queue every `flushInterval` (or as soon as `batchSize` events wait) and hands it to the
+/// sink, which stores it and raises the keys' last-used times in one transaction. When the queue is full, ``enqueue(_:)`` refuses the event: the caller fails
 /// the check closed rather than answer a request it cannot audit. ``close()`` writes everything
 /// queued before returning.
-final class AuditWriter: Sendable {
+package final class AuditWriter: Sendable {
     private struct State {
         var queue: [AuditRecord] = []
-        /// The seq of the next event, admin or api.
-        var nextSeq: UInt64
+        /// Numbers events, admin or api.
+        var seqs: AuditSequence
         /// The time of the last event queued: queued times never go back (see ``enqueue(_:)``).
         var lastAtMS: Int64 = 0
         var enqueued = 0
@@ -46,38 +45,33 @@ final class AuditWriter: Sendable {
         var pruneWaiters: [(target: Int, wake: Waiter)] = []
     }
 
-    let capacity: Int
+    package let capacity: Int
     private let batchSize: Int
     private let flushInterval: DispatchTimeInterval
     private let state: Mutex<State>
     private let wake = DispatchSemaphore(value: 0)
-    private let connection: SQLiteConnection
+    private let sink: any AuditSink
     private let mode: AuditMode
     /// Events older than this are pruned; 0 = kept forever.
-    let retentionMS: Int64
+    package let retentionMS: Int64
     private let pruneIntervalMS: Int64
     private let clock: any WallClock
     private let logger: Logger
 
-    /// `lastSeq`: the highest seq already recorded; `lastAtMS`: the time of the last api.request
-    /// stored (times stay non-decreasing across restarts, even if the clock went back meanwhile).
-    init(
-        connection: SQLiteConnection, lastSeq: UInt64, lastAtMS: Int64, mode: AuditMode = .full, clock: any WallClock,
-        capacity: Int = KeyService.defaultAuditQueueCapacity, batchSize: Int = 1_000, flushInterval: DispatchTimeInterval = .milliseconds(5),
-        retentionMS: Int64 = 0, pruneIntervalMS: Int64 = 60_000, logger: Logger
+    /// `seqs`: how events are numbered, continuing after what is stored; `lastAtMS`: the time of
+    /// the last api.request stored (times stay non-decreasing across restarts, even if the clock
+    /// went back meanwhile).
+    package init(
+        sink: any AuditSink, seqs: AuditSequence, lastAtMS: Int64, mode: AuditMode = .full, clock: any WallClock,
+        capacity: Int = KeyService.defaultAuditQueueCapacity, batchSize: Int = 1_000,
+        flushInterval: DispatchTimeInterval = .milliseconds(5), retentionMS: Int64 = 0, pruneIntervalMS: Int64 = 60_000,
+        logger: Logger
     ) {
-        self.connection = connection
-        self.state = Mutex(State(nextSeq: lastSeq + 1, lastAtMS: lastAtMS))
-        // The writer appends to the audit tables and updates last-used times all day: a 32 MB page
-        // cache keeps their hot pages in memory instead of re-reading them with a syscall per miss
-        // (measured with one row per check; kept for the batch tables and the keys table).
-        try? connection.execute("PRAGMA cache_size = -32000")
+        self.sink = sink
+        self.state = Mutex(State(seqs: seqs, lastAtMS: lastAtMS))
         self.mode = mode
         self.retentionMS = retentionMS
         self.pruneIntervalMS = pruneIntervalMS
-        // Debian's SQLite overwrites deleted content with zeros (SECURE_DELETE), doubling the I/O
-        // of pruning; audit events hold no secret, so only free what costs no extra write.
-        try? connection.execute("PRAGMA secure_delete = FAST")
         self.clock = clock
         self.capacity = capacity
         self.batchSize = batchSize
@@ -87,26 +81,23 @@ final class AuditWriter: Sendable {
         thread.start()
     }
 
-    /// A seq for an event recorded elsewhere (admin events, in their own transaction).
-    func takeSeq() -> UInt64 {
-        state.withLock { state in
-            defer { state.nextSeq += 1 }
-            return state.nextSeq
-        }
+    /// A seq for an event stamped `atMS` and recorded elsewhere (admin events, in their own
+    /// transaction).
+    package func takeSeq(atMS: Int64) -> UInt64 {
+        state.withLock { $0.seqs.next(atMS: $0.lastAtMS > atMS ? $0.lastAtMS : atMS) }
     }
 
     /// Queues `event` with the next seq; false when the queue is full or the writer is closing.
     /// An event stamped earlier than the one queued before it (a thread that was descheduled
     /// between reading the clock and queueing, or a clock stepped back) takes that event's time,
     /// so that times never decrease with seq.
-    func enqueue(_ event: consuming AuditRecord) -> Bool {
+    package func enqueue(_ event: consuming AuditRecord) -> Bool {
         var event = event
         let (accepted, full) = state.withLock { state -> (Bool, Bool) in
             guard !state.closing, state.queue.count < capacity else { return (false, false) }
-            event.seq = state.nextSeq
-            state.nextSeq += 1
             event.atMS = max(event.atMS, state.lastAtMS)
             state.lastAtMS = event.atMS
+            event.seq = state.seqs.next(atMS: event.atMS)
             state.queue.append(event)
             if state.enqueued == state.written { state.progressAt = .now }
             state.enqueued += 1
@@ -117,28 +108,28 @@ final class AuditWriter: Sendable {
     }
 
     /// Events in the queue, and events committed since the writer started.
-    var counts: (queued: Int, written: Int) { state.withLock { ($0.queue.count, $0.written) } }
+    package var counts: (queued: Int, written: Int) { state.withLock { ($0.queue.count, $0.written) } }
 
     /// How long events have been waiting without the writer committing any; zero when none wait.
-    var stalledFor: Duration {
+    package var stalledFor: Duration {
         state.withLock { state in state.enqueued == state.written ? .zero : ContinuousClock.now - state.progressAt }
     }
 
     /// Tests only: stop (or resume) taking events from the queue.
-    func setPaused(_ paused: Bool) {
+    package func setPaused(_ paused: Bool) {
         state.withLock { $0.paused = paused }
         wake.signal()
     }
 
     /// Tests only: the writer's connection may not grow the database (SQLITE_FULL), or may again.
-    func forbidGrowth(_ forbid: Bool) {
+    package func forbidGrowth(_ forbid: Bool) {
         state.withLock { $0.forbidGrowth = forbid }
         wake.signal()
     }
 
     /// Prunes expired events now (on the writer's thread) and waits until it has; tools and
     /// tests only (blocks its thread).
-    func pruneNowBlocking() {
+    package func pruneNowBlocking() {
         let semaphore = DispatchSemaphore(value: 0)
         let ready = state.withLock { state -> Bool in
             guard !state.finished else { return true }
@@ -151,10 +142,10 @@ final class AuditWriter: Sendable {
     }
 
     /// True once ``close()`` has begun: no event is taken any more.
-    var isClosing: Bool { state.withLock { $0.closing } }
+    package var isClosing: Bool { state.withLock { $0.closing } }
 
     /// True when more than half the queue is taken: time for callers to stop taking new work.
-    var isUnderPressure: Bool { state.withLock { $0.queue.count > capacity / 2 } }
+    package var isUnderPressure: Bool { state.withLock { $0.queue.count > capacity / 2 } }
 
     /// Someone waiting for the writer: a task (never blocked) or a thread outside the executor.
     enum Waiter: Sendable {
@@ -171,14 +162,14 @@ final class AuditWriter: Sendable {
 
     /// Waits until every event queued before the call is committed (aggregated groups included),
     /// or the writer has ended.
-    func flush() async {
+    package func flush() async {
         await withCheckedContinuation { continuation in
             if let waiter = register(.task(continuation), untilWritten: nil) { waiter.resume() }
         }
     }
 
     /// ``flush()`` for synchronous callers (tests, tools); never call it on a task's executor.
-    func flushBlocking() {
+    package func flushBlocking() {
         let semaphore = DispatchSemaphore(value: 0)
         register(.thread(semaphore), untilWritten: nil)?.resume()
         semaphore.wait()
@@ -202,7 +193,7 @@ final class AuditWriter: Sendable {
     /// Writes what is queued, stops the thread and closes its connection, and returns how many
     /// events it had to give up: when the disk keeps refusing them, the writer retries until
     /// `timeout` has passed. Idempotent (a second call waits for the first and returns 0).
-    func close(timeout: Duration) async -> Int {
+    package func close(timeout: Duration) async -> Int {
         guard beginClosing(timeout: timeout) else { return 0 }
         await withCheckedContinuation { continuation in
             if let waiter = register(.task(continuation), untilWritten: .max) { waiter.resume() }
@@ -212,7 +203,7 @@ final class AuditWriter: Sendable {
 
     /// ``close(timeout:)`` for synchronous callers (tools and tests, not a task's executor).
     @discardableResult
-    func closeBlocking(timeout: Duration = .seconds(10)) -> Int {
+    package func closeBlocking(timeout: Duration = .seconds(10)) -> Int {
         guard beginClosing(timeout: timeout) else { return 0 }
         let semaphore = DispatchSemaphore(value: 0)
         register(.thread(semaphore), untilWritten: .max)?.resume()
@@ -285,7 +276,7 @@ final class AuditWriter: Sendable {
             }
             if closing && state.withLock({ $0.queue.isEmpty }) && aggregator.isEmpty { break }
         }
-        connection.close()
+        sink.close()
         state.withLock { $0.finished = true }
         wakeWaiters()
         wakePruneWaiters(done: .max)
@@ -299,14 +290,10 @@ final class AuditWriter: Sendable {
         do {
             var steps = 0
             while true {
-                let pruned = try connection.transaction {
-                    let pruned = try AuditRetention.pruneStep(olderThan: cutoff, in: connection)
-                    if !pruned.isEmpty {
-                        let event = AuditRetention.event(
-                            for: pruned, cutoffMS: cutoff, retentionMS: retentionMS, seq: takeSeq(), nowMS: clock.nowMS())
-                        try AuditTable.insert(event, in: connection)
-                    }
-                    return pruned
+                let pruned = try sink.pruneStep(olderThan: cutoff) { [self] pruned in
+                    let now = clock.nowMS()
+                    return AuditRetention.event(
+                        for: pruned, cutoffMS: cutoff, retentionMS: retentionMS, seq: takeSeq(atMS: now), nowMS: now)
                 }
                 if pruned.isEmpty { break }
                 steps += 1
@@ -314,7 +301,7 @@ final class AuditWriter: Sendable {
                     "audit trail pruned",
                     metadata: ["events": "\(pruned.events)", "batches": "\(pruned.batches)", "rows": "\(pruned.rows)"])
             }
-            if steps > 0 { try AuditRetention.reclaimSpace(in: connection) }
+            if steps > 0 { try sink.reclaimSpace() }
         } catch {
             logger.error("audit trail not pruned, trying again later", metadata: ["error": "\(error)"])
         }
@@ -337,7 +324,7 @@ final class AuditWriter: Sendable {
             return state.forbidGrowth
         }
         if let pending {
-            do { try connection.forbidGrowth(pending) } catch {
+            do { try sink.forbidGrowth(pending) } catch {
                 logger.error("disk simulation not applied", metadata: ["error": "\(error)"])
             }
         }
@@ -351,12 +338,7 @@ final class AuditWriter: Sendable {
         var attempt = 0
         while true {
             do {
-                try connection.transaction {
-                    try APIRequestBatchTable.insert(individual, in: connection)
-                    let insert = try AuditTable.insertStatement(in: connection)
-                    for event in summaries { try AuditTable.insert(event, using: insert) }
-                    try KeyTable.touch(lastUsed, in: connection)
-                }
+                try sink.write(individual, summaries: summaries, lastUsed: lastUsed)
                 state.withLock { state in
                     state.written += batch.count
                     state.progressAt = .now
@@ -379,5 +361,64 @@ final class AuditWriter: Sendable {
                 applyDiskSimulation()
             }
         }
+    }
+}
+
+/// Where an ``AuditWriter`` stores events: called on the writer's thread only, one call at a time.
+package protocol AuditSink: Sendable {
+    /// Stores `individual` api.request events (in seq order), aggregated `summaries`, and raises
+    /// the keys' last-used times (key id → time of its last check), all in one transaction.
+    func write(_ individual: [AuditRecord], summaries: [AuditRecord], lastUsed: [String: Int64]) throws
+    /// Removes one step of events older than `cutoffMS` in one transaction, with the event that
+    /// `record` makes of what it removed; returns what it removed (empty: nothing was left).
+    func pruneStep(
+        olderThan cutoffMS: Int64, recording record: @escaping @Sendable (AuditRetention.Pruned) -> AuditRecord
+    ) throws
+        -> AuditRetention.Pruned
+    /// Gives the space freed by pruning back to the file system, where that applies.
+    func reclaimSpace() throws
+    /// Tests only: simulates a full disk (or ends the simulation).
+    func forbidGrowth(_ forbid: Bool) throws
+    /// Releases the sink's connection; no call follows.
+    func close()
+}
+
+/// How audit events are numbered: `seq` is unique and increases in the order events happen.
+package struct AuditSequence: Sendable {
+    package enum Scheme: Sendable {
+        /// 1, 2, 3…: one process numbers every event of its store (SQLite).
+        case dense
+        /// `(milliseconds << 20) | (replica << 12) | counter`: each replica numbers its own events
+        /// from its clock, so seqs are unique across up to 256 replicas (`replica` < 256) and
+        /// increase with time across them, within their clocks' skew; a replica numbering more than
+        /// 4,096 events in one millisecond borrows from the next one.
+        case clock(replica: UInt64)
+    }
+
+    private let scheme: Scheme
+    private var last: UInt64
+
+    /// Numbers events after `last`, the highest seq the store holds (dense) or 0.
+    package init(_ scheme: Scheme, after last: UInt64 = 0) {
+        self.scheme = scheme
+        self.last = last
+    }
+
+    /// The seq of an event stamped `atMS` (never earlier than the previous event's time).
+    package mutating func next(atMS: Int64) -> UInt64 {
+        switch scheme {
+        case .dense:
+            last += 1
+        case .clock(let replica):
+            let base = UInt64(max(atMS, 0)) << 20 | (replica & 0xFF) << 12
+            if base > last {
+                last = base
+            } else if last & 0xFFF < 0xFFF {
+                last += 1
+            } else {
+                last = ((last >> 20) + 1) << 20 | (replica & 0xFF) << 12
+            }
+        }
+        return last
     }
 }

@@ -2,18 +2,19 @@ import APIKeysCore
 import Logging
 import Synchronization
 
-/// The key authority: admin operations persisted in SQLite, checks answered from memory.
+/// The key authority: the rules of keys, checks answered from memory, admin operations
+/// persisted by a ``KeyStore`` (SQLite by default; PostgreSQL for several replicas).
 ///
 /// Each mutation and its audit event commit in one transaction before the call returns, and the
 /// in-memory ``KeyIndex`` is updated before it returns too, so a killed secret is refused from
-/// then on. Checks never read SQLite; their `api.request` events go through the batched
-/// ``AuditWriter``. Admin operations are serialised on one connection; checks run concurrently.
+/// then on. Checks never read the store; their `api.request` events go through the batched
+/// ``AuditWriter``.
 ///
 /// ```swift
 /// let service = try KeyService.open(path: "data/apikeys.sqlite")
-/// let created = try service.createKey(name: "ci", permissions: ["jobs:read"], actor: "ops")
+/// let created = try await service.createKey(name: "ci", permissions: ["jobs:read"], actor: "ops")
 /// let outcome = try service.check(secret: created.secret, permissions: ["jobs:read"])
-/// service.close()
+/// await service.close(timeout: .seconds(10))
 /// ```
 public final class KeyService: Sendable {
     /// The permissions keys can be granted.
@@ -21,13 +22,11 @@ public final class KeyService: Sendable {
     /// The secret format (prefix) of this service.
     public let format: SecretFormat
     /// The in-memory check index.
-    public let index: KeyIndex
+    public var index: KeyIndex { store.index }
     let clock: any WallClock
-    let admin: Mutex<SQLiteConnection?>
-    let auditWriter: AuditWriter
+    let store: any KeyStore
+    var auditWriter: AuditWriter { store.auditWriter }
     let logger: Logger
-    /// Tests only: runs after a mutation committed, before its index change, with the key ids.
-    let commitHook = Mutex<(@Sendable ([String]) -> Void)?>(nil)
 
     /// Default and largest page sizes of list calls.
     public static let defaultPageSize = 50
@@ -35,85 +34,65 @@ public final class KeyService: Sendable {
     public static let defaultAuditQueueCapacity = 100_000
     public static let maxPageSize = 1000
 
-    private init(
-        catalog: PermissionCatalog, format: SecretFormat, clock: any WallClock, admin: SQLiteConnection,
-        auditWriter: AuditWriter, expectedKeys: Int, logger: Logger
-    ) {
-        self.catalog = catalog
+    /// A service over `store` (see ``open(path:catalog:format:clock:auditMode:auditQueueCapacity:auditRetentionMS:busyTimeoutMS:logger:)``
+    /// for SQLite).
+    package init(store: any KeyStore, format: SecretFormat, clock: any WallClock, logger: Logger) {
+        self.catalog = store.index.catalog
         self.format = format
-        self.index = KeyIndex(catalog: catalog, expectedCount: expectedKeys)
         self.clock = clock
-        self.admin = Mutex(admin)
-        self.auditWriter = auditWriter
+        self.store = store
         self.logger = logger
     }
 
-    /// Opens (creating and migrating if needed) the database at `path` and loads the check index.
-    /// Throws ``StoreError`` for a file that is unreadable, locked or corrupt.
+    /// Opens (creating and migrating if needed) the SQLite database at `path` and loads the check
+    /// index. Throws ``StoreError`` for a file that is unreadable, locked or corrupt.
     public static func open(
         path: String, catalog: PermissionCatalog = .standard, format: SecretFormat = .standard,
         clock: any WallClock = SystemWallClock(), auditMode: AuditMode = .full, auditQueueCapacity: Int = defaultAuditQueueCapacity,
         auditRetentionMS: Int64 = 0, busyTimeoutMS: Int32 = 5000,
         logger: Logger = Logger(label: "apikeys.store")
     ) throws -> KeyService {
-        let db = try SQLiteConnection(path: path, busyTimeoutMS: busyTimeoutMS)
-        try Schema.migrate(db, nowMS: clock.nowMS())
-        let last = try AuditTable.last(in: db)
-        let keyCount = try KeyTable.count(in: db)
-        let writer = AuditWriter(
-            connection: try SQLiteConnection(path: path, busyTimeoutMS: busyTimeoutMS), lastSeq: last.seq,
-            lastAtMS: last.batchAtMS,
-            mode: auditMode, clock: clock,
-            capacity: auditQueueCapacity, retentionMS: auditRetentionMS, logger: logger)
-        let service = KeyService(
-            catalog: catalog, format: format, clock: clock, admin: db, auditWriter: writer, expectedKeys: keyCount,
-            logger: logger)
-        do {
-            try KeyTable.load(into: service.index, in: db)
-        } catch {
-            service.close()
-            throw error
-        }
-        return service
+        let store = try SQLiteKeyStore.open(
+            path: path, catalog: catalog, clock: clock, auditMode: auditMode, auditQueueCapacity: auditQueueCapacity,
+            auditRetentionMS: auditRetentionMS, busyTimeoutMS: busyTimeoutMS, logger: logger)
+        return KeyService(store: store, format: format, clock: clock, logger: logger)
     }
 
-    /// Writes the queued audit events and closes the database; returns how many events could not
-    /// be written because the disk kept refusing them until `timeout` had passed. Calls after
+    /// Writes the queued audit events and closes the store; returns how many events could not
+    /// be written because the store kept refusing them until `timeout` had passed. Calls after
     /// this throw ``StoreError/closed``.
     @discardableResult
     public func close(timeout: Duration) async -> Int {
         let unwritten = await auditWriter.close(timeout: timeout)
-        closeAdmin()
+        await store.close()
         return unwritten
     }
 
-    /// ``close(timeout:)`` for synchronous callers (tools, tests): blocks its thread, so never
-    /// call it on a task's executor.
+    /// ``close(timeout:)`` for synchronous callers (tools, tests) of a SQLite service: blocks
+    /// its thread, so never call it on a task's executor.
     @discardableResult
     public func close(blockingFor timeout: Duration = .seconds(10)) -> Int {
         let unwritten = auditWriter.closeBlocking(timeout: timeout)
-        closeAdmin()
+        (store as? SQLiteKeyStore)?.closeAdmin()
         return unwritten
     }
 
-    private func closeAdmin() {
-        admin.withLock { db in
-            db?.close()
-            db = nil
-        }
+    /// What the server does once before serving: on SQLite, numbers the admin-token changes that
+    /// `apikeyd admin-token` made while it was stopped.
+    public func prepareToServe() async throws {
+        try await (store as? SQLiteKeyStore)?.recordPendingAdminEvents()
     }
 
     /// Tests only: `hook` runs after each mutation commits and before the check index hears of
-    /// it, with the ids of the keys it changed (to hold a mutation in that window).
+    /// it, with the ids of the keys it changed (to hold a mutation in that window). SQLite only.
     @_spi(Testing) public func setCommitHook(_ hook: (@Sendable ([String]) -> Void)?) {
-        commitHook.withLock { $0 = hook }
+        (store as? SQLiteKeyStore)?.commitHook.withLock { $0 = hook }
     }
 
     /// Tests only: the database may not grow (both connections then get SQLITE_FULL, as on a
-    /// full disk), or may again.
+    /// full disk), or may again. SQLite only.
     @_spi(Testing) public func simulateFullDisk(_ full: Bool) throws {
-        try withAdmin { try $0.forbidGrowth(full) }
-        auditWriter.forbidGrowth(full)
+        try (store as? SQLiteKeyStore)?.simulateFullDisk(full)
     }
 
     /// Tests only: makes the audit writer stop (or resume) taking events, as if its disk had stalled.
@@ -139,27 +118,31 @@ public final class KeyService: Sendable {
         return nil
     }
 
+    /// For a readiness probe: nil while checks are answered from a current index, else why not
+    /// (a replica that has not reached its database for longer than its staleness bound).
+    public var freshnessProblem: String? {
+        guard let freshness = store.freshness, freshness.isStale(nowMS: clock.nowMS()) else { return nil }
+        return StoreError.stale(lagMS: freshness.lagMS(nowMS: clock.nowMS()), boundMS: freshness.maxStalenessMS)
+            .description
+    }
+
+    /// How far this replica's index may be behind its database: time since its last confirmed
+    /// catch-up and changes known but not applied; nil for a store of one server (SQLite).
+    public var replicaLag: (seconds: Double, versionsBehind: Int64)? {
+        store.freshness.map { (Double($0.lagMS(nowMS: clock.nowMS())) / 1000, $0.versionsBehind) }
+    }
+
     /// Waits until every `api.request` event of a check that has returned is committed.
     public func flushAuditTrail() async { await auditWriter.flush() }
 
     /// ``flushAuditTrail()`` for synchronous callers (tools, tests): blocks its thread.
     public func flushAuditTrail() { auditWriter.flushBlocking() }
 
-    /// The next audit sequence number: events are numbered in the order they happen.
-    func takeSeq() -> UInt64 { auditWriter.takeSeq() }
-
-    /// Runs `body` with the admin connection.
-    func withAdmin<R>(_ body: (SQLiteConnection) throws -> R) throws -> R {
-        try admin.withLock { db in
-            guard let db else { throw StoreError.closed }
-            return try body(db)
-        }
-    }
-
     // MARK: Checks
 
     /// Decides whether `secret` is a live key holding every one of `permissions`, and records an
-    /// `api.request` audit event for a well-formed secret. Reads no storage.
+    /// `api.request` audit event for a well-formed secret. Reads no storage. Throws
+    /// ``StoreError/stale(lagMS:boundMS:)`` on a replica past its staleness bound (fail closed).
     /// Throws ``KeyError/checkFieldTooLarge(field:limit:)`` beyond ``CheckLimits`` (a long
     /// resource is recorded cut instead), ``StoreError/auditBacklog(capacity:)`` when the event
     /// cannot be queued.
@@ -168,6 +151,9 @@ public final class KeyService: Sendable {
     ) throws -> CheckOutcome {
         try CheckLimits.validate(permissions: permissions, clientAddress: clientAddress)
         let now = clock.nowMS()
+        if let freshness = store.freshness, freshness.isStale(nowMS: now) {
+            throw StoreError.stale(lagMS: freshness.lagMS(nowMS: now), boundMS: freshness.maxStalenessMS)
+        }
         let outcome = index.check(secret: secret, permissions: permissions, format: format, nowMS: now)
         guard outcome.denial != .malformedKey else { return outcome }
         let event = AuditRecord(
@@ -184,12 +170,12 @@ public final class KeyService: Sendable {
 
     /// Audit events matching `query`, newest first; `pageToken` is the previous page's
     /// `nextPageToken` (nil for the first page). Events of deleted keys stay.
-    public func listAuditEvents(_ query: AuditQuery, pageSize: Int = 0, pageToken: String? = nil) throws
+    public func listAuditEvents(_ query: AuditQuery, pageSize: Int = 0, pageToken: String? = nil) async throws
         -> (events: [AuditRecord], nextPageToken: String?)
     {
         let limit = Self.clampPageSize(pageSize)
         let before = try Self.cursor(from: pageToken) ?? Int64.max
-        let events = try withAdmin { try AuditTable.page(query, beforeSeq: before, limit: limit + 1, in: $0) }
+        let events = try await store.auditPage(query, beforeSeq: before, limit: limit + 1)
         // A page also ends before it would exceed the byte budget (always holding one event), so
         // that no page of large events outgrows what a client accepts in one frame.
         var bytes = 0
@@ -209,8 +195,8 @@ public final class KeyService: Sendable {
 
     /// The time of the oldest audit event kept (nil when the trail is empty) and how long events
     /// are kept (0: forever); older ones are pruned by the audit writer, every minute.
-    public func auditRetention() throws -> (oldestRetainedAtMS: Int64?, retentionMS: Int64) {
-        (try withAdmin { try AuditRetention.oldestRetainedAtMS(in: $0) }, auditWriter.retentionMS)
+    public func auditRetention() async throws -> (oldestRetainedAtMS: Int64?, retentionMS: Int64) {
+        (try await store.oldestRetainedAtMS(), auditWriter.retentionMS)
     }
 
     /// Tests and tools: prunes expired audit events now and waits until done (blocks its thread).

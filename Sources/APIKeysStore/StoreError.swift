@@ -1,3 +1,5 @@
+import APIKeysCore
+
 /// A failure of the store, with what an operator needs to act on it.
 ///
 /// A struct with a ``Code`` rather than an enum, so that new kinds (another store's failures)
@@ -23,6 +25,15 @@ public struct StoreError: Error, Hashable, Sendable, CustomStringConvertible {
         public static let auditBacklog = Code("audit backlog")
         /// The store was closed.
         public static let closed = Code("closed")
+        /// A replica has not reached its database for longer than its staleness bound: checks
+        /// fail closed until it has caught up.
+        public static let stale = Code("stale")
+        /// The database server cannot be reached (refused, timed out, connection lost before the
+        /// transaction was committed): nothing was changed.
+        public static let unreachable = Code("unreachable")
+        /// The connection failed while the transaction was being committed: the change may or
+        /// may not have been made.
+        public static let outcomeUnknown = Code("outcome unknown")
     }
 
     public let code: Code
@@ -76,4 +87,32 @@ public struct StoreError: Error, Hashable, Sendable, CustomStringConvertible {
 
     /// The store was closed.
     public static let closed = StoreError(code: .closed, description: "the key store is closed")
+
+    /// A replica `lagMS` behind its database, beyond its bound of `boundMS`.
+    public static func stale(lagMS: Int64, boundMS: Int64) -> StoreError {
+        StoreError(
+            code: .stale,
+            description:
+                "this replica has not reached its database for \(DurationText.describe(milliseconds: lagMS)) "
+                + "(bound \(DurationText.describe(milliseconds: boundMS))); refusing checks until it has caught up")
+    }
+
+    /// The database server at `server` cannot be reached, for `message`.
+    public static func unreachable(server: String, message: String) -> StoreError {
+        StoreError(
+            code: .unreachable, path: server, message: message,
+            description: "cannot reach the database at \(server): \(message)")
+    }
+
+    /// The commit's outcome is unknown: the connection to `server` failed during it.
+    public static func outcomeUnknown(server: String, message: String) -> StoreError {
+        StoreError(
+            code: .outcomeUnknown, path: server, message: message,
+            description: "the connection to the database at \(server) failed during a commit: \(message)")
+    }
+
+    /// Any other failure reported by a database server: its message (and SQL state).
+    public static func database(server: String, message: String) -> StoreError {
+        StoreError(code: .database, path: server, message: message, description: "database \(server): \(message)")
+    }
 }

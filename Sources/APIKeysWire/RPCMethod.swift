@@ -37,12 +37,12 @@ public struct RPCRouter<Context>: Sendable {
     /// One method's handler, taking and giving serialized messages.
     public struct Route: Sendable {
         public let method: any RPCMethodDescriptor
-        fileprivate let handle: @Sendable ([UInt8], Context) throws -> [UInt8]
+        fileprivate let handle: @Sendable ([UInt8], Context) async throws -> [UInt8]
 
         /// Decodes `payload` as the method's request, runs the handler, encodes its reply.
         /// Throws ``WireError`` for a payload that is not the request, or what the handler throws.
-        public func callAsFunction(payload: [UInt8], context: Context) throws -> [UInt8] {
-            try handle(payload, context)
+        public func callAsFunction(payload: [UInt8], context: Context) async throws -> [UInt8] {
+            try await handle(payload, context)
         }
     }
 
@@ -52,10 +52,10 @@ public struct RPCRouter<Context>: Sendable {
 
     /// Routes `method` to `handler`, replacing an earlier handler of the same method.
     public mutating func register<Request, Response>(
-        _ method: RPCMethod<Request, Response>, _ handler: @escaping @Sendable (Request, Context) throws -> Response
+        _ method: RPCMethod<Request, Response>, _ handler: @escaping @Sendable (Request, Context) async throws -> Response
     ) {
         routes[method.path] = Route(method: method) { payload, context in
-            try handler(try Request(serializedBytes: payload), context).serializedBytes()
+            try await handler(try Request(serializedBytes: payload), context).serializedBytes()
         }
     }
 

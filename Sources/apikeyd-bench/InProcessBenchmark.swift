@@ -5,7 +5,7 @@ import Foundation
 
 /// Measures the key domain without the network: checks per second on one thread, and the
 /// batched audit writer's sustained `api.request` events per second.
-struct InProcessBenchmark: ParsableCommand {
+struct InProcessBenchmark: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "inprocess",
         abstract: "Checks per second on one thread, and audit events per second the batched writer sustains.")
@@ -19,7 +19,7 @@ struct InProcessBenchmark: ParsableCommand {
     @Option(help: "api.request events to push through the audit writer.")
     var events = 500_000
 
-    func run() throws {
+    func run() async throws {
         let dir = FileManager.default.temporaryDirectory.appendingPathComponent("apikeyd-bench-\(UUID())").path
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(atPath: dir) }
@@ -29,7 +29,7 @@ struct InProcessBenchmark: ParsableCommand {
         var secrets: [String] = []
         for index in 0..<keys {
             secrets.append(
-                try service.createKey(name: "bench \(index)", permissions: ["jobs:read", "jobs:write"], actor: "bench")
+                try await service.createKey(name: "bench \(index)", permissions: ["jobs:read", "jobs:write"], actor: "bench")
                     .secret)
         }
         print("keys: \(keys)")
@@ -52,7 +52,7 @@ struct InProcessBenchmark: ParsableCommand {
                 secret: secrets[round % secrets.count], permissions: ["jobs:read"], resource: "GET /bench")
         }
         let withAudit = Double(burst) / (Double(DispatchTime.now().uptimeNanoseconds - burstStart) / 1e9)
-        service.flushAuditTrail()
+        await service.flushAuditTrail()
         print(
             String(
                 format: "check + audit enqueue, queue not full (burst):    %10.0f checks/s  (%.2f µs each)", withAudit,
@@ -66,7 +66,7 @@ struct InProcessBenchmark: ParsableCommand {
                 usleep(100)  // queue full: wait for the writer, as a sustained load would
             }
         }
-        service.flushAuditTrail()
+        await service.flushAuditTrail()
         let elapsed = Double(DispatchTime.now().uptimeNanoseconds - start.uptimeNanoseconds) / 1e9
         print(
             String(

@@ -3,7 +3,7 @@ import ArgumentParser
 import Foundation
 
 /// Fills a data directory with keys, for start-up and memory measurements.
-struct SeedCommand: ParsableCommand {
+struct SeedCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "seed", abstract: "Create many keys in a data directory (the server must not be running).")
 
@@ -11,7 +11,7 @@ struct SeedCommand: ParsableCommand {
     @Option(help: "Keys to create.") var keys = 1_000_000
     @Option(help: "Write the secret of the last key created here.") var secretFile: String?
 
-    func run() throws {
+    func run() async throws {
         try FileManager.default.createDirectory(atPath: dataDir, withIntermediateDirectories: true)
         let service = try KeyService.open(path: dataDir + "/apikeys.sqlite")
         defer { service.close() }
@@ -22,7 +22,7 @@ struct SeedCommand: ParsableCommand {
             let batch = (created..<min(keys, created + 10_000)).map {
                 KeyService.NewKey(name: "seed \($0)", permissions: ["jobs:read", "jobs:write", "history:read"])
             }
-            last = try service.createKeys(batch, actor: "seed").last!.secret
+            last = try await service.createKeys(batch, actor: "seed").last!.secret
             created += batch.count
         }
         if let secretFile { try last.write(toFile: secretFile, atomically: true, encoding: .utf8) }

@@ -3,45 +3,46 @@ import ArgumentParser
 import Foundation
 
 /// `apikeyd admin-token …`: manage admin tokens directly in the local database.
-struct AdminTokenCommand: ParsableCommand {
+struct AdminTokenCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "admin-token",
-        abstract: "Create, list and revoke admin tokens in the local database (works while the server runs).",
+        abstract:
+            "Create, list and revoke admin tokens in the local database or the PostgreSQL database (works while servers run).",
         subcommands: [Create.self, Revoke.self, List.self])
 
-    struct Create: ParsableCommand {
+    struct Create: AsyncParsableCommand {
         static let configuration = CommandConfiguration(abstract: "Create an admin token and print it once.")
-        @OptionGroup var dataDirectory: DataDirectoryOption
+        @OptionGroup var dataDirectory: StoreOptions
         @Argument(help: "A name for the token, recorded as the actor of what it does.")
         var name: String
 
-        func run() throws {
-            let token = try dataDirectory.withStore { try $0.createAdminToken(name: name, actor: localActor) }
+        func run() async throws {
+            let token = try await dataDirectory.withStore { try await $0.createAdminToken(name: name, actor: localActor) }
             print(token)
             printErr("admin token \"\(name)\" created; copy it now, it will not be shown again")
         }
     }
 
-    struct Revoke: ParsableCommand {
+    struct Revoke: AsyncParsableCommand {
         static let configuration = CommandConfiguration(abstract: "Revoke an admin token by name.")
-        @OptionGroup var dataDirectory: DataDirectoryOption
+        @OptionGroup var dataDirectory: StoreOptions
         @Argument(help: "The token's name.")
         var name: String
 
-        func run() throws {
-            guard try dataDirectory.withStore({ try $0.revokeAdminToken(name: name, actor: localActor) }) else {
+        func run() async throws {
+            guard try await dataDirectory.withStore({ try await $0.revokeAdminToken(name: name, actor: localActor) }) else {
                 throw ValidationError("no admin token named \"\(name)\"")
             }
             print("revoked admin token \"\(name)\"")
         }
     }
 
-    struct List: ParsableCommand {
+    struct List: AsyncParsableCommand {
         static let configuration = CommandConfiguration(abstract: "List the names of the admin tokens.")
-        @OptionGroup var dataDirectory: DataDirectoryOption
+        @OptionGroup var dataDirectory: StoreOptions
 
-        func run() throws {
-            for name in try dataDirectory.withStore({ try $0.adminTokenNames() }) { print(name) }
+        func run() async throws {
+            for name in try await dataDirectory.withStore({ try await $0.adminTokenNames() }) { print(name) }
         }
     }
 }

@@ -22,7 +22,11 @@ struct Serve: AsyncParsableCommand {
     @Option(help: "Port to listen on; 0 picks a free one (env APIKEYD_PORT).")
     var port: Int = Environment.int("APIKEYD_PORT", default: defaults.port)
 
-    @OptionGroup var dataDirectory: DataDirectoryOption
+    @OptionGroup var dataDirectory: StoreOptions
+
+    @Option(
+        help: "On PostgreSQL: how long checks are answered from the last state while the database cannot be reached, before they fail closed, e.g. 10s, 500ms (env APIKEYD_MAX_STALENESS).")
+    var maxStaleness: String = Environment.string("APIKEYD_MAX_STALENESS", default: "10s")
 
     @Option(help: "Port of the HTTP endpoints (/healthz, /readyz, /metrics, /authorize); off unless set (env APIKEYD_HTTP_PORT).")
     var httpPort: Int?
@@ -150,6 +154,11 @@ struct Serve: AsyncParsableCommand {
         }
         configuration.port = port
         configuration.dataDirectory = dataDirectory.path
+        configuration.databaseURL = dataDirectory.databaseURL
+        guard let staleness = DurationText.milliseconds(maxStaleness) else {
+            throw ValidationError("--max-staleness: \"\(maxStaleness)\" is not a duration such as 10s or 500ms")
+        }
+        configuration.maxStalenessMS = staleness
         configuration.maxFrameSize = maxFrameSize
         configuration.maxConnections = maxConnections
         configuration.idleTimeoutSeconds = Int64(idleTimeout)

@@ -32,11 +32,11 @@ import Testing
         #expect(report.unwrittenAuditEvents > 0)
         // Every check is either in the trail or counted as lost: none vanished unreported.
         let store = try KeyService.open(path: dir + "/apikeys.sqlite")
-        let stored = try store.listAuditEvents(AuditQuery(action: .apiRequest), pageSize: 1000)
+        let stored = try await store.listAuditEvents(AuditQuery(action: .apiRequest), pageSize: 1000)
         var persisted = stored.events.count
         var token = stored.nextPageToken
         while let next = token {
-            let page = try store.listAuditEvents(AuditQuery(action: .apiRequest), pageSize: 1000, pageToken: next)
+            let page = try await store.listAuditEvents(AuditQuery(action: .apiRequest), pageSize: 1000, pageToken: next)
             persisted += page.events.count
             token = page.nextPageToken
         }

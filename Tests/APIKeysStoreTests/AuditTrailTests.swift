@@ -7,18 +7,18 @@ import Testing
 @Suite struct AuditTrailTests {
     let clock = ManualWallClock(nowMS: 1_700_000_000_000)
 
-    @Test func checksOfWellFormedKeysAreRecorded() throws {
-        try withService(clock: clock) { service, _ in
-            let issued = try service.createKey(name: "ci", permissions: ["jobs:read"], actor: "ops")
+    @Test func checksOfWellFormedKeysAreRecorded() async throws {
+        try await withService(clock: clock) { service, _ in
+            let issued = try await service.createKey(name: "ci", permissions: ["jobs:read"], actor: "ops")
             _ = try service.check(
                 secret: issued.secret, permissions: ["jobs:read"], resource: "GET /jobs", clientAddress: "10.1.1.1")
             _ = try service.check(
                 secret: "Bearer " + issued.secret, permissions: ["vault:read"], resource: "GET /vault")
             _ = try service.check(secret: service.format.generate(), permissions: [])  // unknown: recorded
             _ = try service.check(secret: "dbm_nope", permissions: [])  // malformed: not recorded
-            service.flushAuditTrail()
+            await service.flushAuditTrail()
 
-            let events = try service.listAuditEvents(AuditQuery(action: .apiRequest)).events
+            let events = try await service.listAuditEvents(AuditQuery(action: .apiRequest)).events
             #expect(events.count == 3)
             #expect(events.allSatisfy { $0.trigger == .api })
             #expect(events[0].denial == .unknownKey && events[0].keyID.isEmpty)
@@ -27,39 +27,39 @@ import Testing
             #expect(events[1].permissions == ["vault:read"])
             #expect(events[2].denial == nil)
             #expect(events[2].resource == "GET /jobs" && events[2].clientAddress == "10.1.1.1")
-            #expect(try service.getKey(id: issued.key.id).lastUsedAtMS == clock.nowMS())
+            #expect(try await service.getKey(id: issued.key.id).lastUsedAtMS == clock.nowMS())
         }
     }
 
-    @Test func queryByKeyActionAndTimeWithPagination() throws {
-        try withService(clock: clock) { service, _ in
+    @Test func queryByKeyActionAndTimeWithPagination() async throws {
+        try await withService(clock: clock) { service, _ in
             let start = clock.nowMS()
-            let a = try service.createKey(name: "a", permissions: ["jobs:read"], actor: "ops")
+            let a = try await service.createKey(name: "a", permissions: ["jobs:read"], actor: "ops")
             for _ in 0..<5 {
                 clock.advance(byMS: 1000)
                 _ = try service.check(secret: a.secret, permissions: [])
             }
             clock.advance(byMS: 1000)
-            let b = try service.createKey(name: "b", permissions: ["jobs:read"], actor: "ops")
-            try service.deleteKey(id: a.key.id, actor: "ops")
-            service.flushAuditTrail()
+            let b = try await service.createKey(name: "b", permissions: ["jobs:read"], actor: "ops")
+            try await service.deleteKey(id: a.key.id, actor: "ops")
+            await service.flushAuditTrail()
 
-            let ofA = try service.listAuditEvents(AuditQuery(keyID: a.key.id)).events
+            let ofA = try await service.listAuditEvents(AuditQuery(keyID: a.key.id)).events
             #expect(ofA.count == 7)  // created, 5 checks, deleted: events of a deleted key stay
             #expect(ofA.first?.action == .keyDeleted && ofA.last?.action == .keyCreated)
-            #expect(try service.listAuditEvents(AuditQuery(keyID: b.key.id)).events.map(\.action) == [.keyCreated])
+            #expect(try await service.listAuditEvents(AuditQuery(keyID: b.key.id)).events.map(\.action) == [.keyCreated])
             #expect(
-                try service.listAuditEvents(AuditQuery(action: .keyCreated)).events.map(\.keyID) == [
+                try await service.listAuditEvents(AuditQuery(action: .keyCreated)).events.map(\.keyID) == [
                     b.key.id, a.key.id,
                 ])
 
-            let window = try service.listAuditEvents(AuditQuery(sinceMS: start + 2000, untilMS: start + 4000)).events
+            let window = try await service.listAuditEvents(AuditQuery(sinceMS: start + 2000, untilMS: start + 4000)).events
             #expect(window.map(\.atMS) == [start + 3000, start + 2000])
 
             var pages: [[UInt64]] = []
             var token: String?
             repeat {
-                let page = try service.listAuditEvents(AuditQuery(), pageSize: 3, pageToken: token)
+                let page = try await service.listAuditEvents(AuditQuery(), pageSize: 3, pageToken: token)
                 pages.append(page.events.map(\.seq))
                 token = page.nextPageToken
             } while token != nil
@@ -70,19 +70,19 @@ import Testing
         }
     }
 
-    @Test func aggregatedModeCountsAllowedChecksPerSecondAndKeepsDenials() throws {
-        try withTemporaryDirectory { dir in
+    @Test func aggregatedModeCountsAllowedChecksPerSecondAndKeepsDenials() async throws {
+        try await withTemporaryDirectory { dir in
             let service = try KeyService.open(path: dir + "/apikeys.sqlite", clock: clock, auditMode: .aggregated)
             defer { service.close() }
-            let key = try service.createKey(name: "busy", permissions: ["jobs:read"], actor: "ops")
+            let key = try await service.createKey(name: "busy", permissions: ["jobs:read"], actor: "ops")
             for _ in 0..<5 { _ = try service.check(secret: key.secret, permissions: ["jobs:read"], resource: "GET /a") }
             _ = try service.check(secret: key.secret, permissions: [], resource: "GET /b")
             _ = try service.check(secret: key.secret, permissions: ["vault:read"], resource: "GET /v")
             clock.advance(byMS: 1000)
             for _ in 0..<3 { _ = try service.check(secret: key.secret, permissions: ["jobs:read"]) }
-            service.flushAuditTrail()
+            await service.flushAuditTrail()
 
-            let events = try service.listAuditEvents(AuditQuery(action: .apiRequest)).events
+            let events = try await service.listAuditEvents(AuditQuery(action: .apiRequest)).events
             #expect(events.count == 4)
             let denied = events.filter { $0.denial != nil }
             #expect(denied.count == 1 && denied[0].resource == "GET /v")
@@ -96,30 +96,30 @@ import Testing
                 allowed.contains {
                     $0 == (["jobs:read"], "aggregated: 3 allowed checks in this second", 1_700_000_001_000)
                 })
-            #expect(try service.getKey(id: key.key.id).lastUsedAtMS == clock.nowMS())
+            #expect(try await service.getKey(id: key.key.id).lastUsedAtMS == clock.nowMS())
         }
     }
     /// api.request events are stored in batches, admin events as rows: pages, key filters and time
     /// windows must merge both exactly, across many batches.
-    @Test func pagesAndFiltersMergeBatchesWithAdminEvents() throws {
-        try withService(clock: clock) { service, _ in
+    @Test func pagesAndFiltersMergeBatchesWithAdminEvents() async throws {
+        try await withService(clock: clock) { service, _ in
             let start = clock.nowMS()
-            let a = try service.createKey(name: "a", permissions: ["jobs:read"], actor: "ops")
-            let b = try service.createKey(name: "b", permissions: ["jobs:read"], actor: "ops")
+            let a = try await service.createKey(name: "a", permissions: ["jobs:read"], actor: "ops")
+            let b = try await service.createKey(name: "b", permissions: ["jobs:read"], actor: "ops")
             for round in 0..<6 {
                 clock.advance(byMS: 1000)
                 for i in 0..<(round + 2) {
                     let key = i % 2 == 0 ? a : b
                     _ = try service.check(secret: key.secret, permissions: ["jobs:read"], resource: "r\(round).\(i)")
                 }
-                service.flushAuditTrail()  // each round is a batch of its own
-                _ = try service.setEnabled(id: b.key.id, enabled: round % 2 != 0, actor: "ops")
+                await service.flushAuditTrail()  // each round is a batch of its own
+                _ = try await service.setEnabled(id: b.key.id, enabled: round % 2 != 0, actor: "ops")
             }
             let many = (0..<CheckLimits.maxPermissions).map { "p\($0)" }  // the most one check may ask for
             _ = try service.check(secret: a.secret, permissions: many)
-            service.flushAuditTrail()
+            await service.flushAuditTrail()
 
-            let all = try allEvents(service, AuditQuery(), pageSize: 1000)
+            let all = try await allEvents(service, AuditQuery(), pageSize: 1000)
             let checks = 2 + 3 + 4 + 5 + 6 + 7 + 1
             #expect(all.count == 2 + checks + 6)
             #expect(all.map(\.seq) == all.map(\.seq).sorted(by: >))
@@ -127,29 +127,32 @@ import Testing
             #expect(all.first?.permissions == many)
 
             for size in [1, 2, 5, 7] {
-                #expect(try allEvents(service, AuditQuery(), pageSize: size).map(\.seq) == all.map(\.seq))
+                let paged = try await allEvents(service, AuditQuery(), pageSize: size)
+                #expect(paged.map(\.seq) == all.map(\.seq))
             }
-            let ofB = try allEvents(service, AuditQuery(keyID: b.key.id), pageSize: 4)
+            let ofB = try await allEvents(service, AuditQuery(keyID: b.key.id), pageSize: 4)
             #expect(ofB.map(\.seq) == all.filter { $0.keyID == b.key.id }.map(\.seq))
-            #expect(ofB.filter { $0.action == .apiRequest }.count == 1 + 1 + 2 + 2 + 3 + 3)
-            let requests = try allEvents(service, AuditQuery(action: .apiRequest), pageSize: 3)
+            let checksOfB = 1 + 1 + 2 + 2 + 3 + 3
+            #expect(ofB.filter { $0.action == .apiRequest }.count == checksOfB)
+            let requests = try await allEvents(service, AuditQuery(action: .apiRequest), pageSize: 3)
             #expect(requests.count == checks)
-            #expect(try allEvents(service, AuditQuery(action: .keyDisabled), pageSize: 2).count == 3)
+            let disabled = try await allEvents(service, AuditQuery(action: .keyDisabled), pageSize: 2)
+            #expect(disabled.count == 3)
 
             let window = AuditQuery(sinceMS: start + 2000, untilMS: start + 4000)
-            let inWindow = try allEvents(service, window, pageSize: 2)
+            let inWindow = try await allEvents(service, window, pageSize: 2)
             #expect(inWindow.map(\.seq) == all.filter { $0.atMS >= start + 2000 && $0.atMS < start + 4000 }.map(\.seq))
             #expect(inWindow.filter { $0.action == .apiRequest }.count == 3 + 4)
-            #expect(try allEvents(service, AuditQuery(untilMS: start), pageSize: 10).isEmpty)
-            #expect(try allEvents(service, AuditQuery(sinceMS: start + 60_000), pageSize: 10).isEmpty)
+            #expect(try await allEvents(service, AuditQuery(untilMS: start), pageSize: 10).isEmpty)
+            #expect(try await allEvents(service, AuditQuery(sinceMS: start + 60_000), pageSize: 10).isEmpty)
         }
     }
 
-    @Test func largeBatchesAreSplitAndSeqsContinueAfterRestart() throws {
-        try withTemporaryDirectory { dir in
+    @Test func largeBatchesAreSplitAndSeqsContinueAfterRestart() async throws {
+        try await withTemporaryDirectory { dir in
             let path = dir + "/apikeys.sqlite"
             var service = try KeyService.open(path: path, clock: clock)
-            let key = try service.createKey(name: "busy", permissions: ["jobs:read"], actor: "ops")
+            let key = try await service.createKey(name: "busy", permissions: ["jobs:read"], actor: "ops")
             service.pauseAuditWriter(true)
             let count = APIRequestBatchTable.maxEventsPerRow * 2 + 10
             for _ in 0..<count { _ = try service.check(secret: key.secret, permissions: ["jobs:read"]) }
@@ -159,9 +162,9 @@ import Testing
             service = try KeyService.open(path: path, clock: clock)
             defer { service.close() }
             _ = try service.check(secret: key.secret, permissions: [])
-            _ = try service.setEnabled(id: key.key.id, enabled: false, actor: "ops")
-            service.flushAuditTrail()
-            let all = try allEvents(service, AuditQuery(keyID: key.key.id), pageSize: 1000)
+            _ = try await service.setEnabled(id: key.key.id, enabled: false, actor: "ops")
+            await service.flushAuditTrail()
+            let all = try await allEvents(service, AuditQuery(keyID: key.key.id), pageSize: 1000)
             #expect(all.count == count + 3)
             #expect(Set(all.map(\.seq)).count == all.count)
             #expect(all[0].action == .keyDisabled && all[1].action == .apiRequest && all[1].permissions.isEmpty)
@@ -175,39 +178,39 @@ import Testing
 
     /// Batch times never decrease with seq (time-window queries rely on it), even when the
     /// clock is behind the stored trail after a restart.
-    @Test func checkTimesNeverGoBackEvenAfterARestartWithAnEarlierClock() throws {
-        try withTemporaryDirectory { dir in
+    @Test func checkTimesNeverGoBackEvenAfterARestartWithAnEarlierClock() async throws {
+        try await withTemporaryDirectory { dir in
             let path = dir + "/apikeys.sqlite"
             let late = ManualWallClock(nowMS: 1_700_000_100_000)
             var service = try KeyService.open(path: path, clock: late)
-            let key = try service.createKey(name: "k", permissions: ["jobs:read"], actor: "ops")
+            let key = try await service.createKey(name: "k", permissions: ["jobs:read"], actor: "ops")
             _ = try service.check(secret: key.secret, permissions: [])
             service.close()
 
             service = try KeyService.open(path: path, clock: ManualWallClock(nowMS: 1_700_000_000_000))
             defer { service.close() }
             _ = try service.check(secret: key.secret, permissions: [])
-            service.flushAuditTrail()
-            let checks = try allEvents(service, AuditQuery(action: .apiRequest), pageSize: 10)
+            await service.flushAuditTrail()
+            let checks = try await allEvents(service, AuditQuery(action: .apiRequest), pageSize: 10)
             #expect(checks.map(\.atMS) == [1_700_000_100_000, 1_700_000_100_000])
             let window = AuditQuery(action: .apiRequest, sinceMS: 1_700_000_100_000)
-            #expect(try allEvents(service, window, pageSize: 10).count == 2)
+            #expect(try await allEvents(service, window, pageSize: 10).count == 2)
         }
     }
 
-    @Test func aCorruptBatchIsReportedNotSkipped() throws {
-        try withTemporaryDirectory { dir in
+    @Test func aCorruptBatchIsReportedNotSkipped() async throws {
+        try await withTemporaryDirectory { dir in
             let path = dir + "/apikeys.sqlite"
             let service = try KeyService.open(path: path, clock: clock)
             defer { service.close() }
-            let key = try service.createKey(name: "k", permissions: ["jobs:read"], actor: "ops")
+            let key = try await service.createKey(name: "k", permissions: ["jobs:read"], actor: "ops")
             _ = try service.check(secret: key.secret, permissions: [])
-            service.flushAuditTrail()
+            await service.flushAuditTrail()
             let other = try SQLiteConnection(path: path)
             defer { other.close() }
             try other.execute("UPDATE api_request_batches SET events = x'01020304'")
-            #expect {
-                try service.listAuditEvents(AuditQuery())
+            await #expect {
+                try await service.listAuditEvents(AuditQuery())
             } throws: { error in
                 guard let error = error as? StoreError, error.code == .corrupt, let message = error.message else { return false }
                 return message.contains("api.request batch")
@@ -217,11 +220,11 @@ import Testing
 }
 
 /// Every event matching `query`, read page by page.
-private func allEvents(_ service: KeyService, _ query: AuditQuery, pageSize: Int) throws -> [AuditRecord] {
+private func allEvents(_ service: KeyService, _ query: AuditQuery, pageSize: Int) async throws -> [AuditRecord] {
     var events: [AuditRecord] = []
     var token: String?
     repeat {
-        let page = try service.listAuditEvents(query, pageSize: pageSize, pageToken: token)
+        let page = try await service.listAuditEvents(query, pageSize: pageSize, pageToken: token)
         #expect(page.events.count <= pageSize)
         events += page.events
         token = page.nextPageToken

@@ -12,8 +12,8 @@ import Testing
     /// Holds a CreateKey between its commit and its index update while another thread kills the
     /// new key; afterwards the secret must be refused, as `getKey` says it is gone or disabled.
     @Test(arguments: Kill.allCases)
-    func aKillRightAfterCreateHolds(_ kill: Kill) throws {
-        try withService { service, _ in
+    func aKillRightAfterCreateHolds(_ kill: Kill) async throws {
+        try await withService { service, _ in
             let held = Atomic<Bool>(false)
             let killerDone = Mutex<DispatchSemaphore?>(nil)
             service.setCommitHook { ids in
@@ -23,9 +23,9 @@ import Testing
                 let id = ids[0]
                 Thread.detachNewThread {
                     switch kill {
-                    case .delete: try? service.deleteKey(id: id, actor: "killer")
-                    case .rotate: _ = try? service.rotateKey(id: id, actor: "killer")
-                    case .disable: _ = try? service.setEnabled(id: id, enabled: false, actor: "killer")
+                    case .delete: try? waitFor { try await service.deleteKey(id: id, actor: "killer") }
+                    case .rotate: _ = try? waitFor { try await service.rotateKey(id: id, actor: "killer") }
+                    case .disable: _ = try? waitFor { try await service.setEnabled(id: id, enabled: false, actor: "killer") }
                     }
                     done.signal()
                 }
@@ -33,38 +33,42 @@ import Testing
                 // under the admin lock it cannot, and the wait runs out.
                 if done.wait(timeout: .now() + .milliseconds(300)) == .success { done.signal() }
             }
-            let created = try service.createKey(name: "raced", permissions: ["jobs:read"], actor: "ops")
+            let created = try await service.createKey(name: "raced", permissions: ["jobs:read"], actor: "ops")
             let done = try #require(killerDone.withLock { $0 })
-            #expect(done.wait(timeout: .now() + .seconds(10)) == .success)
+            // Waited for off the executor: the killer's own awaits need its threads.
+            let finished = await withCheckedContinuation { continuation in
+                DispatchQueue.global().async { continuation.resume(returning: done.wait(timeout: .now() + .seconds(10))) }
+            }
+            #expect(finished == .success)
             service.setCommitHook(nil)
 
             let outcome = try service.check(secret: created.secret, permissions: ["jobs:read"])
             #expect(!outcome.isAllowed, "the \(kill) that returned after the create was undone in the index")
             switch kill {
-            case .delete: #expect(throws: KeyError.keyNotFound(id: created.key.id)) { try service.getKey(id: created.key.id) }
-            case .rotate: #expect(try service.getKey(id: created.key.id).rotatedAtMS != nil)
-            case .disable: #expect(try service.getKey(id: created.key.id).enabled == false)
+            case .delete: await #expect(throws: KeyError.keyNotFound(id: created.key.id)) { try await service.getKey(id: created.key.id) }
+            case .rotate: #expect(try await service.getKey(id: created.key.id).rotatedAtMS != nil)
+            case .disable: #expect(try await service.getKey(id: created.key.id).enabled == false)
             }
         }
     }
 
     /// A call whose deadline has passed changes nothing: no key, no audit event, no index entry.
-    @Test func aPassedDeadlineCommitsNothing() throws {
-        try withService { service, _ in
-            let kept = try service.createKey(name: "kept", permissions: ["jobs:read"], actor: "ops")
+    @Test func aPassedDeadlineCommitsNothing() async throws {
+        try await withService { service, _ in
+            let kept = try await service.createKey(name: "kept", permissions: ["jobs:read"], actor: "ops")
             let passed = Deadline(.now - .milliseconds(1))
-            #expect(throws: KeyError.deadlineExceeded) {
-                _ = try service.createKey(name: "late", permissions: ["jobs:read"], actor: "ops", deadline: passed)
+            await #expect(throws: KeyError.deadlineExceeded) {
+                _ = try await service.createKey(name: "late", permissions: ["jobs:read"], actor: "ops", deadline: passed)
             }
-            #expect(throws: KeyError.deadlineExceeded) {
-                _ = try service.rotateKey(id: kept.key.id, actor: "ops", deadline: passed)
+            await #expect(throws: KeyError.deadlineExceeded) {
+                _ = try await service.rotateKey(id: kept.key.id, actor: "ops", deadline: passed)
             }
-            #expect(throws: KeyError.deadlineExceeded) {
-                try service.deleteKey(id: kept.key.id, actor: "ops", deadline: passed)
+            await #expect(throws: KeyError.deadlineExceeded) {
+                try await service.deleteKey(id: kept.key.id, actor: "ops", deadline: passed)
             }
-            #expect(try service.listKeys().keys.map(\.name) == ["kept"])
+            #expect(try await service.listKeys().keys.map(\.name) == ["kept"])
             #expect(try service.check(secret: kept.secret, permissions: ["jobs:read"]).isAllowed)
-            let admin = try service.listAuditEvents(AuditQuery(action: nil)).events.filter { $0.action != .apiRequest }
+            let admin = try await service.listAuditEvents(AuditQuery(action: nil)).events.filter { $0.action != .apiRequest }
             #expect(admin.map(\.action) == [.keyCreated])
         }
     }

@@ -9,18 +9,18 @@ import Testing
 @Suite struct RetentionTests {
     static let day: Int64 = 86_400_000
 
-    @Test func eventsOlderThanTheRetentionArePrunedAndTheSpaceReclaimed() throws {
-        try withTemporaryDirectory { dir in
+    @Test func eventsOlderThanTheRetentionArePrunedAndTheSpaceReclaimed() async throws {
+        try await withTemporaryDirectory { dir in
             let path = dir + "/apikeys.sqlite"
             let clock = ManualWallClock(nowMS: 1_700_000_000_000)
             let start = clock.nowMS()
             let service = try KeyService.open(path: path, clock: clock, auditRetentionMS: 30 * Self.day)
             defer { service.close() }
-            let key = try service.createKey(name: "k", permissions: ["jobs:read"], actor: "ops")
+            let key = try await service.createKey(name: "k", permissions: ["jobs:read"], actor: "ops")
             let resource = String(repeating: "r", count: 200)
             let oldChecks = 20_000
             for _ in 0..<oldChecks { _ = try service.check(secret: key.secret, permissions: ["jobs:read"], resource: resource) }
-            service.flushAuditTrail()
+            await service.flushAuditTrail()
             let pages = try SQLiteConnection(path: path)
             defer { pages.close() }
             let before = try #require(try pages.statement("PRAGMA page_count").firstRow { $0.int64(0) })
@@ -29,56 +29,56 @@ import Testing
             clock.advance(byMS: 31 * Self.day)
             let recent = try service.check(secret: key.secret, permissions: ["jobs:read"], resource: "recent")
             #expect(recent.isAllowed)
-            service.flushAuditTrail()
+            await service.flushAuditTrail()
             service.pruneAuditTrailNow()
 
-            let all = try service.listAuditEvents(AuditQuery(), pageSize: 1000).events
+            let all = try await service.listAuditEvents(AuditQuery(), pageSize: 1000).events
             #expect(all.filter { $0.action == .apiRequest }.map(\.resource) == ["recent"])
             #expect(!all.contains { $0.action == .keyCreated })  // older than the retention too
             let pruned = try #require(all.first { $0.action == .auditPruned })
             #expect(pruned.actor == "retention" && pruned.atMS == clock.nowMS())
             #expect(pruned.detail.hasPrefix("pruned \(oldChecks + 1) events"), "\(pruned.detail)")
-            let retention = try service.auditRetention()
+            let retention = try await service.auditRetention()
             #expect(retention.retentionMS == 30 * Self.day)
             #expect(retention.oldestRetainedAtMS == start + 31 * Self.day)
             // The freed pages went back to the file system, not just to SQLite's free list.
             let after = try #require(try pages.statement("PRAGMA page_count").firstRow { $0.int64(0) })
             #expect(after * 4 < before, "page count \(before) → \(after)")
             // The key itself stays: retention prunes the trail, never keys.
-            #expect(try service.getKey(id: key.key.id).name == "k")
+            #expect(try await service.getKey(id: key.key.id).name == "k")
         }
     }
 
-    @Test func withoutRetentionNothingIsPruned() throws {
+    @Test func withoutRetentionNothingIsPruned() async throws {
         let clock = ManualWallClock(nowMS: 1_700_000_000_000)
-        try withService(clock: clock) { service, _ in
-            let key = try service.createKey(name: "k", permissions: ["jobs:read"], actor: "ops")
+        try await withService(clock: clock) { service, _ in
+            let key = try await service.createKey(name: "k", permissions: ["jobs:read"], actor: "ops")
             _ = try service.check(secret: key.secret, permissions: ["jobs:read"])
             clock.advance(byMS: 3650 * Self.day)
-            service.flushAuditTrail()
+            await service.flushAuditTrail()
             service.pruneAuditTrailNow()
-            #expect(try service.listAuditEvents(AuditQuery()).events.count == 2)
-            #expect(try service.auditRetention().retentionMS == 0)
+            #expect(try await service.listAuditEvents(AuditQuery()).events.count == 2)
+            #expect(try await service.auditRetention().retentionMS == 0)
         }
     }
 
-    @Test func seqsKeepIncreasingAfterEverythingOldWasPruned() throws {
-        try withTemporaryDirectory { dir in
+    @Test func seqsKeepIncreasingAfterEverythingOldWasPruned() async throws {
+        try await withTemporaryDirectory { dir in
             let path = dir + "/apikeys.sqlite"
             let clock = ManualWallClock(nowMS: 1_700_000_000_000)
             var service = try KeyService.open(path: path, clock: clock, auditRetentionMS: Self.day)
-            let key = try service.createKey(name: "k", permissions: ["jobs:read"], actor: "ops")
+            let key = try await service.createKey(name: "k", permissions: ["jobs:read"], actor: "ops")
             for _ in 0..<10 { _ = try service.check(secret: key.secret, permissions: []) }
-            service.flushAuditTrail()
-            let highest = try service.listAuditEvents(AuditQuery()).events.map(\.seq).max() ?? 0
+            await service.flushAuditTrail()
+            let highest = try await service.listAuditEvents(AuditQuery()).events.map(\.seq).max() ?? 0
             clock.advance(byMS: 2 * Self.day)
             service.pruneAuditTrailNow()
             service.close()
             service = try KeyService.open(path: path, clock: clock, auditRetentionMS: Self.day)
             defer { service.close() }
             _ = try service.check(secret: key.secret, permissions: [])
-            service.flushAuditTrail()
-            let seqs = try service.listAuditEvents(AuditQuery()).events.map(\.seq)
+            await service.flushAuditTrail()
+            let seqs = try await service.listAuditEvents(AuditQuery()).events.map(\.seq)
             #expect(seqs.allSatisfy { $0 > highest }, "a seq was handed out twice: \(seqs) vs \(highest)")
         }
     }

@@ -5,26 +5,26 @@ import Testing
 @testable import APIKeysStore
 
 @Suite struct StorageSafetyTests {
-    @Test func noRawSecretIsWrittenAnywhereInTheDataDirectory() throws {
-        try withTemporaryDirectory { dir in
+    @Test func noRawSecretIsWrittenAnywhereInTheDataDirectory() async throws {
+        try await withTemporaryDirectory { dir in
             let service = try KeyService.open(path: dir + "/apikeys.sqlite")
             var secrets: [String] = []
             for index in 0..<20 {
-                let issued = try service.createKey(name: "k\(index)", permissions: ["jobs:read"], actor: "ops")
+                let issued = try await service.createKey(name: "k\(index)", permissions: ["jobs:read"], actor: "ops")
                 secrets.append(issued.secret)
-                secrets.append(try service.rotateKey(id: issued.key.id, actor: "ops").secret)
+                secrets.append(try await service.rotateKey(id: issued.key.id, actor: "ops").secret)
                 _ = try service.check(secret: secrets.last!, permissions: ["jobs:read"], resource: "GET /")
             }
-            secrets.append(try service.createAdminToken(name: "admin", actor: "test"))
-            service.flushAuditTrail()
+            secrets.append(try await service.createAdminToken(name: "admin", actor: "test"))
+            await service.flushAuditTrail()
             // Read while open (WAL and shared memory present) and again after close (checkpointed).
-            try expectNoSecret(secrets, in: dir)
+            try await expectNoSecret(secrets, in: dir)
             service.close()
-            try expectNoSecret(secrets, in: dir)
+            try await expectNoSecret(secrets, in: dir)
         }
     }
 
-    private func expectNoSecret(_ secrets: [String], in dir: String) throws {
+    private func expectNoSecret(_ secrets: [String], in dir: String) async throws {
         let files = try FileManager.default.contentsOfDirectory(atPath: dir)
         #expect(!files.isEmpty)
         for file in files {
@@ -44,7 +44,7 @@ import Testing
         }
     }
 
-    @Test func corruptFileGivesAClearError() throws {
+    @Test func corruptFileGivesAClearError() async throws {
         try withTemporaryDirectory { dir in
             let path = dir + "/apikeys.sqlite"
             try Data(repeating: 0x42, count: 8192).write(to: URL(fileURLWithPath: path))
@@ -57,7 +57,7 @@ import Testing
         }
     }
 
-    @Test func unreadableLocationGivesAClearError() throws {
+    @Test func unreadableLocationGivesAClearError() async throws {
         #expect {
             try KeyService.open(path: "/nonexistent-dir-apikeys/apikeys.sqlite")
         } throws: { error in
@@ -66,24 +66,24 @@ import Testing
         }
     }
 
-    @Test func databaseLockedByAnotherWriterGivesAClearError() throws {
-        try withTemporaryDirectory { dir in
+    @Test func databaseLockedByAnotherWriterGivesAClearError() async throws {
+        try await withTemporaryDirectory { dir in
             let path = dir + "/apikeys.sqlite"
             let service = try KeyService.open(path: path, busyTimeoutMS: 50)
             defer { service.close() }
             let other = try SQLiteConnection(path: path)
             try other.execute("BEGIN EXCLUSIVE")
-            #expect {
-                try service.createKey(name: "blocked", permissions: ["jobs:read"], actor: "ops")
+            await #expect {
+                try await service.createKey(name: "blocked", permissions: ["jobs:read"], actor: "ops")
             } throws: { error in
                 guard let error = error as? StoreError, error.code == .locked, let errorPath = error.path else { return false }
                 return errorPath == path
             }
             try other.execute("ROLLBACK")
             // Nothing was half-done: the key does not exist and the next create works.
-            #expect(try service.listKeys().keys.isEmpty)
+            #expect(try await service.listKeys().keys.isEmpty)
             #expect(service.index.count == 0)
-            #expect(try service.createKey(name: "after", permissions: ["jobs:read"], actor: "ops").key.name == "after")
+            #expect(try await service.createKey(name: "after", permissions: ["jobs:read"], actor: "ops").key.name == "after")
         }
     }
 }

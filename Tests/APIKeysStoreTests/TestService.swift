@@ -1,16 +1,74 @@
 import APIKeysCore
 import APIKeysTestSupport
+import Dispatch
 import Foundation
+import Logging
+import Synchronization
+import Testing
+@testable import APIKeysPostgres
 @testable import APIKeysStore
 
-/// Runs `body` with a key service on a new database in a temporary directory, closed afterwards.
+/// The stores a behavioural test runs against: SQLite always; PostgreSQL too when the test run
+/// started a cluster (`Tests/postgres/with-cluster.sh` sets APIKEYS_TEST_DATABASE_URL).
+enum StoreKind: String, CaseIterable, CustomTestStringConvertible, Sendable {
+    case sqlite
+    case postgres
+
+    static var available: [StoreKind] { TestDatabase.url == nil ? [.sqlite] : [.sqlite, .postgres] }
+
+    var testDescription: String { rawValue }
+}
+
+/// Runs `body` with a key service on a new, empty store (a SQLite file in a temporary directory,
+/// or a new PostgreSQL database), closed afterwards.
 func withService<R>(
-    clock: ManualWallClock = ManualWallClock(nowMS: 1_700_000_000_000),
-    _ body: (KeyService, String) throws -> R
-) throws -> R {
-    try withTemporaryDirectory { dir in
-        let service = try KeyService.open(path: dir + "/apikeys.sqlite", clock: clock)
-        defer { service.close() }
-        return try body(service, dir)
+    _ kind: StoreKind = .sqlite, clock: ManualWallClock = ManualWallClock(nowMS: 1_700_000_000_000),
+    _ body: (KeyService, String) async throws -> R
+) async throws -> R {
+    try await withTemporaryDirectory { dir in
+        let service: KeyService
+        switch kind {
+        case .sqlite:
+            service = try KeyService.open(path: dir + "/apikeys.sqlite", clock: clock)
+        case .postgres:
+            service = try await TestDatabase.openService(clock: clock)
+        }
+        do {
+            let result = try await body(service, dir)
+            await service.close(timeout: .seconds(10))
+            return result
+        } catch {
+            await service.close(timeout: .seconds(10))
+            throw error
+        }
     }
+}
+
+extension TestDatabase {
+    /// A key service on a new PostgreSQL database of the test cluster.
+    static func openService(clock: any WallClock, maxStalenessMS: Int64 = 10_000, url: String? = nil) async throws
+        -> KeyService
+    {
+        let logger = Logger(label: "test", factory: { _ in SwiftLogNoOpLogHandler() })
+        let store = try await PostgresKeyStore.open(
+            location: try PostgresLocation(url: try url ?? createDatabase()), catalog: .standard, clock: clock,
+            auditMode: .full, auditQueueCapacity: KeyService.defaultAuditQueueCapacity, auditRetentionMS: 0,
+            maxStalenessMS: maxStalenessMS, logger: logger)
+        return KeyService(store: store, format: .standard, clock: clock, logger: logger)
+    }
+}
+
+/// Runs async `body` from a thread that may block (a GCD worker or a thread of a test's own,
+/// never a task's executor) and waits for its result.
+func waitFor<T: Sendable>(_ body: @escaping @Sendable () async throws -> T) throws -> T {
+    let outcome = Mutex<Result<T, any Error>?>(nil)
+    let done = DispatchSemaphore(value: 0)
+    Task {
+        let result: Result<T, any Error>
+        do { result = .success(try await body()) } catch { result = .failure(error) }
+        outcome.withLock { $0 = result }
+        done.signal()
+    }
+    done.wait()
+    return try outcome.withLock { $0! }.get()
 }

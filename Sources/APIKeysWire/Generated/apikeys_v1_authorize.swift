@@ -194,14 +194,14 @@ public protocol AuthorizeService: Sendable {
     /// What the caller passes to each call besides its request (who is calling, the deadline...).
     associatedtype Context
 
-    func check(_ request: CheckRequest, context: Context) throws -> CheckResponse
+    func check(_ request: CheckRequest, context: Context) async throws -> CheckResponse
 }
 
 extension Authorize {
     /// A router that sends each method of Authorize to `service`.
     public static func router<Service: AuthorizeService>(for service: Service) -> RPCRouter<Service.Context> {
         var router = RPCRouter<Service.Context>()
-        router.register(check) { try service.check($0, context: $1) }
+        router.register(check) { try await service.check($0, context: $1) }
         return router
     }
 }

@@ -883,38 +883,38 @@ public protocol KeyAdminService: Sendable {
     /// What the caller passes to each call besides its request (who is calling, the deadline...).
     associatedtype Context
 
-    func createKey(_ request: CreateKeyRequest, context: Context) throws -> CreateKeyResponse
+    func createKey(_ request: CreateKeyRequest, context: Context) async throws -> CreateKeyResponse
 
-    func getKey(_ request: GetKeyRequest, context: Context) throws -> GetKeyResponse
+    func getKey(_ request: GetKeyRequest, context: Context) async throws -> GetKeyResponse
 
-    func listKeys(_ request: ListKeysRequest, context: Context) throws -> ListKeysResponse
+    func listKeys(_ request: ListKeysRequest, context: Context) async throws -> ListKeysResponse
 
-    func updateKey(_ request: UpdateKeyRequest, context: Context) throws -> UpdateKeyResponse
+    func updateKey(_ request: UpdateKeyRequest, context: Context) async throws -> UpdateKeyResponse
 
-    func setKeyEnabled(_ request: SetKeyEnabledRequest, context: Context) throws -> SetKeyEnabledResponse
+    func setKeyEnabled(_ request: SetKeyEnabledRequest, context: Context) async throws -> SetKeyEnabledResponse
 
-    func rotateKey(_ request: RotateKeyRequest, context: Context) throws -> RotateKeyResponse
+    func rotateKey(_ request: RotateKeyRequest, context: Context) async throws -> RotateKeyResponse
 
-    func deleteKey(_ request: DeleteKeyRequest, context: Context) throws -> DeleteKeyResponse
+    func deleteKey(_ request: DeleteKeyRequest, context: Context) async throws -> DeleteKeyResponse
 
-    func listPermissions(_ request: ListPermissionsRequest, context: Context) throws -> ListPermissionsResponse
+    func listPermissions(_ request: ListPermissionsRequest, context: Context) async throws -> ListPermissionsResponse
 
-    func listAuditEvents(_ request: ListAuditEventsRequest, context: Context) throws -> ListAuditEventsResponse
+    func listAuditEvents(_ request: ListAuditEventsRequest, context: Context) async throws -> ListAuditEventsResponse
 }
 
 extension KeyAdmin {
     /// A router that sends each method of KeyAdmin to `service`.
     public static func router<Service: KeyAdminService>(for service: Service) -> RPCRouter<Service.Context> {
         var router = RPCRouter<Service.Context>()
-        router.register(createKey) { try service.createKey($0, context: $1) }
-        router.register(getKey) { try service.getKey($0, context: $1) }
-        router.register(listKeys) { try service.listKeys($0, context: $1) }
-        router.register(updateKey) { try service.updateKey($0, context: $1) }
-        router.register(setKeyEnabled) { try service.setKeyEnabled($0, context: $1) }
-        router.register(rotateKey) { try service.rotateKey($0, context: $1) }
-        router.register(deleteKey) { try service.deleteKey($0, context: $1) }
-        router.register(listPermissions) { try service.listPermissions($0, context: $1) }
-        router.register(listAuditEvents) { try service.listAuditEvents($0, context: $1) }
+        router.register(createKey) { try await service.createKey($0, context: $1) }
+        router.register(getKey) { try await service.getKey($0, context: $1) }
+        router.register(listKeys) { try await service.listKeys($0, context: $1) }
+        router.register(updateKey) { try await service.updateKey($0, context: $1) }
+        router.register(setKeyEnabled) { try await service.setKeyEnabled($0, context: $1) }
+        router.register(rotateKey) { try await service.rotateKey($0, context: $1) }
+        router.register(deleteKey) { try await service.deleteKey($0, context: $1) }
+        router.register(listPermissions) { try await service.listPermissions($0, context: $1) }
+        router.register(listAuditEvents) { try await service.listAuditEvents($0, context: $1) }
         return router
     }
 }

@@ -1,0 +1,283 @@
+import APIKeysCore
+import APIKeysStore
+import Dispatch
+import Logging
+import NIOCore
+import PostgresNIO
+import Synchronization
+
+/// The store for several replicas: PostgreSQL is the source of truth, each replica's index a cache
+/// of it kept current by the change feed (``ChangeFeed``).
+///
+/// A mutation, in one transaction: lock the key row, write it and its admin events, then take the
+/// change-log lock, append the change rows (`key_changes`, one `bigserial` version each) and
+/// `NOTIFY` their version. The lock is held from the append to the commit, so versions become
+/// visible in order: a replica that sees version v has every lower one that committed. The replica
+/// that made the change applies it before returning (read-your-writes); the others hear the NOTIFY.
+package final class PostgresKeyStore: KeyStore {
+    package let index: KeyIndex
+    package let auditWriter: AuditWriter
+    package var freshness: StoreFreshness? { feed.freshness }
+    let feed: ChangeFeed
+    let client: PostgresClient
+    let location: PostgresLocation
+    /// A call that does not finish within this fails (UNAVAILABLE) instead of waiting for the database.
+    static let callTimeout: Duration = .seconds(5)
+    private let clientTask: Task<Void, Never>
+    private let logger: Logger
+
+    private init(
+        index: KeyIndex, auditWriter: AuditWriter, feed: ChangeFeed, client: PostgresClient, clientTask: Task<Void, Never>,
+        location: PostgresLocation, logger: Logger
+    ) {
+        self.index = index
+        self.auditWriter = auditWriter
+        self.feed = feed
+        self.client = client
+        self.clientTask = clientTask
+        self.location = location
+        self.logger = logger
+    }
+
+    /// Connects, migrates (under the advisory lock), loads the index from one snapshot and starts
+    /// following the change feed. Throws ``StoreError`` when the database cannot be reached or used.
+    package static func open(
+        location: PostgresLocation, catalog: PermissionCatalog, clock: any WallClock, auditMode: AuditMode,
+        auditQueueCapacity: Int, auditRetentionMS: Int64, maxStalenessMS: Int64, logger: Logger
+    ) async throws -> PostgresKeyStore {
+        let client = PostgresClient(configuration: location.clientConfiguration, backgroundLogger: logger)
+        let clientTask = Task { await client.run() }
+        let server = location.description
+        do {
+            let (replica, index, version, loadedAtMS) = try await withTimeout(
+                .seconds(60), timeoutError: .unreachable(server: server, message: "no answer within 60 s")
+            ) {
+                try await client.withConnection { connection in
+                    try await PostgresSchema.migrate(connection, nowMS: clock.nowMS(), logger: logger)
+                    let replica = try await connection.query("SELECT nextval('replica_numbers')", logger: logger)
+                        .decode(Int64.self).first { _ in true } ?? 0
+                    let (index, version, loadedAtMS) = try await loadIndex(
+                        connection, catalog: catalog, clock: clock, logger: logger)
+                    return (replica, index, version, loadedAtMS)
+                }
+            }
+            let freshness = StoreFreshness(maxStalenessMS: maxStalenessMS)
+            freshness.confirm(atMS: loadedAtMS)
+            let feed = ChangeFeed(
+                index: index, appliedVersion: version, freshness: freshness, client: client, location: location,
+                clock: clock, logger: logger)
+            let writer = AuditWriter(
+                sink: PostgresAuditSink(client: client, server: server, logger: logger),
+                seqs: AuditSequence(.clock(replica: UInt64(replica % 256))), lastAtMS: 0, mode: auditMode, clock: clock,
+                capacity: auditQueueCapacity, retentionMS: auditRetentionMS, logger: logger)
+            feed.start()
+            logger.info(
+                "PostgreSQL store open",
+                metadata: ["database": "\(server)", "replica": "\(replica % 256)", "version": "\(version)"])
+            return PostgresKeyStore(
+                index: index, auditWriter: writer, feed: feed, client: client, clientTask: clientTask,
+                location: location, logger: logger)
+        } catch {
+            clientTask.cancel()
+            throw StoreError.postgres(error, server: server)
+        }
+    }
+
+    /// Every key and the change version they reflect, read in one snapshot.
+    private static func loadIndex(
+        _ connection: PostgresConnection, catalog: PermissionCatalog, clock: any WallClock, logger: Logger
+    ) async throws -> (KeyIndex, Int64, Int64) {
+        let startedAtMS = clock.nowMS()
+        try await connection.query("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY", logger: logger)
+        do {
+            let version = try await connection.query(
+                "SELECT coalesce(max(version), 0)::bigint FROM key_changes", logger: logger
+            ).decode(Int64.self).first { _ in true } ?? 0
+            let count = try await connection.query("SELECT count(*)::bigint FROM keys", logger: logger)
+                .decode(Int64.self).first { _ in true } ?? 0
+            let index = KeyIndex(catalog: catalog, expectedCount: Int(count))
+            var masks: [String: PermissionMask] = [:]
+            let rows = try await connection.query(
+                "SELECT secret_hash, id, name, permissions, enabled, expires_at_ms FROM keys", logger: logger)
+            for try await (hashBytes, id, name, permissions, enabled, expires) in rows.decode(
+                ([UInt8], String, String, String, Bool, Int64?).self)
+            {
+                guard let hash = SecretHash(digest: hashBytes) else {
+                    throw StoreError.database(server: "", message: "key \(id) has a secret hash of the wrong size")
+                }
+                let mask = masks[permissions] ?? {
+                    let mask = catalog.mask(of: KeyRows.decodePermissions(permissions))
+                    masks[permissions] = mask
+                    return mask
+                }()
+                index.upsert(
+                    KeyCheckState(id: id, name: name, permissions: mask, enabled: enabled, expiresAtMS: expires), hash: hash)
+            }
+            try await connection.query("COMMIT", logger: logger)
+            return (index, version, startedAtMS)
+        } catch {
+            _ = try? await connection.query("ROLLBACK", logger: logger)
+            throw error
+        }
+    }
+
+    package func close() async {
+        await feed.stop()
+        clientTask.cancel()
+        _ = await clientTask.value
+    }
+
+    /// Runs a read (`body`) against the pool within ``callTimeout``, errors as ``StoreError``.
+    private func read<T: Sendable>(_ body: @escaping @Sendable (PostgresClient) async throws -> T) async throws -> T {
+        let server = location.description
+        do {
+            return try await withTimeout(
+                Self.callTimeout, timeoutError: .unreachable(server: server, message: "no answer within 5 s")
+            ) { [client] in try await body(client) }
+        } catch {
+            throw StoreError.postgres(error, server: server)
+        }
+    }
+
+    /// Runs a transaction (`body`) within ``callTimeout``; past it, the outcome is unknown.
+    private func write<T: Sendable>(_ body: @escaping @Sendable (PostgresConnection) async throws -> T) async throws -> T {
+        let server = location.description
+        let logger = logger
+        do {
+            return try await withTimeout(
+                Self.callTimeout,
+                timeoutError: .outcomeUnknown(server: server, message: "no answer within 5 s")
+            ) { [client] in try await client.withTransaction(logger: logger) { try await body($0) } }
+        } catch {
+            throw StoreError.postgres(error, server: server)
+        }
+    }
+
+    // MARK: Keys
+
+    package func commit<R: Sendable>(
+        reading keyID: String?, deadline: Deadline, _ decide: @escaping @Sendable (StoredKey?) throws -> KeyDecision<R>
+    ) async throws -> R {
+        try deadline.check()
+        let logger = logger
+        let writer = auditWriter
+        let (decision, versions) = try await write { connection in
+            var current: StoredKey?
+            if let keyID {
+                current = try await KeyRows.find(id: keyID, forUpdate: true, on: connection, logger: logger)
+                guard current != nil else { throw KeyError.keyNotFound(id: keyID) }
+            }
+            let decision = try decide(current)
+            for write in decision.writes { try await KeyRows.apply(write, on: connection, logger: logger) }
+            for var event in decision.events {
+                event.seq = writer.takeSeq(atMS: event.atMS)
+                try await AuditRows.insert([event], on: connection, logger: logger)
+            }
+            var versions: [Int64] = []
+            if !decision.writes.isEmpty {
+                try await connection.query("SELECT pg_advisory_xact_lock(\(PostgresSchema.lockID + 1))", logger: logger)
+                for write in decision.writes {
+                    versions.append(try await ChangeRows.append(write, atMS: decision.events.first?.atMS ?? 0, on: connection, logger: logger))
+                }
+                let last = String(versions.last ?? 0)
+                try await connection.query("SELECT pg_notify(\(PostgresSchema.changeChannel), \(last))", logger: logger)
+            }
+            try deadline.check()
+            return (decision, versions)
+        }
+        if let first = versions.first, let last = versions.last {
+            await feed.applyOwn(decision.writes, versions: first...last)
+        }
+        return decision.result
+    }
+
+    package func key(id: String) async throws -> KeyRecord {
+        let logger = logger
+        guard let found = try await read({ client in
+            try await client.withConnection { try await KeyRows.find(id: id, forUpdate: false, on: $0, logger: logger) }
+        }) else { throw KeyError.keyNotFound(id: id) }
+        return found.key
+    }
+
+    package func keys(after: Int64, limit: Int) async throws -> [(position: Int64, key: KeyRecord)] {
+        let logger = logger
+        return try await read { client in
+            try await client.withConnection { try await KeyRows.page(after: after, limit: limit, on: $0, logger: logger) }
+        }.map { (position: $0.0, key: $0.1) }
+    }
+
+    // MARK: Admin tokens
+
+    package func createAdminToken(name: String, hash: SecretHash, event: AuditRecord) async throws {
+        let logger = logger
+        var event = event
+        event.seq = auditWriter.takeSeq(atMS: event.atMS)
+        try await write { [event] connection in
+            try await connection.query(
+                "INSERT INTO admin_tokens (name, token_hash, created_at_ms) VALUES (\(name), \(hash.digest), \(event.atMS))",
+                logger: logger)
+            try await AuditRows.insert([event], on: connection, logger: logger)
+        }
+    }
+
+    package func revokeAdminToken(name: String, event: AuditRecord) async throws -> Bool {
+        let logger = logger
+        var event = event
+        event.seq = auditWriter.takeSeq(atMS: event.atMS)
+        return try await write { [event] connection in
+            let deleted = try await connection.query(
+                "DELETE FROM admin_tokens WHERE name = \(name) RETURNING pk", logger: logger
+            ).decode(Int64.self).first { _ in true }
+            guard deleted != nil else { return false }
+            try await AuditRows.insert([event], on: connection, logger: logger)
+            return true
+        }
+    }
+
+    package func adminTokenName(hash: SecretHash) async throws -> String? {
+        try await read { client in
+            try await client.query("SELECT name FROM admin_tokens WHERE token_hash = \(hash.digest)")
+                .decode(String.self).first { _ in true }
+        }
+    }
+
+    package func adminTokenNames() async throws -> [String] {
+        try await read { client in
+            var names: [String] = []
+            for try await name in try await client.query("SELECT name FROM admin_tokens ORDER BY pk").decode(String.self) {
+                names.append(name)
+            }
+            return names
+        }
+    }
+
+    // MARK: Audit trail
+
+    package func auditPage(_ query: AuditQuery, beforeSeq: Int64, limit: Int) async throws -> [AuditRecord] {
+        let logger = logger
+        return try await read { client in
+            try await client.withConnection { try await AuditRows.page(query, beforeSeq: beforeSeq, limit: limit, on: $0, logger: logger) }
+        }
+    }
+
+    package func oldestRetainedAtMS() async throws -> Int64? {
+        try await read { client in
+            try await client.query("SELECT min(at_ms) FROM audit_events").decode(Int64?.self).first { _ in true } ?? nil
+        }
+    }
+}
+
+/// Runs async work from a thread that may block (the audit writer's own thread, never a task's
+/// executor) and waits for its result.
+func runBlocking<T: Sendable>(_ body: @escaping @Sendable () async throws -> T) throws -> T {
+    let outcome = Mutex<Result<T, any Error>?>(nil)
+    let done = DispatchSemaphore(value: 0)
+    Task {
+        let result: Result<T, any Error>
+        do { result = .success(try await body()) } catch { result = .failure(error) }
+        outcome.withLock { $0 = result }
+        done.signal()
+    }
+    done.wait()
+    return try outcome.withLock { $0! }.get()
+}

@@ -1,0 +1,100 @@
+import Logging
+import PostgresNIO
+
+/// The PostgreSQL schema as named, recorded migration steps (`schema_migrations`), applied at
+/// start under an advisory lock so that replicas starting together migrate once.
+enum PostgresSchema {
+    struct Migration {
+        let version: Int
+        let name: String
+        /// One statement each (the extended protocol runs one at a time).
+        let statements: [String]
+    }
+
+    /// The advisory lock of migrations and of the first admin token ("apikeyd" in ASCII).
+    static let lockID: Int64 = 0x61_7069_6b65_7964
+
+    /// The channel NOTIFY announces new change versions on.
+    static let changeChannel = "apikeyd_changes"
+
+    static let migrations: [Migration] = [
+        Migration(
+            version: 1, name: "keys, change log, admin tokens, audit trail",
+            statements: [
+                """
+                CREATE TABLE keys (
+                    pk bigserial PRIMARY KEY, id text NOT NULL UNIQUE, name text NOT NULL,
+                    secret_hash bytea NOT NULL UNIQUE, hint text NOT NULL, permissions text NOT NULL,
+                    enabled boolean NOT NULL, created_at_ms bigint NOT NULL, updated_at_ms bigint NOT NULL,
+                    expires_at_ms bigint, last_used_at_ms bigint, rotated_at_ms bigint)
+                """,
+                // One row per change of a key, in commit order (see PostgresKeyStore.commit): what a
+                // replica applies to its index. op 1 = the key's state under secret_hash (forgetting
+                // replaced_hash), op 2 = the key and secret_hash are gone.
+                """
+                CREATE TABLE key_changes (
+                    version bigserial PRIMARY KEY, at_ms bigint NOT NULL, op smallint NOT NULL, key_id text NOT NULL,
+                    secret_hash bytea NOT NULL, replaced_hash bytea, name text NOT NULL, permissions text NOT NULL,
+                    enabled boolean NOT NULL, expires_at_ms bigint)
+                """,
+                """
+                CREATE TABLE admin_tokens (
+                    pk bigserial PRIMARY KEY, name text NOT NULL UNIQUE, token_hash bytea NOT NULL UNIQUE,
+                    created_at_ms bigint NOT NULL)
+                """,
+                """
+                CREATE TABLE audit_events (
+                    seq bigint PRIMARY KEY, at_ms bigint NOT NULL, action text NOT NULL, key_id text NOT NULL,
+                    key_name text NOT NULL, actor text NOT NULL, detail text NOT NULL, denial smallint,
+                    permissions text NOT NULL, resource text NOT NULL, client_address text NOT NULL)
+                """,
+                "CREATE INDEX audit_events_by_key ON audit_events (key_id, seq)",
+                "CREATE INDEX audit_events_by_admin_action ON audit_events (action, seq) WHERE action <> 'api.request'",
+                "CREATE INDEX audit_events_by_time ON audit_events (at_ms)",
+                // Each start of a replica takes a number: the replica part of its audit seqs.
+                "CREATE SEQUENCE replica_numbers",
+            ]),
+    ]
+
+    /// Applies every migration not yet recorded, each in its own transaction, holding the
+    /// advisory lock; returns the versions it applied.
+    @discardableResult
+    static func migrate(_ connection: PostgresConnection, nowMS: Int64, logger: Logger) async throws -> [Int] {
+        try await connection.query("SELECT pg_advisory_lock(\(lockID))", logger: logger)
+        do {
+            let applied = try await migrateLocked(connection, nowMS: nowMS, logger: logger)
+            try await connection.query("SELECT pg_advisory_unlock(\(lockID))", logger: logger)
+            return applied
+        } catch {
+            _ = try? await connection.query("SELECT pg_advisory_unlock(\(lockID))", logger: logger)
+            throw error
+        }
+    }
+
+    private static func migrateLocked(_ connection: PostgresConnection, nowMS: Int64, logger: Logger) async throws -> [Int] {
+        try await connection.query(
+            """
+            CREATE TABLE IF NOT EXISTS schema_migrations (
+                version integer PRIMARY KEY, name text NOT NULL, applied_at_ms bigint NOT NULL)
+            """, logger: logger)
+        var done: Set<Int> = []
+        for try await version in try await connection.query("SELECT version FROM schema_migrations", logger: logger)
+            .decode(Int.self)
+        {
+            done.insert(version)
+        }
+        var applied: [Int] = []
+        for migration in migrations where !done.contains(migration.version) {
+            try await connection.withTransaction(logger: logger) { connection in
+                for statement in migration.statements {
+                    try await connection.query(PostgresQuery(unsafeSQL: statement), logger: logger)
+                }
+                try await connection.query(
+                    "INSERT INTO schema_migrations (version, name, applied_at_ms) VALUES (\(migration.version), \(migration.name), \(nowMS))",
+                    logger: logger)
+            }
+            applied.append(migration.version)
+        }
+        return applied
+    }
+}

@@ -1,0 +1,143 @@
+import APIKeysCore
+import Synchronization
+
+/// Where keys, admin tokens and the audit trail are kept, in the domain's terms: the SQLite store
+/// (``SQLiteKeyStore``, the default) and the PostgreSQL store (`APIKeysPostgres`).
+///
+/// A store keeps its ``index`` current: loaded when it opens, updated after every mutation that
+/// commits, before that mutation returns (and, for a store shared by several servers, after each
+/// change another one commits). ``KeyService`` holds the rules; a store only reads and writes.
+package protocol KeyStore: Sendable {
+    /// The check index this store keeps current.
+    var index: KeyIndex { get }
+    /// The writer of `api.request` events, which also numbers admin events.
+    var auditWriter: AuditWriter { get }
+    /// Whether checks may be answered from the index now: nil when they may, else why not (a
+    /// replica that has lost its database for longer than its staleness bound).
+    var freshness: StoreFreshness? { get }
+
+    /// In one transaction: reads the key `keyID` (nil: none, for creations; missing: throws
+    /// ``KeyError/keyNotFound(id:)``), lets `decide` say what to write, writes it with its admin
+    /// events (numbered by the store), unless `deadline` passes before the commit; then updates the
+    /// index before returning `decide`'s result.
+    func commit<R: Sendable>(
+        reading keyID: String?, deadline: Deadline,
+        _ decide: @escaping @Sendable (_ current: StoredKey?) throws -> KeyDecision<R>
+    ) async throws -> R
+
+    /// The key with `id`, or ``KeyError/keyNotFound(id:)``.
+    func key(id: String) async throws -> KeyRecord
+    /// Up to `limit` keys after the position `after` (0: from the start), oldest first, each with
+    /// its position for the next page.
+    func keys(after: Int64, limit: Int) async throws -> [(position: Int64, key: KeyRecord)]
+
+    /// Adds an admin token (its hash) with its `admin_token.created` event.
+    func createAdminToken(name: String, hash: SecretHash, event: AuditRecord) async throws
+    /// Removes the admin token `name` with its `admin_token.revoked` event; false when there is none.
+    func revokeAdminToken(name: String, event: AuditRecord) async throws -> Bool
+    /// The name of the admin token with `hash`, or nil.
+    func adminTokenName(hash: SecretHash) async throws -> String?
+    /// Names of the admin tokens, oldest first.
+    func adminTokenNames() async throws -> [String]
+
+    /// Up to `limit` audit events matching `query` with seq below `beforeSeq`, newest first.
+    func auditPage(_ query: AuditQuery, beforeSeq: Int64, limit: Int) async throws -> [AuditRecord]
+    /// The time of the oldest audit event kept, nil when there is none.
+    func oldestRetainedAtMS() async throws -> Int64?
+
+    /// Closes the store's connections (the audit writer is closed first, by the service).
+    func close() async
+}
+
+/// A key as stored: the record and the hash of its current secret.
+package struct StoredKey: Sendable {
+    package var key: KeyRecord
+    package var hash: SecretHash
+
+    package init(key: KeyRecord, hash: SecretHash) {
+        self.key = key
+        self.hash = hash
+    }
+}
+
+/// What one write does to the `keys` table and so to the check index.
+package enum KeyWrite: Sendable {
+    /// A new key.
+    case insert(KeyRecord, SecretHash)
+    /// The key's new state, under `hash`; `replacing`: the old hash of a rotated secret.
+    case update(KeyRecord, hash: SecretHash, replacing: SecretHash?)
+    /// The key is gone, with its secret `hash`.
+    case delete(KeyRecord, SecretHash)
+
+    package var key: KeyRecord {
+        switch self {
+        case .insert(let key, _), .update(let key, _, _), .delete(let key, _): key
+        }
+    }
+}
+
+/// What a mutation decided from the stored state: its result, its writes and its admin events.
+package struct KeyDecision<R: Sendable>: Sendable {
+    package var result: R
+    package var writes: [KeyWrite]
+    /// Unnumbered (seq 0): the store numbers them in the transaction.
+    package var events: [AuditRecord]
+
+    package init(result: R, writes: [KeyWrite] = [], events: [AuditRecord] = []) {
+        self.result = result
+        self.writes = writes
+        self.events = events
+    }
+}
+
+extension KeyIndex {
+    /// Applies committed writes, in commit order, as one step.
+    package func apply(_ writes: [KeyWrite]) {
+        apply(
+            writes.map { write in
+                switch write {
+                case .insert(let key, let hash): .upsert(key.checkState(in: catalog), hash, replacing: nil)
+                case .update(let key, let hash, let old): .upsert(key.checkState(in: catalog), hash, replacing: old)
+                case .delete(_, let hash): .remove(hash)
+                }
+            })
+    }
+}
+
+/// How current a replica's index is, for a store shared by several servers: the time of its last
+/// confirmed catch-up with the database, read by every check (one atomic load).
+package final class StoreFreshness: Sendable {
+    /// How long checks are answered from the last state after the database was last reached.
+    package let maxStalenessMS: Int64
+    private let confirmedAtMS = Atomic<Int64>(0)
+    private let behind = Atomic<Int64>(0)
+
+    package init(maxStalenessMS: Int64) { self.maxStalenessMS = maxStalenessMS }
+
+    /// The index held every change the database had at `atMS` (a time read before asking it).
+    package func confirm(atMS: Int64) {
+        var current = confirmedAtMS.load(ordering: .relaxed)
+        while current < atMS {
+            let (exchanged, original) = confirmedAtMS.compareExchange(
+                expected: current, desired: atMS, ordering: .releasing)
+            if exchanged { break }
+            current = original
+        }
+    }
+
+    /// Changes known to exist that the index does not hold yet.
+    package func setVersionsBehind(_ count: Int64) { behind.store(count, ordering: .relaxed) }
+
+    /// Milliseconds since the last confirmed catch-up at `nowMS` (0 before the first).
+    package func lagMS(nowMS: Int64) -> Int64 {
+        let confirmed = confirmedAtMS.load(ordering: .acquiring)
+        return confirmed == 0 ? 0 : max(0, nowMS - confirmed)
+    }
+
+    package var versionsBehind: Int64 { behind.load(ordering: .relaxed) }
+
+    /// True when checks must fail closed at `nowMS`.
+    package func isStale(nowMS: Int64) -> Bool {
+        nowMS - confirmedAtMS.load(ordering: .acquiring) > maxStalenessMS
+    }
+}

@@ -1,0 +1,222 @@
+import APIKeysCore
+import Dispatch
+import Logging
+import Synchronization
+
+/// The embedded store: one SQLite file in WAL mode, for one server.
+///
+/// Two connections: the admin one (serialised by a `Mutex`; every mutation and its audit event in
+/// one `BEGIN IMMEDIATE` transaction) and the audit writer's. Blocking work runs on a dispatch
+/// queue, never on the caller's executor.
+package final class SQLiteKeyStore: KeyStore {
+    package let index: KeyIndex
+    package let auditWriter: AuditWriter
+    package var freshness: StoreFreshness? { nil }
+    /// Tests only: runs after a mutation committed, before its index change, with the key ids.
+    package let commitHook = Mutex<(@Sendable ([String]) -> Void)?>(nil)
+    let path: String
+    private let admin: Mutex<SQLiteConnection?>
+    private let clock: any WallClock
+    private let queue = DispatchQueue(label: "apikeys.sqlite-admin")
+
+    private init(path: String, index: KeyIndex, admin: SQLiteConnection, auditWriter: AuditWriter, clock: any WallClock) {
+        self.path = path
+        self.index = index
+        self.admin = Mutex(admin)
+        self.auditWriter = auditWriter
+        self.clock = clock
+    }
+
+    /// Opens (creating and migrating if needed) the database at `path` and loads the check index.
+    /// Throws ``StoreError`` for a file that is unreadable, locked or corrupt.
+    package static func open(
+        path: String, catalog: PermissionCatalog, clock: any WallClock, auditMode: AuditMode, auditQueueCapacity: Int,
+        auditRetentionMS: Int64, busyTimeoutMS: Int32, logger: Logger
+    ) throws -> SQLiteKeyStore {
+        let db = try SQLiteConnection(path: path, busyTimeoutMS: busyTimeoutMS)
+        try Schema.migrate(db, nowMS: clock.nowMS())
+        let last = try AuditTable.last(in: db)
+        let index = KeyIndex(catalog: catalog, expectedCount: try KeyTable.count(in: db))
+        let writer = AuditWriter(
+            sink: SQLiteAuditSink(connection: try SQLiteConnection(path: path, busyTimeoutMS: busyTimeoutMS)),
+            seqs: AuditSequence(.dense, after: last.seq), lastAtMS: last.batchAtMS, mode: auditMode, clock: clock,
+            capacity: auditQueueCapacity, retentionMS: auditRetentionMS, logger: logger)
+        let store = SQLiteKeyStore(path: path, index: index, admin: db, auditWriter: writer, clock: clock)
+        do {
+            try KeyTable.load(into: index, in: db)
+        } catch {
+            writer.closeBlocking()
+            store.closeAdmin()
+            throw error
+        }
+        return store
+    }
+
+    package func close() async { closeAdmin() }
+
+    func closeAdmin() {
+        admin.withLock { db in
+            db?.close()
+            db = nil
+        }
+    }
+
+    /// Runs `body` with the admin connection, under its lock, on the store's queue.
+    private func onAdmin<R: Sendable>(_ body: @escaping @Sendable (SQLiteConnection) throws -> R) async throws -> R {
+        try await withCheckedThrowingContinuation { continuation in
+            queue.async { continuation.resume(with: Result { try self.withAdmin(body) }) }
+        }
+    }
+
+    /// Runs `body` with the admin connection, under its lock, on the caller's thread.
+    func withAdmin<R>(_ body: (SQLiteConnection) throws -> R) throws -> R {
+        try admin.withLock { db in
+            guard let db else { throw StoreError.closed }
+            return try body(db)
+        }
+    }
+
+    // MARK: Keys
+
+    /// Under the admin lock: refuse a passed deadline before BEGIN, run the transaction (rolled
+    /// back if the deadline passes before COMMIT), then apply the index changes of what committed.
+    /// The index therefore changes in commit order: a later mutation of the same key (a delete
+    /// landing right after a create) can never be undone by an earlier one's index update.
+    package func commit<R: Sendable>(
+        reading keyID: String?, deadline: Deadline, _ decide: @escaping @Sendable (StoredKey?) throws -> KeyDecision<R>
+    ) async throws -> R {
+        try await onAdmin { db in try self.commitNow(reading: keyID, deadline: deadline, in: db, decide) }
+    }
+
+    private func commitNow<R>(
+        reading keyID: String?, deadline: Deadline, in db: SQLiteConnection, _ decide: (StoredKey?) throws -> KeyDecision<R>
+    ) throws -> R {
+        try deadline.check()
+        let decision = try db.transaction(beforeCommit: { try deadline.check() }) {
+            let current = try keyID.map { id in
+                let (key, hash) = try KeyTable.find(id: id, in: db)
+                return StoredKey(key: key, hash: hash)
+            }
+            let decision = try decide(current)
+            for write in decision.writes {
+                switch write {
+                case .insert(let key, let hash): try KeyTable.insert(key, hash: hash, in: db)
+                case .update(let key, let hash, let old): try KeyTable.update(key, newHash: old == nil ? nil : hash, in: db)
+                case .delete(let key, _): try KeyTable.delete(id: key.id, in: db)
+                }
+            }
+            try record(decision.events, in: db)
+            return decision
+        }
+        commitHook.withLock { $0 }?(decision.writes.map(\.key.id))
+        index.apply(decision.writes)
+        return decision.result
+    }
+
+    /// Writes admin events in the caller's transaction, numbered now.
+    private func record(_ events: [AuditRecord], in db: SQLiteConnection) throws {
+        for var event in events {
+            event.seq = auditWriter.takeSeq(atMS: event.atMS)
+            try AuditTable.insert(event, in: db)
+        }
+    }
+
+    package func key(id: String) async throws -> KeyRecord {
+        try await onAdmin { try KeyTable.find(id: id, in: $0).key }
+    }
+
+    package func keys(after: Int64, limit: Int) async throws -> [(position: Int64, key: KeyRecord)] {
+        try await onAdmin { db in try KeyTable.page(afterPK: after, limit: limit, in: db).map { ($0.pk, $0.key) } }
+    }
+
+    // MARK: Admin tokens
+
+    package func createAdminToken(name: String, hash: SecretHash, event: AuditRecord) async throws {
+        try await onAdmin { db in
+            try db.transaction {
+                try db.statement("INSERT INTO admin_tokens (name, token_hash, created_at_ms) VALUES (?, ?, ?)")
+                    .bind(.text(name), .blob(hash.digest), .integer(event.atMS)).run()
+                try Self.recordPending(event, in: db)
+            }
+        }
+    }
+
+    package func revokeAdminToken(name: String, event: AuditRecord) async throws -> Bool {
+        try await onAdmin { db in
+            try db.transaction {
+                try db.statement("DELETE FROM admin_tokens WHERE name = ?").bind(.text(name)).run()
+                guard db.changes > 0 else { return false }
+                try Self.recordPending(event, in: db)
+                return true
+            }
+        }
+    }
+
+    package func adminTokenName(hash: SecretHash) async throws -> String? {
+        try await onAdmin { db in
+            try self.recordPendingAdminEvents(in: db)
+            return try db.statement("SELECT name FROM admin_tokens WHERE token_hash = ?").bind(.blob(hash.digest))
+                .firstRow { $0.text(0) }
+        }
+    }
+
+    package func adminTokenNames() async throws -> [String] {
+        try await onAdmin { try $0.statement("SELECT name FROM admin_tokens ORDER BY pk").rows { $0.text(0) } }
+    }
+
+    /// Gives the admin-token records waiting in the database their place in the audit trail.
+    ///
+    /// Admin tokens are also created and revoked by `apikeyd admin-token`, a process of its own
+    /// beside the running server; only the server numbers audit events (its sequence counter runs
+    /// ahead of the database while checks are queued), so every such change is stored as pending
+    /// in its own transaction and numbered here: when the server starts
+    /// (``KeyService/prepareToServe()``) and before every KeyAdmin call (``adminTokenName(hash:)``),
+    /// so it is listed from the first call after the change. Each record is stamped with the time
+    /// it is numbered (times in the trail never go backwards); its detail says when the change was made.
+    package func recordPendingAdminEvents() async throws {
+        try await onAdmin { db in try self.recordPendingAdminEvents(in: db) }
+    }
+
+    private func recordPendingAdminEvents(in db: SQLiteConnection) throws {
+        let waiting = try db.statement("SELECT EXISTS (SELECT 1 FROM pending_admin_events)").firstRow { $0.int64(0) } == 1
+        guard waiting else { return }
+        let _: Void = try commitNow(reading: nil, deadline: .never, in: db) { _ in
+            let pending = try db.statement("SELECT id, at_ms, action, actor, detail FROM pending_admin_events ORDER BY id")
+                .rows { row in (row.int64(0), row.int64(1), row.text(2), row.text(3), row.text(4)) }
+            let now = self.clock.nowMS()
+            let events = try pending.map { _, madeAt, action, actor, detail in
+                guard let action = AuditAction(rawValue: action) else {
+                    throw StoreError.corrupt(path: db.path, message: "a pending admin event has action \"\(action)\"")
+                }
+                return AuditRecord(
+                    atMS: now, action: action, keyID: "", keyName: "", actor: actor,
+                    detail: "\(detail) at \(KeyService.describe(madeAt))")
+            }
+            if let last = pending.last?.0 {
+                try db.statement("DELETE FROM pending_admin_events WHERE id <= ?").bind(.integer(last)).run()
+            }
+            return KeyDecision(result: (), events: events)
+        }
+    }
+
+    private static func recordPending(_ event: AuditRecord, in db: SQLiteConnection) throws {
+        try db.statement("INSERT INTO pending_admin_events (at_ms, action, actor, detail) VALUES (?, ?, ?, ?)")
+            .bind(.integer(event.atMS), .text(event.action.rawValue), .text(event.actor), .text(event.detail)).run()
+    }
+
+    // MARK: Audit trail
+
+    package func auditPage(_ query: AuditQuery, beforeSeq: Int64, limit: Int) async throws -> [AuditRecord] {
+        try await onAdmin { try AuditTable.page(query, beforeSeq: beforeSeq, limit: limit, in: $0) }
+    }
+
+    package func oldestRetainedAtMS() async throws -> Int64? {
+        try await onAdmin { try AuditRetention.oldestRetainedAtMS(in: $0) }
+    }
+
+    /// Tests only: the database may not grow (both connections then get SQLITE_FULL, as on a full disk).
+    func simulateFullDisk(_ full: Bool) throws {
+        try withAdmin { try $0.forbidGrowth(full) }
+        auditWriter.forbidGrowth(full)
+    }
+}
