@@ -3,7 +3,7 @@ SHELL := /bin/bash
 SWIFT ?= swift
 DATA_DIR ?= ./data
 VENV := .venv
-SYSTEM_PACKAGES := libprotobuf-c-dev protobuf-c-compiler libssl-dev libsqlite3-dev pkg-config openssl nginx-light
+SYSTEM_PACKAGES := libprotobuf-c-dev protobuf-c-compiler libssl-dev libsqlite3-dev pkg-config openssl nginx-light postgresql
 
 .PHONY: run test bench bench-deployment chaos fuzz format deps interop-env codegen codegen-check build clean
 
@@ -17,7 +17,8 @@ run: deps
 ## 60 s fuzz run of the wire layer, and the fast variant of the hostile-peer battery.
 test: deps interop-env codegen-check
 	$(SWIFT) build --build-tests
-	APIKEYS_INTEROP_PYTHON=$(CURDIR)/$(VENV)/bin/python $(SWIFT) test --skip-build --disable-xctest
+	Tests/postgres/with-cluster.sh env APIKEYS_INTEROP_PYTHON=$(CURDIR)/$(VENV)/bin/python \
+	  $(SWIFT) test --skip-build --disable-xctest
 	APIKEYS_INTEROP_PYTHON=$(CURDIR)/$(VENV)/bin/python fuzz/run.sh --seconds 60
 	$(VENV)/bin/python Tests/chaos/chaos.py "$$($(SWIFT) build --show-bin-path)/apikeyd" --fast
 

@@ -58,3 +58,11 @@ func withTimeout<T: Sendable>(
         return value
     }
 }
+
+extension SecretHash {
+    /// The digest as a `bytea` value.
+    var bytea: ByteBuffer { ByteBuffer(bytes: digest) }
+
+    /// The hash stored as `bytea`, or nil when it is not a SHA-256 digest.
+    init?(bytea: ByteBuffer) { self.init(digest: Array(bytea.readableBytesView)) }
+}

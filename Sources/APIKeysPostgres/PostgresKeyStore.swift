@@ -100,9 +100,9 @@ package final class PostgresKeyStore: KeyStore {
             let rows = try await connection.query(
                 "SELECT secret_hash, id, name, permissions, enabled, expires_at_ms FROM keys", logger: logger)
             for try await (hashBytes, id, name, permissions, enabled, expires) in rows.decode(
-                ([UInt8], String, String, String, Bool, Int64?).self)
+                (ByteBuffer, String, String, String, Bool, Int64?).self)
             {
-                guard let hash = SecretHash(digest: hashBytes) else {
+                guard let hash = SecretHash(bytea: hashBytes) else {
                     throw StoreError.database(server: "", message: "key \(id) has a secret hash of the wrong size")
                 }
                 let mask = masks[permissions] ?? {
@@ -214,7 +214,7 @@ package final class PostgresKeyStore: KeyStore {
         event.seq = auditWriter.takeSeq(atMS: event.atMS)
         try await write { [event] connection in
             try await connection.query(
-                "INSERT INTO admin_tokens (name, token_hash, created_at_ms) VALUES (\(name), \(hash.digest), \(event.atMS))",
+                "INSERT INTO admin_tokens (name, token_hash, created_at_ms) VALUES (\(name), \(hash.bytea), \(event.atMS))",
                 logger: logger)
             try await AuditRows.insert([event], on: connection, logger: logger)
         }
@@ -236,7 +236,7 @@ package final class PostgresKeyStore: KeyStore {
 
     package func adminTokenName(hash: SecretHash) async throws -> String? {
         try await read { client in
-            try await client.query("SELECT name FROM admin_tokens WHERE token_hash = \(hash.digest)")
+            try await client.query("SELECT name FROM admin_tokens WHERE token_hash = \(hash.bytea)")
                 .decode(String.self).first { _ in true }
         }
     }

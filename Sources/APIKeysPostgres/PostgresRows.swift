@@ -14,10 +14,10 @@ enum KeyRows {
     static func encodePermissions(_ names: [String]) -> String { names.joined(separator: " ") }
     static func decodePermissions(_ text: String) -> [String] { text.split(separator: " ").map(String.init) }
 
-    private typealias Row = (Int64, String, String, String, String, Bool, Int64, Int64, Int64?, Int64?, Int64?, [UInt8])
+    private typealias Row = (Int64, String, String, String, String, Bool, Int64, Int64, Int64?, Int64?, Int64?, ByteBuffer)
 
     private static func record(_ row: Row) throws -> (Int64, StoredKey) {
-        guard let hash = SecretHash(digest: row.11) else {
+        guard let hash = SecretHash(bytea: row.11) else {
             throw StoreError.database(server: "", message: "key \(row.1) has a secret hash of the wrong size")
         }
         let key = KeyRecord(
@@ -65,7 +65,7 @@ enum KeyRows {
                 """
                 INSERT INTO keys (id, name, secret_hash, hint, permissions, enabled, created_at_ms, updated_at_ms,
                                   expires_at_ms, last_used_at_ms, rotated_at_ms)
-                VALUES (\(key.id), \(key.name), \(hash.digest), \(key.hint), \(encodePermissions(key.permissions)),
+                VALUES (\(key.id), \(key.name), \(hash.bytea), \(key.hint), \(encodePermissions(key.permissions)),
                         \(key.enabled), \(key.createdAtMS), \(key.updatedAtMS), \(key.expiresAtMS), \(key.lastUsedAtMS),
                         \(key.rotatedAtMS))
                 """, logger: logger)
@@ -75,7 +75,7 @@ enum KeyRows {
                 UPDATE keys SET name = \(key.name), hint = \(key.hint), permissions = \(encodePermissions(key.permissions)),
                                 enabled = \(key.enabled), updated_at_ms = \(key.updatedAtMS),
                                 expires_at_ms = \(key.expiresAtMS), rotated_at_ms = \(key.rotatedAtMS),
-                                secret_hash = \(hash.digest)
+                                secret_hash = \(hash.bytea)
                 WHERE id = \(key.id)
                 """, logger: logger)
         case .delete(let key, _):
@@ -118,7 +118,7 @@ enum ChangeRows {
         let rows = try await connection.query(
             """
             INSERT INTO key_changes (at_ms, op, key_id, secret_hash, replaced_hash, name, permissions, enabled, expires_at_ms)
-            VALUES (\(atMS), \(op), \(key.id), \(hash.digest), \(replaced?.digest), \(key.name),
+            VALUES (\(atMS), \(op), \(key.id), \(hash.bytea), \(replaced?.bytea), \(key.name),
                     \(KeyRows.encodePermissions(key.permissions)), \(key.enabled), \(key.expiresAtMS))
             RETURNING version
             """, logger: logger)
@@ -137,9 +137,9 @@ enum ChangeRows {
             FROM key_changes WHERE version > \(version) ORDER BY version LIMIT \(Int64(limit))
             """)
         for try await (version, op, id, hashBytes, replacedBytes, name, permissions, enabled, expires) in rows.decode(
-            (Int64, Int16, String, [UInt8], [UInt8]?, String, String, Bool, Int64?).self)
+            (Int64, Int16, String, ByteBuffer, ByteBuffer?, String, String, Bool, Int64?).self)
         {
-            guard let hash = SecretHash(digest: hashBytes) else {
+            guard let hash = SecretHash(bytea: hashBytes) else {
                 throw StoreError.database(server: "", message: "change \(version) has a secret hash of the wrong size")
             }
             if op == 2 {
@@ -149,7 +149,7 @@ enum ChangeRows {
                     id: id, name: name, permissions: catalog.mask(of: KeyRows.decodePermissions(permissions)),
                     enabled: enabled, expiresAtMS: expires)
                 changes.append(
-                    Change(version: version, edit: .upsert(state, hash, replacing: replacedBytes.flatMap(SecretHash.init(digest:)))))
+                    Change(version: version, edit: .upsert(state, hash, replacing: replacedBytes.flatMap(SecretHash.init(bytea:)))))
             }
         }
         return changes

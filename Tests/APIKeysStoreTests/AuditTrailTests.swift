@@ -7,8 +7,9 @@ import Testing
 @Suite struct AuditTrailTests {
     let clock = ManualWallClock(nowMS: 1_700_000_000_000)
 
-    @Test func checksOfWellFormedKeysAreRecorded() async throws {
-        try await withService(clock: clock) { service, _ in
+    @Test(arguments: StoreKind.available)
+    func checksOfWellFormedKeysAreRecorded(_ store: StoreKind) async throws {
+        try await withService(store, clock: clock) { service, _ in
             let issued = try await service.createKey(name: "ci", permissions: ["jobs:read"], actor: "ops")
             _ = try service.check(
                 secret: issued.secret, permissions: ["jobs:read"], resource: "GET /jobs", clientAddress: "10.1.1.1")
@@ -31,8 +32,9 @@ import Testing
         }
     }
 
-    @Test func queryByKeyActionAndTimeWithPagination() async throws {
-        try await withService(clock: clock) { service, _ in
+    @Test(arguments: StoreKind.available)
+    func queryByKeyActionAndTimeWithPagination(_ store: StoreKind) async throws {
+        try await withService(store, clock: clock) { service, _ in
             let start = clock.nowMS()
             let a = try await service.createKey(name: "a", permissions: ["jobs:read"], actor: "ops")
             for _ in 0..<5 {
@@ -101,8 +103,9 @@ import Testing
     }
     /// api.request events are stored in batches, admin events as rows: pages, key filters and time
     /// windows must merge both exactly, across many batches.
-    @Test func pagesAndFiltersMergeBatchesWithAdminEvents() async throws {
-        try await withService(clock: clock) { service, _ in
+    @Test(arguments: StoreKind.available)
+    func pagesAndFiltersMergeBatchesWithAdminEvents(_ store: StoreKind) async throws {
+        try await withService(store, clock: clock) { service, _ in
             let start = clock.nowMS()
             let a = try await service.createKey(name: "a", permissions: ["jobs:read"], actor: "ops")
             let b = try await service.createKey(name: "b", permissions: ["jobs:read"], actor: "ops")

@@ -7,8 +7,9 @@ import Testing
 @Suite struct KeyServiceTests {
     let clock = ManualWallClock(nowMS: 1_700_000_000_000)
 
-    @Test func createThenGetAndCheck() async throws {
-        try await withService(clock: clock) { service, _ in
+    @Test(arguments: StoreKind.available)
+    func createThenGetAndCheck(_ store: StoreKind) async throws {
+        try await withService(store, clock: clock) { service, _ in
             let issued = try await service.createKey(
                 name: " ci ", permissions: ["jobs:write", "jobs:read"], expiresAtMS: clock.nowMS() + 60_000,
                 actor: "ops")
@@ -22,8 +23,9 @@ import Testing
         }
     }
 
-    @Test func invalidInputIsRefusedWithAPreciseError() async throws {
-        try await withService(clock: clock) { service, _ in
+    @Test(arguments: StoreKind.available)
+    func invalidInputIsRefusedWithAPreciseError(_ store: StoreKind) async throws {
+        try await withService(store, clock: clock) { service, _ in
             await #expect(throws: KeyError.invalidName("must not be empty")) {
                 try await service.createKey(name: " ", permissions: ["jobs:read"], actor: "ops")
             }
@@ -41,8 +43,9 @@ import Testing
         }
     }
 
-    @Test func listPagesOldestFirstWithAStableCursor() async throws {
-        try await withService(clock: clock) { service, _ in
+    @Test(arguments: StoreKind.available)
+    func listPagesOldestFirstWithAStableCursor(_ store: StoreKind) async throws {
+        try await withService(store, clock: clock) { service, _ in
             var ids: [String] = []
             for index in 0..<7 {
                 ids.append(try await service.createKey(name: "key \(index)", permissions: ["jobs:read"], actor: "ops").key.id)
@@ -60,8 +63,9 @@ import Testing
         }
     }
 
-    @Test func updateChangesOnlyWhatIsGivenAndAuditsEachKind() async throws {
-        try await withService(clock: clock) { service, _ in
+    @Test(arguments: StoreKind.available)
+    func updateChangesOnlyWhatIsGivenAndAuditsEachKind(_ store: StoreKind) async throws {
+        try await withService(store, clock: clock) { service, _ in
             let issued = try await service.createKey(name: "ci", permissions: ["jobs:read"], actor: "ops")
             clock.advance(byMS: 10)
             let expiry = clock.nowMS() + 1000
@@ -96,8 +100,9 @@ import Testing
         }
     }
 
-    @Test func enableDisableRotateDelete() async throws {
-        try await withService(clock: clock) { service, _ in
+    @Test(arguments: StoreKind.available)
+    func enableDisableRotateDelete(_ store: StoreKind) async throws {
+        try await withService(store, clock: clock) { service, _ in
             let issued = try await service.createKey(name: "svc", permissions: ["jobs:read"], actor: "ops")
             let id = issued.key.id
             #expect(try await service.setEnabled(id: id, enabled: false, actor: "ops").enabled == false)
