@@ -22,8 +22,18 @@ import Synchronization
 public final class APIKeysClient: Sendable {
     /// Where and how to connect.
     public struct Configuration: Sendable {
-        public var host: String
-        public var port: Int
+        /// The servers (replicas of one key store) the client spreads its calls over; never empty.
+        public var endpoints: [Endpoint]
+        /// The first endpoint's host.
+        public var host: String {
+            get { endpoints[0].host }
+            set { endpoints[0].host = newValue }
+        }
+        /// The first endpoint's port.
+        public var port: Int {
+            get { endpoints[0].port }
+            set { endpoints[0].port = newValue }
+        }
         /// Sent as `authorization: Bearer <token>` on KeyAdmin calls; Check needs none.
         public var adminToken: String?
         /// Deadline of a call unless the call says otherwise; also sent to the server.
@@ -40,14 +50,53 @@ public final class APIKeysClient: Sendable {
             maxFrameSize: Int = Framing.defaultClientMaxFrameSize, keyPrefix: String = SecretFormat.defaultPrefix,
             tls: TLS? = nil
         ) {
-            self.host = host
-            self.port = port
+            self.endpoints = [Endpoint(host: host, port: port)]
             self.adminToken = adminToken
             self.timeout = timeout
             self.maxFrameSize = maxFrameSize
             self.keyPrefix = keyPrefix
             self.tls = tls
         }
+    }
+
+    /// One server: a host (name or address) and a port.
+    public struct Endpoint: Sendable, Hashable, CustomStringConvertible {
+        public var host: String
+        public var port: Int
+
+        public init(host: String, port: Int) {
+            self.host = host
+            self.port = port
+        }
+
+        /// `host:port` (an IPv6 address in brackets); nil when `text` is not one.
+        public init?(_ text: String) {
+            var rest = Substring(text.filter { !$0.isWhitespace })
+            var host: Substring
+            if rest.hasPrefix("[") {
+                guard let close = rest.firstIndex(of: "]") else { return nil }
+                host = rest[rest.index(after: rest.startIndex)..<close]
+                rest = rest[rest.index(after: close)...]
+                guard rest.hasPrefix(":") else { return nil }
+                rest = rest.dropFirst()
+            } else {
+                guard let colon = rest.lastIndex(of: ":") else { return nil }
+                host = rest[..<colon]
+                rest = rest[rest.index(after: colon)...]
+            }
+            guard let port = Int(rest), (1...65535).contains(port) else { return nil }
+            if host.isEmpty { host = "127.0.0.1" }
+            self.init(host: String(host), port: port)
+        }
+
+        /// A comma-separated list of endpoints (`a:7411,b:7411`); nil when one is not `host:port`.
+        public static func list(_ text: String) -> [Endpoint]? {
+            let endpoints = text.split(separator: ",").map { Endpoint(String($0)) }
+            guard !endpoints.isEmpty, !endpoints.contains(where: { $0 == nil }) else { return nil }
+            return endpoints.compactMap { $0 }
+        }
+
+        public var description: String { host.contains(":") ? "[\(host)]:\(port)" : "\(host):\(port)" }
     }
 
     /// How the client speaks TLS (1.2 or later) to the server. The server's certificate is always
@@ -73,21 +122,15 @@ public final class APIKeysClient: Sendable {
         }
     }
 
-    private enum ConnectionState {
-        case idle
-        case connecting(EventLoopFuture<any Channel>)
-        case connected(any Channel)
-    }
-
     public let configuration: Configuration
     /// The format of ``Configuration/keyPrefix``, to refuse malformed keys offline (nil for a
     /// prefix that is not a valid one: then every key goes to the server).
     let secretFormat: SecretFormat?
-    private let group: any EventLoopGroup
-    private let state = Mutex<ConnectionState>(.idle)
-    /// Made once from ``Configuration/tls``: the context, or why the files cannot be used.
-    private let tlsContext: Result<NIOSSLContext, APIKeysClientError>?
+    /// One per endpoint, in the configuration's order.
+    private let connections: [EndpointConnection]
     private let nextCallID = Atomic<UInt64>(1)
+    /// Round robin over ``connections``.
+    private let nextEndpoint = Atomic<Int>(0)
 
     /// A client on `eventLoopGroup`; by default NIO's process-wide singleton group, so that
     /// many clients in one process share its threads instead of starting their own.
@@ -96,30 +139,70 @@ public final class APIKeysClient: Sendable {
     ) {
         self.configuration = configuration
         self.secretFormat = try? SecretFormat(prefix: configuration.keyPrefix)
-        self.tlsContext = configuration.tls.map(Self.makeTLSContext)
-        self.group = eventLoopGroup
+        let tlsContext = configuration.tls.map(Self.makeTLSContext)
+        self.connections = configuration.endpoints.map { endpoint in
+            EndpointConnection(
+                endpoint: endpoint, group: eventLoopGroup, tls: tlsContext, serverName: configuration.tls?.serverName,
+                maxFrameSize: configuration.maxFrameSize)
+        }
     }
 
-    /// Closes the connection, failing calls in flight. The event loop group is the caller's (or
+    /// Closes the connections, failing calls in flight. The event loop group is the caller's (or
     /// NIO's singleton) and stays up.
     public func close() async {
-        let pending: EventLoopFuture<any Channel>? = state.withLock { state in
-            defer { state = .idle }
-            switch state {
-            case .connected(let channel): return channel.eventLoop.makeSucceededFuture(channel)
-            case .connecting(let future): return future
-            case .idle: return nil
-            }
-        }
-        if let channel = try? await pending?.get() { try? await channel.close() }
+        for connection in connections { await connection.close() }
     }
 
-    /// Sends `request` to `method` and returns the decoded reply. Throws ``APIKeysClientError``.
+    /// Methods whose calls may be sent again, to another endpoint, when one fails with
+    /// UNAVAILABLE: they change nothing. A mutation is never sent twice: its caller gets the
+    /// error, which says when the outcome is unknown.
+    static let retriedPaths: Set<String> = [
+        Authorize.check.path, KeyAdmin.getKey.path, KeyAdmin.listKeys.path, KeyAdmin.listAuditEvents.path,
+        KeyAdmin.listPermissions.path,
+    ]
+
+    /// Sends `request` to `method` and returns the decoded reply, on the next endpoint in turn
+    /// (skipping ones that just failed to connect); a call of ``retriedPaths`` that meets
+    /// UNAVAILABLE (no connection, connection lost, a replica past its staleness bound) goes to
+    /// the next endpoint while its deadline allows. Throws ``APIKeysClientError``.
     /// Internal: the public API is one typed function per method (APIKeysClient+Calls.swift).
     func call<Request, Response>(
         _ method: RPCMethod<Request, Response>, _ request: Request, timeout: Duration? = nil
     ) async throws -> Response {
-        let timeoutMS = Self.milliseconds(timeout ?? configuration.timeout)
+        let budget = timeout ?? configuration.timeout
+        let deadline = ContinuousClock.now + budget
+        let retried = Self.retriedPaths.contains(method.path)
+        let first = pickEndpoint()
+        var attempt = 0
+        while true {
+            let connection = connections[(first + attempt) % connections.count]
+            do {
+                return try await call(method, request, on: connection, timeout: deadline - ContinuousClock.now)
+            } catch let error as APIKeysClientError
+                where retried && error.code == .unavailable && attempt + 1 < connections.count
+                && ContinuousClock.now < deadline
+            {
+                attempt += 1
+            }
+        }
+    }
+
+    /// The index of the next endpoint to use: in turn, skipping endpoints that failed to connect
+    /// in the last second (all of them failing: the next in turn anyway).
+    private func pickEndpoint() -> Int {
+        let start = nextEndpoint.wrappingAdd(1, ordering: .relaxed).oldValue
+        for offset in 0..<connections.count {
+            let index = (start &+ offset) % connections.count
+            if !connections[index].recentlyFailed { return (index + connections.count) % connections.count }
+        }
+        return ((start % connections.count) + connections.count) % connections.count
+    }
+
+    /// One attempt of a call on `connection`.
+    private func call<Request, Response>(
+        _ method: RPCMethod<Request, Response>, _ request: Request, on connection: EndpointConnection, timeout: Duration
+    ) async throws -> Response {
+        let timeoutMS = max(1, Self.milliseconds(timeout))
         let callID = nextCallID.wrappingAdd(1, ordering: .relaxed).oldValue
         var envelope = Envelope(callID: callID, method: method.path, timeoutMS: timeoutMS)
         if method.isKeyAdmin, let token = configuration.adminToken {
@@ -129,7 +212,7 @@ public final class APIKeysClient: Sendable {
             envelope.payload = try request.serializedBytes()
             var frame = ByteBuffer()
             try Framing.write(envelope, to: &frame)
-            let channel = try await connectedChannel()
+            let channel = try await connection.connectedChannel()
             let promise = channel.eventLoop.makePromise(of: Envelope.self)
             // The handler succeeds `handedOver` once it owns the call; if the channel closed before
             // that (no handler to take it), nothing else would ever complete the call's promise.
@@ -167,32 +250,6 @@ public final class APIKeysClient: Sendable {
         return UInt32(clamping: seconds * 1000 + attoseconds / 1_000_000_000_000_000)
     }
 
-    /// The open connection, opening one if there is none.
-    private func connectedChannel() async throws -> any Channel {
-        let future: EventLoopFuture<any Channel> = state.withLock { state in
-            switch state {
-            case .connected(let channel) where channel.isActive:
-                return channel.eventLoop.makeSucceededFuture(channel)
-            case .connecting(let future):
-                return future
-            default:
-                let future = connect()
-                state = .connecting(future)
-                return future
-            }
-        }
-        do {
-            return try await future.get()
-        } catch let error as APIKeysClientError {
-            throw error
-        } catch {
-            throw APIKeysClientError(
-                code: .unavailable,
-                message: "cannot connect to \(configuration.host):\(configuration.port): \(Self.plainReason(error))",
-                cause: error)
-        }
-    }
-
     /// Why a connection failed, in words ("connection refused"), not NIO's nested error values.
     static func plainReason(_ error: any Error) -> String {
         switch error {
@@ -212,42 +269,6 @@ public final class APIKeysClient: Sendable {
         Result { try tls.makeContext() }.mapError { error in
             APIKeysClientError(code: .failedPrecondition, message: "TLS files cannot be used: \(error)", cause: error)
         }
-    }
-
-    private func connect() -> EventLoopFuture<any Channel> {
-        let maxFrameSize = configuration.maxFrameSize
-        let tls: (NIOSSLContext, String?)?
-        switch tlsContext {
-        case .failure(let error): return group.next().makeFailedFuture(error)
-        case .success(let context):
-            let name = configuration.tls?.serverName ?? configuration.host
-            // SNI takes a name, never an address; an address is verified against the certificate's.
-            tls = (context, name.contains(where: { $0.isLetter }) && !name.contains(":") ? name : nil)
-        case nil: tls = nil
-        }
-        let future = ClientBootstrap(group: group)
-            .channelOption(.socketOption(.tcp_nodelay), value: 1)
-            .connectTimeout(.seconds(5))
-            .channelInitializer { channel in
-                channel.eventLoop.makeCompletedFuture {
-                    if let (context, serverName) = tls {
-                        try channel.pipeline.syncOperations.addHandler(
-                            NIOSSLClientHandler(context: context, serverHostname: serverName))
-                    }
-                    try channel.pipeline.syncOperations.addHandler(ClientConnectionHandler(maxFrameSize: maxFrameSize))
-                }
-            }
-            .connect(host: configuration.host, port: configuration.port)
-        future.whenComplete { [self] result in
-            state.withLock { state in
-                guard case .connecting(let current) = state, current === future else { return }
-                switch result {
-                case .success(let channel): state = .connected(channel)
-                case .failure: state = .idle
-                }
-            }
-        }
-        return future
     }
 }
 

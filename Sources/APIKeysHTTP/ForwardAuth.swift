@@ -58,8 +58,10 @@ struct ForwardAuth: Sendable {
         } catch let error as KeyError {
             return Self.answer(.badRequest, reason: "INVALID_ARGUMENT", message: error.description)
         } catch {
-            // The audit trail cannot take the check (a stalled disk): fail closed, say so.
-            return Self.answer(.serviceUnavailable, reason: "UNAVAILABLE", message: "the audit trail is behind")
+            // A replica past its staleness bound, or an audit trail that cannot take the check (a
+            // stalled disk): fail closed, say which.
+            return Self.answer(
+                .serviceUnavailable, reason: "UNAVAILABLE", message: server.freshnessProblem ?? "the audit trail is behind")
         }
         guard let denial = outcome.denial else {
             var headers = HTTPFields()

@@ -51,7 +51,10 @@ final class ChangeFeed: Sendable {
 
     func start() {
         tasks.withLock { tasks in
-            tasks = [Task { await self.listen() }, Task { await self.poll() }]
+            tasks = [
+                Task(executorPreference: StoreExecutor.shared) { await self.listen() },
+                Task(executorPreference: StoreExecutor.shared) { await self.poll() },
+            ]
         }
     }
 

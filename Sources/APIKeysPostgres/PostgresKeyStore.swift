@@ -46,7 +46,7 @@ package final class PostgresKeyStore: KeyStore {
         auditQueueCapacity: Int, auditRetentionMS: Int64, maxStalenessMS: Int64, logger: Logger
     ) async throws -> PostgresKeyStore {
         let client = PostgresClient(configuration: location.clientConfiguration, backgroundLogger: logger)
-        let clientTask = Task { await client.run() }
+        let clientTask = Task(executorPreference: StoreExecutor.shared) { await client.run() }
         let server = location.description
         do {
             let (replica, index, version, loadedAtMS) = try await withTimeout(
@@ -83,6 +83,22 @@ package final class PostgresKeyStore: KeyStore {
         }
     }
 
+    /// Applies the schema migrations not yet recorded (under the advisory lock) and returns their
+    /// versions; what `apikeyd migrate` runs, and every replica at start.
+    package static func migrate(location: PostgresLocation, clock: any WallClock, logger: Logger) async throws -> [Int] {
+        let client = PostgresClient(configuration: location.clientConfiguration, backgroundLogger: logger)
+        let clientTask = Task(executorPreference: StoreExecutor.shared) { await client.run() }
+        defer { clientTask.cancel() }
+        let server = location.description
+        do {
+            return try await withTimeout(.seconds(60), timeoutError: .unreachable(server: server, message: "no answer within 60 s")) {
+                try await client.withConnection { try await PostgresSchema.migrate($0, nowMS: clock.nowMS(), logger: logger) }
+            }
+        } catch {
+            throw StoreError.postgres(error, server: server)
+        }
+    }
+
     /// Every key and the change version they reflect, read in one snapshot.
     private static func loadIndex(
         _ connection: PostgresConnection, catalog: PermissionCatalog, clock: any WallClock, logger: Logger
@@ -96,7 +112,7 @@ package final class PostgresKeyStore: KeyStore {
             let count = try await connection.query("SELECT count(*)::bigint FROM keys", logger: logger)
                 .decode(Int64.self).first { _ in true } ?? 0
             let index = KeyIndex(catalog: catalog, expectedCount: Int(count))
-            var masks: [String: PermissionMask] = [:]
+            var masks = Schema.MaskCache(catalog: catalog)
             let rows = try await connection.query(
                 "SELECT secret_hash, id, name, permissions, enabled, expires_at_ms FROM keys", logger: logger)
             for try await (hashBytes, id, name, permissions, enabled, expires) in rows.decode(
@@ -105,13 +121,10 @@ package final class PostgresKeyStore: KeyStore {
                 guard let hash = SecretHash(bytea: hashBytes) else {
                     throw StoreError.database(server: "", message: "key \(id) has a secret hash of the wrong size")
                 }
-                let mask = masks[permissions] ?? {
-                    let mask = catalog.mask(of: KeyRows.decodePermissions(permissions))
-                    masks[permissions] = mask
-                    return mask
-                }()
                 index.upsert(
-                    KeyCheckState(id: id, name: name, permissions: mask, enabled: enabled, expiresAtMS: expires), hash: hash)
+                    KeyCheckState(
+                        id: id, name: name, permissions: masks.mask(of: permissions), enabled: enabled, expiresAtMS: expires),
+                    hash: hash)
             }
             try await connection.query("COMMIT", logger: logger)
             return (index, version, startedAtMS)
@@ -131,23 +144,35 @@ package final class PostgresKeyStore: KeyStore {
     private func read<T: Sendable>(_ body: @escaping @Sendable (PostgresClient) async throws -> T) async throws -> T {
         let server = location.description
         do {
-            return try await withTimeout(
-                Self.callTimeout, timeoutError: .unreachable(server: server, message: "no answer within 5 s")
-            ) { [client] in try await body(client) }
+            return try await withTaskExecutorPreference(StoreExecutor.shared) {
+                try await withTimeout(
+                    Self.callTimeout, timeoutError: .unreachable(server: server, message: "no answer within 5 s")
+                ) { [client] in try await body(client) }
+            }
         } catch {
             throw StoreError.postgres(error, server: server)
         }
     }
 
-    /// Runs a transaction (`body`) within ``callTimeout``; past it, the outcome is unknown.
+    /// Runs a transaction (`body`) within ``callTimeout``. Past it: nothing was changed if no
+    /// connection was had by then, else the outcome is unknown.
     private func write<T: Sendable>(_ body: @escaping @Sendable (PostgresConnection) async throws -> T) async throws -> T {
         let server = location.description
         let logger = logger
+        let began = Atomic<Bool>(false)
         do {
-            return try await withTimeout(
-                Self.callTimeout,
-                timeoutError: .outcomeUnknown(server: server, message: "no answer within 5 s")
-            ) { [client] in try await client.withTransaction(logger: logger) { try await body($0) } }
+            return try await withTaskExecutorPreference(StoreExecutor.shared) {
+                try await withTimeout(
+                    Self.callTimeout, timeoutError: .unreachable(server: server, message: "no connection within 5 s")
+                ) { [client] in
+                    try await client.withConnection { connection in
+                        began.store(true, ordering: .relaxed)
+                        return try await connection.withTransaction(logger: logger) { try await body($0) }
+                    }
+                }
+            }
+        } catch let error as StoreError where error.code == .unreachable && began.load(ordering: .relaxed) {
+            throw StoreError.outcomeUnknown(server: server, message: "no answer within 5 s")
         } catch {
             throw StoreError.postgres(error, server: server)
         }
@@ -186,7 +211,9 @@ package final class PostgresKeyStore: KeyStore {
             return (decision, versions)
         }
         if let first = versions.first, let last = versions.last {
-            await feed.applyOwn(decision.writes, versions: first...last)
+            await withTaskExecutorPreference(StoreExecutor.shared) {
+                await feed.applyOwn(decision.writes, versions: first...last)
+            }
         }
         return decision.result
     }
@@ -272,7 +299,7 @@ package final class PostgresKeyStore: KeyStore {
 func runBlocking<T: Sendable>(_ body: @escaping @Sendable () async throws -> T) throws -> T {
     let outcome = Mutex<Result<T, any Error>?>(nil)
     let done = DispatchSemaphore(value: 0)
-    Task {
+    Task(executorPreference: StoreExecutor.shared) {
         let result: Result<T, any Error>
         do { result = .success(try await body()) } catch { result = .failure(error) }
         outcome.withLock { $0 = result }

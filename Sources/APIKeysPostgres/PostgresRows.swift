@@ -11,9 +11,6 @@ enum KeyRows {
         rotated_at_ms, secret_hash
         """
 
-    static func encodePermissions(_ names: [String]) -> String { names.joined(separator: " ") }
-    static func decodePermissions(_ text: String) -> [String] { text.split(separator: " ").map(String.init) }
-
     private typealias Row = (Int64, String, String, String, String, Bool, Int64, Int64, Int64?, Int64?, Int64?, ByteBuffer)
 
     private static func record(_ row: Row) throws -> (Int64, StoredKey) {
@@ -21,7 +18,7 @@ enum KeyRows {
             throw StoreError.database(server: "", message: "key \(row.1) has a secret hash of the wrong size")
         }
         let key = KeyRecord(
-            id: row.1, name: row.2, hint: row.3, permissions: decodePermissions(row.4), enabled: row.5,
+            id: row.1, name: row.2, hint: row.3, permissions: Schema.decodePermissions(row.4), enabled: row.5,
             createdAtMS: row.6, updatedAtMS: row.7, expiresAtMS: row.8, lastUsedAtMS: row.9, rotatedAtMS: row.10)
         return (row.0, StoredKey(key: key, hash: hash))
     }
@@ -65,14 +62,14 @@ enum KeyRows {
                 """
                 INSERT INTO keys (id, name, secret_hash, hint, permissions, enabled, created_at_ms, updated_at_ms,
                                   expires_at_ms, last_used_at_ms, rotated_at_ms)
-                VALUES (\(key.id), \(key.name), \(hash.bytea), \(key.hint), \(encodePermissions(key.permissions)),
+                VALUES (\(key.id), \(key.name), \(hash.bytea), \(key.hint), \(Schema.encodePermissions(key.permissions)),
                         \(key.enabled), \(key.createdAtMS), \(key.updatedAtMS), \(key.expiresAtMS), \(key.lastUsedAtMS),
                         \(key.rotatedAtMS))
                 """, logger: logger)
         case .update(let key, let hash, _):
             try await connection.query(
                 """
-                UPDATE keys SET name = \(key.name), hint = \(key.hint), permissions = \(encodePermissions(key.permissions)),
+                UPDATE keys SET name = \(key.name), hint = \(key.hint), permissions = \(Schema.encodePermissions(key.permissions)),
                                 enabled = \(key.enabled), updated_at_ms = \(key.updatedAtMS),
                                 expires_at_ms = \(key.expiresAtMS), rotated_at_ms = \(key.rotatedAtMS),
                                 secret_hash = \(hash.bytea)
@@ -119,11 +116,31 @@ enum ChangeRows {
             """
             INSERT INTO key_changes (at_ms, op, key_id, secret_hash, replaced_hash, name, permissions, enabled, expires_at_ms)
             VALUES (\(atMS), \(op), \(key.id), \(hash.bytea), \(replaced?.bytea), \(key.name),
-                    \(KeyRows.encodePermissions(key.permissions)), \(key.enabled), \(key.expiresAtMS))
+                    \(Schema.encodePermissions(key.permissions)), \(key.enabled), \(key.expiresAtMS))
             RETURNING version
             """, logger: logger)
         for try await version in rows.decode(Int64.self) { return version }
         throw StoreError.database(server: "", message: "INSERT INTO key_changes returned no version")
+    }
+
+    /// The catch-up query, prepared once per connection (it runs every 250 ms on every replica).
+    struct ChangesSince: PostgresPreparedStatement {
+        static let sql = """
+            SELECT version, op, key_id, secret_hash, replaced_hash, name, permissions, enabled, expires_at_ms
+            FROM key_changes WHERE version > $1 ORDER BY version LIMIT $2
+            """
+        typealias Row = (Int64, Int16, String, ByteBuffer, ByteBuffer?, String, String, Bool, Int64?)
+        var after: Int64
+        var limit: Int64
+
+        func makeBindings() throws -> PostgresBindings {
+            var bindings = PostgresBindings()
+            bindings.append(after)
+            bindings.append(limit)
+            return bindings
+        }
+
+        func decodeRow(_ row: PostgresRow) throws -> Row { try row.decode(Row.self) }
     }
 
     /// Up to `limit` changes after `version`, in version order.
@@ -131,14 +148,8 @@ enum ChangeRows {
         -> [Change]
     {
         var changes: [Change] = []
-        let rows = try await client.query(
-            """
-            SELECT version, op, key_id, secret_hash, replaced_hash, name, permissions, enabled, expires_at_ms
-            FROM key_changes WHERE version > \(version) ORDER BY version LIMIT \(Int64(limit))
-            """)
-        for try await (version, op, id, hashBytes, replacedBytes, name, permissions, enabled, expires) in rows.decode(
-            (Int64, Int16, String, ByteBuffer, ByteBuffer?, String, String, Bool, Int64?).self)
-        {
+        let rows = try await client.execute(ChangesSince(after: version, limit: Int64(limit)))
+        for try await (version, op, id, hashBytes, replacedBytes, name, permissions, enabled, expires) in rows {
             guard let hash = SecretHash(bytea: hashBytes) else {
                 throw StoreError.database(server: "", message: "change \(version) has a secret hash of the wrong size")
             }
@@ -146,7 +157,7 @@ enum ChangeRows {
                 changes.append(Change(version: version, edit: .remove(hash)))
             } else {
                 let state = KeyCheckState(
-                    id: id, name: name, permissions: catalog.mask(of: KeyRows.decodePermissions(permissions)),
+                    id: id, name: name, permissions: catalog.mask(of: Schema.decodePermissions(permissions)),
                     enabled: enabled, expiresAtMS: expires)
                 changes.append(
                     Change(version: version, edit: .upsert(state, hash, replacing: replacedBytes.flatMap(SecretHash.init(bytea:)))))
@@ -159,29 +170,41 @@ enum ChangeRows {
 /// SQL for `audit_events`: on PostgreSQL every event is a row, api.request ones included (written
 /// in batches by one multi-row INSERT over arrays).
 enum AuditRows {
-    static func insert(_ events: [AuditRecord], on connection: PostgresConnection, logger: Logger) async throws {
-        guard !events.isEmpty else { return }
-        let seqs = events.map { Int64(bitPattern: $0.seq) }
-        let times = events.map(\.atMS)
-        let actions = events.map(\.action.rawValue)
-        let keyIDs = events.map(\.keyID)
-        let keyNames = events.map(\.keyName)
-        let actors = events.map(\.actor)
-        let details = events.map(\.detail)
-        let denials = events.map { Int16($0.denial?.rawValue ?? -1) }
-        let permissions = events.map { KeyRows.encodePermissions($0.permissions) }
-        let resources = events.map(\.resource)
-        let addresses = events.map(\.clientAddress)
-        try await connection.query(
-            """
+    /// The batch INSERT, prepared once per connection: one row per event, the columns as arrays.
+    struct InsertEvents: PostgresPreparedStatement {
+        static let sql = """
             INSERT INTO audit_events (seq, at_ms, action, key_id, key_name, actor, detail, denial, permissions, resource,
                                       client_address)
             SELECT s, a, act, k, kn, ac, d, nullif(den, -1), p, r, c
-            FROM unnest(\(seqs)::bigint[], \(times)::bigint[], \(actions)::text[], \(keyIDs)::text[],
-                        \(keyNames)::text[], \(actors)::text[], \(details)::text[], \(denials)::smallint[],
-                        \(permissions)::text[], \(resources)::text[], \(addresses)::text[])
+            FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[],
+                        $8::smallint[], $9::text[], $10::text[], $11::text[])
                  AS t(s, a, act, k, kn, ac, d, den, p, r, c)
-            """, logger: logger)
+            """
+        typealias Row = ()
+        let events: [AuditRecord]
+
+        func makeBindings() throws -> PostgresBindings {
+            var bindings = PostgresBindings()
+            bindings.append(events.map { Int64(bitPattern: $0.seq) })
+            bindings.append(events.map(\.atMS))
+            bindings.append(events.map(\.action.rawValue))
+            bindings.append(events.map(\.keyID))
+            bindings.append(events.map(\.keyName))
+            bindings.append(events.map(\.actor))
+            bindings.append(events.map(\.detail))
+            bindings.append(events.map { Int16($0.denial?.rawValue ?? -1) })
+            bindings.append(events.map { Schema.encodePermissions($0.permissions) })
+            bindings.append(events.map(\.resource))
+            bindings.append(events.map(\.clientAddress))
+            return bindings
+        }
+
+        func decodeRow(_ row: PostgresRow) throws -> Row {}
+    }
+
+    static func insert(_ events: [AuditRecord], on connection: PostgresConnection, logger: Logger) async throws {
+        guard !events.isEmpty else { return }
+        try await connection.execute(InsertEvents(events: events), logger: logger)
     }
 
     /// Up to `limit` events matching `query` with seq below `beforeSeq`, newest first.
@@ -217,7 +240,7 @@ enum AuditRows {
                 AuditRecord(
                     seq: UInt64(bitPattern: row.0), atMS: row.1, action: action, keyID: row.3, keyName: row.4, actor: row.5,
                     detail: row.6, denial: row.7.flatMap { Denial(rawValue: Int($0)) },
-                    permissions: KeyRows.decodePermissions(row.8), resource: row.9, clientAddress: row.10))
+                    permissions: Schema.decodePermissions(row.8), resource: row.9, clientAddress: row.10))
         }
         return events
     }

@@ -165,6 +165,22 @@ public final class APIKeysServer: Service, Sendable {
             auditRetentionMS: configuration.auditRetentionSeconds * 1000, logger: logger)
     }
 
+    /// Brings the schema of the configured store up to date without serving (`apikeyd migrate`;
+    /// every start does the same). Returns what it did, in words.
+    public static func migrate(_ configuration: ServerConfiguration, logger: Logger) async throws -> String {
+        if let url = configuration.databaseURL {
+            let location = try PostgresLocation(url: url)
+            let applied = try await PostgresKeyStore.migrate(location: location, clock: configuration.clock, logger: logger)
+            return applied.isEmpty
+                ? "\(location): schema up to date"
+                : "\(location): applied migrations \(applied.map(String.init).joined(separator: ", "))"
+        }
+        try DataDirectory.prepare(configuration.dataDirectory)
+        let service = try KeyService.open(path: configuration.databasePath, logger: logger)
+        await service.close(timeout: .seconds(10))
+        return "\(configuration.databasePath): schema up to date"
+    }
+
     /// Why the server should not get traffic now (for a readiness probe), or nil when it is ready:
     /// shutting down, an audit writer that does not keep up (checks would soon fail closed), or a
     /// replica past its staleness bound.
@@ -172,6 +188,9 @@ public final class APIKeysServer: Service, Sendable {
         if state.isShuttingDown { return "shutting down" }
         return service.freshnessProblem ?? service.auditWriterProblem()
     }
+
+    /// On PostgreSQL, why checks fail closed now (a replica past its staleness bound), else nil.
+    public var freshnessProblem: String? { service.freshnessProblem }
 
     /// Decides a check as RPC Check does (``KeyService/check(secret:permissions:resource:clientAddress:)``,
     /// its audit event included) and counts it in ``metrics``: for the other ways in, such as

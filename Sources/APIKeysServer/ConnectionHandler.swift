@@ -16,8 +16,6 @@ final class ConnectionHandler: ChannelInboundHandler {
         let service: KeyService
         /// Every KeyAdmin method, routed to the key service.
         let adminRoutes: RPCRouter<AdminCallContext>
-        /// Where KeyAdmin calls run.
-        let adminExecutor = AdminExecutor()
         let state: ServerState
         let maxFrameSize: Int
         let maxAdminCallsInFlight: Int
@@ -268,7 +266,7 @@ final class ConnectionHandler: ChannelInboundHandler {
         let logger = logger
         let answered = context.eventLoop.makePromise(of: [UInt8].self)
         Self.startAdminCall(
-            request, route: route, service: service, deadline: deadline, logger: logger, on: shared.adminExecutor,
+            request, route: route, service: service, deadline: deadline, logger: logger, on: StoreExecutor.shared,
             answering: answered)
         answered.futureResult.whenComplete { result in
             let (handler, context) = loopBound.value
@@ -292,7 +290,7 @@ final class ConnectionHandler: ChannelInboundHandler {
     /// Runs ``runAdminCall(_:route:service:deadline:logger:)`` in a task on `executor`, completing `promise`.
     private static func startAdminCall(
         _ request: Envelope, route: RPCRouter<AdminCallContext>.Route, service: KeyService, deadline: Deadline,
-        logger: Logger, on executor: AdminExecutor, answering promise: EventLoopPromise<[UInt8]>
+        logger: Logger, on executor: StoreExecutor, answering promise: EventLoopPromise<[UInt8]>
     ) {
         Task(executorPreference: executor) {
             do {

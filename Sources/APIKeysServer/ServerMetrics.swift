@@ -20,6 +20,9 @@ public final class ServerMetrics: Sendable {
     private let auditEventsCounted = Mutex<Int>(0)
     private let connectionsOpen: Gauge
     private let keys: Gauge
+    /// On PostgreSQL: time since the replica's last confirmed catch-up, and changes known but not applied.
+    private let replicaLag: Gauge
+    private let replicaVersionsBehind: Gauge
     private let factory: any MetricsFactory
 
     init(factory: any MetricsFactory) {
@@ -36,6 +39,8 @@ public final class ServerMetrics: Sendable {
         auditEventsWritten = Counter(label: "apikeyd_audit_events_written_total", factory: factory)
         connectionsOpen = Gauge(label: "apikeyd_connections_open", factory: factory)
         keys = Gauge(label: "apikeyd_keys", factory: factory)
+        replicaLag = Gauge(label: "apikeyd_replica_lag_seconds", factory: factory)
+        replicaVersionsBehind = Gauge(label: "apikeyd_replica_versions_behind", factory: factory)
         Gauge(label: "apikeyd_build_info", dimensions: [("version", BuildInfo.version)], factory: factory).record(1)
     }
 
@@ -75,6 +80,10 @@ public final class ServerMetrics: Sendable {
         if written > 0 { auditEventsWritten.increment(by: written) }
         connectionsOpen.record(openConnections)
         keys.record(service.index.count)
+        if let lag = service.replicaLag {
+            replicaLag.record(lag.seconds)
+            replicaVersionsBehind.record(lag.versionsBehind)
+        }
     }
 
     private static func slot(of denial: Denial?) -> Int {

@@ -8,12 +8,18 @@ extension KeyService {
     /// `admin_token.created` record (by `actor`) share one transaction (on SQLite, the record
     /// gets its place in the trail when the server next numbers it: ``prepareToServe()``).
     public func createAdminToken(name: String, actor: String) async throws -> String {
-        let name = try KeyRules.validName(name)
         let token = Self.adminTokenFormat.generate()
+        try await createAdminToken(name: name, token: token, actor: actor)
+        return token
+    }
+
+    /// ``createAdminToken(name:actor:)`` with a token made by the caller (who can then tell, after
+    /// an error of unknown outcome, whether it was stored: ``adminTokenName(for:)``).
+    package func createAdminToken(name: String, token: String, actor: String) async throws {
+        let name = try KeyRules.validName(name)
         try await store.createAdminToken(
             name: name, hash: SecretHash(of: token),
             event: Self.event(.adminTokenCreated, actor: actor, detail: "admin token \"\(name)\" created", at: clock.nowMS()))
-        return token
     }
 
     /// Revokes the admin token named `name`; false when there is none. The change and its

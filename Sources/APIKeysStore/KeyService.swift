@@ -25,7 +25,9 @@ public final class KeyService: Sendable {
     public var index: KeyIndex { store.index }
     let clock: any WallClock
     let store: any KeyStore
-    var auditWriter: AuditWriter { store.auditWriter }
+    /// The store's audit writer and freshness, held here for the check path.
+    let auditWriter: AuditWriter
+    let freshness: StoreFreshness?
     let logger: Logger
 
     /// Default and largest page sizes of list calls.
@@ -41,6 +43,8 @@ public final class KeyService: Sendable {
         self.format = format
         self.clock = clock
         self.store = store
+        self.auditWriter = store.auditWriter
+        self.freshness = store.freshness
         self.logger = logger
     }
 
@@ -121,7 +125,7 @@ public final class KeyService: Sendable {
     /// For a readiness probe: nil while checks are answered from a current index, else why not
     /// (a replica that has not reached its database for longer than its staleness bound).
     public var freshnessProblem: String? {
-        guard let freshness = store.freshness, freshness.isStale(nowMS: clock.nowMS()) else { return nil }
+        guard let freshness, freshness.isStale(nowMS: clock.nowMS()) else { return nil }
         return StoreError.stale(lagMS: freshness.lagMS(nowMS: clock.nowMS()), boundMS: freshness.maxStalenessMS)
             .description
     }
@@ -129,7 +133,7 @@ public final class KeyService: Sendable {
     /// How far this replica's index may be behind its database: time since its last confirmed
     /// catch-up and changes known but not applied; nil for a store of one server (SQLite).
     public var replicaLag: (seconds: Double, versionsBehind: Int64)? {
-        store.freshness.map { (Double($0.lagMS(nowMS: clock.nowMS())) / 1000, $0.versionsBehind) }
+        freshness.map { (Double($0.lagMS(nowMS: clock.nowMS())) / 1000, $0.versionsBehind) }
     }
 
     /// Waits until every `api.request` event of a check that has returned is committed.
@@ -151,7 +155,7 @@ public final class KeyService: Sendable {
     ) throws -> CheckOutcome {
         try CheckLimits.validate(permissions: permissions, clientAddress: clientAddress)
         let now = clock.nowMS()
-        if let freshness = store.freshness, freshness.isStale(nowMS: now) {
+        if let freshness, freshness.isStale(nowMS: now) {
             throw StoreError.stale(lagMS: freshness.lagMS(nowMS: now), boundMS: freshness.maxStalenessMS)
         }
         let outcome = index.check(secret: secret, permissions: permissions, format: format, nowMS: now)

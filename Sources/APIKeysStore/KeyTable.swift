@@ -59,18 +59,10 @@ enum KeyTable {
 
     /// Loads every key into `index`, streaming the rows (a million keys load in about a second).
     static func load(into index: KeyIndex, in db: SQLiteConnection) throws {
-        // Keys share few distinct permission sets: compute each one's mask once.
-        var masks: [String: PermissionMask] = [:]
+        var masks = Schema.MaskCache(catalog: index.catalog)
         let statement = try db.statement("SELECT secret_hash, id, name, permissions, enabled, expires_at_ms FROM keys")
         try statement.scan { row in
-            let permissions = row.text(3)
-            let mask =
-                masks[permissions]
-                ?? {
-                    let mask = index.catalog.mask(of: Schema.decodePermissions(permissions))
-                    masks[permissions] = mask
-                    return mask
-                }()
+            let mask = masks.mask(of: row.text(3))
             let state = KeyCheckState(
                 id: row.text(1), name: row.text(2), permissions: mask, enabled: row.int64(4) != 0,
                 expiresAtMS: row.optionalInt64(5))

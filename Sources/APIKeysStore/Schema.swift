@@ -1,5 +1,7 @@
+import APIKeysCore
+
 /// The database schema as named, recorded migration steps, applied in order at open.
-enum Schema {
+package enum Schema {
     struct Migration {
         let version: Int
         let name: String
@@ -125,9 +127,25 @@ enum Schema {
     }
 
     /// Permissions as stored: names joined by spaces (a name never holds one).
-    static func encodePermissions(_ names: [String]) -> String { names.joined(separator: " ") }
+    package static func encodePermissions(_ names: [String]) -> String { names.joined(separator: " ") }
 
-    static func decodePermissions(_ text: String) -> [String] {
+    package static func decodePermissions(_ text: String) -> [String] {
         text.split(separator: " ").map(String.init)
+    }
+
+    /// The masks of stored permission texts, each computed once: keys share few distinct sets,
+    /// which makes loading a million keys a dictionary lookup per key.
+    package struct MaskCache {
+        private let catalog: PermissionCatalog
+        private var masks: [String: PermissionMask] = [:]
+
+        package init(catalog: PermissionCatalog) { self.catalog = catalog }
+
+        package mutating func mask(of stored: String) -> PermissionMask {
+            if let mask = masks[stored] { return mask }
+            let mask = catalog.mask(of: Schema.decodePermissions(stored))
+            masks[stored] = mask
+            return mask
+        }
     }
 }

@@ -4,7 +4,7 @@ import Foundation
 
 /// How to reach the server, shared by every subcommand.
 struct ConnectionOptions: ParsableArguments {
-    @Option(help: "Server address host:port (env APIKEY_SERVER).")
+    @Option(help: "Server address host:port, or several replicas a:7411,b:7411,c:7411 (env APIKEY_SERVER).")
     var server: String = env("APIKEY_SERVER") ?? "127.0.0.1:7411"
 
     @Option(help: "Admin token (env APIKEY_ADMIN_TOKEN). Prefer --token-file: a flag shows in the process list.")
@@ -50,11 +50,9 @@ struct ConnectionOptions: ParsableArguments {
     }
 
     private func makeClient(needsToken: Bool) throws -> APIKeysClient {
-        let parts = server.split(separator: ":", omittingEmptySubsequences: false)
-        guard parts.count >= 2, let port = Int(parts.last!), (1...65535).contains(port) else {
-            throw CLIError("--server must be host:port, not \"\(server)\"")
+        guard let endpoints = APIKeysClient.Endpoint.list(server) else {
+            throw CLIError("--server must be host:port (or a comma-separated list of them), not \"\(server)\"")
         }
-        let host = parts.dropLast().joined(separator: ":")
         var adminToken = token ?? env("APIKEY_ADMIN_TOKEN")
         if adminToken == nil, needsToken {
             guard let text = try? String(contentsOfFile: tokenFile, encoding: .utf8) else {
@@ -71,11 +69,11 @@ struct ConnectionOptions: ParsableArguments {
             throw CLIError("--client-cert and --client-key go together")
         }
         let useTLS = tls || ca != nil || clientCert != nil
-        return APIKeysClient(
-            configuration: .init(
-                host: host.isEmpty ? "127.0.0.1" : host, port: port, adminToken: adminToken, timeout: .seconds(timeout),
-                tls: useTLS ? .init(caFile: ca, certificateFile: clientCert, privateKeyFile: clientKey) : nil)
-        )
+        var configuration = APIKeysClient.Configuration(
+            adminToken: adminToken, timeout: .seconds(timeout),
+            tls: useTLS ? .init(caFile: ca, certificateFile: clientCert, privateKeyFile: clientKey) : nil)
+        configuration.endpoints = endpoints
+        return APIKeysClient(configuration: configuration)
     }
 }
 

@@ -4,6 +4,7 @@ import APIKeysServer
 import APIKeysTestSupport
 import APIKeysWire
 import Foundation
+import Synchronization
 import Testing
 
 /// Several real replicas (servers on their own ports and data directories) on one PostgreSQL
@@ -17,7 +18,7 @@ struct ReplicaTests {
     private func withReplicas(
         _ count: Int, _ body: ([TestServer], String) async throws -> Void
     ) async throws {
-        let url = try TestDatabase.createDatabase()
+        let url = try await TestDatabase.createDatabase()
         var replicas: [TestServer] = []
         var directories: [String] = []
         do {
@@ -144,6 +145,52 @@ struct ReplicaTests {
         }
     }
 
+    /// A client of three replicas keeps checking while one is shut down and started again on its
+    /// port: checks in flight on it are sent again to another replica, so none fails.
+    @Test func aClientOfThreeReplicasRidesOutOneGoingAway() async throws {
+        try await withReplicas(3) { replicas, url in
+            let token = replicas[0].adminToken
+            var configuration = APIKeysClient.Configuration(adminToken: token, timeout: .seconds(5))
+            configuration.endpoints = replicas.map { APIKeysClient.Endpoint(host: "127.0.0.1", port: $0.port) }
+            let client = APIKeysClient(configuration: configuration)
+            let issued = try await client.createKey(name: "k", permissions: ["jobs:read"])
+            for replica in replicas { _ = try await waitFor(replica.client(token: token), issued.secret, nil) }
+            let tally = Tally()
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                for _ in 0..<4 {
+                    group.addTask {
+                        while !tally.stop.load(ordering: .relaxed) {
+                            do {
+                                let answer = try await client.check(key: issued.secret, permissions: ["jobs:read"])
+                                if answer.decision == .allow {
+                                    tally.answered.add(1, ordering: .relaxed)
+                                } else {
+                                    tally.failed.add(1, ordering: .relaxed)
+                                }
+                            } catch {
+                                tally.failed.add(1, ordering: .relaxed)
+                            }
+                        }
+                    }
+                }
+                try await Task.sleep(for: .milliseconds(300))
+                let port = replicas[1].port
+                await replicas[1].server.shutdown()
+                try await Task.sleep(for: .milliseconds(300))
+                let restarted = try await TestServer.start(
+                    dataDirectory: replicas[1].dataDirectory, port: port, clock: replicas[1].clock,
+                    configure: { $0.databaseURL = url })
+                try await Task.sleep(for: .milliseconds(300))
+                tally.stop.store(true, ordering: .relaxed)
+                try await group.waitForAll()
+                await restarted.server.shutdown()
+            }
+            await client.close()
+            #expect(tally.failed.load(ordering: .relaxed) == 0)
+            #expect(tally.answered.load(ordering: .relaxed) > 100)
+        }
+    }
+
     /// The listener's connection is killed (`pg_terminate_backend`): a change made meanwhile is
     /// still applied, by the poll or by the catch-up after the listener reconnects.
     @Test func aLostListenerIsCaughtUp() async throws {
@@ -154,7 +201,7 @@ struct ReplicaTests {
             let issued = try await clients[0].createKey(name: "k", permissions: ["jobs:read"])
             _ = try await waitFor(clients[1], issued.secret, nil)
             let database = String(url.split(separator: "/").last ?? "")
-            let killed = try TestDatabase.psql(
+            let killed = try await TestDatabase.psql(
                 url,
                 "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE application_name = 'apikeyd-listener' AND datname = '\(database)'"
             )
@@ -163,4 +210,148 @@ struct ReplicaTests {
             _ = try await waitFor(clients[1], issued.secret, .disabled)
         }
     }
+}
+
+@Suite struct EndpointListTests {
+    @Test func endpointsAreHostPortPairsSeparatedByCommas() {
+        #expect(
+            APIKeysClient.Endpoint.list("a:7411, b:7412,[::1]:7413")
+                == [.init(host: "a", port: 7411), .init(host: "b", port: 7412), .init(host: "::1", port: 7413)])
+        #expect(APIKeysClient.Endpoint.list(":7411") == [.init(host: "127.0.0.1", port: 7411)])
+        #expect(APIKeysClient.Endpoint.list("a:7411,b") == nil)
+        #expect(APIKeysClient.Endpoint.list("a:0") == nil)
+        #expect(APIKeysClient.Endpoint.list("") == nil)
+        #expect(APIKeysClient.Endpoint(host: "::1", port: 1).description == "[::1]:1")
+    }
+}
+
+/// The database going away under running replicas.
+@Suite(.enabled(if: TestDatabase.url != nil, "needs PostgreSQL (Tests/postgres/with-cluster.sh)"))
+struct DatabaseFaultTests {
+    /// PostgreSQL stopped under a replica: checks are answered from its last state, then fail
+    /// closed (UNAVAILABLE, /readyz's reason) past --max-staleness; mutations fail UNAVAILABLE;
+    /// PostgreSQL back: the replica catches up and serves again.
+    @Test func withoutItsDatabaseAReplicaServesThenFailsClosedThenCatchesUp() async throws {
+        let cluster = try await PrivateCluster.start()
+        let dir = try makeTemporaryDirectory("apikeyd-fault")
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let replica = try await TestServer.start(
+            dataDirectory: dir, clock: ManualWallClock(nowMS: 0),
+            configure: {
+                $0.databaseURL = cluster.url
+                $0.maxStalenessMS = 1500
+                $0.clock = SystemWallClock()
+            })
+        let client = replica.client(timeout: .seconds(8))
+        let issued = try await client.createKey(name: "k", permissions: ["jobs:read"])
+        #expect(try await client.check(key: issued.secret, permissions: ["jobs:read"]).decision == .allow)
+        #expect(replica.server.readinessProblem == nil)
+
+        try await cluster.stop()
+        #expect(try await client.check(key: issued.secret, permissions: ["jobs:read"]).decision == .allow)
+        try await Task.sleep(for: .milliseconds(2000))
+        let refused = await #expect(throws: APIKeysClientError.self) {
+            _ = try await client.check(key: issued.secret, permissions: ["jobs:read"])
+        }
+        #expect(refused?.code == .unavailable)
+        #expect(refused?.message.contains("has not reached its database") == true)
+        #expect(replica.server.readinessProblem?.contains("has not reached its database") == true)
+        let mutation = await #expect(throws: APIKeysClientError.self) {
+            _ = try await client.createKey(name: "while down", permissions: ["jobs:read"])
+        }
+        #expect(mutation?.code == .unavailable)
+        #expect(mutation?.message.contains("127.0.0.1") == false, "no database address reaches a client")
+
+        try await cluster.start()
+        let start = ContinuousClock.now
+        var answer: CheckResponse?
+        while ContinuousClock.now - start < .seconds(15) {
+            answer = try? await client.check(key: issued.secret, permissions: ["jobs:read"])
+            if answer?.decision == .allow { break }
+            try await Task.sleep(for: .milliseconds(50))
+        }
+        #expect(answer?.decision == .allow, "the replica caught up once PostgreSQL was back")
+        #expect(replica.server.readinessProblem == nil)
+        await client.close()
+        await replica.server.shutdown()
+        await cluster.remove()
+    }
+
+    /// kill -9 of a replica while it serves checks (its audit writer busy) and creates keys: every
+    /// CreateKey it acknowledged is on the other replica, which keeps serving.
+    @Test(.enabled(if: FileManager.default.isExecutableFile(atPath: ExecutableTests.apikeyd.path)))
+    func aReplicaKilledMidWorkLosesNoAcknowledgedChange() async throws {
+        let url = try await TestDatabase.createDatabase()
+        let (dirA, dirB) = (try makeTemporaryDirectory("apikeyd-kill-a"), try makeTemporaryDirectory("apikeyd-kill-b"))
+        defer {
+            try? FileManager.default.removeItem(atPath: dirA)
+            try? FileManager.default.removeItem(atPath: dirB)
+        }
+        let a = try await offThePool { try ExecutableTests.RunningServer(["--data-dir", dirA, "--port", "0", "--database-url", url]) }
+        let b = try await offThePool { try ExecutableTests.RunningServer(["--data-dir", dirB, "--port", "0", "--database-url", url]) }
+        defer { _ = b.stop() }
+        let token = try String(contentsOfFile: dirA + "/admin.token", encoding: .utf8)
+            .trimmingCharacters(in: .whitespacesAndNewlines)
+        let clientA = APIKeysClient(configuration: .init(port: a.port, adminToken: token, timeout: .seconds(5)))
+        let clientB = APIKeysClient(configuration: .init(port: b.port, adminToken: token, timeout: .seconds(5)))
+        let first = try await clientA.createKey(name: "first", permissions: ["jobs:read"])
+        let acknowledged = Acknowledged(first: (first.key.id, first.secret))
+        await withTaskGroup(of: Void.self) { group in
+            group.addTask {  // checks keep A's audit writer busy
+                while (try? await clientA.check(key: first.secret, permissions: ["jobs:read"], resource: "GET /x")) != nil {}
+            }
+            group.addTask {
+                for index in 0..<1000 {
+                    guard let issued = try? await clientA.createKey(name: "k\(index)", permissions: ["jobs:read"]) else { return }
+                    acknowledged.keys.withLock { $0.append((issued.key.id, issued.secret)) }
+                }
+            }
+            // Killed once it has acknowledged a few creates (their audit events among the checks').
+            let start = ContinuousClock.now
+            while acknowledged.keys.withLock({ $0.count }) < 20 && ContinuousClock.now - start < .seconds(20) {
+                try? await Task.sleep(for: .milliseconds(20))
+            }
+            kill(a.process.processIdentifier, SIGKILL)
+            await group.waitForAll()
+        }
+        try await offThePool { a.process.waitUntilExit() }
+        await clientA.close()
+        let keys = acknowledged.keys.withLock { $0 }
+        #expect(keys.count > 5)
+        for (id, secret) in keys {
+            #expect(try await clientB.getKey(id: id).id == id)
+            #expect(try await clientB.check(key: secret, permissions: ["jobs:read"]).decision == .allow)
+        }
+        let created = try await clientB.listAuditEvents(ListAuditEventsRequest(action: "key.created", pageSize: 1000)).events
+        #expect(Set(created.map(\.keyID)).isSuperset(of: keys.map(\.0)))
+        await clientB.close()
+    }
+}
+
+/// Counts of a test's concurrent checkers, shared by reference.
+private final class Tally: Sendable {
+    let stop = Atomic<Bool>(false)
+    let answered = Atomic<Int>(0)
+    let failed = Atomic<Int>(0)
+}
+
+/// Keys whose CreateKey was acknowledged (id, secret), shared by reference.
+private final class Acknowledged: Sendable {
+    let keys: Mutex<[(String, String)]>
+    init(first: (String, String)) { keys = Mutex([first]) }
+}
+
+/// Runs blocking `body` (a process to start or wait for) on a GCD thread, not on a thread of the
+/// cooperative pool that every other test's tasks need.
+func offThePool<T>(_ body: @escaping () throws -> T) async throws -> T {
+    let box = UncheckedBox(body)
+    return try await withCheckedThrowingContinuation { continuation in
+        DispatchQueue.global().async { continuation.resume(with: Result { UncheckedBox(try box.value()) }) }
+    }.value
+}
+
+/// Carries a value the compiler cannot prove Sendable across one hand-off (the caller owns it).
+struct UncheckedBox<T>: @unchecked Sendable {
+    let value: T
+    init(_ value: T) { self.value = value }
 }

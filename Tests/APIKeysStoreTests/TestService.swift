@@ -50,8 +50,10 @@ extension TestDatabase {
         -> KeyService
     {
         let logger = Logger(label: "test", factory: { _ in SwiftLogNoOpLogHandler() })
+        let databaseURL: String
+        if let url { databaseURL = url } else { databaseURL = try await createDatabase() }
         let store = try await PostgresKeyStore.open(
-            location: try PostgresLocation(url: try url ?? createDatabase()), catalog: .standard, clock: clock,
+            location: try PostgresLocation(url: databaseURL), catalog: .standard, clock: clock,
             auditMode: .full, auditQueueCapacity: KeyService.defaultAuditQueueCapacity, auditRetentionMS: 0,
             maxStalenessMS: maxStalenessMS, logger: logger)
         return KeyService(store: store, format: .standard, clock: clock, logger: logger)

@@ -1,0 +1,96 @@
+#!/usr/bin/env bash
+# make bench-replicas: apikeyd on PostgreSQL (a throwaway cluster with fsync on), as figures and
+# ratios of interleaved runs against the SQLite store (same load generator, same settings):
+# revocation propagation between replicas, checks/s, durable CreateKey/s at c=8, start-up at 1M keys.
+#   BENCH_SECONDS  seconds per measurement (default 5)
+#   BENCH_ROUNDS   rounds (default 3)
+#   BENCH_REVOCATIONS  revocations timed (default 1000)
+#   BENCH_KEYS     keys for the start-up measurement (default 1000000)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+if [ -z "${APIKEYS_TEST_DATABASE_URL:-}" ]; then
+    APIKEYS_PG_FSYNC=on exec Tests/postgres/with-cluster.sh "$0" "$@"
+fi
+SECONDS_EACH=${BENCH_SECONDS:-5}
+ROUNDS=${BENCH_ROUNDS:-3}
+REVOCATIONS=${BENCH_REVOCATIONS:-1000}
+KEYS=${BENCH_KEYS:-1000000}
+command -v bc >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq bc >/dev/null; }
+swift build -c release --product apikeyd >/dev/null
+swift build -c release --product apikeyd-bench >/dev/null
+BIN=$(swift build -c release --show-bin-path)
+PG_BIN=$APIKEYS_TEST_PG_BIN
+
+source bench/lib.sh
+median() { tr ' ' '\n' | grep -v '^$' | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+newdb() {  # newdb NAME: a new database on the cluster; prints its URL
+    local base=${APIKEYS_TEST_DATABASE_URL%/*}
+    "$PG_BIN/createdb" -d "$APIKEYS_TEST_DATABASE_URL" "$1" 2>/dev/null || "$PG_BIN/psql" -X -q -d "$APIKEYS_TEST_DATABASE_URL" -c "CREATE DATABASE $1"
+    echo "$base/$1"
+}
+start() {  # start NAME PORT ARGS...: an apikeyd on PORT with its own data directory
+    local name=$1 port=$2; shift 2
+    "$BIN/apikeyd" --data-dir "$WORK/$name" --port "$port" --log-level warning "$@" >"$WORK/$name.log" 2>&1 &
+    PIDS+=($!)
+    wait_port "$port"
+}
+
+DB=$(newdb bench)
+start pg-a 17601 --database-url "$DB"
+start pg-b 17602 --database-url "$DB"
+start sqlite 17603
+TOKEN_PG="$WORK/pg-a/admin.token"
+
+echo "apikeyd on PostgreSQL — $(date -u +%Y-%m-%dT%H:%MZ) — $(nproc) cores; PostgreSQL $("$PG_BIN/postgres" --version | awk '{print $3}'), fsync on"
+"$BIN/apikeyd-bench" propagation --writer 127.0.0.1:17601 --observer 127.0.0.1:17602 --token-file "$TOKEN_PG" \
+    --rounds "$REVOCATIONS"
+
+load() {  # load PORT TOKEN-FILE C P [ARGS]: prints "rps p99_us"
+    local line
+    line=$("$BIN/apikeyd-bench" load --port "$1" --token-file "$2" -c "$3" -P "$4" -d "$SECONDS_EACH" --machine "${@:5}")
+    echo "$(echo "$line" | field rps) $(echo "$line" | field p99_us)"
+}
+declare -A RPS P99
+measure() {
+    local rps p99
+    read -r rps p99 <<<"$("${@:2}")"
+    RPS[$1]+="$rps "; P99[$1]+="$p99 "
+}
+for round in $(seq 1 "$ROUNDS"); do
+    for setting in "50 1" "50 16"; do
+        read -r c p <<<"$setting"
+        measure "sqlite $c $p" load 17603 "$WORK/sqlite/admin.token" "$c" "$p"
+        measure "pg $c $p" load 17601 "$TOKEN_PG" "$c" "$p"
+    done
+    measure "sqlite create" load 17603 "$WORK/sqlite/admin.token" 8 1 --rpc create
+    measure "pg create" load 17601 "$TOKEN_PG" 8 1 --rpc create
+done
+printf "%-40s | %10s %10s %6s | %9s %9s\n" "comparison (${ROUNDS} rounds of ${SECONDS_EACH}s, medians)" "SQLite r/s" "PG r/s" "ratio" "SQLite p99" "PG p99"
+row() {
+    local br wr bp wp
+    br=$(echo "${RPS[$2]}" | median); wr=$(echo "${RPS[$3]}" | median)
+    bp=$(echo "${P99[$2]}" | median); wp=$(echo "${P99[$3]}" | median)
+    printf "%-40s | %10s %10s %6s | %7sµs %7sµs\n" "$1" "$br" "$wr" "$(ratio "$wr" "$br")" "$bp" "$wp"
+}
+row "Check, full audit, c=50 P=1" "sqlite 50 1" "pg 50 1"
+row "Check, full audit, c=50 P=16" "sqlite 50 16" "pg 50 16"
+row "durable CreateKey, c=8" "sqlite create" "pg create"
+for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+wait 2>/dev/null || true
+PIDS=()
+echo "audit events in PostgreSQL after the runs: $("$PG_BIN/psql" -X -A -t -d "$DB" -c 'SELECT count(*) FROM audit_events')"
+
+# Start-up of a replica on a database of $KEYS keys (inserted by SQL: distinct hashes, 3 permissions).
+BIG=$(newdb bigbench)
+start seed 17604 --database-url "$BIG"
+kill "${PIDS[-1]}"; wait "${PIDS[-1]}" 2>/dev/null || true; unset 'PIDS[-1]'
+"$PG_BIN/psql" -X -q -d "$BIG" -c "INSERT INTO keys (id, name, secret_hash, hint, permissions, enabled, created_at_ms, updated_at_ms)
+    SELECT 'key_' || i, 'seed ' || i, sha256(i::text::bytea), 'dbm_…' || i, 'jobs:read jobs:write history:read', true, 0, 0
+    FROM generate_series(1, $KEYS) AS i"
+t0=$(date +%s%N)
+"$BIN/apikeyd" --data-dir "$WORK/big" --port 17605 --database-url "$BIG" --log-level warning >"$WORK/big.log" 2>&1 &
+PIDS+=($!)
+wait_port 17605
+t1=$(date +%s%N)
+rss=$(awk '/VmRSS/ {print $2}' "/proc/${PIDS[-1]}/status")
+printf "start-up of a replica at %d keys: %.2f s to listening, RSS %d MB\n" "$KEYS" "$(echo "($t1 - $t0) / 1000000000" | bc -l)" $((rss / 1024))
