@@ -16,8 +16,8 @@ ROUNDS=${BENCH_ROUNDS:-3}
 REVOCATIONS=${BENCH_REVOCATIONS:-1000}
 KEYS=${BENCH_KEYS:-1000000}
 command -v bc >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq bc >/dev/null; }
-swift build -c release --product apikeyd >/dev/null
-swift build -c release --product apikeyd-bench >/dev/null
+swift build -c release --product apikeyd >/dev/null 2>&1 || { echo "bench: build failed (swift build -c release)" >&2; exit 1; }
+swift build -c release --product apikeyd-bench >/dev/null 2>&1 || { echo "bench: build failed" >&2; exit 1; }
 BIN=$(swift build -c release --show-bin-path)
 PG_BIN=$APIKEYS_TEST_PG_BIN
 

@@ -52,8 +52,8 @@ final class ChangeFeed: Sendable {
     func start() {
         tasks.withLock { tasks in
             tasks = [
-                Task(executorPreference: StoreExecutor.shared) { await self.listen() },
-                Task(executorPreference: StoreExecutor.shared) { await self.poll() },
+                Task { await self.listen() },
+                Task { await self.poll() },
             ]
         }
     }

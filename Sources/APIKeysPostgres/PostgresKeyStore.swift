@@ -22,7 +22,7 @@ package final class PostgresKeyStore: KeyStore {
     let client: PostgresClient
     let location: PostgresLocation
     /// A call that does not finish within this fails (UNAVAILABLE) instead of waiting for the database.
-    static let callTimeout: Duration = .seconds(5)
+    static let callTimeout: Duration = .seconds(10)
     private let clientTask: Task<Void, Never>
     private let logger: Logger
 
@@ -46,7 +46,7 @@ package final class PostgresKeyStore: KeyStore {
         auditQueueCapacity: Int, auditRetentionMS: Int64, maxStalenessMS: Int64, logger: Logger
     ) async throws -> PostgresKeyStore {
         let client = PostgresClient(configuration: location.clientConfiguration, backgroundLogger: logger)
-        let clientTask = Task(executorPreference: StoreExecutor.shared) { await client.run() }
+        let clientTask = Task { await client.run() }
         let server = location.description
         do {
             let (replica, index, version, loadedAtMS) = try await withTimeout(
@@ -87,7 +87,7 @@ package final class PostgresKeyStore: KeyStore {
     /// versions; what `apikeyd migrate` runs, and every replica at start.
     package static func migrate(location: PostgresLocation, clock: any WallClock, logger: Logger) async throws -> [Int] {
         let client = PostgresClient(configuration: location.clientConfiguration, backgroundLogger: logger)
-        let clientTask = Task(executorPreference: StoreExecutor.shared) { await client.run() }
+        let clientTask = Task { await client.run() }
         defer { clientTask.cancel() }
         let server = location.description
         do {
@@ -144,11 +144,9 @@ package final class PostgresKeyStore: KeyStore {
     private func read<T: Sendable>(_ body: @escaping @Sendable (PostgresClient) async throws -> T) async throws -> T {
         let server = location.description
         do {
-            return try await withTaskExecutorPreference(StoreExecutor.shared) {
-                try await withTimeout(
-                    Self.callTimeout, timeoutError: .unreachable(server: server, message: "no answer within 5 s")
-                ) { [client] in try await body(client) }
-            }
+            return try await withTimeout(
+                Self.callTimeout, timeoutError: .unreachable(server: server, message: "no answer within 10 s")
+            ) { [client] in try await body(client) }
         } catch {
             throw StoreError.postgres(error, server: server)
         }
@@ -161,18 +159,16 @@ package final class PostgresKeyStore: KeyStore {
         let logger = logger
         let began = Atomic<Bool>(false)
         do {
-            return try await withTaskExecutorPreference(StoreExecutor.shared) {
-                try await withTimeout(
-                    Self.callTimeout, timeoutError: .unreachable(server: server, message: "no connection within 5 s")
-                ) { [client] in
-                    try await client.withConnection { connection in
-                        began.store(true, ordering: .relaxed)
-                        return try await connection.withTransaction(logger: logger) { try await body($0) }
-                    }
+            return try await withTimeout(
+                Self.callTimeout, timeoutError: .unreachable(server: server, message: "no connection within 10 s")
+            ) { [client] in
+                try await client.withConnection { connection in
+                    began.store(true, ordering: .relaxed)
+                    return try await connection.withTransaction(logger: logger) { try await body($0) }
                 }
             }
         } catch let error as StoreError where error.code == .unreachable && began.load(ordering: .relaxed) {
-            throw StoreError.outcomeUnknown(server: server, message: "no answer within 5 s")
+            throw StoreError.outcomeUnknown(server: server, message: "no answer within 10 s")
         } catch {
             throw StoreError.postgres(error, server: server)
         }
@@ -211,9 +207,7 @@ package final class PostgresKeyStore: KeyStore {
             return (decision, versions)
         }
         if let first = versions.first, let last = versions.last {
-            await withTaskExecutorPreference(StoreExecutor.shared) {
-                await feed.applyOwn(decision.writes, versions: first...last)
-            }
+            await feed.applyOwn(decision.writes, versions: first...last)
         }
         return decision.result
     }
@@ -292,19 +286,4 @@ package final class PostgresKeyStore: KeyStore {
             try await client.query("SELECT min(at_ms) FROM audit_events").decode(Int64?.self).first { _ in true } ?? nil
         }
     }
-}
-
-/// Runs async work from a thread that may block (the audit writer's own thread, never a task's
-/// executor) and waits for its result.
-func runBlocking<T: Sendable>(_ body: @escaping @Sendable () async throws -> T) throws -> T {
-    let outcome = Mutex<Result<T, any Error>?>(nil)
-    let done = DispatchSemaphore(value: 0)
-    Task(executorPreference: StoreExecutor.shared) {
-        let result: Result<T, any Error>
-        do { result = .success(try await body()) } catch { result = .failure(error) }
-        outcome.withLock { $0 = result }
-        done.signal()
-    }
-    done.wait()
-    return try outcome.withLock { $0! }.get()
 }

@@ -9,7 +9,9 @@ import Testing
 
 /// Several real replicas (servers on their own ports and data directories) on one PostgreSQL
 /// database of the cluster the test run started.
-@Suite(.enabled(if: TestDatabase.url != nil, "needs the PostgreSQL cluster of Tests/postgres/with-cluster.sh"))
+@Suite(
+    .enabled(if: TestDatabase.url != nil, "needs the PostgreSQL cluster of Tests/postgres/with-cluster.sh"),
+    .timeLimit(.minutes(2)))
 struct ReplicaTests {
     /// How long a change made on one replica may take to show on another in these tests: a NOTIFY
     /// arrives in milliseconds; a lost one is caught by the 250 ms poll.
@@ -226,7 +228,7 @@ struct ReplicaTests {
 }
 
 /// The database going away under running replicas.
-@Suite(.enabled(if: TestDatabase.url != nil, "needs PostgreSQL (Tests/postgres/with-cluster.sh)"))
+@Suite(.enabled(if: TestDatabase.url != nil, "needs PostgreSQL (Tests/postgres/with-cluster.sh)"), .timeLimit(.minutes(2)))
 struct DatabaseFaultTests {
     /// PostgreSQL stopped under a replica: checks are answered from its last state, then fail
     /// closed (UNAVAILABLE, /readyz's reason) past --max-staleness; mutations fail UNAVAILABLE;
@@ -242,7 +244,7 @@ struct DatabaseFaultTests {
                 $0.maxStalenessMS = 1500
                 $0.clock = SystemWallClock()
             })
-        let client = replica.client(timeout: .seconds(8))
+        let client = replica.client(timeout: .seconds(15))
         let issued = try await client.createKey(name: "k", permissions: ["jobs:read"])
         #expect(try await client.check(key: issued.secret, permissions: ["jobs:read"]).decision == .allow)
         #expect(replica.server.readinessProblem == nil)

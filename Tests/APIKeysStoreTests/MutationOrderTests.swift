@@ -23,9 +23,9 @@ import Testing
                 let id = ids[0]
                 Thread.detachNewThread {
                     switch kill {
-                    case .delete: try? waitFor { try await service.deleteKey(id: id, actor: "killer") }
-                    case .rotate: _ = try? waitFor { try await service.rotateKey(id: id, actor: "killer") }
-                    case .disable: _ = try? waitFor { try await service.setEnabled(id: id, enabled: false, actor: "killer") }
+                    case .delete: try? runBlocking { try await service.deleteKey(id: id, actor: "killer") }
+                    case .rotate: _ = try? runBlocking { try await service.rotateKey(id: id, actor: "killer") }
+                    case .disable: _ = try? runBlocking { try await service.setEnabled(id: id, enabled: false, actor: "killer") }
                     }
                     done.signal()
                 }

@@ -59,18 +59,3 @@ extension TestDatabase {
         return KeyService(store: store, format: .standard, clock: clock, logger: logger)
     }
 }
-
-/// Runs async `body` from a thread that may block (a GCD worker or a thread of a test's own,
-/// never a task's executor) and waits for its result.
-func waitFor<T: Sendable>(_ body: @escaping @Sendable () async throws -> T) throws -> T {
-    let outcome = Mutex<Result<T, any Error>?>(nil)
-    let done = DispatchSemaphore(value: 0)
-    Task {
-        let result: Result<T, any Error>
-        do { result = .success(try await body()) } catch { result = .failure(error) }
-        outcome.withLock { $0 = result }
-        done.signal()
-    }
-    done.wait()
-    return try outcome.withLock { $0! }.get()
-}
