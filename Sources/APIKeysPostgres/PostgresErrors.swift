@@ -2,6 +2,7 @@ import APIKeysCore
 import APIKeysStore
 import NIOCore
 import PostgresNIO
+import Synchronization
 
 extension StoreError {
     /// `error` from postgres-nio as a store error, for the database at `server`: a failure to
@@ -40,23 +41,39 @@ extension StoreError {
     }
 }
 
-/// Runs `body`, failing it with `timeoutError` when it has not finished within `limit`
-/// (postgres-nio waits for a connection for as long as it is asked to).
+/// Runs `body`, failing with `timeoutError` when it has not finished within `limit`. Returns at the
+/// limit even when `body` ignores cancellation (postgres-nio waiting for a connection to a database
+/// that is down): `body` is cancelled and left to end on its own.
 func withTimeout<T: Sendable>(
     _ limit: Duration, timeoutError: StoreError, _ body: @escaping @Sendable () async throws -> T
 ) async throws -> T {
-    try await withThrowingTaskGroup(of: T?.self) { group in
-        group.addTask { try await body() }
-        group.addTask {
-            try await Task.sleep(for: limit)
-            return nil
+    let work = Task { try await body() }
+    let answered = AnsweredOnce()
+    return try await withTaskCancellationHandler {
+        try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<T, any Error>) in
+            Task {
+                let result = await work.result
+                if answered.claim() { continuation.resume(with: result) }
+            }
+            Task {
+                try? await Task.sleep(for: limit)
+                if answered.claim() {
+                    work.cancel()
+                    continuation.resume(throwing: timeoutError)
+                }
+            }
         }
-        defer { group.cancelAll() }
-        guard let first = try await group.next(), let value = first else {
-            throw timeoutError
-        }
-        return value
+    } onCancel: {
+        work.cancel()
     }
+}
+
+/// Which of two racers answers: the first to claim.
+private final class AnsweredOnce: Sendable {
+    private let taken = Atomic<Bool>(false)
+
+    /// True for the first caller only.
+    func claim() -> Bool { !taken.exchange(true, ordering: .acquiringAndReleasing) }
 }
 
 extension SecretHash {
