@@ -124,7 +124,7 @@ final class ChangeFeed: Sendable {
                         self.report(listening: true)
                         for try await notification in notifications {
                             guard let version = Int64(notification.payload) else { continue }
-                            self.announced.max(version)
+                            self.announced.raise(to: version)
                             if version > self.appliedVersion { try await self.catchUp() }
                         }
                     }
@@ -188,18 +188,6 @@ final class ChangeFeed: Sendable {
                     logger.warning("change feed: listener lost; reconnecting (the poll covers meanwhile)", metadata: metadata)
                 }
             }
-        }
-    }
-}
-
-extension Atomic where Value == Int64 {
-    /// Raises the value to `candidate` if it is higher.
-    fileprivate func max(_ candidate: Int64) {
-        var current = load(ordering: .relaxed)
-        while current < candidate {
-            let (exchanged, original) = compareExchange(expected: current, desired: candidate, ordering: .relaxed)
-            if exchanged { break }
-            current = original
         }
     }
 }

@@ -115,15 +115,7 @@ package final class StoreFreshness: Sendable {
     package init(maxStalenessMS: Int64) { self.maxStalenessMS = maxStalenessMS }
 
     /// The index held every change the database had at `atMS` (a time read before asking it).
-    package func confirm(atMS: Int64) {
-        var current = confirmedAtMS.load(ordering: .relaxed)
-        while current < atMS {
-            let (exchanged, original) = confirmedAtMS.compareExchange(
-                expected: current, desired: atMS, ordering: .releasing)
-            if exchanged { break }
-            current = original
-        }
-    }
+    package func confirm(atMS: Int64) { confirmedAtMS.raise(to: atMS) }
 
     /// Changes known to exist that the index does not hold yet.
     package func setVersionsBehind(_ count: Int64) { behind.store(count, ordering: .relaxed) }
@@ -139,5 +131,17 @@ package final class StoreFreshness: Sendable {
     /// True when checks must fail closed at `nowMS`.
     package func isStale(nowMS: Int64) -> Bool {
         nowMS - confirmedAtMS.load(ordering: .acquiring) > maxStalenessMS
+    }
+}
+
+extension Atomic where Value == Int64 {
+    /// Raises the value to `candidate` if that is higher (never lowers it).
+    package func raise(to candidate: Int64) {
+        var current = load(ordering: .relaxed)
+        while current < candidate {
+            let (exchanged, original) = compareExchange(expected: current, desired: candidate, ordering: .releasing)
+            if exchanged { break }
+            current = original
+        }
     }
 }
