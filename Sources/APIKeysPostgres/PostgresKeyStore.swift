@@ -9,16 +9,18 @@ import Synchronization
 /// The store for several replicas: PostgreSQL is the source of truth, each replica's index a cache
 /// of it kept current by the change feed (``ChangeFeed``).
 ///
-/// A mutation, in one transaction: lock the key row, write it and its admin events, then take the
-/// change-log lock, append the change rows (`key_changes`, one `bigserial` version each) and
-/// `NOTIFY` their version. The lock is held from the append to the commit, so versions become
-/// visible in order: a replica that sees version v has every lower one that committed. The replica
-/// that made the change applies it before returning (read-your-writes); the others hear the NOTIFY.
+/// Mutations commit in batches (``GroupCommit``), each batch one transaction: lock the key rows,
+/// write them and the admin events, then take the change-log lock, append the change rows
+/// (`key_changes`, one `bigserial` version each) and `NOTIFY` the last version. The lock is held
+/// from the append to the commit, so versions become visible in order: a replica that sees version
+/// v has every lower one that committed. The replica that made the change applies it before
+/// returning (read-your-writes); the others hear the NOTIFY.
 package final class PostgresKeyStore: KeyStore {
     package let index: KeyIndex
     package let auditWriter: AuditWriter
     package var freshness: StoreFreshness? { feed.freshness }
     let feed: ChangeFeed
+    private let groupCommit = GroupCommit()
     let client: PostgresClient
     let location: PostgresLocation
     /// A call that does not finish within this fails (UNAVAILABLE) instead of waiting for the database.
@@ -180,42 +182,102 @@ package final class PostgresKeyStore: KeyStore {
         reading keyID: String?, deadline: Deadline, _ decide: @escaping @Sendable (StoredKey?) throws -> KeyDecision<R>
     ) async throws -> R {
         try deadline.check()
+        return try await groupCommit.run(reading: keyID, deadline: deadline, decide) { await self.commitBatch($0) }
+    }
+
+    /// What became of one mutation of a batch.
+    private enum Outcome: Sendable {
+        case decided(deliver: @Sendable () -> Void)
+        case refused(any Error)
+    }
+
+    /// One transaction for a batch of mutations (``GroupCommit``): lock the keys they read, let
+    /// each decide in turn (seeing the writes of those before it), write every key's final state
+    /// and all admin events, then take the change-log lock, append the changes and `NOTIFY` the
+    /// last version. After the commit the index has the changes before any caller hears back.
+    private func commitBatch(_ batch: [PendingMutation]) async {
         let logger = logger
         let writer = auditWriter
-        let (decision, versions) = try await write { connection in
-            var current: StoredKey?
-            if let keyID {
-                current = try await KeyRows.find(id: keyID, forUpdate: true, on: connection, logger: logger)
-                guard current != nil else { throw KeyError.keyNotFound(id: keyID) }
-            }
-            let decision = try decide(current)
-            for write in decision.writes { try await KeyRows.apply(write, on: connection, logger: logger) }
-            for var event in decision.events {
-                event.seq = writer.takeSeq(atMS: event.atMS)
-                try await AuditRows.insert([event], on: connection, logger: logger)
-            }
-            var versions: [Int64] = []
-            if !decision.writes.isEmpty {
-                try await connection.query("SELECT pg_advisory_xact_lock(\(PostgresSchema.lockID + 1))", logger: logger)
-                for write in decision.writes {
-                    versions.append(try await ChangeRows.append(write, atMS: decision.events.first?.atMS ?? 0, on: connection, logger: logger))
+        let outcomes: [Outcome]
+        let writes: [KeyWrite]
+        let versions: [Int64]
+        do {
+            (outcomes, writes, versions) = try await write { connection in
+                let read = try await KeyRows.lock(
+                    ids: Set(batch.compactMap(\.keyID)).sorted(), on: connection, logger: logger)
+                var state: [String: StoredKey?] = read
+                var outcomes: [Outcome] = []
+                var changes: [(write: KeyWrite, atMS: Int64)] = []
+                var events: [AuditRecord] = []
+                for mutation in batch {
+                    do {
+                        try mutation.deadline.check()
+                        var current: StoredKey?
+                        if let keyID = mutation.keyID {
+                            guard let found = state[keyID] ?? nil else { throw KeyError.keyNotFound(id: keyID) }
+                            current = found
+                        }
+                        let decision = try mutation.decide(current)
+                        let atMS = decision.events.first?.atMS ?? 0
+                        for write in decision.writes {
+                            switch write {
+                            case .insert(let key, let hash), .update(let key, let hash, _):
+                                state[key.id] = StoredKey(key: key, hash: hash)
+                            case .delete(let key, _):
+                                state[key.id] = .some(nil)
+                            }
+                            changes.append((write, atMS))
+                        }
+                        for var event in decision.events {
+                            event.seq = writer.takeSeq(atMS: event.atMS)
+                            events.append(event)
+                        }
+                        outcomes.append(.decided(deliver: decision.deliver))
+                    } catch {
+                        outcomes.append(.refused(error))
+                    }
                 }
-                let last = String(versions.last ?? 0)
-                try await connection.query("SELECT pg_notify(\(PostgresSchema.changeChannel), \(last))", logger: logger)
+                var inserted: [StoredKey] = []
+                var updated: [StoredKey] = []
+                var deleted: [String] = []
+                for id in Set(changes.map(\.write.key.id)).sorted() {
+                    switch (read[id] != nil, state[id] ?? nil) {
+                    case (false, let final?): inserted.append(final)
+                    case (true, let final?): updated.append(final)
+                    case (true, nil): deleted.append(id)
+                    case (false, nil): break
+                    }
+                }
+                try await KeyRows.store(inserted: inserted, updated: updated, deleted: deleted, on: connection, logger: logger)
+                try await AuditRows.insert(events, on: connection, logger: logger)
+                var versions: [Int64] = []
+                if !changes.isEmpty {
+                    try await connection.query("SELECT pg_advisory_xact_lock(\(PostgresSchema.lockID + 1))", logger: logger)
+                    versions = try await ChangeRows.append(changes, on: connection, logger: logger)
+                    let last = String(versions.last ?? 0)
+                    try await connection.query("SELECT pg_notify(\(PostgresSchema.changeChannel), \(last))", logger: logger)
+                }
+                return (outcomes, changes.map(\.write), versions)
             }
-            try deadline.check()
-            return (decision, versions)
+        } catch {
+            for mutation in batch { mutation.fail(error) }
+            return
         }
         if let first = versions.first, let last = versions.last {
-            await feed.applyOwn(decision.writes, versions: first...last)
+            await feed.applyOwn(writes, versions: first...last)
         }
-        return decision.result
+        for (mutation, outcome) in zip(batch, outcomes) {
+            switch outcome {
+            case .decided(let deliver): deliver()
+            case .refused(let error): mutation.fail(error)
+            }
+        }
     }
 
     package func key(id: String) async throws -> KeyRecord {
         let logger = logger
         guard let found = try await read({ client in
-            try await client.withConnection { try await KeyRows.find(id: id, forUpdate: false, on: $0, logger: logger) }
+            try await client.withConnection { try await KeyRows.find(id: id, on: $0, logger: logger) }
         }) else { throw KeyError.keyNotFound(id: id) }
         return found.key
     }

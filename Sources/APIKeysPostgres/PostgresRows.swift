@@ -23,11 +23,9 @@ enum KeyRows {
         return (row.0, StoredKey(key: key, hash: hash))
     }
 
-    /// The key `id` (locked until the transaction ends when `forUpdate`), or nil.
-    static func find(id: String, forUpdate: Bool, on connection: PostgresConnection, logger: Logger) async throws
-        -> StoredKey?
-    {
-        let sql = "SELECT \(columns) FROM keys WHERE id = $1" + (forUpdate ? " FOR UPDATE" : "")
+    /// The key `id`, or nil.
+    static func find(id: String, on connection: PostgresConnection, logger: Logger) async throws -> StoredKey? {
+        let sql = "SELECT \(columns) FROM keys WHERE id = $1"
         var binds = PostgresBindings()
         binds.append(id)
         for try await row in try await connection.query(PostgresQuery(unsafeSQL: sql, binds: binds), logger: logger)
@@ -55,36 +53,79 @@ enum KeyRows {
         return page
     }
 
-    static func apply(_ write: KeyWrite, on connection: PostgresConnection, logger: Logger) async throws {
-        switch write {
-        case .insert(let key, let hash):
-            try await connection.query(
-                """
+    /// The keys `ids` that exist, each locked until the transaction ends. Rows are locked in id
+    /// order, so that two replicas' batches (and the last-used update) never wait for each other in a cycle.
+    static func lock(ids: [String], on connection: PostgresConnection, logger: Logger) async throws -> [String: StoredKey] {
+        guard !ids.isEmpty else { return [:] }
+        var binds = PostgresBindings()
+        binds.append(ids)
+        let sql = "SELECT \(columns) FROM keys WHERE id = ANY($1::text[]) ORDER BY id FOR UPDATE"
+        var found: [String: StoredKey] = [:]
+        for try await row in try await connection.query(PostgresQuery(unsafeSQL: sql, binds: binds), logger: logger)
+            .decode(Row.self)
+        {
+            let stored = try record(row).1
+            found[stored.key.id] = stored
+        }
+        return found
+    }
+
+    /// NULL in a bigint array column (arrays of optionals do not encode).
+    fileprivate static let absent = Int64.min
+
+    /// Writes the final state of each key a batch changed: new keys inserted, changed ones
+    /// updated, and `deleted` ones removed, one statement each.
+    static func store(
+        inserted: [StoredKey], updated: [StoredKey], deleted: [String], on connection: PostgresConnection, logger: Logger
+    ) async throws {
+        func columns(_ keys: [StoredKey]) -> PostgresBindings {
+            var binds = PostgresBindings()
+            binds.append(keys.map(\.key.id))
+            binds.append(keys.map(\.key.name))
+            binds.append(keys.map(\.hash.bytea))
+            binds.append(keys.map(\.key.hint))
+            binds.append(keys.map { Schema.encodePermissions($0.key.permissions) })
+            binds.append(keys.map(\.key.enabled))
+            binds.append(keys.map(\.key.createdAtMS))
+            binds.append(keys.map(\.key.updatedAtMS))
+            binds.append(keys.map { $0.key.expiresAtMS ?? absent })
+            binds.append(keys.map { $0.key.lastUsedAtMS ?? absent })
+            binds.append(keys.map { $0.key.rotatedAtMS ?? absent })
+            return binds
+        }
+        let rows = """
+            unnest($1::text[], $2::text[], $3::bytea[], $4::text[], $5::text[], $6::boolean[], $7::bigint[], $8::bigint[],
+                   $9::bigint[], $10::bigint[], $11::bigint[]) AS u(id, name, h, hint, p, e, c, m, x, l, r)
+            """
+        if !inserted.isEmpty {
+            let sql = """
                 INSERT INTO keys (id, name, secret_hash, hint, permissions, enabled, created_at_ms, updated_at_ms,
                                   expires_at_ms, last_used_at_ms, rotated_at_ms)
-                VALUES (\(key.id), \(key.name), \(hash.bytea), \(key.hint), \(Schema.encodePermissions(key.permissions)),
-                        \(key.enabled), \(key.createdAtMS), \(key.updatedAtMS), \(key.expiresAtMS), \(key.lastUsedAtMS),
-                        \(key.rotatedAtMS))
-                """, logger: logger)
-        case .update(let key, let hash, _):
-            try await connection.query(
+                SELECT id, name, h, hint, p, e, c, m, nullif(x, \(absent)), nullif(l, \(absent)), nullif(r, \(absent)) FROM \(rows)
                 """
-                UPDATE keys SET name = \(key.name), hint = \(key.hint), permissions = \(Schema.encodePermissions(key.permissions)),
-                                enabled = \(key.enabled), updated_at_ms = \(key.updatedAtMS),
-                                expires_at_ms = \(key.expiresAtMS), rotated_at_ms = \(key.rotatedAtMS),
-                                secret_hash = \(hash.bytea)
-                WHERE id = \(key.id)
-                """, logger: logger)
-        case .delete(let key, _):
-            try await connection.query("DELETE FROM keys WHERE id = \(key.id)", logger: logger)
+            try await connection.query(PostgresQuery(unsafeSQL: sql, binds: columns(inserted)), logger: logger)
+        }
+        if !updated.isEmpty {
+            let sql = """
+                UPDATE keys SET name = u.name, hint = u.hint, permissions = u.p, enabled = u.e, updated_at_ms = u.m,
+                                expires_at_ms = nullif(u.x, \(absent)), rotated_at_ms = nullif(u.r, \(absent)), secret_hash = u.h
+                FROM \(rows) WHERE keys.id = u.id
+                """
+            try await connection.query(PostgresQuery(unsafeSQL: sql, binds: columns(updated)), logger: logger)
+        }
+        if !deleted.isEmpty {
+            try await connection.query("DELETE FROM keys WHERE id = ANY(\(deleted)::text[])", logger: logger)
         }
     }
 
     /// Raises last-used times; each pair is a key id and the time of its last check.
     static func touch(_ lastUsed: [String: Int64], on connection: PostgresConnection, logger: Logger) async throws {
         guard !lastUsed.isEmpty else { return }
-        let ids = Array(lastUsed.keys)
+        let ids = lastUsed.keys.sorted()
         let times = ids.map { lastUsed[$0]! }
+        // In id order, as mutations lock them (``lock(ids:on:logger:)``): no deadlock with a batch.
+        try await connection.query(
+            "SELECT 1 FROM keys WHERE id = ANY(\(ids)::text[]) ORDER BY id FOR UPDATE", logger: logger)
         try await connection.query(
             """
             UPDATE keys SET last_used_at_ms = greatest(coalesce(last_used_at_ms, 0), u.at)
@@ -101,26 +142,56 @@ enum ChangeRows {
         let edit: KeyIndex.Edit
     }
 
-    /// Appends the change of `write` (the caller holds the change-log lock); returns its version.
-    static func append(_ write: KeyWrite, atMS: Int64, on connection: PostgresConnection, logger: Logger) async throws
-        -> Int64
+    /// Appends the changes of `writes`, in order, at `atMS` each (the caller holds the change-log
+    /// lock, so nobody else takes versions meanwhile); returns their versions, ascending.
+    static func append(_ writes: [(write: KeyWrite, atMS: Int64)], on connection: PostgresConnection, logger: Logger)
+        async throws -> [Int64]
     {
-        let key = write.key
-        let (op, hash, replaced): (Int16, SecretHash, SecretHash?) =
-            switch write {
-            case .insert(_, let hash): (1, hash, nil)
-            case .update(_, let hash, let old): (1, hash, old)
-            case .delete(_, let hash): (2, hash, nil)
-            }
-        let rows = try await connection.query(
-            """
+        guard !writes.isEmpty else { return [] }
+        var ops: [Int16] = []
+        var hashes: [ByteBuffer] = []
+        var replaced: [ByteBuffer] = []
+        for (write, _) in writes {
+            let (op, hash, old): (Int16, SecretHash, SecretHash?) =
+                switch write {
+                case .insert(_, let hash): (1, hash, nil)
+                case .update(_, let hash, let old): (1, hash, old)
+                case .delete(_, let hash): (2, hash, nil)
+                }
+            ops.append(op)
+            hashes.append(hash.bytea)
+            replaced.append(old?.bytea ?? ByteBuffer())
+        }
+        let keys = writes.map(\.write.key)
+        var binds = PostgresBindings()
+        binds.append(writes.map(\.atMS))
+        binds.append(ops)
+        binds.append(keys.map(\.id))
+        binds.append(hashes)
+        binds.append(replaced)
+        binds.append(keys.map(\.name))
+        binds.append(keys.map { Schema.encodePermissions($0.permissions) })
+        binds.append(keys.map(\.enabled))
+        binds.append(keys.map { $0.expiresAtMS ?? KeyRows.absent })
+        // Rows are inserted, and take their versions, in the order of the arrays.
+        let sql = """
             INSERT INTO key_changes (at_ms, op, key_id, secret_hash, replaced_hash, name, permissions, enabled, expires_at_ms)
-            VALUES (\(atMS), \(op), \(key.id), \(hash.bytea), \(replaced?.bytea), \(key.name),
-                    \(Schema.encodePermissions(key.permissions)), \(key.enabled), \(key.expiresAtMS))
+            SELECT a, op, k, h, nullif(rh, ''::bytea), n, p, e, nullif(x, \(KeyRows.absent))
+            FROM unnest($1::bigint[], $2::smallint[], $3::text[], $4::bytea[], $5::bytea[], $6::text[], $7::text[],
+                        $8::boolean[], $9::bigint[]) WITH ORDINALITY AS u(a, op, k, h, rh, n, p, e, x, i)
+            ORDER BY i
             RETURNING version
-            """, logger: logger)
-        for try await version in rows.decode(Int64.self) { return version }
-        throw StoreError.database(server: "", message: "INSERT INTO key_changes returned no version")
+            """
+        var versions: [Int64] = []
+        for try await version in try await connection.query(PostgresQuery(unsafeSQL: sql, binds: binds), logger: logger)
+            .decode(Int64.self)
+        {
+            versions.append(version)
+        }
+        guard versions.count == writes.count else {
+            throw StoreError.database(server: "", message: "INSERT INTO key_changes returned \(versions.count) versions for \(writes.count) changes")
+        }
+        return versions.sorted()
     }
 
     /// The catch-up query, prepared once per connection (it runs every 250 ms on every replica).

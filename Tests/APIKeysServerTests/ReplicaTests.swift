@@ -147,6 +147,60 @@ struct ReplicaTests {
         }
     }
 
+    /// Concurrent mutations of one replica commit together (one transaction per batch): rotations
+    /// of one key race each other, renames race a delete, creations run beside them. Afterwards the
+    /// database, the replica that made the changes and another replica agree: exactly the secret of
+    /// the rotation that committed last works, the deleted key is gone everywhere.
+    @Test func concurrentMutationsOfOneReplicaCommitTogetherInOrder() async throws {
+        try await withReplicas(2) { replicas, _ in
+            let token = replicas[0].adminToken
+            let clients = replicas.map { $0.client(token: token) }
+            defer { Task { for client in clients { await client.close() } } }
+            let (a, b) = (clients[0], clients[1])
+            let rotated = try await a.createKey(name: "rotated", permissions: ["jobs:read"])
+            let doomed = try await a.createKey(name: "doomed", permissions: ["jobs:read"])
+
+            enum Outcome: Sendable { case rotation(RotateKeyResponse), created(CreateKeyResponse), other }
+            let outcomes = try await withThrowingTaskGroup(of: Outcome.self) { group in
+                for round in 0..<16 {
+                    group.addTask { .rotation(try await a.rotateKey(id: rotated.key.id)) }
+                    group.addTask { .created(try await a.createKey(name: "new\(round)", permissions: ["jobs:read"])) }
+                    group.addTask {
+                        do {
+                            _ = try await a.updateKey(UpdateKeyRequest(id: doomed.key.id, name: "renamed\(round)"))
+                        } catch let error as APIKeysClientError where error.code == .notFound {}
+                        return .other
+                    }
+                    if round == 8 { group.addTask { try await a.deleteKey(id: doomed.key.id); return .other } }
+                }
+                var outcomes: [Outcome] = []
+                for try await outcome in group { outcomes.append(outcome) }
+                return outcomes
+            }
+            let rotations = outcomes.compactMap { if case .rotation(let r) = $0 { r } else { nil } }
+            let creations = outcomes.compactMap { if case .created(let c) = $0 { c } else { nil } }
+            #expect(rotations.count == 16 && creations.count == 16)
+
+            var allowed: [RotateKeyResponse] = []
+            for rotation in rotations where try await a.check(key: rotation.secret, permissions: ["jobs:read"]).decision == .allow {
+                allowed.append(rotation)
+            }
+            #expect(allowed.count == 1, "one rotation committed last")
+            let last = try #require(allowed.first)
+            #expect(try await a.getKey(id: rotated.key.id).hint == last.key.hint, "the database holds the same secret")
+            for client in [a, b] {
+                _ = try await waitFor(client, last.secret, nil)
+                for rotation in rotations where rotation.secret != last.secret {
+                    #expect(try await client.check(key: rotation.secret, permissions: ["jobs:read"]).reason == .unknownKey)
+                }
+                #expect(try await client.check(key: rotated.secret, permissions: ["jobs:read"]).reason == .unknownKey)
+                _ = try await waitFor(client, doomed.secret, .unknownKey)
+                for creation in creations { _ = try await waitFor(client, creation.secret, nil) }
+            }
+            await #expect(throws: APIKeysClientError.self) { try await b.getKey(id: doomed.key.id) }
+        }
+    }
+
     /// A client of three replicas keeps checking while one is shut down and started again on its
     /// port: checks in flight on it are sent again to another replica, so none fails.
     @Test func aClientOfThreeReplicasRidesOutOneGoingAway() async throws {
