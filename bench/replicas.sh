@@ -30,9 +30,20 @@ newdb() {  # newdb NAME: a new database on the cluster; prints its URL
 }
 start() {  # start NAME PORT ARGS...: an apikeyd on PORT with its own data directory
     local name=$1 port=$2; shift 2
-    "$BIN/apikeyd" --data-dir "$WORK/$name" --port "$port" --log-level warning "$@" >"$WORK/$name.log" 2>&1 &
+    "$BIN/apikeyd" --data-dir "$WORK/$name" --port "$port" --http-port $((port + 100)) --log-level warning "$@" \
+        >"$WORK/$name.log" 2>&1 &
     PIDS+=($!)
     wait_port "$port"
+}
+drained() {  # drained PORT: waits until the audit queue of the apikeyd on PORT is empty (a backlog of
+             # check events still going into the database would slow the next measurement)
+    local depth
+    for _ in $(seq 1 600); do
+        depth=$(curl -s "http://127.0.0.1:$(($1 + 100))/metrics" | awk '/^apikeyd_audit_queue_depth/ {print $2}')
+        [ "${depth%.*}" = 0 ] && return 0
+        sleep 0.1
+    done
+    echo "bench: the audit queue of :$1 did not drain in 60 s" >&2
 }
 
 DB=$(newdb bench)
@@ -59,11 +70,11 @@ measure() {
 for round in $(seq 1 "$ROUNDS"); do
     for setting in "50 1" "50 16"; do
         read -r c p <<<"$setting"
-        measure "sqlite $c $p" load 17603 "$WORK/sqlite/admin.token" "$c" "$p"
-        measure "pg $c $p" load 17601 "$TOKEN_PG" "$c" "$p"
+        drained 17603; measure "sqlite $c $p" load 17603 "$WORK/sqlite/admin.token" "$c" "$p"
+        drained 17601; measure "pg $c $p" load 17601 "$TOKEN_PG" "$c" "$p"
     done
-    measure "sqlite create" load 17603 "$WORK/sqlite/admin.token" 8 1 --rpc create
-    measure "pg create" load 17601 "$TOKEN_PG" 8 1 --rpc create
+    drained 17603; measure "sqlite create" load 17603 "$WORK/sqlite/admin.token" 8 1 --rpc create
+    drained 17601; measure "pg create" load 17601 "$TOKEN_PG" 8 1 --rpc create
 done
 printf "%-40s | %10s %10s %6s | %9s %9s\n" "comparison (${ROUNDS} rounds of ${SECONDS_EACH}s, medians)" "SQLite r/s" "PG r/s" "ratio" "SQLite p99" "PG p99"
 row() {

@@ -117,9 +117,10 @@ package final class PostgresKeyStore: KeyStore {
             var masks = Schema.MaskCache(catalog: catalog)
             let rows = try await connection.query(
                 "SELECT secret_hash, id, name, permissions, enabled, expires_at_ms FROM keys", logger: logger)
-            for try await (hashBytes, id, name, permissions, enabled, expires) in rows.decode(
-                (ByteBuffer, String, String, String, Bool, Int64?).self)
-            {
+            for try await row in rows {
+                var cells = CellReader(row)
+                let (hashBytes, id, name) = try (cells.next(ByteBuffer.self), cells.next(String.self), cells.next(String.self))
+                let (permissions, enabled, expires) = try (cells.next(String.self), cells.next(Bool.self), cells.next(Int64?.self))
                 guard let hash = SecretHash(bytea: hashBytes) else {
                     throw StoreError.database(server: "", message: "key \(id) has a secret hash of the wrong size")
                 }

@@ -316,3 +316,19 @@ enum AuditRows {
         return events
     }
 }
+
+/// Reads a row's cells in order, one concrete type at a time: for the start-up load of every
+/// key, where the tuple decode (`row.decode((A, B, …).self)`, variadic generics) spent more time
+/// in runtime metadata lookups than in decoding.
+struct CellReader {
+    private var cells: PostgresRow.Iterator
+
+    init(_ row: PostgresRow) { cells = row.makeIterator() }
+
+    mutating func next<T: PostgresDecodable>(_: T.Type) throws -> T {
+        guard let cell = cells.next() else {
+            throw StoreError.database(server: "", message: "a row has fewer columns than asked for")
+        }
+        return try cell.decode(T.self)
+    }
+}
