@@ -155,9 +155,12 @@ package final class PostgresKeyStore: KeyStore {
         }
     }
 
-    /// Runs a transaction (`body`) within ``callTimeout``. Past it: nothing was changed if no
-    /// connection was had by then, else the outcome is unknown.
-    private func write<T: Sendable>(_ body: @escaping @Sendable (PostgresConnection) async throws -> T) async throws -> T {
+    /// Runs a transaction (`body`; with `transaction` false, `body` must be one statement, which is
+    /// its own transaction) within ``callTimeout``. Past it: nothing was changed if no connection
+    /// was had by then, else the outcome is unknown.
+    private func write<T: Sendable>(
+        transaction: Bool = true, _ body: @escaping @Sendable (PostgresConnection) async throws -> T
+    ) async throws -> T {
         let server = location.description
         let logger = logger
         let began = Atomic<Bool>(false)
@@ -167,6 +170,7 @@ package final class PostgresKeyStore: KeyStore {
             ) { [client] in
                 try await client.withConnection { connection in
                     began.store(true, ordering: .relaxed)
+                    guard transaction else { return try await body(connection) }
                     return try await connection.withTransaction(logger: logger) { try await body($0) }
                 }
             }
@@ -193,9 +197,10 @@ package final class PostgresKeyStore: KeyStore {
     }
 
     /// One transaction for a batch of mutations (``GroupCommit``): lock the keys they read, let
-    /// each decide in turn (seeing the writes of those before it), write every key's final state
-    /// and all admin events, then take the change-log lock, append the changes and `NOTIFY` the
-    /// last version. After the commit the index has the changes before any caller hears back.
+    /// each decide in turn (seeing the writes of those before it), then one statement
+    /// (``BatchRows``) writes every key's final state and all admin events, takes the change-log
+    /// lock, appends the changes and `NOTIFY`s the last version. After the commit the index has
+    /// the changes before any caller hears back.
     private func commitBatch(_ batch: [PendingMutation]) async {
         let logger = logger
         let writer = auditWriter
@@ -203,9 +208,10 @@ package final class PostgresKeyStore: KeyStore {
         let writes: [KeyWrite]
         let versions: [Int64]
         do {
-            (outcomes, writes, versions) = try await write { connection in
-                let read = try await KeyRows.lock(
-                    ids: Set(batch.compactMap(\.keyID)).sorted(), on: connection, logger: logger)
+            let ids = Set(batch.compactMap(\.keyID)).sorted()
+            // Creations alone read nothing: their one statement is the whole transaction.
+            (outcomes, writes, versions) = try await write(transaction: !ids.isEmpty) { connection in
+                let read = try await KeyRows.lock(ids: ids, on: connection, logger: logger)
                 var state: [String: StoredKey?] = read
                 var outcomes: [Outcome] = []
                 var changes: [(write: KeyWrite, atMS: Int64)] = []
@@ -249,15 +255,10 @@ package final class PostgresKeyStore: KeyStore {
                     case (false, nil): break
                     }
                 }
-                try await KeyRows.store(inserted: inserted, updated: updated, deleted: deleted, on: connection, logger: logger)
-                try await AuditRows.insert(events, on: connection, logger: logger)
-                var versions: [Int64] = []
-                if !changes.isEmpty {
-                    try await connection.query("SELECT pg_advisory_xact_lock(\(PostgresSchema.lockID + 1))", logger: logger)
-                    versions = try await ChangeRows.append(changes, on: connection, logger: logger)
-                    let last = String(versions.last ?? 0)
-                    try await connection.query("SELECT pg_notify(\(PostgresSchema.changeChannel), \(last))", logger: logger)
-                }
+                guard !changes.isEmpty || !events.isEmpty else { return (outcomes, [], []) }
+                let versions = try await BatchRows.write(
+                    inserted: inserted, updated: updated, deleted: deleted, events: events, changes: changes,
+                    on: connection, logger: logger)
                 return (outcomes, changes.map(\.write), versions)
             }
         } catch {

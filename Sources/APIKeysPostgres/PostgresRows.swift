@@ -70,54 +70,6 @@ enum KeyRows {
         return found
     }
 
-    /// NULL in a bigint array column (arrays of optionals do not encode).
-    fileprivate static let absent = Int64.min
-
-    /// Writes the final state of each key a batch changed: new keys inserted, changed ones
-    /// updated, and `deleted` ones removed, one statement each.
-    static func store(
-        inserted: [StoredKey], updated: [StoredKey], deleted: [String], on connection: PostgresConnection, logger: Logger
-    ) async throws {
-        func columns(_ keys: [StoredKey]) -> PostgresBindings {
-            var binds = PostgresBindings()
-            binds.append(keys.map(\.key.id))
-            binds.append(keys.map(\.key.name))
-            binds.append(keys.map(\.hash.bytea))
-            binds.append(keys.map(\.key.hint))
-            binds.append(keys.map { Schema.encodePermissions($0.key.permissions) })
-            binds.append(keys.map(\.key.enabled))
-            binds.append(keys.map(\.key.createdAtMS))
-            binds.append(keys.map(\.key.updatedAtMS))
-            binds.append(keys.map { $0.key.expiresAtMS ?? absent })
-            binds.append(keys.map { $0.key.lastUsedAtMS ?? absent })
-            binds.append(keys.map { $0.key.rotatedAtMS ?? absent })
-            return binds
-        }
-        let rows = """
-            unnest($1::text[], $2::text[], $3::bytea[], $4::text[], $5::text[], $6::boolean[], $7::bigint[], $8::bigint[],
-                   $9::bigint[], $10::bigint[], $11::bigint[]) AS u(id, name, h, hint, p, e, c, m, x, l, r)
-            """
-        if !inserted.isEmpty {
-            let sql = """
-                INSERT INTO keys (id, name, secret_hash, hint, permissions, enabled, created_at_ms, updated_at_ms,
-                                  expires_at_ms, last_used_at_ms, rotated_at_ms)
-                SELECT id, name, h, hint, p, e, c, m, nullif(x, \(absent)), nullif(l, \(absent)), nullif(r, \(absent)) FROM \(rows)
-                """
-            try await connection.query(PostgresQuery(unsafeSQL: sql, binds: columns(inserted)), logger: logger)
-        }
-        if !updated.isEmpty {
-            let sql = """
-                UPDATE keys SET name = u.name, hint = u.hint, permissions = u.p, enabled = u.e, updated_at_ms = u.m,
-                                expires_at_ms = nullif(u.x, \(absent)), rotated_at_ms = nullif(u.r, \(absent)), secret_hash = u.h
-                FROM \(rows) WHERE keys.id = u.id
-                """
-            try await connection.query(PostgresQuery(unsafeSQL: sql, binds: columns(updated)), logger: logger)
-        }
-        if !deleted.isEmpty {
-            try await connection.query("DELETE FROM keys WHERE id = ANY(\(deleted)::text[])", logger: logger)
-        }
-    }
-
     /// Raises last-used times; each pair is a key id and the time of its last check.
     static func touch(_ lastUsed: [String: Int64], on connection: PostgresConnection, logger: Logger) async throws {
         guard !lastUsed.isEmpty else { return }
@@ -140,58 +92,6 @@ enum ChangeRows {
     struct Change: Sendable {
         let version: Int64
         let edit: KeyIndex.Edit
-    }
-
-    /// Appends the changes of `writes`, in order, at `atMS` each (the caller holds the change-log
-    /// lock, so nobody else takes versions meanwhile); returns their versions, ascending.
-    static func append(_ writes: [(write: KeyWrite, atMS: Int64)], on connection: PostgresConnection, logger: Logger)
-        async throws -> [Int64]
-    {
-        guard !writes.isEmpty else { return [] }
-        var ops: [Int16] = []
-        var hashes: [ByteBuffer] = []
-        var replaced: [ByteBuffer] = []
-        for (write, _) in writes {
-            let (op, hash, old): (Int16, SecretHash, SecretHash?) =
-                switch write {
-                case .insert(_, let hash): (1, hash, nil)
-                case .update(_, let hash, let old): (1, hash, old)
-                case .delete(_, let hash): (2, hash, nil)
-                }
-            ops.append(op)
-            hashes.append(hash.bytea)
-            replaced.append(old?.bytea ?? ByteBuffer())
-        }
-        let keys = writes.map(\.write.key)
-        var binds = PostgresBindings()
-        binds.append(writes.map(\.atMS))
-        binds.append(ops)
-        binds.append(keys.map(\.id))
-        binds.append(hashes)
-        binds.append(replaced)
-        binds.append(keys.map(\.name))
-        binds.append(keys.map { Schema.encodePermissions($0.permissions) })
-        binds.append(keys.map(\.enabled))
-        binds.append(keys.map { $0.expiresAtMS ?? KeyRows.absent })
-        // Rows are inserted, and take their versions, in the order of the arrays.
-        let sql = """
-            INSERT INTO key_changes (at_ms, op, key_id, secret_hash, replaced_hash, name, permissions, enabled, expires_at_ms)
-            SELECT a, op, k, h, nullif(rh, ''::bytea), n, p, e, nullif(x, \(KeyRows.absent))
-            FROM unnest($1::bigint[], $2::smallint[], $3::text[], $4::bytea[], $5::bytea[], $6::text[], $7::text[],
-                        $8::boolean[], $9::bigint[]) WITH ORDINALITY AS u(a, op, k, h, rh, n, p, e, x, i)
-            ORDER BY i
-            RETURNING version
-            """
-        var versions: [Int64] = []
-        for try await version in try await connection.query(PostgresQuery(unsafeSQL: sql, binds: binds), logger: logger)
-            .decode(Int64.self)
-        {
-            versions.append(version)
-        }
-        guard versions.count == writes.count else {
-            throw StoreError.database(server: "", message: "INSERT INTO key_changes returned \(versions.count) versions for \(writes.count) changes")
-        }
-        return versions.sorted()
     }
 
     /// The catch-up query, prepared once per connection (it runs every 250 ms on every replica).
@@ -256,6 +156,12 @@ enum AuditRows {
 
         func makeBindings() throws -> PostgresBindings {
             var bindings = PostgresBindings()
+            Self.bind(events, to: &bindings)
+            return bindings
+        }
+
+        /// The 11 column arrays of `events`, appended to `bindings`.
+        static func bind(_ events: [AuditRecord], to bindings: inout PostgresBindings) {
             bindings.append(events.map { Int64(bitPattern: $0.seq) })
             bindings.append(events.map(\.atMS))
             bindings.append(events.map(\.action.rawValue))
@@ -267,7 +173,6 @@ enum AuditRows {
             bindings.append(events.map { Schema.encodePermissions($0.permissions) })
             bindings.append(events.map(\.resource))
             bindings.append(events.map(\.clientAddress))
-            return bindings
         }
 
         func decodeRow(_ row: PostgresRow) throws -> Row {}
@@ -330,5 +235,117 @@ struct CellReader {
             throw StoreError.database(server: "", message: "a row has fewer columns than asked for")
         }
         return try cell.decode(T.self)
+    }
+}
+
+/// Everything one group commit writes (``PostgresKeyStore``), as one statement: the keys' final
+/// rows (inserted, updated, deleted), the admin events, then — after the change-log lock — the
+/// change rows, and the `NOTIFY` of the last version. One round trip instead of one per kind of
+/// row; on its own (no key read first) it is its own transaction.
+enum BatchRows {
+    private static let sql = """
+        WITH inserted AS (
+            INSERT INTO keys (id, name, secret_hash, hint, permissions, enabled, created_at_ms, updated_at_ms,
+                              expires_at_ms, last_used_at_ms, rotated_at_ms)
+            SELECT id, name, h, hint, p, e, c, m, nullif(x, $45), nullif(l, $45), nullif(r, $45)
+            FROM unnest($1::text[], $2::text[], $3::bytea[], $4::text[], $5::text[], $6::boolean[], $7::bigint[],
+                        $8::bigint[], $9::bigint[], $10::bigint[], $11::bigint[]) AS u(id, name, h, hint, p, e, c, m, x, l, r)),
+        updated AS (
+            UPDATE keys SET name = u.name, hint = u.hint, permissions = u.p, enabled = u.e, updated_at_ms = u.m,
+                            expires_at_ms = nullif(u.x, $45), rotated_at_ms = nullif(u.r, $45), secret_hash = u.h
+            FROM unnest($12::text[], $13::text[], $14::bytea[], $15::text[], $16::text[], $17::boolean[], $18::bigint[],
+                        $19::bigint[], $20::bigint[], $21::bigint[], $22::bigint[]) AS u(id, name, h, hint, p, e, c, m, x, l, r)
+            WHERE keys.id = u.id),
+        deleted AS (DELETE FROM keys WHERE id = ANY($23::text[])),
+        events AS (
+            INSERT INTO audit_events (seq, at_ms, action, key_id, key_name, actor, detail, denial, permissions, resource,
+                                      client_address)
+            SELECT s, a, act, k, kn, ac, d, nullif(den, -1), p, r, c
+            FROM unnest($24::bigint[], $25::bigint[], $26::text[], $27::text[], $28::text[], $29::text[], $30::text[],
+                        $31::smallint[], $32::text[], $33::text[], $34::text[]) AS t(s, a, act, k, kn, ac, d, den, p, r, c)),
+        -- Taken before any change row takes a version (the rows are sorted, so all of this runs first)
+        -- and held until the commit: versions become visible in order.
+        locked AS (SELECT pg_advisory_xact_lock($46) WHERE cardinality($35::bigint[]) > 0),
+        changes AS (
+            INSERT INTO key_changes (at_ms, op, key_id, secret_hash, replaced_hash, name, permissions, enabled, expires_at_ms)
+            SELECT a, op, k, h, nullif(rh, ''::bytea), n, p, e, nullif(x, $45)
+            FROM locked, unnest($35::bigint[], $36::smallint[], $37::text[], $38::bytea[], $39::bytea[], $40::text[],
+                                $41::text[], $42::boolean[], $43::bigint[]) WITH ORDINALITY AS u(a, op, k, h, rh, n, p, e, x, i)
+            ORDER BY i
+            RETURNING version)
+        SELECT coalesce(array_agg(version ORDER BY version), '{}')::bigint[],
+               CASE WHEN count(*) > 0 THEN pg_notify($44, max(version)::text) END
+        FROM changes
+        """
+
+    /// NULL in a bigint array column (arrays of optionals do not encode).
+    private static let absent = Int64.min
+
+    /// Writes a batch; returns the versions of `changes` (in their order, ascending).
+    static func write(
+        inserted: [StoredKey], updated: [StoredKey], deleted: [String], events: [AuditRecord],
+        changes: [(write: KeyWrite, atMS: Int64)], on connection: PostgresConnection, logger: Logger
+    ) async throws -> [Int64] {
+        var binds = PostgresBindings()
+        bindKeys(inserted, to: &binds)
+        bindKeys(updated, to: &binds)
+        binds.append(deleted)
+        AuditRows.InsertEvents.bind(events, to: &binds)
+        bindChanges(changes, to: &binds)
+        binds.append(PostgresSchema.changeChannel)
+        binds.append(absent)
+        binds.append(PostgresSchema.lockID + 1)
+        let rows = try await connection.query(PostgresQuery(unsafeSQL: sql, binds: binds), logger: logger)
+        var versions: [Int64] = []
+        for try await row in rows {
+            var cells = CellReader(row)
+            versions = try cells.next([Int64].self)
+        }
+        guard versions.count == changes.count else {
+            throw StoreError.database(
+                server: "", message: "INSERT INTO key_changes returned \(versions.count) versions for \(changes.count) changes")
+        }
+        return versions
+    }
+
+    private static func bindKeys(_ keys: [StoredKey], to binds: inout PostgresBindings) {
+        binds.append(keys.map(\.key.id))
+        binds.append(keys.map(\.key.name))
+        binds.append(keys.map(\.hash.bytea))
+        binds.append(keys.map(\.key.hint))
+        binds.append(keys.map { Schema.encodePermissions($0.key.permissions) })
+        binds.append(keys.map(\.key.enabled))
+        binds.append(keys.map(\.key.createdAtMS))
+        binds.append(keys.map(\.key.updatedAtMS))
+        binds.append(keys.map { $0.key.expiresAtMS ?? absent })
+        binds.append(keys.map { $0.key.lastUsedAtMS ?? absent })
+        binds.append(keys.map { $0.key.rotatedAtMS ?? absent })
+    }
+
+    private static func bindChanges(_ changes: [(write: KeyWrite, atMS: Int64)], to binds: inout PostgresBindings) {
+        var ops: [Int16] = []
+        var hashes: [ByteBuffer] = []
+        var replaced: [ByteBuffer] = []
+        for (write, _) in changes {
+            let (op, hash, old): (Int16, SecretHash, SecretHash?) =
+                switch write {
+                case .insert(_, let hash): (1, hash, nil)
+                case .update(_, let hash, let old): (1, hash, old)
+                case .delete(_, let hash): (2, hash, nil)
+                }
+            ops.append(op)
+            hashes.append(hash.bytea)
+            replaced.append(old?.bytea ?? ByteBuffer())
+        }
+        let keys = changes.map(\.write.key)
+        binds.append(changes.map(\.atMS))
+        binds.append(ops)
+        binds.append(keys.map(\.id))
+        binds.append(hashes)
+        binds.append(replaced)
+        binds.append(keys.map(\.name))
+        binds.append(keys.map { Schema.encodePermissions($0.permissions) })
+        binds.append(keys.map(\.enabled))
+        binds.append(keys.map { $0.expiresAtMS ?? absent })
     }
 }
