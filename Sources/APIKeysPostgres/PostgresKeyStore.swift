@@ -59,7 +59,7 @@ package final class PostgresKeyStore: KeyStore {
                     let replica = try await connection.query("SELECT nextval('replica_numbers')", logger: logger)
                         .decode(Int64.self).first { _ in true } ?? 0
                     let (index, version, loadedAtMS) = try await loadIndex(
-                        connection, catalog: catalog, clock: clock, logger: logger)
+                        connection, client: client, catalog: catalog, clock: clock, logger: logger)
                     return (replica, index, version, loadedAtMS)
                 }
             }
@@ -101,40 +101,72 @@ package final class PostgresKeyStore: KeyStore {
         }
     }
 
-    /// Every key and the change version they reflect, read in one snapshot.
+    /// Every key and the change version they reflect, read in one snapshot: the table in two
+    /// halves by `pk`, each decoded by its own task on its own connection (the second joins the
+    /// first's exported snapshot), so that start-up uses both cores.
     private static func loadIndex(
-        _ connection: PostgresConnection, catalog: PermissionCatalog, clock: any WallClock, logger: Logger
+        _ connection: PostgresConnection, client: PostgresClient, catalog: PermissionCatalog, clock: any WallClock,
+        logger: Logger
     ) async throws -> (KeyIndex, Int64, Int64) {
         let startedAtMS = clock.nowMS()
         try await connection.query("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY", logger: logger)
         do {
-            let version = try await connection.query(
-                "SELECT coalesce(max(version), 0)::bigint FROM key_changes", logger: logger
-            ).decode(Int64.self).first { _ in true } ?? 0
-            let count = try await connection.query("SELECT count(*)::bigint FROM keys", logger: logger)
-                .decode(Int64.self).first { _ in true } ?? 0
-            let index = KeyIndex(catalog: catalog, expectedCount: Int(count))
-            var masks = Schema.MaskCache(catalog: catalog)
-            let rows = try await connection.query(
-                "SELECT secret_hash, id, name, permissions, enabled, expires_at_ms FROM keys", logger: logger)
-            for try await row in rows {
-                var cells = CellReader(row)
-                let (hashBytes, id, name) = try (cells.next(ByteBuffer.self), cells.next(String.self), cells.next(String.self))
-                let (permissions, enabled, expires) = try (cells.next(String.self), cells.next(Bool.self), cells.next(Int64?.self))
-                guard let hash = SecretHash(bytea: hashBytes) else {
-                    throw StoreError.database(server: "", message: "key \(id) has a secret hash of the wrong size")
-                }
-                index.upsert(
-                    KeyCheckState(
-                        id: id, name: name, permissions: masks.mask(of: permissions), enabled: enabled, expiresAtMS: expires),
-                    hash: hash)
+            let snapshot = try await connection.query("SELECT pg_export_snapshot()", logger: logger)
+                .decode(String.self).first { _ in true } ?? ""
+            guard !snapshot.isEmpty, snapshot.allSatisfy({ $0.isHexDigit || $0 == "-" }) else {
+                throw StoreError.database(server: "", message: "unexpected snapshot id \"\(snapshot)\"")
             }
+            var (version, count, lastPK): (Int64, Int64, Int64) = (0, 0, 0)
+            for try await row in try await connection.query(
+                "SELECT (SELECT coalesce(max(version), 0)::bigint FROM key_changes), count(*)::bigint, coalesce(max(pk), 0)::bigint FROM keys",
+                logger: logger
+            ) {
+                var cells = CellReader(row)
+                (version, count, lastPK) = try (cells.next(Int64.self), cells.next(Int64.self), cells.next(Int64.self))
+            }
+            let split = lastPK / 2
+            async let upper = client.withConnection { other in
+                try await other.query("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY", logger: logger)
+                try await other.query(PostgresQuery(unsafeSQL: "SET TRANSACTION SNAPSHOT '\(snapshot)'"), logger: logger)
+                let edits = try await keyEdits(other, pkAbove: split, upTo: .max, catalog: catalog, logger: logger)
+                try await other.query("COMMIT", logger: logger)
+                return edits
+            }
+            let lower = try await keyEdits(connection, pkAbove: .min, upTo: split, catalog: catalog, logger: logger)
+            let index = KeyIndex(catalog: catalog, expectedCount: Int(count))
+            index.apply(lower)
+            index.apply(try await upper)
             try await connection.query("COMMIT", logger: logger)
             return (index, version, startedAtMS)
         } catch {
             _ = try? await connection.query("ROLLBACK", logger: logger)
             throw error
         }
+    }
+
+    /// The index entries of the keys with `pk` in (`above`, `upTo`].
+    private static func keyEdits(
+        _ connection: PostgresConnection, pkAbove above: Int64, upTo: Int64, catalog: PermissionCatalog, logger: Logger
+    ) async throws -> [KeyIndex.Edit] {
+        var masks = Schema.MaskCache(catalog: catalog)
+        var edits: [KeyIndex.Edit] = []
+        let rows = try await connection.query(
+            """
+            SELECT secret_hash, id, name, permissions, enabled, expires_at_ms FROM keys
+            WHERE pk > \(above) AND pk <= \(upTo)
+            """, logger: logger)
+        for try await row in rows {
+            var cells = CellReader(row)
+            let (hashBytes, id, name) = try (cells.next(ByteBuffer.self), cells.next(String.self), cells.next(String.self))
+            let (permissions, enabled, expires) = try (cells.next(String.self), cells.next(Bool.self), cells.next(Int64?.self))
+            guard let hash = SecretHash(bytea: hashBytes) else {
+                throw StoreError.database(server: "", message: "key \(id) has a secret hash of the wrong size")
+            }
+            let state = KeyCheckState(
+                id: id, name: name, permissions: masks.mask(of: permissions), enabled: enabled, expiresAtMS: expires)
+            edits.append(.upsert(state, hash, replacing: nil))
+        }
+        return edits
     }
 
     package func close() async {

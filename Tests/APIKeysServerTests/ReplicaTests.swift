@@ -147,6 +147,41 @@ struct ReplicaTests {
         }
     }
 
+    /// A replica started on a database that already holds keys loads every one of them (the
+    /// table is read in two halves, on two connections sharing one snapshot) before it listens.
+    @Test func aReplicaStartedLaterLoadsEveryKey() async throws {
+        try await withReplicas(1) { replicas, url in
+            let token = replicas[0].adminToken
+            let a = replicas[0].client(token: token)
+            var live: [String] = []
+            var gone: [String] = []
+            for n in 0..<11 {
+                let created = try await a.createKey(name: "k\(n)", permissions: ["jobs:read"])
+                if n % 4 == 3 {
+                    try await a.deleteKey(id: created.key.id)
+                    gone.append(created.secret)
+                } else {
+                    live.append(created.secret)
+                }
+            }
+            await a.close()
+            let dir = try makeTemporaryDirectory("apikeyd-replica")
+            defer { try? FileManager.default.removeItem(atPath: dir) }
+            let late = try await TestServer.start(
+                dataDirectory: dir, clock: ManualWallClock(nowMS: Int64(Date().timeIntervalSince1970 * 1000)),
+                configure: { $0.databaseURL = url })
+            let client = late.client(token: token)
+            for secret in live {
+                #expect(try await client.check(key: secret, permissions: ["jobs:read"]).decision == .allow)
+            }
+            for secret in gone {
+                #expect(try await client.check(key: secret, permissions: ["jobs:read"]).reason == .unknownKey)
+            }
+            await client.close()
+            await late.server.shutdown()
+        }
+    }
+
     /// Concurrent mutations of one replica commit together (one transaction per batch): rotations
     /// of one key race each other, renames race a delete, creations run beside them. Afterwards the
     /// database, the replica that made the changes and another replica agree: exactly the secret of
