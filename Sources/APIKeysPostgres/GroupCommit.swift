@@ -74,3 +74,77 @@ extension GroupCommit {
         }
     }
 }
+
+/// What a batch of mutations decided, before any of it is written: each mutation decides in turn
+/// on the state the ones before it left (a rotation after a rotation of the same key sees the new
+/// secret; a rename after a delete is NOT_FOUND), and the keys' final states are what is written.
+struct GroupPlan: Sendable {
+    /// What became of one mutation of the batch.
+    enum Outcome: Sendable {
+        case decided(deliver: @Sendable () -> Void)
+        case refused(any Error)
+    }
+
+    /// One per mutation, in batch order.
+    private(set) var outcomes: [Outcome] = []
+    /// Every write, in decision order, with the time of its mutation's first event.
+    private(set) var changes: [(write: KeyWrite, atMS: Int64)] = []
+    /// The admin events, numbered.
+    private(set) var events: [AuditRecord] = []
+    /// The final rows: keys new to the table, keys changed, ids of keys gone.
+    private(set) var inserted: [StoredKey] = []
+    private(set) var updated: [StoredKey] = []
+    private(set) var deleted: [String] = []
+
+    /// Decides `batch` on the rows `read` (the keys it reads that exist), numbering admin events
+    /// with `number` (an event's time → its seq).
+    init(_ batch: [PendingMutation], read: [String: StoredKey], number: (Int64) -> UInt64) {
+        var state: [String: StoredKey?] = read
+        for mutation in batch {
+            do {
+                try mutation.deadline.check()
+                var current: StoredKey?
+                if let keyID = mutation.keyID {
+                    guard let found = state[keyID] ?? nil else { throw KeyError.keyNotFound(id: keyID) }
+                    current = found
+                }
+                let decision = try mutation.decide(current)
+                let atMS = decision.events.first?.atMS ?? 0
+                for write in decision.writes {
+                    switch write {
+                    case .insert(let key, let hash), .update(let key, let hash, _):
+                        state[key.id] = StoredKey(key: key, hash: hash)
+                    case .delete(let key, _):
+                        state[key.id] = .some(nil)
+                    }
+                    changes.append((write, atMS))
+                }
+                for var event in decision.events {
+                    event.seq = number(event.atMS)
+                    events.append(event)
+                }
+                outcomes.append(.decided(deliver: decision.deliver))
+            } catch {
+                outcomes.append(.refused(error))
+            }
+        }
+        for id in Set(changes.map(\.write.key.id)).sorted() {
+            switch (read[id] != nil, state[id] ?? nil) {
+            case (false, let final?): inserted.append(final)
+            case (true, let final?): updated.append(final)
+            case (true, nil): deleted.append(id)
+            case (false, nil): break
+            }
+        }
+    }
+
+    /// After the commit: hands each mutation its result, or its own refusal.
+    func answer(_ batch: [PendingMutation]) {
+        for (mutation, outcome) in zip(batch, outcomes) {
+            switch outcome {
+            case .decided(let deliver): deliver()
+            case .refused(let error): mutation.fail(error)
+            }
+        }
+    }
+}

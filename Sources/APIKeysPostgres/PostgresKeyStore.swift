@@ -222,90 +222,36 @@ package final class PostgresKeyStore: KeyStore {
         return try await groupCommit.run(reading: keyID, deadline: deadline, decide) { await self.commitBatch($0) }
     }
 
-    /// What became of one mutation of a batch.
-    private enum Outcome: Sendable {
-        case decided(deliver: @Sendable () -> Void)
-        case refused(any Error)
-    }
-
     /// One transaction for a batch of mutations (``GroupCommit``): lock the keys they read, let
-    /// each decide in turn (seeing the writes of those before it), then one statement
-    /// (``BatchRows``) writes every key's final state and all admin events, takes the change-log
-    /// lock, appends the changes and `NOTIFY`s the last version. After the commit the index has
-    /// the changes before any caller hears back.
+    /// each decide in turn (``GroupPlan``), then one statement (``BatchRows``) writes every key's
+    /// final state and all admin events, takes the change-log lock, appends the changes and
+    /// `NOTIFY`s the last version. After the commit the index has the changes before any caller
+    /// hears back.
     private func commitBatch(_ batch: [PendingMutation]) async {
         let logger = logger
         let writer = auditWriter
-        let outcomes: [Outcome]
-        let writes: [KeyWrite]
+        let plan: GroupPlan
         let versions: [Int64]
         do {
             let ids = Set(batch.compactMap(\.keyID)).sorted()
             // Creations alone read nothing: their one statement is the whole transaction.
-            (outcomes, writes, versions) = try await write(transaction: !ids.isEmpty) { connection in
+            (plan, versions) = try await write(transaction: !ids.isEmpty) { connection in
                 let read = try await KeyRows.lock(ids: ids, on: connection, logger: logger)
-                var state: [String: StoredKey?] = read
-                var outcomes: [Outcome] = []
-                var changes: [(write: KeyWrite, atMS: Int64)] = []
-                var events: [AuditRecord] = []
-                for mutation in batch {
-                    do {
-                        try mutation.deadline.check()
-                        var current: StoredKey?
-                        if let keyID = mutation.keyID {
-                            guard let found = state[keyID] ?? nil else { throw KeyError.keyNotFound(id: keyID) }
-                            current = found
-                        }
-                        let decision = try mutation.decide(current)
-                        let atMS = decision.events.first?.atMS ?? 0
-                        for write in decision.writes {
-                            switch write {
-                            case .insert(let key, let hash), .update(let key, let hash, _):
-                                state[key.id] = StoredKey(key: key, hash: hash)
-                            case .delete(let key, _):
-                                state[key.id] = .some(nil)
-                            }
-                            changes.append((write, atMS))
-                        }
-                        for var event in decision.events {
-                            event.seq = writer.takeSeq(atMS: event.atMS)
-                            events.append(event)
-                        }
-                        outcomes.append(.decided(deliver: decision.deliver))
-                    } catch {
-                        outcomes.append(.refused(error))
-                    }
-                }
-                var inserted: [StoredKey] = []
-                var updated: [StoredKey] = []
-                var deleted: [String] = []
-                for id in Set(changes.map(\.write.key.id)).sorted() {
-                    switch (read[id] != nil, state[id] ?? nil) {
-                    case (false, let final?): inserted.append(final)
-                    case (true, let final?): updated.append(final)
-                    case (true, nil): deleted.append(id)
-                    case (false, nil): break
-                    }
-                }
-                guard !changes.isEmpty || !events.isEmpty else { return (outcomes, [], []) }
+                let plan = GroupPlan(batch, read: read) { writer.takeSeq(atMS: $0) }
+                guard !plan.changes.isEmpty || !plan.events.isEmpty else { return (plan, []) }
                 let versions = try await BatchRows.write(
-                    inserted: inserted, updated: updated, deleted: deleted, events: events, changes: changes,
-                    on: connection, logger: logger)
-                return (outcomes, changes.map(\.write), versions)
+                    inserted: plan.inserted, updated: plan.updated, deleted: plan.deleted, events: plan.events,
+                    changes: plan.changes, on: connection, logger: logger)
+                return (plan, versions)
             }
         } catch {
             for mutation in batch { mutation.fail(error) }
             return
         }
         if let first = versions.first, let last = versions.last {
-            await feed.applyOwn(writes, versions: first...last)
+            await feed.applyOwn(plan.changes.map(\.write), versions: first...last)
         }
-        for (mutation, outcome) in zip(batch, outcomes) {
-            switch outcome {
-            case .decided(let deliver): deliver()
-            case .refused(let error): mutation.fail(error)
-            }
-        }
+        plan.answer(batch)
     }
 
     package func key(id: String) async throws -> KeyRecord {
