@@ -2,7 +2,6 @@ import APIKeysCore
 import APIKeysStore
 import NIOCore
 import PostgresNIO
-import Synchronization
 
 extension StoreError {
     /// `error` from postgres-nio as a store error, for the database at `server`: a failure to
@@ -39,41 +38,6 @@ extension StoreError {
         let state = error.serverInfo?[.sqlState].map { " (SQLSTATE \($0))" } ?? ""
         return message + state
     }
-}
-
-/// Runs `body`, failing with `timeoutError` when it has not finished within `limit`. Returns at the
-/// limit even when `body` ignores cancellation (postgres-nio waiting for a connection to a database
-/// that is down): `body` is cancelled and left to end on its own.
-func withTimeout<T: Sendable>(
-    _ limit: Duration, timeoutError: StoreError, _ body: @escaping @Sendable () async throws -> T
-) async throws -> T {
-    let work = Task { try await body() }
-    let answered = AnsweredOnce()
-    return try await withTaskCancellationHandler {
-        try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<T, any Error>) in
-            Task {
-                let result = await work.result
-                if answered.claim() { continuation.resume(with: result) }
-            }
-            Task {
-                try? await Task.sleep(for: limit)
-                if answered.claim() {
-                    work.cancel()
-                    continuation.resume(throwing: timeoutError)
-                }
-            }
-        }
-    } onCancel: {
-        work.cancel()
-    }
-}
-
-/// Which of two racers answers: the first to claim.
-private final class AnsweredOnce: Sendable {
-    private let taken = Atomic<Bool>(false)
-
-    /// True for the first caller only.
-    func claim() -> Bool { !taken.exchange(true, ordering: .acquiringAndReleasing) }
 }
 
 extension SecretHash {
