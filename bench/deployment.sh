@@ -3,10 +3,13 @@
 # interleaved runs (same load generator, same settings, 3 rounds, medians).
 #   BENCH_SECONDS  seconds per measurement (default 5)
 #   BENCH_ROUNDS   rounds (default 3)
+#   BENCH_PARTS    which comparisons (default "tls metrics forward-auth")
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SECONDS_EACH=${BENCH_SECONDS:-5}
 ROUNDS=${BENCH_ROUNDS:-3}
+PARTS=${BENCH_PARTS:-tls metrics forward-auth}
+part() { [[ " $PARTS " == *" $1 "* ]]; }
 for tool in nginx wrk openssl bc; do
     command -v "$tool" >/dev/null || [ -x "/usr/sbin/$tool" ] || {
         [ "$(id -u)" = 0 ] || { echo "bench: needs $tool" >&2; exit 1; }
@@ -63,6 +66,7 @@ http {
     uwsgi_temp_path $WORK/nu; scgi_temp_path $WORK/ns;
     upstream apikeyd { server 127.0.0.1:17514; keepalive 64; }
     upstream backend { server 127.0.0.1:17521; keepalive 64; }
+    upstream free { server 127.0.0.1:17522; keepalive 64; }
     server { listen 127.0.0.1:17521; location / { return 200 "ok\n"; } }
     server {
         listen 127.0.0.1:17520;
@@ -70,6 +74,20 @@ http {
         location /api/ {
             auth_request /_apikeyd;
             proxy_pass http://backend; proxy_http_version 1.1; proxy_set_header Connection "";
+        }
+        # The ceiling of any authorizer on this machine: the same auth_request hop to another
+        # process, a second nginx that answers "return 200" (below), instead of apikeyd.
+        location /free/ {
+            auth_request /_free;
+            proxy_pass http://backend; proxy_http_version 1.1; proxy_set_header Connection "";
+        }
+        location = /_free {
+            internal;
+            proxy_pass http://free/;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_pass_request_body off;
+            proxy_set_header Content-Length "";
         }
         location = /_apikeyd {
             internal;
@@ -84,10 +102,24 @@ http {
     }
 }
 CONF
-mkdir -p "$WORK"/n{b,p,f,u,s}
+cat > "$WORK/free.conf" <<CONF
+worker_processes 1;
+pid $WORK/free.pid;
+error_log $WORK/free-error.log warn;
+events { worker_connections 1024; }
+http {
+    access_log off;
+    client_body_temp_path $WORK/fb; proxy_temp_path $WORK/fp; fastcgi_temp_path $WORK/ff;
+    uwsgi_temp_path $WORK/fu; scgi_temp_path $WORK/fs;
+    server { listen 127.0.0.1:17522; location / { return 200 ""; } }
+}
+CONF
+mkdir -p "$WORK"/n{b,p,f,u,s} "$WORK"/f{b,p,f,u,s}
 /usr/sbin/nginx -p "$WORK" -e "$WORK/nginx-error.log" -c "$WORK/nginx.conf" -g "daemon off;" &
 PIDS+=($!)
-wait_port 17520
+/usr/sbin/nginx -p "$WORK" -e "$WORK/free-error.log" -c "$WORK/free.conf" -g "daemon off;" &
+PIDS+=($!)
+wait_port 17520; wait_port 17522
 # A key for wrk, made through the RPC port of the forward-auth server.
 SECRET=$("$BIN/apikey" create wrk -p jobs:read --server 127.0.0.1:17504 \
     --token-file "$WORK/http/admin.token" --json 2>/dev/null | sed -n 's/.*"secret" : "\(dbm_[^"]*\)".*/\1/p')
@@ -106,18 +138,25 @@ measure() {  # measure NAME COMMAND...: appends one round's figures
     RPS[$1]+="$rps "; P99[$1]+="$p99 "
 }
 for round in $(seq 1 "$ROUNDS"); do
-    for setting in "1 1" "50 1" "50 16"; do
-        read -r c p <<<"$setting"
-        measure "plain $c $p" load 17501 plain "$c" "$p"
-        measure "tls $c $p" load 17502 tls "$c" "$p" --ca "$WORK/ca.pem"
-    done
-    for setting in "50 1" "50 16"; do
-        read -r c p <<<"$setting"
-        measure "nometrics $c $p" load 17501 plain "$c" "$p"
-        measure "metrics $c $p" load 17503 metrics "$c" "$p"
-    done
-    measure "nginx" wrk_run /plain/x
-    measure "nginx+auth" wrk_run /api/x
+    if part tls; then
+        for setting in "1 1" "50 1" "50 16"; do
+            read -r c p <<<"$setting"
+            measure "plain $c $p" load 17501 plain "$c" "$p"
+            measure "tls $c $p" load 17502 tls "$c" "$p" --ca "$WORK/ca.pem"
+        done
+    fi
+    if part metrics; then
+        for setting in "50 1" "50 16"; do
+            read -r c p <<<"$setting"
+            measure "nometrics $c $p" load 17501 plain "$c" "$p"
+            measure "metrics $c $p" load 17503 metrics "$c" "$p"
+        done
+    fi
+    if part forward-auth; then
+        measure "nginx" wrk_run /plain/x
+        measure "nginx+auth" wrk_run /api/x
+        measure "nginx+free-auth" wrk_run /free/x
+    fi
 done
 
 echo "apikeyd deployment bench — $(date -u +%Y-%m-%dT%H:%MZ) — $(nproc) cores; ${ROUNDS} interleaved rounds of ${SECONDS_EACH}s, medians"
@@ -128,12 +167,20 @@ row() {  # row LABEL BASE WITH
     bp=$(echo "${P99[$2]}" | median); wp=$(echo "${P99[$3]}" | median)
     printf "%-34s | %10s %10s %6s | %7sµs %7sµs\n" "$1" "$br" "$wr" "$(ratio "$wr" "$br")" "$bp" "$wp"
 }
-for setting in "1 1" "50 1" "50 16"; do
-    read -r c p <<<"$setting"
-    row "Check TLS vs plain, c=$c P=$p" "plain $c $p" "tls $c $p"
-done
-for setting in "50 1" "50 16"; do
-    read -r c p <<<"$setting"
-    row "Check with metrics vs none, c=$c P=$p" "nometrics $c $p" "metrics $c $p"
-done
-row "nginx+forward-auth vs nginx, c=50" "nginx" "nginx+auth"
+if part tls; then
+    for setting in "1 1" "50 1" "50 16"; do
+        read -r c p <<<"$setting"
+        row "Check TLS vs plain, c=$c P=$p" "plain $c $p" "tls $c $p"
+    done
+fi
+if part metrics; then
+    for setting in "50 1" "50 16"; do
+        read -r c p <<<"$setting"
+        row "Check with metrics vs none, c=$c P=$p" "nometrics $c $p" "metrics $c $p"
+    done
+fi
+if part forward-auth; then
+    row "nginx+forward-auth vs nginx, c=50" "nginx" "nginx+auth"
+    row "nginx+free auth vs nginx, c=50" "nginx" "nginx+free-auth"
+    row "forward-auth vs free auth, c=50" "nginx+free-auth" "nginx+auth"
+fi

@@ -12,7 +12,8 @@ import Testing
 /// 127.0.0.1.
 @Suite struct HTTPTests {
     private func withHTTP(
-        routes: String? = nil, _ body: (TestServer, HTTPFrontend, APIKeysClient) async throws -> Void
+        routes: String? = nil, idleTimeout: Duration = .seconds(75),
+        _ body: (TestServer, HTTPFrontend, APIKeysClient) async throws -> Void
     ) async throws {
         let metrics = HTTPFrontend.makeMetrics()
         try await withServer(configure: { $0.metricsFactory = metrics.factory }) { server, client in
@@ -20,7 +21,8 @@ import Testing
             logger.logLevel = .critical
             let table = try routes.map { try RouteTable(parsing: $0, catalog: .standard) }
             let http = try await HTTPFrontend.start(
-                server: server.server, metrics: metrics, routes: table, host: "127.0.0.1", port: 0, logger: logger)
+                server: server.server, metrics: metrics, routes: table, host: "127.0.0.1", port: 0,
+                idleTimeout: idleTimeout, logger: logger)
             do {
                 try await body(server, http, client)
             } catch {
@@ -149,5 +151,49 @@ import Testing
         }
         #expect(throws: RouteTableError.self) { try RouteTable(parsing: "GET /x nope:nope", catalog: .standard) }
         #expect(throws: RouteTableError.self) { try RouteTable(parsing: "GET /x/**/y jobs:read", catalog: .standard) }
+    }
+
+    @Test func hostilePeersGetAnAnswerOrAClosedConnectionAndTheOthersAreServed() async throws {
+        try await withHTTP(idleTimeout: .seconds(1)) { _, http, _ in
+            // Two requests in one write are answered in order on the same connection.
+            let pipelined = try RawConnection(port: http.port)
+            pipelined.send(Array("GET /healthz HTTP/1.1\r\nHost: x\r\n\r\nGET /nope HTTP/1.1\r\nHost: x\r\n\r\n".utf8))
+            var replies = ""
+            while !replies.hasSuffix("not found\n"), let more = pipelined.receive(1) {
+                replies += String(decoding: more, as: UTF8.self)
+            }
+            let statuses = replies.split(whereSeparator: \.isNewline).filter { $0.hasPrefix("HTTP/1.1 ") }.map(String.init)
+            #expect(statuses == ["HTTP/1.1 200 OK", "HTTP/1.1 404 Not Found"], "\(replies)")
+
+            // A complete request whose headers pass the parser's limit (80 KB) is refused: a 4xx
+            // and a closed connection (the answer itself can be lost to the reset that closing
+            // with unread bytes sends), never a 200.
+            let huge = try RawConnection(port: http.port)
+            huge.send(Array("GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: \(String(repeating: "a", count: 100_000))\r\n\r\n".utf8))
+            let refused = String(decoding: huge.receiveToEnd(), as: UTF8.self)
+            #expect(refused.isEmpty || refused.hasPrefix("HTTP/1.1 4"), "\(refused.prefix(80))")
+            #expect(!refused.contains("200 OK"))
+
+            // A request that never completes: closed once the idle timeout has passed, however
+            // slowly its bytes come.
+            let slow = try RawConnection(port: http.port)
+            slow.send(Array("GET /healthz HTTP/1.1\r\n".utf8))
+            for _ in 0..<3 {
+                try await Task.sleep(for: .milliseconds(400))
+                _ = slow.sendWithoutWaiting(Array("X-A: b\r\n".utf8)[...])
+            }
+            #expect(slow.isClosedByPeer(waitingMS: 3000))
+
+            // A wrong method on a probe, and Connection: close.
+            let post = try await HTTPProbe.request(port: http.port, method: "POST", path: "/healthz")
+            #expect(post.status == 405 && post.headers["allow"] == "GET")
+            let closing = try RawConnection(port: http.port)
+            closing.send(Array("GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".utf8))
+            let last = String(decoding: closing.receiveToEnd(), as: UTF8.self)
+            #expect(last.hasPrefix("HTTP/1.1 200 OK") && last.hasSuffix("ok\n"), "\(last)")
+
+            // Through all of it the port kept serving.
+            #expect(try await HTTPProbe.request(port: http.port, path: "/healthz").status == 200)
+        }
     }
 }
