@@ -44,17 +44,11 @@ public final class HTTPFrontend: Service, Sendable {
         self.serverChannel = serverChannel
     }
 
-    /// A registry for ``ServerConfiguration/metricsFactory``, with the check-latency buckets of
-    /// a service that answers from memory (25 µs to 1 s).
+    /// A registry for ``ServerConfiguration/metricsFactory`` (the check-latency histogram, 25 µs
+    /// to 1 s, is written by ``ServerMetrics`` itself).
     public static func makeMetrics() -> Metrics {
         let registry = PrometheusCollectorRegistry()
-        var factory = PrometheusMetricsFactory(registry: registry)
-        factory.durationHistogramBuckets["apikeyd_check_duration_seconds"] = [
-            .microseconds(25), .microseconds(50), .microseconds(100), .microseconds(250), .microseconds(500),
-            .milliseconds(1), .milliseconds(2.5), .milliseconds(5), .milliseconds(10), .milliseconds(50),
-            .milliseconds(250), .seconds(1),
-        ]
-        return Metrics(registry: registry, factory: factory)
+        return Metrics(registry: registry, factory: PrometheusMetricsFactory(registry: registry))
     }
 
     /// Starts serving `server` on `host:port` and returns once listening. `metrics` is the
@@ -174,6 +168,7 @@ struct HTTPResponder: Sendable {
                 server.refreshMetrics()
                 var bytes: [UInt8] = []
                 metrics?.registry.emit(into: &bytes)
+                bytes += (server.metrics?.checkDurationExposition() ?? "").utf8
                 var headers = HTTPFields()
                 headers[.contentType] = "text/plain; version=0.0.4; charset=utf-8"
                 return Answer(status: .ok, headers: headers, body: ByteBuffer(bytes: bytes))

@@ -82,7 +82,9 @@ public final class APIKeysServer: Service, Sendable {
             maxFrameSize: configuration.maxFrameSize, maxAdminCallsInFlight: configuration.maxAdminCallsInFlight,
             idleTimeout: configuration.idleTimeoutSeconds > 0 ? .seconds(configuration.idleTimeoutSeconds) : nil,
             frameTimeout: .seconds(max(1, configuration.frameTimeoutSeconds)),
-            readResumers: readResumers, metrics: configuration.metricsFactory.map(ServerMetrics.init), logger: logger)
+            readResumers: readResumers,
+            metrics: configuration.metricsFactory.map { ServerMetrics(factory: $0, eventLoops: Array(group.makeIterator())) },
+            logger: logger)
         let maxConnections = configuration.maxConnections
 
         let bootstrap = ServerBootstrap(group: group)
@@ -198,7 +200,10 @@ public final class APIKeysServer: Service, Sendable {
     public func check(secret: String, permissions: [String], resource: String, clientAddress: String) throws
         -> CheckOutcome
     {
-        try ServerMetrics.measured(metrics) {
+        guard let metrics else {
+            return try service.check(secret: secret, permissions: permissions, resource: resource, clientAddress: clientAddress)
+        }
+        return try metrics.measuredElsewhere {
             try service.check(secret: secret, permissions: permissions, resource: resource, clientAddress: clientAddress)
         }
     }

@@ -54,12 +54,18 @@ final class ConnectionHandler: ChannelInboundHandler {
     private var pausedForWrites = false
     /// Decodes calls and encodes Check replies with one reused arena.
     private let codec = CheckCallCodec()
+    /// This connection's event loop's check tally (nil without metrics), set when added.
+    private var checkTally: CheckTally?
 
     init(shared: Shared, remoteAddress: String) {
         self.shared = shared
         self.inbound = FrameBuffer(maxFrameSize: shared.maxFrameSize)
         self.logger = shared.logger
         self.logger[metadataKey: "peer"] = "\(remoteAddress)"
+    }
+
+    func handlerAdded(context: ChannelHandlerContext) {
+        checkTally = shared.metrics?.tally(for: context.eventLoop)
     }
 
     func channelActive(context: ChannelHandlerContext) {
@@ -235,7 +241,7 @@ final class ConnectionHandler: ChannelInboundHandler {
     /// The hot path: decide from memory, encode the reply straight into the outbound buffer.
     private func answerCheck(callID: UInt64, _ check: CheckRequest, context: ChannelHandlerContext) {
         do {
-            _ = try ServerMetrics.measured(shared.metrics) {
+            _ = try ServerMetrics.measured(checkTally) {
                 let outcome = try shared.service.check(
                     secret: check.key, permissions: check.permissions, resource: check.resource,
                     clientAddress: check.clientAddress)

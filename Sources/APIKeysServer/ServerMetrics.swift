@@ -2,18 +2,27 @@ import APIKeysCore
 import APIKeysStore
 import CoreMetrics
 import Dispatch
+import NIOCore
 import Synchronization
 
 /// The server's metrics, through swift-metrics: whoever serves them (the HTTP port's Prometheus
 /// registry) passes the factory in ``ServerConfiguration/metricsFactory``. Names and labels
 /// follow Prometheus conventions: `apikeyd_` prefix, base units, `_total` counters.
 ///
-/// The check path costs two clock reads, one atomic increment and one histogram observation per
-/// check (see docs/PERFORMANCE.md for what that costs); gauges are read when scraped.
+/// The check path costs two clock reads and three stores into its event loop's own
+/// ``CheckTally`` per check (no lock, no cache line shared between loops); when scraped, the
+/// tallies are added up into the check counters, and the check-latency histogram is written from
+/// them (``checkDurationExposition()``): swift-metrics has no way to add a bucket's count in one
+/// step. Gauges are read when scraped. See docs/PERFORMANCE.md for what it costs.
 public final class ServerMetrics: Sendable {
     /// Indexed by ``slot(of:)``: allowed, then each denial by its raw value.
     private let checks: [Counter]
-    private let checkDuration: Timer
+    /// One per event loop of the RPC server, by the loop's identity.
+    private let loopTallies: [ObjectIdentifier: CheckTally]
+    /// For checks made off those loops (forward-auth over HTTP), one at a time.
+    private let elsewhere = Mutex<CheckTally>(CheckTally(outcomes: Denial.allCases.count + 1))
+    /// The check counts already added to `checks`.
+    private let exportedChecks = Mutex<[Int64]>(Array(repeating: 0, count: Denial.allCases.count + 1))
     private let adminCalls = Mutex<[String: Counter]>([:])
     private let auditQueueDepth: Gauge
     private let auditEventsWritten: Counter
@@ -25,8 +34,10 @@ public final class ServerMetrics: Sendable {
     private let replicaVersionsBehind: Gauge
     private let factory: any MetricsFactory
 
-    init(factory: any MetricsFactory) {
+    init(factory: any MetricsFactory, eventLoops: [any EventLoop]) {
         self.factory = factory
+        loopTallies = Dictionary(
+            uniqueKeysWithValues: eventLoops.map { (ObjectIdentifier($0), CheckTally(outcomes: Denial.allCases.count + 1)) })
         let allowed = Counter(
             label: "apikeyd_checks_total", dimensions: [("decision", "allow"), ("reason", "none")], factory: factory)
         checks = [allowed] + Denial.allCases.map { denial in
@@ -34,7 +45,6 @@ public final class ServerMetrics: Sendable {
                 label: "apikeyd_checks_total", dimensions: [("decision", "deny"), ("reason", Self.reasonLabel(denial))],
                 factory: factory)
         }
-        checkDuration = Timer(label: "apikeyd_check_duration_seconds", preferredDisplayUnit: .seconds, factory: factory)
         auditQueueDepth = Gauge(label: "apikeyd_audit_queue_depth", factory: factory)
         auditEventsWritten = Counter(label: "apikeyd_audit_events_written_total", factory: factory)
         connectionsOpen = Gauge(label: "apikeyd_connections_open", factory: factory)
@@ -44,16 +54,55 @@ public final class ServerMetrics: Sendable {
         Gauge(label: "apikeyd_build_info", dimensions: [("version", BuildInfo.version)], factory: factory).record(1)
     }
 
-    /// Runs `answer` (a check and its reply) and, with `metrics`, counts the outcome and times it:
-    /// the one way RPC Check and forward-auth record their checks. Nothing is recorded when
-    /// `answer` throws. Without metrics, no clock is read.
-    static func measured(_ metrics: ServerMetrics?, _ answer: () throws -> CheckOutcome) rethrows -> CheckOutcome {
-        guard let metrics else { return try answer() }
+    /// The tally of the server's event loop `loop` (nil for any other).
+    func tally(for loop: any EventLoop) -> CheckTally? { loopTallies[ObjectIdentifier(loop)] }
+
+    /// Runs `answer` (a check and its reply) on the event loop whose tally is `tally` and, with a
+    /// tally, counts the outcome and times it: how RPC Check records its checks. Nothing is
+    /// recorded when `answer` throws. Without a tally, no clock is read.
+    static func measured(_ tally: CheckTally?, _ answer: () throws -> CheckOutcome) rethrows -> CheckOutcome {
+        guard let tally else { return try answer() }
+        let (outcome, nanoseconds) = try timed(answer)
+        tally.record(slot: slot(of: outcome.denial), nanoseconds: nanoseconds)
+        return outcome
+    }
+
+    /// ``measured(_:_:)`` from any thread (forward-auth over HTTP), counted under a lock.
+    func measuredElsewhere(_ answer: () throws -> CheckOutcome) rethrows -> CheckOutcome {
+        let (outcome, nanoseconds) = try Self.timed(answer)
+        elsewhere.withLock { $0.record(slot: Self.slot(of: outcome.denial), nanoseconds: nanoseconds) }
+        return outcome
+    }
+
+    private static func timed(_ answer: () throws -> CheckOutcome) rethrows -> (CheckOutcome, Int64) {
         let started = DispatchTime.now().uptimeNanoseconds
         let outcome = try answer()
-        metrics.checks[slot(of: outcome.denial)].increment()
-        metrics.checkDuration.recordNanoseconds(Int64(DispatchTime.now().uptimeNanoseconds - started))
-        return outcome
+        return (outcome, Int64(DispatchTime.now().uptimeNanoseconds - started))
+    }
+
+    /// Every tally added up.
+    private var checkCounts: CheckTally.Counts {
+        var total = elsewhere.withLock { $0.counts }
+        for tally in loopTallies.values { total.add(tally.counts) }
+        return total
+    }
+
+    /// `apikeyd_check_duration_seconds` in the Prometheus text format, from the tallies: to be
+    /// written after the registry's own metrics.
+    public func checkDurationExposition() -> String {
+        let counts = checkCounts
+        let name = "apikeyd_check_duration_seconds"
+        var text = "# TYPE \(name) histogram\n"
+        var cumulative: Int64 = 0
+        for (bound, count) in zip(CheckTally.bounds, counts.buckets) {
+            cumulative += count
+            text += "\(name)_bucket{le=\"\(Double(bound) / 1e9)\"} \(cumulative)\n"
+        }
+        cumulative += counts.buckets[CheckTally.bounds.count]
+        text += "\(name)_bucket{le=\"+Inf\"} \(cumulative)\n"
+        text += "\(name)_sum \(Double(counts.sumNanoseconds) / 1e9)\n"
+        text += "\(name)_count \(cumulative)\n"
+        return text
     }
 
     /// One KeyAdmin call finished with `status`.
@@ -71,6 +120,13 @@ public final class ServerMetrics: Sendable {
 
     /// Brings the gauges up to date; call before each scrape.
     func refresh(service: KeyService, openConnections: Int) {
+        exportedChecks.withLock { exported in
+            let counts = checkCounts.outcomes
+            for slot in counts.indices where counts[slot] > exported[slot] {
+                checks[slot].increment(by: counts[slot] - exported[slot])
+                exported[slot] = counts[slot]
+            }
+        }
         let audit = service.auditTrailCounts
         auditQueueDepth.record(audit.queued)
         let written = auditEventsCounted.withLock { counted in

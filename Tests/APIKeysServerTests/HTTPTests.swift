@@ -61,17 +61,25 @@ import Testing
             _ = try await client.check(key: created.secret, permissions: ["jobs:read"])
             _ = try await client.check(key: created.secret, permissions: ["vault:read"])
             await #expect(throws: APIKeysClientError.self) { _ = try await client.getKey(id: "key_nope") }
+            // A forward-auth check is counted with the RPC ones.
+            let forwarded = try await HTTPProbe.request(
+                port: http.port, path: "/authorize", headers: ["X-API-Key": created.secret, "X-Original-URI": "/x"])
+            #expect(forwarded.status == 200)
             await server.server.service.flushAuditTrail()
+            // Scraped twice: counts are added to the registry once.
+            _ = try await HTTPProbe.request(port: http.port, path: "/metrics")
             let text = try await HTTPProbe.request(port: http.port, path: "/metrics").body
             let lines = Set(text.split(separator: "\n").map(String.init))
-            #expect(lines.contains(#"apikeyd_checks_total{decision="allow",reason="none"} 2"#), "\(text)")
+            #expect(lines.contains(#"apikeyd_checks_total{decision="allow",reason="none"} 3"#), "\(text)")
             #expect(lines.contains(#"apikeyd_checks_total{decision="deny",reason="missing_permission"} 1"#))
             #expect(lines.contains(#"apikeyd_admin_calls_total{method="CreateKey",status="OK"} 1"#))
             #expect(lines.contains(#"apikeyd_admin_calls_total{method="GetKey",status="NOT_FOUND"} 1"#))
-            #expect(lines.contains(#"apikeyd_check_duration_seconds_count 3"#))
+            #expect(lines.contains(#"apikeyd_check_duration_seconds_count 4"#))
+            #expect(lines.contains(#"apikeyd_check_duration_seconds_bucket{le="+Inf"} 4"#))
+            #expect(lines.contains(#"apikeyd_check_duration_seconds_bucket{le="1.0"} 4"#))
             // Gauges are printed as floating point numbers.
             #expect(lines.contains("apikeyd_keys 1.0") && lines.contains("apikeyd_connections_open 1.0"))
-            #expect(lines.contains("apikeyd_audit_events_written_total 3") && lines.contains("apikeyd_audit_queue_depth 0.0"))
+            #expect(lines.contains("apikeyd_audit_events_written_total 4") && lines.contains("apikeyd_audit_queue_depth 0.0"))
             #expect(lines.contains(#"apikeyd_build_info{version="\#(BuildInfo.version)"} 1.0"#))
             if let python = interopPython {
                 // The official Prometheus parser reads all of it.
