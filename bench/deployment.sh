@@ -54,16 +54,24 @@ load() {  # load PORT TOKEN-DIR C P [ARGS]: prints "rps p99_us"
     echo "$(echo "$line" | field rps) $(echo "$line" | field p99_us)"
 }
 
-# nginx: /plain proxies straight to a fixed answer, /api/ asks apikeyd first (as in the README).
-cat > "$WORK/nginx.conf" <<CONF
+# nginx_conf NAME HTTP-BLOCK: a private nginx configuration, $WORK/NAME.conf, with its files in $WORK.
+nginx_conf() {
+    mkdir -p "$WORK/$1-temp"/{b,p,f,u,s}
+    cat > "$WORK/$1.conf" <<CONF
 worker_processes 1;
-pid $WORK/nginx.pid;
-error_log $WORK/nginx-error.log warn;
+pid $WORK/$1.pid;
+error_log $WORK/$1-error.log warn;
 events { worker_connections 1024; }
 http {
     access_log off;
-    client_body_temp_path $WORK/nb; proxy_temp_path $WORK/np; fastcgi_temp_path $WORK/nf;
-    uwsgi_temp_path $WORK/nu; scgi_temp_path $WORK/ns;
+    client_body_temp_path $WORK/$1-temp/b; proxy_temp_path $WORK/$1-temp/p; fastcgi_temp_path $WORK/$1-temp/f;
+    uwsgi_temp_path $WORK/$1-temp/u; scgi_temp_path $WORK/$1-temp/s;
+$2
+}
+CONF
+}
+# nginx: /plain proxies straight to a fixed answer, /api/ asks apikeyd first (as in the README).
+nginx_conf nginx "$(cat <<CONF
     upstream apikeyd { server 127.0.0.1:17514; keepalive 64; }
     upstream backend { server 127.0.0.1:17521; keepalive 64; }
     upstream free { server 127.0.0.1:17522; keepalive 64; }
@@ -100,21 +108,10 @@ http {
             proxy_set_header X-Original-URI \$request_uri;
         }
     }
-}
 CONF
-cat > "$WORK/free.conf" <<CONF
-worker_processes 1;
-pid $WORK/free.pid;
-error_log $WORK/free-error.log warn;
-events { worker_connections 1024; }
-http {
-    access_log off;
-    client_body_temp_path $WORK/fb; proxy_temp_path $WORK/fp; fastcgi_temp_path $WORK/ff;
-    uwsgi_temp_path $WORK/fu; scgi_temp_path $WORK/fs;
-    server { listen 127.0.0.1:17522; location / { return 200 ""; } }
-}
-CONF
-mkdir -p "$WORK"/n{b,p,f,u,s} "$WORK"/f{b,p,f,u,s}
+)"
+# The free authorizer: another nginx process that answers every request with 200.
+nginx_conf free '    server { listen 127.0.0.1:17522; location / { return 200 ""; } }'
 /usr/sbin/nginx -p "$WORK" -e "$WORK/nginx-error.log" -c "$WORK/nginx.conf" -g "daemon off;" &
 PIDS+=($!)
 /usr/sbin/nginx -p "$WORK" -e "$WORK/free-error.log" -c "$WORK/free.conf" -g "daemon off;" &

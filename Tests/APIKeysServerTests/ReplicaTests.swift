@@ -323,53 +323,53 @@ struct DatabaseFaultTests {
     /// closed (UNAVAILABLE, /readyz's reason) past --max-staleness; mutations fail UNAVAILABLE;
     /// PostgreSQL back: the replica catches up and serves again.
     @Test func withoutItsDatabaseAReplicaServesThenFailsClosedThenCatchesUp() async throws {
-        let cluster = try await PrivateCluster.start()
-        let dir = try makeTemporaryDirectory("apikeyd-fault")
-        defer { try? FileManager.default.removeItem(atPath: dir) }
-        let replica = try await TestServer.start(
-            dataDirectory: dir, clock: ManualWallClock(nowMS: 0),
-            configure: {
-                $0.databaseURL = cluster.url
-                $0.maxStalenessMS = 1500
-                $0.clock = SystemWallClock()
-            })
-        let client = replica.client(timeout: .seconds(15))
-        let issued = try await client.createKey(name: "k", permissions: ["jobs:read"])
-        #expect(try await client.check(key: issued.secret, permissions: ["jobs:read"]).decision == .allow)
-        #expect(replica.server.readinessProblem == nil)
+        try await PrivateCluster.with { cluster in
+            let dir = try makeTemporaryDirectory("apikeyd-fault")
+            defer { try? FileManager.default.removeItem(atPath: dir) }
+            let replica = try await TestServer.start(
+                dataDirectory: dir, clock: ManualWallClock(nowMS: 0),
+                configure: {
+                    $0.databaseURL = cluster.url
+                    $0.maxStalenessMS = 1500
+                    $0.clock = SystemWallClock()
+                })
+            let client = replica.client(timeout: .seconds(15))
+            let issued = try await client.createKey(name: "k", permissions: ["jobs:read"])
+            #expect(try await client.check(key: issued.secret, permissions: ["jobs:read"]).decision == .allow)
+            #expect(replica.server.readinessProblem == nil)
 
-        try await cluster.stop()
-        #expect(try await client.check(key: issued.secret, permissions: ["jobs:read"]).decision == .allow)
-        try await Task.sleep(for: .milliseconds(2000))
-        let refused = await #expect(throws: APIKeysClientError.self) {
-            _ = try await client.check(key: issued.secret, permissions: ["jobs:read"])
-        }
-        #expect(refused?.code == .unavailable)
-        #expect(refused?.message.contains("has not reached its database") == true)
-        #expect(replica.server.readinessProblem?.contains("has not reached its database") == true)
-        let mutation = await #expect(throws: APIKeysClientError.self) {
-            _ = try await client.createKey(name: "while down", permissions: ["jobs:read"])
-        }
-        #expect(mutation?.code == .unavailable)
-        #expect(mutation?.message.contains("127.0.0.1") == false, "no database address reaches a client")
+            try await cluster.stop()
+            #expect(try await client.check(key: issued.secret, permissions: ["jobs:read"]).decision == .allow)
+            try await Task.sleep(for: .milliseconds(2000))
+            let refused = await #expect(throws: APIKeysClientError.self) {
+                _ = try await client.check(key: issued.secret, permissions: ["jobs:read"])
+            }
+            #expect(refused?.code == .unavailable)
+            #expect(refused?.message.contains("has not reached its database") == true)
+            #expect(replica.server.readinessProblem?.contains("has not reached its database") == true)
+            let mutation = await #expect(throws: APIKeysClientError.self) {
+                _ = try await client.createKey(name: "while down", permissions: ["jobs:read"])
+            }
+            #expect(mutation?.code == .unavailable)
+            #expect(mutation?.message.contains("127.0.0.1") == false, "no database address reaches a client")
 
-        try await cluster.start()
-        let start = ContinuousClock.now
-        var answer: CheckResponse?
-        while ContinuousClock.now - start < .seconds(15) {
-            answer = try? await client.check(key: issued.secret, permissions: ["jobs:read"])
-            if answer?.decision == .allow { break }
-            try await Task.sleep(for: .milliseconds(50))
+            try await cluster.start()
+            let start = ContinuousClock.now
+            var answer: CheckResponse?
+            while ContinuousClock.now - start < .seconds(15) {
+                answer = try? await client.check(key: issued.secret, permissions: ["jobs:read"])
+                if answer?.decision == .allow { break }
+                try await Task.sleep(for: .milliseconds(50))
+            }
+            #expect(answer?.decision == .allow, "the replica caught up once PostgreSQL was back")
+            // Ready again once the audit writer has written what waited (its retry runs on its own clock).
+            while replica.server.readinessProblem != nil && ContinuousClock.now - start < .seconds(30) {
+                try await Task.sleep(for: .milliseconds(100))
+            }
+            #expect(replica.server.readinessProblem == nil)
+            await client.close()
+            await replica.server.shutdown()
         }
-        #expect(answer?.decision == .allow, "the replica caught up once PostgreSQL was back")
-        // Ready again once the audit writer has written what waited (its retry runs on its own clock).
-        while replica.server.readinessProblem != nil && ContinuousClock.now - start < .seconds(30) {
-            try await Task.sleep(for: .milliseconds(100))
-        }
-        #expect(replica.server.readinessProblem == nil)
-        await client.close()
-        await replica.server.shutdown()
-        await cluster.remove()
     }
 
     /// kill -9 of a replica while it serves checks (its audit writer busy) and creates keys: every

@@ -62,6 +62,20 @@ public final class PrivateCluster: Sendable {
     /// Stops it and removes its files.
     public func remove() async { _ = try? await Self.run("remove", directory) }
 
+    /// Runs `body` with a cluster of its own, removed afterwards whether `body` returns or throws
+    /// (a test that fails halfway must not leave a PostgreSQL server running).
+    public static func with<T>(_ body: (PrivateCluster) async throws -> T) async throws -> T {
+        let cluster = try await start()
+        do {
+            let result = try await body(cluster)
+            await cluster.remove()
+            return result
+        } catch {
+            await cluster.remove()
+            throw error
+        }
+    }
+
     /// Runs cluster.sh on a GCD thread with posix_spawn and waitpid, its output in a file:
     /// Foundation's `Process` was seen never to notice the script's exit once it had started
     /// the PostgreSQL daemon (the script stayed a zombie, `waitUntilExit` never returned).
