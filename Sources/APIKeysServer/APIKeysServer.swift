@@ -200,10 +200,7 @@ public final class APIKeysServer: Service, Sendable {
     public func check(secret: String, permissions: [String], resource: String, clientAddress: String) throws
         -> CheckOutcome
     {
-        guard let metrics else {
-            return try service.check(secret: secret, permissions: permissions, resource: resource, clientAddress: clientAddress)
-        }
-        return try metrics.measuredElsewhere {
+        try ServerMetrics.measuredElsewhere(metrics) {
             try service.check(secret: secret, permissions: permissions, resource: resource, clientAddress: clientAddress)
         }
     }

@@ -17,12 +17,14 @@ import Synchronization
 public final class ServerMetrics: Sendable {
     /// Indexed by ``slot(of:)``: allowed, then each denial by its raw value.
     private let checks: [Counter]
+    /// How many slots ``slot(of:)`` has.
+    private static let slotCount = Denial.allCases.count + 1
     /// One per event loop of the RPC server, by the loop's identity.
     private let loopTallies: [ObjectIdentifier: CheckTally]
     /// For checks made off those loops (forward-auth over HTTP), one at a time.
-    private let elsewhere = Mutex<CheckTally>(CheckTally(outcomes: Denial.allCases.count + 1))
+    private let elsewhere = Mutex<CheckTally>(CheckTally(outcomes: ServerMetrics.slotCount))
     /// The check counts already added to `checks`.
-    private let exportedChecks = Mutex<[Int64]>(Array(repeating: 0, count: Denial.allCases.count + 1))
+    private let exportedChecks = Mutex<[Int64]>(Array(repeating: 0, count: ServerMetrics.slotCount))
     private let adminCalls = Mutex<[String: Counter]>([:])
     private let auditQueueDepth: Gauge
     private let auditEventsWritten: Counter
@@ -37,7 +39,7 @@ public final class ServerMetrics: Sendable {
     init(factory: any MetricsFactory, eventLoops: [any EventLoop]) {
         self.factory = factory
         loopTallies = Dictionary(
-            uniqueKeysWithValues: eventLoops.map { (ObjectIdentifier($0), CheckTally(outcomes: Denial.allCases.count + 1)) })
+            uniqueKeysWithValues: eventLoops.map { (ObjectIdentifier($0), CheckTally(outcomes: Self.slotCount)) })
         let allowed = Counter(
             label: "apikeyd_checks_total", dimensions: [("decision", "allow"), ("reason", "none")], factory: factory)
         checks = [allowed] + Denial.allCases.map { denial in
@@ -67,10 +69,14 @@ public final class ServerMetrics: Sendable {
         return outcome
     }
 
-    /// ``measured(_:_:)`` from any thread (forward-auth over HTTP), counted under a lock.
-    func measuredElsewhere(_ answer: () throws -> CheckOutcome) rethrows -> CheckOutcome {
-        let (outcome, nanoseconds) = try Self.timed(answer)
-        elsewhere.withLock { $0.record(slot: Self.slot(of: outcome.denial), nanoseconds: nanoseconds) }
+    /// ``measured(_:_:)`` from any thread (forward-auth over HTTP), counted under a lock; without
+    /// `metrics`, no clock is read.
+    static func measuredElsewhere(_ metrics: ServerMetrics?, _ answer: () throws -> CheckOutcome) rethrows
+        -> CheckOutcome
+    {
+        guard let metrics else { return try answer() }
+        let (outcome, nanoseconds) = try timed(answer)
+        metrics.elsewhere.withLock { $0.record(slot: slot(of: outcome.denial), nanoseconds: nanoseconds) }
         return outcome
     }
 
