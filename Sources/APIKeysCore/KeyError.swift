@@ -26,6 +26,9 @@ public struct KeyError: Error, Hashable, Sendable, CustomStringConvertible {
         public static let checkFieldTooLarge = Code("check field too large")
         /// The call's deadline passed before it could take effect: nothing was changed.
         public static let deadlineExceeded = Code("deadline exceeded")
+        /// The admin token of a change was revoked (or never existed) when the change would have
+        /// committed: nothing was changed.
+        public static let adminTokenNotValid = Code("admin token not valid")
     }
 
     public let code: Code
@@ -89,4 +92,8 @@ public struct KeyError: Error, Hashable, Sendable, CustomStringConvertible {
     public static let deadlineExceeded = KeyError(
         code: .deadlineExceeded, field: nil,
         description: "the deadline passed before the call took effect; nothing was changed")
+
+    /// The admin token of a change is not valid at its commit: nothing was changed.
+    public static let adminTokenNotValid = KeyError(
+        code: .adminTokenNotValid, field: nil, description: "the admin token is not valid")
 }

@@ -6,6 +6,8 @@ import Synchronization
 struct PendingMutation: Sendable {
     /// The key the mutation reads (nil for a creation).
     let keyID: String?
+    /// The admin token the mutation is made with, checked again in the batch's statement.
+    let token: SecretHash?
     let deadline: Deadline
     /// Decides from the key's state: the writes, the admin events, and how to hand the caller its
     /// result once the batch has committed.
@@ -58,13 +60,14 @@ final class GroupCommit: Sendable {
 extension GroupCommit {
     /// Submits a mutation and waits for its batch: `decide`'s result once committed, else the error.
     func run<R: Sendable>(
-        reading keyID: String?, deadline: Deadline, _ decide: @escaping @Sendable (StoredKey?) throws -> KeyDecision<R>,
+        reading keyID: String?, authorizedBy token: SecretHash?, deadline: Deadline,
+        _ decide: @escaping @Sendable (StoredKey?) throws -> KeyDecision<R>,
         commit: @escaping @Sendable ([PendingMutation]) async -> Void
     ) async throws -> R {
         try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<R, any Error>) in
             submit(
                 PendingMutation(
-                    keyID: keyID, deadline: deadline,
+                    keyID: keyID, token: token, deadline: deadline,
                     decide: { current in
                         let decision = try decide(current)
                         return (decision.writes, decision.events, { continuation.resume(returning: decision.result) })

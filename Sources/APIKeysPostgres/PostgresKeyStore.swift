@@ -216,39 +216,62 @@ package final class PostgresKeyStore: KeyStore {
     // MARK: Keys
 
     package func commit<R: Sendable>(
-        reading keyID: String?, deadline: Deadline, _ decide: @escaping @Sendable (StoredKey?) throws -> KeyDecision<R>
+        reading keyID: String?, authorizedBy token: SecretHash?, deadline: Deadline,
+        _ decide: @escaping @Sendable (StoredKey?) throws -> KeyDecision<R>
     ) async throws -> R {
         try deadline.check()
-        return try await groupCommit.run(reading: keyID, deadline: deadline, decide) { await self.commitBatch($0) }
+        return try await groupCommit.run(reading: keyID, authorizedBy: token, deadline: deadline, decide) {
+            await self.commitBatch($0)
+        }
     }
 
     /// One transaction for a batch of mutations (``GroupCommit``): lock the keys they read, let
-    /// each decide in turn (``GroupPlan``), then one statement (``BatchRows``) writes every key's
-    /// final state and all admin events, takes the change-log lock, appends the changes and
-    /// `NOTIFY`s the last version. After the commit the index has the changes before any caller
-    /// hears back.
+    /// each decide in turn (``GroupPlan``), then one statement (``BatchRows``) checks that the
+    /// batch's admin tokens are still valid (holding them until the commit, so that a revocation
+    /// waits for it), writes every key's final state and all admin events, takes the change-log
+    /// lock, appends the changes and `NOTIFY`s the last version. After the commit the index has
+    /// the changes before any caller hears back. When a token was revoked, the statement writes
+    /// nothing: the mutations made with it are refused and the others go again.
     private func commitBatch(_ batch: [PendingMutation]) async {
         let logger = logger
         let writer = auditWriter
+        let tokens = Array(Set(batch.compactMap(\.token)))
         let plan: GroupPlan
-        let versions: [Int64]
+        let written: BatchRows.Written
         do {
             let ids = Set(batch.compactMap(\.keyID)).sorted()
             // Creations alone read nothing: their one statement is the whole transaction.
-            (plan, versions) = try await write(transaction: !ids.isEmpty) { connection in
+            (plan, written) = try await write(transaction: !ids.isEmpty) { connection in
                 let read = try await KeyRows.lock(ids: ids, on: connection, logger: logger)
                 let plan = GroupPlan(batch, read: read) { writer.takeSeq(atMS: $0) }
-                guard !plan.changes.isEmpty || !plan.events.isEmpty else { return (plan, []) }
-                let versions = try await BatchRows.write(
-                    inserted: plan.inserted, updated: plan.updated, deleted: plan.deleted, events: plan.events,
-                    changes: plan.changes, on: connection, logger: logger)
-                return (plan, versions)
+                guard !plan.changes.isEmpty || !plan.events.isEmpty || !tokens.isEmpty else {
+                    return (plan, BatchRows.Written(versions: [], validTokens: []))
+                }
+                let written = try await BatchRows.write(
+                    BatchRows.Batch(
+                        tokens: tokens, inserted: plan.inserted, updated: plan.updated, deleted: plan.deleted,
+                        events: plan.events, changes: plan.changes),
+                    on: connection, logger: logger)
+                return (plan, written)
             }
         } catch {
             for mutation in batch { mutation.fail(error) }
             return
         }
-        if let first = versions.first, let last = versions.last {
+        let valid = Set(written.validTokens)
+        guard tokens.allSatisfy(valid.contains) else {
+            var again: [PendingMutation] = []
+            for mutation in batch {
+                if let token = mutation.token, !valid.contains(token) {
+                    mutation.fail(KeyError.adminTokenNotValid)
+                } else {
+                    again.append(mutation)
+                }
+            }
+            if !again.isEmpty { await commitBatch(again) }
+            return
+        }
+        if let first = written.versions.first, let last = written.versions.last {
             await feed.applyOwn(plan.changes.map(\.write), versions: first...last)
         }
         plan.answer(batch)

@@ -4,8 +4,9 @@ import APIKeysWire
 
 /// Who makes a KeyAdmin call and until when its mutation may commit.
 struct AdminCallContext: Sendable {
-    /// The admin token's name, recorded as the actor of audit events.
-    let actor: String
+    /// The admin token's name (recorded as the actor of audit events) and its hash (checked again
+    /// when a change commits).
+    let actor: AdminActor
     /// A mutation is not committed once it has passed.
     let deadline: Deadline
 }
@@ -17,6 +18,14 @@ struct AdminCallContext: Sendable {
 /// ``RPCError/init(_:)`` turns it into a status.
 struct AdminDispatcher: KeyAdminService {
     let service: KeyService
+
+    /// The methods that change keys: their commit checks the admin token again
+    /// (``AdminActor/token``), so the token's name may be answered from memory before it. Every
+    /// other method, one added later included, reads the store to authenticate.
+    static let changesRecheckedAtCommit: Set<String> = [
+        KeyAdmin.createKey.path, KeyAdmin.updateKey.path, KeyAdmin.setKeyEnabled.path, KeyAdmin.rotateKey.path,
+        KeyAdmin.deleteKey.path,
+    ]
 
     func createKey(_ request: CreateKeyRequest, context: AdminCallContext) async throws -> CreateKeyResponse {
         let issued = try await service.createKey(

@@ -314,7 +314,9 @@ final class ConnectionHandler: ChannelInboundHandler {
     ) async throws -> [UInt8] {
         try deadline.check()
         let token = Self.bearerToken(request.metadata[MetadataKey.authorization])
-        guard let token, let actor = try await service.adminTokenName(for: token) else {
+        let recheckedAtCommit = AdminDispatcher.changesRecheckedAtCommit.contains(route.method.path)
+        guard let token, let actor = try await service.authenticate(adminToken: token, recheckedAtCommit: recheckedAtCommit)
+        else {
             throw RPCError(
                 .unauthenticated,
                 token == nil
@@ -323,14 +325,14 @@ final class ConnectionHandler: ChannelInboundHandler {
         }
         do {
             let reply = try await route(payload: request.payload, context: AdminCallContext(actor: actor, deadline: deadline))
-            logger.info("admin call", metadata: ["method": "\(route.method.path)", "actor": "\(actor)"])
+            logger.info("admin call", metadata: ["method": "\(route.method.path)", "actor": "\(actor.name)"])
             return reply
         } catch {
             let status = RPCError(error)
             logger.info(
                 "admin call failed",
                 metadata: [
-                    "method": "\(route.method.path)", "actor": "\(actor)", "status": "\(status.code)",
+                    "method": "\(route.method.path)", "actor": "\(actor.name)", "status": "\(status.code)",
                 ])
             throw status
         }

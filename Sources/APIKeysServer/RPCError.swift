@@ -39,6 +39,7 @@ struct RPCError: Error, Sendable {
             switch error.code {
             case .keyNotFound: self.init(.notFound, "\(error)")
             case .deadlineExceeded: self.init(.deadlineExceeded, "\(error)")
+            case .adminTokenNotValid: self.init(.unauthenticated, "\(error)")
             case .invalidCatalog: self.init(serverFailure: .internal, "internal error", cause: error)
             default: self.init(.invalidArgument, "\(error)")
             }

@@ -24,14 +24,14 @@ extension KeyService {
 
     /// Creates a key. Throws ``KeyError`` for an invalid name, permission or expiry.
     public func createKey(
-        name: String, permissions: [String], expiresAtMS: Int64 = 0, actor: String, deadline: Deadline = .never
+        name: String, permissions: [String], expiresAtMS: Int64 = 0, actor: AdminActor, deadline: Deadline = .never
     ) async throws -> IssuedKey {
         try await createKeys(
             [NewKey(name: name, permissions: permissions, expiresAtMS: expiresAtMS)], actor: actor, deadline: deadline)[0]
     }
 
     /// Creates keys in one transaction: all of them or, when one is invalid, none.
-    public func createKeys(_ requests: [NewKey], actor: String, deadline: Deadline = .never) async throws -> [IssuedKey] {
+    public func createKeys(_ requests: [NewKey], actor: AdminActor, deadline: Deadline = .never) async throws -> [IssuedKey] {
         let now = clock.nowMS()
         let issued = try requests.map { request in
             let name = try KeyRules.validName(request.name)
@@ -43,12 +43,12 @@ extension KeyService {
                 enabled: true, createdAtMS: now, updatedAtMS: now, expiresAtMS: expiry)
             return IssuedKey(key: key, secret: secret)
         }
-        return try await store.commit(reading: nil, deadline: deadline) { _ in
+        return try await commit(reading: nil, by: actor, deadline: deadline) { _ in
             KeyDecision(
                 result: issued, writes: issued.map { .insert($0.key, SecretHash(of: $0.secret)) },
                 events: issued.map { item in
                     Self.event(
-                        .keyCreated, for: item.key, actor: actor,
+                        .keyCreated, for: item.key, actor: actor.name,
                         detail: "created; expires \(Self.describe(item.key.expiresAtMS))",
                         permissions: item.key.permissions, at: now)
                 })
@@ -75,7 +75,7 @@ extension KeyService {
     /// Records `key.updated` for a name or expiry change and `key.permissions_changed` for a
     /// permission change (both when both change); a call that changes nothing records nothing.
     public func updateKey(
-        id: String, name: String? = nil, expiresAtMS: Int64? = nil, permissions: [String]? = nil, actor: String,
+        id: String, name: String? = nil, expiresAtMS: Int64? = nil, permissions: [String]? = nil, actor: AdminActor,
         deadline: Deadline = .never
     ) async throws -> KeyRecord {
         let now = clock.nowMS()
@@ -108,7 +108,7 @@ extension KeyService {
     }
 
     /// Enables or disables the key; a disabled key is refused from the moment this returns.
-    public func setEnabled(id: String, enabled: Bool, actor: String, deadline: Deadline = .never) async throws
+    public func setEnabled(id: String, enabled: Bool, actor: AdminActor, deadline: Deadline = .never) async throws
         -> KeyRecord
     {
         let now = clock.nowMS()
@@ -126,7 +126,7 @@ extension KeyService {
 
     /// Gives the key a new secret, keeping its id, name, permissions and settings. The old
     /// secret is refused from the moment this returns.
-    public func rotateKey(id: String, actor: String, deadline: Deadline = .never) async throws -> IssuedKey {
+    public func rotateKey(id: String, actor: AdminActor, deadline: Deadline = .never) async throws -> IssuedKey {
         let now = clock.nowMS()
         let secret = format.generate()
         let hash = SecretHash(of: secret)
@@ -146,7 +146,7 @@ extension KeyService {
     }
 
     /// Deletes the key for good. Its audit events stay.
-    public func deleteKey(id: String, actor: String, deadline: Deadline = .never) async throws {
+    public func deleteKey(id: String, actor: AdminActor, deadline: Deadline = .never) async throws {
         try await mutate(id: id, actor: actor, at: clock.nowMS(), deadline: deadline) { stored in
             (stored.key, [(.keyDeleted, "deleted", [])], .delete(stored.key, stored.hash))
         }
@@ -156,17 +156,31 @@ extension KeyService {
     /// (stamped `now`, the time the caller also wrote into the key) in one transaction.
     @discardableResult
     private func mutate(
-        id: String, actor: String, at now: Int64, deadline: Deadline,
+        id: String, actor: AdminActor, at now: Int64, deadline: Deadline,
         _ change: @escaping @Sendable (StoredKey) throws -> (KeyRecord, [(AuditAction, String, [String])], KeyWrite?)
     ) async throws -> KeyRecord {
-        try await store.commit(reading: id, deadline: deadline) { stored in
+        try await commit(reading: id, by: actor, deadline: deadline) { stored in
             guard let stored else { throw KeyError.keyNotFound(id: id) }
             let (key, events, write) = try change(stored)
             return KeyDecision(
                 result: key, writes: write.map { [$0] } ?? [],
                 events: events.map { action, detail, permissions in
-                    Self.event(action, for: key, actor: actor, detail: detail, permissions: permissions, at: now)
+                    Self.event(action, for: key, actor: actor.name, detail: detail, permissions: permissions, at: now)
                 })
+        }
+    }
+
+    /// ``KeyStore/commit(reading:authorizedBy:deadline:_:)`` as `actor`: a token the store finds
+    /// revoked is forgotten here too.
+    private func commit<R: Sendable>(
+        reading keyID: String?, by actor: AdminActor, deadline: Deadline,
+        _ decide: @escaping @Sendable (StoredKey?) throws -> KeyDecision<R>
+    ) async throws -> R {
+        do {
+            return try await store.commit(reading: keyID, authorizedBy: actor.token, deadline: deadline, decide)
+        } catch let error as KeyError where error.code == .adminTokenNotValid {
+            if let token = actor.token { _ = knownAdminTokens.withLock { $0.removeValue(forKey: token) } }
+            throw error
         }
     }
 

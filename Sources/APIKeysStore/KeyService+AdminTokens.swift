@@ -37,13 +37,28 @@ extension KeyService {
 
     /// The name of the admin token `token`, or nil if it is not a live admin token.
     ///
-    /// Read from the store on every call (one indexed lookup; admin calls are few), so that
-    /// tokens created or revoked by `apikeyd admin-token`, or on another replica, take effect at once.
+    /// Read from the store on every call (one indexed lookup), so that tokens created or revoked
+    /// by `apikeyd admin-token`, or on another replica, take effect at once.
     public func adminTokenName(for token: String) async throws -> String? {
+        try await authenticate(adminToken: token, recheckedAtCommit: false)?.name
+    }
+
+    /// The actor of a KeyAdmin call presenting `token`, or nil if it is not a live admin token.
+    ///
+    /// `recheckedAtCommit`: the call is a key change made as the returned actor, whose commit
+    /// checks the token again (``AdminActor/token``); a token already seen valid is then answered
+    /// from memory, without a round trip to the store. Any other call reads the store.
+    public func authenticate(adminToken token: String, recheckedAtCommit: Bool) async throws -> AdminActor? {
         guard Self.adminTokenFormat.isWellFormed(token) else {
             try await (store as? SQLiteKeyStore)?.recordPendingAdminEvents()
             return nil
         }
-        return try await store.adminTokenName(hash: SecretHash(of: token))
+        let hash = SecretHash(of: token)
+        if recheckedAtCommit, let name = knownAdminTokens.withLock({ $0[hash] }) {
+            return AdminActor(name: name, token: hash)
+        }
+        guard let name = try await store.adminTokenName(hash: hash) else { return nil }
+        knownAdminTokens.withLock { $0[hash] = name }
+        return AdminActor(name: name, token: hash)
     }
 }

@@ -29,6 +29,9 @@ public final class KeyService: Sendable {
     let auditWriter: AuditWriter
     let freshness: StoreFreshness?
     let logger: Logger
+    /// Admin tokens seen valid (hash → name), for the key changes that check their token again at
+    /// commit (``authenticate(adminToken:recheckedAtCommit:)``). Holds only tokens that were valid.
+    let knownAdminTokens = Mutex<[SecretHash: String]>([:])
 
     /// Default and largest page sizes of list calls.
     public static let defaultPageSize = 50

@@ -18,10 +18,11 @@ package protocol KeyStore: Sendable {
 
     /// In one transaction: reads the key `keyID` (nil: none, for creations; missing: throws
     /// ``KeyError/keyNotFound(id:)``), lets `decide` say what to write, writes it with its admin
-    /// events (numbered by the store), unless `deadline` passes before the commit; then updates the
-    /// index before returning `decide`'s result.
+    /// events (numbered by the store), unless `deadline` passes before the commit or the admin
+    /// token `token` (nil: a local caller) is no longer valid in that transaction
+    /// (``KeyError/adminTokenNotValid``); then updates the index before returning `decide`'s result.
     func commit<R: Sendable>(
-        reading keyID: String?, deadline: Deadline,
+        reading keyID: String?, authorizedBy token: SecretHash?, deadline: Deadline,
         _ decide: @escaping @Sendable (_ current: StoredKey?) throws -> KeyDecision<R>
     ) async throws -> R
 

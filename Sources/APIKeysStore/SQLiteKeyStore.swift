@@ -83,16 +83,23 @@ package final class SQLiteKeyStore: KeyStore {
     /// The index therefore changes in commit order: a later mutation of the same key (a delete
     /// landing right after a create) can never be undone by an earlier one's index update.
     package func commit<R: Sendable>(
-        reading keyID: String?, deadline: Deadline, _ decide: @escaping @Sendable (StoredKey?) throws -> KeyDecision<R>
+        reading keyID: String?, authorizedBy token: SecretHash?, deadline: Deadline,
+        _ decide: @escaping @Sendable (StoredKey?) throws -> KeyDecision<R>
     ) async throws -> R {
-        try await onAdmin { db in try self.commitNow(reading: keyID, deadline: deadline, in: db, decide) }
+        try await onAdmin { db in
+            // A change made with a token follows the admin-token changes made before it (see below).
+            if token != nil { try self.recordPendingAdminEvents(in: db) }
+            return try self.commitNow(reading: keyID, authorizedBy: token, deadline: deadline, in: db, decide)
+        }
     }
 
     private func commitNow<R>(
-        reading keyID: String?, deadline: Deadline, in db: SQLiteConnection, _ decide: (StoredKey?) throws -> KeyDecision<R>
+        reading keyID: String?, authorizedBy token: SecretHash? = nil, deadline: Deadline, in db: SQLiteConnection,
+        _ decide: (StoredKey?) throws -> KeyDecision<R>
     ) throws -> R {
         try deadline.check()
         let decision = try db.transaction(beforeCommit: { try deadline.check() }) {
+            if let token, try Self.adminTokenName(hash: token, in: db) == nil { throw KeyError.adminTokenNotValid }
             let current = try keyID.map { id in
                 let (key, hash) = try KeyTable.find(id: id, in: db)
                 return StoredKey(key: key, hash: hash)
@@ -155,9 +162,12 @@ package final class SQLiteKeyStore: KeyStore {
     package func adminTokenName(hash: SecretHash) async throws -> String? {
         try await onAdmin { db in
             try self.recordPendingAdminEvents(in: db)
-            return try db.statement("SELECT name FROM admin_tokens WHERE token_hash = ?").bind(.blob(hash.digest))
-                .firstRow { $0.text(0) }
+            return try Self.adminTokenName(hash: hash, in: db)
         }
+    }
+
+    private static func adminTokenName(hash: SecretHash, in db: SQLiteConnection) throws -> String? {
+        try db.statement("SELECT name FROM admin_tokens WHERE token_hash = ?").bind(.blob(hash.digest)).firstRow { $0.text(0) }
     }
 
     package func adminTokenNames() async throws -> [String] {

@@ -96,8 +96,14 @@ struct ReplicaTests {
             let viaC = replicas[2].client(token: second)
             defer { Task { await viaC.close() } }
             _ = try await viaC.listKeys()
+            _ = try await viaC.createKey(name: "by-second", permissions: ["jobs:read"])
             #expect(try await replicas[1].server.service.revokeAdminToken(name: "second", actor: "test"))
             await #expect(throws: APIKeysClientError.self) { _ = try await viaC.listKeys() }
+            // C knows the token from its last change, but the commit checks it: refused at once too.
+            let late = await #expect(throws: APIKeysClientError.self) {
+                _ = try await viaC.createKey(name: "after-revoke", permissions: ["jobs:read"])
+            }
+            #expect(late?.code == .unauthenticated)
 
             // One audit trail: checks made on every replica, in seq order, seqs unique.
             let probe = try await a.createKey(name: "probe", permissions: ["jobs:read"])

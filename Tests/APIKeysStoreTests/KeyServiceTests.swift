@@ -186,4 +186,63 @@ import Testing
             #expect(try await service.listAuditEvents(AuditQuery(action: .adminTokenCreated)).events.count == 1)
         }
     }
+
+    /// A change made with an admin token commits only while the token is valid. A change is
+    /// authenticated from memory (the store checks the token again when it commits), so once the
+    /// token is revoked its changes are refused there and write nothing, while changes made with
+    /// another token at the same moment (on PostgreSQL, in the same group commit) go through.
+    @Test(arguments: StoreKind.available)
+    func aChangeMadeWithARevokedAdminTokenIsRefusedAtItsCommit(_ kind: StoreKind) async throws {
+        try await withService(kind) { service, _ in
+            let keptToken = try await service.createAdminToken(name: "kept", actor: "ops")
+            let goneToken = try await service.createAdminToken(name: "gone", actor: "ops")
+            let kept = try #require(try await service.authenticate(adminToken: keptToken, recheckedAtCommit: true))
+            let gone = try #require(try await service.authenticate(adminToken: goneToken, recheckedAtCommit: true))
+            #expect(gone.name == "gone" && gone.token == SecretHash(of: goneToken))
+            let key = try await service.createKey(name: "made-by-gone", permissions: ["jobs:read"], actor: gone)
+            #expect(try await service.revokeAdminToken(name: "gone", actor: "sec"))
+
+            // A read is authenticated by the store: refused at once.
+            #expect(try await service.authenticate(adminToken: goneToken, recheckedAtCommit: false) == nil)
+            // A change is authenticated from memory, and refused at its commit.
+            #expect(try await service.authenticate(adminToken: goneToken, recheckedAtCommit: true) == gone)
+            await #expect(throws: KeyError.adminTokenNotValid) {
+                try await service.setEnabled(id: key.key.id, enabled: false, actor: gone)
+            }
+            // Refused once, the token is forgotten: the next change's lookup reads the store.
+            #expect(try await service.authenticate(adminToken: goneToken, recheckedAtCommit: true) == nil)
+
+            // Racing changes with both tokens: each of the revoked token's is refused, each of the
+            // other's commits.
+            let outcomes = try await withThrowingTaskGroup(of: (String, Bool).self) { group in
+                func attempt(_ actor: AdminActor, _ change: @escaping @Sendable () async throws -> Void) {
+                    group.addTask {
+                        do {
+                            try await change()
+                            return (actor.name, true)
+                        } catch let error as KeyError where error.code == .adminTokenNotValid {
+                            return (actor.name, false)
+                        }
+                    }
+                }
+                for index in 0..<16 {
+                    let actor = index % 2 == 0 ? kept : gone
+                    attempt(actor) { _ = try await service.createKey(name: "k\(index)", permissions: ["jobs:read"], actor: actor) }
+                    if index == 8 { attempt(gone) { try await service.deleteKey(id: key.key.id, actor: gone) } }
+                }
+                return try await group.reduce(into: []) { $0.append($1) }
+            }
+            #expect(outcomes.filter { $0.0 == "kept" }.allSatisfy { $0.1 })
+            #expect(outcomes.filter { $0.0 == "gone" }.allSatisfy { !$0.1 })
+
+            // Nothing of the revoked token's changes was written: its key is still there and enabled,
+            // and it is the actor of no event after the revocation.
+            #expect(try service.check(secret: key.secret, permissions: ["jobs:read"]).isAllowed)
+            let names = Set(try await service.listKeys(pageSize: 100).keys.map(\.name))
+            #expect(names == Set(["made-by-gone"] + stride(from: 0, to: 16, by: 2).map { "k\($0)" }))
+            let trail = try await service.listAuditEvents(AuditQuery(), pageSize: 100).events
+            let revokedAt = try #require(trail.firstIndex { $0.action == .adminTokenRevoked })
+            #expect(trail[..<revokedAt].allSatisfy { $0.actor != "gone" }, "events are newest first")
+        }
+    }
 }
