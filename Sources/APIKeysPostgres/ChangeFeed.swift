@@ -19,6 +19,13 @@ final class ChangeFeed: Sendable {
     static let pollInterval: Duration = .milliseconds(250)
     /// Changes read per query while catching up.
     static let pageSize = 2000
+    /// How long the change log keeps a change: a replica out of touch with the database for
+    /// longer cannot catch up (it fails closed until restarted, see ``StoreFreshness/markOutrun()``).
+    static let retentionMS: Int64 = 3_600_000
+    /// The newest changes kept whatever their age (so that pruning is a range of the primary key).
+    static let keptChanges: Int64 = 100_000
+    /// How often each replica prunes the change log.
+    static let pruneIntervalMS: Int64 = 60_000
 
     private let index: KeyIndex
     /// The highest version applied; changes are applied under this lock, in order.
@@ -33,6 +40,8 @@ final class ChangeFeed: Sendable {
     private let listener = Mutex<PostgresConnection?>(nil)
     /// What was last logged about the database and the bound, so that changes are logged once.
     private let reported = Mutex<(reachable: Bool, stale: Bool, listening: Bool)>((true, false, false))
+    /// When this replica last pruned the change log.
+    private let prunedAtMS = Atomic<Int64>(0)
 
     init(
         index: KeyIndex, appliedVersion: Int64, freshness: StoreFreshness, client: PostgresClient,
@@ -90,14 +99,23 @@ final class ChangeFeed: Sendable {
     /// Reads and applies every change after the applied version, then confirms the index as
     /// current as of the time this began.
     func catchUp() async throws {
+        if freshness.isOutrun { throw StoreError.outrun }
         let startedAtMS = clock.nowMS()
         let catalog = index.catalog
         while true {
             let from = appliedVersion
             let client = client
-            let changes = try await withTimeout(
+            let (changes, outrun) = try await withTimeout(
                 .seconds(2), timeoutError: .unreachable(server: location.description, message: "no answer within 2 s")
             ) { try await ChangeRows.since(from, limit: Self.pageSize, catalog: catalog, on: client) }
+            if outrun {
+                if freshness.markOutrun() {
+                    logger.critical(
+                        "change feed: changes this replica missed were pruned from the change log; checks fail closed until it is restarted",
+                        metadata: ["database": "\(location)", "appliedVersion": "\(from)"])
+                }
+                throw StoreError.outrun
+            }
             applied.withLock { applied in
                 let fresh = changes.filter { $0.version > applied }
                 guard let last = fresh.last else { return }
@@ -111,7 +129,7 @@ final class ChangeFeed: Sendable {
     }
 
     private func listen() async {
-        while !Task.isCancelled {
+        while !Task.isCancelled, !freshness.isOutrun {
             do {
                 var configuration = try location.connectionConfiguration()
                 configuration.options.additionalStartupParameters = [("application_name", "apikeyd-listener")]
@@ -134,7 +152,7 @@ final class ChangeFeed: Sendable {
                 }
                 try? await connection.close()
             } catch {
-                if !Task.isCancelled { report(listening: false, error: error) }
+                if !Task.isCancelled, !freshness.isOutrun { report(listening: false, error: error) }
             }
             try? await Task.sleep(for: .milliseconds(100))
         }
@@ -147,11 +165,29 @@ final class ChangeFeed: Sendable {
             do {
                 try await catchUp()
                 report(reachable: true)
+                try await pruneIfDue()
             } catch {
-                report(reachable: false, error: error)
+                if !freshness.isOutrun { report(reachable: false, error: error) }
             }
             report(stale: freshness.isStale(nowMS: clock.nowMS()))
         }
+    }
+
+    /// Prunes the change log when this replica has not done so for ``pruneIntervalMS``.
+    private func pruneIfDue() async throws {
+        let now = clock.nowMS()
+        guard now - prunedAtMS.load(ordering: .relaxed) >= Self.pruneIntervalMS else { return }
+        prunedAtMS.store(now, ordering: .relaxed)
+        let pruned = try await prune(nowMS: now)
+        if pruned > 0 { logger.info("change feed: pruned the change log", metadata: ["changes": "\(pruned)"]) }
+    }
+
+    /// Deletes the changes older than ``retentionMS`` at `nowMS` but the newest `keep`; returns how many.
+    func prune(nowMS: Int64, keep: Int64 = keptChanges) async throws -> Int64 {
+        let client = client
+        return try await withTimeout(
+            .seconds(10), timeoutError: .unreachable(server: location.description, message: "no answer within 10 s")
+        ) { try await ChangeRows.prune(before: nowMS - Self.retentionMS, keep: keep, on: client) }
     }
 
     /// Logs a change of the feed's state (never a repeat of the same state).

@@ -95,10 +95,13 @@ enum ChangeRows {
     }
 
     /// The catch-up query, prepared once per connection (it runs every 250 ms on every replica).
+    /// When changes after `$1` have been pruned, a last row with op 0 says so.
     struct ChangesSince: PostgresPreparedStatement {
         static let sql = """
-            SELECT version, op, key_id, secret_hash, replaced_hash, name, permissions, enabled, expires_at_ms
-            FROM key_changes WHERE version > $1 ORDER BY version LIMIT $2
+            (SELECT version, op, key_id, secret_hash, replaced_hash, name, permissions, enabled, expires_at_ms
+             FROM key_changes WHERE version > $1 ORDER BY version LIMIT $2)
+            UNION ALL
+            SELECT version, 0::smallint, '', ''::bytea, NULL, '', '', false, NULL FROM change_log_horizon WHERE version > $1
             """
         typealias Row = (Int64, Int16, String, ByteBuffer, ByteBuffer?, String, String, Bool, Int64?)
         var after: Int64
@@ -114,13 +117,15 @@ enum ChangeRows {
         func decodeRow(_ row: PostgresRow) throws -> Row { try row.decode(Row.self) }
     }
 
-    /// Up to `limit` changes after `version`, in version order.
+    /// Up to `limit` changes after `version`, in version order; `outrun`: changes after
+    /// `version` were pruned, so these are not all of them.
     static func since(_ version: Int64, limit: Int, catalog: PermissionCatalog, on client: PostgresClient) async throws
-        -> [Change]
+        -> (changes: [Change], outrun: Bool)
     {
         var changes: [Change] = []
         let rows = try await client.execute(ChangesSince(after: version, limit: Int64(limit)))
         for try await (version, op, id, hashBytes, replacedBytes, name, permissions, enabled, expires) in rows {
+            if op == 0 { return (changes, true) }
             guard let hash = SecretHash(bytea: hashBytes) else {
                 throw StoreError.database(server: "", message: "change \(version) has a secret hash of the wrong size")
             }
@@ -134,7 +139,25 @@ enum ChangeRows {
                     Change(version: version, edit: .upsert(state, hash, replacing: replacedBytes.flatMap(SecretHash.init(bytea:)))))
             }
         }
-        return changes
+        return (changes, false)
+    }
+
+    /// Deletes the changes made before `cutoffMS`, except the newest `keep` (and always the newest
+    /// one), and raises the horizon to the highest version deleted; returns how many were deleted.
+    static func prune(before cutoffMS: Int64, keep: Int64, on client: PostgresClient) async throws -> Int64 {
+        let rows = try await client.query(
+            """
+            WITH gone AS (
+                DELETE FROM key_changes
+                WHERE version < (SELECT max(version) FROM key_changes) - \(max(0, keep)) AND at_ms < \(cutoffMS)
+                RETURNING version),
+            horizon AS (
+                UPDATE change_log_horizon SET version = greatest(version, (SELECT max(gone.version) FROM gone))
+                WHERE EXISTS (SELECT 1 FROM gone))
+            SELECT count(*)::bigint FROM gone
+            """)
+        for try await count in rows.decode(Int64.self) { return count }
+        return 0
     }
 }
 

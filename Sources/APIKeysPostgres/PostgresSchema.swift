@@ -54,6 +54,17 @@ enum PostgresSchema {
                 // Each start of a replica takes a number: the replica part of its audit seqs.
                 "CREATE SEQUENCE replica_numbers",
             ]),
+        Migration(
+            version: 2, name: "change-log horizon",
+            statements: [
+                // The highest version pruned from key_changes (ChangeFeed.prune): a replica that has
+                // not applied it can no longer catch up from the log.
+                """
+                CREATE TABLE change_log_horizon (
+                    one boolean PRIMARY KEY DEFAULT true CHECK (one), version bigint NOT NULL)
+                """,
+                "INSERT INTO change_log_horizon (version) VALUES (0)",
+            ]),
     ]
 
     /// Applies every migration not yet recorded, each in its own transaction, holding the

@@ -128,9 +128,7 @@ public final class KeyService: Sendable {
     /// For a readiness probe: nil while checks are answered from a current index, else why not
     /// (a replica that has not reached its database for longer than its staleness bound).
     public var freshnessProblem: String? {
-        guard let freshness, freshness.isStale(nowMS: clock.nowMS()) else { return nil }
-        return StoreError.stale(lagMS: freshness.lagMS(nowMS: clock.nowMS()), boundMS: freshness.maxStalenessMS)
-            .description
+        freshness?.problem(nowMS: clock.nowMS())?.description
     }
 
     /// How far this replica's index may be behind its database: time since its last confirmed
@@ -149,7 +147,8 @@ public final class KeyService: Sendable {
 
     /// Decides whether `secret` is a live key holding every one of `permissions`, and records an
     /// `api.request` audit event for a well-formed secret. Reads no storage. Throws
-    /// ``StoreError/stale(lagMS:boundMS:)`` on a replica past its staleness bound (fail closed).
+    /// ``StoreError/stale(lagMS:boundMS:)`` on a replica past its staleness bound, or
+    /// ``StoreError/outrun`` on one that can no longer catch up (fail closed).
     /// Throws ``KeyError/checkFieldTooLarge(field:limit:)`` beyond ``CheckLimits`` (a long
     /// resource is recorded cut instead), ``StoreError/auditBacklog(capacity:)`` when the event
     /// cannot be queued.
@@ -158,9 +157,7 @@ public final class KeyService: Sendable {
     ) throws -> CheckOutcome {
         try CheckLimits.validate(permissions: permissions, clientAddress: clientAddress)
         let now = clock.nowMS()
-        if let freshness, freshness.isStale(nowMS: now) {
-            throw StoreError.stale(lagMS: freshness.lagMS(nowMS: now), boundMS: freshness.maxStalenessMS)
-        }
+        if let freshness, freshness.isStale(nowMS: now), let problem = freshness.problem(nowMS: now) { throw problem }
         let outcome = index.check(secret: secret, permissions: permissions, format: format, nowMS: now)
         guard outcome.denial != .malformedKey else { return outcome }
         let event = AuditRecord(

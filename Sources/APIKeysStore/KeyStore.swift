@@ -112,6 +112,7 @@ package final class StoreFreshness: Sendable {
     package let maxStalenessMS: Int64
     private let confirmedAtMS = Atomic<Int64>(0)
     private let behind = Atomic<Int64>(0)
+    private let outrun = Atomic<Bool>(false)
 
     package init(maxStalenessMS: Int64) { self.maxStalenessMS = maxStalenessMS }
 
@@ -129,9 +130,22 @@ package final class StoreFreshness: Sendable {
 
     package var versionsBehind: Int64 { behind.load(ordering: .relaxed) }
 
+    /// The database no longer holds changes this index has not applied: checks fail closed from
+    /// now on (a restart reloads the keys). True for the first call only.
+    package func markOutrun() -> Bool { !outrun.exchange(true, ordering: .relaxed) }
+
+    package var isOutrun: Bool { outrun.load(ordering: .relaxed) }
+
     /// True when checks must fail closed at `nowMS`.
     package func isStale(nowMS: Int64) -> Bool {
-        nowMS - confirmedAtMS.load(ordering: .acquiring) > maxStalenessMS
+        nowMS - confirmedAtMS.load(ordering: .acquiring) > maxStalenessMS || outrun.load(ordering: .relaxed)
+    }
+
+    /// Why checks fail closed at `nowMS`, or nil.
+    package func problem(nowMS: Int64) -> StoreError? {
+        if outrun.load(ordering: .relaxed) { return .outrun }
+        guard isStale(nowMS: nowMS) else { return nil }
+        return .stale(lagMS: lagMS(nowMS: nowMS), boundMS: maxStalenessMS)
     }
 }
 

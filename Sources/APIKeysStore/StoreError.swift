@@ -97,6 +97,13 @@ public struct StoreError: Error, Hashable, Sendable, CustomStringConvertible {
                 + "(bound \(DurationText.describe(milliseconds: boundMS))); refusing checks until it has caught up")
     }
 
+    /// A replica missed changes that the database's change log no longer holds.
+    public static let outrun = StoreError(
+        code: .stale,
+        description:
+            "this replica missed changes that its database no longer keeps (it was out of touch for longer than the "
+            + "change log's retention); refusing checks until it is restarted")
+
     /// The database server at `server` cannot be reached, for `message`.
     public static func unreachable(server: String, message: String) -> StoreError {
         StoreError(

@@ -1,0 +1,49 @@
+import APIKeysCore
+import APIKeysTestSupport
+import Testing
+@testable import APIKeysPostgres
+@testable import APIKeysStore
+
+/// The PostgreSQL change log is pruned, and a replica that missed pruned changes fails closed.
+@Suite(.enabled(if: TestDatabase.url != nil, "needs PostgreSQL (Tests/postgres/with-cluster.sh)"), .timeLimit(.minutes(2)))
+struct ChangeLogTests {
+    /// A replica cut off while a key is deleted, then the change pruned: it cannot learn of the
+    /// deletion from the log, so it refuses every check (instead of allowing the deleted key)
+    /// until restarted; a replica that had followed is unaffected, and a restarted one is current.
+    @Test func aReplicaThatMissedPrunedChangesFailsClosedUntilRestarted() async throws {
+        let url = try await TestDatabase.createDatabase()
+        let clock = ManualWallClock(nowMS: 1_700_000_000_000)
+        let a = try await TestDatabase.openService(clock: clock, url: url)
+        let b = try await TestDatabase.openService(clock: clock, url: url)
+        let feedA = try #require((a.store as? PostgresKeyStore)?.feed)
+        let feedB = try #require((b.store as? PostgresKeyStore)?.feed)
+        let doomed = try await a.createKey(name: "doomed", permissions: ["jobs:read"], actor: "ops")
+        try await feedB.catchUp()
+        #expect(try b.check(secret: doomed.secret, permissions: ["jobs:read"]).isAllowed)
+
+        await feedB.stop()  // B is cut off from here on
+        try await a.deleteKey(id: doomed.key.id, actor: "ops")
+        for index in 0..<3 { _ = try await a.createKey(name: "later\(index)", permissions: ["jobs:read"], actor: "ops") }
+
+        // Nothing is younger than the retention: nothing is pruned.
+        #expect(try await feedA.prune(nowMS: clock.nowMS(), keep: 0) == 0)
+        clock.advance(byMS: ChangeFeed.retentionMS + 1)
+        // All but the newest change go.
+        #expect(try await feedA.prune(nowMS: clock.nowMS(), keep: 0) == 4)
+        #expect(try await feedA.prune(nowMS: clock.nowMS(), keep: 0) == 0)
+
+        try await feedA.catchUp()
+        #expect(a.freshnessProblem == nil)
+        #expect(try a.check(secret: doomed.secret, permissions: ["jobs:read"]).denial == .unknownKey)
+
+        await #expect(throws: StoreError.outrun) { try await feedB.catchUp() }
+        #expect(b.freshnessProblem == StoreError.outrun.description)
+        #expect(throws: StoreError.outrun) { try b.check(secret: doomed.secret, permissions: ["jobs:read"]) }
+        await #expect(throws: StoreError.outrun) { try await feedB.catchUp() }
+
+        let restarted = try await TestDatabase.openService(clock: clock, url: url)
+        #expect(try restarted.check(secret: doomed.secret, permissions: ["jobs:read"]).denial == .unknownKey)
+        #expect(restarted.freshnessProblem == nil)
+        for service in [a, b, restarted] { await service.close(timeout: .seconds(10)) }
+    }
+}
