@@ -69,4 +69,12 @@ extension APIKeysClient {
             Authorize.check, CheckRequest(key: key, permissions: permissions, resource: resource, clientAddress: clientAddress),
             timeout: timeout)
     }
+
+    /// Reports a secret found where it should not be (`source`: where, e.g. a URL): the server
+    /// disables its key at once. Needs no admin token; the answer is the same whether or not the
+    /// secret was a key. Not retried on another replica (a second report is harmless, but
+    /// recorded twice).
+    public func reportLeakedKey(_ secret: String, source: String = "", timeout: Duration? = nil) async throws {
+        _ = try await call(Authorize.reportLeakedKey, ReportLeakedKeyRequest(key: secret, source: source), timeout: timeout)
+    }
 }

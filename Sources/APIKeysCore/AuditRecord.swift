@@ -8,6 +8,9 @@ public enum AuditAction: String, Sendable, Hashable, CaseIterable {
     case keyDisabled = "key.disabled"
     case keyRotated = "key.rotated"
     case keyDeleted = "key.deleted"
+    /// A leak report disabled the key, or found it disabled (ReportLeakedKey: actor `leak report`,
+    /// where it was found in `resource`, the reporter's address in `clientAddress`).
+    case keyLeakReported = "key.leak_reported"
     /// A check of a well-formed key.
     case apiRequest = "api.request"
     /// The server pruned events older than its retention (actor `retention`, counts in detail).

@@ -78,7 +78,8 @@ public final class APIKeysServer: Service, Sendable {
             readResumers[ObjectIdentifier(loop)] = ReadResumer(eventLoop: loop) { service.auditIsBacklogged }
         }
         let shared = ConnectionHandler.Shared(
-            service: service, adminRoutes: KeyAdmin.router(for: AdminDispatcher(service: service)), state: state,
+            service: service, adminRoutes: KeyAdmin.router(for: AdminDispatcher(service: service)),
+            publicRoutes: Authorize.router(for: PublicDispatcher(service: service)), state: state,
             maxFrameSize: configuration.maxFrameSize, maxAdminCallsInFlight: configuration.maxAdminCallsInFlight,
             idleTimeout: configuration.idleTimeoutSeconds > 0 ? .seconds(configuration.idleTimeoutSeconds) : nil,
             frameTimeout: .seconds(max(1, configuration.frameTimeoutSeconds)),
@@ -107,7 +108,8 @@ public final class APIKeysServer: Service, Sendable {
                             NIOSSLServerHandler(context: tls.context), TLSHandshakeDeadline(timeout: shared.frameTimeout))
                     }
                     try channel.pipeline.syncOperations.addHandler(
-                        ConnectionHandler(shared: shared, remoteAddress: peer))
+                        ConnectionHandler(
+                            shared: shared, remoteAddress: peer, peerAddress: channel.remoteAddress?.ipAddress ?? ""))
                 }
             }
         let channel: any Channel

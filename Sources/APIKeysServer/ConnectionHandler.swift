@@ -16,6 +16,8 @@ final class ConnectionHandler: ChannelInboundHandler {
         let service: KeyService
         /// Every KeyAdmin method, routed to the key service.
         let adminRoutes: RPCRouter<AdminCallContext>
+        /// Authorize's methods that need no admin token and run off the event loop (ReportLeakedKey).
+        let publicRoutes: RPCRouter<PublicCallContext>
         let state: ServerState
         let maxFrameSize: Int
         let maxAdminCallsInFlight: Int
@@ -57,8 +59,12 @@ final class ConnectionHandler: ChannelInboundHandler {
     /// This connection's event loop's check tally (nil without metrics), set when added.
     private var checkTally: CheckTally?
 
-    init(shared: Shared, remoteAddress: String) {
+    /// The peer's IP address, recorded by calls that need no admin token.
+    private let peerAddress: String
+
+    init(shared: Shared, remoteAddress: String, peerAddress: String) {
         self.shared = shared
+        self.peerAddress = peerAddress
         self.inbound = FrameBuffer(maxFrameSize: shared.maxFrameSize)
         self.logger = shared.logger
         self.logger[metadataKey: "peer"] = "\(remoteAddress)"
@@ -229,13 +235,22 @@ final class ConnectionHandler: ChannelInboundHandler {
             closeForProtocolError("\(error)", context: context)
             return
         }
-        // Check never gets here (the codec answers it above); every other method is KeyAdmin's.
-        guard let route = shared.adminRoutes.route(for: request.method) else {
+        // Check never gets here (the codec answers it above).
+        let service = shared.service
+        let logger = logger
+        if let route = shared.adminRoutes.route(for: request.method) {
+            startCall(request, method: route.method, context: context) { deadline in
+                try await Self.runAdminCall(request, route: route, service: service, deadline: deadline, logger: logger)
+            }
+        } else if let route = shared.publicRoutes.route(for: request.method) {
+            let peerAddress = peerAddress
+            startCall(request, method: route.method, context: context) { deadline in
+                try await route(payload: request.payload, context: PublicCallContext(peerAddress: peerAddress, deadline: deadline))
+            }
+        } else {
             reply(
                 to: request, error: RPCError(.unimplemented, "unknown method \"\(request.method)\""), context: context)
-            return
         }
-        startAdminCall(route, request: request, context: context)
     }
 
     /// The hot path: decide from memory, encode the reply straight into the outbound buffer.
@@ -253,11 +268,15 @@ final class ConnectionHandler: ChannelInboundHandler {
         }
     }
 
-    private func startAdminCall(
-        _ route: RPCRouter<AdminCallContext>.Route, request: Envelope, context: ChannelHandlerContext
+    /// Runs a call that is not a Check (`run`, given the call's deadline) in a task on the store's
+    /// executor, at most ``Shared/maxAdminCallsInFlight`` at a time on this connection, and
+    /// answers it on the event loop.
+    private func startCall(
+        _ request: Envelope, method: any RPCMethodDescriptor, context: ChannelHandlerContext,
+        _ run: @escaping @Sendable (Deadline) async throws -> [UInt8]
     ) {
         guard adminCallsInFlight < shared.maxAdminCallsInFlight else {
-            let message = "more than \(shared.maxAdminCallsInFlight) KeyAdmin calls in flight on this connection"
+            let message = "more than \(shared.maxAdminCallsInFlight) calls besides Check in flight on this connection"
             reply(to: request, error: RPCError(.resourceExhausted, message), context: context)
             return
         }
@@ -268,12 +287,14 @@ final class ConnectionHandler: ChannelInboundHandler {
         // its result however late, so a DEADLINE_EXCEEDED reply always means nothing was changed.
         let deadline = Deadline.after(milliseconds: request.timeoutMS)
         let loopBound = NIOLoopBound((handler: self, context: context), eventLoop: context.eventLoop)
-        let service = shared.service
-        let logger = logger
         let answered = context.eventLoop.makePromise(of: [UInt8].self)
-        Self.startAdminCall(
-            request, route: route, service: service, deadline: deadline, logger: logger, on: StoreExecutor.shared,
-            answering: answered)
+        Task(executorPreference: StoreExecutor.shared) {
+            do {
+                answered.succeed(try await run(deadline))
+            } catch {
+                answered.fail(error)
+            }
+        }
         answered.futureResult.whenComplete { result in
             let (handler, context) = loopBound.value
             handler.adminCallsInFlight -= 1
@@ -288,22 +309,8 @@ final class ConnectionHandler: ChannelInboundHandler {
                 handler.reply(to: request, error: failure, context: context)
                 status = failure.code
             }
-            handler.shared.metrics?.recordAdminCall(method: route.method.name, status: "\(status)")
+            handler.shared.metrics?.recordAdminCall(method: method.name, status: "\(status)")
             handler.flushReplies(context: context)
-        }
-    }
-
-    /// Runs ``runAdminCall(_:route:service:deadline:logger:)`` in a task on `executor`, completing `promise`.
-    private static func startAdminCall(
-        _ request: Envelope, route: RPCRouter<AdminCallContext>.Route, service: KeyService, deadline: Deadline,
-        logger: Logger, on executor: StoreExecutor, answering promise: EventLoopPromise<[UInt8]>
-    ) {
-        Task(executorPreference: executor) {
-            do {
-                promise.succeed(try await runAdminCall(request, route: route, service: service, deadline: deadline, logger: logger))
-            } catch {
-                promise.fail(error)
-            }
         }
     }
 

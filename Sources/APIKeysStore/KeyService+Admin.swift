@@ -172,7 +172,7 @@ extension KeyService {
 
     /// ``KeyStore/commit(reading:authorizedBy:deadline:_:)`` as `actor`: a token the store finds
     /// revoked is forgotten here too.
-    private func commit<R: Sendable>(
+    func commit<R: Sendable>(
         reading keyID: String?, by actor: AdminActor, deadline: Deadline,
         _ decide: @escaping @Sendable (StoredKey?) throws -> KeyDecision<R>
     ) async throws -> R {

@@ -32,6 +32,9 @@ public final class KeyService: Sendable {
     /// Admin tokens seen valid (hash → name), for the key changes that check their token again at
     /// commit (``authenticate(adminToken:recheckedAtCommit:)``). Holds only tokens that were valid.
     let knownAdminTokens = Mutex<[SecretHash: String]>([:])
+    /// When a leak report of an already disabled key was last recorded, by key id
+    /// (``reportLeakedKey(secret:source:reporterAddress:deadline:)``).
+    let recordedLeakReports = Mutex<[String: Int64]>([:])
 
     /// Default and largest page sizes of list calls.
     public static let defaultPageSize = 50

@@ -24,6 +24,23 @@ import Testing
         }
     }
 
+    /// `apikey report-leak` needs no admin token, and prints the same line for a key and a non-key.
+    @Test(.enabled(if: FileManager.default.isExecutableFile(atPath: binary.path)))
+    func aLeakIsReportedWithoutAToken() async throws {
+        try await withServer { server, client in
+            let issued = try await client.createKey(name: "leaky", permissions: ["jobs:read"])
+            let environment = ["APIKEY_SERVER": "127.0.0.1:\(server.port)", "APIKEY_TOKEN_FILE": "/nonexistent/admin.token"]
+            let reported = try await runCommand(
+                Self.binary, ["report-leak", "-", "--source", "https://example.com/leak"], environment: environment,
+                stdin: issued.secret + "\n")
+            let unknown = try await runCommand(
+                Self.binary, ["report-leak", server.server.service.format.generate()], environment: environment)
+            #expect(reported.status == 0 && unknown.status == 0, "\(reported.stderr)\(unknown.stderr)")
+            #expect(reported.stdout == unknown.stdout)
+            #expect(try await client.check(key: issued.secret).reason == .disabled)
+        }
+    }
+
     @Test(.enabled(if: FileManager.default.isExecutableFile(atPath: binary.path)))
     func operatorWalkthrough() async throws {
         try await withServer { server, _ in

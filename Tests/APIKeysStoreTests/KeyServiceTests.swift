@@ -245,4 +245,42 @@ import Testing
             #expect(trail[..<revokedAt].allSatisfy { $0.actor != "gone" }, "events are newest first")
         }
     }
+
+    /// ReportLeakedKey on each store: the key disabled and the report recorded in one commit;
+    /// a secret that is no key's (any more) changes and records nothing.
+    @Test(arguments: StoreKind.available)
+    func aLeakReportDisablesTheKeyAndIsRecorded(_ kind: StoreKind) async throws {
+        let clock = ManualWallClock(nowMS: 1_700_000_000_000)
+        try await withService(kind, clock: clock) { service, _ in
+            let key = try await service.createKey(name: "ci", permissions: ["jobs:read"], actor: "ops")
+            let old = try await service.createKey(name: "old", permissions: ["jobs:read"], actor: "ops")
+            _ = try await service.rotateKey(id: old.key.id, actor: "ops")
+
+            #expect(
+                try await service.reportLeakedKey(secret: key.secret, source: "paste", reporterAddress: "192.0.2.7")
+                    == .disabled(keyID: key.key.id))
+            #expect(try service.check(secret: key.secret, permissions: []).denial == .disabled)
+            #expect(
+                try await service.reportLeakedKey(secret: "Bearer " + key.secret, source: "", reporterAddress: "::1")
+                    == .alreadyDisabled(keyID: key.key.id))
+            #expect(try await service.reportLeakedKey(secret: old.secret, source: "", reporterAddress: "") == .noKey)
+            #expect(try await service.reportLeakedKey(secret: service.format.generate(), source: "", reporterAddress: "") == .noKey)
+            #expect(try await service.reportLeakedKey(secret: "dbm_short", source: "", reporterAddress: "") == .noKey)
+            #expect(try await service.getKey(id: old.key.id).enabled)
+
+            // Reports of the disabled key are recorded at most once a minute.
+            for _ in 0..<5 {
+                #expect(
+                    try await service.reportLeakedKey(secret: key.secret, source: "again", reporterAddress: "198.51.100.1")
+                        == .alreadyDisabled(keyID: key.key.id))
+            }
+            clock.advance(byMS: KeyService.leakReportInterval)
+            try await service.reportLeakedKey(secret: key.secret, source: "a minute on", reporterAddress: "198.51.100.1")
+
+            let reports = try await service.listAuditEvents(AuditQuery(action: .keyLeakReported)).events
+            #expect(reports.map(\.clientAddress) == ["198.51.100.1", "::1", "192.0.2.7"])
+            #expect(reports.map(\.resource) == ["a minute on", "", "paste"])
+            #expect(reports.allSatisfy { $0.keyID == key.key.id && $0.actor == KeyService.leakReportActor })
+        }
+    }
 }

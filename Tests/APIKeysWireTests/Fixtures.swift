@@ -49,5 +49,6 @@ enum Fixtures {
         CheckResponse(
             decision: .deny, reason: .missingPermission, httpStatus: 403, keyID: "k", keyName: unicode,
             missingPermissions: ["vault:read"], expiresAtMS: 3),
+        ReportLeakedKeyRequest(), ReportLeakedKeyRequest(key: "dbm_x", source: unicode), ReportLeakedKeyResponse(),
     ]
 }

@@ -75,6 +75,8 @@ struct InteropTests {
                 nextPageToken: "n", oldestRetainedAtMS: 1_700_000_000_000, retentionMS: 2_592_000_000)
         ),
         ("audit_event", Fixtures.auditEvent),
+        ("leak_request", ReportLeakedKeyRequest(key: "Bearer dbm_x", source: unicode)),
+        ("leak_response", ReportLeakedKeyResponse()),
     ]
 
     /// A message added to proto/ without a fixture here (and in wire_interop.py) fails this.

@@ -52,6 +52,8 @@ def fixtures():
         "check_response": az.CheckResponse(decision=az.DENY, reason=az.MISSING_PERMISSION, http_status=403,
                                            key_id="k", key_name=unicode, missing_permissions=["vault:read"],
                                            expires_at_ms=3),
+        "leak_request": az.ReportLeakedKeyRequest(key="Bearer dbm_x", source=unicode),
+        "leak_response": az.ReportLeakedKeyResponse(),
         "api_key": key,
         "get_request": ka.GetKeyRequest(id="key_1"),
         "get_response": ka.GetKeyResponse(key=key),

@@ -9,6 +9,8 @@ public enum WireContract {
     static let messageTypes: [any WireMessage.Type] = [
         CheckRequest.self,
         CheckResponse.self,
+        ReportLeakedKeyRequest.self,
+        ReportLeakedKeyResponse.self,
         Envelope.self,
         ApiKey.self,
         CreateKeyRequest.self,

@@ -176,6 +176,53 @@ public struct CheckResponse: WireMessage {
     }
 }
 
+/// The request of `/apikeys.v1.Authorize/ReportLeakedKey`.
+public struct ReportLeakedKeyRequest: WireMessage {
+    /// The raw secret as found. A leading "Bearer " is accepted and ignored.
+    public var key: String = ""
+    /// Where it was found (a URL, a file), recorded with the report; at most 1,024 bytes are kept.
+    public var source: String = ""
+
+    public init() {}
+
+    public init(key: String = "", source: String = "") {
+        self.key = key
+        self.source = source
+    }
+
+    public static let codec = WireCodec<ReportLeakedKeyRequest>(
+        "apikeys.v1.ReportLeakedKeyRequest", initialize: apikeys__v1__report_leaked_key_request__init, unpack: apikeys__v1__report_leaked_key_request__unpack, read: read, write: write)
+
+    /// The fields of an unpacked struct.
+    static func read(_ c: Apikeys__V1__ReportLeakedKeyRequest, _ arena: Arena) throws -> ReportLeakedKeyRequest {
+        var value = ReportLeakedKeyRequest()
+        value.key = try arena.string(c.key, field: "key", of: "apikeys.v1.ReportLeakedKeyRequest")
+        value.source = try arena.string(c.source, field: "source", of: "apikeys.v1.ReportLeakedKeyRequest")
+        return value
+    }
+
+    /// Sets the fields of an initialised struct.
+    static func write(_ value: ReportLeakedKeyRequest, _ c: inout Apikeys__V1__ReportLeakedKeyRequest, _ arena: Arena) throws {
+        c.key = try arena.cString(value.key, field: "key", of: "apikeys.v1.ReportLeakedKeyRequest")
+        c.source = try arena.cString(value.source, field: "source", of: "apikeys.v1.ReportLeakedKeyRequest")
+    }
+}
+
+/// Empty on purpose: see ReportLeakedKey.
+public struct ReportLeakedKeyResponse: WireMessage {
+    public init() {}
+
+    public static let codec = WireCodec<ReportLeakedKeyResponse>(
+        "apikeys.v1.ReportLeakedKeyResponse", initialize: apikeys__v1__report_leaked_key_response__init, unpack: apikeys__v1__report_leaked_key_response__unpack, read: read, write: write)
+
+    /// The fields of an unpacked struct.
+    static func read(_: Apikeys__V1__ReportLeakedKeyResponse, _: Arena) throws -> ReportLeakedKeyResponse { ReportLeakedKeyResponse() }
+
+    /// Sets the fields of an initialised struct.
+    static func write(_: ReportLeakedKeyResponse, _: inout Apikeys__V1__ReportLeakedKeyResponse, _: Arena) throws {
+    }
+}
+
 /// Authorize answers "is this key valid, and may it do X?". A denial is a normal
 /// answer (envelope status 0, decision DENY), not a call error.
 public enum Authorize {
@@ -185,8 +232,15 @@ public enum Authorize {
     public static let check = RPCMethod<CheckRequest, CheckResponse>(
         service: serviceName, name: "Check")
 
+    /// A secret found where it should not be (a public repository, a paste, a log): the key is
+    /// disabled at once and the report recorded as key.leak_reported. Needs no admin token, since
+    /// holding the secret is the proof. The answer is the same whatever became of the secret
+    /// (unknown, malformed, already disabled, disabled now), so it tells nothing about the key.
+    public static let reportLeakedKey = RPCMethod<ReportLeakedKeyRequest, ReportLeakedKeyResponse>(
+        service: serviceName, name: "ReportLeakedKey")
+
     /// Every method of the service, in the order of the .proto file.
-    public static let methods: [any RPCMethodDescriptor] = [check]
+    public static let methods: [any RPCMethodDescriptor] = [check, reportLeakedKey]
 }
 
 /// An implementation of Authorize: one function per method, with a context of its choosing.
@@ -195,6 +249,12 @@ public protocol AuthorizeService: Sendable {
     associatedtype Context
 
     func check(_ request: CheckRequest, context: Context) async throws -> CheckResponse
+
+    /// A secret found where it should not be (a public repository, a paste, a log): the key is
+    /// disabled at once and the report recorded as key.leak_reported. Needs no admin token, since
+    /// holding the secret is the proof. The answer is the same whatever became of the secret
+    /// (unknown, malformed, already disabled, disabled now), so it tells nothing about the key.
+    func reportLeakedKey(_ request: ReportLeakedKeyRequest, context: Context) async throws -> ReportLeakedKeyResponse
 }
 
 extension Authorize {
@@ -202,6 +262,7 @@ extension Authorize {
     public static func router<Service: AuthorizeService>(for service: Service) -> RPCRouter<Service.Context> {
         var router = RPCRouter<Service.Context>()
         router.register(check) { try await service.check($0, context: $1) }
+        router.register(reportLeakedKey) { try await service.reportLeakedKey($0, context: $1) }
         return router
     }
 }

@@ -98,6 +98,96 @@ void   apikeys__v1__check_response__free_unpacked
   assert(message->base.descriptor == &apikeys__v1__check_response__descriptor);
   protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
 }
+void   apikeys__v1__report_leaked_key_request__init
+                     (Apikeys__V1__ReportLeakedKeyRequest         *message)
+{
+  static const Apikeys__V1__ReportLeakedKeyRequest init_value = APIKEYS__V1__REPORT_LEAKED_KEY_REQUEST__INIT;
+  *message = init_value;
+}
+size_t apikeys__v1__report_leaked_key_request__get_packed_size
+                     (const Apikeys__V1__ReportLeakedKeyRequest *message)
+{
+  assert(message->base.descriptor == &apikeys__v1__report_leaked_key_request__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t apikeys__v1__report_leaked_key_request__pack
+                     (const Apikeys__V1__ReportLeakedKeyRequest *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &apikeys__v1__report_leaked_key_request__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t apikeys__v1__report_leaked_key_request__pack_to_buffer
+                     (const Apikeys__V1__ReportLeakedKeyRequest *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &apikeys__v1__report_leaked_key_request__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Apikeys__V1__ReportLeakedKeyRequest *
+       apikeys__v1__report_leaked_key_request__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Apikeys__V1__ReportLeakedKeyRequest *)
+     protobuf_c_message_unpack (&apikeys__v1__report_leaked_key_request__descriptor,
+                                allocator, len, data);
+}
+void   apikeys__v1__report_leaked_key_request__free_unpacked
+                     (Apikeys__V1__ReportLeakedKeyRequest *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &apikeys__v1__report_leaked_key_request__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+void   apikeys__v1__report_leaked_key_response__init
+                     (Apikeys__V1__ReportLeakedKeyResponse         *message)
+{
+  static const Apikeys__V1__ReportLeakedKeyResponse init_value = APIKEYS__V1__REPORT_LEAKED_KEY_RESPONSE__INIT;
+  *message = init_value;
+}
+size_t apikeys__v1__report_leaked_key_response__get_packed_size
+                     (const Apikeys__V1__ReportLeakedKeyResponse *message)
+{
+  assert(message->base.descriptor == &apikeys__v1__report_leaked_key_response__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t apikeys__v1__report_leaked_key_response__pack
+                     (const Apikeys__V1__ReportLeakedKeyResponse *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &apikeys__v1__report_leaked_key_response__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t apikeys__v1__report_leaked_key_response__pack_to_buffer
+                     (const Apikeys__V1__ReportLeakedKeyResponse *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &apikeys__v1__report_leaked_key_response__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Apikeys__V1__ReportLeakedKeyResponse *
+       apikeys__v1__report_leaked_key_response__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Apikeys__V1__ReportLeakedKeyResponse *)
+     protobuf_c_message_unpack (&apikeys__v1__report_leaked_key_response__descriptor,
+                                allocator, len, data);
+}
+void   apikeys__v1__report_leaked_key_response__free_unpacked
+                     (Apikeys__V1__ReportLeakedKeyResponse *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &apikeys__v1__report_leaked_key_response__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
 static const ProtobufCFieldDescriptor apikeys__v1__check_request__field_descriptors[4] =
 {
   {
@@ -291,6 +381,75 @@ const ProtobufCMessageDescriptor apikeys__v1__check_response__descriptor =
   (ProtobufCMessageInit) apikeys__v1__check_response__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
+static const ProtobufCFieldDescriptor apikeys__v1__report_leaked_key_request__field_descriptors[2] =
+{
+  {
+    "key",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Apikeys__V1__ReportLeakedKeyRequest, key),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "source",
+    2,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Apikeys__V1__ReportLeakedKeyRequest, source),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned apikeys__v1__report_leaked_key_request__field_indices_by_name[] = {
+  0,   /* field[0] = key */
+  1,   /* field[1] = source */
+};
+static const ProtobufCIntRange apikeys__v1__report_leaked_key_request__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 2 }
+};
+const ProtobufCMessageDescriptor apikeys__v1__report_leaked_key_request__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "apikeys.v1.ReportLeakedKeyRequest",
+  "ReportLeakedKeyRequest",
+  "Apikeys__V1__ReportLeakedKeyRequest",
+  "apikeys.v1",
+  sizeof(Apikeys__V1__ReportLeakedKeyRequest),
+  2,
+  apikeys__v1__report_leaked_key_request__field_descriptors,
+  apikeys__v1__report_leaked_key_request__field_indices_by_name,
+  1,  apikeys__v1__report_leaked_key_request__number_ranges,
+  (ProtobufCMessageInit) apikeys__v1__report_leaked_key_request__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+#define apikeys__v1__report_leaked_key_response__field_descriptors NULL
+#define apikeys__v1__report_leaked_key_response__field_indices_by_name NULL
+#define apikeys__v1__report_leaked_key_response__number_ranges NULL
+const ProtobufCMessageDescriptor apikeys__v1__report_leaked_key_response__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "apikeys.v1.ReportLeakedKeyResponse",
+  "ReportLeakedKeyResponse",
+  "Apikeys__V1__ReportLeakedKeyResponse",
+  "apikeys.v1",
+  sizeof(Apikeys__V1__ReportLeakedKeyResponse),
+  0,
+  apikeys__v1__report_leaked_key_response__field_descriptors,
+  apikeys__v1__report_leaked_key_response__field_indices_by_name,
+  0,  apikeys__v1__report_leaked_key_response__number_ranges,
+  (ProtobufCMessageInit) apikeys__v1__report_leaked_key_response__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
 static const ProtobufCEnumValue apikeys__v1__decision__enum_values_by_number[3] =
 {
   { "DECISION_UNSPECIFIED", "APIKEYS__V1__DECISION__DECISION_UNSPECIFIED", 0 },
@@ -357,12 +516,14 @@ const ProtobufCEnumDescriptor apikeys__v1__deny_reason__descriptor =
   apikeys__v1__deny_reason__value_ranges,
   NULL,NULL,NULL,NULL   /* reserved[1234] */
 };
-static const ProtobufCMethodDescriptor apikeys__v1__authorize__method_descriptors[1] =
+static const ProtobufCMethodDescriptor apikeys__v1__authorize__method_descriptors[2] =
 {
   { "Check", &apikeys__v1__check_request__descriptor, &apikeys__v1__check_response__descriptor },
+  { "ReportLeakedKey", &apikeys__v1__report_leaked_key_request__descriptor, &apikeys__v1__report_leaked_key_response__descriptor },
 };
 const unsigned apikeys__v1__authorize__method_indices_by_name[] = {
-  0         /* Check */
+  0,        /* Check */
+  1         /* ReportLeakedKey */
 };
 const ProtobufCServiceDescriptor apikeys__v1__authorize__descriptor =
 {
@@ -371,7 +532,7 @@ const ProtobufCServiceDescriptor apikeys__v1__authorize__descriptor =
   "Authorize",
   "Apikeys__V1__Authorize",
   "apikeys.v1",
-  1,
+  2,
   apikeys__v1__authorize__method_descriptors,
   apikeys__v1__authorize__method_indices_by_name
 };
@@ -382,6 +543,14 @@ void apikeys__v1__authorize__check(ProtobufCService *service,
 {
   assert(service->descriptor == &apikeys__v1__authorize__descriptor);
   service->invoke(service, 0, (const ProtobufCMessage *) input, (ProtobufCClosure) closure, closure_data);
+}
+void apikeys__v1__authorize__report_leaked_key(ProtobufCService *service,
+                                               const Apikeys__V1__ReportLeakedKeyRequest *input,
+                                               Apikeys__V1__ReportLeakedKeyResponse_Closure closure,
+                                               void *closure_data)
+{
+  assert(service->descriptor == &apikeys__v1__authorize__descriptor);
+  service->invoke(service, 1, (const ProtobufCMessage *) input, (ProtobufCClosure) closure, closure_data);
 }
 void apikeys__v1__authorize__init (Apikeys__V1__Authorize_Service *service,
                                    Apikeys__V1__Authorize_ServiceDestroy destroy)

@@ -18,6 +18,8 @@ PROTOBUF_C__BEGIN_DECLS
 
 typedef struct Apikeys__V1__CheckRequest Apikeys__V1__CheckRequest;
 typedef struct Apikeys__V1__CheckResponse Apikeys__V1__CheckResponse;
+typedef struct Apikeys__V1__ReportLeakedKeyRequest Apikeys__V1__ReportLeakedKeyRequest;
+typedef struct Apikeys__V1__ReportLeakedKeyResponse Apikeys__V1__ReportLeakedKeyResponse;
 
 
 /* --- enums --- */
@@ -125,6 +127,35 @@ struct  Apikeys__V1__CheckResponse
     , APIKEYS__V1__DECISION__DECISION_UNSPECIFIED, APIKEYS__V1__DENY_REASON__DENY_REASON_UNSPECIFIED, 0, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0,NULL, 0 }
 
 
+struct  Apikeys__V1__ReportLeakedKeyRequest
+{
+  ProtobufCMessage base;
+  /*
+   * The raw secret as found. A leading "Bearer " is accepted and ignored.
+   */
+  char *key;
+  /*
+   * Where it was found (a URL, a file), recorded with the report; at most 1,024 bytes are kept.
+   */
+  char *source;
+};
+#define APIKEYS__V1__REPORT_LEAKED_KEY_REQUEST__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&apikeys__v1__report_leaked_key_request__descriptor) \
+    , (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string }
+
+
+/*
+ * Empty on purpose: see ReportLeakedKey.
+ */
+struct  Apikeys__V1__ReportLeakedKeyResponse
+{
+  ProtobufCMessage base;
+};
+#define APIKEYS__V1__REPORT_LEAKED_KEY_RESPONSE__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&apikeys__v1__report_leaked_key_response__descriptor) \
+     }
+
+
 /* Apikeys__V1__CheckRequest methods */
 void   apikeys__v1__check_request__init
                      (Apikeys__V1__CheckRequest         *message);
@@ -163,6 +194,44 @@ Apikeys__V1__CheckResponse *
 void   apikeys__v1__check_response__free_unpacked
                      (Apikeys__V1__CheckResponse *message,
                       ProtobufCAllocator *allocator);
+/* Apikeys__V1__ReportLeakedKeyRequest methods */
+void   apikeys__v1__report_leaked_key_request__init
+                     (Apikeys__V1__ReportLeakedKeyRequest         *message);
+size_t apikeys__v1__report_leaked_key_request__get_packed_size
+                     (const Apikeys__V1__ReportLeakedKeyRequest   *message);
+size_t apikeys__v1__report_leaked_key_request__pack
+                     (const Apikeys__V1__ReportLeakedKeyRequest   *message,
+                      uint8_t             *out);
+size_t apikeys__v1__report_leaked_key_request__pack_to_buffer
+                     (const Apikeys__V1__ReportLeakedKeyRequest   *message,
+                      ProtobufCBuffer     *buffer);
+Apikeys__V1__ReportLeakedKeyRequest *
+       apikeys__v1__report_leaked_key_request__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   apikeys__v1__report_leaked_key_request__free_unpacked
+                     (Apikeys__V1__ReportLeakedKeyRequest *message,
+                      ProtobufCAllocator *allocator);
+/* Apikeys__V1__ReportLeakedKeyResponse methods */
+void   apikeys__v1__report_leaked_key_response__init
+                     (Apikeys__V1__ReportLeakedKeyResponse         *message);
+size_t apikeys__v1__report_leaked_key_response__get_packed_size
+                     (const Apikeys__V1__ReportLeakedKeyResponse   *message);
+size_t apikeys__v1__report_leaked_key_response__pack
+                     (const Apikeys__V1__ReportLeakedKeyResponse   *message,
+                      uint8_t             *out);
+size_t apikeys__v1__report_leaked_key_response__pack_to_buffer
+                     (const Apikeys__V1__ReportLeakedKeyResponse   *message,
+                      ProtobufCBuffer     *buffer);
+Apikeys__V1__ReportLeakedKeyResponse *
+       apikeys__v1__report_leaked_key_response__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   apikeys__v1__report_leaked_key_response__free_unpacked
+                     (Apikeys__V1__ReportLeakedKeyResponse *message,
+                      ProtobufCAllocator *allocator);
 /* --- per-message closures --- */
 
 typedef void (*Apikeys__V1__CheckRequest_Closure)
@@ -170,6 +239,12 @@ typedef void (*Apikeys__V1__CheckRequest_Closure)
                   void *closure_data);
 typedef void (*Apikeys__V1__CheckResponse_Closure)
                  (const Apikeys__V1__CheckResponse *message,
+                  void *closure_data);
+typedef void (*Apikeys__V1__ReportLeakedKeyRequest_Closure)
+                 (const Apikeys__V1__ReportLeakedKeyRequest *message,
+                  void *closure_data);
+typedef void (*Apikeys__V1__ReportLeakedKeyResponse_Closure)
+                 (const Apikeys__V1__ReportLeakedKeyResponse *message,
                   void *closure_data);
 
 /* --- services --- */
@@ -182,6 +257,10 @@ struct Apikeys__V1__Authorize_Service
                 const Apikeys__V1__CheckRequest *input,
                 Apikeys__V1__CheckResponse_Closure closure,
                 void *closure_data);
+  void (*report_leaked_key)(Apikeys__V1__Authorize_Service *service,
+                            const Apikeys__V1__ReportLeakedKeyRequest *input,
+                            Apikeys__V1__ReportLeakedKeyResponse_Closure closure,
+                            void *closure_data);
 };
 typedef void (*Apikeys__V1__Authorize_ServiceDestroy)(Apikeys__V1__Authorize_Service *);
 void apikeys__v1__authorize__init (Apikeys__V1__Authorize_Service *service,
@@ -190,11 +269,16 @@ void apikeys__v1__authorize__init (Apikeys__V1__Authorize_Service *service,
     { &apikeys__v1__authorize__descriptor, protobuf_c_service_invoke_internal, NULL }
 #define APIKEYS__V1__AUTHORIZE__INIT(function_prefix__) \
     { APIKEYS__V1__AUTHORIZE__BASE_INIT,\
-      function_prefix__ ## check  }
+      function_prefix__ ## check,\
+      function_prefix__ ## report_leaked_key  }
 void apikeys__v1__authorize__check(ProtobufCService *service,
                                    const Apikeys__V1__CheckRequest *input,
                                    Apikeys__V1__CheckResponse_Closure closure,
                                    void *closure_data);
+void apikeys__v1__authorize__report_leaked_key(ProtobufCService *service,
+                                               const Apikeys__V1__ReportLeakedKeyRequest *input,
+                                               Apikeys__V1__ReportLeakedKeyResponse_Closure closure,
+                                               void *closure_data);
 
 /* --- descriptors --- */
 
@@ -202,6 +286,8 @@ extern const ProtobufCEnumDescriptor    apikeys__v1__decision__descriptor;
 extern const ProtobufCEnumDescriptor    apikeys__v1__deny_reason__descriptor;
 extern const ProtobufCMessageDescriptor apikeys__v1__check_request__descriptor;
 extern const ProtobufCMessageDescriptor apikeys__v1__check_response__descriptor;
+extern const ProtobufCMessageDescriptor apikeys__v1__report_leaked_key_request__descriptor;
+extern const ProtobufCMessageDescriptor apikeys__v1__report_leaked_key_response__descriptor;
 extern const ProtobufCServiceDescriptor apikeys__v1__authorize__descriptor;
 
 PROTOBUF_C__END_DECLS

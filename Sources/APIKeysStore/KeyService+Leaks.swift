@@ -1,0 +1,77 @@
+import APIKeysCore
+
+extension KeyService {
+    /// The actor recorded for leak reports (they need no admin token).
+    public static let leakReportActor = "leak report"
+
+    /// What became of a leak report. Callers must answer the reporter the same in every case, so
+    /// that a report tells nothing about the key; this is for logs and tests.
+    public enum LeakReport: Sendable, Hashable {
+        /// The key was enabled and is now disabled.
+        case disabled(keyID: String)
+        /// The key was already disabled; the report is recorded all the same.
+        case alreadyDisabled(keyID: String)
+        /// Malformed, unknown, rotated away or deleted: nothing to do, nothing recorded.
+        case noKey
+    }
+
+    /// A secret was found where it should not be (`source`: a URL, a file), reported from
+    /// `reporterAddress`: disables its key before returning and records `key.leak_reported` in
+    /// the same transaction (the key's check is refused from then on, on every replica within
+    /// the propagation bound). A secret that is no key's is ignored and not recorded, so that
+    /// reports of made-up secrets cannot fill the audit trail; nor can repeated reports of a
+    /// secret whose key is disabled: for such a key at most one report a minute is recorded
+    /// (``leakReportInterval``, counted by this server). A leading `Bearer ` is ignored.
+    @discardableResult
+    public func reportLeakedKey(secret: String, source: String, reporterAddress: String, deadline: Deadline = .never)
+        async throws -> LeakReport
+    {
+        var presented = secret
+        let hash: SecretHash? = presented.withUTF8 { utf8 in
+            let bytes = SecretFormat.secret(presentedAs: UnsafeRawBufferPointer(utf8))
+            return format.isWellFormed(bytes: bytes) ? SecretHash(ofBytes: bytes) : nil
+        }
+        guard let hash, let known = index.lookup(hash) else { return .noKey }
+        let now = clock.nowMS()
+        if !known.enabled, !claimLeakRecord(keyID: known.id, nowMS: now) { return .alreadyDisabled(keyID: known.id) }
+        let resource = CheckLimits.recorded(resource: source)
+        let address = String(decoding: reporterAddress.utf8.prefix(CheckLimits.maxClientAddressBytes), as: UTF8.self)
+        do {
+            return try await commit(reading: known.id, by: AdminActor(name: Self.leakReportActor), deadline: deadline) {
+                stored in
+                // Rotated between the lookup and the commit: the reported secret is dead already.
+                guard let stored, stored.hash == hash else { return KeyDecision(result: .noKey) }
+                var key = stored.key
+                let wasEnabled = key.enabled
+                if wasEnabled {
+                    key.enabled = false
+                    key.updatedAtMS = now
+                }
+                var event = Self.event(
+                    .keyLeakReported, for: key, actor: Self.leakReportActor,
+                    detail: wasEnabled ? "reported leaked; disabled" : "reported leaked; already disabled", at: now)
+                event.resource = resource
+                event.clientAddress = address
+                return KeyDecision(
+                    result: wasEnabled ? .disabled(keyID: key.id) : .alreadyDisabled(keyID: key.id),
+                    writes: wasEnabled ? [.update(key, hash: stored.hash, replacing: nil)] : [], events: [event])
+            }
+        } catch let error as KeyError where error.code == .keyNotFound {
+            return .noKey  // deleted between the lookup and the commit
+        }
+    }
+
+    /// Reports of an already disabled key recorded at most this often, per key and server.
+    public static let leakReportInterval: Int64 = 60_000
+
+    /// True (and noted) when a report of the disabled key `keyID` may be recorded at `nowMS`.
+    private func claimLeakRecord(keyID: String, nowMS: Int64) -> Bool {
+        recordedLeakReports.withLock { recorded in
+            if let last = recorded[keyID], nowMS - last < Self.leakReportInterval { return false }
+            // Bounded: entries older than the interval no longer matter.
+            if recorded.count >= 10_000 { recorded = recorded.filter { nowMS - $0.value < Self.leakReportInterval } }
+            recorded[keyID] = nowMS
+            return true
+        }
+    }
+}
