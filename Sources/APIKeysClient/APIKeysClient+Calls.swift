@@ -49,6 +49,11 @@ extension APIKeysClient {
         try await call(KeyAdmin.listPermissions, ListPermissionsRequest(), timeout: timeout).permissions
     }
 
+    /// The server's key policies (its maximum key lifetime).
+    public func getPolicy(timeout: Duration? = nil) async throws -> GetPolicyResponse {
+        try await call(KeyAdmin.getPolicy, GetPolicyRequest(), timeout: timeout)
+    }
+
     /// One page of audit events, newest first.
     public func listAuditEvents(
         _ request: ListAuditEventsRequest = ListAuditEventsRequest(), timeout: Duration? = nil

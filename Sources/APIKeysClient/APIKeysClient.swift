@@ -158,7 +158,7 @@ public final class APIKeysClient: Sendable {
     /// error, which says when the outcome is unknown.
     static let retriedPaths: Set<String> = [
         Authorize.check.path, KeyAdmin.getKey.path, KeyAdmin.listKeys.path, KeyAdmin.listAuditEvents.path,
-        KeyAdmin.listPermissions.path,
+        KeyAdmin.listPermissions.path, KeyAdmin.getPolicy.path,
     ]
 
     /// Sends `request` to `method` and returns the decoded reply, on the next endpoint in turn

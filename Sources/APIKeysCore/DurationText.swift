@@ -26,6 +26,15 @@ public enum DurationText {
         return seconds(text).map { $0 * 1000 }
     }
 
+    /// `seconds` in the form ``seconds(_:)`` reads, in the largest unit that divides it: `90d`, `2w`, `36h`.
+    public static func text(seconds: Int64) -> String {
+        for (unit, size) in [("w", Int64(604_800)), ("d", 86400), ("h", 3600), ("m", 60)]
+        where seconds >= size && seconds % size == 0 {
+            return "\(seconds / size)\(unit)"
+        }
+        return "\(seconds)s"
+    }
+
     /// `milliseconds` in words: `250 ms`, `1.5 s`, `12 s`.
     public static func describe(milliseconds: Int64) -> String {
         if milliseconds < 1000 { return "\(milliseconds) ms" }

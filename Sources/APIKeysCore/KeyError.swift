@@ -16,6 +16,8 @@ public struct KeyError: Error, Hashable, Sendable, CustomStringConvertible {
         public static let unknownPermission = Code("unknown permission")
         /// An expiry that is not in the future.
         public static let expiryNotInFuture = Code("expiry not in the future")
+        /// No expiry, or one later than the server's maximum key lifetime allows.
+        public static let lifetimeBeyondPolicy = Code("lifetime beyond policy")
         /// No key has this id.
         public static let keyNotFound = Code("key not found")
         /// A page token that this service did not hand out.
@@ -64,6 +66,15 @@ public struct KeyError: Error, Hashable, Sendable, CustomStringConvertible {
         KeyError(
             code: .expiryNotInFuture, field: "expires_at_ms",
             description: "expires_at_ms: \(expiresAtMS) is not in the future (now is \(nowMS))")
+    }
+
+    /// No expiry, or one beyond the server's policy of keys expiring within `maxLifetimeMS`.
+    public static func lifetimeBeyondPolicy(maxLifetimeMS: Int64) -> KeyError {
+        KeyError(
+            code: .lifetimeBeyondPolicy, field: "expires_at_ms",
+            description:
+                "expires_at_ms: this server requires keys to expire within "
+                + "\(DurationText.text(seconds: maxLifetimeMS / 1000)) (its --max-key-lifetime)")
     }
 
     /// No key has `id`.

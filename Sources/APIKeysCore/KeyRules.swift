@@ -18,8 +18,14 @@ public enum KeyRules {
         return trimmed
     }
 
-    /// An expiry as stored: nil for 0 (never), else it must be later than `nowMS`.
-    public static func validExpiry(_ expiresAtMS: Int64, nowMS: Int64) throws(KeyError) -> Int64? {
+    /// An expiry as stored: nil for 0 (never), else it must be later than `nowMS`; with a
+    /// `maxLifetimeMS` (the server's policy) it must also be set and no later than `nowMS` + that.
+    public static func validExpiry(_ expiresAtMS: Int64, nowMS: Int64, maxLifetimeMS: Int64? = nil) throws(KeyError)
+        -> Int64?
+    {
+        if let maxLifetimeMS, expiresAtMS == 0 || expiresAtMS > nowMS + maxLifetimeMS {
+            throw .lifetimeBeyondPolicy(maxLifetimeMS: maxLifetimeMS)
+        }
         if expiresAtMS == 0 { return nil }
         guard expiresAtMS > nowMS else { throw .expiryNotInFuture(expiresAtMS: expiresAtMS, nowMS: nowMS) }
         return expiresAtMS

@@ -155,18 +155,20 @@ public final class APIKeysServer: Service, Sendable {
     /// (`apikeyd admin-token`). Throws ``StoreError``.
     public static func openKeyService(_ configuration: ServerConfiguration, logger: Logger) async throws -> KeyService {
         let format = try SecretFormat(prefix: configuration.keyPrefix)
+        let maxKeyLifetimeMS = configuration.maxKeyLifetimeSeconds > 0 ? configuration.maxKeyLifetimeSeconds * 1000 : nil
         if let url = configuration.databaseURL {
             let store = try await PostgresKeyStore.open(
                 location: try PostgresLocation(url: url), catalog: configuration.catalog, clock: configuration.clock,
                 auditMode: configuration.auditMode, auditQueueCapacity: configuration.auditQueueCapacity,
                 auditRetentionMS: configuration.auditRetentionSeconds * 1000, maxStalenessMS: configuration.maxStalenessMS,
                 logger: logger)
-            return KeyService(store: store, format: format, clock: configuration.clock, logger: logger)
+            return KeyService(
+                store: store, format: format, clock: configuration.clock, maxKeyLifetimeMS: maxKeyLifetimeMS, logger: logger)
         }
         return try KeyService.open(
             path: configuration.databasePath, catalog: configuration.catalog, format: format, clock: configuration.clock,
             auditMode: configuration.auditMode, auditQueueCapacity: configuration.auditQueueCapacity,
-            auditRetentionMS: configuration.auditRetentionSeconds * 1000, logger: logger)
+            auditRetentionMS: configuration.auditRetentionSeconds * 1000, maxKeyLifetimeMS: maxKeyLifetimeMS, logger: logger)
     }
 
     /// Brings the schema of the configured store up to date without serving (`apikeyd migrate`;

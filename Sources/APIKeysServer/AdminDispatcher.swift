@@ -85,6 +85,10 @@ struct AdminDispatcher: KeyAdminService {
             oldestRetainedAtMS: retention.oldestRetainedAtMS ?? 0, retentionMS: retention.retentionMS)
     }
 
+    func getPolicy(_ request: GetPolicyRequest, context: AdminCallContext) async throws -> GetPolicyResponse {
+        GetPolicyResponse(maxKeyLifetimeMS: service.maxKeyLifetimeMS ?? 0)
+    }
+
     private static func query(_ request: ListAuditEventsRequest) throws -> AuditQuery {
         var action: AuditAction?
         if !request.action.isEmpty {

@@ -21,7 +21,7 @@ final class DataDirectoryLock: Sendable {
         guard fd >= 0 else {
             throw ServerError.dataDirectory(path: directory, reason: String(cString: strerror(errno)))
         }
-        guard flock(fd, LOCK_EX | LOCK_NB) == 0 else {
+        guard Self.lock(fd) else {
             let holder = Self.readPID(fd)
             close(fd)
             throw ServerError.dataDirectoryInUse(path: directory, holderPID: holder)
@@ -40,6 +40,18 @@ final class DataDirectoryLock: Sendable {
             close(open)
             fd = nil
         }
+    }
+
+    /// Takes the `flock`. A lock whose file holds no pid is a holder starting, or a lock already
+    /// released but still held for a moment by a child process forked by another thread (the
+    /// descriptor lives on in it until its `exec` closes it): tried again for up to a second.
+    private static func lock(_ fd: Int32) -> Bool {
+        for attempt in 0..<20 {
+            if flock(fd, LOCK_EX | LOCK_NB) == 0 { return true }
+            if readPID(fd) != nil || attempt == 19 { return false }
+            usleep(50_000)
+        }
+        return false
     }
 
     private static func readPID(_ fd: Int32) -> Int32? {

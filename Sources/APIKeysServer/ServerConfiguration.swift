@@ -51,6 +51,8 @@ public struct ServerConfiguration: Sendable {
     /// 30 days, covers the usual "what did this key do last month" and bounds the disk: at
     /// ~120 bytes an event, 1,000 checks/s keep ~310 GB (full audit).
     public var auditRetentionSeconds: Int64 = 30 * 86400
+    /// Keys must be given an expiry at most this far ahead when created or updated; 0: no limit.
+    public var maxKeyLifetimeSeconds: Int64 = 0
     /// Capacity of the audit queue before checks fail closed.
     public var auditQueueCapacity = KeyService.defaultAuditQueueCapacity
     /// Where the server's metrics go (the HTTP port's Prometheus registry); nil: none are kept.

@@ -36,7 +36,7 @@ extension KeyService {
         let issued = try requests.map { request in
             let name = try KeyRules.validName(request.name)
             let permissions = try catalog.validate(request.permissions)
-            let expiry = try KeyRules.validExpiry(request.expiresAtMS, nowMS: now)
+            let expiry = try KeyRules.validExpiry(request.expiresAtMS, nowMS: now, maxLifetimeMS: maxKeyLifetimeMS)
             let secret = format.generate()
             let key = KeyRecord(
                 id: KeyRecord.newID(), name: name, hint: format.hint(for: secret), permissions: permissions,
@@ -80,7 +80,9 @@ extension KeyService {
     ) async throws -> KeyRecord {
         let now = clock.nowMS()
         let newName = try name.map { name throws(KeyError) in try KeyRules.validName(name) }
-        let newExpiry = try expiresAtMS.map { expiry throws(KeyError) in try KeyRules.validExpiry(expiry, nowMS: now) }
+        let newExpiry = try expiresAtMS.map { expiry throws(KeyError) in
+            try KeyRules.validExpiry(expiry, nowMS: now, maxLifetimeMS: maxKeyLifetimeMS)
+        }
         let newPermissions = try permissions.map { names throws(KeyError) in try catalog.validate(names) }
         return try await mutate(id: id, actor: actor, at: now, deadline: deadline) { stored in
             var key = stored.key

@@ -21,6 +21,9 @@ public final class KeyService: Sendable {
     public let catalog: PermissionCatalog
     /// The secret format (prefix) of this service.
     public let format: SecretFormat
+    /// The longest lifetime a key may be given (its expiry at most this far from when it is set);
+    /// nil: no limit, keys may never expire.
+    public let maxKeyLifetimeMS: Int64?
     /// The in-memory check index.
     public var index: KeyIndex { store.index }
     let clock: any WallClock
@@ -42,11 +45,14 @@ public final class KeyService: Sendable {
     public static let defaultAuditQueueCapacity = 100_000
     public static let maxPageSize = 1000
 
-    /// A service over `store` (see ``open(path:catalog:format:clock:auditMode:auditQueueCapacity:auditRetentionMS:busyTimeoutMS:logger:)``
+    /// A service over `store` (see ``open(path:catalog:format:clock:auditMode:auditQueueCapacity:auditRetentionMS:busyTimeoutMS:maxKeyLifetimeMS:logger:)``
     /// for SQLite).
-    package init(store: any KeyStore, format: SecretFormat, clock: any WallClock, logger: Logger) {
+    package init(
+        store: any KeyStore, format: SecretFormat, clock: any WallClock, maxKeyLifetimeMS: Int64? = nil, logger: Logger
+    ) {
         self.catalog = store.index.catalog
         self.format = format
+        self.maxKeyLifetimeMS = maxKeyLifetimeMS
         self.clock = clock
         self.store = store
         self.auditWriter = store.auditWriter
@@ -59,13 +65,13 @@ public final class KeyService: Sendable {
     public static func open(
         path: String, catalog: PermissionCatalog = .standard, format: SecretFormat = .standard,
         clock: any WallClock = SystemWallClock(), auditMode: AuditMode = .full, auditQueueCapacity: Int = defaultAuditQueueCapacity,
-        auditRetentionMS: Int64 = 0, busyTimeoutMS: Int32 = 5000,
+        auditRetentionMS: Int64 = 0, busyTimeoutMS: Int32 = 5000, maxKeyLifetimeMS: Int64? = nil,
         logger: Logger = Logger(label: "apikeys.store")
     ) throws -> KeyService {
         let store = try SQLiteKeyStore.open(
             path: path, catalog: catalog, clock: clock, auditMode: auditMode, auditQueueCapacity: auditQueueCapacity,
             auditRetentionMS: auditRetentionMS, busyTimeoutMS: busyTimeoutMS, logger: logger)
-        return KeyService(store: store, format: format, clock: clock, logger: logger)
+        return KeyService(store: store, format: format, clock: clock, maxKeyLifetimeMS: maxKeyLifetimeMS, logger: logger)
     }
 
     /// Writes the queued audit events and closes the store; returns how many events could not

@@ -66,6 +66,17 @@ enum Output {
         }
     }
 
+    /// A key and what `report` found about it, for `report --json`.
+    struct ReportJSON: Encodable {
+        let key: KeyJSON
+        let findings: [String]
+
+        init(key: ApiKey, findings: [String]) {
+            self.key = KeyJSON(key)
+            self.findings = findings
+        }
+    }
+
     /// A key with its show-once secret, for `create --json` and `rotate --json`.
     struct IssuedJSON: Encodable {
         let key: KeyJSON

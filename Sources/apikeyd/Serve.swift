@@ -94,11 +94,22 @@ struct Serve: AsyncParsableCommand {
     )
     var auditRetention: String = Environment.string("APIKEYD_AUDIT_RETENTION", default: "30d")
 
+    @Option(
+        help:
+            "Keys must expire within this (a duration: 90d, 12w) of when their expiry is set, at creation or update; `none` for no limit (env APIKEYD_MAX_KEY_LIFETIME; default none). Existing keys are not changed: `apikey report` lists those beyond it."
+    )
+    var maxKeyLifetime: String = Environment.string("APIKEYD_MAX_KEY_LIFETIME", default: "none")
+
     @Option(help: "Log level: trace, debug, info, notice, warning, error, critical (env APIKEYD_LOG_LEVEL).")
     var logLevel: String = Environment.string("APIKEYD_LOG_LEVEL", default: "info")
 
     @Option(help: "Log lines as text or json, one object a line (env APIKEYD_LOG_FORMAT).")
     var logFormat: String = Environment.string("APIKEYD_LOG_FORMAT", default: "text")
+
+    /// `--max-key-lifetime` in seconds, 0 for `none`; nil when it is neither.
+    private var maxKeyLifetimeSeconds: Int64? {
+        maxKeyLifetime == "none" ? 0 : DurationText.seconds(maxKeyLifetime).flatMap { $0 > 0 ? $0 : nil }
+    }
 
     /// `--audit-retention` in seconds, 0 for `forever`; nil when it is neither.
     private var auditRetentionSeconds: Int64? {
@@ -141,6 +152,9 @@ struct Serve: AsyncParsableCommand {
         guard auditRetentionSeconds != nil else {
             throw ValidationError("--audit-retention is a duration such as 30d, 12h or 2w, or forever")
         }
+        guard maxKeyLifetimeSeconds != nil else {
+            throw ValidationError("--max-key-lifetime is a duration such as 90d or 12w, or none")
+        }
     }
 
     func run() async throws {
@@ -169,6 +183,7 @@ struct Serve: AsyncParsableCommand {
         configuration.keyPrefix = keyPrefix
         configuration.auditMode = AuditMode(rawValue: auditMode) ?? .full
         configuration.auditRetentionSeconds = auditRetentionSeconds ?? configuration.auditRetentionSeconds
+        configuration.maxKeyLifetimeSeconds = maxKeyLifetimeSeconds ?? 0
         if let permissionsFile = permissionsFile ?? Environment.optionalString("APIKEYD_PERMISSIONS_FILE") {
             configuration.catalog = try PermissionCatalog(
                 parsing: readTextFile(permissionsFile, option: "--permissions-file"))

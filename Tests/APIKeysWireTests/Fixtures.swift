@@ -50,5 +50,6 @@ enum Fixtures {
             decision: .deny, reason: .missingPermission, httpStatus: 403, keyID: "k", keyName: unicode,
             missingPermissions: ["vault:read"], expiresAtMS: 3),
         ReportLeakedKeyRequest(), ReportLeakedKeyRequest(key: "dbm_x", source: unicode), ReportLeakedKeyResponse(),
+        GetPolicyRequest(), GetPolicyResponse(), GetPolicyResponse(maxKeyLifetimeMS: -1),
     ]
 }

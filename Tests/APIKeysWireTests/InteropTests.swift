@@ -77,6 +77,8 @@ struct InteropTests {
         ("audit_event", Fixtures.auditEvent),
         ("leak_request", ReportLeakedKeyRequest(key: "Bearer dbm_x", source: unicode)),
         ("leak_response", ReportLeakedKeyResponse()),
+        ("policy_request", GetPolicyRequest()),
+        ("policy_response", GetPolicyResponse(maxKeyLifetimeMS: 7_776_000_000)),
     ]
 
     /// A message added to proto/ without a fixture here (and in wire_interop.py) fails this.

@@ -54,6 +54,8 @@ def fixtures():
                                            expires_at_ms=3),
         "leak_request": az.ReportLeakedKeyRequest(key="Bearer dbm_x", source=unicode),
         "leak_response": az.ReportLeakedKeyResponse(),
+        "policy_request": ka.GetPolicyRequest(),
+        "policy_response": ka.GetPolicyResponse(max_key_lifetime_ms=7_776_000_000),
         "api_key": key,
         "get_request": ka.GetKeyRequest(id="key_1"),
         "get_response": ka.GetKeyResponse(key=key),

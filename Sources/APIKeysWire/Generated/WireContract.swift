@@ -34,5 +34,7 @@ public enum WireContract {
         ListAuditEventsRequest.self,
         ListAuditEventsResponse.self,
         AuditEvent.self,
+        GetPolicyRequest.self,
+        GetPolicyResponse.self,
     ]
 }

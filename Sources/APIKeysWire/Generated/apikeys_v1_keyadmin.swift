@@ -843,6 +843,49 @@ public struct AuditEvent: WireMessage {
     }
 }
 
+/// The request of `/apikeys.v1.KeyAdmin/GetPolicy`.
+public struct GetPolicyRequest: WireMessage {
+    public init() {}
+
+    public static let codec = WireCodec<GetPolicyRequest>(
+        "apikeys.v1.GetPolicyRequest", initialize: apikeys__v1__get_policy_request__init, unpack: apikeys__v1__get_policy_request__unpack, read: read, write: write)
+
+    /// The fields of an unpacked struct.
+    static func read(_: Apikeys__V1__GetPolicyRequest, _: Arena) throws -> GetPolicyRequest { GetPolicyRequest() }
+
+    /// Sets the fields of an initialised struct.
+    static func write(_: GetPolicyRequest, _: inout Apikeys__V1__GetPolicyRequest, _: Arena) throws {
+    }
+}
+
+/// The reply of `/apikeys.v1.KeyAdmin/GetPolicy`.
+public struct GetPolicyResponse: WireMessage {
+    /// Keys must be given an expiry at most this far ahead (milliseconds) when it is set, at
+    /// CreateKey and UpdateKey; 0 = no limit (keys may never expire).
+    public var maxKeyLifetimeMS: Int64 = 0
+
+    public init() {}
+
+    public init(maxKeyLifetimeMS: Int64 = 0) {
+        self.maxKeyLifetimeMS = maxKeyLifetimeMS
+    }
+
+    public static let codec = WireCodec<GetPolicyResponse>(
+        "apikeys.v1.GetPolicyResponse", initialize: apikeys__v1__get_policy_response__init, unpack: apikeys__v1__get_policy_response__unpack, read: read, write: write)
+
+    /// The fields of an unpacked struct.
+    static func read(_ c: Apikeys__V1__GetPolicyResponse, _ arena: Arena) throws -> GetPolicyResponse {
+        var value = GetPolicyResponse()
+        value.maxKeyLifetimeMS = c.max_key_lifetime_ms
+        return value
+    }
+
+    /// Sets the fields of an initialised struct.
+    static func write(_ value: GetPolicyResponse, _ c: inout Apikeys__V1__GetPolicyResponse, _ arena: Arena) throws {
+        c.max_key_lifetime_ms = value.maxKeyLifetimeMS
+    }
+}
+
 public enum KeyAdmin {
     /// The service's full name.
     public static let serviceName = "apikeys.v1.KeyAdmin"
@@ -874,8 +917,12 @@ public enum KeyAdmin {
     public static let listAuditEvents = RPCMethod<ListAuditEventsRequest, ListAuditEventsResponse>(
         service: serviceName, name: "ListAuditEvents")
 
+    /// The server's key policies, for tools that report on keys (`apikey report`).
+    public static let getPolicy = RPCMethod<GetPolicyRequest, GetPolicyResponse>(
+        service: serviceName, name: "GetPolicy")
+
     /// Every method of the service, in the order of the .proto file.
-    public static let methods: [any RPCMethodDescriptor] = [createKey, getKey, listKeys, updateKey, setKeyEnabled, rotateKey, deleteKey, listPermissions, listAuditEvents]
+    public static let methods: [any RPCMethodDescriptor] = [createKey, getKey, listKeys, updateKey, setKeyEnabled, rotateKey, deleteKey, listPermissions, listAuditEvents, getPolicy]
 }
 
 /// An implementation of KeyAdmin: one function per method, with a context of its choosing.
@@ -900,6 +947,9 @@ public protocol KeyAdminService: Sendable {
     func listPermissions(_ request: ListPermissionsRequest, context: Context) async throws -> ListPermissionsResponse
 
     func listAuditEvents(_ request: ListAuditEventsRequest, context: Context) async throws -> ListAuditEventsResponse
+
+    /// The server's key policies, for tools that report on keys (`apikey report`).
+    func getPolicy(_ request: GetPolicyRequest, context: Context) async throws -> GetPolicyResponse
 }
 
 extension KeyAdmin {
@@ -915,6 +965,7 @@ extension KeyAdmin {
         router.register(deleteKey) { try await service.deleteKey($0, context: $1) }
         router.register(listPermissions) { try await service.listPermissions($0, context: $1) }
         router.register(listAuditEvents) { try await service.listAuditEvents($0, context: $1) }
+        router.register(getPolicy) { try await service.getPolicy($0, context: $1) }
         return router
     }
 }

@@ -7,17 +7,20 @@ struct List: AsyncParsableCommand {
     @OptionGroup var connection: ConnectionOptions
     @OptionGroup var output: OutputOptions
 
+    /// Every key, oldest first, page by page.
+    static func allKeys(_ client: APIKeysClient) async throws -> [ApiKey] {
+        var keys: [ApiKey] = []
+        var token = ""
+        repeat {
+            let page = try await client.listKeys(pageSize: 500, pageToken: token)
+            keys += page.keys
+            token = page.nextPageToken
+        } while !token.isEmpty
+        return keys
+    }
+
     func run() async throws {
-        let keys = try await connection.withClient { client in
-            var keys: [ApiKey] = []
-            var token = ""
-            repeat {
-                let page = try await client.listKeys(pageSize: 500, pageToken: token)
-                keys += page.keys
-                token = page.nextPageToken
-            } while !token.isEmpty
-            return keys
-        }
+        let keys = try await connection.withClient { try await Self.allKeys($0) }
         if output.json {
             print(Output.json(keys.map(Output.KeyJSON.init)))
             return

@@ -998,6 +998,96 @@ void   apikeys__v1__audit_event__free_unpacked
   assert(message->base.descriptor == &apikeys__v1__audit_event__descriptor);
   protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
 }
+void   apikeys__v1__get_policy_request__init
+                     (Apikeys__V1__GetPolicyRequest         *message)
+{
+  static const Apikeys__V1__GetPolicyRequest init_value = APIKEYS__V1__GET_POLICY_REQUEST__INIT;
+  *message = init_value;
+}
+size_t apikeys__v1__get_policy_request__get_packed_size
+                     (const Apikeys__V1__GetPolicyRequest *message)
+{
+  assert(message->base.descriptor == &apikeys__v1__get_policy_request__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t apikeys__v1__get_policy_request__pack
+                     (const Apikeys__V1__GetPolicyRequest *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &apikeys__v1__get_policy_request__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t apikeys__v1__get_policy_request__pack_to_buffer
+                     (const Apikeys__V1__GetPolicyRequest *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &apikeys__v1__get_policy_request__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Apikeys__V1__GetPolicyRequest *
+       apikeys__v1__get_policy_request__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Apikeys__V1__GetPolicyRequest *)
+     protobuf_c_message_unpack (&apikeys__v1__get_policy_request__descriptor,
+                                allocator, len, data);
+}
+void   apikeys__v1__get_policy_request__free_unpacked
+                     (Apikeys__V1__GetPolicyRequest *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &apikeys__v1__get_policy_request__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+void   apikeys__v1__get_policy_response__init
+                     (Apikeys__V1__GetPolicyResponse         *message)
+{
+  static const Apikeys__V1__GetPolicyResponse init_value = APIKEYS__V1__GET_POLICY_RESPONSE__INIT;
+  *message = init_value;
+}
+size_t apikeys__v1__get_policy_response__get_packed_size
+                     (const Apikeys__V1__GetPolicyResponse *message)
+{
+  assert(message->base.descriptor == &apikeys__v1__get_policy_response__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t apikeys__v1__get_policy_response__pack
+                     (const Apikeys__V1__GetPolicyResponse *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &apikeys__v1__get_policy_response__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t apikeys__v1__get_policy_response__pack_to_buffer
+                     (const Apikeys__V1__GetPolicyResponse *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &apikeys__v1__get_policy_response__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Apikeys__V1__GetPolicyResponse *
+       apikeys__v1__get_policy_response__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Apikeys__V1__GetPolicyResponse *)
+     protobuf_c_message_unpack (&apikeys__v1__get_policy_response__descriptor,
+                                allocator, len, data);
+}
+void   apikeys__v1__get_policy_response__free_unpacked
+                     (Apikeys__V1__GetPolicyResponse *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &apikeys__v1__get_policy_response__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
 static const ProtobufCFieldDescriptor apikeys__v1__api_key__field_descriptors[10] =
 {
   {
@@ -2314,7 +2404,63 @@ const ProtobufCMessageDescriptor apikeys__v1__audit_event__descriptor =
   (ProtobufCMessageInit) apikeys__v1__audit_event__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCMethodDescriptor apikeys__v1__key_admin__method_descriptors[9] =
+#define apikeys__v1__get_policy_request__field_descriptors NULL
+#define apikeys__v1__get_policy_request__field_indices_by_name NULL
+#define apikeys__v1__get_policy_request__number_ranges NULL
+const ProtobufCMessageDescriptor apikeys__v1__get_policy_request__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "apikeys.v1.GetPolicyRequest",
+  "GetPolicyRequest",
+  "Apikeys__V1__GetPolicyRequest",
+  "apikeys.v1",
+  sizeof(Apikeys__V1__GetPolicyRequest),
+  0,
+  apikeys__v1__get_policy_request__field_descriptors,
+  apikeys__v1__get_policy_request__field_indices_by_name,
+  0,  apikeys__v1__get_policy_request__number_ranges,
+  (ProtobufCMessageInit) apikeys__v1__get_policy_request__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor apikeys__v1__get_policy_response__field_descriptors[1] =
+{
+  {
+    "max_key_lifetime_ms",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_INT64,
+    0,   /* quantifier_offset */
+    offsetof(Apikeys__V1__GetPolicyResponse, max_key_lifetime_ms),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned apikeys__v1__get_policy_response__field_indices_by_name[] = {
+  0,   /* field[0] = max_key_lifetime_ms */
+};
+static const ProtobufCIntRange apikeys__v1__get_policy_response__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 1 }
+};
+const ProtobufCMessageDescriptor apikeys__v1__get_policy_response__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "apikeys.v1.GetPolicyResponse",
+  "GetPolicyResponse",
+  "Apikeys__V1__GetPolicyResponse",
+  "apikeys.v1",
+  sizeof(Apikeys__V1__GetPolicyResponse),
+  1,
+  apikeys__v1__get_policy_response__field_descriptors,
+  apikeys__v1__get_policy_response__field_indices_by_name,
+  1,  apikeys__v1__get_policy_response__number_ranges,
+  (ProtobufCMessageInit) apikeys__v1__get_policy_response__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCMethodDescriptor apikeys__v1__key_admin__method_descriptors[10] =
 {
   { "CreateKey", &apikeys__v1__create_key_request__descriptor, &apikeys__v1__create_key_response__descriptor },
   { "GetKey", &apikeys__v1__get_key_request__descriptor, &apikeys__v1__get_key_response__descriptor },
@@ -2325,11 +2471,13 @@ static const ProtobufCMethodDescriptor apikeys__v1__key_admin__method_descriptor
   { "DeleteKey", &apikeys__v1__delete_key_request__descriptor, &apikeys__v1__delete_key_response__descriptor },
   { "ListPermissions", &apikeys__v1__list_permissions_request__descriptor, &apikeys__v1__list_permissions_response__descriptor },
   { "ListAuditEvents", &apikeys__v1__list_audit_events_request__descriptor, &apikeys__v1__list_audit_events_response__descriptor },
+  { "GetPolicy", &apikeys__v1__get_policy_request__descriptor, &apikeys__v1__get_policy_response__descriptor },
 };
 const unsigned apikeys__v1__key_admin__method_indices_by_name[] = {
   0,        /* CreateKey */
   6,        /* DeleteKey */
   1,        /* GetKey */
+  9,        /* GetPolicy */
   8,        /* ListAuditEvents */
   2,        /* ListKeys */
   7,        /* ListPermissions */
@@ -2344,7 +2492,7 @@ const ProtobufCServiceDescriptor apikeys__v1__key_admin__descriptor =
   "KeyAdmin",
   "Apikeys__V1__KeyAdmin",
   "apikeys.v1",
-  9,
+  10,
   apikeys__v1__key_admin__method_descriptors,
   apikeys__v1__key_admin__method_indices_by_name
 };
@@ -2419,6 +2567,14 @@ void apikeys__v1__key_admin__list_audit_events(ProtobufCService *service,
 {
   assert(service->descriptor == &apikeys__v1__key_admin__descriptor);
   service->invoke(service, 8, (const ProtobufCMessage *) input, (ProtobufCClosure) closure, closure_data);
+}
+void apikeys__v1__key_admin__get_policy(ProtobufCService *service,
+                                        const Apikeys__V1__GetPolicyRequest *input,
+                                        Apikeys__V1__GetPolicyResponse_Closure closure,
+                                        void *closure_data)
+{
+  assert(service->descriptor == &apikeys__v1__key_admin__descriptor);
+  service->invoke(service, 9, (const ProtobufCMessage *) input, (ProtobufCClosure) closure, closure_data);
 }
 void apikeys__v1__key_admin__init (Apikeys__V1__KeyAdmin_Service *service,
                                    Apikeys__V1__KeyAdmin_ServiceDestroy destroy)

@@ -39,6 +39,8 @@ typedef struct Apikeys__V1__Permission Apikeys__V1__Permission;
 typedef struct Apikeys__V1__ListAuditEventsRequest Apikeys__V1__ListAuditEventsRequest;
 typedef struct Apikeys__V1__ListAuditEventsResponse Apikeys__V1__ListAuditEventsResponse;
 typedef struct Apikeys__V1__AuditEvent Apikeys__V1__AuditEvent;
+typedef struct Apikeys__V1__GetPolicyRequest Apikeys__V1__GetPolicyRequest;
+typedef struct Apikeys__V1__GetPolicyResponse Apikeys__V1__GetPolicyResponse;
 
 
 /* --- enums --- */
@@ -470,6 +472,29 @@ struct  Apikeys__V1__AuditEvent
     , 0, 0, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, APIKEYS__V1__DECISION__DECISION_UNSPECIFIED, APIKEYS__V1__DENY_REASON__DENY_REASON_UNSPECIFIED, 0,NULL, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string }
 
 
+struct  Apikeys__V1__GetPolicyRequest
+{
+  ProtobufCMessage base;
+};
+#define APIKEYS__V1__GET_POLICY_REQUEST__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&apikeys__v1__get_policy_request__descriptor) \
+     }
+
+
+struct  Apikeys__V1__GetPolicyResponse
+{
+  ProtobufCMessage base;
+  /*
+   * Keys must be given an expiry at most this far ahead (milliseconds) when it is set, at
+   * CreateKey and UpdateKey; 0 = no limit (keys may never expire).
+   */
+  int64_t max_key_lifetime_ms;
+};
+#define APIKEYS__V1__GET_POLICY_RESPONSE__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&apikeys__v1__get_policy_response__descriptor) \
+    , 0 }
+
+
 /* Apikeys__V1__ApiKey methods */
 void   apikeys__v1__api_key__init
                      (Apikeys__V1__ApiKey         *message);
@@ -888,6 +913,44 @@ Apikeys__V1__AuditEvent *
 void   apikeys__v1__audit_event__free_unpacked
                      (Apikeys__V1__AuditEvent *message,
                       ProtobufCAllocator *allocator);
+/* Apikeys__V1__GetPolicyRequest methods */
+void   apikeys__v1__get_policy_request__init
+                     (Apikeys__V1__GetPolicyRequest         *message);
+size_t apikeys__v1__get_policy_request__get_packed_size
+                     (const Apikeys__V1__GetPolicyRequest   *message);
+size_t apikeys__v1__get_policy_request__pack
+                     (const Apikeys__V1__GetPolicyRequest   *message,
+                      uint8_t             *out);
+size_t apikeys__v1__get_policy_request__pack_to_buffer
+                     (const Apikeys__V1__GetPolicyRequest   *message,
+                      ProtobufCBuffer     *buffer);
+Apikeys__V1__GetPolicyRequest *
+       apikeys__v1__get_policy_request__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   apikeys__v1__get_policy_request__free_unpacked
+                     (Apikeys__V1__GetPolicyRequest *message,
+                      ProtobufCAllocator *allocator);
+/* Apikeys__V1__GetPolicyResponse methods */
+void   apikeys__v1__get_policy_response__init
+                     (Apikeys__V1__GetPolicyResponse         *message);
+size_t apikeys__v1__get_policy_response__get_packed_size
+                     (const Apikeys__V1__GetPolicyResponse   *message);
+size_t apikeys__v1__get_policy_response__pack
+                     (const Apikeys__V1__GetPolicyResponse   *message,
+                      uint8_t             *out);
+size_t apikeys__v1__get_policy_response__pack_to_buffer
+                     (const Apikeys__V1__GetPolicyResponse   *message,
+                      ProtobufCBuffer     *buffer);
+Apikeys__V1__GetPolicyResponse *
+       apikeys__v1__get_policy_response__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   apikeys__v1__get_policy_response__free_unpacked
+                     (Apikeys__V1__GetPolicyResponse *message,
+                      ProtobufCAllocator *allocator);
 /* --- per-message closures --- */
 
 typedef void (*Apikeys__V1__ApiKey_Closure)
@@ -956,6 +1019,12 @@ typedef void (*Apikeys__V1__ListAuditEventsResponse_Closure)
 typedef void (*Apikeys__V1__AuditEvent_Closure)
                  (const Apikeys__V1__AuditEvent *message,
                   void *closure_data);
+typedef void (*Apikeys__V1__GetPolicyRequest_Closure)
+                 (const Apikeys__V1__GetPolicyRequest *message,
+                  void *closure_data);
+typedef void (*Apikeys__V1__GetPolicyResponse_Closure)
+                 (const Apikeys__V1__GetPolicyResponse *message,
+                  void *closure_data);
 
 /* --- services --- */
 
@@ -999,6 +1068,10 @@ struct Apikeys__V1__KeyAdmin_Service
                             const Apikeys__V1__ListAuditEventsRequest *input,
                             Apikeys__V1__ListAuditEventsResponse_Closure closure,
                             void *closure_data);
+  void (*get_policy)(Apikeys__V1__KeyAdmin_Service *service,
+                     const Apikeys__V1__GetPolicyRequest *input,
+                     Apikeys__V1__GetPolicyResponse_Closure closure,
+                     void *closure_data);
 };
 typedef void (*Apikeys__V1__KeyAdmin_ServiceDestroy)(Apikeys__V1__KeyAdmin_Service *);
 void apikeys__v1__key_admin__init (Apikeys__V1__KeyAdmin_Service *service,
@@ -1015,7 +1088,8 @@ void apikeys__v1__key_admin__init (Apikeys__V1__KeyAdmin_Service *service,
       function_prefix__ ## rotate_key,\
       function_prefix__ ## delete_key,\
       function_prefix__ ## list_permissions,\
-      function_prefix__ ## list_audit_events  }
+      function_prefix__ ## list_audit_events,\
+      function_prefix__ ## get_policy  }
 void apikeys__v1__key_admin__create_key(ProtobufCService *service,
                                         const Apikeys__V1__CreateKeyRequest *input,
                                         Apikeys__V1__CreateKeyResponse_Closure closure,
@@ -1052,6 +1126,10 @@ void apikeys__v1__key_admin__list_audit_events(ProtobufCService *service,
                                                const Apikeys__V1__ListAuditEventsRequest *input,
                                                Apikeys__V1__ListAuditEventsResponse_Closure closure,
                                                void *closure_data);
+void apikeys__v1__key_admin__get_policy(ProtobufCService *service,
+                                        const Apikeys__V1__GetPolicyRequest *input,
+                                        Apikeys__V1__GetPolicyResponse_Closure closure,
+                                        void *closure_data);
 
 /* --- descriptors --- */
 
@@ -1077,6 +1155,8 @@ extern const ProtobufCMessageDescriptor apikeys__v1__permission__descriptor;
 extern const ProtobufCMessageDescriptor apikeys__v1__list_audit_events_request__descriptor;
 extern const ProtobufCMessageDescriptor apikeys__v1__list_audit_events_response__descriptor;
 extern const ProtobufCMessageDescriptor apikeys__v1__audit_event__descriptor;
+extern const ProtobufCMessageDescriptor apikeys__v1__get_policy_request__descriptor;
+extern const ProtobufCMessageDescriptor apikeys__v1__get_policy_response__descriptor;
 extern const ProtobufCServiceDescriptor apikeys__v1__key_admin__descriptor;
 
 PROTOBUF_C__END_DECLS
