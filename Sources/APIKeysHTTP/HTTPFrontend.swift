@@ -12,8 +12,9 @@ import Prometheus
 import ServiceLifecycle
 import Synchronization
 
-/// The HTTP port: `GET /healthz`, `GET /readyz`, `GET /metrics` (Prometheus text format) and
-/// forward-auth at `/authorize` (any method, any sub-path).
+/// The HTTP port: `GET /healthz`, `GET /readyz`, `GET /metrics` (Prometheus text format),
+/// forward-auth at `/authorize` (any method, any sub-path) and `POST /leaked-keys` (leak reports
+/// from secret scanners, see ``HTTPResponder/reportLeaks(_:peer:)``).
 ///
 /// Served by a channel handler on NIO's HTTP/1.1 pipeline, answering on the event loop as the
 /// RPC port does (no task per request): measured against Hummingbird on this path, see
@@ -173,9 +174,67 @@ struct HTTPResponder: Sendable {
                 headers[.contentType] = "text/plain; version=0.0.4; charset=utf-8"
                 return Answer(status: .ok, headers: headers, body: ByteBuffer(bytes: bytes))
             }
+        case Self.leakPath:  // a POST is read by reportLeaks instead
+            var refused = Self.text(.methodNotAllowed, "method not allowed\n")
+            refused.headers[.allow] = "POST"
+            return refused
         default:
             return Self.text(.notFound, "not found\n")
         }
+    }
+
+    /// Where secret scanners post the secrets they found (no admin token: holding one is the proof).
+    static let leakPath = "/leaked-keys"
+    /// The largest leak report body read, and the most secrets one report may carry.
+    static let maxLeakBodyBytes = 64 * 1024
+    static let maxLeaksPerReport = 100
+
+    /// Whether `request` is a leak report, whose body is read and answered off the event loop
+    /// (``reportLeaks(_:peer:)``) instead of by ``answer(_:peer:)``.
+    func isLeakReport(_ request: HTTPRequest) -> Bool {
+        request.method == .post && request.path.map { $0.split(separator: "?").first == Substring(Self.leakPath) } == true
+    }
+
+    /// Reports every secret of `body` as leaked (``KeyService/reportLeakedKey(secret:source:reporterAddress:deadline:)``)
+    /// from `peer`: a JSON array of objects with `token` and optionally `url` or `source` (the
+    /// format GitHub's secret scanning posts), or plain text, one secret a line. The answer
+    /// (`[]`, or `reported N` for text) is the same whatever the secrets were.
+    func reportLeaks(_ body: ByteBuffer, peer: String) async -> Answer {
+        struct Found: Decodable {
+            let token: String
+            let url: String?
+            let source: String?
+        }
+        let bytes = Data(body.readableBytesView)
+        let isJSON = bytes.first(where: { !Character(UnicodeScalar($0)).isWhitespace }) == UInt8(ascii: "[")
+        let found: [(secret: String, source: String)]
+        if isJSON {
+            guard let decoded = try? JSONDecoder().decode([Found].self, from: bytes) else {
+                return Self.text(.badRequest, "expected a JSON array of {\"token\": …, \"url\": …}\n")
+            }
+            found = decoded.map { ($0.token, $0.url ?? $0.source ?? "") }
+        } else {
+            found = String(decoding: bytes, as: UTF8.self).split(whereSeparator: \.isNewline)
+                .map { ($0.trimmingCharacters(in: .whitespaces), "") }.filter { !$0.secret.isEmpty }
+        }
+        guard found.count <= Self.maxLeaksPerReport else {
+            return Self.text(.contentTooLarge, "at most \(Self.maxLeaksPerReport) secrets a report\n")
+        }
+        for (secret, source) in found {
+            do {
+                try await server.service.reportLeakedKey(
+                    secret: secret, source: source, reporterAddress: peer, deadline: .after(milliseconds: 10_000))
+            } catch {
+                // Not acted on (the store is unavailable): the scanner should send it again.
+                return Self.text(.serviceUnavailable, "the report could not be recorded; send it again\n")
+            }
+        }
+        if isJSON {
+            var headers = HTTPFields()
+            headers[.contentType] = "application/json"
+            return Answer(status: .ok, headers: headers, body: ByteBuffer(string: "[]"))
+        }
+        return Self.text(.ok, "reported \(found.count)\n")
     }
 
     private func getOnly(_ request: HTTPRequest, _ answer: () -> Answer) -> Answer {
@@ -187,7 +246,7 @@ struct HTTPResponder: Sendable {
         return answer()
     }
 
-    private static func text(_ status: HTTPResponse.Status, _ text: String) -> Answer {
+    static func text(_ status: HTTPResponse.Status, _ text: String) -> Answer {
         var headers = HTTPFields()
         headers[.contentType] = "text/plain; charset=utf-8"
         return Answer(status: status, headers: headers, body: ByteBuffer(string: text))
@@ -195,8 +254,11 @@ struct HTTPResponder: Sendable {
 }
 
 /// One HTTP connection: each request is answered on the event loop when its end arrives (a body
-/// is read and dropped). A connection with no complete request for `idleTimeout` (since it
-/// opened or since its last answer) is closed, however slowly its bytes trickle in.
+/// is read and dropped), except a leak report: its body (at most
+/// ``HTTPResponder/maxLeakBodyBytes``, else 413) is answered by a task, and the connection closed
+/// after the answer (whatever was sent after the report is dropped). A connection with no
+/// complete request for `idleTimeout` (since it opened or since its last answer) is closed,
+/// however slowly its bytes trickle in.
 final class HTTPConnectionHandler: ChannelInboundHandler, RemovableChannelHandler {
     typealias InboundIn = HTTPRequestPart
     typealias OutboundOut = HTTPResponsePart
@@ -205,6 +267,10 @@ final class HTTPConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
     private let peer: String
     private let idleTimeout: TimeAmount
     private var request: HTTPRequest?
+    /// The body of the leak report being read.
+    private var leakBody: ByteBuffer?
+    /// A leak report is being answered, or was refused: nothing more is read on this connection.
+    private var finishing = false
     private var idle: Scheduled<Void>?
 
     init(responder: HTTPResponder, peer: String, idleTimeout: TimeAmount) {
@@ -218,22 +284,53 @@ final class HTTPConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
     func handlerRemoved(context: ChannelHandlerContext) { idle?.cancel() }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        guard !finishing else { return }
         switch unwrapInboundIn(data) {
         case .head(let head):
             request = head
-        case .body:
-            break
+            if responder.isLeakReport(head) { leakBody = ByteBuffer() }
+        case .body(let part):
+            guard var body = leakBody else { break }
+            guard body.readableBytes + part.readableBytes <= HTTPResponder.maxLeakBodyBytes else {
+                finishing = true
+                let refused = HTTPResponder.text(
+                    .contentTooLarge, "a report is at most \(HTTPResponder.maxLeakBodyBytes) bytes\n")
+                write(refused, close: true, context: context)
+                return
+            }
+            leakBody = nil  // keep the buffer uniquely referenced while appending
+            body.writeImmutableBuffer(part)
+            leakBody = body
         case .end:
             guard let request else { return }
             self.request = nil
-            respond(to: request, context: context)
+            if let body = leakBody {
+                leakBody = nil
+                finishing = true
+                answerLeakReport(body, context: context)
+            } else {
+                let close = request.headerFields[.connection]?.lowercased().contains("close") == true
+                write(responder.answer(request, peer: peer), close: close, context: context)
+            }
         }
     }
 
-    private func respond(to request: HTTPRequest, context: ChannelHandlerContext) {
-        var answer = responder.answer(request, peer: peer)
+    private func answerLeakReport(_ body: ByteBuffer, context: ChannelHandlerContext) {
+        let loopBound = NIOLoopBound((handler: self, context: context), eventLoop: context.eventLoop)
+        let (responder, peer, eventLoop) = (responder, peer, context.eventLoop)
+        Task {
+            let answer = await responder.reportLeaks(body, peer: peer)
+            eventLoop.execute {
+                let (handler, context) = loopBound.value
+                guard context.channel.isActive else { return }  // the reporter left; the report was acted on
+                handler.write(answer, close: true, context: context)
+            }
+        }
+    }
+
+    private func write(_ answer: HTTPResponder.Answer, close: Bool, context: ChannelHandlerContext) {
+        var answer = answer
         answer.headers[.contentLength] = "\(answer.body.readableBytes)"
-        let close = request.headerFields[.connection]?.lowercased().contains("close") == true
         if close { answer.headers[.connection] = "close" }
         context.write(wrapOutboundOut(.head(HTTPResponse(status: answer.status, headerFields: answer.headers))), promise: nil)
         if answer.body.readableBytes > 0 { context.write(wrapOutboundOut(.body(answer.body)), promise: nil) }

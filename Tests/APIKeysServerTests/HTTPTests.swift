@@ -161,6 +161,45 @@ import Testing
         #expect(throws: RouteTableError.self) { try RouteTable(parsing: "GET /x/**/y jobs:read", catalog: .standard) }
     }
 
+    /// `POST /leaked-keys` in GitHub's secret-scanning format or as text: the keys disabled before
+    /// the answer, the reports audited with the URL and the reporter's address, one answer for
+    /// keys and non-keys; an oversized body 413, a GET 405.
+    @Test func secretScannersReportLeaksThroughTheHTTPPort() async throws {
+        try await withHTTP { server, http, client in
+            let leaked = try await client.createKey(name: "pushed", permissions: ["jobs:read"])
+            let other = try await client.createKey(name: "pasted", permissions: ["jobs:read"])
+            let made = server.server.service.format.generate()
+            let json = """
+                [{"token": "\(leaked.secret)", "type": "apikeyd", "url": "https://github.com/acme/app/blob/main/.env"},
+                 {"token": "\(made)", "type": "apikeyd", "url": "https://github.com/acme/app/blob/main/x"}]
+                """
+            let reply = try await HTTPProbe.request(
+                port: http.port, method: "POST", path: "/leaked-keys", headers: ["Content-Type": "application/json"],
+                body: json)
+            #expect(reply.status == 200 && reply.body == "[]")
+            let unknown = try await HTTPProbe.request(
+                port: http.port, method: "POST", path: "/leaked-keys", body: "[{\"token\": \"\(made)\"}]")
+            #expect(unknown.status == reply.status && unknown.body == reply.body)
+            #expect(try await client.check(key: leaked.secret).reason == .disabled)
+
+            let text = try await HTTPProbe.request(
+                port: http.port, method: "POST", path: "/leaked-keys", body: "\(other.secret)\nnot-a-key\n")
+            #expect(text.status == 200 && text.body == "reported 2\n")
+            #expect(try await client.check(key: other.secret).reason == .disabled)
+
+            let events = try await client.listAuditEvents(ListAuditEventsRequest(action: "key.leak_reported")).events
+            #expect(events.map(\.keyID) == [other.key.id, leaked.key.id])
+            #expect(events.last?.resource == "https://github.com/acme/app/blob/main/.env")
+            #expect(events.allSatisfy { $0.clientAddress == "127.0.0.1" })
+
+            let huge = try await HTTPProbe.request(
+                port: http.port, method: "POST", path: "/leaked-keys", body: String(repeating: "x", count: 70_000))
+            #expect(huge.status == 413)
+            #expect(try await HTTPProbe.request(port: http.port, path: "/leaked-keys").status == 405)
+            #expect(try await HTTPProbe.request(port: http.port, path: "/healthz").status == 200)
+        }
+    }
+
     @Test func hostilePeersGetAnAnswerOrAClosedConnectionAndTheOthersAreServed() async throws {
         try await withHTTP(idleTimeout: .seconds(1)) { _, http, _ in
             // Two requests in one write are answered in order on the same connection.
