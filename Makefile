@@ -5,7 +5,7 @@ DATA_DIR ?= ./data
 VENV := .venv
 SYSTEM_PACKAGES := libprotobuf-c-dev protobuf-c-compiler libssl-dev libsqlite3-dev pkg-config openssl nginx-light postgresql
 
-.PHONY: run test bench bench-deployment bench-replicas chaos fuzz format deps interop-env codegen codegen-check build clean
+.PHONY: run test bench bench-deployment bench-replicas bench-policies chaos fuzz format deps interop-env codegen codegen-check build clean
 
 ## Build the server and the CLI (release) and run the server on 127.0.0.1:7411, data in $(DATA_DIR).
 run: deps
@@ -46,6 +46,10 @@ bench-deployment: deps
 ## against SQLite, start-up at 1M keys), with a throwaway cluster.
 bench-replicas: deps
 	bench/replicas.sh
+
+## Benchmarks (not tests): what the key policies cost the check path (an allowlist on vs off), as ratios.
+bench-policies: deps
+	bench/policies.sh
 
 ## Format the hand-written Swift (generated code is left alone) with the toolchain's swift-format.
 format:

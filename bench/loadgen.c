@@ -5,8 +5,8 @@
 // per slot, so the generator costs the same per request on both sides: a read, a reply located in
 // the buffer, a write.
 //
-//   loadgen --port N --proto resp|apikeyd [--key SECRET] [--permission P] [--redis-key K]
-//           [-c 50] [-P 1] [-d 5] [--warmup 1]
+//   loadgen --port N --proto resp|apikeyd [--key SECRET] [--permission P] [--client-address A]
+//           [--redis-key K] [-c 50] [-P 1] [-d 5] [--warmup 1]
 //
 // Prints one line of key=value pairs (the fields of `apikeyd-bench load --machine`):
 //   rps p50_us p90_us p99_us p999_us max_us errors client_cpu replies
@@ -69,7 +69,7 @@ static void die(const char *what) {
     exit(1);
 }
 
-static void build_requests(const char *key, const char *permission, const char *redis_key) {
+static void build_requests(const char *key, const char *permission, const char *client_address, const char *redis_key) {
     requests = calloc(pipeline, sizeof *requests);
     request_len = calloc(pipeline, sizeof *request_len);
     for (int slot = 0; slot < pipeline; slot++) {
@@ -86,6 +86,7 @@ static void build_requests(const char *key, const char *permission, const char *
         check.n_permissions = 1;
         check.permissions = permissions;
         check.resource = "GET /bench";
+        check.client_address = (char *)client_address;
         size_t check_len = apikeys__v1__check_request__get_packed_size(&check);
         uint8_t *payload = malloc(check_len);
         apikeys__v1__check_request__pack(&check, payload);
@@ -220,13 +221,14 @@ static double percentile(double p) {
 int main(int argc, char **argv) {
     int port = 0, connections = 50;
     double seconds = 5, warmup = 1;
-    const char *key = "", *permission = "jobs:read", *redis_key = "apikeyd-bench", *proto = NULL;
+    const char *key = "", *permission = "jobs:read", *client_address = "", *redis_key = "apikeyd-bench", *proto = NULL;
     for (int i = 1; i + 1 < argc; i += 2) {
         const char *o = argv[i], *v = argv[i + 1];
         if (!strcmp(o, "--port")) port = atoi(v);
         else if (!strcmp(o, "--proto")) proto = v;
         else if (!strcmp(o, "--key")) key = v;
         else if (!strcmp(o, "--permission")) permission = v;
+        else if (!strcmp(o, "--client-address")) client_address = v;
         else if (!strcmp(o, "--redis-key")) redis_key = v;
         else if (!strcmp(o, "-c")) connections = atoi(v);
         else if (!strcmp(o, "-P")) pipeline = atoi(v);
@@ -239,7 +241,7 @@ int main(int argc, char **argv) {
         return 2;
     }
     resp_mode = !strcmp(proto, "resp");
-    build_requests(key, permission, redis_key);
+    build_requests(key, permission, client_address, redis_key);
 
     int ep = epoll_create1(0);
     conn_t *conns = calloc(connections, sizeof *conns);

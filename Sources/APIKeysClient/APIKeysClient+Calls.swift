@@ -3,12 +3,16 @@ import APIKeysCore
 
 /// Every call takes an optional `timeout`; without one, ``APIKeysClient/Configuration/timeout`` applies.
 extension APIKeysClient {
-    /// Creates a key. The reply holds the secret, shown this once.
+    /// Creates a key. The reply holds the secret, shown this once. With `allowedNetworks` (CIDR),
+    /// the key's checks must carry a client address in one of them.
     public func createKey(
-        name: String, permissions: [String], expiresAtMS: Int64 = 0, timeout: Duration? = nil
+        name: String, permissions: [String], expiresAtMS: Int64 = 0, allowedNetworks: [String] = [],
+        timeout: Duration? = nil
     ) async throws -> CreateKeyResponse {
         try await call(
-            KeyAdmin.createKey, CreateKeyRequest(name: name, permissions: permissions, expiresAtMS: expiresAtMS),
+            KeyAdmin.createKey,
+            CreateKeyRequest(
+                name: name, permissions: permissions, expiresAtMS: expiresAtMS, allowedNetworks: allowedNetworks),
             timeout: timeout)
     }
 

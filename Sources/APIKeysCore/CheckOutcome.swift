@@ -5,9 +5,11 @@ public enum Denial: Int, Sendable, Hashable, CaseIterable, Comparable {
     case disabled
     case expired
     case missingPermission
+    /// The key has an allowlist of networks and the check's client address is not in it.
+    case ipNotAllowed
 
-    /// 401 for every reason but a missing permission, which is 403.
-    public var httpStatus: UInt32 { self == .missingPermission ? 403 : 401 }
+    /// 401 for the key itself (malformed, unknown, disabled, expired); 403 for what it may not do.
+    public var httpStatus: UInt32 { self == .missingPermission || self == .ipNotAllowed ? 403 : 401 }
 
     public static func < (lhs: Denial, rhs: Denial) -> Bool { lhs.rawValue < rhs.rawValue }
 }

@@ -16,6 +16,8 @@ public struct KeyError: Error, Hashable, Sendable, CustomStringConvertible {
         public static let unknownPermission = Code("unknown permission")
         /// An expiry that is not in the future.
         public static let expiryNotInFuture = Code("expiry not in the future")
+        /// An allowlist entry that is not a network, or too many.
+        public static let invalidNetwork = Code("invalid network")
         /// No expiry, or one later than the server's maximum key lifetime allows.
         public static let lifetimeBeyondPolicy = Code("lifetime beyond policy")
         /// No key has this id.
@@ -66,6 +68,11 @@ public struct KeyError: Error, Hashable, Sendable, CustomStringConvertible {
         KeyError(
             code: .expiryNotInFuture, field: "expires_at_ms",
             description: "expires_at_ms: \(expiresAtMS) is not in the future (now is \(nowMS))")
+    }
+
+    /// An allowlist that cannot be used; `why` says why.
+    public static func invalidNetwork(_ why: String) -> KeyError {
+        KeyError(code: .invalidNetwork, field: "allowed_networks", description: "allowed_networks: \(why)")
     }
 
     /// No expiry, or one beyond the server's policy of keys expiring within `maxLifetimeMS`.

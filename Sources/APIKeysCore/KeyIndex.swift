@@ -75,7 +75,9 @@ public final class KeyIndex: Sendable {
 
     /// Decides a check of `secret` for `permissions` at `nowMS` (docs/PROTOCOL.md §6). A leading
     /// `Bearer ` is ignored.
-    public func check(secret: String, permissions: [String], format: SecretFormat, nowMS: Int64) -> CheckOutcome {
+    public func check(
+        secret: String, permissions: [String], format: SecretFormat, nowMS: Int64, clientAddress: String = ""
+    ) -> CheckOutcome {
         var secret = secret
         return secret.withUTF8 { utf8 in
             let bytes = SecretFormat.secret(presentedAs: UnsafeRawBufferPointer(utf8))
@@ -83,12 +85,12 @@ public final class KeyIndex: Sendable {
             guard let key = lookup(SecretHash(ofBytes: bytes)) else {
                 return CheckOutcome(denial: .unknownKey, key: nil)
             }
-            return judge(key, permissions: permissions, nowMS: nowMS)
+            return judge(key, permissions: permissions, nowMS: nowMS, clientAddress: clientAddress)
         }
     }
 
     /// The decision for a known key.
-    func judge(_ key: KeyCheckState, permissions: [String], nowMS: Int64) -> CheckOutcome {
+    func judge(_ key: KeyCheckState, permissions: [String], nowMS: Int64, clientAddress: String) -> CheckOutcome {
         guard key.enabled else { return CheckOutcome(denial: .disabled, key: key) }
         if let expiry = key.expiresAtMS, expiry <= nowMS { return CheckOutcome(denial: .expired, key: key) }
         var missing: [String] = []
@@ -96,8 +98,8 @@ public final class KeyIndex: Sendable {
         where !catalog.grants(key.permissions, permission) && !missing.contains(permission) {
             missing.append(permission)
         }
-        return missing.isEmpty
-            ? CheckOutcome(denial: nil, key: key)
-            : CheckOutcome(denial: .missingPermission, key: key, missingPermissions: missing)
+        if !missing.isEmpty { return CheckOutcome(denial: .missingPermission, key: key, missingPermissions: missing) }
+        guard key.admits(clientAddress: clientAddress) else { return CheckOutcome(denial: .ipNotAllowed, key: key) }
+        return CheckOutcome(denial: nil, key: key)
     }
 }

@@ -16,10 +16,13 @@ public struct KeyRecord: Sendable, Hashable {
     public var lastUsedAtMS: Int64?
     /// nil = never rotated.
     public var rotatedAtMS: Int64?
+    /// The networks checks must come from (their `client_address`), normalised CIDR; empty = any.
+    public var allowedNetworks: [String]
 
     public init(
         id: String, name: String, hint: String, permissions: [String], enabled: Bool, createdAtMS: Int64,
-        updatedAtMS: Int64, expiresAtMS: Int64? = nil, lastUsedAtMS: Int64? = nil, rotatedAtMS: Int64? = nil
+        updatedAtMS: Int64, expiresAtMS: Int64? = nil, lastUsedAtMS: Int64? = nil, rotatedAtMS: Int64? = nil,
+        allowedNetworks: [String] = []
     ) {
         self.id = id
         self.name = name
@@ -31,6 +34,7 @@ public struct KeyRecord: Sendable, Hashable {
         self.expiresAtMS = expiresAtMS
         self.lastUsedAtMS = lastUsedAtMS
         self.rotatedAtMS = rotatedAtMS
+        self.allowedNetworks = allowedNetworks
     }
 
     /// A new public key id: `key_` and 22 random base-62 characters.
@@ -41,7 +45,8 @@ public struct KeyRecord: Sendable, Hashable {
     /// What a check needs to know about this key, its permissions as a mask of `catalog`.
     public func checkState(in catalog: PermissionCatalog) -> KeyCheckState {
         KeyCheckState(
-            id: id, name: name, permissions: catalog.mask(of: permissions), enabled: enabled, expiresAtMS: expiresAtMS)
+            id: id, name: name, permissions: catalog.mask(of: permissions), enabled: enabled, expiresAtMS: expiresAtMS,
+            allowedNetworks: allowedNetworks.compactMap(IPNetwork.init))
     }
 }
 
@@ -52,12 +57,26 @@ public struct KeyCheckState: Sendable, Hashable {
     public var permissions: PermissionMask
     public var enabled: Bool
     public var expiresAtMS: Int64?
+    /// Empty = checks from any address.
+    public var allowedNetworks: [IPNetwork]
 
-    public init(id: String, name: String, permissions: PermissionMask, enabled: Bool, expiresAtMS: Int64?) {
+    public init(
+        id: String, name: String, permissions: PermissionMask, enabled: Bool, expiresAtMS: Int64?,
+        allowedNetworks: [IPNetwork] = []
+    ) {
         self.id = id
         self.name = name
         self.permissions = permissions
         self.enabled = enabled
         self.expiresAtMS = expiresAtMS
+        self.allowedNetworks = allowedNetworks
+    }
+
+    /// Whether a check from `clientAddress` may use this key: any address when the key has no
+    /// allowlist; else one of its networks (an absent or unreadable address is not).
+    public func admits(clientAddress: String) -> Bool {
+        guard !allowedNetworks.isEmpty else { return true }
+        guard let address = IPNetwork.address(clientAddress) else { return false }
+        return allowedNetworks.contains { $0.contains(address) }
     }
 }

@@ -18,6 +18,23 @@ public enum KeyRules {
         return trimmed
     }
 
+    /// Most networks in one key's allowlist.
+    public static let maxNetworks = 64
+
+    /// `networks` normalised (`10.1.2.3/8` → `10.0.0.0/8`), each once, in the order given; empty
+    /// = any address. Each must be a CIDR network or an address.
+    public static func validNetworks(_ networks: [String]) throws(KeyError) -> [String] {
+        guard networks.count <= maxNetworks else { throw .invalidNetwork("at most \(maxNetworks) networks") }
+        var valid: [String] = []
+        for text in networks {
+            guard let network = IPNetwork(text.trimmingWhitespace()) else {
+                throw .invalidNetwork("\"\(text.prefix(64))\" is not a network in CIDR notation or an IP address")
+            }
+            if !valid.contains(network.description) { valid.append(network.description) }
+        }
+        return valid
+    }
+
     /// An expiry as stored: nil for 0 (never), else it must be later than `nowMS`; with a
     /// `maxLifetimeMS` (the server's policy) it must also be set and no later than `nowMS` + that.
     public static func validExpiry(_ expiresAtMS: Int64, nowMS: Int64, maxLifetimeMS: Int64? = nil) throws(KeyError)

@@ -77,6 +77,11 @@ struct ForwardAuth: Sendable {
                     #"Bearer realm="apikeyd", error="insufficient_scope", scope=""#
                     + outcome.missingPermissions.joined(separator: " ") + #"""#)
         }
+        if denial == .ipNotAllowed {
+            return Self.answer(
+                .forbidden, reason: reason, message: "this key may not be used from \(forwardedFor ?? peer)",
+                challenge: #"Bearer realm="apikeyd", error="insufficient_scope", error_description="IP_NOT_ALLOWED""#)
+        }
         return Self.answer(
             .unauthorized, reason: reason,
             challenge: #"Bearer realm="apikeyd", error="invalid_token", error_description=""# + reason + #"""#)

@@ -152,18 +152,20 @@ package final class PostgresKeyStore: KeyStore {
         var edits: [KeyIndex.Edit] = []
         let rows = try await connection.query(
             """
-            SELECT secret_hash, id, name, permissions, enabled, expires_at_ms FROM keys
+            SELECT secret_hash, id, name, permissions, enabled, expires_at_ms, allowed_networks FROM keys
             WHERE pk > \(above) AND pk <= \(upTo)
             """, logger: logger)
         for try await row in rows {
             var cells = CellReader(row)
             let (hashBytes, id, name) = try (cells.next(ByteBuffer.self), cells.next(String.self), cells.next(String.self))
             let (permissions, enabled, expires) = try (cells.next(String.self), cells.next(Bool.self), cells.next(Int64?.self))
+            let networks = try cells.next(String.self)
             guard let hash = SecretHash(bytea: hashBytes) else {
                 throw StoreError.database(server: "", message: "key \(id) has a secret hash of the wrong size")
             }
             let state = KeyCheckState(
-                id: id, name: name, permissions: masks.mask(of: permissions), enabled: enabled, expiresAtMS: expires)
+                id: id, name: name, permissions: masks.mask(of: permissions), enabled: enabled, expiresAtMS: expires,
+                allowedNetworks: Schema.networks(of: networks))
             edits.append(.upsert(state, hash, replacing: nil))
         }
         return edits

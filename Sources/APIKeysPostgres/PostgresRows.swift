@@ -8,10 +8,12 @@ import PostgresNIO
 enum KeyRows {
     private static let columns = """
         pk, id, name, hint, permissions, enabled, created_at_ms, updated_at_ms, expires_at_ms, last_used_at_ms, \
-        rotated_at_ms, secret_hash
+        rotated_at_ms, secret_hash, allowed_networks
         """
 
-    private typealias Row = (Int64, String, String, String, String, Bool, Int64, Int64, Int64?, Int64?, Int64?, ByteBuffer)
+    private typealias Row = (
+        Int64, String, String, String, String, Bool, Int64, Int64, Int64?, Int64?, Int64?, ByteBuffer, String
+    )
 
     private static func record(_ row: Row) throws -> (Int64, StoredKey) {
         guard let hash = SecretHash(bytea: row.11) else {
@@ -19,7 +21,8 @@ enum KeyRows {
         }
         let key = KeyRecord(
             id: row.1, name: row.2, hint: row.3, permissions: Schema.decodePermissions(row.4), enabled: row.5,
-            createdAtMS: row.6, updatedAtMS: row.7, expiresAtMS: row.8, lastUsedAtMS: row.9, rotatedAtMS: row.10)
+            createdAtMS: row.6, updatedAtMS: row.7, expiresAtMS: row.8, lastUsedAtMS: row.9, rotatedAtMS: row.10,
+            allowedNetworks: Schema.decodeNetworks(row.12))
         return (row.0, StoredKey(key: key, hash: hash))
     }
 
@@ -98,12 +101,14 @@ enum ChangeRows {
     /// When changes after `$1` have been pruned, a last row with op 0 says so.
     struct ChangesSince: PostgresPreparedStatement {
         static let sql = """
-            (SELECT version, op, key_id, secret_hash, replaced_hash, name, permissions, enabled, expires_at_ms
+            (SELECT version, op, key_id, secret_hash, replaced_hash, name, permissions, enabled, expires_at_ms,
+                    allowed_networks
              FROM key_changes WHERE version > $1 ORDER BY version LIMIT $2)
             UNION ALL
-            SELECT version, 0::smallint, '', ''::bytea, NULL, '', '', false, NULL FROM change_log_horizon WHERE version > $1
+            SELECT version, 0::smallint, '', ''::bytea, NULL, '', '', false, NULL, ''
+            FROM change_log_horizon WHERE version > $1
             """
-        typealias Row = (Int64, Int16, String, ByteBuffer, ByteBuffer?, String, String, Bool, Int64?)
+        typealias Row = (Int64, Int16, String, ByteBuffer, ByteBuffer?, String, String, Bool, Int64?, String)
         var after: Int64
         var limit: Int64
 
@@ -124,7 +129,7 @@ enum ChangeRows {
     {
         var changes: [Change] = []
         let rows = try await client.execute(ChangesSince(after: version, limit: Int64(limit)))
-        for try await (version, op, id, hashBytes, replacedBytes, name, permissions, enabled, expires) in rows {
+        for try await (version, op, id, hashBytes, replacedBytes, name, permissions, enabled, expires, networks) in rows {
             if op == 0 { return (changes, true) }
             guard let hash = SecretHash(bytea: hashBytes) else {
                 throw StoreError.database(server: "", message: "change \(version) has a secret hash of the wrong size")
@@ -134,7 +139,7 @@ enum ChangeRows {
             } else {
                 let state = KeyCheckState(
                     id: id, name: name, permissions: catalog.mask(of: Schema.decodePermissions(permissions)),
-                    enabled: enabled, expiresAtMS: expires)
+                    enabled: enabled, expiresAtMS: expires, allowedNetworks: Schema.networks(of: networks))
                 changes.append(
                     Change(version: version, edit: .upsert(state, hash, replacing: replacedBytes.flatMap(SecretHash.init(bytea:)))))
             }
@@ -267,9 +272,10 @@ struct CellReader {
 /// row; on its own (no key read first) it is its own transaction.
 enum BatchRows {
     // Parameters: $1–$11 inserted keys, $12–$22 events, $23–$31 changes, $32 the NOTIFY channel,
-    // $33 the NULL marker, $34 the change-log lock, $35 the admin tokens' hashes; then, for updates
-    // and deletions only, $36–$46 updated keys and $47 deleted ids. A batch of creations binds the
-    // first 35 alone.
+    // $33 the NULL marker, $34 the change-log lock, $35 the admin tokens' hashes, $36 the inserted
+    // keys' allowlists, $37 the changes' allowlists; then, for updates and deletions only, $38–$48
+    // updated keys, $49 their allowlists and $50 deleted ids. A batch of creations binds the first
+    // 37 alone.
     private static let guardAndInserted = """
         -- The batch's admin tokens, held until the commit (a revocation waits for it); unless every
         -- one is still there, the statement writes nothing.
@@ -277,20 +283,23 @@ enum BatchRows {
         allowed AS (SELECT count(*) = cardinality($35::bytea[]) AS ok FROM authorized),
         inserted AS (
             INSERT INTO keys (id, name, secret_hash, hint, permissions, enabled, created_at_ms, updated_at_ms,
-                              expires_at_ms, last_used_at_ms, rotated_at_ms)
-            SELECT id, name, h, hint, p, e, c, m, nullif(x, $33), nullif(l, $33), nullif(r, $33)
+                              expires_at_ms, last_used_at_ms, rotated_at_ms, allowed_networks)
+            SELECT id, name, h, hint, p, e, c, m, nullif(x, $33), nullif(l, $33), nullif(r, $33), n
             FROM unnest($1::text[], $2::text[], $3::bytea[], $4::text[], $5::text[], $6::boolean[], $7::bigint[],
-                        $8::bigint[], $9::bigint[], $10::bigint[], $11::bigint[]) AS u(id, name, h, hint, p, e, c, m, x, l, r)
+                        $8::bigint[], $9::bigint[], $10::bigint[], $11::bigint[], $36::text[])
+                 AS u(id, name, h, hint, p, e, c, m, x, l, r, n)
             WHERE (SELECT ok FROM allowed))
         """
     private static let updatedAndDeleted = """
         updated AS (
             UPDATE keys SET name = u.name, hint = u.hint, permissions = u.p, enabled = u.e, updated_at_ms = u.m,
-                            expires_at_ms = nullif(u.x, $33), rotated_at_ms = nullif(u.r, $33), secret_hash = u.h
-            FROM unnest($36::text[], $37::text[], $38::bytea[], $39::text[], $40::text[], $41::boolean[], $42::bigint[],
-                        $43::bigint[], $44::bigint[], $45::bigint[], $46::bigint[]) AS u(id, name, h, hint, p, e, c, m, x, l, r)
+                            expires_at_ms = nullif(u.x, $33), rotated_at_ms = nullif(u.r, $33), secret_hash = u.h,
+                            allowed_networks = u.n
+            FROM unnest($38::text[], $39::text[], $40::bytea[], $41::text[], $42::text[], $43::boolean[], $44::bigint[],
+                        $45::bigint[], $46::bigint[], $47::bigint[], $48::bigint[], $49::text[])
+                 AS u(id, name, h, hint, p, e, c, m, x, l, r, n)
             WHERE keys.id = u.id AND (SELECT ok FROM allowed)),
-        deleted AS (DELETE FROM keys WHERE id = ANY($47::text[]) AND (SELECT ok FROM allowed))
+        deleted AS (DELETE FROM keys WHERE id = ANY($50::text[]) AND (SELECT ok FROM allowed))
         """
     private static let eventsAndChanges = """
         events AS (
@@ -304,10 +313,12 @@ enum BatchRows {
         -- and held until the commit: versions become visible in order.
         locked AS (SELECT pg_advisory_xact_lock($34) WHERE cardinality($23::bigint[]) > 0 AND (SELECT ok FROM allowed)),
         changes AS (
-            INSERT INTO key_changes (at_ms, op, key_id, secret_hash, replaced_hash, name, permissions, enabled, expires_at_ms)
-            SELECT a, op, k, h, nullif(rh, ''::bytea), n, p, e, nullif(x, $33)
+            INSERT INTO key_changes (at_ms, op, key_id, secret_hash, replaced_hash, name, permissions, enabled, expires_at_ms,
+                                     allowed_networks)
+            SELECT a, op, k, h, nullif(rh, ''::bytea), n, p, e, nullif(x, $33), nw
             FROM locked, unnest($23::bigint[], $24::smallint[], $25::text[], $26::bytea[], $27::bytea[], $28::text[],
-                                $29::text[], $30::boolean[], $31::bigint[]) WITH ORDINALITY AS u(a, op, k, h, rh, n, p, e, x, i)
+                                $29::text[], $30::boolean[], $31::bigint[], $37::text[])
+                 WITH ORDINALITY AS u(a, op, k, h, rh, n, p, e, x, nw, i)
             ORDER BY i
             RETURNING version)
         SELECT coalesce(array_agg(version ORDER BY version), '{}')::bigint[],
@@ -372,8 +383,11 @@ enum BatchRows {
             binds.append(absent)
             binds.append(PostgresSchema.lockID + 1)
             binds.append(tokens.map(\.bytea))
+            binds.append(inserted.map { Schema.encodeNetworks($0.key.allowedNetworks) })
+            binds.append(changes.map { Schema.encodeNetworks($0.write.key.allowedNetworks) })
             if !onlyCreates {
                 bindKeys(updated, to: &binds)
+                binds.append(updated.map { Schema.encodeNetworks($0.key.allowedNetworks) })
                 binds.append(deleted)
             }
             return binds

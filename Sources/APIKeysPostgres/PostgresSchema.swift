@@ -65,6 +65,13 @@ enum PostgresSchema {
                 """,
                 "INSERT INTO change_log_horizon (version) VALUES (0)",
             ]),
+        Migration(
+            version: 3, name: "key allowlists",
+            statements: [
+                // Normalised CIDR networks joined by spaces; '' = any address.
+                "ALTER TABLE keys ADD COLUMN allowed_networks text NOT NULL DEFAULT ''",
+                "ALTER TABLE key_changes ADD COLUMN allowed_networks text NOT NULL DEFAULT ''",
+            ]),
     ]
 
     /// Applies every migration not yet recorded, each in its own transaction, holding the

@@ -30,7 +30,7 @@ struct AdminDispatcher: KeyAdminService {
     func createKey(_ request: CreateKeyRequest, context: AdminCallContext) async throws -> CreateKeyResponse {
         let issued = try await service.createKey(
             name: request.name, permissions: request.permissions, expiresAtMS: request.expiresAtMS,
-            actor: context.actor, deadline: context.deadline)
+            allowedNetworks: request.allowedNetworks, actor: context.actor, deadline: context.deadline)
         return CreateKeyResponse(key: ApiKey(issued.key), secret: issued.secret)
     }
 
@@ -46,7 +46,8 @@ struct AdminDispatcher: KeyAdminService {
     func updateKey(_ request: UpdateKeyRequest, context: AdminCallContext) async throws -> UpdateKeyResponse {
         let key = try await service.updateKey(
             id: request.id, name: request.name, expiresAtMS: request.expiresAtMS,
-            permissions: request.hasPermissions ? request.permissions.names : nil, actor: context.actor,
+            permissions: request.hasPermissions ? request.permissions.names : nil,
+            allowedNetworks: request.hasAllowedNetworks ? request.allowedNetworks.networks : nil, actor: context.actor,
             deadline: context.deadline)
         return UpdateKeyResponse(key: ApiKey(key))
     }

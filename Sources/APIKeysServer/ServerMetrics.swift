@@ -161,6 +161,7 @@ public final class ServerMetrics: Sendable {
         case .disabled: "disabled"
         case .expired: "expired"
         case .missingPermission: "missing_permission"
+        case .ipNotAllowed: "ip_not_allowed"
         }
     }
 }

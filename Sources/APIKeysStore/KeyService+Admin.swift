@@ -14,20 +14,25 @@ extension KeyService {
         public var permissions: [String]
         /// 0 = never.
         public var expiresAtMS: Int64
+        /// Networks checks must come from; empty = any.
+        public var allowedNetworks: [String]
 
-        public init(name: String, permissions: [String], expiresAtMS: Int64 = 0) {
+        public init(name: String, permissions: [String], expiresAtMS: Int64 = 0, allowedNetworks: [String] = []) {
             self.name = name
             self.permissions = permissions
             self.expiresAtMS = expiresAtMS
+            self.allowedNetworks = allowedNetworks
         }
     }
 
     /// Creates a key. Throws ``KeyError`` for an invalid name, permission or expiry.
     public func createKey(
-        name: String, permissions: [String], expiresAtMS: Int64 = 0, actor: AdminActor, deadline: Deadline = .never
+        name: String, permissions: [String], expiresAtMS: Int64 = 0, allowedNetworks: [String] = [], actor: AdminActor,
+        deadline: Deadline = .never
     ) async throws -> IssuedKey {
         try await createKeys(
-            [NewKey(name: name, permissions: permissions, expiresAtMS: expiresAtMS)], actor: actor, deadline: deadline)[0]
+            [NewKey(name: name, permissions: permissions, expiresAtMS: expiresAtMS, allowedNetworks: allowedNetworks)],
+            actor: actor, deadline: deadline)[0]
     }
 
     /// Creates keys in one transaction: all of them or, when one is invalid, none.
@@ -37,10 +42,11 @@ extension KeyService {
             let name = try KeyRules.validName(request.name)
             let permissions = try catalog.validate(request.permissions)
             let expiry = try KeyRules.validExpiry(request.expiresAtMS, nowMS: now, maxLifetimeMS: maxKeyLifetimeMS)
+            let networks = try KeyRules.validNetworks(request.allowedNetworks)
             let secret = format.generate()
             let key = KeyRecord(
                 id: KeyRecord.newID(), name: name, hint: format.hint(for: secret), permissions: permissions,
-                enabled: true, createdAtMS: now, updatedAtMS: now, expiresAtMS: expiry)
+                enabled: true, createdAtMS: now, updatedAtMS: now, expiresAtMS: expiry, allowedNetworks: networks)
             return IssuedKey(key: key, secret: secret)
         }
         return try await commit(reading: nil, by: actor, deadline: deadline) { _ in
@@ -49,7 +55,9 @@ extension KeyService {
                 events: issued.map { item in
                     Self.event(
                         .keyCreated, for: item.key, actor: actor.name,
-                        detail: "created; expires \(Self.describe(item.key.expiresAtMS))",
+                        detail: "created; expires \(Self.describe(item.key.expiresAtMS))"
+                            + (item.key.allowedNetworks.isEmpty
+                                ? "" : "; from \(item.key.allowedNetworks.joined(separator: " ")) only"),
                         permissions: item.key.permissions, at: now)
                 })
         }
@@ -72,11 +80,11 @@ extension KeyService {
     }
 
     /// Changes the given fields; nil leaves a field as it is, an expiry of 0 clears it.
-    /// Records `key.updated` for a name or expiry change and `key.permissions_changed` for a
+    /// Records `key.updated` for a name, expiry or allowlist change and `key.permissions_changed` for a
     /// permission change (both when both change); a call that changes nothing records nothing.
     public func updateKey(
-        id: String, name: String? = nil, expiresAtMS: Int64? = nil, permissions: [String]? = nil, actor: AdminActor,
-        deadline: Deadline = .never
+        id: String, name: String? = nil, expiresAtMS: Int64? = nil, permissions: [String]? = nil,
+        allowedNetworks: [String]? = nil, actor: AdminActor, deadline: Deadline = .never
     ) async throws -> KeyRecord {
         let now = clock.nowMS()
         let newName = try name.map { name throws(KeyError) in try KeyRules.validName(name) }
@@ -84,6 +92,7 @@ extension KeyService {
             try KeyRules.validExpiry(expiry, nowMS: now, maxLifetimeMS: maxKeyLifetimeMS)
         }
         let newPermissions = try permissions.map { names throws(KeyError) in try catalog.validate(names) }
+        let newNetworks = try allowedNetworks.map { networks throws(KeyError) in try KeyRules.validNetworks(networks) }
         return try await mutate(id: id, actor: actor, at: now, deadline: deadline) { stored in
             var key = stored.key
             var changes: [String] = []
@@ -94,6 +103,11 @@ extension KeyService {
             if let newExpiry, newExpiry != key.expiresAtMS {
                 changes.append("expiry \(Self.describe(key.expiresAtMS)) → \(Self.describe(newExpiry))")
                 key.expiresAtMS = newExpiry
+            }
+            if let newNetworks, newNetworks != key.allowedNetworks {
+                changes.append(
+                    "allowed networks [\(key.allowedNetworks.joined(separator: " "))] → [\(newNetworks.joined(separator: " "))]")
+                key.allowedNetworks = newNetworks
             }
             var events: [(AuditAction, String, [String])] = []
             if !changes.isEmpty { events.append((.keyUpdated, changes.joined(separator: "; "), [])) }

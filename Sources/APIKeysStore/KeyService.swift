@@ -167,7 +167,8 @@ public final class KeyService: Sendable {
         try CheckLimits.validate(permissions: permissions, clientAddress: clientAddress)
         let now = clock.nowMS()
         if let freshness, freshness.isStale(nowMS: now), let problem = freshness.problem(nowMS: now) { throw problem }
-        let outcome = index.check(secret: secret, permissions: permissions, format: format, nowMS: now)
+        let outcome = index.check(
+            secret: secret, permissions: permissions, format: format, nowMS: now, clientAddress: clientAddress)
         guard outcome.denial != .malformedKey else { return outcome }
         let event = AuditRecord(
             atMS: now, action: .apiRequest, keyID: outcome.key?.id ?? "",

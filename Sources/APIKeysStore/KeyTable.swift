@@ -4,21 +4,21 @@ import APIKeysCore
 enum KeyTable {
     private static let columns = """
         pk, id, name, hint, permissions, enabled, created_at_ms, updated_at_ms, expires_at_ms, \
-        last_used_at_ms, rotated_at_ms
+        last_used_at_ms, rotated_at_ms, allowed_networks
         """
 
     static func insert(_ key: KeyRecord, hash: SecretHash, in db: SQLiteConnection) throws {
         try db.statement(
             """
             INSERT INTO keys (id, name, secret_hash, hint, permissions, enabled, created_at_ms, updated_at_ms,
-                              expires_at_ms, last_used_at_ms, rotated_at_ms)
-            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                              expires_at_ms, last_used_at_ms, rotated_at_ms, allowed_networks)
+            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
             """
         ).bind(
             .text(key.id), .text(key.name), .blob(hash.digest), .text(key.hint),
             .text(Schema.encodePermissions(key.permissions)), .integer(key.enabled ? 1 : 0),
             .integer(key.createdAtMS), .integer(key.updatedAtMS), .optional(key.expiresAtMS),
-            .optional(key.lastUsedAtMS), .optional(key.rotatedAtMS)
+            .optional(key.lastUsedAtMS), .optional(key.rotatedAtMS), .text(Schema.encodeNetworks(key.allowedNetworks))
         ).run()
     }
 
@@ -27,13 +27,15 @@ enum KeyTable {
         try db.statement(
             """
             UPDATE keys SET name = ?, hint = ?, permissions = ?, enabled = ?, updated_at_ms = ?,
-                            expires_at_ms = ?, rotated_at_ms = ?, secret_hash = coalesce(?, secret_hash)
+                            expires_at_ms = ?, rotated_at_ms = ?, secret_hash = coalesce(?, secret_hash),
+                            allowed_networks = ?
             WHERE id = ?
             """
         ).bind(
             .text(key.name), .text(key.hint), .text(Schema.encodePermissions(key.permissions)),
             .integer(key.enabled ? 1 : 0), .integer(key.updatedAtMS), .optional(key.expiresAtMS),
-            .optional(key.rotatedAtMS), hash.map { .blob($0.digest) } ?? .null, .text(key.id)
+            .optional(key.rotatedAtMS), hash.map { .blob($0.digest) } ?? .null,
+            .text(Schema.encodeNetworks(key.allowedNetworks)), .text(key.id)
         ).run()
     }
 
@@ -44,7 +46,7 @@ enum KeyTable {
     /// The key with `id` and its secret hash, or ``KeyError/keyNotFound(id:)``.
     static func find(id: String, in db: SQLiteConnection) throws -> (key: KeyRecord, hash: SecretHash) {
         let statement = try db.statement("SELECT \(columns), secret_hash FROM keys WHERE id = ?").bind(.text(id))
-        guard let found = try statement.firstRow({ row in (record(row), try hash(row, column: 11, in: db)) }) else {
+        guard let found = try statement.firstRow({ row in (record(row), try hash(row, column: 12, in: db)) }) else {
             throw KeyError.keyNotFound(id: id)
         }
         return found
@@ -60,12 +62,13 @@ enum KeyTable {
     /// Loads every key into `index`, streaming the rows (a million keys load in about a second).
     static func load(into index: KeyIndex, in db: SQLiteConnection) throws {
         var masks = Schema.MaskCache(catalog: index.catalog)
-        let statement = try db.statement("SELECT secret_hash, id, name, permissions, enabled, expires_at_ms FROM keys")
+        let statement = try db.statement(
+            "SELECT secret_hash, id, name, permissions, enabled, expires_at_ms, allowed_networks FROM keys")
         try statement.scan { row in
             let mask = masks.mask(of: row.text(3))
             let state = KeyCheckState(
                 id: row.text(1), name: row.text(2), permissions: mask, enabled: row.int64(4) != 0,
-                expiresAtMS: row.optionalInt64(5))
+                expiresAtMS: row.optionalInt64(5), allowedNetworks: Schema.networks(of: row.text(6)))
             index.upsert(state, hash: try hash(row, column: 0, in: db))
             return true
         }
@@ -99,6 +102,7 @@ enum KeyTable {
             id: row.text(1), name: row.text(2), hint: row.text(3),
             permissions: Schema.decodePermissions(row.text(4)), enabled: row.int64(5) != 0,
             createdAtMS: row.int64(6), updatedAtMS: row.int64(7), expiresAtMS: row.optionalInt64(8),
-            lastUsedAtMS: row.optionalInt64(9), rotatedAtMS: row.optionalInt64(10))
+            lastUsedAtMS: row.optionalInt64(9), rotatedAtMS: row.optionalInt64(10),
+            allowedNetworks: Schema.decodeNetworks(row.text(11)))
     }
 }

@@ -100,6 +100,10 @@ package enum Schema {
                     detail TEXT NOT NULL
                 );
                 """),
+        // A key's allowlist: normalised CIDR networks joined by spaces; '' = any address.
+        Migration(
+            version: 7, name: "key allowlists",
+            sql: "ALTER TABLE keys ADD COLUMN allowed_networks TEXT NOT NULL DEFAULT '';"),
     ]
 
     /// Applies every migration not yet recorded in `schema_migrations`, each in its own transaction.
@@ -131,6 +135,16 @@ package enum Schema {
 
     package static func decodePermissions(_ text: String) -> [String] {
         text.split(separator: " ").map(String.init)
+    }
+
+    /// A key's allowlist as stored (the same form as permissions: normalised networks never hold a space).
+    package static func encodeNetworks(_ networks: [String]) -> String { networks.joined(separator: " ") }
+
+    package static func decodeNetworks(_ text: String) -> [String] { decodePermissions(text) }
+
+    /// The check form of a stored allowlist.
+    package static func networks(of stored: String) -> [IPNetwork] {
+        stored.isEmpty ? [] : decodeNetworks(stored).compactMap(IPNetwork.init)
     }
 
     /// The masks of stored permission texts, each computed once: keys share few distinct sets,

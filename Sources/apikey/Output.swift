@@ -38,6 +38,7 @@ enum Output {
                 ["created", time(key.createdAtMS)], ["updated", time(key.updatedAtMS)],
                 ["expires", time(key.expiresAtMS)], ["last used", time(key.lastUsedAtMS)],
                 ["rotated", time(key.rotatedAtMS)],
+                ["allowed from", key.allowedNetworks.isEmpty ? "anywhere" : key.allowedNetworks.joined(separator: " ")],
             ]
         ).split(separator: "\n").dropFirst().joined(separator: "\n")
     }
@@ -58,9 +59,12 @@ enum Output {
         let permissions: [String]
         let enabled: Bool
         let createdAtMS, updatedAtMS, expiresAtMS, lastUsedAtMS, rotatedAtMS: Int64
+        /// Empty = any address.
+        let allowedNetworks: [String]
 
         init(_ key: ApiKey) {
             (id, name, hint, permissions, enabled) = (key.id, key.name, key.hint, key.permissions, key.enabled)
+            allowedNetworks = key.allowedNetworks
             (createdAtMS, updatedAtMS, expiresAtMS) = (key.createdAtMS, key.updatedAtMS, key.expiresAtMS)
             (lastUsedAtMS, rotatedAtMS) = (key.lastUsedAtMS, key.rotatedAtMS)
         }

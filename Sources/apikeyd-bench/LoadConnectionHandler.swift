@@ -152,7 +152,7 @@ final class LoadConnectionHandler: ChannelInboundHandler {
         switch (reply.decision, reply.reason) {
         case (nil, _): break
         case (.allow, _): tally.allowed += 1
-        case (_, .missingPermission): tally.denied403 += 1
+        case (_, .missingPermission), (_, .ipNotAllowed): tally.denied403 += 1
         default: tally.denied401 += 1
         }
     }

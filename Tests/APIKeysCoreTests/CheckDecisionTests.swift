@@ -99,7 +99,8 @@ import Testing
     }
 
     @Test func denialOrderIsTheContractOrder() {
-        #expect(Denial.allCases.sorted() == [.malformedKey, .unknownKey, .disabled, .expired, .missingPermission])
-        #expect(Denial.allCases.map(\.httpStatus) == [401, 401, 401, 401, 403])
+        #expect(
+            Denial.allCases.sorted() == [.malformedKey, .unknownKey, .disabled, .expired, .missingPermission, .ipNotAllowed])
+        #expect(Denial.allCases.map(\.httpStatus) == [401, 401, 401, 401, 403, 403])
     }
 }

@@ -132,6 +132,36 @@ import Testing
         }
     }
 
+    /// A key with an allowlist, through the RPC Check and through forward-auth: the end client's
+    /// address (X-Forwarded-For, else the peer) decides; outside it, 403 IP_NOT_ALLOWED.
+    @Test func anAllowlistHoldsOnBothPorts() async throws {
+        try await withHTTP { server, http, client in
+            let fenced = try await client.createKey(name: "fenced", permissions: ["jobs:read"], allowedNetworks: ["10.0.0.0/8"])
+            #expect(fenced.key.allowedNetworks == ["10.0.0.0/8"])
+            let inside = try await client.check(key: fenced.secret, permissions: ["jobs:read"], clientAddress: "10.2.3.4")
+            #expect(inside.decision == .allow)
+            let outside = try await client.check(key: fenced.secret, permissions: ["jobs:read"], clientAddress: "192.0.2.9")
+            #expect(outside.reason == .ipNotAllowed && outside.httpStatus == 403 && outside.keyID == fenced.key.id)
+
+            let headers = ["X-API-Key": fenced.secret, "X-Required-Permissions": "jobs:read"]
+            var reply = try await HTTPProbe.request(
+                port: http.port, path: "/authorize", headers: headers.merging(["X-Forwarded-For": "10.9.9.9"]) { $1 })
+            #expect(reply.status == 200)
+            reply = try await HTTPProbe.request(
+                port: http.port, path: "/authorize", headers: headers.merging(["X-Forwarded-For": "192.0.2.9"]) { $1 })
+            #expect(reply.status == 403 && reply.body.contains(#""reason":"IP_NOT_ALLOWED""#), "\(reply)")
+            // Without X-Forwarded-For the peer (127.0.0.1) is the client: not in 10.0.0.0/8.
+            reply = try await HTTPProbe.request(port: http.port, path: "/authorize", headers: headers)
+            #expect(reply.status == 403)
+
+            var update = UpdateKeyRequest(id: fenced.key.id)
+            update.allowedNetworks = NetworkList(networks: ["127.0.0.1"])
+            _ = try await client.updateKey(update)
+            reply = try await HTTPProbe.request(port: http.port, path: "/authorize", headers: headers)
+            #expect(reply.status == 200)
+        }
+    }
+
     @Test func forwardAuthTakesPermissionsFromTheRouteTable() async throws {
         let routes = """
             # method  path             permissions

@@ -46,4 +46,22 @@ struct ChangeLogTests {
         #expect(restarted.freshnessProblem == nil)
         for service in [a, b, restarted] { await service.close(timeout: .seconds(10)) }
     }
+
+    /// An allowlist reaches another replica both ways: loaded at start, and by the change feed.
+    @Test func allowlistsReachOtherReplicas() async throws {
+        let url = try await TestDatabase.createDatabase()
+        let clock = ManualWallClock(nowMS: 1_700_000_000_000)
+        let a = try await TestDatabase.openService(clock: clock, url: url)
+        let key = try await a.createKey(name: "fenced", permissions: ["jobs:read"], allowedNetworks: ["10.0.0.0/8"], actor: "ops")
+        let b = try await TestDatabase.openService(clock: clock, url: url)
+        #expect(try b.check(secret: key.secret, permissions: [], clientAddress: "10.1.1.1").isAllowed)
+        #expect(try b.check(secret: key.secret, permissions: [], clientAddress: "192.0.2.1").denial == .ipNotAllowed)
+        #expect(try await b.getKey(id: key.key.id).allowedNetworks == ["10.0.0.0/8"])
+
+        _ = try await a.updateKey(id: key.key.id, allowedNetworks: ["192.0.2.0/24"], actor: "ops")
+        try await #require((b.store as? PostgresKeyStore)?.feed).catchUp()
+        #expect(try b.check(secret: key.secret, permissions: [], clientAddress: "192.0.2.1").isAllowed)
+        #expect(try b.check(secret: key.secret, permissions: [], clientAddress: "10.1.1.1").denial == .ipNotAllowed)
+        for service in [a, b] { await service.close(timeout: .seconds(10)) }
+    }
 }

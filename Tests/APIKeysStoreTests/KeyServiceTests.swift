@@ -283,4 +283,47 @@ import Testing
             #expect(reports.allSatisfy { $0.keyID == key.key.id && $0.actor == KeyService.leakReportActor })
         }
     }
+
+    /// A key's allowlist on each store: checks from outside it (or without an address) denied
+    /// IP_NOT_ALLOWED (403), changed and cleared by UpdateKey at once, kept across a reopen.
+    @Test(arguments: StoreKind.available)
+    func anAllowlistAdmitsChecksFromItsNetworksOnly(_ kind: StoreKind) async throws {
+        try await withService(kind) { service, dir in
+            let fenced = try await service.createKey(
+                name: "ci", permissions: ["jobs:read"], allowedNetworks: ["10.1.2.3/8", "2001:db8::/32", "10.0.0.0/8"],
+                actor: "ops")
+            #expect(fenced.key.allowedNetworks == ["10.0.0.0/8", "2001:db8::/32"], "normalised, each once")
+            let open = try await service.createKey(name: "open", permissions: ["jobs:read"], actor: "ops")
+            func denial(_ secret: String, _ address: String, _ permissions: [String] = ["jobs:read"]) throws -> Denial? {
+                try service.check(secret: secret, permissions: permissions, clientAddress: address).denial
+            }
+            #expect(try denial(fenced.secret, "10.9.8.7") == nil)
+            #expect(try denial(fenced.secret, "::ffff:10.9.8.7") == nil)
+            #expect(try denial(fenced.secret, "2001:db8::1") == nil)
+            #expect(try denial(fenced.secret, "192.0.2.1") == .ipNotAllowed)
+            #expect(try denial(fenced.secret, "") == .ipNotAllowed)
+            #expect(Denial.ipNotAllowed.httpStatus == 403)
+            #expect(try denial(fenced.secret, "192.0.2.1", ["vault:read"]) == .missingPermission, "lowest reason wins")
+            #expect(try denial(open.secret, "192.0.2.1") == nil)
+            await #expect(throws: KeyError.self) {
+                try await service.createKey(name: "bad", permissions: ["jobs:read"], allowedNetworks: ["10.0.0.0/33"], actor: "ops")
+            }
+
+            let moved = try await service.updateKey(id: fenced.key.id, allowedNetworks: ["192.0.2.0/24"], actor: "ops")
+            #expect(moved.allowedNetworks == ["192.0.2.0/24"])
+            #expect(try denial(fenced.secret, "192.0.2.1") == nil)
+            #expect(try denial(fenced.secret, "10.9.8.7") == .ipNotAllowed)
+            let events = try await service.listAuditEvents(AuditQuery(keyID: fenced.key.id, action: .keyUpdated)).events
+            #expect(events.first?.detail == "allowed networks [10.0.0.0/8 2001:db8::/32] → [192.0.2.0/24]")
+
+            if kind == .sqlite {
+                let reopened = try KeyService.open(path: dir + "/apikeys.sqlite")
+                defer { reopened.close() }
+                #expect(try reopened.check(secret: fenced.secret, permissions: [], clientAddress: "10.9.8.7").denial == .ipNotAllowed)
+                #expect(try await reopened.getKey(id: fenced.key.id).allowedNetworks == ["192.0.2.0/24"])
+            }
+            _ = try await service.updateKey(id: fenced.key.id, allowedNetworks: [], actor: "ops")
+            #expect(try denial(fenced.secret, "") == nil)
+        }
+    }
 }

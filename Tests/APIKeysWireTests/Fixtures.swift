@@ -6,7 +6,8 @@ enum Fixtures {
     static let apiKey = ApiKey(
         id: "key_0123456789abcdef", name: unicode, hint: "dbm_AbC1…", permissions: ["jobs:read", "vault:read"],
         enabled: true, createdAtMS: 1_700_000_000_000, updatedAtMS: 1_700_000_000_001,
-        expiresAtMS: 1_900_000_000_000, lastUsedAtMS: -1, rotatedAtMS: Int64.max)
+        expiresAtMS: 1_900_000_000_000, lastUsedAtMS: -1, rotatedAtMS: Int64.max,
+        allowedNetworks: ["10.0.0.0/8", "2001:db8::/32"])
     static let auditEvent = AuditEvent(
         seq: UInt64.max, atMS: 1_700_000_000_123, action: "api.request", trigger: "api", keyID: "key_1",
         keyName: "ci", actor: "", detail: "", decision: .deny, reason: .missingPermission,
@@ -51,5 +52,7 @@ enum Fixtures {
             missingPermissions: ["vault:read"], expiresAtMS: 3),
         ReportLeakedKeyRequest(), ReportLeakedKeyRequest(key: "dbm_x", source: unicode), ReportLeakedKeyResponse(),
         GetPolicyRequest(), GetPolicyResponse(), GetPolicyResponse(maxKeyLifetimeMS: -1),
+        NetworkList(), NetworkList(networks: ["::/0", unicode]),
+        UpdateKeyRequest(id: "k", allowedNetworks: NetworkList()),
     ]
 }

@@ -22,7 +22,8 @@ struct InteropTests {
         (
             "create_request",
             CreateKeyRequest(
-                name: unicode, permissions: ["jobs:read", "storage:write"], expiresAtMS: 1_900_000_000_000)
+                name: unicode, permissions: ["jobs:read", "storage:write"], expiresAtMS: 1_900_000_000_000,
+                allowedNetworks: ["::1/128"])
         ),
         ("create_response", CreateKeyResponse(key: Fixtures.apiKey, secret: "dbm_secret")),
         ("update_bare", UpdateKeyRequest(id: "key_1")),
@@ -30,7 +31,8 @@ struct InteropTests {
         (
             "update_full",
             UpdateKeyRequest(
-                id: "key_1", name: "renamed", expiresAtMS: 5, permissions: PermissionSet(names: ["jobs:read"]))
+                id: "key_1", name: "renamed", expiresAtMS: 5, permissions: PermissionSet(names: ["jobs:read"]),
+                allowedNetworks: NetworkList(networks: ["10.0.0.0/8"]))
         ),
         (
             "check_request",
@@ -50,6 +52,7 @@ struct InteropTests {
         ("list_request", ListKeysRequest(pageSize: UInt32.max, pageToken: unicode)),
         ("list_response", ListKeysResponse(keys: [Fixtures.apiKey, ApiKey()], nextPageToken: "next")),
         ("permission_set", PermissionSet(names: ["a", ""])),
+        ("network_list", NetworkList(networks: ["192.0.2.0/24", ""])),
         ("update_response", UpdateKeyResponse(key: Fixtures.apiKey)),
         ("set_enabled_request", SetKeyEnabledRequest(id: "key_1", enabled: true)),
         ("set_enabled_response", SetKeyEnabledResponse(key: Fixtures.apiKey)),

@@ -33,20 +33,22 @@ def fixtures():
     key = ka.ApiKey(
         id="key_0123456789abcdef", name=unicode, hint="dbm_AbC1…", permissions=["jobs:read", "vault:read"],
         enabled=True, created_at_ms=1_700_000_000_000, updated_at_ms=1_700_000_000_001,
-        expires_at_ms=1_900_000_000_000, last_used_at_ms=-1, rotated_at_ms=2**63 - 1)
+        expires_at_ms=1_900_000_000_000, last_used_at_ms=-1, rotated_at_ms=2**63 - 1,
+        allowed_networks=["10.0.0.0/8", "2001:db8::/32"])
     return {
         "envelope": env.Envelope(
             call_id=2**64 - 1, method="/apikeys.v1.KeyAdmin/CreateKey", payload=b"\x00\x01\x00\xff\x00",
             status=16, status_message=unicode, metadata={"authorization": "Bearer abc", "x-empty": ""},
             timeout_ms=1500),
         "create_request": ka.CreateKeyRequest(name=unicode, permissions=["jobs:read", "storage:write"],
-                                              expires_at_ms=1_900_000_000_000),
+                                              expires_at_ms=1_900_000_000_000, allowed_networks=["::1/128"]),
         "create_response": ka.CreateKeyResponse(key=key, secret="dbm_secret"),
         "update_bare": ka.UpdateKeyRequest(id="key_1"),
         "update_zero": ka.UpdateKeyRequest(id="key_1", name="", expires_at_ms=0,
                                            permissions=ka.PermissionSet(names=[])),
         "update_full": ka.UpdateKeyRequest(id="key_1", name="renamed", expires_at_ms=5,
-                                           permissions=ka.PermissionSet(names=["jobs:read"])),
+                                           permissions=ka.PermissionSet(names=["jobs:read"]),
+                                           allowed_networks=ka.NetworkList(networks=["10.0.0.0/8"])),
         "check_request": az.CheckRequest(key="Bearer dbm_x", permissions=["jobs:read", "jobs:write"],
                                          resource="POST /api/jobs/42/run", client_address="::1"),
         "check_response": az.CheckResponse(decision=az.DENY, reason=az.MISSING_PERMISSION, http_status=403,
@@ -62,6 +64,7 @@ def fixtures():
         "list_request": ka.ListKeysRequest(page_size=2**32 - 1, page_token=unicode),
         "list_response": ka.ListKeysResponse(keys=[key, ka.ApiKey()], next_page_token="next"),
         "permission_set": ka.PermissionSet(names=["a", ""]),
+        "network_list": ka.NetworkList(networks=["192.0.2.0/24", ""]),
         "update_response": ka.UpdateKeyResponse(key=key),
         "set_enabled_request": ka.SetKeyEnabledRequest(id="key_1", enabled=True),
         "set_enabled_response": ka.SetKeyEnabledResponse(key=key),

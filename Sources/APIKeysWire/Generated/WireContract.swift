@@ -21,6 +21,7 @@ public enum WireContract {
         ListKeysResponse.self,
         PermissionSet.self,
         UpdateKeyRequest.self,
+        NetworkList.self,
         UpdateKeyResponse.self,
         SetKeyEnabledRequest.self,
         SetKeyEnabledResponse.self,

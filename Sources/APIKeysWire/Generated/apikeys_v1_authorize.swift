@@ -47,6 +47,9 @@ public enum DenyReason: Hashable, Sendable {
     case expired
     /// The key lacks at least one permission asked for (HTTP 403).
     case missingPermission
+    /// The key may only be used from listed networks and client_address is not in them, or is
+    /// absent (HTTP 403).
+    case ipNotAllowed
     /// A value this version of the contract does not know (proto3 enums are open).
     case unrecognized(Int32)
 
@@ -58,6 +61,7 @@ public enum DenyReason: Hashable, Sendable {
         case 3: self = .disabled
         case 4: self = .expired
         case 5: self = .missingPermission
+        case 6: self = .ipNotAllowed
         default: self = .unrecognized(rawValue)
         }
     }
@@ -70,6 +74,7 @@ public enum DenyReason: Hashable, Sendable {
         case .disabled: 3
         case .expired: 4
         case .missingPermission: 5
+        case .ipNotAllowed: 6
         case .unrecognized(let value): value
         }
     }
@@ -126,7 +131,8 @@ public struct CheckResponse: WireMessage {
     public var decision: Decision = Decision(rawValue: 0)
     /// Set when decision is DENY.
     public var reason: DenyReason = DenyReason(rawValue: 0)
-    /// 200 (allow), 401 (MALFORMED_KEY, UNKNOWN_KEY, DISABLED, EXPIRED) or 403 (MISSING_PERMISSION).
+    /// 200 (allow), 401 (MALFORMED_KEY, UNKNOWN_KEY, DISABLED, EXPIRED) or 403 (MISSING_PERMISSION,
+    /// IP_NOT_ALLOWED).
     public var httpStatus: UInt32 = 0
     /// The key's public id and name, when the key is known.
     public var keyID: String = ""

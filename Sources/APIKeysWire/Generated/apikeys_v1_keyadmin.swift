@@ -20,10 +20,13 @@ public struct ApiKey: WireMessage {
     public var lastUsedAtMS: Int64 = 0
     /// Time of the last rotation; 0 = never rotated.
     public var rotatedAtMS: Int64 = 0
+    /// Checks must come from these networks (CIDR, IPv4 or IPv6, normalised: "10.0.0.0/8",
+    /// "2001:db8::/32"); empty = from anywhere. See Check's IP_NOT_ALLOWED.
+    public var allowedNetworks: [String] = []
 
     public init() {}
 
-    public init(id: String = "", name: String = "", hint: String = "", permissions: [String] = [], enabled: Bool = false, createdAtMS: Int64 = 0, updatedAtMS: Int64 = 0, expiresAtMS: Int64 = 0, lastUsedAtMS: Int64 = 0, rotatedAtMS: Int64 = 0) {
+    public init(id: String = "", name: String = "", hint: String = "", permissions: [String] = [], enabled: Bool = false, createdAtMS: Int64 = 0, updatedAtMS: Int64 = 0, expiresAtMS: Int64 = 0, lastUsedAtMS: Int64 = 0, rotatedAtMS: Int64 = 0, allowedNetworks: [String] = []) {
         self.id = id
         self.name = name
         self.hint = hint
@@ -34,6 +37,7 @@ public struct ApiKey: WireMessage {
         self.expiresAtMS = expiresAtMS
         self.lastUsedAtMS = lastUsedAtMS
         self.rotatedAtMS = rotatedAtMS
+        self.allowedNetworks = allowedNetworks
     }
 
     public static let codec = WireCodec<ApiKey>(
@@ -52,6 +56,7 @@ public struct ApiKey: WireMessage {
         value.expiresAtMS = c.expires_at_ms
         value.lastUsedAtMS = c.last_used_at_ms
         value.rotatedAtMS = c.rotated_at_ms
+        value.allowedNetworks = try arena.strings(c.allowed_networks, count: c.n_allowed_networks, field: "allowed_networks", of: "apikeys.v1.ApiKey")
         return value
     }
 
@@ -67,6 +72,7 @@ public struct ApiKey: WireMessage {
         c.expires_at_ms = value.expiresAtMS
         c.last_used_at_ms = value.lastUsedAtMS
         c.rotated_at_ms = value.rotatedAtMS
+        (c.n_allowed_networks, c.allowed_networks) = try arena.cStrings(value.allowedNetworks, field: "allowed_networks", of: "apikeys.v1.ApiKey")
     }
 }
 
@@ -77,13 +83,16 @@ public struct CreateKeyRequest: WireMessage {
     public var permissions: [String] = []
     /// 0 = never; otherwise must be in the future.
     public var expiresAtMS: Int64 = 0
+    /// At most 64 networks in CIDR notation (an address alone is its own network); empty = any.
+    public var allowedNetworks: [String] = []
 
     public init() {}
 
-    public init(name: String = "", permissions: [String] = [], expiresAtMS: Int64 = 0) {
+    public init(name: String = "", permissions: [String] = [], expiresAtMS: Int64 = 0, allowedNetworks: [String] = []) {
         self.name = name
         self.permissions = permissions
         self.expiresAtMS = expiresAtMS
+        self.allowedNetworks = allowedNetworks
     }
 
     public static let codec = WireCodec<CreateKeyRequest>(
@@ -95,6 +104,7 @@ public struct CreateKeyRequest: WireMessage {
         value.name = try arena.string(c.name, field: "name", of: "apikeys.v1.CreateKeyRequest")
         value.permissions = try arena.strings(c.permissions, count: c.n_permissions, field: "permissions", of: "apikeys.v1.CreateKeyRequest")
         value.expiresAtMS = c.expires_at_ms
+        value.allowedNetworks = try arena.strings(c.allowed_networks, count: c.n_allowed_networks, field: "allowed_networks", of: "apikeys.v1.CreateKeyRequest")
         return value
     }
 
@@ -103,6 +113,7 @@ public struct CreateKeyRequest: WireMessage {
         c.name = try arena.cString(value.name, field: "name", of: "apikeys.v1.CreateKeyRequest")
         (c.n_permissions, c.permissions) = try arena.cStrings(value.permissions, field: "permissions", of: "apikeys.v1.CreateKeyRequest")
         c.expires_at_ms = value.expiresAtMS
+        (c.n_allowed_networks, c.allowed_networks) = try arena.cStrings(value.allowedNetworks, field: "allowed_networks", of: "apikeys.v1.CreateKeyRequest")
     }
 }
 
@@ -316,20 +327,32 @@ public struct UpdateKeyRequest: WireMessage {
         set { _permissions = newValue }
     }
     private var _permissions: PermissionSet?
+    /// Absent = unchanged; present replaces the allowlist (empty = from anywhere).
+    public var allowedNetworks: NetworkList {
+        get { _allowedNetworks ?? NetworkList() }
+        set { _allowedNetworks = newValue }
+    }
+    private var _allowedNetworks: NetworkList?
 
     public init() {}
 
-    public init(id: String = "", name: String? = nil, expiresAtMS: Int64? = nil, permissions: PermissionSet? = nil) {
+    public init(id: String = "", name: String? = nil, expiresAtMS: Int64? = nil, permissions: PermissionSet? = nil, allowedNetworks: NetworkList? = nil) {
         self.id = id
         self.name = name
         self.expiresAtMS = expiresAtMS
         self._permissions = permissions
+        self._allowedNetworks = allowedNetworks
     }
 
     /// Whether ``permissions`` is present.
     public var hasPermissions: Bool { _permissions != nil }
     /// Makes ``permissions`` absent.
     public mutating func clearPermissions() { _permissions = nil }
+
+    /// Whether ``allowedNetworks`` is present.
+    public var hasAllowedNetworks: Bool { _allowedNetworks != nil }
+    /// Makes ``allowedNetworks`` absent.
+    public mutating func clearAllowedNetworks() { _allowedNetworks = nil }
 
     public static let codec = WireCodec<UpdateKeyRequest>(
         "apikeys.v1.UpdateKeyRequest", initialize: apikeys__v1__update_key_request__init, unpack: apikeys__v1__update_key_request__unpack, read: read, write: write)
@@ -346,6 +369,9 @@ public struct UpdateKeyRequest: WireMessage {
         }
         if let permissions = c.permissions {
             value._permissions = try PermissionSet.read(permissions.pointee, arena)
+        }
+        if let allowedNetworks = c.allowed_networks {
+            value._allowedNetworks = try NetworkList.read(allowedNetworks.pointee, arena)
         }
         return value
     }
@@ -364,6 +390,35 @@ public struct UpdateKeyRequest: WireMessage {
         if let permissions = value._permissions {
             c.permissions = try arena.make(permissions, as: Apikeys__V1__PermissionSet.self)
         }
+        if let allowedNetworks = value._allowedNetworks {
+            c.allowed_networks = try arena.make(allowedNetworks, as: Apikeys__V1__NetworkList.self)
+        }
+    }
+}
+
+/// A key's allowlist in UpdateKeyRequest.
+public struct NetworkList: WireMessage {
+    public var networks: [String] = []
+
+    public init() {}
+
+    public init(networks: [String] = []) {
+        self.networks = networks
+    }
+
+    public static let codec = WireCodec<NetworkList>(
+        "apikeys.v1.NetworkList", initialize: apikeys__v1__network_list__init, unpack: apikeys__v1__network_list__unpack, read: read, write: write)
+
+    /// The fields of an unpacked struct.
+    static func read(_ c: Apikeys__V1__NetworkList, _ arena: Arena) throws -> NetworkList {
+        var value = NetworkList()
+        value.networks = try arena.strings(c.networks, count: c.n_networks, field: "networks", of: "apikeys.v1.NetworkList")
+        return value
+    }
+
+    /// Sets the fields of an initialised struct.
+    static func write(_ value: NetworkList, _ c: inout Apikeys__V1__NetworkList, _ arena: Arena) throws {
+        (c.n_networks, c.networks) = try arena.cStrings(value.networks, field: "networks", of: "apikeys.v1.NetworkList")
     }
 }
 

@@ -50,6 +50,7 @@ enum CheckText {
         case .disabled: "DISABLED"
         case .expired: "EXPIRED"
         case .missingPermission: "MISSING_PERMISSION"
+        case .ipNotAllowed: "IP_NOT_ALLOWED"
         case .unspecified: "UNSPECIFIED"
         case .unrecognized(let value): "REASON_\(value)"
         }

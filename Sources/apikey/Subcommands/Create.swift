@@ -18,10 +18,16 @@ struct Create: AsyncParsableCommand {
     @Option(help: "When the key expires: a duration (90d, 12h), a date (2027-01-31) or a date-time; default never.")
     var expires: String?
 
+    @Option(
+        name: .customLong("allow"),
+        help: "A network the key's checks must come from (CIDR such as 10.0.0.0/8 or 2001:db8::/32, or an address); repeat for more; default any.")
+    var allowedNetworks: [String] = []
+
     func run() async throws {
         let expiresAtMS = try expires.map { try TimeArgument.milliseconds($0) } ?? 0
         let created = try await connection.withClient { client in
-            try await client.createKey(name: name, permissions: permissions, expiresAtMS: expiresAtMS)
+            try await client.createKey(
+                name: name, permissions: permissions, expiresAtMS: expiresAtMS, allowedNetworks: allowedNetworks)
         }
         if output.json {
             print(Output.json(Output.IssuedJSON(key: Output.KeyJSON(created.key), secret: created.secret)))

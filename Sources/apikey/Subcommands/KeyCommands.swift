@@ -90,7 +90,7 @@ struct Delete: AsyncParsableCommand {
 
 struct Update: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Rename a key, change its expiry or replace its permissions.")
+        abstract: "Rename a key, change its expiry, replace its permissions or its allowed networks.")
     @OptionGroup var key: KeyIDArguments
 
     @Option(help: "A new name.")
@@ -104,12 +104,22 @@ struct Update: AsyncParsableCommand {
         help: "The new permission set (replaces the old one); repeat for more.")
     var permissions: [String] = []
 
+    @Option(
+        name: .customLong("allow"),
+        help: "The new allowlist (replaces the old one): a network in CIDR notation or an address; repeat for more.")
+    var allowedNetworks: [String] = []
+
+    @Flag(help: "Clear the allowlist: checks from any address.")
+    var allowAny = false
+
     func run() async throws {
         var request = UpdateKeyRequest(id: key.id, name: name)
         if let expires { request.expiresAtMS = try TimeArgument.milliseconds(expires) }
         if !permissions.isEmpty { request.permissions = PermissionSet(names: permissions) }
-        guard request.name != nil || request.expiresAtMS != nil || request.hasPermissions else {
-            throw ValidationError("nothing to change: give --name, --expires or --permission")
+        guard allowedNetworks.isEmpty || !allowAny else { throw ValidationError("--allow and --allow-any exclude each other") }
+        if !allowedNetworks.isEmpty || allowAny { request.allowedNetworks = NetworkList(networks: allowedNetworks) }
+        guard request.name != nil || request.expiresAtMS != nil || request.hasPermissions || request.hasAllowedNetworks else {
+            throw ValidationError("nothing to change: give --name, --expires, --permission, --allow or --allow-any")
         }
         let updated = try await key.connection.withClient { [request] in try await $0.updateKey(request) }
         print(key.output.json ? Output.json(Output.KeyJSON(updated)) : Output.details(updated))

@@ -480,7 +480,7 @@ const ProtobufCEnumDescriptor apikeys__v1__decision__descriptor =
   apikeys__v1__decision__value_ranges,
   NULL,NULL,NULL,NULL   /* reserved[1234] */
 };
-static const ProtobufCEnumValue apikeys__v1__deny_reason__enum_values_by_number[6] =
+static const ProtobufCEnumValue apikeys__v1__deny_reason__enum_values_by_number[7] =
 {
   { "DENY_REASON_UNSPECIFIED", "APIKEYS__V1__DENY_REASON__DENY_REASON_UNSPECIFIED", 0 },
   { "MALFORMED_KEY", "APIKEYS__V1__DENY_REASON__MALFORMED_KEY", 1 },
@@ -488,15 +488,17 @@ static const ProtobufCEnumValue apikeys__v1__deny_reason__enum_values_by_number[
   { "DISABLED", "APIKEYS__V1__DENY_REASON__DISABLED", 3 },
   { "EXPIRED", "APIKEYS__V1__DENY_REASON__EXPIRED", 4 },
   { "MISSING_PERMISSION", "APIKEYS__V1__DENY_REASON__MISSING_PERMISSION", 5 },
+  { "IP_NOT_ALLOWED", "APIKEYS__V1__DENY_REASON__IP_NOT_ALLOWED", 6 },
 };
 static const ProtobufCIntRange apikeys__v1__deny_reason__value_ranges[] = {
-{0, 0},{0, 6}
+{0, 0},{0, 7}
 };
-static const ProtobufCEnumValueIndex apikeys__v1__deny_reason__enum_values_by_name[6] =
+static const ProtobufCEnumValueIndex apikeys__v1__deny_reason__enum_values_by_name[7] =
 {
   { "DENY_REASON_UNSPECIFIED", 0 },
   { "DISABLED", 3 },
   { "EXPIRED", 4 },
+  { "IP_NOT_ALLOWED", 6 },
   { "MALFORMED_KEY", 1 },
   { "MISSING_PERMISSION", 5 },
   { "UNKNOWN_KEY", 2 },
@@ -508,9 +510,9 @@ const ProtobufCEnumDescriptor apikeys__v1__deny_reason__descriptor =
   "DenyReason",
   "Apikeys__V1__DenyReason",
   "apikeys.v1",
-  6,
+  7,
   apikeys__v1__deny_reason__enum_values_by_number,
-  6,
+  7,
   apikeys__v1__deny_reason__enum_values_by_name,
   1,
   apikeys__v1__deny_reason__value_ranges,

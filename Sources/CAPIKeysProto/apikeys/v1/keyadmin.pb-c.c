@@ -413,6 +413,51 @@ void   apikeys__v1__update_key_request__free_unpacked
   assert(message->base.descriptor == &apikeys__v1__update_key_request__descriptor);
   protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
 }
+void   apikeys__v1__network_list__init
+                     (Apikeys__V1__NetworkList         *message)
+{
+  static const Apikeys__V1__NetworkList init_value = APIKEYS__V1__NETWORK_LIST__INIT;
+  *message = init_value;
+}
+size_t apikeys__v1__network_list__get_packed_size
+                     (const Apikeys__V1__NetworkList *message)
+{
+  assert(message->base.descriptor == &apikeys__v1__network_list__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t apikeys__v1__network_list__pack
+                     (const Apikeys__V1__NetworkList *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &apikeys__v1__network_list__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t apikeys__v1__network_list__pack_to_buffer
+                     (const Apikeys__V1__NetworkList *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &apikeys__v1__network_list__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Apikeys__V1__NetworkList *
+       apikeys__v1__network_list__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Apikeys__V1__NetworkList *)
+     protobuf_c_message_unpack (&apikeys__v1__network_list__descriptor,
+                                allocator, len, data);
+}
+void   apikeys__v1__network_list__free_unpacked
+                     (Apikeys__V1__NetworkList *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &apikeys__v1__network_list__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
 void   apikeys__v1__update_key_response__init
                      (Apikeys__V1__UpdateKeyResponse         *message)
 {
@@ -1088,7 +1133,7 @@ void   apikeys__v1__get_policy_response__free_unpacked
   assert(message->base.descriptor == &apikeys__v1__get_policy_response__descriptor);
   protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
 }
-static const ProtobufCFieldDescriptor apikeys__v1__api_key__field_descriptors[10] =
+static const ProtobufCFieldDescriptor apikeys__v1__api_key__field_descriptors[11] =
 {
   {
     "id",
@@ -1210,8 +1255,21 @@ static const ProtobufCFieldDescriptor apikeys__v1__api_key__field_descriptors[10
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "allowed_networks",
+    11,
+    PROTOBUF_C_LABEL_REPEATED,
+    PROTOBUF_C_TYPE_STRING,
+    offsetof(Apikeys__V1__ApiKey, n_allowed_networks),
+    offsetof(Apikeys__V1__ApiKey, allowed_networks),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned apikeys__v1__api_key__field_indices_by_name[] = {
+  10,   /* field[10] = allowed_networks */
   5,   /* field[5] = created_at_ms */
   4,   /* field[4] = enabled */
   7,   /* field[7] = expires_at_ms */
@@ -1226,7 +1284,7 @@ static const unsigned apikeys__v1__api_key__field_indices_by_name[] = {
 static const ProtobufCIntRange apikeys__v1__api_key__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 10 }
+  { 0, 11 }
 };
 const ProtobufCMessageDescriptor apikeys__v1__api_key__descriptor =
 {
@@ -1236,14 +1294,14 @@ const ProtobufCMessageDescriptor apikeys__v1__api_key__descriptor =
   "Apikeys__V1__ApiKey",
   "apikeys.v1",
   sizeof(Apikeys__V1__ApiKey),
-  10,
+  11,
   apikeys__v1__api_key__field_descriptors,
   apikeys__v1__api_key__field_indices_by_name,
   1,  apikeys__v1__api_key__number_ranges,
   (ProtobufCMessageInit) apikeys__v1__api_key__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor apikeys__v1__create_key_request__field_descriptors[3] =
+static const ProtobufCFieldDescriptor apikeys__v1__create_key_request__field_descriptors[4] =
 {
   {
     "name",
@@ -1281,8 +1339,21 @@ static const ProtobufCFieldDescriptor apikeys__v1__create_key_request__field_des
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "allowed_networks",
+    4,
+    PROTOBUF_C_LABEL_REPEATED,
+    PROTOBUF_C_TYPE_STRING,
+    offsetof(Apikeys__V1__CreateKeyRequest, n_allowed_networks),
+    offsetof(Apikeys__V1__CreateKeyRequest, allowed_networks),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned apikeys__v1__create_key_request__field_indices_by_name[] = {
+  3,   /* field[3] = allowed_networks */
   2,   /* field[2] = expires_at_ms */
   0,   /* field[0] = name */
   1,   /* field[1] = permissions */
@@ -1290,7 +1361,7 @@ static const unsigned apikeys__v1__create_key_request__field_indices_by_name[] =
 static const ProtobufCIntRange apikeys__v1__create_key_request__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 3 }
+  { 0, 4 }
 };
 const ProtobufCMessageDescriptor apikeys__v1__create_key_request__descriptor =
 {
@@ -1300,7 +1371,7 @@ const ProtobufCMessageDescriptor apikeys__v1__create_key_request__descriptor =
   "Apikeys__V1__CreateKeyRequest",
   "apikeys.v1",
   sizeof(Apikeys__V1__CreateKeyRequest),
-  3,
+  4,
   apikeys__v1__create_key_request__field_descriptors,
   apikeys__v1__create_key_request__field_indices_by_name,
   1,  apikeys__v1__create_key_request__number_ranges,
@@ -1574,7 +1645,7 @@ const ProtobufCMessageDescriptor apikeys__v1__permission_set__descriptor =
   (ProtobufCMessageInit) apikeys__v1__permission_set__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor apikeys__v1__update_key_request__field_descriptors[4] =
+static const ProtobufCFieldDescriptor apikeys__v1__update_key_request__field_descriptors[5] =
 {
   {
     "id",
@@ -1624,8 +1695,21 @@ static const ProtobufCFieldDescriptor apikeys__v1__update_key_request__field_des
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "allowed_networks",
+    5,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_MESSAGE,
+    0,   /* quantifier_offset */
+    offsetof(Apikeys__V1__UpdateKeyRequest, allowed_networks),
+    &apikeys__v1__network_list__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned apikeys__v1__update_key_request__field_indices_by_name[] = {
+  4,   /* field[4] = allowed_networks */
   2,   /* field[2] = expires_at_ms */
   0,   /* field[0] = id */
   1,   /* field[1] = name */
@@ -1634,7 +1718,7 @@ static const unsigned apikeys__v1__update_key_request__field_indices_by_name[] =
 static const ProtobufCIntRange apikeys__v1__update_key_request__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 4 }
+  { 0, 5 }
 };
 const ProtobufCMessageDescriptor apikeys__v1__update_key_request__descriptor =
 {
@@ -1644,11 +1728,49 @@ const ProtobufCMessageDescriptor apikeys__v1__update_key_request__descriptor =
   "Apikeys__V1__UpdateKeyRequest",
   "apikeys.v1",
   sizeof(Apikeys__V1__UpdateKeyRequest),
-  4,
+  5,
   apikeys__v1__update_key_request__field_descriptors,
   apikeys__v1__update_key_request__field_indices_by_name,
   1,  apikeys__v1__update_key_request__number_ranges,
   (ProtobufCMessageInit) apikeys__v1__update_key_request__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor apikeys__v1__network_list__field_descriptors[1] =
+{
+  {
+    "networks",
+    1,
+    PROTOBUF_C_LABEL_REPEATED,
+    PROTOBUF_C_TYPE_STRING,
+    offsetof(Apikeys__V1__NetworkList, n_networks),
+    offsetof(Apikeys__V1__NetworkList, networks),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned apikeys__v1__network_list__field_indices_by_name[] = {
+  0,   /* field[0] = networks */
+};
+static const ProtobufCIntRange apikeys__v1__network_list__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 1 }
+};
+const ProtobufCMessageDescriptor apikeys__v1__network_list__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "apikeys.v1.NetworkList",
+  "NetworkList",
+  "Apikeys__V1__NetworkList",
+  "apikeys.v1",
+  sizeof(Apikeys__V1__NetworkList),
+  1,
+  apikeys__v1__network_list__field_descriptors,
+  apikeys__v1__network_list__field_indices_by_name,
+  1,  apikeys__v1__network_list__number_ranges,
+  (ProtobufCMessageInit) apikeys__v1__network_list__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
 static const ProtobufCFieldDescriptor apikeys__v1__update_key_response__field_descriptors[1] =

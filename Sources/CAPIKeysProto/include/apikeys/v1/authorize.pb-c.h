@@ -63,7 +63,12 @@ typedef enum _Apikeys__V1__DenyReason {
   /*
    * The key lacks at least one permission asked for (HTTP 403).
    */
-  APIKEYS__V1__DENY_REASON__MISSING_PERMISSION = 5
+  APIKEYS__V1__DENY_REASON__MISSING_PERMISSION = 5,
+  /*
+   * The key may only be used from listed networks and client_address is not in them, or is
+   * absent (HTTP 403).
+   */
+  APIKEYS__V1__DENY_REASON__IP_NOT_ALLOWED = 6
     PROTOBUF_C__FORCE_ENUM_TO_BE_INT_SIZE(APIKEYS__V1__DENY_REASON)
 } Apikeys__V1__DenyReason;
 
@@ -104,7 +109,8 @@ struct  Apikeys__V1__CheckResponse
    */
   Apikeys__V1__DenyReason reason;
   /*
-   * 200 (allow), 401 (MALFORMED_KEY, UNKNOWN_KEY, DISABLED, EXPIRED) or 403 (MISSING_PERMISSION).
+   * 200 (allow), 401 (MALFORMED_KEY, UNKNOWN_KEY, DISABLED, EXPIRED) or 403 (MISSING_PERMISSION,
+   * IP_NOT_ALLOWED).
    */
   uint32_t http_status;
   /*

@@ -26,6 +26,7 @@ typedef struct Apikeys__V1__ListKeysRequest Apikeys__V1__ListKeysRequest;
 typedef struct Apikeys__V1__ListKeysResponse Apikeys__V1__ListKeysResponse;
 typedef struct Apikeys__V1__PermissionSet Apikeys__V1__PermissionSet;
 typedef struct Apikeys__V1__UpdateKeyRequest Apikeys__V1__UpdateKeyRequest;
+typedef struct Apikeys__V1__NetworkList Apikeys__V1__NetworkList;
 typedef struct Apikeys__V1__UpdateKeyResponse Apikeys__V1__UpdateKeyResponse;
 typedef struct Apikeys__V1__SetKeyEnabledRequest Apikeys__V1__SetKeyEnabledRequest;
 typedef struct Apikeys__V1__SetKeyEnabledResponse Apikeys__V1__SetKeyEnabledResponse;
@@ -86,10 +87,16 @@ struct  Apikeys__V1__ApiKey
    * Time of the last rotation; 0 = never rotated.
    */
   int64_t rotated_at_ms;
+  /*
+   * Checks must come from these networks (CIDR, IPv4 or IPv6, normalised: "10.0.0.0/8",
+   * "2001:db8::/32"); empty = from anywhere. See Check's IP_NOT_ALLOWED.
+   */
+  size_t n_allowed_networks;
+  char **allowed_networks;
 };
 #define APIKEYS__V1__API_KEY__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&apikeys__v1__api_key__descriptor) \
-    , (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0,NULL, 0, 0, 0, 0, 0, 0 }
+    , (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0,NULL, 0, 0, 0, 0, 0, 0, 0,NULL }
 
 
 struct  Apikeys__V1__CreateKeyRequest
@@ -105,10 +112,15 @@ struct  Apikeys__V1__CreateKeyRequest
    * 0 = never; otherwise must be in the future.
    */
   int64_t expires_at_ms;
+  /*
+   * At most 64 networks in CIDR notation (an address alone is its own network); empty = any.
+   */
+  size_t n_allowed_networks;
+  char **allowed_networks;
 };
 #define APIKEYS__V1__CREATE_KEY_REQUEST__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&apikeys__v1__create_key_request__descriptor) \
-    , (char *)protobuf_c_empty_string, 0,NULL, 0 }
+    , (char *)protobuf_c_empty_string, 0,NULL, 0, 0,NULL }
 
 
 struct  Apikeys__V1__CreateKeyResponse
@@ -214,6 +226,10 @@ struct  Apikeys__V1__UpdateKeyRequest
    * Absent = unchanged; present replaces the whole set and must hold at least one.
    */
   Apikeys__V1__PermissionSet *permissions;
+  /*
+   * Absent = unchanged; present replaces the allowlist (empty = from anywhere).
+   */
+  Apikeys__V1__NetworkList *allowed_networks;
   Apikeys__V1__UpdateKeyRequest__NameOptCase name_opt_case;
   union {
     char *name;
@@ -225,7 +241,21 @@ struct  Apikeys__V1__UpdateKeyRequest
 };
 #define APIKEYS__V1__UPDATE_KEY_REQUEST__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&apikeys__v1__update_key_request__descriptor) \
-    , (char *)protobuf_c_empty_string, NULL, APIKEYS__V1__UPDATE_KEY_REQUEST__NAME_OPT__NOT_SET, {0}, APIKEYS__V1__UPDATE_KEY_REQUEST__EXPIRES_AT_MS_OPT__NOT_SET, {0} }
+    , (char *)protobuf_c_empty_string, NULL, NULL, APIKEYS__V1__UPDATE_KEY_REQUEST__NAME_OPT__NOT_SET, {0}, APIKEYS__V1__UPDATE_KEY_REQUEST__EXPIRES_AT_MS_OPT__NOT_SET, {0} }
+
+
+/*
+ * A key's allowlist in UpdateKeyRequest.
+ */
+struct  Apikeys__V1__NetworkList
+{
+  ProtobufCMessage base;
+  size_t n_networks;
+  char **networks;
+};
+#define APIKEYS__V1__NETWORK_LIST__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&apikeys__v1__network_list__descriptor) \
+    , 0,NULL }
 
 
 struct  Apikeys__V1__UpdateKeyResponse
@@ -666,6 +696,25 @@ Apikeys__V1__UpdateKeyRequest *
 void   apikeys__v1__update_key_request__free_unpacked
                      (Apikeys__V1__UpdateKeyRequest *message,
                       ProtobufCAllocator *allocator);
+/* Apikeys__V1__NetworkList methods */
+void   apikeys__v1__network_list__init
+                     (Apikeys__V1__NetworkList         *message);
+size_t apikeys__v1__network_list__get_packed_size
+                     (const Apikeys__V1__NetworkList   *message);
+size_t apikeys__v1__network_list__pack
+                     (const Apikeys__V1__NetworkList   *message,
+                      uint8_t             *out);
+size_t apikeys__v1__network_list__pack_to_buffer
+                     (const Apikeys__V1__NetworkList   *message,
+                      ProtobufCBuffer     *buffer);
+Apikeys__V1__NetworkList *
+       apikeys__v1__network_list__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   apikeys__v1__network_list__free_unpacked
+                     (Apikeys__V1__NetworkList *message,
+                      ProtobufCAllocator *allocator);
 /* Apikeys__V1__UpdateKeyResponse methods */
 void   apikeys__v1__update_key_response__init
                      (Apikeys__V1__UpdateKeyResponse         *message);
@@ -980,6 +1029,9 @@ typedef void (*Apikeys__V1__PermissionSet_Closure)
 typedef void (*Apikeys__V1__UpdateKeyRequest_Closure)
                  (const Apikeys__V1__UpdateKeyRequest *message,
                   void *closure_data);
+typedef void (*Apikeys__V1__NetworkList_Closure)
+                 (const Apikeys__V1__NetworkList *message,
+                  void *closure_data);
 typedef void (*Apikeys__V1__UpdateKeyResponse_Closure)
                  (const Apikeys__V1__UpdateKeyResponse *message,
                   void *closure_data);
@@ -1142,6 +1194,7 @@ extern const ProtobufCMessageDescriptor apikeys__v1__list_keys_request__descript
 extern const ProtobufCMessageDescriptor apikeys__v1__list_keys_response__descriptor;
 extern const ProtobufCMessageDescriptor apikeys__v1__permission_set__descriptor;
 extern const ProtobufCMessageDescriptor apikeys__v1__update_key_request__descriptor;
+extern const ProtobufCMessageDescriptor apikeys__v1__network_list__descriptor;
 extern const ProtobufCMessageDescriptor apikeys__v1__update_key_response__descriptor;
 extern const ProtobufCMessageDescriptor apikeys__v1__set_key_enabled_request__descriptor;
 extern const ProtobufCMessageDescriptor apikeys__v1__set_key_enabled_response__descriptor;

@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# make bench-policies: what the key policies cost the check path, as ratios of interleaved runs
+# on one server with the same load generator (bench/loadgen.c): a key with an allowlist of 8
+# networks (the client's the last of them) against a key without one. The other policies
+# (--max-key-lifetime, leak reports) are not on the check path.
+#   BENCH_SECONDS  seconds per measurement (default 4)
+#   BENCH_ROUNDS   interleaved rounds (default 5)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+SECONDS_EACH=${BENCH_SECONDS:-4}
+ROUNDS=${BENCH_ROUNDS:-5}
+PORT=17511
+command -v bc >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq bc >/dev/null; }
+swift build -c release --product apikeyd >/dev/null
+swift build -c release --product apikey >/dev/null
+BIN=$(swift build -c release --show-bin-path)
+source bench/lib.sh
+CC=$(command -v cc || command -v clang)
+"$CC" -O2 -o "$WORK/loadgen" bench/loadgen.c Sources/CAPIKeysProto/apikeys/v1/authorize.pb-c.c \
+    Sources/CAPIKeysProto/apikeys/v1/envelope.pb-c.c -I Sources/CAPIKeysProto/include -lprotobuf-c
+median() { tr ' ' '\n' | grep . | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+
+"$BIN/apikeyd" --data-dir "$WORK/data" --port "$PORT" --log-level warning >"$WORK/apikeyd.log" 2>&1 &
+PIDS+=($!)
+wait_port "$PORT"
+apikey() { APIKEY_SERVER="127.0.0.1:$PORT" APIKEY_TOKEN_FILE="$WORK/data/admin.token" "$BIN/apikey" "$@"; }
+secret() { sed -n 's/.*"secret" *: *"\([^"]*\)".*/\1/p'; }
+OPEN=$(apikey create open -p jobs:read --json | secret)
+FENCED=$(apikey create fenced -p jobs:read --json \
+    --allow 10.0.0.0/8 --allow 172.16.0.0/12 --allow 192.168.0.0/16 --allow 2001:db8::/32 \
+    --allow 198.51.100.0/24 --allow 203.0.113.0/24 --allow fd00::/8 --allow 127.0.0.0/8 | secret)
+[ -n "$OPEN" ] && [ -n "$FENCED" ] || { echo "bench: could not create the keys" >&2; exit 1; }
+
+declare -A RPS P99
+for round in $(seq 1 "$ROUNDS"); do
+    for setting in "50 1" "50 16"; do
+        read -r c p <<<"$setting"
+        for side in open fenced; do
+            key=$OPEN; [ "$side" = fenced ] && key=$FENCED
+            line=$("$WORK/loadgen" --port "$PORT" --proto apikeyd --key "$key" --client-address 127.0.0.1 \
+                -c "$c" -P "$p" -d "$SECONDS_EACH")
+            RPS["$side $c $p"]+="$(echo "$line" | field rps) "
+            P99["$side $c $p"]+="$(echo "$line" | field p99_us) "
+        done
+    done
+done
+echo "key policies on the check path — $(date -u +%Y-%m-%dT%H:%MZ) — $(nproc) cores; $ROUNDS interleaved rounds of ${SECONDS_EACH}s, medians"
+printf '%-28s | %10s %10s %6s | %9s %9s\n' "setting" "off r/s" "on r/s" "ratio" "off p99" "on p99"
+for setting in "50 1" "50 16"; do
+    read -r c p <<<"$setting"
+    off=$(echo "${RPS[open $c $p]}" | median); on=$(echo "${RPS[fenced $c $p]}" | median)
+    printf '%-28s | %10s %10s %6s | %7sµs %7sµs\n' "allowlist (8 networks), c=$c P=$p" "$off" "$on" "$(ratio "$on" "$off")" \
+        "$(echo "${P99[open $c $p]}" | median)" "$(echo "${P99[fenced $c $p]}" | median)"
+done
