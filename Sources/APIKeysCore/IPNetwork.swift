@@ -23,7 +23,9 @@ public struct IPNetwork: Sendable, Hashable, CustomStringConvertible {
         let width = isV4 ? 32 : 128
         var length = width
         if parts.count == 2 {
-            guard let given = Int(parts[1]), (0...width).contains(given), parts[1].allSatisfy(\.isASCII) else { return nil }
+            guard let given = Int(parts[1]), (0...width).contains(given), parts[1].allSatisfy(\.isASCII) else {
+                return nil
+            }
             length = given
         }
         prefixLength = (isV4 ? 96 : 0) + length
@@ -49,7 +51,8 @@ public struct IPNetwork: Sendable, Hashable, CustomStringConvertible {
             if utf8[0] == UInt8(ascii: "[") {
                 guard let close = utf8.firstIndex(of: UInt8(ascii: "]")) else { return nil }
                 (start, end) = (1, close)
-            } else if let colon = utf8.firstIndex(of: UInt8(ascii: ":")), utf8.lastIndex(of: UInt8(ascii: ":")) == colon,
+            } else if let colon = utf8.firstIndex(of: UInt8(ascii: ":")),
+                utf8.lastIndex(of: UInt8(ascii: ":")) == colon,
                 utf8.contains(UInt8(ascii: "."))
             {
                 end = colon  // a.b.c.d:port
@@ -79,8 +82,12 @@ public struct IPNetwork: Sendable, Hashable, CustomStringConvertible {
         var v6 = in6_addr()
         guard inet_pton(AF_INET6, text, &v6) == 1 else { return nil }
         return withUnsafeBytes(of: &v6) { raw in
-            ((UInt64(bigEndian: raw.loadUnaligned(fromByteOffset: 0, as: UInt64.self)),
-              UInt64(bigEndian: raw.loadUnaligned(fromByteOffset: 8, as: UInt64.self))), false)
+            (
+                (
+                    UInt64(bigEndian: raw.loadUnaligned(fromByteOffset: 0, as: UInt64.self)),
+                    UInt64(bigEndian: raw.loadUnaligned(fromByteOffset: 8, as: UInt64.self))
+                ), false
+            )
         }
     }
 

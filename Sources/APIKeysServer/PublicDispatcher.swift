@@ -27,7 +27,8 @@ struct PublicDispatcher: AuthorizeService {
     {
         // The same answer whatever the outcome: a report must not tell whether the secret is a key.
         try await service.reportLeakedKey(
-            secret: request.key, source: request.source, reporterAddress: context.peerAddress, deadline: context.deadline)
+            secret: request.key, source: request.source, reporterAddress: context.peerAddress,
+            deadline: context.deadline)
         return ReportLeakedKeyResponse()
     }
 }

@@ -17,9 +17,11 @@ import Testing
                     _ = try await client.createKey(name: "k", permissions: ["jobs:read"], expiresAtMS: expiry)
                 }
                 #expect(refused?.code == .invalidArgument)
-                #expect(refused?.message.hasPrefix("expires_at_ms: this server requires keys to expire within 90d") == true)
+                #expect(
+                    refused?.message.hasPrefix("expires_at_ms: this server requires keys to expire within 90d") == true)
             }
-            let issued = try await client.createKey(name: "k", permissions: ["jobs:read"], expiresAtMS: now + 90 * Self.day)
+            let issued = try await client.createKey(
+                name: "k", permissions: ["jobs:read"], expiresAtMS: now + 90 * Self.day)
             // An update may not clear the expiry or push it beyond the lifetime from now; within it, it may.
             await #expect(throws: APIKeysClientError.self) {
                 _ = try await client.updateKey(UpdateKeyRequest(id: issued.key.id, expiresAtMS: 0))
@@ -27,7 +29,8 @@ import Testing
             await #expect(throws: APIKeysClientError.self) {
                 _ = try await client.updateKey(UpdateKeyRequest(id: issued.key.id, expiresAtMS: now + 100 * Self.day))
             }
-            let renewed = try await client.updateKey(UpdateKeyRequest(id: issued.key.id, expiresAtMS: now + 30 * Self.day))
+            let renewed = try await client.updateKey(
+                UpdateKeyRequest(id: issued.key.id, expiresAtMS: now + 30 * Self.day))
             #expect(renewed.expiresAtMS == now + 30 * Self.day)
         }
     }
@@ -43,16 +46,20 @@ import Testing
         let legacy = try await before.client().createKey(name: "legacy", permissions: ["jobs:read"])
         await before.server.shutdown()
 
-        let server = try await TestServer.start(dataDirectory: dir, clock: clock) { $0.maxKeyLifetimeSeconds = 90 * 86400 }
+        let server = try await TestServer.start(dataDirectory: dir, clock: clock) {
+            $0.maxKeyLifetimeSeconds = 90 * 86400
+        }
         defer { Task { await server.server.shutdown() } }
         let client = server.client()
         defer { Task { await client.close() } }
         let now = clock.nowMS()
         let soon = try await client.createKey(name: "soon", permissions: ["jobs:read"], expiresAtMS: now + 3 * Self.day)
-        let fine = try await client.createKey(name: "fine", permissions: ["jobs:read"], expiresAtMS: now + 60 * Self.day)
+        let fine = try await client.createKey(
+            name: "fine", permissions: ["jobs:read"], expiresAtMS: now + 60 * Self.day)
         for secret in [legacy.secret, soon.secret, fine.secret] { _ = try await client.check(key: secret) }
         await server.server.service.flushAuditTrail()
-        let unused = try await client.createKey(name: "unused", permissions: ["jobs:read"], expiresAtMS: now + 60 * Self.day)
+        let unused = try await client.createKey(
+            name: "unused", permissions: ["jobs:read"], expiresAtMS: now + 60 * Self.day)
 
         let run = try await runCommand(
             CommandLineTests.binary, ["report", "--json", "--expiring-days", "7"],
@@ -73,9 +80,12 @@ import Testing
 
     @Test func findingsFollowTheCriteria() {
         let now: Int64 = 1_000 * Self.day
-        let criteria = KeyHygiene.Criteria(nowMS: now, idleMS: 30 * Self.day, expiringMS: 7 * Self.day, maxLifetimeMS: 90 * Self.day)
+        let criteria = KeyHygiene.Criteria(
+            nowMS: now, idleMS: 30 * Self.day, expiringMS: 7 * Self.day, maxLifetimeMS: 90 * Self.day)
         func key(created: Int64, used: Int64 = 0, expires: Int64 = 0) -> ApiKey {
-            ApiKey(id: "k", createdAtMS: now - created * Self.day, expiresAtMS: expires == 0 ? 0 : now + expires * Self.day,
+            ApiKey(
+                id: "k", createdAtMS: now - created * Self.day,
+                expiresAtMS: expires == 0 ? 0 : now + expires * Self.day,
                 lastUsedAtMS: used == 0 ? 0 : now - used * Self.day)
         }
         #expect(KeyHygiene.findings(for: key(created: 10, used: 1, expires: 60), criteria) == [])
@@ -85,7 +95,8 @@ import Testing
         #expect(KeyHygiene.findings(for: key(created: 91, used: 1, expires: 60), criteria) == [.olderThanPolicy])
         #expect(KeyHygiene.findings(for: key(created: 1, used: 1), criteria) == [.expiryBeyondPolicy])
         #expect(KeyHygiene.findings(for: key(created: 1, used: 1, expires: 91), criteria) == [.expiryBeyondPolicy])
-        let noPolicy = KeyHygiene.Criteria(nowMS: now, idleMS: 30 * Self.day, expiringMS: 7 * Self.day, maxLifetimeMS: nil)
+        let noPolicy = KeyHygiene.Criteria(
+            nowMS: now, idleMS: 30 * Self.day, expiringMS: 7 * Self.day, maxLifetimeMS: nil)
         #expect(KeyHygiene.findings(for: key(created: 400, used: 1), noPolicy) == [])
     }
 }

@@ -5,7 +5,8 @@ import Testing
 @testable import APIKeysStore
 
 /// The PostgreSQL change log is pruned, and a replica that missed pruned changes fails closed.
-@Suite(.enabled(if: TestDatabase.url != nil, "needs PostgreSQL (Tests/postgres/with-cluster.sh)"), .timeLimit(.minutes(2)))
+@Suite(
+    .enabled(if: TestDatabase.url != nil, "needs PostgreSQL (Tests/postgres/with-cluster.sh)"), .timeLimit(.minutes(2)))
 struct ChangeLogTests {
     /// A replica cut off while a key is deleted, then the change pruned: it cannot learn of the
     /// deletion from the log, so it refuses every check (instead of allowing the deleted key)
@@ -23,7 +24,9 @@ struct ChangeLogTests {
 
         await feedB.stop()  // B is cut off from here on
         try await a.deleteKey(id: doomed.key.id, actor: "ops")
-        for index in 0..<3 { _ = try await a.createKey(name: "later\(index)", permissions: ["jobs:read"], actor: "ops") }
+        for index in 0..<3 {
+            _ = try await a.createKey(name: "later\(index)", permissions: ["jobs:read"], actor: "ops")
+        }
 
         // Nothing is younger than the retention: nothing is pruned.
         #expect(try await feedA.prune(nowMS: clock.nowMS(), keep: 0) == 0)
@@ -52,7 +55,8 @@ struct ChangeLogTests {
         let url = try await TestDatabase.createDatabase()
         let clock = ManualWallClock(nowMS: 1_700_000_000_000)
         let a = try await TestDatabase.openService(clock: clock, url: url)
-        let key = try await a.createKey(name: "fenced", permissions: ["jobs:read"], allowedNetworks: ["10.0.0.0/8"], actor: "ops")
+        let key = try await a.createKey(
+            name: "fenced", permissions: ["jobs:read"], allowedNetworks: ["10.0.0.0/8"], actor: "ops")
         let b = try await TestDatabase.openService(clock: clock, url: url)
         #expect(try b.check(secret: key.secret, permissions: [], clientAddress: "10.1.1.1").isAllowed)
         #expect(try b.check(secret: key.secret, permissions: [], clientAddress: "192.0.2.1").denial == .ipNotAllowed)
