@@ -120,6 +120,7 @@ import Testing
         defer { try? FileManager.default.removeItem(atPath: dir) }
         for (arguments, says) in [
             (["--audit-retention", "soon"], "--audit-retention"), (["--frame-timeout", "0"], "positive"),
+            (["--max-key-lifetime", "0d"], "--max-key-lifetime"), (["--max-key-lifetime", "forever"], "--max-key-lifetime"),
             (["--shutdown-timeout", "0"], "positive"), (["--tls-cert", "/x.pem"], "--tls-key"),
             (["--tls-cert", "/nope/x.pem", "--tls-key", "/nope/x.key"], "/nope/x.pem"),
             (["--http-port", "0", "--routes", "/nope/routes"], "--routes /nope/routes: no such file"),
