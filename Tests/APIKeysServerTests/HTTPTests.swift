@@ -225,6 +225,13 @@ import Testing
             let huge = try await HTTPProbe.request(
                 port: http.port, method: "POST", path: "/leaked-keys", body: String(repeating: "x", count: 70_000))
             #expect(huge.status == 413)
+            let nested = try await HTTPProbe.request(
+                port: http.port, method: "POST", path: "/leaked-keys", body: String(repeating: "[", count: 60_000))
+            #expect(nested.status == 400, "deeply nested JSON is refused, not recursed into")
+            let tooMany = try await HTTPProbe.request(
+                port: http.port, method: "POST", path: "/leaked-keys",
+                body: Array(repeating: made, count: 101).joined(separator: "\n"))
+            #expect(tooMany.status == 413)
             #expect(try await HTTPProbe.request(port: http.port, path: "/leaked-keys").status == 405)
             #expect(try await HTTPProbe.request(port: http.port, path: "/healthz").status == 200)
         }
