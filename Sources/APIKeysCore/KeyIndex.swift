@@ -78,15 +78,9 @@ public final class KeyIndex: Sendable {
     public func check(
         secret: String, permissions: [String], format: SecretFormat, nowMS: Int64, clientAddress: String = ""
     ) -> CheckOutcome {
-        var secret = secret
-        return secret.withUTF8 { utf8 in
-            let bytes = SecretFormat.secret(presentedAs: UnsafeRawBufferPointer(utf8))
-            guard format.isWellFormed(bytes: bytes) else { return CheckOutcome(denial: .malformedKey, key: nil) }
-            guard let key = lookup(SecretHash(ofBytes: bytes)) else {
-                return CheckOutcome(denial: .unknownKey, key: nil)
-            }
-            return judge(key, permissions: permissions, nowMS: nowMS, clientAddress: clientAddress)
-        }
+        guard let hash = format.hash(ofPresented: secret) else { return CheckOutcome(denial: .malformedKey, key: nil) }
+        guard let key = lookup(hash) else { return CheckOutcome(denial: .unknownKey, key: nil) }
+        return judge(key, permissions: permissions, nowMS: nowMS, clientAddress: clientAddress)
     }
 
     /// The decision for a known key.

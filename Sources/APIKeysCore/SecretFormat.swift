@@ -57,6 +57,16 @@ public struct SecretFormat: Sendable, Hashable {
         return key.withUTF8 { isWellFormed(bytes: Self.secret(presentedAs: UnsafeRawBufferPointer($0))) }
     }
 
+    /// The hash of `key` as a caller presents it (a leading `Bearer ` allowed), or nil when it is
+    /// not a well-formed secret of this format: what a check and a leak report look up.
+    public func hash(ofPresented key: String) -> SecretHash? {
+        var key = key
+        return key.withUTF8 { utf8 in
+            let bytes = Self.secret(presentedAs: UnsafeRawBufferPointer(utf8))
+            return isWellFormed(bytes: bytes) ? SecretHash(ofBytes: bytes) : nil
+        }
+    }
+
     /// The scheme a presented secret may carry: `Bearer <secret>` stands for the secret.
     public static let bearerScheme = "Bearer "
     private static let bearerBytes = Array(bearerScheme.utf8)

@@ -150,8 +150,7 @@ struct HTTPResponder: Sendable {
 
     /// The answer to `request` from `peer`.
     func answer(_ request: HTTPRequest, peer: String) -> Answer {
-        let target = request.path ?? "/"
-        let path = target.firstIndex(of: "?").map { String(target[..<$0]) } ?? target
+        let path = Self.path(of: request)
         if path == ForwardAuth.pathPrefix || path.hasPrefix(ForwardAuth.pathPrefix + "/") {
             let decision = forwardAuth.authorize(method: request.method, path: path, headers: request.headerFields, peer: peer)
             return Answer(status: decision.status, headers: decision.headers, body: ByteBuffer(string: decision.body))
@@ -192,7 +191,13 @@ struct HTTPResponder: Sendable {
     /// Whether `request` is a leak report, whose body is read and answered off the event loop
     /// (``reportLeaks(_:peer:)``) instead of by ``answer(_:peer:)``.
     func isLeakReport(_ request: HTTPRequest) -> Bool {
-        request.method == .post && request.path.map { $0.split(separator: "?").first == Substring(Self.leakPath) } == true
+        request.method == .post && Self.path(of: request) == Self.leakPath
+    }
+
+    /// The request's path without its query.
+    private static func path(of request: HTTPRequest) -> String {
+        let target = request.path ?? "/"
+        return target.firstIndex(of: "?").map { String(target[..<$0]) } ?? target
     }
 
     /// Reports every secret of `body` as leaked (``KeyService/reportLeakedKey(secret:source:reporterAddress:deadline:)``)

@@ -26,12 +26,7 @@ extension KeyService {
     public func reportLeakedKey(secret: String, source: String, reporterAddress: String, deadline: Deadline = .never)
         async throws -> LeakReport
     {
-        var presented = secret
-        let hash: SecretHash? = presented.withUTF8 { utf8 in
-            let bytes = SecretFormat.secret(presentedAs: UnsafeRawBufferPointer(utf8))
-            return format.isWellFormed(bytes: bytes) ? SecretHash(ofBytes: bytes) : nil
-        }
-        guard let hash, let known = index.lookup(hash) else { return .noKey }
+        guard let hash = format.hash(ofPresented: secret), let known = index.lookup(hash) else { return .noKey }
         let now = clock.nowMS()
         if !known.enabled, !claimLeakRecord(keyID: known.id, nowMS: now) { return .alreadyDisabled(keyID: known.id) }
         let resource = CheckLimits.recorded(resource: source)
