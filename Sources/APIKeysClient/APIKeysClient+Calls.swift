@@ -38,9 +38,18 @@ extension APIKeysClient {
         try await call(KeyAdmin.setKeyEnabled, SetKeyEnabledRequest(id: id, enabled: enabled), timeout: timeout).key
     }
 
-    /// Gives a key a new secret (in the reply, shown this once); the old one stops working at once.
-    public func rotateKey(id: String, timeout: Duration? = nil) async throws -> RotateKeyResponse {
-        try await call(KeyAdmin.rotateKey, RotateKeyRequest(id: id), timeout: timeout)
+    /// Gives a key a new secret (in the reply, shown this once). The old one stops working at once,
+    /// or, with a `grace` (whole seconds, at most 7 days), when that has passed: time for the
+    /// key's users to switch (the key's `graceEndsAtMS` says until when).
+    public func rotateKey(id: String, grace: Duration = .zero, timeout: Duration? = nil) async throws
+        -> RotateKeyResponse
+    {
+        guard grace >= .zero else {
+            throw APIKeysClientError(code: .invalidArgument, message: "grace must not be negative, not \(grace)")
+        }
+        // Beyond 7 days the server refuses it, with its message; UInt32.max seconds is beyond.
+        let seconds = UInt32(clamping: grace.components.seconds)
+        return try await call(KeyAdmin.rotateKey, RotateKeyRequest(id: id, graceSeconds: seconds), timeout: timeout)
     }
 
     /// Deletes a key for good.
@@ -75,7 +84,8 @@ extension APIKeysClient {
             return CheckResponse(decision: .deny, reason: .malformedKey, httpStatus: 401)
         }
         return try await call(
-            Authorize.check, CheckRequest(key: key, permissions: permissions, resource: resource, clientAddress: clientAddress),
+            Authorize.check,
+            CheckRequest(key: key, permissions: permissions, resource: resource, clientAddress: clientAddress),
             timeout: timeout)
     }
 
@@ -84,6 +94,7 @@ extension APIKeysClient {
     /// secret was a key. Not retried on another replica (a second report is harmless, but
     /// recorded twice).
     public func reportLeakedKey(_ secret: String, source: String = "", timeout: Duration? = nil) async throws {
-        _ = try await call(Authorize.reportLeakedKey, ReportLeakedKeyRequest(key: secret, source: source), timeout: timeout)
+        _ = try await call(
+            Authorize.reportLeakedKey, ReportLeakedKeyRequest(key: secret, source: source), timeout: timeout)
     }
 }

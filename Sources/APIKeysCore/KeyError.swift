@@ -20,6 +20,8 @@ public struct KeyError: Error, Hashable, Sendable, CustomStringConvertible {
         public static let invalidNetwork = Code("invalid network")
         /// No expiry, or one later than the server's maximum key lifetime allows.
         public static let lifetimeBeyondPolicy = Code("lifetime beyond policy")
+        /// A rotation grace period that is negative or longer than 7 days.
+        public static let invalidGrace = Code("invalid grace period")
         /// No key has this id.
         public static let keyNotFound = Code("key not found")
         /// A page token that this service did not hand out.
@@ -82,6 +84,14 @@ public struct KeyError: Error, Hashable, Sendable, CustomStringConvertible {
             description:
                 "expires_at_ms: this server requires keys to expire within "
                 + "\(DurationText.text(seconds: maxLifetimeMS / 1000)) (its --max-key-lifetime)")
+    }
+
+    /// A rotation grace of `seconds`, outside 0…``KeyRules/maxRotationGraceSeconds``.
+    public static func invalidGrace(seconds: Int64) -> KeyError {
+        KeyError(
+            code: .invalidGrace, field: "grace_seconds",
+            description:
+                "grace_seconds: \(seconds) is not between 0 and \(KeyRules.maxRotationGraceSeconds) (7 days)")
     }
 
     /// No key has `id`.

@@ -83,8 +83,10 @@ public final class KeyIndex: Sendable {
         return judge(key, permissions: permissions, nowMS: nowMS, clientAddress: clientAddress)
     }
 
-    /// The decision for a known key.
+    /// The decision for a known key. A replaced secret past its grace is refused as unknown,
+    /// exactly as one replaced without a grace.
     func judge(_ key: KeyCheckState, permissions: [String], nowMS: Int64, clientAddress: String) -> CheckOutcome {
+        if let graceEnd = key.graceEndsAtMS, graceEnd <= nowMS { return CheckOutcome(denial: .unknownKey, key: nil) }
         guard key.enabled else { return CheckOutcome(denial: .disabled, key: key) }
         if let expiry = key.expiresAtMS, expiry <= nowMS { return CheckOutcome(denial: .expired, key: key) }
         var missing: [String] = []

@@ -18,11 +18,14 @@ public struct KeyRecord: Sendable, Hashable {
     public var rotatedAtMS: Int64?
     /// The networks checks must come from (their `client_address`), normalised CIDR; empty = any.
     public var allowedNetworks: [String]
+    /// Until when the secret the key had before its last rotation is still accepted (a rotation
+    /// with a grace period); nil = it is not.
+    public var graceEndsAtMS: Int64?
 
     public init(
         id: String, name: String, hint: String, permissions: [String], enabled: Bool, createdAtMS: Int64,
         updatedAtMS: Int64, expiresAtMS: Int64? = nil, lastUsedAtMS: Int64? = nil, rotatedAtMS: Int64? = nil,
-        allowedNetworks: [String] = []
+        allowedNetworks: [String] = [], graceEndsAtMS: Int64? = nil
     ) {
         self.id = id
         self.name = name
@@ -35,6 +38,7 @@ public struct KeyRecord: Sendable, Hashable {
         self.lastUsedAtMS = lastUsedAtMS
         self.rotatedAtMS = rotatedAtMS
         self.allowedNetworks = allowedNetworks
+        self.graceEndsAtMS = graceEndsAtMS
     }
 
     /// A new public key id: `key_` and 22 random base-62 characters.
@@ -42,11 +46,13 @@ public struct KeyRecord: Sendable, Hashable {
         "key_" + SecureRandom.string(count: 22, alphabet: SecretFormat.alphabet)
     }
 
-    /// What a check needs to know about this key, its permissions as a mask of `catalog`.
-    public func checkState(in catalog: PermissionCatalog) -> KeyCheckState {
+    /// What a check needs to know about this key, its permissions as a mask of `catalog`: for its
+    /// current secret, or with `ofGraceSecret` for the secret it had before its last rotation.
+    public func checkState(in catalog: PermissionCatalog, ofGraceSecret: Bool = false) -> KeyCheckState {
         KeyCheckState(
             id: id, name: name, permissions: catalog.mask(of: permissions), enabled: enabled, expiresAtMS: expiresAtMS,
-            allowedNetworks: allowedNetworks.compactMap(IPNetwork.init))
+            allowedNetworks: allowedNetworks.compactMap(IPNetwork.init),
+            graceEndsAtMS: ofGraceSecret ? graceEndsAtMS : nil)
     }
 }
 
@@ -59,10 +65,13 @@ public struct KeyCheckState: Sendable, Hashable {
     public var expiresAtMS: Int64?
     /// Empty = checks from any address.
     public var allowedNetworks: [IPNetwork]
+    /// Set on the entry of a secret replaced by a rotation with a grace period: the secret is
+    /// accepted until then, and refused as unknown from then on. nil for a key's current secret.
+    public var graceEndsAtMS: Int64?
 
     public init(
         id: String, name: String, permissions: PermissionMask, enabled: Bool, expiresAtMS: Int64?,
-        allowedNetworks: [IPNetwork] = []
+        allowedNetworks: [IPNetwork] = [], graceEndsAtMS: Int64? = nil
     ) {
         self.id = id
         self.name = name
@@ -70,7 +79,11 @@ public struct KeyCheckState: Sendable, Hashable {
         self.enabled = enabled
         self.expiresAtMS = expiresAtMS
         self.allowedNetworks = allowedNetworks
+        self.graceEndsAtMS = graceEndsAtMS
     }
+
+    /// Whether this is the entry of a replaced secret still in its rotation grace.
+    public var isGraceSecret: Bool { graceEndsAtMS != nil }
 
     /// Whether a check from `clientAddress` may use this key: any address when the key has no
     /// allowlist; else one of its networks (an absent or unreadable address is not).

@@ -35,6 +35,16 @@ public enum KeyRules {
         return valid
     }
 
+    /// Longest grace period of a rotation: 7 days.
+    public static let maxRotationGraceSeconds: Int64 = 7 * 86400
+
+    /// How long, in milliseconds, a rotation keeps the replaced secret valid: 0 (dead at once) up
+    /// to ``maxRotationGraceSeconds``.
+    public static func validGrace(seconds: Int64) throws(KeyError) -> Int64 {
+        guard (0...maxRotationGraceSeconds).contains(seconds) else { throw .invalidGrace(seconds: seconds) }
+        return seconds * 1000
+    }
+
     /// An expiry as stored: nil for 0 (never), else it must be later than `nowMS`; with a
     /// `maxLifetimeMS` (the server's policy) it must also be set and no later than `nowMS` + that.
     public static func validExpiry(_ expiresAtMS: Int64, nowMS: Int64, maxLifetimeMS: Int64? = nil) throws(KeyError)

@@ -11,7 +11,8 @@ struct PendingMutation: Sendable {
     let deadline: Deadline
     /// Decides from the key's state: the writes, the admin events, and how to hand the caller its
     /// result once the batch has committed.
-    let decide: @Sendable (StoredKey?) throws -> (writes: [KeyWrite], events: [AuditRecord], deliver: @Sendable () -> Void)
+    let decide:
+        @Sendable (StoredKey?) throws -> (writes: [KeyWrite], events: [AuditRecord], deliver: @Sendable () -> Void)
     /// Hands the caller an error instead.
     let fail: @Sendable (any Error) -> Void
 }
@@ -114,12 +115,7 @@ struct GroupPlan: Sendable {
                 let decision = try mutation.decide(current)
                 let atMS = decision.events.first?.atMS ?? 0
                 for write in decision.writes {
-                    switch write {
-                    case .insert(let key, let hash), .update(let key, let hash, _):
-                        state[key.id] = StoredKey(key: key, hash: hash)
-                    case .delete(let key, _):
-                        state[key.id] = .some(nil)
-                    }
+                    state[write.key.id] = .some(write.stored)
                     changes.append((write, atMS))
                 }
                 for var event in decision.events {

@@ -29,7 +29,8 @@ package final class PostgresKeyStore: KeyStore {
     private let logger: Logger
 
     private init(
-        index: KeyIndex, auditWriter: AuditWriter, feed: ChangeFeed, client: PostgresClient, clientTask: Task<Void, Never>,
+        index: KeyIndex, auditWriter: AuditWriter, feed: ChangeFeed, client: PostgresClient,
+        clientTask: Task<Void, Never>,
         location: PostgresLocation, logger: Logger
     ) {
         self.index = index
@@ -56,7 +57,8 @@ package final class PostgresKeyStore: KeyStore {
             ) {
                 try await client.withConnection { connection in
                     try await PostgresSchema.migrate(connection, nowMS: clock.nowMS(), logger: logger)
-                    let replica = try await connection.query("SELECT nextval('replica_numbers')", logger: logger)
+                    let replica =
+                        try await connection.query("SELECT nextval('replica_numbers')", logger: logger)
                         .decode(Int64.self).first { _ in true } ?? 0
                     let (index, version, loadedAtMS) = try await loadIndex(
                         connection, client: client, catalog: catalog, clock: clock, logger: logger)
@@ -87,14 +89,19 @@ package final class PostgresKeyStore: KeyStore {
 
     /// Applies the schema migrations not yet recorded (under the advisory lock) and returns their
     /// versions; what `apikeyd migrate` runs, and every replica at start.
-    package static func migrate(location: PostgresLocation, clock: any WallClock, logger: Logger) async throws -> [Int] {
+    package static func migrate(location: PostgresLocation, clock: any WallClock, logger: Logger) async throws -> [Int]
+    {
         let client = PostgresClient(configuration: location.clientConfiguration, backgroundLogger: logger)
         let clientTask = Task { await client.run() }
         defer { clientTask.cancel() }
         let server = location.description
         do {
-            return try await withTimeout(.seconds(60), timeoutError: .unreachable(server: server, message: "no answer within 60 s")) {
-                try await client.withConnection { try await PostgresSchema.migrate($0, nowMS: clock.nowMS(), logger: logger) }
+            return try await withTimeout(
+                .seconds(60), timeoutError: .unreachable(server: server, message: "no answer within 60 s")
+            ) {
+                try await client.withConnection {
+                    try await PostgresSchema.migrate($0, nowMS: clock.nowMS(), logger: logger)
+                }
             }
         } catch {
             throw StoreError.postgres(error, server: server)
@@ -111,7 +118,8 @@ package final class PostgresKeyStore: KeyStore {
         let startedAtMS = clock.nowMS()
         try await connection.query("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY", logger: logger)
         do {
-            let snapshot = try await connection.query("SELECT pg_export_snapshot()", logger: logger)
+            let snapshot =
+                try await connection.query("SELECT pg_export_snapshot()", logger: logger)
                 .decode(String.self).first { _ in true } ?? ""
             guard !snapshot.isEmpty, snapshot.allSatisfy({ $0.isHexDigit || $0 == "-" }) else {
                 throw StoreError.database(server: "", message: "unexpected snapshot id \"\(snapshot)\"")
@@ -127,7 +135,8 @@ package final class PostgresKeyStore: KeyStore {
             let split = lastPK / 2
             async let upper = client.withConnection { other in
                 try await other.query("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY", logger: logger)
-                try await other.query(PostgresQuery(unsafeSQL: "SET TRANSACTION SNAPSHOT '\(snapshot)'"), logger: logger)
+                try await other.query(
+                    PostgresQuery(unsafeSQL: "SET TRANSACTION SNAPSHOT '\(snapshot)'"), logger: logger)
                 let edits = try await keyEdits(other, pkAbove: split, upTo: .max, catalog: catalog, logger: logger)
                 try await other.query("COMMIT", logger: logger)
                 return edits
@@ -152,21 +161,32 @@ package final class PostgresKeyStore: KeyStore {
         var edits: [KeyIndex.Edit] = []
         let rows = try await connection.query(
             """
-            SELECT secret_hash, id, name, permissions, enabled, expires_at_ms, allowed_networks FROM keys
-            WHERE pk > \(above) AND pk <= \(upTo)
+            SELECT secret_hash, id, name, permissions, enabled, expires_at_ms, allowed_networks, grace_secret_hash,
+                   grace_ends_at_ms
+            FROM keys WHERE pk > \(above) AND pk <= \(upTo)
             """, logger: logger)
         for try await row in rows {
             var cells = CellReader(row)
-            let (hashBytes, id, name) = try (cells.next(ByteBuffer.self), cells.next(String.self), cells.next(String.self))
-            let (permissions, enabled, expires) = try (cells.next(String.self), cells.next(Bool.self), cells.next(Int64?.self))
+            let (hashBytes, id, name) = try (
+                cells.next(ByteBuffer.self), cells.next(String.self), cells.next(String.self)
+            )
+            let (permissions, enabled, expires) = try (
+                cells.next(String.self), cells.next(Bool.self), cells.next(Int64?.self)
+            )
             let networks = try cells.next(String.self)
-            guard let hash = SecretHash(bytea: hashBytes) else {
+            let (graceBytes, graceEnd) = try (cells.next(ByteBuffer?.self), cells.next(Int64?.self))
+            guard let hash = SecretHash(bytea: hashBytes), graceBytes.map({ SecretHash(bytea: $0) != nil }) ?? true
+            else {
                 throw StoreError.database(server: "", message: "key \(id) has a secret hash of the wrong size")
             }
-            let state = KeyCheckState(
+            var state = KeyCheckState(
                 id: id, name: name, permissions: masks.mask(of: permissions), enabled: enabled, expiresAtMS: expires,
                 allowedNetworks: Schema.networks(of: networks))
             edits.append(.upsert(state, hash, replacing: nil))
+            if let graceHash = graceBytes.flatMap(SecretHash.init(bytea:)), let graceEnd {
+                state.graceEndsAtMS = graceEnd
+                edits.append(.upsert(state, graceHash, replacing: nil))
+            }
         }
         return edits
     }
@@ -281,16 +301,20 @@ package final class PostgresKeyStore: KeyStore {
 
     package func key(id: String) async throws -> KeyRecord {
         let logger = logger
-        guard let found = try await read({ client in
-            try await client.withConnection { try await KeyRows.find(id: id, on: $0, logger: logger) }
-        }) else { throw KeyError.keyNotFound(id: id) }
+        guard
+            let found = try await read({ client in
+                try await client.withConnection { try await KeyRows.find(id: id, on: $0, logger: logger) }
+            })
+        else { throw KeyError.keyNotFound(id: id) }
         return found.key
     }
 
     package func keys(after: Int64, limit: Int) async throws -> [(position: Int64, key: KeyRecord)] {
         let logger = logger
         return try await read { client in
-            try await client.withConnection { try await KeyRows.page(after: after, limit: limit, on: $0, logger: logger) }
+            try await client.withConnection {
+                try await KeyRows.page(after: after, limit: limit, on: $0, logger: logger)
+            }
         }.map { (position: $0.0, key: $0.1) }
     }
 
@@ -332,7 +356,9 @@ package final class PostgresKeyStore: KeyStore {
     package func adminTokenNames() async throws -> [String] {
         try await read { client in
             var names: [String] = []
-            for try await name in try await client.query("SELECT name FROM admin_tokens ORDER BY pk").decode(String.self) {
+            for try await name in try await client.query("SELECT name FROM admin_tokens ORDER BY pk").decode(
+                String.self)
+            {
                 names.append(name)
             }
             return names
@@ -344,7 +370,9 @@ package final class PostgresKeyStore: KeyStore {
     package func auditPage(_ query: AuditQuery, beforeSeq: Int64, limit: Int) async throws -> [AuditRecord] {
         let logger = logger
         return try await read { client in
-            try await client.withConnection { try await AuditRows.page(query, beforeSeq: beforeSeq, limit: limit, on: $0, logger: logger) }
+            try await client.withConnection {
+                try await AuditRows.page(query, beforeSeq: beforeSeq, limit: limit, on: $0, logger: logger)
+            }
         }
     }
 

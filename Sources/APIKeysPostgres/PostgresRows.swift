@@ -8,22 +8,23 @@ import PostgresNIO
 enum KeyRows {
     private static let columns = """
         pk, id, name, hint, permissions, enabled, created_at_ms, updated_at_ms, expires_at_ms, last_used_at_ms, \
-        rotated_at_ms, secret_hash, allowed_networks
+        rotated_at_ms, secret_hash, allowed_networks, grace_secret_hash, grace_ends_at_ms
         """
 
     private typealias Row = (
-        Int64, String, String, String, String, Bool, Int64, Int64, Int64?, Int64?, Int64?, ByteBuffer, String
+        Int64, String, String, String, String, Bool, Int64, Int64, Int64?, Int64?, Int64?, ByteBuffer, String,
+        ByteBuffer?, Int64?
     )
 
     private static func record(_ row: Row) throws -> (Int64, StoredKey) {
-        guard let hash = SecretHash(bytea: row.11) else {
+        guard let hash = SecretHash(bytea: row.11), row.13.map({ SecretHash(bytea: $0) != nil }) ?? true else {
             throw StoreError.database(server: "", message: "key \(row.1) has a secret hash of the wrong size")
         }
         let key = KeyRecord(
             id: row.1, name: row.2, hint: row.3, permissions: Schema.decodePermissions(row.4), enabled: row.5,
             createdAtMS: row.6, updatedAtMS: row.7, expiresAtMS: row.8, lastUsedAtMS: row.9, rotatedAtMS: row.10,
-            allowedNetworks: Schema.decodeNetworks(row.12))
-        return (row.0, StoredKey(key: key, hash: hash))
+            allowedNetworks: Schema.decodeNetworks(row.12), graceEndsAtMS: row.14)
+        return (row.0, StoredKey(key: key, hash: hash, graceHash: row.13.flatMap(SecretHash.init(bytea:))))
     }
 
     /// The key `id`, or nil.
@@ -58,7 +59,9 @@ enum KeyRows {
 
     /// The keys `ids` that exist, each locked until the transaction ends. Rows are locked in id
     /// order, so that two replicas' batches (and the last-used update) never wait for each other in a cycle.
-    static func lock(ids: [String], on connection: PostgresConnection, logger: Logger) async throws -> [String: StoredKey] {
+    static func lock(ids: [String], on connection: PostgresConnection, logger: Logger) async throws -> [String:
+        StoredKey]
+    {
         guard !ids.isEmpty else { return [:] }
         var binds = PostgresBindings()
         binds.append(ids)
@@ -102,13 +105,13 @@ enum ChangeRows {
     struct ChangesSince: PostgresPreparedStatement {
         static let sql = """
             (SELECT version, op, key_id, secret_hash, replaced_hash, name, permissions, enabled, expires_at_ms,
-                    allowed_networks
+                    allowed_networks, grace_ends_at_ms
              FROM key_changes WHERE version > $1 ORDER BY version LIMIT $2)
             UNION ALL
-            SELECT version, 0::smallint, '', ''::bytea, NULL, '', '', false, NULL, ''
+            SELECT version, 0::smallint, '', ''::bytea, NULL, '', '', false, NULL, '', NULL
             FROM change_log_horizon WHERE version > $1
             """
-        typealias Row = (Int64, Int16, String, ByteBuffer, ByteBuffer?, String, String, Bool, Int64?, String)
+        typealias Row = (Int64, Int16, String, ByteBuffer, ByteBuffer?, String, String, Bool, Int64?, String, Int64?)
         var after: Int64
         var limit: Int64
 
@@ -129,7 +132,11 @@ enum ChangeRows {
     {
         var changes: [Change] = []
         let rows = try await client.execute(ChangesSince(after: version, limit: Int64(limit)))
-        for try await (version, op, id, hashBytes, replacedBytes, name, permissions, enabled, expires, networks) in rows {
+        for try await (
+            version, op, id, hashBytes, replacedBytes, name, permissions, enabled, expires, networks, graceEnd
+        )
+            in rows
+        {
             if op == 0 { return (changes, true) }
             guard let hash = SecretHash(bytea: hashBytes) else {
                 throw StoreError.database(server: "", message: "change \(version) has a secret hash of the wrong size")
@@ -139,9 +146,12 @@ enum ChangeRows {
             } else {
                 let state = KeyCheckState(
                     id: id, name: name, permissions: catalog.mask(of: Schema.decodePermissions(permissions)),
-                    enabled: enabled, expiresAtMS: expires, allowedNetworks: Schema.networks(of: networks))
+                    enabled: enabled, expiresAtMS: expires, allowedNetworks: Schema.networks(of: networks),
+                    graceEndsAtMS: graceEnd)
                 changes.append(
-                    Change(version: version, edit: .upsert(state, hash, replacing: replacedBytes.flatMap(SecretHash.init(bytea:)))))
+                    Change(
+                        version: version,
+                        edit: .upsert(state, hash, replacing: replacedBytes.flatMap(SecretHash.init(bytea:)))))
             }
         }
         return (changes, false)
@@ -212,7 +222,9 @@ enum AuditRows {
     }
 
     /// Up to `limit` events matching `query` with seq below `beforeSeq`, newest first.
-    static func page(_ query: AuditQuery, beforeSeq: Int64, limit: Int, on connection: PostgresConnection, logger: Logger)
+    static func page(
+        _ query: AuditQuery, beforeSeq: Int64, limit: Int, on connection: PostgresConnection, logger: Logger
+    )
         async throws -> [AuditRecord]
     {
         var binds = PostgresBindings()
@@ -242,7 +254,8 @@ enum AuditRows {
             }
             events.append(
                 AuditRecord(
-                    seq: UInt64(bitPattern: row.0), atMS: row.1, action: action, keyID: row.3, keyName: row.4, actor: row.5,
+                    seq: UInt64(bitPattern: row.0), atMS: row.1, action: action, keyID: row.3, keyName: row.4,
+                    actor: row.5,
                     detail: row.6, denial: row.7.flatMap { Denial(rawValue: Int($0)) },
                     permissions: Schema.decodePermissions(row.8), resource: row.9, clientAddress: row.10))
         }
@@ -273,9 +286,9 @@ struct CellReader {
 enum BatchRows {
     // Parameters: $1–$11 inserted keys, $12–$22 events, $23–$31 changes, $32 the NOTIFY channel,
     // $33 the NULL marker, $34 the change-log lock, $35 the admin tokens' hashes, $36 the inserted
-    // keys' allowlists, $37 the changes' allowlists; then, for updates and deletions only, $38–$48
-    // updated keys, $49 their allowlists and $50 deleted ids. A batch of creations binds the first
-    // 37 alone.
+    // keys' allowlists, $37 the changes' allowlists, $38 the changes' grace ends; then, for updates
+    // and deletions only, $39–$49 updated keys, $50 their allowlists, $51 deleted ids, $52 and $53
+    // the updated keys' grace secrets and grace ends. A batch of creations binds the first 38 alone.
     private static let guardAndInserted = """
         -- The batch's admin tokens, held until the commit (a revocation waits for it); unless every
         -- one is still there, the statement writes nothing.
@@ -294,12 +307,14 @@ enum BatchRows {
         updated AS (
             UPDATE keys SET name = u.name, hint = u.hint, permissions = u.p, enabled = u.e, updated_at_ms = u.m,
                             expires_at_ms = nullif(u.x, $33), rotated_at_ms = nullif(u.r, $33), secret_hash = u.h,
-                            allowed_networks = u.n
-            FROM unnest($38::text[], $39::text[], $40::bytea[], $41::text[], $42::text[], $43::boolean[], $44::bigint[],
-                        $45::bigint[], $46::bigint[], $47::bigint[], $48::bigint[], $49::text[])
-                 AS u(id, name, h, hint, p, e, c, m, x, l, r, n)
+                            allowed_networks = u.n, grace_secret_hash = nullif(u.gh, ''::bytea),
+                            grace_ends_at_ms = nullif(u.ge, $33)
+            FROM unnest($39::text[], $40::text[], $41::bytea[], $42::text[], $43::text[], $44::boolean[], $45::bigint[],
+                        $46::bigint[], $47::bigint[], $48::bigint[], $49::bigint[], $50::text[], $52::bytea[],
+                        $53::bigint[])
+                 AS u(id, name, h, hint, p, e, c, m, x, l, r, n, gh, ge)
             WHERE keys.id = u.id AND (SELECT ok FROM allowed)),
-        deleted AS (DELETE FROM keys WHERE id = ANY($50::text[]) AND (SELECT ok FROM allowed))
+        deleted AS (DELETE FROM keys WHERE id = ANY($51::text[]) AND (SELECT ok FROM allowed))
         """
     private static let eventsAndChanges = """
         events AS (
@@ -314,11 +329,11 @@ enum BatchRows {
         locked AS (SELECT pg_advisory_xact_lock($34) WHERE cardinality($23::bigint[]) > 0 AND (SELECT ok FROM allowed)),
         changes AS (
             INSERT INTO key_changes (at_ms, op, key_id, secret_hash, replaced_hash, name, permissions, enabled, expires_at_ms,
-                                     allowed_networks)
-            SELECT a, op, k, h, nullif(rh, ''::bytea), n, p, e, nullif(x, $33), nw
+                                     allowed_networks, grace_ends_at_ms)
+            SELECT a, op, k, h, nullif(rh, ''::bytea), n, p, e, nullif(x, $33), nw, nullif(ge, $33)
             FROM locked, unnest($23::bigint[], $24::smallint[], $25::text[], $26::bytea[], $27::bytea[], $28::text[],
-                                $29::text[], $30::boolean[], $31::bigint[], $37::text[])
-                 WITH ORDINALITY AS u(a, op, k, h, rh, n, p, e, x, nw, i)
+                                $29::text[], $30::boolean[], $31::bigint[], $37::text[], $38::bigint[])
+                 WITH ORDINALITY AS u(a, op, k, h, rh, n, p, e, x, nw, ge, i)
             ORDER BY i
             RETURNING version)
         SELECT coalesce(array_agg(version ORDER BY version), '{}')::bigint[],
@@ -374,21 +389,34 @@ enum BatchRows {
 
         var onlyCreates: Bool { updated.isEmpty && deleted.isEmpty }
 
+        /// One change-log row per index entry of each write, in order.
+        var changeRows: [(entry: KeyWrite.IndexEntry, key: KeyRecord, atMS: Int64)] {
+            changes.flatMap { write, atMS in write.indexEntries.map { ($0, write.key, atMS) } }
+        }
+
         func bindings() -> PostgresBindings {
             var binds = PostgresBindings()
+            let rows = changeRows
             bindKeys(inserted, to: &binds)
             AuditRows.InsertEvents.bind(events, to: &binds)
-            bindChanges(changes, to: &binds)
+            bindChanges(rows, to: &binds)
             binds.append(PostgresSchema.changeChannel)
             binds.append(absent)
             binds.append(PostgresSchema.lockID + 1)
             binds.append(tokens.map(\.bytea))
             binds.append(inserted.map { Schema.encodeNetworks($0.key.allowedNetworks) })
-            binds.append(changes.map { Schema.encodeNetworks($0.write.key.allowedNetworks) })
+            binds.append(rows.map { Schema.encodeNetworks($0.key.allowedNetworks) })
+            binds.append(
+                rows.map { row in
+                    if case .put(_, graceSecret: true) = row.entry { return row.key.graceEndsAtMS ?? absent }
+                    return absent
+                })
             if !onlyCreates {
                 bindKeys(updated, to: &binds)
                 binds.append(updated.map { Schema.encodeNetworks($0.key.allowedNetworks) })
                 binds.append(deleted)
+                binds.append(updated.map { $0.graceHash?.bytea ?? ByteBuffer() })
+                binds.append(updated.map { $0.graceHash == nil ? absent : $0.key.graceEndsAtMS ?? absent })
             }
             return binds
         }
@@ -403,11 +431,12 @@ enum BatchRows {
         if batch.onlyCreates {
             for try await row in try await connection.execute(Creations(batch: batch), logger: logger) { written = row }
         } else {
-            let rows = try await connection.query(PostgresQuery(unsafeSQL: anySQL, binds: batch.bindings()), logger: logger)
+            let rows = try await connection.query(
+                PostgresQuery(unsafeSQL: anySQL, binds: batch.bindings()), logger: logger)
             for try await row in rows { written = try Written(row) }
         }
         guard let written else { throw StoreError.database(server: "", message: "a batch's statement returned no row") }
-        let expected = Set(written.validTokens).isSuperset(of: batch.tokens) ? batch.changes.count : 0
+        let expected = Set(written.validTokens).isSuperset(of: batch.tokens) ? batch.changeRows.count : 0
         guard written.versions.count == expected else {
             throw StoreError.database(
                 server: "",
@@ -430,27 +459,24 @@ enum BatchRows {
         binds.append(keys.map { $0.key.rotatedAtMS ?? absent })
     }
 
-    private static func bindChanges(_ changes: [(write: KeyWrite, atMS: Int64)], to binds: inout PostgresBindings) {
-        var ops: [Int16] = []
-        var hashes: [ByteBuffer] = []
-        var replaced: [ByteBuffer] = []
-        for (write, _) in changes {
-            let (op, hash, old): (Int16, SecretHash, SecretHash?) =
-                switch write {
-                case .insert(_, let hash): (1, hash, nil)
-                case .update(_, let hash, let old): (1, hash, old)
-                case .delete(_, let hash): (2, hash, nil)
-                }
-            ops.append(op)
-            hashes.append(hash.bytea)
-            replaced.append(old?.bytea ?? ByteBuffer())
-        }
-        let keys = changes.map(\.write.key)
-        binds.append(changes.map(\.atMS))
-        binds.append(ops)
+    private static func bindChanges(
+        _ rows: [(entry: KeyWrite.IndexEntry, key: KeyRecord, atMS: Int64)], to binds: inout PostgresBindings
+    ) {
+        let keys = rows.map(\.key)
+        binds.append(rows.map(\.atMS))
+        binds.append(
+            rows.map { row -> Int16 in
+                if case .drop = row.entry { return 2 }
+                return 1
+            })
         binds.append(keys.map(\.id))
-        binds.append(hashes)
-        binds.append(replaced)
+        binds.append(
+            rows.map { row in
+                switch row.entry {
+                case .put(let hash, _), .drop(let hash): hash.bytea
+                }
+            })
+        binds.append(rows.map { _ in ByteBuffer() })  // replaced_hash: rows of older versions only
         binds.append(keys.map(\.name))
         binds.append(keys.map { Schema.encodePermissions($0.permissions) })
         binds.append(keys.map(\.enabled))

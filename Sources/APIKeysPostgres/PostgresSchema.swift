@@ -72,6 +72,15 @@ enum PostgresSchema {
                 "ALTER TABLE keys ADD COLUMN allowed_networks text NOT NULL DEFAULT ''",
                 "ALTER TABLE key_changes ADD COLUMN allowed_networks text NOT NULL DEFAULT ''",
             ]),
+        Migration(
+            version: 4, name: "rotation grace",
+            statements: [
+                // The secret a rotation with a grace period replaced, accepted until grace_ends_at_ms.
+                "ALTER TABLE keys ADD COLUMN grace_secret_hash bytea",
+                "ALTER TABLE keys ADD COLUMN grace_ends_at_ms bigint",
+                // On an op 1 change: secret_hash is that grace secret, accepted until then.
+                "ALTER TABLE key_changes ADD COLUMN grace_ends_at_ms bigint",
+            ]),
     ]
 
     /// Applies every migration not yet recorded, each in its own transaction, holding the
@@ -89,7 +98,9 @@ enum PostgresSchema {
         }
     }
 
-    private static func migrateLocked(_ connection: PostgresConnection, nowMS: Int64, logger: Logger) async throws -> [Int] {
+    private static func migrateLocked(_ connection: PostgresConnection, nowMS: Int64, logger: Logger) async throws
+        -> [Int]
+    {
         try await connection.query(
             """
             CREATE TABLE IF NOT EXISTS schema_migrations (

@@ -52,14 +52,16 @@ struct AdminDispatcher: KeyAdminService {
         return UpdateKeyResponse(key: ApiKey(key))
     }
 
-    func setKeyEnabled(_ request: SetKeyEnabledRequest, context: AdminCallContext) async throws -> SetKeyEnabledResponse {
+    func setKeyEnabled(_ request: SetKeyEnabledRequest, context: AdminCallContext) async throws -> SetKeyEnabledResponse
+    {
         let key = try await service.setEnabled(
             id: request.id, enabled: request.enabled, actor: context.actor, deadline: context.deadline)
         return SetKeyEnabledResponse(key: ApiKey(key))
     }
 
     func rotateKey(_ request: RotateKeyRequest, context: AdminCallContext) async throws -> RotateKeyResponse {
-        let issued = try await service.rotateKey(id: request.id, actor: context.actor, deadline: context.deadline)
+        let issued = try await service.rotateKey(
+            id: request.id, graceSeconds: Int64(request.graceSeconds), actor: context.actor, deadline: context.deadline)
         return RotateKeyResponse(key: ApiKey(issued.key), secret: issued.secret)
     }
 

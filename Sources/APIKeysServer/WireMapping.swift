@@ -7,7 +7,9 @@ extension ApiKey {
         self.init(
             id: key.id, name: key.name, hint: key.hint, permissions: key.permissions, enabled: key.enabled,
             createdAtMS: key.createdAtMS, updatedAtMS: key.updatedAtMS, expiresAtMS: key.expiresAtMS ?? 0,
-            lastUsedAtMS: key.lastUsedAtMS ?? 0, rotatedAtMS: key.rotatedAtMS ?? 0, allowedNetworks: key.allowedNetworks)
+            lastUsedAtMS: key.lastUsedAtMS ?? 0, rotatedAtMS: key.rotatedAtMS ?? 0,
+            allowedNetworks: key.allowedNetworks,
+            graceEndsAtMS: key.graceEndsAtMS ?? 0)
     }
 }
 

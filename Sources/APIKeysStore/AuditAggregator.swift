@@ -22,9 +22,10 @@ struct AuditAggregator {
 
     var isEmpty: Bool { groups.isEmpty }
 
-    /// Keeps `event` for later if it is an allowed check; returns it otherwise (to write as is).
+    /// Keeps `event` for later if it is an allowed check without a detail; returns it otherwise (to write as is).
     mutating func absorb(_ event: AuditRecord) -> AuditRecord? {
-        guard event.action == .apiRequest, event.denial == nil else { return event }
+        // Checks with a detail (a grace secret) are kept one by one: the detail is the point.
+        guard event.action == .apiRequest, event.denial == nil, event.detail.isEmpty else { return event }
         let group = Group(second: event.atMS / 1000, keyID: event.keyID, permissions: event.permissions)
         if let existing = groups[group] {
             groups[group] = (existing.first, existing.count + 1)

@@ -36,7 +36,9 @@ extension KeyService {
     }
 
     /// Creates keys in one transaction: all of them or, when one is invalid, none.
-    public func createKeys(_ requests: [NewKey], actor: AdminActor, deadline: Deadline = .never) async throws -> [IssuedKey] {
+    public func createKeys(_ requests: [NewKey], actor: AdminActor, deadline: Deadline = .never) async throws
+        -> [IssuedKey]
+    {
         let now = clock.nowMS()
         let issued = try requests.map { request in
             let name = try KeyRules.validName(request.name)
@@ -106,7 +108,8 @@ extension KeyService {
             }
             if let newNetworks, newNetworks != key.allowedNetworks {
                 changes.append(
-                    "allowed networks [\(key.allowedNetworks.joined(separator: " "))] → [\(newNetworks.joined(separator: " "))]")
+                    "allowed networks [\(key.allowedNetworks.joined(separator: " "))] → [\(newNetworks.joined(separator: " "))]"
+                )
                 key.allowedNetworks = newNetworks
             }
             var events: [(AuditAction, String, [String])] = []
@@ -119,11 +122,13 @@ extension KeyService {
             }
             guard !events.isEmpty else { return (key, [], nil) }
             key.updatedAtMS = now
-            return (key, events, .update(key, hash: stored.hash, replacing: nil))
+            let grace = Self.graceHash(of: stored, keptIn: &key, at: now)
+            return (key, events, .update(key, hash: stored.hash, graceHash: grace, from: stored))
         }
     }
 
-    /// Enables or disables the key; a disabled key is refused from the moment this returns.
+    /// Enables or disables the key; a disabled key is refused from the moment this returns, and
+    /// a rotation's grace ends with it (the replaced secret stays refused when it is enabled again).
     public func setEnabled(id: String, enabled: Bool, actor: AdminActor, deadline: Deadline = .never) async throws
         -> KeyRecord
     {
@@ -133,17 +138,24 @@ extension KeyService {
             guard key.enabled != enabled else { return (key, [], nil) }
             key.enabled = enabled
             key.updatedAtMS = now
+            let grace = enabled ? Self.graceHash(of: stored, keptIn: &key, at: now) : nil
+            if !enabled { key.graceEndsAtMS = nil }
             return (
                 key, [(enabled ? .keyEnabled : .keyDisabled, enabled ? "enabled" : "disabled", [])],
-                .update(key, hash: stored.hash, replacing: nil)
+                .update(key, hash: stored.hash, graceHash: grace, from: stored)
             )
         }
     }
 
-    /// Gives the key a new secret, keeping its id, name, permissions and settings. The old
-    /// secret is refused from the moment this returns.
-    public func rotateKey(id: String, actor: AdminActor, deadline: Deadline = .never) async throws -> IssuedKey {
+    /// Gives the key a new secret, keeping its id, name, permissions and settings. With a
+    /// `graceSeconds` of 0 (the default) the old secret is refused from the moment this returns;
+    /// else it is accepted for that long more (at most ``KeyRules/maxRotationGraceSeconds``),
+    /// and the secret of an earlier rotation's grace, if any, is refused at once.
+    public func rotateKey(id: String, graceSeconds: Int64 = 0, actor: AdminActor, deadline: Deadline = .never)
+        async throws -> IssuedKey
+    {
         let now = clock.nowMS()
+        let graceMS = try KeyRules.validGrace(seconds: graceSeconds)
         let secret = format.generate()
         let hash = SecretHash(of: secret)
         let hint = format.hint(for: secret)
@@ -153,19 +165,36 @@ extension KeyService {
             key.hint = hint
             key.rotatedAtMS = now
             key.updatedAtMS = now
+            // A disabled key has no grace: its old secret would only come back with it.
+            let keepsOld = graceMS > 0 && key.enabled
+            key.graceEndsAtMS = keepsOld ? now + graceMS : nil
+            let detail =
+                "secret \(oldHint) replaced by \(key.hint)"
+                + (keepsOld ? "; \(oldHint) accepted until \(Self.describe(key.graceEndsAtMS))" : "")
             return (
-                key, [(.keyRotated, "secret \(oldHint) replaced by \(key.hint)", [])],
-                .update(key, hash: hash, replacing: stored.hash)
+                key, [(.keyRotated, detail, [])],
+                .update(key, hash: hash, graceHash: keepsOld ? stored.hash : nil, from: stored)
             )
         }
         return IssuedKey(key: key, secret: secret)
     }
 
-    /// Deletes the key for good. Its audit events stay.
+    /// Deletes the key for good, every secret of it refused from the moment this returns. Its
+    /// audit events stay.
     public func deleteKey(id: String, actor: AdminActor, deadline: Deadline = .never) async throws {
         try await mutate(id: id, actor: actor, at: clock.nowMS(), deadline: deadline) { stored in
-            (stored.key, [(.keyDeleted, "deleted", [])], .delete(stored.key, stored.hash))
+            (stored.key, [(.keyDeleted, "deleted", [])], .delete(stored.key, hashes: stored.hashes))
         }
+    }
+
+    /// The grace secret of `stored` that a change at `now` keeps: nil once its grace is over,
+    /// which `key` then forgets too.
+    static func graceHash(of stored: StoredKey, keptIn key: inout KeyRecord, at now: Int64) -> SecretHash? {
+        guard let grace = stored.graceHash, let end = key.graceEndsAtMS, end > now else {
+            key.graceEndsAtMS = nil
+            return nil
+        }
+        return grace
     }
 
     /// Runs `change` on the stored key `id` and writes what it returns with its audit events

@@ -28,6 +28,7 @@ extension KeyService {
     {
         guard let hash = format.hash(ofPresented: secret), let known = index.lookup(hash) else { return .noKey }
         let now = clock.nowMS()
+        if let graceEnd = known.graceEndsAtMS, graceEnd <= now { return .noKey }  // a replaced secret, dead
         if !known.enabled, !claimLeakRecord(keyID: known.id, nowMS: now) { return .alreadyDisabled(keyID: known.id) }
         let resource = CheckLimits.recorded(resource: source)
         let address = String(decoding: reporterAddress.utf8.prefix(CheckLimits.maxClientAddressBytes), as: UTF8.self)
@@ -35,12 +36,17 @@ extension KeyService {
             return try await commit(reading: known.id, by: AdminActor(name: Self.leakReportActor), deadline: deadline) {
                 stored in
                 // Rotated between the lookup and the commit: the reported secret is dead already.
-                guard let stored, stored.hash == hash else { return KeyDecision(result: .noKey) }
+                guard let stored,
+                    stored.hash == hash
+                        || (stored.graceHash == hash && stored.key.graceEndsAtMS.map { $0 > now } == true)
+                else { return KeyDecision(result: .noKey) }
                 var key = stored.key
                 let wasEnabled = key.enabled
                 if wasEnabled {
+                    // Disabled, the key keeps no grace secret (``setEnabled(id:enabled:actor:deadline:)``).
                     key.enabled = false
                     key.updatedAtMS = now
+                    key.graceEndsAtMS = nil
                 }
                 var event = Self.event(
                     .keyLeakReported, for: key, actor: Self.leakReportActor,
@@ -49,7 +55,7 @@ extension KeyService {
                 event.clientAddress = address
                 return KeyDecision(
                     result: wasEnabled ? .disabled(keyID: key.id) : .alreadyDisabled(keyID: key.id),
-                    writes: wasEnabled ? [.update(key, hash: stored.hash, replacing: nil)] : [], events: [event])
+                    writes: wasEnabled ? [.update(key, hash: stored.hash, from: stored)] : [], events: [event])
             }
         } catch let error as KeyError where error.code == .keyNotFound {
             return .noKey  // deleted between the lookup and the commit

@@ -64,14 +64,16 @@ public final class KeyService: Sendable {
     /// index. Throws ``StoreError`` for a file that is unreadable, locked or corrupt.
     public static func open(
         path: String, catalog: PermissionCatalog = .standard, format: SecretFormat = .standard,
-        clock: any WallClock = SystemWallClock(), auditMode: AuditMode = .full, auditQueueCapacity: Int = defaultAuditQueueCapacity,
+        clock: any WallClock = SystemWallClock(), auditMode: AuditMode = .full,
+        auditQueueCapacity: Int = defaultAuditQueueCapacity,
         auditRetentionMS: Int64 = 0, busyTimeoutMS: Int32 = 5000, maxKeyLifetimeMS: Int64? = nil,
         logger: Logger = Logger(label: "apikeys.store")
     ) throws -> KeyService {
         let store = try SQLiteKeyStore.open(
             path: path, catalog: catalog, clock: clock, auditMode: auditMode, auditQueueCapacity: auditQueueCapacity,
             auditRetentionMS: auditRetentionMS, busyTimeoutMS: busyTimeoutMS, logger: logger)
-        return KeyService(store: store, format: format, clock: clock, maxKeyLifetimeMS: maxKeyLifetimeMS, logger: logger)
+        return KeyService(
+            store: store, format: format, clock: clock, maxKeyLifetimeMS: maxKeyLifetimeMS, logger: logger)
     }
 
     /// Writes the queued audit events and closes the store; returns how many events could not
@@ -172,13 +174,18 @@ public final class KeyService: Sendable {
         guard outcome.denial != .malformedKey else { return outcome }
         let event = AuditRecord(
             atMS: now, action: .apiRequest, keyID: outcome.key?.id ?? "",
-            keyName: outcome.key?.name ?? "", denial: outcome.denial, permissions: permissions,
+            keyName: outcome.key?.name ?? "", detail: outcome.key?.isGraceSecret == true ? Self.graceSecretDetail : "",
+            denial: outcome.denial, permissions: permissions,
             resource: CheckLimits.recorded(resource: resource), clientAddress: clientAddress)
         guard auditWriter.enqueue(event) else {
             throw auditWriter.isClosing ? StoreError.closed : StoreError.auditBacklog(capacity: auditWriter.capacity)
         }
         return outcome
     }
+
+    /// The detail of an `api.request` event whose secret is one a rotation replaced, checked during
+    /// its grace period (the `key.rotated` event says until when).
+    public static let graceSecretDetail = "with the secret replaced by the last rotation, in its grace period"
 
     // MARK: Audit trail
 

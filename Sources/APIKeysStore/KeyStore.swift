@@ -50,30 +50,75 @@ package protocol KeyStore: Sendable {
     func close() async
 }
 
-/// A key as stored: the record and the hash of its current secret.
+/// A key as stored: the record, the hash of its current secret and, while a rotation's grace
+/// lasts (`key.graceEndsAtMS`), the hash of the secret it replaced.
 package struct StoredKey: Sendable {
     package var key: KeyRecord
     package var hash: SecretHash
+    package var graceHash: SecretHash?
 
-    package init(key: KeyRecord, hash: SecretHash) {
+    package init(key: KeyRecord, hash: SecretHash, graceHash: SecretHash? = nil) {
         self.key = key
         self.hash = hash
+        self.graceHash = graceHash
     }
+
+    /// Every secret hash that reaches this key in the check index.
+    package var hashes: [SecretHash] { [hash] + (graceHash.map { [$0] } ?? []) }
 }
 
 /// What one write does to the `keys` table and so to the check index.
 package enum KeyWrite: Sendable {
     /// A new key.
     case insert(KeyRecord, SecretHash)
-    /// The key's new state, under `hash`; `replacing`: the old hash of a rotated secret.
-    case update(KeyRecord, hash: SecretHash, replacing: SecretHash?)
-    /// The key is gone, with its secret `hash`.
-    case delete(KeyRecord, SecretHash)
+    /// The key's new state, under `hash` and, during a rotation's grace, `graceHash` too;
+    /// `forgetting`: hashes that reached the key before and no longer do.
+    case update(KeyRecord, hash: SecretHash, graceHash: SecretHash?, forgetting: [SecretHash])
+    /// The key is gone, with every secret hash that reached it.
+    case delete(KeyRecord, hashes: [SecretHash])
+
+    /// `stored` changed to `key` under `hash` and `graceHash`: forgets whatever hash of `stored`
+    /// is neither.
+    package static func update(
+        _ key: KeyRecord, hash: SecretHash, graceHash: SecretHash? = nil, from stored: StoredKey
+    ) -> KeyWrite {
+        .update(
+            key, hash: hash, graceHash: graceHash, forgetting: stored.hashes.filter { $0 != hash && $0 != graceHash })
+    }
 
     package var key: KeyRecord {
         switch self {
-        case .insert(let key, _), .update(let key, _, _), .delete(let key, _): key
+        case .insert(let key, _), .update(let key, _, _, _), .delete(let key, _): key
         }
+    }
+
+    /// The key as stored after this write (nil: deleted).
+    package var stored: StoredKey? {
+        switch self {
+        case .insert(let key, let hash): StoredKey(key: key, hash: hash)
+        case .update(let key, let hash, let grace, _): StoredKey(key: key, hash: hash, graceHash: grace)
+        case .delete: nil
+        }
+    }
+
+    /// What this write does to the check index, in order: hashes to forget first, then each hash
+    /// that reaches the key with whether it is the grace secret.
+    package var indexEntries: [IndexEntry] {
+        switch self {
+        case .insert(_, let hash): [.put(hash, graceSecret: false)]
+        case .update(_, let hash, let grace, let forgetting):
+            forgetting.map(IndexEntry.drop) + [.put(hash, graceSecret: false)]
+                + (grace.map { [.put($0, graceSecret: true)] } ?? [])
+        case .delete(_, let hashes): hashes.map(IndexEntry.drop)
+        }
+    }
+
+    /// One entry of ``indexEntries``.
+    package enum IndexEntry: Sendable {
+        /// `hash` reaches the key's state (as its grace secret, until `key.graceEndsAtMS`, or not).
+        case put(SecretHash, graceSecret: Bool)
+        /// `hash` reaches nothing.
+        case drop(SecretHash)
     }
 }
 
@@ -94,14 +139,18 @@ package struct KeyDecision<R: Sendable>: Sendable {
 extension KeyIndex {
     /// Applies committed writes, in commit order, as one step.
     package func apply(_ writes: [KeyWrite]) {
-        apply(
-            writes.map { write in
-                switch write {
-                case .insert(let key, let hash): .upsert(key.checkState(in: catalog), hash, replacing: nil)
-                case .update(let key, let hash, let old): .upsert(key.checkState(in: catalog), hash, replacing: old)
-                case .delete(_, let hash): .remove(hash)
-                }
-            })
+        apply(writes.flatMap { write in write.indexEntries.map { $0.edit(for: write.key, in: catalog) } })
+    }
+}
+
+extension KeyWrite.IndexEntry {
+    /// This entry as a change of the index, for `key`.
+    package func edit(for key: KeyRecord, in catalog: PermissionCatalog) -> KeyIndex.Edit {
+        switch self {
+        case .put(let hash, let graceSecret):
+            .upsert(key.checkState(in: catalog, ofGraceSecret: graceSecret), hash, replacing: nil)
+        case .drop(let hash): .remove(hash)
+        }
     }
 }
 

@@ -4,7 +4,7 @@ import APIKeysCore
 enum KeyTable {
     private static let columns = """
         pk, id, name, hint, permissions, enabled, created_at_ms, updated_at_ms, expires_at_ms, \
-        last_used_at_ms, rotated_at_ms, allowed_networks
+        last_used_at_ms, rotated_at_ms, allowed_networks, grace_ends_at_ms
         """
 
     static func insert(_ key: KeyRecord, hash: SecretHash, in db: SQLiteConnection) throws {
@@ -22,20 +22,21 @@ enum KeyTable {
         ).run()
     }
 
-    /// Writes every field but the id and creation time; `hash` too when given.
-    static func update(_ key: KeyRecord, newHash hash: SecretHash?, in db: SQLiteConnection) throws {
+    /// Writes every field but the id and creation time, with the key's secret hashes.
+    static func update(_ key: KeyRecord, hash: SecretHash, graceHash: SecretHash?, in db: SQLiteConnection) throws {
         try db.statement(
             """
             UPDATE keys SET name = ?, hint = ?, permissions = ?, enabled = ?, updated_at_ms = ?,
-                            expires_at_ms = ?, rotated_at_ms = ?, secret_hash = coalesce(?, secret_hash),
-                            allowed_networks = ?
+                            expires_at_ms = ?, rotated_at_ms = ?, secret_hash = ?, allowed_networks = ?,
+                            grace_secret_hash = ?, grace_ends_at_ms = ?
             WHERE id = ?
             """
         ).bind(
             .text(key.name), .text(key.hint), .text(Schema.encodePermissions(key.permissions)),
             .integer(key.enabled ? 1 : 0), .integer(key.updatedAtMS), .optional(key.expiresAtMS),
-            .optional(key.rotatedAtMS), hash.map { .blob($0.digest) } ?? .null,
-            .text(Schema.encodeNetworks(key.allowedNetworks)), .text(key.id)
+            .optional(key.rotatedAtMS), .blob(hash.digest), .text(Schema.encodeNetworks(key.allowedNetworks)),
+            graceHash.map { .blob($0.digest) } ?? .null, graceHash == nil ? .null : .optional(key.graceEndsAtMS),
+            .text(key.id)
         ).run()
     }
 
@@ -43,10 +44,17 @@ enum KeyTable {
         try db.statement("DELETE FROM keys WHERE id = ?").bind(.text(id)).run()
     }
 
-    /// The key with `id` and its secret hash, or ``KeyError/keyNotFound(id:)``.
-    static func find(id: String, in db: SQLiteConnection) throws -> (key: KeyRecord, hash: SecretHash) {
-        let statement = try db.statement("SELECT \(columns), secret_hash FROM keys WHERE id = ?").bind(.text(id))
-        guard let found = try statement.firstRow({ row in (record(row), try hash(row, column: 12, in: db)) }) else {
+    /// The key with `id` and its secret hashes, or ``KeyError/keyNotFound(id:)``.
+    static func find(id: String, in db: SQLiteConnection) throws -> StoredKey {
+        let statement = try db.statement("SELECT \(columns), secret_hash, grace_secret_hash FROM keys WHERE id = ?")
+            .bind(.text(id))
+        guard
+            let found = try statement.firstRow({ row in
+                StoredKey(
+                    key: record(row), hash: try hash(row, column: 13, in: db),
+                    graceHash: row.isNull(14) ? nil : try hash(row, column: 14, in: db))
+            })
+        else {
             throw KeyError.keyNotFound(id: id)
         }
         return found
@@ -63,13 +71,21 @@ enum KeyTable {
     static func load(into index: KeyIndex, in db: SQLiteConnection) throws {
         var masks = Schema.MaskCache(catalog: index.catalog)
         let statement = try db.statement(
-            "SELECT secret_hash, id, name, permissions, enabled, expires_at_ms, allowed_networks FROM keys")
+            """
+            SELECT secret_hash, id, name, permissions, enabled, expires_at_ms, allowed_networks, grace_secret_hash,
+                   grace_ends_at_ms
+            FROM keys
+            """)
         try statement.scan { row in
             let mask = masks.mask(of: row.text(3))
-            let state = KeyCheckState(
+            var state = KeyCheckState(
                 id: row.text(1), name: row.text(2), permissions: mask, enabled: row.int64(4) != 0,
                 expiresAtMS: row.optionalInt64(5), allowedNetworks: Schema.networks(of: row.text(6)))
             index.upsert(state, hash: try hash(row, column: 0, in: db))
+            if !row.isNull(7), let graceEnd = row.optionalInt64(8) {
+                state.graceEndsAtMS = graceEnd
+                index.upsert(state, hash: try hash(row, column: 7, in: db))
+            }
             return true
         }
     }
@@ -103,6 +119,6 @@ enum KeyTable {
             permissions: Schema.decodePermissions(row.text(4)), enabled: row.int64(5) != 0,
             createdAtMS: row.int64(6), updatedAtMS: row.int64(7), expiresAtMS: row.optionalInt64(8),
             lastUsedAtMS: row.optionalInt64(9), rotatedAtMS: row.optionalInt64(10),
-            allowedNetworks: Schema.decodeNetworks(row.text(11)))
+            allowedNetworks: Schema.decodeNetworks(row.text(11)), graceEndsAtMS: row.optionalInt64(12))
     }
 }

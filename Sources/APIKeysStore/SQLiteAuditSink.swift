@@ -18,9 +18,15 @@ final class SQLiteAuditSink: AuditSink, @unchecked Sendable {
     }
 
     func write(_ individual: [AuditRecord], summaries: [AuditRecord], lastUsed: [String: Int64]) throws {
+        // Packed batches hold no detail: the rare check that has one (a grace secret) is a row of
+        // its own, as summaries are.
+        let packable = individual.allSatisfy(\.detail.isEmpty)
         try connection.transaction {
-            try APIRequestBatchTable.insert(individual, in: connection)
+            try APIRequestBatchTable.insert(packable ? individual : individual.filter(\.detail.isEmpty), in: connection)
             let insert = try AuditTable.insertStatement(in: connection)
+            if !packable {
+                for event in individual where !event.detail.isEmpty { try AuditTable.insert(event, using: insert) }
+            }
             for event in summaries { try AuditTable.insert(event, using: insert) }
             try KeyTable.touch(lastUsed, in: connection)
         }

@@ -19,7 +19,8 @@ package final class SQLiteKeyStore: KeyStore {
     private let clock: any WallClock
     private let queue = DispatchQueue(label: "apikeys.sqlite-admin")
 
-    private init(path: String, index: KeyIndex, admin: SQLiteConnection, auditWriter: AuditWriter, clock: any WallClock) {
+    private init(path: String, index: KeyIndex, admin: SQLiteConnection, auditWriter: AuditWriter, clock: any WallClock)
+    {
         self.path = path
         self.index = index
         self.admin = Mutex(admin)
@@ -100,15 +101,13 @@ package final class SQLiteKeyStore: KeyStore {
         try deadline.check()
         let decision = try db.transaction(beforeCommit: { try deadline.check() }) {
             if let token, try Self.adminTokenName(hash: token, in: db) == nil { throw KeyError.adminTokenNotValid }
-            let current = try keyID.map { id in
-                let (key, hash) = try KeyTable.find(id: id, in: db)
-                return StoredKey(key: key, hash: hash)
-            }
+            let current = try keyID.map { id in try KeyTable.find(id: id, in: db) }
             let decision = try decide(current)
             for write in decision.writes {
                 switch write {
                 case .insert(let key, let hash): try KeyTable.insert(key, hash: hash, in: db)
-                case .update(let key, let hash, let old): try KeyTable.update(key, newHash: old == nil ? nil : hash, in: db)
+                case .update(let key, let hash, let grace, _):
+                    try KeyTable.update(key, hash: hash, graceHash: grace, in: db)
                 case .delete(let key, _): try KeyTable.delete(id: key.id, in: db)
                 }
             }
@@ -167,7 +166,9 @@ package final class SQLiteKeyStore: KeyStore {
     }
 
     private static func adminTokenName(hash: SecretHash, in db: SQLiteConnection) throws -> String? {
-        try db.statement("SELECT name FROM admin_tokens WHERE token_hash = ?").bind(.blob(hash.digest)).firstRow { $0.text(0) }
+        try db.statement("SELECT name FROM admin_tokens WHERE token_hash = ?").bind(.blob(hash.digest)).firstRow {
+            $0.text(0)
+        }
     }
 
     package func adminTokenNames() async throws -> [String] {
@@ -188,11 +189,14 @@ package final class SQLiteKeyStore: KeyStore {
     }
 
     private func recordPendingAdminEvents(in db: SQLiteConnection) throws {
-        let waiting = try db.statement("SELECT EXISTS (SELECT 1 FROM pending_admin_events)").firstRow { $0.int64(0) } == 1
+        let waiting =
+            try db.statement("SELECT EXISTS (SELECT 1 FROM pending_admin_events)").firstRow { $0.int64(0) } == 1
         guard waiting else { return }
         let _: Void = try commitNow(reading: nil, deadline: .never, in: db) { _ in
-            let pending = try db.statement("SELECT id, at_ms, action, actor, detail FROM pending_admin_events ORDER BY id")
-                .rows { row in (row.int64(0), row.int64(1), row.text(2), row.text(3), row.text(4)) }
+            let pending = try db.statement(
+                "SELECT id, at_ms, action, actor, detail FROM pending_admin_events ORDER BY id"
+            )
+            .rows { row in (row.int64(0), row.int64(1), row.text(2), row.text(3), row.text(4)) }
             let now = self.clock.nowMS()
             let events = try pending.map { _, madeAt, action, actor, detail in
                 guard let action = AuditAction(rawValue: action) else {

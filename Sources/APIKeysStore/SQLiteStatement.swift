@@ -91,8 +91,10 @@ final class SQLiteStatement {
 
     func int64(_ column: Int32) -> Int64 { sqlite3_column_int64(raw, column) }
 
+    func isNull(_ column: Int32) -> Bool { sqlite3_column_type(raw, column) == SQLITE_NULL }
+
     func optionalInt64(_ column: Int32) -> Int64? {
-        sqlite3_column_type(raw, column) == SQLITE_NULL ? nil : sqlite3_column_int64(raw, column)
+        isNull(column) ? nil : sqlite3_column_int64(raw, column)
     }
 
     func text(_ column: Int32) -> String {

@@ -104,6 +104,13 @@ package enum Schema {
         Migration(
             version: 7, name: "key allowlists",
             sql: "ALTER TABLE keys ADD COLUMN allowed_networks TEXT NOT NULL DEFAULT '';"),
+        // A rotation with a grace period: the replaced secret's hash, accepted until grace_ends_at_ms.
+        Migration(
+            version: 8, name: "rotation grace",
+            sql: """
+                ALTER TABLE keys ADD COLUMN grace_secret_hash BLOB;
+                ALTER TABLE keys ADD COLUMN grace_ends_at_ms INTEGER;
+                """),
     ]
 
     /// Applies every migration not yet recorded in `schema_migrations`, each in its own transaction.

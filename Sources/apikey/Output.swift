@@ -38,7 +38,11 @@ enum Output {
                 ["created", time(key.createdAtMS)], ["updated", time(key.updatedAtMS)],
                 ["expires", time(key.expiresAtMS)], ["last used", time(key.lastUsedAtMS)],
                 ["rotated", time(key.rotatedAtMS)],
-                ["allowed from", key.allowedNetworks.isEmpty ? "anywhere" : key.allowedNetworks.joined(separator: " ")],
+                ["old secret until", time(key.graceEndsAtMS, zero: "—")],
+                [
+                    "allowed from",
+                    key.allowedNetworks.isEmpty ? "anywhere" : key.allowedNetworks.joined(separator: " "),
+                ],
             ]
         ).split(separator: "\n").dropFirst().joined(separator: "\n")
     }
@@ -59,6 +63,8 @@ enum Output {
         let permissions: [String]
         let enabled: Bool
         let createdAtMS, updatedAtMS, expiresAtMS, lastUsedAtMS, rotatedAtMS: Int64
+        /// Until when the secret replaced by the last rotation is accepted; 0 = not at all.
+        let graceEndsAtMS: Int64
         /// Empty = any address.
         let allowedNetworks: [String]
 
@@ -66,7 +72,7 @@ enum Output {
             (id, name, hint, permissions, enabled) = (key.id, key.name, key.hint, key.permissions, key.enabled)
             allowedNetworks = key.allowedNetworks
             (createdAtMS, updatedAtMS, expiresAtMS) = (key.createdAtMS, key.updatedAtMS, key.expiresAtMS)
-            (lastUsedAtMS, rotatedAtMS) = (key.lastUsedAtMS, key.rotatedAtMS)
+            (lastUsedAtMS, rotatedAtMS, graceEndsAtMS) = (key.lastUsedAtMS, key.rotatedAtMS, key.graceEndsAtMS)
         }
     }
 

@@ -1,5 +1,6 @@
 import APIKeysClient
 import APIKeysCore
+import APIKeysStore
 import APIKeysTestSupport
 import Foundation
 import Testing
@@ -76,6 +77,50 @@ import Testing
                 legacy.key.id: ["expiry-beyond-policy"], soon.key.id: ["expiring-soon"], unused.key.id: ["never-used"],
             ])
         #expect(findings[fine.key.id] == nil)
+    }
+
+    /// `apikey rotate --grace 1h --json` over the real server, then checks through the client:
+    /// both secrets work for the hour, the old one's checks are marked in the audit trail, and
+    /// the old one is refused the moment the hour is over. A grace beyond 7 days is refused.
+    @Test(.enabled(if: FileManager.default.isExecutableFile(atPath: CommandLineTests.binary.path)))
+    func rotationWithAGracePeriodThroughTheServerAndTheCommandLine() async throws {
+        try await withServer { server, client in
+            let issued = try await client.createKey(name: "deployer", permissions: ["jobs:execute"])
+            let environment = [
+                "APIKEY_SERVER": "127.0.0.1:\(server.port)", "APIKEY_TOKEN_FILE": server.dataDirectory + "/admin.token",
+            ]
+            let run = try await runCommand(
+                CommandLineTests.binary, ["rotate", issued.key.id, "--grace", "1h", "--json"], environment: environment)
+            #expect(run.status == 0, "\(run.stderr)")
+            let printed = try #require(try JSONSerialization.jsonObject(with: Data(run.stdout.utf8)) as? [String: Any])
+            let newSecret = try #require(printed["secret"] as? String)
+            let key = try #require(printed["key"] as? [String: Any])
+            let graceEnd = server.clock.nowMS() + 3_600_000
+            #expect((key["graceEndsAtMS"] as? NSNumber)?.int64Value == graceEnd)
+            #expect(try await client.getKey(id: issued.key.id).graceEndsAtMS == graceEnd)
+
+            #expect(try await client.check(key: issued.secret, permissions: ["jobs:execute"]).decision == .allow)
+            #expect(try await client.check(key: newSecret, permissions: ["jobs:execute"]).decision == .allow)
+            server.clock.advance(byMS: 3_600_000)
+            let late = try await client.check(key: issued.secret, permissions: ["jobs:execute"])
+            #expect(late.decision == .deny)
+            #expect(late.reason == .unknownKey)
+            #expect(late.httpStatus == 401)
+            #expect(try await client.check(key: newSecret, permissions: ["jobs:execute"]).decision == .allow)
+
+            await server.server.service.flushAuditTrail()
+            let checks = try await client.listAuditEvents(
+                ListAuditEventsRequest(keyID: issued.key.id, action: "api.request")
+            )
+            .events
+            #expect(checks.map(\.detail) == ["", "", KeyService.graceSecretDetail])
+
+            let refused = try await runCommand(
+                CommandLineTests.binary, ["rotate", issued.key.id, "--grace", "8d"], environment: environment)
+            #expect(refused.status != 0)
+            #expect(refused.stderr.contains("grace_seconds"), "\(refused.stderr)")
+            #expect(try await client.getKey(id: issued.key.id).hint == String(newSecret.prefix(8)) + "…")
+        }
     }
 
     @Test func findingsFollowTheCriteria() {

@@ -20,10 +20,11 @@ enum StoreKind: String, CaseIterable, CustomTestStringConvertible, Sendable {
 }
 
 /// Runs `body` with a key service on a new, empty store (a SQLite file in a temporary directory,
-/// or a new PostgreSQL database), closed afterwards.
+/// or a new PostgreSQL database), closed afterwards. `maxStalenessMS`: PostgreSQL's bound, to
+/// raise for a test that moves the clock on by more than 10 s.
 func withService<R>(
     _ kind: StoreKind = .sqlite, clock: ManualWallClock = ManualWallClock(nowMS: 1_700_000_000_000),
-    _ body: (KeyService, String) async throws -> R
+    maxStalenessMS: Int64 = 10_000, _ body: (KeyService, String) async throws -> R
 ) async throws -> R {
     try await withTemporaryDirectory { dir in
         let service: KeyService
@@ -31,7 +32,7 @@ func withService<R>(
         case .sqlite:
             service = try KeyService.open(path: dir + "/apikeys.sqlite", clock: clock)
         case .postgres:
-            service = try await TestDatabase.openService(clock: clock)
+            service = try await TestDatabase.openService(clock: clock, maxStalenessMS: maxStalenessMS)
         }
         do {
             let result = try await body(service, dir)

@@ -7,7 +7,7 @@ enum Fixtures {
         id: "key_0123456789abcdef", name: unicode, hint: "dbm_AbC1…", permissions: ["jobs:read", "vault:read"],
         enabled: true, createdAtMS: 1_700_000_000_000, updatedAtMS: 1_700_000_000_001,
         expiresAtMS: 1_900_000_000_000, lastUsedAtMS: -1, rotatedAtMS: Int64.max,
-        allowedNetworks: ["10.0.0.0/8", "2001:db8::/32"])
+        allowedNetworks: ["10.0.0.0/8", "2001:db8::/32"], graceEndsAtMS: 1_700_000_600_000)
     static let auditEvent = AuditEvent(
         seq: UInt64.max, atMS: 1_700_000_000_123, action: "api.request", trigger: "api", keyID: "key_1",
         keyName: "ci", actor: "", detail: "", decision: .deny, reason: .missingPermission,
@@ -32,7 +32,8 @@ enum Fixtures {
         UpdateKeyRequest(id: "key_1", name: "new", expiresAtMS: 5, permissions: PermissionSet(names: ["jobs:read"])),
         UpdateKeyResponse(key: apiKey),
         SetKeyEnabledRequest(), SetKeyEnabledRequest(id: "k", enabled: true), SetKeyEnabledResponse(key: apiKey),
-        RotateKeyRequest(id: "k"), RotateKeyResponse(), RotateKeyResponse(key: apiKey, secret: "s"),
+        RotateKeyRequest(id: "k"), RotateKeyRequest(id: "k", graceSeconds: UInt32.max), RotateKeyResponse(),
+        RotateKeyResponse(key: apiKey, secret: "s"),
         DeleteKeyRequest(id: "k"), DeleteKeyResponse(),
         ListPermissionsRequest(), ListPermissionsResponse(),
         ListPermissionsResponse(permissions: [Permission(name: "jobs:read", description: "Read jobs")]),

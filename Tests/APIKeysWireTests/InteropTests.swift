@@ -56,7 +56,7 @@ struct InteropTests {
         ("update_response", UpdateKeyResponse(key: Fixtures.apiKey)),
         ("set_enabled_request", SetKeyEnabledRequest(id: "key_1", enabled: true)),
         ("set_enabled_response", SetKeyEnabledResponse(key: Fixtures.apiKey)),
-        ("rotate_request", RotateKeyRequest(id: "key_1")),
+        ("rotate_request", RotateKeyRequest(id: "key_1", graceSeconds: 604_800)),
         ("rotate_response", RotateKeyResponse(key: Fixtures.apiKey, secret: "dbm_new")),
         ("delete_request", DeleteKeyRequest(id: "key_1")),
         ("delete_response", DeleteKeyResponse()),

@@ -34,7 +34,7 @@ def fixtures():
         id="key_0123456789abcdef", name=unicode, hint="dbm_AbC1…", permissions=["jobs:read", "vault:read"],
         enabled=True, created_at_ms=1_700_000_000_000, updated_at_ms=1_700_000_000_001,
         expires_at_ms=1_900_000_000_000, last_used_at_ms=-1, rotated_at_ms=2**63 - 1,
-        allowed_networks=["10.0.0.0/8", "2001:db8::/32"])
+        allowed_networks=["10.0.0.0/8", "2001:db8::/32"], grace_ends_at_ms=1_700_000_600_000)
     return {
         "envelope": env.Envelope(
             call_id=2**64 - 1, method="/apikeys.v1.KeyAdmin/CreateKey", payload=b"\x00\x01\x00\xff\x00",
@@ -68,7 +68,7 @@ def fixtures():
         "update_response": ka.UpdateKeyResponse(key=key),
         "set_enabled_request": ka.SetKeyEnabledRequest(id="key_1", enabled=True),
         "set_enabled_response": ka.SetKeyEnabledResponse(key=key),
-        "rotate_request": ka.RotateKeyRequest(id="key_1"),
+        "rotate_request": ka.RotateKeyRequest(id="key_1", grace_seconds=604_800),
         "rotate_response": ka.RotateKeyResponse(key=key, secret="dbm_new"),
         "delete_request": ka.DeleteKeyRequest(id="key_1"),
         "delete_response": ka.DeleteKeyResponse(),

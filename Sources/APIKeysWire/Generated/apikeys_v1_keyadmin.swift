@@ -23,10 +23,13 @@ public struct ApiKey: WireMessage {
     /// Checks must come from these networks (CIDR, IPv4 or IPv6, normalised: "10.0.0.0/8",
     /// "2001:db8::/32"); empty = from anywhere. See Check's IP_NOT_ALLOWED.
     public var allowedNetworks: [String] = []
+    /// The secret this key had before its last rotation is still accepted until this time (a
+    /// rotation with grace_seconds); 0 = it is not. A time in the past: its grace is over.
+    public var graceEndsAtMS: Int64 = 0
 
     public init() {}
 
-    public init(id: String = "", name: String = "", hint: String = "", permissions: [String] = [], enabled: Bool = false, createdAtMS: Int64 = 0, updatedAtMS: Int64 = 0, expiresAtMS: Int64 = 0, lastUsedAtMS: Int64 = 0, rotatedAtMS: Int64 = 0, allowedNetworks: [String] = []) {
+    public init(id: String = "", name: String = "", hint: String = "", permissions: [String] = [], enabled: Bool = false, createdAtMS: Int64 = 0, updatedAtMS: Int64 = 0, expiresAtMS: Int64 = 0, lastUsedAtMS: Int64 = 0, rotatedAtMS: Int64 = 0, allowedNetworks: [String] = [], graceEndsAtMS: Int64 = 0) {
         self.id = id
         self.name = name
         self.hint = hint
@@ -38,6 +41,7 @@ public struct ApiKey: WireMessage {
         self.lastUsedAtMS = lastUsedAtMS
         self.rotatedAtMS = rotatedAtMS
         self.allowedNetworks = allowedNetworks
+        self.graceEndsAtMS = graceEndsAtMS
     }
 
     public static let codec = WireCodec<ApiKey>(
@@ -57,6 +61,7 @@ public struct ApiKey: WireMessage {
         value.lastUsedAtMS = c.last_used_at_ms
         value.rotatedAtMS = c.rotated_at_ms
         value.allowedNetworks = try arena.strings(c.allowed_networks, count: c.n_allowed_networks, field: "allowed_networks", of: "apikeys.v1.ApiKey")
+        value.graceEndsAtMS = c.grace_ends_at_ms
         return value
     }
 
@@ -73,6 +78,7 @@ public struct ApiKey: WireMessage {
         c.last_used_at_ms = value.lastUsedAtMS
         c.rotated_at_ms = value.rotatedAtMS
         (c.n_allowed_networks, c.allowed_networks) = try arena.cStrings(value.allowedNetworks, field: "allowed_networks", of: "apikeys.v1.ApiKey")
+        c.grace_ends_at_ms = value.graceEndsAtMS
     }
 }
 
@@ -530,15 +536,22 @@ public struct SetKeyEnabledResponse: WireMessage {
     }
 }
 
-/// Issues a new secret for the key; the old secret stops working at once.
+/// Issues a new secret for the key; the old secret stops working at once, or with
+/// grace_seconds when that grace is over.
 /// Id, name, permissions, expiry and enabled flag stay as they were.
 public struct RotateKeyRequest: WireMessage {
     public var id: String = ""
+    /// How long the old secret stays valid beside the new one: 0 (the default) = not at all, at
+    /// most 604800 (7 days). Checks made with it meanwhile are allowed and their api.request events
+    /// say so. Disabling or deleting the key ends the grace at once, and so does the next rotation
+    /// (only the secret it replaces can be given a grace). A disabled key is rotated without grace.
+    public var graceSeconds: UInt32 = 0
 
     public init() {}
 
-    public init(id: String = "") {
+    public init(id: String = "", graceSeconds: UInt32 = 0) {
         self.id = id
+        self.graceSeconds = graceSeconds
     }
 
     public static let codec = WireCodec<RotateKeyRequest>(
@@ -548,12 +561,14 @@ public struct RotateKeyRequest: WireMessage {
     static func read(_ c: Apikeys__V1__RotateKeyRequest, _ arena: Arena) throws -> RotateKeyRequest {
         var value = RotateKeyRequest()
         value.id = try arena.string(c.id, field: "id", of: "apikeys.v1.RotateKeyRequest")
+        value.graceSeconds = c.grace_seconds
         return value
     }
 
     /// Sets the fields of an initialised struct.
     static func write(_ value: RotateKeyRequest, _ c: inout Apikeys__V1__RotateKeyRequest, _ arena: Arena) throws {
         c.id = try arena.cString(value.id, field: "id", of: "apikeys.v1.RotateKeyRequest")
+        c.grace_seconds = value.graceSeconds
     }
 }
 

@@ -1,3 +1,4 @@
+import APIKeysCore
 import APIKeysClient
 import ArgumentParser
 import Foundation
@@ -47,15 +48,33 @@ struct Disable: AsyncParsableCommand {
 
 struct Rotate: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Give a key a new secret; the old secret stops working at once.")
+        abstract: "Give a key a new secret; the old secret stops working at once, or after --grace.")
     @OptionGroup var key: KeyIDArguments
+    @Option(
+        help: ArgumentHelp(
+            "Keep the old secret valid this much longer (45s, 30m, 12h, 7d; at most 7d), for its users to switch.",
+            valueName: "duration"))
+    var grace: String?
+
+    func validate() throws {
+        if let grace, DurationText.seconds(grace) == nil {
+            throw ValidationError("--grace \(grace): not a duration like 30m, 12h or 7d")
+        }
+    }
 
     func run() async throws {
-        let rotated = try await key.connection.withClient { try await $0.rotateKey(id: key.id) }
+        let graceSeconds = grace.flatMap(DurationText.seconds) ?? 0
+        let rotated = try await key.connection.withClient {
+            try await $0.rotateKey(id: key.id, grace: .seconds(graceSeconds))
+        }
         if key.output.json {
             return print(Output.json(Output.IssuedJSON(key: Output.KeyJSON(rotated.key), secret: rotated.secret)))
         }
-        print("Rotated key \(rotated.key.id) (\(rotated.key.name)); the old secret no longer works.")
+        let graceEnd = rotated.key.graceEndsAtMS
+        print(
+            "Rotated key \(rotated.key.id) (\(rotated.key.name)); "
+                + (graceEnd > 0
+                    ? "the old secret still works until \(Output.time(graceEnd))." : "the old secret no longer works."))
         print("")
         print(Output.secret(rotated.secret))
     }
@@ -116,9 +135,12 @@ struct Update: AsyncParsableCommand {
         var request = UpdateKeyRequest(id: key.id, name: name)
         if let expires { request.expiresAtMS = try TimeArgument.milliseconds(expires) }
         if !permissions.isEmpty { request.permissions = PermissionSet(names: permissions) }
-        guard allowedNetworks.isEmpty || !allowAny else { throw ValidationError("--allow and --allow-any exclude each other") }
+        guard allowedNetworks.isEmpty || !allowAny else {
+            throw ValidationError("--allow and --allow-any exclude each other")
+        }
         if !allowedNetworks.isEmpty || allowAny { request.allowedNetworks = NetworkList(networks: allowedNetworks) }
-        guard request.name != nil || request.expiresAtMS != nil || request.hasPermissions || request.hasAllowedNetworks else {
+        guard request.name != nil || request.expiresAtMS != nil || request.hasPermissions || request.hasAllowedNetworks
+        else {
             throw ValidationError("nothing to change: give --name, --expires, --permission, --allow or --allow-any")
         }
         let updated = try await key.connection.withClient { [request] in try await $0.updateKey(request) }

@@ -1133,7 +1133,7 @@ void   apikeys__v1__get_policy_response__free_unpacked
   assert(message->base.descriptor == &apikeys__v1__get_policy_response__descriptor);
   protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
 }
-static const ProtobufCFieldDescriptor apikeys__v1__api_key__field_descriptors[11] =
+static const ProtobufCFieldDescriptor apikeys__v1__api_key__field_descriptors[12] =
 {
   {
     "id",
@@ -1267,12 +1267,25 @@ static const ProtobufCFieldDescriptor apikeys__v1__api_key__field_descriptors[11
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "grace_ends_at_ms",
+    12,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_INT64,
+    0,   /* quantifier_offset */
+    offsetof(Apikeys__V1__ApiKey, grace_ends_at_ms),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned apikeys__v1__api_key__field_indices_by_name[] = {
   10,   /* field[10] = allowed_networks */
   5,   /* field[5] = created_at_ms */
   4,   /* field[4] = enabled */
   7,   /* field[7] = expires_at_ms */
+  11,   /* field[11] = grace_ends_at_ms */
   2,   /* field[2] = hint */
   0,   /* field[0] = id */
   8,   /* field[8] = last_used_at_ms */
@@ -1284,7 +1297,7 @@ static const unsigned apikeys__v1__api_key__field_indices_by_name[] = {
 static const ProtobufCIntRange apikeys__v1__api_key__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 11 }
+  { 0, 12 }
 };
 const ProtobufCMessageDescriptor apikeys__v1__api_key__descriptor =
 {
@@ -1294,7 +1307,7 @@ const ProtobufCMessageDescriptor apikeys__v1__api_key__descriptor =
   "Apikeys__V1__ApiKey",
   "apikeys.v1",
   sizeof(Apikeys__V1__ApiKey),
-  11,
+  12,
   apikeys__v1__api_key__field_descriptors,
   apikeys__v1__api_key__field_indices_by_name,
   1,  apikeys__v1__api_key__number_ranges,
@@ -1900,7 +1913,7 @@ const ProtobufCMessageDescriptor apikeys__v1__set_key_enabled_response__descript
   (ProtobufCMessageInit) apikeys__v1__set_key_enabled_response__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor apikeys__v1__rotate_key_request__field_descriptors[1] =
+static const ProtobufCFieldDescriptor apikeys__v1__rotate_key_request__field_descriptors[2] =
 {
   {
     "id",
@@ -1914,14 +1927,27 @@ static const ProtobufCFieldDescriptor apikeys__v1__rotate_key_request__field_des
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "grace_seconds",
+    2,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT32,
+    0,   /* quantifier_offset */
+    offsetof(Apikeys__V1__RotateKeyRequest, grace_seconds),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned apikeys__v1__rotate_key_request__field_indices_by_name[] = {
+  1,   /* field[1] = grace_seconds */
   0,   /* field[0] = id */
 };
 static const ProtobufCIntRange apikeys__v1__rotate_key_request__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 1 }
+  { 0, 2 }
 };
 const ProtobufCMessageDescriptor apikeys__v1__rotate_key_request__descriptor =
 {
@@ -1931,7 +1957,7 @@ const ProtobufCMessageDescriptor apikeys__v1__rotate_key_request__descriptor =
   "Apikeys__V1__RotateKeyRequest",
   "apikeys.v1",
   sizeof(Apikeys__V1__RotateKeyRequest),
-  1,
+  2,
   apikeys__v1__rotate_key_request__field_descriptors,
   apikeys__v1__rotate_key_request__field_indices_by_name,
   1,  apikeys__v1__rotate_key_request__number_ranges,

@@ -93,10 +93,15 @@ struct  Apikeys__V1__ApiKey
    */
   size_t n_allowed_networks;
   char **allowed_networks;
+  /*
+   * The secret this key had before its last rotation is still accepted until this time (a
+   * rotation with grace_seconds); 0 = it is not. A time in the past: its grace is over.
+   */
+  int64_t grace_ends_at_ms;
 };
 #define APIKEYS__V1__API_KEY__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&apikeys__v1__api_key__descriptor) \
-    , (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0,NULL, 0, 0, 0, 0, 0, 0, 0,NULL }
+    , (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0,NULL, 0, 0, 0, 0, 0, 0, 0,NULL, 0 }
 
 
 struct  Apikeys__V1__CreateKeyRequest
@@ -290,17 +295,25 @@ struct  Apikeys__V1__SetKeyEnabledResponse
 
 
 /*
- * Issues a new secret for the key; the old secret stops working at once.
+ * Issues a new secret for the key; the old secret stops working at once, or with
+ * grace_seconds when that grace is over.
  * Id, name, permissions, expiry and enabled flag stay as they were.
  */
 struct  Apikeys__V1__RotateKeyRequest
 {
   ProtobufCMessage base;
   char *id;
+  /*
+   * How long the old secret stays valid beside the new one: 0 (the default) = not at all, at
+   * most 604800 (7 days). Checks made with it meanwhile are allowed and their api.request events
+   * say so. Disabling or deleting the key ends the grace at once, and so does the next rotation
+   * (only the secret it replaces can be given a grace). A disabled key is rotated without grace.
+   */
+  uint32_t grace_seconds;
 };
 #define APIKEYS__V1__ROTATE_KEY_REQUEST__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&apikeys__v1__rotate_key_request__descriptor) \
-    , (char *)protobuf_c_empty_string }
+    , (char *)protobuf_c_empty_string, 0 }
 
 
 struct  Apikeys__V1__RotateKeyResponse
