@@ -4,15 +4,17 @@ import APIKeysCore
 /// Every call takes an optional `timeout`; without one, ``APIKeysClient/Configuration/timeout`` applies.
 extension APIKeysClient {
     /// Creates a key. The reply holds the secret, shown this once. With `allowedNetworks` (CIDR),
-    /// the key's checks must carry a client address in one of them.
+    /// the key's checks must carry a client address in one of them; with `rateLimit`, each server
+    /// allows its checks at most that often (beyond: RATE_LIMITED, 429).
     public func createKey(
         name: String, permissions: [String], expiresAtMS: Int64 = 0, allowedNetworks: [String] = [],
-        timeout: Duration? = nil
+        rateLimit: RateLimit? = nil, timeout: Duration? = nil
     ) async throws -> CreateKeyResponse {
         try await call(
             KeyAdmin.createKey,
             CreateKeyRequest(
-                name: name, permissions: permissions, expiresAtMS: expiresAtMS, allowedNetworks: allowedNetworks),
+                name: name, permissions: permissions, expiresAtMS: expiresAtMS, allowedNetworks: allowedNetworks,
+                rateLimit: rateLimit),
             timeout: timeout)
     }
 

@@ -7,9 +7,18 @@ public enum Denial: Int, Sendable, Hashable, CaseIterable, Comparable {
     case missingPermission
     /// The key has an allowlist of networks and the check's client address is not in it.
     case ipNotAllowed
+    /// The key's rate limit is spent on this server for now (``CheckOutcome/retryAfterMS``).
+    case rateLimited
 
-    /// 401 for the key itself (malformed, unknown, disabled, expired); 403 for what it may not do.
-    public var httpStatus: UInt32 { self == .missingPermission || self == .ipNotAllowed ? 403 : 401 }
+    /// 401 for the key itself (malformed, unknown, disabled, expired); 403 for what it may not do;
+    /// 429 for too many checks.
+    public var httpStatus: UInt32 {
+        switch self {
+        case .malformedKey, .unknownKey, .disabled, .expired: 401
+        case .missingPermission, .ipNotAllowed: 403
+        case .rateLimited: 429
+        }
+    }
 
     public static func < (lhs: Denial, rhs: Denial) -> Bool { lhs.rawValue < rhs.rawValue }
 }
@@ -22,11 +31,14 @@ public struct CheckOutcome: Sendable, Hashable {
     public var key: KeyCheckState?
     /// With ``Denial/missingPermission``: what was asked for and not granted, in the order asked.
     public var missingPermissions: [String]
+    /// With ``Denial/rateLimited``: milliseconds until the key's next check can be allowed.
+    public var retryAfterMS: Int64
 
-    public init(denial: Denial?, key: KeyCheckState?, missingPermissions: [String] = []) {
+    public init(denial: Denial?, key: KeyCheckState?, missingPermissions: [String] = [], retryAfterMS: Int64 = 0) {
         self.denial = denial
         self.key = key
         self.missingPermissions = missingPermissions
+        self.retryAfterMS = retryAfterMS
     }
 
     public var isAllowed: Bool { denial == nil }

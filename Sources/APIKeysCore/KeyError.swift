@@ -22,6 +22,8 @@ public struct KeyError: Error, Hashable, Sendable, CustomStringConvertible {
         public static let lifetimeBeyondPolicy = Code("lifetime beyond policy")
         /// A rotation grace period that is negative or longer than 7 days.
         public static let invalidGrace = Code("invalid grace period")
+        /// A rate limit that cannot be used.
+        public static let invalidRateLimit = Code("invalid rate limit")
         /// No key has this id.
         public static let keyNotFound = Code("key not found")
         /// A page token that this service did not hand out.
@@ -92,6 +94,11 @@ public struct KeyError: Error, Hashable, Sendable, CustomStringConvertible {
             code: .invalidGrace, field: "grace_seconds",
             description:
                 "grace_seconds: \(seconds) is not between 0 and \(KeyRules.maxRotationGraceSeconds) (7 days)")
+    }
+
+    /// A rate limit that cannot be used; `why` says why.
+    public static func invalidRateLimit(_ why: String) -> KeyError {
+        KeyError(code: .invalidRateLimit, field: "rate_limit", description: "rate_limit: \(why)")
     }
 
     /// No key has `id`.

@@ -11,7 +11,42 @@ import Synchronization
 public final class KeyIndex: Sendable {
     /// The catalog the masks refer to.
     public let catalog: PermissionCatalog
-    private let byHash: Mutex<[Slot: KeyCheckState]>
+    private let byHash: Mutex<Entries>
+
+    /// The table, and the token buckets of the keys with a rate limit by key id (one per key,
+    /// whichever of its secrets a check presents; kept across changes of the key that leave its
+    /// limit as it was).
+    private struct Entries {
+        var states: [Slot: KeyCheckState]
+        var buckets: [String: RateBucket] = [:]
+
+        /// Puts `key` under `hash`, with its key's bucket.
+        mutating func put(_ key: KeyCheckState, at hash: SecretHash) {
+            var key = key
+            if let limit = key.rateLimit {
+                let bucket = buckets[key.id].flatMap { $0.limit == limit ? $0 : nil } ?? RateBucket(limit: limit)
+                buckets[key.id] = bucket
+                key.rateBucket = bucket
+            } else if !buckets.isEmpty {
+                buckets[key.id] = nil
+            }
+            states[Slot(hash)] = key
+        }
+
+        /// Forgets `hash`; the id of the key it reached when that key has a bucket.
+        mutating func drop(_ hash: SecretHash) -> String? {
+            guard let id = states.removeValue(forKey: Slot(hash))?.id, !buckets.isEmpty, buckets[id] != nil else {
+                return nil
+            }
+            return id
+        }
+
+        /// Forgets the buckets of the keys `dropped` (their secrets forgotten) that were not put
+        /// again since: a rotation (drop the old secret, put the new one) keeps its bucket.
+        mutating func forgetBuckets(ofDropped dropped: Set<String>, putAgain: Set<String>) {
+            for id in dropped.subtracting(putAgain) { buckets[id] = nil }
+        }
+    }
 
     /// The first 128 bits of a secret hash.
     private struct Slot: Hashable {
@@ -25,18 +60,18 @@ public final class KeyIndex: Sendable {
 
     public init(catalog: PermissionCatalog, expectedCount: Int = 0) {
         self.catalog = catalog
-        self.byHash = Mutex(Dictionary(minimumCapacity: expectedCount))
+        self.byHash = Mutex(Entries(states: Dictionary(minimumCapacity: expectedCount)))
     }
 
-    /// Number of keys.
-    public var count: Int { byHash.withLock { $0.count } }
+    /// Number of secrets that reach a key (a key in a rotation's grace counts twice).
+    public var count: Int { byHash.withLock { $0.states.count } }
 
     /// Adds or replaces the key whose secret hashes to `hash`; with `replacing`, that old hash
     /// (a rotated secret) is forgotten in the same step.
     public func upsert(_ key: KeyCheckState, hash: SecretHash, replacing old: SecretHash? = nil) {
         byHash.withLock { index in
-            if let old, old != hash { index[Slot(old)] = nil }
-            index[Slot(hash)] = key
+            if let old, old != hash { _ = index.drop(old) }
+            index.put(key, at: hash)
         }
     }
 
@@ -51,26 +86,32 @@ public final class KeyIndex: Sendable {
     /// Applies `edits` in order as one step: a check sees the index before all of them or after.
     public func apply(_ edits: [Edit]) {
         byHash.withLock { index in
+            var dropped: Set<String> = []
+            var put: Set<String> = []
             for edit in edits {
                 switch edit {
                 case .upsert(let key, let hash, let old):
-                    if let old, old != hash { index[Slot(old)] = nil }
-                    index[Slot(hash)] = key
+                    if let old, old != hash, let id = index.drop(old) { dropped.insert(id) }
+                    index.put(key, at: hash)
+                    if key.rateLimit != nil { put.insert(key.id) }
                 case .remove(let hash):
-                    index[Slot(hash)] = nil
+                    if let id = index.drop(hash) { dropped.insert(id) }
                 }
             }
+            index.forgetBuckets(ofDropped: dropped, putAgain: put)
         }
     }
 
     /// Forgets the key whose secret hashes to `hash`.
     public func remove(hash: SecretHash) {
-        byHash.withLock { _ = $0.removeValue(forKey: Slot(hash)) }
+        byHash.withLock { index in
+            if let id = index.drop(hash) { index.forgetBuckets(ofDropped: [id], putAgain: []) }
+        }
     }
 
     /// The key whose secret hashes to `hash`.
     public func lookup(_ hash: SecretHash) -> KeyCheckState? {
-        byHash.withLock { $0[Slot(hash)] }
+        byHash.withLock { $0.states[Slot(hash)] }
     }
 
     /// Decides a check of `secret` for `permissions` at `nowMS` (docs/PROTOCOL.md §6). A leading
@@ -96,6 +137,10 @@ public final class KeyIndex: Sendable {
         }
         if !missing.isEmpty { return CheckOutcome(denial: .missingPermission, key: key, missingPermissions: missing) }
         guard key.admits(clientAddress: clientAddress) else { return CheckOutcome(denial: .ipNotAllowed, key: key) }
+        // Last: only a check that would be allowed takes a token.
+        if let bucket = key.rateBucket, let waitMS = bucket.take(nowMS: nowMS) {
+            return CheckOutcome(denial: .rateLimited, key: key, retryAfterMS: waitMS)
+        }
         return CheckOutcome(denial: nil, key: key)
     }
 }

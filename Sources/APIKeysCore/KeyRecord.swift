@@ -21,11 +21,13 @@ public struct KeyRecord: Sendable, Hashable {
     /// Until when the secret the key had before its last rotation is still accepted (a rotation
     /// with a grace period); nil = it is not.
     public var graceEndsAtMS: Int64?
+    /// Allowed checks at most this often, per server; nil = no limit.
+    public var rateLimit: KeyRateLimit?
 
     public init(
         id: String, name: String, hint: String, permissions: [String], enabled: Bool, createdAtMS: Int64,
         updatedAtMS: Int64, expiresAtMS: Int64? = nil, lastUsedAtMS: Int64? = nil, rotatedAtMS: Int64? = nil,
-        allowedNetworks: [String] = [], graceEndsAtMS: Int64? = nil
+        allowedNetworks: [String] = [], graceEndsAtMS: Int64? = nil, rateLimit: KeyRateLimit? = nil
     ) {
         self.id = id
         self.name = name
@@ -39,6 +41,7 @@ public struct KeyRecord: Sendable, Hashable {
         self.rotatedAtMS = rotatedAtMS
         self.allowedNetworks = allowedNetworks
         self.graceEndsAtMS = graceEndsAtMS
+        self.rateLimit = rateLimit
     }
 
     /// A new public key id: `key_` and 22 random base-62 characters.
@@ -52,7 +55,7 @@ public struct KeyRecord: Sendable, Hashable {
         KeyCheckState(
             id: id, name: name, permissions: catalog.mask(of: permissions), enabled: enabled, expiresAtMS: expiresAtMS,
             allowedNetworks: allowedNetworks.compactMap(IPNetwork.init),
-            graceEndsAtMS: ofGraceSecret ? graceEndsAtMS : nil)
+            graceEndsAtMS: ofGraceSecret ? graceEndsAtMS : nil, rateLimit: rateLimit)
     }
 }
 
@@ -68,10 +71,15 @@ public struct KeyCheckState: Sendable, Hashable {
     /// Set on the entry of a secret replaced by a rotation with a grace period: the secret is
     /// accepted until then, and refused as unknown from then on. nil for a key's current secret.
     public var graceEndsAtMS: Int64?
+    /// The key's rate limit (nil: none); its bucket is ``rateBucket``.
+    public var rateLimit: KeyRateLimit?
+    /// This server's token bucket for the key, shared by the entries of all its secrets; set by
+    /// the ``KeyIndex`` when the entry goes in (nil: no limit).
+    public internal(set) var rateBucket: RateBucket?
 
     public init(
         id: String, name: String, permissions: PermissionMask, enabled: Bool, expiresAtMS: Int64?,
-        allowedNetworks: [IPNetwork] = [], graceEndsAtMS: Int64? = nil
+        allowedNetworks: [IPNetwork] = [], graceEndsAtMS: Int64? = nil, rateLimit: KeyRateLimit? = nil
     ) {
         self.id = id
         self.name = name
@@ -80,6 +88,7 @@ public struct KeyCheckState: Sendable, Hashable {
         self.expiresAtMS = expiresAtMS
         self.allowedNetworks = allowedNetworks
         self.graceEndsAtMS = graceEndsAtMS
+        self.rateLimit = rateLimit
     }
 
     /// Whether this is the entry of a replaced secret still in its rotation grace.

@@ -45,6 +45,19 @@ public enum KeyRules {
         return seconds * 1000
     }
 
+    /// Largest burst of a rate limit.
+    public static let maxRateBurst: UInt32 = 1_000_000
+
+    /// A rate limit as stored: nil for none (`requests` 0); a period of 0 is 1 s, a burst of 0 is
+    /// `requests`. The period must be at most a day and the burst at most ``maxRateBurst``.
+    public static func validRateLimit(_ limit: KeyRateLimit?) throws(KeyError) -> KeyRateLimit? {
+        guard let limit, limit.requests > 0 else { return nil }
+        let period = limit.periodSeconds == 0 ? 1 : limit.periodSeconds
+        guard period <= 86400 else { throw .invalidRateLimit("the period must be at most 86400 seconds (a day)") }
+        guard limit.burst <= maxRateBurst else { throw .invalidRateLimit("the burst must be at most \(maxRateBurst)") }
+        return KeyRateLimit(requests: limit.requests, periodSeconds: period, burst: limit.burst)
+    }
+
     /// An expiry as stored: nil for 0 (never), else it must be later than `nowMS`; with a
     /// `maxLifetimeMS` (the server's policy) it must also be set and no later than `nowMS` + that.
     public static func validExpiry(_ expiresAtMS: Int64, nowMS: Int64, maxLifetimeMS: Int64? = nil) throws(KeyError)

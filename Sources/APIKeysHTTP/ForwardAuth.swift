@@ -61,7 +61,8 @@ struct ForwardAuth: Sendable {
             // A replica past its staleness bound, or an audit trail that cannot take the check (a
             // stalled disk): fail closed, say which.
             return Self.answer(
-                .serviceUnavailable, reason: "UNAVAILABLE", message: server.freshnessProblem ?? "the audit trail is behind")
+                .serviceUnavailable, reason: "UNAVAILABLE",
+                message: server.freshnessProblem ?? "the audit trail is behind")
         }
         guard let denial = outcome.denial else {
             var headers = HTTPFields()
@@ -81,6 +82,13 @@ struct ForwardAuth: Sendable {
             return Self.answer(
                 .forbidden, reason: reason, message: "this key may not be used from \(forwardedFor ?? peer)",
                 challenge: #"Bearer realm="apikeyd", error="insufficient_scope", error_description="IP_NOT_ALLOWED""#)
+        }
+        if denial == .rateLimited {
+            // Whole seconds, rounded up (RFC 9110 §10.2.3); the exact wait is in the body.
+            var answer = Self.answer(
+                .tooManyRequests, reason: reason, message: "retry after \(outcome.retryAfterMS) ms")
+            answer.headers[.retryAfter] = String((outcome.retryAfterMS + 999) / 1000)
+            return answer
         }
         return Self.answer(
             .unauthorized, reason: reason,
@@ -104,7 +112,9 @@ struct ForwardAuth: Sendable {
     private static func presentedKey(_ headers: HTTPFields) -> String {
         if let authorization = headers[.authorization] {
             let parts = authorization.split(separator: " ", maxSplits: 1)
-            if parts.count == 2, parts[0].lowercased() == "bearer" { return parts[1].trimmingCharacters(in: .whitespaces) }
+            if parts.count == 2, parts[0].lowercased() == "bearer" {
+                return parts[1].trimmingCharacters(in: .whitespaces)
+            }
         }
         return headers[apiKey]?.trimmingCharacters(in: .whitespaces) ?? ""
     }

@@ -162,7 +162,7 @@ package final class PostgresKeyStore: KeyStore {
         let rows = try await connection.query(
             """
             SELECT secret_hash, id, name, permissions, enabled, expires_at_ms, allowed_networks, grace_secret_hash,
-                   grace_ends_at_ms
+                   grace_ends_at_ms, rate_limit
             FROM keys WHERE pk > \(above) AND pk <= \(upTo)
             """, logger: logger)
         for try await row in rows {
@@ -175,13 +175,14 @@ package final class PostgresKeyStore: KeyStore {
             )
             let networks = try cells.next(String.self)
             let (graceBytes, graceEnd) = try (cells.next(ByteBuffer?.self), cells.next(Int64?.self))
+            let rateLimit = Schema.decodeRateLimit(try cells.next(String.self))
             guard let hash = SecretHash(bytea: hashBytes), graceBytes.map({ SecretHash(bytea: $0) != nil }) ?? true
             else {
                 throw StoreError.database(server: "", message: "key \(id) has a secret hash of the wrong size")
             }
             var state = KeyCheckState(
                 id: id, name: name, permissions: masks.mask(of: permissions), enabled: enabled, expiresAtMS: expires,
-                allowedNetworks: Schema.networks(of: networks))
+                allowedNetworks: Schema.networks(of: networks), rateLimit: rateLimit)
             edits.append(.upsert(state, hash, replacing: nil))
             if let graceHash = graceBytes.flatMap(SecretHash.init(bytea:)), let graceEnd {
                 state.graceEndsAtMS = graceEnd

@@ -8,12 +8,12 @@ import PostgresNIO
 enum KeyRows {
     private static let columns = """
         pk, id, name, hint, permissions, enabled, created_at_ms, updated_at_ms, expires_at_ms, last_used_at_ms, \
-        rotated_at_ms, secret_hash, allowed_networks, grace_secret_hash, grace_ends_at_ms
+        rotated_at_ms, secret_hash, allowed_networks, grace_secret_hash, grace_ends_at_ms, rate_limit
         """
 
     private typealias Row = (
         Int64, String, String, String, String, Bool, Int64, Int64, Int64?, Int64?, Int64?, ByteBuffer, String,
-        ByteBuffer?, Int64?
+        ByteBuffer?, Int64?, String
     )
 
     private static func record(_ row: Row) throws -> (Int64, StoredKey) {
@@ -23,7 +23,8 @@ enum KeyRows {
         let key = KeyRecord(
             id: row.1, name: row.2, hint: row.3, permissions: Schema.decodePermissions(row.4), enabled: row.5,
             createdAtMS: row.6, updatedAtMS: row.7, expiresAtMS: row.8, lastUsedAtMS: row.9, rotatedAtMS: row.10,
-            allowedNetworks: Schema.decodeNetworks(row.12), graceEndsAtMS: row.14)
+            allowedNetworks: Schema.decodeNetworks(row.12), graceEndsAtMS: row.14,
+            rateLimit: Schema.decodeRateLimit(row.15))
         return (row.0, StoredKey(key: key, hash: hash, graceHash: row.13.flatMap(SecretHash.init(bytea:))))
     }
 
@@ -105,13 +106,15 @@ enum ChangeRows {
     struct ChangesSince: PostgresPreparedStatement {
         static let sql = """
             (SELECT version, op, key_id, secret_hash, replaced_hash, name, permissions, enabled, expires_at_ms,
-                    allowed_networks, grace_ends_at_ms
+                    allowed_networks, grace_ends_at_ms, rate_limit
              FROM key_changes WHERE version > $1 ORDER BY version LIMIT $2)
             UNION ALL
-            SELECT version, 0::smallint, '', ''::bytea, NULL, '', '', false, NULL, '', NULL
+            SELECT version, 0::smallint, '', ''::bytea, NULL, '', '', false, NULL, '', NULL, ''
             FROM change_log_horizon WHERE version > $1
             """
-        typealias Row = (Int64, Int16, String, ByteBuffer, ByteBuffer?, String, String, Bool, Int64?, String, Int64?)
+        typealias Row = (
+            Int64, Int16, String, ByteBuffer, ByteBuffer?, String, String, Bool, Int64?, String, Int64?, String
+        )
         var after: Int64
         var limit: Int64
 
@@ -133,10 +136,8 @@ enum ChangeRows {
         var changes: [Change] = []
         let rows = try await client.execute(ChangesSince(after: version, limit: Int64(limit)))
         for try await (
-            version, op, id, hashBytes, replacedBytes, name, permissions, enabled, expires, networks, graceEnd
-        )
-            in rows
-        {
+            version, op, id, hashBytes, replacedBytes, name, permissions, enabled, expires, networks, graceEnd, rate
+        ) in rows {
             if op == 0 { return (changes, true) }
             guard let hash = SecretHash(bytea: hashBytes) else {
                 throw StoreError.database(server: "", message: "change \(version) has a secret hash of the wrong size")
@@ -147,7 +148,7 @@ enum ChangeRows {
                 let state = KeyCheckState(
                     id: id, name: name, permissions: catalog.mask(of: Schema.decodePermissions(permissions)),
                     enabled: enabled, expiresAtMS: expires, allowedNetworks: Schema.networks(of: networks),
-                    graceEndsAtMS: graceEnd)
+                    graceEndsAtMS: graceEnd, rateLimit: Schema.decodeRateLimit(rate))
                 changes.append(
                     Change(
                         version: version,
@@ -286,9 +287,10 @@ struct CellReader {
 enum BatchRows {
     // Parameters: $1–$11 inserted keys, $12–$22 events, $23–$31 changes, $32 the NOTIFY channel,
     // $33 the NULL marker, $34 the change-log lock, $35 the admin tokens' hashes, $36 the inserted
-    // keys' allowlists, $37 the changes' allowlists, $38 the changes' grace ends; then, for updates
-    // and deletions only, $39–$49 updated keys, $50 their allowlists, $51 deleted ids, $52 and $53
-    // the updated keys' grace secrets and grace ends. A batch of creations binds the first 38 alone.
+    // keys' allowlists, $37 the changes' allowlists, $38 the changes' grace ends, $39 the inserted
+    // keys' rate limits, $40 the changes' rate limits; then, for updates and deletions only,
+    // $41–$51 updated keys, $52 their allowlists, $53 deleted ids, $54 and $55 the updated keys'
+    // grace secrets and grace ends, $56 their rate limits. A batch of creations binds the first 40 alone.
     private static let guardAndInserted = """
         -- The batch's admin tokens, held until the commit (a revocation waits for it); unless every
         -- one is still there, the statement writes nothing.
@@ -296,11 +298,11 @@ enum BatchRows {
         allowed AS (SELECT count(*) = cardinality($35::bytea[]) AS ok FROM authorized),
         inserted AS (
             INSERT INTO keys (id, name, secret_hash, hint, permissions, enabled, created_at_ms, updated_at_ms,
-                              expires_at_ms, last_used_at_ms, rotated_at_ms, allowed_networks)
-            SELECT id, name, h, hint, p, e, c, m, nullif(x, $33), nullif(l, $33), nullif(r, $33), n
+                              expires_at_ms, last_used_at_ms, rotated_at_ms, allowed_networks, rate_limit)
+            SELECT id, name, h, hint, p, e, c, m, nullif(x, $33), nullif(l, $33), nullif(r, $33), n, rl
             FROM unnest($1::text[], $2::text[], $3::bytea[], $4::text[], $5::text[], $6::boolean[], $7::bigint[],
-                        $8::bigint[], $9::bigint[], $10::bigint[], $11::bigint[], $36::text[])
-                 AS u(id, name, h, hint, p, e, c, m, x, l, r, n)
+                        $8::bigint[], $9::bigint[], $10::bigint[], $11::bigint[], $36::text[], $39::text[])
+                 AS u(id, name, h, hint, p, e, c, m, x, l, r, n, rl)
             WHERE (SELECT ok FROM allowed))
         """
     private static let updatedAndDeleted = """
@@ -308,13 +310,13 @@ enum BatchRows {
             UPDATE keys SET name = u.name, hint = u.hint, permissions = u.p, enabled = u.e, updated_at_ms = u.m,
                             expires_at_ms = nullif(u.x, $33), rotated_at_ms = nullif(u.r, $33), secret_hash = u.h,
                             allowed_networks = u.n, grace_secret_hash = nullif(u.gh, ''::bytea),
-                            grace_ends_at_ms = nullif(u.ge, $33)
-            FROM unnest($39::text[], $40::text[], $41::bytea[], $42::text[], $43::text[], $44::boolean[], $45::bigint[],
-                        $46::bigint[], $47::bigint[], $48::bigint[], $49::bigint[], $50::text[], $52::bytea[],
-                        $53::bigint[])
-                 AS u(id, name, h, hint, p, e, c, m, x, l, r, n, gh, ge)
+                            grace_ends_at_ms = nullif(u.ge, $33), rate_limit = u.rl
+            FROM unnest($41::text[], $42::text[], $43::bytea[], $44::text[], $45::text[], $46::boolean[], $47::bigint[],
+                        $48::bigint[], $49::bigint[], $50::bigint[], $51::bigint[], $52::text[], $54::bytea[],
+                        $55::bigint[], $56::text[])
+                 AS u(id, name, h, hint, p, e, c, m, x, l, r, n, gh, ge, rl)
             WHERE keys.id = u.id AND (SELECT ok FROM allowed)),
-        deleted AS (DELETE FROM keys WHERE id = ANY($51::text[]) AND (SELECT ok FROM allowed))
+        deleted AS (DELETE FROM keys WHERE id = ANY($53::text[]) AND (SELECT ok FROM allowed))
         """
     private static let eventsAndChanges = """
         events AS (
@@ -329,11 +331,11 @@ enum BatchRows {
         locked AS (SELECT pg_advisory_xact_lock($34) WHERE cardinality($23::bigint[]) > 0 AND (SELECT ok FROM allowed)),
         changes AS (
             INSERT INTO key_changes (at_ms, op, key_id, secret_hash, replaced_hash, name, permissions, enabled, expires_at_ms,
-                                     allowed_networks, grace_ends_at_ms)
-            SELECT a, op, k, h, nullif(rh, ''::bytea), n, p, e, nullif(x, $33), nw, nullif(ge, $33)
+                                     allowed_networks, grace_ends_at_ms, rate_limit)
+            SELECT a, op, k, h, nullif(rh, ''::bytea), n, p, e, nullif(x, $33), nw, nullif(ge, $33), rl
             FROM locked, unnest($23::bigint[], $24::smallint[], $25::text[], $26::bytea[], $27::bytea[], $28::text[],
-                                $29::text[], $30::boolean[], $31::bigint[], $37::text[], $38::bigint[])
-                 WITH ORDINALITY AS u(a, op, k, h, rh, n, p, e, x, nw, ge, i)
+                                $29::text[], $30::boolean[], $31::bigint[], $37::text[], $38::bigint[], $40::text[])
+                 WITH ORDINALITY AS u(a, op, k, h, rh, n, p, e, x, nw, ge, rl, i)
             ORDER BY i
             RETURNING version)
         SELECT coalesce(array_agg(version ORDER BY version), '{}')::bigint[],
@@ -411,12 +413,15 @@ enum BatchRows {
                     if case .put(_, graceSecret: true) = row.entry { return row.key.graceEndsAtMS ?? absent }
                     return absent
                 })
+            binds.append(inserted.map { Schema.encodeRateLimit($0.key.rateLimit) })
+            binds.append(rows.map { Schema.encodeRateLimit($0.key.rateLimit) })
             if !onlyCreates {
                 bindKeys(updated, to: &binds)
                 binds.append(updated.map { Schema.encodeNetworks($0.key.allowedNetworks) })
                 binds.append(deleted)
                 binds.append(updated.map { $0.graceHash?.bytea ?? ByteBuffer() })
                 binds.append(updated.map { $0.graceHash == nil ? absent : $0.key.graceEndsAtMS ?? absent })
+                binds.append(updated.map { Schema.encodeRateLimit($0.key.rateLimit) })
             }
             return binds
         }

@@ -81,6 +81,13 @@ enum PostgresSchema {
                 // On an op 1 change: secret_hash is that grace secret, accepted until then.
                 "ALTER TABLE key_changes ADD COLUMN grace_ends_at_ms bigint",
             ]),
+        Migration(
+            version: 5, name: "rate limits",
+            statements: [
+                // `requests/period seconds/burst` (KeyRateLimit.stored); '' = none.
+                "ALTER TABLE keys ADD COLUMN rate_limit text NOT NULL DEFAULT ''",
+                "ALTER TABLE key_changes ADD COLUMN rate_limit text NOT NULL DEFAULT ''",
+            ]),
     ]
 
     /// Applies every migration not yet recorded, each in its own transaction, holding the

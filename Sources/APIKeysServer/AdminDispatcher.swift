@@ -30,7 +30,9 @@ struct AdminDispatcher: KeyAdminService {
     func createKey(_ request: CreateKeyRequest, context: AdminCallContext) async throws -> CreateKeyResponse {
         let issued = try await service.createKey(
             name: request.name, permissions: request.permissions, expiresAtMS: request.expiresAtMS,
-            allowedNetworks: request.allowedNetworks, actor: context.actor, deadline: context.deadline)
+            allowedNetworks: request.allowedNetworks,
+            rateLimit: request.hasRateLimit ? KeyRateLimit(request.rateLimit) : nil, actor: context.actor,
+            deadline: context.deadline)
         return CreateKeyResponse(key: ApiKey(issued.key), secret: issued.secret)
     }
 
@@ -47,7 +49,8 @@ struct AdminDispatcher: KeyAdminService {
         let key = try await service.updateKey(
             id: request.id, name: request.name, expiresAtMS: request.expiresAtMS,
             permissions: request.hasPermissions ? request.permissions.names : nil,
-            allowedNetworks: request.hasAllowedNetworks ? request.allowedNetworks.networks : nil, actor: context.actor,
+            allowedNetworks: request.hasAllowedNetworks ? request.allowedNetworks.networks : nil,
+            rateLimit: request.hasRateLimit ? KeyRateLimit(request.rateLimit) : nil, actor: context.actor,
             deadline: context.deadline)
         return UpdateKeyResponse(key: ApiKey(key))
     }

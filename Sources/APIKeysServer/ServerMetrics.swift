@@ -42,11 +42,14 @@ public final class ServerMetrics: Sendable {
             uniqueKeysWithValues: eventLoops.map { (ObjectIdentifier($0), CheckTally(outcomes: Self.slotCount)) })
         let allowed = Counter(
             label: "apikeyd_checks_total", dimensions: [("decision", "allow"), ("reason", "none")], factory: factory)
-        checks = [allowed] + Denial.allCases.map { denial in
-            Counter(
-                label: "apikeyd_checks_total", dimensions: [("decision", "deny"), ("reason", Self.reasonLabel(denial))],
-                factory: factory)
-        }
+        checks =
+            [allowed]
+            + Denial.allCases.map { denial in
+                Counter(
+                    label: "apikeyd_checks_total",
+                    dimensions: [("decision", "deny"), ("reason", Self.reasonLabel(denial))],
+                    factory: factory)
+            }
         auditQueueDepth = Gauge(label: "apikeyd_audit_queue_depth", factory: factory)
         auditEventsWritten = Counter(label: "apikeyd_audit_events_written_total", factory: factory)
         connectionsOpen = Gauge(label: "apikeyd_connections_open", factory: factory)
@@ -117,7 +120,8 @@ public final class ServerMetrics: Sendable {
             let key = method + " " + status
             if let counter = counters[key] { return counter }
             let counter = Counter(
-                label: "apikeyd_admin_calls_total", dimensions: [("method", method), ("status", status)], factory: factory)
+                label: "apikeyd_admin_calls_total", dimensions: [("method", method), ("status", status)],
+                factory: factory)
             counters[key] = counter
             return counter
         }
@@ -162,6 +166,7 @@ public final class ServerMetrics: Sendable {
         case .expired: "expired"
         case .missingPermission: "missing_permission"
         case .ipNotAllowed: "ip_not_allowed"
+        case .rateLimited: "rate_limited"
         }
     }
 }

@@ -9,7 +9,20 @@ extension ApiKey {
             createdAtMS: key.createdAtMS, updatedAtMS: key.updatedAtMS, expiresAtMS: key.expiresAtMS ?? 0,
             lastUsedAtMS: key.lastUsedAtMS ?? 0, rotatedAtMS: key.rotatedAtMS ?? 0,
             allowedNetworks: key.allowedNetworks,
-            graceEndsAtMS: key.graceEndsAtMS ?? 0)
+            graceEndsAtMS: key.graceEndsAtMS ?? 0, rateLimit: key.rateLimit.map(RateLimit.init))
+    }
+}
+
+extension RateLimit {
+    init(_ limit: KeyRateLimit) {
+        self.init(requests: limit.requests, periodSeconds: limit.periodSeconds, burst: limit.burst)
+    }
+}
+
+extension KeyRateLimit {
+    /// As the domain takes it (``KeyRules/validRateLimit(_:)`` applies the defaults).
+    init(_ limit: RateLimit) {
+        self.init(requests: limit.requests, periodSeconds: limit.periodSeconds, burst: limit.burst)
     }
 }
 
@@ -29,7 +42,8 @@ extension CheckResponse {
         self.init(
             decision: outcome.isAllowed ? .allow : .deny, reason: DenyReason(outcome.denial),
             httpStatus: outcome.httpStatus, keyID: outcome.key?.id ?? "", keyName: outcome.key?.name ?? "",
-            missingPermissions: outcome.missingPermissions, expiresAtMS: outcome.key?.expiresAtMS ?? 0)
+            missingPermissions: outcome.missingPermissions, expiresAtMS: outcome.key?.expiresAtMS ?? 0,
+            retryAfterMS: outcome.retryAfterMS)
     }
 }
 

@@ -16,22 +16,32 @@ extension KeyService {
         public var expiresAtMS: Int64
         /// Networks checks must come from; empty = any.
         public var allowedNetworks: [String]
+        /// nil (or 0 requests) = no limit.
+        public var rateLimit: KeyRateLimit?
 
-        public init(name: String, permissions: [String], expiresAtMS: Int64 = 0, allowedNetworks: [String] = []) {
+        public init(
+            name: String, permissions: [String], expiresAtMS: Int64 = 0, allowedNetworks: [String] = [],
+            rateLimit: KeyRateLimit? = nil
+        ) {
             self.name = name
             self.permissions = permissions
             self.expiresAtMS = expiresAtMS
             self.allowedNetworks = allowedNetworks
+            self.rateLimit = rateLimit
         }
     }
 
     /// Creates a key. Throws ``KeyError`` for an invalid name, permission or expiry.
     public func createKey(
-        name: String, permissions: [String], expiresAtMS: Int64 = 0, allowedNetworks: [String] = [], actor: AdminActor,
-        deadline: Deadline = .never
+        name: String, permissions: [String], expiresAtMS: Int64 = 0, allowedNetworks: [String] = [],
+        rateLimit: KeyRateLimit? = nil, actor: AdminActor, deadline: Deadline = .never
     ) async throws -> IssuedKey {
         try await createKeys(
-            [NewKey(name: name, permissions: permissions, expiresAtMS: expiresAtMS, allowedNetworks: allowedNetworks)],
+            [
+                NewKey(
+                    name: name, permissions: permissions, expiresAtMS: expiresAtMS, allowedNetworks: allowedNetworks,
+                    rateLimit: rateLimit)
+            ],
             actor: actor, deadline: deadline)[0]
     }
 
@@ -45,10 +55,12 @@ extension KeyService {
             let permissions = try catalog.validate(request.permissions)
             let expiry = try KeyRules.validExpiry(request.expiresAtMS, nowMS: now, maxLifetimeMS: maxKeyLifetimeMS)
             let networks = try KeyRules.validNetworks(request.allowedNetworks)
+            let rateLimit = try KeyRules.validRateLimit(request.rateLimit)
             let secret = format.generate()
             let key = KeyRecord(
                 id: KeyRecord.newID(), name: name, hint: format.hint(for: secret), permissions: permissions,
-                enabled: true, createdAtMS: now, updatedAtMS: now, expiresAtMS: expiry, allowedNetworks: networks)
+                enabled: true, createdAtMS: now, updatedAtMS: now, expiresAtMS: expiry, allowedNetworks: networks,
+                rateLimit: rateLimit)
             return IssuedKey(key: key, secret: secret)
         }
         return try await commit(reading: nil, by: actor, deadline: deadline) { _ in
@@ -59,7 +71,8 @@ extension KeyService {
                         .keyCreated, for: item.key, actor: actor.name,
                         detail: "created; expires \(Self.describe(item.key.expiresAtMS))"
                             + (item.key.allowedNetworks.isEmpty
-                                ? "" : "; from \(item.key.allowedNetworks.joined(separator: " ")) only"),
+                                ? "" : "; from \(item.key.allowedNetworks.joined(separator: " ")) only")
+                            + (item.key.rateLimit.map { "; at most \($0)" } ?? ""),
                         permissions: item.key.permissions, at: now)
                 })
         }
@@ -81,12 +94,13 @@ extension KeyService {
         return (keys, rows.count > limit ? String(rows[limit - 1].position) : nil)
     }
 
-    /// Changes the given fields; nil leaves a field as it is, an expiry of 0 clears it.
+    /// Changes the given fields; nil leaves a field as it is, an expiry of 0 clears it, and so
+    /// does a rate limit of 0 requests.
     /// Records `key.updated` for a name, expiry or allowlist change and `key.permissions_changed` for a
     /// permission change (both when both change); a call that changes nothing records nothing.
     public func updateKey(
         id: String, name: String? = nil, expiresAtMS: Int64? = nil, permissions: [String]? = nil,
-        allowedNetworks: [String]? = nil, actor: AdminActor, deadline: Deadline = .never
+        allowedNetworks: [String]? = nil, rateLimit: KeyRateLimit? = nil, actor: AdminActor, deadline: Deadline = .never
     ) async throws -> KeyRecord {
         let now = clock.nowMS()
         let newName = try name.map { name throws(KeyError) in try KeyRules.validName(name) }
@@ -95,6 +109,7 @@ extension KeyService {
         }
         let newPermissions = try permissions.map { names throws(KeyError) in try catalog.validate(names) }
         let newNetworks = try allowedNetworks.map { networks throws(KeyError) in try KeyRules.validNetworks(networks) }
+        let newRateLimit = try rateLimit.map { limit throws(KeyError) in try KeyRules.validRateLimit(limit) }
         return try await mutate(id: id, actor: actor, at: now, deadline: deadline) { stored in
             var key = stored.key
             var changes: [String] = []
@@ -111,6 +126,12 @@ extension KeyService {
                     "allowed networks [\(key.allowedNetworks.joined(separator: " "))] → [\(newNetworks.joined(separator: " "))]"
                 )
                 key.allowedNetworks = newNetworks
+            }
+            if let newRateLimit, newRateLimit != key.rateLimit {
+                changes.append(
+                    "rate limit \(key.rateLimit.map(\.description) ?? "none") → \(newRateLimit.map(\.description) ?? "none")"
+                )
+                key.rateLimit = newRateLimit
             }
             var events: [(AuditAction, String, [String])] = []
             if !changes.isEmpty { events.append((.keyUpdated, changes.joined(separator: "; "), [])) }

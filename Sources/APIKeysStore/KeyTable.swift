@@ -4,21 +4,22 @@ import APIKeysCore
 enum KeyTable {
     private static let columns = """
         pk, id, name, hint, permissions, enabled, created_at_ms, updated_at_ms, expires_at_ms, \
-        last_used_at_ms, rotated_at_ms, allowed_networks, grace_ends_at_ms
+        last_used_at_ms, rotated_at_ms, allowed_networks, grace_ends_at_ms, rate_limit
         """
 
     static func insert(_ key: KeyRecord, hash: SecretHash, in db: SQLiteConnection) throws {
         try db.statement(
             """
             INSERT INTO keys (id, name, secret_hash, hint, permissions, enabled, created_at_ms, updated_at_ms,
-                              expires_at_ms, last_used_at_ms, rotated_at_ms, allowed_networks)
-            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                              expires_at_ms, last_used_at_ms, rotated_at_ms, allowed_networks, rate_limit)
+            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
             """
         ).bind(
             .text(key.id), .text(key.name), .blob(hash.digest), .text(key.hint),
             .text(Schema.encodePermissions(key.permissions)), .integer(key.enabled ? 1 : 0),
             .integer(key.createdAtMS), .integer(key.updatedAtMS), .optional(key.expiresAtMS),
-            .optional(key.lastUsedAtMS), .optional(key.rotatedAtMS), .text(Schema.encodeNetworks(key.allowedNetworks))
+            .optional(key.lastUsedAtMS), .optional(key.rotatedAtMS), .text(Schema.encodeNetworks(key.allowedNetworks)),
+            .text(Schema.encodeRateLimit(key.rateLimit))
         ).run()
     }
 
@@ -28,7 +29,7 @@ enum KeyTable {
             """
             UPDATE keys SET name = ?, hint = ?, permissions = ?, enabled = ?, updated_at_ms = ?,
                             expires_at_ms = ?, rotated_at_ms = ?, secret_hash = ?, allowed_networks = ?,
-                            grace_secret_hash = ?, grace_ends_at_ms = ?
+                            grace_secret_hash = ?, grace_ends_at_ms = ?, rate_limit = ?
             WHERE id = ?
             """
         ).bind(
@@ -36,7 +37,7 @@ enum KeyTable {
             .integer(key.enabled ? 1 : 0), .integer(key.updatedAtMS), .optional(key.expiresAtMS),
             .optional(key.rotatedAtMS), .blob(hash.digest), .text(Schema.encodeNetworks(key.allowedNetworks)),
             graceHash.map { .blob($0.digest) } ?? .null, graceHash == nil ? .null : .optional(key.graceEndsAtMS),
-            .text(key.id)
+            .text(Schema.encodeRateLimit(key.rateLimit)), .text(key.id)
         ).run()
     }
 
@@ -51,8 +52,8 @@ enum KeyTable {
         guard
             let found = try statement.firstRow({ row in
                 StoredKey(
-                    key: record(row), hash: try hash(row, column: 13, in: db),
-                    graceHash: row.isNull(14) ? nil : try hash(row, column: 14, in: db))
+                    key: record(row), hash: try hash(row, column: 14, in: db),
+                    graceHash: row.isNull(15) ? nil : try hash(row, column: 15, in: db))
             })
         else {
             throw KeyError.keyNotFound(id: id)
@@ -73,14 +74,15 @@ enum KeyTable {
         let statement = try db.statement(
             """
             SELECT secret_hash, id, name, permissions, enabled, expires_at_ms, allowed_networks, grace_secret_hash,
-                   grace_ends_at_ms
+                   grace_ends_at_ms, rate_limit
             FROM keys
             """)
         try statement.scan { row in
             let mask = masks.mask(of: row.text(3))
             var state = KeyCheckState(
                 id: row.text(1), name: row.text(2), permissions: mask, enabled: row.int64(4) != 0,
-                expiresAtMS: row.optionalInt64(5), allowedNetworks: Schema.networks(of: row.text(6)))
+                expiresAtMS: row.optionalInt64(5), allowedNetworks: Schema.networks(of: row.text(6)),
+                rateLimit: Schema.decodeRateLimit(row.text(9)))
             index.upsert(state, hash: try hash(row, column: 0, in: db))
             if !row.isNull(7), let graceEnd = row.optionalInt64(8) {
                 state.graceEndsAtMS = graceEnd
@@ -119,6 +121,7 @@ enum KeyTable {
             permissions: Schema.decodePermissions(row.text(4)), enabled: row.int64(5) != 0,
             createdAtMS: row.int64(6), updatedAtMS: row.int64(7), expiresAtMS: row.optionalInt64(8),
             lastUsedAtMS: row.optionalInt64(9), rotatedAtMS: row.optionalInt64(10),
-            allowedNetworks: Schema.decodeNetworks(row.text(11)), graceEndsAtMS: row.optionalInt64(12))
+            allowedNetworks: Schema.decodeNetworks(row.text(11)), graceEndsAtMS: row.optionalInt64(12),
+            rateLimit: Schema.decodeRateLimit(row.text(13)))
     }
 }

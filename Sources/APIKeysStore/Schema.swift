@@ -111,6 +111,10 @@ package enum Schema {
                 ALTER TABLE keys ADD COLUMN grace_secret_hash BLOB;
                 ALTER TABLE keys ADD COLUMN grace_ends_at_ms INTEGER;
                 """),
+        // A key's rate limit as `requests/period seconds/burst` (KeyRateLimit.stored); '' = none.
+        Migration(
+            version: 9, name: "rate limits",
+            sql: "ALTER TABLE keys ADD COLUMN rate_limit TEXT NOT NULL DEFAULT '';"),
     ]
 
     /// Applies every migration not yet recorded in `schema_migrations`, each in its own transaction.
@@ -148,6 +152,13 @@ package enum Schema {
     package static func encodeNetworks(_ networks: [String]) -> String { networks.joined(separator: " ") }
 
     package static func decodeNetworks(_ text: String) -> [String] { decodePermissions(text) }
+
+    /// A rate limit as stored (both stores): ``KeyRateLimit/stored``, `''` for none.
+    package static func encodeRateLimit(_ limit: KeyRateLimit?) -> String { limit?.stored ?? "" }
+
+    package static func decodeRateLimit(_ text: String) -> KeyRateLimit? {
+        text.isEmpty ? nil : KeyRateLimit(stored: text)
+    }
 
     /// The check form of a stored allowlist.
     package static func networks(of stored: String) -> [IPNetwork] {

@@ -1,3 +1,4 @@
+import APIKeysCore
 import APIKeysClient
 import ArgumentParser
 import Foundation
@@ -15,6 +16,11 @@ enum Output {
         guard ms != 0 else { return zero }
         // The same style as the server's audit details; no formatter built per cell of a listing.
         return Date(timeIntervalSince1970: Double(ms) / 1000).formatted(.iso8601)
+    }
+
+    /// `100/s burst 200`, as `--rate` and `--burst` take it.
+    static func rate(_ limit: RateLimit) -> String {
+        KeyRateLimit(requests: limit.requests, periodSeconds: limit.periodSeconds, burst: limit.burst).description
     }
 
     /// Columns padded to their widest cell.
@@ -39,6 +45,7 @@ enum Output {
                 ["expires", time(key.expiresAtMS)], ["last used", time(key.lastUsedAtMS)],
                 ["rotated", time(key.rotatedAtMS)],
                 ["old secret until", time(key.graceEndsAtMS, zero: "—")],
+                ["rate limit", key.hasRateLimit ? rate(key.rateLimit) : "none"],
                 [
                     "allowed from",
                     key.allowedNetworks.isEmpty ? "anywhere" : key.allowedNetworks.joined(separator: " "),
@@ -67,10 +74,21 @@ enum Output {
         let graceEndsAtMS: Int64
         /// Empty = any address.
         let allowedNetworks: [String]
+        /// nil = no limit.
+        let rateLimit: RateJSON?
+
+        struct RateJSON: Encodable {
+            let requests, periodSeconds, burst: UInt32
+        }
 
         init(_ key: ApiKey) {
             (id, name, hint, permissions, enabled) = (key.id, key.name, key.hint, key.permissions, key.enabled)
             allowedNetworks = key.allowedNetworks
+            rateLimit =
+                key.hasRateLimit
+                ? RateJSON(
+                    requests: key.rateLimit.requests, periodSeconds: key.rateLimit.periodSeconds,
+                    burst: key.rateLimit.burst) : nil
             (createdAtMS, updatedAtMS, expiresAtMS) = (key.createdAtMS, key.updatedAtMS, key.expiresAtMS)
             (lastUsedAtMS, rotatedAtMS, graceEndsAtMS) = (key.lastUsedAtMS, key.rotatedAtMS, key.graceEndsAtMS)
         }

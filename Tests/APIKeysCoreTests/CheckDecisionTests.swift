@@ -100,7 +100,9 @@ import Testing
 
     @Test func denialOrderIsTheContractOrder() {
         #expect(
-            Denial.allCases.sorted() == [.malformedKey, .unknownKey, .disabled, .expired, .missingPermission, .ipNotAllowed])
-        #expect(Denial.allCases.map(\.httpStatus) == [401, 401, 401, 401, 403, 403])
+            Denial.allCases.sorted() == [
+                .malformedKey, .unknownKey, .disabled, .expired, .missingPermission, .ipNotAllowed, .rateLimited,
+            ])
+        #expect(Denial.allCases.map(\.httpStatus) == [401, 401, 401, 401, 403, 403, 429])
     }
 }

@@ -79,7 +79,9 @@ import Testing
             #expect(lines.contains(#"apikeyd_check_duration_seconds_bucket{le="1.0"} 4"#))
             // Gauges are printed as floating point numbers.
             #expect(lines.contains("apikeyd_keys 1.0") && lines.contains("apikeyd_connections_open 1.0"))
-            #expect(lines.contains("apikeyd_audit_events_written_total 4") && lines.contains("apikeyd_audit_queue_depth 0.0"))
+            #expect(
+                lines.contains("apikeyd_audit_events_written_total 4")
+                    && lines.contains("apikeyd_audit_queue_depth 0.0"))
             #expect(lines.contains(#"apikeyd_build_info{version="\#(BuildInfo.version)"} 1.0"#))
             if let python = interopPython {
                 // The official Prometheus parser reads all of it.
@@ -92,7 +94,9 @@ import Testing
                         "import sys; from prometheus_client.parser import text_string_to_metric_families as p; "
                             + "print(len(list(p(open(sys.argv[1]).read()))))", file,
                     ])
-                #expect(run.status == 0 && Int(run.stdout.trimmingCharacters(in: .whitespacesAndNewlines)) ?? 0 >= 7, "\(run.stderr)")
+                #expect(
+                    run.status == 0 && Int(run.stdout.trimmingCharacters(in: .whitespacesAndNewlines)) ?? 0 >= 7,
+                    "\(run.stderr)")
             }
         }
     }
@@ -107,17 +111,25 @@ import Testing
             reply = try await HTTPProbe.request(
                 port: http.port, path: "/authorize",
                 headers: nginx.merging(
-                    ["Authorization": "Bearer \(created.secret)", "X-Required-Permissions": "jobs:execute, history:read"]
+                    [
+                        "Authorization": "Bearer \(created.secret)",
+                        "X-Required-Permissions": "jobs:execute, history:read",
+                    ]
                 ) { $1 })
             #expect(reply.status == 403 && reply.body.contains(#""missing_permissions":["history:read"]"#), "\(reply)")
-            #expect(reply.headers["www-authenticate"]?.contains(#"error="insufficient_scope", scope="history:read""#) == true)
+            #expect(
+                reply.headers["www-authenticate"]?.contains(#"error="insufficient_scope", scope="history:read""#)
+                    == true)
 
             reply = try await HTTPProbe.request(
                 port: http.port, path: "/authorize",
                 headers: nginx.merging([
-                    "X-API-Key": created.secret, "X-Required-Permissions": "jobs:execute", "X-Forwarded-For": "10.1.2.3, 10.0.0.1",
+                    "X-API-Key": created.secret, "X-Required-Permissions": "jobs:execute",
+                    "X-Forwarded-For": "10.1.2.3, 10.0.0.1",
                 ]) { $1 })
-            #expect(reply.status == 200 && reply.headers["x-key-id"] == created.key.id && reply.headers["x-key-name"] == "ci")
+            #expect(
+                reply.status == 200 && reply.headers["x-key-id"] == created.key.id
+                    && reply.headers["x-key-name"] == "ci")
 
             _ = try await client.setKeyEnabled(id: created.key.id, enabled: false)
             reply = try await HTTPProbe.request(
@@ -136,11 +148,14 @@ import Testing
     /// address (X-Forwarded-For, else the peer) decides; outside it, 403 IP_NOT_ALLOWED.
     @Test func anAllowlistHoldsOnBothPorts() async throws {
         try await withHTTP { server, http, client in
-            let fenced = try await client.createKey(name: "fenced", permissions: ["jobs:read"], allowedNetworks: ["10.0.0.0/8"])
+            let fenced = try await client.createKey(
+                name: "fenced", permissions: ["jobs:read"], allowedNetworks: ["10.0.0.0/8"])
             #expect(fenced.key.allowedNetworks == ["10.0.0.0/8"])
-            let inside = try await client.check(key: fenced.secret, permissions: ["jobs:read"], clientAddress: "10.2.3.4")
+            let inside = try await client.check(
+                key: fenced.secret, permissions: ["jobs:read"], clientAddress: "10.2.3.4")
             #expect(inside.decision == .allow)
-            let outside = try await client.check(key: fenced.secret, permissions: ["jobs:read"], clientAddress: "192.0.2.9")
+            let outside = try await client.check(
+                key: fenced.secret, permissions: ["jobs:read"], clientAddress: "192.0.2.9")
             #expect(outside.reason == .ipNotAllowed && outside.httpStatus == 403 && outside.keyID == fenced.key.id)
 
             let headers = ["X-API-Key": fenced.secret, "X-Required-Permissions": "jobs:read"]
@@ -159,6 +174,48 @@ import Testing
             _ = try await client.updateKey(update)
             reply = try await HTTPProbe.request(port: http.port, path: "/authorize", headers: headers)
             #expect(reply.status == 200)
+        }
+    }
+
+    /// A key limited to 3 checks a minute, through the RPC Check and forward-auth (one bucket on
+    /// this server for both): the fourth is RATE_LIMITED, 429 with the wait (Retry-After in whole
+    /// seconds on the HTTP port), denied checks take nothing, and the clock refills it.
+    @Test func aRateLimitHoldsOnBothPorts() async throws {
+        try await withHTTP { server, http, client in
+            let limited = try await client.createKey(
+                name: "limited", permissions: ["jobs:read"], rateLimit: RateLimit(requests: 3, periodSeconds: 60))
+            #expect(limited.key.rateLimit == RateLimit(requests: 3, periodSeconds: 60, burst: 3))
+            #expect(
+                try await client.check(key: limited.secret, permissions: ["vault:read"]).reason == .missingPermission)
+            #expect(try await client.check(key: limited.secret, permissions: ["jobs:read"]).decision == .allow)
+            #expect(try await client.check(key: limited.secret, permissions: ["jobs:read"]).decision == .allow)
+            let headers = ["X-API-Key": limited.secret, "X-Required-Permissions": "jobs:read"]
+            var reply = try await HTTPProbe.request(port: http.port, path: "/authorize", headers: headers)
+            #expect(reply.status == 200)
+            let refused = try await client.check(key: limited.secret, permissions: ["jobs:read"])
+            #expect(refused.decision == .deny && refused.reason == .rateLimited && refused.httpStatus == 429)
+            #expect(refused.keyID == limited.key.id)
+            #expect(refused.retryAfterMS == 20_000)
+            reply = try await HTTPProbe.request(port: http.port, path: "/authorize", headers: headers)
+            #expect(reply.status == 429, "\(reply)")
+            #expect(reply.headers["retry-after"] == "20")
+            #expect(reply.body.contains(#""reason":"RATE_LIMITED""#))
+
+            server.clock.advance(byMS: 20_000)
+            #expect(try await client.check(key: limited.secret, permissions: ["jobs:read"]).decision == .allow)
+            // Removed: unlimited at once.
+            var update = UpdateKeyRequest(id: limited.key.id)
+            update.rateLimit = RateLimit(requests: 0)
+            #expect(try await client.updateKey(update).hasRateLimit == false)
+            for _ in 0..<10 {
+                #expect(try await client.check(key: limited.secret, permissions: ["jobs:read"]).decision == .allow)
+            }
+            await server.server.service.flushAuditTrail()
+            let denied = try await client.listAuditEvents(
+                ListAuditEventsRequest(keyID: limited.key.id, action: "api.request")
+            )
+            .events.filter { $0.reason == .rateLimited }
+            #expect(denied.count == 2)
         }
     }
 
@@ -246,14 +303,18 @@ import Testing
             while !replies.hasSuffix("not found\n"), let more = pipelined.receive(1) {
                 replies += String(decoding: more, as: UTF8.self)
             }
-            let statuses = replies.split(whereSeparator: \.isNewline).filter { $0.hasPrefix("HTTP/1.1 ") }.map(String.init)
+            let statuses = replies.split(whereSeparator: \.isNewline).filter { $0.hasPrefix("HTTP/1.1 ") }.map(
+                String.init)
             #expect(statuses == ["HTTP/1.1 200 OK", "HTTP/1.1 404 Not Found"], "\(replies)")
 
             // A complete request whose headers pass the parser's limit (80 KB) is refused: a 4xx
             // and a closed connection (the answer itself can be lost to the reset that closing
             // with unread bytes sends), never a 200.
             let huge = try RawConnection(port: http.port)
-            huge.send(Array("GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: \(String(repeating: "a", count: 100_000))\r\n\r\n".utf8))
+            huge.send(
+                Array(
+                    "GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: \(String(repeating: "a", count: 100_000))\r\n\r\n".utf8)
+            )
             let refused = String(decoding: huge.receiveToEnd(), as: UTF8.self)
             #expect(refused.isEmpty || refused.hasPrefix("HTTP/1.1 4"), "\(refused.prefix(80))")
             #expect(!refused.contains("200 OK"))

@@ -159,16 +159,4 @@ import Testing
             await other.close(timeout: .seconds(10))
         }
     }
-
-    /// Polls `condition` for up to 5 s.
-    private func eventually(_ condition: () throws -> Bool) async throws {
-        let deadline = ContinuousClock.now + .seconds(5)
-        while try !condition() {
-            guard ContinuousClock.now < deadline else {
-                Issue.record("condition not met within 5 s")
-                return
-            }
-            try await Task.sleep(for: .milliseconds(20))
-        }
-    }
 }

@@ -60,3 +60,16 @@ extension TestDatabase {
         return KeyService(store: store, format: .standard, clock: clock, logger: logger)
     }
 }
+
+/// Polls `condition` every 20 ms until it holds; records an issue if it does not within 5 s (a
+/// change on one replica reaching another).
+func eventually(_ condition: () throws -> Bool) async throws {
+    let deadline = ContinuousClock.now + .seconds(5)
+    while try !condition() {
+        guard ContinuousClock.now < deadline else {
+            Issue.record("condition not met within 5 s")
+            return
+        }
+        try await Task.sleep(for: .milliseconds(20))
+    }
+}

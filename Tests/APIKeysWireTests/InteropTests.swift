@@ -23,7 +23,7 @@ struct InteropTests {
             "create_request",
             CreateKeyRequest(
                 name: unicode, permissions: ["jobs:read", "storage:write"], expiresAtMS: 1_900_000_000_000,
-                allowedNetworks: ["::1/128"])
+                allowedNetworks: ["::1/128"], rateLimit: RateLimit(requests: 100, periodSeconds: 60, burst: 5))
         ),
         ("create_response", CreateKeyResponse(key: Fixtures.apiKey, secret: "dbm_secret")),
         ("update_bare", UpdateKeyRequest(id: "key_1")),
@@ -32,7 +32,7 @@ struct InteropTests {
             "update_full",
             UpdateKeyRequest(
                 id: "key_1", name: "renamed", expiresAtMS: 5, permissions: PermissionSet(names: ["jobs:read"]),
-                allowedNetworks: NetworkList(networks: ["10.0.0.0/8"]))
+                allowedNetworks: NetworkList(networks: ["10.0.0.0/8"]), rateLimit: RateLimit())
         ),
         (
             "check_request",
@@ -45,6 +45,10 @@ struct InteropTests {
             CheckResponse(
                 decision: .deny, reason: .missingPermission, httpStatus: 403, keyID: "k", keyName: unicode,
                 missingPermissions: ["vault:read"], expiresAtMS: 3)
+        ),
+        (
+            "rate_limited_response",
+            CheckResponse(decision: .deny, reason: .rateLimited, httpStatus: 429, keyID: "k", retryAfterMS: 20_000)
         ),
         ("api_key", Fixtures.apiKey),
         ("get_request", GetKeyRequest(id: "key_1")),
@@ -82,6 +86,7 @@ struct InteropTests {
         ("leak_response", ReportLeakedKeyResponse()),
         ("policy_request", GetPolicyRequest()),
         ("policy_response", GetPolicyResponse(maxKeyLifetimeMS: 7_776_000_000)),
+        ("rate_limit", RateLimit(requests: 100, periodSeconds: 3600, burst: 1_000_000)),
     ]
 
     /// A message added to proto/ without a fixture here (and in wire_interop.py) fails this.

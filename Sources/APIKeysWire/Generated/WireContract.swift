@@ -13,6 +13,7 @@ public enum WireContract {
         ReportLeakedKeyResponse.self,
         Envelope.self,
         ApiKey.self,
+        RateLimit.self,
         CreateKeyRequest.self,
         CreateKeyResponse.self,
         GetKeyRequest.self,

@@ -50,6 +50,9 @@ public enum DenyReason: Hashable, Sendable {
     /// The key may only be used from listed networks and client_address is not in them, or is
     /// absent (HTTP 403).
     case ipNotAllowed
+    /// The key's rate limit is spent on this server for now (HTTP 429); retry_after_ms says for how
+    /// long. Decided last: only a Check that would otherwise be allowed takes from the limit.
+    case rateLimited
     /// A value this version of the contract does not know (proto3 enums are open).
     case unrecognized(Int32)
 
@@ -62,6 +65,7 @@ public enum DenyReason: Hashable, Sendable {
         case 4: self = .expired
         case 5: self = .missingPermission
         case 6: self = .ipNotAllowed
+        case 7: self = .rateLimited
         default: self = .unrecognized(rawValue)
         }
     }
@@ -75,6 +79,7 @@ public enum DenyReason: Hashable, Sendable {
         case .expired: 4
         case .missingPermission: 5
         case .ipNotAllowed: 6
+        case .rateLimited: 7
         case .unrecognized(let value): value
         }
     }
@@ -131,8 +136,8 @@ public struct CheckResponse: WireMessage {
     public var decision: Decision = Decision(rawValue: 0)
     /// Set when decision is DENY.
     public var reason: DenyReason = DenyReason(rawValue: 0)
-    /// 200 (allow), 401 (MALFORMED_KEY, UNKNOWN_KEY, DISABLED, EXPIRED) or 403 (MISSING_PERMISSION,
-    /// IP_NOT_ALLOWED).
+    /// 200 (allow), 401 (MALFORMED_KEY, UNKNOWN_KEY, DISABLED, EXPIRED), 403 (MISSING_PERMISSION,
+    /// IP_NOT_ALLOWED) or 429 (RATE_LIMITED).
     public var httpStatus: UInt32 = 0
     /// The key's public id and name, when the key is known.
     public var keyID: String = ""
@@ -141,10 +146,12 @@ public struct CheckResponse: WireMessage {
     public var missingPermissions: [String] = []
     /// The key's expiry (unix epoch milliseconds), 0 = never or unknown.
     public var expiresAtMS: Int64 = 0
+    /// With RATE_LIMITED: milliseconds until a Check with the key can be allowed again.
+    public var retryAfterMS: Int64 = 0
 
     public init() {}
 
-    public init(decision: Decision = Decision(rawValue: 0), reason: DenyReason = DenyReason(rawValue: 0), httpStatus: UInt32 = 0, keyID: String = "", keyName: String = "", missingPermissions: [String] = [], expiresAtMS: Int64 = 0) {
+    public init(decision: Decision = Decision(rawValue: 0), reason: DenyReason = DenyReason(rawValue: 0), httpStatus: UInt32 = 0, keyID: String = "", keyName: String = "", missingPermissions: [String] = [], expiresAtMS: Int64 = 0, retryAfterMS: Int64 = 0) {
         self.decision = decision
         self.reason = reason
         self.httpStatus = httpStatus
@@ -152,6 +159,7 @@ public struct CheckResponse: WireMessage {
         self.keyName = keyName
         self.missingPermissions = missingPermissions
         self.expiresAtMS = expiresAtMS
+        self.retryAfterMS = retryAfterMS
     }
 
     public static let codec = WireCodec<CheckResponse>(
@@ -167,6 +175,7 @@ public struct CheckResponse: WireMessage {
         value.keyName = try arena.string(c.key_name, field: "key_name", of: "apikeys.v1.CheckResponse")
         value.missingPermissions = try arena.strings(c.missing_permissions, count: c.n_missing_permissions, field: "missing_permissions", of: "apikeys.v1.CheckResponse")
         value.expiresAtMS = c.expires_at_ms
+        value.retryAfterMS = c.retry_after_ms
         return value
     }
 
@@ -179,6 +188,7 @@ public struct CheckResponse: WireMessage {
         c.key_name = try arena.cString(value.keyName, field: "key_name", of: "apikeys.v1.CheckResponse")
         (c.n_missing_permissions, c.missing_permissions) = try arena.cStrings(value.missingPermissions, field: "missing_permissions", of: "apikeys.v1.CheckResponse")
         c.expires_at_ms = value.expiresAtMS
+        c.retry_after_ms = value.retryAfterMS
     }
 }
 

@@ -26,10 +26,16 @@ public struct ApiKey: WireMessage {
     /// The secret this key had before its last rotation is still accepted until this time (a
     /// rotation with grace_seconds); 0 = it is not. A time in the past: its grace is over.
     public var graceEndsAtMS: Int64 = 0
+    /// Absent = no limit. Counted by each server on its own (see Check's RATE_LIMITED).
+    public var rateLimit: RateLimit {
+        get { _rateLimit ?? RateLimit() }
+        set { _rateLimit = newValue }
+    }
+    private var _rateLimit: RateLimit?
 
     public init() {}
 
-    public init(id: String = "", name: String = "", hint: String = "", permissions: [String] = [], enabled: Bool = false, createdAtMS: Int64 = 0, updatedAtMS: Int64 = 0, expiresAtMS: Int64 = 0, lastUsedAtMS: Int64 = 0, rotatedAtMS: Int64 = 0, allowedNetworks: [String] = [], graceEndsAtMS: Int64 = 0) {
+    public init(id: String = "", name: String = "", hint: String = "", permissions: [String] = [], enabled: Bool = false, createdAtMS: Int64 = 0, updatedAtMS: Int64 = 0, expiresAtMS: Int64 = 0, lastUsedAtMS: Int64 = 0, rotatedAtMS: Int64 = 0, allowedNetworks: [String] = [], graceEndsAtMS: Int64 = 0, rateLimit: RateLimit? = nil) {
         self.id = id
         self.name = name
         self.hint = hint
@@ -42,7 +48,13 @@ public struct ApiKey: WireMessage {
         self.rotatedAtMS = rotatedAtMS
         self.allowedNetworks = allowedNetworks
         self.graceEndsAtMS = graceEndsAtMS
+        self._rateLimit = rateLimit
     }
+
+    /// Whether ``rateLimit`` is present.
+    public var hasRateLimit: Bool { _rateLimit != nil }
+    /// Makes ``rateLimit`` absent.
+    public mutating func clearRateLimit() { _rateLimit = nil }
 
     public static let codec = WireCodec<ApiKey>(
         "apikeys.v1.ApiKey", initialize: apikeys__v1__api_key__init, unpack: apikeys__v1__api_key__unpack, read: read, write: write)
@@ -62,6 +74,9 @@ public struct ApiKey: WireMessage {
         value.rotatedAtMS = c.rotated_at_ms
         value.allowedNetworks = try arena.strings(c.allowed_networks, count: c.n_allowed_networks, field: "allowed_networks", of: "apikeys.v1.ApiKey")
         value.graceEndsAtMS = c.grace_ends_at_ms
+        if let rateLimit = c.rate_limit {
+            value._rateLimit = try RateLimit.read(rateLimit.pointee, arena)
+        }
         return value
     }
 
@@ -79,6 +94,48 @@ public struct ApiKey: WireMessage {
         c.rotated_at_ms = value.rotatedAtMS
         (c.n_allowed_networks, c.allowed_networks) = try arena.cStrings(value.allowedNetworks, field: "allowed_networks", of: "apikeys.v1.ApiKey")
         c.grace_ends_at_ms = value.graceEndsAtMS
+        if let rateLimit = value._rateLimit {
+            c.rate_limit = try arena.make(rateLimit, as: Apikeys__V1__RateLimit.self)
+        }
+    }
+}
+
+/// At most `requests` allowed Checks per `period_seconds`, in bursts of up to `burst` at once: a
+/// token bucket holding `burst` tokens, refilled by `requests` per period. Each server counts the
+/// key's Checks on its own: with N replicas a key can make up to N times as many.
+public struct RateLimit: WireMessage {
+    /// 1 or more; 0 (in UpdateKeyRequest) removes the limit.
+    public var requests: UInt32 = 0
+    /// 1 to 86400; 0 = 1 (per second).
+    public var periodSeconds: UInt32 = 0
+    /// At most 1,000,000; 0 = requests.
+    public var burst: UInt32 = 0
+
+    public init() {}
+
+    public init(requests: UInt32 = 0, periodSeconds: UInt32 = 0, burst: UInt32 = 0) {
+        self.requests = requests
+        self.periodSeconds = periodSeconds
+        self.burst = burst
+    }
+
+    public static let codec = WireCodec<RateLimit>(
+        "apikeys.v1.RateLimit", initialize: apikeys__v1__rate_limit__init, unpack: apikeys__v1__rate_limit__unpack, read: read, write: write)
+
+    /// The fields of an unpacked struct.
+    static func read(_ c: Apikeys__V1__RateLimit, _ arena: Arena) throws -> RateLimit {
+        var value = RateLimit()
+        value.requests = c.requests
+        value.periodSeconds = c.period_seconds
+        value.burst = c.burst
+        return value
+    }
+
+    /// Sets the fields of an initialised struct.
+    static func write(_ value: RateLimit, _ c: inout Apikeys__V1__RateLimit, _ arena: Arena) throws {
+        c.requests = value.requests
+        c.period_seconds = value.periodSeconds
+        c.burst = value.burst
     }
 }
 
@@ -91,15 +148,27 @@ public struct CreateKeyRequest: WireMessage {
     public var expiresAtMS: Int64 = 0
     /// At most 64 networks in CIDR notation (an address alone is its own network); empty = any.
     public var allowedNetworks: [String] = []
+    /// Absent = no limit.
+    public var rateLimit: RateLimit {
+        get { _rateLimit ?? RateLimit() }
+        set { _rateLimit = newValue }
+    }
+    private var _rateLimit: RateLimit?
 
     public init() {}
 
-    public init(name: String = "", permissions: [String] = [], expiresAtMS: Int64 = 0, allowedNetworks: [String] = []) {
+    public init(name: String = "", permissions: [String] = [], expiresAtMS: Int64 = 0, allowedNetworks: [String] = [], rateLimit: RateLimit? = nil) {
         self.name = name
         self.permissions = permissions
         self.expiresAtMS = expiresAtMS
         self.allowedNetworks = allowedNetworks
+        self._rateLimit = rateLimit
     }
+
+    /// Whether ``rateLimit`` is present.
+    public var hasRateLimit: Bool { _rateLimit != nil }
+    /// Makes ``rateLimit`` absent.
+    public mutating func clearRateLimit() { _rateLimit = nil }
 
     public static let codec = WireCodec<CreateKeyRequest>(
         "apikeys.v1.CreateKeyRequest", initialize: apikeys__v1__create_key_request__init, unpack: apikeys__v1__create_key_request__unpack, read: read, write: write)
@@ -111,6 +180,9 @@ public struct CreateKeyRequest: WireMessage {
         value.permissions = try arena.strings(c.permissions, count: c.n_permissions, field: "permissions", of: "apikeys.v1.CreateKeyRequest")
         value.expiresAtMS = c.expires_at_ms
         value.allowedNetworks = try arena.strings(c.allowed_networks, count: c.n_allowed_networks, field: "allowed_networks", of: "apikeys.v1.CreateKeyRequest")
+        if let rateLimit = c.rate_limit {
+            value._rateLimit = try RateLimit.read(rateLimit.pointee, arena)
+        }
         return value
     }
 
@@ -120,6 +192,9 @@ public struct CreateKeyRequest: WireMessage {
         (c.n_permissions, c.permissions) = try arena.cStrings(value.permissions, field: "permissions", of: "apikeys.v1.CreateKeyRequest")
         c.expires_at_ms = value.expiresAtMS
         (c.n_allowed_networks, c.allowed_networks) = try arena.cStrings(value.allowedNetworks, field: "allowed_networks", of: "apikeys.v1.CreateKeyRequest")
+        if let rateLimit = value._rateLimit {
+            c.rate_limit = try arena.make(rateLimit, as: Apikeys__V1__RateLimit.self)
+        }
     }
 }
 
@@ -339,15 +414,22 @@ public struct UpdateKeyRequest: WireMessage {
         set { _allowedNetworks = newValue }
     }
     private var _allowedNetworks: NetworkList?
+    /// Absent = unchanged; present replaces the limit (requests 0 = no limit).
+    public var rateLimit: RateLimit {
+        get { _rateLimit ?? RateLimit() }
+        set { _rateLimit = newValue }
+    }
+    private var _rateLimit: RateLimit?
 
     public init() {}
 
-    public init(id: String = "", name: String? = nil, expiresAtMS: Int64? = nil, permissions: PermissionSet? = nil, allowedNetworks: NetworkList? = nil) {
+    public init(id: String = "", name: String? = nil, expiresAtMS: Int64? = nil, permissions: PermissionSet? = nil, allowedNetworks: NetworkList? = nil, rateLimit: RateLimit? = nil) {
         self.id = id
         self.name = name
         self.expiresAtMS = expiresAtMS
         self._permissions = permissions
         self._allowedNetworks = allowedNetworks
+        self._rateLimit = rateLimit
     }
 
     /// Whether ``permissions`` is present.
@@ -359,6 +441,11 @@ public struct UpdateKeyRequest: WireMessage {
     public var hasAllowedNetworks: Bool { _allowedNetworks != nil }
     /// Makes ``allowedNetworks`` absent.
     public mutating func clearAllowedNetworks() { _allowedNetworks = nil }
+
+    /// Whether ``rateLimit`` is present.
+    public var hasRateLimit: Bool { _rateLimit != nil }
+    /// Makes ``rateLimit`` absent.
+    public mutating func clearRateLimit() { _rateLimit = nil }
 
     public static let codec = WireCodec<UpdateKeyRequest>(
         "apikeys.v1.UpdateKeyRequest", initialize: apikeys__v1__update_key_request__init, unpack: apikeys__v1__update_key_request__unpack, read: read, write: write)
@@ -379,6 +466,9 @@ public struct UpdateKeyRequest: WireMessage {
         if let allowedNetworks = c.allowed_networks {
             value._allowedNetworks = try NetworkList.read(allowedNetworks.pointee, arena)
         }
+        if let rateLimit = c.rate_limit {
+            value._rateLimit = try RateLimit.read(rateLimit.pointee, arena)
+        }
         return value
     }
 
@@ -398,6 +488,9 @@ public struct UpdateKeyRequest: WireMessage {
         }
         if let allowedNetworks = value._allowedNetworks {
             c.allowed_networks = try arena.make(allowedNetworks, as: Apikeys__V1__NetworkList.self)
+        }
+        if let rateLimit = value._rateLimit {
+            c.rate_limit = try arena.make(rateLimit, as: Apikeys__V1__RateLimit.self)
         }
     }
 }

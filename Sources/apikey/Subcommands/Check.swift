@@ -51,6 +51,7 @@ enum CheckText {
         case .expired: "EXPIRED"
         case .missingPermission: "MISSING_PERMISSION"
         case .ipNotAllowed: "IP_NOT_ALLOWED"
+        case .rateLimited: "RATE_LIMITED"
         case .unspecified: "UNSPECIFIED"
         case .unrecognized(let value): "REASON_\(value)"
         }

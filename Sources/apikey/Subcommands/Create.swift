@@ -20,14 +20,21 @@ struct Create: AsyncParsableCommand {
 
     @Option(
         name: .customLong("allow"),
-        help: "A network the key's checks must come from (CIDR such as 10.0.0.0/8 or 2001:db8::/32, or an address); repeat for more; default any.")
+        help:
+            "A network the key's checks must come from (CIDR such as 10.0.0.0/8 or 2001:db8::/32, or an address); repeat for more; default any."
+    )
     var allowedNetworks: [String] = []
+
+    @Option(help: RateArgument.rateHelp) var rate: String?
+    @Option(help: RateArgument.burstHelp) var burst: UInt32?
 
     func run() async throws {
         let expiresAtMS = try expires.map { try TimeArgument.milliseconds($0) } ?? 0
+        let rateLimit = try RateArgument.limit(rate: rate, burst: burst)
         let created = try await connection.withClient { client in
             try await client.createKey(
-                name: name, permissions: permissions, expiresAtMS: expiresAtMS, allowedNetworks: allowedNetworks)
+                name: name, permissions: permissions, expiresAtMS: expiresAtMS, allowedNetworks: allowedNetworks,
+                rateLimit: rateLimit)
         }
         if output.json {
             print(Output.json(Output.IssuedJSON(key: Output.KeyJSON(created.key), secret: created.secret)))

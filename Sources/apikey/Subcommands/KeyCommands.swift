@@ -109,7 +109,7 @@ struct Delete: AsyncParsableCommand {
 
 struct Update: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Rename a key, change its expiry, replace its permissions or its allowed networks.")
+        abstract: "Rename a key, change its expiry, replace its permissions, its allowed networks or its rate limit.")
     @OptionGroup var key: KeyIDArguments
 
     @Option(help: "A new name.")
@@ -131,6 +131,9 @@ struct Update: AsyncParsableCommand {
     @Flag(help: "Clear the allowlist: checks from any address.")
     var allowAny = false
 
+    @Option(help: "A new rate limit (100/s, 6000/m…), or `none` to remove it.") var rate: String?
+    @Option(help: RateArgument.burstHelp) var burst: UInt32?
+
     func run() async throws {
         var request = UpdateKeyRequest(id: key.id, name: name)
         if let expires { request.expiresAtMS = try TimeArgument.milliseconds(expires) }
@@ -139,9 +142,13 @@ struct Update: AsyncParsableCommand {
             throw ValidationError("--allow and --allow-any exclude each other")
         }
         if !allowedNetworks.isEmpty || allowAny { request.allowedNetworks = NetworkList(networks: allowedNetworks) }
-        guard request.name != nil || request.expiresAtMS != nil || request.hasPermissions || request.hasAllowedNetworks
+        if let limit = try RateArgument.limit(rate: rate, burst: burst, clearing: true) { request.rateLimit = limit }
+        guard
+            request.name != nil || request.expiresAtMS != nil || request.hasPermissions || request.hasAllowedNetworks
+                || request.hasRateLimit
         else {
-            throw ValidationError("nothing to change: give --name, --expires, --permission, --allow or --allow-any")
+            throw ValidationError(
+                "nothing to change: give --name, --expires, --permission, --allow, --allow-any or --rate")
         }
         let updated = try await key.connection.withClient { [request] in try await $0.updateKey(request) }
         print(key.output.json ? Output.json(Output.KeyJSON(updated)) : Output.details(updated))

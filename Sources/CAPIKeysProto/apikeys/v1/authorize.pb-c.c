@@ -265,7 +265,7 @@ const ProtobufCMessageDescriptor apikeys__v1__check_request__descriptor =
   (ProtobufCMessageInit) apikeys__v1__check_request__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor apikeys__v1__check_response__field_descriptors[7] =
+static const ProtobufCFieldDescriptor apikeys__v1__check_response__field_descriptors[8] =
 {
   {
     "decision",
@@ -351,6 +351,18 @@ static const ProtobufCFieldDescriptor apikeys__v1__check_response__field_descrip
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "retry_after_ms",
+    8,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_INT64,
+    0,   /* quantifier_offset */
+    offsetof(Apikeys__V1__CheckResponse, retry_after_ms),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned apikeys__v1__check_response__field_indices_by_name[] = {
   0,   /* field[0] = decision */
@@ -360,11 +372,12 @@ static const unsigned apikeys__v1__check_response__field_indices_by_name[] = {
   4,   /* field[4] = key_name */
   5,   /* field[5] = missing_permissions */
   1,   /* field[1] = reason */
+  7,   /* field[7] = retry_after_ms */
 };
 static const ProtobufCIntRange apikeys__v1__check_response__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 7 }
+  { 0, 8 }
 };
 const ProtobufCMessageDescriptor apikeys__v1__check_response__descriptor =
 {
@@ -374,7 +387,7 @@ const ProtobufCMessageDescriptor apikeys__v1__check_response__descriptor =
   "Apikeys__V1__CheckResponse",
   "apikeys.v1",
   sizeof(Apikeys__V1__CheckResponse),
-  7,
+  8,
   apikeys__v1__check_response__field_descriptors,
   apikeys__v1__check_response__field_indices_by_name,
   1,  apikeys__v1__check_response__number_ranges,
@@ -480,7 +493,7 @@ const ProtobufCEnumDescriptor apikeys__v1__decision__descriptor =
   apikeys__v1__decision__value_ranges,
   NULL,NULL,NULL,NULL   /* reserved[1234] */
 };
-static const ProtobufCEnumValue apikeys__v1__deny_reason__enum_values_by_number[7] =
+static const ProtobufCEnumValue apikeys__v1__deny_reason__enum_values_by_number[8] =
 {
   { "DENY_REASON_UNSPECIFIED", "APIKEYS__V1__DENY_REASON__DENY_REASON_UNSPECIFIED", 0 },
   { "MALFORMED_KEY", "APIKEYS__V1__DENY_REASON__MALFORMED_KEY", 1 },
@@ -489,11 +502,12 @@ static const ProtobufCEnumValue apikeys__v1__deny_reason__enum_values_by_number[
   { "EXPIRED", "APIKEYS__V1__DENY_REASON__EXPIRED", 4 },
   { "MISSING_PERMISSION", "APIKEYS__V1__DENY_REASON__MISSING_PERMISSION", 5 },
   { "IP_NOT_ALLOWED", "APIKEYS__V1__DENY_REASON__IP_NOT_ALLOWED", 6 },
+  { "RATE_LIMITED", "APIKEYS__V1__DENY_REASON__RATE_LIMITED", 7 },
 };
 static const ProtobufCIntRange apikeys__v1__deny_reason__value_ranges[] = {
-{0, 0},{0, 7}
+{0, 0},{0, 8}
 };
-static const ProtobufCEnumValueIndex apikeys__v1__deny_reason__enum_values_by_name[7] =
+static const ProtobufCEnumValueIndex apikeys__v1__deny_reason__enum_values_by_name[8] =
 {
   { "DENY_REASON_UNSPECIFIED", 0 },
   { "DISABLED", 3 },
@@ -501,6 +515,7 @@ static const ProtobufCEnumValueIndex apikeys__v1__deny_reason__enum_values_by_na
   { "IP_NOT_ALLOWED", 6 },
   { "MALFORMED_KEY", 1 },
   { "MISSING_PERMISSION", 5 },
+  { "RATE_LIMITED", 7 },
   { "UNKNOWN_KEY", 2 },
 };
 const ProtobufCEnumDescriptor apikeys__v1__deny_reason__descriptor =
@@ -510,9 +525,9 @@ const ProtobufCEnumDescriptor apikeys__v1__deny_reason__descriptor =
   "DenyReason",
   "Apikeys__V1__DenyReason",
   "apikeys.v1",
-  7,
+  8,
   apikeys__v1__deny_reason__enum_values_by_number,
-  7,
+  8,
   apikeys__v1__deny_reason__enum_values_by_name,
   1,
   apikeys__v1__deny_reason__value_ranges,

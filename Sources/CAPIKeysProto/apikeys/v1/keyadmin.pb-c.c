@@ -53,6 +53,51 @@ void   apikeys__v1__api_key__free_unpacked
   assert(message->base.descriptor == &apikeys__v1__api_key__descriptor);
   protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
 }
+void   apikeys__v1__rate_limit__init
+                     (Apikeys__V1__RateLimit         *message)
+{
+  static const Apikeys__V1__RateLimit init_value = APIKEYS__V1__RATE_LIMIT__INIT;
+  *message = init_value;
+}
+size_t apikeys__v1__rate_limit__get_packed_size
+                     (const Apikeys__V1__RateLimit *message)
+{
+  assert(message->base.descriptor == &apikeys__v1__rate_limit__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t apikeys__v1__rate_limit__pack
+                     (const Apikeys__V1__RateLimit *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &apikeys__v1__rate_limit__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t apikeys__v1__rate_limit__pack_to_buffer
+                     (const Apikeys__V1__RateLimit *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &apikeys__v1__rate_limit__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Apikeys__V1__RateLimit *
+       apikeys__v1__rate_limit__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Apikeys__V1__RateLimit *)
+     protobuf_c_message_unpack (&apikeys__v1__rate_limit__descriptor,
+                                allocator, len, data);
+}
+void   apikeys__v1__rate_limit__free_unpacked
+                     (Apikeys__V1__RateLimit *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &apikeys__v1__rate_limit__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
 void   apikeys__v1__create_key_request__init
                      (Apikeys__V1__CreateKeyRequest         *message)
 {
@@ -1133,7 +1178,7 @@ void   apikeys__v1__get_policy_response__free_unpacked
   assert(message->base.descriptor == &apikeys__v1__get_policy_response__descriptor);
   protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
 }
-static const ProtobufCFieldDescriptor apikeys__v1__api_key__field_descriptors[12] =
+static const ProtobufCFieldDescriptor apikeys__v1__api_key__field_descriptors[13] =
 {
   {
     "id",
@@ -1279,6 +1324,18 @@ static const ProtobufCFieldDescriptor apikeys__v1__api_key__field_descriptors[12
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "rate_limit",
+    13,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_MESSAGE,
+    0,   /* quantifier_offset */
+    offsetof(Apikeys__V1__ApiKey, rate_limit),
+    &apikeys__v1__rate_limit__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned apikeys__v1__api_key__field_indices_by_name[] = {
   10,   /* field[10] = allowed_networks */
@@ -1291,13 +1348,14 @@ static const unsigned apikeys__v1__api_key__field_indices_by_name[] = {
   8,   /* field[8] = last_used_at_ms */
   1,   /* field[1] = name */
   3,   /* field[3] = permissions */
+  12,   /* field[12] = rate_limit */
   9,   /* field[9] = rotated_at_ms */
   6,   /* field[6] = updated_at_ms */
 };
 static const ProtobufCIntRange apikeys__v1__api_key__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 12 }
+  { 0, 13 }
 };
 const ProtobufCMessageDescriptor apikeys__v1__api_key__descriptor =
 {
@@ -1307,14 +1365,78 @@ const ProtobufCMessageDescriptor apikeys__v1__api_key__descriptor =
   "Apikeys__V1__ApiKey",
   "apikeys.v1",
   sizeof(Apikeys__V1__ApiKey),
-  12,
+  13,
   apikeys__v1__api_key__field_descriptors,
   apikeys__v1__api_key__field_indices_by_name,
   1,  apikeys__v1__api_key__number_ranges,
   (ProtobufCMessageInit) apikeys__v1__api_key__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor apikeys__v1__create_key_request__field_descriptors[4] =
+static const ProtobufCFieldDescriptor apikeys__v1__rate_limit__field_descriptors[3] =
+{
+  {
+    "requests",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT32,
+    0,   /* quantifier_offset */
+    offsetof(Apikeys__V1__RateLimit, requests),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "period_seconds",
+    2,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT32,
+    0,   /* quantifier_offset */
+    offsetof(Apikeys__V1__RateLimit, period_seconds),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "burst",
+    3,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT32,
+    0,   /* quantifier_offset */
+    offsetof(Apikeys__V1__RateLimit, burst),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned apikeys__v1__rate_limit__field_indices_by_name[] = {
+  2,   /* field[2] = burst */
+  1,   /* field[1] = period_seconds */
+  0,   /* field[0] = requests */
+};
+static const ProtobufCIntRange apikeys__v1__rate_limit__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 3 }
+};
+const ProtobufCMessageDescriptor apikeys__v1__rate_limit__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "apikeys.v1.RateLimit",
+  "RateLimit",
+  "Apikeys__V1__RateLimit",
+  "apikeys.v1",
+  sizeof(Apikeys__V1__RateLimit),
+  3,
+  apikeys__v1__rate_limit__field_descriptors,
+  apikeys__v1__rate_limit__field_indices_by_name,
+  1,  apikeys__v1__rate_limit__number_ranges,
+  (ProtobufCMessageInit) apikeys__v1__rate_limit__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor apikeys__v1__create_key_request__field_descriptors[5] =
 {
   {
     "name",
@@ -1364,17 +1486,30 @@ static const ProtobufCFieldDescriptor apikeys__v1__create_key_request__field_des
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "rate_limit",
+    5,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_MESSAGE,
+    0,   /* quantifier_offset */
+    offsetof(Apikeys__V1__CreateKeyRequest, rate_limit),
+    &apikeys__v1__rate_limit__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned apikeys__v1__create_key_request__field_indices_by_name[] = {
   3,   /* field[3] = allowed_networks */
   2,   /* field[2] = expires_at_ms */
   0,   /* field[0] = name */
   1,   /* field[1] = permissions */
+  4,   /* field[4] = rate_limit */
 };
 static const ProtobufCIntRange apikeys__v1__create_key_request__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 4 }
+  { 0, 5 }
 };
 const ProtobufCMessageDescriptor apikeys__v1__create_key_request__descriptor =
 {
@@ -1384,7 +1519,7 @@ const ProtobufCMessageDescriptor apikeys__v1__create_key_request__descriptor =
   "Apikeys__V1__CreateKeyRequest",
   "apikeys.v1",
   sizeof(Apikeys__V1__CreateKeyRequest),
-  4,
+  5,
   apikeys__v1__create_key_request__field_descriptors,
   apikeys__v1__create_key_request__field_indices_by_name,
   1,  apikeys__v1__create_key_request__number_ranges,
@@ -1658,7 +1793,7 @@ const ProtobufCMessageDescriptor apikeys__v1__permission_set__descriptor =
   (ProtobufCMessageInit) apikeys__v1__permission_set__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor apikeys__v1__update_key_request__field_descriptors[5] =
+static const ProtobufCFieldDescriptor apikeys__v1__update_key_request__field_descriptors[6] =
 {
   {
     "id",
@@ -1720,6 +1855,18 @@ static const ProtobufCFieldDescriptor apikeys__v1__update_key_request__field_des
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "rate_limit",
+    6,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_MESSAGE,
+    0,   /* quantifier_offset */
+    offsetof(Apikeys__V1__UpdateKeyRequest, rate_limit),
+    &apikeys__v1__rate_limit__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned apikeys__v1__update_key_request__field_indices_by_name[] = {
   4,   /* field[4] = allowed_networks */
@@ -1727,11 +1874,12 @@ static const unsigned apikeys__v1__update_key_request__field_indices_by_name[] =
   0,   /* field[0] = id */
   1,   /* field[1] = name */
   3,   /* field[3] = permissions */
+  5,   /* field[5] = rate_limit */
 };
 static const ProtobufCIntRange apikeys__v1__update_key_request__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 5 }
+  { 0, 6 }
 };
 const ProtobufCMessageDescriptor apikeys__v1__update_key_request__descriptor =
 {
@@ -1741,7 +1889,7 @@ const ProtobufCMessageDescriptor apikeys__v1__update_key_request__descriptor =
   "Apikeys__V1__UpdateKeyRequest",
   "apikeys.v1",
   sizeof(Apikeys__V1__UpdateKeyRequest),
-  5,
+  6,
   apikeys__v1__update_key_request__field_descriptors,
   apikeys__v1__update_key_request__field_indices_by_name,
   1,  apikeys__v1__update_key_request__number_ranges,

@@ -68,7 +68,12 @@ typedef enum _Apikeys__V1__DenyReason {
    * The key may only be used from listed networks and client_address is not in them, or is
    * absent (HTTP 403).
    */
-  APIKEYS__V1__DENY_REASON__IP_NOT_ALLOWED = 6
+  APIKEYS__V1__DENY_REASON__IP_NOT_ALLOWED = 6,
+  /*
+   * The key's rate limit is spent on this server for now (HTTP 429); retry_after_ms says for how
+   * long. Decided last: only a Check that would otherwise be allowed takes from the limit.
+   */
+  APIKEYS__V1__DENY_REASON__RATE_LIMITED = 7
     PROTOBUF_C__FORCE_ENUM_TO_BE_INT_SIZE(APIKEYS__V1__DENY_REASON)
 } Apikeys__V1__DenyReason;
 
@@ -109,8 +114,8 @@ struct  Apikeys__V1__CheckResponse
    */
   Apikeys__V1__DenyReason reason;
   /*
-   * 200 (allow), 401 (MALFORMED_KEY, UNKNOWN_KEY, DISABLED, EXPIRED) or 403 (MISSING_PERMISSION,
-   * IP_NOT_ALLOWED).
+   * 200 (allow), 401 (MALFORMED_KEY, UNKNOWN_KEY, DISABLED, EXPIRED), 403 (MISSING_PERMISSION,
+   * IP_NOT_ALLOWED) or 429 (RATE_LIMITED).
    */
   uint32_t http_status;
   /*
@@ -127,10 +132,14 @@ struct  Apikeys__V1__CheckResponse
    * The key's expiry (unix epoch milliseconds), 0 = never or unknown.
    */
   int64_t expires_at_ms;
+  /*
+   * With RATE_LIMITED: milliseconds until a Check with the key can be allowed again.
+   */
+  int64_t retry_after_ms;
 };
 #define APIKEYS__V1__CHECK_RESPONSE__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&apikeys__v1__check_response__descriptor) \
-    , APIKEYS__V1__DECISION__DECISION_UNSPECIFIED, APIKEYS__V1__DENY_REASON__DENY_REASON_UNSPECIFIED, 0, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0,NULL, 0 }
+    , APIKEYS__V1__DECISION__DECISION_UNSPECIFIED, APIKEYS__V1__DENY_REASON__DENY_REASON_UNSPECIFIED, 0, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0,NULL, 0, 0 }
 
 
 struct  Apikeys__V1__ReportLeakedKeyRequest

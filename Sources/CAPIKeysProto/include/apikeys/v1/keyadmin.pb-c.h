@@ -18,6 +18,7 @@ PROTOBUF_C__BEGIN_DECLS
 #include "apikeys/v1/authorize.pb-c.h"
 
 typedef struct Apikeys__V1__ApiKey Apikeys__V1__ApiKey;
+typedef struct Apikeys__V1__RateLimit Apikeys__V1__RateLimit;
 typedef struct Apikeys__V1__CreateKeyRequest Apikeys__V1__CreateKeyRequest;
 typedef struct Apikeys__V1__CreateKeyResponse Apikeys__V1__CreateKeyResponse;
 typedef struct Apikeys__V1__GetKeyRequest Apikeys__V1__GetKeyRequest;
@@ -98,10 +99,40 @@ struct  Apikeys__V1__ApiKey
    * rotation with grace_seconds); 0 = it is not. A time in the past: its grace is over.
    */
   int64_t grace_ends_at_ms;
+  /*
+   * Absent = no limit. Counted by each server on its own (see Check's RATE_LIMITED).
+   */
+  Apikeys__V1__RateLimit *rate_limit;
 };
 #define APIKEYS__V1__API_KEY__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&apikeys__v1__api_key__descriptor) \
-    , (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0,NULL, 0, 0, 0, 0, 0, 0, 0,NULL, 0 }
+    , (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0,NULL, 0, 0, 0, 0, 0, 0, 0,NULL, 0, NULL }
+
+
+/*
+ * At most `requests` allowed Checks per `period_seconds`, in bursts of up to `burst` at once: a
+ * token bucket holding `burst` tokens, refilled by `requests` per period. Each server counts the
+ * key's Checks on its own: with N replicas a key can make up to N times as many.
+ */
+struct  Apikeys__V1__RateLimit
+{
+  ProtobufCMessage base;
+  /*
+   * 1 or more; 0 (in UpdateKeyRequest) removes the limit.
+   */
+  uint32_t requests;
+  /*
+   * 1 to 86400; 0 = 1 (per second).
+   */
+  uint32_t period_seconds;
+  /*
+   * At most 1,000,000; 0 = requests.
+   */
+  uint32_t burst;
+};
+#define APIKEYS__V1__RATE_LIMIT__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&apikeys__v1__rate_limit__descriptor) \
+    , 0, 0, 0 }
 
 
 struct  Apikeys__V1__CreateKeyRequest
@@ -122,10 +153,14 @@ struct  Apikeys__V1__CreateKeyRequest
    */
   size_t n_allowed_networks;
   char **allowed_networks;
+  /*
+   * Absent = no limit.
+   */
+  Apikeys__V1__RateLimit *rate_limit;
 };
 #define APIKEYS__V1__CREATE_KEY_REQUEST__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&apikeys__v1__create_key_request__descriptor) \
-    , (char *)protobuf_c_empty_string, 0,NULL, 0, 0,NULL }
+    , (char *)protobuf_c_empty_string, 0,NULL, 0, 0,NULL, NULL }
 
 
 struct  Apikeys__V1__CreateKeyResponse
@@ -235,6 +270,10 @@ struct  Apikeys__V1__UpdateKeyRequest
    * Absent = unchanged; present replaces the allowlist (empty = from anywhere).
    */
   Apikeys__V1__NetworkList *allowed_networks;
+  /*
+   * Absent = unchanged; present replaces the limit (requests 0 = no limit).
+   */
+  Apikeys__V1__RateLimit *rate_limit;
   Apikeys__V1__UpdateKeyRequest__NameOptCase name_opt_case;
   union {
     char *name;
@@ -246,7 +285,7 @@ struct  Apikeys__V1__UpdateKeyRequest
 };
 #define APIKEYS__V1__UPDATE_KEY_REQUEST__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&apikeys__v1__update_key_request__descriptor) \
-    , (char *)protobuf_c_empty_string, NULL, NULL, APIKEYS__V1__UPDATE_KEY_REQUEST__NAME_OPT__NOT_SET, {0}, APIKEYS__V1__UPDATE_KEY_REQUEST__EXPIRES_AT_MS_OPT__NOT_SET, {0} }
+    , (char *)protobuf_c_empty_string, NULL, NULL, NULL, APIKEYS__V1__UPDATE_KEY_REQUEST__NAME_OPT__NOT_SET, {0}, APIKEYS__V1__UPDATE_KEY_REQUEST__EXPIRES_AT_MS_OPT__NOT_SET, {0} }
 
 
 /*
@@ -556,6 +595,25 @@ Apikeys__V1__ApiKey *
                       const uint8_t       *data);
 void   apikeys__v1__api_key__free_unpacked
                      (Apikeys__V1__ApiKey *message,
+                      ProtobufCAllocator *allocator);
+/* Apikeys__V1__RateLimit methods */
+void   apikeys__v1__rate_limit__init
+                     (Apikeys__V1__RateLimit         *message);
+size_t apikeys__v1__rate_limit__get_packed_size
+                     (const Apikeys__V1__RateLimit   *message);
+size_t apikeys__v1__rate_limit__pack
+                     (const Apikeys__V1__RateLimit   *message,
+                      uint8_t             *out);
+size_t apikeys__v1__rate_limit__pack_to_buffer
+                     (const Apikeys__V1__RateLimit   *message,
+                      ProtobufCBuffer     *buffer);
+Apikeys__V1__RateLimit *
+       apikeys__v1__rate_limit__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   apikeys__v1__rate_limit__free_unpacked
+                     (Apikeys__V1__RateLimit *message,
                       ProtobufCAllocator *allocator);
 /* Apikeys__V1__CreateKeyRequest methods */
 void   apikeys__v1__create_key_request__init
@@ -1018,6 +1076,9 @@ void   apikeys__v1__get_policy_response__free_unpacked
 typedef void (*Apikeys__V1__ApiKey_Closure)
                  (const Apikeys__V1__ApiKey *message,
                   void *closure_data);
+typedef void (*Apikeys__V1__RateLimit_Closure)
+                 (const Apikeys__V1__RateLimit *message,
+                  void *closure_data);
 typedef void (*Apikeys__V1__CreateKeyRequest_Closure)
                  (const Apikeys__V1__CreateKeyRequest *message,
                   void *closure_data);
@@ -1199,6 +1260,7 @@ void apikeys__v1__key_admin__get_policy(ProtobufCService *service,
 /* --- descriptors --- */
 
 extern const ProtobufCMessageDescriptor apikeys__v1__api_key__descriptor;
+extern const ProtobufCMessageDescriptor apikeys__v1__rate_limit__descriptor;
 extern const ProtobufCMessageDescriptor apikeys__v1__create_key_request__descriptor;
 extern const ProtobufCMessageDescriptor apikeys__v1__create_key_response__descriptor;
 extern const ProtobufCMessageDescriptor apikeys__v1__get_key_request__descriptor;
