@@ -5,6 +5,8 @@
 #   rate limit  1000000/s (a bucket taken at every check, never empty at these rates)
 #   grace       the old secret of a key rotated with --grace 1h (its events carry a detail, so
 #               SQLite stores each as a row of its own instead of in a packed batch)
+#   credits     a key with 10^15 usage credits (one compare-and-swap per check, and the count
+#               stored with each audit batch)
 # The other policies (--max-key-lifetime, leak reports) are not on the check path.
 #   BENCH_SECONDS  seconds per measurement (default 4)
 #   BENCH_ROUNDS   interleaved rounds (default 5)
@@ -33,15 +35,17 @@ FENCED=$(apikey create fenced -p jobs:read --json \
     --allow 10.0.0.0/8 --allow 172.16.0.0/12 --allow 192.168.0.0/16 --allow 2001:db8::/32 \
     --allow 198.51.100.0/24 --allow 203.0.113.0/24 --allow fd00::/8 --allow 127.0.0.0/8 | secret)
 LIMITED=$(apikey create limited -p jobs:read --rate 1000000/s --json | secret)
+METERED=$(apikey create metered -p jobs:read --uses 1000000000000000 --json | secret)
 ROTATED_JSON=$(apikey create rotated -p jobs:read --json)
 GRACE=$(echo "$ROTATED_JSON" | secret)
 ROTATED_ID=$(echo "$ROTATED_JSON" | sed -n 's/.*"id" *: *"\(key_[^"]*\)".*/\1/p')
 apikey rotate "$ROTATED_ID" --grace 1h --json >/dev/null
-[ -n "$OPEN" ] && [ -n "$FENCED" ] && [ -n "$LIMITED" ] && [ -n "$GRACE" ] || {
+[ -n "$OPEN" ] && [ -n "$FENCED" ] && [ -n "$LIMITED" ] && [ -n "$METERED" ] && [ -n "$GRACE" ] || {
     echo "bench: could not create the keys" >&2; exit 1; }
-declare -A KEY=([open]=$OPEN [fenced]=$FENCED [limited]=$LIMITED [grace]=$GRACE)
-declare -A LABEL=([fenced]="allowlist (8 networks)" [limited]="rate limit (1000000/s)" [grace]="grace secret")
-SIDES="open fenced limited grace"
+declare -A KEY=([open]=$OPEN [fenced]=$FENCED [limited]=$LIMITED [metered]=$METERED [grace]=$GRACE)
+declare -A LABEL=([fenced]="allowlist (8 networks)" [limited]="rate limit (1000000/s)" [metered]="usage credits"
+    [grace]="grace secret")
+SIDES="open fenced limited metered grace"
 
 declare -A RPS P99
 for round in $(seq 1 "$ROUNDS"); do

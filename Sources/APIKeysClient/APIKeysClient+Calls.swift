@@ -5,16 +5,17 @@ import APIKeysCore
 extension APIKeysClient {
     /// Creates a key. The reply holds the secret, shown this once. With `allowedNetworks` (CIDR),
     /// the key's checks must carry a client address in one of them; with `rateLimit`, each server
-    /// allows its checks at most that often (beyond: RATE_LIMITED, 429).
+    /// allows its checks at most that often (beyond: RATE_LIMITED, 429); with `remainingUses`, the
+    /// key is allowed that many checks in all (then USAGE_EXCEEDED, 403, until `updateKey` refills it).
     public func createKey(
         name: String, permissions: [String], expiresAtMS: Int64 = 0, allowedNetworks: [String] = [],
-        rateLimit: RateLimit? = nil, timeout: Duration? = nil
+        rateLimit: RateLimit? = nil, remainingUses: Int64? = nil, timeout: Duration? = nil
     ) async throws -> CreateKeyResponse {
         try await call(
             KeyAdmin.createKey,
             CreateKeyRequest(
                 name: name, permissions: permissions, expiresAtMS: expiresAtMS, allowedNetworks: allowedNetworks,
-                rateLimit: rateLimit),
+                rateLimit: rateLimit, remainingUses: remainingUses),
             timeout: timeout)
     }
 

@@ -1,4 +1,5 @@
-/// Why a check was denied, in order of precedence: where several apply, the first wins.
+/// Why a check was denied, declared in order of precedence: where several apply, the first wins.
+/// (The raw values are the contract's DenyReason numbers, which follow the order they were added.)
 public enum Denial: Int, Sendable, Hashable, CaseIterable, Comparable {
     case malformedKey = 1
     case unknownKey
@@ -7,20 +8,25 @@ public enum Denial: Int, Sendable, Hashable, CaseIterable, Comparable {
     case missingPermission
     /// The key has an allowlist of networks and the check's client address is not in it.
     case ipNotAllowed
+    /// The key's usage credits are spent (until a KeyAdmin refill).
+    case usageExceeded = 8
     /// The key's rate limit is spent on this server for now (``CheckOutcome/retryAfterMS``).
-    case rateLimited
+    case rateLimited = 7
 
     /// 401 for the key itself (malformed, unknown, disabled, expired); 403 for what it may not do;
     /// 429 for too many checks.
     public var httpStatus: UInt32 {
         switch self {
         case .malformedKey, .unknownKey, .disabled, .expired: 401
-        case .missingPermission, .ipNotAllowed: 403
+        case .missingPermission, .ipNotAllowed, .usageExceeded: 403
         case .rateLimited: 429
         }
     }
 
-    public static func < (lhs: Denial, rhs: Denial) -> Bool { lhs.rawValue < rhs.rawValue }
+    /// The position in the order of precedence.
+    private var precedence: Int { Self.allCases.firstIndex(of: self)! }
+
+    public static func < (lhs: Denial, rhs: Denial) -> Bool { lhs.precedence < rhs.precedence }
 }
 
 /// The answer to "is this key valid, and may it do these things?".

@@ -24,6 +24,8 @@ public struct KeyError: Error, Hashable, Sendable, CustomStringConvertible {
         public static let invalidGrace = Code("invalid grace period")
         /// A rate limit that cannot be used.
         public static let invalidRateLimit = Code("invalid rate limit")
+        /// A number of usage credits that is negative (other than -1 = unlimited, where allowed) or too large.
+        public static let invalidUses = Code("invalid usage credits")
         /// No key has this id.
         public static let keyNotFound = Code("key not found")
         /// A page token that this service did not hand out.
@@ -99,6 +101,13 @@ public struct KeyError: Error, Hashable, Sendable, CustomStringConvertible {
     /// A rate limit that cannot be used; `why` says why.
     public static func invalidRateLimit(_ why: String) -> KeyError {
         KeyError(code: .invalidRateLimit, field: "rate_limit", description: "rate_limit: \(why)")
+    }
+
+    /// `uses` credits cannot be granted.
+    public static func invalidUses(_ uses: Int64) -> KeyError {
+        KeyError(
+            code: .invalidUses, field: "remaining_uses",
+            description: "remaining_uses: \(uses) is not between 0 and \(KeyRules.maxUses)")
     }
 
     /// No key has `id`.

@@ -13,38 +13,59 @@ public final class KeyIndex: Sendable {
     public let catalog: PermissionCatalog
     private let byHash: Mutex<Entries>
 
-    /// The table, and the token buckets of the keys with a rate limit by key id (one per key,
-    /// whichever of its secrets a check presents; kept across changes of the key that leave its
-    /// limit as it was).
+    /// The table, and the meters (token bucket, usage credits) of the keys that have any, by key
+    /// id: one set per key, whichever of its secrets a check presents, kept across changes of the
+    /// key (a new rate limit starts a new bucket; a new grant tops up the credits).
     private struct Entries {
         var states: [Slot: KeyCheckState]
-        var buckets: [String: RateBucket] = [:]
+        var meters: [String: Meters] = [:]
 
-        /// Puts `key` under `hash`, with its key's bucket.
+        struct Meters {
+            var bucket: RateBucket?
+            var credits: UsageCredits?
+        }
+
+        /// Puts `key` under `hash`, with its key's meters.
         mutating func put(_ key: KeyCheckState, at hash: SecretHash) {
             var key = key
-            if let limit = key.rateLimit {
-                let bucket = buckets[key.id].flatMap { $0.limit == limit ? $0 : nil } ?? RateBucket(limit: limit)
-                buckets[key.id] = bucket
-                key.rateBucket = bucket
-            } else if !buckets.isEmpty {
-                buckets[key.id] = nil
+            if key.rateLimit != nil || key.usage != nil {
+                var kept = meters[key.id] ?? Meters()
+                if let limit = key.rateLimit {
+                    if kept.bucket?.limit != limit { kept.bucket = RateBucket(limit: limit) }
+                } else {
+                    kept.bucket = nil
+                }
+                if let usage = key.usage {
+                    if let credits = kept.credits {
+                        credits.grant(usage.granted)
+                        credits.noteStored(spent: usage.spent)
+                    } else {
+                        kept.credits = UsageCredits(granted: usage.granted, spent: usage.spent)
+                    }
+                } else {
+                    kept.credits = nil
+                }
+                meters[key.id] = kept
+                key.rateBucket = kept.bucket
+                key.usageCredits = kept.credits
+            } else if !meters.isEmpty {
+                meters[key.id] = nil
             }
             states[Slot(hash)] = key
         }
 
-        /// Forgets `hash`; the id of the key it reached when that key has a bucket.
+        /// Forgets `hash`; the id of the key it reached when that key has meters.
         mutating func drop(_ hash: SecretHash) -> String? {
-            guard let id = states.removeValue(forKey: Slot(hash))?.id, !buckets.isEmpty, buckets[id] != nil else {
+            guard let id = states.removeValue(forKey: Slot(hash))?.id, !meters.isEmpty, meters[id] != nil else {
                 return nil
             }
             return id
         }
 
-        /// Forgets the buckets of the keys `dropped` (their secrets forgotten) that were not put
-        /// again since: a rotation (drop the old secret, put the new one) keeps its bucket.
-        mutating func forgetBuckets(ofDropped dropped: Set<String>, putAgain: Set<String>) {
-            for id in dropped.subtracting(putAgain) { buckets[id] = nil }
+        /// Forgets the meters of the keys `dropped` (their secrets forgotten) that were not put
+        /// again since: a rotation (drop the old secret, put the new one) keeps them.
+        mutating func forgetMeters(ofDropped dropped: Set<String>, putAgain: Set<String>) {
+            for id in dropped.subtracting(putAgain) { meters[id] = nil }
         }
     }
 
@@ -93,20 +114,30 @@ public final class KeyIndex: Sendable {
                 case .upsert(let key, let hash, let old):
                     if let old, old != hash, let id = index.drop(old) { dropped.insert(id) }
                     index.put(key, at: hash)
-                    if key.rateLimit != nil { put.insert(key.id) }
+                    if key.rateLimit != nil || key.usage != nil { put.insert(key.id) }
                 case .remove(let hash):
                     if let id = index.drop(hash) { dropped.insert(id) }
                 }
             }
-            index.forgetBuckets(ofDropped: dropped, putAgain: put)
+            index.forgetMeters(ofDropped: dropped, putAgain: put)
         }
     }
 
     /// Forgets the key whose secret hashes to `hash`.
     public func remove(hash: SecretHash) {
         byHash.withLock { index in
-            if let id = index.drop(hash) { index.forgetBuckets(ofDropped: [id], putAgain: []) }
+            if let id = index.drop(hash) { index.forgetMeters(ofDropped: [id], putAgain: []) }
         }
+    }
+
+    /// The spent credit counts a store holds (key id → spent), which count other servers' checks
+    /// too: each raises this server's count where it is behind.
+    public func noteStoredSpending(_ spent: [String: Int64]) {
+        guard !spent.isEmpty else { return }
+        let credits = byHash.withLock { index in
+            spent.keys.compactMap { id in index.meters[id]?.credits.map { (id, $0) } }
+        }
+        for (id, counter) in credits { counter.noteStored(spent: spent[id]!) }
     }
 
     /// The key whose secret hashes to `hash`.
@@ -137,10 +168,12 @@ public final class KeyIndex: Sendable {
         }
         if !missing.isEmpty { return CheckOutcome(denial: .missingPermission, key: key, missingPermissions: missing) }
         guard key.admits(clientAddress: clientAddress) else { return CheckOutcome(denial: .ipNotAllowed, key: key) }
-        // Last: only a check that would be allowed takes a token.
+        // Last the meters: only a check that would be allowed takes a token, then spends a credit.
+        if let credits = key.usageCredits, !credits.hasCredit { return CheckOutcome(denial: .usageExceeded, key: key) }
         if let bucket = key.rateBucket, let waitMS = bucket.take(nowMS: nowMS) {
             return CheckOutcome(denial: .rateLimited, key: key, retryAfterMS: waitMS)
         }
+        if let credits = key.usageCredits, !credits.spend() { return CheckOutcome(denial: .usageExceeded, key: key) }
         return CheckOutcome(denial: nil, key: key)
     }
 }

@@ -23,11 +23,14 @@ public struct KeyRecord: Sendable, Hashable {
     public var graceEndsAtMS: Int64?
     /// Allowed checks at most this often, per server; nil = no limit.
     public var rateLimit: KeyRateLimit?
+    /// Usage credits: nil = unlimited.
+    public var usage: UsageGrant?
 
     public init(
         id: String, name: String, hint: String, permissions: [String], enabled: Bool, createdAtMS: Int64,
         updatedAtMS: Int64, expiresAtMS: Int64? = nil, lastUsedAtMS: Int64? = nil, rotatedAtMS: Int64? = nil,
-        allowedNetworks: [String] = [], graceEndsAtMS: Int64? = nil, rateLimit: KeyRateLimit? = nil
+        allowedNetworks: [String] = [], graceEndsAtMS: Int64? = nil, rateLimit: KeyRateLimit? = nil,
+        usage: UsageGrant? = nil
     ) {
         self.id = id
         self.name = name
@@ -42,6 +45,7 @@ public struct KeyRecord: Sendable, Hashable {
         self.allowedNetworks = allowedNetworks
         self.graceEndsAtMS = graceEndsAtMS
         self.rateLimit = rateLimit
+        self.usage = usage
     }
 
     /// A new public key id: `key_` and 22 random base-62 characters.
@@ -55,7 +59,7 @@ public struct KeyRecord: Sendable, Hashable {
         KeyCheckState(
             id: id, name: name, permissions: catalog.mask(of: permissions), enabled: enabled, expiresAtMS: expiresAtMS,
             allowedNetworks: allowedNetworks.compactMap(IPNetwork.init),
-            graceEndsAtMS: ofGraceSecret ? graceEndsAtMS : nil, rateLimit: rateLimit)
+            graceEndsAtMS: ofGraceSecret ? graceEndsAtMS : nil, rateLimit: rateLimit, usage: usage)
     }
 }
 
@@ -76,10 +80,16 @@ public struct KeyCheckState: Sendable, Hashable {
     /// This server's token bucket for the key, shared by the entries of all its secrets; set by
     /// the ``KeyIndex`` when the entry goes in (nil: no limit).
     public internal(set) var rateBucket: RateBucket?
+    /// The key's usage credits as stored (nil: unlimited); counted by ``usageCredits``.
+    public var usage: UsageGrant?
+    /// This server's count of the key's credits, shared by the entries of all its secrets; set by
+    /// the ``KeyIndex`` when the entry goes in (nil: unlimited).
+    public internal(set) var usageCredits: UsageCredits?
 
     public init(
         id: String, name: String, permissions: PermissionMask, enabled: Bool, expiresAtMS: Int64?,
-        allowedNetworks: [IPNetwork] = [], graceEndsAtMS: Int64? = nil, rateLimit: KeyRateLimit? = nil
+        allowedNetworks: [IPNetwork] = [], graceEndsAtMS: Int64? = nil, rateLimit: KeyRateLimit? = nil,
+        usage: UsageGrant? = nil
     ) {
         self.id = id
         self.name = name
@@ -89,6 +99,7 @@ public struct KeyCheckState: Sendable, Hashable {
         self.allowedNetworks = allowedNetworks
         self.graceEndsAtMS = graceEndsAtMS
         self.rateLimit = rateLimit
+        self.usage = usage
     }
 
     /// Whether this is the entry of a replaced secret still in its rotation grace.

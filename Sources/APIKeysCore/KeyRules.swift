@@ -58,6 +58,15 @@ public enum KeyRules {
         return KeyRateLimit(requests: limit.requests, periodSeconds: period, burst: limit.burst)
     }
 
+    /// Most usage credits one grant may set.
+    public static let maxUses: Int64 = 1 << 53
+
+    /// A number of usage credits to grant: 0 … ``maxUses``.
+    public static func validUses(_ uses: Int64) throws(KeyError) -> Int64 {
+        guard (0...maxUses).contains(uses) else { throw .invalidUses(uses) }
+        return uses
+    }
+
     /// An expiry as stored: nil for 0 (never), else it must be later than `nowMS`; with a
     /// `maxLifetimeMS` (the server's policy) it must also be set and no later than `nowMS` + that.
     public static func validExpiry(_ expiresAtMS: Int64, nowMS: Int64, maxLifetimeMS: Int64? = nil) throws(KeyError)

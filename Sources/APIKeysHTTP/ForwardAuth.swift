@@ -83,6 +83,11 @@ struct ForwardAuth: Sendable {
                 .forbidden, reason: reason, message: "this key may not be used from \(forwardedFor ?? peer)",
                 challenge: #"Bearer realm="apikeyd", error="insufficient_scope", error_description="IP_NOT_ALLOWED""#)
         }
+        if denial == .usageExceeded {
+            return Self.answer(
+                .forbidden, reason: reason, message: "this key's usage credits are spent",
+                challenge: #"Bearer realm="apikeyd", error="insufficient_scope", error_description="USAGE_EXCEEDED""#)
+        }
         if denial == .rateLimited {
             // Whole seconds, rounded up (RFC 9110 §10.2.3); the exact wait is in the body.
             var answer = Self.answer(

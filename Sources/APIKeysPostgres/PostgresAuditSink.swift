@@ -9,32 +9,36 @@ import PostgresNIO
 final class PostgresAuditSink: AuditSink {
     private let client: PostgresClient
     private let server: String
+    /// Told the spent credit counts each batch leaves stored (other replicas' checks included).
+    private let index: KeyIndex
     private let logger: Logger
     /// A batch not committed within this is retried (the writer keeps its events).
     static let writeTimeout: Duration = .seconds(10)
 
-    init(client: PostgresClient, server: String, logger: Logger) {
+    init(client: PostgresClient, server: String, index: KeyIndex, logger: Logger) {
         self.client = client
         self.server = server
+        self.index = index
         self.logger = logger
     }
 
-    func write(_ individual: [AuditRecord], summaries: [AuditRecord], lastUsed: [String: Int64]) throws {
+    func write(_ individual: [AuditRecord], summaries: [AuditRecord], lastUsed: [String: KeyUse]) throws {
         let (client, logger, server) = (client, logger, server)
-        try runBlocking {
+        let stored = try runBlocking {
             do {
-                try await withTimeout(
+                return try await withTimeout(
                     Self.writeTimeout, timeoutError: .unreachable(server: server, message: "no answer within 10 s")
                 ) {
                     try await client.withTransaction(logger: logger) { connection in
                         try await AuditRows.insert(individual + summaries, on: connection, logger: logger)
-                        try await KeyRows.touch(lastUsed, on: connection, logger: logger)
+                        return try await KeyRows.touch(lastUsed, on: connection, logger: logger)
                     }
                 }
             } catch {
                 throw StoreError.postgres(error, server: server)
             }
         }
+        index.noteStoredSpending(stored)
     }
 
     func pruneStep(

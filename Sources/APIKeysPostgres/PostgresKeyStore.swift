@@ -71,7 +71,7 @@ package final class PostgresKeyStore: KeyStore {
                 index: index, appliedVersion: version, freshness: freshness, client: client, location: location,
                 clock: clock, logger: logger)
             let writer = AuditWriter(
-                sink: PostgresAuditSink(client: client, server: server, logger: logger),
+                sink: PostgresAuditSink(client: client, server: server, index: index, logger: logger),
                 seqs: AuditSequence(.clock(replica: UInt64(replica % 256))), lastAtMS: 0, mode: auditMode, clock: clock,
                 capacity: auditQueueCapacity, retentionMS: auditRetentionMS, logger: logger)
             feed.start()
@@ -162,7 +162,7 @@ package final class PostgresKeyStore: KeyStore {
         let rows = try await connection.query(
             """
             SELECT secret_hash, id, name, permissions, enabled, expires_at_ms, allowed_networks, grace_secret_hash,
-                   grace_ends_at_ms, rate_limit
+                   grace_ends_at_ms, rate_limit, uses_granted, uses_spent
             FROM keys WHERE pk > \(above) AND pk <= \(upTo)
             """, logger: logger)
         for try await row in rows {
@@ -176,13 +176,15 @@ package final class PostgresKeyStore: KeyStore {
             let networks = try cells.next(String.self)
             let (graceBytes, graceEnd) = try (cells.next(ByteBuffer?.self), cells.next(Int64?.self))
             let rateLimit = Schema.decodeRateLimit(try cells.next(String.self))
+            let (usesGranted, usesSpent) = try (cells.next(Int64?.self), cells.next(Int64.self))
             guard let hash = SecretHash(bytea: hashBytes), graceBytes.map({ SecretHash(bytea: $0) != nil }) ?? true
             else {
                 throw StoreError.database(server: "", message: "key \(id) has a secret hash of the wrong size")
             }
             var state = KeyCheckState(
                 id: id, name: name, permissions: masks.mask(of: permissions), enabled: enabled, expiresAtMS: expires,
-                allowedNetworks: Schema.networks(of: networks), rateLimit: rateLimit)
+                allowedNetworks: Schema.networks(of: networks), rateLimit: rateLimit,
+                usage: usesGranted.map { UsageGrant(granted: $0, spent: usesSpent) })
             edits.append(.upsert(state, hash, replacing: nil))
             if let graceHash = graceBytes.flatMap(SecretHash.init(bytea:)), let graceEnd {
                 state.graceEndsAtMS = graceEnd

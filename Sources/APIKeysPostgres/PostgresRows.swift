@@ -8,12 +8,13 @@ import PostgresNIO
 enum KeyRows {
     private static let columns = """
         pk, id, name, hint, permissions, enabled, created_at_ms, updated_at_ms, expires_at_ms, last_used_at_ms, \
-        rotated_at_ms, secret_hash, allowed_networks, grace_secret_hash, grace_ends_at_ms, rate_limit
+        rotated_at_ms, secret_hash, allowed_networks, grace_secret_hash, grace_ends_at_ms, rate_limit, uses_granted, \
+        uses_spent
         """
 
     private typealias Row = (
         Int64, String, String, String, String, Bool, Int64, Int64, Int64?, Int64?, Int64?, ByteBuffer, String,
-        ByteBuffer?, Int64?, String
+        ByteBuffer?, Int64?, String, Int64?, Int64
     )
 
     private static func record(_ row: Row) throws -> (Int64, StoredKey) {
@@ -24,7 +25,7 @@ enum KeyRows {
             id: row.1, name: row.2, hint: row.3, permissions: Schema.decodePermissions(row.4), enabled: row.5,
             createdAtMS: row.6, updatedAtMS: row.7, expiresAtMS: row.8, lastUsedAtMS: row.9, rotatedAtMS: row.10,
             allowedNetworks: Schema.decodeNetworks(row.12), graceEndsAtMS: row.14,
-            rateLimit: Schema.decodeRateLimit(row.15))
+            rateLimit: Schema.decodeRateLimit(row.15), usage: row.16.map { UsageGrant(granted: $0, spent: row.17) })
         return (row.0, StoredKey(key: key, hash: hash, graceHash: row.13.flatMap(SecretHash.init(bytea:))))
     }
 
@@ -77,19 +78,28 @@ enum KeyRows {
         return found
     }
 
-    /// Raises last-used times; each pair is a key id and the time of its last check.
-    static func touch(_ lastUsed: [String: Int64], on connection: PostgresConnection, logger: Logger) async throws {
-        guard !lastUsed.isEmpty else { return }
-        let ids = lastUsed.keys.sorted()
-        let times = ids.map { lastUsed[$0]! }
+    /// Raises last-used times and, for keys with usage credits, the credits spent (by key id);
+    /// returns the spent counts now stored for keys with credits, other replicas' checks included.
+    static func touch(_ uses: [String: KeyUse], on connection: PostgresConnection, logger: Logger) async throws
+        -> [String: Int64]
+    {
+        guard !uses.isEmpty else { return [:] }
+        let ids = uses.keys.sorted()
+        let times = ids.map { uses[$0]!.lastAtMS }
+        let allowed = ids.map { uses[$0]!.allowed }
         // In id order, as mutations lock them (``lock(ids:on:logger:)``): no deadlock with a batch.
         try await connection.query(
             "SELECT 1 FROM keys WHERE id = ANY(\(ids)::text[]) ORDER BY id FOR UPDATE", logger: logger)
-        try await connection.query(
+        let rows = try await connection.query(
             """
-            UPDATE keys SET last_used_at_ms = greatest(coalesce(last_used_at_ms, 0), u.at)
-            FROM unnest(\(ids)::text[], \(times)::bigint[]) AS u(id, at) WHERE keys.id = u.id
+            UPDATE keys SET last_used_at_ms = greatest(coalesce(last_used_at_ms, 0), u.at),
+                            uses_spent = uses_spent + CASE WHEN uses_granted IS NULL THEN 0 ELSE u.n END
+            FROM unnest(\(ids)::text[], \(times)::bigint[], \(allowed)::bigint[]) AS u(id, at, n) WHERE keys.id = u.id
+            RETURNING keys.id, CASE WHEN keys.uses_granted IS NULL THEN -1 ELSE keys.uses_spent END
             """, logger: logger)
+        var spent: [String: Int64] = [:]
+        for try await (id, count) in rows.decode((String, Int64).self) where count >= 0 { spent[id] = count }
+        return spent
     }
 }
 
@@ -106,14 +116,15 @@ enum ChangeRows {
     struct ChangesSince: PostgresPreparedStatement {
         static let sql = """
             (SELECT version, op, key_id, secret_hash, replaced_hash, name, permissions, enabled, expires_at_ms,
-                    allowed_networks, grace_ends_at_ms, rate_limit
+                    allowed_networks, grace_ends_at_ms, rate_limit, uses_granted, uses_spent
              FROM key_changes WHERE version > $1 ORDER BY version LIMIT $2)
             UNION ALL
-            SELECT version, 0::smallint, '', ''::bytea, NULL, '', '', false, NULL, '', NULL, ''
+            SELECT version, 0::smallint, '', ''::bytea, NULL, '', '', false, NULL, '', NULL, '', NULL, 0
             FROM change_log_horizon WHERE version > $1
             """
         typealias Row = (
-            Int64, Int16, String, ByteBuffer, ByteBuffer?, String, String, Bool, Int64?, String, Int64?, String
+            Int64, Int16, String, ByteBuffer, ByteBuffer?, String, String, Bool, Int64?, String, Int64?, String, Int64?,
+            Int64
         )
         var after: Int64
         var limit: Int64
@@ -136,7 +147,8 @@ enum ChangeRows {
         var changes: [Change] = []
         let rows = try await client.execute(ChangesSince(after: version, limit: Int64(limit)))
         for try await (
-            version, op, id, hashBytes, replacedBytes, name, permissions, enabled, expires, networks, graceEnd, rate
+            version, op, id, hashBytes, replacedBytes, name, permissions, enabled, expires, networks, graceEnd, rate,
+            usesGranted, usesSpent
         ) in rows {
             if op == 0 { return (changes, true) }
             guard let hash = SecretHash(bytea: hashBytes) else {
@@ -148,7 +160,8 @@ enum ChangeRows {
                 let state = KeyCheckState(
                     id: id, name: name, permissions: catalog.mask(of: Schema.decodePermissions(permissions)),
                     enabled: enabled, expiresAtMS: expires, allowedNetworks: Schema.networks(of: networks),
-                    graceEndsAtMS: graceEnd, rateLimit: Schema.decodeRateLimit(rate))
+                    graceEndsAtMS: graceEnd, rateLimit: Schema.decodeRateLimit(rate),
+                    usage: usesGranted.map { UsageGrant(granted: $0, spent: usesSpent) })
                 changes.append(
                     Change(
                         version: version,
@@ -288,9 +301,11 @@ enum BatchRows {
     // Parameters: $1–$11 inserted keys, $12–$22 events, $23–$31 changes, $32 the NOTIFY channel,
     // $33 the NULL marker, $34 the change-log lock, $35 the admin tokens' hashes, $36 the inserted
     // keys' allowlists, $37 the changes' allowlists, $38 the changes' grace ends, $39 the inserted
-    // keys' rate limits, $40 the changes' rate limits; then, for updates and deletions only,
-    // $41–$51 updated keys, $52 their allowlists, $53 deleted ids, $54 and $55 the updated keys'
-    // grace secrets and grace ends, $56 their rate limits. A batch of creations binds the first 40 alone.
+    // keys' rate limits, $40 the changes' rate limits, $41 the inserted keys' usage grants, $42 and
+    // $43 the changes' grants and spent counts; then, for updates and deletions only, $44–$54
+    // updated keys, $55 their allowlists, $56 deleted ids, $57 and $58 the updated keys' grace
+    // secrets and grace ends, $59 their rate limits, $60 their usage grants. A batch of creations
+    // binds the first 43 alone.
     private static let guardAndInserted = """
         -- The batch's admin tokens, held until the commit (a revocation waits for it); unless every
         -- one is still there, the statement writes nothing.
@@ -298,11 +313,11 @@ enum BatchRows {
         allowed AS (SELECT count(*) = cardinality($35::bytea[]) AS ok FROM authorized),
         inserted AS (
             INSERT INTO keys (id, name, secret_hash, hint, permissions, enabled, created_at_ms, updated_at_ms,
-                              expires_at_ms, last_used_at_ms, rotated_at_ms, allowed_networks, rate_limit)
-            SELECT id, name, h, hint, p, e, c, m, nullif(x, $33), nullif(l, $33), nullif(r, $33), n, rl
+                              expires_at_ms, last_used_at_ms, rotated_at_ms, allowed_networks, rate_limit, uses_granted)
+            SELECT id, name, h, hint, p, e, c, m, nullif(x, $33), nullif(l, $33), nullif(r, $33), n, rl, nullif(ug, $33)
             FROM unnest($1::text[], $2::text[], $3::bytea[], $4::text[], $5::text[], $6::boolean[], $7::bigint[],
-                        $8::bigint[], $9::bigint[], $10::bigint[], $11::bigint[], $36::text[], $39::text[])
-                 AS u(id, name, h, hint, p, e, c, m, x, l, r, n, rl)
+                        $8::bigint[], $9::bigint[], $10::bigint[], $11::bigint[], $36::text[], $39::text[], $41::bigint[])
+                 AS u(id, name, h, hint, p, e, c, m, x, l, r, n, rl, ug)
             WHERE (SELECT ok FROM allowed))
         """
     private static let updatedAndDeleted = """
@@ -310,13 +325,15 @@ enum BatchRows {
             UPDATE keys SET name = u.name, hint = u.hint, permissions = u.p, enabled = u.e, updated_at_ms = u.m,
                             expires_at_ms = nullif(u.x, $33), rotated_at_ms = nullif(u.r, $33), secret_hash = u.h,
                             allowed_networks = u.n, grace_secret_hash = nullif(u.gh, ''::bytea),
-                            grace_ends_at_ms = nullif(u.ge, $33), rate_limit = u.rl
-            FROM unnest($41::text[], $42::text[], $43::bytea[], $44::text[], $45::text[], $46::boolean[], $47::bigint[],
-                        $48::bigint[], $49::bigint[], $50::bigint[], $51::bigint[], $52::text[], $54::bytea[],
-                        $55::bigint[], $56::text[])
-                 AS u(id, name, h, hint, p, e, c, m, x, l, r, n, gh, ge, rl)
+                            grace_ends_at_ms = nullif(u.ge, $33), rate_limit = u.rl, uses_granted = nullif(u.ug, $33),
+                            -- The spent count is the audit writers' to raise; unlimited, it starts again.
+                            uses_spent = CASE WHEN u.ug = $33 THEN 0 ELSE keys.uses_spent END
+            FROM unnest($44::text[], $45::text[], $46::bytea[], $47::text[], $48::text[], $49::boolean[], $50::bigint[],
+                        $51::bigint[], $52::bigint[], $53::bigint[], $54::bigint[], $55::text[], $57::bytea[],
+                        $58::bigint[], $59::text[], $60::bigint[])
+                 AS u(id, name, h, hint, p, e, c, m, x, l, r, n, gh, ge, rl, ug)
             WHERE keys.id = u.id AND (SELECT ok FROM allowed)),
-        deleted AS (DELETE FROM keys WHERE id = ANY($53::text[]) AND (SELECT ok FROM allowed))
+        deleted AS (DELETE FROM keys WHERE id = ANY($56::text[]) AND (SELECT ok FROM allowed))
         """
     private static let eventsAndChanges = """
         events AS (
@@ -331,11 +348,12 @@ enum BatchRows {
         locked AS (SELECT pg_advisory_xact_lock($34) WHERE cardinality($23::bigint[]) > 0 AND (SELECT ok FROM allowed)),
         changes AS (
             INSERT INTO key_changes (at_ms, op, key_id, secret_hash, replaced_hash, name, permissions, enabled, expires_at_ms,
-                                     allowed_networks, grace_ends_at_ms, rate_limit)
-            SELECT a, op, k, h, nullif(rh, ''::bytea), n, p, e, nullif(x, $33), nw, nullif(ge, $33), rl
+                                     allowed_networks, grace_ends_at_ms, rate_limit, uses_granted, uses_spent)
+            SELECT a, op, k, h, nullif(rh, ''::bytea), n, p, e, nullif(x, $33), nw, nullif(ge, $33), rl, nullif(ug, $33), us
             FROM locked, unnest($23::bigint[], $24::smallint[], $25::text[], $26::bytea[], $27::bytea[], $28::text[],
-                                $29::text[], $30::boolean[], $31::bigint[], $37::text[], $38::bigint[], $40::text[])
-                 WITH ORDINALITY AS u(a, op, k, h, rh, n, p, e, x, nw, ge, rl, i)
+                                $29::text[], $30::boolean[], $31::bigint[], $37::text[], $38::bigint[], $40::text[],
+                                $42::bigint[], $43::bigint[])
+                 WITH ORDINALITY AS u(a, op, k, h, rh, n, p, e, x, nw, ge, rl, ug, us, i)
             ORDER BY i
             RETURNING version)
         SELECT coalesce(array_agg(version ORDER BY version), '{}')::bigint[],
@@ -415,6 +433,9 @@ enum BatchRows {
                 })
             binds.append(inserted.map { Schema.encodeRateLimit($0.key.rateLimit) })
             binds.append(rows.map { Schema.encodeRateLimit($0.key.rateLimit) })
+            binds.append(inserted.map { $0.key.usage?.granted ?? absent })
+            binds.append(rows.map { $0.key.usage?.granted ?? absent })
+            binds.append(rows.map { $0.key.usage?.spent ?? 0 })
             if !onlyCreates {
                 bindKeys(updated, to: &binds)
                 binds.append(updated.map { Schema.encodeNetworks($0.key.allowedNetworks) })
@@ -422,6 +443,7 @@ enum BatchRows {
                 binds.append(updated.map { $0.graceHash?.bytea ?? ByteBuffer() })
                 binds.append(updated.map { $0.graceHash == nil ? absent : $0.key.graceEndsAtMS ?? absent })
                 binds.append(updated.map { Schema.encodeRateLimit($0.key.rateLimit) })
+                binds.append(updated.map { $0.key.usage?.granted ?? absent })
             }
             return binds
         }

@@ -88,6 +88,15 @@ enum PostgresSchema {
                 "ALTER TABLE keys ADD COLUMN rate_limit text NOT NULL DEFAULT ''",
                 "ALTER TABLE key_changes ADD COLUMN rate_limit text NOT NULL DEFAULT ''",
             ]),
+        Migration(
+            version: 6, name: "usage credits",
+            statements: [
+                // Granted in all (NULL = unlimited), and spent as the replicas' audit writers count them.
+                "ALTER TABLE keys ADD COLUMN uses_granted bigint",
+                "ALTER TABLE keys ADD COLUMN uses_spent bigint NOT NULL DEFAULT 0",
+                "ALTER TABLE key_changes ADD COLUMN uses_granted bigint",
+                "ALTER TABLE key_changes ADD COLUMN uses_spent bigint NOT NULL DEFAULT 0",
+            ]),
     ]
 
     /// Applies every migration not yet recorded, each in its own transaction, holding the

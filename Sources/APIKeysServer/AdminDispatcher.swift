@@ -31,8 +31,8 @@ struct AdminDispatcher: KeyAdminService {
         let issued = try await service.createKey(
             name: request.name, permissions: request.permissions, expiresAtMS: request.expiresAtMS,
             allowedNetworks: request.allowedNetworks,
-            rateLimit: request.hasRateLimit ? KeyRateLimit(request.rateLimit) : nil, actor: context.actor,
-            deadline: context.deadline)
+            rateLimit: request.hasRateLimit ? KeyRateLimit(request.rateLimit) : nil, uses: request.remainingUses,
+            actor: context.actor, deadline: context.deadline)
         return CreateKeyResponse(key: ApiKey(issued.key), secret: issued.secret)
     }
 
@@ -50,8 +50,8 @@ struct AdminDispatcher: KeyAdminService {
             id: request.id, name: request.name, expiresAtMS: request.expiresAtMS,
             permissions: request.hasPermissions ? request.permissions.names : nil,
             allowedNetworks: request.hasAllowedNetworks ? request.allowedNetworks.networks : nil,
-            rateLimit: request.hasRateLimit ? KeyRateLimit(request.rateLimit) : nil, actor: context.actor,
-            deadline: context.deadline)
+            rateLimit: request.hasRateLimit ? KeyRateLimit(request.rateLimit) : nil,
+            remainingUses: request.remainingUses, actor: context.actor, deadline: context.deadline)
         return UpdateKeyResponse(key: ApiKey(key))
     }
 

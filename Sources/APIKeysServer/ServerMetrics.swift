@@ -167,6 +167,7 @@ public final class ServerMetrics: Sendable {
         case .missingPermission: "missing_permission"
         case .ipNotAllowed: "ip_not_allowed"
         case .rateLimited: "rate_limited"
+        case .usageExceeded: "usage_exceeded"
         }
     }
 }

@@ -9,7 +9,8 @@ extension ApiKey {
             createdAtMS: key.createdAtMS, updatedAtMS: key.updatedAtMS, expiresAtMS: key.expiresAtMS ?? 0,
             lastUsedAtMS: key.lastUsedAtMS ?? 0, rotatedAtMS: key.rotatedAtMS ?? 0,
             allowedNetworks: key.allowedNetworks,
-            graceEndsAtMS: key.graceEndsAtMS ?? 0, rateLimit: key.rateLimit.map(RateLimit.init))
+            graceEndsAtMS: key.graceEndsAtMS ?? 0, rateLimit: key.rateLimit.map(RateLimit.init),
+            remainingUses: key.usage?.remaining)
     }
 }
 

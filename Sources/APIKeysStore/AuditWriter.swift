@@ -334,7 +334,7 @@ package final class AuditWriter: Sendable {
     /// the last-used times of the checks in `batch`, retrying while the disk refuses them: events
     /// are never dropped, except at close once its timeout has passed (they are then counted).
     private func write(_ individual: [AuditRecord], summaries: [AuditRecord], lastUsedFrom batch: [AuditRecord]) {
-        let lastUsed = APIRequestBatchTable.lastUse(byKeyIn: batch[...])
+        let lastUsed = KeyUse.tally(batch[...])
         var attempt = 0
         while true {
             do {
@@ -352,7 +352,8 @@ package final class AuditWriter: Sendable {
                     return true
                 }
                 logger.error(
-                    givingUp ? "audit batch not written, shutting down: events lost" : "audit batch not written, retrying",
+                    givingUp
+                        ? "audit batch not written, shutting down: events lost" : "audit batch not written, retrying",
                     metadata: [
                         "events": "\(individual.count + summaries.count)", "attempt": "\(attempt)", "error": "\(error)",
                     ])
@@ -364,11 +365,52 @@ package final class AuditWriter: Sendable {
     }
 }
 
+/// What one audit batch says of a key's use: the time of its last check, and how many of its
+/// checks were allowed (each spent a usage credit if the key has them).
+package struct KeyUse: Sendable, Hashable {
+    package var lastAtMS: Int64
+    package var allowed: Int64
+
+    package init(lastAtMS: Int64, allowed: Int64) {
+        self.lastAtMS = lastAtMS
+        self.allowed = allowed
+    }
+
+    /// The use of each key among `events` (in queue order, where times never decrease). Events of
+    /// no key (unknown secrets) count for none. Runs of one key, the common case under load, cost
+    /// a comparison per event, not a hash.
+    package static func tally(_ events: ArraySlice<AuditRecord>) -> [String: KeyUse] {
+        var uses: [String: KeyUse] = [:]
+        var run = ""
+        var runUse = KeyUse(lastAtMS: 0, allowed: 0)
+        func endRun() {
+            guard !run.isEmpty else { return }
+            if let earlier = uses[run] {
+                runUse.allowed += earlier.allowed
+                runUse.lastAtMS = max(runUse.lastAtMS, earlier.lastAtMS)
+            }
+            uses[run] = runUse
+        }
+        for index in events.indices where !events[index].keyID.isEmpty {
+            if events[index].keyID != run {
+                endRun()
+                run = events[index].keyID
+                runUse = KeyUse(lastAtMS: 0, allowed: 0)
+            }
+            runUse.lastAtMS = events[index].atMS
+            if events[index].denial == nil && events[index].action == .apiRequest { runUse.allowed += 1 }
+        }
+        endRun()
+        return uses
+    }
+}
+
 /// Where an ``AuditWriter`` stores events: called on the writer's thread only, one call at a time.
 package protocol AuditSink: Sendable {
     /// Stores `individual` api.request events (in seq order), aggregated `summaries`, and raises
-    /// the keys' last-used times (key id → time of its last check), all in one transaction.
-    func write(_ individual: [AuditRecord], summaries: [AuditRecord], lastUsed: [String: Int64]) throws
+    /// the keys' last-used times and spent usage credits (``KeyUse``, by key id), all in one
+    /// transaction.
+    func write(_ individual: [AuditRecord], summaries: [AuditRecord], lastUsed: [String: KeyUse]) throws
     /// Removes one step of events older than `cutoffMS` in one transaction, with the event that
     /// `record` makes of what it removed; returns what it removed (empty: nothing was left).
     func pruneStep(

@@ -18,29 +18,32 @@ extension KeyService {
         public var allowedNetworks: [String]
         /// nil (or 0 requests) = no limit.
         public var rateLimit: KeyRateLimit?
+        /// Usage credits: how many checks it may be allowed in all; nil = unlimited.
+        public var uses: Int64?
 
         public init(
             name: String, permissions: [String], expiresAtMS: Int64 = 0, allowedNetworks: [String] = [],
-            rateLimit: KeyRateLimit? = nil
+            rateLimit: KeyRateLimit? = nil, uses: Int64? = nil
         ) {
             self.name = name
             self.permissions = permissions
             self.expiresAtMS = expiresAtMS
             self.allowedNetworks = allowedNetworks
             self.rateLimit = rateLimit
+            self.uses = uses
         }
     }
 
     /// Creates a key. Throws ``KeyError`` for an invalid name, permission or expiry.
     public func createKey(
         name: String, permissions: [String], expiresAtMS: Int64 = 0, allowedNetworks: [String] = [],
-        rateLimit: KeyRateLimit? = nil, actor: AdminActor, deadline: Deadline = .never
+        rateLimit: KeyRateLimit? = nil, uses: Int64? = nil, actor: AdminActor, deadline: Deadline = .never
     ) async throws -> IssuedKey {
         try await createKeys(
             [
                 NewKey(
                     name: name, permissions: permissions, expiresAtMS: expiresAtMS, allowedNetworks: allowedNetworks,
-                    rateLimit: rateLimit)
+                    rateLimit: rateLimit, uses: uses)
             ],
             actor: actor, deadline: deadline)[0]
     }
@@ -56,11 +59,12 @@ extension KeyService {
             let expiry = try KeyRules.validExpiry(request.expiresAtMS, nowMS: now, maxLifetimeMS: maxKeyLifetimeMS)
             let networks = try KeyRules.validNetworks(request.allowedNetworks)
             let rateLimit = try KeyRules.validRateLimit(request.rateLimit)
+            let uses = try request.uses.map { uses throws(KeyError) in try KeyRules.validUses(uses) }
             let secret = format.generate()
             let key = KeyRecord(
                 id: KeyRecord.newID(), name: name, hint: format.hint(for: secret), permissions: permissions,
                 enabled: true, createdAtMS: now, updatedAtMS: now, expiresAtMS: expiry, allowedNetworks: networks,
-                rateLimit: rateLimit)
+                rateLimit: rateLimit, usage: uses.map { UsageGrant(granted: $0, spent: 0) })
             return IssuedKey(key: key, secret: secret)
         }
         return try await commit(reading: nil, by: actor, deadline: deadline) { _ in
@@ -72,7 +76,8 @@ extension KeyService {
                         detail: "created; expires \(Self.describe(item.key.expiresAtMS))"
                             + (item.key.allowedNetworks.isEmpty
                                 ? "" : "; from \(item.key.allowedNetworks.joined(separator: " ")) only")
-                            + (item.key.rateLimit.map { "; at most \($0)" } ?? ""),
+                            + (item.key.rateLimit.map { "; at most \($0)" } ?? "")
+                            + (item.key.usage.map { "; \($0.granted) uses" } ?? ""),
                         permissions: item.key.permissions, at: now)
                 })
         }
@@ -95,12 +100,15 @@ extension KeyService {
     }
 
     /// Changes the given fields; nil leaves a field as it is, an expiry of 0 clears it, and so
-    /// does a rate limit of 0 requests.
+    /// does a rate limit of 0 requests. `remainingUses` refills the key's usage credits: that many
+    /// left from now (the key's checks still in the audit queue are taken from them), -1 for unlimited.
     /// Records `key.updated` for a name, expiry or allowlist change and `key.permissions_changed` for a
     /// permission change (both when both change); a call that changes nothing records nothing.
     public func updateKey(
         id: String, name: String? = nil, expiresAtMS: Int64? = nil, permissions: [String]? = nil,
-        allowedNetworks: [String]? = nil, rateLimit: KeyRateLimit? = nil, actor: AdminActor, deadline: Deadline = .never
+        allowedNetworks: [String]? = nil, rateLimit: KeyRateLimit? = nil, remainingUses: Int64? = nil,
+        actor: AdminActor,
+        deadline: Deadline = .never
     ) async throws -> KeyRecord {
         let now = clock.nowMS()
         let newName = try name.map { name throws(KeyError) in try KeyRules.validName(name) }
@@ -110,6 +118,9 @@ extension KeyService {
         let newPermissions = try permissions.map { names throws(KeyError) in try catalog.validate(names) }
         let newNetworks = try allowedNetworks.map { networks throws(KeyError) in try KeyRules.validNetworks(networks) }
         let newRateLimit = try rateLimit.map { limit throws(KeyError) in try KeyRules.validRateLimit(limit) }
+        let newUses = try remainingUses.map { uses throws(KeyError) -> Int64? in
+            uses == -1 ? nil : try KeyRules.validUses(uses)
+        }
         return try await mutate(id: id, actor: actor, at: now, deadline: deadline) { stored in
             var key = stored.key
             var changes: [String] = []
@@ -132,6 +143,13 @@ extension KeyService {
                     "rate limit \(key.rateLimit.map(\.description) ?? "none") → \(newRateLimit.map(\.description) ?? "none")"
                 )
                 key.rateLimit = newRateLimit
+            }
+            if let newUses {
+                // A grant counts from what the store has spent (the audit writer adds to that).
+                let spent = key.usage?.spent ?? 0
+                let before = key.usage.map { "\($0.remaining) left" } ?? "unlimited"
+                changes.append("uses \(before) → \(newUses.map { "\($0) left" } ?? "unlimited")")
+                key.usage = newUses.map { UsageGrant(granted: spent + $0, spent: spent) }
             }
             var events: [(AuditAction, String, [String])] = []
             if !changes.isEmpty { events.append((.keyUpdated, changes.joined(separator: "; "), [])) }

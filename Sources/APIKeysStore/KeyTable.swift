@@ -4,22 +4,23 @@ import APIKeysCore
 enum KeyTable {
     private static let columns = """
         pk, id, name, hint, permissions, enabled, created_at_ms, updated_at_ms, expires_at_ms, \
-        last_used_at_ms, rotated_at_ms, allowed_networks, grace_ends_at_ms, rate_limit
+        last_used_at_ms, rotated_at_ms, allowed_networks, grace_ends_at_ms, rate_limit, uses_granted, uses_spent
         """
 
     static func insert(_ key: KeyRecord, hash: SecretHash, in db: SQLiteConnection) throws {
         try db.statement(
             """
             INSERT INTO keys (id, name, secret_hash, hint, permissions, enabled, created_at_ms, updated_at_ms,
-                              expires_at_ms, last_used_at_ms, rotated_at_ms, allowed_networks, rate_limit)
-            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                              expires_at_ms, last_used_at_ms, rotated_at_ms, allowed_networks, rate_limit,
+                              uses_granted)
+            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
             """
         ).bind(
             .text(key.id), .text(key.name), .blob(hash.digest), .text(key.hint),
             .text(Schema.encodePermissions(key.permissions)), .integer(key.enabled ? 1 : 0),
             .integer(key.createdAtMS), .integer(key.updatedAtMS), .optional(key.expiresAtMS),
             .optional(key.lastUsedAtMS), .optional(key.rotatedAtMS), .text(Schema.encodeNetworks(key.allowedNetworks)),
-            .text(Schema.encodeRateLimit(key.rateLimit))
+            .text(Schema.encodeRateLimit(key.rateLimit)), .optional(key.usage?.granted)
         ).run()
     }
 
@@ -29,7 +30,9 @@ enum KeyTable {
             """
             UPDATE keys SET name = ?, hint = ?, permissions = ?, enabled = ?, updated_at_ms = ?,
                             expires_at_ms = ?, rotated_at_ms = ?, secret_hash = ?, allowed_networks = ?,
-                            grace_secret_hash = ?, grace_ends_at_ms = ?, rate_limit = ?
+                            grace_secret_hash = ?, grace_ends_at_ms = ?, rate_limit = ?, uses_granted = ?,
+                            -- The spent count is the audit writer's to raise; unlimited, it starts again.
+                            uses_spent = CASE WHEN ? IS NULL THEN 0 ELSE uses_spent END
             WHERE id = ?
             """
         ).bind(
@@ -37,7 +40,8 @@ enum KeyTable {
             .integer(key.enabled ? 1 : 0), .integer(key.updatedAtMS), .optional(key.expiresAtMS),
             .optional(key.rotatedAtMS), .blob(hash.digest), .text(Schema.encodeNetworks(key.allowedNetworks)),
             graceHash.map { .blob($0.digest) } ?? .null, graceHash == nil ? .null : .optional(key.graceEndsAtMS),
-            .text(Schema.encodeRateLimit(key.rateLimit)), .text(key.id)
+            .text(Schema.encodeRateLimit(key.rateLimit)), .optional(key.usage?.granted), .optional(key.usage?.granted),
+            .text(key.id)
         ).run()
     }
 
@@ -52,8 +56,8 @@ enum KeyTable {
         guard
             let found = try statement.firstRow({ row in
                 StoredKey(
-                    key: record(row), hash: try hash(row, column: 14, in: db),
-                    graceHash: row.isNull(15) ? nil : try hash(row, column: 15, in: db))
+                    key: record(row), hash: try hash(row, column: 16, in: db),
+                    graceHash: row.isNull(17) ? nil : try hash(row, column: 17, in: db))
             })
         else {
             throw KeyError.keyNotFound(id: id)
@@ -74,7 +78,7 @@ enum KeyTable {
         let statement = try db.statement(
             """
             SELECT secret_hash, id, name, permissions, enabled, expires_at_ms, allowed_networks, grace_secret_hash,
-                   grace_ends_at_ms, rate_limit
+                   grace_ends_at_ms, rate_limit, uses_granted, uses_spent
             FROM keys
             """)
         try statement.scan { row in
@@ -82,7 +86,8 @@ enum KeyTable {
             var state = KeyCheckState(
                 id: row.text(1), name: row.text(2), permissions: mask, enabled: row.int64(4) != 0,
                 expiresAtMS: row.optionalInt64(5), allowedNetworks: Schema.networks(of: row.text(6)),
-                rateLimit: Schema.decodeRateLimit(row.text(9)))
+                rateLimit: Schema.decodeRateLimit(row.text(9)),
+                usage: row.optionalInt64(10).map { UsageGrant(granted: $0, spent: row.int64(11)) })
             index.upsert(state, hash: try hash(row, column: 0, in: db))
             if !row.isNull(7), let graceEnd = row.optionalInt64(8) {
                 state.graceEndsAtMS = graceEnd
@@ -104,14 +109,16 @@ enum KeyTable {
         return hash
     }
 
-    /// Raises last-used times; each pair is a key id and the time of a check.
-    static func touch(_ lastUsed: [String: Int64], in db: SQLiteConnection) throws {
-        for (id, atMS) in lastUsed {
+    /// Raises last-used times and, for keys with usage credits, the credits spent (by key id).
+    static func touch(_ uses: [String: KeyUse], in db: SQLiteConnection) throws {
+        for (id, use) in uses {
             try db.statement(
                 """
-                UPDATE keys SET last_used_at_ms = max(coalesce(last_used_at_ms, 0), ?) WHERE id = ?
+                UPDATE keys SET last_used_at_ms = max(coalesce(last_used_at_ms, 0), ?),
+                                uses_spent = uses_spent + CASE WHEN uses_granted IS NULL THEN 0 ELSE ? END
+                WHERE id = ?
                 """
-            ).bind(.integer(atMS), .text(id)).run()
+            ).bind(.integer(use.lastAtMS), .integer(use.allowed), .text(id)).run()
         }
     }
 
@@ -122,6 +129,7 @@ enum KeyTable {
             createdAtMS: row.int64(6), updatedAtMS: row.int64(7), expiresAtMS: row.optionalInt64(8),
             lastUsedAtMS: row.optionalInt64(9), rotatedAtMS: row.optionalInt64(10),
             allowedNetworks: Schema.decodeNetworks(row.text(11)), graceEndsAtMS: row.optionalInt64(12),
-            rateLimit: Schema.decodeRateLimit(row.text(13)))
+            rateLimit: Schema.decodeRateLimit(row.text(13)),
+            usage: row.optionalInt64(14).map { UsageGrant(granted: $0, spent: row.int64(15)) })
     }
 }

@@ -17,7 +17,7 @@ final class SQLiteAuditSink: AuditSink, @unchecked Sendable {
         try? connection.execute("PRAGMA secure_delete = FAST")
     }
 
-    func write(_ individual: [AuditRecord], summaries: [AuditRecord], lastUsed: [String: Int64]) throws {
+    func write(_ individual: [AuditRecord], summaries: [AuditRecord], lastUsed: [String: KeyUse]) throws {
         // Packed batches hold no detail: the rare check that has one (a grace secret) is a row of
         // its own, as summaries are.
         let packable = individual.allSatisfy(\.detail.isEmpty)

@@ -115,6 +115,13 @@ package enum Schema {
         Migration(
             version: 9, name: "rate limits",
             sql: "ALTER TABLE keys ADD COLUMN rate_limit TEXT NOT NULL DEFAULT '';"),
+        // Usage credits: granted in all (NULL = unlimited), and spent as the audit writer counts them.
+        Migration(
+            version: 10, name: "usage credits",
+            sql: """
+                ALTER TABLE keys ADD COLUMN uses_granted INTEGER;
+                ALTER TABLE keys ADD COLUMN uses_spent INTEGER NOT NULL DEFAULT 0;
+                """),
     ]
 
     /// Applies every migration not yet recorded in `schema_migrations`, each in its own transaction.

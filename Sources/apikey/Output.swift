@@ -46,6 +46,7 @@ enum Output {
                 ["rotated", time(key.rotatedAtMS)],
                 ["old secret until", time(key.graceEndsAtMS, zero: "—")],
                 ["rate limit", key.hasRateLimit ? rate(key.rateLimit) : "none"],
+                ["uses left", key.remainingUses.map(String.init) ?? "unlimited"],
                 [
                     "allowed from",
                     key.allowedNetworks.isEmpty ? "anywhere" : key.allowedNetworks.joined(separator: " "),
@@ -76,6 +77,8 @@ enum Output {
         let allowedNetworks: [String]
         /// nil = no limit.
         let rateLimit: RateJSON?
+        /// Usage credits left; nil = unlimited.
+        let remainingUses: Int64?
 
         struct RateJSON: Encodable {
             let requests, periodSeconds, burst: UInt32
@@ -84,6 +87,7 @@ enum Output {
         init(_ key: ApiKey) {
             (id, name, hint, permissions, enabled) = (key.id, key.name, key.hint, key.permissions, key.enabled)
             allowedNetworks = key.allowedNetworks
+            remainingUses = key.remainingUses
             rateLimit =
                 key.hasRateLimit
                 ? RateJSON(

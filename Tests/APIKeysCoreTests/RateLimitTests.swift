@@ -91,3 +91,57 @@ import Testing
         for _ in 0..<10 { #expect(check(current).isAllowed) }
     }
 }
+
+@Suite struct UsageCreditsTests {
+    @Test func creditsAreSpentOnceEachAndNeverBelowZero() async {
+        let credits = UsageCredits(granted: 1000, spent: 10)
+        #expect(credits.remaining == 990)
+        let spent = await withTaskGroup(of: Int.self) { group in
+            for _ in 0..<8 { group.addTask { (0..<200).reduce(0) { count, _ in count + (credits.spend() ? 1 : 0) } } }
+            return await group.reduce(0, +)
+        }
+        #expect(spent == 990)
+        #expect(credits.remaining == 0)
+        #expect(!credits.spend())
+        // A refill tops up; a stored count below this server's never lowers it.
+        credits.grant(1500)
+        #expect(credits.remaining == 500)
+        credits.noteStored(spent: 900)
+        #expect(credits.remaining == 500)
+        credits.noteStored(spent: 1400)
+        #expect(credits.remaining == 100)
+    }
+
+    /// Through the index: the credits are spent by allowed checks only, USAGE_EXCEEDED (403) comes
+    /// before RATE_LIMITED and takes no token, and a refill by a new grant keeps what was spent.
+    @Test func theIndexSpendsCreditsOnAllowedChecksOnly() {
+        let index = KeyIndex(catalog: .standard)
+        let format = SecretFormat.standard
+        let secret = format.generate()
+        var state = KeyCheckState(
+            id: "key_1", name: "ci", permissions: PermissionCatalog.standard.mask(of: ["jobs:read"]), enabled: true,
+            expiresAtMS: nil, rateLimit: KeyRateLimit(requests: 3, periodSeconds: 60),
+            usage: UsageGrant(granted: 2, spent: 0))
+        index.upsert(state, hash: SecretHash(of: secret))
+        func check(_ permissions: [String] = ["jobs:read"]) -> CheckOutcome {
+            index.check(secret: secret, permissions: permissions, format: format, nowMS: 1_000)
+        }
+        #expect(check(["vault:read"]).denial == .missingPermission)
+        #expect(check().isAllowed)
+        #expect(check().isAllowed)
+        let spent = check()
+        #expect(spent.denial == .usageExceeded)
+        #expect(spent.httpStatus == 403)
+        // Refilled with 1 more (granted 3, spent 2 as stored): one more, and the bucket still has its third token.
+        state.usage = UsageGrant(granted: 3, spent: 2)
+        index.upsert(state, hash: SecretHash(of: secret))
+        #expect(check().isAllowed)
+        #expect(check().denial == .usageExceeded)
+        state.usage = UsageGrant(granted: 103, spent: 3)
+        index.upsert(state, hash: SecretHash(of: secret))
+        #expect(check().denial == .rateLimited)
+        // Another server's spending, as its audit batches store it.
+        index.noteStoredSpending(["key_1": 103])
+        #expect(check().denial == .usageExceeded)
+    }
+}

@@ -219,6 +219,40 @@ import Testing
         }
     }
 
+    /// Usage credits through the client, forward-auth and `apikey update --uses`: two checks
+    /// allowed, then USAGE_EXCEEDED (403 on both ports), until a refill.
+    @Test(.enabled(if: FileManager.default.isExecutableFile(atPath: CommandLineTests.binary.path)))
+    func usageCreditsRunOutOnBothPortsAndAreRefilled() async throws {
+        try await withHTTP { server, http, client in
+            let metered = try await client.createKey(name: "metered", permissions: ["jobs:read"], remainingUses: 2)
+            #expect(metered.key.remainingUses == 2)
+            let headers = ["X-API-Key": metered.secret, "X-Required-Permissions": "jobs:read"]
+            #expect(try await client.check(key: metered.secret, permissions: ["jobs:read"]).decision == .allow)
+            var reply = try await HTTPProbe.request(port: http.port, path: "/authorize", headers: headers)
+            #expect(reply.status == 200)
+            let spent = try await client.check(key: metered.secret, permissions: ["jobs:read"])
+            #expect(spent.reason == .usageExceeded && spent.httpStatus == 403)
+            reply = try await HTTPProbe.request(port: http.port, path: "/authorize", headers: headers)
+            #expect(reply.status == 403 && reply.body.contains(#""reason":"USAGE_EXCEEDED""#), "\(reply)")
+            await server.server.service.flushAuditTrail()
+            #expect(try await client.getKey(id: metered.key.id).remainingUses == 0)
+
+            let run = try await runCommand(
+                CommandLineTests.binary, ["update", metered.key.id, "--uses", "1", "--json"],
+                environment: [
+                    "APIKEY_SERVER": "127.0.0.1:\(server.port)",
+                    "APIKEY_TOKEN_FILE": server.dataDirectory + "/admin.token",
+                ])
+            #expect(run.status == 0, "\(run.stderr)")
+            #expect(
+                run.stdout.contains(#""remainingUses":1"#) || run.stdout.contains(#""remainingUses" : 1"#),
+                "\(run.stdout)")
+            reply = try await HTTPProbe.request(port: http.port, path: "/authorize", headers: headers)
+            #expect(reply.status == 200)
+            #expect(try await client.check(key: metered.secret, permissions: ["jobs:read"]).reason == .usageExceeded)
+        }
+    }
+
     @Test func forwardAuthTakesPermissionsFromTheRouteTable() async throws {
         let routes = """
             # method  path             permissions

@@ -8,7 +8,7 @@ enum Fixtures {
         enabled: true, createdAtMS: 1_700_000_000_000, updatedAtMS: 1_700_000_000_001,
         expiresAtMS: 1_900_000_000_000, lastUsedAtMS: -1, rotatedAtMS: Int64.max,
         allowedNetworks: ["10.0.0.0/8", "2001:db8::/32"], graceEndsAtMS: 1_700_000_600_000,
-        rateLimit: RateLimit(requests: UInt32.max, periodSeconds: 86400, burst: 0))
+        rateLimit: RateLimit(requests: UInt32.max, periodSeconds: 86400, burst: 0), remainingUses: 0)
     static let auditEvent = AuditEvent(
         seq: UInt64.max, atMS: 1_700_000_000_123, action: "api.request", trigger: "api", keyID: "key_1",
         keyName: "ci", actor: "", detail: "", decision: .deny, reason: .missingPermission,
@@ -57,7 +57,9 @@ enum Fixtures {
         NetworkList(), NetworkList(networks: ["::/0", unicode]),
         UpdateKeyRequest(id: "k", allowedNetworks: NetworkList()),
         RateLimit(), RateLimit(requests: 100, periodSeconds: 1, burst: 200),
-        UpdateKeyRequest(id: "k", rateLimit: RateLimit()),
+        UpdateKeyRequest(id: "k", rateLimit: RateLimit()), UpdateKeyRequest(id: "k", remainingUses: -1),
+        CreateKeyRequest(name: "n", remainingUses: Int64.max),
+        CheckResponse(decision: .deny, reason: .usageExceeded, httpStatus: 403),
         CheckResponse(decision: .deny, reason: .rateLimited, httpStatus: 429, retryAfterMS: Int64.max),
     ]
 }

@@ -23,7 +23,8 @@ struct InteropTests {
             "create_request",
             CreateKeyRequest(
                 name: unicode, permissions: ["jobs:read", "storage:write"], expiresAtMS: 1_900_000_000_000,
-                allowedNetworks: ["::1/128"], rateLimit: RateLimit(requests: 100, periodSeconds: 60, burst: 5))
+                allowedNetworks: ["::1/128"], rateLimit: RateLimit(requests: 100, periodSeconds: 60, burst: 5),
+                remainingUses: 1000)
         ),
         ("create_response", CreateKeyResponse(key: Fixtures.apiKey, secret: "dbm_secret")),
         ("update_bare", UpdateKeyRequest(id: "key_1")),
@@ -32,7 +33,7 @@ struct InteropTests {
             "update_full",
             UpdateKeyRequest(
                 id: "key_1", name: "renamed", expiresAtMS: 5, permissions: PermissionSet(names: ["jobs:read"]),
-                allowedNetworks: NetworkList(networks: ["10.0.0.0/8"]), rateLimit: RateLimit())
+                allowedNetworks: NetworkList(networks: ["10.0.0.0/8"]), rateLimit: RateLimit(), remainingUses: -1)
         ),
         (
             "check_request",

@@ -35,7 +35,7 @@ def fixtures():
         enabled=True, created_at_ms=1_700_000_000_000, updated_at_ms=1_700_000_000_001,
         expires_at_ms=1_900_000_000_000, last_used_at_ms=-1, rotated_at_ms=2**63 - 1,
         allowed_networks=["10.0.0.0/8", "2001:db8::/32"], grace_ends_at_ms=1_700_000_600_000,
-        rate_limit=ka.RateLimit(requests=2**32 - 1, period_seconds=86400))
+        rate_limit=ka.RateLimit(requests=2**32 - 1, period_seconds=86400), remaining_uses=0)
     return {
         "envelope": env.Envelope(
             call_id=2**64 - 1, method="/apikeys.v1.KeyAdmin/CreateKey", payload=b"\x00\x01\x00\xff\x00",
@@ -43,7 +43,8 @@ def fixtures():
             timeout_ms=1500),
         "create_request": ka.CreateKeyRequest(name=unicode, permissions=["jobs:read", "storage:write"],
                                               expires_at_ms=1_900_000_000_000, allowed_networks=["::1/128"],
-                                              rate_limit=ka.RateLimit(requests=100, period_seconds=60, burst=5)),
+                                              rate_limit=ka.RateLimit(requests=100, period_seconds=60, burst=5),
+                                              remaining_uses=1000),
         "create_response": ka.CreateKeyResponse(key=key, secret="dbm_secret"),
         "update_bare": ka.UpdateKeyRequest(id="key_1"),
         "update_zero": ka.UpdateKeyRequest(id="key_1", name="", expires_at_ms=0,
@@ -51,7 +52,7 @@ def fixtures():
         "update_full": ka.UpdateKeyRequest(id="key_1", name="renamed", expires_at_ms=5,
                                            permissions=ka.PermissionSet(names=["jobs:read"]),
                                            allowed_networks=ka.NetworkList(networks=["10.0.0.0/8"]),
-                                           rate_limit=ka.RateLimit()),
+                                           rate_limit=ka.RateLimit(), remaining_uses=-1),
         "check_request": az.CheckRequest(key="Bearer dbm_x", permissions=["jobs:read", "jobs:write"],
                                          resource="POST /api/jobs/42/run", client_address="::1"),
         "check_response": az.CheckResponse(decision=az.DENY, reason=az.MISSING_PERMISSION, http_status=403,

@@ -53,6 +53,9 @@ public enum DenyReason: Hashable, Sendable {
     /// The key's rate limit is spent on this server for now (HTTP 429); retry_after_ms says for how
     /// long. Decided last: only a Check that would otherwise be allowed takes from the limit.
     case rateLimited
+    /// The key's usage credits are spent (HTTP 403) until UpdateKey refills them. Decided before
+    /// RATE_LIMITED: a Check refused for it takes nothing from the rate limit.
+    case usageExceeded
     /// A value this version of the contract does not know (proto3 enums are open).
     case unrecognized(Int32)
 
@@ -66,6 +69,7 @@ public enum DenyReason: Hashable, Sendable {
         case 5: self = .missingPermission
         case 6: self = .ipNotAllowed
         case 7: self = .rateLimited
+        case 8: self = .usageExceeded
         default: self = .unrecognized(rawValue)
         }
     }
@@ -80,6 +84,7 @@ public enum DenyReason: Hashable, Sendable {
         case .missingPermission: 5
         case .ipNotAllowed: 6
         case .rateLimited: 7
+        case .usageExceeded: 8
         case .unrecognized(let value): value
         }
     }
@@ -137,7 +142,7 @@ public struct CheckResponse: WireMessage {
     /// Set when decision is DENY.
     public var reason: DenyReason = DenyReason(rawValue: 0)
     /// 200 (allow), 401 (MALFORMED_KEY, UNKNOWN_KEY, DISABLED, EXPIRED), 403 (MISSING_PERMISSION,
-    /// IP_NOT_ALLOWED) or 429 (RATE_LIMITED).
+    /// IP_NOT_ALLOWED, USAGE_EXCEEDED) or 429 (RATE_LIMITED).
     public var httpStatus: UInt32 = 0
     /// The key's public id and name, when the key is known.
     public var keyID: String = ""

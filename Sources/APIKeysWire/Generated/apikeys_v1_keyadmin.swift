@@ -32,10 +32,11 @@ public struct ApiKey: WireMessage {
         set { _rateLimit = newValue }
     }
     private var _rateLimit: RateLimit?
+    public var remainingUses: Int64? = nil
 
     public init() {}
 
-    public init(id: String = "", name: String = "", hint: String = "", permissions: [String] = [], enabled: Bool = false, createdAtMS: Int64 = 0, updatedAtMS: Int64 = 0, expiresAtMS: Int64 = 0, lastUsedAtMS: Int64 = 0, rotatedAtMS: Int64 = 0, allowedNetworks: [String] = [], graceEndsAtMS: Int64 = 0, rateLimit: RateLimit? = nil) {
+    public init(id: String = "", name: String = "", hint: String = "", permissions: [String] = [], enabled: Bool = false, createdAtMS: Int64 = 0, updatedAtMS: Int64 = 0, expiresAtMS: Int64 = 0, lastUsedAtMS: Int64 = 0, rotatedAtMS: Int64 = 0, allowedNetworks: [String] = [], graceEndsAtMS: Int64 = 0, rateLimit: RateLimit? = nil, remainingUses: Int64? = nil) {
         self.id = id
         self.name = name
         self.hint = hint
@@ -49,6 +50,7 @@ public struct ApiKey: WireMessage {
         self.allowedNetworks = allowedNetworks
         self.graceEndsAtMS = graceEndsAtMS
         self._rateLimit = rateLimit
+        self.remainingUses = remainingUses
     }
 
     /// Whether ``rateLimit`` is present.
@@ -77,6 +79,9 @@ public struct ApiKey: WireMessage {
         if let rateLimit = c.rate_limit {
             value._rateLimit = try RateLimit.read(rateLimit.pointee, arena)
         }
+        if c.remaining_uses_opt_case == APIKEYS__V1__API_KEY__REMAINING_USES_OPT_REMAINING_USES {
+            value.remainingUses = c.remaining_uses
+        }
         return value
     }
 
@@ -96,6 +101,10 @@ public struct ApiKey: WireMessage {
         c.grace_ends_at_ms = value.graceEndsAtMS
         if let rateLimit = value._rateLimit {
             c.rate_limit = try arena.make(rateLimit, as: Apikeys__V1__RateLimit.self)
+        }
+        if let remainingUses = value.remainingUses {
+            c.remaining_uses_opt_case = APIKEYS__V1__API_KEY__REMAINING_USES_OPT_REMAINING_USES
+            c.remaining_uses = remainingUses
         }
     }
 }
@@ -154,15 +163,17 @@ public struct CreateKeyRequest: WireMessage {
         set { _rateLimit = newValue }
     }
     private var _rateLimit: RateLimit?
+    public var remainingUses: Int64? = nil
 
     public init() {}
 
-    public init(name: String = "", permissions: [String] = [], expiresAtMS: Int64 = 0, allowedNetworks: [String] = [], rateLimit: RateLimit? = nil) {
+    public init(name: String = "", permissions: [String] = [], expiresAtMS: Int64 = 0, allowedNetworks: [String] = [], rateLimit: RateLimit? = nil, remainingUses: Int64? = nil) {
         self.name = name
         self.permissions = permissions
         self.expiresAtMS = expiresAtMS
         self.allowedNetworks = allowedNetworks
         self._rateLimit = rateLimit
+        self.remainingUses = remainingUses
     }
 
     /// Whether ``rateLimit`` is present.
@@ -183,6 +194,9 @@ public struct CreateKeyRequest: WireMessage {
         if let rateLimit = c.rate_limit {
             value._rateLimit = try RateLimit.read(rateLimit.pointee, arena)
         }
+        if c.remaining_uses_opt_case == APIKEYS__V1__CREATE_KEY_REQUEST__REMAINING_USES_OPT_REMAINING_USES {
+            value.remainingUses = c.remaining_uses
+        }
         return value
     }
 
@@ -194,6 +208,10 @@ public struct CreateKeyRequest: WireMessage {
         (c.n_allowed_networks, c.allowed_networks) = try arena.cStrings(value.allowedNetworks, field: "allowed_networks", of: "apikeys.v1.CreateKeyRequest")
         if let rateLimit = value._rateLimit {
             c.rate_limit = try arena.make(rateLimit, as: Apikeys__V1__RateLimit.self)
+        }
+        if let remainingUses = value.remainingUses {
+            c.remaining_uses_opt_case = APIKEYS__V1__CREATE_KEY_REQUEST__REMAINING_USES_OPT_REMAINING_USES
+            c.remaining_uses = remainingUses
         }
     }
 }
@@ -420,16 +438,18 @@ public struct UpdateKeyRequest: WireMessage {
         set { _rateLimit = newValue }
     }
     private var _rateLimit: RateLimit?
+    public var remainingUses: Int64? = nil
 
     public init() {}
 
-    public init(id: String = "", name: String? = nil, expiresAtMS: Int64? = nil, permissions: PermissionSet? = nil, allowedNetworks: NetworkList? = nil, rateLimit: RateLimit? = nil) {
+    public init(id: String = "", name: String? = nil, expiresAtMS: Int64? = nil, permissions: PermissionSet? = nil, allowedNetworks: NetworkList? = nil, rateLimit: RateLimit? = nil, remainingUses: Int64? = nil) {
         self.id = id
         self.name = name
         self.expiresAtMS = expiresAtMS
         self._permissions = permissions
         self._allowedNetworks = allowedNetworks
         self._rateLimit = rateLimit
+        self.remainingUses = remainingUses
     }
 
     /// Whether ``permissions`` is present.
@@ -469,6 +489,9 @@ public struct UpdateKeyRequest: WireMessage {
         if let rateLimit = c.rate_limit {
             value._rateLimit = try RateLimit.read(rateLimit.pointee, arena)
         }
+        if c.remaining_uses_opt_case == APIKEYS__V1__UPDATE_KEY_REQUEST__REMAINING_USES_OPT_REMAINING_USES {
+            value.remainingUses = c.remaining_uses
+        }
         return value
     }
 
@@ -491,6 +514,10 @@ public struct UpdateKeyRequest: WireMessage {
         }
         if let rateLimit = value._rateLimit {
             c.rate_limit = try arena.make(rateLimit, as: Apikeys__V1__RateLimit.self)
+        }
+        if let remainingUses = value.remainingUses {
+            c.remaining_uses_opt_case = APIKEYS__V1__UPDATE_KEY_REQUEST__REMAINING_USES_OPT_REMAINING_USES
+            c.remaining_uses = remainingUses
         }
     }
 }

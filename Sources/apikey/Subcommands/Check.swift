@@ -52,6 +52,7 @@ enum CheckText {
         case .missingPermission: "MISSING_PERMISSION"
         case .ipNotAllowed: "IP_NOT_ALLOWED"
         case .rateLimited: "RATE_LIMITED"
+        case .usageExceeded: "USAGE_EXCEEDED"
         case .unspecified: "UNSPECIFIED"
         case .unrecognized(let value): "REASON_\(value)"
         }

@@ -27,6 +27,8 @@ struct Create: AsyncParsableCommand {
 
     @Option(help: RateArgument.rateHelp) var rate: String?
     @Option(help: RateArgument.burstHelp) var burst: UInt32?
+    @Option(help: "Usage credits: how many checks the key may be allowed in all; default unlimited.")
+    var uses: Int64?
 
     func run() async throws {
         let expiresAtMS = try expires.map { try TimeArgument.milliseconds($0) } ?? 0
@@ -34,7 +36,7 @@ struct Create: AsyncParsableCommand {
         let created = try await connection.withClient { client in
             try await client.createKey(
                 name: name, permissions: permissions, expiresAtMS: expiresAtMS, allowedNetworks: allowedNetworks,
-                rateLimit: rateLimit)
+                rateLimit: rateLimit, remainingUses: uses)
         }
         if output.json {
             print(Output.json(Output.IssuedJSON(key: Output.KeyJSON(created.key), secret: created.secret)))

@@ -133,6 +133,7 @@ struct Update: AsyncParsableCommand {
 
     @Option(help: "A new rate limit (100/s, 6000/m…), or `none` to remove it.") var rate: String?
     @Option(help: RateArgument.burstHelp) var burst: UInt32?
+    @Option(help: "Refill the usage credits: this many checks left from now, or `unlimited`.") var uses: String?
 
     func run() async throws {
         var request = UpdateKeyRequest(id: key.id, name: name)
@@ -143,12 +144,18 @@ struct Update: AsyncParsableCommand {
         }
         if !allowedNetworks.isEmpty || allowAny { request.allowedNetworks = NetworkList(networks: allowedNetworks) }
         if let limit = try RateArgument.limit(rate: rate, burst: burst, clearing: true) { request.rateLimit = limit }
+        if let uses {
+            guard let count = uses == "unlimited" ? -1 : Int64(uses), count >= -1 else {
+                throw ValidationError("--uses \(uses): not a number of checks or `unlimited`")
+            }
+            request.remainingUses = count
+        }
         guard
             request.name != nil || request.expiresAtMS != nil || request.hasPermissions || request.hasAllowedNetworks
-                || request.hasRateLimit
+                || request.hasRateLimit || request.remainingUses != nil
         else {
             throw ValidationError(
-                "nothing to change: give --name, --expires, --permission, --allow, --allow-any or --rate")
+                "nothing to change: give --name, --expires, --permission, --allow, --allow-any, --rate or --uses")
         }
         let updated = try await key.connection.withClient { [request] in try await $0.updateKey(request) }
         print(key.output.json ? Output.json(Output.KeyJSON(updated)) : Output.details(updated))

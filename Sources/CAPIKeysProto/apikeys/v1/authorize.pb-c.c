@@ -493,7 +493,7 @@ const ProtobufCEnumDescriptor apikeys__v1__decision__descriptor =
   apikeys__v1__decision__value_ranges,
   NULL,NULL,NULL,NULL   /* reserved[1234] */
 };
-static const ProtobufCEnumValue apikeys__v1__deny_reason__enum_values_by_number[8] =
+static const ProtobufCEnumValue apikeys__v1__deny_reason__enum_values_by_number[9] =
 {
   { "DENY_REASON_UNSPECIFIED", "APIKEYS__V1__DENY_REASON__DENY_REASON_UNSPECIFIED", 0 },
   { "MALFORMED_KEY", "APIKEYS__V1__DENY_REASON__MALFORMED_KEY", 1 },
@@ -503,11 +503,12 @@ static const ProtobufCEnumValue apikeys__v1__deny_reason__enum_values_by_number[
   { "MISSING_PERMISSION", "APIKEYS__V1__DENY_REASON__MISSING_PERMISSION", 5 },
   { "IP_NOT_ALLOWED", "APIKEYS__V1__DENY_REASON__IP_NOT_ALLOWED", 6 },
   { "RATE_LIMITED", "APIKEYS__V1__DENY_REASON__RATE_LIMITED", 7 },
+  { "USAGE_EXCEEDED", "APIKEYS__V1__DENY_REASON__USAGE_EXCEEDED", 8 },
 };
 static const ProtobufCIntRange apikeys__v1__deny_reason__value_ranges[] = {
-{0, 0},{0, 8}
+{0, 0},{0, 9}
 };
-static const ProtobufCEnumValueIndex apikeys__v1__deny_reason__enum_values_by_name[8] =
+static const ProtobufCEnumValueIndex apikeys__v1__deny_reason__enum_values_by_name[9] =
 {
   { "DENY_REASON_UNSPECIFIED", 0 },
   { "DISABLED", 3 },
@@ -517,6 +518,7 @@ static const ProtobufCEnumValueIndex apikeys__v1__deny_reason__enum_values_by_na
   { "MISSING_PERMISSION", 5 },
   { "RATE_LIMITED", 7 },
   { "UNKNOWN_KEY", 2 },
+  { "USAGE_EXCEEDED", 8 },
 };
 const ProtobufCEnumDescriptor apikeys__v1__deny_reason__descriptor =
 {
@@ -525,9 +527,9 @@ const ProtobufCEnumDescriptor apikeys__v1__deny_reason__descriptor =
   "DenyReason",
   "Apikeys__V1__DenyReason",
   "apikeys.v1",
-  8,
+  9,
   apikeys__v1__deny_reason__enum_values_by_number,
-  8,
+  9,
   apikeys__v1__deny_reason__enum_values_by_name,
   1,
   apikeys__v1__deny_reason__value_ranges,

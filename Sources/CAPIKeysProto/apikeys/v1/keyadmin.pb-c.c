@@ -1178,7 +1178,7 @@ void   apikeys__v1__get_policy_response__free_unpacked
   assert(message->base.descriptor == &apikeys__v1__get_policy_response__descriptor);
   protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
 }
-static const ProtobufCFieldDescriptor apikeys__v1__api_key__field_descriptors[13] =
+static const ProtobufCFieldDescriptor apikeys__v1__api_key__field_descriptors[14] =
 {
   {
     "id",
@@ -1336,6 +1336,18 @@ static const ProtobufCFieldDescriptor apikeys__v1__api_key__field_descriptors[13
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "remaining_uses",
+    14,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_INT64,
+    offsetof(Apikeys__V1__ApiKey, remaining_uses_opt_case),
+    offsetof(Apikeys__V1__ApiKey, remaining_uses),
+    NULL,
+    NULL,
+    0 | PROTOBUF_C_FIELD_FLAG_ONEOF,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned apikeys__v1__api_key__field_indices_by_name[] = {
   10,   /* field[10] = allowed_networks */
@@ -1349,13 +1361,14 @@ static const unsigned apikeys__v1__api_key__field_indices_by_name[] = {
   1,   /* field[1] = name */
   3,   /* field[3] = permissions */
   12,   /* field[12] = rate_limit */
+  13,   /* field[13] = remaining_uses */
   9,   /* field[9] = rotated_at_ms */
   6,   /* field[6] = updated_at_ms */
 };
 static const ProtobufCIntRange apikeys__v1__api_key__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 13 }
+  { 0, 14 }
 };
 const ProtobufCMessageDescriptor apikeys__v1__api_key__descriptor =
 {
@@ -1365,7 +1378,7 @@ const ProtobufCMessageDescriptor apikeys__v1__api_key__descriptor =
   "Apikeys__V1__ApiKey",
   "apikeys.v1",
   sizeof(Apikeys__V1__ApiKey),
-  13,
+  14,
   apikeys__v1__api_key__field_descriptors,
   apikeys__v1__api_key__field_indices_by_name,
   1,  apikeys__v1__api_key__number_ranges,
@@ -1436,7 +1449,7 @@ const ProtobufCMessageDescriptor apikeys__v1__rate_limit__descriptor =
   (ProtobufCMessageInit) apikeys__v1__rate_limit__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor apikeys__v1__create_key_request__field_descriptors[5] =
+static const ProtobufCFieldDescriptor apikeys__v1__create_key_request__field_descriptors[6] =
 {
   {
     "name",
@@ -1498,6 +1511,18 @@ static const ProtobufCFieldDescriptor apikeys__v1__create_key_request__field_des
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "remaining_uses",
+    6,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_INT64,
+    offsetof(Apikeys__V1__CreateKeyRequest, remaining_uses_opt_case),
+    offsetof(Apikeys__V1__CreateKeyRequest, remaining_uses),
+    NULL,
+    NULL,
+    0 | PROTOBUF_C_FIELD_FLAG_ONEOF,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned apikeys__v1__create_key_request__field_indices_by_name[] = {
   3,   /* field[3] = allowed_networks */
@@ -1505,11 +1530,12 @@ static const unsigned apikeys__v1__create_key_request__field_indices_by_name[] =
   0,   /* field[0] = name */
   1,   /* field[1] = permissions */
   4,   /* field[4] = rate_limit */
+  5,   /* field[5] = remaining_uses */
 };
 static const ProtobufCIntRange apikeys__v1__create_key_request__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 5 }
+  { 0, 6 }
 };
 const ProtobufCMessageDescriptor apikeys__v1__create_key_request__descriptor =
 {
@@ -1519,7 +1545,7 @@ const ProtobufCMessageDescriptor apikeys__v1__create_key_request__descriptor =
   "Apikeys__V1__CreateKeyRequest",
   "apikeys.v1",
   sizeof(Apikeys__V1__CreateKeyRequest),
-  5,
+  6,
   apikeys__v1__create_key_request__field_descriptors,
   apikeys__v1__create_key_request__field_indices_by_name,
   1,  apikeys__v1__create_key_request__number_ranges,
@@ -1793,7 +1819,7 @@ const ProtobufCMessageDescriptor apikeys__v1__permission_set__descriptor =
   (ProtobufCMessageInit) apikeys__v1__permission_set__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor apikeys__v1__update_key_request__field_descriptors[6] =
+static const ProtobufCFieldDescriptor apikeys__v1__update_key_request__field_descriptors[7] =
 {
   {
     "id",
@@ -1867,6 +1893,18 @@ static const ProtobufCFieldDescriptor apikeys__v1__update_key_request__field_des
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "remaining_uses",
+    7,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_INT64,
+    offsetof(Apikeys__V1__UpdateKeyRequest, remaining_uses_opt_case),
+    offsetof(Apikeys__V1__UpdateKeyRequest, remaining_uses),
+    NULL,
+    NULL,
+    0 | PROTOBUF_C_FIELD_FLAG_ONEOF,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned apikeys__v1__update_key_request__field_indices_by_name[] = {
   4,   /* field[4] = allowed_networks */
@@ -1875,11 +1913,12 @@ static const unsigned apikeys__v1__update_key_request__field_indices_by_name[] =
   1,   /* field[1] = name */
   3,   /* field[3] = permissions */
   5,   /* field[5] = rate_limit */
+  6,   /* field[6] = remaining_uses */
 };
 static const ProtobufCIntRange apikeys__v1__update_key_request__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 6 }
+  { 0, 7 }
 };
 const ProtobufCMessageDescriptor apikeys__v1__update_key_request__descriptor =
 {
@@ -1889,7 +1928,7 @@ const ProtobufCMessageDescriptor apikeys__v1__update_key_request__descriptor =
   "Apikeys__V1__UpdateKeyRequest",
   "apikeys.v1",
   sizeof(Apikeys__V1__UpdateKeyRequest),
-  6,
+  7,
   apikeys__v1__update_key_request__field_descriptors,
   apikeys__v1__update_key_request__field_indices_by_name,
   1,  apikeys__v1__update_key_request__number_ranges,

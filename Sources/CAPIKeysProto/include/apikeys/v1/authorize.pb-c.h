@@ -73,7 +73,12 @@ typedef enum _Apikeys__V1__DenyReason {
    * The key's rate limit is spent on this server for now (HTTP 429); retry_after_ms says for how
    * long. Decided last: only a Check that would otherwise be allowed takes from the limit.
    */
-  APIKEYS__V1__DENY_REASON__RATE_LIMITED = 7
+  APIKEYS__V1__DENY_REASON__RATE_LIMITED = 7,
+  /*
+   * The key's usage credits are spent (HTTP 403) until UpdateKey refills them. Decided before
+   * RATE_LIMITED: a Check refused for it takes nothing from the rate limit.
+   */
+  APIKEYS__V1__DENY_REASON__USAGE_EXCEEDED = 8
     PROTOBUF_C__FORCE_ENUM_TO_BE_INT_SIZE(APIKEYS__V1__DENY_REASON)
 } Apikeys__V1__DenyReason;
 
@@ -115,7 +120,7 @@ struct  Apikeys__V1__CheckResponse
   Apikeys__V1__DenyReason reason;
   /*
    * 200 (allow), 401 (MALFORMED_KEY, UNKNOWN_KEY, DISABLED, EXPIRED), 403 (MISSING_PERMISSION,
-   * IP_NOT_ALLOWED) or 429 (RATE_LIMITED).
+   * IP_NOT_ALLOWED, USAGE_EXCEEDED) or 429 (RATE_LIMITED).
    */
   uint32_t http_status;
   /*

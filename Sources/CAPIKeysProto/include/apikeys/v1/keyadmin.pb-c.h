@@ -50,6 +50,12 @@ typedef struct Apikeys__V1__GetPolicyResponse Apikeys__V1__GetPolicyResponse;
 
 /* --- messages --- */
 
+typedef enum {
+  APIKEYS__V1__API_KEY__REMAINING_USES_OPT__NOT_SET = 0,
+  APIKEYS__V1__API_KEY__REMAINING_USES_OPT_REMAINING_USES = 14
+    PROTOBUF_C__FORCE_ENUM_TO_BE_INT_SIZE(APIKEYS__V1__API_KEY__REMAINING_USES_OPT__CASE)
+} Apikeys__V1__ApiKey__RemainingUsesOptCase;
+
 /*
  * An API key as the service describes it. It never carries the secret.
  */
@@ -103,10 +109,14 @@ struct  Apikeys__V1__ApiKey
    * Absent = no limit. Counted by each server on its own (see Check's RATE_LIMITED).
    */
   Apikeys__V1__RateLimit *rate_limit;
+  Apikeys__V1__ApiKey__RemainingUsesOptCase remaining_uses_opt_case;
+  union {
+    int64_t remaining_uses;
+  };
 };
 #define APIKEYS__V1__API_KEY__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&apikeys__v1__api_key__descriptor) \
-    , (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0,NULL, 0, 0, 0, 0, 0, 0, 0,NULL, 0, NULL }
+    , (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0,NULL, 0, 0, 0, 0, 0, 0, 0,NULL, 0, NULL, APIKEYS__V1__API_KEY__REMAINING_USES_OPT__NOT_SET, {0} }
 
 
 /*
@@ -135,6 +145,12 @@ struct  Apikeys__V1__RateLimit
     , 0, 0, 0 }
 
 
+typedef enum {
+  APIKEYS__V1__CREATE_KEY_REQUEST__REMAINING_USES_OPT__NOT_SET = 0,
+  APIKEYS__V1__CREATE_KEY_REQUEST__REMAINING_USES_OPT_REMAINING_USES = 6
+    PROTOBUF_C__FORCE_ENUM_TO_BE_INT_SIZE(APIKEYS__V1__CREATE_KEY_REQUEST__REMAINING_USES_OPT__CASE)
+} Apikeys__V1__CreateKeyRequest__RemainingUsesOptCase;
+
 struct  Apikeys__V1__CreateKeyRequest
 {
   ProtobufCMessage base;
@@ -157,10 +173,14 @@ struct  Apikeys__V1__CreateKeyRequest
    * Absent = no limit.
    */
   Apikeys__V1__RateLimit *rate_limit;
+  Apikeys__V1__CreateKeyRequest__RemainingUsesOptCase remaining_uses_opt_case;
+  union {
+    int64_t remaining_uses;
+  };
 };
 #define APIKEYS__V1__CREATE_KEY_REQUEST__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&apikeys__v1__create_key_request__descriptor) \
-    , (char *)protobuf_c_empty_string, 0,NULL, 0, 0,NULL, NULL }
+    , (char *)protobuf_c_empty_string, 0,NULL, 0, 0,NULL, NULL, APIKEYS__V1__CREATE_KEY_REQUEST__REMAINING_USES_OPT__NOT_SET, {0} }
 
 
 struct  Apikeys__V1__CreateKeyResponse
@@ -258,6 +278,12 @@ typedef enum {
     PROTOBUF_C__FORCE_ENUM_TO_BE_INT_SIZE(APIKEYS__V1__UPDATE_KEY_REQUEST__EXPIRES_AT_MS_OPT__CASE)
 } Apikeys__V1__UpdateKeyRequest__ExpiresAtMsOptCase;
 
+typedef enum {
+  APIKEYS__V1__UPDATE_KEY_REQUEST__REMAINING_USES_OPT__NOT_SET = 0,
+  APIKEYS__V1__UPDATE_KEY_REQUEST__REMAINING_USES_OPT_REMAINING_USES = 7
+    PROTOBUF_C__FORCE_ENUM_TO_BE_INT_SIZE(APIKEYS__V1__UPDATE_KEY_REQUEST__REMAINING_USES_OPT__CASE)
+} Apikeys__V1__UpdateKeyRequest__RemainingUsesOptCase;
+
 struct  Apikeys__V1__UpdateKeyRequest
 {
   ProtobufCMessage base;
@@ -282,10 +308,14 @@ struct  Apikeys__V1__UpdateKeyRequest
   union {
     int64_t expires_at_ms;
   };
+  Apikeys__V1__UpdateKeyRequest__RemainingUsesOptCase remaining_uses_opt_case;
+  union {
+    int64_t remaining_uses;
+  };
 };
 #define APIKEYS__V1__UPDATE_KEY_REQUEST__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&apikeys__v1__update_key_request__descriptor) \
-    , (char *)protobuf_c_empty_string, NULL, NULL, NULL, APIKEYS__V1__UPDATE_KEY_REQUEST__NAME_OPT__NOT_SET, {0}, APIKEYS__V1__UPDATE_KEY_REQUEST__EXPIRES_AT_MS_OPT__NOT_SET, {0} }
+    , (char *)protobuf_c_empty_string, NULL, NULL, NULL, APIKEYS__V1__UPDATE_KEY_REQUEST__NAME_OPT__NOT_SET, {0}, APIKEYS__V1__UPDATE_KEY_REQUEST__EXPIRES_AT_MS_OPT__NOT_SET, {0}, APIKEYS__V1__UPDATE_KEY_REQUEST__REMAINING_USES_OPT__NOT_SET, {0} }
 
 
 /*
