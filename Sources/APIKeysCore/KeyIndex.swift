@@ -19,6 +19,8 @@ public final class KeyIndex: Sendable {
     private struct Entries {
         var states: [Slot: KeyCheckState]
         var meters: [String: Meters] = [:]
+        /// Entries of grace secrets among `states` (so that keys are counted once).
+        var graceSecrets = 0
 
         struct Meters {
             var bucket: RateBucket?
@@ -51,15 +53,16 @@ public final class KeyIndex: Sendable {
             } else if !meters.isEmpty {
                 meters[key.id] = nil
             }
-            states[Slot(hash)] = key
+            if key.isGraceSecret { graceSecrets += 1 }
+            if let replaced = states.updateValue(key, forKey: Slot(hash)), replaced.isGraceSecret { graceSecrets -= 1 }
         }
 
         /// Forgets `hash`; the id of the key it reached when that key has meters.
         mutating func drop(_ hash: SecretHash) -> String? {
-            guard let id = states.removeValue(forKey: Slot(hash))?.id, !meters.isEmpty, meters[id] != nil else {
-                return nil
-            }
-            return id
+            guard let removed = states.removeValue(forKey: Slot(hash)) else { return nil }
+            if removed.isGraceSecret { graceSecrets -= 1 }
+            guard !meters.isEmpty, meters[removed.id] != nil else { return nil }
+            return removed.id
         }
 
         /// Forgets the meters of the keys `dropped` (their secrets forgotten) that were not put
@@ -84,8 +87,8 @@ public final class KeyIndex: Sendable {
         self.byHash = Mutex(Entries(states: Dictionary(minimumCapacity: expectedCount)))
     }
 
-    /// Number of secrets that reach a key (a key in a rotation's grace counts twice).
-    public var count: Int { byHash.withLock { $0.states.count } }
+    /// Number of keys (a key in a rotation's grace has two entries and counts once).
+    public var count: Int { byHash.withLock { $0.states.count - $0.graceSecrets } }
 
     /// Adds or replaces the key whose secret hashes to `hash`; with `replacing`, that old hash
     /// (a rotated secret) is forgotten in the same step.

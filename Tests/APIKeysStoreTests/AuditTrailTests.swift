@@ -49,13 +49,15 @@ import Testing
             let ofA = try await service.listAuditEvents(AuditQuery(keyID: a.key.id)).events
             #expect(ofA.count == 7)  // created, 5 checks, deleted: events of a deleted key stay
             #expect(ofA.first?.action == .keyDeleted && ofA.last?.action == .keyCreated)
-            #expect(try await service.listAuditEvents(AuditQuery(keyID: b.key.id)).events.map(\.action) == [.keyCreated])
+            #expect(
+                try await service.listAuditEvents(AuditQuery(keyID: b.key.id)).events.map(\.action) == [.keyCreated])
             #expect(
                 try await service.listAuditEvents(AuditQuery(action: .keyCreated)).events.map(\.keyID) == [
                     b.key.id, a.key.id,
                 ])
 
-            let window = try await service.listAuditEvents(AuditQuery(sinceMS: start + 2000, untilMS: start + 4000)).events
+            let window = try await service.listAuditEvents(AuditQuery(sinceMS: start + 2000, untilMS: start + 4000))
+                .events
             #expect(window.map(\.atMS) == [start + 3000, start + 2000])
 
             var pages: [[UInt64]] = []
@@ -215,7 +217,9 @@ import Testing
             await #expect {
                 try await service.listAuditEvents(AuditQuery())
             } throws: { error in
-                guard let error = error as? StoreError, error.code == .corrupt, let message = error.message else { return false }
+                guard let error = error as? StoreError, error.code == .corrupt, let message = error.message else {
+                    return false
+                }
                 return message.contains("api.request batch")
             }
         }

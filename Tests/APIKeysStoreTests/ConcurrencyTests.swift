@@ -62,7 +62,8 @@ import Testing
                 killed.withLock { _ = $0.insert(entry.secret) }
             }
             done.store(true, ordering: .releasing)
-            await withCheckedContinuation { continuation in checkers.notify(queue: .global()) { continuation.resume() } }
+            await withCheckedContinuation { continuation in checkers.notify(queue: .global()) { continuation.resume() }
+            }
             #expect(violations.load(ordering: .relaxed) == 0)
 
             await service.flushAuditTrail()

@@ -29,7 +29,9 @@ import Testing
             await #expect(throws: KeyError.invalidName("must not be empty")) {
                 try await service.createKey(name: " ", permissions: ["jobs:read"], actor: "ops")
             }
-            await #expect(throws: KeyError.noPermissions) { try await service.createKey(name: "a", permissions: [], actor: "ops") }
+            await #expect(throws: KeyError.noPermissions) {
+                try await service.createKey(name: "a", permissions: [], actor: "ops")
+            }
             await #expect(throws: KeyError.unknownPermission("root")) {
                 try await service.createKey(name: "a", permissions: ["root"], actor: "ops")
             }
@@ -48,7 +50,8 @@ import Testing
         try await withService(store, clock: clock) { service, _ in
             var ids: [String] = []
             for index in 0..<7 {
-                ids.append(try await service.createKey(name: "key \(index)", permissions: ["jobs:read"], actor: "ops").key.id)
+                ids.append(
+                    try await service.createKey(name: "key \(index)", permissions: ["jobs:read"], actor: "ops").key.id)
             }
             var seen: [String] = []
             var token: String?
@@ -69,7 +72,8 @@ import Testing
             let issued = try await service.createKey(name: "ci", permissions: ["jobs:read"], actor: "ops")
             clock.advance(byMS: 10)
             let expiry = clock.nowMS() + 1000
-            let renamed = try await service.updateKey(id: issued.key.id, name: "ci-2", expiresAtMS: expiry, actor: "alice")
+            let renamed = try await service.updateKey(
+                id: issued.key.id, name: "ci-2", expiresAtMS: expiry, actor: "alice")
             #expect(renamed.name == "ci-2")
             #expect(renamed.expiresAtMS == expiry)
             #expect(renamed.permissions == ["jobs:read"])
@@ -227,7 +231,9 @@ import Testing
                 }
                 for index in 0..<16 {
                     let actor = index % 2 == 0 ? kept : gone
-                    attempt(actor) { _ = try await service.createKey(name: "k\(index)", permissions: ["jobs:read"], actor: actor) }
+                    attempt(actor) {
+                        _ = try await service.createKey(name: "k\(index)", permissions: ["jobs:read"], actor: actor)
+                    }
                     if index == 8 { attempt(gone) { try await service.deleteKey(id: key.key.id, actor: gone) } }
                 }
                 return try await group.reduce(into: []) { $0.append($1) }
@@ -264,18 +270,22 @@ import Testing
                 try await service.reportLeakedKey(secret: "Bearer " + key.secret, source: "", reporterAddress: "::1")
                     == .alreadyDisabled(keyID: key.key.id))
             #expect(try await service.reportLeakedKey(secret: old.secret, source: "", reporterAddress: "") == .noKey)
-            #expect(try await service.reportLeakedKey(secret: service.format.generate(), source: "", reporterAddress: "") == .noKey)
+            #expect(
+                try await service.reportLeakedKey(secret: service.format.generate(), source: "", reporterAddress: "")
+                    == .noKey)
             #expect(try await service.reportLeakedKey(secret: "dbm_short", source: "", reporterAddress: "") == .noKey)
             #expect(try await service.getKey(id: old.key.id).enabled)
 
             // Reports of the disabled key are recorded at most once a minute.
             for _ in 0..<5 {
                 #expect(
-                    try await service.reportLeakedKey(secret: key.secret, source: "again", reporterAddress: "198.51.100.1")
+                    try await service.reportLeakedKey(
+                        secret: key.secret, source: "again", reporterAddress: "198.51.100.1")
                         == .alreadyDisabled(keyID: key.key.id))
             }
             clock.advance(byMS: KeyService.leakReportInterval)
-            try await service.reportLeakedKey(secret: key.secret, source: "a minute on", reporterAddress: "198.51.100.1")
+            try await service.reportLeakedKey(
+                secret: key.secret, source: "a minute on", reporterAddress: "198.51.100.1")
 
             let reports = try await service.listAuditEvents(AuditQuery(action: .keyLeakReported)).events
             #expect(reports.map(\.clientAddress) == ["198.51.100.1", "::1", "192.0.2.7"])
@@ -294,7 +304,8 @@ import Testing
                 actor: "ops")
             #expect(fenced.key.allowedNetworks == ["10.0.0.0/8", "2001:db8::/32"], "normalised, each once")
             let open = try await service.createKey(name: "open", permissions: ["jobs:read"], actor: "ops")
-            func denial(_ secret: String, _ address: String, _ permissions: [String] = ["jobs:read"]) throws -> Denial? {
+            func denial(_ secret: String, _ address: String, _ permissions: [String] = ["jobs:read"]) throws -> Denial?
+            {
                 try service.check(secret: secret, permissions: permissions, clientAddress: address).denial
             }
             #expect(try denial(fenced.secret, "10.9.8.7") == nil)
@@ -306,7 +317,8 @@ import Testing
             #expect(try denial(fenced.secret, "192.0.2.1", ["vault:read"]) == .missingPermission, "lowest reason wins")
             #expect(try denial(open.secret, "192.0.2.1") == nil)
             await #expect(throws: KeyError.self) {
-                try await service.createKey(name: "bad", permissions: ["jobs:read"], allowedNetworks: ["10.0.0.0/33"], actor: "ops")
+                try await service.createKey(
+                    name: "bad", permissions: ["jobs:read"], allowedNetworks: ["10.0.0.0/33"], actor: "ops")
             }
 
             let moved = try await service.updateKey(id: fenced.key.id, allowedNetworks: ["192.0.2.0/24"], actor: "ops")
@@ -319,7 +331,9 @@ import Testing
             if kind == .sqlite {
                 let reopened = try KeyService.open(path: dir + "/apikeys.sqlite")
                 defer { reopened.close() }
-                #expect(try reopened.check(secret: fenced.secret, permissions: [], clientAddress: "10.9.8.7").denial == .ipNotAllowed)
+                #expect(
+                    try reopened.check(secret: fenced.secret, permissions: [], clientAddress: "10.9.8.7").denial
+                        == .ipNotAllowed)
                 #expect(try await reopened.getKey(id: fenced.key.id).allowedNetworks == ["192.0.2.0/24"])
             }
             _ = try await service.updateKey(id: fenced.key.id, allowedNetworks: [], actor: "ops")

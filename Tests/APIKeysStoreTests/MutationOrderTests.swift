@@ -25,7 +25,8 @@ import Testing
                     switch kill {
                     case .delete: try? runBlocking { try await service.deleteKey(id: id, actor: "killer") }
                     case .rotate: _ = try? runBlocking { try await service.rotateKey(id: id, actor: "killer") }
-                    case .disable: _ = try? runBlocking { try await service.setEnabled(id: id, enabled: false, actor: "killer") }
+                    case .disable:
+                        _ = try? runBlocking { try await service.setEnabled(id: id, enabled: false, actor: "killer") }
                     }
                     done.signal()
                 }
@@ -37,7 +38,9 @@ import Testing
             let done = try #require(killerDone.withLock { $0 })
             // Waited for off the executor: the killer's own awaits need its threads.
             let finished = await withCheckedContinuation { continuation in
-                DispatchQueue.global().async { continuation.resume(returning: done.wait(timeout: .now() + .seconds(10))) }
+                DispatchQueue.global().async {
+                    continuation.resume(returning: done.wait(timeout: .now() + .seconds(10)))
+                }
             }
             #expect(finished == .success)
             service.setCommitHook(nil)
@@ -45,7 +48,10 @@ import Testing
             let outcome = try service.check(secret: created.secret, permissions: ["jobs:read"])
             #expect(!outcome.isAllowed, "the \(kill) that returned after the create was undone in the index")
             switch kill {
-            case .delete: await #expect(throws: KeyError.keyNotFound(id: created.key.id)) { try await service.getKey(id: created.key.id) }
+            case .delete:
+                await #expect(throws: KeyError.keyNotFound(id: created.key.id)) {
+                    try await service.getKey(id: created.key.id)
+                }
             case .rotate: #expect(try await service.getKey(id: created.key.id).rotatedAtMS != nil)
             case .disable: #expect(try await service.getKey(id: created.key.id).enabled == false)
             }
@@ -58,7 +64,8 @@ import Testing
             let kept = try await service.createKey(name: "kept", permissions: ["jobs:read"], actor: "ops")
             let passed = Deadline(.now - .milliseconds(1))
             await #expect(throws: KeyError.deadlineExceeded) {
-                _ = try await service.createKey(name: "late", permissions: ["jobs:read"], actor: "ops", deadline: passed)
+                _ = try await service.createKey(
+                    name: "late", permissions: ["jobs:read"], actor: "ops", deadline: passed)
             }
             await #expect(throws: KeyError.deadlineExceeded) {
                 _ = try await service.rotateKey(id: kept.key.id, actor: "ops", deadline: passed)
@@ -68,7 +75,9 @@ import Testing
             }
             #expect(try await service.listKeys().keys.map(\.name) == ["kept"])
             #expect(try service.check(secret: kept.secret, permissions: ["jobs:read"]).isAllowed)
-            let admin = try await service.listAuditEvents(AuditQuery(action: nil)).events.filter { $0.action != .apiRequest }
+            let admin = try await service.listAuditEvents(AuditQuery(action: nil)).events.filter {
+                $0.action != .apiRequest
+            }
             #expect(admin.map(\.action) == [.keyCreated])
         }
     }

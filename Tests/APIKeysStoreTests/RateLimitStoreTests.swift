@@ -12,13 +12,7 @@ import Testing
 
     @Test(arguments: StoreKind.available)
     func aLimitIsKeptChangedAndFollowed(_ store: StoreKind) async throws {
-        try await withTemporaryDirectory { dir in
-            let path = dir + "/apikeys.sqlite"
-            let url = store == .postgres ? try await TestDatabase.createDatabase() : nil
-            func open() async throws -> KeyService {
-                if let url { return try await TestDatabase.openService(clock: clock, url: url) }
-                return try KeyService.open(path: path, clock: clock)
-            }
+        try await withReopenableStore(store, clock: clock) { open in
             let first = try await open()
             let limit = KeyRateLimit(requests: 2, periodSeconds: 60)
             let issued = try await first.createKey(
@@ -33,13 +27,9 @@ import Testing
             }
 
             // Loaded by a server that starts on the same store: its own bucket, the same limit.
-            let other: KeyService
-            if store == .sqlite {
-                await first.close(timeout: .seconds(10))
-                other = try await open()
-            } else {
-                other = try await open()
-            }
+            // SQLite has one server at a time: the first is stopped; PostgreSQL's keeps running.
+            if store == .sqlite { await first.close(timeout: .seconds(10)) }
+            let other = try await open()
             #expect(try await other.getKey(id: issued.key.id).rateLimit == limit)
             for _ in 0..<2 { #expect(try other.check(secret: issued.secret, permissions: []).isAllowed) }
             #expect(try other.check(secret: issued.secret, permissions: []).denial == .rateLimited)

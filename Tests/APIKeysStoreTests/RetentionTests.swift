@@ -19,7 +19,9 @@ import Testing
             let key = try await service.createKey(name: "k", permissions: ["jobs:read"], actor: "ops")
             let resource = String(repeating: "r", count: 200)
             let oldChecks = 20_000
-            for _ in 0..<oldChecks { _ = try service.check(secret: key.secret, permissions: ["jobs:read"], resource: resource) }
+            for _ in 0..<oldChecks {
+                _ = try service.check(secret: key.secret, permissions: ["jobs:read"], resource: resource)
+            }
             await service.flushAuditTrail()
             let pages = try SQLiteConnection(path: path)
             defer { pages.close() }

@@ -19,6 +19,7 @@ import Testing
             let rotated = try await service.rotateKey(id: issued.key.id, graceSeconds: 3600, actor: "ops")
             let graceEnd = clock.nowMS() + Self.hour
             #expect(rotated.key.graceEndsAtMS == graceEnd)
+            #expect(service.index.count == 1)  // one key, with two secrets
             #expect(try await service.getKey(id: issued.key.id).graceEndsAtMS == graceEnd)
 
             let old = try service.check(secret: issued.secret, permissions: ["jobs:read"])
@@ -123,25 +124,13 @@ import Testing
     /// replica loading the keys, and catching up with a rotation made on the first).
     @Test(arguments: StoreKind.available)
     func theGraceOutlivesARestartAndReachesOtherReplicas(_ store: StoreKind) async throws {
-        try await withTemporaryDirectory { dir in
-            let path = dir + "/apikeys.sqlite"
-            let url = store == .postgres ? try await TestDatabase.createDatabase() : nil
-            func open() async throws -> KeyService {
-                if let url {
-                    return try await TestDatabase.openService(clock: clock, maxStalenessMS: Self.bound, url: url)
-                }
-                return try KeyService.open(path: path, clock: clock)
-            }
+        try await withReopenableStore(store, clock: clock, maxStalenessMS: Self.bound) { open in
             let first = try await open()
             let loaded = try await first.createKey(name: "loaded", permissions: ["jobs:read"], actor: "ops")
             let loadedNew = try await first.rotateKey(id: loaded.key.id, graceSeconds: 3600, actor: "ops")
-            let other: KeyService
-            if store == .sqlite {
-                await first.close(timeout: .seconds(10))
-                other = try await open()
-            } else {
-                other = try await open()
-            }
+            // SQLite has one server at a time: the first is stopped; PostgreSQL's keeps running.
+            if store == .sqlite { await first.close(timeout: .seconds(10)) }
+            let other = try await open()
             #expect(try other.check(secret: loaded.secret, permissions: ["jobs:read"]).key?.isGraceSecret == true)
             #expect(try other.check(secret: loadedNew.secret, permissions: ["jobs:read"]).isAllowed)
             #expect(try await other.getKey(id: loaded.key.id).graceEndsAtMS == clock.nowMS() + Self.hour)

@@ -51,7 +51,9 @@ import Testing
             #expect {
                 try KeyService.open(path: path)
             } throws: { error in
-                guard let error = error as? StoreError, error.code == .corrupt, let errorPath = error.path else { return false }
+                guard let error = error as? StoreError, error.code == .corrupt, let errorPath = error.path else {
+                    return false
+                }
                 return errorPath == path
             }
         }
@@ -61,7 +63,9 @@ import Testing
         #expect {
             try KeyService.open(path: "/nonexistent-dir-apikeys/apikeys.sqlite")
         } throws: { error in
-            guard let error = error as? StoreError, error.code == .cannotOpen, let path = error.path else { return false }
+            guard let error = error as? StoreError, error.code == .cannotOpen, let path = error.path else {
+                return false
+            }
             return path == "/nonexistent-dir-apikeys/apikeys.sqlite"
         }
     }
@@ -76,14 +80,18 @@ import Testing
             await #expect {
                 try await service.createKey(name: "blocked", permissions: ["jobs:read"], actor: "ops")
             } throws: { error in
-                guard let error = error as? StoreError, error.code == .locked, let errorPath = error.path else { return false }
+                guard let error = error as? StoreError, error.code == .locked, let errorPath = error.path else {
+                    return false
+                }
                 return errorPath == path
             }
             try other.execute("ROLLBACK")
             // Nothing was half-done: the key does not exist and the next create works.
             #expect(try await service.listKeys().keys.isEmpty)
             #expect(service.index.count == 0)
-            #expect(try await service.createKey(name: "after", permissions: ["jobs:read"], actor: "ops").key.name == "after")
+            #expect(
+                try await service.createKey(name: "after", permissions: ["jobs:read"], actor: "ops").key.name == "after"
+            )
         }
     }
 }

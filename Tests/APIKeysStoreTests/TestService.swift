@@ -73,3 +73,21 @@ func eventually(_ condition: () throws -> Bool) async throws {
         try await Task.sleep(for: .milliseconds(20))
     }
 }
+
+/// Runs `body` with a way to open key services on one store more than once (a restart, a second
+/// replica): a SQLite file in a temporary directory, or one new PostgreSQL database. `body`
+/// closes what it opens.
+func withReopenableStore<R>(
+    _ kind: StoreKind, clock: ManualWallClock, maxStalenessMS: Int64 = 10_000,
+    _ body: (_ open: () async throws -> KeyService) async throws -> R
+) async throws -> R {
+    try await withTemporaryDirectory { dir in
+        let url = kind == .postgres ? try await TestDatabase.createDatabase() : nil
+        return try await body {
+            if let url {
+                return try await TestDatabase.openService(clock: clock, maxStalenessMS: maxStalenessMS, url: url)
+            }
+            return try KeyService.open(path: dir + "/apikeys.sqlite", clock: clock)
+        }
+    }
+}

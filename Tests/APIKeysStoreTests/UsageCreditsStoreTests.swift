@@ -12,13 +12,7 @@ import Testing
 
     @Test(arguments: StoreKind.available)
     func creditsAreSpentStoredAndRefilled(_ store: StoreKind) async throws {
-        try await withTemporaryDirectory { dir in
-            let path = dir + "/apikeys.sqlite"
-            let url = store == .postgres ? try await TestDatabase.createDatabase() : nil
-            func open() async throws -> KeyService {
-                if let url { return try await TestDatabase.openService(clock: clock, url: url) }
-                return try KeyService.open(path: path, clock: clock)
-            }
+        try await withReopenableStore(store, clock: clock) { open in
             var service = try await open()
             let issued = try await service.createKey(name: "metered", permissions: ["jobs:read"], uses: 3, actor: "ops")
             #expect(issued.key.usage == UsageGrant(granted: 3, spent: 0))
