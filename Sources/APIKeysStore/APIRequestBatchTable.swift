@@ -127,11 +127,20 @@ enum APIRequestBatchTable {
 /// The byte layout of a batch of `api.request` events (storage only; never on the wire).
 ///
 /// A version byte, then per event: seq and time (8 bytes each, little-endian), the denial
-/// (1 byte: 0 = allowed, else the `Denial` raw value + 1), the number of permissions (4 bytes), then
-/// key id, key name, each permission, resource and client address, each as a 4-byte
-/// little-endian length and UTF-8 bytes.
+/// (1 byte: 0 = allowed, else the `Denial` raw value + 1; from version 2 its high bit marks a
+/// check made with a grace secret, whose detail is ``KeyService/graceSecretDetail``), the number
+/// of permissions (4 bytes), then key id, key name, each permission, resource and client
+/// address, each as a 4-byte little-endian length and UTF-8 bytes. Version 1 batches (before
+/// grace secrets) are read as they are.
 enum APIRequestPacking {
-    static let version: UInt8 = 1
+    static let version: UInt8 = 2
+    private static let graceBit: UInt8 = 0x80
+
+    /// Whether `event` can go into a batch: an api.request with no detail but the grace secret's.
+    static func packs(_ event: AuditRecord) -> Bool {
+        event.action == .apiRequest && event.actor.isEmpty
+            && (event.detail.isEmpty || event.detail == KeyService.graceSecretDetail)
+    }
 
     static func pack(_ events: ArraySlice<AuditRecord>) -> [UInt8] {
         var bytes: [UInt8] = []
@@ -140,11 +149,12 @@ enum APIRequestPacking {
         // Fields are read in place (`events[index].field`): copying each record out would retain
         // and release its six references, which the writer paid per event.
         for index in events.indices {
-            precondition(
-                events[index].action == .apiRequest && events[index].actor.isEmpty && events[index].detail.isEmpty)
+            precondition(packs(events[index]))
             append(events[index].seq, to: &bytes)
             append(UInt64(bitPattern: events[index].atMS), to: &bytes)
-            bytes.append(events[index].denial.map { UInt8($0.rawValue + 1) } ?? 0)
+            bytes.append(
+                (events[index].denial.map { UInt8($0.rawValue + 1) } ?? 0)
+                    | (events[index].detail.isEmpty ? 0 : graceBit))
             append(UInt32(events[index].permissions.count), to: &bytes)
             append(events[index].keyID, to: &bytes)
             append(events[index].keyName, to: &bytes)
@@ -161,12 +171,15 @@ enum APIRequestPacking {
     /// Throws ``APIRequestPacking/Malformed`` when the bytes are not a batch of this version.
     static func unpack(_ bytes: UnsafeRawBufferPointer) throws(Malformed) -> [AuditRecord] {
         var reader = Reader(bytes: bytes)
-        guard try reader.byte() == version else { throw Malformed(offset: 0) }
+        let batchVersion = try reader.byte()
+        guard batchVersion == 1 || batchVersion == version else { throw Malformed(offset: 0) }
         var events: [AuditRecord] = []
         while !reader.isAtEnd {
             let seq = try reader.uint64()
             let atMS = Int64(bitPattern: try reader.uint64())
-            let denialByte = try reader.byte()
+            let flagged = try reader.byte()
+            let grace = batchVersion >= 2 && flagged & graceBit != 0
+            let denialByte = grace ? flagged & ~graceBit : flagged
             let denial = denialByte == 0 ? nil : Denial(rawValue: Int(denialByte) - 1)
             guard denialByte == 0 || denial != nil else { throw Malformed(offset: reader.offset) }
             let permissionCount = Int(try reader.uint32())
@@ -177,7 +190,8 @@ enum APIRequestPacking {
             for _ in 0..<permissionCount { permissions.append(try reader.string()) }
             events.append(
                 AuditRecord(
-                    seq: seq, atMS: atMS, action: .apiRequest, keyID: keyID, keyName: keyName, denial: denial,
+                    seq: seq, atMS: atMS, action: .apiRequest, keyID: keyID, keyName: keyName,
+                    detail: grace ? KeyService.graceSecretDetail : "", denial: denial,
                     permissions: permissions, resource: try reader.string(), clientAddress: try reader.string()))
         }
         return events

@@ -18,14 +18,17 @@ final class SQLiteAuditSink: AuditSink, @unchecked Sendable {
     }
 
     func write(_ individual: [AuditRecord], summaries: [AuditRecord], lastUsed: [String: KeyUse]) throws {
-        // Packed batches hold no detail: the rare check that has one (a grace secret) is a row of
-        // its own, as summaries are.
-        let packable = individual.allSatisfy(\.detail.isEmpty)
+        // Packed batches hold no detail but a grace secret's mark: an event with another detail is
+        // a row of its own, as summaries are.
+        let packable = individual.allSatisfy(APIRequestPacking.packs)
         try connection.transaction {
-            try APIRequestBatchTable.insert(packable ? individual : individual.filter(\.detail.isEmpty), in: connection)
+            try APIRequestBatchTable.insert(
+                packable ? individual : individual.filter(APIRequestPacking.packs), in: connection)
             let insert = try AuditTable.insertStatement(in: connection)
             if !packable {
-                for event in individual where !event.detail.isEmpty { try AuditTable.insert(event, using: insert) }
+                for event in individual where !APIRequestPacking.packs(event) {
+                    try AuditTable.insert(event, using: insert)
+                }
             }
             for event in summaries { try AuditTable.insert(event, using: insert) }
             try KeyTable.touch(lastUsed, in: connection)
