@@ -48,8 +48,7 @@ public final class KeyIndex: Sendable {
                     kept.credits = nil
                 }
                 meters[key.id] = kept
-                key.rateBucket = kept.bucket
-                key.usageCredits = kept.credits
+                key = key.withMeters(bucket: kept.bucket, credits: kept.credits)
             } else if !meters.isEmpty {
                 meters[key.id] = nil
             }

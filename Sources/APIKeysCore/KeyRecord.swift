@@ -64,6 +64,10 @@ public struct KeyRecord: Sendable, Hashable {
 }
 
 /// The part of a key that answers checks, held in memory.
+///
+/// A million of these sit in the index, so the settings few keys have (a grace secret, a rate
+/// limit, usage credits) are behind one optional reference, ``Extras``: 8 bytes for a key without
+/// them.
 public struct KeyCheckState: Sendable, Hashable {
     public var id: String
     public var name: String
@@ -72,19 +76,90 @@ public struct KeyCheckState: Sendable, Hashable {
     public var expiresAtMS: Int64?
     /// Empty = checks from any address.
     public var allowedNetworks: [IPNetwork]
+    private var extras: Extras?
+
+    /// What few keys have, immutable (a change makes a new one).
+    final class Extras: Sendable, Hashable {
+        let graceEndsAtMS: Int64?
+        let rateLimit: KeyRateLimit?
+        let usage: UsageGrant?
+        let rateBucket: RateBucket?
+        let usageCredits: UsageCredits?
+
+        init(
+            graceEndsAtMS: Int64?, rateLimit: KeyRateLimit?, usage: UsageGrant?, rateBucket: RateBucket?,
+            usageCredits: UsageCredits?
+        ) {
+            self.graceEndsAtMS = graceEndsAtMS
+            self.rateLimit = rateLimit
+            self.usage = usage
+            self.rateBucket = rateBucket
+            self.usageCredits = usageCredits
+        }
+
+        /// nil when it would hold nothing.
+        static func make(
+            graceEndsAtMS: Int64?, rateLimit: KeyRateLimit?, usage: UsageGrant?, rateBucket: RateBucket?,
+            usageCredits: UsageCredits?
+        ) -> Extras? {
+            guard graceEndsAtMS != nil || rateLimit != nil || usage != nil || rateBucket != nil || usageCredits != nil
+            else { return nil }
+            return Extras(
+                graceEndsAtMS: graceEndsAtMS, rateLimit: rateLimit, usage: usage, rateBucket: rateBucket,
+                usageCredits: usageCredits)
+        }
+
+        static func == (lhs: Extras, rhs: Extras) -> Bool {
+            lhs.graceEndsAtMS == rhs.graceEndsAtMS && lhs.rateLimit == rhs.rateLimit && lhs.usage == rhs.usage
+                && lhs.rateBucket == rhs.rateBucket && lhs.usageCredits == rhs.usageCredits
+        }
+
+        func hash(into hasher: inout Hasher) {
+            hasher.combine(graceEndsAtMS)
+            hasher.combine(rateLimit)
+            hasher.combine(usage)
+        }
+    }
+
+    /// Rebuilds ``extras`` with `change` applied.
+    private mutating func changeExtras(
+        graceEndsAtMS: Int64?? = nil, rateLimit: KeyRateLimit?? = nil, usage: UsageGrant?? = nil,
+        rateBucket: RateBucket?? = nil, usageCredits: UsageCredits?? = nil
+    ) {
+        extras = Extras.make(
+            graceEndsAtMS: graceEndsAtMS ?? extras?.graceEndsAtMS, rateLimit: rateLimit ?? extras?.rateLimit,
+            usage: usage ?? extras?.usage, rateBucket: rateBucket ?? extras?.rateBucket,
+            usageCredits: usageCredits ?? extras?.usageCredits)
+    }
+
     /// Set on the entry of a secret replaced by a rotation with a grace period: the secret is
     /// accepted until then, and refused as unknown from then on. nil for a key's current secret.
-    public var graceEndsAtMS: Int64?
+    public var graceEndsAtMS: Int64? {
+        get { extras?.graceEndsAtMS }
+        set { changeExtras(graceEndsAtMS: .some(newValue)) }
+    }
     /// The key's rate limit (nil: none); its bucket is ``rateBucket``.
-    public var rateLimit: KeyRateLimit?
+    public var rateLimit: KeyRateLimit? {
+        get { extras?.rateLimit }
+        set { changeExtras(rateLimit: .some(newValue)) }
+    }
     /// This server's token bucket for the key, shared by the entries of all its secrets; set by
     /// the ``KeyIndex`` when the entry goes in (nil: no limit).
-    public internal(set) var rateBucket: RateBucket?
+    public internal(set) var rateBucket: RateBucket? {
+        get { extras?.rateBucket }
+        set { changeExtras(rateBucket: .some(newValue)) }
+    }
     /// The key's usage credits as stored (nil: unlimited); counted by ``usageCredits``.
-    public var usage: UsageGrant?
+    public var usage: UsageGrant? {
+        get { extras?.usage }
+        set { changeExtras(usage: .some(newValue)) }
+    }
     /// This server's count of the key's credits, shared by the entries of all its secrets; set by
     /// the ``KeyIndex`` when the entry goes in (nil: unlimited).
-    public internal(set) var usageCredits: UsageCredits?
+    public internal(set) var usageCredits: UsageCredits? {
+        get { extras?.usageCredits }
+        set { changeExtras(usageCredits: .some(newValue)) }
+    }
 
     public init(
         id: String, name: String, permissions: PermissionMask, enabled: Bool, expiresAtMS: Int64?,
@@ -97,13 +172,20 @@ public struct KeyCheckState: Sendable, Hashable {
         self.enabled = enabled
         self.expiresAtMS = expiresAtMS
         self.allowedNetworks = allowedNetworks
-        self.graceEndsAtMS = graceEndsAtMS
-        self.rateLimit = rateLimit
-        self.usage = usage
+        self.extras = Extras.make(
+            graceEndsAtMS: graceEndsAtMS, rateLimit: rateLimit, usage: usage, rateBucket: nil, usageCredits: nil)
+    }
+
+    /// A copy with this server's meters for the key (``KeyIndex``), in one step.
+    func withMeters(bucket: RateBucket?, credits: UsageCredits?) -> KeyCheckState {
+        var copy = self
+        copy.extras = Extras.make(
+            graceEndsAtMS: graceEndsAtMS, rateLimit: rateLimit, usage: usage, rateBucket: bucket, usageCredits: credits)
+        return copy
     }
 
     /// Whether this is the entry of a replaced secret still in its rotation grace.
-    public var isGraceSecret: Bool { graceEndsAtMS != nil }
+    public var isGraceSecret: Bool { extras?.graceEndsAtMS != nil }
 
     /// Whether a check from `clientAddress` may use this key: any address when the key has no
     /// allowlist; else one of its networks (an absent or unreadable address is not).
