@@ -72,8 +72,9 @@ public struct KeyCheckState: Sendable, Hashable {
     public var id: String
     public var name: String
     public var permissions: PermissionMask
-    public var enabled: Bool
     public var expiresAtMS: Int64?
+    // After the optional, so that it takes the optional's padding: 72 bytes a key, not 80.
+    public var enabled: Bool
     /// Empty = checks from any address.
     public var allowedNetworks: [IPNetwork]
     private var extras: Extras?

@@ -98,6 +98,12 @@ import Testing
         #expect(throws: KeyError.self) { try PermissionCatalog(wide + [.init(name: "p:64", description: "")]) }
     }
 
+    /// A million entries sit in the index: the rarely set policies must not grow each one (they
+    /// had grown each, and RSS at 1M keys from 275 to 435 MB, before they went behind one reference).
+    @Test func anIndexEntryStaysSmall() {
+        #expect(MemoryLayout<KeyCheckState>.stride <= 72)
+    }
+
     @Test func denialOrderIsTheContractOrder() {
         #expect(
             Denial.allCases.sorted() == [
