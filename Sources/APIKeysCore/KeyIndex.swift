@@ -27,10 +27,12 @@ public final class KeyIndex: Sendable {
             var credits: UsageCredits?
         }
 
-        /// Puts `key` under `hash`, with its key's meters.
-        mutating func put(_ key: KeyCheckState, at hash: SecretHash) {
+        /// Puts `key` under `hash`, with its key's meters; true when it has any.
+        @discardableResult
+        mutating func put(_ key: KeyCheckState, at hash: SecretHash) -> Bool {
             var key = key
-            if key.rateLimit != nil || key.usage != nil {
+            let metered = key.rateLimit != nil || key.usage != nil
+            if metered {
                 var kept = meters[key.id] ?? Meters()
                 if let limit = key.rateLimit {
                     if kept.bucket?.limit != limit { kept.bucket = RateBucket(limit: limit) }
@@ -54,6 +56,7 @@ public final class KeyIndex: Sendable {
             }
             if key.isGraceSecret { graceSecrets += 1 }
             if let replaced = states.updateValue(key, forKey: Slot(hash)), replaced.isGraceSecret { graceSecrets -= 1 }
+            return metered
         }
 
         /// Forgets `hash`; the id of the key it reached when that key has meters.
@@ -115,8 +118,7 @@ public final class KeyIndex: Sendable {
                 switch edit {
                 case .upsert(let key, let hash, let old):
                     if let old, old != hash, let id = index.drop(old) { dropped.insert(id) }
-                    index.put(key, at: hash)
-                    if key.rateLimit != nil || key.usage != nil { put.insert(key.id) }
+                    if index.put(key, at: hash) { put.insert(key.id) }
                 case .remove(let hash):
                     if let id = index.drop(hash) { dropped.insert(id) }
                 }
@@ -160,7 +162,7 @@ public final class KeyIndex: Sendable {
     /// The decision for a known key. A replaced secret past its grace is refused as unknown,
     /// exactly as one replaced without a grace.
     func judge(_ key: KeyCheckState, permissions: [String], nowMS: Int64, clientAddress: String) -> CheckOutcome {
-        if let graceEnd = key.graceEndsAtMS, graceEnd <= nowMS { return CheckOutcome(denial: .unknownKey, key: nil) }
+        if key.graceIsOver(atMS: nowMS) { return CheckOutcome(denial: .unknownKey, key: nil) }
         guard key.enabled else { return CheckOutcome(denial: .disabled, key: key) }
         if let expiry = key.expiresAtMS, expiry <= nowMS { return CheckOutcome(denial: .expired, key: key) }
         var missing: [String] = []

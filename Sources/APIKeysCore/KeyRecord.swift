@@ -122,15 +122,13 @@ public struct KeyCheckState: Sendable, Hashable {
         }
     }
 
-    /// Rebuilds ``extras`` with `change` applied.
+    /// Rebuilds ``extras`` with the settings given (`.some(nil)` clears one), keeping the meters.
     private mutating func changeExtras(
-        graceEndsAtMS: Int64?? = nil, rateLimit: KeyRateLimit?? = nil, usage: UsageGrant?? = nil,
-        rateBucket: RateBucket?? = nil, usageCredits: UsageCredits?? = nil
+        graceEndsAtMS: Int64?? = nil, rateLimit: KeyRateLimit?? = nil, usage: UsageGrant?? = nil
     ) {
         extras = Extras.make(
             graceEndsAtMS: graceEndsAtMS ?? extras?.graceEndsAtMS, rateLimit: rateLimit ?? extras?.rateLimit,
-            usage: usage ?? extras?.usage, rateBucket: rateBucket ?? extras?.rateBucket,
-            usageCredits: usageCredits ?? extras?.usageCredits)
+            usage: usage ?? extras?.usage, rateBucket: extras?.rateBucket, usageCredits: extras?.usageCredits)
     }
 
     /// Set on the entry of a secret replaced by a rotation with a grace period: the secret is
@@ -146,10 +144,7 @@ public struct KeyCheckState: Sendable, Hashable {
     }
     /// This server's token bucket for the key, shared by the entries of all its secrets; set by
     /// the ``KeyIndex`` when the entry goes in (nil: no limit).
-    public internal(set) var rateBucket: RateBucket? {
-        get { extras?.rateBucket }
-        set { changeExtras(rateBucket: .some(newValue)) }
-    }
+    public var rateBucket: RateBucket? { extras?.rateBucket }
     /// The key's usage credits as stored (nil: unlimited); counted by ``usageCredits``.
     public var usage: UsageGrant? {
         get { extras?.usage }
@@ -157,10 +152,7 @@ public struct KeyCheckState: Sendable, Hashable {
     }
     /// This server's count of the key's credits, shared by the entries of all its secrets; set by
     /// the ``KeyIndex`` when the entry goes in (nil: unlimited).
-    public internal(set) var usageCredits: UsageCredits? {
-        get { extras?.usageCredits }
-        set { changeExtras(usageCredits: .some(newValue)) }
-    }
+    public var usageCredits: UsageCredits? { extras?.usageCredits }
 
     public init(
         id: String, name: String, permissions: PermissionMask, enabled: Bool, expiresAtMS: Int64?,
@@ -185,8 +177,11 @@ public struct KeyCheckState: Sendable, Hashable {
         return copy
     }
 
-    /// Whether this is the entry of a replaced secret still in its rotation grace.
+    /// Whether this is the entry of a secret replaced by a rotation with a grace period.
     public var isGraceSecret: Bool { extras?.graceEndsAtMS != nil }
+
+    /// Whether this is a grace secret whose grace is over at `nowMS`: dead, as if rotated without one.
+    public func graceIsOver(atMS nowMS: Int64) -> Bool { extras?.graceEndsAtMS.map { $0 <= nowMS } ?? false }
 
     /// Whether a check from `clientAddress` may use this key: any address when the key has no
     /// allowlist; else one of its networks (an absent or unreadable address is not).

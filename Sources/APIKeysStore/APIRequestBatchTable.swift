@@ -30,25 +30,11 @@ enum APIRequestBatchTable {
                 .integer(Int64(bitPattern: first.seq)), .integer(Int64(bitPattern: last.seq)), .integer(first.atMS),
                 .integer(last.atMS), .integer(Int64(rows.count)), .blob(APIRequestPacking.pack(rows))
             ).run()
-            for key in lastUse(byKeyIn: rows).keys {
+            for key in KeyUse.tally(rows).keys {
                 insertKey.reset()
                 try insertKey.bind(.text(key), .integer(Int64(bitPattern: first.seq))).run()
             }
         }
-    }
-
-    /// Each key's last use among `events` (in queue order, where times never decrease, so a key's
-    /// last event is its latest use). Events of no key (unknown secrets) count for none. Records
-    /// are read in place, and runs of one key (the common case under load) cost one comparison
-    /// each, not a hash.
-    static func lastUse(byKeyIn events: ArraySlice<AuditRecord>) -> [String: Int64] {
-        var lastUse: [String: Int64] = [:]
-        var previous = ""
-        for index in events.indices.reversed() where events[index].keyID != previous && !events[index].keyID.isEmpty {
-            previous = events[index].keyID
-            if lastUse[previous] == nil { lastUse[previous] = events[index].atMS }
-        }
-        return lastUse
     }
 
     /// Up to `limit` events matching `query` (action nil or api.request) with seq below

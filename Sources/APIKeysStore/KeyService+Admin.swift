@@ -229,7 +229,7 @@ extension KeyService {
     /// The grace secret of `stored` that a change at `now` keeps: nil once its grace is over,
     /// which `key` then forgets too.
     static func graceHash(of stored: StoredKey, keptIn key: inout KeyRecord, at now: Int64) -> SecretHash? {
-        guard let grace = stored.graceHash, let end = key.graceEndsAtMS, end > now else {
+        guard let grace = stored.liveGraceHash(at: now) else {
             key.graceEndsAtMS = nil
             return nil
         }

@@ -28,7 +28,7 @@ extension KeyService {
     {
         guard let hash = format.hash(ofPresented: secret), let known = index.lookup(hash) else { return .noKey }
         let now = clock.nowMS()
-        if let graceEnd = known.graceEndsAtMS, graceEnd <= now { return .noKey }  // a replaced secret, dead
+        if known.graceIsOver(atMS: now) { return .noKey }  // a replaced secret, dead
         if !known.enabled, !claimLeakRecord(keyID: known.id, nowMS: now) { return .alreadyDisabled(keyID: known.id) }
         let resource = CheckLimits.recorded(resource: source)
         let address = String(decoding: reporterAddress.utf8.prefix(CheckLimits.maxClientAddressBytes), as: UTF8.self)
@@ -36,10 +36,9 @@ extension KeyService {
             return try await commit(reading: known.id, by: AdminActor(name: Self.leakReportActor), deadline: deadline) {
                 stored in
                 // Rotated between the lookup and the commit: the reported secret is dead already.
-                guard let stored,
-                    stored.hash == hash
-                        || (stored.graceHash == hash && stored.key.graceEndsAtMS.map { $0 > now } == true)
-                else { return KeyDecision(result: .noKey) }
+                guard let stored, stored.hash == hash || stored.liveGraceHash(at: now) == hash else {
+                    return KeyDecision(result: .noKey)
+                }
                 var key = stored.key
                 let wasEnabled = key.enabled
                 if wasEnabled {

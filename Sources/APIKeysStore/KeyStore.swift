@@ -65,6 +65,12 @@ package struct StoredKey: Sendable {
 
     /// Every secret hash that reaches this key in the check index.
     package var hashes: [SecretHash] { [hash] + (graceHash.map { [$0] } ?? []) }
+
+    /// The hash of the secret in its rotation's grace at `now`; nil when there is none, or it is over.
+    package func liveGraceHash(at now: Int64) -> SecretHash? {
+        guard let graceHash, let end = key.graceEndsAtMS, end > now else { return nil }
+        return graceHash
+    }
 }
 
 /// What one write does to the `keys` table and so to the check index.
