@@ -3,7 +3,7 @@ SHELL := /bin/bash
 SWIFT ?= swift
 DATA_DIR ?= ./data
 VENV := .venv
-SYSTEM_PACKAGES := libprotobuf-c-dev protobuf-c-compiler libssl-dev libsqlite3-dev pkg-config openssl nginx-light postgresql
+SYSTEM_PACKAGES := libprotobuf-c-dev protobuf-c-compiler libssl-dev libsqlite3-dev pkg-config openssl nginx-light postgresql sqlite3
 
 .PHONY: run test bench bench-deployment bench-replicas bench-policies chaos fuzz format deps interop-env codegen codegen-check build clean
 

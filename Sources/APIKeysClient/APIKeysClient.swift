@@ -158,7 +158,7 @@ public final class APIKeysClient: Sendable {
     /// error, which says when the outcome is unknown.
     static let retriedPaths: Set<String> = [
         Authorize.check.path, KeyAdmin.getKey.path, KeyAdmin.listKeys.path, KeyAdmin.listAuditEvents.path,
-        KeyAdmin.listPermissions.path, KeyAdmin.getPolicy.path,
+        KeyAdmin.listPermissions.path, KeyAdmin.getPolicy.path, KeyAdmin.exportAuditChain.path,
     ]
 
     /// Sends `request` to `method` and returns the decoded reply, on the next endpoint in turn
@@ -218,13 +218,15 @@ public final class APIKeysClient: Sendable {
             // that (no handler to take it), nothing else would ever complete the call's promise.
             let handedOver = channel.eventLoop.makePromise(of: Void.self)
             handedOver.futureResult.whenFailure { error in
-                promise.fail(APIKeysClientError(
+                promise.fail(
+                    APIKeysClientError(
                         code: .unavailable, message: "connection closed: \(Self.plainReason(error))", cause: error))
             }
             // The server keeps a KeyAdmin call's deadline itself and answers DEADLINE_EXCEEDED only
             // when nothing was changed; the local timer waits a little longer for that answer, and
             // fires only when the server is unreachable or stuck (then the outcome is unknown).
-            let deadline = TimeAmount.milliseconds(Int64(timeoutMS)) + (method.isKeyAdmin ? Self.adminReplyGrace : .zero)
+            let deadline =
+                TimeAmount.milliseconds(Int64(timeoutMS)) + (method.isKeyAdmin ? Self.adminReplyGrace : .zero)
             channel.writeAndFlush(
                 OutboundCall(callID: callID, frame: frame, timeout: deadline, promise: promise), promise: handedOver)
             let reply = try await promise.futureResult.get()

@@ -133,7 +133,8 @@ final class ChangeFeed: Sendable {
             do {
                 var configuration = try location.connectionConfiguration()
                 configuration.options.additionalStartupParameters = [("application_name", "apikeyd-listener")]
-                let connection = try await PostgresConnection.connect(configuration: configuration, id: 1, logger: logger)
+                let connection = try await PostgresConnection.connect(
+                    configuration: configuration, id: 1, logger: logger)
                 listener.withLock { $0 = connection }
                 defer { listener.withLock { $0 = nil } }
                 do {
@@ -211,7 +212,8 @@ final class ChangeFeed: Sendable {
             if let stale, stale != state.stale {
                 state.stale = stale
                 if stale {
-                    logger.error("change feed: past the staleness bound; checks fail closed (UNAVAILABLE)", metadata: metadata)
+                    logger.error(
+                        "change feed: past the staleness bound; checks fail closed (UNAVAILABLE)", metadata: metadata)
                 } else {
                     logger.notice("change feed: within the staleness bound again; serving checks", metadata: metadata)
                 }
@@ -221,7 +223,8 @@ final class ChangeFeed: Sendable {
                 if listening {
                     logger.info("change feed: listening", metadata: metadata)
                 } else {
-                    logger.warning("change feed: listener lost; reconnecting (the poll covers meanwhile)", metadata: metadata)
+                    logger.warning(
+                        "change feed: listener lost; reconnecting (the poll covers meanwhile)", metadata: metadata)
                 }
             }
         }

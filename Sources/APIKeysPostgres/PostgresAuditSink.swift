@@ -29,9 +29,20 @@ final class PostgresAuditSink: AuditSink {
                 return try await withTimeout(
                     Self.writeTimeout, timeoutError: .unreachable(server: server, message: "no answer within 10 s")
                 ) {
-                    try await client.withTransaction(logger: logger) { connection in
-                        try await AuditRows.insert(individual + summaries, on: connection, logger: logger)
-                        return try await KeyRows.touch(lastUsed, on: connection, logger: logger)
+                    try await client.withTransaction(logger: logger) { connection -> [String: Int64] in
+                        let events = individual + summaries
+                        // A retry of a batch whose commit went through but whose answer was lost
+                        // (a timeout): written already, credits spent included.
+                        if let first = events.map(\.seq).min(),
+                            try await AuditChainRows.isStored(seq: first, on: connection, logger: logger)
+                        {
+                            return [:]
+                        }
+                        // The keys' rows before the chain's: a mutation holds its keys' rows, then the chain.
+                        let stored = try await KeyRows.touch(lastUsed, on: connection, logger: logger)
+                        try await AuditChainRows.append(
+                            events, maxEvents: AuditChain.maxEventsPerLink, on: connection, logger: logger)
+                        return stored
                     }
                 }
             } catch {
@@ -48,16 +59,11 @@ final class PostgresAuditSink: AuditSink {
         return try runBlocking {
             do {
                 return try await client.withTransaction(logger: logger) { connection in
-                    let rows = try await connection.query(
-                        """
-                        DELETE FROM audit_events WHERE seq IN (
-                            SELECT seq FROM audit_events WHERE at_ms < \(cutoffMS) ORDER BY at_ms LIMIT 10000)
-                        RETURNING 1
-                        """, logger: logger)
-                    var count = 0
-                    for try await _ in rows.decode(Int32.self) { count += 1 }
-                    let pruned = AuditRetention.Pruned(rows: count)
-                    if count > 0 { try await AuditRows.insert([record(pruned)], on: connection, logger: logger) }
+                    let pruned = try await AuditChainRows.pruneStep(
+                        olderThan: cutoffMS, on: connection, logger: logger)
+                    if !pruned.isEmpty {
+                        try await AuditChainRows.append([record(pruned)], on: connection, logger: logger)
+                    }
                     return pruned
                 }
             } catch {

@@ -331,7 +331,7 @@ package final class PostgresKeyStore: KeyStore {
             try await connection.query(
                 "INSERT INTO admin_tokens (name, token_hash, created_at_ms) VALUES (\(name), \(hash.bytea), \(event.atMS))",
                 logger: logger)
-            try await AuditRows.insert([event], on: connection, logger: logger)
+            try await AuditChainRows.append([event], on: connection, logger: logger)
         }
     }
 
@@ -344,7 +344,7 @@ package final class PostgresKeyStore: KeyStore {
                 "DELETE FROM admin_tokens WHERE name = \(name) RETURNING pk", logger: logger
             ).decode(Int64.self).first { _ in true }
             guard deleted != nil else { return false }
-            try await AuditRows.insert([event], on: connection, logger: logger)
+            try await AuditChainRows.append([event], on: connection, logger: logger)
             return true
         }
     }
@@ -375,6 +375,18 @@ package final class PostgresKeyStore: KeyStore {
         return try await read { client in
             try await client.withConnection {
                 try await AuditRows.page(query, beforeSeq: beforeSeq, limit: limit, on: $0, logger: logger)
+            }
+        }
+    }
+
+    package func auditChainPage(after position: UInt64, sinceMS: Int64?, maxLinks: Int, maxBytes: Int) async throws
+        -> AuditChain.Page
+    {
+        let logger = logger
+        return try await read { client in
+            try await client.withConnection {
+                try await AuditChainRows.page(
+                    after: position, sinceMS: sinceMS, maxLinks: maxLinks, maxBytes: maxBytes, on: $0, logger: logger)
             }
         }
     }

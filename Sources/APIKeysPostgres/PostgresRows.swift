@@ -197,18 +197,21 @@ enum AuditRows {
     struct InsertEvents: PostgresPreparedStatement {
         static let sql = """
             INSERT INTO audit_events (seq, at_ms, action, key_id, key_name, actor, detail, denial, permissions, resource,
-                                      client_address)
-            SELECT s, a, act, k, kn, ac, d, nullif(den, -1), p, r, c
+                                      client_address, link)
+            SELECT s, a, act, k, kn, ac, d, nullif(den, -1), p, r, c, l
             FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[],
-                        $8::smallint[], $9::text[], $10::text[], $11::text[])
-                 AS t(s, a, act, k, kn, ac, d, den, p, r, c)
+                        $8::smallint[], $9::text[], $10::text[], $11::text[], $12::bigint[])
+                 AS t(s, a, act, k, kn, ac, d, den, p, r, c, l)
             """
         typealias Row = ()
         let events: [AuditRecord]
+        /// Each event's link of the hash chain (``AuditChainRows``).
+        let links: [Int64]
 
         func makeBindings() throws -> PostgresBindings {
             var bindings = PostgresBindings()
             Self.bind(events, to: &bindings)
+            bindings.append(links)
             return bindings
         }
 
@@ -228,11 +231,6 @@ enum AuditRows {
         }
 
         func decodeRow(_ row: PostgresRow) throws -> Row {}
-    }
-
-    static func insert(_ events: [AuditRecord], on connection: PostgresConnection, logger: Logger) async throws {
-        guard !events.isEmpty else { return }
-        try await connection.execute(InsertEvents(events: events), logger: logger)
     }
 
     /// Up to `limit` events matching `query` with seq below `beforeSeq`, newest first.
@@ -256,24 +254,56 @@ enum AuditRows {
         if let until = query.untilMS { condition("at_ms < ?", until) }
         binds.append(Int64(limit))
         let sql = """
-            SELECT seq, at_ms, action, key_id, key_name, actor, detail, denial, permissions, resource, client_address
-            FROM audit_events WHERE \(conditions.joined(separator: " AND ")) ORDER BY seq DESC LIMIT $\(binds.count)
+            SELECT \(columns) FROM audit_events WHERE \(conditions.joined(separator: " AND "))
+            ORDER BY seq DESC LIMIT $\(binds.count)
             """
         var events: [AuditRecord] = []
-        for try await row in try await connection.query(PostgresQuery(unsafeSQL: sql, binds: binds), logger: logger)
-            .decode((Int64, Int64, String, String, String, String, String, Int16?, String, String, String).self)
-        {
-            guard let action = AuditAction(rawValue: row.2) else {
-                throw StoreError.database(server: "", message: "audit event \(row.0) has action \"\(row.2)\"")
-            }
-            events.append(
-                AuditRecord(
-                    seq: UInt64(bitPattern: row.0), atMS: row.1, action: action, keyID: row.3, keyName: row.4,
-                    actor: row.5,
-                    detail: row.6, denial: row.7.flatMap { Denial(rawValue: Int($0)) },
-                    permissions: Schema.decodePermissions(row.8), resource: row.9, clientAddress: row.10))
+        for try await row in try await connection.query(PostgresQuery(unsafeSQL: sql, binds: binds), logger: logger) {
+            var cells = CellReader(row)
+            events.append(try record(from: &cells))
         }
         return events
+    }
+
+    /// The events with a seq in `seqs` stored in one of `links`, each with its link.
+    static func events(
+        seqs: ClosedRange<Int64>, links: [Int64], on connection: PostgresConnection, logger: Logger
+    ) async throws -> [(AuditRecord, Int64)] {
+        var events: [(AuditRecord, Int64)] = []
+        for try await row in try await connection.query(
+            """
+            SELECT \(unescaped: columns), link FROM audit_events
+            WHERE seq BETWEEN \(seqs.lowerBound) AND \(seqs.upperBound) AND link = ANY(\(links)::bigint[])
+            """, logger: logger)
+        {
+            var cells = CellReader(row)
+            let event = try record(from: &cells)
+            events.append((event, try cells.next(Int64.self)))
+        }
+        return events
+    }
+
+    /// The columns ``record(from:)`` reads, in its order.
+    private static let columns =
+        "seq, at_ms, action, key_id, key_name, actor, detail, denial, permissions, resource, client_address"
+
+    /// The event in the next cells of a row, ``columns`` in order.
+    private static func record(from cells: inout CellReader) throws -> AuditRecord {
+        let seq = try cells.next(Int64.self)
+        let atMS = try cells.next(Int64.self)
+        let actionText = try cells.next(String.self)
+        guard let action = AuditAction(rawValue: actionText) else {
+            throw StoreError.database(server: "", message: "audit event \(seq) has action \"\(actionText)\"")
+        }
+        let (keyID, keyName, actor, detail) = (
+            try cells.next(String.self), try cells.next(String.self), try cells.next(String.self),
+            try cells.next(String.self)
+        )
+        let denial = try cells.next(Int16?.self).flatMap { Denial(rawValue: Int($0)) }
+        return AuditRecord(
+            seq: UInt64(bitPattern: seq), atMS: atMS, action: action, keyID: keyID, keyName: keyName, actor: actor,
+            detail: detail, denial: denial, permissions: Schema.decodePermissions(try cells.next(String.self)),
+            resource: try cells.next(String.self), clientAddress: try cells.next(String.self))
     }
 }
 
@@ -302,10 +332,10 @@ enum BatchRows {
     // $33 the NULL marker, $34 the change-log lock, $35 the admin tokens' hashes, $36 the inserted
     // keys' allowlists, $37 the changes' allowlists, $38 the changes' grace ends, $39 the inserted
     // keys' rate limits, $40 the changes' rate limits, $41 the inserted keys' usage grants, $42 and
-    // $43 the changes' grants and spent counts; then, for updates and deletions only, $44–$54
-    // updated keys, $55 their allowlists, $56 deleted ids, $57 and $58 the updated keys' grace
-    // secrets and grace ends, $59 their rate limits, $60 their usage grants. A batch of creations
-    // binds the first 43 alone.
+    // $43 the changes' grants and spent counts, $44 the digest of the events (their link of the
+    // audit hash chain); then, for updates and deletions only, $45–$55 updated keys, $56 their
+    // allowlists, $57 deleted ids, $58 and $59 the updated keys' grace secrets and grace ends, $60
+    // their rate limits, $61 their usage grants. A batch of creations binds the first 44 alone.
     private static let guardAndInserted = """
         -- The batch's admin tokens, held until the commit (a revocation waits for it); unless every
         -- one is still there, the statement writes nothing.
@@ -328,21 +358,32 @@ enum BatchRows {
                             grace_ends_at_ms = nullif(u.ge, $33), rate_limit = u.rl, uses_granted = nullif(u.ug, $33),
                             -- The spent count is the audit writers' to raise; unlimited, it starts again.
                             uses_spent = CASE WHEN u.ug = $33 THEN 0 ELSE keys.uses_spent END
-            FROM unnest($44::text[], $45::text[], $46::bytea[], $47::text[], $48::text[], $49::boolean[], $50::bigint[],
-                        $51::bigint[], $52::bigint[], $53::bigint[], $54::bigint[], $55::text[], $57::bytea[],
-                        $58::bigint[], $59::text[], $60::bigint[])
+            FROM unnest($45::text[], $46::text[], $47::bytea[], $48::text[], $49::text[], $50::boolean[], $51::bigint[],
+                        $52::bigint[], $53::bigint[], $54::bigint[], $55::bigint[], $56::text[], $58::bytea[],
+                        $59::bigint[], $60::text[], $61::bigint[])
                  AS u(id, name, h, hint, p, e, c, m, x, l, r, n, gh, ge, rl, ug)
             WHERE keys.id = u.id AND (SELECT ok FROM allowed)),
-        deleted AS (DELETE FROM keys WHERE id = ANY($56::text[]) AND (SELECT ok FROM allowed))
+        deleted AS (DELETE FROM keys WHERE id = ANY($57::text[]) AND (SELECT ok FROM allowed))
         """
     private static let eventsAndChanges = """
+        -- The events are one link of the audit hash chain (AuditChainRows), named by their first seq.
         events AS (
             INSERT INTO audit_events (seq, at_ms, action, key_id, key_name, actor, detail, denial, permissions, resource,
-                                      client_address)
-            SELECT s, a, act, k, kn, ac, d, nullif(den, -1), p, r, c
+                                      client_address, link)
+            SELECT s, a, act, k, kn, ac, d, nullif(den, -1), p, r, c, (SELECT min(x) FROM unnest($12::bigint[]) x)
             FROM unnest($12::bigint[], $13::bigint[], $14::text[], $15::text[], $16::text[], $17::text[], $18::text[],
                         $19::smallint[], $20::text[], $21::text[], $22::text[]) AS t(s, a, act, k, kn, ac, d, den, p, r, c)
             WHERE (SELECT ok FROM allowed)),
+        -- After the tokens (allowed): a revocation holds its token, then the chain, in that order too.
+        head AS (
+            UPDATE audit_chain SET head_position = head_position + 1, head_hash = sha256(head_hash || $44::bytea)
+            WHERE cardinality($12::bigint[]) > 0 AND (SELECT ok FROM allowed)
+            RETURNING head_position, head_hash),
+        linked AS (
+            INSERT INTO audit_links (position, first_seq, last_seq, at_ms, count, hash)
+            SELECT head_position, (SELECT min(x) FROM unnest($12::bigint[]) x), (SELECT max(x) FROM unnest($12::bigint[]) x),
+                   (SELECT max(x) FROM unnest($13::bigint[]) x), cardinality($12::bigint[]), head_hash
+            FROM head),
         -- Taken before any change row takes a version (the rows are sorted, so all of this runs first)
         -- and held until the commit: versions become visible in order.
         locked AS (SELECT pg_advisory_xact_lock($34) WHERE cardinality($23::bigint[]) > 0 AND (SELECT ok FROM allowed)),
@@ -436,6 +477,7 @@ enum BatchRows {
             binds.append(inserted.map { $0.key.usage?.granted ?? absent })
             binds.append(rows.map { $0.key.usage?.granted ?? absent })
             binds.append(rows.map { $0.key.usage?.spent ?? 0 })
+            binds.append(ByteBuffer(bytes: AuditChain.digest(events.map(AuditChain.Entry.init))))
             if !onlyCreates {
                 bindKeys(updated, to: &binds)
                 binds.append(updated.map { Schema.encodeNetworks($0.key.allowedNetworks) })

@@ -97,6 +97,28 @@ enum PostgresSchema {
                 "ALTER TABLE key_changes ADD COLUMN uses_granted bigint",
                 "ALTER TABLE key_changes ADD COLUMN uses_spent bigint NOT NULL DEFAULT 0",
             ]),
+        Migration(
+            version: 7, name: "audit hash chain",
+            statements: [
+                // Each event's link of the chain (AuditChainRows: the link's first seq); NULL for
+                // events stored before this version, outside the chain.
+                "ALTER TABLE audit_events ADD COLUMN link bigint",
+                """
+                CREATE TABLE audit_links (
+                    position bigint PRIMARY KEY, first_seq bigint NOT NULL, last_seq bigint NOT NULL,
+                    at_ms bigint NOT NULL, count bigint NOT NULL, hash bytea NOT NULL)
+                """,
+                // The head (last link) and the anchor (last link pruned), one row every replica updates.
+                """
+                CREATE TABLE audit_chain (
+                    one boolean PRIMARY KEY DEFAULT true CHECK (one), head_position bigint NOT NULL,
+                    head_hash bytea NOT NULL, anchor_position bigint NOT NULL, anchor_hash bytea NOT NULL)
+                """,
+                """
+                INSERT INTO audit_chain (head_position, head_hash, anchor_position, anchor_hash)
+                VALUES (0, decode(repeat('00', 32), 'hex'), 0, decode(repeat('00', 32), 'hex'))
+                """,
+            ]),
     ]
 
     /// Applies every migration not yet recorded, each in its own transaction, holding the

@@ -91,6 +91,15 @@ struct AdminDispatcher: KeyAdminService {
             oldestRetainedAtMS: retention.oldestRetainedAtMS ?? 0, retentionMS: retention.retentionMS)
     }
 
+    func exportAuditChain(_ request: ExportAuditChainRequest, context: AdminCallContext) async throws
+        -> ExportAuditChainResponse
+    {
+        let page = try await service.auditChainPage(
+            after: request.afterPosition, sinceMS: request.sinceMS == 0 ? nil : request.sinceMS,
+            pageSize: Int(request.pageSize))
+        return ExportAuditChainResponse(page)
+    }
+
     func getPolicy(_ request: GetPolicyRequest, context: AdminCallContext) async throws -> GetPolicyResponse {
         GetPolicyResponse(maxKeyLifetimeMS: service.maxKeyLifetimeMS ?? 0)
     }

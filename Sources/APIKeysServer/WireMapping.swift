@@ -38,6 +38,21 @@ extension AuditEvent {
     }
 }
 
+extension ExportAuditChainResponse {
+    init(_ page: AuditChain.Page) {
+        func point(_ point: AuditChain.Point) -> AuditChainPoint {
+            AuditChainPoint(position: point.position, hash: point.hash)
+        }
+        self.init(
+            chain: AuditChainState(anchor: point(page.state.anchor), head: point(page.state.head)),
+            links: page.links.map { previous, link in
+                AuditLink(
+                    position: link.position, previousHash: previous ?? [], hash: link.hash,
+                    events: link.events.map(AuditEvent.init))
+            })
+    }
+}
+
 extension CheckResponse {
     init(_ outcome: CheckOutcome) {
         self.init(

@@ -11,12 +11,13 @@ enum APIRequestBatchTable {
     /// Most events in one row: a page query decodes whole batches, so they stay small.
     static let maxEventsPerRow = 2048
 
-    /// Stores `events` (api.request, in increasing seq order) as one or more batch rows.
-    static func insert(_ events: [AuditRecord], in db: SQLiteConnection) throws {
+    /// Stores `events` (api.request, in increasing seq order) as one or more batch rows of the
+    /// chain's link `link`.
+    static func insert(_ events: ArraySlice<AuditRecord>, link: Int64, in db: SQLiteConnection) throws {
         let insertBatch = try db.statement(
             """
-            INSERT INTO api_request_batches (first_seq, last_seq, first_at_ms, last_at_ms, count, events)
-            VALUES (?, ?, ?, ?, ?, ?)
+            INSERT INTO api_request_batches (first_seq, last_seq, first_at_ms, last_at_ms, count, events, link)
+            VALUES (?, ?, ?, ?, ?, ?, ?)
             """)
         let insertKey = try db.statement(
             "INSERT OR IGNORE INTO api_request_batch_keys (key_id, first_seq) VALUES (?, ?)")
@@ -28,7 +29,7 @@ enum APIRequestBatchTable {
             insertBatch.reset()
             try insertBatch.bind(
                 .integer(Int64(bitPattern: first.seq)), .integer(Int64(bitPattern: last.seq)), .integer(first.atMS),
-                .integer(last.atMS), .integer(Int64(rows.count)), .blob(APIRequestPacking.pack(rows))
+                .integer(last.atMS), .integer(Int64(rows.count)), .blob(APIRequestPacking.pack(rows)), .integer(link)
             ).run()
             for key in KeyUse.tally(rows).keys {
                 insertKey.reset()
@@ -70,14 +71,7 @@ enum APIRequestBatchTable {
         }
         var found: [AuditRecord] = []
         try statement.scan { row in
-            let events: [AuditRecord]
-            do {
-                events = try row.withBlob(0) { bytes throws(APIRequestPacking.Malformed) in
-                    try APIRequestPacking.unpack(bytes)
-                }
-            } catch {
-                throw StoreError.corrupt(path: db.path, message: "an api.request batch is \(error)")
-            }
+            let events = try unpack(row, column: 0, in: db)
             for event in events.reversed() where Int64(bitPattern: event.seq) < beforeSeq {
                 guard query.keyID.map({ $0 == event.keyID }) ?? true,
                     query.sinceMS.map({ event.atMS >= $0 }) ?? true,
@@ -89,6 +83,17 @@ enum APIRequestBatchTable {
             return true
         }
         return found
+    }
+
+    /// The events of the packed batch in `column` of `row`.
+    static func unpack(_ row: SQLiteStatement, column: Int32, in db: SQLiteConnection) throws -> [AuditRecord] {
+        do {
+            return try row.withBlob(column) { bytes throws(APIRequestPacking.Malformed) in
+                try APIRequestPacking.unpack(bytes)
+            }
+        } catch {
+            throw StoreError.corrupt(path: db.path, message: "an api.request batch is \(error)")
+        }
     }
 
     /// The seq and time of the last event stored in a batch, zeros when there is none.

@@ -9,14 +9,21 @@ package enum AuditRetention {
         package var batches = 0
         package var batchedEvents = 0
         package var rows = 0
+        /// Links of the hash chain removed, and the anchor they left (the last one).
+        package var links = 0
+        package var anchor: AuditChain.Point?
 
-        package var isEmpty: Bool { batches == 0 && rows == 0 }
+        package var isEmpty: Bool { batches == 0 && rows == 0 && links == 0 }
         package var events: Int { batchedEvents + rows }
 
-        package init(batches: Int = 0, batchedEvents: Int = 0, rows: Int = 0) {
+        package init(
+            batches: Int = 0, batchedEvents: Int = 0, rows: Int = 0, links: Int = 0, anchor: AuditChain.Point? = nil
+        ) {
             self.batches = batches
             self.batchedEvents = batchedEvents
             self.rows = rows
+            self.links = links
+            self.anchor = anchor
         }
     }
 
@@ -26,29 +33,37 @@ package enum AuditRetention {
     static let maxRowsPerStep = 10_000
 
     /// Removes up to one step of events older than `cutoffMS`; the caller records the result.
+    /// Links of the chain go oldest first, whole, and move its anchor (``AuditChainTable``);
+    /// events stored before the chain existed go by time, as they always did.
     static func pruneStep(olderThan cutoffMS: Int64, in db: SQLiteConnection) throws -> Pruned {
-        var pruned = Pruned()
+        let chained = try AuditChainTable.pruneStep(olderThan: cutoffMS, maxLinks: maxBatchesPerStep, in: db)
+        var pruned = Pruned(
+            batches: chained.batches, batchedEvents: chained.batchedEvents, rows: chained.rows, links: chained.links,
+            anchor: chained.anchor)
         // Times never decrease with seq, so expired batches are the oldest ones: a range of
         // first_seq, which the by-time index finds without a scan.
         let expired = try db.statement(
             """
-            SELECT first_seq, count FROM api_request_batches WHERE first_at_ms < ?1 AND last_at_ms < ?1
-            ORDER BY first_at_ms, first_seq LIMIT ?2
+            SELECT first_seq, count FROM api_request_batches
+            WHERE first_at_ms < ?1 AND last_at_ms < ?1 AND link IS NULL ORDER BY first_at_ms, first_seq LIMIT ?2
             """
         ).bind(.integer(cutoffMS), .integer(Int64(maxBatchesPerStep))).rows { ($0.int64(0), $0.int64(1)) }
         if let last = expired.last?.0 {
             let first = expired[0].0
             try db.statement("DELETE FROM api_request_batch_keys WHERE first_seq BETWEEN ? AND ?")
                 .bind(.integer(first), .integer(last)).run()
-            try db.statement("DELETE FROM api_request_batches WHERE first_seq BETWEEN ? AND ?")
+            try db.statement("DELETE FROM api_request_batches WHERE first_seq BETWEEN ? AND ? AND link IS NULL")
                 .bind(.integer(first), .integer(last)).run()
-            pruned.batches = expired.count
-            pruned.batchedEvents = Int(expired.reduce(0) { $0 + $1.1 })
+            pruned.batches += expired.count
+            pruned.batchedEvents += Int(expired.reduce(0) { $0 + $1.1 })
         }
         try db.statement(
-            "DELETE FROM audit_events WHERE seq IN (SELECT seq FROM audit_events WHERE at_ms < ? LIMIT ?)"
+            """
+            DELETE FROM audit_events WHERE seq IN (
+                SELECT seq FROM audit_events WHERE at_ms < ? AND link IS NULL LIMIT ?)
+            """
         ).bind(.integer(cutoffMS), .integer(Int64(maxRowsPerStep))).run()
-        pruned.rows = db.changes
+        pruned.rows += db.changes
         return pruned
     }
 
@@ -60,7 +75,9 @@ package enum AuditRetention {
             seq: seq, atMS: nowMS, action: .auditPruned, keyID: "", keyName: "", actor: "retention",
             detail:
                 "pruned \(pruned.events) events older than \(cutoffMS) ms (retention \(retentionMS / 1000) s): "
-                + "\(pruned.batchedEvents) api.request events in \(pruned.batches) batches, \(pruned.rows) rows")
+                + "\(pruned.batchedEvents) api.request events in \(pruned.batches) batches, \(pruned.rows) rows"
+                + (pruned.anchor.map { "; \(pruned.links) links of the hash chain, \(AuditChain.anchorDetail($0))" }
+                    ?? ""))
     }
 
     /// Gives the pages freed by pruning back to the file system (auto_vacuum is incremental).
@@ -70,9 +87,10 @@ package enum AuditRetention {
 
     /// The time of the oldest event kept, nil when there is none.
     static func oldestRetainedAtMS(in db: SQLiteConnection) throws -> Int64? {
-        let batch = try db.statement("SELECT min(first_at_ms) FROM api_request_batches").firstRow {
-            $0.optionalInt64(0)
-        } ?? nil
+        let batch =
+            try db.statement("SELECT min(first_at_ms) FROM api_request_batches").firstRow {
+                $0.optionalInt64(0)
+            } ?? nil
         let row = try db.statement("SELECT min(at_ms) FROM audit_events").firstRow { $0.optionalInt64(0) } ?? nil
         return [batch, row].compactMap { $0 }.min()
     }

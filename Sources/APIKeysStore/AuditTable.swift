@@ -8,22 +8,19 @@ enum AuditTable {
         try db.statement(
             """
             INSERT INTO audit_events (seq, at_ms, action, key_id, key_name, actor, detail, denial, permissions,
-                                      resource, client_address)
-            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                                      resource, client_address, link)
+            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
             """)
     }
 
-    static func insert(_ event: AuditRecord, in db: SQLiteConnection) throws {
-        try insert(event, using: insertStatement(in: db))
-    }
-
-    static func insert(_ event: AuditRecord, using statement: SQLiteStatement) throws {
+    /// Stores `event` as a row of the chain's link `link` (``AuditChainTable/append(_:maxEvents:in:store:)``).
+    static func insert(_ event: AuditRecord, link: Int64, using statement: SQLiteStatement) throws {
         statement.reset()
         try statement.bind(
             .integer(Int64(bitPattern: event.seq)), .integer(event.atMS), .text(event.action.rawValue),
             .text(event.keyID), .text(event.keyName), .text(event.actor), .text(event.detail),
             .optional(event.denial.map { Int64($0.rawValue) }), .text(Schema.encodePermissions(event.permissions)),
-            .text(event.resource), .text(event.clientAddress)
+            .text(event.resource), .text(event.clientAddress), .integer(link)
         ).run()
     }
 
@@ -66,22 +63,27 @@ enum AuditTable {
         values.append(.integer(Int64(limit)))
         let statement = try db.statement(
             """
-            SELECT seq, at_ms, action, key_id, key_name, actor, detail, denial, permissions, resource, client_address
-            FROM audit_events WHERE \(conditions.joined(separator: " AND ")) ORDER BY seq DESC LIMIT ?
+            SELECT \(columns) FROM audit_events WHERE \(conditions.joined(separator: " AND ")) ORDER BY seq DESC LIMIT ?
             """)
         try statement.bind(values)
-        return try statement.rows { row in
-            guard let action = AuditAction(rawValue: row.text(2)) else {
-                throw StoreError.corrupt(
-                    path: db.path, message: "audit event \(row.int64(0)) has action \"\(row.text(2))\"")
-            }
-            return AuditRecord(
-                seq: UInt64(bitPattern: row.int64(0)), atMS: row.int64(1), action: action, keyID: row.text(3),
-                keyName: row.text(4), actor: row.text(5), detail: row.text(6),
-                denial: row.optionalInt64(7).flatMap { Denial(rawValue: Int($0)) },
-                permissions: Schema.decodePermissions(row.text(8)), resource: row.text(9),
-                clientAddress: row.text(10))
+        return try statement.rows { try record(from: $0, in: db) }
+    }
+
+    /// The columns ``record(from:in:)`` reads, in its order.
+    static let columns =
+        "seq, at_ms, action, key_id, key_name, actor, detail, denial, permissions, resource, client_address"
+
+    /// The event in a row of ``columns``.
+    static func record(from row: SQLiteStatement, in db: SQLiteConnection) throws -> AuditRecord {
+        guard let action = AuditAction(rawValue: row.text(2)) else {
+            throw StoreError.corrupt(
+                path: db.path, message: "audit event \(row.int64(0)) has action \"\(row.text(2))\"")
         }
+        return AuditRecord(
+            seq: UInt64(bitPattern: row.int64(0)), atMS: row.int64(1), action: action, keyID: row.text(3),
+            keyName: row.text(4), actor: row.text(5), detail: row.text(6),
+            denial: row.optionalInt64(7).flatMap { Denial(rawValue: Int($0)) },
+            permissions: Schema.decodePermissions(row.text(8)), resource: row.text(9), clientAddress: row.text(10))
     }
 
     /// The highest seq recorded (0 when there is none), and the time of the last api.request batch.

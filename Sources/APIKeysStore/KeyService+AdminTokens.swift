@@ -19,7 +19,8 @@ extension KeyService {
         let name = try KeyRules.validName(name)
         try await store.createAdminToken(
             name: name, hash: SecretHash(of: token),
-            event: Self.event(.adminTokenCreated, actor: actor, detail: "admin token \"\(name)\" created", at: clock.nowMS()))
+            event: Self.event(
+                .adminTokenCreated, actor: actor, detail: "admin token \"\(name)\" created", at: clock.nowMS()))
     }
 
     /// Revokes the admin token named `name`; false when there is none. The change and its
@@ -27,7 +28,8 @@ extension KeyService {
     public func revokeAdminToken(name: String, actor: String) async throws -> Bool {
         try await store.revokeAdminToken(
             name: name,
-            event: Self.event(.adminTokenRevoked, actor: actor, detail: "admin token \"\(name)\" revoked", at: clock.nowMS()))
+            event: Self.event(
+                .adminTokenRevoked, actor: actor, detail: "admin token \"\(name)\" revoked", at: clock.nowMS()))
     }
 
     /// Names of the admin tokens, oldest first.

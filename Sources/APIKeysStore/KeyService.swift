@@ -220,6 +220,16 @@ public final class KeyService: Sendable {
         (try await store.oldestRetainedAtMS(), auditWriter.retentionMS)
     }
 
+    /// A page of the audit trail's hash chain (``AuditChain``) after link `position`, or from
+    /// the first link with an event at or after `sinceMS` when `position` is 0: whole links, at
+    /// most `pageSize` (clamped as for events) and ``maxPageBytes`` of events, at least one.
+    public func auditChainPage(after position: UInt64, sinceMS: Int64? = nil, pageSize: Int = 0) async throws
+        -> AuditChain.Page
+    {
+        try await store.auditChainPage(
+            after: position, sinceMS: sinceMS, maxLinks: Self.clampPageSize(pageSize), maxBytes: Self.maxPageBytes)
+    }
+
     /// Tests and tools: prunes expired audit events now and waits until done (blocks its thread).
     @_spi(Testing) public func pruneAuditTrailNow() { auditWriter.pruneNowBlocking() }
 

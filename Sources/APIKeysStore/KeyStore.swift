@@ -45,6 +45,11 @@ package protocol KeyStore: Sendable {
     func auditPage(_ query: AuditQuery, beforeSeq: Int64, limit: Int) async throws -> [AuditRecord]
     /// The time of the oldest audit event kept, nil when there is none.
     func oldestRetainedAtMS() async throws -> Int64?
+    /// A page of the audit trail's hash chain: whole links after `position` (or, when it is 0
+    /// and `sinceMS` is given, from the first link holding an event at or after then), at most
+    /// `maxLinks` and about `maxBytes` of events but at least one link, read in one snapshot.
+    func auditChainPage(after position: UInt64, sinceMS: Int64?, maxLinks: Int, maxBytes: Int) async throws
+        -> AuditChain.Page
 
     /// Closes the store's connections (the audit writer is closed first, by the service).
     func close() async

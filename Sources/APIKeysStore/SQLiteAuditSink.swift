@@ -18,19 +18,25 @@ final class SQLiteAuditSink: AuditSink, @unchecked Sendable {
     }
 
     func write(_ individual: [AuditRecord], summaries: [AuditRecord], lastUsed: [String: KeyUse]) throws {
-        // Packed batches hold no detail but a grace secret's mark: an event with another detail is
-        // a row of its own, as summaries are.
-        let packable = individual.allSatisfy(APIRequestPacking.packs)
+        var events = individual
+        if !summaries.isEmpty {
+            events += summaries
+            events.sort { $0.seq < $1.seq }
+        }
         try connection.transaction {
-            try APIRequestBatchTable.insert(
-                packable ? individual : individual.filter(APIRequestPacking.packs), in: connection)
             let insert = try AuditTable.insertStatement(in: connection)
-            if !packable {
-                for event in individual where !APIRequestPacking.packs(event) {
-                    try AuditTable.insert(event, using: insert)
+            try AuditChainTable.append(events, maxEvents: AuditChain.maxEventsPerLink, in: connection) { link, id in
+                // Packed batches hold no detail but a grace secret's mark: an event with another
+                // detail is a row of its own, as summaries are.
+                let packable = link.allSatisfy(APIRequestPacking.packs)
+                try APIRequestBatchTable.insert(
+                    packable ? link : ArraySlice(link.filter(APIRequestPacking.packs)), link: id, in: connection)
+                if !packable {
+                    for event in link where !APIRequestPacking.packs(event) {
+                        try AuditTable.insert(event, link: id, using: insert)
+                    }
                 }
             }
-            for event in summaries { try AuditTable.insert(event, using: insert) }
             try KeyTable.touch(lastUsed, in: connection)
         }
     }
@@ -42,7 +48,7 @@ final class SQLiteAuditSink: AuditSink, @unchecked Sendable {
     {
         try connection.transaction {
             let pruned = try AuditRetention.pruneStep(olderThan: cutoffMS, in: connection)
-            if !pruned.isEmpty { try AuditTable.insert(record(pruned), in: connection) }
+            if !pruned.isEmpty { try AuditChainTable.appendRows([record(pruned)], in: connection) }
             return pruned
         }
     }

@@ -88,6 +88,13 @@ final class SQLiteConnection: @unchecked Sendable {
         }
     }
 
+    /// `body` in a read transaction: every statement in it sees one snapshot of the database.
+    func readTransaction<R>(_ body: () throws -> R) throws -> R {
+        try execute("BEGIN")
+        defer { try? execute("COMMIT") }
+        return try body()
+    }
+
     /// Tests only: forbids (or allows again) the database to grow by a page, which SQLite then
     /// reports as SQLITE_FULL, as on a full disk.
     func forbidGrowth(_ forbid: Bool) throws {

@@ -119,12 +119,14 @@ package final class SQLiteKeyStore: KeyStore {
         return decision.result
     }
 
-    /// Writes admin events in the caller's transaction, numbered now.
+    /// Writes admin events in the caller's transaction, numbered now, as one link of the chain.
     private func record(_ events: [AuditRecord], in db: SQLiteConnection) throws {
-        for var event in events {
+        let numbered = events.map { event in
+            var event = event
             event.seq = auditWriter.takeSeq(atMS: event.atMS)
-            try AuditTable.insert(event, in: db)
+            return event
         }
+        try AuditChainTable.appendRows(numbered, in: db)
     }
 
     package func key(id: String) async throws -> KeyRecord {
@@ -226,6 +228,14 @@ package final class SQLiteKeyStore: KeyStore {
 
     package func oldestRetainedAtMS() async throws -> Int64? {
         try await onAdmin { try AuditRetention.oldestRetainedAtMS(in: $0) }
+    }
+
+    package func auditChainPage(after position: UInt64, sinceMS: Int64?, maxLinks: Int, maxBytes: Int) async throws
+        -> AuditChain.Page
+    {
+        try await onAdmin {
+            try AuditChainTable.page(after: position, sinceMS: sinceMS, maxLinks: maxLinks, maxBytes: maxBytes, in: $0)
+        }
     }
 
     /// Tests only: the database may not grow (both connections then get SQLITE_FULL, as on a full disk).

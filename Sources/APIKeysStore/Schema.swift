@@ -122,6 +122,31 @@ package enum Schema {
                 ALTER TABLE keys ADD COLUMN uses_granted INTEGER;
                 ALTER TABLE keys ADD COLUMN uses_spent INTEGER NOT NULL DEFAULT 0;
                 """),
+        // The audit trail's hash chain (AuditChain): each stored event and batch names its link
+        // (the link's first seq; NULL for events stored before this version, outside the chain);
+        // audit_chain holds the head and the anchor (the last link pruned).
+        Migration(
+            version: 11, name: "audit hash chain",
+            sql: """
+                ALTER TABLE audit_events ADD COLUMN link INTEGER;
+                ALTER TABLE api_request_batches ADD COLUMN link INTEGER;
+                CREATE TABLE audit_links (
+                    position INTEGER PRIMARY KEY,
+                    first_seq INTEGER NOT NULL,
+                    last_seq INTEGER NOT NULL,
+                    at_ms INTEGER NOT NULL,
+                    count INTEGER NOT NULL,
+                    hash BLOB NOT NULL
+                );
+                CREATE TABLE audit_chain (
+                    one INTEGER PRIMARY KEY CHECK (one = 1),
+                    head_position INTEGER NOT NULL,
+                    head_hash BLOB NOT NULL,
+                    anchor_position INTEGER NOT NULL,
+                    anchor_hash BLOB NOT NULL
+                );
+                INSERT INTO audit_chain VALUES (1, 0, zeroblob(32), 0, zeroblob(32));
+                """),
     ]
 
     /// Applies every migration not yet recorded in `schema_migrations`, each in its own transaction.

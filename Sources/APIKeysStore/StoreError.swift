@@ -52,7 +52,8 @@ public struct StoreError: Error, Hashable, Sendable, CustomStringConvertible {
 
     /// The database file at `path` could not be opened.
     public static func cannotOpen(path: String, message: String) -> StoreError {
-        StoreError(code: .cannotOpen, path: path, message: message, description: "cannot open database \(path): \(message)")
+        StoreError(
+            code: .cannotOpen, path: path, message: message, description: "cannot open database \(path): \(message)")
     }
 
     /// The database at `path` is corrupt or not a database.

@@ -29,7 +29,9 @@ import Testing
     func aLeakIsReportedWithoutAToken() async throws {
         try await withServer { server, client in
             let issued = try await client.createKey(name: "leaky", permissions: ["jobs:read"])
-            let environment = ["APIKEY_SERVER": "127.0.0.1:\(server.port)", "APIKEY_TOKEN_FILE": "/nonexistent/admin.token"]
+            let environment = [
+                "APIKEY_SERVER": "127.0.0.1:\(server.port)", "APIKEY_TOKEN_FILE": "/nonexistent/admin.token",
+            ]
             let reported = try await runCommand(
                 Self.binary, ["report-leak", "-", "--source", "https://example.com/leak"], environment: environment,
                 stdin: issued.secret + "\n")
@@ -40,6 +42,61 @@ import Testing
             #expect(try await client.check(key: issued.secret).reason == .disabled)
         }
     }
+
+    /// `apikey audit verify` holds on an untouched trail; `apikey audit export` is verified by an
+    /// independent script (Tests/interop/verify_audit_export.py); one row edited with `sqlite3`
+    /// breaks the chain at its link, and both say so.
+    @Test(
+        .enabled(if: FileManager.default.isExecutableFile(atPath: binary.path)),
+        .enabled(if: FileManager.default.isExecutableFile(atPath: "/usr/bin/sqlite3")))
+    func anEditedAuditRowBreaksTheChainThere() async throws {
+        try await withServer { server, client in
+            let issued = try await client.createKey(name: "chained", permissions: ["jobs:read"])
+            for index in 0..<300 {
+                _ = try await client.check(key: issued.secret, permissions: ["jobs:read"], resource: "GET /\(index)")
+            }
+            _ = try await client.check(key: "dbm_" + String(repeating: "x", count: 46))
+            _ = try await client.setKeyEnabled(id: issued.key.id, enabled: false)
+            await server.server.service.flushAuditTrail()
+
+            var verify = try await apikey(["audit", "verify"], server: server)
+            #expect(
+                verify.status == 0 && verify.stdout.contains("audit chain verified"), "\(verify.stdout)\(verify.stderr)"
+            )
+            let exportFile = server.dataDirectory + "/export.jsonl"
+            var export = try await apikey(["audit", "export", "--format", "jsonl"], server: server)
+            #expect(export.status == 0, "\(export.stderr)")
+            try export.stdout.write(toFile: exportFile, atomically: true, encoding: .utf8)
+            var external = try await runCommand(Self.python, [Self.exportVerifier.path, exportFile])
+            #expect(external.status == 0, "\(external.stdout)\(external.stderr)")
+            let lines = export.stdout.split(separator: "\n").compactMap {
+                try? JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any]
+            }
+            #expect(lines.filter { $0["type"] as? String == "event" }.count >= 302)
+            let created = try #require(lines.first { $0["action"] as? String == "key.created" })
+            let link = try #require(created["link"] as? Int)
+
+            let edit = try await runCommand(
+                URL(fileURLWithPath: "/usr/bin/sqlite3"),
+                [
+                    server.dataDirectory + "/apikeys.sqlite",
+                    "UPDATE audit_events SET actor = 'nobody' WHERE action = 'key.created'",
+                ])
+            #expect(edit.status == 0, "\(edit.stderr)")
+            verify = try await apikey(["audit", "verify"], server: server)
+            #expect(verify.status == 1, "\(verify.stdout)\(verify.stderr)")
+            #expect(verify.stdout.contains("audit chain broken at link \(link):"), "\(verify.stdout)")
+            export = try await apikey(["audit", "export"], server: server)
+            #expect(export.status == 1 && export.stderr.contains("broken at link \(link):"), "\(export.stderr)")
+            try export.stdout.write(toFile: exportFile, atomically: true, encoding: .utf8)
+            external = try await runCommand(Self.python, [Self.exportVerifier.path, exportFile])
+            #expect(external.status == 1 && external.stdout.contains("link \(link):"), "\(external.stdout)")
+        }
+    }
+
+    static let python = interopPython ?? URL(fileURLWithPath: "/usr/bin/python3")
+    static let exportVerifier = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
+        .deletingLastPathComponent().appendingPathComponent("interop/verify_audit_export.py")
 
     @Test(.enabled(if: FileManager.default.isExecutableFile(atPath: binary.path)))
     func operatorWalkthrough() async throws {
@@ -79,7 +136,8 @@ import Testing
             run = try await apikey(["audit", "--key", id], server: server)
             #expect(run.stdout.contains("key.rotated") && run.stdout.contains("api.request"))
             // It says since when the server keeps events, and for how long (the default: 30 days).
-            #expect(run.stdout.contains("(events kept since ") && run.stdout.contains("; retention 30d)"), "\(run.stdout)")
+            #expect(
+                run.stdout.contains("(events kept since ") && run.stdout.contains("; retention 30d)"), "\(run.stdout)")
 
             run = try await apikey(["delete", id], server: server, stdin: "n\n")
             #expect(run.status == 2 && run.stderr.contains("not deleted"))
@@ -104,7 +162,8 @@ import Testing
     @Test(.enabled(if: FileManager.default.isExecutableFile(atPath: binary.path)))
     func everyCommandSpeaksJSONForScripts() async throws {
         try await withServer { server, _ in
-            let created = try object(try await apikey(["create", "ci", "-p", "jobs:execute", "--json"], server: server))
+            let created = try object(
+                try await apikey(["create", "ci", "-p", "jobs:execute", "--json"], server: server))
             let secret = try #require(created["secret"] as? String)
             let key = try #require(created["key"] as? [String: Any])
             let id = try #require(key["id"] as? String)
@@ -113,7 +172,8 @@ import Testing
             var run = try await apikey(["check", secret, "-p", "jobs:execute", "--json"], server: server)
             var answer = try object(run)
             #expect(run.status == 0 && answer["decision"] as? String == "ALLOW" && answer["keyId"] as? String == id)
-            run = try await apikey(["check", secret, "-p", "vault:read", "-p", "jobs:execute", "--json"], server: server)
+            run = try await apikey(
+                ["check", secret, "-p", "vault:read", "-p", "jobs:execute", "--json"], server: server)
             answer = try object(run)
             #expect(run.status == 1 && answer["reason"] as? String == "MISSING_PERMISSION")
             #expect(answer["missingPermissions"] as? [String] == ["vault:read"] && answer["httpStatus"] as? Int == 403)
@@ -152,7 +212,8 @@ import Testing
             run = try await runCommand(
                 Self.binary, ["create", "over-tls", "-p", "jobs:read"],
                 environment: [
-                    "APIKEY_SERVER": "127.0.0.1:\(server.port)", "APIKEY_TOKEN_FILE": server.dataDirectory + "/admin.token",
+                    "APIKEY_SERVER": "127.0.0.1:\(server.port)",
+                    "APIKEY_TOKEN_FILE": server.dataDirectory + "/admin.token",
                     "APIKEY_CA": certificates.caCertificate,
                 ])
             #expect(run.status == 0 && secret(in: run.stdout) != nil, "\(run.stderr)")

@@ -24,15 +24,17 @@ enum StoreKind: String, CaseIterable, CustomTestStringConvertible, Sendable {
 /// raise for a test that moves the clock on by more than 10 s.
 func withService<R>(
     _ kind: StoreKind = .sqlite, clock: ManualWallClock = ManualWallClock(nowMS: 1_700_000_000_000),
-    maxStalenessMS: Int64 = 10_000, _ body: (KeyService, String) async throws -> R
+    maxStalenessMS: Int64 = 10_000, auditRetentionMS: Int64 = 0, _ body: (KeyService, String) async throws -> R
 ) async throws -> R {
     try await withTemporaryDirectory { dir in
         let service: KeyService
         switch kind {
         case .sqlite:
-            service = try KeyService.open(path: dir + "/apikeys.sqlite", clock: clock)
+            service = try KeyService.open(
+                path: dir + "/apikeys.sqlite", clock: clock, auditRetentionMS: auditRetentionMS)
         case .postgres:
-            service = try await TestDatabase.openService(clock: clock, maxStalenessMS: maxStalenessMS)
+            service = try await TestDatabase.openService(
+                clock: clock, maxStalenessMS: maxStalenessMS, auditRetentionMS: auditRetentionMS)
         }
         do {
             let result = try await body(service, dir)
@@ -47,15 +49,16 @@ func withService<R>(
 
 extension TestDatabase {
     /// A key service on a new PostgreSQL database of the test cluster.
-    static func openService(clock: any WallClock, maxStalenessMS: Int64 = 10_000, url: String? = nil) async throws
-        -> KeyService
-    {
+    static func openService(
+        clock: any WallClock, maxStalenessMS: Int64 = 10_000, auditRetentionMS: Int64 = 0, url: String? = nil
+    ) async throws -> KeyService {
         let logger = Logger(label: "test", factory: { _ in SwiftLogNoOpLogHandler() })
         let databaseURL: String
         if let url { databaseURL = url } else { databaseURL = try await createDatabase() }
         let store = try await PostgresKeyStore.open(
             location: try PostgresLocation(url: databaseURL), catalog: .standard, clock: clock,
-            auditMode: .full, auditQueueCapacity: KeyService.defaultAuditQueueCapacity, auditRetentionMS: 0,
+            auditMode: .full, auditQueueCapacity: KeyService.defaultAuditQueueCapacity,
+            auditRetentionMS: auditRetentionMS,
             maxStalenessMS: maxStalenessMS, logger: logger)
         return KeyService(store: store, format: .standard, clock: clock, logger: logger)
     }

@@ -61,5 +61,8 @@ enum Fixtures {
         CreateKeyRequest(name: "n", remainingUses: Int64.max),
         CheckResponse(decision: .deny, reason: .usageExceeded, httpStatus: 403),
         CheckResponse(decision: .deny, reason: .rateLimited, httpStatus: 429, retryAfterMS: Int64.max),
+        ExportAuditChainRequest(), ExportAuditChainRequest(afterPosition: .max, sinceMS: -1, pageSize: .max),
+        ExportAuditChainResponse(), AuditChainState(), AuditChainPoint(),
+        AuditLink(position: 1, previousHash: [], hash: Array(repeating: 0xFF, count: 32), events: [auditEvent]),
     ]
 }

@@ -88,6 +88,22 @@ struct InteropTests {
         ("policy_request", GetPolicyRequest()),
         ("policy_response", GetPolicyResponse(maxKeyLifetimeMS: 7_776_000_000)),
         ("rate_limit", RateLimit(requests: 100, periodSeconds: 3600, burst: 1_000_000)),
+        ("chain_request", ExportAuditChainRequest(afterPosition: 41, sinceMS: 1_700_000_000_000, pageSize: 50)),
+        (
+            "chain_response",
+            ExportAuditChainResponse(
+                chain: AuditChainState(
+                    anchor: AuditChainPoint(position: 40, hash: Array(repeating: 7, count: 32)),
+                    head: AuditChainPoint(position: 42, hash: Array(repeating: 9, count: 32))),
+                links: [
+                    AuditLink(
+                        position: 41, previousHash: Array(repeating: 7, count: 32),
+                        hash: Array(repeating: 8, count: 32), events: [Fixtures.auditEvent])
+                ])
+        ),
+        ("chain_point", AuditChainPoint(position: 3, hash: [1, 2, 3])),
+        ("chain_state", AuditChainState(head: AuditChainPoint(position: 1, hash: [0]))),
+        ("chain_link", AuditLink(position: 1, hash: [0xFF])),
     ]
 
     /// A message added to proto/ without a fixture here (and in wire_interop.py) fails this.

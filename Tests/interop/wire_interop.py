@@ -92,6 +92,18 @@ def fixtures():
             seq=2**64 - 1, at_ms=1_700_000_000_123, action="api.request", trigger="api", key_id="key_1",
             key_name="ci", decision=az.DENY, reason=az.MISSING_PERMISSION, permissions=["jobs:write"],
             resource="POST /api/jobs/42/run", client_address="10.0.0.7"),
+        "chain_request": ka.ExportAuditChainRequest(after_position=41, since_ms=1_700_000_000_000, page_size=50),
+        "chain_response": ka.ExportAuditChainResponse(
+            chain=ka.AuditChainState(anchor=ka.AuditChainPoint(position=40, hash=bytes([7]) * 32),
+                                     head=ka.AuditChainPoint(position=42, hash=bytes([9]) * 32)),
+            links=[ka.AuditLink(position=41, previous_hash=bytes([7]) * 32, hash=bytes([8]) * 32, events=[
+                ka.AuditEvent(
+                    seq=2**64 - 1, at_ms=1_700_000_000_123, action="api.request", trigger="api", key_id="key_1",
+                    key_name="ci", decision=az.DENY, reason=az.MISSING_PERMISSION, permissions=["jobs:write"],
+                    resource="POST /api/jobs/42/run", client_address="10.0.0.7")])]),
+        "chain_point": ka.AuditChainPoint(position=3, hash=bytes([1, 2, 3])),
+        "chain_state": ka.AuditChainState(head=ka.AuditChainPoint(position=1, hash=bytes([0]))),
+        "chain_link": ka.AuditLink(position=1, hash=bytes([0xFF])),
     }
 
 

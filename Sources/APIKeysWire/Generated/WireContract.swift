@@ -38,5 +38,10 @@ public enum WireContract {
         AuditEvent.self,
         GetPolicyRequest.self,
         GetPolicyResponse.self,
+        ExportAuditChainRequest.self,
+        ExportAuditChainResponse.self,
+        AuditChainPoint.self,
+        AuditChainState.self,
+        AuditLink.self,
     ]
 }

@@ -1076,6 +1076,220 @@ public struct GetPolicyResponse: WireMessage {
     }
 }
 
+/// The request of `/apikeys.v1.KeyAdmin/ExportAuditChain`.
+public struct ExportAuditChainRequest: WireMessage {
+    /// The links after this position; 0 = from the oldest link kept (or since_ms).
+    public var afterPosition: UInt64 = 0
+    /// With after_position 0: from the first link holding an event at or after this time (Unix
+    /// ms); 0 = from the oldest link kept.
+    public var sinceMS: Int64 = 0
+    /// Most links in the page; 0 = the server's default; above its maximum is clamped. A page
+    /// also ends before its events would exceed 1 MiB encoded, and always holds one link.
+    public var pageSize: UInt32 = 0
+
+    public init() {}
+
+    public init(afterPosition: UInt64 = 0, sinceMS: Int64 = 0, pageSize: UInt32 = 0) {
+        self.afterPosition = afterPosition
+        self.sinceMS = sinceMS
+        self.pageSize = pageSize
+    }
+
+    public static let codec = WireCodec<ExportAuditChainRequest>(
+        "apikeys.v1.ExportAuditChainRequest", initialize: apikeys__v1__export_audit_chain_request__init, unpack: apikeys__v1__export_audit_chain_request__unpack, read: read, write: write)
+
+    /// The fields of an unpacked struct.
+    static func read(_ c: Apikeys__V1__ExportAuditChainRequest, _ arena: Arena) throws -> ExportAuditChainRequest {
+        var value = ExportAuditChainRequest()
+        value.afterPosition = c.after_position
+        value.sinceMS = c.since_ms
+        value.pageSize = c.page_size
+        return value
+    }
+
+    /// Sets the fields of an initialised struct.
+    static func write(_ value: ExportAuditChainRequest, _ c: inout Apikeys__V1__ExportAuditChainRequest, _ arena: Arena) throws {
+        c.after_position = value.afterPosition
+        c.since_ms = value.sinceMS
+        c.page_size = value.pageSize
+    }
+}
+
+/// The reply of `/apikeys.v1.KeyAdmin/ExportAuditChain`.
+public struct ExportAuditChainResponse: WireMessage {
+    /// Where the chain starts and ends, as the page was read.
+    public var chain: AuditChainState {
+        get { _chain ?? AuditChainState() }
+        set { _chain = newValue }
+    }
+    private var _chain: AuditChainState?
+    /// In position order; none when after_position is the head.
+    public var links: [AuditLink] = []
+
+    public init() {}
+
+    public init(chain: AuditChainState? = nil, links: [AuditLink] = []) {
+        self._chain = chain
+        self.links = links
+    }
+
+    /// Whether ``chain`` is present.
+    public var hasChain: Bool { _chain != nil }
+    /// Makes ``chain`` absent.
+    public mutating func clearChain() { _chain = nil }
+
+    public static let codec = WireCodec<ExportAuditChainResponse>(
+        "apikeys.v1.ExportAuditChainResponse", initialize: apikeys__v1__export_audit_chain_response__init, unpack: apikeys__v1__export_audit_chain_response__unpack, read: read, write: write)
+
+    /// The fields of an unpacked struct.
+    static func read(_ c: Apikeys__V1__ExportAuditChainResponse, _ arena: Arena) throws -> ExportAuditChainResponse {
+        var value = ExportAuditChainResponse()
+        if let chain = c.chain {
+            value._chain = try AuditChainState.read(chain.pointee, arena)
+        }
+        value.links = try arena.messages(c.links, count: c.n_links)
+        return value
+    }
+
+    /// Sets the fields of an initialised struct.
+    static func write(_ value: ExportAuditChainResponse, _ c: inout Apikeys__V1__ExportAuditChainResponse, _ arena: Arena) throws {
+        if let chain = value._chain {
+            c.chain = try arena.make(chain, as: Apikeys__V1__AuditChainState.self)
+        }
+        (c.n_links, c.links) = try arena.makeArray(value.links, as: Apikeys__V1__AuditLink.self)
+    }
+}
+
+/// A point of the chain: a link's position and hash.
+public struct AuditChainPoint: WireMessage {
+    /// 0 = before the first link (its hash is 32 zero bytes).
+    public var position: UInt64 = 0
+    /// SHA-256, 32 bytes.
+    public var hash: [UInt8] = []
+
+    public init() {}
+
+    public init(position: UInt64 = 0, hash: [UInt8] = []) {
+        self.position = position
+        self.hash = hash
+    }
+
+    public static let codec = WireCodec<AuditChainPoint>(
+        "apikeys.v1.AuditChainPoint", initialize: apikeys__v1__audit_chain_point__init, unpack: apikeys__v1__audit_chain_point__unpack, read: read, write: write)
+
+    /// The fields of an unpacked struct.
+    static func read(_ c: Apikeys__V1__AuditChainPoint, _ arena: Arena) throws -> AuditChainPoint {
+        var value = AuditChainPoint()
+        value.position = c.position
+        value.hash = arena.bytes(c.hash)
+        return value
+    }
+
+    /// Sets the fields of an initialised struct.
+    static func write(_ value: AuditChainPoint, _ c: inout Apikeys__V1__AuditChainPoint, _ arena: Arena) throws {
+        c.position = value.position
+        c.hash = arena.binary(value.hash)
+    }
+}
+
+public struct AuditChainState: WireMessage {
+    /// The last link pruned by retention (position 0 if none was): the chain is verified from it.
+    public var anchor: AuditChainPoint {
+        get { _anchor ?? AuditChainPoint() }
+        set { _anchor = newValue }
+    }
+    private var _anchor: AuditChainPoint?
+    /// The last link.
+    public var head: AuditChainPoint {
+        get { _head ?? AuditChainPoint() }
+        set { _head = newValue }
+    }
+    private var _head: AuditChainPoint?
+
+    public init() {}
+
+    public init(anchor: AuditChainPoint? = nil, head: AuditChainPoint? = nil) {
+        self._anchor = anchor
+        self._head = head
+    }
+
+    /// Whether ``anchor`` is present.
+    public var hasAnchor: Bool { _anchor != nil }
+    /// Makes ``anchor`` absent.
+    public mutating func clearAnchor() { _anchor = nil }
+
+    /// Whether ``head`` is present.
+    public var hasHead: Bool { _head != nil }
+    /// Makes ``head`` absent.
+    public mutating func clearHead() { _head = nil }
+
+    public static let codec = WireCodec<AuditChainState>(
+        "apikeys.v1.AuditChainState", initialize: apikeys__v1__audit_chain_state__init, unpack: apikeys__v1__audit_chain_state__unpack, read: read, write: write)
+
+    /// The fields of an unpacked struct.
+    static func read(_ c: Apikeys__V1__AuditChainState, _ arena: Arena) throws -> AuditChainState {
+        var value = AuditChainState()
+        if let anchor = c.anchor {
+            value._anchor = try AuditChainPoint.read(anchor.pointee, arena)
+        }
+        if let head = c.head {
+            value._head = try AuditChainPoint.read(head.pointee, arena)
+        }
+        return value
+    }
+
+    /// Sets the fields of an initialised struct.
+    static func write(_ value: AuditChainState, _ c: inout Apikeys__V1__AuditChainState, _ arena: Arena) throws {
+        if let anchor = value._anchor {
+            c.anchor = try arena.make(anchor, as: Apikeys__V1__AuditChainPoint.self)
+        }
+        if let head = value._head {
+            c.head = try arena.make(head, as: Apikeys__V1__AuditChainPoint.self)
+        }
+    }
+}
+
+/// The events one transaction stored, chained to the link before it:
+/// hash = SHA-256(previous_hash || digest of events) (docs/PROTOCOL.md, "Audit hash chain").
+public struct AuditLink: WireMessage {
+    public var position: UInt64 = 0
+    /// The stored hash of the link before it (or the anchor's); empty when that link is not kept.
+    public var previousHash: [UInt8] = []
+    public var hash: [UInt8] = []
+    /// In seq order.
+    public var events: [AuditEvent] = []
+
+    public init() {}
+
+    public init(position: UInt64 = 0, previousHash: [UInt8] = [], hash: [UInt8] = [], events: [AuditEvent] = []) {
+        self.position = position
+        self.previousHash = previousHash
+        self.hash = hash
+        self.events = events
+    }
+
+    public static let codec = WireCodec<AuditLink>(
+        "apikeys.v1.AuditLink", initialize: apikeys__v1__audit_link__init, unpack: apikeys__v1__audit_link__unpack, read: read, write: write)
+
+    /// The fields of an unpacked struct.
+    static func read(_ c: Apikeys__V1__AuditLink, _ arena: Arena) throws -> AuditLink {
+        var value = AuditLink()
+        value.position = c.position
+        value.previousHash = arena.bytes(c.previous_hash)
+        value.hash = arena.bytes(c.hash)
+        value.events = try arena.messages(c.events, count: c.n_events)
+        return value
+    }
+
+    /// Sets the fields of an initialised struct.
+    static func write(_ value: AuditLink, _ c: inout Apikeys__V1__AuditLink, _ arena: Arena) throws {
+        c.position = value.position
+        c.previous_hash = arena.binary(value.previousHash)
+        c.hash = arena.binary(value.hash)
+        (c.n_events, c.events) = try arena.makeArray(value.events, as: Apikeys__V1__AuditEvent.self)
+    }
+}
+
 public enum KeyAdmin {
     /// The service's full name.
     public static let serviceName = "apikeys.v1.KeyAdmin"
@@ -1111,8 +1325,14 @@ public enum KeyAdmin {
     public static let getPolicy = RPCMethod<GetPolicyRequest, GetPolicyResponse>(
         service: serviceName, name: "GetPolicy")
 
+    /// The audit trail's hash chain, a page of whole links at a time, with every event: what
+    /// `apikey audit verify` checks and `apikey audit export` writes out (docs/PROTOCOL.md says how
+    /// to verify it).
+    public static let exportAuditChain = RPCMethod<ExportAuditChainRequest, ExportAuditChainResponse>(
+        service: serviceName, name: "ExportAuditChain")
+
     /// Every method of the service, in the order of the .proto file.
-    public static let methods: [any RPCMethodDescriptor] = [createKey, getKey, listKeys, updateKey, setKeyEnabled, rotateKey, deleteKey, listPermissions, listAuditEvents, getPolicy]
+    public static let methods: [any RPCMethodDescriptor] = [createKey, getKey, listKeys, updateKey, setKeyEnabled, rotateKey, deleteKey, listPermissions, listAuditEvents, getPolicy, exportAuditChain]
 }
 
 /// An implementation of KeyAdmin: one function per method, with a context of its choosing.
@@ -1140,6 +1360,11 @@ public protocol KeyAdminService: Sendable {
 
     /// The server's key policies, for tools that report on keys (`apikey report`).
     func getPolicy(_ request: GetPolicyRequest, context: Context) async throws -> GetPolicyResponse
+
+    /// The audit trail's hash chain, a page of whole links at a time, with every event: what
+    /// `apikey audit verify` checks and `apikey audit export` writes out (docs/PROTOCOL.md says how
+    /// to verify it).
+    func exportAuditChain(_ request: ExportAuditChainRequest, context: Context) async throws -> ExportAuditChainResponse
 }
 
 extension KeyAdmin {
@@ -1156,6 +1381,7 @@ extension KeyAdmin {
         router.register(listPermissions) { try await service.listPermissions($0, context: $1) }
         router.register(listAuditEvents) { try await service.listAuditEvents($0, context: $1) }
         router.register(getPolicy) { try await service.getPolicy($0, context: $1) }
+        router.register(exportAuditChain) { try await service.exportAuditChain($0, context: $1) }
         return router
     }
 }

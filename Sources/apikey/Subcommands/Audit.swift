@@ -3,7 +3,10 @@ import ArgumentParser
 import Foundation
 
 struct Audit: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(abstract: "Show the audit trail, newest first.")
+    static let configuration = CommandConfiguration(
+        abstract: "Show the audit trail, newest first.",
+        discussion: "`apikey audit verify` checks the trail's hash chain; `apikey audit export` writes it out.",
+        subcommands: [AuditVerify.self, AuditExport.self])
     @OptionGroup var connection: ConnectionOptions
 
     @Option(help: "Only events of this key id.")
@@ -51,7 +54,9 @@ struct Audit: AsyncParsableCommand {
 
     /// Since when the server keeps events, so that an empty or short answer is not misread.
     static func retentionLine(_ reply: ListAuditEventsResponse) -> String {
-        let kept = reply.oldestRetainedAtMS == 0 ? "no events kept" : "events kept since \(Output.time(reply.oldestRetainedAtMS))"
+        let kept =
+            reply.oldestRetainedAtMS == 0
+            ? "no events kept" : "events kept since \(Output.time(reply.oldestRetainedAtMS))"
         let retention = reply.retentionMS == 0 ? "kept forever" : "retention \(Self.describe(ms: reply.retentionMS))"
         return "(\(kept); \(retention))"
     }
@@ -75,7 +80,7 @@ struct Audit: AsyncParsableCommand {
     }
 
     /// A duration counts back from now; dates are absolute.
-    private static func past(_ text: String) throws -> Int64 {
+    static func past(_ text: String) throws -> Int64 {
         let now = Int64(Date.now.timeIntervalSince1970 * 1000)
         let value = try TimeArgument.milliseconds(text, nowMS: now)
         return value > now ? now - (value - now) : value

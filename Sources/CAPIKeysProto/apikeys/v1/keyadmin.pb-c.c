@@ -1178,6 +1178,231 @@ void   apikeys__v1__get_policy_response__free_unpacked
   assert(message->base.descriptor == &apikeys__v1__get_policy_response__descriptor);
   protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
 }
+void   apikeys__v1__export_audit_chain_request__init
+                     (Apikeys__V1__ExportAuditChainRequest         *message)
+{
+  static const Apikeys__V1__ExportAuditChainRequest init_value = APIKEYS__V1__EXPORT_AUDIT_CHAIN_REQUEST__INIT;
+  *message = init_value;
+}
+size_t apikeys__v1__export_audit_chain_request__get_packed_size
+                     (const Apikeys__V1__ExportAuditChainRequest *message)
+{
+  assert(message->base.descriptor == &apikeys__v1__export_audit_chain_request__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t apikeys__v1__export_audit_chain_request__pack
+                     (const Apikeys__V1__ExportAuditChainRequest *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &apikeys__v1__export_audit_chain_request__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t apikeys__v1__export_audit_chain_request__pack_to_buffer
+                     (const Apikeys__V1__ExportAuditChainRequest *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &apikeys__v1__export_audit_chain_request__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Apikeys__V1__ExportAuditChainRequest *
+       apikeys__v1__export_audit_chain_request__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Apikeys__V1__ExportAuditChainRequest *)
+     protobuf_c_message_unpack (&apikeys__v1__export_audit_chain_request__descriptor,
+                                allocator, len, data);
+}
+void   apikeys__v1__export_audit_chain_request__free_unpacked
+                     (Apikeys__V1__ExportAuditChainRequest *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &apikeys__v1__export_audit_chain_request__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+void   apikeys__v1__export_audit_chain_response__init
+                     (Apikeys__V1__ExportAuditChainResponse         *message)
+{
+  static const Apikeys__V1__ExportAuditChainResponse init_value = APIKEYS__V1__EXPORT_AUDIT_CHAIN_RESPONSE__INIT;
+  *message = init_value;
+}
+size_t apikeys__v1__export_audit_chain_response__get_packed_size
+                     (const Apikeys__V1__ExportAuditChainResponse *message)
+{
+  assert(message->base.descriptor == &apikeys__v1__export_audit_chain_response__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t apikeys__v1__export_audit_chain_response__pack
+                     (const Apikeys__V1__ExportAuditChainResponse *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &apikeys__v1__export_audit_chain_response__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t apikeys__v1__export_audit_chain_response__pack_to_buffer
+                     (const Apikeys__V1__ExportAuditChainResponse *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &apikeys__v1__export_audit_chain_response__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Apikeys__V1__ExportAuditChainResponse *
+       apikeys__v1__export_audit_chain_response__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Apikeys__V1__ExportAuditChainResponse *)
+     protobuf_c_message_unpack (&apikeys__v1__export_audit_chain_response__descriptor,
+                                allocator, len, data);
+}
+void   apikeys__v1__export_audit_chain_response__free_unpacked
+                     (Apikeys__V1__ExportAuditChainResponse *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &apikeys__v1__export_audit_chain_response__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+void   apikeys__v1__audit_chain_point__init
+                     (Apikeys__V1__AuditChainPoint         *message)
+{
+  static const Apikeys__V1__AuditChainPoint init_value = APIKEYS__V1__AUDIT_CHAIN_POINT__INIT;
+  *message = init_value;
+}
+size_t apikeys__v1__audit_chain_point__get_packed_size
+                     (const Apikeys__V1__AuditChainPoint *message)
+{
+  assert(message->base.descriptor == &apikeys__v1__audit_chain_point__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t apikeys__v1__audit_chain_point__pack
+                     (const Apikeys__V1__AuditChainPoint *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &apikeys__v1__audit_chain_point__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t apikeys__v1__audit_chain_point__pack_to_buffer
+                     (const Apikeys__V1__AuditChainPoint *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &apikeys__v1__audit_chain_point__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Apikeys__V1__AuditChainPoint *
+       apikeys__v1__audit_chain_point__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Apikeys__V1__AuditChainPoint *)
+     protobuf_c_message_unpack (&apikeys__v1__audit_chain_point__descriptor,
+                                allocator, len, data);
+}
+void   apikeys__v1__audit_chain_point__free_unpacked
+                     (Apikeys__V1__AuditChainPoint *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &apikeys__v1__audit_chain_point__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+void   apikeys__v1__audit_chain_state__init
+                     (Apikeys__V1__AuditChainState         *message)
+{
+  static const Apikeys__V1__AuditChainState init_value = APIKEYS__V1__AUDIT_CHAIN_STATE__INIT;
+  *message = init_value;
+}
+size_t apikeys__v1__audit_chain_state__get_packed_size
+                     (const Apikeys__V1__AuditChainState *message)
+{
+  assert(message->base.descriptor == &apikeys__v1__audit_chain_state__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t apikeys__v1__audit_chain_state__pack
+                     (const Apikeys__V1__AuditChainState *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &apikeys__v1__audit_chain_state__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t apikeys__v1__audit_chain_state__pack_to_buffer
+                     (const Apikeys__V1__AuditChainState *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &apikeys__v1__audit_chain_state__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Apikeys__V1__AuditChainState *
+       apikeys__v1__audit_chain_state__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Apikeys__V1__AuditChainState *)
+     protobuf_c_message_unpack (&apikeys__v1__audit_chain_state__descriptor,
+                                allocator, len, data);
+}
+void   apikeys__v1__audit_chain_state__free_unpacked
+                     (Apikeys__V1__AuditChainState *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &apikeys__v1__audit_chain_state__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+void   apikeys__v1__audit_link__init
+                     (Apikeys__V1__AuditLink         *message)
+{
+  static const Apikeys__V1__AuditLink init_value = APIKEYS__V1__AUDIT_LINK__INIT;
+  *message = init_value;
+}
+size_t apikeys__v1__audit_link__get_packed_size
+                     (const Apikeys__V1__AuditLink *message)
+{
+  assert(message->base.descriptor == &apikeys__v1__audit_link__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t apikeys__v1__audit_link__pack
+                     (const Apikeys__V1__AuditLink *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &apikeys__v1__audit_link__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t apikeys__v1__audit_link__pack_to_buffer
+                     (const Apikeys__V1__AuditLink *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &apikeys__v1__audit_link__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Apikeys__V1__AuditLink *
+       apikeys__v1__audit_link__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Apikeys__V1__AuditLink *)
+     protobuf_c_message_unpack (&apikeys__v1__audit_link__descriptor,
+                                allocator, len, data);
+}
+void   apikeys__v1__audit_link__free_unpacked
+                     (Apikeys__V1__AuditLink *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &apikeys__v1__audit_link__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
 static const ProtobufCFieldDescriptor apikeys__v1__api_key__field_descriptors[14] =
 {
   {
@@ -2795,7 +3020,301 @@ const ProtobufCMessageDescriptor apikeys__v1__get_policy_response__descriptor =
   (ProtobufCMessageInit) apikeys__v1__get_policy_response__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCMethodDescriptor apikeys__v1__key_admin__method_descriptors[10] =
+static const ProtobufCFieldDescriptor apikeys__v1__export_audit_chain_request__field_descriptors[3] =
+{
+  {
+    "after_position",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT64,
+    0,   /* quantifier_offset */
+    offsetof(Apikeys__V1__ExportAuditChainRequest, after_position),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "since_ms",
+    2,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_INT64,
+    0,   /* quantifier_offset */
+    offsetof(Apikeys__V1__ExportAuditChainRequest, since_ms),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "page_size",
+    3,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT32,
+    0,   /* quantifier_offset */
+    offsetof(Apikeys__V1__ExportAuditChainRequest, page_size),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned apikeys__v1__export_audit_chain_request__field_indices_by_name[] = {
+  0,   /* field[0] = after_position */
+  2,   /* field[2] = page_size */
+  1,   /* field[1] = since_ms */
+};
+static const ProtobufCIntRange apikeys__v1__export_audit_chain_request__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 3 }
+};
+const ProtobufCMessageDescriptor apikeys__v1__export_audit_chain_request__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "apikeys.v1.ExportAuditChainRequest",
+  "ExportAuditChainRequest",
+  "Apikeys__V1__ExportAuditChainRequest",
+  "apikeys.v1",
+  sizeof(Apikeys__V1__ExportAuditChainRequest),
+  3,
+  apikeys__v1__export_audit_chain_request__field_descriptors,
+  apikeys__v1__export_audit_chain_request__field_indices_by_name,
+  1,  apikeys__v1__export_audit_chain_request__number_ranges,
+  (ProtobufCMessageInit) apikeys__v1__export_audit_chain_request__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor apikeys__v1__export_audit_chain_response__field_descriptors[2] =
+{
+  {
+    "chain",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_MESSAGE,
+    0,   /* quantifier_offset */
+    offsetof(Apikeys__V1__ExportAuditChainResponse, chain),
+    &apikeys__v1__audit_chain_state__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "links",
+    2,
+    PROTOBUF_C_LABEL_REPEATED,
+    PROTOBUF_C_TYPE_MESSAGE,
+    offsetof(Apikeys__V1__ExportAuditChainResponse, n_links),
+    offsetof(Apikeys__V1__ExportAuditChainResponse, links),
+    &apikeys__v1__audit_link__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned apikeys__v1__export_audit_chain_response__field_indices_by_name[] = {
+  0,   /* field[0] = chain */
+  1,   /* field[1] = links */
+};
+static const ProtobufCIntRange apikeys__v1__export_audit_chain_response__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 2 }
+};
+const ProtobufCMessageDescriptor apikeys__v1__export_audit_chain_response__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "apikeys.v1.ExportAuditChainResponse",
+  "ExportAuditChainResponse",
+  "Apikeys__V1__ExportAuditChainResponse",
+  "apikeys.v1",
+  sizeof(Apikeys__V1__ExportAuditChainResponse),
+  2,
+  apikeys__v1__export_audit_chain_response__field_descriptors,
+  apikeys__v1__export_audit_chain_response__field_indices_by_name,
+  1,  apikeys__v1__export_audit_chain_response__number_ranges,
+  (ProtobufCMessageInit) apikeys__v1__export_audit_chain_response__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor apikeys__v1__audit_chain_point__field_descriptors[2] =
+{
+  {
+    "position",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT64,
+    0,   /* quantifier_offset */
+    offsetof(Apikeys__V1__AuditChainPoint, position),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "hash",
+    2,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_BYTES,
+    0,   /* quantifier_offset */
+    offsetof(Apikeys__V1__AuditChainPoint, hash),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned apikeys__v1__audit_chain_point__field_indices_by_name[] = {
+  1,   /* field[1] = hash */
+  0,   /* field[0] = position */
+};
+static const ProtobufCIntRange apikeys__v1__audit_chain_point__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 2 }
+};
+const ProtobufCMessageDescriptor apikeys__v1__audit_chain_point__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "apikeys.v1.AuditChainPoint",
+  "AuditChainPoint",
+  "Apikeys__V1__AuditChainPoint",
+  "apikeys.v1",
+  sizeof(Apikeys__V1__AuditChainPoint),
+  2,
+  apikeys__v1__audit_chain_point__field_descriptors,
+  apikeys__v1__audit_chain_point__field_indices_by_name,
+  1,  apikeys__v1__audit_chain_point__number_ranges,
+  (ProtobufCMessageInit) apikeys__v1__audit_chain_point__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor apikeys__v1__audit_chain_state__field_descriptors[2] =
+{
+  {
+    "anchor",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_MESSAGE,
+    0,   /* quantifier_offset */
+    offsetof(Apikeys__V1__AuditChainState, anchor),
+    &apikeys__v1__audit_chain_point__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "head",
+    2,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_MESSAGE,
+    0,   /* quantifier_offset */
+    offsetof(Apikeys__V1__AuditChainState, head),
+    &apikeys__v1__audit_chain_point__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned apikeys__v1__audit_chain_state__field_indices_by_name[] = {
+  0,   /* field[0] = anchor */
+  1,   /* field[1] = head */
+};
+static const ProtobufCIntRange apikeys__v1__audit_chain_state__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 2 }
+};
+const ProtobufCMessageDescriptor apikeys__v1__audit_chain_state__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "apikeys.v1.AuditChainState",
+  "AuditChainState",
+  "Apikeys__V1__AuditChainState",
+  "apikeys.v1",
+  sizeof(Apikeys__V1__AuditChainState),
+  2,
+  apikeys__v1__audit_chain_state__field_descriptors,
+  apikeys__v1__audit_chain_state__field_indices_by_name,
+  1,  apikeys__v1__audit_chain_state__number_ranges,
+  (ProtobufCMessageInit) apikeys__v1__audit_chain_state__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor apikeys__v1__audit_link__field_descriptors[4] =
+{
+  {
+    "position",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT64,
+    0,   /* quantifier_offset */
+    offsetof(Apikeys__V1__AuditLink, position),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "previous_hash",
+    2,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_BYTES,
+    0,   /* quantifier_offset */
+    offsetof(Apikeys__V1__AuditLink, previous_hash),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "hash",
+    3,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_BYTES,
+    0,   /* quantifier_offset */
+    offsetof(Apikeys__V1__AuditLink, hash),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "events",
+    4,
+    PROTOBUF_C_LABEL_REPEATED,
+    PROTOBUF_C_TYPE_MESSAGE,
+    offsetof(Apikeys__V1__AuditLink, n_events),
+    offsetof(Apikeys__V1__AuditLink, events),
+    &apikeys__v1__audit_event__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned apikeys__v1__audit_link__field_indices_by_name[] = {
+  3,   /* field[3] = events */
+  2,   /* field[2] = hash */
+  0,   /* field[0] = position */
+  1,   /* field[1] = previous_hash */
+};
+static const ProtobufCIntRange apikeys__v1__audit_link__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 4 }
+};
+const ProtobufCMessageDescriptor apikeys__v1__audit_link__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "apikeys.v1.AuditLink",
+  "AuditLink",
+  "Apikeys__V1__AuditLink",
+  "apikeys.v1",
+  sizeof(Apikeys__V1__AuditLink),
+  4,
+  apikeys__v1__audit_link__field_descriptors,
+  apikeys__v1__audit_link__field_indices_by_name,
+  1,  apikeys__v1__audit_link__number_ranges,
+  (ProtobufCMessageInit) apikeys__v1__audit_link__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCMethodDescriptor apikeys__v1__key_admin__method_descriptors[11] =
 {
   { "CreateKey", &apikeys__v1__create_key_request__descriptor, &apikeys__v1__create_key_response__descriptor },
   { "GetKey", &apikeys__v1__get_key_request__descriptor, &apikeys__v1__get_key_response__descriptor },
@@ -2807,10 +3326,12 @@ static const ProtobufCMethodDescriptor apikeys__v1__key_admin__method_descriptor
   { "ListPermissions", &apikeys__v1__list_permissions_request__descriptor, &apikeys__v1__list_permissions_response__descriptor },
   { "ListAuditEvents", &apikeys__v1__list_audit_events_request__descriptor, &apikeys__v1__list_audit_events_response__descriptor },
   { "GetPolicy", &apikeys__v1__get_policy_request__descriptor, &apikeys__v1__get_policy_response__descriptor },
+  { "ExportAuditChain", &apikeys__v1__export_audit_chain_request__descriptor, &apikeys__v1__export_audit_chain_response__descriptor },
 };
 const unsigned apikeys__v1__key_admin__method_indices_by_name[] = {
   0,        /* CreateKey */
   6,        /* DeleteKey */
+  10,        /* ExportAuditChain */
   1,        /* GetKey */
   9,        /* GetPolicy */
   8,        /* ListAuditEvents */
@@ -2827,7 +3348,7 @@ const ProtobufCServiceDescriptor apikeys__v1__key_admin__descriptor =
   "KeyAdmin",
   "Apikeys__V1__KeyAdmin",
   "apikeys.v1",
-  10,
+  11,
   apikeys__v1__key_admin__method_descriptors,
   apikeys__v1__key_admin__method_indices_by_name
 };
@@ -2910,6 +3431,14 @@ void apikeys__v1__key_admin__get_policy(ProtobufCService *service,
 {
   assert(service->descriptor == &apikeys__v1__key_admin__descriptor);
   service->invoke(service, 9, (const ProtobufCMessage *) input, (ProtobufCClosure) closure, closure_data);
+}
+void apikeys__v1__key_admin__export_audit_chain(ProtobufCService *service,
+                                                const Apikeys__V1__ExportAuditChainRequest *input,
+                                                Apikeys__V1__ExportAuditChainResponse_Closure closure,
+                                                void *closure_data)
+{
+  assert(service->descriptor == &apikeys__v1__key_admin__descriptor);
+  service->invoke(service, 10, (const ProtobufCMessage *) input, (ProtobufCClosure) closure, closure_data);
 }
 void apikeys__v1__key_admin__init (Apikeys__V1__KeyAdmin_Service *service,
                                    Apikeys__V1__KeyAdmin_ServiceDestroy destroy)

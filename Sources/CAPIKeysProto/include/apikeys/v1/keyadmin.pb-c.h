@@ -43,6 +43,11 @@ typedef struct Apikeys__V1__ListAuditEventsResponse Apikeys__V1__ListAuditEvents
 typedef struct Apikeys__V1__AuditEvent Apikeys__V1__AuditEvent;
 typedef struct Apikeys__V1__GetPolicyRequest Apikeys__V1__GetPolicyRequest;
 typedef struct Apikeys__V1__GetPolicyResponse Apikeys__V1__GetPolicyResponse;
+typedef struct Apikeys__V1__ExportAuditChainRequest Apikeys__V1__ExportAuditChainRequest;
+typedef struct Apikeys__V1__ExportAuditChainResponse Apikeys__V1__ExportAuditChainResponse;
+typedef struct Apikeys__V1__AuditChainPoint Apikeys__V1__AuditChainPoint;
+typedef struct Apikeys__V1__AuditChainState Apikeys__V1__AuditChainState;
+typedef struct Apikeys__V1__AuditLink Apikeys__V1__AuditLink;
 
 
 /* --- enums --- */
@@ -607,6 +612,108 @@ struct  Apikeys__V1__GetPolicyResponse
     , 0 }
 
 
+struct  Apikeys__V1__ExportAuditChainRequest
+{
+  ProtobufCMessage base;
+  /*
+   * The links after this position; 0 = from the oldest link kept (or since_ms).
+   */
+  uint64_t after_position;
+  /*
+   * With after_position 0: from the first link holding an event at or after this time (Unix
+   * ms); 0 = from the oldest link kept.
+   */
+  int64_t since_ms;
+  /*
+   * Most links in the page; 0 = the server's default; above its maximum is clamped. A page
+   * also ends before its events would exceed 1 MiB encoded, and always holds one link.
+   */
+  uint32_t page_size;
+};
+#define APIKEYS__V1__EXPORT_AUDIT_CHAIN_REQUEST__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&apikeys__v1__export_audit_chain_request__descriptor) \
+    , 0, 0, 0 }
+
+
+struct  Apikeys__V1__ExportAuditChainResponse
+{
+  ProtobufCMessage base;
+  /*
+   * Where the chain starts and ends, as the page was read.
+   */
+  Apikeys__V1__AuditChainState *chain;
+  /*
+   * In position order; none when after_position is the head.
+   */
+  size_t n_links;
+  Apikeys__V1__AuditLink **links;
+};
+#define APIKEYS__V1__EXPORT_AUDIT_CHAIN_RESPONSE__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&apikeys__v1__export_audit_chain_response__descriptor) \
+    , NULL, 0,NULL }
+
+
+/*
+ * A point of the chain: a link's position and hash.
+ */
+struct  Apikeys__V1__AuditChainPoint
+{
+  ProtobufCMessage base;
+  /*
+   * 0 = before the first link (its hash is 32 zero bytes).
+   */
+  uint64_t position;
+  /*
+   * SHA-256, 32 bytes.
+   */
+  ProtobufCBinaryData hash;
+};
+#define APIKEYS__V1__AUDIT_CHAIN_POINT__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&apikeys__v1__audit_chain_point__descriptor) \
+    , 0, {0,NULL} }
+
+
+struct  Apikeys__V1__AuditChainState
+{
+  ProtobufCMessage base;
+  /*
+   * The last link pruned by retention (position 0 if none was): the chain is verified from it.
+   */
+  Apikeys__V1__AuditChainPoint *anchor;
+  /*
+   * The last link.
+   */
+  Apikeys__V1__AuditChainPoint *head;
+};
+#define APIKEYS__V1__AUDIT_CHAIN_STATE__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&apikeys__v1__audit_chain_state__descriptor) \
+    , NULL, NULL }
+
+
+/*
+ * The events one transaction stored, chained to the link before it:
+ * hash = SHA-256(previous_hash || digest of events) (docs/PROTOCOL.md, "Audit hash chain").
+ */
+struct  Apikeys__V1__AuditLink
+{
+  ProtobufCMessage base;
+  uint64_t position;
+  /*
+   * The stored hash of the link before it (or the anchor's); empty when that link is not kept.
+   */
+  ProtobufCBinaryData previous_hash;
+  ProtobufCBinaryData hash;
+  /*
+   * In seq order.
+   */
+  size_t n_events;
+  Apikeys__V1__AuditEvent **events;
+};
+#define APIKEYS__V1__AUDIT_LINK__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&apikeys__v1__audit_link__descriptor) \
+    , 0, {0,NULL}, {0,NULL}, 0,NULL }
+
+
 /* Apikeys__V1__ApiKey methods */
 void   apikeys__v1__api_key__init
                      (Apikeys__V1__ApiKey         *message);
@@ -1101,6 +1208,101 @@ Apikeys__V1__GetPolicyResponse *
 void   apikeys__v1__get_policy_response__free_unpacked
                      (Apikeys__V1__GetPolicyResponse *message,
                       ProtobufCAllocator *allocator);
+/* Apikeys__V1__ExportAuditChainRequest methods */
+void   apikeys__v1__export_audit_chain_request__init
+                     (Apikeys__V1__ExportAuditChainRequest         *message);
+size_t apikeys__v1__export_audit_chain_request__get_packed_size
+                     (const Apikeys__V1__ExportAuditChainRequest   *message);
+size_t apikeys__v1__export_audit_chain_request__pack
+                     (const Apikeys__V1__ExportAuditChainRequest   *message,
+                      uint8_t             *out);
+size_t apikeys__v1__export_audit_chain_request__pack_to_buffer
+                     (const Apikeys__V1__ExportAuditChainRequest   *message,
+                      ProtobufCBuffer     *buffer);
+Apikeys__V1__ExportAuditChainRequest *
+       apikeys__v1__export_audit_chain_request__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   apikeys__v1__export_audit_chain_request__free_unpacked
+                     (Apikeys__V1__ExportAuditChainRequest *message,
+                      ProtobufCAllocator *allocator);
+/* Apikeys__V1__ExportAuditChainResponse methods */
+void   apikeys__v1__export_audit_chain_response__init
+                     (Apikeys__V1__ExportAuditChainResponse         *message);
+size_t apikeys__v1__export_audit_chain_response__get_packed_size
+                     (const Apikeys__V1__ExportAuditChainResponse   *message);
+size_t apikeys__v1__export_audit_chain_response__pack
+                     (const Apikeys__V1__ExportAuditChainResponse   *message,
+                      uint8_t             *out);
+size_t apikeys__v1__export_audit_chain_response__pack_to_buffer
+                     (const Apikeys__V1__ExportAuditChainResponse   *message,
+                      ProtobufCBuffer     *buffer);
+Apikeys__V1__ExportAuditChainResponse *
+       apikeys__v1__export_audit_chain_response__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   apikeys__v1__export_audit_chain_response__free_unpacked
+                     (Apikeys__V1__ExportAuditChainResponse *message,
+                      ProtobufCAllocator *allocator);
+/* Apikeys__V1__AuditChainPoint methods */
+void   apikeys__v1__audit_chain_point__init
+                     (Apikeys__V1__AuditChainPoint         *message);
+size_t apikeys__v1__audit_chain_point__get_packed_size
+                     (const Apikeys__V1__AuditChainPoint   *message);
+size_t apikeys__v1__audit_chain_point__pack
+                     (const Apikeys__V1__AuditChainPoint   *message,
+                      uint8_t             *out);
+size_t apikeys__v1__audit_chain_point__pack_to_buffer
+                     (const Apikeys__V1__AuditChainPoint   *message,
+                      ProtobufCBuffer     *buffer);
+Apikeys__V1__AuditChainPoint *
+       apikeys__v1__audit_chain_point__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   apikeys__v1__audit_chain_point__free_unpacked
+                     (Apikeys__V1__AuditChainPoint *message,
+                      ProtobufCAllocator *allocator);
+/* Apikeys__V1__AuditChainState methods */
+void   apikeys__v1__audit_chain_state__init
+                     (Apikeys__V1__AuditChainState         *message);
+size_t apikeys__v1__audit_chain_state__get_packed_size
+                     (const Apikeys__V1__AuditChainState   *message);
+size_t apikeys__v1__audit_chain_state__pack
+                     (const Apikeys__V1__AuditChainState   *message,
+                      uint8_t             *out);
+size_t apikeys__v1__audit_chain_state__pack_to_buffer
+                     (const Apikeys__V1__AuditChainState   *message,
+                      ProtobufCBuffer     *buffer);
+Apikeys__V1__AuditChainState *
+       apikeys__v1__audit_chain_state__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   apikeys__v1__audit_chain_state__free_unpacked
+                     (Apikeys__V1__AuditChainState *message,
+                      ProtobufCAllocator *allocator);
+/* Apikeys__V1__AuditLink methods */
+void   apikeys__v1__audit_link__init
+                     (Apikeys__V1__AuditLink         *message);
+size_t apikeys__v1__audit_link__get_packed_size
+                     (const Apikeys__V1__AuditLink   *message);
+size_t apikeys__v1__audit_link__pack
+                     (const Apikeys__V1__AuditLink   *message,
+                      uint8_t             *out);
+size_t apikeys__v1__audit_link__pack_to_buffer
+                     (const Apikeys__V1__AuditLink   *message,
+                      ProtobufCBuffer     *buffer);
+Apikeys__V1__AuditLink *
+       apikeys__v1__audit_link__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   apikeys__v1__audit_link__free_unpacked
+                     (Apikeys__V1__AuditLink *message,
+                      ProtobufCAllocator *allocator);
 /* --- per-message closures --- */
 
 typedef void (*Apikeys__V1__ApiKey_Closure)
@@ -1181,6 +1383,21 @@ typedef void (*Apikeys__V1__GetPolicyRequest_Closure)
 typedef void (*Apikeys__V1__GetPolicyResponse_Closure)
                  (const Apikeys__V1__GetPolicyResponse *message,
                   void *closure_data);
+typedef void (*Apikeys__V1__ExportAuditChainRequest_Closure)
+                 (const Apikeys__V1__ExportAuditChainRequest *message,
+                  void *closure_data);
+typedef void (*Apikeys__V1__ExportAuditChainResponse_Closure)
+                 (const Apikeys__V1__ExportAuditChainResponse *message,
+                  void *closure_data);
+typedef void (*Apikeys__V1__AuditChainPoint_Closure)
+                 (const Apikeys__V1__AuditChainPoint *message,
+                  void *closure_data);
+typedef void (*Apikeys__V1__AuditChainState_Closure)
+                 (const Apikeys__V1__AuditChainState *message,
+                  void *closure_data);
+typedef void (*Apikeys__V1__AuditLink_Closure)
+                 (const Apikeys__V1__AuditLink *message,
+                  void *closure_data);
 
 /* --- services --- */
 
@@ -1228,6 +1445,10 @@ struct Apikeys__V1__KeyAdmin_Service
                      const Apikeys__V1__GetPolicyRequest *input,
                      Apikeys__V1__GetPolicyResponse_Closure closure,
                      void *closure_data);
+  void (*export_audit_chain)(Apikeys__V1__KeyAdmin_Service *service,
+                             const Apikeys__V1__ExportAuditChainRequest *input,
+                             Apikeys__V1__ExportAuditChainResponse_Closure closure,
+                             void *closure_data);
 };
 typedef void (*Apikeys__V1__KeyAdmin_ServiceDestroy)(Apikeys__V1__KeyAdmin_Service *);
 void apikeys__v1__key_admin__init (Apikeys__V1__KeyAdmin_Service *service,
@@ -1245,7 +1466,8 @@ void apikeys__v1__key_admin__init (Apikeys__V1__KeyAdmin_Service *service,
       function_prefix__ ## delete_key,\
       function_prefix__ ## list_permissions,\
       function_prefix__ ## list_audit_events,\
-      function_prefix__ ## get_policy  }
+      function_prefix__ ## get_policy,\
+      function_prefix__ ## export_audit_chain  }
 void apikeys__v1__key_admin__create_key(ProtobufCService *service,
                                         const Apikeys__V1__CreateKeyRequest *input,
                                         Apikeys__V1__CreateKeyResponse_Closure closure,
@@ -1286,6 +1508,10 @@ void apikeys__v1__key_admin__get_policy(ProtobufCService *service,
                                         const Apikeys__V1__GetPolicyRequest *input,
                                         Apikeys__V1__GetPolicyResponse_Closure closure,
                                         void *closure_data);
+void apikeys__v1__key_admin__export_audit_chain(ProtobufCService *service,
+                                                const Apikeys__V1__ExportAuditChainRequest *input,
+                                                Apikeys__V1__ExportAuditChainResponse_Closure closure,
+                                                void *closure_data);
 
 /* --- descriptors --- */
 
@@ -1315,6 +1541,11 @@ extern const ProtobufCMessageDescriptor apikeys__v1__list_audit_events_response_
 extern const ProtobufCMessageDescriptor apikeys__v1__audit_event__descriptor;
 extern const ProtobufCMessageDescriptor apikeys__v1__get_policy_request__descriptor;
 extern const ProtobufCMessageDescriptor apikeys__v1__get_policy_response__descriptor;
+extern const ProtobufCMessageDescriptor apikeys__v1__export_audit_chain_request__descriptor;
+extern const ProtobufCMessageDescriptor apikeys__v1__export_audit_chain_response__descriptor;
+extern const ProtobufCMessageDescriptor apikeys__v1__audit_chain_point__descriptor;
+extern const ProtobufCMessageDescriptor apikeys__v1__audit_chain_state__descriptor;
+extern const ProtobufCMessageDescriptor apikeys__v1__audit_link__descriptor;
 extern const ProtobufCServiceDescriptor apikeys__v1__key_admin__descriptor;
 
 PROTOBUF_C__END_DECLS

@@ -1,0 +1,95 @@
+import APIKeysCore
+import APIKeysWire
+
+/// What a walk of the audit trail's hash chain verified (``APIKeysClient/verifyAuditChain(sinceMS:pageSize:timeout:onPage:)``).
+public struct AuditChainVerification: Sendable, Hashable {
+    /// The point the walk started from: the chain's anchor, or the link before `sinceMS`.
+    public var start: AuditChain.Point
+    /// The head it reached: the chain's head when the walk began.
+    public var head: AuditChain.Point
+    public var links: Int
+    public var events: Int
+}
+
+extension APIKeysClient {
+    /// One page of the audit trail's hash chain (whole links with their events).
+    public func exportAuditChain(
+        _ request: ExportAuditChainRequest = ExportAuditChainRequest(), timeout: Duration? = nil
+    ) async throws -> ExportAuditChainResponse {
+        try await call(KeyAdmin.exportAuditChain, request, timeout: timeout)
+    }
+
+    /// Reads the chain page by page, from its anchor (or from the first link with an event at or
+    /// after `sinceMS`) to the head it had when the walk began, handing each page to `onPage`
+    /// (links past that head left out) and verifying every link against the one before it
+    /// (``AuditChainVerifier``). Throws ``AuditChainVerifier/Break`` at the first break, after
+    /// `onPage` has seen its page.
+    @discardableResult
+    public func verifyAuditChain(
+        sinceMS: Int64 = 0, pageSize: UInt32 = 0, timeout: Duration? = nil,
+        onPage: (AuditChain.State, [AuditLink]) async throws -> Void = { _, _ in }
+    ) async throws -> AuditChainVerification {
+        var request = ExportAuditChainRequest(sinceMS: sinceMS, pageSize: pageSize)
+        var verifier: AuditChainVerifier?
+        var target: AuditChain.State?
+        while true {
+            let page = try await exportAuditChain(request, timeout: timeout)
+            let state = AuditChain.State(page.chain)
+            let first = target ?? state
+            target = first
+            let links = page.links.prefix { $0.position <= first.head.position }
+            if verifier == nil {
+                verifier = try Self.start(sinceMS: sinceMS, state: state, first: links.first)
+            }
+            try await onPage(state, Array(links))
+            for link in links {
+                try verifier!.check(
+                    position: link.position, hash: link.hash, entries: link.events.map(AuditChain.Entry.init),
+                    state: state)
+            }
+            guard let last = links.last, last.position < first.head.position else { break }
+            request = ExportAuditChainRequest(afterPosition: last.position, pageSize: pageSize)
+        }
+        guard let verifier, let target else { throw AuditChainVerifier.Break(position: 0, reason: "no page read") }
+        try verifier.finish(state: target)
+        return AuditChainVerification(
+            start: verifier.start, head: target.head, links: verifier.links, events: verifier.events)
+    }
+
+    /// Where a walk starts: the anchor for the whole chain; for a partial one, the point before
+    /// its first link, which the server must still keep.
+    private static func start(sinceMS: Int64, state: AuditChain.State, first: AuditLink?) throws
+        -> AuditChainVerifier
+    {
+        guard sinceMS != 0, let first, first.position != state.anchor.position + 1 else {
+            return AuditChainVerifier(from: state.anchor)
+        }
+        guard first.previousHash.count == 32 else {
+            throw AuditChainVerifier.Break(position: first.position, reason: "the link before it is not kept")
+        }
+        return AuditChainVerifier(from: AuditChain.Point(position: first.position - 1, hash: first.previousHash))
+    }
+}
+
+extension AuditChain.State {
+    init(_ state: AuditChainState) {
+        self.init(
+            anchor: AuditChain.Point(position: state.anchor.position, hash: state.anchor.hash),
+            head: AuditChain.Point(position: state.head.position, hash: state.head.hash))
+    }
+}
+
+extension AuditChain.Entry {
+    /// The digested fields of an exported event.
+    public init(_ event: AuditEvent) {
+        let reason: UInt32 =
+            switch event.reason {
+            case .unspecified: 0
+            default: UInt32(bitPattern: event.reason.rawValue)
+            }
+        self.init(
+            seq: event.seq, atMS: event.atMS, action: event.action, keyID: event.keyID, keyName: event.keyName,
+            actor: event.actor, detail: event.detail, reason: reason, permissions: event.permissions,
+            resource: event.resource, clientAddress: event.clientAddress)
+    }
+}

@@ -1,0 +1,187 @@
+import APIKeysCore
+import APIKeysStore
+import Logging
+import PostgresNIO
+
+/// SQL for the audit trail's hash chain (``AuditChain``) on PostgreSQL: `audit_links` and the one
+/// row of `audit_chain` (head and anchor), shared by every replica. Appending locks that row
+/// (`FOR UPDATE`), so the links of all replicas are ordered as their transactions commit; the
+/// lock is taken by the transaction's last statements and held only to its commit.
+enum AuditChainRows {
+    /// Appends the links given as arrays and moves the head, in one statement.
+    static let appendSQL = """
+        WITH linked AS (
+            INSERT INTO audit_links (position, first_seq, last_seq, at_ms, count, hash)
+            SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::bigint[], $4::bigint[], $5::bigint[], $6::bytea[]))
+        UPDATE audit_chain SET head_position = $7, head_hash = $8
+        """
+
+    /// Stores `events` (one transaction's, any order) as rows of `audit_events` in links of at
+    /// most `maxEvents`, then appends the links, last in the caller's transaction: three
+    /// statements whatever the number of links.
+    static func append(
+        _ events: [AuditRecord], maxEvents: Int = .max, on connection: PostgresConnection, logger: Logger
+    ) async throws {
+        guard !events.isEmpty else { return }
+        let sorted = events.sorted { $0.seq < $1.seq }
+        let links = AuditChain.pendingLinks(sorted, maxEvents: maxEvents)
+        var ids: [Int64] = []
+        ids.reserveCapacity(sorted.count)
+        for link in links { ids += repeatElement(Int64(bitPattern: link.firstSeq), count: link.count) }
+        try await connection.execute(AuditRows.InsertEvents(events: sorted, links: ids), logger: logger)
+
+        var head = try await state(on: connection, lock: true, logger: logger).head
+        var positions: [Int64] = []
+        var hashes: [ByteBuffer] = []
+        for link in links {
+            head = AuditChain.Point(
+                position: head.position + 1, hash: AuditChain.linkHash(previous: head.hash, digest: link.digest))
+            positions.append(Int64(head.position))
+            hashes.append(ByteBuffer(bytes: head.hash))
+        }
+        var binds = PostgresBindings()
+        binds.append(positions)
+        binds.append(links.map { Int64(bitPattern: $0.firstSeq) })
+        binds.append(links.map { Int64(bitPattern: $0.lastSeq) })
+        binds.append(links.map(\.atMS))
+        binds.append(links.map { Int64($0.count) })
+        binds.append(hashes)
+        binds.append(Int64(head.position))
+        binds.append(ByteBuffer(bytes: head.hash))
+        try await connection.query(PostgresQuery(unsafeSQL: appendSQL, binds: binds), logger: logger)
+    }
+
+    /// Whether the event numbered `seq` is stored: a batch retried after a commit whose answer
+    /// was lost is found written.
+    static func isStored(seq: UInt64, on connection: PostgresConnection, logger: Logger) async throws -> Bool {
+        let rows = try await connection.query(
+            "SELECT EXISTS (SELECT 1 FROM audit_events WHERE seq = \(Int64(bitPattern: seq)))", logger: logger)
+        for try await stored in rows.decode(Bool.self) { return stored }
+        return false
+    }
+
+    static func state(on connection: PostgresConnection, lock: Bool = false, logger: Logger) async throws
+        -> AuditChain.State
+    {
+        let sql =
+            "SELECT head_position, head_hash, anchor_position, anchor_hash FROM audit_chain"
+            + (lock ? " FOR UPDATE" : "")
+        for try await (head, headHash, anchor, anchorHash) in try await connection.query(
+            PostgresQuery(unsafeSQL: sql), logger: logger
+        ).decode((Int64, ByteBuffer, Int64, ByteBuffer).self) {
+            return AuditChain.State(
+                anchor: AuditChain.Point(position: UInt64(anchor), hash: Array(buffer: anchorHash)),
+                head: AuditChain.Point(position: UInt64(head), hash: Array(buffer: headHash)))
+        }
+        throw StoreError.database(server: "", message: "the audit chain's head is missing")
+    }
+
+    static func links(after position: UInt64, limit: Int, on connection: PostgresConnection, logger: Logger)
+        async throws -> [StoredLink]
+    {
+        var links: [StoredLink] = []
+        for try await (position, first, last, atMS, count, hash) in try await connection.query(
+            """
+            SELECT position, first_seq, last_seq, at_ms, count, hash FROM audit_links WHERE position > \(Int64(position))
+            ORDER BY position LIMIT \(Int64(limit))
+            """, logger: logger
+        ).decode((Int64, Int64, Int64, Int64, Int64, ByteBuffer).self) {
+            links.append(
+                StoredLink(
+                    position: UInt64(position), firstSeq: first, lastSeq: last, atMS: atMS, count: count,
+                    hash: Array(buffer: hash)))
+        }
+        return links
+    }
+
+    /// Most events one export page reads (links are whole; at least one is read).
+    static let maxEventsPerPage = 8192
+
+    /// A page of the chain (``KeyStore/auditChainPage(after:sinceMS:maxLinks:maxBytes:)``), in one
+    /// REPEATABLE READ snapshot.
+    static func page(
+        after position: UInt64, sinceMS: Int64?, maxLinks: Int, maxBytes: Int, on connection: PostgresConnection,
+        logger: Logger
+    ) async throws -> AuditChain.Page {
+        try await connection.withTransaction(logger: logger) { connection in
+            try await connection.query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY", logger: logger)
+            let state = try await state(on: connection, logger: logger)
+            var start = position
+            if position == 0, let sinceMS {
+                let first = try await connection.query(
+                    "SELECT position FROM audit_links WHERE at_ms >= \(sinceMS) ORDER BY position LIMIT 1",
+                    logger: logger
+                ).decode(Int64.self).first { _ in true }
+                start = first.map { UInt64($0) - 1 } ?? state.head.position
+            }
+            var previous: [UInt8]? = start == state.anchor.position ? state.anchor.hash : nil
+            if previous == nil, start > 0 {
+                previous = try await connection.query(
+                    "SELECT hash FROM audit_links WHERE position = \(Int64(start))", logger: logger
+                ).decode(ByteBuffer.self).first { _ in true }.map { Array(buffer: $0) }
+            }
+            var stored: [StoredLink] = []
+            var planned = 0
+            for link in try await links(after: start, limit: maxLinks, on: connection, logger: logger) {
+                if !stored.isEmpty && planned + Int(link.count) > maxEventsPerPage { break }
+                planned += Int(link.count)
+                stored.append(link)
+            }
+            guard let low = stored.map(\.firstSeq).min(), let high = stored.map(\.lastSeq).max() else {
+                return AuditChain.Page(state: state, links: [])
+            }
+            var byLink: [Int64: [AuditRecord]] = [:]
+            for (event, link) in try await AuditRows.events(
+                seqs: low...high, links: stored.map(\.firstSeq), on: connection, logger: logger)
+            {
+                byLink[link, default: []].append(event)
+            }
+            return AuditChain.Page(
+                state: state, after: start, startHash: previous, maxBytes: maxBytes,
+                links: stored.map(\.point)
+            ) { (byLink[stored[$0].firstSeq] ?? []).sorted { $0.seq < $1.seq } }
+        }
+    }
+
+    /// One step of pruning (``AuditRetention``): under the chain's row lock (so replicas prune
+    /// one at a time), the oldest links whose every event is older than `cutoffMS`, at most 256
+    /// and 10,000 events, and their events; the anchor moves to the last one. Then rows from
+    /// before the chain, by time.
+    static func pruneStep(olderThan cutoffMS: Int64, on connection: PostgresConnection, logger: Logger) async throws
+        -> AuditRetention.Pruned
+    {
+        let state = try await state(on: connection, lock: true, logger: logger)
+        var expired: [StoredLink] = []
+        var events = 0
+        for link in try await links(after: state.anchor.position, limit: 256, on: connection, logger: logger) {
+            guard link.atMS < cutoffMS, expired.isEmpty || events + Int(link.count) <= 10_000 else { break }
+            events += Int(link.count)
+            expired.append(link)
+        }
+        var pruned = AuditRetention.Pruned()
+        if let last = expired.last {
+            let rows = try await connection.query(
+                """
+                DELETE FROM audit_events e USING unnest(\(expired.map(\.firstSeq))::bigint[], \(expired.map(\.lastSeq))::bigint[]) AS l(f, t)
+                WHERE e.seq BETWEEN l.f AND l.t AND e.link = l.f RETURNING 1
+                """, logger: logger)
+            for try await _ in rows.decode(Int32.self) { pruned.rows += 1 }
+            try await connection.query(
+                "DELETE FROM audit_links WHERE position <= \(Int64(last.position))", logger: logger)
+            try await connection.query(
+                """
+                UPDATE audit_chain SET anchor_position = \(Int64(last.position)), anchor_hash = \(ByteBuffer(bytes: last.hash))
+                """, logger: logger)
+            pruned.links = expired.count
+            pruned.anchor = AuditChain.Point(position: last.position, hash: last.hash)
+        }
+        let legacy = try await connection.query(
+            """
+            DELETE FROM audit_events WHERE seq IN (
+                SELECT seq FROM audit_events WHERE at_ms < \(cutoffMS) AND link IS NULL ORDER BY at_ms LIMIT 10000)
+            RETURNING 1
+            """, logger: logger)
+        for try await _ in legacy.decode(Int32.self) { pruned.rows += 1 }
+        return pruned
+    }
+}

@@ -1,0 +1,174 @@
+import APIKeysCore
+
+/// SQL for the audit trail's hash chain (``AuditChain``) on SQLite: `audit_links`, one row per
+/// link, and `audit_chain`, its one row holding the head and the anchor. Every transaction that
+/// stores audit events (both connections') appends its links here; SQLite's write lock orders
+/// them, so positions follow commit order.
+enum AuditChainTable {
+    static func state(in db: SQLiteConnection) throws -> AuditChain.State {
+        let state = try db.statement(
+            "SELECT head_position, head_hash, anchor_position, anchor_hash FROM audit_chain WHERE one = 1"
+        ).firstRow { row in
+            AuditChain.State(
+                anchor: AuditChain.Point(position: UInt64(row.int64(2)), hash: row.blob(3)),
+                head: AuditChain.Point(position: UInt64(row.int64(0)), hash: row.blob(1)))
+        }
+        guard let state else { throw StoreError.corrupt(path: db.path, message: "the audit chain's head is missing") }
+        return state
+    }
+
+    /// Stores `events` (sorted by seq) as links of at most `maxEvents`, in the caller's
+    /// transaction: `store` writes each link's events, marked with the link id it is given (the
+    /// link's first seq); then the link rows and the new head are written.
+    static func append(
+        _ events: [AuditRecord], maxEvents: Int = .max, in db: SQLiteConnection,
+        store: (ArraySlice<AuditRecord>, Int64) throws -> Void
+    ) throws {
+        guard !events.isEmpty else { return }
+        var head = try state(in: db).head
+        let insert = try db.statement(
+            "INSERT INTO audit_links (position, first_seq, last_seq, at_ms, count, hash) VALUES (?, ?, ?, ?, ?, ?)")
+        for link in AuditChain.pendingLinks(events, maxEvents: maxEvents) {
+            let id = Int64(bitPattern: link.firstSeq)
+            try store(events[link.range], id)
+            head = AuditChain.Point(
+                position: head.position + 1, hash: AuditChain.linkHash(previous: head.hash, digest: link.digest))
+            insert.reset()
+            try insert.bind(
+                .integer(Int64(head.position)), .integer(id), .integer(Int64(bitPattern: link.lastSeq)),
+                .integer(link.atMS), .integer(Int64(link.count)), .blob(head.hash)
+            ).run()
+        }
+        try db.statement("UPDATE audit_chain SET head_position = ?, head_hash = ? WHERE one = 1")
+            .bind(.integer(Int64(head.position)), .blob(head.hash)).run()
+    }
+
+    /// Stores `events` (sorted by seq) as rows of `audit_events`, in one link.
+    static func appendRows(_ events: [AuditRecord], in db: SQLiteConnection) throws {
+        let insert = try AuditTable.insertStatement(in: db)
+        try append(events, in: db) { link, id in
+            for event in link { try AuditTable.insert(event, link: id, using: insert) }
+        }
+    }
+
+    /// Up to `limit` links after `position`, in order.
+    static func links(after position: UInt64, limit: Int, in db: SQLiteConnection) throws -> [StoredLink] {
+        try db.statement(
+            """
+            SELECT position, first_seq, last_seq, at_ms, count, hash FROM audit_links WHERE position > ?
+            ORDER BY position LIMIT ?
+            """
+        ).bind(.integer(Int64(position)), .integer(Int64(limit))).rows { row in
+            StoredLink(
+                position: UInt64(row.int64(0)), firstSeq: row.int64(1), lastSeq: row.int64(2), atMS: row.int64(3),
+                count: row.int64(4), hash: row.blob(5))
+        }
+    }
+
+    /// The events of `link`, in seq order: its rows of `audit_events` and its api.request batches.
+    static func events(of link: StoredLink, in db: SQLiteConnection) throws -> [AuditRecord] {
+        let bounds: [SQLiteValue] = [.integer(link.firstSeq), .integer(link.lastSeq), .integer(link.firstSeq)]
+        var events = try db.statement(
+            "SELECT \(AuditTable.columns) FROM audit_events WHERE seq BETWEEN ? AND ? AND link = ?"
+        ).bind(bounds).rows { try AuditTable.record(from: $0, in: db) }
+        try db.statement("SELECT events FROM api_request_batches WHERE first_seq BETWEEN ? AND ? AND link = ?")
+            .bind(bounds).scan { row in
+                // A batch that no longer decodes was tampered with: left out, its link does not
+                // hash, and verification names the link instead of failing on the batch.
+                if let batch = try? APIRequestBatchTable.unpack(row, column: 0, in: db) { events += batch }
+                return true
+            }
+        return events.sorted { $0.seq < $1.seq }
+    }
+
+    /// A page of the chain after `position` (or, when it is 0 and `sinceMS` is given, from the
+    /// first link with an event at or after then): whole links, up to `maxLinks` and about
+    /// `maxBytes` of events (at least one link), read in one snapshot.
+    static func page(after position: UInt64, sinceMS: Int64?, maxLinks: Int, maxBytes: Int, in db: SQLiteConnection)
+        throws -> AuditChain.Page
+    {
+        try db.readTransaction {
+            let state = try state(in: db)
+            var start = position
+            if position == 0, let sinceMS {
+                let first = try db.statement(
+                    "SELECT position FROM audit_links WHERE at_ms >= ? ORDER BY position LIMIT 1"
+                ).bind(.integer(sinceMS)).firstRow { UInt64($0.int64(0)) }
+                start = first.map { $0 - 1 } ?? state.head.position
+            }
+            var previous: [UInt8]? = start == state.anchor.position ? state.anchor.hash : nil
+            if previous == nil, start > 0 {
+                previous = try db.statement("SELECT hash FROM audit_links WHERE position = ?")
+                    .bind(.integer(Int64(start))).firstRow { $0.blob(0) }
+            }
+            let stored = try Self.links(after: start, limit: maxLinks, in: db)
+            return try AuditChain.Page(
+                state: state, after: start, startHash: previous, maxBytes: maxBytes,
+                links: stored.map(\.point)
+            ) { try Self.events(of: stored[$0], in: db) }
+        }
+    }
+
+    /// What pruning removed of the chain in one step.
+    struct Pruned {
+        var links = 0
+        var batches = 0
+        var batchedEvents = 0
+        var rows = 0
+        var anchor: AuditChain.Point?
+    }
+
+    /// Removes the oldest links whose every event is older than `cutoffMS` (at most `maxLinks`,
+    /// stopping at the first that is not), their events, and moves the anchor to the last one.
+    static func pruneStep(olderThan cutoffMS: Int64, maxLinks: Int, in db: SQLiteConnection) throws -> Pruned {
+        var pruned = Pruned()
+        let expired = try links(after: try state(in: db).anchor.position, limit: maxLinks, in: db)
+            .prefix { $0.atMS < cutoffMS }
+        guard let last = expired.last else { return pruned }
+        let deleteKeys = try db.statement(
+            """
+            DELETE FROM api_request_batch_keys WHERE first_seq IN (
+                SELECT first_seq FROM api_request_batches WHERE first_seq BETWEEN ?1 AND ?2 AND link = ?1)
+            """)
+        let deleteBatches = try db.statement(
+            "DELETE FROM api_request_batches WHERE first_seq BETWEEN ?1 AND ?2 AND link = ?1 RETURNING count")
+        let deleteRows = try db.statement("DELETE FROM audit_events WHERE seq BETWEEN ?1 AND ?2 AND link = ?1")
+        for link in expired {
+            let bounds: [SQLiteValue] = [.integer(link.firstSeq), .integer(link.lastSeq)]
+            deleteKeys.reset()
+            try deleteKeys.bind(bounds).run()
+            deleteBatches.reset()
+            let counts = try deleteBatches.bind(bounds).rows { $0.int64(0) }
+            pruned.batches += counts.count
+            pruned.batchedEvents += Int(counts.reduce(0, +))
+            deleteRows.reset()
+            try deleteRows.bind(bounds).run()
+            pruned.rows += db.changes
+        }
+        try db.statement("DELETE FROM audit_links WHERE position <= ?").bind(.integer(Int64(last.position))).run()
+        let anchor = AuditChain.Point(position: last.position, hash: last.hash)
+        try db.statement("UPDATE audit_chain SET anchor_position = ?, anchor_hash = ? WHERE one = 1")
+            .bind(.integer(Int64(anchor.position)), .blob(anchor.hash)).run()
+        pruned.links = expired.count
+        pruned.anchor = anchor
+        return pruned
+    }
+}
+
+/// A row of `audit_links` (either store): where a link's events are, and its hash.
+package struct StoredLink: Sendable {
+    package var position: UInt64
+    package var firstSeq: Int64
+    package var lastSeq: Int64
+    package var atMS: Int64
+    package var count: Int64
+    package var hash: [UInt8]
+
+    package init(position: UInt64, firstSeq: Int64, lastSeq: Int64, atMS: Int64, count: Int64, hash: [UInt8]) {
+        (self.position, self.firstSeq, self.lastSeq) = (position, firstSeq, lastSeq)
+        (self.atMS, self.count, self.hash) = (atMS, count, hash)
+    }
+
+    /// The link as a point of the chain.
+    package var point: AuditChain.Point { AuditChain.Point(position: position, hash: hash) }
+}

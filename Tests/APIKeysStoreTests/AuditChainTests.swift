@@ -1,0 +1,139 @@
+import APIKeysCore
+import Testing
+@_spi(Testing) @testable import APIKeysStore
+
+/// The audit trail's hash chain on both stores: every event in exactly one link, the chain
+/// verified page by page, pruning that moves the anchor, and tampering found.
+@Suite struct AuditChainTests {
+    static let day: Int64 = 86_400_000
+
+    /// Walks the whole chain as a client would (small pages) and returns what it verified.
+    static func walk(_ service: KeyService, pageSize: Int = 7) async throws -> (
+        verifier: AuditChainVerifier, events: [AuditRecord], state: AuditChain.State
+    ) {
+        var after: UInt64 = 0
+        var verifier: AuditChainVerifier?
+        var events: [AuditRecord] = []
+        var state: AuditChain.State
+        while true {
+            let page = try await service.auditChainPage(after: after, pageSize: pageSize)
+            state = page.state
+            if verifier == nil { verifier = AuditChainVerifier(from: state.anchor) }
+            for (previous, link) in page.links {
+                if let previous { #expect(previous == verifier!.last.hash) }
+                try verifier!.check(
+                    position: link.position, hash: link.hash, entries: link.events.map(AuditChain.Entry.init),
+                    state: state)
+                events += link.events
+            }
+            guard let last = page.links.last else { break }
+            after = last.link.position
+        }
+        try verifier!.finish(state: state)
+        return (verifier!, events, state)
+    }
+
+    static func allEvents(_ service: KeyService) async throws -> [AuditRecord] {
+        var events: [AuditRecord] = []
+        var token: String?
+        repeat {
+            let page = try await service.listAuditEvents(AuditQuery(), pageSize: 1000, pageToken: token)
+            events += page.events
+            token = page.nextPageToken
+        } while token != nil
+        return events
+    }
+
+    @Test(arguments: StoreKind.available)
+    func everyEventIsInOneLinkAndTheChainVerifies(_ kind: StoreKind) async throws {
+        try await withService(kind) { service, _ in
+            let key = try await service.createKey(name: "k", permissions: ["jobs:read"], actor: "ops")
+            // More than a link holds, some denied, one with an odd permission list.
+            for index in 0..<(AuditChain.maxEventsPerLink + 40) {
+                _ = try service.check(
+                    secret: key.secret, permissions: index % 3 == 0 ? ["vault:read"] : ["jobs:read"],
+                    resource: "GET /\(index)")
+            }
+            _ = try service.check(secret: key.secret, permissions: ["a b", "", " c"], resource: "spaces")
+            _ = try await service.rotateKey(id: key.key.id, graceSeconds: 60, actor: "ops")
+            _ = try service.check(secret: key.secret, permissions: ["jobs:read"], resource: "old secret")
+            _ = try await service.setEnabled(id: key.key.id, enabled: false, actor: "ops")
+            await service.flushAuditTrail()
+
+            let walked = try await Self.walk(service)
+            let listed = try await Self.allEvents(service)
+            #expect(walked.events.map(\.seq).sorted() == listed.map(\.seq).sorted())
+            #expect(walked.events.count == AuditChain.maxEventsPerLink + 45)
+            #expect(walked.verifier.links >= 5)  // created, ≥ 2 of checks, rotated, disabled
+            #expect(walked.state.anchor == .start && walked.state.head == walked.verifier.last)
+        }
+    }
+
+    @Test(arguments: StoreKind.available)
+    func pruningMovesTheAnchorAndTheRestStillVerifies(_ kind: StoreKind) async throws {
+        let clock = ManualWallClock(nowMS: 1_700_000_000_000)
+        try await withService(kind, clock: clock, maxStalenessMS: 100 * Self.day, auditRetentionMS: 30 * Self.day) {
+            service, _ in
+            let key = try await service.createKey(name: "k", permissions: ["jobs:read"], actor: "ops")
+            for _ in 0..<300 { _ = try service.check(secret: key.secret, permissions: ["jobs:read"]) }
+            await service.flushAuditTrail()
+            let before = try await Self.walk(service)
+
+            clock.advance(byMS: 31 * Self.day)
+            _ = try service.check(secret: key.secret, permissions: ["jobs:read"], resource: "recent")
+            await service.flushAuditTrail()
+            service.pruneAuditTrailNow()
+
+            let after = try await Self.walk(service)
+            #expect(after.state.anchor.position == before.state.head.position)
+            #expect(after.state.anchor == before.state.head)
+            #expect(after.verifier.start == before.state.head)
+            #expect(after.events.filter { $0.action == .apiRequest }.map(\.resource) == ["recent"])
+            let pruned = try #require(after.events.first { $0.action == .auditPruned })
+            #expect(AuditChain.anchor(inDetail: pruned.detail) == after.state.anchor, "\(pruned.detail)")
+        }
+    }
+
+    /// Edits, removals and a rewound head, each made with SQL on the file, are each found.
+    @Test func tamperingWithTheFileIsFound() async throws {
+        try await withService(.sqlite) { service, dir in
+            let key = try await service.createKey(name: "k", permissions: ["jobs:read"], actor: "ops")
+            service.pauseAuditWriter(true)  // the ten checks in one batch, so one link
+            for _ in 0..<10 { _ = try service.check(secret: key.secret, permissions: ["jobs:read"]) }
+            service.pauseAuditWriter(false)
+            await service.flushAuditTrail()
+            _ = try await service.setEnabled(id: key.key.id, enabled: false, actor: "ops")
+            _ = try await service.setEnabled(id: key.key.id, enabled: true, actor: "ops")
+            let clean = try await Self.walk(service)
+            #expect(clean.verifier.links == 4)
+
+            let db = try SQLiteConnection(path: dir + "/apikeys.sqlite")
+            defer { db.close() }
+            func expectBreak(at position: UInt64, _ reason: String) async throws {
+                let broken = await #expect(throws: AuditChainVerifier.Break.self) { _ = try await Self.walk(service) }
+                #expect(
+                    broken?.position == position && broken?.reason.contains(reason) == true,
+                    "\(String(describing: broken))")
+            }
+            // The batch of checks removed: link 2 no longer hashes.
+            try db.execute("DELETE FROM api_request_batches")
+            try await expectBreak(at: 2, "do not hash")
+            // The oldest links removed with the anchor moved after them, as a prune would, but
+            // with no audit.pruned event recording it.
+            try db.execute(
+                "UPDATE audit_chain SET anchor_position = 2, anchor_hash = (SELECT hash FROM audit_links WHERE position = 2)"
+            )
+            try db.execute("DELETE FROM audit_links WHERE position <= 2")
+            try await expectBreak(at: 3, "no audit.pruned event records")
+            // An event removed, then its whole link.
+            try db.execute("DELETE FROM audit_events WHERE action = 'key.disabled'")
+            try await expectBreak(at: 3, "do not hash")
+            try db.execute("DELETE FROM audit_links WHERE position = 3")
+            try await expectBreak(at: 4, "link 3 is missing")
+            // The newest link removed and the head rewound: only a copy kept elsewhere has the
+            // head it had (docs/PROTOCOL.md); removing it without rewinding is found.
+            try db.execute("DELETE FROM audit_links WHERE position = 4")
+            try await expectBreak(at: 3, "its head is link 4")
+        }
+    }
+}
