@@ -23,9 +23,14 @@ public enum AuditChain {
     /// The previous hash of link 1.
     public static let genesis = [UInt8](repeating: 0, count: 32)
 
-    /// Most events in one link the audit writer stores: keeps a link (and an export page, which
-    /// holds whole links) far below the frame limit, whatever the events hold.
-    public static let maxEventsPerLink = 256
+    /// Most events in one link the audit writer stores (as many as one packed batch row holds,
+    /// so a link of checks is one row).
+    public static let maxEventsPerLink = 2048
+
+    /// Most bytes of events (``AuditRecord/approximateEncodedSize``) in one link the audit writer
+    /// stores, past its first event: keeps a link, and the export page that holds it whole, far
+    /// below the client's frame limit whatever the events hold.
+    public static let maxLinkBytes = 1 << 20
 
     /// A point of the chain: a link's position and hash (position 0 is before the first link).
     public struct Point: Sendable, Hashable, CustomStringConvertible {
@@ -119,26 +124,52 @@ public enum AuditChain {
     }
 
     /// The links for one transaction's `events` (sorted by seq first): runs of at most
-    /// `maxEvents`.
-    public static func pendingLinks(_ events: [AuditRecord], maxEvents: Int = .max) -> [PendingLink] {
-        precondition(zip(events, events.dropFirst()).allSatisfy { $0.seq < $1.seq }, "events not in seq order")
+    /// `maxEvents` events and `maxBytes` of them (a run has at least one event).
+    public static func pendingLinks(_ events: [AuditRecord], maxEvents: Int = .max, maxBytes: Int = .max)
+        -> [PendingLink]
+    {
+        // By index: a loop over the records themselves would copy each (ten retains and releases).
+        precondition(
+            events.indices.dropFirst().allSatisfy { events[$0 - 1].seq < events[$0].seq }, "events not in seq order")
         var links: [PendingLink] = []
         var start = 0
         while start < events.count {
-            let end = min(start + maxEvents, events.count)
+            var (end, bytes) = (start + 1, events[start].approximateEncodedSize)
+            let limit = start + min(maxEvents, events.count - start)
+            while end < limit {
+                bytes += events[end].approximateEncodedSize
+                if bytes > maxBytes { break }
+                end += 1
+            }
             let slice = events[start..<end]
             links.append(
                 PendingLink(
-                    range: start..<end, firstSeq: slice.first!.seq, lastSeq: slice.last!.seq,
-                    atMS: slice.map(\.atMS).max()!, digest: digest(slice.map(Entry.init))))
+                    range: start..<end, firstSeq: events[start].seq, lastSeq: events[end - 1].seq,
+                    atMS: slice.indices.reduce(Int64.min) { max($0, events[$1].atMS) }, digest: digest(of: slice)))
             start = end
         }
         return links
     }
 
+    /// An event as the digest reads it: a stored record, or an exported entry.
+    public protocol DigestInput {
+        var seq: UInt64 { get }
+        var atMS: Int64 { get }
+        /// The deny reason's number (`DenyReason`), 0 for none.
+        var reasonNumber: UInt32 { get }
+        var actionName: String { get }
+        var keyID: String { get }
+        var keyName: String { get }
+        var actor: String { get }
+        var detail: String { get }
+        var permissions: [String] { get }
+        var resource: String { get }
+        var clientAddress: String { get }
+    }
+
     /// The fields of an event the digest covers, as plain values (from a stored record, or from
     /// an exported `AuditEvent` whose action this version may not know).
-    public struct Entry: Sendable, Hashable {
+    public struct Entry: Sendable, Hashable, DigestInput {
         public var seq: UInt64
         public var atMS: Int64
         public var action: String
@@ -177,29 +208,120 @@ public enum AuditChain {
                 resource: record.resource, clientAddress: record.clientAddress)
         }
 
-        /// The permissions as the digest takes them: joined by single spaces, empty names left
-        /// out (the form every store reads back).
-        var joinedPermissions: String {
-            permissions.flatMap { $0.split(separator: " ") }.joined(separator: " ")
-        }
-
-        func append(to bytes: inout [UInt8]) {
-            AuditChain.append(seq, to: &bytes)
-            AuditChain.append(UInt64(bitPattern: atMS), to: &bytes)
-            AuditChain.append(reason, to: &bytes)
-            for text in [action, keyID, keyName, actor, detail, joinedPermissions, resource, clientAddress] {
-                AuditChain.append(UInt32(text.utf8.count), to: &bytes)
-                bytes.append(contentsOf: text.utf8)
-            }
-        }
+        public var reasonNumber: UInt32 { reason }
+        public var actionName: String { action }
     }
 
     /// SHA-256 of the entries' bytes, in seq order.
     public static func digest(_ entries: [Entry]) -> [UInt8] {
-        var bytes: [UInt8] = []
-        bytes.reserveCapacity(entries.count * 160)
-        for entry in entries.sorted(by: { $0.seq < $1.seq }) { entry.append(to: &bytes) }
+        let inOrder = entries.indices.dropFirst().allSatisfy { entries[$0 - 1].seq < entries[$0].seq }
+        return digest(of: inOrder ? entries : entries.sorted { $0.seq < $1.seq })
+    }
+
+    /// SHA-256 of the events' bytes, taken in the order given (seq order). The audit writer takes
+    /// one per link it stores: the bytes are counted, then written into one buffer, and no field
+    /// is copied.
+    public static func digest<Events: Collection>(of events: Events) -> [UInt8] where Events.Element: DigestInput {
+        var size = 0
+        for index in events.indices { size += DigestWriter.size(of: events[index]) }
+        let bytes = [UInt8](unsafeUninitializedCapacity: size) { buffer, count in
+            var writer = DigestWriter(into: UnsafeMutableRawBufferPointer(buffer))
+            for index in events.indices { writer.write(events[index]) }
+            precondition(writer.offset == size, "digest bytes miscounted")
+            count = size
+        }
         return sha256(bytes)
+    }
+
+    /// Writes events in the digest's layout into a buffer ``size(of:)`` measured.
+    private struct DigestWriter {
+        let buffer: UnsafeMutableRawBufferPointer
+        var offset = 0
+
+        init(into buffer: UnsafeMutableRawBufferPointer) { self.buffer = buffer }
+
+        /// Fixed fields (seq, at_ms, reason) and eight byte counts.
+        private static let fixedSize = 8 + 8 + 4 + 8 * 4
+
+        static func size(of event: some DigestInput) -> Int {
+            var size = fixedSize + event.actionName.utf8.count + event.keyID.utf8.count + event.keyName.utf8.count
+            size += event.actor.utf8.count + event.detail.utf8.count + event.resource.utf8.count
+            size += event.clientAddress.utf8.count
+            var first = true
+            forEachName(in: event.permissions) { name in
+                size += name.count + (first ? 0 : 1)
+                first = false
+            }
+            return size
+        }
+
+        mutating func write(_ event: some DigestInput) {
+            write(event.seq)
+            write(UInt64(bitPattern: event.atMS))
+            write(event.reasonNumber)
+            write(text: event.actionName)
+            write(text: event.keyID)
+            write(text: event.keyName)
+            write(text: event.actor)
+            write(text: event.detail)
+            writeJoined(event.permissions)
+            write(text: event.resource)
+            write(text: event.clientAddress)
+        }
+
+        private mutating func write(_ value: some FixedWidthInteger) {
+            withUnsafeBytes(of: value.littleEndian) { write(bytes: $0) }
+        }
+
+        private mutating func write(bytes: UnsafeRawBufferPointer) {
+            guard let source = bytes.baseAddress, !bytes.isEmpty else { return }
+            (buffer.baseAddress! + offset).copyMemory(from: source, byteCount: bytes.count)
+            offset += bytes.count
+        }
+
+        private mutating func write(text: String) {
+            write(UInt32(text.utf8.count))
+            Self.withUTF8(text) { write(bytes: UnsafeRawBufferPointer($0)) }
+        }
+
+        /// The permissions joined by single spaces, empty names left out (the form every store
+        /// reads back): each name split at its spaces, as a stored list would be.
+        private mutating func writeJoined(_ permissions: [String]) {
+            let countAt = offset
+            write(UInt32(0))
+            var first = true
+            Self.forEachName(in: permissions) { name in
+                if !first { withUnsafeBytes(of: UInt8(0x20)) { write(bytes: $0) } }
+                write(bytes: UnsafeRawBufferPointer(name))
+                first = false
+            }
+            buffer.storeBytes(of: UInt32(offset - countAt - 4).littleEndian, toByteOffset: countAt, as: UInt32.self)
+        }
+
+        /// Each space-free run of bytes in `permissions`, in order.
+        private static func forEachName(in permissions: [String], _ body: (UnsafeBufferPointer<UInt8>) -> Void) {
+            for permission in permissions {
+                withUTF8(permission) { utf8 in
+                    var index = 0
+                    while index < utf8.count {
+                        guard utf8[index] != 0x20 else {
+                            index += 1
+                            continue
+                        }
+                        var end = index + 1
+                        while end < utf8.count, utf8[end] != 0x20 { end += 1 }
+                        body(UnsafeBufferPointer(rebasing: utf8[index..<end]))
+                        index = end
+                    }
+                }
+            }
+        }
+
+        private static func withUTF8(_ text: String, _ body: (UnsafeBufferPointer<UInt8>) -> Void) {
+            if text.utf8.withContiguousStorageIfAvailable(body) == nil {
+                Array(text.utf8).withUnsafeBufferPointer(body)
+            }
+        }
     }
 
     /// A link's hash: SHA-256 of the previous link's hash and the link's digest.
@@ -262,10 +384,6 @@ public enum AuditChain {
             }
         }
         return out
-    }
-
-    private static func append(_ value: some FixedWidthInteger, to bytes: inout [UInt8]) {
-        withUnsafeBytes(of: value.littleEndian) { bytes.append(contentsOf: $0) }
     }
 }
 

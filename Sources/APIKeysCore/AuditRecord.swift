@@ -72,7 +72,8 @@ public struct AuditRecord: Sendable, Hashable {
     /// An upper bound of this event's size as a protobuf message: its strings plus a tag and
     /// length (or a varint) for every field.
     public var approximateEncodedSize: Int {
-        let strings = keyID.utf8.count + keyName.utf8.count + actor.utf8.count + detail.utf8.count
+        let strings =
+            keyID.utf8.count + keyName.utf8.count + actor.utf8.count + detail.utf8.count
             + resource.utf8.count + clientAddress.utf8.count + action.rawValue.utf8.count
         return strings + permissions.reduce(0) { $0 + $1.utf8.count + 3 } + 16 * 11
     }
@@ -93,4 +94,9 @@ public struct AuditQuery: Sendable, Hashable {
         self.sinceMS = sinceMS
         self.untilMS = untilMS
     }
+}
+
+extension AuditRecord: AuditChain.DigestInput {
+    public var reasonNumber: UInt32 { UInt32(denial?.rawValue ?? 0) }
+    public var actionName: String { action.rawValue }
 }

@@ -177,7 +177,11 @@ public final class KeyIndex: Sendable {
         if let bucket = key.rateBucket, let waitMS = bucket.take(nowMS: nowMS) {
             return CheckOutcome(denial: .rateLimited, key: key, retryAfterMS: waitMS)
         }
-        if let credits = key.usageCredits, !credits.spend() { return CheckOutcome(denial: .usageExceeded, key: key) }
+        if let credits = key.usageCredits, !credits.spend() {
+            // Another loop spent the last credit since: the token goes back.
+            key.rateBucket?.giveBack()
+            return CheckOutcome(denial: .usageExceeded, key: key)
+        }
         return CheckOutcome(denial: nil, key: key)
     }
 }

@@ -93,4 +93,9 @@ public final class RateBucket: Sendable, Hashable {
             expected = original
         }
     }
+
+    /// Returns a token ``take(nowMS:)`` gave, for a check that was denied after taking it.
+    public func giveBack() {
+        nextArrivalUS.subtract(limit.emissionIntervalUS, ordering: .relaxed)
+    }
 }

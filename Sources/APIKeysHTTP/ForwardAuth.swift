@@ -14,6 +14,8 @@ import HTTPTypes
 ///   `X-Forwarded-Method`/`X-Forwarded-Uri` (Traefik), else this request's own method and its
 ///   path after `/authorize` (Envoy's path prefix).
 /// - The client address: the first of `X-Forwarded-For`, else the peer.
+/// - A denial names its reason in `X-Deny-Reason` and in its JSON body; RATE_LIMITED is 429 with
+///   `Retry-After`, or 403 when the request says `X-Rate-Limited-Status: 403` (nginx).
 struct ForwardAuth: Sendable {
     let server: APIKeysServer
     let routes: RouteTable?
@@ -89,9 +91,12 @@ struct ForwardAuth: Sendable {
                 challenge: #"Bearer realm="apikeyd", error="insufficient_scope", error_description="USAGE_EXCEEDED""#)
         }
         if denial == .rateLimited {
+            // nginx's auth_request passes on only 2xx, 401 and 403 (anything else becomes its own
+            // 500): a proxy that asks for it gets 403, and maps it back by X-Deny-Reason.
+            let status: HTTPResponse.Status =
+                headers[Self.rateLimitedStatus] == "403" ? .forbidden : .tooManyRequests
             // Whole seconds, rounded up (RFC 9110 §10.2.3); the exact wait is in the body.
-            var answer = Self.answer(
-                .tooManyRequests, reason: reason, message: "retry after \(outcome.retryAfterMS) ms")
+            var answer = Self.answer(status, reason: reason, message: "retry after \(outcome.retryAfterMS) ms")
             answer.headers[.retryAfter] = String((outcome.retryAfterMS + 999) / 1000)
             return answer
         }
@@ -106,6 +111,7 @@ struct ForwardAuth: Sendable {
     ) -> Answer {
         var headers = HTTPFields()
         headers[.contentType] = "application/json"
+        headers[denyReason] = reason
         if let challenge { headers[.wwwAuthenticate] = challenge }
         var body: [String: Any] = ["reason": reason]
         if !missing.isEmpty { body["missing_permissions"] = missing }
@@ -150,4 +156,8 @@ struct ForwardAuth: Sendable {
     static let forwardedFor = HTTPField.Name("X-Forwarded-For")!
     static let keyID = HTTPField.Name("X-Key-Id")!
     static let keyName = HTTPField.Name("X-Key-Name")!
+    /// On every denial: its reason, for a proxy that cannot read the body.
+    static let denyReason = HTTPField.Name("X-Deny-Reason")!
+    /// `403` asks for a rate-limited check to be answered 403 instead of 429.
+    static let rateLimitedStatus = HTTPField.Name("X-Rate-Limited-Status")!
 }

@@ -17,18 +17,19 @@ enum AuditChainRows {
         """
 
     /// Stores `events` (one transaction's, any order) as rows of `audit_events` in links of at
-    /// most `maxEvents`, then appends the links, last in the caller's transaction: three
-    /// statements whatever the number of links.
+    /// most `maxEvents` and `maxBytes`, then appends the links, last in the caller's transaction:
+    /// three statements whatever the number of links.
     static func append(
-        _ events: [AuditRecord], maxEvents: Int = .max, on connection: PostgresConnection, logger: Logger
+        _ events: [AuditRecord], maxEvents: Int = .max, maxBytes: Int = .max, on connection: PostgresConnection,
+        logger: Logger
     ) async throws {
         guard !events.isEmpty else { return }
         let sorted = events.sorted { $0.seq < $1.seq }
-        let links = AuditChain.pendingLinks(sorted, maxEvents: maxEvents)
+        let links = AuditChain.pendingLinks(sorted, maxEvents: maxEvents, maxBytes: maxBytes)
         var ids: [Int64] = []
         ids.reserveCapacity(sorted.count)
         for link in links { ids += repeatElement(Int64(bitPattern: link.firstSeq), count: link.count) }
-        try await connection.execute(AuditRows.InsertEvents(events: sorted, links: ids), logger: logger)
+        _ = try await connection.execute(AuditRows.InsertEvents(events: sorted, links: ids), logger: logger)
 
         var head = try await state(on: connection, lock: true, logger: logger).head
         var positions: [Int64] = []

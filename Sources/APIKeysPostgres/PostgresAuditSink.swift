@@ -41,7 +41,8 @@ final class PostgresAuditSink: AuditSink {
                         // The keys' rows before the chain's: a mutation holds its keys' rows, then the chain.
                         let stored = try await KeyRows.touch(lastUsed, on: connection, logger: logger)
                         try await AuditChainRows.append(
-                            events, maxEvents: AuditChain.maxEventsPerLink, on: connection, logger: logger)
+                            events, maxEvents: AuditChain.maxEventsPerLink, maxBytes: AuditChain.maxLinkBytes,
+                            on: connection, logger: logger)
                         return stored
                     }
                 }

@@ -477,7 +477,7 @@ enum BatchRows {
             binds.append(inserted.map { $0.key.usage?.granted ?? absent })
             binds.append(rows.map { $0.key.usage?.granted ?? absent })
             binds.append(rows.map { $0.key.usage?.spent ?? 0 })
-            binds.append(ByteBuffer(bytes: AuditChain.digest(events.map(AuditChain.Entry.init))))
+            binds.append(ByteBuffer(bytes: AuditChain.digest(of: events.sorted { $0.seq < $1.seq })))
             if !onlyCreates {
                 bindKeys(updated, to: &binds)
                 binds.append(updated.map { Schema.encodeNetworks($0.key.allowedNetworks) })

@@ -17,18 +17,18 @@ enum AuditChainTable {
         return state
     }
 
-    /// Stores `events` (sorted by seq) as links of at most `maxEvents`, in the caller's
+    /// Stores `events` (sorted by seq) as links of at most `maxEvents` and `maxBytes`, in the caller's
     /// transaction: `store` writes each link's events, marked with the link id it is given (the
     /// link's first seq); then the link rows and the new head are written.
     static func append(
-        _ events: [AuditRecord], maxEvents: Int = .max, in db: SQLiteConnection,
+        _ events: [AuditRecord], maxEvents: Int = .max, maxBytes: Int = .max, in db: SQLiteConnection,
         store: (ArraySlice<AuditRecord>, Int64) throws -> Void
     ) throws {
         guard !events.isEmpty else { return }
         var head = try state(in: db).head
         let insert = try db.statement(
             "INSERT INTO audit_links (position, first_seq, last_seq, at_ms, count, hash) VALUES (?, ?, ?, ?, ?, ?)")
-        for link in AuditChain.pendingLinks(events, maxEvents: maxEvents) {
+        for link in AuditChain.pendingLinks(events, maxEvents: maxEvents, maxBytes: maxBytes) {
             let id = Int64(bitPattern: link.firstSeq)
             try store(events[link.range], id)
             head = AuditChain.Point(

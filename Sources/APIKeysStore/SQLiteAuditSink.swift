@@ -25,10 +25,13 @@ final class SQLiteAuditSink: AuditSink, @unchecked Sendable {
         }
         try connection.transaction {
             let insert = try AuditTable.insertStatement(in: connection)
-            try AuditChainTable.append(events, maxEvents: AuditChain.maxEventsPerLink, in: connection) { link, id in
+            try AuditChainTable.append(
+                events, maxEvents: AuditChain.maxEventsPerLink, maxBytes: AuditChain.maxLinkBytes, in: connection
+            ) { link, id in
                 // Packed batches hold no detail but a grace secret's mark: an event with another
                 // detail is a row of its own, as summaries are.
-                let packable = link.allSatisfy(APIRequestPacking.packs)
+                // (By index: a loop over the records would copy each.)
+                let packable = link.indices.allSatisfy { APIRequestPacking.packs(link[$0]) }
                 try APIRequestBatchTable.insert(
                     packable ? link : ArraySlice(link.filter(APIRequestPacking.packs)), link: id, in: connection)
                 if !packable {

@@ -144,4 +144,43 @@ import Testing
         index.noteStoredSpending(["key_1": 103])
         #expect(check().denial == .usageExceeded)
     }
+
+    /// Threads racing for a key's last credits: a check that finds a credit, takes a token and
+    /// then loses the credit to another thread gives its token back, so the bucket has lost
+    /// exactly one token per allowed check.
+    @Test func aCheckThatLosesTheLastCreditToARaceTakesNoToken() async {
+        let index = KeyIndex(catalog: .standard)
+        let format = SecretFormat.standard
+        let secret = format.generate()
+        var state = KeyCheckState(
+            id: "key_1", name: "ci", permissions: PermissionCatalog.standard.mask(of: ["jobs:read"]), enabled: true,
+            expiresAtMS: nil, rateLimit: KeyRateLimit(requests: 1, periodSeconds: 86400, burst: 100_000))
+        index.upsert(state, hash: SecretHash(of: secret))
+        let (rounds, grant, threads, perThread) = (300, 10, 8, 8)
+        for round in 1...rounds {
+            state.usage = UsageGrant(granted: Int64(round * grant), spent: Int64((round - 1) * grant))
+            index.upsert(state, hash: SecretHash(of: secret))
+            let allowed = await withTaskGroup(of: Int.self) { group in
+                for _ in 0..<threads {
+                    group.addTask {
+                        (0..<perThread).reduce(0) { count, _ in
+                            let outcome = index.check(
+                                secret: secret, permissions: ["jobs:read"], format: format, nowMS: 1_000)
+                            return count + (outcome.isAllowed ? 1 : 0)
+                        }
+                    }
+                }
+                return await group.reduce(0, +)
+            }
+            #expect(allowed == grant)
+        }
+        // Unlimited credits now: what is left in the bucket is the burst less one token per allowed check.
+        state.usage = nil
+        index.upsert(state, hash: SecretHash(of: secret))
+        var left = 0
+        while index.check(secret: secret, permissions: ["jobs:read"], format: format, nowMS: 1_000).isAllowed {
+            left += 1
+        }
+        #expect(left == 100_000 - rounds * grant)
+    }
 }

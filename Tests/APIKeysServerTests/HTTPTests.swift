@@ -179,7 +179,8 @@ import Testing
 
     /// A key limited to 3 checks a minute, through the RPC Check and forward-auth (one bucket on
     /// this server for both): the fourth is RATE_LIMITED, 429 with the wait (Retry-After in whole
-    /// seconds on the HTTP port), denied checks take nothing, and the clock refills it.
+    /// seconds on the HTTP port, or 403 when the proxy asks for it), denied checks take nothing, and
+    /// the clock refills it.
     @Test func aRateLimitHoldsOnBothPorts() async throws {
         try await withHTTP { server, http, client in
             let limited = try await client.createKey(
@@ -200,6 +201,12 @@ import Testing
             #expect(reply.status == 429, "\(reply)")
             #expect(reply.headers["retry-after"] == "20")
             #expect(reply.body.contains(#""reason":"RATE_LIMITED""#))
+            #expect(reply.headers["x-deny-reason"] == "RATE_LIMITED")
+            // For nginx's auth_request, which passes only 2xx, 401 and 403 on: 403, same headers.
+            reply = try await HTTPProbe.request(
+                port: http.port, path: "/authorize", headers: headers.merging(["X-Rate-Limited-Status": "403"]) { $1 })
+            #expect(reply.status == 403, "\(reply)")
+            #expect(reply.headers["retry-after"] == "20" && reply.headers["x-deny-reason"] == "RATE_LIMITED")
 
             server.clock.advance(byMS: 20_000)
             #expect(try await client.check(key: limited.secret, permissions: ["jobs:read"]).decision == .allow)
@@ -215,7 +222,7 @@ import Testing
                 ListAuditEventsRequest(keyID: limited.key.id, action: "api.request")
             )
             .events.filter { $0.reason == .rateLimited }
-            #expect(denied.count == 2)
+            #expect(denied.count == 3)
         }
     }
 

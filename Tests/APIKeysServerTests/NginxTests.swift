@@ -7,7 +7,7 @@ import Logging
 import Testing
 
 /// Forward-auth through a real nginx (Debian's nginx-light, `auth_request`) in front of a small
-/// upstream, with the configuration in Tests/nginx/nginx.conf.template.
+/// upstream, with the configuration in Tests/nginx/nginx.conf.template (the one README shows).
 @Suite(.enabled(if: FileManager.default.isExecutableFile(atPath: nginxPath)))
 struct NginxTests {
     static let nginx = nginxPath
@@ -54,11 +54,25 @@ struct NginxTests {
             #expect(try await through("GET", "/api/jobs/2", key: runner.secret).status == 401)
             #expect(try await through("GET", "/api/jobs/2", key: rotated.secret).status == 200)
 
+            // A rate-limited check reaches the client as 429 with its Retry-After: apikeyd answers
+            // nginx 403 (X-Rate-Limited-Status), which auth_request passes on, and the
+            // configuration maps it back; a bare 429 would have become nginx's own 500.
+            let limited = try await client.createKey(
+                name: "limited", permissions: ["jobs:read"], rateLimit: RateLimit(requests: 2, periodSeconds: 60))
+            #expect(try await through("GET", "/api/jobs/3", key: limited.secret).status == 200)
+            #expect(try await through("GET", "/api/jobs/3", key: limited.secret).status == 200)
+            let refused = try await through("GET", "/api/jobs/3", key: limited.secret)
+            #expect(refused.status == 429 && refused.headers["retry-after"] == "30", "\(refused)")
+            let errors = (try? String(contentsOfFile: dir + "/error.log", encoding: .utf8)) ?? ""
+            #expect(!errors.contains("unexpected status"), "\(errors)")
+
             // The audit trail has the original requests, as nginx received them.
             await server.server.service.flushAuditTrail()
             let resources = try await client.listAuditEvents(ListAuditEventsRequest(action: "api.request")).events
                 .map(\.resource)
-            #expect(resources.contains("POST /api/jobs/1/run?at=now") && resources.contains("GET /api/jobs/2"), "\(resources)")
+            #expect(
+                resources.contains("POST /api/jobs/1/run?at=now") && resources.contains("GET /api/jobs/2"),
+                "\(resources)")
             await http.stop()
         }
     }
@@ -96,7 +110,9 @@ struct NginxTests {
         process.standardOutput = FileHandle.nullDevice
         try process.run()
         for _ in 0..<100 {
-            if (try? HTTPProbe.requestBlocking(port: port, method: "GET", path: "/", headers: [:])) != nil { return process }
+            if (try? HTTPProbe.requestBlocking(port: port, method: "GET", path: "/", headers: [:])) != nil {
+                return process
+            }
             usleep(50_000)
         }
         process.terminate()

@@ -177,7 +177,8 @@ import Testing
             let reader = try SQLiteConnection(path: path)
             defer { reader.close() }
             let rows = try reader.statement("SELECT count(*) FROM api_request_batches").firstRow { $0.int64(0) }
-            // Each link of the hash chain (at most AuditChain.maxEventsPerLink events) has its own rows.
+            // Each link of the hash chain (at most AuditChain.maxEventsPerLink events, as many as
+            // a batch row holds) is one row here: 2048, 2048 and 10 checks, and the last check.
             let links = (count + AuditChain.maxEventsPerLink - 1) / AuditChain.maxEventsPerLink
             #expect(rows == Int64(links + 1))
         }
