@@ -128,27 +128,31 @@ public enum AuditChain {
     public static func pendingLinks(_ events: [AuditRecord], maxEvents: Int = .max, maxBytes: Int = .max)
         -> [PendingLink]
     {
-        // By index: a loop over the records themselves would copy each (ten retains and releases).
-        precondition(
-            events.indices.dropFirst().allSatisfy { events[$0 - 1].seq < events[$0].seq }, "events not in seq order")
-        var links: [PendingLink] = []
-        var start = 0
-        while start < events.count {
-            var (end, bytes) = (start + 1, events[start].approximateEncodedSize)
-            let limit = start + min(maxEvents, events.count - start)
-            while end < limit {
-                bytes += events[end].approximateEncodedSize
-                if bytes > maxBytes { break }
-                end += 1
+        // Through the buffer: a loop over the records, or the array's subscript here, copies
+        // each (ten retains and releases), and the writer takes these for every check it stores.
+        events.withUnsafeBufferPointer { events in
+            precondition(
+                events.indices.dropFirst().allSatisfy { events[$0 - 1].seq < events[$0].seq },
+                "events not in seq order")
+            var links: [PendingLink] = []
+            var start = 0
+            while start < events.count {
+                var (end, bytes) = (start + 1, events[start].approximateEncodedSize)
+                let limit = start + min(maxEvents, events.count - start)
+                while end < limit {
+                    bytes += events[end].approximateEncodedSize
+                    if bytes > maxBytes { break }
+                    end += 1
+                }
+                let link = UnsafeBufferPointer(rebasing: events[start..<end])
+                links.append(
+                    PendingLink(
+                        range: start..<end, firstSeq: events[start].seq, lastSeq: events[end - 1].seq,
+                        atMS: link.indices.reduce(Int64.min) { max($0, link[$1].atMS) }, digest: digest(of: link)))
+                start = end
             }
-            let slice = events[start..<end]
-            links.append(
-                PendingLink(
-                    range: start..<end, firstSeq: events[start].seq, lastSeq: events[end - 1].seq,
-                    atMS: slice.indices.reduce(Int64.min) { max($0, events[$1].atMS) }, digest: digest(of: slice)))
-            start = end
+            return links
         }
-        return links
     }
 
     /// An event as the digest reads it: a stored record, or an exported entry.
