@@ -14,10 +14,7 @@ ROUNDS=${BENCH_ROUNDS:-5}
 IFS=, read -r -a SETTINGS <<<"${BENCH_SETTINGS:-50 1,50 16}"
 command -v bc >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq bc >/dev/null; }
 source bench/lib.sh
-CC=$(command -v cc || command -v clang)
-"$CC" -O2 -o "$WORK/loadgen" bench/loadgen.c Sources/CAPIKeysProto/apikeys/v1/authorize.pb-c.c \
-    Sources/CAPIKeysProto/apikeys/v1/envelope.pb-c.c -I Sources/CAPIKeysProto/include -lprotobuf-c
-median() { tr ' ' '\n' | grep . | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+build_loadgen
 
 declare -A PORT=([before]=17521 [after]=17522) BIN=([before]=$1 [after]=$2) KEY
 for side in before after; do
@@ -35,10 +32,7 @@ for round in $(seq 1 "$ROUNDS"); do
     for setting in "${SETTINGS[@]}"; do
         read -r c p <<<"$setting"
         for side in before after; do
-            line=$("$WORK/loadgen" --port "${PORT[$side]}" --proto apikeyd --key "${KEY[$side]}" \
-                --client-address 127.0.0.1 -c "$c" -P "$p" -d "$SECONDS_EACH")
-            RPS["$side $c $p"]+="$(echo "$line" | field rps) "
-            P99["$side $c $p"]+="$(echo "$line" | field p99_us) "
+            measure "$side" "${PORT[$side]}" "${KEY[$side]}" "$c" "$p"
         done
     done
 done

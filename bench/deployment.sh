@@ -23,7 +23,6 @@ swift build -c release --product apikey >/dev/null
 BIN=$(swift build -c release --show-bin-path)
 
 source bench/lib.sh
-median() { tr ' ' '\n' | grep -v '^$' | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 
 # Certificates for 127.0.0.1 (a CA and a server certificate it signs).
 openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 1 -subj /CN=bench-ca \

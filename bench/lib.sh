@@ -1,5 +1,6 @@
 # Shared by the bench scripts (sourced): a work directory removed at exit with every process
-# started into PIDS, waiting for a port, reading key=value fields, ratios.
+# started into PIDS, waiting for a port, reading key=value fields, medians, ratios, and the
+# neutral load generator.
 WORK=$(mktemp -d)
 PIDS=()
 cleanup() { for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$WORK"; }
@@ -8,3 +9,23 @@ trap cleanup EXIT
 wait_port() { for _ in $(seq 1 500); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.01; done; echo "port $1 never opened" >&2; exit 1; }
 field() { sed -n "s/.*$1=\([0-9.]*\).*/\1/p"; }
 ratio() { echo "scale=2; $1 / $2" | bc; }
+median() { tr ' ' '\n' | grep . | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+
+# bench/loadgen.c (C, one epoll thread) as $WORK/loadgen, with protobuf-c and the generated code
+# the server itself uses.
+build_loadgen() {
+    local cc
+    cc=$(command -v cc || command -v clang)
+    "$cc" -O2 -o "$WORK/loadgen" bench/loadgen.c Sources/CAPIKeysProto/apikeys/v1/authorize.pb-c.c \
+        Sources/CAPIKeysProto/apikeys/v1/envelope.pb-c.c -I Sources/CAPIKeysProto/include -lprotobuf-c
+}
+
+# One loadgen run of SECONDS_EACH against PORT with KEY from 127.0.0.1, c=C, P=P: its r/s and p99
+# appended to RPS["NAME C P"] and P99["NAME C P"] (associative arrays the caller declared).
+measure() {
+    local name=$1 port=$2 key=$3 c=$4 p=$5 line
+    line=$("$WORK/loadgen" --port "$port" --proto apikeyd --key "$key" --client-address 127.0.0.1 \
+        -c "$c" -P "$p" -d "$SECONDS_EACH")
+    RPS["$name $c $p"]+="$(echo "$line" | field rps) "
+    P99["$name $c $p"]+="$(echo "$line" | field p99_us) "
+}

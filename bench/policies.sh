@@ -20,10 +20,7 @@ swift build -c release --product apikeyd >/dev/null
 swift build -c release --product apikey >/dev/null
 BIN=$(swift build -c release --show-bin-path)
 source bench/lib.sh
-CC=$(command -v cc || command -v clang)
-"$CC" -O2 -o "$WORK/loadgen" bench/loadgen.c Sources/CAPIKeysProto/apikeys/v1/authorize.pb-c.c \
-    Sources/CAPIKeysProto/apikeys/v1/envelope.pb-c.c -I Sources/CAPIKeysProto/include -lprotobuf-c
-median() { tr ' ' '\n' | grep . | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+build_loadgen
 
 "$BIN/apikeyd" --data-dir "$WORK/data" --port "$PORT" --log-level warning >"$WORK/apikeyd.log" 2>&1 &
 PIDS+=($!)
@@ -52,10 +49,7 @@ for round in $(seq 1 "$ROUNDS"); do
     for setting in "50 1" "50 16"; do
         read -r c p <<<"$setting"
         for side in $SIDES; do
-            line=$("$WORK/loadgen" --port "$PORT" --proto apikeyd --key "${KEY[$side]}" --client-address 127.0.0.1 \
-                -c "$c" -P "$p" -d "$SECONDS_EACH")
-            RPS["$side $c $p"]+="$(echo "$line" | field rps) "
-            P99["$side $c $p"]+="$(echo "$line" | field p99_us) "
+            measure "$side" "$PORT" "${KEY[$side]}" "$c" "$p"
         done
     done
 done

@@ -22,7 +22,6 @@ BIN=$(swift build -c release --show-bin-path)
 PG_BIN=$APIKEYS_TEST_PG_BIN
 
 source bench/lib.sh
-median() { tr ' ' '\n' | grep -v '^$' | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 newdb() {  # newdb NAME: a new database on the cluster; prints its URL
     local base=${APIKEYS_TEST_DATABASE_URL%/*}
     "$PG_BIN/createdb" -d "$APIKEYS_TEST_DATABASE_URL" "$1" 2>/dev/null || "$PG_BIN/psql" -X -q -d "$APIKEYS_TEST_DATABASE_URL" -c "CREATE DATABASE $1"

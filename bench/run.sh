@@ -26,11 +26,7 @@ BIN=$(swift build -c release --show-bin-path)
 ROUNDS=${BENCH_ROUNDS:-3}
 
 source bench/lib.sh
-# The neutral generator (C, one epoll thread) that drives both servers, with protobuf-c and the
-# generated code the server itself uses.
-CC=$(command -v cc || command -v clang)
-"$CC" -O2 -o "$WORK/loadgen" bench/loadgen.c Sources/CAPIKeysProto/apikeys/v1/authorize.pb-c.c \
-    Sources/CAPIKeysProto/apikeys/v1/envelope.pb-c.c -I Sources/CAPIKeysProto/include -lprotobuf-c
+build_loadgen
 
 # Starts apikeyd on DATA_DIR; sets SERVER_PID and START_S (launch until the port accepts).
 start_apikeyd() {
@@ -43,7 +39,6 @@ start_apikeyd() {
 }
 stop_apikeyd() { kill -TERM "$SERVER_PID"; wait "$SERVER_PID" 2>/dev/null || true; }
 rss_mb() { awk '/VmRSS/ {printf "%.0f", $2/1024}' "/proc/$1/status"; }
-median() { tr ' ' '\n' | grep . | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 
 redis-server --port "$REDIS_PORT" --save "" --appendonly no --logfile "$WORK/redis.log" &
 PIDS+=($!)
@@ -145,7 +140,6 @@ for _ in 1 2 3; do
         RPSS[$keys]="${RPSS[$keys]:-} $(echo "$line" | field rps)"
     done
 done
-median() { tr ' ' '\n' | grep . | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 printf "%-10s | %8s | %7s | %12s | %10s\n" "keys" "start s" "RSS MB" "c=1 p50 µs" "c=1 r/s"
 for keys in 1000 "$BIG"; do
     printf "%-10s | %8.2f | %7s | %12s | %10s\n" "$keys" "${START[$keys]}" "${RSS[$keys]}" \
