@@ -144,6 +144,12 @@ public final class KeyIndex: Sendable {
         for (id, counter) in credits { counter.noteStored(spent: spent[id]!) }
     }
 
+    /// The usage credits key `id` has left by this server's count (its own checks counted at
+    /// once, before the audit writer stores them); nil when it has no credits here.
+    public func creditsLeft(ofKey id: String) -> Int64? {
+        byHash.withLock { $0.meters[id]?.credits?.remaining }
+    }
+
     /// The key whose secret hashes to `hash`.
     public func lookup(_ hash: SecretHash) -> KeyCheckState? {
         byHash.withLock { $0.states[Slot(hash)] }

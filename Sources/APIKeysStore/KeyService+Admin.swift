@@ -85,7 +85,17 @@ extension KeyService {
 
     /// The key with `id`.
     public func getKey(id: String) async throws -> KeyRecord {
-        try await store.key(id: id)
+        withLiveUsage(try await store.key(id: id))
+    }
+
+    /// `key` with its credits as this server counts them: the stored count lags behind by the
+    /// checks still in the audit queue, which are already spent.
+    func withLiveUsage(_ key: KeyRecord) -> KeyRecord {
+        guard var usage = key.usage, let left = index.creditsLeft(ofKey: key.id) else { return key }
+        usage.spent = max(usage.spent, usage.granted - left)
+        var key = key
+        key.usage = usage
+        return key
     }
 
     /// One page of keys, oldest first; `pageToken` is the previous page's `nextPageToken`.
@@ -95,7 +105,7 @@ extension KeyService {
         let limit = Self.clampPageSize(pageSize)
         let after = try Self.cursor(from: pageToken) ?? 0
         let rows = try await store.keys(after: after, limit: limit + 1)
-        let keys = rows.prefix(limit).map(\.key)
+        let keys = rows.prefix(limit).map { withLiveUsage($0.key) }
         return (keys, rows.count > limit ? String(rows[limit - 1].position) : nil)
     }
 
@@ -121,49 +131,50 @@ extension KeyService {
         let newUses = try remainingUses.map { uses throws(KeyError) -> Int64? in
             uses == -1 ? nil : try KeyRules.validUses(uses)
         }
-        return try await mutate(id: id, actor: actor, at: now, deadline: deadline) { stored in
-            var key = stored.key
-            var changes: [String] = []
-            if let newName, newName != key.name {
-                changes.append("name \"\(key.name)\" → \"\(newName)\"")
-                key.name = newName
-            }
-            if let newExpiry, newExpiry != key.expiresAtMS {
-                changes.append("expiry \(Self.describe(key.expiresAtMS)) → \(Self.describe(newExpiry))")
-                key.expiresAtMS = newExpiry
-            }
-            if let newNetworks, newNetworks != key.allowedNetworks {
-                changes.append(
-                    "allowed networks [\(key.allowedNetworks.joined(separator: " "))] → [\(newNetworks.joined(separator: " "))]"
-                )
-                key.allowedNetworks = newNetworks
-            }
-            if let newRateLimit, newRateLimit != key.rateLimit {
-                changes.append(
-                    "rate limit \(key.rateLimit.map(\.description) ?? "none") → \(newRateLimit.map(\.description) ?? "none")"
-                )
-                key.rateLimit = newRateLimit
-            }
-            if let newUses {
-                // A grant counts from what the store has spent (the audit writer adds to that).
-                let spent = key.usage?.spent ?? 0
-                let before = key.usage.map { "\($0.remaining) left" } ?? "unlimited"
-                changes.append("uses \(before) → \(newUses.map { "\($0) left" } ?? "unlimited")")
-                key.usage = newUses.map { UsageGrant(granted: spent + $0, spent: spent) }
-            }
-            var events: [(AuditAction, String, [String])] = []
-            if !changes.isEmpty { events.append((.keyUpdated, changes.joined(separator: "; "), [])) }
-            if let newPermissions, newPermissions != key.permissions {
-                let detail =
-                    "permissions [\(key.permissions.joined(separator: " "))] → [\(newPermissions.joined(separator: " "))]"
-                events.append((.keyPermissionsChanged, detail, newPermissions))
-                key.permissions = newPermissions
-            }
-            guard !events.isEmpty else { return (key, [], nil) }
-            key.updatedAtMS = now
-            let grace = Self.graceHash(of: stored, keptIn: &key, at: now)
-            return (key, events, .update(key, hash: stored.hash, graceHash: grace, from: stored))
-        }
+        return withLiveUsage(
+            try await mutate(id: id, actor: actor, at: now, deadline: deadline) { stored in
+                var key = stored.key
+                var changes: [String] = []
+                if let newName, newName != key.name {
+                    changes.append("name \"\(key.name)\" → \"\(newName)\"")
+                    key.name = newName
+                }
+                if let newExpiry, newExpiry != key.expiresAtMS {
+                    changes.append("expiry \(Self.describe(key.expiresAtMS)) → \(Self.describe(newExpiry))")
+                    key.expiresAtMS = newExpiry
+                }
+                if let newNetworks, newNetworks != key.allowedNetworks {
+                    changes.append(
+                        "allowed networks [\(key.allowedNetworks.joined(separator: " "))] → [\(newNetworks.joined(separator: " "))]"
+                    )
+                    key.allowedNetworks = newNetworks
+                }
+                if let newRateLimit, newRateLimit != key.rateLimit {
+                    changes.append(
+                        "rate limit \(key.rateLimit.map(\.description) ?? "none") → \(newRateLimit.map(\.description) ?? "none")"
+                    )
+                    key.rateLimit = newRateLimit
+                }
+                if let newUses {
+                    // A grant counts from what the store has spent (the audit writer adds to that).
+                    let spent = key.usage?.spent ?? 0
+                    let before = key.usage.map { "\($0.remaining) left" } ?? "unlimited"
+                    changes.append("uses \(before) → \(newUses.map { "\($0) left" } ?? "unlimited")")
+                    key.usage = newUses.map { UsageGrant(granted: spent + $0, spent: spent) }
+                }
+                var events: [(AuditAction, String, [String])] = []
+                if !changes.isEmpty { events.append((.keyUpdated, changes.joined(separator: "; "), [])) }
+                if let newPermissions, newPermissions != key.permissions {
+                    let detail =
+                        "permissions [\(key.permissions.joined(separator: " "))] → [\(newPermissions.joined(separator: " "))]"
+                    events.append((.keyPermissionsChanged, detail, newPermissions))
+                    key.permissions = newPermissions
+                }
+                guard !events.isEmpty else { return (key, [], nil) }
+                key.updatedAtMS = now
+                let grace = Self.graceHash(of: stored, keptIn: &key, at: now)
+                return (key, events, .update(key, hash: stored.hash, graceHash: grace, from: stored))
+            })
     }
 
     /// Enables or disables the key; a disabled key is refused from the moment this returns, and
@@ -172,18 +183,19 @@ extension KeyService {
         -> KeyRecord
     {
         let now = clock.nowMS()
-        return try await mutate(id: id, actor: actor, at: now, deadline: deadline) { stored in
-            var key = stored.key
-            guard key.enabled != enabled else { return (key, [], nil) }
-            key.enabled = enabled
-            key.updatedAtMS = now
-            let grace = enabled ? Self.graceHash(of: stored, keptIn: &key, at: now) : nil
-            if !enabled { key.graceEndsAtMS = nil }
-            return (
-                key, [(enabled ? .keyEnabled : .keyDisabled, enabled ? "enabled" : "disabled", [])],
-                .update(key, hash: stored.hash, graceHash: grace, from: stored)
-            )
-        }
+        return withLiveUsage(
+            try await mutate(id: id, actor: actor, at: now, deadline: deadline) { stored in
+                var key = stored.key
+                guard key.enabled != enabled else { return (key, [], nil) }
+                key.enabled = enabled
+                key.updatedAtMS = now
+                let grace = enabled ? Self.graceHash(of: stored, keptIn: &key, at: now) : nil
+                if !enabled { key.graceEndsAtMS = nil }
+                return (
+                    key, [(enabled ? .keyEnabled : .keyDisabled, enabled ? "enabled" : "disabled", [])],
+                    .update(key, hash: stored.hash, graceHash: grace, from: stored)
+                )
+            })
     }
 
     /// Gives the key a new secret, keeping its id, name, permissions and settings. With a

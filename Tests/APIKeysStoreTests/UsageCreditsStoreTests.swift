@@ -2,7 +2,7 @@ import APIKeysCore
 import APIKeysTestSupport
 import Foundation
 import Testing
-@testable import APIKeysStore
+@_spi(Testing) @testable import APIKeysStore
 
 /// Usage credits (issue 14, item 4) on both stores: spent by allowed checks, stored by the audit
 /// writer with their events, kept across a restart, refilled by an update, and shared through
@@ -52,6 +52,28 @@ import Testing
             _ = try await service.updateKey(id: issued.key.id, remainingUses: 1, actor: "ops")
             #expect(try service.check(secret: issued.secret, permissions: []).isAllowed)
             #expect(try service.check(secret: issued.secret, permissions: []).denial == .usageExceeded)
+            await service.close(timeout: .seconds(10))
+        }
+    }
+
+    /// What the key shows left counts this server's checks at once, before the audit writer
+    /// stores them (they are spent already); a refill counts them too.
+    @Test(arguments: StoreKind.available)
+    func theCreditsShownCountChecksStillInTheAuditQueue(_ store: StoreKind) async throws {
+        try await withReopenableStore(store, clock: clock) { open in
+            let service = try await open()
+            let issued = try await service.createKey(name: "metered", permissions: ["jobs:read"], uses: 5, actor: "ops")
+            service.pauseAuditWriter(true)
+            for _ in 0..<2 { #expect(try service.check(secret: issued.secret, permissions: []).isAllowed) }
+            #expect(try await service.getKey(id: issued.key.id).usage?.remaining == 3)
+            #expect(try await service.listKeys().keys.first { $0.id == issued.key.id }?.usage?.remaining == 3)
+            // Ten from now: the two queued checks are taken from them.
+            let refilled = try await service.updateKey(id: issued.key.id, remainingUses: 10, actor: "ops")
+            #expect(refilled.usage?.remaining == 8)
+            #expect(try await service.setEnabled(id: issued.key.id, enabled: false, actor: "ops").usage?.remaining == 8)
+            service.pauseAuditWriter(false)
+            await service.flushAuditTrail()
+            #expect(try await service.getKey(id: issued.key.id).usage == UsageGrant(granted: 10, spent: 2))
             await service.close(timeout: .seconds(10))
         }
     }
