@@ -131,50 +131,49 @@ extension KeyService {
         let newUses = try remainingUses.map { uses throws(KeyError) -> Int64? in
             uses == -1 ? nil : try KeyRules.validUses(uses)
         }
-        return withLiveUsage(
-            try await mutate(id: id, actor: actor, at: now, deadline: deadline) { stored in
-                var key = stored.key
-                var changes: [String] = []
-                if let newName, newName != key.name {
-                    changes.append("name \"\(key.name)\" → \"\(newName)\"")
-                    key.name = newName
-                }
-                if let newExpiry, newExpiry != key.expiresAtMS {
-                    changes.append("expiry \(Self.describe(key.expiresAtMS)) → \(Self.describe(newExpiry))")
-                    key.expiresAtMS = newExpiry
-                }
-                if let newNetworks, newNetworks != key.allowedNetworks {
-                    changes.append(
-                        "allowed networks [\(key.allowedNetworks.joined(separator: " "))] → [\(newNetworks.joined(separator: " "))]"
-                    )
-                    key.allowedNetworks = newNetworks
-                }
-                if let newRateLimit, newRateLimit != key.rateLimit {
-                    changes.append(
-                        "rate limit \(key.rateLimit.map(\.description) ?? "none") → \(newRateLimit.map(\.description) ?? "none")"
-                    )
-                    key.rateLimit = newRateLimit
-                }
-                if let newUses {
-                    // A grant counts from what the store has spent (the audit writer adds to that).
-                    let spent = key.usage?.spent ?? 0
-                    let before = key.usage.map { "\($0.remaining) left" } ?? "unlimited"
-                    changes.append("uses \(before) → \(newUses.map { "\($0) left" } ?? "unlimited")")
-                    key.usage = newUses.map { UsageGrant(granted: spent + $0, spent: spent) }
-                }
-                var events: [(AuditAction, String, [String])] = []
-                if !changes.isEmpty { events.append((.keyUpdated, changes.joined(separator: "; "), [])) }
-                if let newPermissions, newPermissions != key.permissions {
-                    let detail =
-                        "permissions [\(key.permissions.joined(separator: " "))] → [\(newPermissions.joined(separator: " "))]"
-                    events.append((.keyPermissionsChanged, detail, newPermissions))
-                    key.permissions = newPermissions
-                }
-                guard !events.isEmpty else { return (key, [], nil) }
-                key.updatedAtMS = now
-                let grace = Self.graceHash(of: stored, keptIn: &key, at: now)
-                return (key, events, .update(key, hash: stored.hash, graceHash: grace, from: stored))
-            })
+        return try await mutate(id: id, actor: actor, at: now, deadline: deadline) { stored in
+            var key = stored.key
+            var changes: [String] = []
+            if let newName, newName != key.name {
+                changes.append("name \"\(key.name)\" → \"\(newName)\"")
+                key.name = newName
+            }
+            if let newExpiry, newExpiry != key.expiresAtMS {
+                changes.append("expiry \(Self.describe(key.expiresAtMS)) → \(Self.describe(newExpiry))")
+                key.expiresAtMS = newExpiry
+            }
+            if let newNetworks, newNetworks != key.allowedNetworks {
+                changes.append(
+                    "allowed networks [\(key.allowedNetworks.joined(separator: " "))] → [\(newNetworks.joined(separator: " "))]"
+                )
+                key.allowedNetworks = newNetworks
+            }
+            if let newRateLimit, newRateLimit != key.rateLimit {
+                changes.append(
+                    "rate limit \(key.rateLimit.map(\.description) ?? "none") → \(newRateLimit.map(\.description) ?? "none")"
+                )
+                key.rateLimit = newRateLimit
+            }
+            if let newUses {
+                // A grant counts from what the store has spent (the audit writer adds to that).
+                let spent = key.usage?.spent ?? 0
+                let before = key.usage.map { "\($0.remaining) left" } ?? "unlimited"
+                changes.append("uses \(before) → \(newUses.map { "\($0) left" } ?? "unlimited")")
+                key.usage = newUses.map { UsageGrant(granted: spent + $0, spent: spent) }
+            }
+            var events: [(AuditAction, String, [String])] = []
+            if !changes.isEmpty { events.append((.keyUpdated, changes.joined(separator: "; "), [])) }
+            if let newPermissions, newPermissions != key.permissions {
+                let detail =
+                    "permissions [\(key.permissions.joined(separator: " "))] → [\(newPermissions.joined(separator: " "))]"
+                events.append((.keyPermissionsChanged, detail, newPermissions))
+                key.permissions = newPermissions
+            }
+            guard !events.isEmpty else { return (key, [], nil) }
+            key.updatedAtMS = now
+            let grace = Self.graceHash(of: stored, keptIn: &key, at: now)
+            return (key, events, .update(key, hash: stored.hash, graceHash: grace, from: stored))
+        }
     }
 
     /// Enables or disables the key; a disabled key is refused from the moment this returns, and
@@ -183,19 +182,18 @@ extension KeyService {
         -> KeyRecord
     {
         let now = clock.nowMS()
-        return withLiveUsage(
-            try await mutate(id: id, actor: actor, at: now, deadline: deadline) { stored in
-                var key = stored.key
-                guard key.enabled != enabled else { return (key, [], nil) }
-                key.enabled = enabled
-                key.updatedAtMS = now
-                let grace = enabled ? Self.graceHash(of: stored, keptIn: &key, at: now) : nil
-                if !enabled { key.graceEndsAtMS = nil }
-                return (
-                    key, [(enabled ? .keyEnabled : .keyDisabled, enabled ? "enabled" : "disabled", [])],
-                    .update(key, hash: stored.hash, graceHash: grace, from: stored)
-                )
-            })
+        return try await mutate(id: id, actor: actor, at: now, deadline: deadline) { stored in
+            var key = stored.key
+            guard key.enabled != enabled else { return (key, [], nil) }
+            key.enabled = enabled
+            key.updatedAtMS = now
+            let grace = enabled ? Self.graceHash(of: stored, keptIn: &key, at: now) : nil
+            if !enabled { key.graceEndsAtMS = nil }
+            return (
+                key, [(enabled ? .keyEnabled : .keyDisabled, enabled ? "enabled" : "disabled", [])],
+                .update(key, hash: stored.hash, graceHash: grace, from: stored)
+            )
+        }
     }
 
     /// Gives the key a new secret, keeping its id, name, permissions and settings. With a
@@ -249,13 +247,14 @@ extension KeyService {
     }
 
     /// Runs `change` on the stored key `id` and writes what it returns with its audit events
-    /// (stamped `now`, the time the caller also wrote into the key) in one transaction.
+    /// (stamped `now`, the time the caller also wrote into the key) in one transaction; returns
+    /// the key as written, with this server's count of its credits.
     @discardableResult
     private func mutate(
         id: String, actor: AdminActor, at now: Int64, deadline: Deadline,
         _ change: @escaping @Sendable (StoredKey) throws -> (KeyRecord, [(AuditAction, String, [String])], KeyWrite?)
     ) async throws -> KeyRecord {
-        try await commit(reading: id, by: actor, deadline: deadline) { stored in
+        let key = try await commit(reading: id, by: actor, deadline: deadline) { stored in
             guard let stored else { throw KeyError.keyNotFound(id: id) }
             let (key, events, write) = try change(stored)
             return KeyDecision(
@@ -264,6 +263,7 @@ extension KeyService {
                     Self.event(action, for: key, actor: actor.name, detail: detail, permissions: permissions, at: now)
                 })
         }
+        return withLiveUsage(key)
     }
 
     /// ``KeyStore/commit(reading:authorizedBy:deadline:_:)`` as `actor`: a token the store finds
