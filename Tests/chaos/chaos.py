@@ -197,8 +197,17 @@ def never_reading_clients(ctx):
         if not progress:
             time.sleep(0.01)
     peak = server.rss_kb()
-    started = time.time()
-    answer = conn.check(secret, ["jobs:read"])
+    # A normal client, as the contract tells it: UNAVAILABLE ("the audit trail is behind; try
+    # again shortly") is the server failing closed while its audit writer works off what the
+    # abusers' checks queued (in a debug build it falls behind), and is retried; nothing else is.
+    started, backlogged = time.time(), 0
+    while True:
+        reply, answer = conn.call(CHECK, az.CheckRequest(key=secret, permissions=["jobs:read"]), az.CheckResponse)
+        if reply.status != UNAVAILABLE or time.time() - started > 15:
+            break
+        backlogged += 1
+        time.sleep(0.05)
+    expect(reply.status == OK, f"Check: status {reply.status} {reply.status_message}")
     latency = (time.time() - started) * 1000
     for s in clients:
         s.close()
@@ -212,7 +221,8 @@ def never_reading_clients(ctx):
     expect(late_growth < ctx.scale(40, 16), f"RSS still growing: {middle // 1024} -> {peak // 1024} MB in the second half")
     return (f"{len(clients)} clients pipelined {sent / 1e6:.0f} MB of checks without reading: RSS "
             f"{before // 1024} -> {middle // 1024} MB halfway -> {peak // 1024} MB at the end; "
-            f"a normal check then answered in {latency:.1f} ms")
+            f"a normal check then answered in {latency:.1f} ms"
+            + (f" (after {backlogged} UNAVAILABLE while the audit trail caught up)" if backlogged else ""))
 
 
 def slowloris_at_the_limit(ctx):
