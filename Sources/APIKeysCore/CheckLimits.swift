@@ -17,8 +17,10 @@ public enum CheckLimits {
     public static let maxResourceBytes = 1024
 
     /// Throws ``KeyError/checkFieldTooLarge(field:limit:)`` for a permission list or client
-    /// address beyond the limits.
-    public static func validate(permissions: [String], clientAddress: String) throws(KeyError) {
+    /// address beyond the limits, ``KeyError/controlCharacter(field:scalar:)`` for a control
+    /// character (C0, DEL, C1) in any of the three text fields: they would reach the terminals of
+    /// the people reading the audit trail.
+    public static func validate(permissions: [String], resource: String, clientAddress: String) throws(KeyError) {
         guard permissions.count <= maxPermissions else {
             throw .checkFieldTooLarge(field: "permissions", limit: "at most \(maxPermissions) names")
         }
@@ -28,6 +30,23 @@ public enum CheckLimits {
         guard clientAddress.utf8.count <= maxClientAddressBytes else {
             throw .checkFieldTooLarge(field: "client_address", limit: "at most \(maxClientAddressBytes) bytes")
         }
+        try refuseControlCharacters(resource, field: "resource")
+        try refuseControlCharacters(clientAddress, field: "client_address")
+        for name in permissions { try refuseControlCharacters(name, field: "permissions") }
+    }
+
+    /// Throws for the first C0 or C1 control character or DEL in `text`. ASCII without one (the
+    /// common case) costs one pass over the bytes.
+    static func refuseControlCharacters(_ text: String, field: String) throws(KeyError) {
+        guard text.utf8.contains(where: { $0 < 0x20 || $0 >= 0x7F }) else { return }
+        if let control = text.unicodeScalars.first(where: Self.isControl) {
+            throw .controlCharacter(field: field, scalar: control)
+        }
+    }
+
+    /// C0 (U+0000–U+001F), DEL (U+007F) and C1 (U+0080–U+009F).
+    public static func isControl(_ scalar: Unicode.Scalar) -> Bool {
+        scalar.value < 0x20 || (0x7F...0x9F).contains(scalar.value)
     }
 
     /// `resource` as recorded: itself when it fits, else its start (cut between code points)

@@ -34,6 +34,9 @@ public struct KeyError: Error, Hashable, Sendable, CustomStringConvertible {
         public static let invalidCatalog = Code("invalid catalog")
         /// A check field beyond what one check may store (see ``CheckLimits``).
         public static let checkFieldTooLarge = Code("check field too large")
+        /// A check field holding a control character (C0, DEL or C1), which no terminal showing
+        /// the audit trail should receive.
+        public static let controlCharacter = Code("control character")
         /// The call's deadline passed before it could take effect: nothing was changed.
         public static let deadlineExceeded = Code("deadline exceeded")
         /// The admin token of a change was revoked (or never existed) when the change would have
@@ -130,6 +133,13 @@ public struct KeyError: Error, Hashable, Sendable, CustomStringConvertible {
     /// A check field beyond `limit` (in words, e.g. "at most 64 permissions").
     public static func checkFieldTooLarge(field: String, limit: String) -> KeyError {
         KeyError(code: .checkFieldTooLarge, field: field, description: "\(field): \(limit) allowed")
+    }
+
+    /// A check field holding the control character `scalar`.
+    public static func controlCharacter(field: String, scalar: Unicode.Scalar) -> KeyError {
+        KeyError(
+            code: .controlCharacter, field: field,
+            description: "\(field): control character U+\(String(scalar.value, radix: 16, uppercase: true)) not allowed")
     }
 
     /// The call's deadline passed before it could take effect: nothing was changed.

@@ -2,23 +2,58 @@ import APIKeysCore
 import APIKeysServer
 import Foundation
 import HTTPTypes
+import Metrics
+
+/// The proxy in front of forward-auth, which says where the original request's method and URI
+/// are read from. Headers of the other kinds are ignored: a proxy passes its client's headers on
+/// to the subrequest, so a header the configured proxy does not set is the client's.
+public enum ProxyKind: String, Sendable, Hashable, CaseIterable {
+    /// nginx `auth_request` (also any proxy configured to send the same headers):
+    /// `X-Original-Method` and `X-Original-URI`.
+    case nginx
+    /// Traefik `forwardAuth`, Caddy `forward_auth`: `X-Forwarded-Method` and `X-Forwarded-Uri`.
+    case traefik
+    /// Envoy `ext_authz` (HTTP): the original method, and the original path after `/authorize`.
+    case envoy
+}
+
+/// How forward-auth decides, as the operator configured it.
+public struct ForwardAuthOptions: Sendable {
+    /// Which permissions each request needs (nil: the trusted proxy's `X-Required-Permissions`).
+    public var routes: RouteTable?
+    /// Where the client address comes from.
+    public var clientAddress: ClientAddressPolicy
+    /// Where the original request comes from.
+    public var proxy: ProxyKind
+
+    public init(routes: RouteTable? = nil, clientAddress: ClientAddressPolicy = .init(), proxy: ProxyKind = .nginx) {
+        self.routes = routes
+        self.clientAddress = clientAddress
+        self.proxy = proxy
+    }
+}
 
 /// The forward-auth decision of `/authorize`, for nginx `auth_request`, Traefik `forwardAuth`,
 /// Envoy `ext_authz` (HTTP) and Caddy `forward_auth`: the same check, the same audit event
 /// (trigger `api`, the original method and URI as the resource) as the RPC Check.
 ///
 /// - The key: `Authorization: Bearer dbm_…`, else `X-API-Key`.
-/// - The permissions: `X-Required-Permissions` (comma-separated), else the route table's for the
-///   original method and path (no matching route: 403), else none (a valid key is enough).
-/// - The original request: `X-Original-Method`/`X-Original-URI` (nginx), else
-///   `X-Forwarded-Method`/`X-Forwarded-Uri` (Traefik), else this request's own method and its
-///   path after `/authorize` (Envoy's path prefix).
-/// - The client address: the first of `X-Forwarded-For`, else the peer.
+/// - The original request: from the headers of the configured ``ProxyKind`` when the peer is a
+///   trusted proxy, else this request's own method and its path after `/authorize`.
+/// - The permissions: with a route table, the table's for the original method and normalized
+///   path (``RequestPath``; no matching route: 403; a path that cannot be judged: 400), and no
+///   request header changes that. Without one, a trusted proxy's `X-Required-Permissions`
+///   (comma-separated catalog names; an empty or unknown name: 400), else none (a valid key is
+///   enough).
+/// - The client address: ``ClientAddressPolicy``.
 /// - A denial names its reason in `X-Deny-Reason` and in its JSON body; RATE_LIMITED is 429 with
-///   `Retry-After`, or 403 when the request says `X-Rate-Limited-Status: 403` (nginx).
+///   `Retry-After`, or 403 when the request says `X-Rate-Limited-Status: 403` (nginx). A refusal
+///   (`INVALID_PATH`, `INVALID_ARGUMENT`) is 400, or 403 to a trusted nginx.
 struct ForwardAuth: Sendable {
     let server: APIKeysServer
-    let routes: RouteTable?
+    let options: ForwardAuthOptions
+    /// Counts forwarding headers sent by untrusted peers (not believed).
+    let ignoredForwardingHeaders: Counter?
 
     /// The prefix this is served under.
     static let pathPrefix = "/authorize"
@@ -30,33 +65,60 @@ struct ForwardAuth: Sendable {
     }
 
     func authorize(method: HTTPRequest.Method, path: String, headers: HTTPFields, peer: String) -> Answer {
-        let original = Self.originalRequest(method: method, path: path, headers: headers)
+        let fromProxy = options.clientAddress.trusts(peer)
+        var answer = decide(method: method, path: path, headers: headers, peer: peer, fromProxy: fromProxy)
+        // nginx's auth_request passes on only 2xx, 401 and 403 (anything else becomes its own
+        // 500): a refusal reaches it as 403, and its configuration maps it back by X-Deny-Reason.
+        if answer.status == .badRequest && fromProxy && options.proxy == .nginx { answer.status = .forbidden }
+        return answer
+    }
+
+    private func decide(
+        method: HTTPRequest.Method, path: String, headers: HTTPFields, peer: String, fromProxy: Bool
+    ) -> Answer {
+        let original = originalRequest(method: method, path: path, headers: headers, fromProxy: fromProxy)
         let key = Self.presentedKey(headers)
         guard !key.isEmpty else {
             return Self.answer(.unauthorized, reason: "NO_KEY", challenge: #"Bearer realm="apikeyd""#)
         }
         let permissions: [String]
-        if let required = headers[Self.requiredPermissions] {
-            permissions = required.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }
-                .filter { !$0.isEmpty }
-        } else if let routes {
-            guard let routed = routes.permissions(method: original.method, path: original.uri) else {
+        if let routes = options.routes {
+            let normalized: String
+            do {
+                normalized = try RequestPath.normalized(original.uri)
+            } catch {
+                return Self.answer(.badRequest, reason: "INVALID_PATH", message: error.description)
+            }
+            guard let routed = routes.permissions(method: original.method, path: normalized) else {
                 return Self.answer(
                     .forbidden, reason: "NO_ROUTE",
                     challenge: #"Bearer realm="apikeyd", error="insufficient_scope""#)
             }
             permissions = routed
+        } else if fromProxy, let required = headers[values: Self.requiredPermissions].first {
+            let names = headers[values: Self.requiredPermissions].joined(separator: ",").split(
+                separator: ",", omittingEmptySubsequences: false
+            ).map { $0.trimmingCharacters(in: .whitespaces) }
+            guard !names.contains(where: \.isEmpty), !required.isEmpty else {
+                return Self.answer(
+                    .badRequest, reason: "INVALID_ARGUMENT", message: "X-Required-Permissions holds an empty name")
+            }
+            guard names.allSatisfy(server.service.catalog.contains) else {
+                return Self.answer(
+                    .badRequest, reason: "INVALID_ARGUMENT",
+                    message: "X-Required-Permissions names a permission that is not in the catalog")
+            }
+            permissions = names
         } else {
             permissions = []
         }
-        let forwardedFor = headers[Self.forwardedFor]?.split(separator: ",").first.map {
-            $0.trimmingCharacters(in: .whitespaces)
-        }
+        let client = options.clientAddress.resolve(peer: peer, headers: headers)
+        if client.ignoredHeader { ignoredForwardingHeaders?.increment() }
         let outcome: CheckOutcome
         do {
             outcome = try server.check(
                 secret: key, permissions: permissions, resource: "\(original.method) \(original.uri)",
-                clientAddress: forwardedFor ?? peer)
+                clientAddress: client.address)
         } catch let error as KeyError {
             return Self.answer(.badRequest, reason: "INVALID_ARGUMENT", message: error.description)
         } catch {
@@ -78,11 +140,11 @@ struct ForwardAuth: Sendable {
                 .forbidden, reason: reason, missing: outcome.missingPermissions,
                 challenge:
                     #"Bearer realm="apikeyd", error="insufficient_scope", scope=""#
-                    + outcome.missingPermissions.joined(separator: " ") + #"""#)
+                    + outcome.missingPermissions.map(Self.headerSafe).joined(separator: " ") + #"""#)
         }
         if denial == .ipNotAllowed {
             return Self.answer(
-                .forbidden, reason: reason, message: "this key may not be used from \(forwardedFor ?? peer)",
+                .forbidden, reason: reason, message: "this key may not be used from \(client.address)",
                 challenge: #"Bearer realm="apikeyd", error="insufficient_scope", error_description="IP_NOT_ALLOWED""#)
         }
         if denial == .usageExceeded {
@@ -130,12 +192,25 @@ struct ForwardAuth: Sendable {
         return headers[apiKey]?.trimmingCharacters(in: .whitespaces) ?? ""
     }
 
-    private static func originalRequest(method: HTTPRequest.Method, path: String, headers: HTTPFields)
+    /// The method and URI the proxy asks about: from the headers of the configured proxy kind
+    /// when the peer is a trusted proxy; else (and for Envoy) this request's own method and its
+    /// path after ``pathPrefix``.
+    private func originalRequest(method: HTTPRequest.Method, path: String, headers: HTTPFields, fromProxy: Bool)
         -> (method: String, uri: String)
     {
-        if let uri = headers[originalURI] { return (headers[originalMethod] ?? method.rawValue, uri) }
-        if let uri = headers[forwardedURI] { return (headers[forwardedMethod] ?? method.rawValue, uri) }
-        let rest = path.hasPrefix(pathPrefix) ? String(path.dropFirst(pathPrefix.count)) : path
+        if fromProxy {
+            switch options.proxy {
+            case .nginx:
+                if let uri = headers[Self.originalURI] { return (headers[Self.originalMethod] ?? method.rawValue, uri) }
+            case .traefik:
+                if let uri = headers[Self.forwardedURI] {
+                    return (headers[Self.forwardedMethod] ?? method.rawValue, uri)
+                }
+            case .envoy:
+                break
+            }
+        }
+        let rest = path.hasPrefix(Self.pathPrefix) ? String(path.dropFirst(Self.pathPrefix.count)) : path
         return (method.rawValue, rest.isEmpty ? "/" : rest)
     }
 
@@ -153,7 +228,6 @@ struct ForwardAuth: Sendable {
     static let originalURI = HTTPField.Name("X-Original-URI")!
     static let forwardedMethod = HTTPField.Name("X-Forwarded-Method")!
     static let forwardedURI = HTTPField.Name("X-Forwarded-Uri")!
-    static let forwardedFor = HTTPField.Name("X-Forwarded-For")!
     static let keyID = HTTPField.Name("X-Key-Id")!
     static let keyName = HTTPField.Name("X-Key-Name")!
     /// On every denial: its reason, for a proxy that cannot read the body.

@@ -2,6 +2,7 @@ import APIKeysServer
 import Foundation
 import HTTPTypes
 import Logging
+import Metrics
 import NIOCore
 import NIOExtras
 import NIOHTTP1
@@ -52,17 +53,31 @@ public final class HTTPFrontend: Service, Sendable {
         return Metrics(registry: registry, factory: PrometheusMetricsFactory(registry: registry))
     }
 
+    /// Connections served at once unless told otherwise.
+    public static let defaultMaxConnections = 1024
+
     /// Starts serving `server` on `host:port` and returns once listening. `metrics` is the
-    /// registry given to the server (nil: `/metrics` answers 404); `routes` the forward-auth
-    /// route table. A connection without a complete request for `idleTimeout` is closed (the
-    /// default is longer than nginx's upstream `keepalive_timeout`, 60 s, so that nginx closes
-    /// first). Throws ``HTTPFrontendError`` when it cannot listen.
+    /// registry given to the server (nil: `/metrics` answers 404); `forwardAuth` how
+    /// `/authorize` decides and where client addresses come from. A connection without a
+    /// complete request for `idleTimeout` is closed (the default is longer than nginx's upstream
+    /// `keepalive_timeout`, 60 s, so that nginx closes first); past `maxConnections` open ones, a
+    /// new connection is closed as soon as it is accepted. Throws ``HTTPFrontendError`` when it
+    /// cannot listen.
     public static func start(
-        server: APIKeysServer, metrics: Metrics?, routes: RouteTable? = nil, host: String, port: Int,
-        idleTimeout: Duration = .seconds(75), logger: Logger
+        server: APIKeysServer, metrics: Metrics?, forwardAuth: ForwardAuthOptions = .init(), host: String, port: Int,
+        idleTimeout: Duration = .seconds(75), maxConnections: Int = defaultMaxConnections, logger: Logger
     ) async throws -> HTTPFrontend {
         let idleTimeout = TimeAmount(idleTimeout)
-        let responder = HTTPResponder(server: server, metrics: metrics, forwardAuth: ForwardAuth(server: server, routes: routes))
+        let ignored = metrics.map {
+            Counter(label: "apikeyd_forwarding_headers_ignored_total", factory: $0.factory)
+        }
+        let refused = metrics.map {
+            Counter(label: "apikeyd_http_connections_refused_total", factory: $0.factory)
+        }
+        let responder = HTTPResponder(
+            server: server, metrics: metrics, clientAddress: forwardAuth.clientAddress,
+            forwardAuth: ForwardAuth(server: server, options: forwardAuth, ignoredForwardingHeaders: ignored))
+        let open = OpenConnections(limit: maxConnections)
         let group = MultiThreadedEventLoopGroup.singleton
         let quiescing = ServerQuiescingHelper(group: group)
         let bootstrap = ServerBootstrap(group: group)
@@ -75,13 +90,18 @@ public final class HTTPFrontend: Service, Sendable {
             }
             .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
             .childChannelInitializer { channel in
-                channel.eventLoop.makeCompletedFuture {
+                guard open.admit(channel) else {
+                    refused?.increment()
+                    return channel.close()
+                }
+                return channel.eventLoop.makeCompletedFuture {
                     let pipeline = channel.pipeline.syncOperations
                     try pipeline.configureHTTPServerPipeline(withErrorHandling: true)
                     try pipeline.addHandlers(
                         HTTP1ToHTTPServerCodec(secure: false),
                         HTTPConnectionHandler(
-                            responder: responder, peer: channel.remoteAddress?.ipAddress ?? "", idleTimeout: idleTimeout))
+                            responder: responder, peer: channel.remoteAddress?.ipAddress ?? "", idleTimeout: idleTimeout
+                        ))
                 }
             }
         let channel: any Channel
@@ -125,6 +145,24 @@ public final class HTTPFrontend: Service, Sendable {
     }
 }
 
+/// The HTTP port's open connections, against its limit.
+final class OpenConnections: Sendable {
+    private let count = Atomic<Int>(0)
+    let limit: Int
+
+    init(limit: Int) { self.limit = limit }
+
+    /// Counts `channel` until it closes; false (and not counted) past the limit.
+    func admit(_ channel: any Channel) -> Bool {
+        guard count.add(1, ordering: .relaxed).newValue <= limit else {
+            count.subtract(1, ordering: .relaxed)
+            return false
+        }
+        channel.closeFuture.whenComplete { [self] _ in count.subtract(1, ordering: .relaxed) }
+        return true
+    }
+}
+
 /// Why the HTTP port could not start.
 public enum HTTPFrontendError: Error, CustomStringConvertible {
     case cannotListen(reason: String)
@@ -140,6 +178,8 @@ public enum HTTPFrontendError: Error, CustomStringConvertible {
 struct HTTPResponder: Sendable {
     let server: APIKeysServer
     let metrics: HTTPFrontend.Metrics?
+    /// Where a leak reporter's address comes from (the same rule as forward-auth's).
+    let clientAddress: ClientAddressPolicy
     let forwardAuth: ForwardAuth
 
     struct Answer {
@@ -152,7 +192,8 @@ struct HTTPResponder: Sendable {
     func answer(_ request: HTTPRequest, peer: String) -> Answer {
         let path = Self.path(of: request)
         if path == ForwardAuth.pathPrefix || path.hasPrefix(ForwardAuth.pathPrefix + "/") {
-            let decision = forwardAuth.authorize(method: request.method, path: path, headers: request.headerFields, peer: peer)
+            let decision = forwardAuth.authorize(
+                method: request.method, path: path, headers: request.headerFields, peer: peer)
             return Answer(status: decision.status, headers: decision.headers, body: ByteBuffer(string: decision.body))
         }
         switch path {
@@ -160,7 +201,9 @@ struct HTTPResponder: Sendable {
             return getOnly(request) { Self.text(.ok, "ok\n") }
         case "/readyz":
             return getOnly(request) {
-                if let problem = server.readinessProblem { return Self.text(.serviceUnavailable, "not ready: \(problem)\n") }
+                if let problem = server.readinessProblem {
+                    return Self.text(.serviceUnavailable, "not ready: \(problem)\n")
+                }
                 return Self.text(.ok, "ready\n")
             }
         case "/metrics" where metrics != nil:
@@ -312,7 +355,9 @@ final class HTTPConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
             if let body = leakBody {
                 leakBody = nil
                 finishing = true
-                answerLeakReport(body, context: context)
+                answerLeakReport(
+                    body, reporter: responder.clientAddress.resolve(peer: peer, headers: request.headerFields).address,
+                    context: context)
             } else {
                 let close = request.headerFields[.connection]?.lowercased().contains("close") == true
                 write(responder.answer(request, peer: peer), close: close, context: context)
@@ -320,11 +365,11 @@ final class HTTPConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
         }
     }
 
-    private func answerLeakReport(_ body: ByteBuffer, context: ChannelHandlerContext) {
+    private func answerLeakReport(_ body: ByteBuffer, reporter: String, context: ChannelHandlerContext) {
         let loopBound = NIOLoopBound((handler: self, context: context), eventLoop: context.eventLoop)
-        let (responder, peer, eventLoop) = (responder, peer, context.eventLoop)
+        let (responder, eventLoop) = (responder, context.eventLoop)
         Task {
-            let answer = await responder.reportLeaks(body, peer: peer)
+            let answer = await responder.reportLeaks(body, peer: reporter)
             eventLoop.execute {
                 let (handler, context) = loopBound.value
                 guard context.channel.isActive else { return }  // the reporter left; the report was acted on
@@ -337,7 +382,8 @@ final class HTTPConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
         var answer = answer
         answer.headers[.contentLength] = "\(answer.body.readableBytes)"
         if close { answer.headers[.connection] = "close" }
-        context.write(wrapOutboundOut(.head(HTTPResponse(status: answer.status, headerFields: answer.headers))), promise: nil)
+        context.write(
+            wrapOutboundOut(.head(HTTPResponse(status: answer.status, headerFields: answer.headers))), promise: nil)
         if answer.body.readableBytes > 0 { context.write(wrapOutboundOut(.body(answer.body)), promise: nil) }
         let written = context.writeAndFlush(wrapOutboundOut(.end(nil)))
         if close {

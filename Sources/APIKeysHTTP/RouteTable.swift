@@ -48,7 +48,10 @@ public struct RouteTable: Sendable, Hashable {
                 }
                 permissions = names
             }
-            routes.append(Route(method: fields[0] == "*" ? nil : fields[0].uppercased(), segments: segments, permissions: permissions))
+            routes.append(
+                Route(
+                    method: fields[0] == "*" ? nil : fields[0].uppercased(), segments: segments,
+                    permissions: permissions))
         }
         self.routes = routes
     }

@@ -166,7 +166,7 @@ public final class KeyService: Sendable {
     public func check(
         secret: String, permissions: [String], resource: String = "", clientAddress: String = ""
     ) throws -> CheckOutcome {
-        try CheckLimits.validate(permissions: permissions, clientAddress: clientAddress)
+        try CheckLimits.validate(permissions: permissions, resource: resource, clientAddress: clientAddress)
         let now = clock.nowMS()
         if let freshness, freshness.isStale(nowMS: now), let problem = freshness.problem(nowMS: now) { throw problem }
         let outcome = index.check(

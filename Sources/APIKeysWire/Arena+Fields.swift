@@ -4,10 +4,12 @@ internal import CProtobufC
 extension Arena {
     /// The string at `pointer`, checked for valid UTF-8 and for a NUL that C would have cut it at.
     func string(_ pointer: UnsafeMutablePointer<CChar>?, field: String, of message: String) throws -> String {
-        guard let pointer else { return "" }
-        // A block from this arena is a string protobuf-c unpacked: its size is the length plus NUL.
-        // Anything else is protobuf-c's shared empty default.
-        guard let size = allocatedSize(of: pointer) else { return "" }
+        // An absent field is protobuf-c's shared empty default; every other string protobuf-c
+        // unpacked is a block of this arena, its size the length plus NUL.
+        guard let pointer, capikeys_is_protobuf_empty_string(pointer) == 0 else { return "" }
+        guard let size = allocatedSize(of: pointer) else {
+            throw WireError.malformedMessage(message: message)
+        }
         let bytes = UnsafeRawBufferPointer(start: pointer, count: size - 1)
         if bytes.contains(0) { throw WireError.nulInString(message: message, field: field) }
         // ASCII (keys, permission names, ids) is valid UTF-8 as it is; only the rest needs the

@@ -37,7 +37,8 @@ final class Arena {
         return block
     }
 
-    /// The size requested for a block this arena handed out, or nil if `pointer` is not one.
+    /// The size requested for a block this arena handed out, or nil if another arena did.
+    /// `pointer` must be a block of some arena (constant time: it reads the block's header).
     func allocatedSize(of pointer: UnsafeRawPointer) -> Int? {
         let size = capikeys_arena_block_size(raw, pointer)
         return size < 0 ? nil : Int(size)

@@ -23,9 +23,36 @@ enum Output {
         KeyRateLimit(requests: limit.requests, periodSeconds: limit.periodSeconds, burst: limit.burst).description
     }
 
-    /// Columns padded to their widest cell.
+    /// `text` safe to show on a terminal: every control character (C0, DEL, C1), format
+    /// character (bidirectional overrides, zero-width ones) and line or paragraph separator
+    /// written as an escape (`\x1b`, `\u{202E}`), so that what a caller stored (a check's
+    /// resource, say) can neither move the cursor, recolour the screen nor forge a line. JSON
+    /// output is exact instead.
+    static func printable(_ text: String) -> String {
+        guard text.unicodeScalars.contains(where: needsEscape) else { return text }
+        var escaped = ""
+        for scalar in text.unicodeScalars {
+            guard needsEscape(scalar) else {
+                escaped.unicodeScalars.append(scalar)
+                continue
+            }
+            let hex = String(scalar.value, radix: 16)
+            escaped += scalar.value <= 0xFF ? "\\x" + (hex.count < 2 ? "0" : "") + hex : "\\u{\(hex.uppercased())}"
+        }
+        return escaped
+    }
+
+    private static func needsEscape(_ scalar: Unicode.Scalar) -> Bool {
+        if CheckLimits.isControl(scalar) { return true }
+        switch scalar.properties.generalCategory {
+        case .control, .format, .lineSeparator, .paragraphSeparator: return true
+        default: return false
+        }
+    }
+
+    /// Columns padded to their widest cell; every cell ``printable(_:)``.
     static func table(_ header: [String], _ rows: [[String]]) -> String {
-        let all = [header] + rows
+        let all = [header] + rows.map { $0.map(printable) }
         let widths = header.indices.map { column in all.map { $0[column].count }.max() ?? 0 }
         return all.map { row in
             row.enumerated().map { index, cell in

@@ -25,10 +25,15 @@ struct Serve: AsyncParsableCommand {
     @OptionGroup var dataDirectory: StoreOptions
 
     @Option(
-        help: "On PostgreSQL: how long checks are answered from the last state while the database cannot be reached, before they fail closed, e.g. 10s, 500ms (env APIKEYD_MAX_STALENESS).")
+        help:
+            "On PostgreSQL: how long checks are answered from the last state while the database cannot be reached, before they fail closed, e.g. 10s, 500ms (env APIKEYD_MAX_STALENESS)."
+    )
     var maxStaleness: String = Environment.string("APIKEYD_MAX_STALENESS", default: "10s")
 
-    @Option(help: "Port of the HTTP endpoints (/healthz, /readyz, /metrics, /authorize); off unless set (env APIKEYD_HTTP_PORT).")
+    @Option(
+        help:
+            "Port of the HTTP endpoints (/healthz, /readyz, /metrics, /authorize); off unless set (env APIKEYD_HTTP_PORT)."
+    )
     var httpPort: Int?
 
     @Option(help: "Address of the HTTP port (env APIKEYD_HTTP_HOST).")
@@ -36,6 +41,31 @@ struct Serve: AsyncParsableCommand {
 
     @Option(help: "Forward-auth route table: lines of METHOD PATH-PATTERN PERMISSION... (env APIKEYD_ROUTES).")
     var routes: String?
+
+    @Option(
+        help:
+            "Peers whose forwarding header is believed, comma-separated networks (env APIKEYD_TRUSTED_PROXIES; default loopback: 127.0.0.0/8,::1/128). The client address of a request from one is the first untrusted address of that header, walked from the right; anyone else's header is ignored."
+    )
+    var trustedProxies: String = Environment.string("APIKEYD_TRUSTED_PROXIES", default: "127.0.0.0/8,::1/128")
+
+    @Option(
+        help:
+            "The header the trusted proxies write client addresses into: x-forwarded-for or forwarded (RFC 7239) (env APIKEYD_FORWARDED_HEADER)."
+    )
+    var forwardedHeader: String = Environment.string("APIKEYD_FORWARDED_HEADER", default: "x-forwarded-for")
+
+    @Option(
+        help:
+            "The proxy in front of /authorize: nginx (X-Original-Method/-URI), traefik (X-Forwarded-Method/-Uri; also Caddy) or envoy (the path after /authorize); the other kinds' headers are ignored (env APIKEYD_PROXY)."
+    )
+    var proxy: String = Environment.string("APIKEYD_PROXY", default: ProxyKind.nginx.rawValue)
+
+    @Option(
+        help:
+            "Connections the HTTP port serves at once; past it a connection is closed on accept (env APIKEYD_MAX_HTTP_CONNECTIONS)."
+    )
+    var maxHTTPConnections: Int = Environment.int(
+        "APIKEYD_MAX_HTTP_CONNECTIONS", default: HTTPFrontend.defaultMaxConnections)
 
     @Option(help: "PEM certificate chain: serve TLS 1.2+ on the RPC port, re-read on SIGHUP (env APIKEYD_TLS_CERT).")
     var tlsCert: String?
@@ -65,7 +95,8 @@ struct Serve: AsyncParsableCommand {
         help:
             "Seconds a graceful shutdown may take; audit events not written by then are counted in the last log line and the exit status is 1 (env APIKEYD_SHUTDOWN_TIMEOUT)."
     )
-    var shutdownTimeout: Int = Environment.int("APIKEYD_SHUTDOWN_TIMEOUT", default: Int(defaults.shutdownTimeoutSeconds))
+    var shutdownTimeout: Int = Environment.int(
+        "APIKEYD_SHUTDOWN_TIMEOUT", default: Int(defaults.shutdownTimeoutSeconds))
 
     @Option(help: "KeyAdmin calls in flight per connection (env APIKEYD_MAX_ADMIN_CALLS).")
     var maxAdminCalls: Int = Environment.int("APIKEYD_MAX_ADMIN_CALLS", default: defaults.maxAdminCallsInFlight)
@@ -127,18 +158,38 @@ struct Serve: AsyncParsableCommand {
         )
     }
 
+    /// `--trusted-proxies` as networks; nil when one of them is not a network.
+    private var trustedProxyNetworks: [IPNetwork]? {
+        let parts = trustedProxies.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }
+            .filter { !$0.isEmpty }
+        let networks = parts.compactMap(IPNetwork.init)
+        return networks.count == parts.count ? networks : nil
+    }
+
     func validate() throws {
+        guard trustedProxyNetworks != nil else {
+            throw ValidationError("--trusted-proxies is a comma-separated list of networks such as 10.0.0.0/8,::1")
+        }
+        guard ClientAddressPolicy.Header(rawValue: forwardedHeader) != nil else {
+            throw ValidationError("--forwarded-header is x-forwarded-for or forwarded")
+        }
+        guard ProxyKind(rawValue: proxy) != nil else { throw ValidationError("--proxy is nginx, traefik or envoy") }
+        guard maxHTTPConnections > 0 else { throw ValidationError("--max-http-connections must be positive") }
         guard ["text", "json"].contains(logFormat) else { throw ValidationError("--log-format is text or json") }
         guard Logger.Level(rawValue: logLevel) != nil else {
             throw ValidationError("unknown log level \"\(logLevel)\"")
         }
         guard (0...65535).contains(port) else { throw ValidationError("port must be 0-65535") }
         guard maxFrameSize >= 64 else { throw ValidationError("--max-frame-size must be at least 64") }
-        guard maxConnections > 0, maxAdminCalls > 0, eventLoops > 0, idleTimeout >= 0, frameTimeout > 0, shutdownTimeout > 0 else {
+        guard maxConnections > 0, maxAdminCalls > 0, eventLoops > 0, idleTimeout >= 0, frameTimeout > 0,
+            shutdownTimeout > 0
+        else {
             throw ValidationError("limits must be positive")
         }
         _ = try SecretFormat(prefix: keyPrefix)
-        if let port = httpPortSetting { guard (0...65535).contains(port) else { throw ValidationError("--http-port must be 0-65535") } }
+        if let port = httpPortSetting {
+            guard (0...65535).contains(port) else { throw ValidationError("--http-port must be 0-65535") }
+        }
         guard (routes ?? Environment.optionalString("APIKEYD_ROUTES")) == nil || httpPortSetting != nil else {
             throw ValidationError("--routes needs --http-port")
         }
@@ -191,17 +242,28 @@ struct Serve: AsyncParsableCommand {
 
         var routeTable: RouteTable?
         if let routesFile = routes ?? Environment.optionalString("APIKEYD_ROUTES") {
-            routeTable = try RouteTable(parsing: readTextFile(routesFile, option: "--routes"), catalog: configuration.catalog)
+            routeTable = try RouteTable(
+                parsing: readTextFile(routesFile, option: "--routes"), catalog: configuration.catalog)
         }
         let metrics = httpPortSetting == nil ? nil : HTTPFrontend.makeMetrics()
         configuration.metricsFactory = metrics?.factory
+        try FileDescriptorBudget.reserve(
+            rpcConnections: maxConnections, httpConnections: httpPortSetting == nil ? 0 : maxHTTPConnections,
+            logger: logger)
+        let forwardAuth = ForwardAuthOptions(
+            routes: routeTable,
+            clientAddress: ClientAddressPolicy(
+                trustedProxies: trustedProxyNetworks ?? ClientAddressPolicy.loopback,
+                header: ClientAddressPolicy.Header(rawValue: forwardedHeader) ?? .xForwardedFor),
+            proxy: ProxyKind(rawValue: proxy) ?? .nginx)
         let server = try await APIKeysServer.start(configuration: configuration, logger: logger)
         var services: [any Service] = [server]
         if let httpPort = httpPortSetting {
             do {
                 services.append(
                     try await HTTPFrontend.start(
-                        server: server, metrics: metrics, routes: routeTable, host: httpHost, port: httpPort, logger: logger))
+                        server: server, metrics: metrics, forwardAuth: forwardAuth, host: httpHost, port: httpPort,
+                        maxConnections: maxHTTPConnections, logger: logger))
             } catch {
                 await server.shutdown()
                 throw ServerError.cannotListen(host: httpHost, port: httpPort, reason: "HTTP: \(error)")
@@ -225,6 +287,8 @@ private func readTextFile(_ path: String, option: String) throws -> String {
         let reason = access(path, F_OK) != 0 ? "no such file" : "not readable"
         throw ValidationError("\(option) \(path): \(reason)")
     }
-    guard let text = String(data: data, encoding: .utf8) else { throw ValidationError("\(option) \(path): not UTF-8 text") }
+    guard let text = String(data: data, encoding: .utf8) else {
+        throw ValidationError("\(option) \(path): not UTF-8 text")
+    }
     return text
 }

@@ -94,6 +94,41 @@ import Testing
         }
     }
 
+    /// Control characters stored before Check refused them (written here with `sqlite3`): a key
+    /// name and an event's resource and detail holding ESC sequences, CR, LF, BEL and a C1 CSI.
+    /// `apikey list`, `report` and `audit` show them escaped; `--json` keeps them exact.
+    @Test(
+        .enabled(if: FileManager.default.isExecutableFile(atPath: binary.path)),
+        .enabled(if: FileManager.default.isExecutableFile(atPath: "/usr/bin/sqlite3")))
+    func storedControlCharactersAreShownEscaped() async throws {
+        try await withServer { server, client in
+            let issued = try await client.createKey(name: "plain", permissions: ["jobs:read"])
+            await server.server.service.flushAuditTrail()
+            let hostile = "x' || char(27) || '[2J' || char(27) || '[31mFAKE' || char(10) || 'line2' || char(13) || char(7) || char(155) || 'y"
+            let edit = try await runCommand(
+                URL(fileURLWithPath: "/usr/bin/sqlite3"),
+                [
+                    server.dataDirectory + "/apikeys.sqlite",
+                    """
+                    UPDATE keys SET name = '\(hostile)' WHERE id = '\(issued.key.id)';
+                    UPDATE audit_events SET detail = '\(hostile)', resource = '\(hostile)' WHERE action = 'key.created';
+                    """,
+                ])
+            #expect(edit.status == 0, "\(edit.stderr)")
+            for arguments in [["list"], ["report"], ["audit"], ["show", issued.key.id]] {
+                let run = try await apikey(arguments, server: server)
+                #expect(run.status == 0, "\(arguments): \(run.stderr)")
+                let controls = run.stdout.unicodeScalars.filter {
+                    ($0.value < 0x20 && $0 != "\n") || (0x7F...0x9F).contains($0.value)
+                }
+                #expect(controls.isEmpty, "\(arguments) printed \(controls.map(\.value))")
+                #expect(run.stdout.contains(#"\x1b[2J\x1b[31mFAKE\x0aline2\x0d\x07\x9by"#), "\(arguments): \(run.stdout)")
+            }
+            let json = try await apikey(["list", "--json"], server: server)
+            #expect(json.stdout.contains(#"\u001b[2J"#), "\(json.stdout)")
+        }
+    }
+
     static let python = interopPython ?? URL(fileURLWithPath: "/usr/bin/python3")
     static let exportVerifier = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
         .deletingLastPathComponent().appendingPathComponent("interop/verify_audit_export.py")

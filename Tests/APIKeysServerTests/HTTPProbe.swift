@@ -11,20 +11,24 @@ struct HTTPProbe {
     }
 
     static func request(
-        port: Int, method: String = "GET", path: String, headers: [String: String] = [:], body: String? = nil
+        port: Int, method: String = "GET", path: String, headers: [String: String] = [:], body: String? = nil,
+        source: String? = nil
     ) async throws -> Reply {
         try await withCheckedThrowingContinuation { continuation in
             DispatchQueue.global().async {
                 continuation.resume(
-                    with: Result { try requestBlocking(port: port, method: method, path: path, headers: headers, body: body) })
+                    with: Result {
+                        try requestBlocking(
+                            port: port, method: method, path: path, headers: headers, body: body, source: source)
+                    })
             }
         }
     }
 
     static func requestBlocking(
-        port: Int, method: String, path: String, headers: [String: String], body: String? = nil
+        port: Int, method: String, path: String, headers: [String: String], body: String? = nil, source: String? = nil
     ) throws -> Reply {
-        let connection = try RawConnection(port: port, receiveTimeoutSeconds: 10)
+        let connection = try RawConnection(port: port, receiveTimeoutSeconds: 10, source: source)
         var text = "\(method) \(path) HTTP/1.1\r\nHost: 127.0.0.1:\(port)\r\nConnection: close\r\n"
         for (name, value) in headers { text += "\(name): \(value)\r\n" }
         if let body { text += "Content-Length: \(body.utf8.count)\r\n\r\n" + body } else { text += "\r\n" }

@@ -12,7 +12,9 @@ import Testing
 /// 127.0.0.1.
 @Suite struct HTTPTests {
     private func withHTTP(
-        routes: String? = nil, idleTimeout: Duration = .seconds(75),
+        routes: String? = nil, proxy: ProxyKind = .nginx, trustedProxies: [IPNetwork] = ClientAddressPolicy.loopback,
+        forwardedHeader: ClientAddressPolicy.Header = .xForwardedFor, idleTimeout: Duration = .seconds(75),
+        maxConnections: Int = HTTPFrontend.defaultMaxConnections,
         _ body: (TestServer, HTTPFrontend, APIKeysClient) async throws -> Void
     ) async throws {
         let metrics = HTTPFrontend.makeMetrics()
@@ -21,8 +23,12 @@ import Testing
             logger.logLevel = .critical
             let table = try routes.map { try RouteTable(parsing: $0, catalog: .standard) }
             let http = try await HTTPFrontend.start(
-                server: server.server, metrics: metrics, routes: table, host: "127.0.0.1", port: 0,
-                idleTimeout: idleTimeout, logger: logger)
+                server: server.server, metrics: metrics,
+                forwardAuth: ForwardAuthOptions(
+                    routes: table,
+                    clientAddress: ClientAddressPolicy(trustedProxies: trustedProxies, header: forwardedHeader),
+                    proxy: proxy),
+                host: "127.0.0.1", port: 0, idleTimeout: idleTimeout, maxConnections: maxConnections, logger: logger)
             do {
                 try await body(server, http, client)
             } catch {
@@ -140,7 +146,9 @@ import Testing
             await server.server.service.flushAuditTrail()
             let events = try await client.listAuditEvents(ListAuditEventsRequest(action: "api.request")).events
             #expect(events.count == 3 && events.allSatisfy { $0.resource == "POST /api/jobs/42/run?now=1" })
-            #expect(events.contains { $0.clientAddress == "10.1.2.3" && $0.decision == .allow })
+            // The peer (127.0.0.1) is a trusted proxy: the address it appended, the rightmost
+            // untrusted one, is the client's; what the client wrote before it is not believed.
+            #expect(events.contains { $0.clientAddress == "10.0.0.1" && $0.decision == .allow })
         }
     }
 
@@ -267,7 +275,7 @@ import Testing
             GET       /api/jobs/**     jobs:read
             *         /health          -
             """
-        try await withHTTP(routes: routes) { _, http, client in
+        try await withHTTP(routes: routes, proxy: .traefik) { _, http, client in
             let runner = try await client.createKey(name: "runner", permissions: ["jobs:execute"])
             func decide(_ method: String, _ uri: String, key: String = runner.secret) async throws -> Int {
                 try await HTTPProbe.request(

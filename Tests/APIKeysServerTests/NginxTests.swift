@@ -1,4 +1,5 @@
 import APIKeysClient
+import APIKeysCore
 import APIKeysHTTP
 import APIKeysServer
 import APIKeysTestSupport
@@ -20,11 +21,14 @@ struct NginxTests {
             let routes = try RouteTable(
                 parsing: "POST /api/jobs/*/run jobs:execute\nGET /api/jobs/** jobs:read\n", catalog: .standard)
             let http = try await HTTPFrontend.start(
-                server: server.server, metrics: metrics, routes: routes, host: "127.0.0.1", port: 0, logger: logger)
+                server: server.server, metrics: metrics, forwardAuth: ForwardAuthOptions(routes: routes),
+                host: "127.0.0.1",
+                port: 0, logger: logger)
             let dir = try makeTemporaryDirectory("apikeyd-nginx")
             let upstream = try Self.startUpstream()
             let nginxPort = try freePort()
-            let proxy = try Self.startNginx(in: dir, port: nginxPort, apikeyd: http.port, upstream: upstream.port)
+            let proxy = try Self.startNginx(
+                in: dir, port: nginxPort, front: try freePort(), apikeyd: http.port, upstream: upstream.port)
             defer {
                 proxy.terminate()
                 proxy.waitUntilExit()
@@ -77,6 +81,84 @@ struct NginxTests {
         }
     }
 
+    /// nginx appends to X-Forwarded-For (`$proxy_add_x_forwarded_for`): a client's forged entry
+    /// stays in the header, left of the address nginx saw. With nginx (127.0.0.1) the only trusted
+    /// proxy, a client on 127.0.0.2 is judged by 127.0.0.2 directly, through two chained nginx
+    /// servers, and whatever it writes into X-Forwarded-For; a route's decision holds whatever
+    /// X-Required-Permissions it sends, and a path spelled to slip past a route is refused.
+    @Test func clientsCannotTalkTheirWayPastNginx() async throws {
+        let metrics = HTTPFrontend.makeMetrics()
+        try await withServer(configure: { $0.metricsFactory = metrics.factory }) { server, client in
+            var logger = Logger(label: "apikeyd-nginx-test")
+            logger.logLevel = .critical
+            let routes = try RouteTable(
+                parsing:
+                    "GET /api/jobs/*/secrets vault:read\nGET /api/jobs/** jobs:read\nPOST /api/jobs/*/run jobs:execute\n",
+                catalog: .standard)
+            let http = try await HTTPFrontend.start(
+                server: server.server, metrics: metrics,
+                forwardAuth: ForwardAuthOptions(
+                    routes: routes, clientAddress: ClientAddressPolicy(trustedProxies: [IPNetwork("127.0.0.1/32")!])),
+                host: "127.0.0.1", port: 0, logger: logger)
+            let dir = try makeTemporaryDirectory("apikeyd-nginx")
+            let upstream = try Self.startUpstream()
+            let (nginxPort, frontPort) = (try freePort(), try freePort())
+            let proxy = try Self.startNginx(
+                in: dir, port: nginxPort, front: frontPort, apikeyd: http.port, upstream: upstream.port)
+            defer {
+                proxy.terminate()
+                proxy.waitUntilExit()
+                kill(upstream.process.processIdentifier, SIGKILL)
+                upstream.process.waitUntilExit()
+                try? FileManager.default.removeItem(atPath: dir)
+            }
+            let fenced = try await client.createKey(
+                name: "fenced", permissions: ["jobs:read"], allowedNetworks: ["10.0.0.0/8"])
+            let local = try await client.createKey(
+                name: "local", permissions: ["jobs:read"], allowedNetworks: ["127.0.0.2/32"])
+            func through(
+                _ port: Int, _ path: String, method: String = "GET", key: String, _ headers: [String: String] = [:]
+            ) async throws -> HTTPProbe.Reply {
+                try await HTTPProbe.request(
+                    port: port, method: method, path: path,
+                    headers: headers.merging(["Authorization": "Bearer \(key)"]) { $1 }, source: "127.0.0.2")
+            }
+            for port in [nginxPort, frontPort] {
+                let forged = try await through(port, "/api/jobs/1", key: fenced.secret, ["X-Forwarded-For": "10.1.2.3"])
+                #expect(forged.status == 403, "a forged X-Forwarded-For was believed (port \(port)): \(forged)")
+                #expect(try await through(port, "/api/jobs/1", key: fenced.secret).status == 403)
+                #expect(try await through(port, "/api/jobs/1", key: local.secret).status == 200)
+                let spoofed = try await through(port, "/api/jobs/1", key: local.secret, ["X-Forwarded-For": "10.1.2.3"])
+                #expect(spoofed.status == 200, "the real client was not judged by its own address: \(spoofed)")
+            }
+            await server.server.service.flushAuditTrail()
+            let denied = try await client.listAuditEvents(ListAuditEventsRequest(keyID: fenced.key.id)).events
+                .filter { $0.reason == .ipNotAllowed }
+            #expect(!denied.isEmpty && denied.allSatisfy { $0.clientAddress == "127.0.0.2" }, "\(denied)")
+
+            // A route decides; the client's X-Required-Permissions changes nothing.
+            for header in ["jobs:read", ",", "", "history:read"] {
+                let run = try await through(
+                    nginxPort, "/api/jobs/42/run", method: "POST", key: local.secret, ["X-Required-Permissions": header]
+                )
+                #expect(run.status == 403, "X-Required-Permissions \"\(header)\" changed the decision: \(run)")
+            }
+            // Spellings of /api/jobs/1/secrets that an upstream serves as it: never allowed by the
+            // wider jobs:read route (403 as the path itself, or nginx's or apikeyd's 400).
+            for path in [
+                "/api/jobs/1/secrets", "/api/jobs/1/%73ecrets", "/api/jobs/1/./secrets", "/api/jobs/x/../1/secrets",
+                "/api/jobs/1/secrets;x", "/api/jobs/1/secrets%2F", "/api/jobs/1/%2e%2e/1/secrets",
+                "/api/jobs//1/secrets",
+                "/api/jobs/1%2fsecrets", "/api/jobs/1/%C0%AEsecrets",
+            ] {
+                let reply = try await through(nginxPort, path, key: local.secret)
+                #expect([400, 403].contains(reply.status), "\(path) was \(reply.status)")
+            }
+            #expect(try await through(nginxPort, "/api/jobs/1/logs", key: local.secret).status == 200)
+            await http.stop()
+        }
+    }
+
     private static func startUpstream() throws -> (process: Process, port: Int) {
         let process = Process()
         process.executableURL = URL(fileURLWithPath: "/usr/bin/python3")
@@ -94,12 +176,14 @@ struct NginxTests {
         return (process, port)
     }
 
-    private static func startNginx(in dir: String, port: Int, apikeyd: Int, upstream: Int) throws -> Process {
+    private static func startNginx(in dir: String, port: Int, front: Int, apikeyd: Int, upstream: Int) throws -> Process
+    {
         try FileManager.default.createDirectory(atPath: dir + "/tmp", withIntermediateDirectories: true)
         let template = try String(
             contentsOf: repositoryRoot.appendingPathComponent("Tests/nginx/nginx.conf.template"), encoding: .utf8)
         let config = template.replacingOccurrences(of: "DIR", with: dir)
             .replacingOccurrences(of: "NGINX_PORT", with: String(port))
+            .replacingOccurrences(of: "FRONT_PORT", with: String(front))
             .replacingOccurrences(of: "APIKEYD_HTTP_PORT", with: String(apikeyd))
             .replacingOccurrences(of: "UPSTREAM_PORT", with: String(upstream))
         try config.write(toFile: dir + "/nginx.conf", atomically: true, encoding: .utf8)

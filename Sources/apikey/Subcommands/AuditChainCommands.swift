@@ -26,7 +26,7 @@ struct AuditVerify: AsyncParsableCommand {
                     "audit chain verified: \(verified.links) links, \(verified.events) events, from \(verified.start) to \(verified.head)"
                 )
             } catch let broken as AuditChainVerifier.Break {
-                print("audit chain broken at \(broken)")
+                print(Output.printable("audit chain broken at \(broken)"))
                 throw ExitCode(1)
             }
         }

@@ -29,7 +29,7 @@ struct Check: AsyncParsableCommand {
             return
         }
         if answer.decision == .allow {
-            print("ALLOW \(answer.httpStatus) key \(answer.keyID) (\(answer.keyName))")
+            print(Output.printable("ALLOW \(answer.httpStatus) key \(answer.keyID) (\(answer.keyName))"))
             return
         }
         var line = "DENY \(answer.httpStatus) \(CheckText.reason(answer.reason))"
@@ -37,7 +37,7 @@ struct Check: AsyncParsableCommand {
         if !answer.missingPermissions.isEmpty {
             line += " missing: \(answer.missingPermissions.joined(separator: " "))"
         }
-        print(line)
+        print(Output.printable(line))
         throw ExitCode(1)
     }
 }

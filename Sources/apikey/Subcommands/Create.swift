@@ -42,7 +42,7 @@ struct Create: AsyncParsableCommand {
             print(Output.json(Output.IssuedJSON(key: Output.KeyJSON(created.key), secret: created.secret)))
             return
         }
-        print("Created key \(created.key.id) (\(created.key.name))")
+        print(Output.printable("Created key \(created.key.id) (\(created.key.name))"))
         print(Output.details(created.key))
         print("")
         print(Output.secret(created.secret))

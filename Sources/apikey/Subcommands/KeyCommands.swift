@@ -27,7 +27,7 @@ extension KeyIDArguments {
     func setEnabled(_ enabled: Bool) async throws {
         let changed = try await connection.withClient { try await $0.setKeyEnabled(id: id, enabled: enabled) }
         if output.json { return print(Output.json(Output.KeyJSON(changed))) }
-        print("\(enabled ? "Enabled" : "Disabled") key \(changed.id) (\(changed.name))")
+        print(Output.printable("\(enabled ? "Enabled" : "Disabled") key \(changed.id) (\(changed.name))"))
     }
 }
 
@@ -72,7 +72,7 @@ struct Rotate: AsyncParsableCommand {
         }
         let graceEnd = rotated.key.graceEndsAtMS
         print(
-            "Rotated key \(rotated.key.id) (\(rotated.key.name)); "
+            Output.printable("Rotated key \(rotated.key.id) (\(rotated.key.name)); ")
                 + (graceEnd > 0
                     ? "the old secret still works until \(Output.time(graceEnd))." : "the old secret no longer works."))
         print("")
@@ -103,7 +103,7 @@ struct Delete: AsyncParsableCommand {
             try await client.deleteKey(id: key.id)
         }
         if key.output.json { return print(Output.json(["deleted": key.id])) }
-        print("Deleted key \(key.id)")
+        print(Output.printable("Deleted key \(key.id)"))
     }
 }
 

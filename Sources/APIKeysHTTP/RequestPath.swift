@@ -1,0 +1,125 @@
+/// The path forward-auth judges: a request target normalized as RFC 3986 section 6 says, so that
+/// every spelling an upstream would serve as one path is judged as that path, and every spelling
+/// an upstream might read in more than one way is refused.
+///
+/// - Percent-encoded unreserved characters (`A–Z a–z 0–9 - . _ ~`) are decoded; other
+///   percent-encodings stay encoded, their hex digits in upper case.
+/// - Dot segments (`.`, `..`, also encoded as `%2e`) are removed and repeated slashes merged.
+/// - Refused: an encoded `/` or `\`, a raw `\`, a `;` (path parameters, which Java containers
+///   drop), a NUL or any other control character (raw or encoded), invalid percent-encoding,
+///   percent-encoded bytes that are not UTF-8 (overlong forms included), a `..` that climbs
+///   above the root, a target that does not start with `/`.
+///
+/// Matching stays case-sensitive. The query (after `?`) is not part of the path.
+enum RequestPath {
+    /// Why a request target cannot be judged safely.
+    enum Refusal: Error, Hashable, CustomStringConvertible {
+        case notAbsolutePath
+        case encodedSeparator
+        case backslash
+        case parameter
+        case controlCharacter
+        case invalidPercentEncoding
+        case invalidUTF8
+        case fragment
+        case climbsAboveRoot
+
+        var description: String {
+            switch self {
+            case .notAbsolutePath: "the path does not start with /"
+            case .encodedSeparator: "the path holds an encoded / or \\"
+            case .backslash: "the path holds a \\"
+            case .parameter: "the path holds a ; parameter"
+            case .controlCharacter: "the path holds a control character"
+            case .invalidPercentEncoding: "the path holds invalid percent-encoding"
+            case .invalidUTF8: "the path's percent-encoded bytes are not UTF-8"
+            case .fragment: "the path holds a #"
+            case .climbsAboveRoot: "the path's .. climbs above the root"
+            }
+        }
+    }
+
+    /// The normalized path of `target` (a path with an optional query): its segments without
+    /// dot segments or empty ones, joined by `/`, a trailing `/` kept.
+    static func normalized(_ target: String) throws(Refusal) -> String {
+        let path =
+            target.utf8.split(separator: UInt8(ascii: "?"), maxSplits: 1, omittingEmptySubsequences: false)
+            .first ?? []
+        guard path.first == UInt8(ascii: "/") else { throw .notAbsolutePath }
+        var canonical: [UInt8] = []
+        canonical.reserveCapacity(path.count)
+        // Every percent-encoded byte decoded, to check that what an upstream decodes is UTF-8.
+        var decoded: [UInt8] = []
+        var index = path.startIndex
+        while index < path.endIndex {
+            let byte = path[index]
+            switch byte {
+            case UInt8(ascii: "%"):
+                let first = path.index(after: index)
+                guard first < path.endIndex, path.index(after: first) < path.endIndex,
+                    let high = hexValue(path[first]), let low = hexValue(path[path.index(after: first)])
+                else { throw .invalidPercentEncoding }
+                let value = high << 4 | low
+                if value == UInt8(ascii: "/") || value == UInt8(ascii: "\\") { throw .encodedSeparator }
+                if value < 0x20 || value == 0x7F { throw .controlCharacter }
+                decoded.append(value)
+                if isUnreserved(value) {
+                    canonical.append(value)
+                } else {
+                    canonical += [UInt8(ascii: "%"), hexDigits[Int(high)], hexDigits[Int(low)]]
+                }
+                index = path.index(index, offsetBy: 3)
+                continue
+            case UInt8(ascii: "\\"): throw .backslash
+            case UInt8(ascii: ";"): throw .parameter
+            case UInt8(ascii: "#"): throw .fragment
+            case 0..<0x20, 0x7F: throw .controlCharacter
+            default:
+                canonical.append(byte)
+                decoded.append(byte)
+            }
+            index = path.index(after: index)
+        }
+        guard let text = String(validating: decoded, as: UTF8.self) else { throw .invalidUTF8 }
+        if text.unicodeScalars.contains(where: { (0x80...0x9F).contains($0.value) }) { throw .controlCharacter }
+
+        var segments: [ArraySlice<UInt8>] = []
+        for segment in canonical.split(separator: UInt8(ascii: "/"), omittingEmptySubsequences: true) {
+            if segment.elementsEqual(".".utf8) { continue }
+            if segment.elementsEqual("..".utf8) {
+                guard segments.popLast() != nil else { throw .climbsAboveRoot }
+                continue
+            }
+            segments.append(segment)
+        }
+        var result = "/" + segments.map { String(decoding: $0, as: UTF8.self) }.joined(separator: "/")
+        let last = canonical.split(separator: UInt8(ascii: "/"), omittingEmptySubsequences: false).last
+        if !segments.isEmpty,
+            last.map({ $0.isEmpty || $0.elementsEqual(".".utf8) || $0.elementsEqual("..".utf8) }) == true
+        {
+            result += "/"
+        }
+        return result
+    }
+
+    private static let hexDigits = Array("0123456789ABCDEF".utf8)
+
+    private static func hexValue(_ byte: UInt8) -> UInt8? {
+        switch byte {
+        case UInt8(ascii: "0")...UInt8(ascii: "9"): byte - UInt8(ascii: "0")
+        case UInt8(ascii: "a")...UInt8(ascii: "f"): byte - UInt8(ascii: "a") + 10
+        case UInt8(ascii: "A")...UInt8(ascii: "F"): byte - UInt8(ascii: "A") + 10
+        default: nil
+        }
+    }
+
+    private static func isUnreserved(_ byte: UInt8) -> Bool {
+        switch byte {
+        case UInt8(ascii: "A")...UInt8(ascii: "Z"), UInt8(ascii: "a")...UInt8(ascii: "z"),
+            UInt8(ascii: "0")...UInt8(ascii: "9"), UInt8(ascii: "-"), UInt8(ascii: "."), UInt8(ascii: "_"),
+            UInt8(ascii: "~"):
+            true
+        default: false
+        }
+    }
+}

@@ -1,0 +1,195 @@
+import APIKeysClient
+import APIKeysCore
+@testable import APIKeysHTTP
+import APIKeysServer
+import APIKeysTestSupport
+import Foundation
+import HTTPTypes
+import Logging
+import Testing
+
+/// What forward-auth believes of a request: the path it judges, the client address, the
+/// permissions and the original request, each from the operator's configuration and never from
+/// what a client wrote.
+@Suite struct ForwardAuthInputTests {
+    // MARK: Paths
+
+    @Test(arguments: [
+        ("/api/jobs/1/secrets", "/api/jobs/1/secrets"),
+        ("/api/jobs/1/%73ecrets", "/api/jobs/1/secrets"),
+        ("/api/jobs/1/./secrets", "/api/jobs/1/secrets"),
+        ("/api/jobs/x/../1/secrets", "/api/jobs/1/secrets"),
+        ("/api/jobs/1/%2e%2e/1/secrets", "/api/jobs/1/secrets"),
+        ("/api/jobs/1/%2E/secrets?x=/../y", "/api/jobs/1/secrets"),
+        ("/api//jobs///1/secrets", "/api/jobs/1/secrets"),
+        ("/api/jobs/1/secrets/", "/api/jobs/1/secrets/"),
+        ("/api/jobs/1/secrets/.", "/api/jobs/1/secrets/"),
+        ("/api/jobs/%7e1/caf%c3%a9", "/api/jobs/~1/caf%C3%A9"),
+        ("/", "/"),
+    ])
+    func pathsAreNormalized(raw: String, canonical: String) throws {
+        #expect(try RequestPath.normalized(raw) == canonical)
+    }
+
+    @Test(arguments: [
+        ("/api/jobs/1/secrets;x", RequestPath.Refusal.parameter),
+        ("/api/jobs/1/secrets%2F", .encodedSeparator),
+        ("/api/jobs/1%2fsecrets", .encodedSeparator),
+        ("/api/jobs/1%5Csecrets", .encodedSeparator),
+        ("/api/jobs/1\\secrets", .backslash),
+        ("/api/jobs/1/%00secrets", .controlCharacter),
+        ("/api/jobs/1/%1bsecrets", .controlCharacter),
+        ("/api/jobs/1/%C2%85", .controlCharacter),
+        ("/api/jobs/1/%C0%AEsecrets", .invalidUTF8),
+        ("/api/jobs/%C0%AE%C0%AE/secrets", .invalidUTF8),
+        ("/api/jobs/1/%zzsecrets", .invalidPercentEncoding),
+        ("/api/jobs/1/secrets%2", .invalidPercentEncoding),
+        ("/../api/jobs/1/secrets", .climbsAboveRoot),
+        ("/api/../../jobs", .climbsAboveRoot),
+        ("api/jobs/1", .notAbsolutePath),
+        ("/api/jobs/1#x", .fragment),
+    ])
+    func pathsThatCannotBeJudgedAreRefused(raw: String, refusal: RequestPath.Refusal) {
+        #expect(throws: refusal) { try RequestPath.normalized(raw) }
+    }
+
+    // MARK: Client addresses
+
+    private func fields(_ pairs: [(String, String)]) -> HTTPFields {
+        var fields = HTTPFields()
+        for (name, value) in pairs { fields.append(HTTPField(name: HTTPField.Name(name)!, value: value)) }
+        return fields
+    }
+
+    @Test func theForwardingChainIsWalkedFromTheRightPastTrustedProxies() {
+        let policy = ClientAddressPolicy(trustedProxies: [IPNetwork("10.0.0.0/24")!, IPNetwork("127.0.0.1")!])
+        func resolve(_ peer: String, _ pairs: [(String, String)]) -> ClientAddressPolicy.Resolved {
+            policy.resolve(peer: peer, headers: fields(pairs))
+        }
+        #expect(resolve("127.0.0.1", [("X-Forwarded-For", "6.6.6.6, 192.0.2.7, 10.0.0.5")]).address == "192.0.2.7")
+        // Several header lines are one list, in order.
+        #expect(
+            resolve("127.0.0.1", [("X-Forwarded-For", "6.6.6.6"), ("X-Forwarded-For", "192.0.2.8")]).address
+                == "192.0.2.8")
+        // Every entry trusted: the leftmost.
+        #expect(resolve("127.0.0.1", [("X-Forwarded-For", "10.0.0.9, 10.0.0.5")]).address == "10.0.0.9")
+        // A malformed entry ends the walk at the last good address.
+        #expect(resolve("127.0.0.1", [("X-Forwarded-For", "192.0.2.7, garbage, 10.0.0.5")]).address == "10.0.0.5")
+        #expect(resolve("127.0.0.1", [("X-Forwarded-For", "192.0.2.7,,")]).address == "127.0.0.1")
+        // An untrusted peer's header is not believed, and says so.
+        let direct = resolve("192.0.2.50", [("X-Forwarded-For", "10.0.0.1")])
+        #expect(direct.address == "192.0.2.50" && direct.ignoredHeader)
+        #expect(resolve("192.0.2.50", []) == .init(address: "192.0.2.50", ignoredHeader: false))
+        // The other header is not read at all.
+        #expect(resolve("127.0.0.1", [("Forwarded", "for=192.0.2.7")]).address == "127.0.0.1")
+    }
+
+    @Test func rfc7239ForwardedIsReadWithQuotedIPv6() {
+        let policy = ClientAddressPolicy(header: .forwarded)
+        func resolve(_ value: String) -> String {
+            policy.resolve(peer: "127.0.0.1", headers: fields([("Forwarded", value)])).address
+        }
+        #expect(resolve(#"for=192.0.2.60;proto=http;by=203.0.113.43"#) == "192.0.2.60")
+        #expect(resolve(#"for=6.6.6.6, For="[2001:db8:cafe::17]:4711""#) == "[2001:db8:cafe::17]:4711")
+        #expect(resolve(#"for="[2001:db8::1]", for=127.0.0.1"#) == "[2001:db8::1]")
+        #expect(resolve(#"for=192.0.2.43, for=unknown"#) == "127.0.0.1")  // obfuscated: the walk ends
+        #expect(resolve(#"proto=https"#) == "127.0.0.1")
+    }
+
+    // MARK: Through the HTTP port
+
+    /// Starts a server and its HTTP port with `options`, answering `/authorize`.
+    private func withForwardAuth(
+        _ options: ForwardAuthOptions, _ body: (TestServer, Int, APIKeysClient) async throws -> Void
+    ) async throws {
+        try await withServer { server, client in
+            var logger = Logger(label: "apikeyd-forward-auth-test")
+            logger.logLevel = .critical
+            let http = try await HTTPFrontend.start(
+                server: server.server, metrics: nil, forwardAuth: options, host: "127.0.0.1", port: 0, logger: logger)
+            do {
+                try await body(server, http.port, client)
+            } catch {
+                await http.stop()
+                throw error
+            }
+            await http.stop()
+        }
+    }
+
+    @Test func onlyATrustedProxyNamesPermissionsAndOnlyCatalogNames() async throws {
+        try await withForwardAuth(ForwardAuthOptions(proxy: .envoy)) { _, port, client in
+            let reader = try await client.createKey(name: "reader", permissions: ["jobs:read"])
+            func decide(_ permissions: String) async throws -> HTTPProbe.Reply {
+                try await HTTPProbe.request(
+                    port: port, path: "/authorize",
+                    headers: ["X-API-Key": reader.secret, "X-Required-Permissions": permissions])
+            }
+            #expect(try await decide("jobs:read").status == 200)
+            let missing = try await decide("jobs:read, vault:read")
+            #expect(missing.status == 403)
+            #expect(missing.headers["www-authenticate"]?.contains(#"scope="vault:read""#) == true)
+            for bad in [",", "jobs:read,,", "jobs:read, ", #"x", error="forged"#, "nope:nope"] {
+                let reply = try await decide(bad)
+                #expect(reply.status == 400, "\(bad): \(reply)")
+                #expect(
+                    reply.headers["www-authenticate"] == nil && !reply.headers.values.contains { $0.contains("forged") }
+                )
+            }
+        }
+        // 127.0.0.1 not trusted: its permission header is ignored (a valid key is enough).
+        try await withForwardAuth(ForwardAuthOptions(clientAddress: ClientAddressPolicy(trustedProxies: []))) {
+            _, port, client in
+            let reader = try await client.createKey(name: "reader", permissions: ["jobs:read"])
+            let reply = try await HTTPProbe.request(
+                port: port, path: "/authorize", headers: ["X-API-Key": reader.secret, "X-Required-Permissions": ","])
+            #expect(reply.status == 200)
+        }
+    }
+
+    @Test func onlyTheConfiguredProxysHeadersSayWhatIsJudged() async throws {
+        let routes = try RouteTable(
+            parsing: "POST /api/jobs/*/run jobs:execute\nGET /api/jobs/** jobs:read\n", catalog: .standard)
+        try await withForwardAuth(ForwardAuthOptions(routes: routes, proxy: .traefik)) { server, port, client in
+            let reader = try await client.createKey(name: "reader", permissions: ["jobs:read"])
+            // Traefik reports POST /api/jobs/42/run; the client adds nginx's headers.
+            let forged = try await HTTPProbe.request(
+                port: port, path: "/authorize",
+                headers: [
+                    "Authorization": "Bearer \(reader.secret)", "X-Forwarded-Method": "POST",
+                    "X-Forwarded-Uri": "/api/jobs/42/run", "X-Original-Method": "GET", "X-Original-URI": "/api/jobs/42",
+                    "X-Required-Permissions": "jobs:read",
+                ])
+            #expect(forged.status == 403, "\(forged)")
+            await server.server.service.flushAuditTrail()
+            let events = try await client.listAuditEvents(ListAuditEventsRequest(keyID: reader.key.id)).events
+            #expect(events.first?.resource == "POST /api/jobs/42/run", "\(events)")
+            // A path that cannot be judged: 400 before any decision.
+            let refused = try await HTTPProbe.request(
+                port: port, path: "/authorize",
+                headers: ["Authorization": "Bearer \(reader.secret)", "X-Forwarded-Uri": "/api/jobs/1%2Frun"])
+            #expect(refused.status == 400 && refused.headers["x-deny-reason"] == "INVALID_PATH", "\(refused)")
+        }
+    }
+
+    /// ESC, CR, LF, BEL, DEL and C1 controls in a Check's text fields: refused, naming the field.
+    @Test func checkRefusesControlCharacters() async throws {
+        try await withServer { _, client in
+            let key = try await client.createKey(name: "k", permissions: ["jobs:read"])
+            for control in ["\u{1B}[2J", "\r", "\nline2", "\u{07}", "\u{7F}", "\u{85}", "\u{9B}31m"] {
+                for field in ["resource", "client_address", "permissions"] {
+                    do {
+                        _ = try await client.check(
+                            key: key.secret, permissions: field == "permissions" ? ["jobs:read" + control] : [],
+                            resource: field == "resource" ? "GET /x" + control : "",
+                            clientAddress: field == "client_address" ? "10.0.0.1" + control : "")
+                        Issue.record("a \(field) with U+\(control.unicodeScalars.first!.value) was accepted")
+                    } catch let error as APIKeysClientError {
+                        #expect("\(error)".contains(field) && "\(error)".contains("control character"), "\(error)")
+                    }
+                }
+            }
+            #expect(try await client.check(key: key.secret, resource: "GET /café?q=ü").decision == .allow)
+        }
+    }
+}
