@@ -4,9 +4,14 @@ import Logging
 
 /// The server's data directory: the database and, on first start, the admin token file.
 enum DataDirectory {
-    /// Creates `path` (mode 0700) if it does not exist, and checks that it is a usable directory.
-    /// Throws ``ServerError/dataDirectory(path:reason:)`` with the system's reason.
+    /// Creates `path` (mode 0700) if it does not exist, and checks that it is a usable directory
+    /// that only its owner can read: a group- or world-readable one is made 0700, and so are the
+    /// files in it made 0600 (the database, its WAL and SHM, the admin token); from here on this
+    /// process creates files for its owner only (umask 077). Throws
+    /// ``ServerError/dataDirectory(path:reason:)`` with the system's reason, also when the modes
+    /// cannot be changed (a directory of another user).
     static func prepare(_ path: String) throws {
+        umask(0o077)
         var isDirectory: ObjCBool = false
         if !FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory) {
             do {
@@ -22,6 +27,26 @@ enum DataDirectory {
         }
         guard access(path, R_OK | W_OK | X_OK) == 0 else {
             throw ServerError.dataDirectory(path: path, reason: String(cString: strerror(errno)))
+        }
+        try restrict(path, to: 0o700)
+        for name in (try? FileManager.default.contentsOfDirectory(atPath: path)) ?? [] {
+            var info = stat()
+            let file = path + "/" + name
+            guard lstat(file, &info) == 0, info.st_mode & S_IFMT == S_IFREG else { continue }
+            try restrict(file, to: 0o600)
+        }
+    }
+
+    /// Takes group and other permissions off `path` when it has any.
+    private static func restrict(_ path: String, to mode: mode_t) throws {
+        var info = stat()
+        guard stat(path, &info) == 0, info.st_mode & 0o077 != 0 else { return }
+        guard chmod(path, mode) == 0 else {
+            throw ServerError.dataDirectory(
+                path: path,
+                reason:
+                    "readable by others and cannot be made \(String(mode, radix: 8)): \(String(cString: strerror(errno)))"
+            )
         }
     }
 

@@ -41,9 +41,17 @@ final class ServerTLS: Sendable {
         current.withLock { $0 = context }
     }
 
+    /// The TLS 1.2 suites offered: ECDHE key exchange, AES-GCM or ChaCha20-Poly1305.
+    static let tls12CipherSuites = [
+        "ECDHE-ECDSA-AES128-GCM-SHA256", "ECDHE-RSA-AES128-GCM-SHA256", "ECDHE-ECDSA-AES256-GCM-SHA384",
+        "ECDHE-RSA-AES256-GCM-SHA384", "ECDHE-ECDSA-CHACHA20-POLY1305", "ECDHE-RSA-CHACHA20-POLY1305",
+    ].joined(separator: ":")
+
     private static func makeContext(_ files: TLSFiles) throws -> NIOSSLContext {
         let chain = try load("certificate", files.certificate) { try NIOSSLCertificate.fromPEMFile($0) }
-        guard !chain.isEmpty else { throw ServerError.tls("certificate file \(files.certificate) holds no certificate") }
+        guard !chain.isEmpty else {
+            throw ServerError.tls("certificate file \(files.certificate) holds no certificate")
+        }
         let key = try load("private key", files.privateKey) { try NIOSSLPrivateKey(file: $0, format: .pem) }
         var configuration: TLSConfiguration
         if let clientCA = files.clientCA {
@@ -58,6 +66,9 @@ final class ServerTLS: Sendable {
                 certificateChain: chain.map { .certificate($0) }, privateKey: .privateKey(key))
         }
         configuration.minimumTLSVersion = .tlsv12
+        // TLS 1.2 with ephemeral key exchange and AEAD only: the static-RSA suites BoringSSL would
+        // also offer have no forward secrecy. TLS 1.3's suites are not affected by this list.
+        configuration.cipherSuites = Self.tls12CipherSuites
         do {
             return try NIOSSLContext(configuration: configuration)
         } catch {
