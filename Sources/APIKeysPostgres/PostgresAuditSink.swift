@@ -79,6 +79,9 @@ final class PostgresAuditSink: AuditSink {
     /// Not simulated on PostgreSQL.
     func forbidGrowth(_ forbid: Bool) throws {}
 
+    /// The database server's disk is watched by its operator, not from here.
+    func freeBytes() -> Int64? { nil }
+
     /// The pool is the store's; it closes it.
     func close() {}
 }

@@ -168,7 +168,8 @@ public final class APIKeysServer: Service, Sendable {
         return try KeyService.open(
             path: configuration.databasePath, catalog: configuration.catalog, format: format, clock: configuration.clock,
             auditMode: configuration.auditMode, auditQueueCapacity: configuration.auditQueueCapacity,
-            auditRetentionMS: configuration.auditRetentionSeconds * 1000, maxKeyLifetimeMS: maxKeyLifetimeMS, logger: logger)
+            auditRetentionMS: configuration.auditRetentionSeconds * 1000, maxKeyLifetimeMS: maxKeyLifetimeMS,
+            minFreeDiskBytes: configuration.minFreeDiskBytes, logger: logger)
     }
 
     /// Brings the schema of the configured store up to date without serving (`apikeyd migrate`;

@@ -55,6 +55,9 @@ public struct ServerConfiguration: Sendable {
     public var maxKeyLifetimeSeconds: Int64 = 0
     /// Capacity of the audit queue before checks fail closed.
     public var auditQueueCapacity = KeyService.defaultAuditQueueCapacity
+    /// SQLite: below this many free bytes on the database's disk, checks of unknown keys are no
+    /// longer recorded and `/readyz` says so (checks of real keys are, as long as they fit).
+    public var minFreeDiskBytes = KeyService.defaultMinFreeDiskBytes
     /// Where the server's metrics go (the HTTP port's Prometheus registry); nil: none are kept.
     public var metricsFactory: (any MetricsFactory)?
     /// The clock that judges expiry; tests inject a manual one.

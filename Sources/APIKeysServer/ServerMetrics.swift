@@ -28,6 +28,10 @@ public final class ServerMetrics: Sendable {
     private let adminCalls = Mutex<[String: Counter]>([:])
     private let auditQueueDepth: Gauge
     private let auditEventsWritten: Counter
+    /// Free bytes on the SQLite audit trail's disk, and checks of unknown keys not recorded
+    /// since start because it was below `--min-free-disk`.
+    private let auditDiskFree: Gauge
+    private let auditUnknownKeyChecksShed: Gauge
     private let auditEventsCounted = Mutex<Int>(0)
     private let connectionsOpen: Gauge
     private let keys: Gauge
@@ -51,6 +55,8 @@ public final class ServerMetrics: Sendable {
                     factory: factory)
             }
         auditQueueDepth = Gauge(label: "apikeyd_audit_queue_depth", factory: factory)
+        auditDiskFree = Gauge(label: "apikeyd_audit_disk_free_bytes", factory: factory)
+        auditUnknownKeyChecksShed = Gauge(label: "apikeyd_audit_unknown_key_checks_shed", factory: factory)
         auditEventsWritten = Counter(label: "apikeyd_audit_events_written_total", factory: factory)
         connectionsOpen = Gauge(label: "apikeyd_connections_open", factory: factory)
         keys = Gauge(label: "apikeyd_keys", factory: factory)
@@ -146,6 +152,9 @@ public final class ServerMetrics: Sendable {
         if written > 0 { auditEventsWritten.increment(by: written) }
         connectionsOpen.record(openConnections)
         keys.record(service.index.count)
+        let disk = service.auditDisk
+        if let free = disk.freeBytes { auditDiskFree.record(free) }
+        auditUnknownKeyChecksShed.record(disk.shedUnknownKeyChecks)
         if let lag = service.replicaLag {
             replicaLag.record(lag.seconds)
             replicaVersionsBehind.record(lag.versionsBehind)

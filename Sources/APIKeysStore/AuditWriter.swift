@@ -39,6 +39,10 @@ package final class AuditWriter: Sendable {
         var paused = false
         /// Tests only: a disk-full simulation for the writer's connection to apply.
         var forbidGrowth: Bool?
+        /// The disk's free bytes at the last look (nil: not known), and checks of unknown keys
+        /// dropped since start because it was below ``minFreeDiskBytes``.
+        var freeDiskBytes: Int64?
+        var shedUnknownKeyChecks = 0
         /// Prunes asked for by ``pruneNow()`` and prunes done since (each waiter waits for a count).
         var prunesAsked = 0
         var prunesDone = 0
@@ -57,6 +61,8 @@ package final class AuditWriter: Sendable {
     private let pruneIntervalMS: Int64
     private let clock: any WallClock
     private let logger: Logger
+    /// Below this many free bytes on the sink's disk, checks of unknown keys are no longer written.
+    package let minFreeDiskBytes: Int64
 
     /// `seqs`: how events are numbered, continuing after what is stored; `lastAtMS`: the time of
     /// the last api.request stored (times stay non-decreasing across restarts, even if the clock
@@ -65,8 +71,9 @@ package final class AuditWriter: Sendable {
         sink: any AuditSink, seqs: AuditSequence, lastAtMS: Int64, mode: AuditMode = .full, clock: any WallClock,
         capacity: Int = KeyService.defaultAuditQueueCapacity, batchSize: Int = 1_000,
         flushInterval: DispatchTimeInterval = .milliseconds(5), retentionMS: Int64 = 0, pruneIntervalMS: Int64 = 60_000,
-        logger: Logger
+        minFreeDiskBytes: Int64 = KeyService.defaultMinFreeDiskBytes, logger: Logger
     ) {
+        self.minFreeDiskBytes = minFreeDiskBytes
         self.sink = sink
         self.state = Mutex(State(seqs: seqs, lastAtMS: lastAtMS))
         self.mode = mode
@@ -140,6 +147,15 @@ package final class AuditWriter: Sendable {
         wake.signal()
         if !ready { semaphore.wait() }
     }
+
+    /// The disk's free bytes when the writer last looked (every second), nil when not known, and
+    /// whether that is below ``minFreeDiskBytes``.
+    package var disk: (freeBytes: Int64?, isLow: Bool) {
+        state.withLock { state in (state.freeDiskBytes, state.freeDiskBytes.map { $0 < minFreeDiskBytes } ?? false) }
+    }
+
+    /// Checks of unknown keys not written since start because the disk was low.
+    package var shedUnknownKeyChecks: Int { state.withLock { $0.shedUnknownKeyChecks } }
 
     /// True once ``close()`` has begun: no event is taken any more.
     package var isClosing: Bool { state.withLock { $0.closing } }
@@ -245,10 +261,16 @@ package final class AuditWriter: Sendable {
             }
         #endif
         var aggregator = AuditAggregator()
+        var unknownKeys = UnknownKeySampler()
         var nextPruneAtMS: Int64 = 0
+        var nextDiskLook = ContinuousClock.now
         while true {
             _ = wake.wait(timeout: .now() + flushInterval)
             applyDiskSimulation()
+            if ContinuousClock.now >= nextDiskLook {
+                nextDiskLook = .now + .seconds(1)
+                lookAtDisk(&unknownKeys)
+            }
             let (batch, closing, drainAll) = state.withLock { state -> ([AuditRecord], Bool, Bool) in
                 if state.paused && !state.closing { return ([], false, false) }
                 defer {
@@ -257,11 +279,13 @@ package final class AuditWriter: Sendable {
                 }
                 return (state.queue, state.closing, state.drainAggregates)
             }
-            var individual = batch
-            var summaries: [AuditRecord] = []
+            var individual = batch.compactMap { unknownKeys.absorb($0) }
+            let drainBefore = closing || drainAll ? nil : clock.nowMS()
+            var summaries = unknownKeys.drain(before: drainBefore)
             if mode == .aggregated {
-                individual = batch.compactMap { aggregator.absorb($0) }
-                summaries = aggregator.drain(before: closing || drainAll ? nil : clock.nowMS())
+                individual = individual.compactMap { aggregator.absorb($0) }
+                summaries += aggregator.drain(before: drainBefore)
+                summaries.sort { $0.seq < $1.seq }
             }
             if !batch.isEmpty || !summaries.isEmpty { write(individual, summaries: summaries, lastUsedFrom: batch) }
             wakeWaiters()
@@ -274,12 +298,37 @@ package final class AuditWriter: Sendable {
                 }
                 wakePruneWaiters(done: asked)
             }
-            if closing && state.withLock({ $0.queue.isEmpty }) && aggregator.isEmpty { break }
+            if closing && state.withLock({ $0.queue.isEmpty }) && aggregator.isEmpty && unknownKeys.isEmpty { break }
         }
         sink.close()
         state.withLock { $0.finished = true }
         wakeWaiters()
         wakePruneWaiters(done: .max)
+    }
+
+    /// Reads the sink's free disk space; below ``minFreeDiskBytes`` the checks of unknown keys
+    /// are shed (the first noise to go, so that real keys' events keep fitting), and the
+    /// change is logged as it happens.
+    private func lookAtDisk(_ unknownKeys: inout UnknownKeySampler) {
+        let free = sink.freeBytes()
+        let low = free.map { $0 < minFreeDiskBytes } ?? false
+        if low != unknownKeys.shedding {
+            if low {
+                logger.error(
+                    "disk space low: checks of unknown keys are no longer recorded",
+                    metadata: ["freeBytes": "\(free ?? 0)", "minFreeBytes": "\(minFreeDiskBytes)"])
+            } else {
+                logger.notice(
+                    "disk space back above the minimum: checks of unknown keys are recorded again",
+                    metadata: ["freeBytes": "\(free ?? 0)", "shed": "\(unknownKeys.shed)"])
+            }
+        }
+        unknownKeys.shedding = low
+        let shed = unknownKeys.shed
+        state.withLock { state in
+            state.freeDiskBytes = free
+            state.shedUnknownKeyChecks = shed
+        }
     }
 
     /// Deletes what is older than the retention, a step per transaction, each step with its
@@ -419,6 +468,9 @@ package protocol AuditSink: Sendable {
         -> AuditRetention.Pruned
     /// Gives the space freed by pruning back to the file system, where that applies.
     func reclaimSpace() throws
+    /// Bytes free to this process on the file system the events are written to; nil when that
+    /// is not a local file system (a database server's disk is its operator's to watch).
+    func freeBytes() -> Int64?
     /// Tests only: simulates a full disk (or ends the simulation).
     func forbidGrowth(_ forbid: Bool) throws
     /// Releases the sink's connection; no call follows.

@@ -67,11 +67,12 @@ public final class KeyService: Sendable {
         clock: any WallClock = SystemWallClock(), auditMode: AuditMode = .full,
         auditQueueCapacity: Int = defaultAuditQueueCapacity,
         auditRetentionMS: Int64 = 0, busyTimeoutMS: Int32 = 5000, maxKeyLifetimeMS: Int64? = nil,
-        logger: Logger = Logger(label: "apikeys.store")
+        minFreeDiskBytes: Int64 = defaultMinFreeDiskBytes, logger: Logger = Logger(label: "apikeys.store")
     ) throws -> KeyService {
         let store = try SQLiteKeyStore.open(
             path: path, catalog: catalog, clock: clock, auditMode: auditMode, auditQueueCapacity: auditQueueCapacity,
-            auditRetentionMS: auditRetentionMS, busyTimeoutMS: busyTimeoutMS, logger: logger)
+            auditRetentionMS: auditRetentionMS, busyTimeoutMS: busyTimeoutMS, minFreeDiskBytes: minFreeDiskBytes,
+            logger: logger)
         return KeyService(
             store: store, format: format, clock: clock, maxKeyLifetimeMS: maxKeyLifetimeMS, logger: logger)
     }
@@ -129,11 +130,31 @@ public final class KeyService: Sendable {
     public func auditWriterProblem(stallLimit: Duration = .seconds(2)) -> String? {
         if auditWriter.isClosing { return "the key store is closing" }
         if auditWriter.isUnderPressure { return "the audit writer is more than half its queue behind" }
+        if let problem = diskProblem { return problem }
         let stalled = auditWriter.stalledFor
         if stalled > stallLimit {
             return "the audit writer has committed nothing for \(stalled.components.seconds) s while events wait"
         }
         return nil
+    }
+
+    /// Below this many free bytes on the audit trail's disk (SQLite), checks of unknown keys are
+    /// no longer recorded: 256 MiB unless configured.
+    public static let defaultMinFreeDiskBytes: Int64 = 256 << 20
+
+    /// Why the disk the audit trail is written to is short of room (below the minimum free
+    /// space: checks of unknown keys are no longer recorded), else nil.
+    public var diskProblem: String? {
+        let disk = auditWriter.disk
+        guard disk.isLow, let free = disk.freeBytes else { return nil }
+        return
+            "the audit trail's disk has \(free >> 20) MiB free, below the minimum of \(auditWriter.minFreeDiskBytes >> 20) MiB: checks of unknown keys are no longer recorded"
+    }
+
+    /// The audit trail's disk: its free bytes at the last look (nil: not a local disk), and the
+    /// checks of unknown keys not recorded because it was low.
+    public var auditDisk: (freeBytes: Int64?, shedUnknownKeyChecks: Int) {
+        (auditWriter.disk.freeBytes, auditWriter.shedUnknownKeyChecks)
     }
 
     /// For a readiness probe: nil while checks are answered from a current index, else why not

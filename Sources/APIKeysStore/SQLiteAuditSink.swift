@@ -1,4 +1,5 @@
 import APIKeysCore
+import Foundation
 
 /// The audit writer's own SQLite connection: api.request events as ``APIRequestBatchTable``
 /// rows, summaries and admin-less rows in `audit_events`, last-used times in `keys`.
@@ -57,6 +58,13 @@ final class SQLiteAuditSink: AuditSink, @unchecked Sendable {
     }
 
     func reclaimSpace() throws { try AuditRetention.reclaimSpace(in: connection) }
+
+    func freeBytes() -> Int64? {
+        var info = statvfs()
+        let directory = (connection.path as NSString).deletingLastPathComponent
+        guard statvfs(directory.isEmpty ? "." : directory, &info) == 0 else { return nil }
+        return Int64(info.f_bavail) * Int64(info.f_frsize)
+    }
 
     func forbidGrowth(_ forbid: Bool) throws { try connection.forbidGrowth(forbid) }
 

@@ -32,7 +32,7 @@ package final class SQLiteKeyStore: KeyStore {
     /// Throws ``StoreError`` for a file that is unreadable, locked or corrupt.
     package static func open(
         path: String, catalog: PermissionCatalog, clock: any WallClock, auditMode: AuditMode, auditQueueCapacity: Int,
-        auditRetentionMS: Int64, busyTimeoutMS: Int32, logger: Logger
+        auditRetentionMS: Int64, busyTimeoutMS: Int32, minFreeDiskBytes: Int64, logger: Logger
     ) throws -> SQLiteKeyStore {
         let db = try SQLiteConnection(path: path, busyTimeoutMS: busyTimeoutMS)
         try Schema.migrate(db, nowMS: clock.nowMS())
@@ -41,7 +41,8 @@ package final class SQLiteKeyStore: KeyStore {
         let writer = AuditWriter(
             sink: SQLiteAuditSink(connection: try SQLiteConnection(path: path, busyTimeoutMS: busyTimeoutMS)),
             seqs: AuditSequence(.dense, after: last.seq), lastAtMS: last.batchAtMS, mode: auditMode, clock: clock,
-            capacity: auditQueueCapacity, retentionMS: auditRetentionMS, logger: logger)
+            capacity: auditQueueCapacity, retentionMS: auditRetentionMS, minFreeDiskBytes: minFreeDiskBytes,
+            logger: logger)
         let store = SQLiteKeyStore(path: path, index: index, admin: db, auditWriter: writer, clock: clock)
         do {
             try KeyTable.load(into: index, in: db)

@@ -131,6 +131,20 @@ struct Serve: AsyncParsableCommand {
     )
     var maxKeyLifetime: String = Environment.string("APIKEYD_MAX_KEY_LIFETIME", default: "none")
 
+    @Option(
+        help:
+            "SQLite: below this much free space on the database's disk (256m, 2g), checks of unknown keys are no longer recorded and /readyz says so (env APIKEYD_MIN_FREE_DISK)."
+    )
+    var minFreeDisk: String = Environment.string("APIKEYD_MIN_FREE_DISK", default: "256m")
+
+    /// `--min-free-disk` in bytes; nil when it is not a size.
+    private var minFreeDiskBytes: Int64? {
+        let units: [Character: Int64] = ["k": 1 << 10, "m": 1 << 20, "g": 1 << 30]
+        guard let last = minFreeDisk.lowercased().last else { return nil }
+        if let unit = units[last] { return Int64(minFreeDisk.dropLast()).flatMap { $0 >= 0 ? $0 * unit : nil } }
+        return Int64(minFreeDisk).flatMap { $0 >= 0 ? $0 : nil }
+    }
+
     @Option(help: "Log level: trace, debug, info, notice, warning, error, critical (env APIKEYD_LOG_LEVEL).")
     var logLevel: String = Environment.string("APIKEYD_LOG_LEVEL", default: "info")
 
@@ -174,6 +188,7 @@ struct Serve: AsyncParsableCommand {
             throw ValidationError("--forwarded-header is x-forwarded-for or forwarded")
         }
         guard ProxyKind(rawValue: proxy) != nil else { throw ValidationError("--proxy is nginx, traefik or envoy") }
+        guard minFreeDiskBytes != nil else { throw ValidationError("--min-free-disk is a size such as 256m or 2g") }
         guard maxHTTPConnections > 0 else { throw ValidationError("--max-http-connections must be positive") }
         guard ["text", "json"].contains(logFormat) else { throw ValidationError("--log-format is text or json") }
         guard Logger.Level(rawValue: logLevel) != nil else {
@@ -235,6 +250,7 @@ struct Serve: AsyncParsableCommand {
         configuration.auditMode = AuditMode(rawValue: auditMode) ?? .full
         configuration.auditRetentionSeconds = auditRetentionSeconds ?? configuration.auditRetentionSeconds
         configuration.maxKeyLifetimeSeconds = maxKeyLifetimeSeconds ?? 0
+        configuration.minFreeDiskBytes = minFreeDiskBytes ?? configuration.minFreeDiskBytes
         if let permissionsFile = permissionsFile ?? Environment.optionalString("APIKEYD_PERMISSIONS_FILE") {
             configuration.catalog = try PermissionCatalog(
                 parsing: readTextFile(permissionsFile, option: "--permissions-file"))

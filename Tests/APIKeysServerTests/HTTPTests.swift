@@ -107,6 +107,27 @@ import Testing
         }
     }
 
+    /// Past `--max-http-connections`, a connection is closed on accept; the RPC port serves
+    /// meanwhile, and the HTTP port again once connections close.
+    @Test func theHTTPPortHoldsAtMostItsLimitOfConnections() async throws {
+        try await withHTTP(maxConnections: 20) { server, http, client in
+            let key = try await client.createKey(name: "k", permissions: ["jobs:read"])
+            var held: [RawConnection] = []
+            for _ in 0..<20 { held.append(try RawConnection(port: http.port, receiveTimeoutSeconds: 2)) }
+            // The server has counted them once each has been accepted and set up.
+            try await Task.sleep(for: .milliseconds(200))
+            for _ in 0..<5 {
+                let refused = try RawConnection(port: http.port, receiveTimeoutSeconds: 2)
+                refused.send(Array("GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n".utf8))
+                #expect(refused.receiveToEnd().isEmpty, "a connection past the limit was served")
+            }
+            #expect(try await client.check(key: key.secret, permissions: ["jobs:read"]).decision == .allow)
+            held.removeAll()
+            try await Task.sleep(for: .milliseconds(200))
+            #expect(try await HTTPProbe.request(port: http.port, path: "/healthz").status == 200)
+        }
+    }
+
     @Test func forwardAuthDecidesAsCheckAndIsAudited() async throws {
         try await withHTTP { server, http, client in
             let created = try await client.createKey(name: "ci", permissions: ["jobs:execute"])

@@ -1,0 +1,93 @@
+import APIKeysCore
+
+/// Keeps checks of secrets that name no key (unknown keys: well-formed, never issued, rotated
+/// away or deleted) from filling the audit trail (writer thread only).
+///
+/// Anyone who can reach a port can send such checks, each with up to ~5.2 KB of fields
+/// (``CheckLimits``). Per second, the first check of each client address and reason is written
+/// whole, at most ``maxSampledPerSecond`` of them in all; the rest are counted, per address and
+/// reason, for at most ``maxSourcesPerSecond`` addresses (the others counted together), and each
+/// count is written as one summary event when its second is over. While the disk is low
+/// (``shedding``) they are not written at all, only counted (``shed``). Checks of real keys are
+/// never touched: each stays one event.
+struct UnknownKeySampler {
+    /// Checks of unknown keys written whole per second, across all addresses.
+    static let maxSampledPerSecond = 10
+    /// Addresses counted apart per second; the checks of any more share one count.
+    static let maxSourcesPerSecond = 100
+
+    private struct Source: Hashable {
+        let second: Int64
+        /// nil: the addresses beyond ``maxSourcesPerSecond``.
+        let address: String?
+        let denial: Denial?
+    }
+
+    /// The first check of a source not written whole, and how many were not.
+    private var counts: [Source: (first: AuditRecord, count: Int)] = [:]
+    /// Sources seen in the current second; whether each had its check written whole.
+    private var seen: [Source: Bool] = [:]
+    private var second: Int64 = .min
+    private var sampledThisSecond = 0
+
+    /// True while the disk is low: checks of unknown keys are dropped, only counted.
+    var shedding = false
+    /// Checks of unknown keys dropped while shedding.
+    private(set) var shed = 0
+
+    var isEmpty: Bool { counts.isEmpty }
+
+    /// Returns `event` to write it whole, or nil when it was counted (or shed) instead.
+    mutating func absorb(_ event: AuditRecord) -> AuditRecord? {
+        guard event.action == .apiRequest, event.keyID.isEmpty else { return event }
+        if shedding {
+            shed += 1
+            return nil
+        }
+        let eventSecond = event.atMS / 1000
+        if eventSecond != second {
+            second = eventSecond
+            seen.removeAll(keepingCapacity: true)
+            sampledThisSecond = 0
+        }
+        var source = Source(second: eventSecond, address: event.clientAddress, denial: event.denial)
+        if seen[source] == nil {
+            if seen.count >= Self.maxSourcesPerSecond {
+                source = Source(second: eventSecond, address: nil, denial: event.denial)
+            } else {
+                let sampled = sampledThisSecond < Self.maxSampledPerSecond
+                seen[source] = sampled
+                if sampled {
+                    sampledThisSecond += 1
+                    return event
+                }
+            }
+        }
+        if let existing = counts[source] {
+            counts[source] = (existing.first, existing.count + 1)
+        } else {
+            counts[source] = (event, 1)
+        }
+        return nil
+    }
+
+    /// The summary events of the seconds before `nowMS` (all with nil), each numbered with the
+    /// seq of the first check it counts (which was not written) and stamped at its second's start.
+    mutating func drain(before nowMS: Int64?) -> [AuditRecord] {
+        let due = counts.filter { source, _ in nowMS.map { source.second < $0 / 1000 } ?? true }
+        for source in due.keys { counts[source] = nil }
+        return due.map { source, value in
+            var event = value.first
+            event.atMS = source.second * 1000
+            let checks = "\(value.count) more check\(value.count == 1 ? "" : "s") of unknown keys"
+            event.detail =
+                source.address == nil
+                ? "\(checks) from addresses beyond the \(Self.maxSourcesPerSecond) counted apart in this second"
+                : "\(checks) from this address in this second, counted, not recorded one by one"
+            event.clientAddress = source.address ?? ""
+            event.permissions = []
+            event.resource = ""
+            return event
+        }.sorted { $0.seq < $1.seq }
+    }
+}
