@@ -32,7 +32,12 @@ package final class AuditWriter: Sendable {
         var finished = false
         /// Callers of ``flush()`` or ``close(timeout:)`` waiting for `written` to reach a count
         /// (`Int.max`: the writer's end).
-        var waiters: [(target: Int, wake: Waiter)] = []
+        var waiters: [(target: Int, pass: Int, wake: Waiter)] = []
+        /// Passes of the writer that drained every group (aggregated, unknown keys) begun and
+        /// finished: a flush waits for one begun after it, since its events may all be counted
+        /// as written while their groups still wait.
+        var drainPassesBegun = 0
+        var drainPassesDone = 0
         /// Set by ``flush()``: write aggregated groups now, not when their second is over.
         var drainAggregates = false
         /// Tests only: take nothing from the queue, as a writer stuck on a slow disk would.
@@ -197,9 +202,9 @@ package final class AuditWriter: Sendable {
     private func register(_ waiter: Waiter, untilWritten: Int?) -> Waiter? {
         let ready = state.withLock { state -> Bool in
             let target = untilWritten ?? state.enqueued
-            if state.finished || state.written >= target { return true }
+            if state.finished || (untilWritten != nil && state.written >= target) { return true }
             state.drainAggregates = true
-            state.waiters.append((target, waiter))
+            state.waiters.append((target, untilWritten == nil ? state.drainPassesBegun + 1 : 0, waiter))
             return false
         }
         wake.signal()
@@ -240,8 +245,12 @@ package final class AuditWriter: Sendable {
     /// After a commit (or at the end): wakes the waiters whose count has been reached.
     private func wakeWaiters() {
         let ready = state.withLock { state -> [Waiter] in
-            let reached = state.finished ? state.waiters : state.waiters.filter { $0.target <= state.written }
-            state.waiters.removeAll { state.finished || $0.target <= state.written }
+            let (written, passes) = (state.written, state.drainPassesDone)
+            let isReached = { (waiter: (target: Int, pass: Int, wake: Waiter)) in
+                waiter.target <= written && waiter.pass <= passes
+            }
+            let reached = state.finished ? state.waiters : state.waiters.filter(isReached)
+            state.waiters.removeAll { state.finished || isReached($0) }
             return reached.map(\.wake)
         }
         for waiter in ready { waiter.resume() }
@@ -275,6 +284,7 @@ package final class AuditWriter: Sendable {
                 if state.paused && !state.closing { return ([], false, false) }
                 defer {
                     state.queue.removeAll(keepingCapacity: true)
+                    if state.drainAggregates { state.drainPassesBegun += 1 }
                     state.drainAggregates = false
                 }
                 return (state.queue, state.closing, state.drainAggregates)
@@ -288,6 +298,7 @@ package final class AuditWriter: Sendable {
                 summaries.sort { $0.seq < $1.seq }
             }
             if !batch.isEmpty || !summaries.isEmpty { write(individual, summaries: summaries, lastUsedFrom: batch) }
+            if drainAll { state.withLock { $0.drainPassesDone = $0.drainPassesBegun } }
             wakeWaiters()
             let (asked, done) = state.withLock { ($0.prunesAsked, $0.prunesDone) }
             let due = retentionMS > 0 && clock.nowMS() >= nextPruneAtMS

@@ -13,22 +13,31 @@ import Testing
 struct NginxTests {
     static let nginx = nginxPath
 
-    @Test func nginxAsksApikeydAtEveryRequest() async throws {
+    /// The ports of the nginx in front of apikeyd's HTTP port, and of the second nginx in front of it.
+    struct Proxies {
+        let nginx: Int
+        let front: Int
+    }
+
+    /// Runs `body` with a server, its HTTP port, the upstream and nginx (Tests/nginx), all stopped after.
+    private func withNginx(
+        routes: String, clientAddress: ClientAddressPolicy = .init(),
+        _ body: (TestServer, APIKeysClient, Proxies, _ errorLog: String) async throws -> Void
+    ) async throws {
         let metrics = HTTPFrontend.makeMetrics()
         try await withServer(configure: { $0.metricsFactory = metrics.factory }) { server, client in
             var logger = Logger(label: "apikeyd-nginx-test")
             logger.logLevel = .critical
-            let routes = try RouteTable(
-                parsing: "POST /api/jobs/*/run jobs:execute\nGET /api/jobs/** jobs:read\n", catalog: .standard)
             let http = try await HTTPFrontend.start(
-                server: server.server, metrics: metrics, forwardAuth: ForwardAuthOptions(routes: routes),
-                host: "127.0.0.1",
-                port: 0, logger: logger)
+                server: server.server, metrics: metrics,
+                forwardAuth: ForwardAuthOptions(
+                    routes: try RouteTable(parsing: routes, catalog: .standard), clientAddress: clientAddress),
+                host: "127.0.0.1", port: 0, logger: logger)
             let dir = try makeTemporaryDirectory("apikeyd-nginx")
             let upstream = try Self.startUpstream()
-            let nginxPort = try freePort()
+            let ports = Proxies(nginx: try freePort(), front: try freePort())
             let proxy = try Self.startNginx(
-                in: dir, port: nginxPort, front: try freePort(), apikeyd: http.port, upstream: upstream.port)
+                in: dir, port: ports.nginx, front: ports.front, apikeyd: http.port, upstream: upstream.port)
             defer {
                 proxy.terminate()
                 proxy.waitUntilExit()
@@ -37,7 +46,20 @@ struct NginxTests {
                 upstream.process.waitUntilExit()
                 try? FileManager.default.removeItem(atPath: dir)
             }
+            do {
+                try await body(server, client, ports, dir + "/error.log")
+            } catch {
+                await http.stop()
+                throw error
+            }
+            await http.stop()
+        }
+    }
 
+    @Test func nginxAsksApikeydAtEveryRequest() async throws {
+        try await withNginx(routes: "POST /api/jobs/*/run jobs:execute\nGET /api/jobs/** jobs:read\n") {
+            server, client, ports, errorLog in
+            let nginxPort = ports.nginx
             let reader = try await client.createKey(name: "reader", permissions: ["jobs:read"])
             let runner = try await client.createKey(name: "runner", permissions: ["jobs:read", "jobs:execute"])
             func through(_ method: String, _ path: String, key: String?) async throws -> HTTPProbe.Reply {
@@ -67,7 +89,7 @@ struct NginxTests {
             #expect(try await through("GET", "/api/jobs/3", key: limited.secret).status == 200)
             let refused = try await through("GET", "/api/jobs/3", key: limited.secret)
             #expect(refused.status == 429 && refused.headers["retry-after"] == "30", "\(refused)")
-            let errors = (try? String(contentsOfFile: dir + "/error.log", encoding: .utf8)) ?? ""
+            let errors = (try? String(contentsOfFile: errorLog, encoding: .utf8)) ?? ""
             #expect(!errors.contains("unexpected status"), "\(errors)")
 
             // The audit trail has the original requests, as nginx received them.
@@ -77,7 +99,6 @@ struct NginxTests {
             #expect(
                 resources.contains("POST /api/jobs/1/run?at=now") && resources.contains("GET /api/jobs/2"),
                 "\(resources)")
-            await http.stop()
         }
     }
 
@@ -87,31 +108,12 @@ struct NginxTests {
     /// servers, and whatever it writes into X-Forwarded-For; a route's decision holds whatever
     /// X-Required-Permissions it sends, and a path spelled to slip past a route is refused.
     @Test func clientsCannotTalkTheirWayPastNginx() async throws {
-        let metrics = HTTPFrontend.makeMetrics()
-        try await withServer(configure: { $0.metricsFactory = metrics.factory }) { server, client in
-            var logger = Logger(label: "apikeyd-nginx-test")
-            logger.logLevel = .critical
-            let routes = try RouteTable(
-                parsing:
-                    "GET /api/jobs/*/secrets vault:read\nGET /api/jobs/** jobs:read\nPOST /api/jobs/*/run jobs:execute\n",
-                catalog: .standard)
-            let http = try await HTTPFrontend.start(
-                server: server.server, metrics: metrics,
-                forwardAuth: ForwardAuthOptions(
-                    routes: routes, clientAddress: ClientAddressPolicy(trustedProxies: [IPNetwork("127.0.0.1/32")!])),
-                host: "127.0.0.1", port: 0, logger: logger)
-            let dir = try makeTemporaryDirectory("apikeyd-nginx")
-            let upstream = try Self.startUpstream()
-            let (nginxPort, frontPort) = (try freePort(), try freePort())
-            let proxy = try Self.startNginx(
-                in: dir, port: nginxPort, front: frontPort, apikeyd: http.port, upstream: upstream.port)
-            defer {
-                proxy.terminate()
-                proxy.waitUntilExit()
-                kill(upstream.process.processIdentifier, SIGKILL)
-                upstream.process.waitUntilExit()
-                try? FileManager.default.removeItem(atPath: dir)
-            }
+        try await withNginx(
+            routes:
+                "GET /api/jobs/*/secrets vault:read\nGET /api/jobs/** jobs:read\nPOST /api/jobs/*/run jobs:execute\n",
+            clientAddress: ClientAddressPolicy(trustedProxies: [IPNetwork("127.0.0.1/32")!])
+        ) { server, client, ports, _ in
+            let (nginxPort, frontPort) = (ports.nginx, ports.front)
             let fenced = try await client.createKey(
                 name: "fenced", permissions: ["jobs:read"], allowedNetworks: ["10.0.0.0/8"])
             let local = try await client.createKey(
@@ -155,7 +157,6 @@ struct NginxTests {
                 #expect([400, 403].contains(reply.status), "\(path) was \(reply.status)")
             }
             #expect(try await through(nginxPort, "/api/jobs/1/logs", key: local.secret).status == 200)
-            await http.stop()
         }
     }
 
