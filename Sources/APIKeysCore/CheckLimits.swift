@@ -27,6 +27,11 @@ public enum CheckLimits {
         for name in permissions where name.utf8.count > maxPermissionBytes {
             throw .checkFieldTooLarge(field: "permissions", limit: "names of at most \(maxPermissionBytes) bytes")
         }
+        // A stored permission list is its names joined by spaces (so is the audit chain's
+        // digest of it): an empty name or one holding a space would make two lists one.
+        for name in permissions where name.isEmpty || name.utf8.contains(UInt8(ascii: " ")) {
+            throw .invalidPermissionName
+        }
         guard clientAddress.utf8.count <= maxClientAddressBytes else {
             throw .checkFieldTooLarge(field: "client_address", limit: "at most \(maxClientAddressBytes) bytes")
         }

@@ -34,6 +34,8 @@ public struct KeyError: Error, Hashable, Sendable, CustomStringConvertible {
         public static let invalidCatalog = Code("invalid catalog")
         /// A check field beyond what one check may store (see ``CheckLimits``).
         public static let checkFieldTooLarge = Code("check field too large")
+        /// A check's permission name that is empty or holds a space.
+        public static let invalidPermissionName = Code("invalid permission name")
         /// A check field holding a control character (C0, DEL or C1), which no terminal showing
         /// the audit trail should receive.
         public static let controlCharacter = Code("control character")
@@ -135,11 +137,17 @@ public struct KeyError: Error, Hashable, Sendable, CustomStringConvertible {
         KeyError(code: .checkFieldTooLarge, field: field, description: "\(field): \(limit) allowed")
     }
 
+    /// A check's permission name that is empty or holds a space.
+    public static let invalidPermissionName = KeyError(
+        code: .invalidPermissionName, field: "permissions",
+        description: "permissions: a name may not be empty or hold a space")
+
     /// A check field holding the control character `scalar`.
     public static func controlCharacter(field: String, scalar: Unicode.Scalar) -> KeyError {
         KeyError(
             code: .controlCharacter, field: field,
-            description: "\(field): control character U+\(String(scalar.value, radix: 16, uppercase: true)) not allowed")
+            description: "\(field): control character U+\(String(scalar.value, radix: 16, uppercase: true)) not allowed"
+        )
     }
 
     /// The call's deadline passed before it could take effect: nothing was changed.

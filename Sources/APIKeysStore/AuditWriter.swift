@@ -289,7 +289,9 @@ package final class AuditWriter: Sendable {
                 }
                 return (state.queue, state.closing, state.drainAggregates)
             }
+            let shedBefore = unknownKeys.shed
             var individual = batch.compactMap { unknownKeys.absorb($0) }
+            if unknownKeys.shed != shedBefore { state.withLock { $0.shedUnknownKeyChecks = unknownKeys.shed } }
             let drainBefore = closing || drainAll ? nil : clock.nowMS()
             var summaries = unknownKeys.drain(before: drainBefore)
             if mode == .aggregated {
