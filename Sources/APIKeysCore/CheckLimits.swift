@@ -24,20 +24,20 @@ public enum CheckLimits {
         guard permissions.count <= maxPermissions else {
             throw .checkFieldTooLarge(field: "permissions", limit: "at most \(maxPermissions) names")
         }
-        for name in permissions where name.utf8.count > maxPermissionBytes {
-            throw .checkFieldTooLarge(field: "permissions", limit: "names of at most \(maxPermissionBytes) bytes")
-        }
-        // A stored permission list is its names joined by spaces (so is the audit chain's
-        // digest of it): an empty name or one holding a space would make two lists one.
-        for name in permissions where name.isEmpty || name.utf8.contains(UInt8(ascii: " ")) {
-            throw .invalidPermissionName
+        for name in permissions {
+            guard name.utf8.count <= maxPermissionBytes else {
+                throw .checkFieldTooLarge(field: "permissions", limit: "names of at most \(maxPermissionBytes) bytes")
+            }
+            // A stored permission list is its names joined by spaces (so is the audit chain's
+            // digest of it): an empty name or one holding a space would make two lists one.
+            guard !name.isEmpty, !name.utf8.contains(UInt8(ascii: " ")) else { throw .invalidPermissionName }
+            try refuseControlCharacters(name, field: "permissions")
         }
         guard clientAddress.utf8.count <= maxClientAddressBytes else {
             throw .checkFieldTooLarge(field: "client_address", limit: "at most \(maxClientAddressBytes) bytes")
         }
         try refuseControlCharacters(resource, field: "resource")
         try refuseControlCharacters(clientAddress, field: "client_address")
-        for name in permissions { try refuseControlCharacters(name, field: "permissions") }
     }
 
     /// Throws for the first C0 or C1 control character or DEL in `text`. ASCII without one (the
@@ -49,7 +49,8 @@ public enum CheckLimits {
         }
     }
 
-    /// C0 (U+0000–U+001F), DEL (U+007F) and C1 (U+0080–U+009F).
+    /// C0 (U+0000–U+001F), DEL (U+007F) and C1 (U+0080–U+009F): Unicode's control category,
+    /// which key names refuse too (``KeyRules/validName(_:)``).
     public static func isControl(_ scalar: Unicode.Scalar) -> Bool {
         scalar.value < 0x20 || (0x7F...0x9F).contains(scalar.value)
     }

@@ -11,7 +11,7 @@ public enum KeyRules {
         guard trimmed.count <= maxNameLength else {
             throw .invalidName("must be at most \(maxNameLength) characters, not \(trimmed.count)")
         }
-        if let control = trimmed.unicodeScalars.first(where: { $0.properties.generalCategory == .control }) {
+        if let control = trimmed.unicodeScalars.first(where: CheckLimits.isControl) {
             throw .invalidName(
                 "must not contain control character U+\(String(control.value, radix: 16, uppercase: true))")
         }

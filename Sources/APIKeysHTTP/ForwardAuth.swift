@@ -95,11 +95,10 @@ struct ForwardAuth: Sendable {
                     challenge: #"Bearer realm="apikeyd", error="insufficient_scope""#)
             }
             permissions = routed
-        } else if fromProxy, let required = headers[values: Self.requiredPermissions].first {
-            let names = headers[values: Self.requiredPermissions].joined(separator: ",").split(
-                separator: ",", omittingEmptySubsequences: false
-            ).map { $0.trimmingCharacters(in: .whitespaces) }
-            guard !names.contains(where: \.isEmpty), !required.isEmpty else {
+        } else if fromProxy, case let values = headers[values: Self.requiredPermissions], !values.isEmpty {
+            let names = values.joined(separator: ",").split(separator: ",", omittingEmptySubsequences: false)
+                .map { $0.trimmingCharacters(in: .whitespaces) }
+            guard !names.contains(where: \.isEmpty) else {
                 return Self.answer(
                     .badRequest, reason: "INVALID_ARGUMENT", message: "X-Required-Permissions holds an empty name")
             }

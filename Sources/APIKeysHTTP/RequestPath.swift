@@ -1,3 +1,5 @@
+import APIKeysCore
+
 /// The path forward-auth judges: a request target normalized as RFC 3986 section 6 says, so that
 /// every spelling an upstream would serve as one path is judged as that path, and every spelling
 /// an upstream might read in more than one way is refused.
@@ -48,7 +50,8 @@ enum RequestPath {
         guard path.first == UInt8(ascii: "/") else { throw .notAbsolutePath }
         var canonical: [UInt8] = []
         canonical.reserveCapacity(path.count)
-        // Every percent-encoded byte decoded, to check that what an upstream decodes is UTF-8.
+        // Every percent-encoded byte decoded, to check what an upstream decodes: UTF-8 without
+        // control characters, whether they came raw or encoded.
         var decoded: [UInt8] = []
         var index = path.startIndex
         while index < path.endIndex {
@@ -61,7 +64,6 @@ enum RequestPath {
                 else { throw .invalidPercentEncoding }
                 let value = high << 4 | low
                 if value == UInt8(ascii: "/") || value == UInt8(ascii: "\\") { throw .encodedSeparator }
-                if value < 0x20 || value == 0x7F { throw .controlCharacter }
                 decoded.append(value)
                 if isUnreserved(value) {
                     canonical.append(value)
@@ -73,7 +75,6 @@ enum RequestPath {
             case UInt8(ascii: "\\"): throw .backslash
             case UInt8(ascii: ";"): throw .parameter
             case UInt8(ascii: "#"): throw .fragment
-            case 0..<0x20, 0x7F: throw .controlCharacter
             default:
                 canonical.append(byte)
                 decoded.append(byte)
@@ -81,25 +82,23 @@ enum RequestPath {
             index = path.index(after: index)
         }
         guard let text = String(validating: decoded, as: UTF8.self) else { throw .invalidUTF8 }
-        if text.unicodeScalars.contains(where: { (0x80...0x9F).contains($0.value) }) { throw .controlCharacter }
+        if text.unicodeScalars.contains(where: CheckLimits.isControl) { throw .controlCharacter }
 
         var segments: [ArraySlice<UInt8>] = []
-        for segment in canonical.split(separator: UInt8(ascii: "/"), omittingEmptySubsequences: true) {
-            if segment.elementsEqual(".".utf8) { continue }
-            if segment.elementsEqual("..".utf8) {
+        // Whether the last segment read names a directory: empty (a trailing `/`), `.` or `..`.
+        var endsInDirectory = false
+        for segment in canonical.split(separator: UInt8(ascii: "/"), omittingEmptySubsequences: false).dropFirst() {
+            let isDot = segment.elementsEqual(".".utf8)
+            let isDotDot = segment.elementsEqual("..".utf8)
+            endsInDirectory = segment.isEmpty || isDot || isDotDot
+            if isDotDot {
                 guard segments.popLast() != nil else { throw .climbsAboveRoot }
-                continue
+            } else if !endsInDirectory {
+                segments.append(segment)
             }
-            segments.append(segment)
         }
-        var result = "/" + segments.map { String(decoding: $0, as: UTF8.self) }.joined(separator: "/")
-        let last = canonical.split(separator: UInt8(ascii: "/"), omittingEmptySubsequences: false).last
-        if !segments.isEmpty,
-            last.map({ $0.isEmpty || $0.elementsEqual(".".utf8) || $0.elementsEqual("..".utf8) }) == true
-        {
-            result += "/"
-        }
-        return result
+        let joined = "/" + segments.map { String(decoding: $0, as: UTF8.self) }.joined(separator: "/")
+        return !segments.isEmpty && endsInDirectory ? joined + "/" : joined
     }
 
     private static let hexDigits = Array("0123456789ABCDEF".utf8)

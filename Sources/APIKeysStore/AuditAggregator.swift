@@ -12,13 +12,12 @@ public enum AuditMode: String, Sendable, CaseIterable {
 
 /// Groups allowed `api.request` events per second, key and permissions (writer thread only).
 struct AuditAggregator {
-    private struct Group: Hashable {
-        let second: Int64
+    private struct Key: Hashable {
         let keyID: String
         let permissions: [String]
     }
 
-    private var groups: [Group: (first: AuditRecord, count: Int)] = [:]
+    private var groups = SecondGroups<Key>()
 
     var isEmpty: Bool { groups.isEmpty }
 
@@ -26,27 +25,17 @@ struct AuditAggregator {
     mutating func absorb(_ event: AuditRecord) -> AuditRecord? {
         // Checks with a detail (a grace secret) are kept one by one: the detail is the point.
         guard event.action == .apiRequest, event.denial == nil, event.detail.isEmpty else { return event }
-        let group = Group(second: event.atMS / 1000, keyID: event.keyID, permissions: event.permissions)
-        if let existing = groups[group] {
-            groups[group] = (existing.first, existing.count + 1)
-        } else {
-            groups[group] = (event, 1)
-        }
+        groups.add(event, to: Key(keyID: event.keyID, permissions: event.permissions))
         return nil
     }
 
     /// The summary events of the groups of seconds before `nowMS` (all groups with nil),
     /// each numbered with the seq of its first check and stamped at the start of its second.
     mutating func drain(before nowMS: Int64?) -> [AuditRecord] {
-        let due = groups.filter { group, _ in nowMS.map { group.second < $0 / 1000 } ?? true }
-        for group in due.keys { groups[group] = nil }
-        return due.map { group, value in
-            var event = value.first
-            event.atMS = group.second * 1000
-            event.detail = "aggregated: \(value.count) allowed check\(value.count == 1 ? "" : "s") in this second"
+        groups.drain(before: nowMS) { _, count, event in
+            event.detail = "aggregated: \(count) allowed check\(count == 1 ? "" : "s") in this second"
             event.resource = ""
             event.clientAddress = ""
-            return event
-        }.sorted { $0.seq < $1.seq }
+        }
     }
 }

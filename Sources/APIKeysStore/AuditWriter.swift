@@ -337,11 +337,7 @@ package final class AuditWriter: Sendable {
             }
         }
         unknownKeys.shedding = low
-        let shed = unknownKeys.shed
-        state.withLock { state in
-            state.freeDiskBytes = free
-            state.shedUnknownKeyChecks = shed
-        }
+        state.withLock { $0.freeDiskBytes = free }
     }
 
     /// Deletes what is older than the retention, a step per transaction, each step with its

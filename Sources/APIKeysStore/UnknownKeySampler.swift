@@ -17,16 +17,15 @@ struct UnknownKeySampler {
     static let maxSourcesPerSecond = 100
 
     private struct Source: Hashable {
-        let second: Int64
         /// nil: the addresses beyond ``maxSourcesPerSecond``.
         let address: String?
         let denial: Denial?
     }
 
-    /// The first check of a source not written whole, and how many were not.
-    private var counts: [Source: (first: AuditRecord, count: Int)] = [:]
-    /// Sources seen in the current second; whether each had its check written whole.
-    private var seen: [Source: Bool] = [:]
+    /// The checks not written whole, per source and second.
+    private var counts = SecondGroups<Source>()
+    /// Sources seen in the current second.
+    private var seen: Set<Source> = []
     private var second: Int64 = .min
     private var sampledThisSecond = 0
 
@@ -50,36 +49,27 @@ struct UnknownKeySampler {
             seen.removeAll(keepingCapacity: true)
             sampledThisSecond = 0
         }
-        var source = Source(second: eventSecond, address: event.clientAddress, denial: event.denial)
-        if seen[source] == nil {
+        var source = Source(address: event.clientAddress, denial: event.denial)
+        if !seen.contains(source) {
             if seen.count >= Self.maxSourcesPerSecond {
-                source = Source(second: eventSecond, address: nil, denial: event.denial)
+                source = Source(address: nil, denial: event.denial)
             } else {
-                let sampled = sampledThisSecond < Self.maxSampledPerSecond
-                seen[source] = sampled
-                if sampled {
+                seen.insert(source)
+                if sampledThisSecond < Self.maxSampledPerSecond {
                     sampledThisSecond += 1
                     return event
                 }
             }
         }
-        if let existing = counts[source] {
-            counts[source] = (existing.first, existing.count + 1)
-        } else {
-            counts[source] = (event, 1)
-        }
+        counts.add(event, to: source)
         return nil
     }
 
     /// The summary events of the seconds before `nowMS` (all with nil), each numbered with the
     /// seq of the first check it counts (which was not written) and stamped at its second's start.
     mutating func drain(before nowMS: Int64?) -> [AuditRecord] {
-        let due = counts.filter { source, _ in nowMS.map { source.second < $0 / 1000 } ?? true }
-        for source in due.keys { counts[source] = nil }
-        return due.map { source, value in
-            var event = value.first
-            event.atMS = source.second * 1000
-            let checks = "\(value.count) more check\(value.count == 1 ? "" : "s") of unknown keys"
+        counts.drain(before: nowMS) { source, count, event in
+            let checks = "\(count) more check\(count == 1 ? "" : "s") of unknown keys"
             event.detail =
                 source.address == nil
                 ? "\(checks) from addresses beyond the \(Self.maxSourcesPerSecond) counted apart in this second"
@@ -87,7 +77,6 @@ struct UnknownKeySampler {
             event.clientAddress = source.address ?? ""
             event.permissions = []
             event.resource = ""
-            return event
-        }.sorted { $0.seq < $1.seq }
+        }
     }
 }

@@ -43,7 +43,6 @@ enum Output {
     }
 
     private static func needsEscape(_ scalar: Unicode.Scalar) -> Bool {
-        if CheckLimits.isControl(scalar) { return true }
         switch scalar.properties.generalCategory {
         case .control, .format, .lineSeparator, .paragraphSeparator: return true
         default: return false
