@@ -14,11 +14,12 @@ run: deps
 	$$($(SWIFT) build -c release --show-bin-path)/apikeyd --data-dir $(DATA_DIR)
 
 ## Run every test: generated-code check, the Swift suites (with the protobuf interop check), a
-## 60 s fuzz run of the wire layer, and the fast variant of the hostile-peer battery.
+## 60 s fuzz run of the wire layer, and the fast variant of the hostile-peer battery. Fails when
+## any Swift test or chaos check was skipped (a missing prerequisite is a failure, not a pass).
 test: deps interop-env codegen-check
 	$(SWIFT) build --build-tests
-	Tests/postgres/with-cluster.sh env APIKEYS_INTEROP_PYTHON=$(CURDIR)/$(VENV)/bin/python \
-	  $(SWIFT) test --skip-build --disable-xctest
+	Tests/postgres/with-cluster.sh env APIKEYS_INTEROP_PYTHON=$(CURDIR)/$(VENV)/bin/python SWIFT=$(SWIFT) \
+	  Tests/swift-test.sh
 	APIKEYS_INTEROP_PYTHON=$(CURDIR)/$(VENV)/bin/python fuzz/run.sh --seconds 60
 	$(VENV)/bin/python Tests/chaos/chaos.py "$$($(SWIFT) build --show-bin-path)/apikeyd" --fast
 

@@ -347,8 +347,8 @@ class Generator:
             "    /// Every method of every service.\n",
             "    public static let methods: [any RPCMethodDescriptor] = "
             + " + ".join(f"{name}.methods" for name in services) + "\n\n",
-            "    /// Every message type (map entries aside), for tests that must cover them all.\n",
-            "    static let messageTypes: [any WireMessage.Type] = [\n",
+            "    /// Every message type (map entries aside), in proto order: what tests and the fuzzer cover.\n",
+            "    public static let messageTypes: [any WireMessage.Type] = [\n",
             *[f"        {name}.self,\n" for name in messages],
             "    ]\n",
             "}\n",

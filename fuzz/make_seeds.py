@@ -2,24 +2,63 @@
 runtime from proto/. Usage: make_seeds.py PROTO_DIR WORK_DIR OUT_DIR
 
 Each seed is one selector byte, then the bytes: selector 0 is a stream of frames (what the
-server reads), 1.. one message each, in the order of `messageDecoders` in FuzzWire.swift.
+server reads), 1.. one message each, in the order of `WireContract.messageTypes` (generated from
+proto/ into Sources/APIKeysWire/Generated/WireContract.swift), which the fuzzer follows too. A
+message without a hand-made sample below gets one with every field set, from its descriptor.
 """
 import os
+import re
 import struct
 import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "Tests", "interop"))
 from wire_interop import compile_protos  # noqa: E402
 
-# The order of messageDecoders in Sources/apikeys-fuzz/FuzzWire.swift.
-MESSAGES = [
-    "env.Envelope", "az.CheckRequest", "az.CheckResponse", "ka.CreateKeyRequest", "ka.CreateKeyResponse",
-    "ka.GetKeyRequest", "ka.GetKeyResponse", "ka.ListKeysRequest", "ka.ListKeysResponse", "ka.UpdateKeyRequest",
-    "ka.UpdateKeyResponse", "ka.PermissionSet", "ka.SetKeyEnabledRequest", "ka.SetKeyEnabledResponse",
-    "ka.RotateKeyRequest", "ka.RotateKeyResponse", "ka.DeleteKeyRequest", "ka.DeleteKeyResponse",
-    "ka.ListPermissionsRequest", "ka.ListPermissionsResponse", "ka.Permission", "ka.ApiKey", "ka.AuditEvent",
-    "ka.ListAuditEventsRequest", "ka.ListAuditEventsResponse",
-]
+ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
+CONTRACT = os.path.join(ROOT, "Sources", "APIKeysWire", "Generated", "WireContract.swift")
+
+
+def contract_messages():
+    """The message names of WireContract.messageTypes, in its order."""
+    text = open(CONTRACT, encoding="utf-8").read()
+    body = text[text.index("messageTypes"):]
+    body = body[body.index("= [") + 3:]
+    body = body[:body.index("]")]
+    return re.findall(r"(\w+)\.self", body)
+
+
+def filled(message_class, depth=0):
+    """A message with every field set (repeated fields twice), from its descriptor."""
+    from google.protobuf import message_factory
+    from google.protobuf.descriptor import FieldDescriptor as F
+    message = message_class()
+    for field in message_class.DESCRIPTOR.fields:
+        if field.message_type is not None and field.message_type.GetOptions().map_entry:
+            getattr(message, field.name)["k"] = "v" if field.message_type.fields_by_name["value"].type == F.TYPE_STRING else 1
+            continue
+        if field.type == F.TYPE_MESSAGE:
+            if depth > 2:
+                continue
+            sub = filled(message_factory.GetMessageClass(field.message_type), depth + 1)
+            if _repeated(field):
+                getattr(message, field.name).extend([sub, sub])
+            else:
+                getattr(message, field.name).CopyFrom(sub)
+            continue
+        value = {F.TYPE_STRING: "jobs:read", F.TYPE_BYTES: bytes(range(32)), F.TYPE_BOOL: True,
+                 F.TYPE_ENUM: (field.enum_type.values[-1].number if field.enum_type else 1)}.get(field.type, 7)
+        if field.type in (F.TYPE_INT32, F.TYPE_INT64, F.TYPE_SINT32, F.TYPE_SINT64, F.TYPE_SFIXED32,
+                          F.TYPE_SFIXED64):
+            value = -7
+        if _repeated(field):
+            getattr(message, field.name).extend([value, value])
+        else:
+            setattr(message, field.name, value)
+    return message
+
+
+def _repeated(field):
+    return field.is_repeated if hasattr(field, "is_repeated") else field.label == field.LABEL_REPEATED
 
 
 def main():
@@ -30,6 +69,9 @@ def main():
     from apikeys.v1 import keyadmin_pb2 as ka
 
     modules = {"env": env, "az": az, "ka": ka}
+    messages = contract_messages()
+    missing = [n for n in messages if not any(hasattr(m, n) for m in modules.values())]
+    assert not missing, f"messages of the contract not found in proto/: {missing}"
     secret = "dbm_" + "A" * 40 + "0ZqF1x"
     key = ka.ApiKey(id="key_0123456789abcdef", name="ci-pipeline", hint="dbm_AAAA…",
                     permissions=["jobs:read", "jobs:execute"], enabled=True, created_at_ms=1_700_000_000_000,
@@ -67,10 +109,12 @@ def main():
                                                               oldest_retained_at_ms=1, retention_ms=2),
     }
     admin = {"authorization": "Bearer adm_" + "B" * 46}
-    methods = {"CheckRequest": "/apikeys.v1.Authorize/Check"}
-    for name in ["CreateKey", "GetKey", "ListKeys", "UpdateKey", "SetKeyEnabled", "RotateKey", "DeleteKey",
-                 "ListPermissions", "ListAuditEvents"]:
-        methods[name + "Request"] = "/apikeys.v1.KeyAdmin/" + name
+    # Every method of every service of proto/, with its request type.
+    methods = {}
+    for module in modules.values():
+        for service in module.DESCRIPTOR.services_by_name.values():
+            for method in service.methods:
+                methods[f"/{service.full_name}/{method.name}"] = method.input_type.name
 
     os.makedirs(out, exist_ok=True)
 
@@ -79,22 +123,25 @@ def main():
             f.write(data)
 
     frames = b""
-    for call_id, (request, method) in enumerate(methods.items(), start=1):
-        envelope = env.Envelope(call_id=call_id, method=method, payload=samples[request].SerializeToString(),
+    for call_id, (method, request) in enumerate(methods.items(), start=1):
+        message_class = next(getattr(m, request) for m in modules.values() if hasattr(m, request))
+        payload = samples[request] if request in samples else filled(message_class)
+        envelope = env.Envelope(call_id=call_id, method=method, payload=payload.SerializeToString(),
                                 timeout_ms=1500)
         if "KeyAdmin" in method:
             envelope.metadata.update(admin)
         body = envelope.SerializeToString()
         frame = struct.pack(">I", len(body)) + body
         frames += frame
-        write(f"frame-{request}", b"\x00" + frame)
-        write(f"message-Envelope-{request}", bytes([MESSAGES.index("env.Envelope") + 1]) + body)
+        name = method.rsplit("/", 1)[1]
+        write(f"frame-{name}", b"\x00" + frame)
+        write(f"message-Envelope-{name}", bytes([messages.index("Envelope") + 1]) + body)
     write("frames-all", b"\x00" + frames)
-    for index, qualified in enumerate(MESSAGES, start=1):
-        name = qualified.split(".")[1]
-        message = samples.get(name)
-        if message is not None:
-            write(f"message-{name}", bytes([index]) + message.SerializeToString())
+    for index, name in enumerate(messages, start=1):
+        message_class = next(getattr(m, name) for m in modules.values() if hasattr(m, name))
+        write(f"message-{name}-filled", bytes([index]) + filled(message_class).SerializeToString())
+        if name in samples:
+            write(f"message-{name}", bytes([index]) + samples[name].SerializeToString())
     print(f"fuzz seeds: {len(os.listdir(out))} files in {out}")
 
 

@@ -127,7 +127,9 @@ public final class APIKeysClient: Sendable {
     /// prefix that is not a valid one: then every key goes to the server).
     let secretFormat: SecretFormat?
     /// One per endpoint, in the configuration's order.
-    private let connections: [EndpointConnection]
+    let connections: [EndpointConnection]
+    /// Calls sent again to another endpoint after UNAVAILABLE (tests: a retry happened).
+    let retriedCalls = Atomic<Int>(0)
     private let nextCallID = Atomic<UInt64>(1)
     /// Round robin over ``connections``.
     private let nextEndpoint = Atomic<Int>(0)
@@ -182,6 +184,7 @@ public final class APIKeysClient: Sendable {
                 where retried && error.code == .unavailable && attempt + 1 < connections.count
                 && ContinuousClock.now < deadline
             {
+                retriedCalls.add(1, ordering: .relaxed)
                 attempt += 1
             }
         }

@@ -2,6 +2,7 @@ import Dispatch
 import NIOCore
 import NIOPosix
 import NIOSSL
+import NIOTLS
 import Synchronization
 
 /// The client's connection to one endpoint: opened on the first call, opened again on the next
@@ -14,13 +15,15 @@ final class EndpointConnection: Sendable {
     }
 
     let endpoint: APIKeysClient.Endpoint
-    private let group: any EventLoopGroup
+    let group: any EventLoopGroup
     private let tls: Result<NIOSSLContext, APIKeysClientError>?
     private let serverName: String?
     private let maxFrameSize: Int
     private let state = Mutex<State>(.idle)
     /// When the last attempt to connect failed (uptime nanoseconds; 0: it did not).
     private let failedAt = Atomic<UInt64>(0)
+    /// Attempts to connect so far (tests: a connection kept is not opened again).
+    let connectAttempts = Atomic<Int>(0)
 
     init(
         endpoint: APIKeysClient.Endpoint, group: any EventLoopGroup, tls: Result<NIOSSLContext, APIKeysClientError>?,
@@ -78,6 +81,7 @@ final class EndpointConnection: Sendable {
     }
 
     private func connect() -> EventLoopFuture<any Channel> {
+        connectAttempts.add(1, ordering: .relaxed)
         let maxFrameSize = maxFrameSize
         let tlsSetup: (NIOSSLContext, String?)?
         switch tls {
@@ -94,13 +98,25 @@ final class EndpointConnection: Sendable {
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
                     if let (context, serverName) = tlsSetup {
-                        try channel.pipeline.syncOperations.addHandler(
-                            NIOSSLClientHandler(context: context, serverHostname: serverName))
+                        try channel.pipeline.syncOperations.addHandlers(
+                            NIOSSLClientHandler(context: context, serverHostname: serverName),
+                            TLSHandshakeWaiter(promise: channel.eventLoop.makePromise()))
                     }
                     try channel.pipeline.syncOperations.addHandler(ClientConnectionHandler(maxFrameSize: maxFrameSize))
                 }
             }
             .connect(host: endpoint.host, port: endpoint.port)
+            .flatMap { channel in
+                // With TLS, connected means handshaken: a refused certificate is the connect's
+                // error, said as such, not a later "connection closed".
+                guard tlsSetup != nil else { return channel.eventLoop.makeSucceededFuture(channel) }
+                return channel.pipeline.handler(type: TLSHandshakeWaiter.self).flatMap { waiter in
+                    waiter.promise.futureResult.map { channel }
+                }.flatMapErrorThrowing { error in
+                    channel.close(promise: nil)
+                    throw error
+                }
+            }
         future.whenComplete { [self] result in
             failedAt.store((try? result.get()) == nil ? DispatchTime.now().uptimeNanoseconds : 0, ordering: .relaxed)
             state.withLock { state in
@@ -113,4 +129,30 @@ final class EndpointConnection: Sendable {
         }
         return future
     }
+}
+
+/// Completes its promise when the TLS handshake ends: succeeded, or failed with the reason
+/// (a certificate not trusted, a protocol refused) or with the connection's end.
+final class TLSHandshakeWaiter: ChannelInboundHandler, RemovableChannelHandler, Sendable {
+    typealias InboundIn = NIOAny
+    let promise: EventLoopPromise<Void>
+
+    init(promise: EventLoopPromise<Void>) { self.promise = promise }
+
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if case TLSUserEvent.handshakeCompleted = event { promise.succeed() }
+        context.fireUserInboundEventTriggered(event)
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        promise.fail(error)
+        context.fireErrorCaught(error)
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        promise.fail(ChannelError.eof)
+        context.fireChannelInactive()
+    }
+
+    func handlerRemoved(context: ChannelHandlerContext) { promise.fail(ChannelError.ioOnClosedChannel) }
 }

@@ -40,8 +40,10 @@ import Testing
             // 6 checks: the queue holds 6 of 10, more than half, so the server stops reading.
             connection.send(try burst(secret, callIDs: 1...6))
             for _ in 1...6 { #expect(try connection.receiveEnvelope()?.status == .ok) }
-            // 6 more would overflow the queue; they wait unread in the socket instead.
+            // 6 more would overflow the queue; they wait unread in the socket instead: no answer
+            // (neither OK nor UNAVAILABLE) comes while the writer stays stalled.
             connection.send(try burst(secret, callIDs: 7...12))
+            #expect(!connection.hasBytesToRead(waitingMS: 500), "the server answered checks it could not audit")
             service.pauseAuditWriter(false)
             var statuses: [UInt64: StatusCode] = [:]
             for _ in 7...12 {
@@ -70,6 +72,7 @@ import Testing
             let accepted = replies.filter { $0.status == .ok }.count
             let refused = replies.filter { $0.status == .unavailable }
             #expect(accepted + refused.count == 15)
+            #expect(!refused.isEmpty, "nothing was refused: the queue never overflowed and the test proved nothing")
             #expect(refused.allSatisfy { $0.statusMessage.contains("audit") })
 
             #expect(try await auditedChecks(service, client) == accepted)

@@ -123,17 +123,26 @@ import Testing
 
     @Test func adminCallPastItsDeadlineGetsDeadlineExceededOnce() async throws {
         try await withServer { server, _ in
-            let connection = try RawConnection(port: server.port)
-            // A 1 ms deadline on a call that goes through SQLite: either answer is fine, but exactly one.
-            try connection.send(
-                Envelope(
-                    callID: 5, method: KeyAdmin.createKey.path,
-                    payload: try CreateKeyRequest(name: "k", permissions: ["jobs:read"]).serializedBytes(),
-                    metadata: ["authorization": "Bearer \(server.adminToken)"], timeoutMS: 1))
-            let reply = try #require(try connection.receiveEnvelope())
-            #expect(reply.callID == 5 && [.ok, .deadlineExceeded].contains(reply.status))
-            try connection.send(try checkEnvelope(callID: 6))
-            #expect(try connection.receiveEnvelope()?.callID == 6)
+            let connection = try RawConnection(port: server.port, receiveTimeoutSeconds: 30)
+            // Behind 30 pipelined CreateKeys (no deadline), one with a 1 ms deadline: it reaches
+            // the store late, and is answered DEADLINE_EXCEEDED, exactly once.
+            var burst = try DeadlineTests.createKeyBurst(server, count: 30, prefix: "ahead")
+            burst += RawConnection.frame(
+                try Envelope(
+                    callID: 99, method: KeyAdmin.createKey.path,
+                    payload: try CreateKeyRequest(name: "late", permissions: ["jobs:read"]).serializedBytes(),
+                    metadata: ["authorization": "Bearer \(server.adminToken)"], timeoutMS: 1
+                ).serializedBytes())
+            connection.send(burst)
+            var replies: [UInt64: [StatusCode]] = [:]
+            for _ in 0..<31 {
+                let reply = try #require(try connection.receiveEnvelope())
+                replies[reply.callID, default: []].append(reply.status)
+            }
+            #expect(replies[99] == [.deadlineExceeded])
+            #expect((1...30).allSatisfy { replies[UInt64($0)] == [.ok] })
+            try connection.send(try checkEnvelope(callID: 100))
+            #expect(try connection.receiveEnvelope()?.callID == 100)
         }
     }
 

@@ -73,6 +73,7 @@ import Testing
                 try? JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any]
             }
             #expect(lines.filter { $0["type"] as? String == "event" }.count >= 302)
+            try await Self.verifierRefusesCutExports(export.stdout, in: server.dataDirectory)
             let created = try #require(lines.first { $0["action"] as? String == "key.created" })
             let link = try #require(created["link"] as? Int)
 
@@ -104,7 +105,8 @@ import Testing
         try await withServer { server, client in
             let issued = try await client.createKey(name: "plain", permissions: ["jobs:read"])
             await server.server.service.flushAuditTrail()
-            let hostile = "x' || char(27) || '[2J' || char(27) || '[31mFAKE' || char(10) || 'line2' || char(13) || char(7) || char(155) || 'y"
+            let hostile =
+                "x' || char(27) || '[2J' || char(27) || '[31mFAKE' || char(10) || 'line2' || char(13) || char(7) || char(155) || 'y"
             let edit = try await runCommand(
                 URL(fileURLWithPath: "/usr/bin/sqlite3"),
                 [
@@ -122,10 +124,44 @@ import Testing
                     ($0.value < 0x20 && $0 != "\n") || (0x7F...0x9F).contains($0.value)
                 }
                 #expect(controls.isEmpty, "\(arguments) printed \(controls.map(\.value))")
-                #expect(run.stdout.contains(#"\x1b[2J\x1b[31mFAKE\x0aline2\x0d\x07\x9by"#), "\(arguments): \(run.stdout)")
+                #expect(
+                    run.stdout.contains(#"\x1b[2J\x1b[31mFAKE\x0aline2\x0d\x07\x9by"#), "\(arguments): \(run.stdout)")
             }
             let json = try await apikey(["list", "--json"], server: server)
             #expect(json.stdout.contains(#"\u001b[2J"#), "\(json.stdout)")
+        }
+    }
+
+    /// The independent verifier refuses an export with links cut from the front, an event after
+    /// the last link, no link while the head is past the anchor, or an anchor that the first link
+    /// does not follow; with --partial (an export made with --since) a later start is allowed.
+    static func verifierRefusesCutExports(_ export: String, in directory: String) async throws {
+        let lines = export.split(separator: "\n").map(String.init)
+        let firstLink = try #require(lines.firstIndex { $0.contains(#""type":"link""#) })
+        let lastEvent = try #require(lines.last { $0.contains(#""type":"event""#) })
+        let chain = lines[0]
+        let anchorHash = try #require(chain.firstMatch(of: /"anchor":\{"hash":"([0-9a-f]*)"/)?.1)
+        let otherHash = String(repeating: "e", count: 64)
+        let variants: [(String, [String], [String], String)] = [
+            ("front cut", [chain] + lines[(firstLink + 1)...], [], "links are missing at the front"),
+            ("event appended", lines + [lastEvent], [], "after the last link"),
+            ("no link", [chain], [], "no link, but the head is link"),
+            (
+                "anchor changed",
+                [chain.replacingOccurrences(of: "\"hash\":\"\(anchorHash)\"", with: "\"hash\":\"\(otherHash)\"")]
+                    + lines.dropFirst(), [], "does not follow the anchor"
+            ),
+            ("front cut, partial", [chain] + lines[(firstLink + 1)...], ["--partial"], ""),
+        ]
+        for (label, variant, options, says) in variants {
+            let file = directory + "/variant.jsonl"
+            try variant.joined(separator: "\n").write(toFile: file, atomically: true, encoding: .utf8)
+            let run = try await runCommand(python, [exportVerifier.path] + options + [file])
+            if says.isEmpty {
+                #expect(run.status == 0, "\(label): \(run.stdout)\(run.stderr)")
+            } else {
+                #expect(run.status == 1 && run.stdout.contains(says), "\(label): \(run.stdout)\(run.stderr)")
+            }
         }
     }
 

@@ -1,4 +1,4 @@
-import APIKeysClient
+@testable import APIKeysClient
 import APIKeysTestSupport
 import Foundation
 import Testing
@@ -38,7 +38,8 @@ import Testing
             }
             if port == 0 {
                 process.terminate()
-                throw CocoaError(.fileReadUnknown, userInfo: [NSLocalizedDescriptionKey: "no port in the log: \(logText)"])
+                throw CocoaError(
+                    .fileReadUnknown, userInfo: [NSLocalizedDescriptionKey: "no port in the log: \(logText)"])
             }
         }
 
@@ -72,7 +73,8 @@ import Testing
         // One server per data directory: a second one says who holds it and exits at once.
         let second = try await runCommand(Self.apikeyd, ["--data-dir", dir, "--port", "0"])
         #expect(second.status != 0)
-        #expect(second.stderr.contains("in use by another apikeyd (pid \(server.processIdentifier))"), "\(second.stderr)")
+        #expect(
+            second.stderr.contains("in use by another apikeyd (pid \(server.processIdentifier))"), "\(second.stderr)")
 
         let (status, alice) = try await runApikeyd(["admin-token", "create", "alice", "--data-dir", dir])
         #expect(status == 0 && alice.hasPrefix("adm_"))
@@ -95,17 +97,20 @@ import Testing
         // The token changes made beside the running server are in its audit trail, numbered by
         // it (the same sequence as its own events, so nothing collides), with who made them.
         let operatorClient = APIKeysClient(
-            configuration: .init(port: serverPort, adminToken: bootstrap.trimmingCharacters(in: .whitespacesAndNewlines)))
+            configuration: .init(
+                port: serverPort, adminToken: bootstrap.trimmingCharacters(in: .whitespacesAndNewlines)))
         var tokenEvents: [AuditEvent] = []
         for action in ["admin_token.revoked", "admin_token.created"] {
             tokenEvents += try await operatorClient.listAuditEvents(ListAuditEventsRequest(action: action)).events
         }
-        #expect(tokenEvents.map { $0.detail.split(separator: " ").prefix(4).joined(separator: " ") } == [
-            "admin token \"alice\" revoked", "admin token \"alice\" created", "admin token \"bootstrap\" created",
-        ])
+        #expect(
+            tokenEvents.map { $0.detail.split(separator: " ").prefix(4).joined(separator: " ") } == [
+                "admin token \"alice\" revoked", "admin token \"alice\" created", "admin token \"bootstrap\" created",
+            ])
         #expect(tokenEvents.map(\.actor).prefix(2).allSatisfy { $0.hasPrefix("apikeyd admin-token (") })
         #expect(tokenEvents.last?.actor == "apikeyd (first start)")
-        #expect(try await operatorClient.createKey(name: "after", permissions: ["reports:read"]).key.id.isEmpty == false)
+        #expect(
+            try await operatorClient.createKey(name: "after", permissions: ["reports:read"]).key.id.isEmpty == false)
         await operatorClient.close()
 
         let rest = running.stop()  // SIGTERM
@@ -120,7 +125,8 @@ import Testing
         defer { try? FileManager.default.removeItem(atPath: dir) }
         for (arguments, says) in [
             (["--audit-retention", "soon"], "--audit-retention"), (["--frame-timeout", "0"], "positive"),
-            (["--max-key-lifetime", "0d"], "--max-key-lifetime"), (["--max-key-lifetime", "forever"], "--max-key-lifetime"),
+            (["--max-key-lifetime", "0d"], "--max-key-lifetime"),
+            (["--max-key-lifetime", "forever"], "--max-key-lifetime"),
             (["--shutdown-timeout", "0"], "positive"), (["--tls-cert", "/x.pem"], "--tls-key"),
             (["--tls-cert", "/nope/x.pem", "--tls-key", "/nope/x.key"], "/nope/x.pem"),
             (["--http-port", "0", "--routes", "/nope/routes"], "--routes /nope/routes: no such file"),
@@ -151,7 +157,9 @@ import Testing
             configuration: .init(port: serverPort, adminToken: token, tls: .init(caFile: certificates.caCertificate)))
         defer { Task { await client.close() } }
         let created = try await client.createKey(name: "before-reload", permissions: ["jobs:read"])
-        #expect(try await servedSubject(port: serverPort, ca: certificates.caCertificate).contains("apikeyd test server"))
+        let connectsBefore = client.connections[0].connectAttempts.load(ordering: .relaxed)
+        #expect(
+            try await servedSubject(port: serverPort, ca: certificates.caCertificate).contains("apikeyd test server"))
 
         try certificates.renewServerCertificate(subject: "renewed server")
         kill(server.processIdentifier, SIGHUP)
@@ -161,8 +169,12 @@ import Testing
             subject = try await servedSubject(port: serverPort, ca: certificates.caCertificate)
         }
         #expect(subject.contains("renewed server"), "\(subject)")
-        // The connection opened before the reload is still the client's, and still served.
+        // The connection opened before the reload is still the client's, and still served: the
+        // client (which would reconnect silently) did not have to open another.
         #expect(try await client.check(key: created.secret, permissions: ["jobs:read"]).decision == .allow)
+        #expect(
+            client.connections[0].connectAttempts.load(ordering: .relaxed) == connectsBefore,
+            "the reload dropped the connection")
         #expect(server.isRunning)
     }
 
@@ -180,7 +192,9 @@ import Testing
     func jsonLogsHoldNoSecret() async throws {
         let dir = try makeTemporaryDirectory("apikeyd-exe-log")
         defer { try? FileManager.default.removeItem(atPath: dir) }
-        let running = try RunningServer(["--data-dir", dir, "--port", "0", "--log-format", "json", "--log-level", "trace"])
+        let running = try RunningServer([
+            "--data-dir", dir, "--port", "0", "--log-format", "json", "--log-level", "trace",
+        ])
         let serverPort = running.port
         let token = try String(contentsOfFile: dir + "/admin.token", encoding: .utf8)
             .trimmingCharacters(in: .whitespacesAndNewlines)

@@ -63,7 +63,9 @@ final class RawConnection {
 
     /// Sends what the kernel takes now without waiting; the count taken (0 when its buffer is full).
     func sendWithoutWaiting(_ bytes: ArraySlice<UInt8>) -> Int {
-        let sent = bytes.withUnsafeBytes { Glibc.send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL | MSG_DONTWAIT)) }
+        let sent = bytes.withUnsafeBytes {
+            Glibc.send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL | MSG_DONTWAIT))
+        }
         return max(0, sent)
     }
 
@@ -90,12 +92,17 @@ final class RawConnection {
     }
 
     /// Reads until the peer closes the connection (or the receive timeout passes).
-    func receiveToEnd() -> [UInt8] {
+    func receiveToEnd() -> [UInt8] { receiveUntilClosed().bytes }
+
+    /// Reads until the peer closes the connection or the receive timeout passes; `closed` says
+    /// which (an end of file or a reset, not a timeout).
+    func receiveUntilClosed() -> (bytes: [UInt8], closed: Bool) {
         var all: [UInt8] = []
         var chunk = [UInt8](repeating: 0, count: 65536)
         while true {
             let got = chunk.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
-            if got <= 0 { return all }
+            if got == 0 { return (all, true) }
+            if got < 0 { return (all, errno != EAGAIN && errno != EWOULDBLOCK) }
             all += chunk[0..<got]
         }
     }
@@ -106,6 +113,12 @@ final class RawConnection {
         let length = header.reduce(0) { $0 << 8 | Int($1) }
         guard let body = receive(length) else { return nil }
         return try Envelope(serializedBytes: body)
+    }
+
+    /// True when bytes (or an end of file) arrive within `waitingMS`; nothing is read.
+    func hasBytesToRead(waitingMS: Int32) -> Bool {
+        var poller = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
+        return poll(&poller, 1, waitingMS) > 0
     }
 
     /// True when the peer has closed the connection (a read returns end of file).

@@ -1,4 +1,4 @@
-import APIKeysClient
+@testable import APIKeysClient
 import APIKeysCore
 import APIKeysServer
 import APIKeysTestSupport
@@ -49,7 +49,8 @@ struct ReplicaTests {
         let start = ContinuousClock.now
         while true {
             let answer = try await client.check(key: secret, permissions: permissions)
-            let matches = reason == nil ? answer.decision == .allow : (answer.decision == .deny && answer.reason == reason)
+            let matches =
+                reason == nil ? answer.decision == .allow : (answer.decision == .deny && answer.reason == reason)
             if matches { return ContinuousClock.now - start }
             if ContinuousClock.now - start > Self.propagationBound {
                 Issue.record("still \(answer.decision)/\(answer.reason) after \(Self.propagationBound)")
@@ -109,7 +110,8 @@ struct ReplicaTests {
             let probe = try await a.createKey(name: "probe", permissions: ["jobs:read"])
             _ = try await waitFor(c, probe.secret, nil)
             for (index, client) in clients.enumerated() {
-                _ = try await client.check(key: probe.secret, permissions: ["jobs:read"], resource: "GET /from/\(index)")
+                _ = try await client.check(
+                    key: probe.secret, permissions: ["jobs:read"], resource: "GET /from/\(index)")
             }
             for replica in replicas { await replica.server.service.flushAuditTrail() }
             let trail = try await c.listAuditEvents(ListAuditEventsRequest(keyID: probe.key.id, pageSize: 100)).events
@@ -212,7 +214,11 @@ struct ReplicaTests {
                         } catch let error as APIKeysClientError where error.code == .notFound {}
                         return .other
                     }
-                    if round == 8 { group.addTask { try await a.deleteKey(id: doomed.key.id); return .other } }
+                    if round == 8 {
+                        group.addTask {
+                            try await a.deleteKey(id: doomed.key.id); return .other
+                        }
+                    }
                 }
                 var outcomes: [Outcome] = []
                 for try await outcome in group { outcomes.append(outcome) }
@@ -223,7 +229,8 @@ struct ReplicaTests {
             #expect(rotations.count == 16 && creations.count == 16)
 
             var allowed: [RotateKeyResponse] = []
-            for rotation in rotations where try await a.check(key: rotation.secret, permissions: ["jobs:read"]).decision == .allow {
+            for rotation in rotations
+            where try await a.check(key: rotation.secret, permissions: ["jobs:read"]).decision == .allow {
                 allowed.append(rotation)
             }
             #expect(allowed.count == 1, "one rotation committed last")
@@ -232,7 +239,8 @@ struct ReplicaTests {
             for client in [a, b] {
                 _ = try await waitFor(client, last.secret, nil)
                 for rotation in rotations where rotation.secret != last.secret {
-                    #expect(try await client.check(key: rotation.secret, permissions: ["jobs:read"]).reason == .unknownKey)
+                    #expect(
+                        try await client.check(key: rotation.secret, permissions: ["jobs:read"]).reason == .unknownKey)
                 }
                 #expect(try await client.check(key: rotated.secret, permissions: ["jobs:read"]).reason == .unknownKey)
                 _ = try await waitFor(client, doomed.secret, .unknownKey)
@@ -285,6 +293,8 @@ struct ReplicaTests {
             await client.close()
             #expect(tally.failed.load(ordering: .relaxed) == 0)
             #expect(tally.answered.load(ordering: .relaxed) > 100)
+            // Checks did meet the replica going away, and were sent again to another.
+            #expect(client.retriedCalls.load(ordering: .relaxed) > 0, "no check was retried: the test proved nothing")
         }
     }
 
@@ -305,6 +315,16 @@ struct ReplicaTests {
             #expect(killed.trimmingCharacters(in: .whitespacesAndNewlines) == "2")
             _ = try await clients[0].setKeyEnabled(id: issued.key.id, enabled: false)
             _ = try await waitFor(clients[1], issued.secret, .disabled)
+            // The change above may have come by the poll; the listeners must also come back.
+            var listening = ""
+            for _ in 0..<100 where listening != "2" {
+                try await Task.sleep(for: .milliseconds(100))
+                listening = try await TestDatabase.psql(
+                    url,
+                    "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'apikeyd-listener' AND datname = '\(database)'"
+                ).trimmingCharacters(in: .whitespacesAndNewlines)
+            }
+            #expect(listening == "2", "the listeners did not reconnect")
         }
     }
 }
@@ -323,7 +343,8 @@ struct ReplicaTests {
 }
 
 /// The database going away under running replicas.
-@Suite(.enabled(if: TestDatabase.url != nil, "needs PostgreSQL (Tests/postgres/with-cluster.sh)"), .timeLimit(.minutes(2)))
+@Suite(
+    .enabled(if: TestDatabase.url != nil, "needs PostgreSQL (Tests/postgres/with-cluster.sh)"), .timeLimit(.minutes(2)))
 struct DatabaseFaultTests {
     /// PostgreSQL stopped under a replica: checks are answered from its last state, then fail
     /// closed (UNAVAILABLE, /readyz's reason) past --max-staleness; mutations fail UNAVAILABLE;
@@ -388,8 +409,12 @@ struct DatabaseFaultTests {
             try? FileManager.default.removeItem(atPath: dirA)
             try? FileManager.default.removeItem(atPath: dirB)
         }
-        let a = try await offThePool { try ExecutableTests.RunningServer(["--data-dir", dirA, "--port", "0", "--database-url", url]) }
-        let b = try await offThePool { try ExecutableTests.RunningServer(["--data-dir", dirB, "--port", "0", "--database-url", url]) }
+        let a = try await offThePool {
+            try ExecutableTests.RunningServer(["--data-dir", dirA, "--port", "0", "--database-url", url])
+        }
+        let b = try await offThePool {
+            try ExecutableTests.RunningServer(["--data-dir", dirB, "--port", "0", "--database-url", url])
+        }
         defer { _ = b.stop() }
         let token = try String(contentsOfFile: dirA + "/admin.token", encoding: .utf8)
             .trimmingCharacters(in: .whitespacesAndNewlines)
@@ -399,11 +424,14 @@ struct DatabaseFaultTests {
         let acknowledged = Acknowledged(first: (first.key.id, first.secret))
         await withTaskGroup(of: Void.self) { group in
             group.addTask {  // checks keep A's audit writer busy
-                while (try? await clientA.check(key: first.secret, permissions: ["jobs:read"], resource: "GET /x")) != nil {}
+                while (try? await clientA.check(key: first.secret, permissions: ["jobs:read"], resource: "GET /x"))
+                    != nil
+                {}
             }
             group.addTask {
                 for index in 0..<1000 {
-                    guard let issued = try? await clientA.createKey(name: "k\(index)", permissions: ["jobs:read"]) else { return }
+                    guard let issued = try? await clientA.createKey(name: "k\(index)", permissions: ["jobs:read"])
+                    else { return }
                     acknowledged.keys.withLock { $0.append((issued.key.id, issued.secret)) }
                 }
             }
@@ -423,7 +451,8 @@ struct DatabaseFaultTests {
             #expect(try await clientB.getKey(id: id).id == id)
             #expect(try await clientB.check(key: secret, permissions: ["jobs:read"]).decision == .allow)
         }
-        let created = try await clientB.listAuditEvents(ListAuditEventsRequest(action: "key.created", pageSize: 1000)).events
+        let created = try await clientB.listAuditEvents(ListAuditEventsRequest(action: "key.created", pageSize: 1000))
+            .events
         #expect(Set(created.map(\.keyID)).isSuperset(of: keys.map(\.0)))
         await clientB.close()
     }

@@ -20,7 +20,16 @@ import Testing
             state = page.state
             if verifier == nil { verifier = AuditChainVerifier(from: state.anchor) }
             for (previous, link) in page.links {
-                if let previous { #expect(previous == verifier!.last.hash) }
+                // Each link names the hash of the one before it; only the first of a walk from
+                // the start may not (the verifier starts from the anchor), and a missing one
+                // mid-walk must be a gap the verifier then finds.
+                if let previous {
+                    #expect(previous == verifier!.last.hash, "link \(link.position): not chained to the one before")
+                } else {
+                    #expect(
+                        events.isEmpty || link.position != verifier!.last.position + 1,
+                        "link \(link.position): no previous hash, mid-walk")
+                }
                 try verifier!.check(
                     position: link.position, hash: link.hash, entries: link.events.map(AuditChain.Entry.init),
                     state: state)

@@ -72,15 +72,18 @@ import Testing
             let key = try await service.createKey(name: "k", permissions: ["jobs:read"], actor: "ops")
             for _ in 0..<10 { _ = try service.check(secret: key.secret, permissions: []) }
             await service.flushAuditTrail()
-            let highest = try await service.listAuditEvents(AuditQuery()).events.map(\.seq).max() ?? 0
+            let highest = try #require(try await service.listAuditEvents(AuditQuery()).events.map(\.seq).max())
             clock.advance(byMS: 2 * Self.day)
             service.pruneAuditTrailNow()
+            let kept = try await service.listAuditEvents(AuditQuery()).events
+            #expect(!kept.contains { $0.seq <= highest }, "the old events were not pruned")
             service.close()
             service = try KeyService.open(path: path, clock: clock, auditRetentionMS: Self.day)
             defer { service.close() }
             _ = try service.check(secret: key.secret, permissions: [])
             await service.flushAuditTrail()
             let seqs = try await service.listAuditEvents(AuditQuery()).events.map(\.seq)
+            #expect(!seqs.isEmpty)
             #expect(seqs.allSatisfy { $0 > highest }, "a seq was handed out twice: \(seqs) vs \(highest)")
         }
     }

@@ -2,10 +2,19 @@
 """Verifies an `apikey audit export --format jsonl` file as an external system would, from the
 format docs/PROTOCOL.md describes ("Audit hash chain"), with nothing of apikeyd's code.
 
-Usage: verify_audit_export.py EXPORT.jsonl   (exit 0: the chain holds; 1: the first break is printed)
+Usage: verify_audit_export.py [--partial] EXPORT.jsonl
+  exit 0: the chain holds; 1: the first break is printed.
+  --partial: the export was made with --since, so it may start after the anchor.
+
+What is checked: the first link follows the anchor (its previous hash is the anchor's hash, or
+32 zero bytes for anchor 0) unless --partial; positions have no gap; each link's events are its
+own, as many as it says, and hash to its recorded hash; no event follows the last link; the
+walk ends at the head (an export with no link is whole only when the head is the anchor); and
+when the anchor is not 0, the newest audit.pruned event names it.
 """
 import hashlib
 import json
+import re
 import struct
 import sys
 
@@ -24,35 +33,71 @@ def event_bytes(e):
     return out
 
 
-def main(path):
+PRUNED = re.compile(r"the chain now starts after link (\d+), hash ([0-9a-f]{64})$")
+
+
+def main(path, partial=False):
     lines = [json.loads(line) for line in open(path, encoding="utf-8") if line.strip()]
+    if not lines or lines[0].get("type") != "chain":
+        return "the first line is not the chain's state"
     chain = lines[0]
-    assert chain["type"] == "chain", "the first line is not the chain's state"
+    anchor, head = chain["anchor"], chain["head"]
     previous = None
     position = None
+    links = 0
     events = []
+    pruned = None  # the newest audit.pruned event's anchor sentence
     for line in lines[1:]:
         if line["type"] == "event":
             events.append(line)
+            if line["action"] == "audit.pruned" and PRUNED.search(line["detail"]):
+                pruned = PRUNED.search(line["detail"])
             continue
-        if previous is None:  # the first link: from the hash the export gives for the one before it
+        if line["type"] != "link":
+            return f"a line of unknown type {line['type']!r}"
+        if previous is None:
             previous, position = bytes.fromhex(line["previous_hash"]), line["position"] - 1
+            if position == anchor["position"]:
+                if previous.hex() != anchor["hash"]:
+                    return f"link {line['position']} does not follow the anchor (link {anchor['position']})"
+            elif not partial:
+                return (f"the export starts at link {line['position']}, not after the anchor "
+                        f"(link {anchor['position']}): links are missing at the front")
         if line["position"] != position + 1:
             return f"link {position + 1} is missing"
         if any(e["link"] != line["position"] for e in events):
             return f"link {line['position']}: events of another link"
+        if len(events) != line["events"]:
+            return f"link {line['position']}: {len(events)} events, the link says {line['events']}"
         digest = hashlib.sha256(b"".join(event_bytes(e) for e in sorted(events, key=lambda e: e["seq"]))).digest()
         if hashlib.sha256(previous + digest).hexdigest() != line["hash"]:
             return f"link {line['position']}: its events do not hash to its recorded hash"
         previous, position, events = bytes.fromhex(line["hash"]), line["position"], []
-    if position is not None and (position != chain["head"]["position"] or previous.hex() != chain["head"]["hash"]):
-        return f"the export ends at link {position}, not at the head {chain['head']['position']}"
-    print(f"verified up to link {position}")
+        links += 1
+    if events:
+        return f"{len(events)} events after the last link, in no link"
+    if links == 0:
+        if head["position"] != anchor["position"] or head["hash"] != anchor["hash"]:
+            return f"no link, but the head is link {head['position']}"
+    elif position != head["position"] or previous.hex() != head["hash"]:
+        return f"the export ends at link {position}, not at the head {head['position']}"
+    if anchor["position"] != 0 and not partial:
+        if pruned is None:
+            return f"the anchor is link {anchor['position']}, and no audit.pruned event names it"
+        if int(pruned.group(1)) != anchor["position"] or pruned.group(2) != anchor["hash"]:
+            return f"the newest audit.pruned event names link {pruned.group(1)}, not the anchor {anchor['position']}"
+    print(f"verified {links} links, up to link {head['position']}")
     return None
 
 
 if __name__ == "__main__":
-    problem = main(sys.argv[1])
+    arguments = sys.argv[1:]
+    partial = "--partial" in arguments
+    files = [a for a in arguments if a != "--partial"]
+    if len(files) != 1:
+        print(__doc__)
+        sys.exit(2)
+    problem = main(files[0], partial)
     if problem:
         print(problem)
         sys.exit(1)

@@ -5,8 +5,8 @@ public enum WireContract {
     /// Every method of every service.
     public static let methods: [any RPCMethodDescriptor] = Authorize.methods + KeyAdmin.methods
 
-    /// Every message type (map entries aside), for tests that must cover them all.
-    static let messageTypes: [any WireMessage.Type] = [
+    /// Every message type (map entries aside), in proto order: what tests and the fuzzer cover.
+    public static let messageTypes: [any WireMessage.Type] = [
         CheckRequest.self,
         CheckResponse.self,
         ReportLeakedKeyRequest.self,

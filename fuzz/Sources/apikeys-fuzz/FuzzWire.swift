@@ -76,15 +76,8 @@ private func decoder<M: WireMessage>(_ type: M.Type) -> @Sendable (UnsafeRawBuff
     }
 }
 
-/// Every message of the contract.
-private let messageDecoders: [@Sendable (UnsafeRawBufferPointer) -> Void] = [
-    decoder(Envelope.self), decoder(CheckRequest.self), decoder(CheckResponse.self),
-    decoder(CreateKeyRequest.self), decoder(CreateKeyResponse.self), decoder(GetKeyRequest.self),
-    decoder(GetKeyResponse.self), decoder(ListKeysRequest.self), decoder(ListKeysResponse.self),
-    decoder(UpdateKeyRequest.self), decoder(UpdateKeyResponse.self), decoder(PermissionSet.self),
-    decoder(SetKeyEnabledRequest.self), decoder(SetKeyEnabledResponse.self), decoder(RotateKeyRequest.self),
-    decoder(RotateKeyResponse.self), decoder(DeleteKeyRequest.self), decoder(DeleteKeyResponse.self),
-    decoder(ListPermissionsRequest.self), decoder(ListPermissionsResponse.self), decoder(Permission.self),
-    decoder(ApiKey.self), decoder(AuditEvent.self), decoder(ListAuditEventsRequest.self),
-    decoder(ListAuditEventsResponse.self),
-]
+/// Every message of the contract, in the order of `WireContract.messageTypes` (which the seeds of
+/// make_seeds.py follow): selector N + 1 feeds message N.
+private let messageDecoders: [@Sendable (UnsafeRawBufferPointer) -> Void] = WireContract.messageTypes.map {
+    decoder($0)
+}
