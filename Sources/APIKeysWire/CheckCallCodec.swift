@@ -42,6 +42,14 @@ public final class CheckCallCodec {
                 }
             }
             let payload = UnsafeRawBufferPointer(start: envelope.payload.data, count: envelope.payload.len)
+            guard
+                capikeys_protobuf_has_more_fields_than(Self.start(of: payload), payload.count, WireLimits.maxFields)
+                    == 0
+            else {
+                return .invalidCheck(
+                    callID: envelope.call_id,
+                    error: .tooManyFields(message: "apikeys.v1.CheckRequest", limit: WireLimits.maxFields))
+            }
             let request = arena.withAllocator { allocator in
                 apikeys__v1__check_request__unpack(allocator, payload.count, Self.start(of: payload))
             }
@@ -89,6 +97,11 @@ public final class CheckCallCodec {
     }
 
     private func unpackEnvelope(_ bytes: UnsafeRawBufferPointer) throws -> UnsafeMutablePointer<Apikeys__V1__Envelope> {
+        guard capikeys_protobuf_has_more_fields_than(Self.start(of: bytes), bytes.count, WireLimits.maxFields) == 0
+        else {
+            throw FramingError.malformedEnvelope(
+                .tooManyFields(message: "apikeys.v1.Envelope", limit: WireLimits.maxFields))
+        }
         let unpacked = arena.withAllocator { allocator in
             apikeys__v1__envelope__unpack(allocator, bytes.count, Self.start(of: bytes))
         }

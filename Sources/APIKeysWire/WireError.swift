@@ -5,7 +5,7 @@
 public struct WireError: Error, Hashable, Sendable, CustomStringConvertible {
     /// The kind of failure.
     public struct Code: Hashable, Sendable, CustomStringConvertible {
-        private enum Kind: Hashable, Sendable { case malformedMessage, invalidUTF8, nulInString }
+        private enum Kind: Hashable, Sendable { case malformedMessage, invalidUTF8, nulInString, tooManyFields }
         private let kind: Kind
 
         /// protobuf-c rejected the bytes: they are not a serialized message of that type.
@@ -14,12 +14,15 @@ public struct WireError: Error, Hashable, Sendable, CustomStringConvertible {
         public static let invalidUTF8 = Code(kind: .invalidUTF8)
         /// A string field holds a NUL character, which protobuf-c's C strings cannot carry.
         public static let nulInString = Code(kind: .nulInString)
+        /// The message holds more top-level fields than the receiver takes (``WireLimits``).
+        public static let tooManyFields = Code(kind: .tooManyFields)
 
         public var description: String {
             switch kind {
             case .malformedMessage: "malformed message"
             case .invalidUTF8: "invalid UTF-8"
             case .nulInString: "NUL in string"
+            case .tooManyFields: "too many fields"
             }
         }
     }
@@ -51,11 +54,17 @@ public struct WireError: Error, Hashable, Sendable, CustomStringConvertible {
         WireError(code: .nulInString, message: message, field: field)
     }
 
+    /// `message` holds more than `limit` top-level fields (entries of repeated fields included).
+    public static func tooManyFields(message: String, limit: Int) -> WireError {
+        WireError(code: .tooManyFields, message: message, field: "\(limit)")
+    }
+
     public var description: String {
         let subject = field.map { "\(message).\($0)" } ?? message
         switch code {
         case .invalidUTF8: return "\(subject) is not valid UTF-8"
         case .nulInString: return "\(subject) contains a NUL character"
+        case .tooManyFields: return "\(message) holds more than \(field ?? "?") fields"
         default: return "bytes are not a valid \(subject)"
         }
     }

@@ -21,6 +21,13 @@ import Testing
                     return error?.code == .invalidArgument && error?.message.hasPrefix(field) == true
                 }
             }
+            // Past 160 fields the wire layer refuses the request before unpacking it.
+            await #expect {
+                _ = try await client.check(key: key, permissions: Array(repeating: "jobs:read", count: 161))
+            } throws: { error in
+                let error = error as? APIKeysClientError
+                return error?.code == .invalidArgument && error?.message.contains("more than 160 fields") == true
+            }
             // At the limits, a check is answered.
             let answer = try await client.check(
                 key: key, permissions: Array(repeating: "jobs:read", count: 64),

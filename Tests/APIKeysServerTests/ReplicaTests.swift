@@ -367,12 +367,20 @@ struct DatabaseFaultTests {
 
             try await cluster.stop()
             #expect(try await client.check(key: issued.secret, permissions: ["jobs:read"]).decision == .allow)
-            try await Task.sleep(for: .milliseconds(2000))
-            let refused = await #expect(throws: APIKeysClientError.self) {
-                _ = try await client.check(key: issued.secret, permissions: ["jobs:read"])
+            // Past its staleness bound (1.5 s) it fails closed: waited for, not slept for.
+            var refusal: APIKeysClientError?
+            let stopped = ContinuousClock.now
+            while refusal == nil && ContinuousClock.now - stopped < .seconds(15) {
+                do {
+                    _ = try await client.check(key: issued.secret, permissions: ["jobs:read"])
+                    try await Task.sleep(for: .milliseconds(100))
+                } catch let error as APIKeysClientError {
+                    refusal = error
+                }
             }
-            #expect(refused?.code == .unavailable)
-            #expect(refused?.message.contains("has not reached its database") == true)
+            let refused = try #require(refusal, "the replica never failed closed without its database")
+            #expect(refused.code == .unavailable)
+            #expect(refused.message.contains("has not reached its database"))
             #expect(replica.server.readinessProblem?.contains("has not reached its database") == true)
             let mutation = await #expect(throws: APIKeysClientError.self) {
                 _ = try await client.createKey(name: "while down", permissions: ["jobs:read"])

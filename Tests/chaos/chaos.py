@@ -506,6 +506,71 @@ def revocation_race(ctx):
             f"call returned: {allows_after} allowed")
 
 
+def worst_shape_flood(ctx):
+    """Two connections send 64 KiB frames of the costliest shape to decode (32,000 empty
+    permissions in a Check; 32,000 empty metadata entries) as fast as they can, for a while; a
+    normal client's checks meanwhile keep a p99 under 5 ms (a debug build is given 5x)."""
+    server = ctx.server()
+    conn = Connection(server.port)
+    secret = conn.admin(server, "CreateKey", ka.CreateKeyRequest(name="k", permissions=["jobs:read"]),
+                        ka.CreateKeyResponse).secret
+    empties = b"\x12\x00" * 32_000  # CheckRequest.permissions (field 2), empty, 32,000 times
+    check_body = env.Envelope(call_id=1, method=CHECK, payload=b"\x0a\x04dbm_" + empties).SerializeToString()
+    meta_body = env.Envelope(call_id=1, method=ADMIN + "ListKeys").SerializeToString() + b"\x32\x00" * 32_000
+    check_frame = struct.pack(">I", len(check_body)) + check_body
+    meta_frame = struct.pack(">I", len(meta_body)) + meta_body
+    expect(len(check_frame) <= 65_540 and len(meta_frame) <= 65_540, "frames over 64 KiB")
+    stop = threading.Event()
+    sent = [0, 0]
+
+    def permissions_flood():
+        c = Connection(server.port)
+        while not stop.is_set():
+            c.sock.sendall(check_frame * 4)
+            for _ in range(4):
+                reply = c.reply()
+                expect(reply.status == 3, f"a Check of 32,000 permissions answered {reply.status}")  # INVALID_ARGUMENT
+            sent[0] += 4
+        c.close()
+
+    def metadata_flood():
+        while not stop.is_set():
+            c = Connection(server.port)
+            try:
+                c.sock.sendall(meta_frame)
+                expect(closed_by_peer(c.sock, 5), "an envelope of 32,000 metadata entries did not close its connection")
+            except (ConnectionError, OSError):
+                pass  # closed while sending: the refusal
+            sent[1] += 1
+            c.close()
+
+    workers = [Worker(permissions_flood), Worker(metadata_flood)]
+    for w in workers:
+        w.start()
+    latencies = []
+    until = time.time() + ctx.scale(5, 30)
+    while time.time() < until and all(w.is_alive() for w in workers):
+        started = time.perf_counter()
+        answer = conn.check(secret, ["jobs:read"])
+        latencies.append(time.perf_counter() - started)
+        expect(answer.decision == az.ALLOW, "a normal check was not allowed")
+        time.sleep(0.005)
+    stop.set()
+    join_all(workers, timeout=30)
+    conn.close()
+    alive = server.process.poll() is None
+    server.stop()
+    expect(alive, "the server died")
+    expect(sent[0] >= 100 and sent[1] >= 20, f"the flood sent only {sent} frames")
+    expect(len(latencies) >= 100, f"only {len(latencies)} normal checks")
+    latencies.sort()
+    p99 = latencies[int(len(latencies) * 0.99)] * 1000
+    expect(p99 < 5 * ctx.slack, f"normal checks' p99 {p99:.1f} ms under the flood")
+    return (f"{sent[0]} Checks of 32,000 empty permissions (INVALID_ARGUMENT) and {sent[1]} envelopes of 32,000 "
+            f"empty metadata entries (connection closed), 64 KiB each: {len(latencies)} normal checks meanwhile, "
+            f"p50 {latencies[len(latencies) // 2] * 1000:.2f} ms, p99 {p99:.2f} ms")
+
+
 def kill9_under_mutations(ctx):
     data_dir = ctx.data_dir()
     cycles = ctx.scale(5, 20)
@@ -699,8 +764,8 @@ def soak(ctx):
             f"after warm-up ({drift:+.1f}%)")
 
 
-CHECKS = [never_reading_clients, slowloris_at_the_limit, garbage_storm, admin_matrix, revocation_race,
-          kill9_under_mutations, disk_full, soak]
+CHECKS = [never_reading_clients, slowloris_at_the_limit, garbage_storm, worst_shape_flood, admin_matrix,
+          revocation_race, kill9_under_mutations, disk_full, soak]
 
 
 class Context:
