@@ -1,6 +1,10 @@
 /// Why a check was denied, declared in order of precedence: where several apply, the first wins.
 /// (The raw values are the contract's DenyReason numbers, which follow the order they were added.)
 public enum Denial: Int, Sendable, Hashable, CaseIterable, Comparable {
+    /// Forward-auth refused the request before any decision: it could not be judged safely (a
+    /// path that cannot be normalized, a malformed permission header). Only ever recorded;
+    /// first in precedence, as it comes before any look at the key.
+    case invalidRequest = 9
     case malformedKey = 1
     case unknownKey
     case disabled
@@ -14,12 +18,13 @@ public enum Denial: Int, Sendable, Hashable, CaseIterable, Comparable {
     case rateLimited = 7
 
     /// 401 for the key itself (malformed, unknown, disabled, expired); 403 for what it may not do;
-    /// 429 for too many checks.
+    /// 429 for too many checks; 400 for a request that could not be judged.
     public var httpStatus: UInt32 {
         switch self {
         case .malformedKey, .unknownKey, .disabled, .expired: 401
         case .missingPermission, .ipNotAllowed, .usageExceeded: 403
         case .rateLimited: 429
+        case .invalidRequest: 400
         }
     }
 

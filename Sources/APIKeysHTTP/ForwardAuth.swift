@@ -81,13 +81,22 @@ struct ForwardAuth: Sendable {
         guard !key.isEmpty else {
             return Self.answer(.unauthorized, reason: "NO_KEY", challenge: #"Bearer realm="apikeyd""#)
         }
+        let client = options.clientAddress.resolve(peer: peer, headers: headers)
+        if client.ignoredHeader { ignoredForwardingHeaders?.increment() }
+        let resource = "\(original.method) \(original.uri)"
+        // A request that cannot be judged is refused before any decision, and recorded.
+        func refuse(_ reason: String, _ message: String) -> Answer {
+            _ = try? server.recordInvalidRequest(
+                secret: key, resource: resource, clientAddress: client.address, why: "\(reason): \(message)")
+            return Self.answer(.badRequest, reason: reason, message: message)
+        }
         let permissions: [String]
         if let routes = options.routes {
             let normalized: String
             do {
                 normalized = try RequestPath.normalized(original.uri)
             } catch {
-                return Self.answer(.badRequest, reason: "INVALID_PATH", message: error.description)
+                return refuse("INVALID_PATH", error.description)
             }
             guard let routed = routes.permissions(method: original.method, path: normalized) else {
                 return Self.answer(
@@ -99,27 +108,22 @@ struct ForwardAuth: Sendable {
             let names = values.joined(separator: ",").split(separator: ",", omittingEmptySubsequences: false)
                 .map { $0.trimmingCharacters(in: .whitespaces) }
             guard !names.contains(where: \.isEmpty) else {
-                return Self.answer(
-                    .badRequest, reason: "INVALID_ARGUMENT", message: "X-Required-Permissions holds an empty name")
+                return refuse("INVALID_ARGUMENT", "X-Required-Permissions holds an empty name")
             }
             guard names.allSatisfy(server.service.catalog.contains) else {
-                return Self.answer(
-                    .badRequest, reason: "INVALID_ARGUMENT",
-                    message: "X-Required-Permissions names a permission that is not in the catalog")
+                return refuse(
+                    "INVALID_ARGUMENT", "X-Required-Permissions names a permission that is not in the catalog")
             }
             permissions = names
         } else {
             permissions = []
         }
-        let client = options.clientAddress.resolve(peer: peer, headers: headers)
-        if client.ignoredHeader { ignoredForwardingHeaders?.increment() }
         let outcome: CheckOutcome
         do {
             outcome = try server.check(
-                secret: key, permissions: permissions, resource: "\(original.method) \(original.uri)",
-                clientAddress: client.address)
+                secret: key, permissions: permissions, resource: resource, clientAddress: client.address)
         } catch let error as KeyError {
-            return Self.answer(.badRequest, reason: "INVALID_ARGUMENT", message: error.description)
+            return refuse("INVALID_ARGUMENT", error.description)
         } catch {
             // A replica past its staleness bound, or an audit trail that cannot take the check (a
             // stalled disk): fail closed, say which.

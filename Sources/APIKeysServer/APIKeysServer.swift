@@ -58,7 +58,8 @@ public final class APIKeysServer: Service, Sendable {
         try DataDirectory.prepare(configuration.dataDirectory)
         let (service, directoryLock) = try await openStore(configuration, logger: logger)
         do {
-            try await DataDirectory.bootstrapAdminToken(service: service, path: configuration.adminTokenPath, logger: logger)
+            try await DataDirectory.bootstrapAdminToken(
+                service: service, path: configuration.adminTokenPath, logger: logger)
             try await service.prepareToServe()
         } catch {
             await service.close(timeout: .seconds(configuration.shutdownTimeoutSeconds))
@@ -84,7 +85,9 @@ public final class APIKeysServer: Service, Sendable {
             idleTimeout: configuration.idleTimeoutSeconds > 0 ? .seconds(configuration.idleTimeoutSeconds) : nil,
             frameTimeout: .seconds(max(1, configuration.frameTimeoutSeconds)),
             readResumers: readResumers,
-            metrics: configuration.metricsFactory.map { ServerMetrics(factory: $0, eventLoops: Array(group.makeIterator())) },
+            metrics: configuration.metricsFactory.map {
+                ServerMetrics(factory: $0, eventLoops: Array(group.makeIterator()))
+            },
             logger: logger)
         let maxConnections = configuration.maxConnections
 
@@ -95,7 +98,8 @@ public final class APIKeysServer: Service, Sendable {
             .childChannelOption(.maxMessagesPerRead, value: 16)
             .childChannelOption(
                 .writeBufferWaterMark,
-                value: .init(low: configuration.maxQueuedReplyBytes / 2, high: configuration.maxQueuedReplyBytes))
+                value: .init(low: configuration.maxQueuedReplyBytes / 2, high: configuration.maxQueuedReplyBytes)
+            )
             .childChannelInitializer { channel in
                 guard state.admit(channel, limit: maxConnections) else {
                     logger.warning("refusing connection: limit reached", metadata: ["limit": "\(maxConnections)"])
@@ -105,7 +109,8 @@ public final class APIKeysServer: Service, Sendable {
                     let peer = channel.remoteAddress.map { "\($0)" } ?? "unknown"
                     if let tls {
                         try channel.pipeline.syncOperations.addHandlers(
-                            NIOSSLServerHandler(context: tls.context), TLSHandshakeDeadline(timeout: shared.frameTimeout))
+                            NIOSSLServerHandler(context: tls.context),
+                            TLSHandshakeDeadline(timeout: shared.frameTimeout))
                     }
                     try channel.pipeline.syncOperations.addHandler(
                         ConnectionHandler(
@@ -140,7 +145,9 @@ public final class APIKeysServer: Service, Sendable {
     private static func openStore(_ configuration: ServerConfiguration, logger: Logger) async throws
         -> (KeyService, DataDirectoryLock?)
     {
-        guard configuration.databaseURL == nil else { return (try await openKeyService(configuration, logger: logger), nil) }
+        guard configuration.databaseURL == nil else {
+            return (try await openKeyService(configuration, logger: logger), nil)
+        }
         let directoryLock = try DataDirectoryLock(directory: configuration.dataDirectory)
         do {
             return (try await openKeyService(configuration, logger: logger), directoryLock)
@@ -155,18 +162,22 @@ public final class APIKeysServer: Service, Sendable {
     /// (`apikeyd admin-token`). Throws ``StoreError``.
     public static func openKeyService(_ configuration: ServerConfiguration, logger: Logger) async throws -> KeyService {
         let format = try SecretFormat(prefix: configuration.keyPrefix)
-        let maxKeyLifetimeMS = configuration.maxKeyLifetimeSeconds > 0 ? configuration.maxKeyLifetimeSeconds * 1000 : nil
+        let maxKeyLifetimeMS =
+            configuration.maxKeyLifetimeSeconds > 0 ? configuration.maxKeyLifetimeSeconds * 1000 : nil
         if let url = configuration.databaseURL {
             let store = try await PostgresKeyStore.open(
                 location: try PostgresLocation(url: url), catalog: configuration.catalog, clock: configuration.clock,
                 auditMode: configuration.auditMode, auditQueueCapacity: configuration.auditQueueCapacity,
-                auditRetentionMS: configuration.auditRetentionSeconds * 1000, maxStalenessMS: configuration.maxStalenessMS,
+                auditRetentionMS: configuration.auditRetentionSeconds * 1000,
+                maxStalenessMS: configuration.maxStalenessMS,
                 logger: logger)
             return KeyService(
-                store: store, format: format, clock: configuration.clock, maxKeyLifetimeMS: maxKeyLifetimeMS, logger: logger)
+                store: store, format: format, clock: configuration.clock, maxKeyLifetimeMS: maxKeyLifetimeMS,
+                logger: logger)
         }
         return try KeyService.open(
-            path: configuration.databasePath, catalog: configuration.catalog, format: format, clock: configuration.clock,
+            path: configuration.databasePath, catalog: configuration.catalog, format: format,
+            clock: configuration.clock,
             auditMode: configuration.auditMode, auditQueueCapacity: configuration.auditQueueCapacity,
             auditRetentionMS: configuration.auditRetentionSeconds * 1000, maxKeyLifetimeMS: maxKeyLifetimeMS,
             minFreeDiskBytes: configuration.minFreeDiskBytes, logger: logger)
@@ -177,7 +188,8 @@ public final class APIKeysServer: Service, Sendable {
     public static func migrate(_ configuration: ServerConfiguration, logger: Logger) async throws -> String {
         if let url = configuration.databaseURL {
             let location = try PostgresLocation(url: url)
-            let applied = try await PostgresKeyStore.migrate(location: location, clock: configuration.clock, logger: logger)
+            let applied = try await PostgresKeyStore.migrate(
+                location: location, clock: configuration.clock, logger: logger)
             return applied.isEmpty
                 ? "\(location): schema up to date"
                 : "\(location): applied migrations \(applied.map(String.init).joined(separator: ", "))"
@@ -206,7 +218,18 @@ public final class APIKeysServer: Service, Sendable {
         -> CheckOutcome
     {
         try ServerMetrics.measuredElsewhere(metrics) {
-            try service.check(secret: secret, permissions: permissions, resource: resource, clientAddress: clientAddress)
+            try service.check(
+                secret: secret, permissions: permissions, resource: resource, clientAddress: clientAddress)
+        }
+    }
+
+    /// Records a forward-auth request refused before any decision (``KeyService/recordInvalidRequest(secret:resource:clientAddress:why:)``),
+    /// counted with the checks in the metrics (reason `invalid_request`).
+    public func recordInvalidRequest(secret: String, resource: String, clientAddress: String, why: String) throws
+        -> CheckOutcome
+    {
+        try ServerMetrics.measuredElsewhere(metrics) {
+            try service.recordInvalidRequest(secret: secret, resource: resource, clientAddress: clientAddress, why: why)
         }
     }
 
@@ -265,7 +288,9 @@ public final class APIKeysServer: Service, Sendable {
         if unwritten > 0 {
             logger.error(
                 "shut down: audit events could not be written before the shutdown timeout",
-                metadata: ["unwrittenEvents": "\(unwritten)", "shutdownTimeout": "\(configuration.shutdownTimeoutSeconds) s"])
+                metadata: [
+                    "unwrittenEvents": "\(unwritten)", "shutdownTimeout": "\(configuration.shutdownTimeoutSeconds) s",
+                ])
         } else {
             logger.info("shut down: audit trail flushed, database closed")
         }

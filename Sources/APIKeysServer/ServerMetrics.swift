@@ -177,6 +177,7 @@ public final class ServerMetrics: Sendable {
         case .ipNotAllowed: "ip_not_allowed"
         case .rateLimited: "rate_limited"
         case .usageExceeded: "usage_exceeded"
+        case .invalidRequest: "invalid_request"
         }
     }
 }

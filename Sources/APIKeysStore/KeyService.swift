@@ -204,6 +204,29 @@ public final class KeyService: Sendable {
         return outcome
     }
 
+    /// Records an `api.request` event for a request refused before any decision (forward-auth: a
+    /// path that cannot be judged, a malformed permission header, control characters), denied
+    /// ``Denial/invalidRequest`` with `why` as its detail and no permissions. A secret that names
+    /// a key is recorded under that key, one event as for every check of a real key; any other
+    /// is sampled with the checks of unknown keys (``UnknownKeySampler``). Control characters of
+    /// `resource` are kept escaped (`\x1b`); the rest of it as it arrived, cut as a check's is.
+    public func recordInvalidRequest(secret: String, resource: String, clientAddress: String, why: String) throws
+        -> CheckOutcome
+    {
+        let now = clock.nowMS()
+        let key = format.hash(ofPresented: secret).flatMap(index.lookup)
+        let event = AuditRecord(
+            atMS: now, action: .apiRequest, keyID: key?.id ?? "", keyName: key?.name ?? "", detail: why,
+            denial: .invalidRequest, permissions: [],
+            resource: CheckLimits.recorded(resource: TextEscape.controlsEscaped(resource)),
+            clientAddress: String(
+                TextEscape.controlsEscaped(clientAddress).utf8.prefix(CheckLimits.maxClientAddressBytes)) ?? "")
+        guard auditWriter.enqueue(event) else {
+            throw auditWriter.isClosing ? StoreError.closed : StoreError.auditBacklog(capacity: auditWriter.capacity)
+        }
+        return CheckOutcome(denial: .invalidRequest, key: key)
+    }
+
     /// The detail of an `api.request` event whose secret is one a rotation replaced, checked during
     /// its grace period (the `key.rotated` event says until when).
     public static let graceSecretDetail = "with the secret replaced by the last rotation, in its grace period"

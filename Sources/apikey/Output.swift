@@ -28,19 +28,7 @@ enum Output {
     /// written as an escape (`\x1b`, `\u{202E}`), so that what a caller stored (a check's
     /// resource, say) can neither move the cursor, recolour the screen nor forge a line. JSON
     /// output is exact instead.
-    static func printable(_ text: String) -> String {
-        guard text.unicodeScalars.contains(where: needsEscape) else { return text }
-        var escaped = ""
-        for scalar in text.unicodeScalars {
-            guard needsEscape(scalar) else {
-                escaped.unicodeScalars.append(scalar)
-                continue
-            }
-            let hex = String(scalar.value, radix: 16)
-            escaped += scalar.value <= 0xFF ? "\\x" + (hex.count < 2 ? "0" : "") + hex : "\\u{\(hex.uppercased())}"
-        }
-        return escaped
-    }
+    static func printable(_ text: String) -> String { TextEscape.escaping(text, where: needsEscape) }
 
     private static func needsEscape(_ scalar: Unicode.Scalar) -> Bool {
         switch scalar.properties.generalCategory {

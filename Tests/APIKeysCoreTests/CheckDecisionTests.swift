@@ -107,11 +107,11 @@ import Testing
     @Test func denialOrderIsTheContractOrder() {
         #expect(
             Denial.allCases.sorted() == [
-                .malformedKey, .unknownKey, .disabled, .expired, .missingPermission, .ipNotAllowed, .usageExceeded,
+                .invalidRequest, .malformedKey, .unknownKey, .disabled, .expired, .missingPermission, .ipNotAllowed, .usageExceeded,
                 .rateLimited,
             ])
-        #expect(Denial.allCases.map(\.httpStatus) == [401, 401, 401, 401, 403, 403, 403, 429])
+        #expect(Denial.allCases.map(\.httpStatus) == [400, 401, 401, 401, 401, 403, 403, 403, 429])
         // The wire numbers follow the order reasons were added, not their precedence.
-        #expect(Denial.allCases.map(\.rawValue) == [1, 2, 3, 4, 5, 6, 8, 7])
+        #expect(Denial.allCases.map(\.rawValue) == [9, 1, 2, 3, 4, 5, 6, 8, 7])
     }
 }

@@ -118,7 +118,7 @@ import Testing
     }
 
     @Test func onlyATrustedProxyNamesPermissionsAndOnlyCatalogNames() async throws {
-        try await withForwardAuth(ForwardAuthOptions(proxy: .envoy)) { _, port, client in
+        try await withForwardAuth(ForwardAuthOptions(proxy: .envoy)) { server, port, client in
             let reader = try await client.createKey(name: "reader", permissions: ["jobs:read"])
             func decide(_ permissions: String) async throws -> HTTPProbe.Reply {
                 try await HTTPProbe.request(
@@ -129,13 +129,20 @@ import Testing
             let missing = try await decide("jobs:read, vault:read")
             #expect(missing.status == 403)
             #expect(missing.headers["www-authenticate"]?.contains(#"scope="vault:read""#) == true)
-            for bad in [",", "jobs:read,,", "jobs:read, ", #"x", error="forged"#, "nope:nope"] {
+            let bads = [",", "jobs:read,,", "jobs:read, ", #"x", error="forged"#, "nope:nope"]
+            for bad in bads {
                 let reply = try await decide(bad)
                 #expect(reply.status == 400, "\(bad): \(reply)")
                 #expect(
                     reply.headers["www-authenticate"] == nil && !reply.headers.values.contains { $0.contains("forged") }
                 )
             }
+            // Each refusal is in the trail: denied INVALID_REQUEST under the key, saying why.
+            await server.server.service.flushAuditTrail()
+            let refusals = try await client.listAuditEvents(ListAuditEventsRequest(keyID: reader.key.id)).events
+                .filter { $0.reason == .invalidRequest }
+            #expect(refusals.count == bads.count)
+            #expect(refusals.allSatisfy { $0.detail.hasPrefix("INVALID_ARGUMENT: X-Required-Permissions") })
         }
         // 127.0.0.1 not trusted: its permission header is ignored (a valid key is enough).
         try await withForwardAuth(ForwardAuthOptions(clientAddress: ClientAddressPolicy(trustedProxies: []))) {
@@ -169,6 +176,24 @@ import Testing
                 port: port, path: "/authorize",
                 headers: ["Authorization": "Bearer \(reader.secret)", "X-Forwarded-Uri": "/api/jobs/1%2Frun"])
             #expect(refused.status == 400 && refused.headers["x-deny-reason"] == "INVALID_PATH", "\(refused)")
+            // The refusal is recorded under the key, with the path as it arrived and why.
+            await server.server.service.flushAuditTrail()
+            let recorded = try await client.listAuditEvents(ListAuditEventsRequest(keyID: reader.key.id)).events.first
+            #expect(
+                recorded?.reason == .invalidRequest && recorded?.decision == .deny, "\(String(describing: recorded))")
+            #expect(recorded?.resource == "GET /api/jobs/1%2Frun")
+            #expect(recorded?.detail.hasPrefix("INVALID_PATH: ") == true, "\(String(describing: recorded))")
+            #expect(recorded?.clientAddress == "127.0.0.1")
+            // One from a secret that names no key is recorded too, with the unknown keys' checks.
+            let stranger = "dbm_" + String(repeating: "Q", count: 46)
+            let unknown = try await HTTPProbe.request(
+                port: port, path: "/authorize",
+                headers: ["Authorization": "Bearer \(stranger)", "X-Forwarded-Uri": "/api/jobs/1;x"])
+            #expect(unknown.status == 400)
+            await server.server.service.flushAuditTrail()
+            let all = try await client.listAuditEvents(ListAuditEventsRequest(action: "api.request")).events
+            #expect(
+                all.contains { $0.reason == .invalidRequest && $0.keyID.isEmpty && $0.resource == "GET /api/jobs/1;x" })
         }
     }
 

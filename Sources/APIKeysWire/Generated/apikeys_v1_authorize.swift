@@ -56,6 +56,10 @@ public enum DenyReason: Hashable, Sendable {
     /// The key's usage credits are spent (HTTP 403) until UpdateKey refills them. Decided before
     /// RATE_LIMITED: a Check refused for it takes nothing from the rate limit.
     case usageExceeded
+    /// Forward-auth only (HTTP 400): the request could not be judged safely (a path that cannot be
+    /// normalized, a malformed permission header, control characters), so it was refused before any
+    /// decision. Recorded in the audit trail; never sent in a CheckResponse of Authorize/Check.
+    case invalidRequest
     /// A value this version of the contract does not know (proto3 enums are open).
     case unrecognized(Int32)
 
@@ -70,6 +74,7 @@ public enum DenyReason: Hashable, Sendable {
         case 6: self = .ipNotAllowed
         case 7: self = .rateLimited
         case 8: self = .usageExceeded
+        case 9: self = .invalidRequest
         default: self = .unrecognized(rawValue)
         }
     }
@@ -85,6 +90,7 @@ public enum DenyReason: Hashable, Sendable {
         case .ipNotAllowed: 6
         case .rateLimited: 7
         case .usageExceeded: 8
+        case .invalidRequest: 9
         case .unrecognized(let value): value
         }
     }

@@ -53,6 +53,7 @@ enum CheckText {
         case .ipNotAllowed: "IP_NOT_ALLOWED"
         case .rateLimited: "RATE_LIMITED"
         case .usageExceeded: "USAGE_EXCEEDED"
+        case .invalidRequest: "INVALID_REQUEST"
         case .unspecified: "UNSPECIFIED"
         case .unrecognized(let value): "REASON_\(value)"
         }

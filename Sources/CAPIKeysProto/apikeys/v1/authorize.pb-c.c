@@ -493,7 +493,7 @@ const ProtobufCEnumDescriptor apikeys__v1__decision__descriptor =
   apikeys__v1__decision__value_ranges,
   NULL,NULL,NULL,NULL   /* reserved[1234] */
 };
-static const ProtobufCEnumValue apikeys__v1__deny_reason__enum_values_by_number[9] =
+static const ProtobufCEnumValue apikeys__v1__deny_reason__enum_values_by_number[10] =
 {
   { "DENY_REASON_UNSPECIFIED", "APIKEYS__V1__DENY_REASON__DENY_REASON_UNSPECIFIED", 0 },
   { "MALFORMED_KEY", "APIKEYS__V1__DENY_REASON__MALFORMED_KEY", 1 },
@@ -504,15 +504,17 @@ static const ProtobufCEnumValue apikeys__v1__deny_reason__enum_values_by_number[
   { "IP_NOT_ALLOWED", "APIKEYS__V1__DENY_REASON__IP_NOT_ALLOWED", 6 },
   { "RATE_LIMITED", "APIKEYS__V1__DENY_REASON__RATE_LIMITED", 7 },
   { "USAGE_EXCEEDED", "APIKEYS__V1__DENY_REASON__USAGE_EXCEEDED", 8 },
+  { "INVALID_REQUEST", "APIKEYS__V1__DENY_REASON__INVALID_REQUEST", 9 },
 };
 static const ProtobufCIntRange apikeys__v1__deny_reason__value_ranges[] = {
-{0, 0},{0, 9}
+{0, 0},{0, 10}
 };
-static const ProtobufCEnumValueIndex apikeys__v1__deny_reason__enum_values_by_name[9] =
+static const ProtobufCEnumValueIndex apikeys__v1__deny_reason__enum_values_by_name[10] =
 {
   { "DENY_REASON_UNSPECIFIED", 0 },
   { "DISABLED", 3 },
   { "EXPIRED", 4 },
+  { "INVALID_REQUEST", 9 },
   { "IP_NOT_ALLOWED", 6 },
   { "MALFORMED_KEY", 1 },
   { "MISSING_PERMISSION", 5 },
@@ -527,9 +529,9 @@ const ProtobufCEnumDescriptor apikeys__v1__deny_reason__descriptor =
   "DenyReason",
   "Apikeys__V1__DenyReason",
   "apikeys.v1",
-  9,
+  10,
   apikeys__v1__deny_reason__enum_values_by_number,
-  9,
+  10,
   apikeys__v1__deny_reason__enum_values_by_name,
   1,
   apikeys__v1__deny_reason__value_ranges,

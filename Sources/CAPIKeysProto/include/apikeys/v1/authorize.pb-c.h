@@ -78,7 +78,13 @@ typedef enum _Apikeys__V1__DenyReason {
    * The key's usage credits are spent (HTTP 403) until UpdateKey refills them. Decided before
    * RATE_LIMITED: a Check refused for it takes nothing from the rate limit.
    */
-  APIKEYS__V1__DENY_REASON__USAGE_EXCEEDED = 8
+  APIKEYS__V1__DENY_REASON__USAGE_EXCEEDED = 8,
+  /*
+   * Forward-auth only (HTTP 400): the request could not be judged safely (a path that cannot be
+   * normalized, a malformed permission header, control characters), so it was refused before any
+   * decision. Recorded in the audit trail; never sent in a CheckResponse of Authorize/Check.
+   */
+  APIKEYS__V1__DENY_REASON__INVALID_REQUEST = 9
     PROTOBUF_C__FORCE_ENUM_TO_BE_INT_SIZE(APIKEYS__V1__DENY_REASON)
 } Apikeys__V1__DenyReason;
 
