@@ -57,14 +57,19 @@ class Server:
         self.process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         self.log = []
         ready = threading.Event()
+        wants_http = "--http-port" in self.args
+        self.http_port = None
 
         def drain():
             for raw in self.process.stderr:
                 line = raw.decode(errors="replace")
                 self.log.append(line)
                 match = re.search(r"port=(\d+)", line)
-                if match and "listening" in line:
+                if match and "HTTP port listening" in line:
+                    self.http_port = int(match.group(1))
+                elif match and "listening" in line:
                     self.port = int(match.group(1))
+                if getattr(self, "port", None) and (self.http_port or not wants_http):
                     ready.set()
             ready.set()
 
@@ -506,6 +511,108 @@ def revocation_race(ctx):
             f"call returned: {allows_after} allowed")
 
 
+def _hold_connections(port, source, count, report, release):
+    """A flood process: `count` connections to `port` from `source`, held until `release` is
+    set; reports how many it opened and how many could not be."""
+    held, failed = [], 0
+    for _ in range(count):
+        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        try:
+            s.bind((source, 0))
+            s.setblocking(False)
+            try:
+                s.connect(("127.0.0.1", port))
+            except BlockingIOError:
+                pass
+            held.append(s)
+        except OSError:
+            failed += 1
+            s.close()
+    report.put((len(held), failed))
+    release.wait(60)
+    for s in held:
+        s.close()
+
+
+def http_connection_flood(ctx):
+    """25,000 connections to the HTTP port, from 127.0.0.2-.5 in four processes (each under the
+    descriptor limit a process has here): those past --max-http-connections are closed on
+    accept, so apikeyd never runs out of descriptors; RPC Checks are answered throughout, and
+    /healthz once the flood lets go (while the cap is held, a new HTTP connection is refused
+    like any other)."""
+    import multiprocessing
+    total, cap = 25_000, 1000
+    server = ctx.server("--http-port", "0", "--max-http-connections", str(cap))
+    conn = Connection(server.port)
+    secret = conn.admin(server, "CreateKey", ka.CreateKeyRequest(name="k", permissions=["jobs:read"]),
+                        ka.CreateKeyResponse).secret
+    spawn = multiprocessing.get_context("fork")
+    report, release = spawn.Queue(), spawn.Event()
+    floods = [spawn.Process(target=_hold_connections,
+                            args=(server.http_port, f"127.0.0.{2 + i}", total // 4, report, release), daemon=True)
+              for i in range(4)]
+    for f in floods:
+        f.start()
+    checks, allowed, results = 0, 0, []
+    baseline = len(os.listdir(f"/proc/{server.process.pid}/fd"))
+    most = baseline
+    try:
+        deadline = time.time() + 120
+        while len(results) < len(floods) and time.time() < deadline:
+            # Meanwhile, RPC Checks, each answered.
+            checks += 1
+            allowed += conn.check(secret, ["jobs:read"]).decision == az.ALLOW
+            most = max(most, len(os.listdir(f"/proc/{server.process.pid}/fd")))
+            try:
+                results.append(report.get(timeout=0.2))
+            except Exception:  # noqa: BLE001 - queue.Empty: not done yet
+                pass
+        expect(len(results) == len(floods), f"{len(results)} of {len(floods)} flood processes reported")
+        # The flood held: the server has accepted (and closed) what the kernel queued.
+        for _ in range(20):
+            time.sleep(0.25)
+            checks += 1
+            allowed += conn.check(secret, ["jobs:read"]).decision == az.ALLOW
+            most = max(most, len(os.listdir(f"/proc/{server.process.pid}/fd")))
+    finally:
+        release.set()
+        for f in floods:
+            f.join(30)
+    healthy, deadline = False, time.time() + 30
+    while time.time() < deadline and not healthy:
+        try:
+            healthy = HTTPGet(server.http_port, "/healthz").startswith(b"HTTP/1.1 200")
+        except OSError:
+            time.sleep(0.2)
+    conn.close()
+    alive = server.process.poll() is None
+    server.stop()
+    opened = sum(r[0] for r in results)
+    failed = sum(r[1] for r in results)
+    expect(alive, "the server died")
+    expect(opened >= total * 9 // 10, f"only {opened} of {total} connections opened ({failed} failed)")
+    expect(most <= baseline + cap + 50, f"apikeyd held {most} descriptors ({baseline} before; cap {cap})")
+    expect(checks >= 5 and allowed == checks, f"{allowed} of {checks} RPC Checks allowed during the flood")
+    expect(healthy, "/healthz did not answer after the flood")
+    return (f"{opened} HTTP connections (cap {cap}): apikeyd's descriptors {baseline} -> at most {most}, the "
+            f"rest closed on accept; "
+            f"{allowed}/{checks} RPC Checks allowed meanwhile; /healthz answered after")
+
+
+def HTTPGet(port, path):
+    """One GET with Connection: close; the whole response."""
+    s = socket.create_connection(("127.0.0.1", port), timeout=10)
+    s.sendall(f"GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
+    data = b""
+    while True:
+        chunk = s.recv(4096)
+        if not chunk:
+            break
+        data += chunk
+    s.close()
+    return data
+
+
 def worst_shape_flood(ctx):
     """Two connections send 64 KiB frames of the costliest shape to decode (32,000 empty
     permissions in a Check; 32,000 empty metadata entries) as fast as they can, for a while; a
@@ -764,8 +871,8 @@ def soak(ctx):
             f"after warm-up ({drift:+.1f}%)")
 
 
-CHECKS = [never_reading_clients, slowloris_at_the_limit, garbage_storm, worst_shape_flood, admin_matrix,
-          revocation_race, kill9_under_mutations, disk_full, soak]
+CHECKS = [never_reading_clients, slowloris_at_the_limit, garbage_storm, worst_shape_flood, http_connection_flood,
+          admin_matrix, revocation_race, kill9_under_mutations, disk_full, soak]
 
 
 class Context:
