@@ -22,17 +22,30 @@ import Synchronization
 public final class APIKeysClient: Sendable {
     /// Where and how to connect.
     public struct Configuration: Sendable {
-        /// The servers (replicas of one key store) the client spreads its calls over; never empty.
+        /// The servers (replicas of one key store) the client spreads its calls over. Empty, every
+        /// call fails with FAILED_PRECONDITION.
         public var endpoints: [Endpoint]
-        /// The first endpoint's host.
+        /// The first endpoint's host ("" when there is none); setting it on an empty list adds one.
         public var host: String {
-            get { endpoints[0].host }
-            set { endpoints[0].host = newValue }
+            get { endpoints.first?.host ?? "" }
+            set {
+                if endpoints.isEmpty {
+                    endpoints = [Endpoint(host: newValue, port: 7411)]
+                } else {
+                    endpoints[0].host = newValue
+                }
+            }
         }
-        /// The first endpoint's port.
+        /// The first endpoint's port (0 when there is none); setting it on an empty list adds one.
         public var port: Int {
-            get { endpoints[0].port }
-            set { endpoints[0].port = newValue }
+            get { endpoints.first?.port ?? 0 }
+            set {
+                if endpoints.isEmpty {
+                    endpoints = [Endpoint(host: "127.0.0.1", port: newValue)]
+                } else {
+                    endpoints[0].port = newValue
+                }
+            }
         }
         /// Sent as `authorization: Bearer <token>` on KeyAdmin calls; Check needs none.
         public var adminToken: String?
@@ -155,6 +168,23 @@ public final class APIKeysClient: Sendable {
         for connection in connections { await connection.close() }
     }
 
+    /// Runs `body` with a client of `configuration`, closed when `body` returns or throws (the
+    /// scoped form of ``init(configuration:eventLoopGroup:)`` and ``close()``).
+    public static func withClient<Value>(
+        configuration: Configuration, eventLoopGroup: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton,
+        _ body: (APIKeysClient) async throws -> Value
+    ) async throws -> Value {
+        let client = APIKeysClient(configuration: configuration, eventLoopGroup: eventLoopGroup)
+        do {
+            let result = try await body(client)
+            await client.close()
+            return result
+        } catch {
+            await client.close()
+            throw error
+        }
+    }
+
     /// Methods whose calls may be sent again, to another endpoint, when one fails with
     /// UNAVAILABLE: they change nothing. A mutation is never sent twice: its caller gets the
     /// error, which says when the outcome is unknown.
@@ -171,6 +201,9 @@ public final class APIKeysClient: Sendable {
     func call<Request, Response>(
         _ method: RPCMethod<Request, Response>, _ request: Request, timeout: Duration? = nil
     ) async throws -> Response {
+        guard !connections.isEmpty else {
+            throw APIKeysClientError(code: .failedPrecondition, message: "the configuration lists no endpoint")
+        }
         let budget = timeout ?? configuration.timeout
         let deadline = ContinuousClock.now + budget
         let retried = Self.retriedPaths.contains(method.path)

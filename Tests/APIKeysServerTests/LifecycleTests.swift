@@ -122,6 +122,37 @@ import Testing
         }
     }
 
+    /// The scoped form closes its client however the body ends; a configuration without an
+    /// endpoint is refused with a clear error, not a trap.
+    @Test func aScopedClientIsClosedAndAnEmptyEndpointListIsRefused() async throws {
+        try await withServer { server, _ in
+            let configuration = server.client().configuration
+            let channel = try await APIKeysClient.withClient(configuration: configuration) { client in
+                #expect(try await client.listPermissions().count == 10)
+                return try await client.connections[0].connectedChannel()
+            }
+            #expect(!channel.isActive, "the scoped client's connection is still open")
+            struct Stop: Error {}
+            var thrownChannel: (any Channel)?
+            await #expect(throws: Stop.self) {
+                try await APIKeysClient.withClient(configuration: configuration) { client in
+                    thrownChannel = try await client.connections[0].connectedChannel()
+                    throw Stop()
+                }
+            }
+            #expect(thrownChannel?.isActive == false)
+        }
+        var empty = APIKeysClient.Configuration(port: 1)
+        empty.endpoints = []
+        let client = APIKeysClient(configuration: empty)
+        await #expect {
+            _ = try await client.listPermissions()
+        } throws: {
+            ($0 as? APIKeysClientError)?.code == .failedPrecondition
+        }
+        await client.close()
+    }
+
     /// The catalog's texts are those of the product that defined the permissions, in its order.
     @Test func listPermissionsServesTheCatalog() async throws {
         try await withServer { _, client in

@@ -34,7 +34,9 @@ public enum Decision: Hashable, Sendable {
     var cValue: Apikeys__V1__Decision { Apikeys__V1__Decision(rawValue: UInt32(bitPattern: rawValue)) }
 }
 
-/// Why a check was denied. Where several apply, the lowest number wins.
+/// Why a check was denied. Where several apply, the first in this order wins: MALFORMED_KEY,
+/// UNKNOWN_KEY, DISABLED, EXPIRED, MISSING_PERMISSION, IP_NOT_ALLOWED, USAGE_EXCEEDED, RATE_LIMITED
+/// (the numbers follow the order reasons were added, not their precedence).
 public enum DenyReason: Hashable, Sendable {
     case unspecified
     /// Wrong prefix, length, alphabet or check digits (HTTP 401). Decided without storage.

@@ -40,7 +40,9 @@ typedef enum _Apikeys__V1__Decision {
     PROTOBUF_C__FORCE_ENUM_TO_BE_INT_SIZE(APIKEYS__V1__DECISION)
 } Apikeys__V1__Decision;
 /*
- * Why a check was denied. Where several apply, the lowest number wins.
+ * Why a check was denied. Where several apply, the first in this order wins: MALFORMED_KEY,
+ * UNKNOWN_KEY, DISABLED, EXPIRED, MISSING_PERMISSION, IP_NOT_ALLOWED, USAGE_EXCEEDED, RATE_LIMITED
+ * (the numbers follow the order reasons were added, not their precedence).
  */
 typedef enum _Apikeys__V1__DenyReason {
   APIKEYS__V1__DENY_REASON__DENY_REASON_UNSPECIFIED = 0,
