@@ -102,6 +102,7 @@ let package = Package(
         .target(
             name: "APIKeysHTTP",
             dependencies: [
+                "APIKeysWire",
                 "APIKeysServer",
                 "APIKeysCore",
                 .product(name: "HTTPTypes", package: "swift-http-types"),

@@ -125,11 +125,10 @@ struct ForwardAuth: Sendable {
         } catch let error as KeyError {
             return refuse("INVALID_ARGUMENT", error.description)
         } catch {
-            // A replica past its staleness bound, or an audit trail that cannot take the check (a
-            // stalled disk): fail closed, say which.
-            return Self.answer(
-                .serviceUnavailable, reason: "UNAVAILABLE",
-                message: server.freshnessProblem ?? "the audit trail is behind")
+            // Fail closed, saying why as the RPC port would: a replica past its staleness bound,
+            // an audit trail that cannot take the check (a stalled disk), a server shutting down.
+            let failure = server.failure(of: error, during: "forward-auth")
+            return Self.answer(HTTPFailure.status(failure.code), reason: "\(failure.code)", message: failure.message)
         }
         guard let denial = outcome.denial else {
             var headers = HTTPFields()

@@ -273,8 +273,11 @@ struct HTTPResponder: Sendable {
                 try await server.service.reportLeakedKey(
                     secret: secret, source: source, reporterAddress: peer, deadline: .after(milliseconds: 10_000))
             } catch {
-                // Not acted on (the store is unavailable): the scanner should send it again.
-                return Self.text(.serviceUnavailable, "the report could not be recorded; send it again\n")
+                // Not acted on: the scanner should send it again.
+                let failure = server.failure(of: error, during: "leak report")
+                return Self.text(
+                    HTTPFailure.status(failure.code),
+                    "the report could not be recorded (\(failure.message)); send it again\n")
             }
         }
         if isJSON {

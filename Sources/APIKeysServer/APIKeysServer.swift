@@ -233,6 +233,22 @@ public final class APIKeysServer: Service, Sendable {
         }
     }
 
+    /// How a failed call is told to its client, on any port: the status and a message without
+    /// internals (``RPCError``, the one mapping). A failure of the server itself is logged here
+    /// with the reference its message names, as the RPC port does.
+    public func failure(of error: any Error, during what: String) -> (code: StatusCode, message: String) {
+        let failure = RPCError(error)
+        if let reference = failure.reference {
+            logger.error(
+                "call failed",
+                metadata: [
+                    "ref": "\(reference)", "method": "\(what)", "status": "\(failure.code)",
+                    "error": "\(failure.cause.map { "\($0)" } ?? failure.message)",
+                ])
+        }
+        return (failure.code, failure.message)
+    }
+
     /// Brings the gauges of ``metrics`` up to date; the metrics endpoint calls it before each scrape.
     public func refreshMetrics() {
         metrics?.refresh(service: service, openConnections: state.openConnections)

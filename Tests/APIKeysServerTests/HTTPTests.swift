@@ -366,6 +366,20 @@ import Testing
         }
     }
 
+    /// A failure is answered over HTTP as the RPC port would say it: a check while the server
+    /// shuts down is 503 "shutting down", not "the audit trail is behind".
+    @Test func forwardAuthSaysWhatReallyFailed() async throws {
+        try await withHTTP { server, http, client in
+            let key = try await client.createKey(name: "k", permissions: ["jobs:read"])
+            let headers = ["X-API-Key": key.secret]
+            #expect(try await HTTPProbe.request(port: http.port, path: "/authorize", headers: headers).status == 200)
+            await server.server.shutdown()
+            let reply = try await HTTPProbe.request(port: http.port, path: "/authorize", headers: headers)
+            #expect(reply.status == 503 && reply.headers["x-deny-reason"] == "UNAVAILABLE", "\(reply)")
+            #expect(reply.body.contains("shutting down"), "\(reply.body)")
+        }
+    }
+
     @Test func hostilePeersGetAnAnswerOrAClosedConnectionAndTheOthersAreServed() async throws {
         try await withHTTP(idleTimeout: .seconds(1)) { _, http, _ in
             // Two requests in one write are answered in order on the same connection.
