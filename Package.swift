@@ -59,11 +59,20 @@ let package = Package(
         ),
         // The key domain: secrets, permissions, rules, decisions, audit events. No I/O.
         .target(name: "APIKeysCore", dependencies: ["COpenSSLCrypto"]),
-        // SQLite persistence, the in-memory check index, the batched audit writer.
+        // What every store shares: the key service, the store protocol, the batched audit writer.
         .target(
             name: "APIKeysStore",
             dependencies: [
                 "APIKeysCore",
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
+        // The SQLite store (the default): schema, tables, the audit sink.
+        .target(
+            name: "APIKeysSQLite",
+            dependencies: [
+                "APIKeysCore",
+                "APIKeysStore",
                 "CSQLite",
                 .product(name: "Logging", package: "swift-log"),
             ]
@@ -88,6 +97,7 @@ let package = Package(
                 "APIKeysWire",
                 "APIKeysCore",
                 "APIKeysStore",
+                "APIKeysSQLite",
                 "APIKeysPostgres",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
@@ -136,6 +146,7 @@ let package = Package(
                 "APIKeysServer",
                 "APIKeysHTTP",
                 "APIKeysStore",
+                "APIKeysSQLite",
                 "APIKeysCore",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
@@ -156,6 +167,7 @@ let package = Package(
             dependencies: [
                 "APIKeysCore",
                 "APIKeysStore",
+                "APIKeysSQLite",
                 "APIKeysClient",
                 "APIKeysWire",
                 .product(name: "NIOCore", package: "swift-nio"),
@@ -181,7 +193,7 @@ let package = Package(
         .testTarget(
             name: "APIKeysStoreTests",
             dependencies: [
-                "APIKeysStore", "APIKeysPostgres", "APIKeysCore", "APIKeysTestSupport",
+                "APIKeysStore", "APIKeysSQLite", "APIKeysPostgres", "APIKeysCore", "APIKeysTestSupport",
                 .product(name: "Logging", package: "swift-log"),
             ]),
         .testTarget(
@@ -189,6 +201,8 @@ let package = Package(
             dependencies: [
                 "APIKeysTestSupport",
                 "APIKeysServer",
+                "APIKeysStore",
+                "APIKeysSQLite",
                 "APIKeysHTTP",
                 "APIKeysClient",
                 "APIKeysWire",

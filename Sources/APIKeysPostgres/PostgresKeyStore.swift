@@ -157,7 +157,7 @@ package final class PostgresKeyStore: KeyStore {
     private static func keyEdits(
         _ connection: PostgresConnection, pkAbove above: Int64, upTo: Int64, catalog: PermissionCatalog, logger: Logger
     ) async throws -> [KeyIndex.Edit] {
-        var masks = Schema.MaskCache(catalog: catalog)
+        var masks = StoredColumns.MaskCache(catalog: catalog)
         var edits: [KeyIndex.Edit] = []
         let rows = try await connection.query(
             """
@@ -175,7 +175,7 @@ package final class PostgresKeyStore: KeyStore {
             )
             let networks = try cells.next(String.self)
             let (graceBytes, graceEnd) = try (cells.next(ByteBuffer?.self), cells.next(Int64?.self))
-            let rateLimit = Schema.decodeRateLimit(try cells.next(String.self))
+            let rateLimit = StoredColumns.decodeRateLimit(try cells.next(String.self))
             let (usesGranted, usesSpent) = try (cells.next(Int64?.self), cells.next(Int64.self))
             guard let hash = SecretHash(bytea: hashBytes), graceBytes.map({ SecretHash(bytea: $0) != nil }) ?? true
             else {
@@ -183,7 +183,7 @@ package final class PostgresKeyStore: KeyStore {
             }
             var state = KeyCheckState(
                 id: id, name: name, permissions: masks.mask(of: permissions), enabled: enabled, expiresAtMS: expires,
-                allowedNetworks: Schema.networks(of: networks), rateLimit: rateLimit,
+                allowedNetworks: StoredColumns.networks(of: networks), rateLimit: rateLimit,
                 usage: usesGranted.map { UsageGrant(granted: $0, spent: usesSpent) })
             edits.append(.upsert(state, hash, replacing: nil))
             if let graceHash = graceBytes.flatMap(SecretHash.init(bytea:)), let graceEnd {
@@ -193,6 +193,18 @@ package final class PostgresKeyStore: KeyStore {
         }
         return edits
     }
+
+    /// Nothing to close without awaiting: the pool closes in ``close()``.
+    package func closeBlocking() {}
+
+    /// Nothing pending: admin-token changes are recorded as they are made, through a server.
+    package func recordOfflineAdminChanges() async throws {}
+
+    /// Not supported on PostgreSQL (the commit runs on the pool's connection): ignored.
+    package func setCommitHook(_ hook: (@Sendable ([String]) -> Void)?) {}
+
+    /// Not supported on PostgreSQL: ignored.
+    package func simulateFullDisk(_ full: Bool) throws {}
 
     package func close() async {
         await feed.stop()

@@ -22,10 +22,11 @@ enum KeyRows {
             throw StoreError.database(server: "", message: "key \(row.1) has a secret hash of the wrong size")
         }
         let key = KeyRecord(
-            id: row.1, name: row.2, hint: row.3, permissions: Schema.decodePermissions(row.4), enabled: row.5,
+            id: row.1, name: row.2, hint: row.3, permissions: StoredColumns.decodePermissions(row.4), enabled: row.5,
             createdAtMS: row.6, updatedAtMS: row.7, expiresAtMS: row.8, lastUsedAtMS: row.9, rotatedAtMS: row.10,
-            allowedNetworks: Schema.decodeNetworks(row.12), graceEndsAtMS: row.14,
-            rateLimit: Schema.decodeRateLimit(row.15), usage: row.16.map { UsageGrant(granted: $0, spent: row.17) })
+            allowedNetworks: StoredColumns.decodeNetworks(row.12), graceEndsAtMS: row.14,
+            rateLimit: StoredColumns.decodeRateLimit(row.15),
+            usage: row.16.map { UsageGrant(granted: $0, spent: row.17) })
         return (row.0, StoredKey(key: key, hash: hash, graceHash: row.13.flatMap(SecretHash.init(bytea:))))
     }
 
@@ -158,9 +159,9 @@ enum ChangeRows {
                 changes.append(Change(version: version, edit: .remove(hash)))
             } else {
                 let state = KeyCheckState(
-                    id: id, name: name, permissions: catalog.mask(of: Schema.decodePermissions(permissions)),
-                    enabled: enabled, expiresAtMS: expires, allowedNetworks: Schema.networks(of: networks),
-                    graceEndsAtMS: graceEnd, rateLimit: Schema.decodeRateLimit(rate),
+                    id: id, name: name, permissions: catalog.mask(of: StoredColumns.decodePermissions(permissions)),
+                    enabled: enabled, expiresAtMS: expires, allowedNetworks: StoredColumns.networks(of: networks),
+                    graceEndsAtMS: graceEnd, rateLimit: StoredColumns.decodeRateLimit(rate),
                     usage: usesGranted.map { UsageGrant(granted: $0, spent: usesSpent) })
                 changes.append(
                     Change(
@@ -225,7 +226,7 @@ enum AuditRows {
             bindings.append(events.map(\.actor))
             bindings.append(events.map(\.detail))
             bindings.append(events.map { Int16($0.denial?.rawValue ?? -1) })
-            bindings.append(events.map { Schema.encodePermissions($0.permissions) })
+            bindings.append(events.map { StoredColumns.encodePermissions($0.permissions) })
             bindings.append(events.map(\.resource))
             bindings.append(events.map(\.clientAddress))
         }
@@ -302,7 +303,7 @@ enum AuditRows {
         let denial = try cells.next(Int16?.self).flatMap { Denial(rawValue: Int($0)) }
         return AuditRecord(
             seq: UInt64(bitPattern: seq), atMS: atMS, action: action, keyID: keyID, keyName: keyName, actor: actor,
-            detail: detail, denial: denial, permissions: Schema.decodePermissions(try cells.next(String.self)),
+            detail: detail, denial: denial, permissions: StoredColumns.decodePermissions(try cells.next(String.self)),
             resource: try cells.next(String.self), clientAddress: try cells.next(String.self))
     }
 }
@@ -465,26 +466,26 @@ enum BatchRows {
             binds.append(absent)
             binds.append(PostgresSchema.lockID + 1)
             binds.append(tokens.map(\.bytea))
-            binds.append(inserted.map { Schema.encodeNetworks($0.key.allowedNetworks) })
-            binds.append(rows.map { Schema.encodeNetworks($0.key.allowedNetworks) })
+            binds.append(inserted.map { StoredColumns.encodeNetworks($0.key.allowedNetworks) })
+            binds.append(rows.map { StoredColumns.encodeNetworks($0.key.allowedNetworks) })
             binds.append(
                 rows.map { row in
                     if case .put(_, graceSecret: true) = row.entry { return row.key.graceEndsAtMS ?? absent }
                     return absent
                 })
-            binds.append(inserted.map { Schema.encodeRateLimit($0.key.rateLimit) })
-            binds.append(rows.map { Schema.encodeRateLimit($0.key.rateLimit) })
+            binds.append(inserted.map { StoredColumns.encodeRateLimit($0.key.rateLimit) })
+            binds.append(rows.map { StoredColumns.encodeRateLimit($0.key.rateLimit) })
             binds.append(inserted.map { $0.key.usage?.granted ?? absent })
             binds.append(rows.map { $0.key.usage?.granted ?? absent })
             binds.append(rows.map { $0.key.usage?.spent ?? 0 })
             binds.append(ByteBuffer(bytes: AuditChain.digest(of: events.sorted { $0.seq < $1.seq })))
             if !onlyCreates {
                 bindKeys(updated, to: &binds)
-                binds.append(updated.map { Schema.encodeNetworks($0.key.allowedNetworks) })
+                binds.append(updated.map { StoredColumns.encodeNetworks($0.key.allowedNetworks) })
                 binds.append(deleted)
                 binds.append(updated.map { $0.graceHash?.bytea ?? ByteBuffer() })
                 binds.append(updated.map { $0.graceHash == nil ? absent : $0.key.graceEndsAtMS ?? absent })
-                binds.append(updated.map { Schema.encodeRateLimit($0.key.rateLimit) })
+                binds.append(updated.map { StoredColumns.encodeRateLimit($0.key.rateLimit) })
                 binds.append(updated.map { $0.key.usage?.granted ?? absent })
             }
             return binds
@@ -519,7 +520,7 @@ enum BatchRows {
         binds.append(keys.map(\.key.name))
         binds.append(keys.map(\.hash.bytea))
         binds.append(keys.map(\.key.hint))
-        binds.append(keys.map { Schema.encodePermissions($0.key.permissions) })
+        binds.append(keys.map { StoredColumns.encodePermissions($0.key.permissions) })
         binds.append(keys.map(\.key.enabled))
         binds.append(keys.map(\.key.createdAtMS))
         binds.append(keys.map(\.key.updatedAtMS))
@@ -547,7 +548,7 @@ enum BatchRows {
             })
         binds.append(rows.map { _ in ByteBuffer() })  // replaced_hash: rows of older versions only
         binds.append(keys.map(\.name))
-        binds.append(keys.map { Schema.encodePermissions($0.permissions) })
+        binds.append(keys.map { StoredColumns.encodePermissions($0.permissions) })
         binds.append(keys.map(\.enabled))
         binds.append(keys.map { $0.expiresAtMS ?? absent })
     }

@@ -1,5 +1,6 @@
 import APIKeysCore
 import APIKeysPostgres
+import APIKeysSQLite
 import APIKeysStore
 import APIKeysWire
 import Logging
@@ -238,14 +239,7 @@ public final class APIKeysServer: Service, Sendable {
     /// with the reference its message names, as the RPC port does.
     public func failure(of error: any Error, during what: String) -> (code: StatusCode, message: String) {
         let failure = RPCError(error)
-        if let reference = failure.reference {
-            logger.error(
-                "call failed",
-                metadata: [
-                    "ref": "\(reference)", "method": "\(what)", "status": "\(failure.code)",
-                    "error": "\(failure.cause.map { "\($0)" } ?? failure.message)",
-                ])
-        }
+        failure.logIfServerFailure(to: logger, method: what)
         return (failure.code, failure.message)
     }
 

@@ -358,14 +358,7 @@ final class ConnectionHandler: ChannelInboundHandler {
     }
 
     private func reply(to request: Envelope, error: RPCError, context: ChannelHandlerContext) {
-        if let reference = error.reference {
-            logger.error(
-                "call failed",
-                metadata: [
-                    "ref": "\(reference)", "method": "\(request.method)", "status": "\(error.code)",
-                    "error": "\(error.cause.map { "\($0)" } ?? error.message)",
-                ])
-        }
+        error.logIfServerFailure(to: logger, method: request.method)
         // Echo the method only when it is a known one: an unknown method string may not be encodable.
         let method = WireContract.method(path: request.method)?.path ?? ""
         append(

@@ -1,6 +1,7 @@
 import APIKeysCore
 import APIKeysStore
 import APIKeysWire
+import Logging
 
 /// A call that failed: the status and message its reply carries, and what caused it.
 ///
@@ -64,6 +65,18 @@ struct RPCError: Error, Sendable {
         default:
             self.init(serverFailure: .internal, "internal error", cause: error)
         }
+    }
+
+    /// Logs a failure of the server with its reference and cause (the caller's own mistakes are
+    /// not logged: their message says it all).
+    func logIfServerFailure(to logger: Logger, method: String) {
+        guard let reference else { return }
+        logger.error(
+            "call failed",
+            metadata: [
+                "ref": "\(reference)", "method": "\(method)", "status": "\(code)",
+                "error": "\(cause.map { "\($0)" } ?? message)",
+            ])
     }
 
     /// Eight hex digits: enough to find one log line among a day's.

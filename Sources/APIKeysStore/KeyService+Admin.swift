@@ -291,7 +291,7 @@ extension KeyService {
     }
 
     /// An expiry in words for audit details: an ISO 8601 UTC time, or `never`.
-    static func describe(_ expiry: Int64?) -> String {
+    package static func describe(_ expiry: Int64?) -> String {
         guard let expiry else { return "never" }
         return Date(timeIntervalSince1970: Double(expiry) / 1000).formatted(.iso8601)
     }

@@ -52,7 +52,7 @@ extension KeyService {
     /// from memory, without a round trip to the store. Any other call reads the store.
     public func authenticate(adminToken token: String, recheckedAtCommit: Bool) async throws -> AdminActor? {
         guard Self.adminTokenFormat.isWellFormed(token) else {
-            try await (store as? SQLiteKeyStore)?.recordPendingAdminEvents()
+            try await store.recordOfflineAdminChanges()
             return nil
         }
         let hash = SecretHash(of: token)

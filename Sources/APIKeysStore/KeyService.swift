@@ -60,23 +60,6 @@ public final class KeyService: Sendable {
         self.logger = logger
     }
 
-    /// Opens (creating and migrating if needed) the SQLite database at `path` and loads the check
-    /// index. Throws ``StoreError`` for a file that is unreadable, locked or corrupt.
-    public static func open(
-        path: String, catalog: PermissionCatalog = .standard, format: SecretFormat = .standard,
-        clock: any WallClock = SystemWallClock(), auditMode: AuditMode = .full,
-        auditQueueCapacity: Int = defaultAuditQueueCapacity,
-        auditRetentionMS: Int64 = 0, busyTimeoutMS: Int32 = 5000, maxKeyLifetimeMS: Int64? = nil,
-        minFreeDiskBytes: Int64 = defaultMinFreeDiskBytes, logger: Logger = Logger(label: "apikeys.store")
-    ) throws -> KeyService {
-        let store = try SQLiteKeyStore.open(
-            path: path, catalog: catalog, clock: clock, auditMode: auditMode, auditQueueCapacity: auditQueueCapacity,
-            auditRetentionMS: auditRetentionMS, busyTimeoutMS: busyTimeoutMS, minFreeDiskBytes: minFreeDiskBytes,
-            logger: logger)
-        return KeyService(
-            store: store, format: format, clock: clock, maxKeyLifetimeMS: maxKeyLifetimeMS, logger: logger)
-    }
-
     /// Writes the queued audit events and closes the store; returns how many events could not
     /// be written because the store kept refusing them until `timeout` had passed. Calls after
     /// this throw ``StoreError/closed``.
@@ -92,26 +75,26 @@ public final class KeyService: Sendable {
     @discardableResult
     public func close(blockingFor timeout: Duration = .seconds(10)) -> Int {
         let unwritten = auditWriter.closeBlocking(timeout: timeout)
-        (store as? SQLiteKeyStore)?.closeAdmin()
+        store.closeBlocking()
         return unwritten
     }
 
     /// What the server does once before serving: on SQLite, numbers the admin-token changes that
     /// `apikeyd admin-token` made while it was stopped.
     public func prepareToServe() async throws {
-        try await (store as? SQLiteKeyStore)?.recordPendingAdminEvents()
+        try await store.recordOfflineAdminChanges()
     }
 
     /// Tests only: `hook` runs after each mutation commits and before the check index hears of
     /// it, with the ids of the keys it changed (to hold a mutation in that window). SQLite only.
     @_spi(Testing) public func setCommitHook(_ hook: (@Sendable ([String]) -> Void)?) {
-        (store as? SQLiteKeyStore)?.commitHook.withLock { $0 = hook }
+        store.setCommitHook(hook)
     }
 
     /// Tests only: the database may not grow (both connections then get SQLITE_FULL, as on a
     /// full disk), or may again. SQLite only.
     @_spi(Testing) public func simulateFullDisk(_ full: Bool) throws {
-        try (store as? SQLiteKeyStore)?.simulateFullDisk(full)
+        try store.simulateFullDisk(full)
     }
 
     /// Tests only: makes the audit writer stop (or resume) taking events, as if its disk had stalled.

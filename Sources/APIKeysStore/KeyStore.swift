@@ -2,7 +2,7 @@ import APIKeysCore
 import Synchronization
 
 /// Where keys, admin tokens and the audit trail are kept, in the domain's terms: the SQLite store
-/// (``SQLiteKeyStore``, the default) and the PostgreSQL store (`APIKeysPostgres`).
+/// (`SQLiteKeyStore` in APIKeysSQLite, the default) and the PostgreSQL store (`APIKeysPostgres`).
 ///
 /// A store keeps its ``index`` current: loaded when it opens, updated after every mutation that
 /// commits, before that mutation returns (and, for a store shared by several servers, after each
@@ -53,6 +53,23 @@ package protocol KeyStore: Sendable {
 
     /// Closes the store's connections (the audit writer is closed first, by the service).
     func close() async
+
+    /// Closes what can be closed without waiting (tools and tests that cannot await: a SQLite
+    /// store's connections); a store whose connections need awaiting closes them in ``close()``.
+    func closeBlocking()
+
+    /// Records the admin-token changes made while no server ran (SQLite: `apikeyd admin-token`
+    /// on a stopped server writes them as pending); nothing for a store whose changes are
+    /// recorded as they are made.
+    func recordOfflineAdminChanges() async throws
+
+    /// Tests: `hook` runs after each mutation commits and before the index hears of it, with the
+    /// ids of the keys it changed. A store that cannot hold a mutation there ignores it.
+    func setCommitHook(_ hook: (@Sendable ([String]) -> Void)?)
+
+    /// Tests: the database may not grow (as on a full disk), or may again. A store that cannot
+    /// simulate it ignores it.
+    func simulateFullDisk(_ full: Bool) throws
 }
 
 /// A key as stored: the record, the hash of its current secret and, while a rotation's grace

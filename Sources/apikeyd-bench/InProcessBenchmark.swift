@@ -1,4 +1,5 @@
 import APIKeysCore
+import APIKeysSQLite
 import APIKeysStore
 import ArgumentParser
 import Foundation
@@ -29,8 +30,10 @@ struct InProcessBenchmark: AsyncParsableCommand {
         var secrets: [String] = []
         for index in 0..<keys {
             secrets.append(
-                try await service.createKey(name: "bench \(index)", permissions: ["jobs:read", "jobs:write"], actor: "bench")
-                    .secret)
+                try await service.createKey(
+                    name: "bench \(index)", permissions: ["jobs:read", "jobs:write"], actor: "bench"
+                )
+                .secret)
         }
         print("keys: \(keys)")
 

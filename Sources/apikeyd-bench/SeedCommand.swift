@@ -1,3 +1,4 @@
+import APIKeysSQLite
 import APIKeysStore
 import ArgumentParser
 import Foundation

@@ -2,6 +2,7 @@ import APIKeysClient
 import APIKeysCore
 @_spi(Testing) import APIKeysStore
 import APIKeysTestSupport
+import APIKeysSQLite
 import Foundation
 import Testing
 

@@ -1,5 +1,6 @@
 import APIKeysCore
 import Testing
+@testable import APIKeysSQLite
 @testable import APIKeysStore
 
 /// The storage layout of packed `api.request` batches: a grace secret's check keeps its detail

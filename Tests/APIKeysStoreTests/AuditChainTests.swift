@@ -1,5 +1,6 @@
 import APIKeysCore
 import Testing
+@testable import APIKeysSQLite
 @_spi(Testing) @testable import APIKeysStore
 
 /// The audit trail's hash chain on both stores: every event in exactly one link, the chain

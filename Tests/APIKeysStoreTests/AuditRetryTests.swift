@@ -5,6 +5,7 @@ import Logging
 import PostgresNIO
 import Testing
 @testable import APIKeysPostgres
+@testable import APIKeysSQLite
 @_spi(Testing) @testable import APIKeysStore
 
 /// The PostgreSQL audit writer retries a batch whose commit it did not hear back from; when that

@@ -2,6 +2,7 @@ import APIKeysCore
 import APIKeysTestSupport
 import Foundation
 import Testing
+@testable import APIKeysSQLite
 @_spi(Testing) @testable import APIKeysStore
 
 @Suite struct AuditTrailTests {

@@ -2,6 +2,7 @@ import APIKeysCore
 import APIKeysTestSupport
 import Testing
 @testable import APIKeysPostgres
+@testable import APIKeysSQLite
 @testable import APIKeysStore
 
 /// The PostgreSQL change log is pruned, and a replica that missed pruned changes fails closed.

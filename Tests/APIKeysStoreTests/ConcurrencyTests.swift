@@ -3,6 +3,7 @@ import Dispatch
 import Foundation
 import Synchronization
 import Testing
+@testable import APIKeysSQLite
 @testable import APIKeysStore
 
 @Suite struct ConcurrencyTests {

@@ -2,6 +2,7 @@ import APIKeysCore
 import APIKeysTestSupport
 import Foundation
 import Testing
+@testable import APIKeysSQLite
 @testable import APIKeysStore
 
 @Suite struct KeyServiceTests {

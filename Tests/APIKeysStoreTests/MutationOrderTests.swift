@@ -2,6 +2,7 @@ import APIKeysCore
 import Foundation
 import Synchronization
 import Testing
+@testable import APIKeysSQLite
 @_spi(Testing) @testable import APIKeysStore
 
 /// A mutation that lands right after another one's commit must not be undone by the first one's

@@ -2,6 +2,7 @@ import APIKeysCore
 import APIKeysTestSupport
 import Foundation
 import Testing
+@testable import APIKeysSQLite
 @testable import APIKeysStore
 
 /// Per-key rate limits (issue 14, item 3) kept by both stores: set at creation, changed and

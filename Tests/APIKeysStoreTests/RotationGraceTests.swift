@@ -2,6 +2,7 @@ import APIKeysCore
 import APIKeysTestSupport
 import Foundation
 import Testing
+@testable import APIKeysSQLite
 @testable import APIKeysStore
 
 /// Rotation with a grace period (issue 14, item 1) on both stores, the grace ended by the

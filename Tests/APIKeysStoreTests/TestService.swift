@@ -6,6 +6,7 @@ import Logging
 import Synchronization
 import Testing
 @testable import APIKeysPostgres
+@testable import APIKeysSQLite
 @testable import APIKeysStore
 
 /// The stores a behavioural test runs against: both, always. Without the cluster of

@@ -1,3 +1,4 @@
+@testable import APIKeysSQLite
 import APIKeysStore
 import Synchronization
 import Testing

@@ -1,5 +1,6 @@
 import APIKeysCore
 import Testing
+@testable import APIKeysSQLite
 @testable import APIKeysStore
 
 /// Checks of unknown keys are written whole at most once per address, reason and second (ten a

@@ -2,6 +2,7 @@ import APIKeysCore
 import APIKeysTestSupport
 import Foundation
 import Testing
+@testable import APIKeysSQLite
 @_spi(Testing) @testable import APIKeysStore
 
 /// Usage credits (issue 14, item 4) on both stores: spent by allowed checks, stored by the audit

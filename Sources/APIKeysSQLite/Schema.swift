@@ -1,4 +1,5 @@
 import APIKeysCore
+import APIKeysStore
 
 /// The database schema as named, recorded migration steps, applied in order at open.
 package enum Schema {
@@ -170,46 +171,6 @@ package enum Schema {
                 try db.statement("INSERT INTO schema_migrations (version, name, applied_at_ms) VALUES (?, ?, ?)")
                     .bind(.integer(Int64(migration.version)), .text(migration.name), .integer(nowMS)).run()
             }
-        }
-    }
-
-    /// Permissions as stored: names joined by spaces (a name never holds one).
-    package static func encodePermissions(_ names: [String]) -> String { names.joined(separator: " ") }
-
-    package static func decodePermissions(_ text: String) -> [String] {
-        text.split(separator: " ").map(String.init)
-    }
-
-    /// A key's allowlist as stored (the same form as permissions: normalised networks never hold a space).
-    package static func encodeNetworks(_ networks: [String]) -> String { networks.joined(separator: " ") }
-
-    package static func decodeNetworks(_ text: String) -> [String] { decodePermissions(text) }
-
-    /// A rate limit as stored (both stores): ``KeyRateLimit/stored``, `''` for none.
-    package static func encodeRateLimit(_ limit: KeyRateLimit?) -> String { limit?.stored ?? "" }
-
-    package static func decodeRateLimit(_ text: String) -> KeyRateLimit? {
-        text.isEmpty ? nil : KeyRateLimit(stored: text)
-    }
-
-    /// The check form of a stored allowlist.
-    package static func networks(of stored: String) -> [IPNetwork] {
-        stored.isEmpty ? [] : decodeNetworks(stored).compactMap(IPNetwork.init)
-    }
-
-    /// The masks of stored permission texts, each computed once: keys share few distinct sets,
-    /// which makes loading a million keys a dictionary lookup per key.
-    package struct MaskCache {
-        private let catalog: PermissionCatalog
-        private var masks: [String: PermissionMask] = [:]
-
-        package init(catalog: PermissionCatalog) { self.catalog = catalog }
-
-        package mutating func mask(of stored: String) -> PermissionMask {
-            if let mask = masks[stored] { return mask }
-            let mask = catalog.mask(of: Schema.decodePermissions(stored))
-            masks[stored] = mask
-            return mask
         }
     }
 }

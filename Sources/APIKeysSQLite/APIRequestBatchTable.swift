@@ -1,4 +1,5 @@
 import APIKeysCore
+import APIKeysStore
 
 /// SQL for `api.request` events, stored as batches: one row per batch the audit writer commits.
 ///

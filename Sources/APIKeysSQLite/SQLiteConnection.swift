@@ -1,3 +1,4 @@
+import APIKeysStore
 internal import CSQLite
 
 /// One SQLite connection with a cache of prepared statements.

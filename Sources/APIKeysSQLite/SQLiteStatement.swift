@@ -1,3 +1,4 @@
+import APIKeysStore
 internal import CSQLite
 
 /// A prepared statement, owned and cached by its ``SQLiteConnection``.

@@ -1,4 +1,5 @@
 import APIKeysCore
+import APIKeysStore
 
 /// SQL for the audit trail: admin events (and aggregated summaries) as rows of `audit_events`,
 /// individual `api.request` events in ``APIRequestBatchTable``.
@@ -19,7 +20,8 @@ enum AuditTable {
         try statement.bind(
             .integer(Int64(bitPattern: event.seq)), .integer(event.atMS), .text(event.action.rawValue),
             .text(event.keyID), .text(event.keyName), .text(event.actor), .text(event.detail),
-            .optional(event.denial.map { Int64($0.rawValue) }), .text(Schema.encodePermissions(event.permissions)),
+            .optional(event.denial.map { Int64($0.rawValue) }),
+            .text(StoredColumns.encodePermissions(event.permissions)),
             .text(event.resource), .text(event.clientAddress), .integer(link)
         ).run()
     }
@@ -83,7 +85,8 @@ enum AuditTable {
             seq: UInt64(bitPattern: row.int64(0)), atMS: row.int64(1), action: action, keyID: row.text(3),
             keyName: row.text(4), actor: row.text(5), detail: row.text(6),
             denial: row.optionalInt64(7).flatMap { Denial(rawValue: Int($0)) },
-            permissions: Schema.decodePermissions(row.text(8)), resource: row.text(9), clientAddress: row.text(10))
+            permissions: StoredColumns.decodePermissions(row.text(8)), resource: row.text(9),
+            clientAddress: row.text(10))
     }
 
     /// The highest seq recorded (0 when there is none), and the time of the last api.request batch.

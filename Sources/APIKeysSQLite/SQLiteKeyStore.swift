@@ -1,4 +1,5 @@
 import APIKeysCore
+import APIKeysStore
 import Dispatch
 import Logging
 import Synchronization
@@ -184,10 +185,10 @@ package final class SQLiteKeyStore: KeyStore {
     /// beside the running server; only the server numbers audit events (its sequence counter runs
     /// ahead of the database while checks are queued), so every such change is stored as pending
     /// in its own transaction and numbered here: when the server starts
-    /// (``KeyService/prepareToServe()``) and before every KeyAdmin call (``adminTokenName(hash:)``),
+    /// (`KeyService.prepareToServe()`) and before every KeyAdmin call (``adminTokenName(hash:)``),
     /// so it is listed from the first call after the change. Each record is stamped with the time
     /// it is numbered (times in the trail never go backwards); its detail says when the change was made.
-    package func recordPendingAdminEvents() async throws {
+    package func recordOfflineAdminChanges() async throws {
         try await onAdmin { db in try self.recordPendingAdminEvents(in: db) }
     }
 
@@ -228,7 +229,7 @@ package final class SQLiteKeyStore: KeyStore {
     }
 
     package func oldestRetainedAtMS() async throws -> Int64? {
-        try await onAdmin { try AuditRetention.oldestRetainedAtMS(in: $0) }
+        try await onAdmin { try SQLiteAuditRetention.oldestRetainedAtMS(in: $0) }
     }
 
     package func auditChainPage(after position: UInt64, sinceMS: Int64?, maxLinks: Int, maxBytes: Int) async throws
@@ -239,8 +240,12 @@ package final class SQLiteKeyStore: KeyStore {
         }
     }
 
+    package func closeBlocking() { closeAdmin() }
+
+    package func setCommitHook(_ hook: (@Sendable ([String]) -> Void)?) { commitHook.withLock { $0 = hook } }
+
     /// Tests only: the database may not grow (both connections then get SQLITE_FULL, as on a full disk).
-    func simulateFullDisk(_ full: Bool) throws {
+    package func simulateFullDisk(_ full: Bool) throws {
         try withAdmin { try $0.forbidGrowth(full) }
         auditWriter.forbidGrowth(full)
     }

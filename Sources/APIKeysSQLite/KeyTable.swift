@@ -1,4 +1,5 @@
 import APIKeysCore
+import APIKeysStore
 
 /// SQL for the `keys` table.
 enum KeyTable {
@@ -17,10 +18,11 @@ enum KeyTable {
             """
         ).bind(
             .text(key.id), .text(key.name), .blob(hash.digest), .text(key.hint),
-            .text(Schema.encodePermissions(key.permissions)), .integer(key.enabled ? 1 : 0),
+            .text(StoredColumns.encodePermissions(key.permissions)), .integer(key.enabled ? 1 : 0),
             .integer(key.createdAtMS), .integer(key.updatedAtMS), .optional(key.expiresAtMS),
-            .optional(key.lastUsedAtMS), .optional(key.rotatedAtMS), .text(Schema.encodeNetworks(key.allowedNetworks)),
-            .text(Schema.encodeRateLimit(key.rateLimit)), .optional(key.usage?.granted)
+            .optional(key.lastUsedAtMS), .optional(key.rotatedAtMS),
+            .text(StoredColumns.encodeNetworks(key.allowedNetworks)),
+            .text(StoredColumns.encodeRateLimit(key.rateLimit)), .optional(key.usage?.granted)
         ).run()
     }
 
@@ -36,11 +38,12 @@ enum KeyTable {
             WHERE id = ?
             """
         ).bind(
-            .text(key.name), .text(key.hint), .text(Schema.encodePermissions(key.permissions)),
+            .text(key.name), .text(key.hint), .text(StoredColumns.encodePermissions(key.permissions)),
             .integer(key.enabled ? 1 : 0), .integer(key.updatedAtMS), .optional(key.expiresAtMS),
-            .optional(key.rotatedAtMS), .blob(hash.digest), .text(Schema.encodeNetworks(key.allowedNetworks)),
+            .optional(key.rotatedAtMS), .blob(hash.digest), .text(StoredColumns.encodeNetworks(key.allowedNetworks)),
             graceHash.map { .blob($0.digest) } ?? .null, graceHash == nil ? .null : .optional(key.graceEndsAtMS),
-            .text(Schema.encodeRateLimit(key.rateLimit)), .optional(key.usage?.granted), .optional(key.usage?.granted),
+            .text(StoredColumns.encodeRateLimit(key.rateLimit)), .optional(key.usage?.granted),
+            .optional(key.usage?.granted),
             .text(key.id)
         ).run()
     }
@@ -74,7 +77,7 @@ enum KeyTable {
 
     /// Loads every key into `index`, streaming the rows (a million keys load in about a second).
     static func load(into index: KeyIndex, in db: SQLiteConnection) throws {
-        var masks = Schema.MaskCache(catalog: index.catalog)
+        var masks = StoredColumns.MaskCache(catalog: index.catalog)
         let statement = try db.statement(
             """
             SELECT secret_hash, id, name, permissions, enabled, expires_at_ms, allowed_networks, grace_secret_hash,
@@ -85,8 +88,8 @@ enum KeyTable {
             let mask = masks.mask(of: row.text(3))
             var state = KeyCheckState(
                 id: row.text(1), name: row.text(2), permissions: mask, enabled: row.int64(4) != 0,
-                expiresAtMS: row.optionalInt64(5), allowedNetworks: Schema.networks(of: row.text(6)),
-                rateLimit: Schema.decodeRateLimit(row.text(9)),
+                expiresAtMS: row.optionalInt64(5), allowedNetworks: StoredColumns.networks(of: row.text(6)),
+                rateLimit: StoredColumns.decodeRateLimit(row.text(9)),
                 usage: row.optionalInt64(10).map { UsageGrant(granted: $0, spent: row.int64(11)) })
             index.upsert(state, hash: try hash(row, column: 0, in: db))
             if !row.isNull(7), let graceEnd = row.optionalInt64(8) {
@@ -125,11 +128,11 @@ enum KeyTable {
     private static func record(_ row: SQLiteStatement) -> KeyRecord {
         KeyRecord(
             id: row.text(1), name: row.text(2), hint: row.text(3),
-            permissions: Schema.decodePermissions(row.text(4)), enabled: row.int64(5) != 0,
+            permissions: StoredColumns.decodePermissions(row.text(4)), enabled: row.int64(5) != 0,
             createdAtMS: row.int64(6), updatedAtMS: row.int64(7), expiresAtMS: row.optionalInt64(8),
             lastUsedAtMS: row.optionalInt64(9), rotatedAtMS: row.optionalInt64(10),
-            allowedNetworks: Schema.decodeNetworks(row.text(11)), graceEndsAtMS: row.optionalInt64(12),
-            rateLimit: Schema.decodeRateLimit(row.text(13)),
+            allowedNetworks: StoredColumns.decodeNetworks(row.text(11)), graceEndsAtMS: row.optionalInt64(12),
+            rateLimit: StoredColumns.decodeRateLimit(row.text(13)),
             usage: row.optionalInt64(14).map { UsageGrant(granted: $0, spent: row.int64(15)) })
     }
 }

@@ -1,4 +1,5 @@
 import APIKeysCore
+import APIKeysStore
 
 /// SQL for the audit trail's hash chain (``AuditChain``) on SQLite: `audit_links`, one row per
 /// link, and `audit_chain`, its one row holding the head and the anchor. Every transaction that
@@ -153,22 +154,4 @@ enum AuditChainTable {
         pruned.anchor = anchor
         return pruned
     }
-}
-
-/// A row of `audit_links` (either store): where a link's events are, and its hash.
-package struct StoredLink: Sendable {
-    package var position: UInt64
-    package var firstSeq: Int64
-    package var lastSeq: Int64
-    package var atMS: Int64
-    package var count: Int64
-    package var hash: [UInt8]
-
-    package init(position: UInt64, firstSeq: Int64, lastSeq: Int64, atMS: Int64, count: Int64, hash: [UInt8]) {
-        (self.position, self.firstSeq, self.lastSeq) = (position, firstSeq, lastSeq)
-        (self.atMS, self.count, self.hash) = (atMS, count, hash)
-    }
-
-    /// The link as a point of the chain.
-    package var point: AuditChain.Point { AuditChain.Point(position: position, hash: hash) }
 }

@@ -1,4 +1,5 @@
 import APIKeysCore
+import APIKeysStore
 import Foundation
 
 /// The audit writer's own SQLite connection: api.request events as ``APIRequestBatchTable``
@@ -51,13 +52,13 @@ final class SQLiteAuditSink: AuditSink, @unchecked Sendable {
         -> AuditRetention.Pruned
     {
         try connection.transaction {
-            let pruned = try AuditRetention.pruneStep(olderThan: cutoffMS, in: connection)
+            let pruned = try SQLiteAuditRetention.pruneStep(olderThan: cutoffMS, in: connection)
             if !pruned.isEmpty { try AuditChainTable.appendRows([record(pruned)], in: connection) }
             return pruned
         }
     }
 
-    func reclaimSpace() throws { try AuditRetention.reclaimSpace(in: connection) }
+    func reclaimSpace() throws { try SQLiteAuditRetention.reclaimSpace(in: connection) }
 
     func freeBytes() -> Int64? {
         var info = statvfs()
