@@ -87,6 +87,8 @@ enum Output {
         let createdAtMS, updatedAtMS, expiresAtMS, lastUsedAtMS, rotatedAtMS: Int64
         /// Until when the secret replaced by the last rotation is accepted; 0 = not at all.
         let graceEndsAtMS: Int64
+        /// The same times in ISO 8601 (nil, so absent, when not set).
+        let createdAt, updatedAt, expiresAt, lastUsedAt, rotatedAt, graceEndsAt: String?
         /// Empty = any address.
         let allowedNetworks: [String]
         /// nil = no limit.
@@ -109,7 +111,17 @@ enum Output {
                     burst: key.rateLimit.burst) : nil
             (createdAtMS, updatedAtMS, expiresAtMS) = (key.createdAtMS, key.updatedAtMS, key.expiresAtMS)
             (lastUsedAtMS, rotatedAtMS, graceEndsAtMS) = (key.lastUsedAtMS, key.rotatedAtMS, key.graceEndsAtMS)
+            (createdAt, updatedAt, expiresAt) = (iso(createdAtMS), iso(updatedAtMS), iso(expiresAtMS))
+            (lastUsedAt, rotatedAt, graceEndsAt) = (iso(lastUsedAtMS), iso(rotatedAtMS), iso(graceEndsAtMS))
         }
+    }
+
+    /// `ms` (since 1970, UTC) in ISO 8601 with milliseconds; nil for 0 (not set).
+    static func iso(_ ms: Int64) -> String? {
+        guard ms != 0 else { return nil }
+        let formatter = ISO8601DateFormatter()
+        formatter.formatOptions = [.withInternetDateTime, .withFractionalSeconds]
+        return formatter.string(from: Date(timeIntervalSince1970: Double(ms) / 1000))
     }
 
     /// A key and what `report` found about it, for `report --json`.
@@ -146,9 +158,13 @@ enum Output {
         }
     }
 
+    /// Every `--json` document: names in snake_case as the proto spells its fields
+    /// (`created_at_ms`, `key_id`), and each time in milliseconds also as ISO 8601 UTC beside it
+    /// (`created_at`, absent when the time is not set).
     static func json(_ value: some Encodable) -> String {
         let encoder = JSONEncoder()
-        encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+        encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
+        encoder.keyEncodingStrategy = .convertToSnakeCase
         return String(decoding: (try? encoder.encode(value)) ?? Data(), as: UTF8.self)
     }
 }

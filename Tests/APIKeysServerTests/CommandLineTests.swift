@@ -239,15 +239,24 @@ import Testing
             let key = try #require(created["key"] as? [String: Any])
             let id = try #require(key["id"] as? String)
             #expect(secret.hasPrefix("dbm_") && key["permissions"] as? [String] == ["jobs:execute"])
+            // Names as the proto spells them; each time also in ISO 8601, absent when not set.
+            let createdMS = try #require((key["created_at_ms"] as? NSNumber)?.int64Value)
+            let createdISO = try #require(key["created_at"] as? String)
+            let parser = ISO8601DateFormatter()
+            parser.formatOptions = [.withInternetDateTime, .withFractionalSeconds]
+            #expect(parser.date(from: createdISO).map { Int64($0.timeIntervalSince1970 * 1000) } == createdMS)
+            #expect(key["expires_at"] == nil && key["expires_at_ms"] as? Int == 0)
+            #expect(key.keys.allSatisfy { $0 == $0.lowercased() }, "\(key.keys)")
 
             var run = try await apikey(["check", secret, "-p", "jobs:execute", "--json"], server: server)
             var answer = try object(run)
-            #expect(run.status == 0 && answer["decision"] as? String == "ALLOW" && answer["keyId"] as? String == id)
+            #expect(run.status == 0 && answer["decision"] as? String == "ALLOW" && answer["key_id"] as? String == id)
             run = try await apikey(
                 ["check", secret, "-p", "vault:read", "-p", "jobs:execute", "--json"], server: server)
             answer = try object(run)
             #expect(run.status == 1 && answer["reason"] as? String == "MISSING_PERMISSION")
-            #expect(answer["missingPermissions"] as? [String] == ["vault:read"] && answer["httpStatus"] as? Int == 403)
+            #expect(
+                answer["missing_permissions"] as? [String] == ["vault:read"] && answer["http_status"] as? Int == 403)
 
             let rotated = try object(try await apikey(["rotate", id, "--json"], server: server))
             #expect((rotated["secret"] as? String).map { $0 != secret && $0.hasPrefix("dbm_") } == true)
@@ -264,6 +273,9 @@ import Testing
             run = try await apikey(["audit", "--key", id, "--json"], server: server)
             let events = try JSONSerialization.jsonObject(with: Data(run.stdout.utf8)) as? [[String: Any]]
             #expect((events?.count ?? 0) >= 5)
+            #expect(
+                events?.allSatisfy { $0["at_ms"] is NSNumber && $0["at"] is String && $0["key_id"] as? String == id }
+                    == true)
             let deleted = try object(try await apikey(["delete", id, "--yes", "--json"], server: server))
             #expect(deleted["deleted"] as? String == id)
         }

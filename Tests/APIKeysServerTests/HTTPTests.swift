@@ -283,7 +283,7 @@ import Testing
                 ])
             #expect(run.status == 0, "\(run.stderr)")
             #expect(
-                run.stdout.contains(#""remainingUses":1"#) || run.stdout.contains(#""remainingUses" : 1"#),
+                run.stdout.contains(#""remaining_uses":1"#) || run.stdout.contains(#""remaining_uses" : 1"#),
                 "\(run.stdout)")
             reply = try await HTTPProbe.request(port: http.port, path: "/authorize", headers: headers)
             #expect(reply.status == 200)

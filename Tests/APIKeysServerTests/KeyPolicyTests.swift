@@ -96,7 +96,7 @@ import Testing
             let newSecret = try #require(printed["secret"] as? String)
             let key = try #require(printed["key"] as? [String: Any])
             let graceEnd = server.clock.nowMS() + 3_600_000
-            #expect((key["graceEndsAtMS"] as? NSNumber)?.int64Value == graceEnd)
+            #expect((key["grace_ends_at_ms"] as? NSNumber)?.int64Value == graceEnd)
             #expect(try await client.getKey(id: issued.key.id).graceEndsAtMS == graceEnd)
 
             #expect(try await client.check(key: issued.secret, permissions: ["jobs:execute"]).decision == .allow)

@@ -97,11 +97,13 @@ struct Audit: AsyncParsableCommand {
     struct EventJSON: Encodable {
         let seq: UInt64
         let atMS: Int64
+        let at: String?
         let action, trigger, keyID, keyName, actor, detail, decision, reason, resource, clientAddress: String
         let permissions: [String]
 
         init(_ event: AuditEvent) {
             (seq, atMS, action, trigger) = (event.seq, event.atMS, event.action, event.trigger)
+            at = Output.iso(event.atMS)
             (keyID, keyName, actor, detail) = (event.keyID, event.keyName, event.actor, event.detail)
             decision = Audit.decision(event).split(separator: " ").first.map(String.init) ?? ""
             reason = event.reason == .unspecified ? "" : CheckText.reason(event.reason)
