@@ -90,18 +90,19 @@ public final class HTTPFrontend: Service, Sendable {
             }
             .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
             .childChannelInitializer { channel in
-                guard open.admit(channel) else {
+                guard let activity = open.admit(channel) else {
                     refused?.increment()
                     return channel.close()
                 }
                 return channel.eventLoop.makeCompletedFuture {
                     let pipeline = channel.pipeline.syncOperations
+                    try pipeline.addHandler(ActivityMarker(activity))
                     try pipeline.configureHTTPServerPipeline(withErrorHandling: true)
                     try pipeline.addHandlers(
                         HTTP1ToHTTPServerCodec(secure: false),
                         HTTPConnectionHandler(
-                            responder: responder, peer: channel.remoteAddress?.ipAddress ?? "", idleTimeout: idleTimeout
-                        ))
+                            responder: responder, peer: channel.remoteAddress?.ipAddress ?? "",
+                            idleTimeout: idleTimeout, activity: activity))
                 }
             }
         let channel: any Channel
@@ -145,21 +146,95 @@ public final class HTTPFrontend: Service, Sendable {
     }
 }
 
-/// The HTTP port's open connections, against its limit.
+/// The HTTP port's open connections, at most `limit`. Past the limit a new connection takes the
+/// slot of the oldest idle one (nothing received since it opened or since its last answer), which
+/// is closed: a flood of silent connections cannot keep a probe or a proxy out. When every
+/// connection is in the middle of a request, the new one is closed instead.
 final class OpenConnections: Sendable {
-    private let count = Atomic<Int>(0)
+    /// Whether a connection has bytes it has not been answered for (set by ``ActivityMarker``,
+    /// cleared by each answer).
+    final class Activity: Sendable {
+        let busy = Atomic<Bool>(false)
+    }
+
+    private struct Entry {
+        let channel: any Channel
+        let activity: Activity
+    }
+
+    private struct State {
+        var entries: [ObjectIdentifier: Entry] = [:]
+        /// Admission order, oldest first; ids of closed connections are dropped lazily.
+        var order: [ObjectIdentifier] = []
+        var head = 0
+    }
+
+    private let state = Mutex(State())
     let limit: Int
 
     init(limit: Int) { self.limit = limit }
 
-    /// Counts `channel` until it closes; false (and not counted) past the limit.
-    func admit(_ channel: any Channel) -> Bool {
-        guard count.add(1, ordering: .relaxed).newValue <= limit else {
-            count.subtract(1, ordering: .relaxed)
-            return false
+    /// Connections held now.
+    var count: Int { state.withLock { $0.entries.count } }
+
+    /// Counts `channel` until it closes, closing the oldest idle connection to make room when at
+    /// the limit; nil (not counted) when none is idle.
+    func admit(_ channel: any Channel) -> Activity? {
+        let id = ObjectIdentifier(channel)
+        let activity = Activity()
+        let evicted: (any Channel)? = state.withLock { state in
+            var evicted: (any Channel)?
+            if state.entries.count >= limit {
+                guard let victim = Self.oldestIdle(&state) else { return nil }
+                evicted = state.entries.removeValue(forKey: victim)?.channel
+            }
+            state.entries[id] = Entry(channel: channel, activity: activity)
+            state.order.append(id)
+            return evicted ?? channel
         }
-        channel.closeFuture.whenComplete { [self] _ in count.subtract(1, ordering: .relaxed) }
-        return true
+        guard let evicted else { return nil }
+        if evicted !== channel { evicted.close(promise: nil) }
+        channel.closeFuture.whenComplete { [self] _ in
+            state.withLock { state in
+                state.entries.removeValue(forKey: id)
+                // Keep the order list from outgrowing the entries.
+                if state.order.count - state.head > 2 * state.entries.count + 64 {
+                    state.order = state.order[state.head...].filter { state.entries[$0] != nil }
+                    state.head = 0
+                }
+            }
+        }
+        return activity
+    }
+
+    /// The oldest connection with nothing unanswered, skipping (and forgetting) closed ones.
+    private static func oldestIdle(_ state: inout State) -> ObjectIdentifier? {
+        var index = state.head
+        while index < state.order.count {
+            let id = state.order[index]
+            guard let entry = state.entries[id] else {
+                if index == state.head { state.head += 1 }
+                index += 1
+                continue
+            }
+            if !entry.activity.busy.load(ordering: .relaxed) { return id }
+            index += 1
+        }
+        return nil
+    }
+}
+
+/// First in an HTTP connection's pipeline: marks the connection busy when bytes arrive, so that
+/// it is not taken for idle (``OpenConnections``) until they are answered.
+final class ActivityMarker: ChannelInboundHandler, RemovableChannelHandler {
+    typealias InboundIn = ByteBuffer
+    private let activity: OpenConnections.Activity
+
+    init(_ activity: OpenConnections.Activity) { self.activity = activity }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        activity.busy.store(true, ordering: .relaxed)
+        context.fireChannelRead(data)
     }
 }
 
@@ -323,11 +398,14 @@ final class HTTPConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
     /// A leak report is being answered, or was refused: nothing more is read on this connection.
     private var finishing = false
     private var idle: Scheduled<Void>?
+    /// Busy from the first byte of a request to its answer (``OpenConnections``).
+    private let activity: OpenConnections.Activity?
 
-    init(responder: HTTPResponder, peer: String, idleTimeout: TimeAmount) {
+    init(responder: HTTPResponder, peer: String, idleTimeout: TimeAmount, activity: OpenConnections.Activity? = nil) {
         self.responder = responder
         self.peer = peer
         self.idleTimeout = idleTimeout
+        self.activity = activity
     }
 
     func handlerAdded(context: ChannelHandlerContext) { armIdleTimer(context: context) }
@@ -389,6 +467,7 @@ final class HTTPConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
             wrapOutboundOut(.head(HTTPResponse(status: answer.status, headerFields: answer.headers))), promise: nil)
         if answer.body.readableBytes > 0 { context.write(wrapOutboundOut(.body(answer.body)), promise: nil) }
         let written = context.writeAndFlush(wrapOutboundOut(.end(nil)))
+        activity?.busy.store(false, ordering: .relaxed)
         if close {
             let channel = context.channel
             written.whenComplete { _ in channel.close(promise: nil) }

@@ -109,22 +109,43 @@ import Testing
         }
     }
 
-    /// Past `--max-http-connections`, a connection is closed on accept; the RPC port serves
-    /// meanwhile, and the HTTP port again once connections close.
+    /// At `--max-http-connections`, a new connection takes the slot of the oldest idle one (a
+    /// flood of silent connections does not keep a probe out); when every connection is in the
+    /// middle of a request, the new one is closed on accept. The RPC port serves throughout.
     @Test func theHTTPPortHoldsAtMostItsLimitOfConnections() async throws {
         try await withHTTP(maxConnections: 20) { server, http, client in
             let key = try await client.createKey(name: "k", permissions: ["jobs:read"])
-            var held: [RawConnection] = []
-            for _ in 0..<20 { held.append(try RawConnection(port: http.port, receiveTimeoutSeconds: 2)) }
-            // The server has counted them once each has been accepted and set up.
+            // 20 silent connections fill the port; a probe still gets in, and the oldest silent
+            // one is closed for it.
+            var silent: [RawConnection] = []
+            for _ in 0..<20 { silent.append(try RawConnection(port: http.port, receiveTimeoutSeconds: 2)) }
+            try await Task.sleep(for: .milliseconds(200))  // accepted and set up
+            for _ in 0..<3 {
+                #expect(try await HTTPProbe.request(port: http.port, path: "/healthz").status == 200)
+            }
+            #expect(silent[0].isClosedByPeer(waitingMS: 2000), "the oldest idle connection was not closed")
+            #expect(!silent[19].isClosedByPeer(waitingMS: 100), "a newer idle connection was closed first")
+            silent.removeAll()
             try await Task.sleep(for: .milliseconds(200))
-            for _ in 0..<5 {
+
+            // 20 connections each in the middle of a request: nothing is idle, so a new one is
+            // closed on accept, never served.
+            var busy: [RawConnection] = []
+            for _ in 0..<20 {
+                let connection = try RawConnection(port: http.port, receiveTimeoutSeconds: 2)
+                connection.send(Array("GET /healthz HTTP/1.1\r\nHost: x\r\n".utf8))  // no end of headers
+                busy.append(connection)
+            }
+            try await Task.sleep(for: .milliseconds(200))
+            for _ in 0..<3 {
                 let refused = try RawConnection(port: http.port, receiveTimeoutSeconds: 2)
                 refused.send(Array("GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n".utf8))
-                #expect(refused.receiveToEnd().isEmpty, "a connection past the limit was served")
+                let (answer, closed) = refused.receiveUntilClosed()
+                #expect(answer.isEmpty && closed, "a connection past the limit was served or kept")
             }
+            #expect(busy.allSatisfy { !$0.isClosedByPeer(waitingMS: 0) }, "a connection mid-request was closed")
             #expect(try await client.check(key: key.secret, permissions: ["jobs:read"]).decision == .allow)
-            held.removeAll()
+            busy.removeAll()
             try await Task.sleep(for: .milliseconds(200))
             #expect(try await HTTPProbe.request(port: http.port, path: "/healthz").status == 200)
         }

@@ -536,10 +536,9 @@ def _hold_connections(port, source, count, report, release):
 
 def http_connection_flood(ctx):
     """25,000 connections to the HTTP port, from 127.0.0.2-.5 in four processes (each under the
-    descriptor limit a process has here): those past --max-http-connections are closed on
-    accept, so apikeyd never runs out of descriptors; RPC Checks are answered throughout, and
-    /healthz once the flood lets go (while the cap is held, a new HTTP connection is refused
-    like any other)."""
+    descriptor limit a process has here): apikeyd never holds more than --max-http-connections
+    (a new connection takes the slot of the oldest idle one), so it never runs out of
+    descriptors; RPC Checks and /healthz are answered throughout."""
     import multiprocessing
     total, cap = 25_000, 1000
     server = ctx.server("--http-port", "0", "--max-http-connections", str(cap))
@@ -553,7 +552,7 @@ def http_connection_flood(ctx):
               for i in range(4)]
     for f in floods:
         f.start()
-    checks, allowed, results = 0, 0, []
+    checks, allowed, results, probes, probed_ok = 0, 0, [], 0, 0
     baseline = len(os.listdir(f"/proc/{server.process.pid}/fd"))
     most = baseline
     try:
@@ -563,6 +562,11 @@ def http_connection_flood(ctx):
             checks += 1
             allowed += conn.check(secret, ["jobs:read"]).decision == az.ALLOW
             most = max(most, len(os.listdir(f"/proc/{server.process.pid}/fd")))
+            probes += 1
+            try:
+                probed_ok += HTTPGet(server.http_port, "/healthz").startswith(b"HTTP/1.1 200")
+            except OSError:
+                pass
             try:
                 results.append(report.get(timeout=0.2))
             except Exception:  # noqa: BLE001 - queue.Empty: not done yet
@@ -574,6 +578,11 @@ def http_connection_flood(ctx):
             checks += 1
             allowed += conn.check(secret, ["jobs:read"]).decision == az.ALLOW
             most = max(most, len(os.listdir(f"/proc/{server.process.pid}/fd")))
+            probes += 1
+            try:
+                probed_ok += HTTPGet(server.http_port, "/healthz").startswith(b"HTTP/1.1 200")
+            except OSError:
+                pass
     finally:
         release.set()
         for f in floods:
@@ -593,10 +602,11 @@ def http_connection_flood(ctx):
     expect(opened >= total * 9 // 10, f"only {opened} of {total} connections opened ({failed} failed)")
     expect(most <= baseline + cap + 50, f"apikeyd held {most} descriptors ({baseline} before; cap {cap})")
     expect(checks >= 5 and allowed == checks, f"{allowed} of {checks} RPC Checks allowed during the flood")
+    expect(probed_ok == probes, f"/healthz answered {probed_ok} of {probes} times during the flood")
     expect(healthy, "/healthz did not answer after the flood")
     return (f"{opened} HTTP connections (cap {cap}): apikeyd's descriptors {baseline} -> at most {most}, the "
             f"rest closed on accept; "
-            f"{allowed}/{checks} RPC Checks allowed meanwhile; /healthz answered after")
+            f"{allowed}/{checks} RPC Checks allowed and /healthz answered {probed_ok}/{probes} meanwhile")
 
 
 def HTTPGet(port, path):
