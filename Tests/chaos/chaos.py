@@ -552,21 +552,27 @@ def http_connection_flood(ctx):
               for i in range(4)]
     for f in floods:
         f.start()
-    checks, allowed, results, probes, probed_ok = 0, 0, [], 0, 0
+    tally = {"checks": 0, "allowed": 0, "probes": 0, "probed_ok": 0}
+    results = []
     baseline = len(os.listdir(f"/proc/{server.process.pid}/fd"))
     most = baseline
+
+    def sample():
+        """Meanwhile: an RPC Check and /healthz, each answered; apikeyd's descriptors counted."""
+        nonlocal most
+        tally["checks"] += 1
+        tally["allowed"] += conn.check(secret, ["jobs:read"]).decision == az.ALLOW
+        most = max(most, len(os.listdir(f"/proc/{server.process.pid}/fd")))
+        tally["probes"] += 1
+        try:
+            tally["probed_ok"] += HTTPGet(server.http_port, "/healthz").startswith(b"HTTP/1.1 200")
+        except OSError:
+            pass
+
     try:
         deadline = time.time() + 120
         while len(results) < len(floods) and time.time() < deadline:
-            # Meanwhile, RPC Checks, each answered.
-            checks += 1
-            allowed += conn.check(secret, ["jobs:read"]).decision == az.ALLOW
-            most = max(most, len(os.listdir(f"/proc/{server.process.pid}/fd")))
-            probes += 1
-            try:
-                probed_ok += HTTPGet(server.http_port, "/healthz").startswith(b"HTTP/1.1 200")
-            except OSError:
-                pass
+            sample()
             try:
                 results.append(report.get(timeout=0.2))
             except Exception:  # noqa: BLE001 - queue.Empty: not done yet
@@ -575,14 +581,7 @@ def http_connection_flood(ctx):
         # The flood held: the server has accepted (and closed) what the kernel queued.
         for _ in range(20):
             time.sleep(0.25)
-            checks += 1
-            allowed += conn.check(secret, ["jobs:read"]).decision == az.ALLOW
-            most = max(most, len(os.listdir(f"/proc/{server.process.pid}/fd")))
-            probes += 1
-            try:
-                probed_ok += HTTPGet(server.http_port, "/healthz").startswith(b"HTTP/1.1 200")
-            except OSError:
-                pass
+            sample()
     finally:
         release.set()
         for f in floods:
@@ -601,6 +600,7 @@ def http_connection_flood(ctx):
     expect(alive, "the server died")
     expect(opened >= total * 9 // 10, f"only {opened} of {total} connections opened ({failed} failed)")
     expect(most <= baseline + cap + 50, f"apikeyd held {most} descriptors ({baseline} before; cap {cap})")
+    checks, allowed, probes, probed_ok = tally["checks"], tally["allowed"], tally["probes"], tally["probed_ok"]
     expect(checks >= 5 and allowed == checks, f"{allowed} of {checks} RPC Checks allowed during the flood")
     expect(probed_ok == probes, f"/healthz answered {probed_ok} of {probes} times during the flood")
     expect(healthy, "/healthz did not answer after the flood")

@@ -1,0 +1,101 @@
+/// Walks a chain link by link (an export, page by page) and finds the first break.
+///
+/// Feed it the links in the order read with ``check(_:previousHash:entries:state:)``, then call
+/// ``finish(state:)`` with the state of the last page read.
+public struct AuditChainVerifier: Sendable {
+    /// Where and why the chain does not hold.
+    public struct Break: Error, Sendable, Hashable, CustomStringConvertible {
+        /// The link at which it breaks.
+        public var position: UInt64
+        public var reason: String
+
+        public init(position: UInt64, reason: String) {
+            self.position = position
+            self.reason = reason
+        }
+
+        public var description: String { "link \(position): \(reason)" }
+    }
+
+    /// Where the walk started.
+    public let start: AuditChain.Point
+    /// The last link verified (or the start, before the first).
+    public private(set) var last: AuditChain.Point
+    /// Links and events verified so far.
+    public private(set) var links = 0
+    public private(set) var events = 0
+    /// The first link verified, nil before it.
+    public private(set) var first: UInt64?
+    /// The anchor named by the newest `audit.pruned` event seen that names one.
+    private var namedAnchor: AuditChain.Point?
+
+    /// A walk from `start`: the chain's anchor, or for a partial export its first link's
+    /// previous point.
+    public init(from start: AuditChain.Point) {
+        self.start = start
+        last = start
+    }
+
+    /// Checks the next link read; `state` is that of the page it came in (a prune while walking
+    /// moves the anchor past links not yet read).
+    public mutating func check(
+        position: UInt64, hash: [UInt8], entries: [AuditChain.Entry], state: AuditChain.State
+    ) throws(Break) {
+        if position != last.position + 1 {
+            if state.anchor.position + 1 == position && state.anchor.position > last.position {
+                // Pruned since the walk began: the links before it are gone by retention.
+                last = state.anchor
+            } else if position <= last.position {
+                throw Break(position: position, reason: "comes again after link \(last.position)")
+            } else {
+                let missing =
+                    position == last.position + 2
+                    ? "link \(last.position + 1) is" : "links \(last.position + 1)–\(position - 1) are"
+                throw Break(position: position, reason: "\(missing) missing")
+            }
+        }
+        let computed = AuditChain.linkHash(previous: last.hash, digest: AuditChain.digest(entries))
+        guard computed == hash else {
+            let seqs = entries.map(\.seq)
+            let events =
+                seqs.isEmpty ? "its events (none kept)" : "its \(seqs.count) events (seq \(seqs.min()!)–\(seqs.max()!))"
+            throw Break(
+                position: position,
+                reason:
+                    "\(events) do not hash to its recorded hash (an event was edited, added or removed, or an earlier hash rewritten)"
+            )
+        }
+        for entry in entries where entry.action == AuditAction.auditPruned.rawValue {
+            if let anchor = AuditChain.anchor(inDetail: entry.detail) { namedAnchor = anchor }
+        }
+        last = AuditChain.Point(position: position, hash: hash)
+        first = first ?? position
+        links += 1
+        events += entries.count
+    }
+
+    /// After the last link: the chain must end at the head and, when it was pruned, the newest
+    /// `audit.pruned` event naming an anchor must name the one it starts from.
+    public func finish(state: AuditChain.State) throws(Break) {
+        if last.position < state.head.position {
+            throw Break(
+                position: last.position + 1,
+                reason: "the chain ends at link \(last.position) but its head is link \(state.head.position)")
+        }
+        guard last == state.head else {
+            throw Break(
+                position: last.position,
+                reason:
+                    "the last link is not the recorded head (\(state.head)): links were removed from the end or added")
+        }
+        if state.anchor.position > 0, let first, first == state.anchor.position + 1 {
+            guard namedAnchor == state.anchor else {
+                throw Break(
+                    position: first,
+                    reason:
+                        "the chain starts after \(state.anchor), which no audit.pruned event records\(namedAnchor.map { " (the newest names \($0))" } ?? "")"
+                )
+            }
+        }
+    }
+}

@@ -1,0 +1,144 @@
+import APIKeysServer
+import Foundation
+import HTTPTypes
+import Logging
+import Metrics
+import NIOCore
+import NIOExtras
+import NIOHTTP1
+import NIOHTTPTypes
+import NIOHTTPTypesHTTP1
+import NIOPosix
+import Prometheus
+import ServiceLifecycle
+import Synchronization
+
+/// The answers of the HTTP port, shared by every connection.
+struct HTTPResponder: Sendable {
+    let server: APIKeysServer
+    let metrics: HTTPFrontend.Metrics?
+    /// Where a leak reporter's address comes from (the same rule as forward-auth's).
+    let clientAddress: ClientAddressPolicy
+    let forwardAuth: ForwardAuth
+
+    struct Answer {
+        var status: HTTPResponse.Status
+        var headers = HTTPFields()
+        var body: ByteBuffer
+    }
+
+    /// The answer to `request` from `peer`.
+    func answer(_ request: HTTPRequest, peer: String) -> Answer {
+        let path = Self.path(of: request)
+        if path == ForwardAuth.pathPrefix || path.hasPrefix(ForwardAuth.pathPrefix + "/") {
+            let decision = forwardAuth.authorize(
+                method: request.method, path: path, headers: request.headerFields, peer: peer)
+            return Answer(status: decision.status, headers: decision.headers, body: ByteBuffer(string: decision.body))
+        }
+        switch path {
+        case "/healthz":
+            return getOnly(request) { Self.text(.ok, "ok\n") }
+        case "/readyz":
+            return getOnly(request) {
+                if let problem = server.readinessProblem {
+                    return Self.text(.serviceUnavailable, "not ready: \(problem)\n")
+                }
+                return Self.text(.ok, "ready\n")
+            }
+        case "/metrics" where metrics != nil:
+            return getOnly(request) {
+                server.refreshMetrics()
+                var bytes: [UInt8] = []
+                metrics?.registry.emit(into: &bytes)
+                bytes += (server.metrics?.checkDurationExposition() ?? "").utf8
+                var headers = HTTPFields()
+                headers[.contentType] = "text/plain; version=0.0.4; charset=utf-8"
+                return Answer(status: .ok, headers: headers, body: ByteBuffer(bytes: bytes))
+            }
+        case Self.leakPath:  // a POST is read by reportLeaks instead
+            var refused = Self.text(.methodNotAllowed, "method not allowed\n")
+            refused.headers[.allow] = "POST"
+            return refused
+        default:
+            return Self.text(.notFound, "not found\n")
+        }
+    }
+
+    /// Where secret scanners post the secrets they found (no admin token: holding one is the proof).
+    static let leakPath = "/leaked-keys"
+    /// The largest leak report body read, and the most secrets one report may carry.
+    static let maxLeakBodyBytes = 64 * 1024
+    static let maxLeaksPerReport = 100
+
+    /// Whether `request` is a leak report, whose body is read and answered off the event loop
+    /// (``reportLeaks(_:peer:)``) instead of by ``answer(_:peer:)``.
+    func isLeakReport(_ request: HTTPRequest) -> Bool {
+        request.method == .post && Self.path(of: request) == Self.leakPath
+    }
+
+    /// The request's path without its query.
+    private static func path(of request: HTTPRequest) -> String {
+        let target = request.path ?? "/"
+        return target.firstIndex(of: "?").map { String(target[..<$0]) } ?? target
+    }
+
+    /// Reports every secret of `body` as leaked (``KeyService/reportLeakedKey(secret:source:reporterAddress:deadline:)``)
+    /// from `peer`: a JSON array of objects with `token` and optionally `url` or `source` (the
+    /// format GitHub's secret scanning posts), or plain text, one secret a line. The answer
+    /// (`[]`, or `reported N` for text) is the same whatever the secrets were.
+    func reportLeaks(_ body: ByteBuffer, peer: String) async -> Answer {
+        struct Found: Decodable {
+            let token: String
+            let url: String?
+            let source: String?
+        }
+        let bytes = Data(body.readableBytesView)
+        let isJSON = bytes.first(where: { !Character(UnicodeScalar($0)).isWhitespace }) == UInt8(ascii: "[")
+        let found: [(secret: String, source: String)]
+        if isJSON {
+            guard let decoded = try? JSONDecoder().decode([Found].self, from: bytes) else {
+                return Self.text(.badRequest, "expected a JSON array of {\"token\": …, \"url\": …}\n")
+            }
+            found = decoded.map { ($0.token, $0.url ?? $0.source ?? "") }
+        } else {
+            found = String(decoding: bytes, as: UTF8.self).split(whereSeparator: \.isNewline)
+                .map { ($0.trimmingCharacters(in: .whitespaces), "") }.filter { !$0.secret.isEmpty }
+        }
+        guard found.count <= Self.maxLeaksPerReport else {
+            return Self.text(.contentTooLarge, "at most \(Self.maxLeaksPerReport) secrets a report\n")
+        }
+        for (secret, source) in found {
+            do {
+                try await server.service.reportLeakedKey(
+                    secret: secret, source: source, reporterAddress: peer, deadline: .after(milliseconds: 10_000))
+            } catch {
+                // Not acted on: the scanner should send it again.
+                let failure = server.failure(of: error, during: "leak report")
+                return Self.text(
+                    HTTPFailure.status(failure.code),
+                    "the report could not be recorded (\(failure.message)); send it again\n")
+            }
+        }
+        if isJSON {
+            var headers = HTTPFields()
+            headers[.contentType] = "application/json"
+            return Answer(status: .ok, headers: headers, body: ByteBuffer(string: "[]"))
+        }
+        return Self.text(.ok, "reported \(found.count)\n")
+    }
+
+    private func getOnly(_ request: HTTPRequest, _ answer: () -> Answer) -> Answer {
+        guard request.method == .get else {
+            var refused = Self.text(.methodNotAllowed, "method not allowed\n")
+            refused.headers[.allow] = "GET"
+            return refused
+        }
+        return answer()
+    }
+
+    static func text(_ status: HTTPResponse.Status, _ text: String) -> Answer {
+        var headers = HTTPFields()
+        headers[.contentType] = "text/plain; charset=utf-8"
+        return Answer(status: status, headers: headers, body: ByteBuffer(string: text))
+    }
+}
