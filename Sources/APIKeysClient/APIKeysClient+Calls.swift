@@ -31,7 +31,27 @@ extension APIKeysClient {
         try await call(KeyAdmin.listKeys, ListKeysRequest(pageSize: pageSize, pageToken: pageToken), timeout: timeout)
     }
 
+    /// Changes what is given of key `id` (nil: unchanged) and returns the key. `expiresAtMS` 0
+    /// clears the expiry; `permissions` replaces the whole set (at least one); `allowedNetworks`
+    /// replaces the allowlist (empty: from anywhere); `rateLimit` replaces the limit (`requests`
+    /// 0: no limit); `remainingUses` refills the usage credits (-1: unlimited).
+    public func updateKey(
+        id: String, name: String? = nil, permissions: [String]? = nil, expiresAtMS: Int64? = nil,
+        allowedNetworks: [String]? = nil, rateLimit: RateLimit? = nil, remainingUses: Int64? = nil,
+        timeout: Duration? = nil
+    ) async throws -> ApiKey {
+        let request = UpdateKeyRequest(
+            id: id, name: name, expiresAtMS: expiresAtMS, permissions: permissions.map { PermissionSet(names: $0) },
+            allowedNetworks: allowedNetworks.map { NetworkList(networks: $0) }, rateLimit: rateLimit,
+            remainingUses: remainingUses)
+        return try await call(KeyAdmin.updateKey, request, timeout: timeout).key
+    }
+
     /// Changes the fields that are set in `request`; the others stay.
+    @available(
+        *, deprecated,
+        message: "use updateKey(id:name:permissions:expiresAtMS:allowedNetworks:rateLimit:remainingUses:)"
+    )
     public func updateKey(_ request: UpdateKeyRequest, timeout: Duration? = nil) async throws -> ApiKey {
         try await call(KeyAdmin.updateKey, request, timeout: timeout).key
     }

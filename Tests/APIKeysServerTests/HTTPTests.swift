@@ -237,9 +237,7 @@ import Testing
             reply = try await HTTPProbe.request(port: http.port, path: "/authorize", headers: headers)
             #expect(reply.status == 403)
 
-            var update = UpdateKeyRequest(id: fenced.key.id)
-            update.allowedNetworks = NetworkList(networks: ["127.0.0.1"])
-            _ = try await client.updateKey(update)
+            _ = try await client.updateKey(id: fenced.key.id, allowedNetworks: ["127.0.0.1"])
             reply = try await HTTPProbe.request(port: http.port, path: "/authorize", headers: headers)
             #expect(reply.status == 200)
         }
@@ -279,9 +277,8 @@ import Testing
             server.clock.advance(byMS: 20_000)
             #expect(try await client.check(key: limited.secret, permissions: ["jobs:read"]).decision == .allow)
             // Removed: unlimited at once.
-            var update = UpdateKeyRequest(id: limited.key.id)
-            update.rateLimit = RateLimit(requests: 0)
-            #expect(try await client.updateKey(update).hasRateLimit == false)
+            #expect(
+                try await client.updateKey(id: limited.key.id, rateLimit: RateLimit(requests: 0)).hasRateLimit == false)
             for _ in 0..<10 {
                 #expect(try await client.check(key: limited.secret, permissions: ["jobs:read"]).decision == .allow)
             }

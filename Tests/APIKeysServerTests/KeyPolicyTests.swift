@@ -25,13 +25,12 @@ import Testing
                 name: "k", permissions: ["jobs:read"], expiresAtMS: now + 90 * Self.day)
             // An update may not clear the expiry or push it beyond the lifetime from now; within it, it may.
             await #expect(throws: APIKeysClientError.self) {
-                _ = try await client.updateKey(UpdateKeyRequest(id: issued.key.id, expiresAtMS: 0))
+                _ = try await client.updateKey(id: issued.key.id, expiresAtMS: 0)
             }
             await #expect(throws: APIKeysClientError.self) {
-                _ = try await client.updateKey(UpdateKeyRequest(id: issued.key.id, expiresAtMS: now + 100 * Self.day))
+                _ = try await client.updateKey(id: issued.key.id, expiresAtMS: now + 100 * Self.day)
             }
-            let renewed = try await client.updateKey(
-                UpdateKeyRequest(id: issued.key.id, expiresAtMS: now + 30 * Self.day))
+            let renewed = try await client.updateKey(id: issued.key.id, expiresAtMS: now + 30 * Self.day)
             #expect(renewed.expiresAtMS == now + 30 * Self.day)
         }
     }

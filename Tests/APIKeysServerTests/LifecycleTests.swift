@@ -34,8 +34,7 @@ import Testing
             #expect(try await client.check(key: created.secret).reason == .unknownKey)
             #expect(try await client.check(key: rotated.secret, permissions: ["jobs:execute"]).decision == .allow)
 
-            let updated = try await client.updateKey(
-                UpdateKeyRequest(id: id, permissions: PermissionSet(names: ["vault:read"])))
+            let updated = try await client.updateKey(id: id, permissions: ["vault:read"])
             #expect(updated.permissions == ["vault:read"])
             #expect(
                 try await client.check(key: rotated.secret, permissions: ["jobs:read"]).reason == .missingPermission)
@@ -44,7 +43,7 @@ import Testing
             server.clock.advance(byMS: 60_000)
             answer = try await client.check(key: rotated.secret, permissions: ["vault:read"])
             #expect(answer.reason == .expired && answer.httpStatus == 401)
-            _ = try await client.updateKey(UpdateKeyRequest(id: id, expiresAtMS: 0))
+            _ = try await client.updateKey(id: id, expiresAtMS: 0)
             #expect(try await client.check(key: rotated.secret).decision == .allow)
 
             try await client.deleteKey(id: id)

@@ -79,8 +79,7 @@ struct ReplicaTests {
             _ = try await waitFor(c, created.secret, .unknownKey)
             _ = try await waitFor(a, rotated.secret, nil)
 
-            _ = try await c.updateKey(
-                UpdateKeyRequest(id: created.key.id, permissions: PermissionSet(names: ["history:read"])))
+            _ = try await c.updateKey(id: created.key.id, permissions: ["history:read"])
             _ = try await waitFor(a, rotated.secret, .missingPermission)
             _ = try await waitFor(b, rotated.secret, nil, permissions: ["history:read"])
 
@@ -210,7 +209,7 @@ struct ReplicaTests {
                     group.addTask { .created(try await a.createKey(name: "new\(round)", permissions: ["jobs:read"])) }
                     group.addTask {
                         do {
-                            _ = try await a.updateKey(UpdateKeyRequest(id: doomed.key.id, name: "renamed\(round)"))
+                            _ = try await a.updateKey(id: doomed.key.id, name: "renamed\(round)")
                         } catch let error as APIKeysClientError where error.code == .notFound {}
                         return .other
                     }

@@ -136,28 +136,31 @@ struct Update: AsyncParsableCommand {
     @Option(help: "Refill the usage credits: this many checks left from now, or `unlimited`.") var uses: String?
 
     func run() async throws {
-        var request = UpdateKeyRequest(id: key.id, name: name)
-        if let expires { request.expiresAtMS = try TimeArgument.milliseconds(expires) }
-        if !permissions.isEmpty { request.permissions = PermissionSet(names: permissions) }
+        let expiresAtMS = try expires.map { try TimeArgument.milliseconds($0) }
         guard allowedNetworks.isEmpty || !allowAny else {
             throw ValidationError("--allow and --allow-any exclude each other")
         }
-        if !allowedNetworks.isEmpty || allowAny { request.allowedNetworks = NetworkList(networks: allowedNetworks) }
-        if let limit = try RateArgument.limit(rate: rate, burst: burst, clearing: true) { request.rateLimit = limit }
-        if let uses {
+        let networks = !allowedNetworks.isEmpty || allowAny ? allowedNetworks : nil
+        let rateLimit = try RateArgument.limit(rate: rate, burst: burst, clearing: true)
+        let remainingUses = try uses.map { uses in
             guard let count = uses == "unlimited" ? -1 : Int64(uses), count >= -1 else {
                 throw ValidationError("--uses \(uses): not a number of checks or `unlimited`")
             }
-            request.remainingUses = count
+            return count
         }
+        let newPermissions = permissions.isEmpty ? nil : permissions
         guard
-            request.name != nil || request.expiresAtMS != nil || request.hasPermissions || request.hasAllowedNetworks
-                || request.hasRateLimit || request.remainingUses != nil
+            name != nil || expiresAtMS != nil || newPermissions != nil || networks != nil || rateLimit != nil
+                || remainingUses != nil
         else {
             throw ValidationError(
                 "nothing to change: give --name, --expires, --permission, --allow, --allow-any, --rate or --uses")
         }
-        let updated = try await key.connection.withClient { [request] in try await $0.updateKey(request) }
+        let updated = try await key.connection.withClient { [name] client in
+            try await client.updateKey(
+                id: key.id, name: name, permissions: newPermissions, expiresAtMS: expiresAtMS,
+                allowedNetworks: networks, rateLimit: rateLimit, remainingUses: remainingUses)
+        }
         print(key.output.json ? Output.json(Output.KeyJSON(updated)) : Output.details(updated))
     }
 }
