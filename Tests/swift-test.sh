@@ -9,8 +9,10 @@ set -uo pipefail
 swift=${SWIFT:-swift}
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
-"$swift" test --skip-build --disable-xctest "$@" 2>&1 | tee "$log"
+# A hang fails the run in 20 minutes instead of holding CI (the suites take about a minute).
+timeout -k 30 "${APIKEYS_TEST_TIMEOUT:-1200}" "$swift" test --skip-build --disable-xctest "$@" 2>&1 | tee "$log"
 status=${PIPESTATUS[0]}
+[ "$status" = 124 ] && echo "swift test: TIMED OUT after ${APIKEYS_TEST_TIMEOUT:-1200} s (a hang: look at the tests started and not finished)"
 # Swift Testing marks a skipped test, suite or cancelled test case with "➜ … skipped".
 skipped=$(grep -cE '^➜ (Test|Suite|Test case).* (skipped|cancelled)' "$log" || true)
 passed=$(grep -oE 'Test run with [0-9]+ tests?' "$log" | grep -oE '[0-9]+' | tail -1 || true)

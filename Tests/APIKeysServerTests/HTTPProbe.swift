@@ -1,3 +1,4 @@
+import APIKeysTestSupport
 import Foundation
 
 /// A minimal HTTP/1.1 client for tests: one request per connection (`Connection: close`), read
@@ -14,14 +15,8 @@ struct HTTPProbe {
         port: Int, method: String = "GET", path: String, headers: [String: String] = [:], body: String? = nil,
         source: String? = nil
     ) async throws -> Reply {
-        try await withCheckedThrowingContinuation { continuation in
-            DispatchQueue.global().async {
-                continuation.resume(
-                    with: Result {
-                        try requestBlocking(
-                            port: port, method: method, path: path, headers: headers, body: body, source: source)
-                    })
-            }
+        try await offThePool {
+            try requestBlocking(port: port, method: method, path: path, headers: headers, body: body, source: source)
         }
     }
 

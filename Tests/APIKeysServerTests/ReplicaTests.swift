@@ -477,18 +477,3 @@ private final class Acknowledged: Sendable {
     let keys: Mutex<[(String, String)]>
     init(first: (String, String)) { keys = Mutex([first]) }
 }
-
-/// Runs blocking `body` (a process to start or wait for) on a GCD thread, not on a thread of the
-/// cooperative pool that every other test's tasks need.
-func offThePool<T>(_ body: @escaping () throws -> T) async throws -> T {
-    let box = UncheckedBox(body)
-    return try await withCheckedThrowingContinuation { continuation in
-        DispatchQueue.global().async { continuation.resume(with: Result { UncheckedBox(try box.value()) }) }
-    }.value
-}
-
-/// Carries a value the compiler cannot prove Sendable across one hand-off (the caller owns it).
-struct UncheckedBox<T>: @unchecked Sendable {
-    let value: T
-    init(_ value: T) { self.value = value }
-}

@@ -1,4 +1,5 @@
 import APIKeysCore
+import APIKeysTestSupport
 import Testing
 @testable import APIKeysSQLite
 @_spi(Testing) @testable import APIKeysStore
@@ -98,7 +99,8 @@ import Testing
             clock.advance(byMS: 31 * Self.day)
             _ = try service.check(secret: key.secret, permissions: ["jobs:read"], resource: "recent")
             await service.flushAuditTrail()
-            service.pruneAuditTrailNow()
+            // Blocking, so off the pool: PostgreSQL's writer needs the pool's threads to prune.
+            try await offThePool { service.pruneAuditTrailNow() }
 
             let after = try await Self.walk(service)
             #expect(after.state.anchor.position == before.state.head.position)

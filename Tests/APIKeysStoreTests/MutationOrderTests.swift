@@ -1,4 +1,5 @@
 import APIKeysCore
+import APIKeysTestSupport
 import Foundation
 import Synchronization
 import Testing
@@ -38,11 +39,7 @@ import Testing
             let created = try await service.createKey(name: "raced", permissions: ["jobs:read"], actor: "ops")
             let done = try #require(killerDone.withLock { $0 })
             // Waited for off the executor: the killer's own awaits need its threads.
-            let finished = await withCheckedContinuation { continuation in
-                DispatchQueue.global().async {
-                    continuation.resume(returning: done.wait(timeout: .now() + .seconds(10)))
-                }
-            }
+            let finished = try await offThePool { done.wait(timeout: .now() + .seconds(10)) }
             #expect(finished == .success)
             service.setCommitHook(nil)
 

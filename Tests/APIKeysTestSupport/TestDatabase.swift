@@ -12,7 +12,8 @@ public enum TestDatabase {
         else { throw TestDatabaseError(message: "APIKEYS_TEST_DATABASE_URL is not set") }
         let name = "t_" + UUID().uuidString.replacingOccurrences(of: "-", with: "").lowercased().prefix(20)
         let bin = ProcessInfo.processInfo.environment["APIKEYS_TEST_PG_BIN"] ?? "/usr/bin"
-        let result = try await runCommand(URL(fileURLWithPath: bin + "/createdb"), ["-h", host, "-p", "\(port)", "-U", user, String(name)])
+        let result = try await runCommand(
+            URL(fileURLWithPath: bin + "/createdb"), ["-h", host, "-p", "\(port)", "-U", user, String(name)])
         guard result.status == 0 else { throw TestDatabaseError(message: "createdb failed: \(result.stderr)") }
         return "postgres://\(user)@\(host):\(port)/\(name)"
     }
@@ -21,7 +22,8 @@ public enum TestDatabase {
     @discardableResult
     public static func psql(_ url: String, _ sql: String) async throws -> String {
         let bin = ProcessInfo.processInfo.environment["APIKEYS_TEST_PG_BIN"] ?? "/usr/bin"
-        let result = try await runCommand(URL(fileURLWithPath: bin + "/psql"), ["-X", "-q", "-A", "-t", "-d", url, "-c", sql])
+        let result = try await runCommand(
+            URL(fileURLWithPath: bin + "/psql"), ["-X", "-q", "-A", "-t", "-d", url, "-c", sql])
         guard result.status == 0 else { throw TestDatabaseError(message: "psql failed: \(result.stderr)") }
         return result.stdout
     }
@@ -81,9 +83,7 @@ public final class PrivateCluster: Sendable {
     /// the PostgreSQL daemon (the script stayed a zombie, `waitUntilExit` never returned).
     @discardableResult
     private static func run(_ command: String, _ directory: String) async throws -> String {
-        let (status, output) = await withCheckedContinuation { continuation in
-            DispatchQueue.global().async { continuation.resume(returning: spawn(script.path, [command, directory])) }
-        }
+        let (status, output) = try await offThePool { spawn(script.path, [command, directory]) }
         guard status == 0 else {
             throw TestDatabase.TestDatabaseError(message: "cluster.sh \(command) failed (\(status)): \(output)")
         }

@@ -19,6 +19,14 @@ public func runCommand(
     let out = Pipe()
     let err = Pipe()
     let input = Pipe()
+    // Not inherited by processes other tests start meanwhile: a write end held by an unrelated
+    // child would keep the reads below from ever seeing the end of the output. (The child's
+    // own ends are dup2'd onto 0, 1 and 2, which clears the flag there.)
+    for pipe in [out, err, input] {
+        for handle in [pipe.fileHandleForReading, pipe.fileHandleForWriting] {
+            _ = fcntl(handle.fileDescriptor, F_SETFD, FD_CLOEXEC)
+        }
+    }
     process.standardOutput = out
     process.standardError = err
     process.standardInput = input
@@ -42,12 +50,25 @@ public func runCommand(
 public func runCommand(
     _ executable: URL, _ arguments: [String], environment: [String: String]? = nil, stdin: String? = nil
 ) async throws -> CommandResult {
-    try await withCheckedThrowingContinuation { continuation in
-        DispatchQueue.global().async {
-            continuation.resume(
-                with: Result { try runCommand(executable, arguments, environment: environment, stdin: stdin) })
-        }
-    }
+    try await offThePool { try runCommand(executable, arguments, environment: environment, stdin: stdin) }
+}
+
+/// Runs blocking `body` (a process to start or wait for, a blocking flush) on a thread of its
+/// own. Not on the cooperative pool, which every other test's tasks need, and not on GCD's
+/// global queue either: on Linux that shares its (two) threads with the pool, so a few blocked
+/// work items starve every task of the run.
+public func offThePool<T>(_ body: @escaping () throws -> T) async throws -> T {
+    let box = UnsafeTransfer(body)
+    return try await withCheckedThrowingContinuation { continuation in
+        let thread = Thread { continuation.resume(with: Result { UnsafeTransfer(try box.value()) }) }
+        thread.start()
+    }.value
+}
+
+/// Carries a value across one hand-off to another thread (the caller owns it).
+public struct UnsafeTransfer<Value>: @unchecked Sendable {
+    public let value: Value
+    public init(_ value: Value) { self.value = value }
 }
 
 private final class ErrorOutput: @unchecked Sendable {
