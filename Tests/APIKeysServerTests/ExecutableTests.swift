@@ -18,7 +18,7 @@ import Testing
     /// A running `apikeyd` and what it has logged so far.
     final class RunningServer {
         let process = Process()
-        let log = Pipe()
+        let log = privatePipe()
         var logText = ""
         var port = 0
 
@@ -27,7 +27,7 @@ import Testing
             process.executableURL = ExecutableTests.apikeyd
             process.arguments = arguments
             process.standardError = log
-            process.standardOutput = Pipe()
+            process.standardOutput = privatePipe()
             try process.run()
             while port == 0 {
                 let chunk = log.fileHandleForReading.availableData

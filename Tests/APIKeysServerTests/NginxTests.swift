@@ -164,7 +164,7 @@ struct NginxTests {
         let process = Process()
         process.executableURL = URL(fileURLWithPath: "/usr/bin/python3")
         process.arguments = [repositoryRoot.appendingPathComponent("Tests/nginx/upstream.py").path]
-        let out = Pipe()
+        let out = privatePipe()
         process.standardOutput = out
         // Not this process's outputs: a child left holding them would keep `swift test` waiting.
         process.standardError = FileHandle.nullDevice

@@ -16,17 +16,9 @@ public func runCommand(
     process.executableURL = executable
     process.arguments = arguments
     if let environment { process.environment = environment }
-    let out = Pipe()
-    let err = Pipe()
-    let input = Pipe()
-    // Not inherited by processes other tests start meanwhile: a write end held by an unrelated
-    // child would keep the reads below from ever seeing the end of the output. (The child's
-    // own ends are dup2'd onto 0, 1 and 2, which clears the flag there.)
-    for pipe in [out, err, input] {
-        for handle in [pipe.fileHandleForReading, pipe.fileHandleForWriting] {
-            _ = fcntl(handle.fileDescriptor, F_SETFD, FD_CLOEXEC)
-        }
-    }
+    let out = privatePipe()
+    let err = privatePipe()
+    let input = privatePipe()
     process.standardOutput = out
     process.standardError = err
     process.standardInput = input
@@ -43,6 +35,18 @@ public func runCommand(
     process.waitUntilExit()
     while !errText.done { usleep(1000) }
     return CommandResult(status: process.terminationStatus, stdout: stdout, stderr: errText.value)
+}
+
+/// A pipe for one child process's standard stream, not inherited by the processes that other
+/// tests start meanwhile: a write end held by an unrelated child would keep a read from ever
+/// seeing the end of the output. (The child's own end is dup2'd onto 0, 1 or 2, which clears
+/// the close-on-exec flag there.)
+public func privatePipe() -> Pipe {
+    let pipe = Pipe()
+    for handle in [pipe.fileHandleForReading, pipe.fileHandleForWriting] {
+        _ = fcntl(handle.fileDescriptor, F_SETFD, FD_CLOEXEC)
+    }
+    return pipe
 }
 
 /// ``runCommand(_:_:environment:stdin:)`` off the cooperative thread pool, for async tests: a
