@@ -181,9 +181,7 @@ public final class KeyService: Sendable {
             keyName: outcome.key?.name ?? "", detail: outcome.key?.isGraceSecret == true ? Self.graceSecretDetail : "",
             denial: outcome.denial, permissions: permissions,
             resource: CheckLimits.recorded(resource: resource), clientAddress: clientAddress)
-        guard auditWriter.enqueue(event) else {
-            throw auditWriter.isClosing ? StoreError.closed : StoreError.auditBacklog(capacity: auditWriter.capacity)
-        }
+        try enqueueRequestEvent(event)
         return outcome
     }
 
@@ -204,10 +202,16 @@ public final class KeyService: Sendable {
             resource: CheckLimits.recorded(resource: TextEscape.controlsEscaped(resource)),
             clientAddress: String(
                 TextEscape.controlsEscaped(clientAddress).utf8.prefix(CheckLimits.maxClientAddressBytes)) ?? "")
+        try enqueueRequestEvent(event)
+        return CheckOutcome(denial: .invalidRequest, key: key)
+    }
+
+    /// Queues an `api.request` event; throws ``StoreError/closed`` while closing, else
+    /// ``StoreError/auditBacklog(capacity:)`` when the queue is full (the caller fails closed).
+    private func enqueueRequestEvent(_ event: AuditRecord) throws {
         guard auditWriter.enqueue(event) else {
             throw auditWriter.isClosing ? StoreError.closed : StoreError.auditBacklog(capacity: auditWriter.capacity)
         }
-        return CheckOutcome(denial: .invalidRequest, key: key)
     }
 
     /// The detail of an `api.request` event whose secret is one a rotation replaced, checked during
