@@ -195,6 +195,7 @@ let package = Package(
             dependencies: [
                 "APIKeysStore", "APIKeysSQLite", "APIKeysPostgres", "APIKeysCore", "APIKeysTestSupport",
                 .product(name: "Logging", package: "swift-log"),
+                .product(name: "PostgresNIO", package: "postgres-nio"),
             ]),
         .testTarget(
             name: "APIKeysServerTests",

@@ -25,26 +25,28 @@ final class HTTPConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
 
     private let responder: HTTPResponder
     private let peer: String
-    private let idleTimeout: TimeAmount
+    /// Idle from the connection's start or its last answer (no frame deadline: a request's
+    /// bytes trickling in count against the idle timeout).
+    private var deadlines: ConnectionDeadlines
+    private var timer = DeadlineTimer()
     private var request: HTTPRequest?
     /// The body of the leak report being read.
     private var leakBody: ByteBuffer?
     /// A leak report is being answered, or was refused: nothing more is read on this connection.
     private var finishing = false
-    private var idle: Scheduled<Void>?
     /// Busy from the first byte of a request to its answer (``OpenConnections``).
     private let activity: OpenConnections.Activity?
 
     init(responder: HTTPResponder, peer: String, idleTimeout: TimeAmount, activity: OpenConnections.Activity? = nil) {
         self.responder = responder
         self.peer = peer
-        self.idleTimeout = idleTimeout
+        self.deadlines = ConnectionDeadlines(idleTimeout: idleTimeout, frameTimeout: nil, openedAt: .now())
         self.activity = activity
     }
 
-    func handlerAdded(context: ChannelHandlerContext) { armIdleTimer(context: context) }
+    func handlerAdded(context: ChannelHandlerContext) { armTimer(context: context) }
 
-    func handlerRemoved(context: ChannelHandlerContext) { idle?.cancel() }
+    func handlerRemoved(context: ChannelHandlerContext) { timer.cancel() }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         guard !finishing else { return }
@@ -106,13 +108,24 @@ final class HTTPConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
             let channel = context.channel
             written.whenComplete { _ in channel.close(promise: nil) }
         }
-        armIdleTimer(context: context)
+        deadlines.unitCompleted(now: .now())
+        armTimer(context: context)
     }
 
-    private func armIdleTimer(context: ChannelHandlerContext) {
-        idle?.cancel()
-        let channel = context.channel
-        idle = context.eventLoop.scheduleTask(in: idleTimeout) { channel.close(promise: nil) }
+    /// The one timer of ``ConnectionDeadlines``, as on the RPC port: closes the connection once
+    /// it has been idle for the timeout, else is armed again.
+    private func armTimer(context: ChannelHandlerContext) {
+        guard timer.needsArming(for: deadlines.nextDeadline) else { return }
+        let loopBound = NIOLoopBound((handler: self, context: context), eventLoop: context.eventLoop)
+        timer.arm(for: deadlines.nextDeadline, on: context.eventLoop) {
+            let (handler, context) = loopBound.value
+            handler.timer.fired()
+            if handler.deadlines.expiry(at: .now()) != nil {
+                context.close(promise: nil)
+            } else {
+                handler.armTimer(context: context)
+            }
+        }
     }
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {

@@ -12,31 +12,40 @@ enum KeyRows {
         uses_spent
         """
 
-    private typealias Row = (
-        Int64, String, String, String, String, Bool, Int64, Int64, Int64?, Int64?, Int64?, ByteBuffer, String,
-        ByteBuffer?, Int64?, String, Int64?, Int64
-    )
-
-    private static func record(_ row: Row) throws -> (Int64, StoredKey) {
-        guard let hash = SecretHash(bytea: row.11), row.13.map({ SecretHash(bytea: $0) != nil }) ?? true else {
-            throw StoreError.database(server: "", message: "key \(row.1) has a secret hash of the wrong size")
+    /// The key in a row holding ``columns``, read by column name, with its `pk`.
+    private static func record(_ row: PostgresRow) throws -> (Int64, StoredKey) {
+        let cells = row.makeRandomAccess()
+        let id = try cells["id"].decode(String.self)
+        let graceBytes = try cells["grace_secret_hash"].decode(ByteBuffer?.self)
+        guard let hash = SecretHash(bytea: try cells["secret_hash"].decode(ByteBuffer.self)),
+            graceBytes.map({ SecretHash(bytea: $0) != nil }) ?? true
+        else {
+            throw StoreError.database(server: "", message: "key \(id) has a secret hash of the wrong size")
         }
         let key = KeyRecord(
-            id: row.1, name: row.2, hint: row.3, permissions: StoredColumns.decodePermissions(row.4), enabled: row.5,
-            createdAtMS: row.6, updatedAtMS: row.7, expiresAtMS: row.8, lastUsedAtMS: row.9, rotatedAtMS: row.10,
-            allowedNetworks: StoredColumns.decodeNetworks(row.12), graceEndsAtMS: row.14,
-            rateLimit: StoredColumns.decodeRateLimit(row.15),
-            usage: row.16.map { UsageGrant(granted: $0, spent: row.17) })
-        return (row.0, StoredKey(key: key, hash: hash, graceHash: row.13.flatMap(SecretHash.init(bytea:))))
+            id: id, name: try cells["name"].decode(String.self), hint: try cells["hint"].decode(String.self),
+            permissions: StoredColumns.decodePermissions(try cells["permissions"].decode(String.self)),
+            enabled: try cells["enabled"].decode(Bool.self), createdAtMS: try cells["created_at_ms"].decode(Int64.self),
+            updatedAtMS: try cells["updated_at_ms"].decode(Int64.self),
+            expiresAtMS: try cells["expires_at_ms"].decode(Int64?.self),
+            lastUsedAtMS: try cells["last_used_at_ms"].decode(Int64?.self),
+            rotatedAtMS: try cells["rotated_at_ms"].decode(Int64?.self),
+            allowedNetworks: StoredColumns.decodeNetworks(try cells["allowed_networks"].decode(String.self)),
+            graceEndsAtMS: try cells["grace_ends_at_ms"].decode(Int64?.self),
+            rateLimit: StoredColumns.decodeRateLimit(try cells["rate_limit"].decode(String.self)),
+            usage: try cells["uses_granted"].decode(Int64?.self).map {
+                UsageGrant(granted: $0, spent: try cells["uses_spent"].decode(Int64.self))
+            })
+        return (
+            try cells["pk"].decode(Int64.self),
+            StoredKey(key: key, hash: hash, graceHash: graceBytes.flatMap(SecretHash.init(bytea:)))
+        )
     }
 
     /// The key `id`, or nil.
     static func find(id: String, on connection: PostgresConnection, logger: Logger) async throws -> StoredKey? {
-        let sql = "SELECT \(columns) FROM keys WHERE id = $1"
-        var binds = PostgresBindings()
-        binds.append(id)
-        for try await row in try await connection.query(PostgresQuery(unsafeSQL: sql, binds: binds), logger: logger)
-            .decode(Row.self)
+        for try await row in try await connection.query(
+            "SELECT \(unescaped: columns) FROM keys WHERE id = \(id)", logger: logger)
         {
             return try record(row).1
         }
@@ -46,13 +55,10 @@ enum KeyRows {
     static func page(after: Int64, limit: Int, on connection: PostgresConnection, logger: Logger) async throws
         -> [(Int64, KeyRecord)]
     {
-        var binds = PostgresBindings()
-        binds.append(after)
-        binds.append(Int64(limit))
         var page: [(Int64, KeyRecord)] = []
-        let sql = "SELECT \(columns) FROM keys WHERE pk > $1 ORDER BY pk LIMIT $2"
-        for try await row in try await connection.query(PostgresQuery(unsafeSQL: sql, binds: binds), logger: logger)
-            .decode(Row.self)
+        for try await row in try await connection.query(
+            "SELECT \(unescaped: columns) FROM keys WHERE pk > \(after) ORDER BY pk LIMIT \(Int64(limit))",
+            logger: logger)
         {
             let (pk, stored) = try record(row)
             page.append((pk, stored.key))
@@ -66,12 +72,10 @@ enum KeyRows {
         StoredKey]
     {
         guard !ids.isEmpty else { return [:] }
-        var binds = PostgresBindings()
-        binds.append(ids)
-        let sql = "SELECT \(columns) FROM keys WHERE id = ANY($1::text[]) ORDER BY id FOR UPDATE"
         var found: [String: StoredKey] = [:]
-        for try await row in try await connection.query(PostgresQuery(unsafeSQL: sql, binds: binds), logger: logger)
-            .decode(Row.self)
+        for try await row in try await connection.query(
+            "SELECT \(unescaped: columns) FROM keys WHERE id = ANY(\(ids)::text[]) ORDER BY id FOR UPDATE",
+            logger: logger)
         {
             let stored = try record(row).1
             found[stored.key.id] = stored
@@ -113,31 +117,30 @@ enum ChangeRows {
     }
 
     /// The catch-up query, prepared once per connection (it runs every 250 ms on every replica).
-    /// When changes after `$1` have been pruned, a last row with op 0 says so.
+    /// When changes after `after` have been pruned, a last row with op 0 says so.
     struct ChangesSince: PostgresPreparedStatement {
-        static let sql = """
+        static let statement = NamedStatement(
+            """
             (SELECT version, op, key_id, secret_hash, replaced_hash, name, permissions, enabled, expires_at_ms,
                     allowed_networks, grace_ends_at_ms, rate_limit, uses_granted, uses_spent
-             FROM key_changes WHERE version > $1 ORDER BY version LIMIT $2)
+             FROM key_changes WHERE version > {after} ORDER BY version LIMIT {limit})
             UNION ALL
             SELECT version, 0::smallint, '', ''::bytea, NULL, '', '', false, NULL, '', NULL, '', NULL, 0
-            FROM change_log_horizon WHERE version > $1
-            """
-        typealias Row = (
-            Int64, Int16, String, ByteBuffer, ByteBuffer?, String, String, Bool, Int64?, String, Int64?, String, Int64?,
-            Int64
-        )
+            FROM change_log_horizon WHERE version > {after}
+            """)
+        static let sql = statement.sql
+        typealias Row = PostgresRandomAccessRow
         var after: Int64
         var limit: Int64
 
         func makeBindings() throws -> PostgresBindings {
-            var bindings = PostgresBindings()
-            bindings.append(after)
-            bindings.append(limit)
-            return bindings
+            var values = NamedValues()
+            values.set("after", after)
+            values.set("limit", limit)
+            return try Self.statement.bindings(values)
         }
 
-        func decodeRow(_ row: PostgresRow) throws -> Row { try row.decode(Row.self) }
+        func decodeRow(_ row: PostgresRow) throws -> Row { row.makeRandomAccess() }
     }
 
     /// Up to `limit` changes after `version`, in version order; `outrun`: changes after
@@ -147,26 +150,33 @@ enum ChangeRows {
     {
         var changes: [Change] = []
         let rows = try await client.execute(ChangesSince(after: version, limit: Int64(limit)))
-        for try await (
-            version, op, id, hashBytes, replacedBytes, name, permissions, enabled, expires, networks, graceEnd, rate,
-            usesGranted, usesSpent
-        ) in rows {
+        for try await row in rows {
+            let version = try row["version"].decode(Int64.self)
+            let op = try row["op"].decode(Int16.self)
             if op == 0 { return (changes, true) }
-            guard let hash = SecretHash(bytea: hashBytes) else {
+            guard let hash = SecretHash(bytea: try row["secret_hash"].decode(ByteBuffer.self)) else {
                 throw StoreError.database(server: "", message: "change \(version) has a secret hash of the wrong size")
             }
             if op == 2 {
                 changes.append(Change(version: version, edit: .remove(hash)))
             } else {
                 let state = KeyCheckState(
-                    id: id, name: name, permissions: catalog.mask(of: StoredColumns.decodePermissions(permissions)),
-                    enabled: enabled, expiresAtMS: expires, allowedNetworks: StoredColumns.networks(of: networks),
-                    graceEndsAtMS: graceEnd, rateLimit: StoredColumns.decodeRateLimit(rate),
-                    usage: usesGranted.map { UsageGrant(granted: $0, spent: usesSpent) })
+                    id: try row["key_id"].decode(String.self), name: try row["name"].decode(String.self),
+                    permissions: catalog.mask(
+                        of: StoredColumns.decodePermissions(try row["permissions"].decode(String.self))),
+                    enabled: try row["enabled"].decode(Bool.self),
+                    expiresAtMS: try row["expires_at_ms"].decode(Int64?.self),
+                    allowedNetworks: StoredColumns.networks(of: try row["allowed_networks"].decode(String.self)),
+                    graceEndsAtMS: try row["grace_ends_at_ms"].decode(Int64?.self),
+                    rateLimit: StoredColumns.decodeRateLimit(try row["rate_limit"].decode(String.self)),
+                    usage: try row["uses_granted"].decode(Int64?.self).map {
+                        UsageGrant(granted: $0, spent: try row["uses_spent"].decode(Int64.self))
+                    })
+                let replaced = try row["replaced_hash"].decode(ByteBuffer?.self)
                 changes.append(
                     Change(
                         version: version,
-                        edit: .upsert(state, hash, replacing: replacedBytes.flatMap(SecretHash.init(bytea:)))))
+                        edit: .upsert(state, hash, replacing: replaced.flatMap(SecretHash.init(bytea:)))))
             }
         }
         return (changes, false)
@@ -194,44 +204,67 @@ enum ChangeRows {
 /// SQL for `audit_events`: on PostgreSQL every event is a row, api.request ones included (written
 /// in batches by one multi-row INSERT over arrays).
 enum AuditRows {
-    /// The batch INSERT, prepared once per connection: one row per event, the columns as arrays.
-    struct InsertEvents: PostgresPreparedStatement {
-        static let sql = """
-            INSERT INTO audit_events (seq, at_ms, action, key_id, key_name, actor, detail, denial, permissions, resource,
-                                      client_address, link)
-            SELECT s, a, act, k, kn, ac, d, nullif(den, -1), p, r, c, l
-            FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[],
-                        $8::smallint[], $9::text[], $10::text[], $11::text[], $12::bigint[])
-                 AS t(s, a, act, k, kn, ac, d, den, p, r, c, l)
+    /// The columns an event fills, each with its array element type, in one list: the INSERTs
+    /// (``insertSQL(prefix:link:)``), the bindings (``bind(_:prefix:to:)``) and the reads all
+    /// come from it. `denial` is -1 in its array for none.
+    private static let eventColumns: [(name: String, type: String)] = [
+        ("seq", "bigint"), ("at_ms", "bigint"), ("action", "text"), ("key_id", "text"), ("key_name", "text"),
+        ("actor", "text"), ("detail", "text"), ("denial", "smallint"), ("permissions", "text"), ("resource", "text"),
+        ("client_address", "text"),
+    ]
+
+    /// `INSERT … SELECT … FROM unnest(…)` of events bound by ``bind(_:prefix:to:)`` under
+    /// `prefix`, each stored in the link `link`: an SQL expression, over the unnested columns
+    /// (`t.seq`…) and, when `linkArray` names a parameter, each event's own link (`t.link`).
+    static func insertSQL(prefix: String, link: String, linkArray: String? = nil) -> String {
+        let names = eventColumns.map(\.name)
+        let selected = names.map { $0 == "denial" ? "nullif(t.denial, -1)" : "t.\($0)" }
+        var arrays = eventColumns.map { "{\(prefix)\($0.name)}::\($0.type)[]" }
+        var aliases = names
+        if let linkArray {
+            arrays.append("{\(linkArray)}::bigint[]")
+            aliases.append("link")
+        }
+        return """
+            INSERT INTO audit_events (\(names.joined(separator: ", ")), link)
+            SELECT \(selected.joined(separator: ", ")), \(link)
+            FROM unnest(\(arrays.joined(separator: ", "))) AS t(\(aliases.joined(separator: ", ")))
             """
+    }
+
+    /// The batch INSERT of the audit sink, prepared once per connection: one row per event, the
+    /// columns as arrays, each event's link beside it.
+    struct InsertEvents: PostgresPreparedStatement {
+        static let statement = NamedStatement(insertSQL(prefix: "", link: "t.link", linkArray: "link"))
+        static let sql = statement.sql
         typealias Row = ()
         let events: [AuditRecord]
         /// Each event's link of the hash chain (``AuditChainRows``).
         let links: [Int64]
 
         func makeBindings() throws -> PostgresBindings {
-            var bindings = PostgresBindings()
-            Self.bind(events, to: &bindings)
-            bindings.append(links)
-            return bindings
-        }
-
-        /// The 11 column arrays of `events`, appended to `bindings`.
-        static func bind(_ events: [AuditRecord], to bindings: inout PostgresBindings) {
-            bindings.append(events.map { Int64(bitPattern: $0.seq) })
-            bindings.append(events.map(\.atMS))
-            bindings.append(events.map(\.action.rawValue))
-            bindings.append(events.map(\.keyID))
-            bindings.append(events.map(\.keyName))
-            bindings.append(events.map(\.actor))
-            bindings.append(events.map(\.detail))
-            bindings.append(events.map { Int16($0.denial?.rawValue ?? -1) })
-            bindings.append(events.map { StoredColumns.encodePermissions($0.permissions) })
-            bindings.append(events.map(\.resource))
-            bindings.append(events.map(\.clientAddress))
+            var values = NamedValues()
+            AuditRows.bind(events, prefix: "", to: &values)
+            values.set("link", links)
+            return try Self.statement.bindings(values)
         }
 
         func decodeRow(_ row: PostgresRow) throws -> Row {}
+    }
+
+    /// The column arrays of `events`, bound to the parameters of ``insertSQL(prefix:link:)``.
+    static func bind(_ events: [AuditRecord], prefix: String, to values: inout NamedValues) {
+        values.set(prefix + "seq", events.map { Int64(bitPattern: $0.seq) })
+        values.set(prefix + "at_ms", events.map(\.atMS))
+        values.set(prefix + "action", events.map(\.action.rawValue))
+        values.set(prefix + "key_id", events.map(\.keyID))
+        values.set(prefix + "key_name", events.map(\.keyName))
+        values.set(prefix + "actor", events.map(\.actor))
+        values.set(prefix + "detail", events.map(\.detail))
+        values.set(prefix + "denial", events.map { Int16($0.denial?.rawValue ?? -1) })
+        values.set(prefix + "permissions", events.map { StoredColumns.encodePermissions($0.permissions) })
+        values.set(prefix + "resource", events.map(\.resource))
+        values.set(prefix + "client_address", events.map(\.clientAddress))
     }
 
     /// Up to `limit` events matching `query` with seq below `beforeSeq`, newest first.
@@ -240,28 +273,35 @@ enum AuditRows {
     )
         async throws -> [AuditRecord]
     {
-        var binds = PostgresBindings()
-        var conditions: [String] = []
-        func condition(_ sql: String, _ value: some PostgresNonThrowingEncodable) {
-            binds.append(value)
-            conditions.append(sql.replacingOccurrences(of: "?", with: "$\(binds.count)"))
+        var values = NamedValues()
+        var conditions = ["seq < {before}"]
+        values.set("before", beforeSeq)
+        if let keyID = query.keyID {
+            conditions.append("key_id = {key_id}")
+            values.set("key_id", keyID)
         }
-        condition("seq < ?", beforeSeq)
-        if let keyID = query.keyID { condition("key_id = ?", keyID) }
         if let action = query.action {
-            condition(action == .apiRequest ? "action = ?" : "action = ? AND action <> 'api.request'", action.rawValue)
+            conditions.append(
+                action == .apiRequest ? "action = {action}" : "action = {action} AND action <> 'api.request'")
+            values.set("action", action.rawValue)
         }
-        if let since = query.sinceMS { condition("at_ms >= ?", since) }
-        if let until = query.untilMS { condition("at_ms < ?", until) }
-        binds.append(Int64(limit))
-        let sql = """
-            SELECT \(columns) FROM audit_events WHERE \(conditions.joined(separator: " AND "))
-            ORDER BY seq DESC LIMIT $\(binds.count)
+        if let since = query.sinceMS {
+            conditions.append("at_ms >= {since}")
+            values.set("since", since)
+        }
+        if let until = query.untilMS {
+            conditions.append("at_ms < {until}")
+            values.set("until", until)
+        }
+        values.set("limit", Int64(limit))
+        let statement = NamedStatement(
             """
+            SELECT \(columns) FROM audit_events WHERE \(conditions.joined(separator: " AND "))
+            ORDER BY seq DESC LIMIT {limit}
+            """)
         var events: [AuditRecord] = []
-        for try await row in try await connection.query(PostgresQuery(unsafeSQL: sql, binds: binds), logger: logger) {
-            var cells = CellReader(row)
-            events.append(try record(from: &cells))
+        for try await row in try await connection.query(statement.query(values), logger: logger) {
+            events.append(try record(row.makeRandomAccess()))
         }
         return events
     }
@@ -277,34 +317,30 @@ enum AuditRows {
             WHERE seq BETWEEN \(seqs.lowerBound) AND \(seqs.upperBound) AND link = ANY(\(links)::bigint[])
             """, logger: logger)
         {
-            var cells = CellReader(row)
-            let event = try record(from: &cells)
-            events.append((event, try cells.next(Int64.self)))
+            let cells = row.makeRandomAccess()
+            events.append((try record(cells), try cells["link"].decode(Int64.self)))
         }
         return events
     }
 
-    /// The columns ``record(from:)`` reads, in its order.
-    private static let columns =
-        "seq, at_ms, action, key_id, key_name, actor, detail, denial, permissions, resource, client_address"
+    /// The columns ``record(_:)`` reads.
+    private static let columns = eventColumns.map(\.name).joined(separator: ", ")
 
-    /// The event in the next cells of a row, ``columns`` in order.
-    private static func record(from cells: inout CellReader) throws -> AuditRecord {
-        let seq = try cells.next(Int64.self)
-        let atMS = try cells.next(Int64.self)
-        let actionText = try cells.next(String.self)
+    /// The event in a row holding ``columns``, read by column name.
+    private static func record(_ row: PostgresRandomAccessRow) throws -> AuditRecord {
+        let seq = try row["seq"].decode(Int64.self)
+        let actionText = try row["action"].decode(String.self)
         guard let action = AuditAction(rawValue: actionText) else {
             throw StoreError.database(server: "", message: "audit event \(seq) has action \"\(actionText)\"")
         }
-        let (keyID, keyName, actor, detail) = (
-            try cells.next(String.self), try cells.next(String.self), try cells.next(String.self),
-            try cells.next(String.self)
-        )
-        let denial = try cells.next(Int16?.self).flatMap { Denial(rawValue: Int($0)) }
         return AuditRecord(
-            seq: UInt64(bitPattern: seq), atMS: atMS, action: action, keyID: keyID, keyName: keyName, actor: actor,
-            detail: detail, denial: denial, permissions: StoredColumns.decodePermissions(try cells.next(String.self)),
-            resource: try cells.next(String.self), clientAddress: try cells.next(String.self))
+            seq: UInt64(bitPattern: seq), atMS: try row["at_ms"].decode(Int64.self), action: action,
+            keyID: try row["key_id"].decode(String.self), keyName: try row["key_name"].decode(String.self),
+            actor: try row["actor"].decode(String.self), detail: try row["detail"].decode(String.self),
+            denial: try row["denial"].decode(Int16?.self).flatMap { Denial(rawValue: Int($0)) },
+            permissions: StoredColumns.decodePermissions(try row["permissions"].decode(String.self)),
+            resource: try row["resource"].decode(String.self),
+            clientAddress: try row["client_address"].decode(String.self))
     }
 }
 
@@ -329,78 +365,86 @@ struct CellReader {
 /// change rows, and the `NOTIFY` of the last version. One round trip instead of one per kind of
 /// row; on its own (no key read first) it is its own transaction.
 enum BatchRows {
-    // Parameters: $1–$11 inserted keys, $12–$22 events, $23–$31 changes, $32 the NOTIFY channel,
-    // $33 the NULL marker, $34 the change-log lock, $35 the admin tokens' hashes, $36 the inserted
-    // keys' allowlists, $37 the changes' allowlists, $38 the changes' grace ends, $39 the inserted
-    // keys' rate limits, $40 the changes' rate limits, $41 the inserted keys' usage grants, $42 and
-    // $43 the changes' grants and spent counts, $44 the digest of the events (their link of the
-    // audit hash chain); then, for updates and deletions only, $45–$55 updated keys, $56 their
-    // allowlists, $57 deleted ids, $58 and $59 the updated keys' grace secrets and grace ends, $60
-    // their rate limits, $61 their usage grants. A batch of creations binds the first 44 alone.
+    // Parameters, by name: `ins_*` the inserted keys' columns, `upd_*` the updated ones' (only in
+    // ``anySQL``), `ev_*` the events' (``AuditRows/bind(_:prefix:to:)``), `ch_*` the change rows',
+    // `tokens` the admin tokens' hashes, `absent` the NULL marker of bigint arrays (``absent``),
+    // `change_lock` the change log's advisory lock, `events_digest` the events' link digest of
+    // the audit hash chain, `notify_channel` the channel of the change NOTIFY.
     private static let guardAndInserted = """
         -- The batch's admin tokens, held until the commit (a revocation waits for it); unless every
         -- one is still there, the statement writes nothing.
-        authorized AS (SELECT token_hash FROM admin_tokens WHERE token_hash = ANY($35::bytea[]) FOR KEY SHARE),
-        allowed AS (SELECT count(*) = cardinality($35::bytea[]) AS ok FROM authorized),
+        authorized AS (SELECT token_hash FROM admin_tokens WHERE token_hash = ANY({tokens}::bytea[]) FOR KEY SHARE),
+        allowed AS (SELECT count(*) = cardinality({tokens}::bytea[]) AS ok FROM authorized),
         inserted AS (
             INSERT INTO keys (id, name, secret_hash, hint, permissions, enabled, created_at_ms, updated_at_ms,
                               expires_at_ms, last_used_at_ms, rotated_at_ms, allowed_networks, rate_limit, uses_granted)
-            SELECT id, name, h, hint, p, e, c, m, nullif(x, $33), nullif(l, $33), nullif(r, $33), n, rl, nullif(ug, $33)
-            FROM unnest($1::text[], $2::text[], $3::bytea[], $4::text[], $5::text[], $6::boolean[], $7::bigint[],
-                        $8::bigint[], $9::bigint[], $10::bigint[], $11::bigint[], $36::text[], $39::text[], $41::bigint[])
+            SELECT id, name, h, hint, p, e, c, m, nullif(x, {absent}), nullif(l, {absent}), nullif(r, {absent}), n, rl,
+                   nullif(ug, {absent})
+            FROM unnest({ins_id}::text[], {ins_name}::text[], {ins_hash}::bytea[], {ins_hint}::text[],
+                        {ins_permissions}::text[], {ins_enabled}::boolean[], {ins_created}::bigint[],
+                        {ins_updated}::bigint[], {ins_expires}::bigint[], {ins_last_used}::bigint[],
+                        {ins_rotated}::bigint[], {ins_networks}::text[], {ins_rate_limit}::text[],
+                        {ins_uses_granted}::bigint[])
                  AS u(id, name, h, hint, p, e, c, m, x, l, r, n, rl, ug)
             WHERE (SELECT ok FROM allowed))
         """
     private static let updatedAndDeleted = """
         updated AS (
             UPDATE keys SET name = u.name, hint = u.hint, permissions = u.p, enabled = u.e, updated_at_ms = u.m,
-                            expires_at_ms = nullif(u.x, $33), rotated_at_ms = nullif(u.r, $33), secret_hash = u.h,
-                            allowed_networks = u.n, grace_secret_hash = nullif(u.gh, ''::bytea),
-                            grace_ends_at_ms = nullif(u.ge, $33), rate_limit = u.rl, uses_granted = nullif(u.ug, $33),
+                            expires_at_ms = nullif(u.x, {absent}), rotated_at_ms = nullif(u.r, {absent}),
+                            secret_hash = u.h, allowed_networks = u.n, grace_secret_hash = nullif(u.gh, ''::bytea),
+                            grace_ends_at_ms = nullif(u.ge, {absent}), rate_limit = u.rl,
+                            uses_granted = nullif(u.ug, {absent}),
                             -- The spent count is the audit writers' to raise; unlimited, it starts again.
-                            uses_spent = CASE WHEN u.ug = $33 THEN 0 ELSE keys.uses_spent END
-            FROM unnest($45::text[], $46::text[], $47::bytea[], $48::text[], $49::text[], $50::boolean[], $51::bigint[],
-                        $52::bigint[], $53::bigint[], $54::bigint[], $55::bigint[], $56::text[], $58::bytea[],
-                        $59::bigint[], $60::text[], $61::bigint[])
+                            uses_spent = CASE WHEN u.ug = {absent} THEN 0 ELSE keys.uses_spent END
+            FROM unnest({upd_id}::text[], {upd_name}::text[], {upd_hash}::bytea[], {upd_hint}::text[],
+                        {upd_permissions}::text[], {upd_enabled}::boolean[], {upd_created}::bigint[],
+                        {upd_updated}::bigint[], {upd_expires}::bigint[], {upd_last_used}::bigint[],
+                        {upd_rotated}::bigint[], {upd_networks}::text[], {upd_grace_hash}::bytea[],
+                        {upd_grace_ends}::bigint[], {upd_rate_limit}::text[], {upd_uses_granted}::bigint[])
                  AS u(id, name, h, hint, p, e, c, m, x, l, r, n, gh, ge, rl, ug)
             WHERE keys.id = u.id AND (SELECT ok FROM allowed)),
-        deleted AS (DELETE FROM keys WHERE id = ANY($57::text[]) AND (SELECT ok FROM allowed))
+        deleted AS (DELETE FROM keys WHERE id = ANY({deleted_ids}::text[]) AND (SELECT ok FROM allowed))
         """
     private static let eventsAndChanges = """
         -- The events are one link of the audit hash chain (AuditChainRows), named by their first seq.
         events AS (
-            INSERT INTO audit_events (seq, at_ms, action, key_id, key_name, actor, detail, denial, permissions, resource,
-                                      client_address, link)
-            SELECT s, a, act, k, kn, ac, d, nullif(den, -1), p, r, c, (SELECT min(x) FROM unnest($12::bigint[]) x)
-            FROM unnest($12::bigint[], $13::bigint[], $14::text[], $15::text[], $16::text[], $17::text[], $18::text[],
-                        $19::smallint[], $20::text[], $21::text[], $22::text[]) AS t(s, a, act, k, kn, ac, d, den, p, r, c)
+            \(AuditRows.insertSQL(prefix: "ev_", link: "(SELECT min(x) FROM unnest({ev_seq}::bigint[]) x)"))
             WHERE (SELECT ok FROM allowed)),
         -- After the tokens (allowed): a revocation holds its token, then the chain, in that order too.
+        -- The link's hash is the one AuditChain.linkHash computes: sha256(previous hash || digest).
         head AS (
-            UPDATE audit_chain SET head_position = head_position + 1, head_hash = sha256(head_hash || $44::bytea)
-            WHERE cardinality($12::bigint[]) > 0 AND (SELECT ok FROM allowed)
+            UPDATE audit_chain SET head_position = head_position + 1,
+                                   head_hash = sha256(head_hash || {events_digest}::bytea)
+            WHERE cardinality({ev_seq}::bigint[]) > 0 AND (SELECT ok FROM allowed)
             RETURNING head_position, head_hash),
         linked AS (
             INSERT INTO audit_links (position, first_seq, last_seq, at_ms, count, hash)
-            SELECT head_position, (SELECT min(x) FROM unnest($12::bigint[]) x), (SELECT max(x) FROM unnest($12::bigint[]) x),
-                   (SELECT max(x) FROM unnest($13::bigint[]) x), cardinality($12::bigint[]), head_hash
+            SELECT head_position, (SELECT min(x) FROM unnest({ev_seq}::bigint[]) x),
+                   (SELECT max(x) FROM unnest({ev_seq}::bigint[]) x), (SELECT max(x) FROM unnest({ev_at_ms}::bigint[]) x),
+                   cardinality({ev_seq}::bigint[]), head_hash
             FROM head),
         -- Taken before any change row takes a version (the rows are sorted, so all of this runs first)
         -- and held until the commit: versions become visible in order.
-        locked AS (SELECT pg_advisory_xact_lock($34) WHERE cardinality($23::bigint[]) > 0 AND (SELECT ok FROM allowed)),
+        locked AS (
+            SELECT pg_advisory_xact_lock({change_lock})
+            WHERE cardinality({ch_at}::bigint[]) > 0 AND (SELECT ok FROM allowed)),
         changes AS (
             INSERT INTO key_changes (at_ms, op, key_id, secret_hash, replaced_hash, name, permissions, enabled, expires_at_ms,
                                      allowed_networks, grace_ends_at_ms, rate_limit, uses_granted, uses_spent)
-            SELECT a, op, k, h, nullif(rh, ''::bytea), n, p, e, nullif(x, $33), nw, nullif(ge, $33), rl, nullif(ug, $33), us
-            FROM locked, unnest($23::bigint[], $24::smallint[], $25::text[], $26::bytea[], $27::bytea[], $28::text[],
-                                $29::text[], $30::boolean[], $31::bigint[], $37::text[], $38::bigint[], $40::text[],
-                                $42::bigint[], $43::bigint[])
+            SELECT a, op, k, h, nullif(rh, ''::bytea), n, p, e, nullif(x, {absent}), nw, nullif(ge, {absent}), rl,
+                   nullif(ug, {absent}), us
+            FROM locked, unnest({ch_at}::bigint[], {ch_op}::smallint[], {ch_key_id}::text[], {ch_hash}::bytea[],
+                                {ch_replaced_hash}::bytea[], {ch_name}::text[], {ch_permissions}::text[],
+                                {ch_enabled}::boolean[], {ch_expires}::bigint[], {ch_networks}::text[],
+                                {ch_grace_ends}::bigint[], {ch_rate_limit}::text[], {ch_uses_granted}::bigint[],
+                                {ch_uses_spent}::bigint[])
                  WITH ORDINALITY AS u(a, op, k, h, rh, n, p, e, x, nw, ge, rl, ug, us, i)
             ORDER BY i
             RETURNING version)
-        SELECT coalesce(array_agg(version ORDER BY version), '{}')::bigint[],
-               (SELECT coalesce(array_agg(token_hash), '{}')::bytea[] FROM authorized),
-               CASE WHEN count(*) > 0 THEN pg_notify($32, max(version)::text) END
+        SELECT coalesce(array_agg(version ORDER BY version), '{}')::bigint[] AS versions,
+               (SELECT coalesce(array_agg(token_hash), '{}')::bytea[] FROM authorized) AS valid_tokens,
+               CASE WHEN count(*) > 0 THEN pg_notify({notify_channel}, max(version)::text) END
         FROM changes
         """
 
@@ -416,9 +460,9 @@ enum BatchRows {
         }
 
         init(_ row: PostgresRow) throws {
-            var cells = CellReader(row)
-            versions = try cells.next([Int64].self)
-            validTokens = try cells.next([ByteBuffer].self).compactMap(SecretHash.init(bytea:))
+            let cells = row.makeRandomAccess()
+            versions = try cells["versions"].decode([Int64].self)
+            validTokens = try cells["valid_tokens"].decode([ByteBuffer].self).compactMap(SecretHash.init(bytea:))
         }
     }
 
@@ -427,18 +471,19 @@ enum BatchRows {
     /// scans no table but `admin_tokens` (a few rows), so its generic plan cannot turn into a scan
     /// of a large table.
     struct Creations: PostgresPreparedStatement {
-        static let sql = "WITH \(guardAndInserted),\n\(eventsAndChanges)"
+        static let statement = NamedStatement("WITH \(guardAndInserted),\n\(eventsAndChanges)")
+        static let sql = statement.sql
         typealias Row = Written
         let batch: Batch
 
-        func makeBindings() throws -> PostgresBindings { batch.bindings() }
+        func makeBindings() throws -> PostgresBindings { try Self.statement.bindings(batch.values()) }
 
         func decodeRow(_ row: PostgresRow) throws -> Row { try Written(row) }
     }
 
     /// Any other batch: sent unprepared, so that PostgreSQL plans it for its arrays each time (a
     /// generic plan made while `keys` was small would scan the table for the updates and deletions).
-    private static let anySQL = "WITH \(guardAndInserted),\n\(updatedAndDeleted),\n\(eventsAndChanges)"
+    static let anyBatch = NamedStatement("WITH \(guardAndInserted),\n\(updatedAndDeleted),\n\(eventsAndChanges)")
 
     /// What one batch writes, and the admin tokens it is made with.
     struct Batch: Sendable {
@@ -456,39 +501,26 @@ enum BatchRows {
             changes.flatMap { write, atMS in write.indexEntries.map { ($0, write.key, atMS) } }
         }
 
-        func bindings() -> PostgresBindings {
-            var binds = PostgresBindings()
+        /// The values of the batch's statement (``Creations`` when ``onlyCreates``, else ``anyBatch``).
+        func values() -> NamedValues {
+            var values = NamedValues()
             let rows = changeRows
-            bindKeys(inserted, to: &binds)
-            AuditRows.InsertEvents.bind(events, to: &binds)
-            bindChanges(rows, to: &binds)
-            binds.append(PostgresSchema.changeChannel)
-            binds.append(absent)
-            binds.append(PostgresSchema.lockID + 1)
-            binds.append(tokens.map(\.bytea))
-            binds.append(inserted.map { StoredColumns.encodeNetworks($0.key.allowedNetworks) })
-            binds.append(rows.map { StoredColumns.encodeNetworks($0.key.allowedNetworks) })
-            binds.append(
-                rows.map { row in
-                    if case .put(_, graceSecret: true) = row.entry { return row.key.graceEndsAtMS ?? absent }
-                    return absent
-                })
-            binds.append(inserted.map { StoredColumns.encodeRateLimit($0.key.rateLimit) })
-            binds.append(rows.map { StoredColumns.encodeRateLimit($0.key.rateLimit) })
-            binds.append(inserted.map { $0.key.usage?.granted ?? absent })
-            binds.append(rows.map { $0.key.usage?.granted ?? absent })
-            binds.append(rows.map { $0.key.usage?.spent ?? 0 })
-            binds.append(ByteBuffer(bytes: AuditChain.digest(of: events.sorted { $0.seq < $1.seq })))
+            bindKeys(inserted, prefix: "ins_", to: &values)
+            AuditRows.bind(events, prefix: "ev_", to: &values)
+            bindChanges(rows, to: &values)
+            values.set("notify_channel", PostgresSchema.changeChannel)
+            values.set("absent", absent)
+            values.set("change_lock", PostgresSchema.lockID + 1)
+            values.set("tokens", tokens.map(\.bytea))
+            values.set("events_digest", ByteBuffer(bytes: AuditChain.digest(of: events.sorted { $0.seq < $1.seq })))
             if !onlyCreates {
-                bindKeys(updated, to: &binds)
-                binds.append(updated.map { StoredColumns.encodeNetworks($0.key.allowedNetworks) })
-                binds.append(deleted)
-                binds.append(updated.map { $0.graceHash?.bytea ?? ByteBuffer() })
-                binds.append(updated.map { $0.graceHash == nil ? absent : $0.key.graceEndsAtMS ?? absent })
-                binds.append(updated.map { StoredColumns.encodeRateLimit($0.key.rateLimit) })
-                binds.append(updated.map { $0.key.usage?.granted ?? absent })
+                bindKeys(updated, prefix: "upd_", to: &values)
+                values.set("upd_grace_hash", updated.map { $0.graceHash?.bytea ?? ByteBuffer() })
+                values.set(
+                    "upd_grace_ends", updated.map { $0.graceHash == nil ? absent : $0.key.graceEndsAtMS ?? absent })
+                values.set("deleted_ids", deleted)
             }
-            return binds
+            return values
         }
     }
 
@@ -501,8 +533,7 @@ enum BatchRows {
         if batch.onlyCreates {
             for try await row in try await connection.execute(Creations(batch: batch), logger: logger) { written = row }
         } else {
-            let rows = try await connection.query(
-                PostgresQuery(unsafeSQL: anySQL, binds: batch.bindings()), logger: logger)
+            let rows = try await connection.query(try anyBatch.query(batch.values()), logger: logger)
             for try await row in rows { written = try Written(row) }
         }
         guard let written else { throw StoreError.database(server: "", message: "a batch's statement returned no row") }
@@ -515,41 +546,57 @@ enum BatchRows {
         return written
     }
 
-    private static func bindKeys(_ keys: [StoredKey], to binds: inout PostgresBindings) {
-        binds.append(keys.map(\.key.id))
-        binds.append(keys.map(\.key.name))
-        binds.append(keys.map(\.hash.bytea))
-        binds.append(keys.map(\.key.hint))
-        binds.append(keys.map { StoredColumns.encodePermissions($0.key.permissions) })
-        binds.append(keys.map(\.key.enabled))
-        binds.append(keys.map(\.key.createdAtMS))
-        binds.append(keys.map(\.key.updatedAtMS))
-        binds.append(keys.map { $0.key.expiresAtMS ?? absent })
-        binds.append(keys.map { $0.key.lastUsedAtMS ?? absent })
-        binds.append(keys.map { $0.key.rotatedAtMS ?? absent })
+    /// The columns of `keys`, bound under `prefix`.
+    private static func bindKeys(_ keys: [StoredKey], prefix: String, to values: inout NamedValues) {
+        values.set(prefix + "id", keys.map(\.key.id))
+        values.set(prefix + "name", keys.map(\.key.name))
+        values.set(prefix + "hash", keys.map(\.hash.bytea))
+        values.set(prefix + "hint", keys.map(\.key.hint))
+        values.set(prefix + "permissions", keys.map { StoredColumns.encodePermissions($0.key.permissions) })
+        values.set(prefix + "enabled", keys.map(\.key.enabled))
+        values.set(prefix + "created", keys.map(\.key.createdAtMS))
+        values.set(prefix + "updated", keys.map(\.key.updatedAtMS))
+        values.set(prefix + "expires", keys.map { $0.key.expiresAtMS ?? absent })
+        values.set(prefix + "last_used", keys.map { $0.key.lastUsedAtMS ?? absent })
+        values.set(prefix + "rotated", keys.map { $0.key.rotatedAtMS ?? absent })
+        values.set(prefix + "networks", keys.map { StoredColumns.encodeNetworks($0.key.allowedNetworks) })
+        values.set(prefix + "rate_limit", keys.map { StoredColumns.encodeRateLimit($0.key.rateLimit) })
+        values.set(prefix + "uses_granted", keys.map { $0.key.usage?.granted ?? absent })
     }
 
     private static func bindChanges(
-        _ rows: [(entry: KeyWrite.IndexEntry, key: KeyRecord, atMS: Int64)], to binds: inout PostgresBindings
+        _ rows: [(entry: KeyWrite.IndexEntry, key: KeyRecord, atMS: Int64)], to values: inout NamedValues
     ) {
         let keys = rows.map(\.key)
-        binds.append(rows.map(\.atMS))
-        binds.append(
+        values.set("ch_at", rows.map(\.atMS))
+        values.set(
+            "ch_op",
             rows.map { row -> Int16 in
                 if case .drop = row.entry { return 2 }
                 return 1
             })
-        binds.append(keys.map(\.id))
-        binds.append(
+        values.set("ch_key_id", keys.map(\.id))
+        values.set(
+            "ch_hash",
             rows.map { row in
                 switch row.entry {
                 case .put(let hash, _), .drop(let hash): hash.bytea
                 }
             })
-        binds.append(rows.map { _ in ByteBuffer() })  // replaced_hash: rows of older versions only
-        binds.append(keys.map(\.name))
-        binds.append(keys.map { StoredColumns.encodePermissions($0.permissions) })
-        binds.append(keys.map(\.enabled))
-        binds.append(keys.map { $0.expiresAtMS ?? absent })
+        values.set("ch_replaced_hash", rows.map { _ in ByteBuffer() })  // rows of older versions only
+        values.set("ch_name", keys.map(\.name))
+        values.set("ch_permissions", keys.map { StoredColumns.encodePermissions($0.permissions) })
+        values.set("ch_enabled", keys.map(\.enabled))
+        values.set("ch_expires", keys.map { $0.expiresAtMS ?? absent })
+        values.set("ch_networks", keys.map { StoredColumns.encodeNetworks($0.allowedNetworks) })
+        values.set(
+            "ch_grace_ends",
+            rows.map { row in
+                if case .put(_, graceSecret: true) = row.entry { return row.key.graceEndsAtMS ?? absent }
+                return absent
+            })
+        values.set("ch_rate_limit", keys.map { StoredColumns.encodeRateLimit($0.rateLimit) })
+        values.set("ch_uses_granted", keys.map { $0.usage?.granted ?? absent })
+        values.set("ch_uses_spent", keys.map { $0.usage?.spent ?? 0 })
     }
 }

@@ -39,21 +39,12 @@ final class ConnectionHandler: ChannelInboundHandler {
     /// One buffer for the connection's life: once the socket has taken a write, clearing it
     /// reuses its storage instead of allocating for every burst.
     private var outbound = ByteBufferAllocator().buffer(capacity: 512)
-    /// When this connection last completed a frame (for the idle timeout): bytes that never make
-    /// a frame (a trickle) do not keep it open.
-    private var lastFrameAt = NIODeadline.now()
-    private var idleCheck: Scheduled<Void>?
+    /// Reading, pauses, deadlines, closing and the calls in flight; its clocks start at accept.
+    private var connection: ConnectionStateMachine
+    /// Fires at `connection`'s next deadline.
+    private var timer = DeadlineTimer()
     /// Frames cut since the last `channelReadComplete`.
     private var framesThisBurst = 0
-    /// Since when the start of an incomplete frame has been waiting for the rest; nil: none.
-    private var partialFrameSince: NIODeadline?
-    private var frameCheck: Scheduled<Void>?
-    private var adminCallsInFlight = 0
-    private var closing = false
-    /// Not reading because the audit writer is behind (see ``pauseReadingForAudit(context:)``).
-    private var pausedForAudit = false
-    /// Not reading because the client does not read its replies (the channel is not writable).
-    private var pausedForWrites = false
     /// Decodes calls and encodes Check replies with one reused arena.
     private let codec = CheckCallCodec()
     /// This connection's event loop's check tally (nil without metrics), set when added.
@@ -68,6 +59,9 @@ final class ConnectionHandler: ChannelInboundHandler {
         self.inbound = FrameBuffer(maxFrameSize: shared.maxFrameSize)
         self.logger = shared.logger
         self.logger[metadataKey: "peer"] = "\(remoteAddress)"
+        self.connection = ConnectionStateMachine(
+            idleTimeout: shared.idleTimeout, frameTimeout: shared.frameTimeout,
+            maxCallsInFlight: shared.maxAdminCallsInFlight, openedAt: .now())
     }
 
     func handlerAdded(context: ChannelHandlerContext) {
@@ -75,23 +69,20 @@ final class ConnectionHandler: ChannelInboundHandler {
     }
 
     func channelActive(context: ChannelHandlerContext) {
-        scheduleIdleCheck(context: context)
+        armTimer(context: context)
         context.fireChannelActive()
     }
 
     func channelInactive(context: ChannelHandlerContext) {
-        idleCheck?.cancel()
-        idleCheck = nil
-        frameCheck?.cancel()
-        frameCheck = nil
+        timer.cancel()
         context.fireChannelInactive()
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        guard !closing else { return }
+        guard !connection.isClosing else { return }
         inbound.append(unwrapInboundIn(data))
         do {
-            while !closing, let frame = try inbound.nextFrame() {
+            while !connection.isClosing, let frame = try inbound.nextFrame() {
                 framesThisBurst += 1
                 handle(frame: frame, context: context)
             }
@@ -106,7 +97,11 @@ final class ConnectionHandler: ChannelInboundHandler {
     }
 
     func channelReadComplete(context: ChannelHandlerContext) {
-        notePartialFrame(context: context)
+        if framesThisBurst > 0 || inbound.bufferedBytes > 0 {
+            connection.readBurstEnded(
+                completedFrames: framesThisBurst, bufferedBytes: inbound.bufferedBytes, now: .now())
+            armTimer(context: context)
+        }
         framesThisBurst = 0
         flushReplies(context: context)
         if shared.service.auditIsBacklogged { pauseReadingForAudit(context: context) }
@@ -116,95 +111,58 @@ final class ConnectionHandler: ChannelInboundHandler {
     /// NIO's write buffer is below its low water mark again, so the replies queued for one
     /// connection stay bounded (by the high water mark plus one read burst) and others are unaffected.
     func channelWritabilityChanged(context: ChannelHandlerContext) {
-        pausedForWrites = !context.channel.isWritable
-        updateAutoRead(context: context)
+        apply(connection.writabilityChanged(isWritable: context.channel.isWritable, now: .now()), context: context)
         context.fireChannelWritabilityChanged()
-    }
-
-    /// Reads while neither the audit writer nor the client's reading holds us back.
-    private func updateAutoRead(context: ChannelHandlerContext) {
-        guard let options = context.channel.syncOptions, context.channel.isActive else { return }
-        let shouldRead = !pausedForAudit && !pausedForWrites
-        guard (try? options.getOption(.autoRead)) != shouldRead else { return }
-        try? options.setOption(.autoRead, value: shouldRead)
-        if shouldRead {
-            // Time spent not reading is ours, not the client's.
-            if partialFrameSince != nil { partialFrameSince = .now() }
-            context.read()
-        }
     }
 
     /// Backpressure: while the audit writer is far behind, read nothing more from this connection
     /// (TCP then slows the client) instead of refusing checks, until this loop's ``ReadResumer``
     /// sees the backlog gone.
     private func pauseReadingForAudit(context: ChannelHandlerContext) {
-        guard !pausedForAudit, let resumer = shared.readResumers[ObjectIdentifier(context.eventLoop)] else { return }
-        pausedForAudit = true
-        updateAutoRead(context: context)
+        guard !connection.pausedForAudit, let resumer = shared.readResumers[ObjectIdentifier(context.eventLoop)] else {
+            return
+        }
+        apply(connection.auditBacklogged(now: .now()), context: context)
         let loopBound = NIOLoopBound((handler: self, context: context), eventLoop: context.eventLoop)
         resumer.waitForBacklog {
             let (handler, context) = loopBound.value
-            handler.pausedForAudit = false
-            handler.updateAutoRead(context: context)
+            handler.apply(handler.connection.auditCaughtUp(now: .now()), context: context)
         }
     }
 
-    /// After a read burst: frames completed re-arm the idle timeout; bytes left over that begin a
-    /// new frame start its frame deadline (the same frame's bytes trickling in do not restart it).
-    private func notePartialFrame(context: ChannelHandlerContext) {
-        guard framesThisBurst > 0 || inbound.bufferedBytes > 0 else { return }
-        let now = NIODeadline.now()
-        if framesThisBurst > 0 { lastFrameAt = now }
-        if inbound.bufferedBytes == 0 {
-            partialFrameSince = nil
-        } else if framesThisBurst > 0 || partialFrameSince == nil {
-            partialFrameSince = now
-            if frameCheck == nil { scheduleFrameCheck(at: now + shared.frameTimeout, context: context) }
+    /// Carries out what the state machine decided about reading, and keeps its deadlines.
+    private func apply(_ action: ConnectionStateMachine.ReadAction, context: ChannelHandlerContext) {
+        guard context.channel.isActive else { return }
+        if action != .none, let options = context.channel.syncOptions {
+            try? options.setOption(.autoRead, value: action == .startReading)
+            if action == .startReading { context.read() }
         }
+        armTimer(context: context)
     }
 
-    /// Closes the connection when an incomplete frame has waited for its rest longer than the
-    /// frame timeout (a slowloris or a lying length prefix). One timer per connection, alive only
-    /// while an incomplete frame is waiting.
-    private func scheduleFrameCheck(at deadline: NIODeadline, context: ChannelHandlerContext) {
+    /// Keeps the one timer set for the state's next deadline; when it fires, the connection is
+    /// closed if its time ran out (idle, or a frame not completed in time), else armed again.
+    private func armTimer(context: ChannelHandlerContext) {
+        guard timer.needsArming(for: connection.nextDeadline) else { return }
         let loopBound = NIOLoopBound((handler: self, context: context), eventLoop: context.eventLoop)
-        frameCheck = context.eventLoop.scheduleTask(deadline: deadline) {
+        timer.arm(for: connection.nextDeadline, on: context.eventLoop) {
             let (handler, context) = loopBound.value
-            handler.frameCheck = nil
-            guard context.channel.isActive, let since = handler.partialFrameSince else { return }
-            let timeout = handler.shared.frameTimeout
-            if handler.pausedForAudit || handler.pausedForWrites {
-                handler.partialFrameSince = .now()
-                handler.scheduleFrameCheck(at: .now() + timeout, context: context)
-            } else if NIODeadline.now() - since >= timeout {
+            handler.timer.fired()
+            guard context.channel.isActive else { return }
+            switch handler.connection.deadlineReached(now: .now()) {
+            case .frameNotCompleted:
                 handler.logger.info(
                     "closing connection: frame not completed in time",
-                    metadata: ["frameTimeout": "\(timeout)", "bufferedBytes": "\(handler.inbound.bufferedBytes)"])
-                handler.closing = true
+                    metadata: [
+                        "frameTimeout": "\(handler.shared.frameTimeout)",
+                        "bufferedBytes": "\(handler.inbound.bufferedBytes)",
+                    ])
                 context.close(promise: nil)
-            } else {
-                handler.scheduleFrameCheck(at: since + timeout, context: context)
-            }
-        }
-    }
-
-    /// Closes the connection once it has completed no frame for the idle timeout. One timer per
-    /// connection, re-armed from the last frame when it fires (not on every read).
-    private func scheduleIdleCheck(context: ChannelHandlerContext) {
-        guard let timeout = shared.idleTimeout else { return }
-        let loopBound = NIOLoopBound((handler: self, context: context), eventLoop: context.eventLoop)
-        idleCheck = context.eventLoop.scheduleTask(deadline: lastFrameAt + timeout) {
-            let (handler, context) = loopBound.value
-            guard context.channel.isActive else { return }
-            if handler.pausedForAudit {
-                // The server itself is not reading (audit backpressure): the silence is not the client's.
-                handler.lastFrameAt = .now()
-                handler.scheduleIdleCheck(context: context)
-            } else if NIODeadline.now() - handler.lastFrameAt >= timeout {
+            case .idle:
                 handler.logger.info("closing idle connection")
                 context.close(promise: nil)
-            } else {
-                handler.scheduleIdleCheck(context: context)
+            case nil:
+                handler.armTimer(context: context)
             }
         }
     }
@@ -245,7 +203,8 @@ final class ConnectionHandler: ChannelInboundHandler {
         } else if let route = shared.publicRoutes.route(for: request.method) {
             let peerAddress = peerAddress
             startCall(request, method: route.method, context: context) { deadline in
-                try await route(payload: request.payload, context: PublicCallContext(peerAddress: peerAddress, deadline: deadline))
+                try await route(
+                    payload: request.payload, context: PublicCallContext(peerAddress: peerAddress, deadline: deadline))
             }
         } else {
             reply(
@@ -275,12 +234,11 @@ final class ConnectionHandler: ChannelInboundHandler {
         _ request: Envelope, method: any RPCMethodDescriptor, context: ChannelHandlerContext,
         _ run: @escaping @Sendable (Deadline) async throws -> [UInt8]
     ) {
-        guard adminCallsInFlight < shared.maxAdminCallsInFlight else {
+        guard connection.callStarting() else {
             let message = "more than \(shared.maxAdminCallsInFlight) calls besides Check in flight on this connection"
             reply(to: request, error: RPCError(.resourceExhausted, message), context: context)
             return
         }
-        adminCallsInFlight += 1
         shared.state.adminCallStarted()
         // The deadline counts from the frame's arrival. It is checked when the call starts and
         // again before its transaction commits (KeyService): a call that commits is answered with
@@ -297,7 +255,7 @@ final class ConnectionHandler: ChannelInboundHandler {
         }
         answered.futureResult.whenComplete { result in
             let (handler, context) = loopBound.value
-            handler.adminCallsInFlight -= 1
+            handler.connection.callFinished()
             handler.shared.state.adminCallFinished()
             let status: StatusCode
             switch result {
@@ -322,7 +280,8 @@ final class ConnectionHandler: ChannelInboundHandler {
         try deadline.check()
         let token = Self.bearerToken(request.metadata[MetadataKey.authorization])
         let recheckedAtCommit = AdminDispatcher.changesRecheckedAtCommit.contains(route.method.path)
-        guard let token, let actor = try await service.authenticate(adminToken: token, recheckedAtCommit: recheckedAtCommit)
+        guard let token,
+            let actor = try await service.authenticate(adminToken: token, recheckedAtCommit: recheckedAtCommit)
         else {
             throw RPCError(
                 .unauthenticated,
@@ -331,7 +290,8 @@ final class ConnectionHandler: ChannelInboundHandler {
             )
         }
         do {
-            let reply = try await route(payload: request.payload, context: AdminCallContext(actor: actor, deadline: deadline))
+            let reply = try await route(
+                payload: request.payload, context: AdminCallContext(actor: actor, deadline: deadline))
             logger.info("admin call", metadata: ["method": "\(route.method.path)", "actor": "\(actor.name)"])
             return reply
         } catch {
@@ -385,8 +345,7 @@ final class ConnectionHandler: ChannelInboundHandler {
 
     /// Sends what is pending, then closes: the contract's answer to a bad frame.
     private func closeForProtocolError(_ reason: String, context: ChannelHandlerContext) {
-        guard !closing else { return }
-        closing = true
+        guard connection.protocolError() else { return }
         logger.warning("closing connection: protocol error", metadata: ["reason": "\(reason)"])
         let replies = outbound
         outbound.clear()
@@ -394,4 +353,3 @@ final class ConnectionHandler: ChannelInboundHandler {
         context.writeAndFlush(wrapOutboundOut(replies)).whenComplete { _ in channel.close(promise: nil) }
     }
 }
-
