@@ -76,9 +76,6 @@ final class PostgresAuditSink: AuditSink {
     /// PostgreSQL's autovacuum reuses the space of deleted rows.
     func reclaimSpace() throws {}
 
-    /// Not simulated on PostgreSQL.
-    func forbidGrowth(_ forbid: Bool) throws {}
-
     /// The database server's disk is watched by its operator, not from here.
     func freeBytes() -> Int64? { nil }
 

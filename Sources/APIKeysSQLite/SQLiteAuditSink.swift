@@ -1,12 +1,16 @@
 import APIKeysCore
 import APIKeysStore
 import Foundation
+import Synchronization
 
 /// The audit writer's own SQLite connection: api.request events as ``APIRequestBatchTable``
 /// rows, summaries and admin-less rows in `audit_events`, last-used times in `keys`.
 final class SQLiteAuditSink: AuditSink, @unchecked Sendable {
     // Used by the writer's thread only (the protocol's contract), hence unchecked.
     private let connection: SQLiteConnection
+    /// Tests only: a full-disk simulation (``forbidGrowth(_:)``) for the writer's thread to apply
+    /// to the connection before its next transaction.
+    private let pendingGrowthLimit = Mutex<Bool?>(nil)
 
     init(connection: SQLiteConnection) {
         self.connection = connection
@@ -20,6 +24,7 @@ final class SQLiteAuditSink: AuditSink, @unchecked Sendable {
     }
 
     func write(_ individual: [AuditRecord], summaries: [AuditRecord], lastUsed: [String: KeyUse]) throws {
+        applyGrowthLimit()
         var events = individual
         if !summaries.isEmpty {
             events += summaries
@@ -51,7 +56,8 @@ final class SQLiteAuditSink: AuditSink, @unchecked Sendable {
     ) throws
         -> AuditRetention.Pruned
     {
-        try connection.transaction {
+        applyGrowthLimit()
+        return try connection.transaction {
             let pruned = try SQLiteAuditRetention.pruneStep(olderThan: cutoffMS, in: connection)
             if !pruned.isEmpty { try AuditChainTable.appendRows([record(pruned)], in: connection) }
             return pruned
@@ -67,7 +73,19 @@ final class SQLiteAuditSink: AuditSink, @unchecked Sendable {
         return Int64(info.f_bavail) * Int64(info.f_frsize)
     }
 
-    func forbidGrowth(_ forbid: Bool) throws { try connection.forbidGrowth(forbid) }
+    /// Tests only: from its next transaction on, the writer's connection may not grow the
+    /// database (SQLITE_FULL, as on a full disk), or may again. Any thread; applied on the writer's.
+    func forbidGrowth(_ forbid: Bool) {
+        pendingGrowthLimit.withLock { $0 = forbid }
+    }
+
+    private func applyGrowthLimit() {
+        guard let forbid = pendingGrowthLimit.withLock({ $0.take() }) else { return }
+        do { try connection.forbidGrowth(forbid) } catch {
+            // Only a test asks; its next write fails or succeeds as the disk allows.
+            pendingGrowthLimit.withLock { $0 = $0 ?? forbid }
+        }
+    }
 
     func close() { connection.close() }
 }

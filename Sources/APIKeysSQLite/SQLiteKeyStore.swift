@@ -12,6 +12,8 @@ import Synchronization
 package final class SQLiteKeyStore: KeyStore {
     package let index: KeyIndex
     package let auditWriter: AuditWriter
+    /// The writer's sink, for ``simulateFullDisk(_:)``.
+    private let auditSink: SQLiteAuditSink
     package var freshness: StoreFreshness? { nil }
     /// Tests only: runs after a mutation committed, before its index change, with the key ids.
     package let commitHook = Mutex<(@Sendable ([String]) -> Void)?>(nil)
@@ -20,12 +22,15 @@ package final class SQLiteKeyStore: KeyStore {
     private let clock: any WallClock
     private let queue = DispatchQueue(label: "apikeys.sqlite-admin")
 
-    private init(path: String, index: KeyIndex, admin: SQLiteConnection, auditWriter: AuditWriter, clock: any WallClock)
-    {
+    private init(
+        path: String, index: KeyIndex, admin: SQLiteConnection, auditWriter: AuditWriter, auditSink: SQLiteAuditSink,
+        clock: any WallClock
+    ) {
         self.path = path
         self.index = index
         self.admin = Mutex(admin)
         self.auditWriter = auditWriter
+        self.auditSink = auditSink
         self.clock = clock
     }
 
@@ -39,12 +44,14 @@ package final class SQLiteKeyStore: KeyStore {
         try Schema.migrate(db, nowMS: clock.nowMS())
         let last = try AuditTable.last(in: db)
         let index = KeyIndex(catalog: catalog, expectedCount: try KeyTable.count(in: db))
+        let sink = SQLiteAuditSink(connection: try SQLiteConnection(path: path, busyTimeoutMS: busyTimeoutMS))
         let writer = AuditWriter(
-            sink: SQLiteAuditSink(connection: try SQLiteConnection(path: path, busyTimeoutMS: busyTimeoutMS)),
+            sink: sink,
             seqs: AuditSequence(.dense, after: last.seq), lastAtMS: last.batchAtMS, mode: auditMode, clock: clock,
             capacity: auditQueueCapacity, retentionMS: auditRetentionMS, minFreeDiskBytes: minFreeDiskBytes,
             logger: logger)
-        let store = SQLiteKeyStore(path: path, index: index, admin: db, auditWriter: writer, clock: clock)
+        let store = SQLiteKeyStore(
+            path: path, index: index, admin: db, auditWriter: writer, auditSink: sink, clock: clock)
         do {
             try KeyTable.load(into: index, in: db)
         } catch {
@@ -247,6 +254,6 @@ package final class SQLiteKeyStore: KeyStore {
     /// Tests only: the database may not grow (both connections then get SQLITE_FULL, as on a full disk).
     package func simulateFullDisk(_ full: Bool) throws {
         try withAdmin { try $0.forbidGrowth(full) }
-        auditWriter.forbidGrowth(full)
+        auditSink.forbidGrowth(full)
     }
 }

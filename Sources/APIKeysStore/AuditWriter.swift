@@ -14,6 +14,8 @@ import Synchronization
 /// the check closed rather than answer a request it cannot audit. ``close()`` writes everything
 /// queued before returning.
 package final class AuditWriter: Sendable {
+    typealias Waiter = AuditWaiters.Waiter
+
     private struct State {
         var queue: [AuditRecord] = []
         /// Numbers events, admin or api.
@@ -30,9 +32,8 @@ package final class AuditWriter: Sendable {
         /// Events given up at close because the disk kept refusing them.
         var unwritten = 0
         var finished = false
-        /// Callers of ``flush()`` or ``close(timeout:)`` waiting for `written` to reach a count
-        /// (`Int.max`: the writer's end).
-        var waiters: [(target: Int, pass: Int, wake: Waiter)] = []
+        /// Callers of ``flush()``, ``close(timeout:)`` and ``pruneNowBlocking()`` waiting.
+        var waiters = AuditWaiters()
         /// Passes of the writer that drained every group (aggregated, unknown keys) begun and
         /// finished: a flush waits for one begun after it, since its events may all be counted
         /// as written while their groups still wait.
@@ -42,16 +43,13 @@ package final class AuditWriter: Sendable {
         var drainAggregates = false
         /// Tests only: take nothing from the queue, as a writer stuck on a slow disk would.
         var paused = false
-        /// Tests only: a disk-full simulation for the writer's connection to apply.
-        var forbidGrowth: Bool?
         /// The disk's free bytes at the last look (nil: not known), and checks of unknown keys
         /// dropped since start because it was below ``minFreeDiskBytes``.
         var freeDiskBytes: Int64?
         var shedUnknownKeyChecks = 0
-        /// Prunes asked for by ``pruneNow()`` and prunes done since (each waiter waits for a count).
+        /// Prunes asked for by ``pruneNowBlocking()`` and prunes done since.
         var prunesAsked = 0
         var prunesDone = 0
-        var pruneWaiters: [(target: Int, wake: Waiter)] = []
     }
 
     package let capacity: Int
@@ -133,12 +131,6 @@ package final class AuditWriter: Sendable {
         wake.signal()
     }
 
-    /// Tests only: the writer's connection may not grow the database (SQLITE_FULL), or may again.
-    package func forbidGrowth(_ forbid: Bool) {
-        state.withLock { $0.forbidGrowth = forbid }
-        wake.signal()
-    }
-
     /// Prunes expired events now (on the writer's thread) and waits until it has; tools and
     /// tests only (blocks its thread).
     package func pruneNowBlocking() {
@@ -146,7 +138,7 @@ package final class AuditWriter: Sendable {
         let ready = state.withLock { state -> Bool in
             guard !state.finished else { return true }
             state.prunesAsked += 1
-            state.pruneWaiters.append((state.prunesAsked, .thread(semaphore)))
+            state.waiters.add(.thread(semaphore), for: .pruned(count: state.prunesAsked))
             return false
         }
         wake.signal()
@@ -167,19 +159,6 @@ package final class AuditWriter: Sendable {
 
     /// True when more than half the queue is taken: time for callers to stop taking new work.
     package var isUnderPressure: Bool { state.withLock { $0.queue.count > capacity / 2 } }
-
-    /// Someone waiting for the writer: a task (never blocked) or a thread outside the executor.
-    enum Waiter: Sendable {
-        case task(CheckedContinuation<Void, Never>)
-        case thread(DispatchSemaphore)
-
-        func resume() {
-            switch self {
-            case .task(let continuation): continuation.resume()
-            case .thread(let semaphore): semaphore.signal()
-            }
-        }
-    }
 
     /// Waits until every event queued before the call is committed (aggregated groups included),
     /// or the writer has ended.
@@ -204,7 +183,8 @@ package final class AuditWriter: Sendable {
             let target = untilWritten ?? state.enqueued
             if state.finished || (untilWritten != nil && state.written >= target) { return true }
             state.drainAggregates = true
-            state.waiters.append((target, untilWritten == nil ? state.drainPassesBegun + 1 : 0, waiter))
+            let pass = untilWritten == nil ? state.drainPassesBegun + 1 : 0
+            state.waiters.add(waiter, for: .written(count: target, drainPass: pass))
             return false
         }
         wake.signal()
@@ -242,16 +222,12 @@ package final class AuditWriter: Sendable {
         return first
     }
 
-    /// After a commit (or at the end): wakes the waiters whose count has been reached.
+    /// After a pass of the writer (or at its end): wakes the waiters whose moment has come.
     private func wakeWaiters() {
-        let ready = state.withLock { state -> [Waiter] in
-            let (written, passes) = (state.written, state.drainPassesDone)
-            let isReached = { (waiter: (target: Int, pass: Int, wake: Waiter)) in
-                waiter.target <= written && waiter.pass <= passes
-            }
-            let reached = state.finished ? state.waiters : state.waiters.filter(isReached)
-            state.waiters.removeAll { state.finished || isReached($0) }
-            return reached.map(\.wake)
+        let ready = state.withLock { state in
+            state.waiters.takeReady(
+                written: state.written, drainPassesDone: state.drainPassesDone, prunesDone: state.prunesDone,
+                finished: state.finished)
         }
         for waiter in ready { waiter.resume() }
     }
@@ -275,7 +251,6 @@ package final class AuditWriter: Sendable {
         var nextDiskLook = ContinuousClock.now
         while true {
             _ = wake.wait(timeout: .now() + flushInterval)
-            applyDiskSimulation()
             if ContinuousClock.now >= nextDiskLook {
                 nextDiskLook = .now + .seconds(1)
                 lookAtDisk(&unknownKeys)
@@ -309,14 +284,14 @@ package final class AuditWriter: Sendable {
                     pruneExpired()
                     nextPruneAtMS = clock.nowMS() + pruneIntervalMS
                 }
-                wakePruneWaiters(done: asked)
+                state.withLock { $0.prunesDone = max($0.prunesDone, asked) }
+                wakeWaiters()
             }
             if closing && state.withLock({ $0.queue.isEmpty }) && aggregator.isEmpty && unknownKeys.isEmpty { break }
         }
         sink.close()
         state.withLock { $0.finished = true }
         wakeWaiters()
-        wakePruneWaiters(done: .max)
     }
 
     /// Reads the sink's free disk space; below ``minFreeDiskBytes`` the checks of unknown keys
@@ -365,29 +340,6 @@ package final class AuditWriter: Sendable {
         }
     }
 
-    private func wakePruneWaiters(done: Int) {
-        let ready = state.withLock { state -> [Waiter] in
-            state.prunesDone = max(state.prunesDone, min(done, state.prunesAsked))
-            let reached = state.pruneWaiters.filter { $0.target <= done }
-            state.pruneWaiters.removeAll { $0.target <= done }
-            return reached.map(\.wake)
-        }
-        for waiter in ready { waiter.resume() }
-    }
-
-    /// Tests only: applies a pending ``forbidGrowth(_:)`` on the writer's own thread.
-    private func applyDiskSimulation() {
-        let pending = state.withLock { state in
-            defer { state.forbidGrowth = nil }
-            return state.forbidGrowth
-        }
-        if let pending {
-            do { try sink.forbidGrowth(pending) } catch {
-                logger.error("disk simulation not applied", metadata: ["error": "\(error)"])
-            }
-        }
-    }
-
     /// Commits `individual` events (in seq order) as batches, aggregated `summaries` as rows, and
     /// the last-used times of the checks in `batch`, retrying while the disk refuses them: events
     /// are never dropped, except at close once its timeout has passed (they are then counted).
@@ -417,111 +369,7 @@ package final class AuditWriter: Sendable {
                     ])
                 if givingUp { return }
                 _ = wake.wait(timeout: .now() + .milliseconds(100))
-                applyDiskSimulation()
             }
         }
-    }
-}
-
-/// What one audit batch says of a key's use: the time of its last check, and how many of its
-/// checks were allowed (each spent a usage credit if the key has them).
-package struct KeyUse: Sendable, Hashable {
-    package var lastAtMS: Int64
-    package var allowed: Int64
-
-    package init(lastAtMS: Int64, allowed: Int64) {
-        self.lastAtMS = lastAtMS
-        self.allowed = allowed
-    }
-
-    /// The use of each key among `events` (in queue order, where times never decrease). Events of
-    /// no key (unknown secrets) count for none. Runs of one key, the common case under load, cost
-    /// a comparison per event, not a hash.
-    package static func tally(_ events: ArraySlice<AuditRecord>) -> [String: KeyUse] {
-        var uses: [String: KeyUse] = [:]
-        var run = ""
-        var runUse = KeyUse(lastAtMS: 0, allowed: 0)
-        func endRun() {
-            guard !run.isEmpty else { return }
-            if let earlier = uses[run] {
-                runUse.allowed += earlier.allowed
-                runUse.lastAtMS = max(runUse.lastAtMS, earlier.lastAtMS)
-            }
-            uses[run] = runUse
-        }
-        for index in events.indices where !events[index].keyID.isEmpty {
-            if events[index].keyID != run {
-                endRun()
-                run = events[index].keyID
-                runUse = KeyUse(lastAtMS: 0, allowed: 0)
-            }
-            runUse.lastAtMS = events[index].atMS
-            if events[index].denial == nil && events[index].action == .apiRequest { runUse.allowed += 1 }
-        }
-        endRun()
-        return uses
-    }
-}
-
-/// Where an ``AuditWriter`` stores events: called on the writer's thread only, one call at a time.
-package protocol AuditSink: Sendable {
-    /// Stores `individual` api.request events (in seq order), aggregated `summaries`, and raises
-    /// the keys' last-used times and spent usage credits (``KeyUse``, by key id), all in one
-    /// transaction.
-    func write(_ individual: [AuditRecord], summaries: [AuditRecord], lastUsed: [String: KeyUse]) throws
-    /// Removes one step of events older than `cutoffMS` in one transaction, with the event that
-    /// `record` makes of what it removed; returns what it removed (empty: nothing was left).
-    func pruneStep(
-        olderThan cutoffMS: Int64, recording record: @escaping @Sendable (AuditRetention.Pruned) -> AuditRecord
-    ) throws
-        -> AuditRetention.Pruned
-    /// Gives the space freed by pruning back to the file system, where that applies.
-    func reclaimSpace() throws
-    /// Bytes free to this process on the file system the events are written to; nil when that
-    /// is not a local file system (a database server's disk is its operator's to watch).
-    func freeBytes() -> Int64?
-    /// Tests only: simulates a full disk (or ends the simulation).
-    func forbidGrowth(_ forbid: Bool) throws
-    /// Releases the sink's connection; no call follows.
-    func close()
-}
-
-/// How audit events are numbered: `seq` is unique and increases in the order events happen.
-package struct AuditSequence: Sendable {
-    package enum Scheme: Sendable {
-        /// 1, 2, 3…: one process numbers every event of its store (SQLite).
-        case dense
-        /// `(milliseconds << 20) | (replica << 12) | counter`: each replica numbers its own events
-        /// from its clock, so seqs are unique across up to 256 replicas (`replica` < 256) and
-        /// increase with time across them, within their clocks' skew; a replica numbering more than
-        /// 4,096 events in one millisecond borrows from the next one.
-        case clock(replica: UInt64)
-    }
-
-    private let scheme: Scheme
-    private var last: UInt64
-
-    /// Numbers events after `last`, the highest seq the store holds (dense) or 0.
-    package init(_ scheme: Scheme, after last: UInt64 = 0) {
-        self.scheme = scheme
-        self.last = last
-    }
-
-    /// The seq of an event stamped `atMS` (never earlier than the previous event's time).
-    package mutating func next(atMS: Int64) -> UInt64 {
-        switch scheme {
-        case .dense:
-            last += 1
-        case .clock(let replica):
-            let base = UInt64(max(atMS, 0)) << 20 | (replica & 0xFF) << 12
-            if base > last {
-                last = base
-            } else if last & 0xFFF < 0xFFF {
-                last += 1
-            } else {
-                last = ((last >> 20) + 1) << 20 | (replica & 0xFF) << 12
-            }
-        }
-        return last
     }
 }

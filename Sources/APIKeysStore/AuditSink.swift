@@ -1,0 +1,22 @@
+import APIKeysCore
+
+/// Where an ``AuditWriter`` stores events: called on the writer's thread only, one call at a time.
+package protocol AuditSink: Sendable {
+    /// Stores `individual` api.request events (in seq order), aggregated `summaries`, and raises
+    /// the keys' last-used times and spent usage credits (``KeyUse``, by key id), all in one
+    /// transaction.
+    func write(_ individual: [AuditRecord], summaries: [AuditRecord], lastUsed: [String: KeyUse]) throws
+    /// Removes one step of events older than `cutoffMS` in one transaction, with the event that
+    /// `record` makes of what it removed; returns what it removed (empty: nothing was left).
+    func pruneStep(
+        olderThan cutoffMS: Int64, recording record: @escaping @Sendable (AuditRetention.Pruned) -> AuditRecord
+    ) throws
+        -> AuditRetention.Pruned
+    /// Gives the space freed by pruning back to the file system, where that applies.
+    func reclaimSpace() throws
+    /// Bytes free to this process on the file system the events are written to; nil when that
+    /// is not a local file system (a database server's disk is its operator's to watch).
+    func freeBytes() -> Int64?
+    /// Releases the sink's connection; no call follows.
+    func close()
+}
