@@ -90,10 +90,23 @@ extension APIKeysClient {
         try await call(KeyAdmin.getPolicy, GetPolicyRequest(), timeout: timeout)
     }
 
-    /// One page of audit events, newest first.
+    /// One page of audit events, newest first: those of key `keyID` (empty: any), with `action`
+    /// (empty: any), at or after `sinceMS` and before `untilMS` (0: unbounded). The reply's
+    /// `nextPageToken` (empty on the last page) is the `pageToken` of the next call.
     public func listAuditEvents(
-        _ request: ListAuditEventsRequest = ListAuditEventsRequest(), timeout: Duration? = nil
+        keyID: String = "", action: String = "", sinceMS: Int64 = 0, untilMS: Int64 = 0, pageSize: UInt32 = 0,
+        pageToken: String = "", timeout: Duration? = nil
     ) async throws -> ListAuditEventsResponse {
+        let request = ListAuditEventsRequest(
+            keyID: keyID, action: action, sinceMS: sinceMS, untilMS: untilMS, pageSize: pageSize, pageToken: pageToken)
+        return try await call(KeyAdmin.listAuditEvents, request, timeout: timeout)
+    }
+
+    /// One page of audit events, as `request` asks.
+    @available(*, deprecated, message: "use listAuditEvents(keyID:action:sinceMS:untilMS:pageSize:pageToken:)")
+    public func listAuditEvents(_ request: ListAuditEventsRequest, timeout: Duration? = nil) async throws
+        -> ListAuditEventsResponse
+    {
         try await call(KeyAdmin.listAuditEvents, request, timeout: timeout)
     }
 

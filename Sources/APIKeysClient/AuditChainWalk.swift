@@ -12,10 +12,21 @@ public struct AuditChainVerification: Sendable, Hashable {
 }
 
 extension APIKeysClient {
-    /// One page of the audit trail's hash chain (whole links with their events).
+    /// One page of the audit trail's hash chain (whole links with their events): the links
+    /// after position `afterPosition` or, when that is 0 and `sinceMS` is set, from the first
+    /// link holding an event at or after `sinceMS`.
     public func exportAuditChain(
-        _ request: ExportAuditChainRequest = ExportAuditChainRequest(), timeout: Duration? = nil
+        afterPosition: UInt64 = 0, sinceMS: Int64 = 0, pageSize: UInt32 = 0, timeout: Duration? = nil
     ) async throws -> ExportAuditChainResponse {
+        let request = ExportAuditChainRequest(afterPosition: afterPosition, sinceMS: sinceMS, pageSize: pageSize)
+        return try await call(KeyAdmin.exportAuditChain, request, timeout: timeout)
+    }
+
+    /// One page of the audit trail's hash chain, as `request` asks.
+    @available(*, deprecated, message: "use exportAuditChain(afterPosition:sinceMS:pageSize:)")
+    public func exportAuditChain(_ request: ExportAuditChainRequest, timeout: Duration? = nil) async throws
+        -> ExportAuditChainResponse
+    {
         try await call(KeyAdmin.exportAuditChain, request, timeout: timeout)
     }
 
@@ -33,7 +44,9 @@ extension APIKeysClient {
         var verifier: AuditChainVerifier?
         var target: AuditChain.State?
         while true {
-            let page = try await exportAuditChain(request, timeout: timeout)
+            let page = try await exportAuditChain(
+                afterPosition: request.afterPosition, sinceMS: request.sinceMS, pageSize: request.pageSize,
+                timeout: timeout)
             let state = AuditChain.State(page.chain)
             let first = target ?? state
             target = first

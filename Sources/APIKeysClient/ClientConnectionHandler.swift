@@ -44,7 +44,9 @@ final class ClientConnectionHandler: ChannelDuplexHandler {
         context.write(wrapOutboundOut(call.frame)).whenFailure { error in
             let (handler, callID) = loopBound.value
             handler.complete(
-                callID, with: .failure(APIKeysClientError(
+                callID,
+                with: .failure(
+                    APIKeysClientError(
                         code: .unavailable, message: "send failed: \(APIKeysClient.plainReason(error))", cause: error)))
         }
     }

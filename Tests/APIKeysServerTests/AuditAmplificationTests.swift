@@ -46,8 +46,7 @@ import Testing
                 _ = try await client.check(key: key, resource: resource)
             }
             await server.server.service.flushAuditTrail()
-            var request = ListAuditEventsRequest(action: "api.request", pageSize: 1000)
-            let first = try await client.listAuditEvents(request)
+            let first = try await client.listAuditEvents(action: "api.request", pageSize: 1000)
             let event = try #require(first.events.first)
             #expect(event.resource.utf8.count <= CheckLimits.maxResourceBytes)
             let kept = event.resource.prefix { $0 != "…" }.utf8.count
@@ -58,8 +57,7 @@ import Testing
             var total = first.events.count
             var token = first.nextPageToken
             while !token.isEmpty {
-                request.pageToken = token
-                let page = try await client.listAuditEvents(request)
+                let page = try await client.listAuditEvents(action: "api.request", pageSize: 1000, pageToken: token)
                 total += page.events.count
                 token = page.nextPageToken
             }

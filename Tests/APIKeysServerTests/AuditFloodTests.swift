@@ -62,9 +62,8 @@ struct AuditFloodTests {
         var events: [AuditEvent] = []
         var token = ""
         repeat {
-            var request = ListAuditEventsRequest(keyID: keyID, action: "api.request", pageSize: 1000)
-            request.pageToken = token
-            let page = try await client.listAuditEvents(request)
+            let page = try await client.listAuditEvents(
+                keyID: keyID, action: "api.request", pageSize: 1000, pageToken: token)
             events += page.events
             token = page.nextPageToken
         } while !token.isEmpty

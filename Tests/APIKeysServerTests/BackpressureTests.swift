@@ -30,8 +30,7 @@ import Testing
     /// Every api.request event committed, once the writer has caught up.
     private func auditedChecks(_ service: KeyService, _ client: APIKeysClient) async throws -> Int {
         await service.flushAuditTrail()
-        let request = ListAuditEventsRequest(action: "api.request", pageSize: 100)
-        return try await client.listAuditEvents(request).events.count
+        return try await client.listAuditEvents(action: "api.request", pageSize: 100).events.count
     }
 
     @Test(.timeLimit(.minutes(1)))

@@ -16,7 +16,8 @@ import Testing
     }
 
     /// Seconds until the server closed `connection`, waiting at most `limit`.
-    private func secondsUntilClosed(_ connection: RawConnection, sending trickle: [UInt8] = [], limit: Double) -> Double?
+    private func secondsUntilClosed(_ connection: RawConnection, sending trickle: [UInt8] = [], limit: Double)
+        -> Double?
     {
         let start = Date()
         var next = 0
@@ -63,7 +64,8 @@ import Testing
             // So large that audit backpressure (which also stops reading) never sets in here.
             $0.auditQueueCapacity = 10_000_000
         }) { server, client in
-            let connection = try RawConnection(port: server.port, receiveTimeoutSeconds: 10, receiveBufferBytes: 16 * 1024)
+            let connection = try RawConnection(
+                port: server.port, receiveTimeoutSeconds: 10, receiveBufferBytes: 16 * 1024)
             var burst: [UInt8] = []
             // Call ids 1000–1999 all take two bytes: every frame has the same size.
             for call in 1000...1999 { burst += try Self.checkFrame(callID: UInt64(call)) }
@@ -96,7 +98,9 @@ import Testing
             // Bounded: what the server took is what the socket buffers and its write buffer hold,
             // not everything sent so far (which would keep growing as long as the client sends).
             sentFrames = sentBytes / frameSize
-            print("never-reading client: the server took \(sentBytes) bytes (\(sentFrames) checks) before it stopped reading")
+            print(
+                "never-reading client: the server took \(sentBytes) bytes (\(sentFrames) checks) before it stopped reading"
+            )
             #expect(sentBytes < 24 << 20, "\(sentBytes) bytes taken from a client that never reads")
             // Read again: every whole frame sent is answered, in order.
             for call in 1...sentFrames {

@@ -51,7 +51,7 @@ import Testing
             token = ""
             repeat {
                 let page = try await client.listAuditEvents(
-                    ListAuditEventsRequest(keyID: key.key.id, action: "api.request", pageSize: 1000, pageToken: token))
+                    keyID: key.key.id, action: "api.request", pageSize: 1000, pageToken: token)
                 audited += page.events.count
                 token = page.nextPageToken
             } while !token.isEmpty
@@ -63,7 +63,9 @@ import Testing
     @Test func aServerThatIsNotThereIsSaidPlainly() async throws {
         let client = APIKeysClient(configuration: .init(port: 1, adminToken: "adm_x"))
         let error = await #expect(throws: APIKeysClientError.self) { _ = try await client.listPermissions() }
-        #expect(error == APIKeysClientError(code: .unavailable, message: "cannot connect to 127.0.0.1:1: connection refused"))
+        #expect(
+            error
+                == APIKeysClientError(code: .unavailable, message: "cannot connect to 127.0.0.1:1: connection refused"))
         #expect(error?.cause != nil && !(error?.cause is APIKeysClientError))
         await client.close()
     }

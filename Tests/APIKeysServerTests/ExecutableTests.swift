@@ -85,7 +85,7 @@ import Testing
         }
         let created = try await client.createKey(name: "made-by-alice", permissions: ["reports:read"])
         #expect(try await client.check(key: created.secret, permissions: ["reports:read"]).decision == .allow)
-        let events = try await client.listAuditEvents(ListAuditEventsRequest(keyID: created.key.id)).events
+        let events = try await client.listAuditEvents(keyID: created.key.id).events
         #expect(events.last?.action == "key.created" && events.last?.actor == "alice")
 
         #expect(try await runApikeyd(["admin-token", "revoke", "alice", "--data-dir", dir]).0 == 0)
@@ -101,7 +101,7 @@ import Testing
                 port: serverPort, adminToken: bootstrap.trimmingCharacters(in: .whitespacesAndNewlines)))
         var tokenEvents: [AuditEvent] = []
         for action in ["admin_token.revoked", "admin_token.created"] {
-            tokenEvents += try await operatorClient.listAuditEvents(ListAuditEventsRequest(action: action)).events
+            tokenEvents += try await operatorClient.listAuditEvents(action: action).events
         }
         #expect(
             tokenEvents.map { $0.detail.split(separator: " ").prefix(4).joined(separator: " ") } == [

@@ -139,7 +139,7 @@ import Testing
             }
             // Each refusal is in the trail: denied INVALID_REQUEST under the key, saying why.
             await server.server.service.flushAuditTrail()
-            let refusals = try await client.listAuditEvents(ListAuditEventsRequest(keyID: reader.key.id)).events
+            let refusals = try await client.listAuditEvents(keyID: reader.key.id).events
                 .filter { $0.reason == .invalidRequest }
             #expect(refusals.count == bads.count)
             #expect(refusals.allSatisfy { $0.detail.hasPrefix("INVALID_ARGUMENT: X-Required-Permissions") })
@@ -169,7 +169,7 @@ import Testing
                 ])
             #expect(forged.status == 403, "\(forged)")
             await server.server.service.flushAuditTrail()
-            let events = try await client.listAuditEvents(ListAuditEventsRequest(keyID: reader.key.id)).events
+            let events = try await client.listAuditEvents(keyID: reader.key.id).events
             #expect(events.first?.resource == "POST /api/jobs/42/run", "\(events)")
             // A path that cannot be judged: 400 before any decision.
             let refused = try await HTTPProbe.request(
@@ -178,7 +178,7 @@ import Testing
             #expect(refused.status == 400 && refused.headers["x-deny-reason"] == "INVALID_PATH", "\(refused)")
             // The refusal is recorded under the key, with the path as it arrived and why.
             await server.server.service.flushAuditTrail()
-            let recorded = try await client.listAuditEvents(ListAuditEventsRequest(keyID: reader.key.id)).events.first
+            let recorded = try await client.listAuditEvents(keyID: reader.key.id).events.first
             #expect(
                 recorded?.reason == .invalidRequest && recorded?.decision == .deny, "\(String(describing: recorded))")
             #expect(recorded?.resource == "GET /api/jobs/1%2Frun")
@@ -191,7 +191,7 @@ import Testing
                 headers: ["Authorization": "Bearer \(stranger)", "X-Forwarded-Uri": "/api/jobs/1;x"])
             #expect(unknown.status == 400)
             await server.server.service.flushAuditTrail()
-            let all = try await client.listAuditEvents(ListAuditEventsRequest(action: "api.request")).events
+            let all = try await client.listAuditEvents(action: "api.request").events
             #expect(
                 all.contains { $0.reason == .invalidRequest && $0.keyID.isEmpty && $0.resource == "GET /api/jobs/1;x" })
         }

@@ -204,7 +204,7 @@ import Testing
 
             // The same audit events as the RPC Check: the original request as the resource.
             await server.server.service.flushAuditTrail()
-            let events = try await client.listAuditEvents(ListAuditEventsRequest(action: "api.request")).events
+            let events = try await client.listAuditEvents(action: "api.request").events
             #expect(events.count == 3 && events.allSatisfy { $0.resource == "POST /api/jobs/42/run?now=1" })
             // The peer (127.0.0.1) is a trusted proxy: the address it appended, the rightmost
             // untrusted one, is the client's; what the client wrote before it is not believed.
@@ -283,10 +283,8 @@ import Testing
                 #expect(try await client.check(key: limited.secret, permissions: ["jobs:read"]).decision == .allow)
             }
             await server.server.service.flushAuditTrail()
-            let denied = try await client.listAuditEvents(
-                ListAuditEventsRequest(keyID: limited.key.id, action: "api.request")
-            )
-            .events.filter { $0.reason == .rateLimited }
+            let denied = try await client.listAuditEvents(keyID: limited.key.id, action: "api.request")
+                .events.filter { $0.reason == .rateLimited }
             #expect(denied.count == 3)
         }
     }
@@ -380,7 +378,7 @@ import Testing
             #expect(text.status == 200 && text.body == "reported 2\n")
             #expect(try await client.check(key: other.secret).reason == .disabled)
 
-            let events = try await client.listAuditEvents(ListAuditEventsRequest(action: "key.leak_reported")).events
+            let events = try await client.listAuditEvents(action: "key.leak_reported").events
             #expect(events.map(\.keyID) == [other.key.id, leaked.key.id])
             #expect(events.last?.resource == "https://github.com/acme/app/blob/main/.env")
             #expect(events.allSatisfy { $0.clientAddress == "127.0.0.1" })

@@ -108,10 +108,7 @@ import Testing
             #expect(try await client.check(key: newSecret, permissions: ["jobs:execute"]).decision == .allow)
 
             await server.server.service.flushAuditTrail()
-            let checks = try await client.listAuditEvents(
-                ListAuditEventsRequest(keyID: issued.key.id, action: "api.request")
-            )
-            .events
+            let checks = try await client.listAuditEvents(keyID: issued.key.id, action: "api.request").events
             #expect(checks.map(\.detail) == ["", "", KeyService.graceSecretDetail])
 
             let refused = try await runCommand(

@@ -31,7 +31,7 @@ import Testing
             // A rotated-away secret is dead already: its key (now on a new secret) stays enabled.
             #expect(try await admin.getKey(id: rotated.key.id).enabled)
 
-            let reports = try await admin.listAuditEvents(ListAuditEventsRequest(action: "key.leak_reported")).events
+            let reports = try await admin.listAuditEvents(action: "key.leak_reported").events
             #expect(reports.count == 2, "the unknown, malformed and rotated-away secrets record nothing")
             #expect(reports.allSatisfy { $0.keyID == leaked.key.id && $0.actor == "leak report" })
             #expect(reports.allSatisfy { $0.clientAddress == "127.0.0.1" })

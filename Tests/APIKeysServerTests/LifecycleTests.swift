@@ -54,7 +54,7 @@ import Testing
             }
 
             await server.server.service.flushAuditTrail()
-            let events = try await client.listAuditEvents(ListAuditEventsRequest(keyID: id, pageSize: 100)).events
+            let events = try await client.listAuditEvents(keyID: id, pageSize: 100).events
             let admin = events.filter { $0.trigger == "admin" }.map(\.action)
             #expect(
                 admin == [
@@ -207,7 +207,7 @@ import Testing
                     return error.code == .invalidArgument && error.message.hasPrefix(field)
                 }
             }
-            await #expect { try await client.listAuditEvents(ListAuditEventsRequest(action: "key.exploded")) } throws: {
+            await #expect { try await client.listAuditEvents(action: "key.exploded") } throws: {
                 ($0 as? APIKeysClientError)?.code == .invalidArgument
             }
             let keys = try await client.listKeys().keys

@@ -94,7 +94,7 @@ struct NginxTests {
 
             // The audit trail has the original requests, as nginx received them.
             await server.server.service.flushAuditTrail()
-            let resources = try await client.listAuditEvents(ListAuditEventsRequest(action: "api.request")).events
+            let resources = try await client.listAuditEvents(action: "api.request").events
                 .map(\.resource)
             #expect(
                 resources.contains("POST /api/jobs/1/run?at=now") && resources.contains("GET /api/jobs/2"),
@@ -134,7 +134,7 @@ struct NginxTests {
                 #expect(spoofed.status == 200, "the real client was not judged by its own address: \(spoofed)")
             }
             await server.server.service.flushAuditTrail()
-            let denied = try await client.listAuditEvents(ListAuditEventsRequest(keyID: fenced.key.id)).events
+            let denied = try await client.listAuditEvents(keyID: fenced.key.id).events
                 .filter { $0.reason == .ipNotAllowed }
             #expect(!denied.isEmpty && denied.allSatisfy { $0.clientAddress == "127.0.0.2" }, "\(denied)")
 

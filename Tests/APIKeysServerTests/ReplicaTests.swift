@@ -113,11 +113,11 @@ struct ReplicaTests {
                     key: probe.secret, permissions: ["jobs:read"], resource: "GET /from/\(index)")
             }
             for replica in replicas { await replica.server.service.flushAuditTrail() }
-            let trail = try await c.listAuditEvents(ListAuditEventsRequest(keyID: probe.key.id, pageSize: 100)).events
+            let trail = try await c.listAuditEvents(keyID: probe.key.id, pageSize: 100).events
             let resources = Set(trail.filter { $0.action == "api.request" }.map(\.resource))
             #expect(resources.isSuperset(of: ["GET /from/0", "GET /from/1", "GET /from/2"]))
             #expect(trail.map(\.seq) == trail.map(\.seq).sorted(by: >))
-            let everything = try await b.listAuditEvents(ListAuditEventsRequest(pageSize: 1000)).events
+            let everything = try await b.listAuditEvents(pageSize: 1000).events
             #expect(Set(everything.map(\.seq)).count == everything.count)
             #expect(everything.contains { $0.action == "admin_token.revoked" })
         }
@@ -458,7 +458,7 @@ struct DatabaseFaultTests {
             #expect(try await clientB.getKey(id: id).id == id)
             #expect(try await clientB.check(key: secret, permissions: ["jobs:read"]).decision == .allow)
         }
-        let created = try await clientB.listAuditEvents(ListAuditEventsRequest(action: "key.created", pageSize: 1000))
+        let created = try await clientB.listAuditEvents(action: "key.created", pageSize: 1000)
             .events
         #expect(Set(created.map(\.keyID)).isSuperset(of: keys.map(\.0)))
         await clientB.close()

@@ -38,7 +38,9 @@ struct Audit: AsyncParsableCommand {
             var page = request
             var reply: ListAuditEventsResponse
             repeat {
-                reply = try await client.listAuditEvents(page)
+                reply = try await client.listAuditEvents(
+                    keyID: page.keyID, action: page.action, sinceMS: page.sinceMS, untilMS: page.untilMS,
+                    pageSize: page.pageSize, pageToken: page.pageToken)
                 events += reply.events
                 page.pageToken = reply.nextPageToken
             } while !page.pageToken.isEmpty && events.count < limit
