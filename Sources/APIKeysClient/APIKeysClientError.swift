@@ -27,3 +27,9 @@ public struct APIKeysClientError: Error, Hashable, Sendable, CustomStringConvert
         hasher.combine(message)
     }
 }
+
+extension APIKeysClientError {
+    /// The call is outside what the admin token may do (its scope, ceiling or key lifetime):
+    /// nothing was read or changed. Another token, not a retry, is the remedy.
+    public var isPermissionDenied: Bool { code == .permissionDenied }
+}

@@ -19,6 +19,9 @@ public enum AuditAction: String, Sendable, Hashable, CaseIterable {
     case adminTokenCreated = "admin_token.created"
     /// An admin token was revoked (its name in detail; the key fields are empty).
     case adminTokenRevoked = "admin_token.revoked"
+    /// A KeyAdmin call outside its admin token's grant was refused (actor: the token's name; the
+    /// method and what was missing in detail; the key fields name the key when there is one).
+    case adminPermissionDenied = "admin.permission_denied"
 
     /// `api` for checks, `admin` for everything else.
     public var trigger: AuditTrigger { self == .apiRequest ? .api : .admin }

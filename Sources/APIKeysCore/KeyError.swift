@@ -44,6 +44,11 @@ public struct KeyError: Error, Hashable, Sendable, CustomStringConvertible {
         /// The admin token of a change was revoked (or never existed) when the change would have
         /// committed: nothing was changed.
         public static let adminTokenNotValid = Code("admin token not valid")
+        /// The call is outside what the caller's admin token may do (``AdminGrant``): nothing
+        /// was read or changed.
+        public static let permissionDenied = Code("permission denied")
+        /// No admin token has this name.
+        public static let adminTokenNotFound = Code("admin token not found")
     }
 
     public let code: Code
@@ -156,6 +161,11 @@ public struct KeyError: Error, Hashable, Sendable, CustomStringConvertible {
         description: "the deadline passed before the call took effect; nothing was changed")
 
     /// The admin token of a change is not valid at its commit: nothing was changed.
+    /// A call outside the admin token's grant; `what` says what is missing.
+    public static func permissionDenied(_ what: String) -> KeyError {
+        KeyError(code: .permissionDenied, field: nil, description: "permission denied: \(what)")
+    }
+
     public static let adminTokenNotValid = KeyError(
         code: .adminTokenNotValid, field: nil, description: "the admin token is not valid")
 }

@@ -8,6 +8,7 @@ enum HTTPFailure {
         switch code {
         case .invalidArgument, .failedPrecondition: .badRequest
         case .unauthenticated: .unauthorized
+        case .permissionDenied: .forbidden
         case .notFound: .notFound
         case .deadlineExceeded: .gatewayTimeout
         case .resourceExhausted, .unavailable: .serviceUnavailable

@@ -335,13 +335,19 @@ package final class PostgresKeyStore: KeyStore {
 
     // MARK: Admin tokens
 
-    package func createAdminToken(name: String, hash: SecretHash, event: AuditRecord) async throws {
+    package func createAdminToken(name: String, hash: SecretHash, grant: AdminGrant, event: AuditRecord) async throws {
         let logger = logger
         var event = event
         event.seq = auditWriter.takeSeq(atMS: event.atMS)
+        let columns = StoredColumns.encodeGrant(grant)
         try await write { [event] connection in
             try await connection.query(
-                "INSERT INTO admin_tokens (name, token_hash, created_at_ms) VALUES (\(name), \(hash.bytea), \(event.atMS))",
+                """
+                INSERT INTO admin_tokens (name, token_hash, created_at_ms, scope, ceiling, max_key_lifetime_ms,
+                                          expires_at_ms)
+                VALUES (\(name), \(hash.bytea), \(event.atMS), \(columns.scope), \(columns.ceiling),
+                        \(columns.maxKeyLifetimeMS), \(columns.expiresAtMS))
+                """,
                 logger: logger)
             try await AuditChainRows.append([event], on: connection, logger: logger)
         }
@@ -361,23 +367,41 @@ package final class PostgresKeyStore: KeyStore {
         }
     }
 
-    package func adminTokenName(hash: SecretHash) async throws -> String? {
+    package func adminToken(hash: SecretHash) async throws -> AdminTokenInfo? {
         try await read { client in
-            try await client.query("SELECT name FROM admin_tokens WHERE token_hash = \(hash.bytea)")
-                .decode(String.self).first { _ in true }
+            for try await row in try await client.query(
+                "SELECT \(unescaped: Self.adminTokenColumns) FROM admin_tokens WHERE token_hash = \(hash.bytea)")
+            {
+                return try Self.adminToken(row)
+            }
+            return nil
         }
     }
 
-    package func adminTokenNames() async throws -> [String] {
+    package func adminTokens() async throws -> [AdminTokenInfo] {
         try await read { client in
-            var names: [String] = []
-            for try await name in try await client.query("SELECT name FROM admin_tokens ORDER BY pk").decode(
-                String.self)
+            var tokens: [AdminTokenInfo] = []
+            for try await row in try await client.query(
+                "SELECT \(unescaped: Self.adminTokenColumns) FROM admin_tokens ORDER BY pk")
             {
-                names.append(name)
+                tokens.append(try Self.adminToken(row))
             }
-            return names
+            return tokens
         }
+    }
+
+    private static let adminTokenColumns = "name, created_at_ms, scope, ceiling, max_key_lifetime_ms, expires_at_ms"
+
+    /// An admin token in a row holding ``adminTokenColumns``, read by column name.
+    private static func adminToken(_ row: PostgresRow) throws -> AdminTokenInfo {
+        let cells = row.makeRandomAccess()
+        return AdminTokenInfo(
+            name: try cells["name"].decode(String.self),
+            grant: StoredColumns.decodeGrant(
+                scope: try cells["scope"].decode(String.self), ceiling: try cells["ceiling"].decode(String?.self),
+                maxKeyLifetimeMS: try cells["max_key_lifetime_ms"].decode(Int64?.self),
+                expiresAtMS: try cells["expires_at_ms"].decode(Int64?.self)),
+            createdAtMS: try cells["created_at_ms"].decode(Int64.self))
     }
 
     // MARK: Audit trail

@@ -119,6 +119,15 @@ enum PostgresSchema {
                 VALUES (0, decode(repeat('00', 32), 'hex'), 0, decode(repeat('00', 32), 'hex'))
                 """,
             ]),
+        // Tokens made before scopes keep doing everything.
+        Migration(
+            version: 8, name: "admin token scopes",
+            statements: [
+                "ALTER TABLE admin_tokens ADD COLUMN scope text NOT NULL DEFAULT 'admin'",
+                "ALTER TABLE admin_tokens ADD COLUMN ceiling text",
+                "ALTER TABLE admin_tokens ADD COLUMN max_key_lifetime_ms bigint",
+                "ALTER TABLE admin_tokens ADD COLUMN expires_at_ms bigint",
+            ]),
     ]
 
     /// Applies every migration not yet recorded, each in its own transaction, holding the

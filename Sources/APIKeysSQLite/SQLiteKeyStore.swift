@@ -109,7 +109,7 @@ package final class SQLiteKeyStore: KeyStore {
     ) throws -> R {
         try deadline.check()
         let decision = try db.transaction(beforeCommit: { try deadline.check() }) {
-            if let token, try Self.adminTokenName(hash: token, in: db) == nil { throw KeyError.adminTokenNotValid }
+            if let token, try Self.adminToken(hash: token, in: db) == nil { throw KeyError.adminTokenNotValid }
             let current = try keyID.map { id in try KeyTable.find(id: id, in: db) }
             let decision = try decide(current)
             for write in decision.writes {
@@ -148,11 +148,22 @@ package final class SQLiteKeyStore: KeyStore {
 
     // MARK: Admin tokens
 
-    package func createAdminToken(name: String, hash: SecretHash, event: AuditRecord) async throws {
+    package func createAdminToken(name: String, hash: SecretHash, grant: AdminGrant, event: AuditRecord) async throws {
+        let columns = StoredColumns.encodeGrant(grant)
         try await onAdmin { db in
             try db.transaction {
-                try db.statement("INSERT INTO admin_tokens (name, token_hash, created_at_ms) VALUES (?, ?, ?)")
-                    .bind(.text(name), .blob(hash.digest), .integer(event.atMS)).run()
+                try db.statement(
+                    """
+                    INSERT INTO admin_tokens (name, token_hash, created_at_ms, scope, ceiling, max_key_lifetime_ms,
+                                              expires_at_ms)
+                    VALUES (?, ?, ?, ?, ?, ?, ?)
+                    """
+                )
+                .bind(
+                    .text(name), .blob(hash.digest), .integer(event.atMS), .text(columns.scope),
+                    columns.ceiling.map(SQLiteValue.text) ?? .null, .optional(columns.maxKeyLifetimeMS),
+                    .optional(columns.expiresAtMS)
+                ).run()
                 try Self.recordPending(event, in: db)
             }
         }
@@ -169,21 +180,35 @@ package final class SQLiteKeyStore: KeyStore {
         }
     }
 
-    package func adminTokenName(hash: SecretHash) async throws -> String? {
+    package func adminToken(hash: SecretHash) async throws -> AdminTokenInfo? {
         try await onAdmin { db in
             try self.recordPendingAdminEvents(in: db)
-            return try Self.adminTokenName(hash: hash, in: db)
+            return try Self.adminToken(hash: hash, in: db)
         }
     }
 
-    private static func adminTokenName(hash: SecretHash, in db: SQLiteConnection) throws -> String? {
-        try db.statement("SELECT name FROM admin_tokens WHERE token_hash = ?").bind(.blob(hash.digest)).firstRow {
-            $0.text(0)
-        }
+    private static let adminTokenColumns = "name, created_at_ms, scope, ceiling, max_key_lifetime_ms, expires_at_ms"
+
+    private static func adminToken(hash: SecretHash, in db: SQLiteConnection) throws -> AdminTokenInfo? {
+        try db.statement("SELECT \(adminTokenColumns) FROM admin_tokens WHERE token_hash = ?").bind(
+            .blob(hash.digest)
+        ).firstRow(Self.adminToken(row:))
     }
 
-    package func adminTokenNames() async throws -> [String] {
-        try await onAdmin { try $0.statement("SELECT name FROM admin_tokens ORDER BY pk").rows { $0.text(0) } }
+    private static func adminToken(row: SQLiteStatement) -> AdminTokenInfo {
+        AdminTokenInfo(
+            name: row.text(0),
+            grant: StoredColumns.decodeGrant(
+                scope: row.text(2), ceiling: row.isNull(3) ? nil : row.text(3), maxKeyLifetimeMS: row.optionalInt64(4),
+                expiresAtMS: row.optionalInt64(5)),
+            createdAtMS: row.int64(1))
+    }
+
+    package func adminTokens() async throws -> [AdminTokenInfo] {
+        try await onAdmin {
+            try $0.statement("SELECT \(Self.adminTokenColumns) FROM admin_tokens ORDER BY pk").rows(
+                Self.adminToken(row:))
+        }
     }
 
     /// Gives the admin-token records waiting in the database their place in the audit trail.

@@ -148,6 +148,15 @@ package enum Schema {
                 );
                 INSERT INTO audit_chain VALUES (1, 0, zeroblob(32), 0, zeroblob(32));
                 """),
+        // Tokens made before scopes keep doing everything.
+        Migration(
+            version: 12, name: "admin token scopes",
+            sql: """
+                ALTER TABLE admin_tokens ADD COLUMN scope TEXT NOT NULL DEFAULT 'admin';
+                ALTER TABLE admin_tokens ADD COLUMN ceiling TEXT;
+                ALTER TABLE admin_tokens ADD COLUMN max_key_lifetime_ms INTEGER;
+                ALTER TABLE admin_tokens ADD COLUMN expires_at_ms INTEGER;
+                """),
     ]
 
     /// Applies every migration not yet recorded in `schema_migrations`, each in its own transaction.

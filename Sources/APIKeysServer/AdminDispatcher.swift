@@ -27,6 +27,16 @@ struct AdminDispatcher: KeyAdminService {
         KeyAdmin.deleteKey.path,
     ]
 
+    /// The scope each method needs, checked before anything is read or changed. A method not
+    /// listed, one added later included, needs `admin`.
+    static let requiredScopes: [String: AdminGrant.Scope] = [
+        KeyAdmin.getKey.path: .read, KeyAdmin.listKeys.path: .read, KeyAdmin.listPermissions.path: .read,
+        KeyAdmin.listAuditEvents.path: .read, KeyAdmin.getPolicy.path: .read, KeyAdmin.exportAuditChain.path: .read,
+        KeyAdmin.whoAmI.path: .read,
+        KeyAdmin.createKey.path: .keys, KeyAdmin.updateKey.path: .keys, KeyAdmin.setKeyEnabled.path: .keys,
+        KeyAdmin.rotateKey.path: .keys, KeyAdmin.deleteKey.path: .keys,
+    ]
+
     func createKey(_ request: CreateKeyRequest, context: AdminCallContext) async throws -> CreateKeyResponse {
         let issued = try await service.createKey(
             name: request.name, permissions: request.permissions, expiresAtMS: request.expiresAtMS,
@@ -102,6 +112,45 @@ struct AdminDispatcher: KeyAdminService {
 
     func getPolicy(_ request: GetPolicyRequest, context: AdminCallContext) async throws -> GetPolicyResponse {
         GetPolicyResponse(maxKeyLifetimeMS: service.maxKeyLifetimeMS ?? 0)
+    }
+
+    func createAdminToken(_ request: CreateAdminTokenRequest, context: AdminCallContext) async throws
+        -> CreateAdminTokenResponse
+    {
+        guard let scope = AdminGrant.Scope(request.scope) else {
+            throw RPCError(.invalidArgument, "scope: one of READ, KEYS or ADMIN")
+        }
+        let grant = AdminGrant(
+            scope: scope, ceiling: request.ceiling.isEmpty ? nil : Set(request.ceiling),
+            maxKeyLifetimeMS: request.maxKeyLifetimeMS == 0 ? nil : request.maxKeyLifetimeMS,
+            expiresAtMS: request.expiresAtMS == 0 ? nil : request.expiresAtMS)
+        let issued = try await service.issueAdminToken(name: request.name, grant: grant, actor: context.actor)
+        return CreateAdminTokenResponse(token: AdminToken(issued.token), secret: issued.secret)
+    }
+
+    func listAdminTokens(_ request: ListAdminTokensRequest, context: AdminCallContext) async throws
+        -> ListAdminTokensResponse
+    {
+        try context.actor.require(.admin, for: "ListAdminTokens")
+        return ListAdminTokensResponse(tokens: try await service.adminTokens().map(AdminToken.init))
+    }
+
+    func revokeAdminToken(_ request: RevokeAdminTokenRequest, context: AdminCallContext) async throws
+        -> RevokeAdminTokenResponse
+    {
+        guard try await service.revokeAdminToken(name: request.name, actor: context.actor) else {
+            throw KeyError(
+                code: .adminTokenNotFound, field: "name", description: "no admin token is named \"\(request.name)\"")
+        }
+        return RevokeAdminTokenResponse()
+    }
+
+    func whoAmI(_ request: WhoAmIRequest, context: AdminCallContext) async throws -> WhoAmIResponse {
+        let name = context.actor.name
+        guard let token = try await service.adminTokens().first(where: { $0.name == name }) else {
+            throw KeyError.adminTokenNotValid
+        }
+        return WhoAmIResponse(token: AdminToken(token))
     }
 
     private static func query(_ request: ListAuditEventsRequest) throws -> AuditQuery {

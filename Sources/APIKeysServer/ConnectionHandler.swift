@@ -290,11 +290,16 @@ final class ConnectionHandler: ChannelInboundHandler {
             )
         }
         do {
+            // The scope first: a call outside it reads and changes nothing.
+            try actor.require(AdminDispatcher.requiredScopes[route.method.path] ?? .admin, for: route.method.name)
             let reply = try await route(
                 payload: request.payload, context: AdminCallContext(actor: actor, deadline: deadline))
             logger.info("admin call", metadata: ["method": "\(route.method.path)", "actor": "\(actor.name)"])
             return reply
         } catch {
+            if let refusal = error as? KeyError, refusal.code == .permissionDenied {
+                service.recordPermissionDenied(actor: actor, method: route.method.name, why: refusal.description)
+            }
             let status = RPCError(error)
             logger.info(
                 "admin call failed",

@@ -41,6 +41,8 @@ struct RPCError: Error, Sendable {
             case .keyNotFound: self.init(.notFound, "\(error)")
             case .deadlineExceeded: self.init(.deadlineExceeded, "\(error)")
             case .adminTokenNotValid: self.init(.unauthenticated, "\(error)")
+            case .permissionDenied: self.init(.permissionDenied, "\(error)")
+            case .adminTokenNotFound: self.init(.notFound, "\(error)")
             case .invalidCatalog: self.init(serverFailure: .internal, "internal error", cause: error)
             default: self.init(.invalidArgument, "\(error)")
             }
@@ -50,15 +52,20 @@ struct RPCError: Error, Sendable {
             case .closed: self.init(.unavailable, "the server is shutting down")
             case .stale: self.init(.unavailable, "\(error)")
             case .unreachable:
-                self.init(serverFailure: .unavailable, "the key store's database cannot be reached; nothing was changed", cause: error)
+                self.init(
+                    serverFailure: .unavailable, "the key store's database cannot be reached; nothing was changed",
+                    cause: error)
             case .outcomeUnknown:
                 self.init(
                     serverFailure: .unavailable,
                     "the key store's database failed during the commit: the change may have been made; look before retrying",
                     cause: error)
-            case .locked: self.init(serverFailure: .unavailable, "the key store is busy; nothing was changed", cause: error)
+            case .locked:
+                self.init(serverFailure: .unavailable, "the key store is busy; nothing was changed", cause: error)
             case .full:
-                self.init(serverFailure: .resourceExhausted, "the key store's disk is full; nothing was changed", cause: error)
+                self.init(
+                    serverFailure: .resourceExhausted, "the key store's disk is full; nothing was changed", cause: error
+                )
             default:
                 self.init(serverFailure: .internal, "storage error; nothing was changed", cause: error)
             }

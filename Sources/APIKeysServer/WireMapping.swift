@@ -1,4 +1,5 @@
 import APIKeysCore
+import APIKeysStore
 import APIKeysWire
 
 /// Domain values as messages of the contract.
@@ -66,5 +67,36 @@ extension CheckResponse {
 extension DenyReason {
     init(_ denial: Denial?) {
         self = denial.map { DenyReason(rawValue: Int32($0.rawValue)) } ?? .unspecified
+    }
+}
+
+extension AdminToken {
+    init(_ token: AdminTokenInfo) {
+        self.init(
+            name: token.name, scope: AdminScope(token.grant.scope), ceiling: token.grant.ceiling?.sorted() ?? [],
+            maxKeyLifetimeMS: token.grant.maxKeyLifetimeMS ?? 0, createdAtMS: token.createdAtMS,
+            expiresAtMS: token.grant.expiresAtMS ?? 0)
+    }
+}
+
+extension AdminScope {
+    init(_ scope: AdminGrant.Scope) {
+        switch scope {
+        case .read: self = .read
+        case .keys: self = .keys
+        case .admin: self = .admin
+        }
+    }
+}
+
+extension AdminGrant.Scope {
+    /// The scope a request names; nil for UNSPECIFIED or a number this version does not know.
+    init?(_ scope: AdminScope) {
+        switch scope {
+        case .read: self = .read
+        case .keys: self = .keys
+        case .admin: self = .admin
+        default: return nil
+        }
     }
 }

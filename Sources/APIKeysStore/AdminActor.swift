@@ -12,10 +12,19 @@ public struct AdminActor: Sendable, Hashable, ExpressibleByStringLiteral {
     public var name: String
     /// The hash of the token the caller presented; nil for a local caller.
     public var token: SecretHash?
+    /// What the token may do (``AdminGrant``); nil for a local caller, who may do everything.
+    public var grant: AdminGrant?
 
-    public init(name: String, token: SecretHash? = nil) {
+    public init(name: String, token: SecretHash? = nil, grant: AdminGrant? = nil) {
         self.name = name
         self.token = token
+        self.grant = grant
+    }
+
+    /// Throws ``KeyError/permissionDenied(_:)`` unless the actor's scope reaches `scope`.
+    public func require(_ scope: AdminGrant.Scope, for what: String) throws(KeyError) {
+        guard let grant, grant.scope < scope else { return }
+        throw KeyError.permissionDenied("\(what) needs scope \(scope.rawValue); this token has \(grant.scope.rawValue)")
     }
 
     public init(stringLiteral name: String) { self.init(name: name) }

@@ -53,10 +53,12 @@ extension KeyService {
         -> [IssuedKey]
     {
         let now = clock.nowMS()
+        try actor.require(.keys, for: "CreateKey")
         let issued = try requests.map { request in
             let name = try KeyRules.validName(request.name)
             let permissions = try catalog.validate(request.permissions)
             let expiry = try KeyRules.validExpiry(request.expiresAtMS, nowMS: now, maxLifetimeMS: maxKeyLifetimeMS)
+            try Self.checkFences(of: actor, permissions: permissions, expiresAtMS: .some(expiry), nowMS: now)
             let networks = try KeyRules.validNetworks(request.allowedNetworks)
             let rateLimit = try KeyRules.validRateLimit(request.rateLimit)
             let uses = try request.uses.map { uses throws(KeyError) in try KeyRules.validUses(uses) }
@@ -126,6 +128,8 @@ extension KeyService {
             try KeyRules.validExpiry(expiry, nowMS: now, maxLifetimeMS: maxKeyLifetimeMS)
         }
         let newPermissions = try permissions.map { names throws(KeyError) in try catalog.validate(names) }
+        try Self.checkFences(
+            of: actor, permissions: newPermissions ?? [], expiresAtMS: newExpiry, nowMS: now)
         let newNetworks = try allowedNetworks.map { networks throws(KeyError) in try KeyRules.validNetworks(networks) }
         let newRateLimit = try rateLimit.map { limit throws(KeyError) in try KeyRules.validRateLimit(limit) }
         let newUses = try remainingUses.map { uses throws(KeyError) -> Int64? in
@@ -254,8 +258,11 @@ extension KeyService {
         id: String, actor: AdminActor, at now: Int64, deadline: Deadline,
         _ change: @escaping @Sendable (StoredKey) throws -> (KeyRecord, [(AuditAction, String, [String])], KeyWrite?)
     ) async throws -> KeyRecord {
+        try actor.require(.keys, for: "changing a key")
         let key = try await commit(reading: id, by: actor, deadline: deadline) { stored in
             guard let stored else { throw KeyError.keyNotFound(id: id) }
+            // A key holding a permission outside the token's ceiling is not the token's to touch.
+            try Self.checkFences(of: actor, permissions: stored.key.permissions, expiresAtMS: nil, nowMS: now)
             let (key, events, write) = try change(stored)
             return KeyDecision(
                 result: key, writes: write.map { [$0] } ?? [],
@@ -264,6 +271,19 @@ extension KeyService {
                 })
         }
         return withLiveUsage(key)
+    }
+
+    /// Throws ``KeyError/permissionDenied(_:)`` when `actor`'s grant does not let it give (or touch)
+    /// a key holding `permissions`, or give one the expiry in `expiresAtMS` (nil: no expiry is
+    /// being set; `.some(nil)`: never).
+    static func checkFences(of actor: AdminActor, permissions: [String], expiresAtMS: Int64??, nowMS: Int64)
+        throws(KeyError)
+    {
+        guard let grant = actor.grant else { return }
+        if let why = grant.refusal(forPermissions: permissions) { throw KeyError.permissionDenied(why) }
+        if let expiry = expiresAtMS, let why = grant.refusal(forExpiry: expiry, nowMS: nowMS) {
+            throw KeyError.permissionDenied(why)
+        }
     }
 
     /// ``KeyStore/commit(reading:authorizedBy:deadline:_:)`` as `actor`: a token the store finds

@@ -4,37 +4,63 @@ extension KeyService {
     /// Admin tokens are their own kind of secret (prefix `adm_`), stored hashed, never API keys.
     public static let adminTokenFormat = try! SecretFormat(prefix: "adm_")
 
-    /// Creates an admin token named `name` and returns it; it is not kept. The change and its
-    /// `admin_token.created` record (by `actor`) share one transaction (on SQLite, the record
-    /// gets its place in the trail when the server next numbers it: ``prepareToServe()``).
-    public func createAdminToken(name: String, actor: String) async throws -> String {
-        let token = Self.adminTokenFormat.generate()
-        try await createAdminToken(name: name, token: token, actor: actor)
-        return token
+    /// Creates an admin token named `name` with `grant` (everything, by default) and returns its
+    /// secret; only its hash is kept. `actor` needs scope `admin` and cannot give more than its
+    /// own grant holds. The change and its `admin_token.created` record (by `actor`) share one
+    /// transaction (on SQLite, the record gets its place in the trail when the server next
+    /// numbers it: ``prepareToServe()``).
+    public func createAdminToken(name: String, grant: AdminGrant = .full, actor: AdminActor) async throws -> String {
+        try await issueAdminToken(name: name, grant: grant, actor: actor).secret
     }
 
-    /// ``createAdminToken(name:actor:)`` with a token made by the caller (who can then tell, after
-    /// an error of unknown outcome, whether it was stored: ``adminTokenName(for:)``).
-    package func createAdminToken(name: String, token: String, actor: String) async throws {
+    /// ``createAdminToken(name:grant:actor:)``, answering the token as stored with its secret.
+    public func issueAdminToken(name: String, grant: AdminGrant = .full, actor: AdminActor) async throws -> (
+        token: AdminTokenInfo, secret: String
+    ) {
+        let secret = Self.adminTokenFormat.generate()
+        let token = try await createAdminToken(name: name, token: secret, grant: grant, actor: actor)
+        return (token, secret)
+    }
+
+    /// ``createAdminToken(name:grant:actor:)`` with a token made by the caller (who can then tell,
+    /// after an error of unknown outcome, whether it was stored: ``adminTokenName(for:)``).
+    @discardableResult
+    package func createAdminToken(name: String, token: String, grant: AdminGrant = .full, actor: AdminActor)
+        async throws -> AdminTokenInfo
+    {
+        try actor.require(.admin, for: "CreateAdminToken")
         let name = try KeyRules.validName(name)
+        let now = clock.nowMS()
+        let grant = try validGrant(grant, nowMS: now)
+        if let why = actor.grant?.refusal(toGrant: grant) { throw KeyError.permissionDenied(why) }
         try await store.createAdminToken(
-            name: name, hash: SecretHash(of: token),
+            name: name, hash: SecretHash(of: token), grant: grant,
             event: Self.event(
-                .adminTokenCreated, actor: actor, detail: "admin token \"\(name)\" created", at: clock.nowMS()))
+                .adminTokenCreated, actor: actor.name,
+                detail: "admin token \"\(name)\" created with \(grant.summary.joined(separator: "; "))",
+                at: now))
+        return AdminTokenInfo(name: name, grant: grant, createdAtMS: now)
     }
 
-    /// Revokes the admin token named `name`; false when there is none. The change and its
-    /// `admin_token.revoked` record (by `actor`) share one transaction.
-    public func revokeAdminToken(name: String, actor: String) async throws -> Bool {
-        try await store.revokeAdminToken(
+    /// Revokes the admin token named `name`; false when there is none. `actor` needs scope
+    /// `admin`. The change and its `admin_token.revoked` record (by `actor`) share one transaction;
+    /// from the moment this returns, no change made with the token commits, on any replica.
+    public func revokeAdminToken(name: String, actor: AdminActor) async throws -> Bool {
+        try actor.require(.admin, for: "RevokeAdminToken")
+        return try await store.revokeAdminToken(
             name: name,
             event: Self.event(
-                .adminTokenRevoked, actor: actor, detail: "admin token \"\(name)\" revoked", at: clock.nowMS()))
+                .adminTokenRevoked, actor: actor.name, detail: "admin token \"\(name)\" revoked", at: clock.nowMS()))
+    }
+
+    /// The admin tokens, oldest first.
+    public func adminTokens() async throws -> [AdminTokenInfo] {
+        try await store.adminTokens()
     }
 
     /// Names of the admin tokens, oldest first.
     public func adminTokenNames() async throws -> [String] {
-        try await store.adminTokenNames()
+        try await adminTokens().map(\.name)
     }
 
     /// The name of the admin token `token`, or nil if it is not a live admin token.
@@ -45,7 +71,8 @@ extension KeyService {
         try await authenticate(adminToken: token, recheckedAtCommit: false)?.name
     }
 
-    /// The actor of a KeyAdmin call presenting `token`, or nil if it is not a live admin token.
+    /// The actor of a KeyAdmin call presenting `token`, or nil if it is not a live admin token
+    /// (unknown, revoked or expired).
     ///
     /// `recheckedAtCommit`: the call is a key change made as the returned actor, whose commit
     /// checks the token again (``AdminActor/token``); a token already seen valid is then answered
@@ -56,11 +83,32 @@ extension KeyService {
             return nil
         }
         let hash = SecretHash(of: token)
-        if recheckedAtCommit, let name = knownAdminTokens.withLock({ $0[hash] }) {
-            return AdminActor(name: name, token: hash)
+        var stored = recheckedAtCommit ? knownAdminTokens.withLock({ $0[hash] }) : nil
+        if stored == nil {
+            guard let found = try await store.adminToken(hash: hash) else { return nil }
+            knownAdminTokens.withLock { $0[hash] = found }
+            stored = found
         }
-        guard let name = try await store.adminTokenName(hash: hash) else { return nil }
-        knownAdminTokens.withLock { $0[hash] = name }
-        return AdminActor(name: name, token: hash)
+        guard let stored, !stored.grant.isExpired(atMS: clock.nowMS()) else { return nil }
+        return AdminActor(name: stored.name, token: hash, grant: stored.grant)
+    }
+
+    /// `grant` as stored: its ceiling's permissions from the catalog, its limits positive, its
+    /// expiry in the future.
+    private func validGrant(_ grant: AdminGrant, nowMS: Int64) throws(KeyError) -> AdminGrant {
+        var grant = grant
+        if let ceiling = grant.ceiling {
+            grant.ceiling = ceiling.isEmpty ? nil : Set(try catalog.validate(Array(ceiling)))
+        }
+        if let lifetime = grant.maxKeyLifetimeMS, lifetime <= 0 {
+            throw KeyError(
+                code: .lifetimeBeyondPolicy, field: "max_key_lifetime_ms",
+                description: "max_key_lifetime_ms must be positive, or 0 for none")
+        }
+        if let expiry = grant.expiresAtMS, expiry <= nowMS {
+            throw KeyError(
+                code: .expiryNotInFuture, field: "expires_at_ms", description: "expires_at_ms must be in the future")
+        }
+        return grant
     }
 }

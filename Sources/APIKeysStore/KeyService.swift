@@ -34,7 +34,7 @@ public final class KeyService: Sendable {
     let logger: Logger
     /// Admin tokens seen valid (hash → name), for the key changes that check their token again at
     /// commit (``authenticate(adminToken:recheckedAtCommit:)``). Holds only tokens that were valid.
-    let knownAdminTokens = Mutex<[SecretHash: String]>([:])
+    let knownAdminTokens = Mutex<[SecretHash: AdminTokenInfo]>([:])
     /// When a leak report of an already disabled key was last recorded, by key id
     /// (``reportLeakedKey(secret:source:reporterAddress:deadline:)``).
     let recordedLeakReports = Mutex<[String: Int64]>([:])
@@ -204,6 +204,15 @@ public final class KeyService: Sendable {
                 TextEscape.controlsEscaped(clientAddress).utf8.prefix(CheckLimits.maxClientAddressBytes)) ?? "")
         try enqueueRequestEvent(event)
         return CheckOutcome(denial: .invalidRequest, key: key)
+    }
+
+    /// Records that `actor` was refused `method` (``KeyError/permissionDenied(_:)``: `why`) as an
+    /// `admin.permission_denied` event. Best effort: a full audit queue drops it (the call was
+    /// refused either way, and nothing changed).
+    public func recordPermissionDenied(actor: AdminActor, method: String, why: String) {
+        _ = auditWriter.enqueue(
+            Self.event(
+                .adminPermissionDenied, actor: actor.name, detail: "\(method) refused: \(why)", at: clock.nowMS()))
     }
 
     /// Queues an `api.request` event; throws ``StoreError/closed`` while closing, else

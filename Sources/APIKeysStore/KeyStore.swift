@@ -32,14 +32,14 @@ package protocol KeyStore: Sendable {
     /// its position for the next page.
     func keys(after: Int64, limit: Int) async throws -> [(position: Int64, key: KeyRecord)]
 
-    /// Adds an admin token (its hash) with its `admin_token.created` event.
-    func createAdminToken(name: String, hash: SecretHash, event: AuditRecord) async throws
+    /// Adds an admin token (its hash and grant) with its `admin_token.created` event.
+    func createAdminToken(name: String, hash: SecretHash, grant: AdminGrant, event: AuditRecord) async throws
     /// Removes the admin token `name` with its `admin_token.revoked` event; false when there is none.
     func revokeAdminToken(name: String, event: AuditRecord) async throws -> Bool
-    /// The name of the admin token with `hash`, or nil.
-    func adminTokenName(hash: SecretHash) async throws -> String?
-    /// Names of the admin tokens, oldest first.
-    func adminTokenNames() async throws -> [String]
+    /// The admin token with `hash`, or nil.
+    func adminToken(hash: SecretHash) async throws -> AdminTokenInfo?
+    /// The admin tokens, oldest first.
+    func adminTokens() async throws -> [AdminTokenInfo]
 
     /// Up to `limit` audit events matching `query` with seq below `beforeSeq`, newest first.
     func auditPage(_ query: AuditQuery, beforeSeq: Int64, limit: Int) async throws -> [AuditRecord]

@@ -26,7 +26,7 @@ package struct KeyUse: Sendable, Hashable {
             }
             uses[run] = runUse
         }
-        for index in events.indices where !events[index].keyID.isEmpty {
+        for index in events.indices where !events[index].keyID.isEmpty && events[index].action == .apiRequest {
             if events[index].keyID != run {
                 endRun()
                 run = events[index].keyID

@@ -6,6 +6,27 @@ package enum StoredColumns {
     /// Permissions as stored: names joined by spaces (a name never holds one).
     package static func encodePermissions(_ names: [String]) -> String { names.joined(separator: " ") }
 
+    /// An admin token's grant as its columns: `scope`, `ceiling` (NULL: none), `max_key_lifetime_ms`
+    /// and `expires_at_ms` (NULL: none).
+    package static func encodeGrant(_ grant: AdminGrant) -> (
+        scope: String, ceiling: String?, maxKeyLifetimeMS: Int64?, expiresAtMS: Int64?
+    ) {
+        (
+            grant.scope.rawValue, grant.ceiling.map { encodePermissions($0.sorted()) }, grant.maxKeyLifetimeMS,
+            grant.expiresAtMS
+        )
+    }
+
+    /// The grant of an admin token's columns; a scope this version does not know grants only
+    /// reading, never more.
+    package static func decodeGrant(scope: String, ceiling: String?, maxKeyLifetimeMS: Int64?, expiresAtMS: Int64?)
+        -> AdminGrant
+    {
+        AdminGrant(
+            scope: AdminGrant.Scope(rawValue: scope) ?? .read, ceiling: ceiling.map { Set(decodePermissions($0)) },
+            maxKeyLifetimeMS: maxKeyLifetimeMS, expiresAtMS: expiresAtMS)
+    }
+
     package static func decodePermissions(_ text: String) -> [String] {
         text.split(separator: " ").map(String.init)
     }

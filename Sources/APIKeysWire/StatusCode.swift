@@ -7,6 +7,7 @@ public struct StatusCode: RawRepresentable, Hashable, Sendable, CustomStringConv
     public static let invalidArgument = StatusCode(rawValue: 3)
     public static let deadlineExceeded = StatusCode(rawValue: 4)
     public static let notFound = StatusCode(rawValue: 5)
+    public static let permissionDenied = StatusCode(rawValue: 7)
     public static let resourceExhausted = StatusCode(rawValue: 8)
     public static let failedPrecondition = StatusCode(rawValue: 9)
     public static let unimplemented = StatusCode(rawValue: 12)
@@ -20,6 +21,7 @@ public struct StatusCode: RawRepresentable, Hashable, Sendable, CustomStringConv
         case .invalidArgument: "INVALID_ARGUMENT"
         case .deadlineExceeded: "DEADLINE_EXCEEDED"
         case .notFound: "NOT_FOUND"
+        case .permissionDenied: "PERMISSION_DENIED"
         case .resourceExhausted: "RESOURCE_EXHAUSTED"
         case .failedPrecondition: "FAILED_PRECONDITION"
         case .unimplemented: "UNIMPLEMENTED"

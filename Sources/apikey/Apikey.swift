@@ -14,6 +14,6 @@ struct Apikey: AsyncParsableCommand {
             """,
         subcommands: [
             Create.self, List.self, Show.self, Update.self, Enable.self, Disable.self, Rotate.self, Delete.self,
-            Permissions.self, Audit.self, Check.self, ReportLeak.self, Report.self,
+            Permissions.self, Audit.self, Check.self, ReportLeak.self, Report.self, AdminTokens.self, WhoAmI.self,
         ])
 }

@@ -1,3 +1,4 @@
+import APIKeysCore
 import APIKeysStore
 import ArgumentParser
 import Foundation
@@ -15,9 +16,22 @@ struct AdminTokenCommand: AsyncParsableCommand {
         @OptionGroup var dataDirectory: StoreOptions
         @Argument(help: "A name for the token, recorded as the actor of what it does.")
         var name: String
+        @Option(help: "read (reads only), keys (read plus changing keys) or admin (everything, admin tokens too).")
+        var scope: String = "admin"
+        @Option(help: "keys: the only permissions its keys may hold, comma-separated (e.g. jobs:execute,history:read).")
+        var ceiling: String?
+        @Option(help: "keys: keys it creates or extends must expire within this (e.g. 30d, 12h).")
+        var maxKeyLifetime: String?
+        @Option(help: "The token stops working after this long (e.g. 90d); default: never.")
+        var expires: String?
 
         func run() async throws {
-            let token = try await dataDirectory.withStore { try await $0.createAdminToken(name: name, actor: localActor) }
+            let grant = try AdminGrant(
+                scopeNamed: scope, ceiling: ceiling, maxKeyLifetime: maxKeyLifetime, expiresIn: expires,
+                nowMS: Int64(Date().timeIntervalSince1970 * 1000))
+            let token = try await dataDirectory.withStore {
+                try await $0.createAdminToken(name: name, grant: grant, actor: AdminActor(name: localActor))
+            }
             print(token)
             printErr("admin token \"\(name)\" created; copy it now, it will not be shown again")
         }
@@ -30,7 +44,11 @@ struct AdminTokenCommand: AsyncParsableCommand {
         var name: String
 
         func run() async throws {
-            guard try await dataDirectory.withStore({ try await $0.revokeAdminToken(name: name, actor: localActor) }) else {
+            guard
+                try await dataDirectory.withStore({
+                    try await $0.revokeAdminToken(name: name, actor: AdminActor(name: localActor))
+                })
+            else {
                 throw ValidationError("no admin token named \"\(name)\"")
             }
             print("revoked admin token \"\(name)\"")
@@ -38,11 +56,14 @@ struct AdminTokenCommand: AsyncParsableCommand {
     }
 
     struct List: AsyncParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "List the names of the admin tokens.")
+        static let configuration = CommandConfiguration(
+            abstract: "List the admin tokens: name, then scope, ceiling, key lifetime and expiry where set.")
         @OptionGroup var dataDirectory: StoreOptions
 
         func run() async throws {
-            for name in try await dataDirectory.withStore({ try await $0.adminTokenNames() }) { print(name) }
+            for token in try await dataDirectory.withStore({ try await $0.adminTokens() }) {
+                print(([token.name] + token.grant.summary).joined(separator: "\t"))
+            }
         }
     }
 }

@@ -24,6 +24,54 @@ import Testing
         }
     }
 
+    /// `apikey admin-token create|list|revoke` and `apikey whoami`: a `keys` token with a ceiling
+    /// minted over RPC, shown once (`--json` for scripts), listed without its secret, used, revoked.
+    @Test(.enabled(if: FileManager.default.isExecutableFile(atPath: binary.path)))
+    func adminTokensAreManagedOverRPC() async throws {
+        try await withServer { server, client in
+            let created = try await apikey(
+                [
+                    "admin-token", "create", "deployer", "--scope", "keys", "--ceiling", "jobs:execute, history:read",
+                    "--max-key-lifetime", "1d", "--expires", "30d", "--json",
+                ], server: server)
+            #expect(created.status == 0, "\(created.stderr)")
+            struct Issued: Decodable {
+                struct Token: Decodable {
+                    let name, scope: String
+                    let ceiling: [String]
+                    let max_key_lifetime_ms: Int64
+                    let expires_at: String?
+                }
+                let token: Token
+                let secret: String
+            }
+            let issued = try JSONDecoder().decode(Issued.self, from: Data(created.stdout.utf8))
+            #expect(issued.secret.hasPrefix("adm_"))
+            #expect(issued.token.name == "deployer" && issued.token.scope == "keys")
+            #expect(
+                issued.token.ceiling == ["history:read", "jobs:execute"]
+                    && issued.token.max_key_lifetime_ms == 86_400_000)
+            #expect(issued.token.expires_at != nil)
+
+            let listed = try await apikey(["admin-token", "list"], server: server)
+            #expect(listed.status == 0 && listed.stdout.contains("deployer") && listed.stdout.contains("bootstrap"))
+            #expect(!listed.stdout.contains(issued.secret), "the secret is shown once")
+
+            let whoami = try await runCommand(
+                Self.binary, ["whoami"],
+                environment: ["APIKEY_SERVER": "127.0.0.1:\(server.port)", "APIKEY_ADMIN_TOKEN": issued.secret])
+            #expect(whoami.status == 0 && whoami.stdout.contains("deployer") && whoami.stdout.contains("keys"))
+            let wider = try await runCommand(
+                Self.binary, ["create", "wide", "-p", "vault:read", "--expires", "12h"],
+                environment: ["APIKEY_SERVER": "127.0.0.1:\(server.port)", "APIKEY_ADMIN_TOKEN": issued.secret])
+            #expect(wider.status == 2 && wider.stderr.contains("PERMISSION_DENIED"), "\(wider.stderr)")
+
+            let revoked = try await apikey(["admin-token", "revoke", "deployer"], server: server)
+            #expect(revoked.status == 0)
+            #expect(try await client.listAdminTokens().map(\.name) == ["bootstrap"])
+        }
+    }
+
     /// `apikey report-leak` needs no admin token, and prints the same line for a key and a non-key.
     @Test(.enabled(if: FileManager.default.isExecutableFile(atPath: binary.path)))
     func aLeakIsReportedWithoutAToken() async throws {

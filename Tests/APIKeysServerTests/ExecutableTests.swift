@@ -88,6 +88,20 @@ import Testing
         let events = try await client.listAuditEvents(keyID: created.key.id).events
         #expect(events.last?.action == "key.created" && events.last?.actor == "alice")
 
+        // A local token with a scope: it reads, and is refused what its scope does not reach.
+        let (readStatus, auditor) = try await runApikeyd(
+            ["admin-token", "create", "auditor", "--scope", "read", "--expires", "1d", "--data-dir", dir])
+        #expect(readStatus == 0 && auditor.hasPrefix("adm_"))
+        let listing = try await runApikeyd(["admin-token", "list", "--data-dir", dir]).1
+        #expect(listing.contains("auditor\tscope read") && listing.contains("expires-at-ms"), "\(listing)")
+        let reader = APIKeysClient(configuration: .init(port: serverPort, adminToken: auditor))
+        #expect(try await reader.listKeys().keys.count == 1)
+        await #expect { try await reader.deleteKey(id: created.key.id) } throws: {
+            ($0 as? APIKeysClientError)?.code == .permissionDenied
+        }
+        await reader.close()
+        #expect(try await runApikeyd(["admin-token", "revoke", "auditor", "--data-dir", dir]).0 == 0)
+
         #expect(try await runApikeyd(["admin-token", "revoke", "alice", "--data-dir", dir]).0 == 0)
         await #expect { try await client.listKeys() } throws: {
             ($0 as? APIKeysClientError)?.code == .unauthenticated
@@ -105,7 +119,8 @@ import Testing
         }
         #expect(
             tokenEvents.map { $0.detail.split(separator: " ").prefix(4).joined(separator: " ") } == [
-                "admin token \"alice\" revoked", "admin token \"alice\" created", "admin token \"bootstrap\" created",
+                "admin token \"alice\" revoked", "admin token \"auditor\" revoked", "admin token \"auditor\" created",
+                "admin token \"alice\" created", "admin token \"bootstrap\" created",
             ])
         #expect(tokenEvents.map(\.actor).prefix(2).allSatisfy { $0.hasPrefix("apikeyd admin-token (") })
         #expect(tokenEvents.last?.actor == "apikeyd (first start)")

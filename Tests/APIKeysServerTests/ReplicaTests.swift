@@ -60,6 +60,41 @@ struct ReplicaTests {
         }
     }
 
+    /// Admin tokens are the database's: one made over RPC on one replica works on the other with
+    /// its scope, and a revocation on either refuses it on both the moment it returns.
+    @Test func scopedAdminTokensHoldAcrossReplicas() async throws {
+        try await withReplicas(2) { replicas, _ in
+            let boss = replicas[0].client(token: replicas[0].adminToken)
+            let other = replicas[1].client(token: replicas[0].adminToken)
+            defer {
+                Task {
+                    await boss.close(); await other.close()
+                }
+            }
+            let reader = try await boss.createAdminToken(name: "reader", scope: .read)
+            let viaB = replicas[1].client(token: reader.secret)
+            let viaA = replicas[0].client(token: reader.secret)
+            defer {
+                Task {
+                    await viaB.close(); await viaA.close()
+                }
+            }
+            _ = try await viaB.listKeys()
+            #expect(try await viaB.whoAmI().scope == .read)
+            let denied = await #expect(throws: APIKeysClientError.self) {
+                _ = try await viaB.createKey(name: "no", permissions: ["jobs:read"])
+            }
+            #expect(denied?.code == .permissionDenied)
+            #expect(try await other.listAdminTokens().map(\.name).contains("reader"))
+
+            try await other.revokeAdminToken(name: "reader")
+            for client in [viaA, viaB] {
+                let refused = await #expect(throws: APIKeysClientError.self) { _ = try await client.listKeys() }
+                #expect(refused?.code == .unauthenticated)
+            }
+        }
+    }
+
     @Test func aChangeOnOneReplicaHoldsOnEveryOther() async throws {
         try await withReplicas(3) { replicas, _ in
             let token = replicas[0].adminToken

@@ -64,5 +64,11 @@ enum Fixtures {
         ExportAuditChainRequest(), ExportAuditChainRequest(afterPosition: .max, sinceMS: -1, pageSize: .max),
         ExportAuditChainResponse(), AuditChainState(), AuditChainPoint(),
         AuditLink(position: 1, previousHash: [], hash: Array(repeating: 0xFF, count: 32), events: [auditEvent]),
+        AdminToken(), AdminToken(name: unicode, scope: .unrecognized(99), ceiling: ["", unicode], expiresAtMS: -1),
+        CreateAdminTokenRequest(), CreateAdminTokenRequest(name: "n", scope: .admin, maxKeyLifetimeMS: .max),
+        CreateAdminTokenResponse(), CreateAdminTokenResponse(token: AdminToken(scope: .keys), secret: "adm_x"),
+        ListAdminTokensRequest(), ListAdminTokensResponse(), ListAdminTokensResponse(tokens: [AdminToken()]),
+        RevokeAdminTokenRequest(), RevokeAdminTokenRequest(name: unicode), RevokeAdminTokenResponse(),
+        WhoAmIRequest(), WhoAmIResponse(), WhoAmIResponse(token: AdminToken(scope: .read)),
     ]
 }

@@ -104,7 +104,25 @@ struct InteropTests {
         ("chain_point", AuditChainPoint(position: 3, hash: [1, 2, 3])),
         ("chain_state", AuditChainState(head: AuditChainPoint(position: 1, hash: [0]))),
         ("chain_link", AuditLink(position: 1, hash: [0xFF])),
+        ("admin_token", adminToken),
+        (
+            "create_admin_token_request",
+            CreateAdminTokenRequest(
+                name: "deploy", scope: .keys, ceiling: ["jobs:execute"], maxKeyLifetimeMS: 86_400_000,
+                expiresAtMS: 1_800_000_000_000)
+        ),
+        ("create_admin_token_response", CreateAdminTokenResponse(token: adminToken, secret: "adm_x")),
+        ("list_admin_tokens_request", ListAdminTokensRequest()),
+        ("list_admin_tokens_response", ListAdminTokensResponse(tokens: [adminToken, AdminToken()])),
+        ("revoke_admin_token_request", RevokeAdminTokenRequest(name: "deploy")),
+        ("revoke_admin_token_response", RevokeAdminTokenResponse()),
+        ("who_am_i_request", WhoAmIRequest()),
+        ("who_am_i_response", WhoAmIResponse(token: adminToken)),
     ]
+
+    private static let adminToken = AdminToken(
+        name: "ci", scope: .read, ceiling: ["jobs:read", "history:read"], maxKeyLifetimeMS: 3_600_000,
+        createdAtMS: 1_700_000_000_000, expiresAtMS: 1_800_000_000_000)
 
     /// A message added to proto/ without a fixture here (and in wire_interop.py) fails this.
     @Test func everyMessageTypeHasAFixture() {

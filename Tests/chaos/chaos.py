@@ -436,6 +436,10 @@ def admin_matrix(ctx):
         "SetKeyEnabled": ka.SetKeyEnabledRequest(id=key_id, enabled=False),
         "RotateKey": ka.RotateKeyRequest(id=key_id), "DeleteKey": ka.DeleteKeyRequest(id=key_id),
         "ListPermissions": ka.ListPermissionsRequest(), "ListAuditEvents": ka.ListAuditEventsRequest(),
+        "GetPolicy": ka.GetPolicyRequest(), "ExportAuditChain": ka.ExportAuditChainRequest(),
+        "CreateAdminToken": ka.CreateAdminTokenRequest(name="evil", scope=ka.ADMIN),
+        "ListAdminTokens": ka.ListAdminTokensRequest(), "RevokeAdminToken": ka.RevokeAdminTokenRequest(name="bootstrap"),
+        "WhoAmI": ka.WhoAmIRequest(),
     }
     tokens = {"none": None, "garbage": "Bearer adm_garbage", "empty": "", "api key": f"Bearer {created.secret}",
               "revoked admin token": f"Bearer {revoked}", "no scheme": server.token, "basic": "Basic eDp5"}
@@ -444,7 +448,9 @@ def admin_matrix(ctx):
         keys = conn.admin(server, "ListKeys", ka.ListKeysRequest(page_size=1000), ka.ListKeysResponse).keys
         events = conn.admin(server, "ListAuditEvents", ka.ListAuditEventsRequest(page_size=1000),
                             ka.ListAuditEventsResponse).events
-        return [k.SerializeToString() for k in keys], len([e for e in events if e.trigger == "admin"])
+        tokens = conn.admin(server, "ListAdminTokens", ka.ListAdminTokensRequest(), ka.ListAdminTokensResponse).tokens
+        return ([k.SerializeToString() for k in keys], [t.SerializeToString() for t in tokens],
+                len([e for e in events if e.trigger == "admin"]))
 
     before = state()
     calls, wrong = 0, []

@@ -36,6 +36,9 @@ def fixtures():
         expires_at_ms=1_900_000_000_000, last_used_at_ms=-1, rotated_at_ms=2**63 - 1,
         allowed_networks=["10.0.0.0/8", "2001:db8::/32"], grace_ends_at_ms=1_700_000_600_000,
         rate_limit=ka.RateLimit(requests=2**32 - 1, period_seconds=86400), remaining_uses=0)
+    admin_token = ka.AdminToken(
+        name="ci", scope=ka.READ, ceiling=["jobs:read", "history:read"], max_key_lifetime_ms=3_600_000,
+        created_at_ms=1_700_000_000_000, expires_at_ms=1_800_000_000_000)
     return {
         "envelope": env.Envelope(
             call_id=2**64 - 1, method="/apikeys.v1.KeyAdmin/CreateKey", payload=b"\x00\x01\x00\xff\x00",
@@ -104,6 +107,17 @@ def fixtures():
         "chain_point": ka.AuditChainPoint(position=3, hash=bytes([1, 2, 3])),
         "chain_state": ka.AuditChainState(head=ka.AuditChainPoint(position=1, hash=bytes([0]))),
         "chain_link": ka.AuditLink(position=1, hash=bytes([0xFF])),
+        "admin_token": admin_token,
+        "create_admin_token_request": ka.CreateAdminTokenRequest(
+            name="deploy", scope=ka.KEYS, ceiling=["jobs:execute"], max_key_lifetime_ms=86_400_000,
+            expires_at_ms=1_800_000_000_000),
+        "create_admin_token_response": ka.CreateAdminTokenResponse(token=admin_token, secret="adm_x"),
+        "list_admin_tokens_request": ka.ListAdminTokensRequest(),
+        "list_admin_tokens_response": ka.ListAdminTokensResponse(tokens=[admin_token, ka.AdminToken()]),
+        "revoke_admin_token_request": ka.RevokeAdminTokenRequest(name="deploy"),
+        "revoke_admin_token_response": ka.RevokeAdminTokenResponse(),
+        "who_am_i_request": ka.WhoAmIRequest(),
+        "who_am_i_response": ka.WhoAmIResponse(token=admin_token),
     }
 
 

@@ -43,5 +43,14 @@ public enum WireContract {
         AuditChainPoint.self,
         AuditChainState.self,
         AuditLink.self,
+        AdminToken.self,
+        CreateAdminTokenRequest.self,
+        CreateAdminTokenResponse.self,
+        ListAdminTokensRequest.self,
+        ListAdminTokensResponse.self,
+        RevokeAdminTokenRequest.self,
+        RevokeAdminTokenResponse.self,
+        WhoAmIRequest.self,
+        WhoAmIResponse.self,
     ]
 }

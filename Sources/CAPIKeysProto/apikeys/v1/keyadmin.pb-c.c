@@ -1403,6 +1403,411 @@ void   apikeys__v1__audit_link__free_unpacked
   assert(message->base.descriptor == &apikeys__v1__audit_link__descriptor);
   protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
 }
+void   apikeys__v1__admin_token__init
+                     (Apikeys__V1__AdminToken         *message)
+{
+  static const Apikeys__V1__AdminToken init_value = APIKEYS__V1__ADMIN_TOKEN__INIT;
+  *message = init_value;
+}
+size_t apikeys__v1__admin_token__get_packed_size
+                     (const Apikeys__V1__AdminToken *message)
+{
+  assert(message->base.descriptor == &apikeys__v1__admin_token__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t apikeys__v1__admin_token__pack
+                     (const Apikeys__V1__AdminToken *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &apikeys__v1__admin_token__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t apikeys__v1__admin_token__pack_to_buffer
+                     (const Apikeys__V1__AdminToken *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &apikeys__v1__admin_token__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Apikeys__V1__AdminToken *
+       apikeys__v1__admin_token__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Apikeys__V1__AdminToken *)
+     protobuf_c_message_unpack (&apikeys__v1__admin_token__descriptor,
+                                allocator, len, data);
+}
+void   apikeys__v1__admin_token__free_unpacked
+                     (Apikeys__V1__AdminToken *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &apikeys__v1__admin_token__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+void   apikeys__v1__create_admin_token_request__init
+                     (Apikeys__V1__CreateAdminTokenRequest         *message)
+{
+  static const Apikeys__V1__CreateAdminTokenRequest init_value = APIKEYS__V1__CREATE_ADMIN_TOKEN_REQUEST__INIT;
+  *message = init_value;
+}
+size_t apikeys__v1__create_admin_token_request__get_packed_size
+                     (const Apikeys__V1__CreateAdminTokenRequest *message)
+{
+  assert(message->base.descriptor == &apikeys__v1__create_admin_token_request__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t apikeys__v1__create_admin_token_request__pack
+                     (const Apikeys__V1__CreateAdminTokenRequest *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &apikeys__v1__create_admin_token_request__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t apikeys__v1__create_admin_token_request__pack_to_buffer
+                     (const Apikeys__V1__CreateAdminTokenRequest *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &apikeys__v1__create_admin_token_request__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Apikeys__V1__CreateAdminTokenRequest *
+       apikeys__v1__create_admin_token_request__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Apikeys__V1__CreateAdminTokenRequest *)
+     protobuf_c_message_unpack (&apikeys__v1__create_admin_token_request__descriptor,
+                                allocator, len, data);
+}
+void   apikeys__v1__create_admin_token_request__free_unpacked
+                     (Apikeys__V1__CreateAdminTokenRequest *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &apikeys__v1__create_admin_token_request__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+void   apikeys__v1__create_admin_token_response__init
+                     (Apikeys__V1__CreateAdminTokenResponse         *message)
+{
+  static const Apikeys__V1__CreateAdminTokenResponse init_value = APIKEYS__V1__CREATE_ADMIN_TOKEN_RESPONSE__INIT;
+  *message = init_value;
+}
+size_t apikeys__v1__create_admin_token_response__get_packed_size
+                     (const Apikeys__V1__CreateAdminTokenResponse *message)
+{
+  assert(message->base.descriptor == &apikeys__v1__create_admin_token_response__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t apikeys__v1__create_admin_token_response__pack
+                     (const Apikeys__V1__CreateAdminTokenResponse *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &apikeys__v1__create_admin_token_response__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t apikeys__v1__create_admin_token_response__pack_to_buffer
+                     (const Apikeys__V1__CreateAdminTokenResponse *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &apikeys__v1__create_admin_token_response__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Apikeys__V1__CreateAdminTokenResponse *
+       apikeys__v1__create_admin_token_response__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Apikeys__V1__CreateAdminTokenResponse *)
+     protobuf_c_message_unpack (&apikeys__v1__create_admin_token_response__descriptor,
+                                allocator, len, data);
+}
+void   apikeys__v1__create_admin_token_response__free_unpacked
+                     (Apikeys__V1__CreateAdminTokenResponse *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &apikeys__v1__create_admin_token_response__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+void   apikeys__v1__list_admin_tokens_request__init
+                     (Apikeys__V1__ListAdminTokensRequest         *message)
+{
+  static const Apikeys__V1__ListAdminTokensRequest init_value = APIKEYS__V1__LIST_ADMIN_TOKENS_REQUEST__INIT;
+  *message = init_value;
+}
+size_t apikeys__v1__list_admin_tokens_request__get_packed_size
+                     (const Apikeys__V1__ListAdminTokensRequest *message)
+{
+  assert(message->base.descriptor == &apikeys__v1__list_admin_tokens_request__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t apikeys__v1__list_admin_tokens_request__pack
+                     (const Apikeys__V1__ListAdminTokensRequest *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &apikeys__v1__list_admin_tokens_request__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t apikeys__v1__list_admin_tokens_request__pack_to_buffer
+                     (const Apikeys__V1__ListAdminTokensRequest *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &apikeys__v1__list_admin_tokens_request__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Apikeys__V1__ListAdminTokensRequest *
+       apikeys__v1__list_admin_tokens_request__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Apikeys__V1__ListAdminTokensRequest *)
+     protobuf_c_message_unpack (&apikeys__v1__list_admin_tokens_request__descriptor,
+                                allocator, len, data);
+}
+void   apikeys__v1__list_admin_tokens_request__free_unpacked
+                     (Apikeys__V1__ListAdminTokensRequest *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &apikeys__v1__list_admin_tokens_request__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+void   apikeys__v1__list_admin_tokens_response__init
+                     (Apikeys__V1__ListAdminTokensResponse         *message)
+{
+  static const Apikeys__V1__ListAdminTokensResponse init_value = APIKEYS__V1__LIST_ADMIN_TOKENS_RESPONSE__INIT;
+  *message = init_value;
+}
+size_t apikeys__v1__list_admin_tokens_response__get_packed_size
+                     (const Apikeys__V1__ListAdminTokensResponse *message)
+{
+  assert(message->base.descriptor == &apikeys__v1__list_admin_tokens_response__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t apikeys__v1__list_admin_tokens_response__pack
+                     (const Apikeys__V1__ListAdminTokensResponse *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &apikeys__v1__list_admin_tokens_response__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t apikeys__v1__list_admin_tokens_response__pack_to_buffer
+                     (const Apikeys__V1__ListAdminTokensResponse *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &apikeys__v1__list_admin_tokens_response__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Apikeys__V1__ListAdminTokensResponse *
+       apikeys__v1__list_admin_tokens_response__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Apikeys__V1__ListAdminTokensResponse *)
+     protobuf_c_message_unpack (&apikeys__v1__list_admin_tokens_response__descriptor,
+                                allocator, len, data);
+}
+void   apikeys__v1__list_admin_tokens_response__free_unpacked
+                     (Apikeys__V1__ListAdminTokensResponse *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &apikeys__v1__list_admin_tokens_response__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+void   apikeys__v1__revoke_admin_token_request__init
+                     (Apikeys__V1__RevokeAdminTokenRequest         *message)
+{
+  static const Apikeys__V1__RevokeAdminTokenRequest init_value = APIKEYS__V1__REVOKE_ADMIN_TOKEN_REQUEST__INIT;
+  *message = init_value;
+}
+size_t apikeys__v1__revoke_admin_token_request__get_packed_size
+                     (const Apikeys__V1__RevokeAdminTokenRequest *message)
+{
+  assert(message->base.descriptor == &apikeys__v1__revoke_admin_token_request__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t apikeys__v1__revoke_admin_token_request__pack
+                     (const Apikeys__V1__RevokeAdminTokenRequest *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &apikeys__v1__revoke_admin_token_request__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t apikeys__v1__revoke_admin_token_request__pack_to_buffer
+                     (const Apikeys__V1__RevokeAdminTokenRequest *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &apikeys__v1__revoke_admin_token_request__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Apikeys__V1__RevokeAdminTokenRequest *
+       apikeys__v1__revoke_admin_token_request__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Apikeys__V1__RevokeAdminTokenRequest *)
+     protobuf_c_message_unpack (&apikeys__v1__revoke_admin_token_request__descriptor,
+                                allocator, len, data);
+}
+void   apikeys__v1__revoke_admin_token_request__free_unpacked
+                     (Apikeys__V1__RevokeAdminTokenRequest *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &apikeys__v1__revoke_admin_token_request__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+void   apikeys__v1__revoke_admin_token_response__init
+                     (Apikeys__V1__RevokeAdminTokenResponse         *message)
+{
+  static const Apikeys__V1__RevokeAdminTokenResponse init_value = APIKEYS__V1__REVOKE_ADMIN_TOKEN_RESPONSE__INIT;
+  *message = init_value;
+}
+size_t apikeys__v1__revoke_admin_token_response__get_packed_size
+                     (const Apikeys__V1__RevokeAdminTokenResponse *message)
+{
+  assert(message->base.descriptor == &apikeys__v1__revoke_admin_token_response__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t apikeys__v1__revoke_admin_token_response__pack
+                     (const Apikeys__V1__RevokeAdminTokenResponse *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &apikeys__v1__revoke_admin_token_response__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t apikeys__v1__revoke_admin_token_response__pack_to_buffer
+                     (const Apikeys__V1__RevokeAdminTokenResponse *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &apikeys__v1__revoke_admin_token_response__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Apikeys__V1__RevokeAdminTokenResponse *
+       apikeys__v1__revoke_admin_token_response__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Apikeys__V1__RevokeAdminTokenResponse *)
+     protobuf_c_message_unpack (&apikeys__v1__revoke_admin_token_response__descriptor,
+                                allocator, len, data);
+}
+void   apikeys__v1__revoke_admin_token_response__free_unpacked
+                     (Apikeys__V1__RevokeAdminTokenResponse *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &apikeys__v1__revoke_admin_token_response__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+void   apikeys__v1__who_am_irequest__init
+                     (Apikeys__V1__WhoAmIRequest         *message)
+{
+  static const Apikeys__V1__WhoAmIRequest init_value = APIKEYS__V1__WHO_AM_IREQUEST__INIT;
+  *message = init_value;
+}
+size_t apikeys__v1__who_am_irequest__get_packed_size
+                     (const Apikeys__V1__WhoAmIRequest *message)
+{
+  assert(message->base.descriptor == &apikeys__v1__who_am_irequest__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t apikeys__v1__who_am_irequest__pack
+                     (const Apikeys__V1__WhoAmIRequest *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &apikeys__v1__who_am_irequest__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t apikeys__v1__who_am_irequest__pack_to_buffer
+                     (const Apikeys__V1__WhoAmIRequest *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &apikeys__v1__who_am_irequest__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Apikeys__V1__WhoAmIRequest *
+       apikeys__v1__who_am_irequest__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Apikeys__V1__WhoAmIRequest *)
+     protobuf_c_message_unpack (&apikeys__v1__who_am_irequest__descriptor,
+                                allocator, len, data);
+}
+void   apikeys__v1__who_am_irequest__free_unpacked
+                     (Apikeys__V1__WhoAmIRequest *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &apikeys__v1__who_am_irequest__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+void   apikeys__v1__who_am_iresponse__init
+                     (Apikeys__V1__WhoAmIResponse         *message)
+{
+  static const Apikeys__V1__WhoAmIResponse init_value = APIKEYS__V1__WHO_AM_IRESPONSE__INIT;
+  *message = init_value;
+}
+size_t apikeys__v1__who_am_iresponse__get_packed_size
+                     (const Apikeys__V1__WhoAmIResponse *message)
+{
+  assert(message->base.descriptor == &apikeys__v1__who_am_iresponse__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t apikeys__v1__who_am_iresponse__pack
+                     (const Apikeys__V1__WhoAmIResponse *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &apikeys__v1__who_am_iresponse__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t apikeys__v1__who_am_iresponse__pack_to_buffer
+                     (const Apikeys__V1__WhoAmIResponse *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &apikeys__v1__who_am_iresponse__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Apikeys__V1__WhoAmIResponse *
+       apikeys__v1__who_am_iresponse__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Apikeys__V1__WhoAmIResponse *)
+     protobuf_c_message_unpack (&apikeys__v1__who_am_iresponse__descriptor,
+                                allocator, len, data);
+}
+void   apikeys__v1__who_am_iresponse__free_unpacked
+                     (Apikeys__V1__WhoAmIResponse *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &apikeys__v1__who_am_iresponse__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
 static const ProtobufCFieldDescriptor apikeys__v1__api_key__field_descriptors[14] =
 {
   {
@@ -3314,7 +3719,451 @@ const ProtobufCMessageDescriptor apikeys__v1__audit_link__descriptor =
   (ProtobufCMessageInit) apikeys__v1__audit_link__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCMethodDescriptor apikeys__v1__key_admin__method_descriptors[11] =
+static const ProtobufCFieldDescriptor apikeys__v1__admin_token__field_descriptors[6] =
+{
+  {
+    "name",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Apikeys__V1__AdminToken, name),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "scope",
+    2,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_ENUM,
+    0,   /* quantifier_offset */
+    offsetof(Apikeys__V1__AdminToken, scope),
+    &apikeys__v1__admin_scope__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "ceiling",
+    3,
+    PROTOBUF_C_LABEL_REPEATED,
+    PROTOBUF_C_TYPE_STRING,
+    offsetof(Apikeys__V1__AdminToken, n_ceiling),
+    offsetof(Apikeys__V1__AdminToken, ceiling),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "max_key_lifetime_ms",
+    4,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_INT64,
+    0,   /* quantifier_offset */
+    offsetof(Apikeys__V1__AdminToken, max_key_lifetime_ms),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "created_at_ms",
+    5,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_INT64,
+    0,   /* quantifier_offset */
+    offsetof(Apikeys__V1__AdminToken, created_at_ms),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "expires_at_ms",
+    6,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_INT64,
+    0,   /* quantifier_offset */
+    offsetof(Apikeys__V1__AdminToken, expires_at_ms),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned apikeys__v1__admin_token__field_indices_by_name[] = {
+  2,   /* field[2] = ceiling */
+  4,   /* field[4] = created_at_ms */
+  5,   /* field[5] = expires_at_ms */
+  3,   /* field[3] = max_key_lifetime_ms */
+  0,   /* field[0] = name */
+  1,   /* field[1] = scope */
+};
+static const ProtobufCIntRange apikeys__v1__admin_token__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 6 }
+};
+const ProtobufCMessageDescriptor apikeys__v1__admin_token__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "apikeys.v1.AdminToken",
+  "AdminToken",
+  "Apikeys__V1__AdminToken",
+  "apikeys.v1",
+  sizeof(Apikeys__V1__AdminToken),
+  6,
+  apikeys__v1__admin_token__field_descriptors,
+  apikeys__v1__admin_token__field_indices_by_name,
+  1,  apikeys__v1__admin_token__number_ranges,
+  (ProtobufCMessageInit) apikeys__v1__admin_token__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor apikeys__v1__create_admin_token_request__field_descriptors[5] =
+{
+  {
+    "name",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Apikeys__V1__CreateAdminTokenRequest, name),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "scope",
+    2,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_ENUM,
+    0,   /* quantifier_offset */
+    offsetof(Apikeys__V1__CreateAdminTokenRequest, scope),
+    &apikeys__v1__admin_scope__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "ceiling",
+    3,
+    PROTOBUF_C_LABEL_REPEATED,
+    PROTOBUF_C_TYPE_STRING,
+    offsetof(Apikeys__V1__CreateAdminTokenRequest, n_ceiling),
+    offsetof(Apikeys__V1__CreateAdminTokenRequest, ceiling),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "max_key_lifetime_ms",
+    4,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_INT64,
+    0,   /* quantifier_offset */
+    offsetof(Apikeys__V1__CreateAdminTokenRequest, max_key_lifetime_ms),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "expires_at_ms",
+    5,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_INT64,
+    0,   /* quantifier_offset */
+    offsetof(Apikeys__V1__CreateAdminTokenRequest, expires_at_ms),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned apikeys__v1__create_admin_token_request__field_indices_by_name[] = {
+  2,   /* field[2] = ceiling */
+  4,   /* field[4] = expires_at_ms */
+  3,   /* field[3] = max_key_lifetime_ms */
+  0,   /* field[0] = name */
+  1,   /* field[1] = scope */
+};
+static const ProtobufCIntRange apikeys__v1__create_admin_token_request__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 5 }
+};
+const ProtobufCMessageDescriptor apikeys__v1__create_admin_token_request__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "apikeys.v1.CreateAdminTokenRequest",
+  "CreateAdminTokenRequest",
+  "Apikeys__V1__CreateAdminTokenRequest",
+  "apikeys.v1",
+  sizeof(Apikeys__V1__CreateAdminTokenRequest),
+  5,
+  apikeys__v1__create_admin_token_request__field_descriptors,
+  apikeys__v1__create_admin_token_request__field_indices_by_name,
+  1,  apikeys__v1__create_admin_token_request__number_ranges,
+  (ProtobufCMessageInit) apikeys__v1__create_admin_token_request__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor apikeys__v1__create_admin_token_response__field_descriptors[2] =
+{
+  {
+    "token",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_MESSAGE,
+    0,   /* quantifier_offset */
+    offsetof(Apikeys__V1__CreateAdminTokenResponse, token),
+    &apikeys__v1__admin_token__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "secret",
+    2,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Apikeys__V1__CreateAdminTokenResponse, secret),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned apikeys__v1__create_admin_token_response__field_indices_by_name[] = {
+  1,   /* field[1] = secret */
+  0,   /* field[0] = token */
+};
+static const ProtobufCIntRange apikeys__v1__create_admin_token_response__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 2 }
+};
+const ProtobufCMessageDescriptor apikeys__v1__create_admin_token_response__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "apikeys.v1.CreateAdminTokenResponse",
+  "CreateAdminTokenResponse",
+  "Apikeys__V1__CreateAdminTokenResponse",
+  "apikeys.v1",
+  sizeof(Apikeys__V1__CreateAdminTokenResponse),
+  2,
+  apikeys__v1__create_admin_token_response__field_descriptors,
+  apikeys__v1__create_admin_token_response__field_indices_by_name,
+  1,  apikeys__v1__create_admin_token_response__number_ranges,
+  (ProtobufCMessageInit) apikeys__v1__create_admin_token_response__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+#define apikeys__v1__list_admin_tokens_request__field_descriptors NULL
+#define apikeys__v1__list_admin_tokens_request__field_indices_by_name NULL
+#define apikeys__v1__list_admin_tokens_request__number_ranges NULL
+const ProtobufCMessageDescriptor apikeys__v1__list_admin_tokens_request__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "apikeys.v1.ListAdminTokensRequest",
+  "ListAdminTokensRequest",
+  "Apikeys__V1__ListAdminTokensRequest",
+  "apikeys.v1",
+  sizeof(Apikeys__V1__ListAdminTokensRequest),
+  0,
+  apikeys__v1__list_admin_tokens_request__field_descriptors,
+  apikeys__v1__list_admin_tokens_request__field_indices_by_name,
+  0,  apikeys__v1__list_admin_tokens_request__number_ranges,
+  (ProtobufCMessageInit) apikeys__v1__list_admin_tokens_request__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor apikeys__v1__list_admin_tokens_response__field_descriptors[1] =
+{
+  {
+    "tokens",
+    1,
+    PROTOBUF_C_LABEL_REPEATED,
+    PROTOBUF_C_TYPE_MESSAGE,
+    offsetof(Apikeys__V1__ListAdminTokensResponse, n_tokens),
+    offsetof(Apikeys__V1__ListAdminTokensResponse, tokens),
+    &apikeys__v1__admin_token__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned apikeys__v1__list_admin_tokens_response__field_indices_by_name[] = {
+  0,   /* field[0] = tokens */
+};
+static const ProtobufCIntRange apikeys__v1__list_admin_tokens_response__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 1 }
+};
+const ProtobufCMessageDescriptor apikeys__v1__list_admin_tokens_response__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "apikeys.v1.ListAdminTokensResponse",
+  "ListAdminTokensResponse",
+  "Apikeys__V1__ListAdminTokensResponse",
+  "apikeys.v1",
+  sizeof(Apikeys__V1__ListAdminTokensResponse),
+  1,
+  apikeys__v1__list_admin_tokens_response__field_descriptors,
+  apikeys__v1__list_admin_tokens_response__field_indices_by_name,
+  1,  apikeys__v1__list_admin_tokens_response__number_ranges,
+  (ProtobufCMessageInit) apikeys__v1__list_admin_tokens_response__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor apikeys__v1__revoke_admin_token_request__field_descriptors[1] =
+{
+  {
+    "name",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Apikeys__V1__RevokeAdminTokenRequest, name),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned apikeys__v1__revoke_admin_token_request__field_indices_by_name[] = {
+  0,   /* field[0] = name */
+};
+static const ProtobufCIntRange apikeys__v1__revoke_admin_token_request__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 1 }
+};
+const ProtobufCMessageDescriptor apikeys__v1__revoke_admin_token_request__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "apikeys.v1.RevokeAdminTokenRequest",
+  "RevokeAdminTokenRequest",
+  "Apikeys__V1__RevokeAdminTokenRequest",
+  "apikeys.v1",
+  sizeof(Apikeys__V1__RevokeAdminTokenRequest),
+  1,
+  apikeys__v1__revoke_admin_token_request__field_descriptors,
+  apikeys__v1__revoke_admin_token_request__field_indices_by_name,
+  1,  apikeys__v1__revoke_admin_token_request__number_ranges,
+  (ProtobufCMessageInit) apikeys__v1__revoke_admin_token_request__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+#define apikeys__v1__revoke_admin_token_response__field_descriptors NULL
+#define apikeys__v1__revoke_admin_token_response__field_indices_by_name NULL
+#define apikeys__v1__revoke_admin_token_response__number_ranges NULL
+const ProtobufCMessageDescriptor apikeys__v1__revoke_admin_token_response__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "apikeys.v1.RevokeAdminTokenResponse",
+  "RevokeAdminTokenResponse",
+  "Apikeys__V1__RevokeAdminTokenResponse",
+  "apikeys.v1",
+  sizeof(Apikeys__V1__RevokeAdminTokenResponse),
+  0,
+  apikeys__v1__revoke_admin_token_response__field_descriptors,
+  apikeys__v1__revoke_admin_token_response__field_indices_by_name,
+  0,  apikeys__v1__revoke_admin_token_response__number_ranges,
+  (ProtobufCMessageInit) apikeys__v1__revoke_admin_token_response__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+#define apikeys__v1__who_am_irequest__field_descriptors NULL
+#define apikeys__v1__who_am_irequest__field_indices_by_name NULL
+#define apikeys__v1__who_am_irequest__number_ranges NULL
+const ProtobufCMessageDescriptor apikeys__v1__who_am_irequest__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "apikeys.v1.WhoAmIRequest",
+  "WhoAmIRequest",
+  "Apikeys__V1__WhoAmIRequest",
+  "apikeys.v1",
+  sizeof(Apikeys__V1__WhoAmIRequest),
+  0,
+  apikeys__v1__who_am_irequest__field_descriptors,
+  apikeys__v1__who_am_irequest__field_indices_by_name,
+  0,  apikeys__v1__who_am_irequest__number_ranges,
+  (ProtobufCMessageInit) apikeys__v1__who_am_irequest__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor apikeys__v1__who_am_iresponse__field_descriptors[1] =
+{
+  {
+    "token",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_MESSAGE,
+    0,   /* quantifier_offset */
+    offsetof(Apikeys__V1__WhoAmIResponse, token),
+    &apikeys__v1__admin_token__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned apikeys__v1__who_am_iresponse__field_indices_by_name[] = {
+  0,   /* field[0] = token */
+};
+static const ProtobufCIntRange apikeys__v1__who_am_iresponse__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 1 }
+};
+const ProtobufCMessageDescriptor apikeys__v1__who_am_iresponse__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "apikeys.v1.WhoAmIResponse",
+  "WhoAmIResponse",
+  "Apikeys__V1__WhoAmIResponse",
+  "apikeys.v1",
+  sizeof(Apikeys__V1__WhoAmIResponse),
+  1,
+  apikeys__v1__who_am_iresponse__field_descriptors,
+  apikeys__v1__who_am_iresponse__field_indices_by_name,
+  1,  apikeys__v1__who_am_iresponse__number_ranges,
+  (ProtobufCMessageInit) apikeys__v1__who_am_iresponse__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCEnumValue apikeys__v1__admin_scope__enum_values_by_number[4] =
+{
+  { "ADMIN_SCOPE_UNSPECIFIED", "APIKEYS__V1__ADMIN_SCOPE__ADMIN_SCOPE_UNSPECIFIED", 0 },
+  { "READ", "APIKEYS__V1__ADMIN_SCOPE__READ", 1 },
+  { "KEYS", "APIKEYS__V1__ADMIN_SCOPE__KEYS", 2 },
+  { "ADMIN", "APIKEYS__V1__ADMIN_SCOPE__ADMIN", 3 },
+};
+static const ProtobufCIntRange apikeys__v1__admin_scope__value_ranges[] = {
+{0, 0},{0, 4}
+};
+static const ProtobufCEnumValueIndex apikeys__v1__admin_scope__enum_values_by_name[4] =
+{
+  { "ADMIN", 3 },
+  { "ADMIN_SCOPE_UNSPECIFIED", 0 },
+  { "KEYS", 2 },
+  { "READ", 1 },
+};
+const ProtobufCEnumDescriptor apikeys__v1__admin_scope__descriptor =
+{
+  PROTOBUF_C__ENUM_DESCRIPTOR_MAGIC,
+  "apikeys.v1.AdminScope",
+  "AdminScope",
+  "Apikeys__V1__AdminScope",
+  "apikeys.v1",
+  4,
+  apikeys__v1__admin_scope__enum_values_by_number,
+  4,
+  apikeys__v1__admin_scope__enum_values_by_name,
+  1,
+  apikeys__v1__admin_scope__value_ranges,
+  NULL,NULL,NULL,NULL   /* reserved[1234] */
+};
+static const ProtobufCMethodDescriptor apikeys__v1__key_admin__method_descriptors[15] =
 {
   { "CreateKey", &apikeys__v1__create_key_request__descriptor, &apikeys__v1__create_key_response__descriptor },
   { "GetKey", &apikeys__v1__get_key_request__descriptor, &apikeys__v1__get_key_response__descriptor },
@@ -3327,19 +4176,27 @@ static const ProtobufCMethodDescriptor apikeys__v1__key_admin__method_descriptor
   { "ListAuditEvents", &apikeys__v1__list_audit_events_request__descriptor, &apikeys__v1__list_audit_events_response__descriptor },
   { "GetPolicy", &apikeys__v1__get_policy_request__descriptor, &apikeys__v1__get_policy_response__descriptor },
   { "ExportAuditChain", &apikeys__v1__export_audit_chain_request__descriptor, &apikeys__v1__export_audit_chain_response__descriptor },
+  { "CreateAdminToken", &apikeys__v1__create_admin_token_request__descriptor, &apikeys__v1__create_admin_token_response__descriptor },
+  { "ListAdminTokens", &apikeys__v1__list_admin_tokens_request__descriptor, &apikeys__v1__list_admin_tokens_response__descriptor },
+  { "RevokeAdminToken", &apikeys__v1__revoke_admin_token_request__descriptor, &apikeys__v1__revoke_admin_token_response__descriptor },
+  { "WhoAmI", &apikeys__v1__who_am_irequest__descriptor, &apikeys__v1__who_am_iresponse__descriptor },
 };
 const unsigned apikeys__v1__key_admin__method_indices_by_name[] = {
+  11,        /* CreateAdminToken */
   0,        /* CreateKey */
   6,        /* DeleteKey */
   10,        /* ExportAuditChain */
   1,        /* GetKey */
   9,        /* GetPolicy */
+  12,        /* ListAdminTokens */
   8,        /* ListAuditEvents */
   2,        /* ListKeys */
   7,        /* ListPermissions */
+  13,        /* RevokeAdminToken */
   5,        /* RotateKey */
   4,        /* SetKeyEnabled */
-  3         /* UpdateKey */
+  3,        /* UpdateKey */
+  14         /* WhoAmI */
 };
 const ProtobufCServiceDescriptor apikeys__v1__key_admin__descriptor =
 {
@@ -3348,7 +4205,7 @@ const ProtobufCServiceDescriptor apikeys__v1__key_admin__descriptor =
   "KeyAdmin",
   "Apikeys__V1__KeyAdmin",
   "apikeys.v1",
-  11,
+  15,
   apikeys__v1__key_admin__method_descriptors,
   apikeys__v1__key_admin__method_indices_by_name
 };
@@ -3439,6 +4296,38 @@ void apikeys__v1__key_admin__export_audit_chain(ProtobufCService *service,
 {
   assert(service->descriptor == &apikeys__v1__key_admin__descriptor);
   service->invoke(service, 10, (const ProtobufCMessage *) input, (ProtobufCClosure) closure, closure_data);
+}
+void apikeys__v1__key_admin__create_admin_token(ProtobufCService *service,
+                                                const Apikeys__V1__CreateAdminTokenRequest *input,
+                                                Apikeys__V1__CreateAdminTokenResponse_Closure closure,
+                                                void *closure_data)
+{
+  assert(service->descriptor == &apikeys__v1__key_admin__descriptor);
+  service->invoke(service, 11, (const ProtobufCMessage *) input, (ProtobufCClosure) closure, closure_data);
+}
+void apikeys__v1__key_admin__list_admin_tokens(ProtobufCService *service,
+                                               const Apikeys__V1__ListAdminTokensRequest *input,
+                                               Apikeys__V1__ListAdminTokensResponse_Closure closure,
+                                               void *closure_data)
+{
+  assert(service->descriptor == &apikeys__v1__key_admin__descriptor);
+  service->invoke(service, 12, (const ProtobufCMessage *) input, (ProtobufCClosure) closure, closure_data);
+}
+void apikeys__v1__key_admin__revoke_admin_token(ProtobufCService *service,
+                                                const Apikeys__V1__RevokeAdminTokenRequest *input,
+                                                Apikeys__V1__RevokeAdminTokenResponse_Closure closure,
+                                                void *closure_data)
+{
+  assert(service->descriptor == &apikeys__v1__key_admin__descriptor);
+  service->invoke(service, 13, (const ProtobufCMessage *) input, (ProtobufCClosure) closure, closure_data);
+}
+void apikeys__v1__key_admin__who_am_i(ProtobufCService *service,
+                                      const Apikeys__V1__WhoAmIRequest *input,
+                                      Apikeys__V1__WhoAmIResponse_Closure closure,
+                                      void *closure_data)
+{
+  assert(service->descriptor == &apikeys__v1__key_admin__descriptor);
+  service->invoke(service, 14, (const ProtobufCMessage *) input, (ProtobufCClosure) closure, closure_data);
 }
 void apikeys__v1__key_admin__init (Apikeys__V1__KeyAdmin_Service *service,
                                    Apikeys__V1__KeyAdmin_ServiceDestroy destroy)

@@ -48,10 +48,41 @@ typedef struct Apikeys__V1__ExportAuditChainResponse Apikeys__V1__ExportAuditCha
 typedef struct Apikeys__V1__AuditChainPoint Apikeys__V1__AuditChainPoint;
 typedef struct Apikeys__V1__AuditChainState Apikeys__V1__AuditChainState;
 typedef struct Apikeys__V1__AuditLink Apikeys__V1__AuditLink;
+typedef struct Apikeys__V1__AdminToken Apikeys__V1__AdminToken;
+typedef struct Apikeys__V1__CreateAdminTokenRequest Apikeys__V1__CreateAdminTokenRequest;
+typedef struct Apikeys__V1__CreateAdminTokenResponse Apikeys__V1__CreateAdminTokenResponse;
+typedef struct Apikeys__V1__ListAdminTokensRequest Apikeys__V1__ListAdminTokensRequest;
+typedef struct Apikeys__V1__ListAdminTokensResponse Apikeys__V1__ListAdminTokensResponse;
+typedef struct Apikeys__V1__RevokeAdminTokenRequest Apikeys__V1__RevokeAdminTokenRequest;
+typedef struct Apikeys__V1__RevokeAdminTokenResponse Apikeys__V1__RevokeAdminTokenResponse;
+typedef struct Apikeys__V1__WhoAmIRequest Apikeys__V1__WhoAmIRequest;
+typedef struct Apikeys__V1__WhoAmIResponse Apikeys__V1__WhoAmIResponse;
 
 
 /* --- enums --- */
 
+/*
+ * How far an admin token reaches; each scope includes the ones before it. A call outside the
+ * caller's scope (or fences) gets status 7 PERMISSION_DENIED, changes nothing and is recorded
+ * (action "admin.permission_denied").
+ */
+typedef enum _Apikeys__V1__AdminScope {
+  APIKEYS__V1__ADMIN_SCOPE__ADMIN_SCOPE_UNSPECIFIED = 0,
+  /*
+   * GetKey, ListKeys, ListPermissions, ListAuditEvents, GetPolicy, ExportAuditChain, WhoAmI.
+   */
+  APIKEYS__V1__ADMIN_SCOPE__READ = 1,
+  /*
+   * READ plus CreateKey, UpdateKey, SetKeyEnabled, RotateKey, DeleteKey, within the token's
+   * permission ceiling and maximum key lifetime when it has them.
+   */
+  APIKEYS__V1__ADMIN_SCOPE__KEYS = 2,
+  /*
+   * Everything, admin tokens included. The first (bootstrap) token has it.
+   */
+  APIKEYS__V1__ADMIN_SCOPE__ADMIN = 3
+    PROTOBUF_C__FORCE_ENUM_TO_BE_INT_SIZE(APIKEYS__V1__ADMIN_SCOPE)
+} Apikeys__V1__AdminScope;
 
 /* --- messages --- */
 
@@ -714,6 +745,140 @@ struct  Apikeys__V1__AuditLink
     , 0, {0,NULL}, {0,NULL}, 0,NULL }
 
 
+/*
+ * An admin token as the service describes it. It never carries the secret.
+ */
+struct  Apikeys__V1__AdminToken
+{
+  ProtobufCMessage base;
+  /*
+   * Unique; recorded as the actor of what the token does.
+   */
+  char *name;
+  Apikeys__V1__AdminScope scope;
+  /*
+   * KEYS: the only permissions its keys may hold (a key holding another can be neither changed
+   * nor deleted with it); empty = any.
+   */
+  size_t n_ceiling;
+  char **ceiling;
+  /*
+   * KEYS: keys it creates or whose expiry it sets must expire within this; 0 = no such limit.
+   */
+  int64_t max_key_lifetime_ms;
+  int64_t created_at_ms;
+  /*
+   * 0 = never. An expired token is refused with UNAUTHENTICATED.
+   */
+  int64_t expires_at_ms;
+};
+#define APIKEYS__V1__ADMIN_TOKEN__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&apikeys__v1__admin_token__descriptor) \
+    , (char *)protobuf_c_empty_string, APIKEYS__V1__ADMIN_SCOPE__ADMIN_SCOPE_UNSPECIFIED, 0,NULL, 0, 0, 0 }
+
+
+struct  Apikeys__V1__CreateAdminTokenRequest
+{
+  ProtobufCMessage base;
+  /*
+   * 1-100 characters after trimming, no control characters; unique.
+   */
+  char *name;
+  /*
+   * UNSPECIFIED is INVALID_ARGUMENT.
+   */
+  Apikeys__V1__AdminScope scope;
+  size_t n_ceiling;
+  char **ceiling;
+  int64_t max_key_lifetime_ms;
+  /*
+   * 0 = never; else in the future.
+   */
+  int64_t expires_at_ms;
+};
+#define APIKEYS__V1__CREATE_ADMIN_TOKEN_REQUEST__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&apikeys__v1__create_admin_token_request__descriptor) \
+    , (char *)protobuf_c_empty_string, APIKEYS__V1__ADMIN_SCOPE__ADMIN_SCOPE_UNSPECIFIED, 0,NULL, 0, 0 }
+
+
+struct  Apikeys__V1__CreateAdminTokenResponse
+{
+  ProtobufCMessage base;
+  Apikeys__V1__AdminToken *token;
+  /*
+   * The token ("adm_…"), shown this once; only its hash is stored.
+   */
+  char *secret;
+};
+#define APIKEYS__V1__CREATE_ADMIN_TOKEN_RESPONSE__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&apikeys__v1__create_admin_token_response__descriptor) \
+    , NULL, (char *)protobuf_c_empty_string }
+
+
+struct  Apikeys__V1__ListAdminTokensRequest
+{
+  ProtobufCMessage base;
+};
+#define APIKEYS__V1__LIST_ADMIN_TOKENS_REQUEST__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&apikeys__v1__list_admin_tokens_request__descriptor) \
+     }
+
+
+struct  Apikeys__V1__ListAdminTokensResponse
+{
+  ProtobufCMessage base;
+  /*
+   * Oldest first.
+   */
+  size_t n_tokens;
+  Apikeys__V1__AdminToken **tokens;
+};
+#define APIKEYS__V1__LIST_ADMIN_TOKENS_RESPONSE__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&apikeys__v1__list_admin_tokens_response__descriptor) \
+    , 0,NULL }
+
+
+struct  Apikeys__V1__RevokeAdminTokenRequest
+{
+  ProtobufCMessage base;
+  /*
+   * An unknown name is NOT_FOUND. A token may revoke itself.
+   */
+  char *name;
+};
+#define APIKEYS__V1__REVOKE_ADMIN_TOKEN_REQUEST__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&apikeys__v1__revoke_admin_token_request__descriptor) \
+    , (char *)protobuf_c_empty_string }
+
+
+struct  Apikeys__V1__RevokeAdminTokenResponse
+{
+  ProtobufCMessage base;
+};
+#define APIKEYS__V1__REVOKE_ADMIN_TOKEN_RESPONSE__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&apikeys__v1__revoke_admin_token_response__descriptor) \
+     }
+
+
+struct  Apikeys__V1__WhoAmIRequest
+{
+  ProtobufCMessage base;
+};
+#define APIKEYS__V1__WHO_AM_IREQUEST__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&apikeys__v1__who_am_irequest__descriptor) \
+     }
+
+
+struct  Apikeys__V1__WhoAmIResponse
+{
+  ProtobufCMessage base;
+  Apikeys__V1__AdminToken *token;
+};
+#define APIKEYS__V1__WHO_AM_IRESPONSE__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&apikeys__v1__who_am_iresponse__descriptor) \
+    , NULL }
+
+
 /* Apikeys__V1__ApiKey methods */
 void   apikeys__v1__api_key__init
                      (Apikeys__V1__ApiKey         *message);
@@ -1303,6 +1468,177 @@ Apikeys__V1__AuditLink *
 void   apikeys__v1__audit_link__free_unpacked
                      (Apikeys__V1__AuditLink *message,
                       ProtobufCAllocator *allocator);
+/* Apikeys__V1__AdminToken methods */
+void   apikeys__v1__admin_token__init
+                     (Apikeys__V1__AdminToken         *message);
+size_t apikeys__v1__admin_token__get_packed_size
+                     (const Apikeys__V1__AdminToken   *message);
+size_t apikeys__v1__admin_token__pack
+                     (const Apikeys__V1__AdminToken   *message,
+                      uint8_t             *out);
+size_t apikeys__v1__admin_token__pack_to_buffer
+                     (const Apikeys__V1__AdminToken   *message,
+                      ProtobufCBuffer     *buffer);
+Apikeys__V1__AdminToken *
+       apikeys__v1__admin_token__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   apikeys__v1__admin_token__free_unpacked
+                     (Apikeys__V1__AdminToken *message,
+                      ProtobufCAllocator *allocator);
+/* Apikeys__V1__CreateAdminTokenRequest methods */
+void   apikeys__v1__create_admin_token_request__init
+                     (Apikeys__V1__CreateAdminTokenRequest         *message);
+size_t apikeys__v1__create_admin_token_request__get_packed_size
+                     (const Apikeys__V1__CreateAdminTokenRequest   *message);
+size_t apikeys__v1__create_admin_token_request__pack
+                     (const Apikeys__V1__CreateAdminTokenRequest   *message,
+                      uint8_t             *out);
+size_t apikeys__v1__create_admin_token_request__pack_to_buffer
+                     (const Apikeys__V1__CreateAdminTokenRequest   *message,
+                      ProtobufCBuffer     *buffer);
+Apikeys__V1__CreateAdminTokenRequest *
+       apikeys__v1__create_admin_token_request__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   apikeys__v1__create_admin_token_request__free_unpacked
+                     (Apikeys__V1__CreateAdminTokenRequest *message,
+                      ProtobufCAllocator *allocator);
+/* Apikeys__V1__CreateAdminTokenResponse methods */
+void   apikeys__v1__create_admin_token_response__init
+                     (Apikeys__V1__CreateAdminTokenResponse         *message);
+size_t apikeys__v1__create_admin_token_response__get_packed_size
+                     (const Apikeys__V1__CreateAdminTokenResponse   *message);
+size_t apikeys__v1__create_admin_token_response__pack
+                     (const Apikeys__V1__CreateAdminTokenResponse   *message,
+                      uint8_t             *out);
+size_t apikeys__v1__create_admin_token_response__pack_to_buffer
+                     (const Apikeys__V1__CreateAdminTokenResponse   *message,
+                      ProtobufCBuffer     *buffer);
+Apikeys__V1__CreateAdminTokenResponse *
+       apikeys__v1__create_admin_token_response__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   apikeys__v1__create_admin_token_response__free_unpacked
+                     (Apikeys__V1__CreateAdminTokenResponse *message,
+                      ProtobufCAllocator *allocator);
+/* Apikeys__V1__ListAdminTokensRequest methods */
+void   apikeys__v1__list_admin_tokens_request__init
+                     (Apikeys__V1__ListAdminTokensRequest         *message);
+size_t apikeys__v1__list_admin_tokens_request__get_packed_size
+                     (const Apikeys__V1__ListAdminTokensRequest   *message);
+size_t apikeys__v1__list_admin_tokens_request__pack
+                     (const Apikeys__V1__ListAdminTokensRequest   *message,
+                      uint8_t             *out);
+size_t apikeys__v1__list_admin_tokens_request__pack_to_buffer
+                     (const Apikeys__V1__ListAdminTokensRequest   *message,
+                      ProtobufCBuffer     *buffer);
+Apikeys__V1__ListAdminTokensRequest *
+       apikeys__v1__list_admin_tokens_request__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   apikeys__v1__list_admin_tokens_request__free_unpacked
+                     (Apikeys__V1__ListAdminTokensRequest *message,
+                      ProtobufCAllocator *allocator);
+/* Apikeys__V1__ListAdminTokensResponse methods */
+void   apikeys__v1__list_admin_tokens_response__init
+                     (Apikeys__V1__ListAdminTokensResponse         *message);
+size_t apikeys__v1__list_admin_tokens_response__get_packed_size
+                     (const Apikeys__V1__ListAdminTokensResponse   *message);
+size_t apikeys__v1__list_admin_tokens_response__pack
+                     (const Apikeys__V1__ListAdminTokensResponse   *message,
+                      uint8_t             *out);
+size_t apikeys__v1__list_admin_tokens_response__pack_to_buffer
+                     (const Apikeys__V1__ListAdminTokensResponse   *message,
+                      ProtobufCBuffer     *buffer);
+Apikeys__V1__ListAdminTokensResponse *
+       apikeys__v1__list_admin_tokens_response__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   apikeys__v1__list_admin_tokens_response__free_unpacked
+                     (Apikeys__V1__ListAdminTokensResponse *message,
+                      ProtobufCAllocator *allocator);
+/* Apikeys__V1__RevokeAdminTokenRequest methods */
+void   apikeys__v1__revoke_admin_token_request__init
+                     (Apikeys__V1__RevokeAdminTokenRequest         *message);
+size_t apikeys__v1__revoke_admin_token_request__get_packed_size
+                     (const Apikeys__V1__RevokeAdminTokenRequest   *message);
+size_t apikeys__v1__revoke_admin_token_request__pack
+                     (const Apikeys__V1__RevokeAdminTokenRequest   *message,
+                      uint8_t             *out);
+size_t apikeys__v1__revoke_admin_token_request__pack_to_buffer
+                     (const Apikeys__V1__RevokeAdminTokenRequest   *message,
+                      ProtobufCBuffer     *buffer);
+Apikeys__V1__RevokeAdminTokenRequest *
+       apikeys__v1__revoke_admin_token_request__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   apikeys__v1__revoke_admin_token_request__free_unpacked
+                     (Apikeys__V1__RevokeAdminTokenRequest *message,
+                      ProtobufCAllocator *allocator);
+/* Apikeys__V1__RevokeAdminTokenResponse methods */
+void   apikeys__v1__revoke_admin_token_response__init
+                     (Apikeys__V1__RevokeAdminTokenResponse         *message);
+size_t apikeys__v1__revoke_admin_token_response__get_packed_size
+                     (const Apikeys__V1__RevokeAdminTokenResponse   *message);
+size_t apikeys__v1__revoke_admin_token_response__pack
+                     (const Apikeys__V1__RevokeAdminTokenResponse   *message,
+                      uint8_t             *out);
+size_t apikeys__v1__revoke_admin_token_response__pack_to_buffer
+                     (const Apikeys__V1__RevokeAdminTokenResponse   *message,
+                      ProtobufCBuffer     *buffer);
+Apikeys__V1__RevokeAdminTokenResponse *
+       apikeys__v1__revoke_admin_token_response__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   apikeys__v1__revoke_admin_token_response__free_unpacked
+                     (Apikeys__V1__RevokeAdminTokenResponse *message,
+                      ProtobufCAllocator *allocator);
+/* Apikeys__V1__WhoAmIRequest methods */
+void   apikeys__v1__who_am_irequest__init
+                     (Apikeys__V1__WhoAmIRequest         *message);
+size_t apikeys__v1__who_am_irequest__get_packed_size
+                     (const Apikeys__V1__WhoAmIRequest   *message);
+size_t apikeys__v1__who_am_irequest__pack
+                     (const Apikeys__V1__WhoAmIRequest   *message,
+                      uint8_t             *out);
+size_t apikeys__v1__who_am_irequest__pack_to_buffer
+                     (const Apikeys__V1__WhoAmIRequest   *message,
+                      ProtobufCBuffer     *buffer);
+Apikeys__V1__WhoAmIRequest *
+       apikeys__v1__who_am_irequest__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   apikeys__v1__who_am_irequest__free_unpacked
+                     (Apikeys__V1__WhoAmIRequest *message,
+                      ProtobufCAllocator *allocator);
+/* Apikeys__V1__WhoAmIResponse methods */
+void   apikeys__v1__who_am_iresponse__init
+                     (Apikeys__V1__WhoAmIResponse         *message);
+size_t apikeys__v1__who_am_iresponse__get_packed_size
+                     (const Apikeys__V1__WhoAmIResponse   *message);
+size_t apikeys__v1__who_am_iresponse__pack
+                     (const Apikeys__V1__WhoAmIResponse   *message,
+                      uint8_t             *out);
+size_t apikeys__v1__who_am_iresponse__pack_to_buffer
+                     (const Apikeys__V1__WhoAmIResponse   *message,
+                      ProtobufCBuffer     *buffer);
+Apikeys__V1__WhoAmIResponse *
+       apikeys__v1__who_am_iresponse__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   apikeys__v1__who_am_iresponse__free_unpacked
+                     (Apikeys__V1__WhoAmIResponse *message,
+                      ProtobufCAllocator *allocator);
 /* --- per-message closures --- */
 
 typedef void (*Apikeys__V1__ApiKey_Closure)
@@ -1398,6 +1734,33 @@ typedef void (*Apikeys__V1__AuditChainState_Closure)
 typedef void (*Apikeys__V1__AuditLink_Closure)
                  (const Apikeys__V1__AuditLink *message,
                   void *closure_data);
+typedef void (*Apikeys__V1__AdminToken_Closure)
+                 (const Apikeys__V1__AdminToken *message,
+                  void *closure_data);
+typedef void (*Apikeys__V1__CreateAdminTokenRequest_Closure)
+                 (const Apikeys__V1__CreateAdminTokenRequest *message,
+                  void *closure_data);
+typedef void (*Apikeys__V1__CreateAdminTokenResponse_Closure)
+                 (const Apikeys__V1__CreateAdminTokenResponse *message,
+                  void *closure_data);
+typedef void (*Apikeys__V1__ListAdminTokensRequest_Closure)
+                 (const Apikeys__V1__ListAdminTokensRequest *message,
+                  void *closure_data);
+typedef void (*Apikeys__V1__ListAdminTokensResponse_Closure)
+                 (const Apikeys__V1__ListAdminTokensResponse *message,
+                  void *closure_data);
+typedef void (*Apikeys__V1__RevokeAdminTokenRequest_Closure)
+                 (const Apikeys__V1__RevokeAdminTokenRequest *message,
+                  void *closure_data);
+typedef void (*Apikeys__V1__RevokeAdminTokenResponse_Closure)
+                 (const Apikeys__V1__RevokeAdminTokenResponse *message,
+                  void *closure_data);
+typedef void (*Apikeys__V1__WhoAmIRequest_Closure)
+                 (const Apikeys__V1__WhoAmIRequest *message,
+                  void *closure_data);
+typedef void (*Apikeys__V1__WhoAmIResponse_Closure)
+                 (const Apikeys__V1__WhoAmIResponse *message,
+                  void *closure_data);
 
 /* --- services --- */
 
@@ -1449,6 +1812,22 @@ struct Apikeys__V1__KeyAdmin_Service
                              const Apikeys__V1__ExportAuditChainRequest *input,
                              Apikeys__V1__ExportAuditChainResponse_Closure closure,
                              void *closure_data);
+  void (*create_admin_token)(Apikeys__V1__KeyAdmin_Service *service,
+                             const Apikeys__V1__CreateAdminTokenRequest *input,
+                             Apikeys__V1__CreateAdminTokenResponse_Closure closure,
+                             void *closure_data);
+  void (*list_admin_tokens)(Apikeys__V1__KeyAdmin_Service *service,
+                            const Apikeys__V1__ListAdminTokensRequest *input,
+                            Apikeys__V1__ListAdminTokensResponse_Closure closure,
+                            void *closure_data);
+  void (*revoke_admin_token)(Apikeys__V1__KeyAdmin_Service *service,
+                             const Apikeys__V1__RevokeAdminTokenRequest *input,
+                             Apikeys__V1__RevokeAdminTokenResponse_Closure closure,
+                             void *closure_data);
+  void (*who_am_i)(Apikeys__V1__KeyAdmin_Service *service,
+                   const Apikeys__V1__WhoAmIRequest *input,
+                   Apikeys__V1__WhoAmIResponse_Closure closure,
+                   void *closure_data);
 };
 typedef void (*Apikeys__V1__KeyAdmin_ServiceDestroy)(Apikeys__V1__KeyAdmin_Service *);
 void apikeys__v1__key_admin__init (Apikeys__V1__KeyAdmin_Service *service,
@@ -1467,7 +1846,11 @@ void apikeys__v1__key_admin__init (Apikeys__V1__KeyAdmin_Service *service,
       function_prefix__ ## list_permissions,\
       function_prefix__ ## list_audit_events,\
       function_prefix__ ## get_policy,\
-      function_prefix__ ## export_audit_chain  }
+      function_prefix__ ## export_audit_chain,\
+      function_prefix__ ## create_admin_token,\
+      function_prefix__ ## list_admin_tokens,\
+      function_prefix__ ## revoke_admin_token,\
+      function_prefix__ ## who_am_i  }
 void apikeys__v1__key_admin__create_key(ProtobufCService *service,
                                         const Apikeys__V1__CreateKeyRequest *input,
                                         Apikeys__V1__CreateKeyResponse_Closure closure,
@@ -1512,9 +1895,26 @@ void apikeys__v1__key_admin__export_audit_chain(ProtobufCService *service,
                                                 const Apikeys__V1__ExportAuditChainRequest *input,
                                                 Apikeys__V1__ExportAuditChainResponse_Closure closure,
                                                 void *closure_data);
+void apikeys__v1__key_admin__create_admin_token(ProtobufCService *service,
+                                                const Apikeys__V1__CreateAdminTokenRequest *input,
+                                                Apikeys__V1__CreateAdminTokenResponse_Closure closure,
+                                                void *closure_data);
+void apikeys__v1__key_admin__list_admin_tokens(ProtobufCService *service,
+                                               const Apikeys__V1__ListAdminTokensRequest *input,
+                                               Apikeys__V1__ListAdminTokensResponse_Closure closure,
+                                               void *closure_data);
+void apikeys__v1__key_admin__revoke_admin_token(ProtobufCService *service,
+                                                const Apikeys__V1__RevokeAdminTokenRequest *input,
+                                                Apikeys__V1__RevokeAdminTokenResponse_Closure closure,
+                                                void *closure_data);
+void apikeys__v1__key_admin__who_am_i(ProtobufCService *service,
+                                      const Apikeys__V1__WhoAmIRequest *input,
+                                      Apikeys__V1__WhoAmIResponse_Closure closure,
+                                      void *closure_data);
 
 /* --- descriptors --- */
 
+extern const ProtobufCEnumDescriptor    apikeys__v1__admin_scope__descriptor;
 extern const ProtobufCMessageDescriptor apikeys__v1__api_key__descriptor;
 extern const ProtobufCMessageDescriptor apikeys__v1__rate_limit__descriptor;
 extern const ProtobufCMessageDescriptor apikeys__v1__create_key_request__descriptor;
@@ -1546,6 +1946,15 @@ extern const ProtobufCMessageDescriptor apikeys__v1__export_audit_chain_response
 extern const ProtobufCMessageDescriptor apikeys__v1__audit_chain_point__descriptor;
 extern const ProtobufCMessageDescriptor apikeys__v1__audit_chain_state__descriptor;
 extern const ProtobufCMessageDescriptor apikeys__v1__audit_link__descriptor;
+extern const ProtobufCMessageDescriptor apikeys__v1__admin_token__descriptor;
+extern const ProtobufCMessageDescriptor apikeys__v1__create_admin_token_request__descriptor;
+extern const ProtobufCMessageDescriptor apikeys__v1__create_admin_token_response__descriptor;
+extern const ProtobufCMessageDescriptor apikeys__v1__list_admin_tokens_request__descriptor;
+extern const ProtobufCMessageDescriptor apikeys__v1__list_admin_tokens_response__descriptor;
+extern const ProtobufCMessageDescriptor apikeys__v1__revoke_admin_token_request__descriptor;
+extern const ProtobufCMessageDescriptor apikeys__v1__revoke_admin_token_response__descriptor;
+extern const ProtobufCMessageDescriptor apikeys__v1__who_am_irequest__descriptor;
+extern const ProtobufCMessageDescriptor apikeys__v1__who_am_iresponse__descriptor;
 extern const ProtobufCServiceDescriptor apikeys__v1__key_admin__descriptor;
 
 PROTOBUF_C__END_DECLS
