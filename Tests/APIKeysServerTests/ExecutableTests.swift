@@ -17,7 +17,7 @@ import Testing
 
     /// A running `apikeyd` and what it has logged so far.
     final class RunningServer {
-        let process = Process()
+        let process = ChildProcess()
         let log = privatePipe()
         var logText = ""
         var port = 0

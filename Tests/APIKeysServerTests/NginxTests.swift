@@ -160,8 +160,8 @@ struct NginxTests {
         }
     }
 
-    private static func startUpstream() throws -> (process: Process, port: Int) {
-        let process = Process()
+    private static func startUpstream() throws -> (process: ChildProcess, port: Int) {
+        let process = ChildProcess()
         process.executableURL = URL(fileURLWithPath: "/usr/bin/python3")
         process.arguments = [repositoryRoot.appendingPathComponent("Tests/nginx/upstream.py").path]
         let out = privatePipe()
@@ -177,7 +177,7 @@ struct NginxTests {
         return (process, port)
     }
 
-    private static func startNginx(in dir: String, port: Int, front: Int, apikeyd: Int, upstream: Int) throws -> Process
+    private static func startNginx(in dir: String, port: Int, front: Int, apikeyd: Int, upstream: Int) throws -> ChildProcess
     {
         try FileManager.default.createDirectory(atPath: dir + "/tmp", withIntermediateDirectories: true)
         let template = try String(
@@ -188,7 +188,7 @@ struct NginxTests {
             .replacingOccurrences(of: "APIKEYD_HTTP_PORT", with: String(apikeyd))
             .replacingOccurrences(of: "UPSTREAM_PORT", with: String(upstream))
         try config.write(toFile: dir + "/nginx.conf", atomically: true, encoding: .utf8)
-        let process = Process()
+        let process = ChildProcess()
         process.executableURL = URL(fileURLWithPath: nginx)
         process.arguments = ["-p", dir, "-e", dir + "/error.log", "-c", dir + "/nginx.conf", "-g", "daemon off;"]
         process.standardError = FileHandle.nullDevice

@@ -12,7 +12,7 @@ public struct CommandResult: Sendable {
 public func runCommand(
     _ executable: URL, _ arguments: [String], environment: [String: String]? = nil, stdin: String? = nil
 ) throws -> CommandResult {
-    let process = Process()
+    let process = ChildProcess()
     process.executableURL = executable
     process.arguments = arguments
     if let environment { process.environment = environment }
