@@ -7,19 +7,24 @@ SYSTEM_PACKAGES := libprotobuf-c-dev protobuf-c-compiler libssl-dev libsqlite3-d
 
 .PHONY: run test bench bench-deployment bench-replicas bench-policies chaos fuzz format deps interop-env codegen codegen-check build clean
 
-## Build the server and the CLI (release) and run the server on 127.0.0.1:7411, data in $(DATA_DIR).
+## Build the server and the CLI (release) and run the server on 127.0.0.1:7411 (RPC) and
+## 127.0.0.1:7413 (the JSON admin API), data in $(DATA_DIR).
 run: deps
 	$(SWIFT) build -c release --product apikeyd
 	$(SWIFT) build -c release --product apikey
-	$$($(SWIFT) build -c release --show-bin-path)/apikeyd --data-dir $(DATA_DIR)
+	@echo "apikeyd: RPC on 127.0.0.1:7411; admin API on http://127.0.0.1:7413 (described at /openapi.json; Authorization: Bearer <the token in $(DATA_DIR)/admin.token>)"
+	$$($(SWIFT) build -c release --show-bin-path)/apikeyd --data-dir $(DATA_DIR) --admin-port 7413
 
-## Run every test: generated-code check, the Swift suites (with the protobuf interop check), a
-## 60 s fuzz run of the wire layer, and the fast variant of the hostile-peer battery. Fails when
-## any Swift test or chaos check was skipped (a missing prerequisite is a failure, not a pass).
+## Run every test: generated-code check, the Swift suites (with the protobuf interop check), the
+## admin API against its OpenAPI document (schemathesis), a 60 s fuzz run of the wire layer, and
+## the fast variant of the hostile-peer battery. Fails when any Swift test or chaos check was
+## skipped (a missing prerequisite is a failure, not a pass).
 test: deps interop-env codegen-check
 	$(SWIFT) build --build-tests
 	Tests/postgres/with-cluster.sh env APIKEYS_INTEROP_PYTHON=$(CURDIR)/$(VENV)/bin/python SWIFT=$(SWIFT) \
 	  Tests/swift-test.sh
+	APIKEYS_INTEROP_PYTHON=$(CURDIR)/$(VENV)/bin/python \
+	  Tests/admin-api/schemathesis.sh "$$($(SWIFT) build --show-bin-path)/apikeyd" 25
 	APIKEYS_INTEROP_PYTHON=$(CURDIR)/$(VENV)/bin/python fuzz/run.sh --seconds 60
 	$(VENV)/bin/python Tests/chaos/chaos.py "$$($(SWIFT) build --show-bin-path)/apikeyd" --fast
 
@@ -76,11 +81,12 @@ deps:
 	  exit $$status; \
 	fi
 
-## A Python virtualenv with the official protobuf runtime and protoc, for the interop tests.
-interop-env: $(VENV)/.ready-2
-$(VENV)/.ready-2:
+## A Python virtualenv with the official protobuf runtime and protoc, for the interop tests, and
+## schemathesis, for the admin API's contract test.
+interop-env: $(VENV)/.ready-3
+$(VENV)/.ready-3:
 	python3 -m venv $(VENV)
-	$(VENV)/bin/pip install --quiet protobuf grpcio-tools prometheus_client
+	$(VENV)/bin/pip install --quiet protobuf grpcio-tools prometheus_client 'schemathesis>=4,<5'
 	touch $@
 
 ## Regenerate the code made from proto/: Sources/CAPIKeysProto (protoc-c) and Sources/APIKeysWire/Generated.

@@ -22,6 +22,8 @@ let package = Package(
         .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.1"),
         .package(url: "https://github.com/apple/swift-http-types", from: "1.8.0"),
         .package(url: "https://github.com/vapor/postgres-nio", from: "1.33.2"),
+        // The HTTP admin API. Its default traits would add swift-configuration, unused here.
+        .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.28.1", traits: []),
     ],
     targets: [
         // System libraries, reached through C interop.
@@ -128,6 +130,28 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
+        // The contract's messages as JSON: one naming for `apikey --json` and the HTTP admin API.
+        .target(name: "APIKeysJSON", dependencies: ["APIKeysWire"]),
+        // The HTTP admin API (JSON, described by docs/openapi.json) on Hummingbird: every
+        // KeyAdmin call through the server's AdminGate.
+        .target(
+            name: "APIKeysAdminAPI",
+            dependencies: [
+                "APIKeysJSON",
+                "APIKeysServer",
+                "APIKeysWire",
+                "APIKeysCore",
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "HummingbirdCore", package: "hummingbird"),
+                .product(name: "HummingbirdTLS", package: "hummingbird"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOHTTPTypes", package: "swift-nio-extras"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
+                .product(name: "HTTPTypes", package: "swift-http-types"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
         // The public async client library.
         .target(
             name: "APIKeysClient",
@@ -145,6 +169,7 @@ let package = Package(
             dependencies: [
                 "APIKeysServer",
                 "APIKeysHTTP",
+                "APIKeysAdminAPI",
                 "APIKeysStore",
                 "APIKeysSQLite",
                 "APIKeysCore",
@@ -157,6 +182,7 @@ let package = Package(
             name: "apikey",
             dependencies: [
                 "APIKeysClient",
+                "APIKeysJSON",
                 "APIKeysCore",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
@@ -205,6 +231,8 @@ let package = Package(
                 "APIKeysStore",
                 "APIKeysSQLite",
                 "APIKeysHTTP",
+                "APIKeysAdminAPI",
+                "APIKeysJSON",
                 "APIKeysClient",
                 "APIKeysWire",
                 "APIKeysCore",

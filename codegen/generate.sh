@@ -3,6 +3,9 @@
 #   Sources/CAPIKeysProto            the C structs and (un)packers, by protoc-c
 #   Sources/APIKeysWire/Generated    the Swift value types, their bridging to those structs, and
 #                                    the typed RPC descriptors, by codegen/swift_wire.py
+# and the HTTP admin API's OpenAPI document, from codegen/openapi.py:
+#   docs/openapi.json                for readers and tools
+#   Sources/APIKeysAdminAPI/Generated  the same bytes, served at GET /openapi.json
 #
 #   codegen/generate.sh          write the sources
 #   codegen/generate.sh --check  fail when the committed sources are stale
@@ -41,21 +44,30 @@ while IFS= read -r file; do
 done < <(find "$out/raw" -type f \( -name '*.c' -o -name '*.h' \) | sort)
 
 "$python" "$root/codegen/swift_wire.py" "$out/descriptors.pb" "$out/swift"
+mkdir -p "$out/openapi"
+"$python" "$root/codegen/openapi.py" "$out/openapi"
+openapi_swift="$root/Sources/APIKeysAdminAPI/Generated/OpenAPIDocument.swift"
+openapi_json="$root/docs/openapi.json"
 
 if [ "$mode" = write ]; then
     rm -rf "$c_target" "$swift_target"
     mkdir -p "$c_target" "$swift_target"
     cp -R "$out/c/." "$c_target/"
     cp -R "$out/swift/." "$swift_target/"
+    mkdir -p "$(dirname "$openapi_swift")"
+    cp "$out/openapi/OpenAPIDocument.swift" "$openapi_swift"
+    cp "$out/openapi/openapi.json" "$openapi_json"
     echo "codegen: wrote $(find "$c_target" -type f | wc -l) files to Sources/CAPIKeysProto," \
         "$(find "$swift_target" -type f | wc -l) to Sources/APIKeysWire/Generated"
 else
     stale=0
     diff -r "$out/c" "$c_target" || stale=1
     diff -r "$out/swift" "$swift_target" || stale=1
+    diff "$out/openapi/OpenAPIDocument.swift" "$openapi_swift" || stale=1
+    diff "$out/openapi/openapi.json" "$openapi_json" || stale=1
     if [ "$stale" = 1 ]; then
         echo "codegen: generated code is stale; run codegen/generate.sh and commit" >&2
         exit 1
     fi
-    echo "codegen: Sources/CAPIKeysProto and Sources/APIKeysWire/Generated are up to date"
+    echo "codegen: Sources/CAPIKeysProto, Sources/APIKeysWire/Generated and the OpenAPI document are up to date"
 fi

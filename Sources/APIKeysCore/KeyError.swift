@@ -49,6 +49,8 @@ public struct KeyError: Error, Hashable, Sendable, CustomStringConvertible {
         public static let permissionDenied = Code("permission denied")
         /// No admin token has this name.
         public static let adminTokenNotFound = Code("admin token not found")
+        /// An admin token already has this name (a token's name is how it is revoked).
+        public static let adminTokenNameTaken = Code("admin token name taken")
     }
 
     public let code: Code

@@ -33,12 +33,15 @@ public final class APIKeysServer: Service, Sendable {
     private let logger: Logger
     /// The server's metrics, when ``ServerConfiguration/metricsFactory`` is set.
     public let metrics: ServerMetrics?
+    /// The way into KeyAdmin for every admin surface (this port's and the HTTP admin API).
+    public let adminGate: AdminGate
 
     private init(
         configuration: ServerConfiguration, service: KeyService, port: Int, group: MultiThreadedEventLoopGroup,
         serverChannel: any Channel, state: ServerState, directoryLock: DataDirectoryLock?,
-        tls: ServerTLS?, metrics: ServerMetrics?, logger: Logger
+        tls: ServerTLS?, metrics: ServerMetrics?, adminGate: AdminGate, logger: Logger
     ) {
+        self.adminGate = adminGate
         self.tls = tls
         self.metrics = metrics
         self.configuration = configuration
@@ -79,8 +82,9 @@ public final class APIKeysServer: Service, Sendable {
         for loop in group.makeIterator() {
             readResumers[ObjectIdentifier(loop)] = ReadResumer(eventLoop: loop) { service.auditIsBacklogged }
         }
+        let adminGate = AdminGate(service: service, logger: logger)
         let shared = ConnectionHandler.Shared(
-            service: service, adminRoutes: KeyAdmin.router(for: AdminDispatcher(service: service)),
+            service: service, adminRoutes: KeyAdmin.router(for: adminGate.dispatcher), adminGate: adminGate,
             publicRoutes: Authorize.router(for: PublicDispatcher(service: service)), state: state,
             maxFrameSize: configuration.maxFrameSize, maxAdminCallsInFlight: configuration.maxAdminCallsInFlight,
             idleTimeout: configuration.idleTimeoutSeconds > 0 ? .seconds(configuration.idleTimeoutSeconds) : nil,
@@ -138,7 +142,7 @@ public final class APIKeysServer: Service, Sendable {
         return APIKeysServer(
             configuration: configuration, service: service, port: port, group: group,
             serverChannel: channel, state: state, directoryLock: directoryLock, tls: tls, metrics: shared.metrics,
-            logger: logger)
+            adminGate: adminGate, logger: logger)
     }
 
     /// Opens the store the configuration names: PostgreSQL (shared by replicas) or SQLite in the

@@ -3,12 +3,12 @@ import APIKeysStore
 import APIKeysWire
 
 /// Who makes a KeyAdmin call and until when its mutation may commit.
-struct AdminCallContext: Sendable {
+public struct AdminCallContext: Sendable {
     /// The admin token's name (recorded as the actor of audit events) and its hash (checked again
     /// when a change commits).
-    let actor: AdminActor
+    public let actor: AdminActor
     /// A mutation is not committed once it has passed.
-    let deadline: Deadline
+    public let deadline: Deadline
 }
 
 /// KeyAdmin implemented on the key service. Every method is a requirement of the generated
@@ -16,7 +16,7 @@ struct AdminCallContext: Sendable {
 /// proto/ does not compile until it is implemented here. Runs in a task, off the event loops (the
 /// store does its blocking or remote work). Throws what the service throws;
 /// ``RPCError/init(_:)`` turns it into a status.
-struct AdminDispatcher: KeyAdminService {
+public struct AdminDispatcher: KeyAdminService {
     let service: KeyService
 
     /// The methods that change keys: their commit checks the admin token again
@@ -33,11 +33,13 @@ struct AdminDispatcher: KeyAdminService {
         KeyAdmin.getKey.path: .read, KeyAdmin.listKeys.path: .read, KeyAdmin.listPermissions.path: .read,
         KeyAdmin.listAuditEvents.path: .read, KeyAdmin.getPolicy.path: .read, KeyAdmin.exportAuditChain.path: .read,
         KeyAdmin.whoAmI.path: .read,
+        // The admin API's /v1/check (the RPC port answers Check without an admin token).
+        Authorize.check.path: .read,
         KeyAdmin.createKey.path: .keys, KeyAdmin.updateKey.path: .keys, KeyAdmin.setKeyEnabled.path: .keys,
         KeyAdmin.rotateKey.path: .keys, KeyAdmin.deleteKey.path: .keys,
     ]
 
-    func createKey(_ request: CreateKeyRequest, context: AdminCallContext) async throws -> CreateKeyResponse {
+    public func createKey(_ request: CreateKeyRequest, context: AdminCallContext) async throws -> CreateKeyResponse {
         let issued = try await service.createKey(
             name: request.name, permissions: request.permissions, expiresAtMS: request.expiresAtMS,
             allowedNetworks: request.allowedNetworks,
@@ -46,16 +48,16 @@ struct AdminDispatcher: KeyAdminService {
         return CreateKeyResponse(key: ApiKey(issued.key), secret: issued.secret)
     }
 
-    func getKey(_ request: GetKeyRequest, context: AdminCallContext) async throws -> GetKeyResponse {
+    public func getKey(_ request: GetKeyRequest, context: AdminCallContext) async throws -> GetKeyResponse {
         GetKeyResponse(key: ApiKey(try await service.getKey(id: request.id)))
     }
 
-    func listKeys(_ request: ListKeysRequest, context: AdminCallContext) async throws -> ListKeysResponse {
+    public func listKeys(_ request: ListKeysRequest, context: AdminCallContext) async throws -> ListKeysResponse {
         let page = try await service.listKeys(pageSize: Int(request.pageSize), pageToken: request.pageToken)
         return ListKeysResponse(keys: page.keys.map(ApiKey.init), nextPageToken: page.nextPageToken ?? "")
     }
 
-    func updateKey(_ request: UpdateKeyRequest, context: AdminCallContext) async throws -> UpdateKeyResponse {
+    public func updateKey(_ request: UpdateKeyRequest, context: AdminCallContext) async throws -> UpdateKeyResponse {
         let key = try await service.updateKey(
             id: request.id, name: request.name, expiresAtMS: request.expiresAtMS,
             permissions: request.hasPermissions ? request.permissions.names : nil,
@@ -65,32 +67,33 @@ struct AdminDispatcher: KeyAdminService {
         return UpdateKeyResponse(key: ApiKey(key))
     }
 
-    func setKeyEnabled(_ request: SetKeyEnabledRequest, context: AdminCallContext) async throws -> SetKeyEnabledResponse
+    public func setKeyEnabled(_ request: SetKeyEnabledRequest, context: AdminCallContext) async throws
+        -> SetKeyEnabledResponse
     {
         let key = try await service.setEnabled(
             id: request.id, enabled: request.enabled, actor: context.actor, deadline: context.deadline)
         return SetKeyEnabledResponse(key: ApiKey(key))
     }
 
-    func rotateKey(_ request: RotateKeyRequest, context: AdminCallContext) async throws -> RotateKeyResponse {
+    public func rotateKey(_ request: RotateKeyRequest, context: AdminCallContext) async throws -> RotateKeyResponse {
         let issued = try await service.rotateKey(
             id: request.id, graceSeconds: Int64(request.graceSeconds), actor: context.actor, deadline: context.deadline)
         return RotateKeyResponse(key: ApiKey(issued.key), secret: issued.secret)
     }
 
-    func deleteKey(_ request: DeleteKeyRequest, context: AdminCallContext) async throws -> DeleteKeyResponse {
+    public func deleteKey(_ request: DeleteKeyRequest, context: AdminCallContext) async throws -> DeleteKeyResponse {
         try await service.deleteKey(id: request.id, actor: context.actor, deadline: context.deadline)
         return DeleteKeyResponse()
     }
 
-    func listPermissions(_ request: ListPermissionsRequest, context: AdminCallContext) async throws
+    public func listPermissions(_ request: ListPermissionsRequest, context: AdminCallContext) async throws
         -> ListPermissionsResponse
     {
         ListPermissionsResponse(
             permissions: service.catalog.entries.map { Permission(name: $0.name, description: $0.description) })
     }
 
-    func listAuditEvents(_ request: ListAuditEventsRequest, context: AdminCallContext) async throws
+    public func listAuditEvents(_ request: ListAuditEventsRequest, context: AdminCallContext) async throws
         -> ListAuditEventsResponse
     {
         let page = try await service.listAuditEvents(
@@ -101,7 +104,7 @@ struct AdminDispatcher: KeyAdminService {
             oldestRetainedAtMS: retention.oldestRetainedAtMS ?? 0, retentionMS: retention.retentionMS)
     }
 
-    func exportAuditChain(_ request: ExportAuditChainRequest, context: AdminCallContext) async throws
+    public func exportAuditChain(_ request: ExportAuditChainRequest, context: AdminCallContext) async throws
         -> ExportAuditChainResponse
     {
         let page = try await service.auditChainPage(
@@ -110,11 +113,11 @@ struct AdminDispatcher: KeyAdminService {
         return ExportAuditChainResponse(page)
     }
 
-    func getPolicy(_ request: GetPolicyRequest, context: AdminCallContext) async throws -> GetPolicyResponse {
+    public func getPolicy(_ request: GetPolicyRequest, context: AdminCallContext) async throws -> GetPolicyResponse {
         GetPolicyResponse(maxKeyLifetimeMS: service.maxKeyLifetimeMS ?? 0)
     }
 
-    func createAdminToken(_ request: CreateAdminTokenRequest, context: AdminCallContext) async throws
+    public func createAdminToken(_ request: CreateAdminTokenRequest, context: AdminCallContext) async throws
         -> CreateAdminTokenResponse
     {
         guard let scope = AdminGrant.Scope(request.scope) else {
@@ -128,14 +131,14 @@ struct AdminDispatcher: KeyAdminService {
         return CreateAdminTokenResponse(token: AdminToken(issued.token), secret: issued.secret)
     }
 
-    func listAdminTokens(_ request: ListAdminTokensRequest, context: AdminCallContext) async throws
+    public func listAdminTokens(_ request: ListAdminTokensRequest, context: AdminCallContext) async throws
         -> ListAdminTokensResponse
     {
         try context.actor.require(.admin, for: "ListAdminTokens")
         return ListAdminTokensResponse(tokens: try await service.adminTokens().map(AdminToken.init))
     }
 
-    func revokeAdminToken(_ request: RevokeAdminTokenRequest, context: AdminCallContext) async throws
+    public func revokeAdminToken(_ request: RevokeAdminTokenRequest, context: AdminCallContext) async throws
         -> RevokeAdminTokenResponse
     {
         guard try await service.revokeAdminToken(name: request.name, actor: context.actor) else {
@@ -145,7 +148,7 @@ struct AdminDispatcher: KeyAdminService {
         return RevokeAdminTokenResponse()
     }
 
-    func whoAmI(_ request: WhoAmIRequest, context: AdminCallContext) async throws -> WhoAmIResponse {
+    public func whoAmI(_ request: WhoAmIRequest, context: AdminCallContext) async throws -> WhoAmIResponse {
         let name = context.actor.name
         guard let token = try await service.adminTokens().first(where: { $0.name == name }) else {
             throw KeyError.adminTokenNotValid

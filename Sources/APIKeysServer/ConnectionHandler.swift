@@ -16,6 +16,8 @@ final class ConnectionHandler: ChannelInboundHandler {
         let service: KeyService
         /// Every KeyAdmin method, routed to the key service.
         let adminRoutes: RPCRouter<AdminCallContext>
+        /// Authenticates and authorizes the KeyAdmin calls.
+        let adminGate: AdminGate
         /// Authorize's methods that need no admin token and run off the event loop (ReportLeakedKey).
         let publicRoutes: RPCRouter<PublicCallContext>
         let state: ServerState
@@ -194,11 +196,14 @@ final class ConnectionHandler: ChannelInboundHandler {
             return
         }
         // Check never gets here (the codec answers it above).
-        let service = shared.service
         let logger = logger
         if let route = shared.adminRoutes.route(for: request.method) {
+            let gate = shared.adminGate
             startCall(request, method: route.method, context: context) { deadline in
-                try await Self.runAdminCall(request, route: route, service: service, deadline: deadline, logger: logger)
+                try await gate.run(
+                    route.method, authorization: request.metadata[MetadataKey.authorization], deadline: deadline,
+                    logger: logger
+                ) { try await route(payload: request.payload, context: $0) }
             }
         } else if let route = shared.publicRoutes.route(for: request.method) {
             let peerAddress = peerAddress
@@ -270,50 +275,6 @@ final class ConnectionHandler: ChannelInboundHandler {
             handler.shared.metrics?.recordAdminCall(method: method.name, status: "\(status)")
             handler.flushReplies(context: context)
         }
-    }
-
-    /// Authenticates a KeyAdmin call and runs it: the reply's payload, or the error to answer.
-    private static func runAdminCall(
-        _ request: Envelope, route: RPCRouter<AdminCallContext>.Route, service: KeyService, deadline: Deadline,
-        logger: Logger
-    ) async throws -> [UInt8] {
-        try deadline.check()
-        let token = Self.bearerToken(request.metadata[MetadataKey.authorization])
-        let recheckedAtCommit = AdminDispatcher.changesRecheckedAtCommit.contains(route.method.path)
-        guard let token,
-            let actor = try await service.authenticate(adminToken: token, recheckedAtCommit: recheckedAtCommit)
-        else {
-            throw RPCError(
-                .unauthenticated,
-                token == nil
-                    ? "KeyAdmin calls need \"authorization: Bearer <admin token>\"" : "the admin token is not valid"
-            )
-        }
-        do {
-            // The scope first: a call outside it reads and changes nothing.
-            try actor.require(AdminDispatcher.requiredScopes[route.method.path] ?? .admin, for: route.method.name)
-            let reply = try await route(
-                payload: request.payload, context: AdminCallContext(actor: actor, deadline: deadline))
-            logger.info("admin call", metadata: ["method": "\(route.method.path)", "actor": "\(actor.name)"])
-            return reply
-        } catch {
-            if let refusal = error as? KeyError, refusal.code == .permissionDenied {
-                service.recordPermissionDenied(actor: actor, method: route.method.name, why: refusal.description)
-            }
-            let status = RPCError(error)
-            logger.info(
-                "admin call failed",
-                metadata: [
-                    "method": "\(route.method.path)", "actor": "\(actor.name)", "status": "\(status.code)",
-                ])
-            throw status
-        }
-    }
-
-    /// The token of an `authorization: Bearer <token>` value.
-    private static func bearerToken(_ value: String?) -> String? {
-        guard let value, value.hasPrefix(SecretFormat.bearerScheme) else { return nil }
-        return String(value.dropFirst(SecretFormat.bearerScheme.count))
     }
 
     // MARK: Replies

@@ -8,15 +8,16 @@ import Logging
 /// The message is for the client and never holds a path, SQL or a library's text. A failure
 /// of the server itself (storage, an unexpected error) gets a `reference`: the client's message
 /// names it, and the server logs it with the full cause, so an operator can find one from the other.
-struct RPCError: Error, Sendable {
-    var code: StatusCode
-    var message: String
+public struct RPCError: Error, Sendable {
+    public internal(set) var code: StatusCode
+    public internal(set) var message: String
     /// The underlying error, for the server's log only.
     var cause: (any Error)?
     /// The id the client's message and the server's log line share; nil for the caller's own mistakes.
     var reference: String?
 
-    init(_ code: StatusCode, _ message: String) {
+    /// A refusal of the caller's request, its message for the caller.
+    public init(_ code: StatusCode, _ message: String) {
         self.code = code
         self.message = message
     }
@@ -43,6 +44,7 @@ struct RPCError: Error, Sendable {
             case .adminTokenNotValid: self.init(.unauthenticated, "\(error)")
             case .permissionDenied: self.init(.permissionDenied, "\(error)")
             case .adminTokenNotFound: self.init(.notFound, "\(error)")
+            case .adminTokenNameTaken: self.init(.failedPrecondition, "\(error)")
             case .invalidCatalog: self.init(serverFailure: .internal, "internal error", cause: error)
             default: self.init(.invalidArgument, "\(error)")
             }

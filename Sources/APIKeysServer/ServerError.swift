@@ -51,7 +51,8 @@ public struct ServerError: Error, Hashable, Sendable, CustomStringConvertible {
     /// The shutdown could not write `count` audit events before its timeout.
     public static func auditEventsLost(_ count: Int) -> ServerError {
         ServerError(
-            code: .auditEventsLost, description: "shut down with \(count) audit events not written (the disk refused them)")
+            code: .auditEventsLost,
+            description: "shut down with \(count) audit events not written (the disk refused them)")
     }
 
     /// The TLS files cannot be used; `reason` names the file and why.

@@ -23,7 +23,7 @@ public struct TLSFiles: Sendable, Hashable {
 /// The server's TLS context, replaceable while the server runs: a connection takes the context
 /// current when it is accepted and keeps it, so a reload affects new connections only and drops
 /// none.
-final class ServerTLS: Sendable {
+package final class ServerTLS: Sendable {
     let files: TLSFiles
     private let current: Mutex<NIOSSLContext>
 
@@ -48,6 +48,18 @@ final class ServerTLS: Sendable {
     ].joined(separator: ":")
 
     private static func makeContext(_ files: TLSFiles) throws -> NIOSSLContext {
+        let configuration = try configuration(files)
+        do {
+            return try NIOSSLContext(configuration: configuration)
+        } catch {
+            throw ServerError.tls(
+                "certificate \(files.certificate) and key \(files.privateKey) do not make a TLS context: \(error)")
+        }
+    }
+
+    /// The TLS configuration of `files` as every port of the server uses it: TLS 1.2 or later,
+    /// forward-secret AEAD suites, client certificates when a client CA is given.
+    package static func configuration(_ files: TLSFiles) throws -> TLSConfiguration {
         let chain = try load("certificate", files.certificate) { try NIOSSLCertificate.fromPEMFile($0) }
         guard !chain.isEmpty else {
             throw ServerError.tls("certificate file \(files.certificate) holds no certificate")
@@ -69,12 +81,7 @@ final class ServerTLS: Sendable {
         // TLS 1.2 with ephemeral key exchange and AEAD only: the static-RSA suites BoringSSL would
         // also offer have no forward secrecy. TLS 1.3's suites are not affected by this list.
         configuration.cipherSuites = Self.tls12CipherSuites
-        do {
-            return try NIOSSLContext(configuration: configuration)
-        } catch {
-            throw ServerError.tls(
-                "certificate \(files.certificate) and key \(files.privateKey) do not make a TLS context: \(error)")
-        }
+        return configuration
     }
 
     private static func load<T>(_ what: String, _ path: String, _ body: (String) throws -> T) throws -> T {

@@ -33,6 +33,12 @@ extension KeyService {
         let now = clock.nowMS()
         let grant = try validGrant(grant, nowMS: now)
         if let why = actor.grant?.refusal(toGrant: grant) { throw KeyError.permissionDenied(why) }
+        // Refused before the insert would trip the store's unique name (a storage error). A
+        // create racing this one with the same name still fails there, changing nothing.
+        if try await store.adminTokens().contains(where: { $0.name == name }) {
+            throw KeyError(
+                code: .adminTokenNameTaken, field: "name", description: "an admin token named \"\(name)\" exists")
+        }
         try await store.createAdminToken(
             name: name, hash: SecretHash(of: token), grant: grant,
             event: Self.event(

@@ -266,7 +266,12 @@ public final class KeyService: Sendable {
     public func auditChainPage(after position: UInt64, sinceMS: Int64? = nil, pageSize: Int = 0) async throws
         -> AuditChain.Page
     {
-        try await store.auditChainPage(
+        // Positions are stored as SQL integers (signed 64-bit): one past them is past the chain.
+        guard position <= UInt64(Int64.max) else {
+            throw KeyError(
+                code: .invalidPageToken, field: "after_position", description: "after_position is beyond the chain")
+        }
+        return try await store.auditChainPage(
             after: position, sinceMS: sinceMS, maxLinks: Self.clampPageSize(pageSize), maxBytes: Self.maxPageBytes)
     }
 

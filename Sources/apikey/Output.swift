@@ -1,5 +1,6 @@
 import APIKeysCore
 import APIKeysClient
+import APIKeysJSON
 import ArgumentParser
 import Foundation
 
@@ -79,51 +80,6 @@ enum Output {
         """
     }
 
-    /// A key for `--json`.
-    struct KeyJSON: Encodable {
-        let id, name, hint: String
-        let permissions: [String]
-        let enabled: Bool
-        let createdAtMS, updatedAtMS, expiresAtMS, lastUsedAtMS, rotatedAtMS: Int64
-        /// Until when the secret replaced by the last rotation is accepted; 0 = not at all.
-        let graceEndsAtMS: Int64
-        /// The same times in ISO 8601 (nil, so absent, when not set).
-        let createdAt, updatedAt, expiresAt, lastUsedAt, rotatedAt, graceEndsAt: String?
-        /// Empty = any address.
-        let allowedNetworks: [String]
-        /// nil = no limit.
-        let rateLimit: RateJSON?
-        /// Usage credits left; nil = unlimited.
-        let remainingUses: Int64?
-
-        struct RateJSON: Encodable {
-            let requests, periodSeconds, burst: UInt32
-        }
-
-        init(_ key: ApiKey) {
-            (id, name, hint, permissions, enabled) = (key.id, key.name, key.hint, key.permissions, key.enabled)
-            allowedNetworks = key.allowedNetworks
-            remainingUses = key.remainingUses
-            rateLimit =
-                key.hasRateLimit
-                ? RateJSON(
-                    requests: key.rateLimit.requests, periodSeconds: key.rateLimit.periodSeconds,
-                    burst: key.rateLimit.burst) : nil
-            (createdAtMS, updatedAtMS, expiresAtMS) = (key.createdAtMS, key.updatedAtMS, key.expiresAtMS)
-            (lastUsedAtMS, rotatedAtMS, graceEndsAtMS) = (key.lastUsedAtMS, key.rotatedAtMS, key.graceEndsAtMS)
-            (createdAt, updatedAt, expiresAt) = (iso(createdAtMS), iso(updatedAtMS), iso(expiresAtMS))
-            (lastUsedAt, rotatedAt, graceEndsAt) = (iso(lastUsedAtMS), iso(rotatedAtMS), iso(graceEndsAtMS))
-        }
-    }
-
-    /// `ms` (since 1970, UTC) in ISO 8601 with milliseconds; nil for 0 (not set).
-    static func iso(_ ms: Int64) -> String? {
-        guard ms != 0 else { return nil }
-        let formatter = ISO8601DateFormatter()
-        formatter.formatOptions = [.withInternetDateTime, .withFractionalSeconds]
-        return formatter.string(from: Date(timeIntervalSince1970: Double(ms) / 1000))
-    }
-
     /// A key and what `report` found about it, for `report --json`.
     struct ReportJSON: Encodable {
         let key: KeyJSON
@@ -135,36 +91,9 @@ enum Output {
         }
     }
 
-    /// A key with its show-once secret, for `create --json` and `rotate --json`.
-    struct IssuedJSON: Encodable {
-        let key: KeyJSON
-        let secret: String
-    }
-
-    /// A check's answer for `check --json`.
-    struct CheckJSON: Encodable {
-        let decision: String
-        let httpStatus: UInt32
-        /// Set when denied.
-        let reason: String?
-        let keyId, keyName: String
-        let missingPermissions: [String]
-
-        init(_ answer: CheckResponse) {
-            decision = answer.decision == .allow ? "ALLOW" : "DENY"
-            httpStatus = answer.httpStatus
-            reason = answer.decision == .allow ? nil : CheckText.reason(answer.reason)
-            (keyId, keyName, missingPermissions) = (answer.keyID, answer.keyName, answer.missingPermissions)
-        }
-    }
-
-    /// Every `--json` document: names in snake_case as the proto spells its fields
-    /// (`created_at_ms`, `key_id`), and each time in milliseconds also as ISO 8601 UTC beside it
-    /// (`created_at`, absent when the time is not set).
+    /// Every `--json` document, in the contract's JSON naming (``ContractJSON``), the HTTP
+    /// admin API's too.
     static func json(_ value: some Encodable) -> String {
-        let encoder = JSONEncoder()
-        encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
-        encoder.keyEncodingStrategy = .convertToSnakeCase
-        return String(decoding: (try? encoder.encode(value)) ?? Data(), as: UTF8.self)
+        String(decoding: (try? ContractJSON.encoder(pretty: true).encode(value)) ?? Data(), as: UTF8.self)
     }
 }

@@ -1,4 +1,5 @@
 import APIKeysCore
+import APIKeysAdminAPI
 import APIKeysHTTP
 import APIKeysServer
 import APIKeysStore
@@ -38,6 +39,24 @@ struct Serve: AsyncParsableCommand {
 
     @Option(help: "Address of the HTTP port (env APIKEYD_HTTP_HOST).")
     var httpHost: String = Environment.string("APIKEYD_HTTP_HOST", default: "127.0.0.1")
+
+    @Option(
+        help:
+            "Port of the JSON admin API (docs/openapi.json: keys, admin tokens, audit, /openapi.json); off unless set (env APIKEYD_ADMIN_PORT)."
+    )
+    var adminPort: Int?
+
+    @Option(help: "Address of the admin API's port; loopback unless told (env APIKEYD_ADMIN_HOST).")
+    var adminHost: String = Environment.string("APIKEYD_ADMIN_HOST", default: "127.0.0.1")
+
+    @Option(
+        help:
+            "PEM certificate chain: serve the admin API over TLS (default: --tls-cert's, when set) (env APIKEYD_ADMIN_TLS_CERT)."
+    )
+    var adminTLSCert: String?
+
+    @Option(help: "PEM private key of --admin-tls-cert (env APIKEYD_ADMIN_TLS_KEY).")
+    var adminTLSKey: String?
 
     @Option(help: "Forward-auth route table: lines of METHOD PATH-PATTERN PERMISSION... (env APIKEYD_ROUTES).")
     var routes: String?
@@ -163,6 +182,21 @@ struct Serve: AsyncParsableCommand {
 
     private var httpPortSetting: Int? { httpPort ?? Environment.optionalString("APIKEYD_HTTP_PORT").flatMap(Int.init) }
 
+    private var adminPortSetting: Int? {
+        adminPort ?? Environment.optionalString("APIKEYD_ADMIN_PORT").flatMap(Int.init)
+    }
+
+    /// The admin API's certificate and key: its own, else the RPC port's.
+    private var adminTLSFiles: TLSFiles? {
+        let cert = adminTLSCert ?? Environment.optionalString("APIKEYD_ADMIN_TLS_CERT")
+        let key = adminTLSKey ?? Environment.optionalString("APIKEYD_ADMIN_TLS_KEY")
+        if let cert, let key { return TLSFiles(certificate: cert, privateKey: key) }
+        if cert == nil, key == nil, let cert = tlsFiles.cert, let key = tlsFiles.key {
+            return TLSFiles(certificate: cert, privateKey: key)
+        }
+        return nil
+    }
+
     /// The TLS options, each from its flag or else its environment variable.
     private var tlsFiles: (cert: String?, key: String?, clientCA: String?) {
         (
@@ -207,6 +241,15 @@ struct Serve: AsyncParsableCommand {
         }
         guard (routes ?? Environment.optionalString("APIKEYD_ROUTES")) == nil || httpPortSetting != nil else {
             throw ValidationError("--routes needs --http-port")
+        }
+        if let port = adminPortSetting {
+            guard (0...65535).contains(port) else { throw ValidationError("--admin-port must be 0-65535") }
+        }
+        guard
+            ((adminTLSCert ?? Environment.optionalString("APIKEYD_ADMIN_TLS_CERT")) == nil)
+                == ((adminTLSKey ?? Environment.optionalString("APIKEYD_ADMIN_TLS_KEY")) == nil)
+        else {
+            throw ValidationError("--admin-tls-cert and --admin-tls-key go together")
         }
         guard (tlsFiles.cert == nil) == (tlsFiles.key == nil) else {
             throw ValidationError("--tls-cert and --tls-key go together")
@@ -264,7 +307,9 @@ struct Serve: AsyncParsableCommand {
         let metrics = httpPortSetting == nil ? nil : HTTPFrontend.makeMetrics()
         configuration.metricsFactory = metrics?.factory
         try FileDescriptorBudget.reserve(
-            rpcConnections: maxConnections, httpConnections: httpPortSetting == nil ? 0 : maxHTTPConnections,
+            rpcConnections: maxConnections,
+            httpConnections: (httpPortSetting == nil ? 0 : maxHTTPConnections)
+                + (adminPortSetting == nil ? 0 : AdminAPI.Options(port: 0).maxConnections),
             logger: logger)
         let forwardAuth = ForwardAuthOptions(
             routes: routeTable,
@@ -283,6 +328,17 @@ struct Serve: AsyncParsableCommand {
             } catch {
                 await server.shutdown()
                 throw ServerError.cannotListen(host: httpHost, port: httpPort, reason: "HTTP: \(error)")
+            }
+        }
+        if let adminPort = adminPortSetting {
+            do {
+                services.append(
+                    try await AdminAPI.start(
+                        server: server, options: .init(host: adminHost, port: adminPort, tls: adminTLSFiles),
+                        logger: logger))
+            } catch {
+                await server.shutdown()
+                throw ServerError.cannotListen(host: adminHost, port: adminPort, reason: "admin API: \(error)")
             }
         }
         // SIGHUP re-reads the TLS files; a failed reload keeps the current ones (and says why).

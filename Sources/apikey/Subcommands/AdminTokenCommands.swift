@@ -1,4 +1,5 @@
 import APIKeysClient
+import APIKeysJSON
 import APIKeysCore
 import ArgumentParser
 
@@ -26,7 +27,7 @@ struct AdminTokens: AsyncParsableCommand {
         var expires: String?
 
         func run() async throws {
-            guard let scope = [AdminScope.read, .keys, .admin].first(where: { $0.name == scope }) else {
+            guard let scope = AdminScope(name: scope) else {
                 throw CLIError("--scope: one of read, keys, admin")
             }
             let lifetime = try maxKeyLifetime.map { text -> Duration in
@@ -43,7 +44,7 @@ struct AdminTokens: AsyncParsableCommand {
                     expiresAtMS: expiresAtMS)
             }
             if output.json {
-                return print(Output.json(Output.IssuedTokenJSON(token: .init(created.token), secret: created.secret)))
+                return print(Output.json(IssuedAdminTokenJSON(token: .init(created.token), secret: created.secret)))
             }
             print(Output.tokenDetails(created.token))
             print()
@@ -58,7 +59,7 @@ struct AdminTokens: AsyncParsableCommand {
 
         func run() async throws {
             let tokens = try await connection.withClient { try await $0.listAdminTokens() }
-            if output.json { return print(Output.json(tokens.map(Output.AdminTokenJSON.init))) }
+            if output.json { return print(Output.json(tokens.map(AdminTokenJSON.init))) }
             print(
                 Output.table(
                     ["NAME", "SCOPE", "CEILING", "MAX KEY LIFETIME", "CREATED", "EXPIRES"],
@@ -89,48 +90,12 @@ struct WhoAmI: AsyncParsableCommand {
 
     func run() async throws {
         let token = try await connection.withClient { try await $0.whoAmI() }
-        if output.json { return print(Output.json(Output.AdminTokenJSON(token))) }
+        if output.json { return print(Output.json(AdminTokenJSON(token))) }
         print(Output.tokenDetails(token))
     }
 }
 
-extension AdminScope {
-    /// The scope's name as `--scope` takes it.
-    var name: String {
-        switch self {
-        case .read: "read"
-        case .keys: "keys"
-        case .admin: "admin"
-        default: "unknown"
-        }
-    }
-}
-
 extension Output {
-    /// An admin token in `--json` output.
-    struct AdminTokenJSON: Encodable {
-        let name, scope: String
-        /// Empty = any permission.
-        let ceiling: [String]
-        /// 0 = no limit of its own.
-        let maxKeyLifetimeMS: Int64
-        let createdAtMS, expiresAtMS: Int64
-        let createdAt, expiresAt: String?
-
-        init(_ token: AdminToken) {
-            (name, scope, ceiling, maxKeyLifetimeMS) = (
-                token.name, token.scope.name, token.ceiling, token.maxKeyLifetimeMS
-            )
-            (createdAtMS, expiresAtMS) = (token.createdAtMS, token.expiresAtMS)
-            (createdAt, expiresAt) = (Output.iso(token.createdAtMS), Output.iso(token.expiresAtMS))
-        }
-    }
-
-    struct IssuedTokenJSON: Encodable {
-        let token: AdminTokenJSON
-        let secret: String
-    }
-
     static func tokenRow(_ token: AdminToken) -> [String] {
         [
             token.name, token.scope.name, token.ceiling.isEmpty ? "any" : token.ceiling.joined(separator: ","),

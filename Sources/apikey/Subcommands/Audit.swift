@@ -1,4 +1,5 @@
 import APIKeysClient
+import APIKeysJSON
 import ArgumentParser
 import Foundation
 
@@ -47,7 +48,7 @@ struct Audit: AsyncParsableCommand {
             return (Array(events.prefix(limit)), reply)
         }
         if output.json {
-            print(Output.json(events.map(EventJSON.init)))
+            print(Output.json(events.map(AuditEventJSON.init)))
             return
         }
         print(Output.table(["SEQ", "TIME", "ACTION", "KEY", "NAME", "BY", "DECISION", "DETAIL"], events.map(Self.row)))
@@ -91,25 +92,9 @@ struct Audit: AsyncParsableCommand {
     private static func decision(_ event: AuditEvent) -> String {
         switch event.decision {
         case .allow: "allow"
-        case .deny: "deny \(CheckText.reason(event.reason))"
+        case .deny: "deny \(event.reason.name)"
         default: ""
         }
     }
 
-    struct EventJSON: Encodable {
-        let seq: UInt64
-        let atMS: Int64
-        let at: String?
-        let action, trigger, keyID, keyName, actor, detail, decision, reason, resource, clientAddress: String
-        let permissions: [String]
-
-        init(_ event: AuditEvent) {
-            (seq, atMS, action, trigger) = (event.seq, event.atMS, event.action, event.trigger)
-            at = Output.iso(event.atMS)
-            (keyID, keyName, actor, detail) = (event.keyID, event.keyName, event.actor, event.detail)
-            decision = Audit.decision(event).split(separator: " ").first.map(String.init) ?? ""
-            reason = event.reason == .unspecified ? "" : CheckText.reason(event.reason)
-            (resource, clientAddress, permissions) = (event.resource, event.clientAddress, event.permissions)
-        }
-    }
 }

@@ -1,4 +1,5 @@
 import APIKeysClient
+import APIKeysJSON
 import APIKeysCore
 import ArgumentParser
 import Foundation
@@ -120,7 +121,7 @@ struct AuditExport: AsyncParsableCommand {
             self.link = link
             (seq, at_ms, action, trigger) = (event.seq, event.atMS, event.action, event.trigger)
             (key_id, key_name, actor, detail) = (event.keyID, event.keyName, event.actor, event.detail)
-            let json = Audit.EventJSON(event)
+            let json = AuditEventJSON(event)
             (decision, reason, reason_code) = (json.decision, json.reason, entry.reason)
             (resource, client_address, permissions) = (event.resource, event.clientAddress, event.permissions)
         }

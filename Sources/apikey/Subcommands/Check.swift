@@ -1,4 +1,5 @@
 import APIKeysClient
+import APIKeysJSON
 import ArgumentParser
 import Foundation
 
@@ -24,7 +25,7 @@ struct Check: AsyncParsableCommand {
             try await client.check(key: secret, permissions: permissions, resource: resource)
         }
         if output.json {
-            print(Output.json(Output.CheckJSON(answer)))
+            print(Output.json(CheckJSON(answer)))
             if answer.decision != .allow { throw ExitCode(1) }
             return
         }
@@ -32,30 +33,12 @@ struct Check: AsyncParsableCommand {
             print(Output.printable("ALLOW \(answer.httpStatus) key \(answer.keyID) (\(answer.keyName))"))
             return
         }
-        var line = "DENY \(answer.httpStatus) \(CheckText.reason(answer.reason))"
+        var line = "DENY \(answer.httpStatus) \(answer.reason.name)"
         if !answer.keyID.isEmpty { line += " key \(answer.keyID) (\(answer.keyName))" }
         if !answer.missingPermissions.isEmpty {
             line += " missing: \(answer.missingPermissions.joined(separator: " "))"
         }
         print(Output.printable(line))
         throw ExitCode(1)
-    }
-}
-
-enum CheckText {
-    static func reason(_ reason: DenyReason) -> String {
-        switch reason {
-        case .malformedKey: "MALFORMED_KEY"
-        case .unknownKey: "UNKNOWN_KEY"
-        case .disabled: "DISABLED"
-        case .expired: "EXPIRED"
-        case .missingPermission: "MISSING_PERMISSION"
-        case .ipNotAllowed: "IP_NOT_ALLOWED"
-        case .rateLimited: "RATE_LIMITED"
-        case .usageExceeded: "USAGE_EXCEEDED"
-        case .invalidRequest: "INVALID_REQUEST"
-        case .unspecified: "UNSPECIFIED"
-        case .unrecognized(let value): "REASON_\(value)"
-        }
     }
 }

@@ -1,4 +1,5 @@
 import APIKeysClient
+import APIKeysJSON
 import ArgumentParser
 
 struct Create: AsyncParsableCommand {
@@ -39,7 +40,7 @@ struct Create: AsyncParsableCommand {
                 rateLimit: rateLimit, remainingUses: uses)
         }
         if output.json {
-            print(Output.json(Output.IssuedJSON(key: Output.KeyJSON(created.key), secret: created.secret)))
+            print(Output.json(IssuedKeyJSON(key: KeyJSON(created.key), secret: created.secret)))
             return
         }
         print(Output.printable("Created key \(created.key.id) (\(created.key.name))"))

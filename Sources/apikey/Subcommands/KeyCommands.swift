@@ -1,5 +1,6 @@
 import APIKeysCore
 import APIKeysClient
+import APIKeysJSON
 import ArgumentParser
 import Foundation
 
@@ -18,7 +19,7 @@ struct Show: AsyncParsableCommand {
 
     func run() async throws {
         let found = try await key.connection.withClient { try await $0.getKey(id: key.id) }
-        print(key.output.json ? Output.json(Output.KeyJSON(found)) : Output.details(found))
+        print(key.output.json ? Output.json(KeyJSON(found)) : Output.details(found))
     }
 }
 
@@ -26,7 +27,7 @@ extension KeyIDArguments {
     /// Enables or disables the key and says so.
     func setEnabled(_ enabled: Bool) async throws {
         let changed = try await connection.withClient { try await $0.setKeyEnabled(id: id, enabled: enabled) }
-        if output.json { return print(Output.json(Output.KeyJSON(changed))) }
+        if output.json { return print(Output.json(KeyJSON(changed))) }
         print(Output.printable("\(enabled ? "Enabled" : "Disabled") key \(changed.id) (\(changed.name))"))
     }
 }
@@ -68,7 +69,7 @@ struct Rotate: AsyncParsableCommand {
             try await $0.rotateKey(id: key.id, grace: .seconds(graceSeconds))
         }
         if key.output.json {
-            return print(Output.json(Output.IssuedJSON(key: Output.KeyJSON(rotated.key), secret: rotated.secret)))
+            return print(Output.json(IssuedKeyJSON(key: KeyJSON(rotated.key), secret: rotated.secret)))
         }
         let graceEnd = rotated.key.graceEndsAtMS
         print(
@@ -161,6 +162,6 @@ struct Update: AsyncParsableCommand {
                 id: key.id, name: name, permissions: newPermissions, expiresAtMS: expiresAtMS,
                 allowedNetworks: networks, rateLimit: rateLimit, remainingUses: remainingUses)
         }
-        print(key.output.json ? Output.json(Output.KeyJSON(updated)) : Output.details(updated))
+        print(key.output.json ? Output.json(KeyJSON(updated)) : Output.details(updated))
     }
 }

@@ -1,4 +1,5 @@
 import APIKeysClient
+import APIKeysJSON
 import ArgumentParser
 
 struct List: AsyncParsableCommand {
@@ -22,7 +23,7 @@ struct List: AsyncParsableCommand {
     func run() async throws {
         let keys = try await connection.withClient { try await Self.allKeys($0) }
         if output.json {
-            print(Output.json(keys.map(Output.KeyJSON.init)))
+            print(Output.json(keys.map(KeyJSON.init)))
             return
         }
         guard !keys.isEmpty else {

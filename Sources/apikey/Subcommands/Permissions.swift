@@ -1,4 +1,5 @@
 import APIKeysClient
+import APIKeysJSON
 import ArgumentParser
 
 struct Permissions: AsyncParsableCommand {
@@ -9,7 +10,7 @@ struct Permissions: AsyncParsableCommand {
     func run() async throws {
         let permissions = try await connection.withClient { try await $0.listPermissions() }
         if output.json {
-            return print(Output.json(permissions.map { ["name": $0.name, "description": $0.description] }))
+            return print(Output.json(permissions.map(PermissionJSON.init)))
         }
         print(Output.table(["PERMISSION", "DESCRIPTION"], permissions.map { [$0.name, $0.description] }))
     }

@@ -1,0 +1,358 @@
+import APIKeysCore
+import APIKeysJSON
+import APIKeysServer
+import APIKeysWire
+import Foundation
+import HTTPTypes
+import Hummingbird
+import Logging
+import NIOCore
+
+/// The JSON admin API's routes (docs/openapi.json): each one a KeyAdmin call made through the
+/// server's ``AdminGate``, so the same token, scope, rules, audit events and errors as the RPC
+/// port.
+struct AdminRoutes: Sendable {
+    let gate: AdminGate
+    let idempotency: IdempotencyCache
+    let clock: any WallClock
+    let logger: Logger
+
+    /// The largest request body read; a larger one is answered 413.
+    static let maxBodyBytes = 64 * 1024
+    /// How long a call may take from its arrival before it is not committed.
+    static let callTimeoutMS: UInt32 = 10_000
+
+    func register(on router: Router<BasicRequestContext>) {
+        router.get("/openapi.json") { _, _ in
+            var headers = AdminResponse.commonHeaders
+            headers[.contentType] = "application/json"
+            return Response(
+                status: .ok, headers: headers, body: .init(byteBuffer: ByteBuffer(string: OpenAPIDocument.json)))
+        }
+        let v1 = router.group("/v1")
+        v1.post("/keys") { request, _ in
+            try await creating(request, method: KeyAdmin.createKey) { (body: CreateKeyBody, dispatcher, context) in
+                let created = try await dispatcher.createKey(body.request, context: context)
+                return IssuedKeyJSON(key: KeyJSON(created.key), secret: created.secret)
+            }
+        }
+        v1.get("/keys") { request, _ in
+            try await call(request, KeyAdmin.listKeys) { dispatcher, context in
+                let query = try Query(request)
+                let page = try await dispatcher.listKeys(
+                    ListKeysRequest(pageSize: try query.uint32("page_size"), pageToken: query.string("page_token")),
+                    context: context)
+                return KeyPageJSON(keys: page.keys.map(KeyJSON.init), nextPageToken: page.nextPageToken)
+            }
+        }
+        v1.get("/keys/{id}") { request, context in
+            let id = try context.parameters.require("id")
+            return try await call(request, KeyAdmin.getKey) { dispatcher, context in
+                KeyJSON(try await dispatcher.getKey(GetKeyRequest(id: id), context: context).key)
+            }
+        }
+        v1.patch("/keys/{id}") { request, context in
+            let id = try context.parameters.require("id")
+            return try await call(request, KeyAdmin.updateKey, body: UpdateKeyBody.self) { body, dispatcher, context in
+                var update = body.request
+                update.id = id
+                return KeyJSON(try await dispatcher.updateKey(update, context: context).key)
+            }
+        }
+        v1.delete("/keys/{id}") { request, context in
+            let id = try context.parameters.require("id")
+            return try await call(request, KeyAdmin.deleteKey, status: .noContent) { dispatcher, context in
+                _ = try await dispatcher.deleteKey(DeleteKeyRequest(id: id), context: context)
+                return nil as KeyJSON?
+            }
+        }
+        for (action, enabled) in [("enable", true), ("disable", false)] {
+            v1.post("/keys/{id}/\(action)") { request, context in
+                let id = try context.parameters.require("id")
+                return try await call(request, KeyAdmin.setKeyEnabled) { dispatcher, context in
+                    KeyJSON(
+                        try await dispatcher.setKeyEnabled(
+                            SetKeyEnabledRequest(id: id, enabled: enabled), context: context
+                        )
+                        .key)
+                }
+            }
+        }
+        v1.post("/keys/{id}/rotate") { request, context in
+            let id = try context.parameters.require("id")
+            return try await call(request, KeyAdmin.rotateKey, body: RotateKeyBody.self, bodyOptional: true) {
+                body, dispatcher, context in
+                let rotated = try await dispatcher.rotateKey(
+                    RotateKeyRequest(id: id, graceSeconds: body?.graceSeconds ?? 0), context: context)
+                return IssuedKeyJSON(key: KeyJSON(rotated.key), secret: rotated.secret)
+            }
+        }
+        v1.get("/permissions") { request, _ in
+            try await call(request, KeyAdmin.listPermissions) { dispatcher, context in
+                try await dispatcher.listPermissions(ListPermissionsRequest(), context: context).permissions.map(
+                    PermissionJSON.init)
+            }
+        }
+        v1.get("/audit-events") { request, _ in
+            try await call(request, KeyAdmin.listAuditEvents) { dispatcher, context in
+                let query = try Query(request)
+                let page = try await dispatcher.listAuditEvents(
+                    ListAuditEventsRequest(
+                        keyID: query.string("key_id"), action: query.string("action"),
+                        sinceMS: try query.time("since"), untilMS: try query.time("until"),
+                        pageSize: try query.uint32("page_size"), pageToken: query.string("page_token")),
+                    context: context)
+                return AuditPageJSON(page)
+            }
+        }
+        v1.get("/audit-chain") { request, _ in
+            try await call(request, KeyAdmin.exportAuditChain) { dispatcher, context in
+                let query = try Query(request)
+                let page = try await dispatcher.exportAuditChain(
+                    ExportAuditChainRequest(
+                        afterPosition: try query.uint64("after_position"), sinceMS: try query.time("since"),
+                        pageSize: try query.uint32("page_size")),
+                    context: context)
+                return AuditChainPageJSON(page)
+            }
+        }
+        v1.get("/policy") { request, _ in
+            try await call(request, KeyAdmin.getPolicy) { dispatcher, context in
+                PolicyJSON(try await dispatcher.getPolicy(GetPolicyRequest(), context: context))
+            }
+        }
+        v1.get("/whoami") { request, _ in
+            try await call(request, KeyAdmin.whoAmI) { dispatcher, context in
+                AdminTokenJSON(try await dispatcher.whoAmI(WhoAmIRequest(), context: context).token)
+            }
+        }
+        v1.get("/admin-tokens") { request, _ in
+            try await call(request, KeyAdmin.listAdminTokens) { dispatcher, context in
+                try await dispatcher.listAdminTokens(ListAdminTokensRequest(), context: context).tokens.map(
+                    AdminTokenJSON.init)
+            }
+        }
+        v1.post("/admin-tokens") { request, _ in
+            try await creating(request, method: KeyAdmin.createAdminToken) {
+                (body: CreateAdminTokenBody, dispatcher, context) in
+                let created = try await dispatcher.createAdminToken(try body.request(), context: context)
+                return IssuedAdminTokenJSON(token: AdminTokenJSON(created.token), secret: created.secret)
+            }
+        }
+        v1.delete("/admin-tokens/{name}") { request, context in
+            let name = try context.parameters.require("name")
+            return try await call(request, KeyAdmin.revokeAdminToken, status: .noContent) { dispatcher, context in
+                _ = try await dispatcher.revokeAdminToken(RevokeAdminTokenRequest(name: name), context: context)
+                return nil as KeyJSON?
+            }
+        }
+        v1.post("/check") { request, _ in
+            try await call(request, Authorize.check, body: CheckBody.self) { body, _, _ in
+                CheckJSON(
+                    try gate.check(
+                        CheckRequest(
+                            key: body.key, permissions: body.permissions ?? [], resource: body.resource ?? "",
+                            clientAddress: body.clientAddress ?? "")))
+            }
+        }
+    }
+
+    // MARK: Calls
+
+    /// A call without a body.
+    private func call<Output: Encodable>(
+        _ request: Request, _ method: any RPCMethodDescriptor, status: HTTPResponse.Status = .ok,
+        _ run: (AdminDispatcher, AdminCallContext) async throws -> Output?
+    ) async throws -> Response {
+        try Self.refuseCredentialsInURL(request)
+        let output = try await gated(request, method) { try await run(gate.dispatcher, $0) }
+        return try AdminResponse.json(output, status: status)
+    }
+
+    /// A call with a JSON body (`bodyOptional`: an empty body is nil).
+    private func call<Body: AdminRequestBody, Output: Encodable>(
+        _ request: Request, _ method: any RPCMethodDescriptor, body: Body.Type, bodyOptional: Bool = false,
+        status: HTTPResponse.Status = .ok, _ run: (Body?, AdminDispatcher, AdminCallContext) async throws -> Output?
+    ) async throws -> Response {
+        try Self.refuseCredentialsInURL(request)
+        let bytes = try await Self.body(of: request, optional: bodyOptional)
+        let output = try await gated(request, method) { context in
+            let body = try bytes.map { try Body.decode($0) }
+            return try await run(body, gate.dispatcher, context)
+        }
+        return try AdminResponse.json(output, status: status)
+    }
+
+    private func call<Body: AdminRequestBody, Output: Encodable>(
+        _ request: Request, _ method: any RPCMethodDescriptor, body: Body.Type, status: HTTPResponse.Status = .ok,
+        _ run: (Body, AdminDispatcher, AdminCallContext) async throws -> Output
+    ) async throws -> Response {
+        try await call(request, method, body: body, bodyOptional: false, status: status) { body, dispatcher, context in
+            try await run(body!, dispatcher, context)
+        }
+    }
+
+    /// A POST that creates: `Idempotency-Key` (at most 255 characters) makes a retry return the
+    /// first answer instead of creating again (``IdempotencyCache``).
+    private func creating<Body: AdminRequestBody, Output: Encodable>(
+        _ request: Request, method: any RPCMethodDescriptor,
+        _ run: @escaping (Body, AdminDispatcher, AdminCallContext) async throws -> Output
+    ) async throws -> Response {
+        guard let idempotencyKey = request.headers[.idempotencyKey] else {
+            return try await call(request, method, body: Body.self, status: .created, run)
+        }
+        try Self.refuseCredentialsInURL(request)
+        guard !idempotencyKey.isEmpty, idempotencyKey.utf8.count <= 255 else {
+            throw Problem(.invalidArgument, "Idempotency-Key: 1 to 255 characters")
+        }
+        let bytes = try await Self.body(of: request, optional: false) ?? Data()
+        // Authenticated first: the cache is per token, and an unauthenticated caller learns nothing from it.
+        let actor = try await gated(request, KeyAdmin.whoAmI) { $0.actor.name }
+        let key = IdempotencyCache.Key(actor: actor, path: request.uri.path, idempotencyKey: idempotencyKey)
+        let fingerprint = Self.fingerprint(bytes)
+        switch idempotency.claim(key, fingerprint: fingerprint, nowMS: clock.nowMS()) {
+        case .replay(let status, let body):
+            var headers = AdminResponse.commonHeaders
+            headers[.contentType] = "application/json"
+            headers[.idempotentReplayed] = "true"
+            return Response(status: status, headers: headers, body: .init(byteBuffer: body))
+        case .inProgress:
+            throw Problem(
+                status: .conflict, code: "FAILED_PRECONDITION",
+                detail: "a request with this Idempotency-Key is still being answered; retry shortly")
+        case .differentRequest:
+            throw Problem(
+                status: .unprocessableContent, code: "INVALID_ARGUMENT",
+                detail: "this Idempotency-Key was used with a different request")
+        case .run:
+            do {
+                let output = try await gated(request, method) { context in
+                    try await run(try Body.decode(bytes), gate.dispatcher, context)
+                }
+                let response = try AdminResponse.json(output, status: .created)
+                idempotency.finish(
+                    key, fingerprint: fingerprint, status: .created, body: try AdminResponse.encode(output),
+                    nowMS: clock.nowMS())
+                return response
+            } catch {
+                idempotency.abandon(key)
+                throw error
+            }
+        }
+    }
+
+    /// What makes two creates the same request: the body's JSON with its keys sorted (a retry may
+    /// order or space its fields differently), or its bytes when it is not JSON.
+    private static func fingerprint(_ body: Data) -> SecretHash {
+        let canonical =
+            (try? JSONSerialization.jsonObject(with: body)).flatMap {
+                try? JSONSerialization.data(withJSONObject: $0, options: [.sortedKeys, .fragmentsAllowed])
+            } ?? body
+        return canonical.withUnsafeBytes { SecretHash(ofBytes: $0) }
+    }
+
+    /// Runs `body` through the gate, turning what it throws into problem details.
+    private func gated<Result>(
+        _ request: Request, _ method: any RPCMethodDescriptor, _ body: (AdminCallContext) async throws -> Result
+    ) async throws -> Result {
+        do {
+            return try await gate.run(
+                method, authorization: request.headers[.authorization],
+                deadline: .after(milliseconds: Self.callTimeoutMS), logger: logger, body)
+        } catch {
+            let failure = gate.failure(of: error, method: method)
+            throw Problem(failure.code, failure.message)
+        }
+    }
+
+    /// The request's body, read up to ``maxBodyBytes``: JSON only (415 otherwise); nil when
+    /// `optional` and the body is empty.
+    private static func body(of request: Request, optional: Bool) async throws -> Data? {
+        var request = request
+        let buffer = try await request.collectBody(upTo: maxBodyBytes)
+        if buffer.readableBytes == 0, optional { return nil }
+        let mediaType = request.headers[.contentType]?.split(separator: ";").first?
+            .trimmingCharacters(in: .whitespaces).lowercased()
+        guard mediaType == "application/json" else {
+            throw Problem(
+                status: .unsupportedMediaType, code: "INVALID_ARGUMENT",
+                detail: "the body must be JSON (Content-Type: application/json)")
+        }
+        return Data(buffer.readableBytesView)
+    }
+
+    /// Credentials belong in the Authorization header: a URL is written to logs and histories, so
+    /// one carrying a token or key (in a parameter named for it, or any value that is one) is
+    /// refused before anything else.
+    static func refuseCredentialsInURL(_ request: Request) throws {
+        let named: Set<String> = ["access_token", "token", "api_key", "apikey", "key", "authorization", "secret"]
+        for (name, value) in request.uri.queryParameters {
+            let value = String(value)
+            if named.contains(String(name).lowercased()) || value.hasPrefix("adm_") || value.hasPrefix("dbm_") {
+                throw Problem(
+                    .invalidArgument,
+                    "credentials go in the Authorization header (Bearer), never in the URL; this request was not run")
+            }
+        }
+    }
+}
+
+extension HTTPField.Name {
+    static let idempotencyKey = Self("Idempotency-Key")!
+    static let idempotentReplayed = Self("Idempotent-Replayed")!
+}
+
+/// Query parameters, parsed with their names in errors.
+struct Query {
+    private let parameters: [String: String]
+
+    init(_ request: Request) throws {
+        var parameters: [String: String] = [:]
+        for (name, value) in request.uri.queryParameters { parameters[String(name)] = String(value) }
+        self.parameters = parameters
+    }
+
+    func string(_ name: String) -> String { parameters[name] ?? "" }
+
+    func uint32(_ name: String) throws -> UInt32 {
+        guard let text = parameters[name] else { return 0 }
+        guard let value = UInt32(text) else { throw RPCError(.invalidArgument, "\(name): a whole number") }
+        return value
+    }
+
+    func uint64(_ name: String) throws -> UInt64 {
+        guard let text = parameters[name] else { return 0 }
+        guard let value = UInt64(text) else { throw RPCError(.invalidArgument, "\(name): a whole number") }
+        return value
+    }
+
+    /// An RFC 3339 date-time, in milliseconds; 0 when absent.
+    func time(_ name: String) throws -> Int64 {
+        guard let text = parameters[name] else { return 0 }
+        guard let ms = JSONTime.milliseconds(rfc3339: text) else {
+            throw RPCError(.invalidArgument, "\(name): an RFC 3339 date-time (2027-01-31T00:00:00Z)")
+        }
+        return ms
+    }
+}
+
+/// JSON answers.
+enum AdminResponse {
+    /// Every answer: never cached (some hold a secret shown once), never sniffed, never framed.
+    static let commonHeaders: HTTPFields = [
+        .cacheControl: "no-store", HTTPField.Name("X-Content-Type-Options")!: "nosniff",
+        HTTPField.Name("X-Frame-Options")!: "DENY",
+    ]
+
+    static func encode(_ value: some Encodable) throws -> ByteBuffer {
+        ByteBuffer(bytes: try ContractJSON.encoder(pretty: false).encode(value))
+    }
+
+    /// `value` as JSON with `status`; no body for nil.
+    static func json<Output: Encodable>(_ value: Output?, status: HTTPResponse.Status) throws -> Response {
+        var headers = commonHeaders
+        guard let value else { return Response(status: status, headers: headers) }
+        headers[.contentType] = "application/json"
+        return Response(status: status, headers: headers, body: .init(byteBuffer: try encode(value)))
+    }
+}

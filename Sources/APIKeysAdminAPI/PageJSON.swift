@@ -1,0 +1,65 @@
+import APIKeysCore
+import APIKeysJSON
+import APIKeysWire
+
+// The admin API's own JSON documents around the contract's messages (``ContractJSON`` naming).
+
+/// `GET /v1/keys`: a page of keys; `next_page_token` empty on the last page.
+struct KeyPageJSON: Encodable {
+    let keys: [KeyJSON]
+    let nextPageToken: String
+}
+
+/// `GET /v1/audit-events`: newest first.
+struct AuditPageJSON: Encodable {
+    let events: [AuditEventJSON]
+    let nextPageToken: String
+    /// The oldest event retention has kept (0: none pruned yet) and the retention itself.
+    let oldestRetainedAtMS, retentionMS: Int64
+
+    init(_ page: ListAuditEventsResponse) {
+        events = page.events.map(AuditEventJSON.init)
+        (nextPageToken, oldestRetainedAtMS, retentionMS) = (
+            page.nextPageToken, page.oldestRetainedAtMS, page.retentionMS
+        )
+    }
+}
+
+/// `GET /v1/audit-chain`: whole links with their events; hashes in lowercase hex.
+struct AuditChainPageJSON: Encodable {
+    struct Point: Encodable {
+        let position: UInt64
+        let hash: String
+        init(_ point: AuditChainPoint) { (position, hash) = (point.position, AuditChain.hex(point.hash)) }
+    }
+
+    struct Link: Encodable {
+        let position: UInt64
+        let previousHash, hash: String
+        let events: [AuditEventJSON]
+
+        init(_ link: AuditLink) {
+            (position, previousHash, hash) = (
+                link.position, AuditChain.hex(link.previousHash), AuditChain.hex(link.hash)
+            )
+            events = link.events.map(AuditEventJSON.init)
+        }
+    }
+
+    /// Where the retained chain starts and where it ends now.
+    let anchor, head: Point
+    let links: [Link]
+
+    init(_ page: ExportAuditChainResponse) {
+        (anchor, head) = (Point(page.chain.anchor), Point(page.chain.head))
+        links = page.links.map(Link.init)
+    }
+}
+
+/// `GET /v1/policy`.
+struct PolicyJSON: Encodable {
+    /// 0: no maximum.
+    let maxKeyLifetimeMS: Int64
+
+    init(_ policy: GetPolicyResponse) { maxKeyLifetimeMS = policy.maxKeyLifetimeMS }
+}
