@@ -44,7 +44,7 @@ fuzz: deps interop-env
 bench: deps
 	bench/run.sh
 
-## Benchmarks (not tests): what TLS, metrics and forward-auth through nginx cost, as ratios.
+## Benchmarks (not tests): what TLS, metrics, forward-auth through nginx and a busy admin API cost, as ratios.
 bench-deployment: deps
 	bench/deployment.sh
 

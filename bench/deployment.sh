@@ -1,14 +1,14 @@
 #!/usr/bin/env bash
-# make bench-deployment: what TLS, metrics and forward-auth through nginx cost, as ratios of
-# interleaved runs (same load generator, same settings, 3 rounds, medians).
+# make bench-deployment: what TLS, metrics, forward-auth through nginx and a busy admin API cost,
+# as ratios of interleaved runs (same load generator, same settings, 3 rounds, medians).
 #   BENCH_SECONDS  seconds per measurement (default 5)
 #   BENCH_ROUNDS   rounds (default 3)
-#   BENCH_PARTS    which comparisons (default "tls metrics forward-auth")
+#   BENCH_PARTS    which comparisons (default "tls metrics forward-auth admin-api")
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SECONDS_EACH=${BENCH_SECONDS:-5}
 ROUNDS=${BENCH_ROUNDS:-3}
-PARTS=${BENCH_PARTS:-tls metrics forward-auth}
+PARTS=${BENCH_PARTS:-tls metrics forward-auth admin-api}
 part() { [[ " $PARTS " == *" $1 "* ]]; }
 for tool in nginx wrk openssl bc; do
     command -v "$tool" >/dev/null || [ -x "/usr/sbin/$tool" ] || {
@@ -44,7 +44,8 @@ start tls 17502 --tls-cert "$WORK/server.pem" --tls-key "$WORK/server.key"
 start metrics 17503 --http-port 17513
 printf 'GET /api/** jobs:read\n' > "$WORK/routes"
 start http 17504 --http-port 17514 --routes "$WORK/routes"
-wait_port 17513; wait_port 17514
+start admin 17505 --admin-port 17515
+wait_port 17513; wait_port 17514; wait_port 17515
 
 load() {  # load PORT TOKEN-DIR C P [ARGS]: prints "rps p99_us"
     local line
@@ -127,6 +128,23 @@ wrk_run() {  # wrk_run PATH: prints "rps p99_us"
              p99=n} END {printf "%.0f %.0f", rps, p99}'
 }
 
+# The admin API kept busy while checks are measured: wrk listing a page of 100 keys (JSON from the
+# store, off the event loops) on 8 connections, for as long as the measurement.
+if part admin-api; then
+    for i in $(seq 1 100); do
+        "$BIN/apikey" create "listed-$i" -p jobs:read --server 127.0.0.1:17505 --token-file "$WORK/admin/admin.token" \
+            >/dev/null
+    done
+fi
+busy_admin() {  # busy_admin COMMAND...: runs COMMAND while wrk loads the admin API
+    wrk -t1 -c8 -d"$((SECONDS_EACH + 1))s" -H "Authorization: Bearer $(cat "$WORK/admin/admin.token")" \
+        "http://127.0.0.1:17515/v1/keys?page_size=100" >"$WORK/admin-wrk.txt" 2>&1 &
+    local wrk_pid=$!
+    "$@"
+    wait "$wrk_pid"
+    awk '/Requests\/sec/ {print $2}' "$WORK/admin-wrk.txt" >>"$WORK/admin-rps.txt"
+}
+
 declare -A RPS P99
 measure() {  # measure NAME COMMAND...: appends one round's figures
     local rps p99
@@ -146,6 +164,13 @@ for round in $(seq 1 "$ROUNDS"); do
             read -r c p <<<"$setting"
             measure "nometrics $c $p" load 17501 plain "$c" "$p"
             measure "metrics $c $p" load 17503 metrics "$c" "$p"
+        done
+    fi
+    if part admin-api; then
+        for setting in "1 1" "50 1" "50 16"; do
+            read -r c p <<<"$setting"
+            measure "quiet $c $p" load 17505 admin "$c" "$p"
+            measure "busy $c $p" busy_admin load 17505 admin "$c" "$p"
         done
     fi
     if part forward-auth; then
@@ -179,4 +204,11 @@ if part forward-auth; then
     row "nginx+forward-auth vs nginx, c=50" "nginx" "nginx+auth"
     row "nginx+free auth vs nginx, c=50" "nginx" "nginx+free-auth"
     row "forward-auth vs free auth, c=50" "nginx+free-auth" "nginx+auth"
+fi
+if part admin-api; then
+    for setting in "1 1" "50 1" "50 16"; do
+        read -r c p <<<"$setting"
+        row "Check, admin API busy vs idle, c=$c P=$p" "quiet $c $p" "busy $c $p"
+    done
+    echo "(admin API meanwhile: $(median <"$WORK/admin-rps.txt" | tr -d '\n') pages of 100 keys/s, median)"
 fi

@@ -213,8 +213,9 @@ SCHEMAS = {
             "max_key_lifetime_ms": integer("scope keys: keys it creates must expire within this; 0: no limit of its own."),
             **time_pair("created_at", "Created"),
             **time_pair("expires_at", "Stops working"),
+            **time_pair("last_used_at", "The last call made with it, to within a minute"),
         },
-        required=["name", "scope", "ceiling", "max_key_lifetime_ms", "created_at_ms", "expires_at_ms"],
+        required=["name", "scope", "ceiling", "max_key_lifetime_ms", "created_at_ms", "expires_at_ms", "last_used_at_ms"],
         description="An admin token, never its secret.",
     ),
     "IssuedAdminToken": obj(

@@ -2,6 +2,7 @@ import APIKeysWire
 import Foundation
 import HTTPTypes
 import Hummingbird
+import NIOHTTP1
 
 /// An error answered as RFC 9457 problem details (`application/problem+json`): `type`, `title`,
 /// `status`, `detail`, and `code`, the contract's status name (`PERMISSION_DENIED`). The detail
@@ -18,7 +19,7 @@ struct Problem: Error, HTTPResponseError {
 
     /// A failure with the contract's status `code`.
     init(_ code: StatusCode, _ detail: String) {
-        self.init(status: Self.httpStatus(code), code: code.description, detail: detail)
+        self.init(status: HTTPResponse.Status(code: code.httpStatus), code: code.description, detail: detail)
     }
 
     struct Body: Encodable {
@@ -30,7 +31,8 @@ struct Problem: Error, HTTPResponseError {
     var body: Body {
         Body(
             type: "urn:apikeyd:problem:\(code.lowercased().replacingOccurrences(of: "_", with: "-"))",
-            title: status.reasonPhrase, status: status.code, detail: detail, code: code)
+            title: HTTPResponseStatus(statusCode: status.code).reasonPhrase, status: status.code, detail: detail,
+            code: code)
     }
 
     func response(from request: Request, context: some RequestContext) throws -> Response {
@@ -58,23 +60,9 @@ struct Problem: Error, HTTPResponseError {
         switch status {
         case .notFound: detail = "no such path; the API is described at /openapi.json"
         case .contentTooLarge: detail = "the body is larger than \(AdminRoutes.maxBodyBytes) bytes"
-        default: detail = status.reasonPhrase
+        default: detail = HTTPResponseStatus(statusCode: status.code).reasonPhrase
         }
         self.init(status: status, code: code, detail: detail)
-    }
-
-    static func httpStatus(_ code: StatusCode) -> HTTPResponse.Status {
-        switch code {
-        case .invalidArgument: .badRequest
-        case .failedPrecondition: .conflict
-        case .unauthenticated: .unauthorized
-        case .permissionDenied: .forbidden
-        case .notFound: .notFound
-        case .deadlineExceeded: .gatewayTimeout
-        case .resourceExhausted, .unavailable: .serviceUnavailable
-        case .unimplemented: .notImplemented
-        default: .internalServerError
-        }
     }
 }
 

@@ -69,12 +69,15 @@ public struct AdminTokenJSON: Codable, Sendable, Equatable {
     /// 0 = no limit of its own.
     public let maxKeyLifetimeMS: Int64
     public let createdAtMS, expiresAtMS: Int64
-    public let createdAt, expiresAt: String?
+    /// To within a minute; 0: never used.
+    public let lastUsedAtMS: Int64
+    public let createdAt, expiresAt, lastUsedAt: String?
 
     public init(_ token: AdminToken) {
         (name, scope, ceiling, maxKeyLifetimeMS) = (token.name, token.scope.name, token.ceiling, token.maxKeyLifetimeMS)
-        (createdAtMS, expiresAtMS) = (token.createdAtMS, token.expiresAtMS)
+        (createdAtMS, expiresAtMS, lastUsedAtMS) = (token.createdAtMS, token.expiresAtMS, token.lastUsedAtMS)
         (createdAt, expiresAt) = (JSONTime.rfc3339(token.createdAtMS), JSONTime.rfc3339(token.expiresAtMS))
+        lastUsedAt = JSONTime.rfc3339(token.lastUsedAtMS)
     }
 }
 

@@ -390,7 +390,8 @@ package final class PostgresKeyStore: KeyStore {
         }
     }
 
-    private static let adminTokenColumns = "name, created_at_ms, scope, ceiling, max_key_lifetime_ms, expires_at_ms"
+    private static let adminTokenColumns =
+        "name, created_at_ms, scope, ceiling, max_key_lifetime_ms, expires_at_ms, last_used_at_ms"
 
     /// An admin token in a row holding ``adminTokenColumns``, read by column name.
     private static func adminToken(_ row: PostgresRow) throws -> AdminTokenInfo {
@@ -401,7 +402,19 @@ package final class PostgresKeyStore: KeyStore {
                 scope: try cells["scope"].decode(String.self), ceiling: try cells["ceiling"].decode(String?.self),
                 maxKeyLifetimeMS: try cells["max_key_lifetime_ms"].decode(Int64?.self),
                 expiresAtMS: try cells["expires_at_ms"].decode(Int64?.self)),
-            createdAtMS: try cells["created_at_ms"].decode(Int64.self))
+            createdAtMS: try cells["created_at_ms"].decode(Int64.self),
+            lastUsedAtMS: try cells["last_used_at_ms"].decode(Int64.self))
+    }
+
+    package func recordAdminTokenUse(hash: SecretHash, atMS: Int64) async throws {
+        let logger = logger
+        try await write(transaction: false) { connection in
+            try await connection.query(
+                """
+                UPDATE admin_tokens SET last_used_at_ms = \(atMS)
+                WHERE token_hash = \(hash.bytea) AND last_used_at_ms < \(atMS)
+                """, logger: logger)
+        }
     }
 
     // MARK: Audit trail

@@ -128,6 +128,9 @@ enum PostgresSchema {
                 "ALTER TABLE admin_tokens ADD COLUMN max_key_lifetime_ms bigint",
                 "ALTER TABLE admin_tokens ADD COLUMN expires_at_ms bigint",
             ]),
+        Migration(
+            version: 9, name: "admin token last use",
+            statements: ["ALTER TABLE admin_tokens ADD COLUMN last_used_at_ms bigint NOT NULL DEFAULT 0"]),
     ]
 
     /// Applies every migration not yet recorded, each in its own transaction, holding the

@@ -187,7 +187,8 @@ package final class SQLiteKeyStore: KeyStore {
         }
     }
 
-    private static let adminTokenColumns = "name, created_at_ms, scope, ceiling, max_key_lifetime_ms, expires_at_ms"
+    private static let adminTokenColumns =
+        "name, created_at_ms, scope, ceiling, max_key_lifetime_ms, expires_at_ms, last_used_at_ms"
 
     private static func adminToken(hash: SecretHash, in db: SQLiteConnection) throws -> AdminTokenInfo? {
         try db.statement("SELECT \(adminTokenColumns) FROM admin_tokens WHERE token_hash = ?").bind(
@@ -201,7 +202,15 @@ package final class SQLiteKeyStore: KeyStore {
             grant: StoredColumns.decodeGrant(
                 scope: row.text(2), ceiling: row.isNull(3) ? nil : row.text(3), maxKeyLifetimeMS: row.optionalInt64(4),
                 expiresAtMS: row.optionalInt64(5)),
-            createdAtMS: row.int64(1))
+            createdAtMS: row.int64(1), lastUsedAtMS: row.int64(6))
+    }
+
+    package func recordAdminTokenUse(hash: SecretHash, atMS: Int64) async throws {
+        try await onAdmin { db in
+            try db.statement(
+                "UPDATE admin_tokens SET last_used_at_ms = ? WHERE token_hash = ? AND last_used_at_ms < ?"
+            ).bind(.integer(atMS), .blob(hash.digest), .integer(atMS)).run()
+        }
     }
 
     package func adminTokens() async throws -> [AdminTokenInfo] {

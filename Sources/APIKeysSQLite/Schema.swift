@@ -157,6 +157,9 @@ package enum Schema {
                 ALTER TABLE admin_tokens ADD COLUMN max_key_lifetime_ms INTEGER;
                 ALTER TABLE admin_tokens ADD COLUMN expires_at_ms INTEGER;
                 """),
+        Migration(
+            version: 13, name: "admin token last use",
+            sql: "ALTER TABLE admin_tokens ADD COLUMN last_used_at_ms INTEGER NOT NULL DEFAULT 0;"),
     ]
 
     /// Applies every migration not yet recorded in `schema_migrations`, each in its own transaction.

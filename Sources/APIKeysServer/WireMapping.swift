@@ -75,7 +75,7 @@ extension AdminToken {
         self.init(
             name: token.name, scope: AdminScope(token.grant.scope), ceiling: token.grant.ceiling?.sorted() ?? [],
             maxKeyLifetimeMS: token.grant.maxKeyLifetimeMS ?? 0, createdAtMS: token.createdAtMS,
-            expiresAtMS: token.grant.expiresAtMS ?? 0)
+            expiresAtMS: token.grant.expiresAtMS ?? 0, lastUsedAtMS: token.lastUsedAtMS)
     }
 }
 

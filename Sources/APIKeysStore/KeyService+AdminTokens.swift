@@ -95,8 +95,31 @@ extension KeyService {
             knownAdminTokens.withLock { $0[hash] = found }
             stored = found
         }
-        guard let stored, !stored.grant.isExpired(atMS: clock.nowMS()) else { return nil }
+        let now = clock.nowMS()
+        guard let stored, !stored.grant.isExpired(atMS: now) else { return nil }
+        await noteAdminTokenUse(hash, atMS: now)
         return AdminActor(name: stored.name, token: hash, grant: stored.grant)
+    }
+
+    /// How precisely an admin token's last use is kept: written at most once a minute per token
+    /// and server, so that admin calls do not each cost a write.
+    public static let adminTokenUseResolutionMS: Int64 = 60_000
+
+    /// Writes the token's last use when this server has not written it for a minute. A failed
+    /// write is only logged: the call it belongs to goes on (the next call tries again).
+    private func noteAdminTokenUse(_ hash: SecretHash, atMS now: Int64) async {
+        let due = adminTokenUses.withLock { uses in
+            guard now - (uses[hash] ?? .min / 2) >= Self.adminTokenUseResolutionMS else { return false }
+            uses[hash] = now
+            return true
+        }
+        guard due else { return }
+        do {
+            try await store.recordAdminTokenUse(hash: hash, atMS: now)
+        } catch {
+            adminTokenUses.withLock { $0[hash] = nil }
+            logger.warning("admin token use not recorded", metadata: ["error": "\(error)"])
+        }
     }
 
     /// `grant` as stored: its ceiling's permissions from the catalog, its limits positive, its

@@ -35,6 +35,8 @@ public final class KeyService: Sendable {
     /// Admin tokens seen valid (hash → name), for the key changes that check their token again at
     /// commit (``authenticate(adminToken:recheckedAtCommit:)``). Holds only tokens that were valid.
     let knownAdminTokens = Mutex<[SecretHash: AdminTokenInfo]>([:])
+    /// When this server last wrote each admin token's last use (``adminTokenUseResolutionMS``).
+    let adminTokenUses = Mutex<[SecretHash: Int64]>([:])
     /// When a leak report of an already disabled key was last recorded, by key id
     /// (``reportLeakedKey(secret:source:reporterAddress:deadline:)``).
     let recordedLeakReports = Mutex<[String: Int64]>([:])

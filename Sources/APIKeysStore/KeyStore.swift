@@ -41,6 +41,9 @@ package protocol KeyStore: Sendable {
     /// The admin tokens, oldest first.
     func adminTokens() async throws -> [AdminTokenInfo]
 
+    /// Records that the token of `hash` was used at `atMS` (a later time already recorded stays).
+    func recordAdminTokenUse(hash: SecretHash, atMS: Int64) async throws
+
     /// Up to `limit` audit events matching `query` with seq below `beforeSeq`, newest first.
     func auditPage(_ query: AuditQuery, beforeSeq: Int64, limit: Int) async throws -> [AuditRecord]
     /// The time of the oldest audit event kept, nil when there is none.

@@ -31,4 +31,21 @@ public struct StatusCode: RawRepresentable, Hashable, Sendable, CustomStringConv
         default: "STATUS_\(rawValue)"
         }
     }
+
+    /// The HTTP status apikeyd's HTTP ports answer a failure with this status with (forward-auth,
+    /// leak reports, the admin API): the one mapping, so every HTTP answer says what happened.
+    public var httpStatus: Int {
+        switch self {
+        case .ok: 200
+        case .invalidArgument: 400
+        case .unauthenticated: 401
+        case .permissionDenied: 403
+        case .notFound: 404
+        case .failedPrecondition: 409
+        case .deadlineExceeded: 504
+        case .resourceExhausted, .unavailable: 503
+        case .unimplemented: 501
+        default: 500
+        }
+    }
 }

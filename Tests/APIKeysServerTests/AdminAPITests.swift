@@ -221,6 +221,35 @@ import Testing
         }
     }
 
+    /// ListAdminTokens says when each token was last used, to within a minute, on both stores.
+    @Test(arguments: Store.allCases)
+    func adminTokensSayWhenTheyWereLastUsed(_ store: Store) async throws {
+        try await withAdminAPI(store: store) { server, api, _ in
+            let admin = server.adminToken
+            let made = try await call(
+                api, "POST", "/v1/admin-tokens", token: admin, body: ["name": "ci", "scope": "read"])
+            let ci = try #require(made["secret"] as? String)
+            func lastUsed() async throws -> Int? {
+                let listed = try await call(api, "GET", "/v1/admin-tokens", token: admin)
+                return listed.array?.first { $0["name"] as? String == "ci" }?["last_used_at_ms"] as? Int
+            }
+            #expect(try await lastUsed() == 0)
+            let first = server.clock.nowMS()
+            #expect(try await call(api, "GET", "/v1/whoami", token: ci).status == 200)
+            #expect(try await lastUsed() == Int(first))
+            // Within the minute nothing is written again; after it, the new time is.
+            server.clock.advance(byMS: 30_000)
+            _ = try await call(api, "GET", "/v1/whoami", token: ci)
+            #expect(try await lastUsed() == Int(first))
+            server.clock.advance(byMS: 31_000)
+            _ = try await call(api, "GET", "/v1/whoami", token: ci)
+            #expect(try await lastUsed() == Int(first + 61_000))
+            let listed = try await call(api, "GET", "/v1/admin-tokens", token: admin)
+            let entry = listed.array?.first { $0["name"] as? String == "ci" }
+            #expect(entry?["last_used_at"] as? String == JSONTime.rfc3339(first + 61_000))
+        }
+    }
+
     @Test func aRetriedCreateWithTheSameIdempotencyKeyCreatesOneKey() async throws {
         try await withAdminAPI { server, api, client in
             let token = server.adminToken

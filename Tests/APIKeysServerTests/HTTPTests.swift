@@ -395,6 +395,16 @@ import Testing
             #expect(tooMany.status == 413)
             #expect(try await HTTPProbe.request(port: http.port, path: "/leaked-keys").status == 405)
             #expect(try await HTTPProbe.request(port: http.port, path: "/healthz").status == 200)
+
+            // A leaked admin token is revoked before the answer, which is the same as for a key.
+            let minted = try await client.createAdminToken(name: "pushed-admin", scope: .keys)
+            let adminLeak = try await HTTPProbe.request(
+                port: http.port, method: "POST", path: "/leaked-keys", body: "\(minted.secret)\n")
+            #expect(adminLeak.status == 200 && adminLeak.body == "reported 1\n")
+            #expect(try await client.listAdminTokens().map(\.name) == ["bootstrap"])
+            let revokedClient = server.client(token: minted.secret)
+            await #expect(throws: APIKeysClientError.self) { _ = try await revokedClient.whoAmI() }
+            await revokedClient.close()
         }
     }
 

@@ -1332,6 +1332,16 @@ enum OpenAPIDocument {
             "type": "string",
             "format": "date-time",
             "description": "Stops working, RFC 3339 UTC; absent when not set."
+          },
+          "last_used_at_ms": {
+            "type": "integer",
+            "format": "int64",
+            "description": "The last call made with it, to within a minute, in milliseconds since 1970 (0: not set)."
+          },
+          "last_used_at": {
+            "type": "string",
+            "format": "date-time",
+            "description": "The last call made with it, to within a minute, RFC 3339 UTC; absent when not set."
           }
         },
         "additionalProperties": false,
@@ -1341,7 +1351,8 @@ enum OpenAPIDocument {
           "ceiling",
           "max_key_lifetime_ms",
           "created_at_ms",
-          "expires_at_ms"
+          "expires_at_ms",
+          "last_used_at_ms"
         ],
         "description": "An admin token, never its secret."
       },

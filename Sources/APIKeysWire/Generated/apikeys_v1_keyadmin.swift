@@ -1343,16 +1343,20 @@ public struct AdminToken: WireMessage {
     public var createdAtMS: Int64 = 0
     /// 0 = never. An expired token is refused with UNAUTHENTICATED.
     public var expiresAtMS: Int64 = 0
+    /// The last call made with it, to within a minute (written at most once a minute by each
+    /// server); 0 = never used.
+    public var lastUsedAtMS: Int64 = 0
 
     public init() {}
 
-    public init(name: String = "", scope: AdminScope = AdminScope(rawValue: 0), ceiling: [String] = [], maxKeyLifetimeMS: Int64 = 0, createdAtMS: Int64 = 0, expiresAtMS: Int64 = 0) {
+    public init(name: String = "", scope: AdminScope = AdminScope(rawValue: 0), ceiling: [String] = [], maxKeyLifetimeMS: Int64 = 0, createdAtMS: Int64 = 0, expiresAtMS: Int64 = 0, lastUsedAtMS: Int64 = 0) {
         self.name = name
         self.scope = scope
         self.ceiling = ceiling
         self.maxKeyLifetimeMS = maxKeyLifetimeMS
         self.createdAtMS = createdAtMS
         self.expiresAtMS = expiresAtMS
+        self.lastUsedAtMS = lastUsedAtMS
     }
 
     public static let codec = WireCodec<AdminToken>(
@@ -1367,6 +1371,7 @@ public struct AdminToken: WireMessage {
         value.maxKeyLifetimeMS = c.max_key_lifetime_ms
         value.createdAtMS = c.created_at_ms
         value.expiresAtMS = c.expires_at_ms
+        value.lastUsedAtMS = c.last_used_at_ms
         return value
     }
 
@@ -1378,6 +1383,7 @@ public struct AdminToken: WireMessage {
         c.max_key_lifetime_ms = value.maxKeyLifetimeMS
         c.created_at_ms = value.createdAtMS
         c.expires_at_ms = value.expiresAtMS
+        c.last_used_at_ms = value.lastUsedAtMS
     }
 }
 

@@ -62,7 +62,7 @@ struct AdminTokens: AsyncParsableCommand {
             if output.json { return print(Output.json(tokens.map(AdminTokenJSON.init))) }
             print(
                 Output.table(
-                    ["NAME", "SCOPE", "CEILING", "MAX KEY LIFETIME", "CREATED", "EXPIRES"],
+                    ["NAME", "SCOPE", "CEILING", "MAX KEY LIFETIME", "CREATED", "EXPIRES", "LAST USED"],
                     tokens.map(Output.tokenRow)))
         }
     }
@@ -100,7 +100,7 @@ extension Output {
         [
             token.name, token.scope.name, token.ceiling.isEmpty ? "any" : token.ceiling.joined(separator: ","),
             token.maxKeyLifetimeMS == 0 ? "—" : "\(token.maxKeyLifetimeMS / 1000)s", time(token.createdAtMS),
-            time(token.expiresAtMS),
+            time(token.expiresAtMS), time(token.lastUsedAtMS),
         ]
     }
 
@@ -109,7 +109,9 @@ extension Output {
         let row = tokenRow(token)
         return table(
             ["FIELD", "VALUE"],
-            zip(["name", "scope", "ceiling", "max key lifetime", "created", "expires"], row).map { [$0, $1] }
+            zip(["name", "scope", "ceiling", "max key lifetime", "created", "expires", "last used"], row).map {
+                [$0, $1]
+            }
         ).split(separator: "\n").dropFirst().joined(separator: "\n")
     }
 }

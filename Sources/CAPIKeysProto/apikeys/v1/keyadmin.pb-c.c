@@ -3719,7 +3719,7 @@ const ProtobufCMessageDescriptor apikeys__v1__audit_link__descriptor =
   (ProtobufCMessageInit) apikeys__v1__audit_link__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor apikeys__v1__admin_token__field_descriptors[6] =
+static const ProtobufCFieldDescriptor apikeys__v1__admin_token__field_descriptors[7] =
 {
   {
     "name",
@@ -3793,11 +3793,24 @@ static const ProtobufCFieldDescriptor apikeys__v1__admin_token__field_descriptor
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "last_used_at_ms",
+    7,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_INT64,
+    0,   /* quantifier_offset */
+    offsetof(Apikeys__V1__AdminToken, last_used_at_ms),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned apikeys__v1__admin_token__field_indices_by_name[] = {
   2,   /* field[2] = ceiling */
   4,   /* field[4] = created_at_ms */
   5,   /* field[5] = expires_at_ms */
+  6,   /* field[6] = last_used_at_ms */
   3,   /* field[3] = max_key_lifetime_ms */
   0,   /* field[0] = name */
   1,   /* field[1] = scope */
@@ -3805,7 +3818,7 @@ static const unsigned apikeys__v1__admin_token__field_indices_by_name[] = {
 static const ProtobufCIntRange apikeys__v1__admin_token__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 6 }
+  { 0, 7 }
 };
 const ProtobufCMessageDescriptor apikeys__v1__admin_token__descriptor =
 {
@@ -3815,7 +3828,7 @@ const ProtobufCMessageDescriptor apikeys__v1__admin_token__descriptor =
   "Apikeys__V1__AdminToken",
   "apikeys.v1",
   sizeof(Apikeys__V1__AdminToken),
-  6,
+  7,
   apikeys__v1__admin_token__field_descriptors,
   apikeys__v1__admin_token__field_indices_by_name,
   1,  apikeys__v1__admin_token__number_ranges,

@@ -771,10 +771,15 @@ struct  Apikeys__V1__AdminToken
    * 0 = never. An expired token is refused with UNAUTHENTICATED.
    */
   int64_t expires_at_ms;
+  /*
+   * The last call made with it, to within a minute (written at most once a minute by each
+   * server); 0 = never used.
+   */
+  int64_t last_used_at_ms;
 };
 #define APIKEYS__V1__ADMIN_TOKEN__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&apikeys__v1__admin_token__descriptor) \
-    , (char *)protobuf_c_empty_string, APIKEYS__V1__ADMIN_SCOPE__ADMIN_SCOPE_UNSPECIFIED, 0,NULL, 0, 0, 0 }
+    , (char *)protobuf_c_empty_string, APIKEYS__V1__ADMIN_SCOPE__ADMIN_SCOPE_UNSPECIFIED, 0,NULL, 0, 0, 0, 0 }
 
 
 struct  Apikeys__V1__CreateAdminTokenRequest
