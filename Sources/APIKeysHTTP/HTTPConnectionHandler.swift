@@ -68,6 +68,7 @@ final class HTTPConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
             leakBody = body
         case .end:
             guard let request else { return }
+            activity?.set(.busy)
             self.request = nil
             if let body = leakBody {
                 leakBody = nil
@@ -103,7 +104,7 @@ final class HTTPConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
             wrapOutboundOut(.head(HTTPResponse(status: answer.status, headerFields: answer.headers))), promise: nil)
         if answer.body.readableBytes > 0 { context.write(wrapOutboundOut(.body(answer.body)), promise: nil) }
         let written = context.writeAndFlush(wrapOutboundOut(.end(nil)))
-        activity?.busy.store(false, ordering: .relaxed)
+        activity?.restart(.idle)
         if close {
             let channel = context.channel
             written.whenComplete { _ in channel.close(promise: nil) }
@@ -130,5 +131,19 @@ final class HTTPConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
         context.close(promise: nil)
+    }
+}
+
+/// First in an HTTP connection's pipeline: bytes on an idle connection begin a request, so that
+/// it is taken for incomplete, not idle, until the request is whole (``OpenConnections``).
+final class ActivityMarker: ChannelInboundHandler, RemovableChannelHandler {
+    typealias InboundIn = ByteBuffer
+    private let activity: OpenConnections.Activity
+
+    init(_ activity: OpenConnections.Activity) { self.activity = activity }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        if activity.current.phase == .idle { activity.set(.incomplete) }
+        context.fireChannelRead(data)
     }
 }

@@ -67,9 +67,10 @@ public final class HTTPFrontend: Service, Sendable {
     /// registry given to the server (nil: `/metrics` answers 404); `forwardAuth` how
     /// `/authorize` decides and where client addresses come from. A connection without a
     /// complete request for `idleTimeout` is closed (the default is longer than nginx's upstream
-    /// `keepalive_timeout`, 60 s, so that nginx closes first); past `maxConnections` open ones, a
-    /// new connection is closed as soon as it is accepted. Throws ``HTTPFrontendError`` when it
-    /// cannot listen.
+    /// `keepalive_timeout`, 60 s, so that nginx closes first); at `maxConnections` open ones, a new
+    /// connection takes the slot of an incomplete or idle one (``OpenConnections``), or is closed
+    /// as soon as it is accepted when every one is being answered. Throws ``HTTPFrontendError``
+    /// when it cannot listen.
     public static func start(
         server: APIKeysServer, metrics: Metrics?, forwardAuth: ForwardAuthOptions = .init(), host: String, port: Int,
         idleTimeout: Duration = .seconds(75), maxConnections: Int = defaultMaxConnections, logger: Logger

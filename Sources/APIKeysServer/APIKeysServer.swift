@@ -77,7 +77,7 @@ public final class APIKeysServer: Service, Sendable {
             ])
 
         let group = MultiThreadedEventLoopGroup(numberOfThreads: max(1, configuration.eventLoopThreads))
-        let state = ServerState()
+        let state = ServerState(maxConnections: configuration.maxConnections)
         var readResumers: [ObjectIdentifier: ReadResumer] = [:]
         for loop in group.makeIterator() {
             readResumers[ObjectIdentifier(loop)] = ReadResumer(eventLoop: loop) { service.auditIsBacklogged }
@@ -106,8 +106,10 @@ public final class APIKeysServer: Service, Sendable {
                 value: .init(low: configuration.maxQueuedReplyBytes / 2, high: configuration.maxQueuedReplyBytes)
             )
             .childChannelInitializer { channel in
-                guard state.admit(channel, limit: maxConnections) else {
-                    logger.warning("refusing connection: limit reached", metadata: ["limit": "\(maxConnections)"])
+                guard let activity = state.admit(channel) else {
+                    logger.warning(
+                        "refusing connection: limit reached, every connection busy",
+                        metadata: ["limit": "\(maxConnections)"])
                     return channel.close()
                 }
                 return channel.eventLoop.makeCompletedFuture {
@@ -119,7 +121,8 @@ public final class APIKeysServer: Service, Sendable {
                     }
                     try channel.pipeline.syncOperations.addHandler(
                         ConnectionHandler(
-                            shared: shared, remoteAddress: peer, peerAddress: channel.remoteAddress?.ipAddress ?? ""))
+                            shared: shared, remoteAddress: peer, peerAddress: channel.remoteAddress?.ipAddress ?? "",
+                            activity: activity))
                 }
             }
         let channel: any Channel

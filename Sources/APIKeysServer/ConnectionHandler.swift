@@ -54,9 +54,12 @@ final class ConnectionHandler: ChannelInboundHandler {
 
     /// The peer's IP address, recorded by calls that need no admin token.
     private let peerAddress: String
+    /// What this connection is doing, for the port's choice of whom to close at the limit.
+    private let activity: OpenConnections.Activity
 
-    init(shared: Shared, remoteAddress: String, peerAddress: String) {
+    init(shared: Shared, remoteAddress: String, peerAddress: String, activity: OpenConnections.Activity) {
         self.shared = shared
+        self.activity = activity
         self.peerAddress = peerAddress
         self.inbound = FrameBuffer(maxFrameSize: shared.maxFrameSize)
         self.logger = shared.logger
@@ -99,6 +102,7 @@ final class ConnectionHandler: ChannelInboundHandler {
     }
 
     func channelReadComplete(context: ChannelHandlerContext) {
+        let completedFrames = framesThisBurst
         if framesThisBurst > 0 || inbound.bufferedBytes > 0 {
             connection.readBurstEnded(
                 completedFrames: framesThisBurst, bufferedBytes: inbound.bufferedBytes, now: .now())
@@ -107,6 +111,21 @@ final class ConnectionHandler: ChannelInboundHandler {
         framesThisBurst = 0
         flushReplies(context: context)
         if shared.service.auditIsBacklogged { pauseReadingForAudit(context: context) }
+        updateActivity(frameStarted: completedFrames > 0)
+    }
+
+    /// Tells the port's connection table what this connection is doing: busy while it has calls
+    /// running or is not read from (its complete traffic waits), incomplete while a frame is only
+    /// partly here (since the frame began: `frameStarted` when this burst completed one before
+    /// it), else idle since now.
+    private func updateActivity(frameStarted: Bool = false) {
+        if !connection.isReading || connection.callsInFlight > 0 {
+            activity.set(.busy)
+        } else if inbound.bufferedBytes > 0 {
+            if frameStarted { activity.restart(.incomplete) } else { activity.set(.incomplete) }
+        } else {
+            activity.restart(.idle)
+        }
     }
 
     /// Write backpressure: a client that does not read its replies is not read from either, until
@@ -138,6 +157,7 @@ final class ConnectionHandler: ChannelInboundHandler {
         if action != .none, let options = context.channel.syncOptions {
             try? options.setOption(.autoRead, value: action == .startReading)
             if action == .startReading { context.read() }
+            updateActivity()
         }
         armTimer(context: context)
     }
@@ -262,6 +282,7 @@ final class ConnectionHandler: ChannelInboundHandler {
             let (handler, context) = loopBound.value
             handler.connection.callFinished()
             handler.shared.state.adminCallFinished()
+            handler.updateActivity()
             let status: StatusCode
             switch result {
             case .success(let payload):

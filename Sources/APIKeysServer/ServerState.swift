@@ -3,31 +3,25 @@ import Synchronization
 
 /// What the server tracks across connections: open connections and KeyAdmin calls in flight.
 final class ServerState: Sendable {
-    private let connections = Mutex<[ObjectIdentifier: any Channel]>([:])
+    let connections: OpenConnections
     private let adminCalls = Atomic<Int>(0)
     private let draining = Atomic<Bool>(false)
     private let shutDown = Atomic<Bool>(false)
+
+    init(maxConnections: Int) { connections = OpenConnections(limit: maxConnections) }
 
     /// True for the first caller only: the one that shuts the server down.
     func beginShutdown() -> Bool { !shutDown.exchange(true, ordering: .acquiringAndReleasing) }
     var isShuttingDown: Bool { shutDown.load(ordering: .acquiring) }
 
-    /// Registers `channel`; false when `limit` connections are already open or the server is
-    /// shutting down. The channel is forgotten when it closes.
-    func admit(_ channel: any Channel, limit: Int) -> Bool {
-        let id = ObjectIdentifier(channel)
-        let admitted = connections.withLock { open -> Bool in
-            guard !draining.load(ordering: .relaxed), open.count < limit else { return false }
-            open[id] = channel
-            return true
-        }
-        if admitted {
-            channel.closeFuture.whenComplete { [self] _ in connections.withLock { _ = $0.removeValue(forKey: id) } }
-        }
-        return admitted
+    /// Registers `channel` (``OpenConnections/admit(_:)``: at the limit another connection may
+    /// give way); nil when none can or the server is shutting down.
+    func admit(_ channel: any Channel) -> OpenConnections.Activity? {
+        guard !draining.load(ordering: .relaxed) else { return nil }
+        return connections.admit(channel)
     }
 
-    var openConnections: Int { connections.withLock { $0.count } }
+    var openConnections: Int { connections.count }
 
     func adminCallStarted() { adminCalls.add(1, ordering: .relaxed) }
     func adminCallFinished() { adminCalls.subtract(1, ordering: .relaxed) }
@@ -36,6 +30,6 @@ final class ServerState: Sendable {
     /// Stops admitting connections and returns the open ones.
     func startDraining() -> [any Channel] {
         draining.store(true, ordering: .relaxed)
-        return connections.withLock { Array($0.values) }
+        return connections.channels
     }
 }

@@ -109,18 +109,6 @@ import Testing
         }
     }
 
-    @Test func connectionsBeyondTheLimitAreClosed() async throws {
-        try await withServer(configure: { $0.maxConnections = 2 }) { server, _ in
-            let first = try RawConnection(port: server.port)
-            let second = try RawConnection(port: server.port)
-            try first.send(try checkEnvelope(callID: 1))
-            try second.send(try checkEnvelope(callID: 1))
-            #expect(try first.receiveEnvelope() != nil && second.receiveEnvelope() != nil)
-            let third = try RawConnection(port: server.port)
-            #expect(third.isClosedByPeer())
-        }
-    }
-
     @Test func adminCallPastItsDeadlineGetsDeadlineExceededOnce() async throws {
         try await withServer { server, _ in
             let connection = try RawConnection(port: server.port, receiveTimeoutSeconds: 30)

@@ -109,4 +109,78 @@ import Testing
             }
         }
     }
+
+    /// A connection that asked one check and got its answer: idle from then on.
+    private func answeredConnection(_ port: Int, callID: UInt64 = 1) throws -> RawConnection {
+        let connection = try RawConnection(port: port, receiveTimeoutSeconds: 10)
+        connection.send(try Self.checkFrame(callID: callID))
+        _ = try #require(try connection.receiveEnvelope())
+        return connection
+    }
+
+    /// A connection holding the start of a frame that never completes (a slowloris).
+    private func incompleteConnection(_ port: Int) throws -> RawConnection {
+        let connection = try RawConnection(port: port, receiveTimeoutSeconds: 10)
+        connection.send([0, 0, 0, 64] + [UInt8](repeating: 0x0a, count: 10))
+        return connection
+    }
+
+    /// At the connection limit a newcomer is served: it takes the slot of the connection that has
+    /// waited longest on an incomplete frame, then, when none has, of the one idle longest.
+    @Test func atTheLimitSlowThenIdleConnectionsGiveWay() async throws {
+        try await withServer(configure: {
+            $0.maxConnections = 3; $0.frameTimeoutSeconds = 60
+        }) { server, _ in
+            let idle = try answeredConnection(server.port)
+            let slowest = try incompleteConnection(server.port)
+            try await Task.sleep(for: .milliseconds(100))
+            let slow = try incompleteConnection(server.port)
+            try await Task.sleep(for: .milliseconds(100))
+
+            let first = try answeredConnection(server.port, callID: 2)
+            #expect(slowest.isClosedByPeer(waitingMS: 2000), "the longest incomplete frame kept its slot")
+            #expect(!slow.isClosedByPeer(waitingMS: 100) && !idle.isClosedByPeer(waitingMS: 100))
+
+            let second = try answeredConnection(server.port, callID: 3)
+            #expect(slow.isClosedByPeer(waitingMS: 2000))
+            #expect(!idle.isClosedByPeer(waitingMS: 100) && !first.isClosedByPeer(waitingMS: 100))
+
+            // No incomplete frame left: the connection idle longest gives way.
+            let third = try answeredConnection(server.port, callID: 4)
+            #expect(idle.isClosedByPeer(waitingMS: 2000))
+            #expect(![first, second, third].contains { $0.isClosedByPeer(waitingMS: 100) })
+        }
+    }
+
+    /// Only when every connection is busy with complete traffic (here: one that pipelines checks
+    /// and never reads, so the server stops reading it) is the newcomer closed on accept.
+    @Test func atTheLimitBusyConnectionsKeepTheirSlots() async throws {
+        try await withServer(configure: {
+            $0.maxConnections = 1
+            $0.maxQueuedReplyBytes = 64 * 1024
+            $0.auditQueueCapacity = 10_000_000
+        }) { server, _ in
+            let flooding = try RawConnection(
+                port: server.port, receiveTimeoutSeconds: 10, receiveBufferBytes: 16 * 1024)
+            var burst: [UInt8] = []
+            for call in 1000...1999 { burst += try Self.checkFrame(callID: UInt64(call)) }
+            var sent = 0
+            var stalledSince: Date?
+            let start = Date()
+            while Date().timeIntervalSince(start) < 20 {
+                let taken = flooding.sendWithoutWaiting(burst[(sent % burst.count)...])
+                sent += taken
+                if taken > 0 {
+                    stalledSince = nil
+                } else if let since = stalledSince {
+                    if Date().timeIntervalSince(since) > 1 { break }
+                } else {
+                    stalledSince = Date()
+                }
+            }
+            let newcomer = try RawConnection(port: server.port)
+            #expect(newcomer.isClosedByPeer(waitingMS: 2000), "a newcomer took the slot of a busy connection")
+            #expect(!flooding.isClosedByPeer())
+        }
+    }
 }

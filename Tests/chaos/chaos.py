@@ -234,10 +234,13 @@ def never_reading_clients(ctx):
     # times and RSS has stopped growing: whatever the abuse costs at first (queued replies up to
     # the water mark, the audit queue up to its capacity, allocator caches) is bounded, so it
     # levels off; a leak grows with the traffic and never does.
-    while time.time() < stop or ((len(meanwhile) < wanted or recent_growth() >= settled_growth)
-                                 and time.time() < stop + 30):
+    while True:
         if samples[-1][0] + 0.25 <= time.time():
             samples.append((time.time(), server.rss_kb()))
+            # Judged on the sample just taken: the run ends only on a level it has seen.
+            if time.time() >= stop and ((len(meanwhile) >= wanted and recent_growth() < settled_growth)
+                                        or time.time() >= stop + 30):
+                break
         if middle is None and time.time() >= halfway:
             middle = server.rss_kb()
         if time.time() >= next_probe:
@@ -256,7 +259,6 @@ def never_reading_clients(ctx):
                 pass
         if not progress:
             time.sleep(0.01)
-    samples.append((time.time(), server.rss_kb()))
     peak, late_growth, abused_for = max(kb for _, kb in samples), recent_growth(), samples[-1][0] - samples[0][0]
     # A normal client, as the contract tells it: UNAVAILABLE ("the audit trail is behind; try
     # again shortly") is the server failing closed while its audit writer works off what the
@@ -308,8 +310,13 @@ def slowloris_at_the_limit(ctx):
             s.sendall(b"\x00\x00\xea\x60" + b"\x0a" * 10)  # announces 60,000 bytes, sends 10
         holders.append(s)
     time.sleep(0.3)
-    refused = Connection(server.port)
-    refused_closed = closed_by_peer(refused.sock, 2)
+    # At the limit a newcomer takes a slow connection's slot (the longest incomplete frame):
+    # the next client is served at once, not refused until the frame timeout frees a slot.
+    newcomer = Connection(server.port)
+    newcomer_served = newcomer.call(ADMIN + "ListPermissions", ka.ListPermissionsRequest(),
+                                    ka.ListPermissionsResponse, f"Bearer {server.token}")[0].status == OK
+    given_way = sum(1 for s in holders if closed_by_peer(s, 0.005))
+    newcomer.close()
     started = time.time()
     deadline = started + 10
     open_count = limit
@@ -329,11 +336,13 @@ def slowloris_at_the_limit(ctx):
         s.close()
     conn.close()
     server.stop()
-    expect(refused_closed, "a connection beyond the limit was not refused while the slots were held")
+    expect(newcomer_served, "a client at the limit was not served while slow connections held the slots")
+    expect(given_way == 1, f"{given_way} slow connections gave way to one newcomer")
     expect(open_count == 0, f"{open_count} slow connections still open after {freed_after:.1f} s")
     expect(served, "a normal client was not served after the slow connections were closed")
     return (f"{limit} slowloris / lying-prefix connections (limit {limit}, frame timeout 2 s): "
-            f"the next one refused, all closed {freed_after:.1f} s later, normal client served")
+            f"the next client served at once (a slow one gave way), all closed {freed_after:.1f} s later, "
+            f"normal client served")
 
 
 def garbage_storm(ctx):
