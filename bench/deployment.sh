@@ -136,14 +136,26 @@ if part admin-api; then
             >/dev/null
     done
 fi
-busy_admin() {  # busy_admin COMMAND...: runs COMMAND while wrk loads the admin API
+busy_with() {  # busy_with URL COMMAND...: runs COMMAND while wrk loads URL
+    local url=$1; shift
     wrk -t1 -c8 -d"$((SECONDS_EACH + 1))s" -H "Authorization: Bearer $(cat "$WORK/admin/admin.token")" \
-        "http://127.0.0.1:17515/v1/keys?page_size=100" >"$WORK/admin-wrk.txt" 2>&1 &
+        "$url" >"$WORK/busy-wrk.txt" 2>&1 &
     local wrk_pid=$!
     "$@"
     wait "$wrk_pid"
-    awk '/Requests\/sec/ {print $2}' "$WORK/admin-wrk.txt" >>"$WORK/admin-rps.txt"
+    awk '/Requests\/sec/ {print $2}' "$WORK/busy-wrk.txt" >>"$WORK/busy-rps-$(echo "$url" | cut -d/ -f3)"
 }
+busy_admin() { busy_with "http://127.0.0.1:17515/v1/keys?page_size=100" "$@"; }
+# The control: the same wrk load on another process (nginx sending a page of the same size), so
+# that what wrk itself takes of the 2 cores is not charged to the admin API.
+busy_control() { busy_with "http://127.0.0.1:17524/page.json" "$@"; }
+if part admin-api; then
+    "$BIN/apikey" list --json --server 127.0.0.1:17505 --token-file "$WORK/admin/admin.token" >"$WORK/page.json"
+    nginx_conf control "    server { listen 127.0.0.1:17524; root $WORK; location / { } }"
+    /usr/sbin/nginx -p "$WORK" -e "$WORK/control-error.log" -c "$WORK/control.conf" -g "daemon off;" &
+    PIDS+=($!)
+    wait_port 17524
+fi
 
 declare -A RPS P99
 measure() {  # measure NAME COMMAND...: appends one round's figures
@@ -170,6 +182,7 @@ for round in $(seq 1 "$ROUNDS"); do
         for setting in "1 1" "50 1" "50 16"; do
             read -r c p <<<"$setting"
             measure "quiet $c $p" load 17505 admin "$c" "$p"
+            measure "control $c $p" busy_control load 17505 admin "$c" "$p"
             measure "busy $c $p" busy_admin load 17505 admin "$c" "$p"
         done
     fi
@@ -208,7 +221,9 @@ fi
 if part admin-api; then
     for setting in "1 1" "50 1" "50 16"; do
         read -r c p <<<"$setting"
-        row "Check, admin API busy vs idle, c=$c P=$p" "quiet $c $p" "busy $c $p"
+        row "Check, wrk on nginx vs idle, c=$c P=$p" "quiet $c $p" "control $c $p"
+        row "Check, wrk on admin API vs on nginx, c=$c P=$p" "control $c $p" "busy $c $p"
     done
-    echo "(admin API meanwhile: $(median <"$WORK/admin-rps.txt" | tr -d '\n') pages of 100 keys/s, median)"
+    echo "(meanwhile: admin API $(median <"$WORK/busy-rps-127.0.0.1:17515" | tr -d '\n') pages of 100 keys/s," \
+        "nginx $(median <"$WORK/busy-rps-127.0.0.1:17524" | tr -d '\n') pages/s of the same size; medians)"
 fi

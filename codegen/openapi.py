@@ -74,7 +74,7 @@ def operation(op_id, summary, scope, responses, description=None, parameters=(),
         "operationId": op_id,
         "summary": summary,
         "description": (description + "\n\n" if description else "") + f"Admin token scope: `{scope}`.",
-        "responses": responses | errors(400, 401, 403),
+        "responses": responses | errors(400, 401, 403, 429),
     }
     if parameters:
         result["parameters"] = list(parameters)
@@ -391,7 +391,8 @@ PATHS = {
             "operationId": "openAPIDocument",
             "summary": "This document",
             "security": [],
-            "responses": {"200": {"description": "The OpenAPI document.", "content": {"application/json": {"schema": {"type": "object"}}}}},
+            "responses": {"200": {"description": "The OpenAPI document.", "content": {"application/json": {"schema": {"type": "object"}}}}}
+            | errors(429),
         },
     },
 }
@@ -405,7 +406,8 @@ DOCUMENT = {
         "`Authorization: Bearer adm_…`, an admin token whose scope (`read`, `keys`, `admin`) covers the call; "
         "the same rules, audit events and errors as the RPC contract (docs/PROTOCOL.md). Names are snake_case; "
         "times are milliseconds since 1970 (`*_ms`) with RFC 3339 beside them; errors are RFC 9457 problem "
-        "details. Credentials in a URL are refused.",
+        "details. Credentials in a URL are refused. The port answers at most `--admin-rate` requests a second "
+        "(100 by default, all callers together): 429 with `Retry-After` beyond.",
     },
     "servers": [{"url": "http://127.0.0.1:7413", "description": "`make run`"}],
     "security": [{"adminToken": []}],

@@ -28,13 +28,18 @@ public final class AdminAPI: Service, Sendable {
         public var requestTimeout: Duration
         /// Connections served at once; past it, new ones wait in the listen backlog.
         public var maxConnections: Int
+        /// Requests answered a second, all callers together (bursts of twice as many); past it,
+        /// 429 with `Retry-After`. It bounds what the admin port can take from the checks, which
+        /// share the machine's cores with it. 0: no limit.
+        public var requestsPerSecond: UInt32
 
         public init(
             host: String = "127.0.0.1", port: Int, tls: TLSFiles? = nil, requestTimeout: Duration = .seconds(30),
-            maxConnections: Int = 256
+            maxConnections: Int = 256, requestsPerSecond: UInt32 = 100
         ) {
             (self.host, self.port, self.tls) = (host, port, tls)
             (self.requestTimeout, self.maxConnections) = (requestTimeout, maxConnections)
+            self.requestsPerSecond = requestsPerSecond
         }
     }
 
@@ -76,7 +81,14 @@ public final class AdminAPI: Service, Sendable {
         let (bound, boundContinuation) = AsyncStream.makeStream(of: Int.self)
         let app = Application(
             responder: ProblemResponder(
-                inner: router.buildResponder(), methods: PathMethods(openAPI: OpenAPIDocument.json)), server: builder,
+                inner: router.buildResponder(), methods: PathMethods(openAPI: OpenAPIDocument.json),
+                limit: options.requestsPerSecond == 0
+                    ? nil
+                    : RateBucket(
+                        limit: KeyRateLimit(
+                            requests: options.requestsPerSecond, periodSeconds: 1,
+                            burst: options.requestsPerSecond * 2))),
+            server: builder,
             configuration: .init(
                 address: .hostname(options.host, port: options.port), serverName: nil,
                 availableConnectionsDelegate: MaximumAvailableConnections(options.maxConnections)),

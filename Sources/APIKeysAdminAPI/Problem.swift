@@ -1,3 +1,4 @@
+import APIKeysCore
 import APIKeysWire
 import Foundation
 import HTTPTypes
@@ -72,8 +73,19 @@ struct ProblemResponder<Inner: HTTPResponder>: HTTPResponder where Inner.Context
     let inner: Inner
     /// The methods of each path template, to tell 405 (with `Allow`) from 404.
     let methods: PathMethods
+    /// The port's request rate (``AdminAPI/Options/requestsPerSecond``); nil: none.
+    let limit: RateBucket?
 
     func respond(to request: Request, context: BasicRequestContext) async throws -> Response {
+        if let limit, let waitMS = limit.take(nowMS: SystemWallClock().nowMS()) {
+            let perSecond = limit.limit.requests
+            var refused = try Problem(
+                status: .tooManyRequests, code: "RESOURCE_EXHAUSTED",
+                detail: "the admin API answers at most \(perSecond) requests a second; retry after the time given"
+            ).response(from: request, context: context)
+            refused.headers[.retryAfter] = "\(max(1, (waitMS + 999) / 1000))"
+            return refused
+        }
         // `/v1/keys/` is not `/v1/keys`: an empty segment names nothing.
         let path = request.uri.path
         if path.contains("//") || (path.count > 1 && path.hasSuffix("/")) {

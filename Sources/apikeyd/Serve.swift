@@ -58,6 +58,12 @@ struct Serve: AsyncParsableCommand {
     @Option(help: "PEM private key of --admin-tls-cert (env APIKEYD_ADMIN_TLS_KEY).")
     var adminTLSKey: String?
 
+    @Option(
+        help:
+            "Requests the admin API answers a second, all callers together, bursts of twice as many; 429 beyond; 0: no limit (env APIKEYD_ADMIN_RATE)."
+    )
+    var adminRate: Int = Environment.int("APIKEYD_ADMIN_RATE", default: 100)
+
     @Option(help: "Forward-auth route table: lines of METHOD PATH-PATTERN PERMISSION... (env APIKEYD_ROUTES).")
     var routes: String?
 
@@ -224,6 +230,7 @@ struct Serve: AsyncParsableCommand {
         guard ProxyKind(rawValue: proxy) != nil else { throw ValidationError("--proxy is nginx, traefik or envoy") }
         guard minFreeDiskBytes != nil else { throw ValidationError("--min-free-disk is a size such as 256m or 2g") }
         guard maxHTTPConnections > 0 else { throw ValidationError("--max-http-connections must be positive") }
+        guard (0...1_000_000).contains(adminRate) else { throw ValidationError("--admin-rate is 0 to 1000000") }
         guard ["text", "json"].contains(logFormat) else { throw ValidationError("--log-format is text or json") }
         guard Logger.Level(rawValue: logLevel) != nil else {
             throw ValidationError("unknown log level \"\(logLevel)\"")
@@ -334,7 +341,10 @@ struct Serve: AsyncParsableCommand {
             do {
                 services.append(
                     try await AdminAPI.start(
-                        server: server, options: .init(host: adminHost, port: adminPort, tls: adminTLSFiles),
+                        server: server,
+                        options: .init(
+                            host: adminHost, port: adminPort, tls: adminTLSFiles,
+                            requestsPerSecond: UInt32(clamping: adminRate)),
                         logger: logger))
             } catch {
                 await server.shutdown()

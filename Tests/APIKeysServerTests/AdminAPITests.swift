@@ -20,7 +20,8 @@ import Testing
     /// A server (on `store`) with its admin API on port 0.
     private func withAdminAPI(
         store: Store = .sqlite, requestTimeout: Duration = .seconds(30), maxConnections: Int = 256,
-        tls: TLSFiles? = nil, _ body: (TestServer, AdminAPI, APIKeysClient) async throws -> Void
+        requestsPerSecond: UInt32 = 0, tls: TLSFiles? = nil,
+        _ body: (TestServer, AdminAPI, APIKeysClient) async throws -> Void
     ) async throws {
         let url = store == .postgres ? try await TestDatabase.createDatabase() : nil
         try await withServer(configure: { $0.databaseURL = url }) { server, client in
@@ -29,7 +30,8 @@ import Testing
             let api = try await AdminAPI.start(
                 server: server.server,
                 options: .init(
-                    port: 0, tls: tls, requestTimeout: requestTimeout, maxConnections: maxConnections),
+                    port: 0, tls: tls, requestTimeout: requestTimeout, maxConnections: maxConnections,
+                    requestsPerSecond: requestsPerSecond),
                 clock: server.clock, logger: logger)
             do {
                 try await body(server, api, client)
@@ -414,6 +416,26 @@ import Testing
             #expect(reply.status == 200)
             #expect(Date().timeIntervalSince(start) < 5)
             #expect(silent.allSatisfy { $0.isClosedByPeer(waitingMS: 2000) })
+        }
+    }
+
+    /// The port's rate limit: past it (here 2 a second, bursts of 4), 429 with Retry-After, and
+    /// the port serves again once the rate allows. The 30 requests go at once, so the test does
+    /// not depend on how fast a loaded machine sends them one by one.
+    @Test func aFloodOfAdminRequestsIsHeldToTheRate() async throws {
+        try await withAdminAPI(requestsPerSecond: 2) { server, api, _ in
+            let token = server.adminToken
+            let replies = try await withThrowingTaskGroup(of: Reply.self) { group in
+                for _ in 0..<30 { group.addTask { try await self.call(api, "GET", "/v1/policy", token: token) } }
+                return try await group.reduce(into: [Reply]()) { $0.append($1) }
+            }
+            let served = replies.filter { $0.status == 200 }.count
+            #expect(served >= 4 && served < 30, "\(replies.map(\.status))")
+            #expect(Set(replies.map(\.status)) == [200, 429])
+            let refused = try #require(replies.first { $0.status == 429 })
+            #expect(refused["code"] as? String == "RESOURCE_EXHAUSTED" && refused.headers["retry-after"] != nil)
+            try await Task.sleep(for: .milliseconds(2100))
+            #expect(try await call(api, "GET", "/v1/policy", token: token).status == 200)
         }
     }
 

@@ -15,6 +15,34 @@ import Testing
             ).serializedBytes())
     }
 
+    /// 1,000 check frames of one size (call ids 1000–1999 all take two bytes).
+    private static func checkBurst() throws -> [UInt8] {
+        var burst: [UInt8] = []
+        for call in 1000...1999 { burst += try checkFrame(callID: UInt64(call)) }
+        return burst
+    }
+
+    /// Pipelines `burst`, over and over, without reading, until the kernel has refused every send
+    /// for a second (the server stopped reading) or 20 s passed: the bytes sent, and whether it stalled.
+    private static func sendUntilStalled(_ connection: RawConnection, _ burst: [UInt8]) -> (sent: Int, stalled: Bool) {
+        var sent = 0
+        var stalledSince: Date?
+        let start = Date()
+        while Date().timeIntervalSince(start) < 20 {
+            let taken = connection.sendWithoutWaiting(burst[(sent % burst.count)...])
+            sent += taken
+            if taken > 0 {
+                stalledSince = nil
+            } else if let since = stalledSince {
+                if Date().timeIntervalSince(since) > 1 { return (sent, true) }
+                usleep(10_000)
+            } else {
+                stalledSince = Date()
+            }
+        }
+        return (sent, false)
+    }
+
     /// Seconds until the server closed `connection`, waiting at most `limit`.
     private func secondsUntilClosed(_ connection: RawConnection, sending trickle: [UInt8] = [], limit: Double)
         -> Double?
@@ -66,31 +94,10 @@ import Testing
         }) { server, client in
             let connection = try RawConnection(
                 port: server.port, receiveTimeoutSeconds: 10, receiveBufferBytes: 16 * 1024)
-            var burst: [UInt8] = []
-            // Call ids 1000–1999 all take two bytes: every frame has the same size.
-            for call in 1000...1999 { burst += try Self.checkFrame(callID: UInt64(call)) }
+            let burst = try Self.checkBurst()
             let frameSize = burst.count / 1000
             var sentFrames = 0
-            var sentBytes = 0
-            var stalledSince: Date?
-            var stalled = false
-            let start = Date()
-            // Send until the kernel has refused every send for a second: the server stopped reading.
-            while Date().timeIntervalSince(start) < 20 {
-                let offset = sentBytes % burst.count
-                let taken = connection.sendWithoutWaiting(burst[offset...])
-                sentBytes += taken
-                if taken == 0 {
-                    if stalledSince == nil { stalledSince = Date() }
-                    if Date().timeIntervalSince(stalledSince!) > 1 {
-                        stalled = true
-                        break
-                    }
-                    usleep(10_000)
-                } else {
-                    stalledSince = nil
-                }
-            }
+            let (sentBytes, stalled) = Self.sendUntilStalled(connection, burst)
             #expect(stalled, "the server kept reading from a client that never reads")
             // Another client is served at once meanwhile.
             let other = try await client.createKey(name: "other", permissions: ["jobs:read"])
@@ -162,22 +169,7 @@ import Testing
         }) { server, _ in
             let flooding = try RawConnection(
                 port: server.port, receiveTimeoutSeconds: 10, receiveBufferBytes: 16 * 1024)
-            var burst: [UInt8] = []
-            for call in 1000...1999 { burst += try Self.checkFrame(callID: UInt64(call)) }
-            var sent = 0
-            var stalledSince: Date?
-            let start = Date()
-            while Date().timeIntervalSince(start) < 20 {
-                let taken = flooding.sendWithoutWaiting(burst[(sent % burst.count)...])
-                sent += taken
-                if taken > 0 {
-                    stalledSince = nil
-                } else if let since = stalledSince {
-                    if Date().timeIntervalSince(since) > 1 { break }
-                } else {
-                    stalledSince = Date()
-                }
-            }
+            #expect(Self.sendUntilStalled(flooding, try Self.checkBurst()).stalled)
             let newcomer = try RawConnection(port: server.port)
             #expect(newcomer.isClosedByPeer(waitingMS: 2000), "a newcomer took the slot of a busy connection")
             #expect(!flooding.isClosedByPeer())

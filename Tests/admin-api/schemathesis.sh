@@ -22,7 +22,8 @@ cleanup() {
 }
 trap cleanup EXIT
 
-"$binary" --data-dir "$work/data" --port 0 --admin-port 0 > "$work/log" 2>&1 &
+# --admin-rate 0: the generated requests come faster than the default rate limit allows.
+"$binary" --data-dir "$work/data" --port 0 --admin-port 0 --admin-rate 0 > "$work/log" 2>&1 &
 server=$!
 url=""
 for _ in $(seq 1 100); do

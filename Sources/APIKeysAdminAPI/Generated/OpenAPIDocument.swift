@@ -8,7 +8,7 @@ enum OpenAPIDocument {
   "info": {
     "title": "apikeyd admin API",
     "version": "1",
-    "description": "Manage apikeyd's API keys and admin tokens over JSON. Every call needs `Authorization: Bearer adm_…`, an admin token whose scope (`read`, `keys`, `admin`) covers the call; the same rules, audit events and errors as the RPC contract (docs/PROTOCOL.md). Names are snake_case; times are milliseconds since 1970 (`*_ms`) with RFC 3339 beside them; errors are RFC 9457 problem details. Credentials in a URL are refused."
+    "description": "Manage apikeyd's API keys and admin tokens over JSON. Every call needs `Authorization: Bearer adm_…`, an admin token whose scope (`read`, `keys`, `admin`) covers the call; the same rules, audit events and errors as the RPC contract (docs/PROTOCOL.md). Names are snake_case; times are milliseconds since 1970 (`*_ms`) with RFC 3339 beside them; errors are RFC 9457 problem details. Credentials in a URL are refused. The port answers at most `--admin-rate` requests a second (100 by default, all callers together): 429 with `Retry-After` beyond."
   },
   "servers": [
     {
@@ -61,6 +61,9 @@ enum OpenAPIDocument {
           },
           "403": {
             "$ref": "#/components/responses/Problem"
+          },
+          "429": {
+            "$ref": "#/components/responses/Problem"
           }
         },
         "parameters": [
@@ -109,6 +112,9 @@ enum OpenAPIDocument {
             "$ref": "#/components/responses/Problem"
           },
           "403": {
+            "$ref": "#/components/responses/Problem"
+          },
+          "429": {
             "$ref": "#/components/responses/Problem"
           },
           "default": {
@@ -169,6 +175,9 @@ enum OpenAPIDocument {
           },
           "403": {
             "$ref": "#/components/responses/Problem"
+          },
+          "429": {
+            "$ref": "#/components/responses/Problem"
           }
         },
         "parameters": [
@@ -218,6 +227,9 @@ enum OpenAPIDocument {
           },
           "403": {
             "$ref": "#/components/responses/Problem"
+          },
+          "429": {
+            "$ref": "#/components/responses/Problem"
           }
         },
         "parameters": [
@@ -264,6 +276,9 @@ enum OpenAPIDocument {
           },
           "403": {
             "$ref": "#/components/responses/Problem"
+          },
+          "429": {
+            "$ref": "#/components/responses/Problem"
           }
         },
         "parameters": [
@@ -309,6 +324,9 @@ enum OpenAPIDocument {
           },
           "403": {
             "$ref": "#/components/responses/Problem"
+          },
+          "429": {
+            "$ref": "#/components/responses/Problem"
           }
         },
         "parameters": [
@@ -353,6 +371,9 @@ enum OpenAPIDocument {
             "$ref": "#/components/responses/Problem"
           },
           "403": {
+            "$ref": "#/components/responses/Problem"
+          },
+          "429": {
             "$ref": "#/components/responses/Problem"
           }
         },
@@ -404,6 +425,9 @@ enum OpenAPIDocument {
             "$ref": "#/components/responses/Problem"
           },
           "403": {
+            "$ref": "#/components/responses/Problem"
+          },
+          "429": {
             "$ref": "#/components/responses/Problem"
           }
         },
@@ -458,6 +482,9 @@ enum OpenAPIDocument {
           "403": {
             "$ref": "#/components/responses/Problem"
           },
+          "429": {
+            "$ref": "#/components/responses/Problem"
+          },
           "default": {
             "$ref": "#/components/responses/Problem"
           }
@@ -487,6 +514,9 @@ enum OpenAPIDocument {
             "$ref": "#/components/responses/Problem"
           },
           "403": {
+            "$ref": "#/components/responses/Problem"
+          },
+          "429": {
             "$ref": "#/components/responses/Problem"
           },
           "default": {
@@ -580,6 +610,9 @@ enum OpenAPIDocument {
           "403": {
             "$ref": "#/components/responses/Problem"
           },
+          "429": {
+            "$ref": "#/components/responses/Problem"
+          },
           "default": {
             "$ref": "#/components/responses/Problem"
           }
@@ -645,6 +678,9 @@ enum OpenAPIDocument {
           "403": {
             "$ref": "#/components/responses/Problem"
           },
+          "429": {
+            "$ref": "#/components/responses/Problem"
+          },
           "default": {
             "$ref": "#/components/responses/Problem"
           }
@@ -674,6 +710,9 @@ enum OpenAPIDocument {
             "$ref": "#/components/responses/Problem"
           },
           "403": {
+            "$ref": "#/components/responses/Problem"
+          },
+          "429": {
             "$ref": "#/components/responses/Problem"
           },
           "default": {
@@ -708,6 +747,9 @@ enum OpenAPIDocument {
             "$ref": "#/components/responses/Problem"
           },
           "403": {
+            "$ref": "#/components/responses/Problem"
+          },
+          "429": {
             "$ref": "#/components/responses/Problem"
           },
           "default": {
@@ -752,6 +794,9 @@ enum OpenAPIDocument {
             "$ref": "#/components/responses/Problem"
           },
           "403": {
+            "$ref": "#/components/responses/Problem"
+          },
+          "429": {
             "$ref": "#/components/responses/Problem"
           }
         },
@@ -803,6 +848,9 @@ enum OpenAPIDocument {
           },
           "403": {
             "$ref": "#/components/responses/Problem"
+          },
+          "429": {
+            "$ref": "#/components/responses/Problem"
           }
         },
         "parameters": [
@@ -851,6 +899,9 @@ enum OpenAPIDocument {
           },
           "403": {
             "$ref": "#/components/responses/Problem"
+          },
+          "429": {
+            "$ref": "#/components/responses/Problem"
           }
         },
         "requestBody": {
@@ -880,6 +931,12 @@ enum OpenAPIDocument {
                 }
               }
             }
+          },
+          "429": {
+            "$ref": "#/components/responses/Problem"
+          },
+          "default": {
+            "$ref": "#/components/responses/Problem"
           }
         }
       }
