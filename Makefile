@@ -3,7 +3,7 @@ SHELL := /bin/bash
 SWIFT ?= swift
 DATA_DIR ?= ./data
 VENV := .venv
-SYSTEM_PACKAGES := libprotobuf-c-dev protobuf-c-compiler libssl-dev libsqlite3-dev pkg-config openssl nginx-light postgresql sqlite3
+SYSTEM_PACKAGES := libprotobuf-c-dev protobuf-c-compiler libssl-dev libsqlite3-dev pkg-config openssl nginx-light postgresql sqlite3 systemd
 
 .PHONY: run test bench bench-deployment bench-replicas bench-policies chaos fuzz format deps interop-env codegen codegen-check build clean
 
@@ -25,6 +25,7 @@ test: deps interop-env codegen-check
 	  Tests/swift-test.sh
 	APIKEYS_INTEROP_PYTHON=$(CURDIR)/$(VENV)/bin/python \
 	  Tests/admin-api/schemathesis.sh "$$($(SWIFT) build --show-bin-path)/apikeyd" 25
+	Tests/packaging/verify-unit.sh "$$($(SWIFT) build --show-bin-path)/apikeyd"
 	APIKEYS_INTEROP_PYTHON=$(CURDIR)/$(VENV)/bin/python fuzz/run.sh --seconds 60
 	$(VENV)/bin/python Tests/chaos/chaos.py "$$($(SWIFT) build --show-bin-path)/apikeyd" --fast
 

@@ -357,8 +357,11 @@ struct Serve: AsyncParsableCommand {
         hangup.setEventHandler { try? server.reloadTLS() }
         hangup.resume()
         defer { hangup.cancel() }
+        services.append(ServiceManager.StoppingNotifier())
         let group = ServiceGroup(
             configuration: .init(services: services, gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
+        // Every port listens and the store is open: ready (systemd's Type=notify).
+        ServiceManager.notify("READY=1")
         try await group.run()
     }
 }

@@ -22,10 +22,14 @@ import Testing
         var logText = ""
         var port = 0
 
-        /// Starts `apikeyd` with `arguments` and reads its log until it says its port (text or JSON).
-        init(_ arguments: [String]) throws {
+        /// Starts `apikeyd` with `arguments` (and `environment` added to this process's) and reads
+        /// its log until it says its port (text or JSON).
+        init(_ arguments: [String], environment: [String: String] = [:]) throws {
             process.executableURL = ExecutableTests.apikeyd
             process.arguments = arguments
+            if !environment.isEmpty {
+                process.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 }
+            }
             process.standardError = log
             process.standardOutput = privatePipe()
             try process.run()
@@ -52,6 +56,50 @@ import Testing
         }
 
         deinit { if process.isRunning { process.terminate() } }
+    }
+
+    /// systemd's Type=notify (packaging/apikeyd.service): READY=1 once the port accepts,
+    /// STOPPING=1 when SIGTERM begins the graceful shutdown, both as datagrams to NOTIFY_SOCKET.
+    @Test(.enabled(if: FileManager.default.isExecutableFile(atPath: apikeyd.path)))
+    func tellsTheServiceManagerWhenReadyAndWhenStopping() async throws {
+        let dir = try makeTemporaryDirectory("apikeyd-notify")
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let socketPath = dir + "/notify"
+        let fd = socket(AF_UNIX, Int32(SOCK_DGRAM.rawValue), 0)
+        defer { close(fd) }
+        var address = sockaddr_un()
+        address.sun_family = sa_family_t(AF_UNIX)
+        withUnsafeMutableBytes(of: &address.sun_path) { $0.copyBytes(from: Array(socketPath.utf8) + [0]) }
+        let bound = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                bind(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size))
+            }
+        }
+        try #require(bound == 0)
+        var timeout = timeval(tv_sec: 10, tv_usec: 0)
+        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+        func nextMessage() -> String {
+            var buffer = [UInt8](repeating: 0, count: 256)
+            let count = recv(fd, &buffer, buffer.count, 0)
+            return count > 0 ? String(decoding: buffer.prefix(count), as: UTF8.self) : ""
+        }
+
+        let running = try RunningServer(
+            ["--data-dir", dir + "/data", "--port", "0"], environment: ["NOTIFY_SOCKET": socketPath])
+        let ready = try await offThePool { nextMessage() }
+        #expect(ready == "READY=1")
+        // Ready means serving: the port accepts and answers.
+        let token = try String(contentsOfFile: dir + "/data/admin.token", encoding: .utf8)
+            .trimmingCharacters(in: .whitespacesAndNewlines)
+        let client = APIKeysClient(configuration: .init(port: running.port, adminToken: token, timeout: .seconds(5)))
+        #expect(try await client.listPermissions().count == 10)
+        await client.close()
+        let stopping = try await offThePool { () -> String in
+            kill(running.process.processIdentifier, SIGTERM)
+            return nextMessage()
+        }
+        #expect(stopping == "STOPPING=1")
+        _ = running.stop()
     }
 
     @Test(.enabled(if: FileManager.default.isExecutableFile(atPath: apikeyd.path)))
