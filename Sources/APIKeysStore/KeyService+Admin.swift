@@ -287,13 +287,20 @@ extension KeyService {
     }
 
     /// ``KeyStore/commit(reading:authorizedBy:deadline:_:)`` as `actor`: a token the store finds
-    /// revoked is forgotten here too.
+    /// revoked is forgotten here too, and one that expired since it authenticated commits nothing
+    /// (its expiry is checked again inside the transaction, where the store checks revocation).
     func commit<R: Sendable>(
         reading keyID: String?, by actor: AdminActor, deadline: Deadline,
         _ decide: @escaping @Sendable (StoredKey?) throws -> KeyDecision<R>
     ) async throws -> R {
+        let clock = clock
+        let decideWhileValid: @Sendable (StoredKey?) throws -> KeyDecision<R> = { stored in
+            if actor.grant?.isExpired(atMS: clock.nowMS()) == true { throw KeyError.adminTokenNotValid }
+            return try decide(stored)
+        }
         do {
-            return try await store.commit(reading: keyID, authorizedBy: actor.token, deadline: deadline, decide)
+            return try await store.commit(
+                reading: keyID, authorizedBy: actor.token, deadline: deadline, decideWhileValid)
         } catch let error as KeyError where error.code == .adminTokenNotValid {
             if let token = actor.token { _ = knownAdminTokens.withLock { $0.removeValue(forKey: token) } }
             throw error

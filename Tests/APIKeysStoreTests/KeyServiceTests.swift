@@ -192,6 +192,30 @@ import Testing
         }
     }
 
+    /// An admin token that expires between authenticating a change and its commit commits
+    /// nothing: the expiry is checked again inside the transaction.
+    @Test(arguments: StoreKind.available)
+    func aChangeMadeWithAnAdminTokenThatExpiredMeanwhileIsRefused(_ kind: StoreKind) async throws {
+        let clock = ManualWallClock(nowMS: 1_700_000_000_000)
+        try await withService(kind, clock: clock) { service, _ in
+            let token = KeyService.adminTokenFormat.generate()
+            try await service.createAdminToken(
+                name: "expiring", token: token, grant: AdminGrant(scope: .keys, expiresAtMS: clock.nowMS() + 60_000),
+                actor: "ops")
+            let actor = try #require(try await service.authenticate(adminToken: token, recheckedAtCommit: true))
+            let key = try await service.createKey(name: "k", permissions: ["jobs:read"], actor: actor)
+            clock.advance(byMS: 61_000)
+            await #expect(throws: KeyError.adminTokenNotValid) {
+                try await service.setEnabled(id: key.key.id, enabled: false, actor: actor)
+            }
+            await #expect(throws: KeyError.adminTokenNotValid) {
+                try await service.createKey(name: "late", permissions: ["jobs:read"], actor: actor)
+            }
+            #expect(try await service.getKey(id: key.key.id).enabled)
+            #expect(try await service.authenticate(adminToken: token, recheckedAtCommit: true) == nil)
+        }
+    }
+
     /// A change made with an admin token commits only while the token is valid. A change is
     /// authenticated from memory (the store checks the token again when it commits), so once the
     /// token is revoked its changes are refused there and write nothing, while changes made with
