@@ -60,7 +60,7 @@ public final class AdminAPI: Service, Sendable {
         server: APIKeysServer, options: Options, clock: any WallClock = SystemWallClock(), logger: Logger
     ) async throws -> AdminAPI {
         let router = Router(context: BasicRequestContext.self)
-        AdminRoutes(gate: server.adminGate, idempotency: IdempotencyCache(), clock: clock, logger: logger)
+        AdminRoutes(server: server, idempotency: IdempotencyCache(), clock: clock, logger: logger)
             .register(on: router)
         let requestTimeout = TimeAmount(options.requestTimeout)
         let http = HTTPServerBuilder.http1(

@@ -12,7 +12,7 @@ import NIOCore
 /// server's ``AdminGate``, so the same token, scope, rules, audit events and errors as the RPC
 /// port.
 struct AdminRoutes: Sendable {
-    let gate: AdminGate
+    let server: APIKeysServer
     let idempotency: IdempotencyCache
     let clock: any WallClock
     let logger: Logger
@@ -21,6 +21,8 @@ struct AdminRoutes: Sendable {
     static let maxBodyBytes = 64 * 1024
     /// How long a call may take from its arrival before it is not committed.
     static let callTimeoutMS: UInt32 = 10_000
+
+    private var gate: AdminGate { server.adminGate }
 
     func register(on router: Router<BasicRequestContext>) {
         router.get("/openapi.json") { _, _ in
@@ -38,9 +40,9 @@ struct AdminRoutes: Sendable {
         }
         v1.get("/keys") { request, _ in
             try await call(request, KeyAdmin.listKeys) { dispatcher, context in
-                let query = try Query(request)
+                let query = Query(request)
                 let page = try await dispatcher.listKeys(
-                    ListKeysRequest(pageSize: try query.uint32("page_size"), pageToken: query.string("page_token")),
+                    ListKeysRequest(pageSize: try query.number("page_size"), pageToken: query.string("page_token")),
                     context: context)
                 return KeyPageJSON(keys: page.keys.map(KeyJSON.init), nextPageToken: page.nextPageToken)
             }
@@ -95,23 +97,23 @@ struct AdminRoutes: Sendable {
         }
         v1.get("/audit-events") { request, _ in
             try await call(request, KeyAdmin.listAuditEvents) { dispatcher, context in
-                let query = try Query(request)
+                let query = Query(request)
                 let page = try await dispatcher.listAuditEvents(
                     ListAuditEventsRequest(
                         keyID: query.string("key_id"), action: query.string("action"),
                         sinceMS: try query.time("since"), untilMS: try query.time("until"),
-                        pageSize: try query.uint32("page_size"), pageToken: query.string("page_token")),
+                        pageSize: try query.number("page_size"), pageToken: query.string("page_token")),
                     context: context)
                 return AuditPageJSON(page)
             }
         }
         v1.get("/audit-chain") { request, _ in
             try await call(request, KeyAdmin.exportAuditChain) { dispatcher, context in
-                let query = try Query(request)
+                let query = Query(request)
                 let page = try await dispatcher.exportAuditChain(
                     ExportAuditChainRequest(
-                        afterPosition: try query.uint64("after_position"), sinceMS: try query.time("since"),
-                        pageSize: try query.uint32("page_size")),
+                        afterPosition: try query.number("after_position"), sinceMS: try query.time("since"),
+                        pageSize: try query.number("page_size")),
                     context: context)
                 return AuditChainPageJSON(page)
             }
@@ -206,38 +208,45 @@ struct AdminRoutes: Sendable {
             throw Problem(.invalidArgument, "Idempotency-Key: 1 to 255 characters")
         }
         let bytes = try await Self.body(of: request, optional: false) ?? Data()
-        // Authenticated first: the cache is per token, and an unauthenticated caller learns nothing from it.
-        let actor = try await gated(request, KeyAdmin.whoAmI) { $0.actor.name }
-        let key = IdempotencyCache.Key(actor: actor, path: request.uri.path, idempotencyKey: idempotencyKey)
         let fingerprint = Self.fingerprint(bytes)
-        switch idempotency.claim(key, fingerprint: fingerprint, nowMS: clock.nowMS()) {
+        // Claimed once the create's own authentication and scope check passed: the cache is per
+        // token, and a caller without the scope learns nothing from it.
+        // The create's answer (encoded once: sent, and kept for retries), or the claim that refused it.
+        let outcome = try await gated(request, method) { context -> Result<ByteBuffer, ClaimRefused> in
+            let key = IdempotencyCache.Key(
+                actor: context.actor.name, path: request.uri.path, idempotencyKey: idempotencyKey)
+            let claim = idempotency.claim(key, fingerprint: fingerprint, nowMS: clock.nowMS())
+            guard claim == .run else { return .failure(ClaimRefused(claim: claim)) }
+            do {
+                let body = try AdminResponse.encode(try await run(try Body.decode(bytes), gate.dispatcher, context))
+                idempotency.finish(key, fingerprint: fingerprint, status: .created, body: body, nowMS: clock.nowMS())
+                return .success(body)
+            } catch {
+                idempotency.abandon(key)
+                throw error
+            }
+        }
+        var headers = AdminResponse.commonHeaders
+        headers[.contentType] = "application/json"
+        let claim: IdempotencyCache.Claim
+        switch outcome {
+        case .success(let body):
+            return Response(status: .created, headers: headers, body: .init(byteBuffer: body))
+        case .failure(let refused):
+            claim = refused.claim
+        }
+        switch claim {
         case .replay(let status, let body):
-            var headers = AdminResponse.commonHeaders
-            headers[.contentType] = "application/json"
             headers[.idempotentReplayed] = "true"
             return Response(status: status, headers: headers, body: .init(byteBuffer: body))
         case .inProgress:
             throw Problem(
                 status: .conflict, code: "FAILED_PRECONDITION",
                 detail: "a request with this Idempotency-Key is still being answered; retry shortly")
-        case .differentRequest:
+        case .differentRequest, .run:
             throw Problem(
                 status: .unprocessableContent, code: "INVALID_ARGUMENT",
                 detail: "this Idempotency-Key was used with a different request")
-        case .run:
-            do {
-                let output = try await gated(request, method) { context in
-                    try await run(try Body.decode(bytes), gate.dispatcher, context)
-                }
-                let response = try AdminResponse.json(output, status: .created)
-                idempotency.finish(
-                    key, fingerprint: fingerprint, status: .created, body: try AdminResponse.encode(output),
-                    nowMS: clock.nowMS())
-                return response
-            } catch {
-                idempotency.abandon(key)
-                throw error
-            }
         }
     }
 
@@ -260,7 +269,7 @@ struct AdminRoutes: Sendable {
                 method, authorization: request.headers[.authorization],
                 deadline: .after(milliseconds: Self.callTimeoutMS), logger: logger, body)
         } catch {
-            let failure = gate.failure(of: error, method: method)
+            let failure = server.failure(of: error, during: method.path)
             throw Problem(failure.code, failure.message)
         }
     }
@@ -297,6 +306,11 @@ struct AdminRoutes: Sendable {
     }
 }
 
+/// A create not run because its Idempotency-Key was claimed before (``IdempotencyCache/Claim``).
+private struct ClaimRefused: Error {
+    let claim: IdempotencyCache.Claim
+}
+
 extension HTTPField.Name {
     static let idempotencyKey = Self("Idempotency-Key")!
     static let idempotentReplayed = Self("Idempotent-Replayed")!
@@ -306,7 +320,7 @@ extension HTTPField.Name {
 struct Query {
     private let parameters: [String: String]
 
-    init(_ request: Request) throws {
+    init(_ request: Request) {
         var parameters: [String: String] = [:]
         for (name, value) in request.uri.queryParameters { parameters[String(name)] = String(value) }
         self.parameters = parameters
@@ -314,15 +328,10 @@ struct Query {
 
     func string(_ name: String) -> String { parameters[name] ?? "" }
 
-    func uint32(_ name: String) throws -> UInt32 {
+    /// A whole number of type `T` (`page_size`, `after_position`); 0 when absent.
+    func number<T: FixedWidthInteger>(_ name: String, as type: T.Type = T.self) throws -> T {
         guard let text = parameters[name] else { return 0 }
-        guard let value = UInt32(text) else { throw RPCError(.invalidArgument, "\(name): a whole number") }
-        return value
-    }
-
-    func uint64(_ name: String) throws -> UInt64 {
-        guard let text = parameters[name] else { return 0 }
-        guard let value = UInt64(text) else { throw RPCError(.invalidArgument, "\(name): a whole number") }
+        guard let value = T(text) else { throw RPCError(.invalidArgument, "\(name): a whole number") }
         return value
     }
 

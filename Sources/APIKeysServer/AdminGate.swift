@@ -19,7 +19,7 @@ public struct AdminGate: Sendable {
     }
 
     /// Runs `call` as `method` for the bearer of `authorization` (`Bearer adm_…`; nil or
-    /// anything else is UNAUTHENTICATED). Throws an ``RPCError`` (see ``failure(of:)``): the
+    /// anything else is UNAUTHENTICATED). Throws an ``RPCError`` (``APIKeysServer/failure(of:during:)`` says how to answer it): the
     /// call's own error, or why it was refused. `deadline` counts from the request's arrival;
     /// `logger` (the connection's, with its peer) logs the outcome.
     public func run<Result>(
@@ -64,14 +64,6 @@ public struct AdminGate: Sendable {
             try service.check(
                 secret: request.key, permissions: request.permissions, resource: request.resource,
                 clientAddress: request.clientAddress))
-    }
-
-    /// The status and client-safe message of an error `run` threw (a server failure is logged
-    /// with its cause and answered with a reference, never with paths or SQL).
-    public func failure(of error: any Error, method: any RPCMethodDescriptor) -> (code: StatusCode, message: String) {
-        let failure = RPCError(error)
-        failure.logIfServerFailure(to: logger, method: method.path)
-        return (failure.code, failure.message)
     }
 
     /// The token of an `authorization: Bearer <token>` value.

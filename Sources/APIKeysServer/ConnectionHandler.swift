@@ -103,28 +103,29 @@ final class ConnectionHandler: ChannelInboundHandler {
 
     func channelReadComplete(context: ChannelHandlerContext) {
         let completedFrames = framesThisBurst
+        let now = NIODeadline.now()
         if framesThisBurst > 0 || inbound.bufferedBytes > 0 {
             connection.readBurstEnded(
-                completedFrames: framesThisBurst, bufferedBytes: inbound.bufferedBytes, now: .now())
+                completedFrames: framesThisBurst, bufferedBytes: inbound.bufferedBytes, now: now)
             armTimer(context: context)
         }
         framesThisBurst = 0
         flushReplies(context: context)
         if shared.service.auditIsBacklogged { pauseReadingForAudit(context: context) }
-        updateActivity(frameStarted: completedFrames > 0)
+        updateActivity(frameStarted: completedFrames > 0, now: now)
     }
 
     /// Tells the port's connection table what this connection is doing: busy while it has calls
     /// running or is not read from (its complete traffic waits), incomplete while a frame is only
     /// partly here (since the frame began: `frameStarted` when this burst completed one before
     /// it), else idle since now.
-    private func updateActivity(frameStarted: Bool = false) {
+    private func updateActivity(frameStarted: Bool = false, now: NIODeadline = .now()) {
         if !connection.isReading || connection.callsInFlight > 0 {
-            activity.set(.busy)
+            activity.set(.busy, now: now)
         } else if inbound.bufferedBytes > 0 {
-            if frameStarted { activity.restart(.incomplete) } else { activity.set(.incomplete) }
+            if frameStarted { activity.restart(.incomplete, now: now) } else { activity.set(.incomplete, now: now) }
         } else {
-            activity.restart(.idle)
+            activity.restart(.idle, now: now)
         }
     }
 
