@@ -17,6 +17,9 @@ final class RequestDeadlineHandler: ChannelDuplexHandler, RemovableChannelHandle
     private let timeout: TimeAmount
     private var timer: Scheduled<Void>?
     private var closeAfterAnswer = false
+    /// The answer that ends the connection is sent and our side shut: what the client still
+    /// sends is read and dropped until it closes too or the timer closes the connection.
+    private var lingering = false
 
     init(timeout: TimeAmount) {
         self.timeout = timeout
@@ -27,6 +30,7 @@ final class RequestDeadlineHandler: ChannelDuplexHandler, RemovableChannelHandle
     func handlerRemoved(context: ChannelHandlerContext) { timer?.cancel() }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        guard !lingering else { return }
         if case .end = unwrapInboundIn(data) {
             timer?.cancel()
             timer = nil
@@ -47,7 +51,14 @@ final class RequestDeadlineHandler: ChannelDuplexHandler, RemovableChannelHandle
             let written = context.eventLoop.makePromise(of: Void.self)
             written.futureResult.cascade(to: promise)
             let loopBound = NIOLoopBound(context, eventLoop: context.eventLoop)
-            written.futureResult.whenComplete { _ in loopBound.value.close(promise: nil) }
+            // A lingering close, as nginx does: closing at once would make the kernel answer the
+            // rest of a body still on its way with a reset, and the client could lose this
+            // answer unread. Our side is shut (FIN); the client's close, or the timer armed
+            // above, ends the connection.
+            lingering = true
+            written.futureResult.whenComplete { _ in
+                loopBound.value.close(mode: .output).whenFailure { _ in loopBound.value.close(promise: nil) }
+            }
             context.write(data, promise: written)
         }
     }
