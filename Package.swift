@@ -206,7 +206,8 @@ let package = Package(
         ),
 
         // Helpers shared by the test suites: temporary directories, running commands.
-        .target(name: "APIKeysTestSupport", path: "Tests/APIKeysTestSupport"),
+        .target(
+            name: "APIKeysTestSupport", dependencies: ["APIKeysStore", "APIKeysCore"], path: "Tests/APIKeysTestSupport"),
         .testTarget(
             name: "APIKeysWireTests",
             dependencies: [

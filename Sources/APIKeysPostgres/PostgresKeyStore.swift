@@ -46,7 +46,8 @@ package final class PostgresKeyStore: KeyStore {
     /// following the change feed. Throws ``StoreError`` when the database cannot be reached or used.
     package static func open(
         location: PostgresLocation, catalog: PermissionCatalog, clock: any WallClock, auditMode: AuditMode,
-        auditQueueCapacity: Int, auditRetentionMS: Int64, maxStalenessMS: Int64, logger: Logger
+        auditQueueCapacity: Int, auditRetentionMS: Int64, maxStalenessMS: Int64,
+        decorateAuditSink: AuditSinkDecorator? = nil, logger: Logger
     ) async throws -> PostgresKeyStore {
         let client = PostgresClient(configuration: location.clientConfiguration, backgroundLogger: logger)
         let clientTask = Task { await client.run() }
@@ -70,8 +71,9 @@ package final class PostgresKeyStore: KeyStore {
             let feed = ChangeFeed(
                 index: index, appliedVersion: version, freshness: freshness, client: client, location: location,
                 clock: clock, logger: logger)
+            let sink = PostgresAuditSink(client: client, server: server, index: index, logger: logger)
             let writer = AuditWriter(
-                sink: PostgresAuditSink(client: client, server: server, index: index, logger: logger),
+                sink: decorateAuditSink?(sink) ?? sink,
                 seqs: AuditSequence(.clock(replica: UInt64(replica % 256))), lastAtMS: 0, mode: auditMode, clock: clock,
                 capacity: auditQueueCapacity, retentionMS: auditRetentionMS, logger: logger)
             feed.start()

@@ -38,7 +38,8 @@ package final class SQLiteKeyStore: KeyStore {
     /// Throws ``StoreError`` for a file that is unreadable, locked or corrupt.
     package static func open(
         path: String, catalog: PermissionCatalog, clock: any WallClock, auditMode: AuditMode, auditQueueCapacity: Int,
-        auditRetentionMS: Int64, busyTimeoutMS: Int32, minFreeDiskBytes: Int64, logger: Logger
+        auditRetentionMS: Int64, busyTimeoutMS: Int32, minFreeDiskBytes: Int64,
+        decorateAuditSink: AuditSinkDecorator? = nil, logger: Logger
     ) throws -> SQLiteKeyStore {
         let db = try SQLiteConnection(path: path, busyTimeoutMS: busyTimeoutMS)
         try Schema.migrate(db, nowMS: clock.nowMS())
@@ -46,7 +47,7 @@ package final class SQLiteKeyStore: KeyStore {
         let index = KeyIndex(catalog: catalog, expectedCount: try KeyTable.count(in: db))
         let sink = SQLiteAuditSink(connection: try SQLiteConnection(path: path, busyTimeoutMS: busyTimeoutMS))
         let writer = AuditWriter(
-            sink: sink,
+            sink: decorateAuditSink?(sink) ?? sink,
             seqs: AuditSequence(.dense, after: last.seq), lastAtMS: last.batchAtMS, mode: auditMode, clock: clock,
             capacity: auditQueueCapacity, retentionMS: auditRetentionMS, minFreeDiskBytes: minFreeDiskBytes,
             logger: logger)

@@ -177,18 +177,21 @@ public final class APIKeysServer: Service, Sendable {
                 location: try PostgresLocation(url: url), catalog: configuration.catalog, clock: configuration.clock,
                 auditMode: configuration.auditMode, auditQueueCapacity: configuration.auditQueueCapacity,
                 auditRetentionMS: configuration.auditRetentionSeconds * 1000,
-                maxStalenessMS: configuration.maxStalenessMS,
+                maxStalenessMS: configuration.maxStalenessMS, decorateAuditSink: configuration.decorateAuditSink,
                 logger: logger)
             return KeyService(
                 store: store, format: format, clock: configuration.clock, maxKeyLifetimeMS: maxKeyLifetimeMS,
                 logger: logger)
         }
-        return try KeyService.open(
-            path: configuration.databasePath, catalog: configuration.catalog, format: format,
-            clock: configuration.clock,
+        let store = try SQLiteKeyStore.open(
+            path: configuration.databasePath, catalog: configuration.catalog, clock: configuration.clock,
             auditMode: configuration.auditMode, auditQueueCapacity: configuration.auditQueueCapacity,
-            auditRetentionMS: configuration.auditRetentionSeconds * 1000, maxKeyLifetimeMS: maxKeyLifetimeMS,
-            minFreeDiskBytes: configuration.minFreeDiskBytes, logger: logger)
+            auditRetentionMS: configuration.auditRetentionSeconds * 1000, busyTimeoutMS: 5000,
+            minFreeDiskBytes: configuration.minFreeDiskBytes, decorateAuditSink: configuration.decorateAuditSink,
+            logger: logger)
+        return KeyService(
+            store: store, format: format, clock: configuration.clock, maxKeyLifetimeMS: maxKeyLifetimeMS,
+            logger: logger)
     }
 
     /// Brings the schema of the configured store up to date without serving (`apikeyd migrate`;

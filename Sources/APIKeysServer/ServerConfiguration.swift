@@ -58,6 +58,8 @@ public struct ServerConfiguration: Sendable {
     /// SQLite: below this many free bytes on the database's disk, checks of unknown keys are no
     /// longer recorded and `/readyz` says so (checks of real keys are, as long as they fit).
     public var minFreeDiskBytes = KeyService.defaultMinFreeDiskBytes
+    /// Wraps the store's audit sink (tests put faults there, such as a stalled disk); nil: none.
+    package var decorateAuditSink: AuditSinkDecorator?
     /// Where the server's metrics go (the HTTP port's Prometheus registry); nil: none are kept.
     public var metricsFactory: (any MetricsFactory)?
     /// The clock that judges expiry; tests inject a manual one.

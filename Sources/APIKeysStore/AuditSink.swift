@@ -1,5 +1,10 @@
 import APIKeysCore
 
+/// Wraps the sink a store hands its ``AuditWriter``: how tests put a fault between the writer and
+/// the database (a sink that holds its writes, as a stalled disk would) without hooks in the
+/// writer. Stores use the sink as it is when none is given.
+package typealias AuditSinkDecorator = @Sendable (any AuditSink) -> any AuditSink
+
 /// Where an ``AuditWriter`` stores events: called on the writer's thread only, one call at a time.
 package protocol AuditSink: Sendable {
     /// Stores `individual` api.request events (in seq order), aggregated `summaries`, and raises

@@ -41,8 +41,6 @@ package final class AuditWriter: Sendable {
         var drainPassesDone = 0
         /// Set by ``flush()``: write aggregated groups now, not when their second is over.
         var drainAggregates = false
-        /// Tests only: take nothing from the queue, as a writer stuck on a slow disk would.
-        var paused = false
         /// The disk's free bytes at the last look (nil: not known), and checks of unknown keys
         /// dropped since start because it was below ``minFreeDiskBytes``.
         var freeDiskBytes: Int64?
@@ -123,12 +121,6 @@ package final class AuditWriter: Sendable {
     /// How long events have been waiting without the writer committing any; zero when none wait.
     package var stalledFor: Duration {
         state.withLock { state in state.enqueued == state.written ? .zero : ContinuousClock.now - state.progressAt }
-    }
-
-    /// Tests only: stop (or resume) taking events from the queue.
-    package func setPaused(_ paused: Bool) {
-        state.withLock { $0.paused = paused }
-        wake.signal()
     }
 
     /// Prunes expired events now (on the writer's thread) and waits until it has; tools and
@@ -256,7 +248,6 @@ package final class AuditWriter: Sendable {
                 lookAtDisk(&unknownKeys)
             }
             let (batch, closing, drainAll) = state.withLock { state -> ([AuditRecord], Bool, Bool) in
-                if state.paused && !state.closing { return ([], false, false) }
                 defer {
                     state.queue.removeAll(keepingCapacity: true)
                     if state.drainAggregates { state.drainPassesBegun += 1 }

@@ -99,9 +99,6 @@ public final class KeyService: Sendable {
         try store.simulateFullDisk(full)
     }
 
-    /// Tests only: makes the audit writer stop (or resume) taking events, as if its disk had stalled.
-    @_spi(Testing) public func pauseAuditWriter(_ paused: Bool) { auditWriter.setPaused(paused) }
-
     /// True while the audit writer is more than half its queue behind: a server should stop
     /// reading new checks until it is not (backpressure), rather than have them refused.
     public var auditIsBacklogged: Bool { auditWriter.isUnderPressure }

@@ -1,5 +1,6 @@
 import APIKeysClient
 @_spi(Testing) import APIKeysStore
+import APIKeysTestSupport
 import Foundation
 import Testing
 
@@ -14,28 +15,36 @@ import Testing
         }
     }
 
-    /// Runs `body` against a server whose audit queue holds 10 events and whose writer is stalled,
+    /// Runs `body` against a server whose audit queue holds 10 events and whose writer is stalled
+    /// (its disk held by `valve`, with one check waiting in the held write and its queue empty),
     /// with a key's secret and a raw connection.
     private func withStalledWriter(
-        _ body: (KeyService, APIKeysClient, String, RawConnection) async throws -> Void
+        _ body: (KeyService, APIKeysClient, String, RawConnection, AuditSinkValve) async throws -> Void
     ) async throws {
-        try await withServer(configure: { $0.auditQueueCapacity = 10 }) { server, client in
+        let valve = AuditSinkValve()
+        try await withServer(configure: {
+            $0.auditQueueCapacity = 10
+            $0.decorateAuditSink = valve.decorator
+        }) { server, client in
             let secret = try await client.createKey(name: "busy", permissions: ["jobs:read"]).secret
-            server.server.service.pauseAuditWriter(true)
+            valve.hold()
+            _ = try await client.check(key: secret, permissions: ["jobs:read"])
+            try #require(valve.waitForAHeldWrite())
             let connection = try RawConnection(port: server.port, receiveTimeoutSeconds: 20)
-            try await body(server.server.service, client, secret, connection)
+            try await body(server.server.service, client, secret, connection, valve)
         }
     }
 
-    /// Every api.request event committed, once the writer has caught up.
+    /// Every api.request event committed once the writer has caught up, but the check that
+    /// stalled it.
     private func auditedChecks(_ service: KeyService, _ client: APIKeysClient) async throws -> Int {
         await service.flushAuditTrail()
-        return try await client.listAuditEvents(action: "api.request", pageSize: 100).events.count
+        return try await client.listAuditEvents(action: "api.request", pageSize: 100).events.count - 1
     }
 
     @Test(.timeLimit(.minutes(1)))
     func aStalledAuditWriterSlowsReadersDownInsteadOfRefusingChecks() async throws {
-        try await withStalledWriter { service, client, secret, connection in
+        try await withStalledWriter { service, client, secret, connection, valve in
             // 6 checks: the queue holds 6 of 10, more than half, so the server stops reading.
             connection.send(try burst(secret, callIDs: 1...6))
             for _ in 1...6 { #expect(try connection.receiveEnvelope()?.status == .ok) }
@@ -43,7 +52,7 @@ import Testing
             // (neither OK nor UNAVAILABLE) comes while the writer stays stalled.
             connection.send(try burst(secret, callIDs: 7...12))
             #expect(!connection.hasBytesToRead(waitingMS: 500), "the server answered checks it could not audit")
-            service.pauseAuditWriter(false)
+            valve.release()
             var statuses: [UInt64: StatusCode] = [:]
             for _ in 7...12 {
                 let reply = try #require(try connection.receiveEnvelope())
@@ -56,14 +65,14 @@ import Testing
 
     @Test(.timeLimit(.minutes(1)))
     func aFloodBeyondTheQueueIsRefusedOrAuditedNeverAnsweredUnaudited() async throws {
-        try await withStalledWriter { service, client, secret, connection in
+        try await withStalledWriter { service, client, secret, connection, valve in
             // 15 frames in one send: read at once, the last 5 find the queue full and fail closed.
             // (Should the kernel split them over reads, backpressure holds the rest until the
             // writer resumes below.)
             connection.send(try burst(secret, callIDs: 1...15))
             let resume = Task {
                 try await Task.sleep(for: .seconds(1))
-                service.pauseAuditWriter(false)
+                valve.release()
             }
             var replies: [Envelope] = []
             for _ in 1...15 { replies.append(try #require(try connection.receiveEnvelope())) }

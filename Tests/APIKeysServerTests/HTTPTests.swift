@@ -14,11 +14,14 @@ import Testing
     private func withHTTP(
         routes: String? = nil, proxy: ProxyKind = .nginx, trustedProxies: [IPNetwork] = ClientAddressPolicy.loopback,
         forwardedHeader: ClientAddressPolicy.Header = .xForwardedFor, idleTimeout: Duration = .seconds(75),
-        maxConnections: Int = HTTPFrontend.defaultMaxConnections,
+        maxConnections: Int = HTTPFrontend.defaultMaxConnections, valve: AuditSinkValve? = nil,
         _ body: (TestServer, HTTPFrontend, APIKeysClient) async throws -> Void
     ) async throws {
         let metrics = HTTPFrontend.makeMetrics()
-        try await withServer(configure: { $0.metricsFactory = metrics.factory }) { server, client in
+        try await withServer(configure: {
+            $0.metricsFactory = metrics.factory
+            $0.decorateAuditSink = valve?.decorator
+        }) { server, client in
             var logger = Logger(label: "apikeyd-http-test")
             logger.logLevel = .critical
             let table = try routes.map { try RouteTable(parsing: $0, catalog: .standard) }
@@ -40,12 +43,13 @@ import Testing
     }
 
     @Test func healthAndReadinessFollowTheAuditWriter() async throws {
-        try await withHTTP { server, http, client in
+        let valve = AuditSinkValve()
+        try await withHTTP(valve: valve) { server, http, client in
             #expect(try await HTTPProbe.request(port: http.port, path: "/healthz").status == 200)
             #expect(try await HTTPProbe.request(port: http.port, path: "/readyz").status == 200)
             let created = try await client.createKey(name: "k", permissions: ["jobs:read"])
             // A writer that commits nothing while events wait: not ready after the stall limit (2 s).
-            server.server.service.pauseAuditWriter(true)
+            valve.hold()
             _ = try await client.check(key: created.secret)
             var ready = try await HTTPProbe.request(port: http.port, path: "/readyz")
             for _ in 0..<40 where ready.status == 200 {
@@ -54,7 +58,7 @@ import Testing
             }
             #expect(ready.status == 503 && ready.body.contains("audit writer"), "\(ready)")
             #expect(try await HTTPProbe.request(port: http.port, path: "/healthz").status == 200)
-            server.server.service.pauseAuditWriter(false)
+            valve.release()
             await server.server.service.flushAuditTrail()
             #expect(try await HTTPProbe.request(port: http.port, path: "/readyz").status == 200)
         }

@@ -128,16 +128,20 @@ import Testing
 
     /// Edits, removals and a rewound head, each made with SQL on the file, are each found.
     @Test func tamperingWithTheFileIsFound() async throws {
-        try await withService(.sqlite) { service, dir in
+        let valve = AuditSinkValve()
+        try await withService(.sqlite, valve: valve) { service, dir in
             let key = try await service.createKey(name: "k", permissions: ["jobs:read"], actor: "ops")
-            service.pauseAuditWriter(true)  // the ten checks in one batch, so one link
+            // A first check waits in the held write; the ten after it queue, so one batch, one link.
+            valve.hold()
+            _ = try service.check(secret: key.secret, permissions: ["jobs:read"])
+            try #require(valve.waitForAHeldWrite())
             for _ in 0..<10 { _ = try service.check(secret: key.secret, permissions: ["jobs:read"]) }
-            service.pauseAuditWriter(false)
+            valve.release()
             await service.flushAuditTrail()
             _ = try await service.setEnabled(id: key.key.id, enabled: false, actor: "ops")
             _ = try await service.setEnabled(id: key.key.id, enabled: true, actor: "ops")
             let clean = try await Self.walk(service)
-            #expect(clean.verifier.links == 4)
+            #expect(clean.verifier.links == 5)
 
             let db = try SQLiteConnection(path: dir + "/apikeys.sqlite")
             defer { db.close() }
@@ -147,25 +151,26 @@ import Testing
                     broken?.position == position && broken?.reason.contains(reason) == true,
                     "\(String(describing: broken))")
             }
-            // The batch of checks removed: link 2 no longer hashes.
+            // Links: 1 the create, 2 the first check, 3 the ten, 4 the disable, 5 the enable.
+            // The batches of checks removed: link 2 no longer hashes.
             try db.execute("DELETE FROM api_request_batches")
             try await expectBreak(at: 2, "do not hash")
             // The oldest links removed with the anchor moved after them, as a prune would, but
             // with no audit.pruned event recording it.
             try db.execute(
-                "UPDATE audit_chain SET anchor_position = 2, anchor_hash = (SELECT hash FROM audit_links WHERE position = 2)"
+                "UPDATE audit_chain SET anchor_position = 3, anchor_hash = (SELECT hash FROM audit_links WHERE position = 3)"
             )
-            try db.execute("DELETE FROM audit_links WHERE position <= 2")
-            try await expectBreak(at: 3, "no audit.pruned event records")
+            try db.execute("DELETE FROM audit_links WHERE position <= 3")
+            try await expectBreak(at: 4, "no audit.pruned event records")
             // An event removed, then its whole link.
             try db.execute("DELETE FROM audit_events WHERE action = 'key.disabled'")
-            try await expectBreak(at: 3, "do not hash")
-            try db.execute("DELETE FROM audit_links WHERE position = 3")
-            try await expectBreak(at: 4, "link 3 is missing")
+            try await expectBreak(at: 4, "do not hash")
+            try db.execute("DELETE FROM audit_links WHERE position = 4")
+            try await expectBreak(at: 5, "link 4 is missing")
             // The newest link removed and the head rewound: only a copy kept elsewhere has the
             // head it had (docs/PROTOCOL.md); removing it without rewinding is found.
-            try db.execute("DELETE FROM audit_links WHERE position = 4")
-            try await expectBreak(at: 3, "its head is link 4")
+            try db.execute("DELETE FROM audit_links WHERE position = 5")
+            try await expectBreak(at: 4, "its head is link 5")
         }
     }
 }

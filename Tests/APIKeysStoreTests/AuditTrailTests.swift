@@ -157,13 +157,18 @@ import Testing
     @Test func largeBatchesAreSplitAndSeqsContinueAfterRestart() async throws {
         try await withTemporaryDirectory { dir in
             let path = dir + "/apikeys.sqlite"
-            var service = try KeyService.open(path: path, clock: clock)
+            let valve = AuditSinkValve()
+            var service = try openSQLiteService(path: path, clock: clock, valve: valve)
             let key = try await service.createKey(name: "busy", permissions: ["jobs:read"], actor: "ops")
-            service.pauseAuditWriter(true)
-            let count = APIRequestBatchTable.maxEventsPerRow * 2 + 10
-            for _ in 0..<count { _ = try service.check(secret: key.secret, permissions: ["jobs:read"]) }
-            service.pauseAuditWriter(false)
-            service.close()  // writes the queue: one transaction, several batch rows
+            valve.hold()
+            let count = APIRequestBatchTable.maxEventsPerRow * 2 + 11
+            _ = try service.check(secret: key.secret, permissions: ["jobs:read"])
+            try #require(valve.waitForAHeldWrite())
+            for _ in 1..<count { _ = try service.check(secret: key.secret, permissions: ["jobs:read"]) }
+            // The first check is the batch the held write waits with; the rest queue behind it and
+            // are written in one transaction, several batch rows.
+            valve.release()
+            service.close()
 
             service = try KeyService.open(path: path, clock: clock)
             defer { service.close() }
@@ -179,9 +184,10 @@ import Testing
             defer { reader.close() }
             let rows = try reader.statement("SELECT count(*) FROM api_request_batches").firstRow { $0.int64(0) }
             // Each link of the hash chain (at most AuditChain.maxEventsPerLink events, as many as
-            // a batch row holds) is one row here: 2048, 2048 and 10 checks, and the last check.
-            let links = (count + AuditChain.maxEventsPerLink - 1) / AuditChain.maxEventsPerLink
-            #expect(rows == Int64(links + 1))
+            // a batch row holds) is one row here: the first check, then 2048, 2048 and 10 checks,
+            // and the check after the restart.
+            let links = (count - 1 + AuditChain.maxEventsPerLink - 1) / AuditChain.maxEventsPerLink
+            #expect(rows == Int64(1 + links + 1))
         }
     }
 

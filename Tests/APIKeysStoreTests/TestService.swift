@@ -34,21 +34,23 @@ enum StoreKind: String, CaseIterable, CustomTestStringConvertible, Sendable {
 
 /// Runs `body` with a key service on a new, empty store (a SQLite file in a temporary directory,
 /// or a new PostgreSQL database), closed afterwards. `maxStalenessMS`: PostgreSQL's bound, to
-/// raise for a test that moves the clock on by more than 10 s.
+/// raise for a test that moves the clock on by more than 10 s. `valve`: the audit trail's disk
+/// stalls while it is held.
 func withService<R>(
     _ kind: StoreKind = .sqlite, clock: ManualWallClock = ManualWallClock(nowMS: 1_700_000_000_000),
-    maxStalenessMS: Int64 = 10_000, auditRetentionMS: Int64 = 0, _ body: (KeyService, String) async throws -> R
+    maxStalenessMS: Int64 = 10_000, auditRetentionMS: Int64 = 0, valve: AuditSinkValve? = nil,
+    _ body: (KeyService, String) async throws -> R
 ) async throws -> R {
     try kind.requireStore()
     return try await withTemporaryDirectory { dir in
         let service: KeyService
         switch kind {
         case .sqlite:
-            service = try KeyService.open(
-                path: dir + "/apikeys.sqlite", clock: clock, auditRetentionMS: auditRetentionMS)
+            service = try openSQLiteService(
+                path: dir + "/apikeys.sqlite", clock: clock, auditRetentionMS: auditRetentionMS, valve: valve)
         case .postgres:
             service = try await TestDatabase.openService(
-                clock: clock, maxStalenessMS: maxStalenessMS, auditRetentionMS: auditRetentionMS)
+                clock: clock, maxStalenessMS: maxStalenessMS, auditRetentionMS: auditRetentionMS, valve: valve)
         }
         do {
             let result = try await body(service, dir)
@@ -61,10 +63,24 @@ func withService<R>(
     }
 }
 
+/// A key service on the SQLite file at `path`, its audit writes through `valve` when one is given.
+func openSQLiteService(
+    path: String, clock: any WallClock, auditRetentionMS: Int64 = 0, valve: AuditSinkValve? = nil
+) throws -> KeyService {
+    let logger = Logger(label: "test", factory: { _ in SwiftLogNoOpLogHandler() })
+    let store = try SQLiteKeyStore.open(
+        path: path, catalog: .standard, clock: clock, auditMode: .full,
+        auditQueueCapacity: KeyService.defaultAuditQueueCapacity, auditRetentionMS: auditRetentionMS,
+        busyTimeoutMS: 5000, minFreeDiskBytes: KeyService.defaultMinFreeDiskBytes,
+        decorateAuditSink: valve?.decorator, logger: logger)
+    return KeyService(store: store, format: .standard, clock: clock, logger: logger)
+}
+
 extension TestDatabase {
     /// A key service on a new PostgreSQL database of the test cluster.
     static func openService(
-        clock: any WallClock, maxStalenessMS: Int64 = 10_000, auditRetentionMS: Int64 = 0, url: String? = nil
+        clock: any WallClock, maxStalenessMS: Int64 = 10_000, auditRetentionMS: Int64 = 0, url: String? = nil,
+        valve: AuditSinkValve? = nil
     ) async throws -> KeyService {
         let logger = Logger(label: "test", factory: { _ in SwiftLogNoOpLogHandler() })
         let databaseURL: String
@@ -73,7 +89,7 @@ extension TestDatabase {
             location: try PostgresLocation(url: databaseURL), catalog: .standard, clock: clock,
             auditMode: .full, auditQueueCapacity: KeyService.defaultAuditQueueCapacity,
             auditRetentionMS: auditRetentionMS,
-            maxStalenessMS: maxStalenessMS, logger: logger)
+            maxStalenessMS: maxStalenessMS, decorateAuditSink: valve?.decorator, logger: logger)
         return KeyService(store: store, format: .standard, clock: clock, logger: logger)
     }
 }
@@ -95,7 +111,7 @@ func eventually(_ condition: () throws -> Bool) async throws {
 /// replica): a SQLite file in a temporary directory, or one new PostgreSQL database. `body`
 /// closes what it opens.
 func withReopenableStore<R>(
-    _ kind: StoreKind, clock: ManualWallClock, maxStalenessMS: Int64 = 10_000,
+    _ kind: StoreKind, clock: ManualWallClock, maxStalenessMS: Int64 = 10_000, valve: AuditSinkValve? = nil,
     _ body: (_ open: () async throws -> KeyService) async throws -> R
 ) async throws -> R {
     try kind.requireStore()
@@ -103,9 +119,10 @@ func withReopenableStore<R>(
         let url = kind == .postgres ? try await TestDatabase.createDatabase() : nil
         return try await body {
             if let url {
-                return try await TestDatabase.openService(clock: clock, maxStalenessMS: maxStalenessMS, url: url)
+                return try await TestDatabase.openService(
+                    clock: clock, maxStalenessMS: maxStalenessMS, url: url, valve: valve)
             }
-            return try KeyService.open(path: dir + "/apikeys.sqlite", clock: clock)
+            return try openSQLiteService(path: dir + "/apikeys.sqlite", clock: clock, valve: valve)
         }
     }
 }

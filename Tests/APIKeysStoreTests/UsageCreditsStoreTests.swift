@@ -61,10 +61,11 @@ import Testing
     /// stores them (they are spent already); a refill counts them too.
     @Test(arguments: StoreKind.available)
     func theCreditsShownCountChecksStillInTheAuditQueue(_ store: StoreKind) async throws {
-        try await withReopenableStore(store, clock: clock) { open in
+        let valve = AuditSinkValve()
+        try await withReopenableStore(store, clock: clock, valve: valve) { open in
             let service = try await open()
             let issued = try await service.createKey(name: "metered", permissions: ["jobs:read"], uses: 5, actor: "ops")
-            service.pauseAuditWriter(true)
+            valve.hold()
             for _ in 0..<2 { #expect(try service.check(secret: issued.secret, permissions: []).isAllowed) }
             #expect(try await service.getKey(id: issued.key.id).usage?.remaining == 3)
             #expect(try await service.listKeys().keys.first { $0.id == issued.key.id }?.usage?.remaining == 3)
@@ -72,7 +73,7 @@ import Testing
             let refilled = try await service.updateKey(id: issued.key.id, remainingUses: 10, actor: "ops")
             #expect(refilled.usage?.remaining == 8)
             #expect(try await service.setEnabled(id: issued.key.id, enabled: false, actor: "ops").usage?.remaining == 8)
-            service.pauseAuditWriter(false)
+            valve.release()
             await service.flushAuditTrail()
             #expect(try await service.getKey(id: issued.key.id).usage == UsageGrant(granted: 10, spent: 2))
             await service.close(timeout: .seconds(10))
