@@ -1,16 +1,6 @@
 import APIKeysCore
 import APIKeysWire
 
-/// What a walk of the audit trail's hash chain verified (``APIKeysClient/verifyAuditChain(sinceMS:pageSize:timeout:onPage:)``).
-public struct AuditChainVerification: Sendable, Hashable {
-    /// The point the walk started from: the chain's anchor, or the link before `sinceMS`.
-    public var start: AuditChain.Point
-    /// The head it reached: the chain's head when the walk began.
-    public var head: AuditChain.Point
-    public var links: Int
-    public var events: Int
-}
-
 extension APIKeysClient {
     /// One page of the audit trail's hash chain (whole links with their events): the links
     /// after position `afterPosition` or, when that is 0 and `sinceMS` is set, from the first

@@ -4,3 +4,4 @@
 // hands out (points, states, the verifier and its `Break`): the client owns them in its API.
 @_exported public import enum APIKeysCore.AuditChain
 @_exported public import struct APIKeysCore.AuditChainVerifier
+@_exported public import struct APIKeysCore.AuditChainVerification

@@ -99,3 +99,21 @@ public struct AuditChainVerifier: Sendable {
         }
     }
 }
+
+/// What a walk of the audit trail's hash chain verified (a client's
+/// `verifyAuditChain`, or a store's own walk before a backup is put in place).
+public struct AuditChainVerification: Sendable, Hashable {
+    /// The point the walk started from: the chain's anchor, or the link before `sinceMS`.
+    public var start: AuditChain.Point
+    /// The head it reached: the chain's head when the walk began.
+    public var head: AuditChain.Point
+    public var links: Int
+    public var events: Int
+
+    public init(start: AuditChain.Point, head: AuditChain.Point, links: Int, events: Int) {
+        self.start = start
+        self.head = head
+        self.links = links
+        self.events = events
+    }
+}

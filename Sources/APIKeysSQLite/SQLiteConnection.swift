@@ -10,12 +10,12 @@ final class SQLiteConnection: @unchecked Sendable {
     private var handle: OpaquePointer?
     private var statements: [String: SQLiteStatement] = [:]
 
-    /// Opens (creating if needed) the database at `path` in WAL mode with foreign keys on and a
-    /// busy timeout, and checks that it is readable.
-    init(path: String, busyTimeoutMS: Int32 = 5000) throws(StoreError) {
+    /// Opens (creating if needed, unless `create` is false) the database at `path` in WAL mode
+    /// with foreign keys on and a busy timeout, and checks that it is readable.
+    init(path: String, busyTimeoutMS: Int32 = 5000, create: Bool = true) throws(StoreError) {
         _ = Self.configureOnce
         self.path = path
-        let flags = SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX
+        let flags = SQLITE_OPEN_READWRITE | (create ? SQLITE_OPEN_CREATE : 0) | SQLITE_OPEN_NOMUTEX
         var db: OpaquePointer?
         let rc = sqlite3_open_v2(path, &db, flags, nil)
         handle = db
@@ -94,6 +94,27 @@ final class SQLiteConnection: @unchecked Sendable {
         try execute("BEGIN")
         defer { try? execute("COMMIT") }
         return try body()
+    }
+
+    /// Copies this whole database into `destination` with SQLite's online backup API, in one
+    /// step: one read snapshot, which writers in WAL mode do not wait for. A source or
+    /// destination busy for longer than 5 s throws ``StoreError/locked(path:message:)``.
+    func backup(into destination: SQLiteConnection) throws(StoreError) {
+        guard let handle, let target = destination.handle else { throw .closed }
+        guard let backup = sqlite3_backup_init(target, "main", handle, "main") else {
+            throw destination.error(sqlite3_extended_errcode(target), sql: "online backup")
+        }
+        var rc: Int32
+        var waitedMS: Int32 = 0
+        repeat {
+            rc = sqlite3_backup_step(backup, -1)
+            guard rc == SQLITE_BUSY || rc == SQLITE_LOCKED, waitedMS < 5000 else { break }
+            sqlite3_sleep(10)
+            waitedMS += 10
+        } while true
+        let finished = sqlite3_backup_finish(backup)
+        guard rc == SQLITE_DONE else { throw error(rc, sql: "online backup") }
+        guard finished == SQLITE_OK else { throw destination.error(finished, sql: "online backup") }
     }
 
     /// Tests only: forbids (or allows again) the database to grow by a page, which SQLite then

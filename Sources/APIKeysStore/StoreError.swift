@@ -34,6 +34,8 @@ public struct StoreError: Error, Hashable, Sendable, CustomStringConvertible {
         /// The connection failed while the transaction was being committed: the change may or
         /// may not have been made.
         public static let outcomeUnknown = Code("outcome unknown")
+        /// A backup or a restore was refused, or its copy failed a check: nothing was put in place.
+        public static let backup = Code("backup")
     }
 
     public let code: Code
@@ -122,5 +124,10 @@ public struct StoreError: Error, Hashable, Sendable, CustomStringConvertible {
     /// Any other failure reported by a database server: its message (and SQL state).
     public static func database(server: String, message: String) -> StoreError {
         StoreError(code: .database, path: server, message: message, description: "database \(server): \(message)")
+    }
+
+    /// A backup or restore that did not happen, for `reason` (nothing was put in place).
+    public static func backup(_ reason: String, path: String? = nil) -> StoreError {
+        StoreError(code: .backup, path: path, description: reason)
     }
 }
