@@ -189,6 +189,11 @@ SCHEMAS = {
             "previous_hash": string(),
             "hash": string(),
             "events": {"type": "array", "items": ref("AuditEvent")},
+            "pruned_from": integer(
+                "Present for a gap: retention emptied the links from this position through this one "
+                "(checks, while older history is kept); only this link's hash is left, with no events.",
+                minimum=1,
+            ),
         },
         required=["position", "previous_hash", "hash", "events"],
     ),

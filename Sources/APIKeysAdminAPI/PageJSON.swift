@@ -37,12 +37,15 @@ struct AuditChainPageJSON: Encodable {
         let position: UInt64
         let previousHash, hash: String
         let events: [AuditEventJSON]
+        /// A gap (its events pruned, its hash kept): the first position it stands for.
+        let prunedFrom: UInt64?
 
         init(_ link: AuditLink) {
             (position, previousHash, hash) = (
                 link.position, AuditChain.hex(link.previousHash), AuditChain.hex(link.hash)
             )
             events = link.events.map(AuditEventJSON.init)
+            prunedFrom = link.prunedFrom == 0 ? nil : link.prunedFrom
         }
     }
 

@@ -48,7 +48,7 @@ extension APIKeysClient {
             for link in links {
                 try verifier!.check(
                     position: link.position, hash: link.hash, entries: link.events.map(AuditChain.Entry.init),
-                    state: state)
+                    state: state, prunedFrom: link.prunedFrom == 0 ? nil : link.prunedFrom)
             }
             guard let last = links.last, last.position < first.head.position else { break }
             request = ExportAuditChainRequest(afterPosition: last.position, pageSize: pageSize)

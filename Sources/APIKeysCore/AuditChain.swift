@@ -11,6 +11,11 @@
 /// Pruning by retention removes the oldest links: the store keeps the last removed link's
 /// position and hash as the chain's *anchor*, and the `audit.pruned` event written with the
 /// removal names it (``anchorDetail(_:)``), so the chain is verified from the anchor on.
+/// Traffic links (checks) older than the retention but newer than history that is kept (key and
+/// admin-token events, ``AuditAction/isHistory``) lose their events instead: a run of them is
+/// kept as one *gap* link, the run's last position and hash with the position it starts from
+/// (``Link/prunedFrom``), and the `audit.pruned` event names the positions it emptied
+/// (``gapDetail(_:)``). A gap no such event names is a break.
 ///
 /// The digest is over each event in seq order, as these bytes (little-endian integers): seq
 /// (u64), at_ms (i64), the deny reason's number (u32, 0 = none), then action, key_id, key_name,
@@ -61,11 +66,15 @@ public enum AuditChain {
         public var position: UInt64
         public var hash: [UInt8]
         public var events: [AuditRecord]
+        /// A gap: the events of links `prunedFrom` through `position` were pruned and only this
+        /// link's hash is kept (``events`` is empty); nil for a link with its events.
+        public var prunedFrom: UInt64?
 
-        public init(position: UInt64, hash: [UInt8], events: [AuditRecord]) {
+        public init(position: UInt64, hash: [UInt8], events: [AuditRecord], prunedFrom: UInt64? = nil) {
             self.position = position
             self.hash = hash
             self.events = events
+            self.prunedFrom = prunedFrom
         }
     }
 
@@ -87,20 +96,21 @@ public enum AuditChain {
         /// before it is in the page or is `start`.
         public init(
             state: State, after start: UInt64, startHash: [UInt8]?, maxBytes: Int, links: [Point],
-            events: (_ index: Int) throws -> [AuditRecord]
+            prunedFrom: (_ index: Int) -> UInt64? = { _ in nil }, events: (_ index: Int) throws -> [AuditRecord]
         ) rethrows {
             var page: [(previousHash: [UInt8]?, link: Link)] = []
             var bytes = 0
             var (last, previous) = (start, startHash)
             for (index, stored) in links.enumerated() {
-                let linked = try events(index)
+                let gapFrom = prunedFrom(index)
+                let linked = gapFrom == nil ? try events(index) : []
                 let size = linked.reduce(0) { $0 + $1.approximateEncodedSize }
                 if !page.isEmpty && bytes + size > maxBytes { break }
                 bytes += size
                 page.append(
                     (
                         stored.position == last + 1 ? previous : nil,
-                        Link(position: stored.position, hash: stored.hash, events: linked)
+                        Link(position: stored.position, hash: stored.hash, events: linked, prunedFrom: gapFrom)
                     ))
                 (last, previous) = (stored.position, stored.hash)
             }

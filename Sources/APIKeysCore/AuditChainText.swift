@@ -16,6 +16,27 @@ extension AuditChain {
         return Point(position: position, hash: hash)
     }
 
+    /// How an `audit.pruned` event names the links whose events it removed while keeping their
+    /// hashes (gaps): "events of links 5–9, 12–12 removed, their hashes kept".
+    public static func gapDetail(_ ranges: [ClosedRange<UInt64>]) -> String {
+        "events of links " + ranges.map { "\($0.lowerBound)–\($0.upperBound)" }.joined(separator: ", ")
+            + " removed, their hashes kept"
+    }
+
+    /// The position ranges an `audit.pruned` event's detail names as emptied (``gapDetail(_:)``).
+    public static func gaps(inDetail detail: String) -> [ClosedRange<UInt64>] {
+        guard let start = detail.firstRange(of: "events of links ")?.upperBound,
+            let end = detail[start...].firstRange(of: " removed, their hashes kept")?.lowerBound
+        else { return [] }
+        return detail[start..<end].split(separator: ", ").compactMap { part in
+            let bounds = part.split(separator: "–")
+            guard bounds.count == 2, let low = UInt64(bounds[0]), let high = UInt64(bounds[1]), low <= high else {
+                return nil
+            }
+            return low...high
+        }
+    }
+
     public static func hex(_ bytes: [UInt8]) -> String {
         let digits = Array("0123456789abcdef".utf8)
         var text: [UInt8] = []

@@ -28,6 +28,10 @@ public struct AuditChainVerifier: Sendable {
     public private(set) var first: UInt64?
     /// The anchor named by the newest `audit.pruned` event seen that names one.
     private var namedAnchor: AuditChain.Point?
+    /// Positions read as gaps (events pruned, hash kept), and the ones `audit.pruned` events
+    /// name as emptied: each gap must be named (``finish(state:)``).
+    private var gaps: [ClosedRange<UInt64>] = []
+    private var namedGaps: [ClosedRange<UInt64>] = []
 
     /// A walk from `start`: the chain's anchor, or for a partial export its first link's
     /// previous point.
@@ -37,10 +41,32 @@ public struct AuditChainVerifier: Sendable {
     }
 
     /// Checks the next link read; `state` is that of the page it came in (a prune while walking
-    /// moves the anchor past links not yet read).
+    /// moves the anchor past links not yet read). `prunedFrom`: the link is a gap (its events,
+    /// and those of the links from that position on, were pruned; only its hash is kept): its
+    /// hash is taken as it is, and an `audit.pruned` event must name the gap.
     public mutating func check(
-        position: UInt64, hash: [UInt8], entries: [AuditChain.Entry], state: AuditChain.State
+        position: UInt64, hash: [UInt8], entries: [AuditChain.Entry], state: AuditChain.State,
+        prunedFrom: UInt64? = nil
     ) throws(Break) {
+        if let prunedFrom {
+            guard position > last.position else {
+                throw Break(position: position, reason: "comes again after link \(last.position)")
+            }
+            guard prunedFrom <= last.position + 1 else {
+                let missing =
+                    prunedFrom == last.position + 2
+                    ? "link \(last.position + 1) is" : "links \(last.position + 1)–\(prunedFrom - 1) are"
+                throw Break(position: position, reason: "\(missing) missing")
+            }
+            guard entries.isEmpty else {
+                throw Break(position: position, reason: "a link whose events were pruned holds events")
+            }
+            gaps.append((last.position + 1)...position)
+            last = AuditChain.Point(position: position, hash: hash)
+            first = first ?? position
+            links += 1
+            return
+        }
         if position != last.position + 1 {
             if state.anchor.position + 1 == position && state.anchor.position > last.position {
                 // Pruned since the walk began: the links before it are gone by retention.
@@ -67,6 +93,7 @@ public struct AuditChainVerifier: Sendable {
         }
         for entry in entries where entry.action == AuditAction.auditPruned.rawValue {
             if let anchor = AuditChain.anchor(inDetail: entry.detail) { namedAnchor = anchor }
+            namedGaps += AuditChain.gaps(inDetail: entry.detail)
         }
         last = AuditChain.Point(position: position, hash: hash)
         first = first ?? position
@@ -77,6 +104,13 @@ public struct AuditChainVerifier: Sendable {
     /// After the last link: the chain must end at the head and, when it was pruned, the newest
     /// `audit.pruned` event naming an anchor must name the one it starts from.
     public func finish(state: AuditChain.State) throws(Break) {
+        if let unnamed = gaps.first(where: { !Self.covers(namedGaps, $0) }) {
+            throw Break(
+                position: unnamed.upperBound,
+                reason:
+                    "links \(unnamed.lowerBound)–\(unnamed.upperBound) have no events and no audit.pruned event records their pruning"
+            )
+        }
         if last.position < state.head.position {
             throw Break(
                 position: last.position + 1,
@@ -97,6 +131,16 @@ public struct AuditChainVerifier: Sendable {
                 )
             }
         }
+    }
+
+    /// Whether the union of `ranges` holds every position of `gap`.
+    private static func covers(_ ranges: [ClosedRange<UInt64>], _ gap: ClosedRange<UInt64>) -> Bool {
+        var next = gap.lowerBound
+        for range in ranges.sorted(by: { $0.lowerBound < $1.lowerBound }) where range.lowerBound <= next {
+            if range.upperBound >= gap.upperBound { return true }
+            next = max(next, range.upperBound + 1)
+        }
+        return false
     }
 }
 

@@ -25,6 +25,11 @@ public enum AuditAction: String, Sendable, Hashable, CaseIterable {
 
     /// `api` for checks, `admin` for everything else.
     public var trigger: AuditTrigger { self == .apiRequest ? .api : .admin }
+
+    /// The history of keys and admin tokens (what was done to them, and pruning itself), kept
+    /// under the admin retention (by default forever); the rest (checks, refused admin calls)
+    /// is traffic, kept under the audit retention.
+    public var isHistory: Bool { self != .apiRequest && self != .adminPermissionDenied }
 }
 
 /// Who caused an audit event.

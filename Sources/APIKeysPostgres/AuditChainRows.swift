@@ -11,8 +11,9 @@ enum AuditChainRows {
     /// Appends the links given as arrays and moves the head, in one statement.
     static let appendSQL = """
         WITH linked AS (
-            INSERT INTO audit_links (position, first_seq, last_seq, at_ms, count, hash)
-            SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::bigint[], $4::bigint[], $5::bigint[], $6::bytea[]))
+            INSERT INTO audit_links (position, first_seq, last_seq, at_ms, count, hash, history)
+            SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::bigint[], $4::bigint[], $5::bigint[], $6::bytea[],
+                                 $9::boolean[]))
         UPDATE audit_chain SET head_position = $7, head_hash = $8
         """
 
@@ -49,6 +50,7 @@ enum AuditChainRows {
         binds.append(hashes)
         binds.append(Int64(head.position))
         binds.append(ByteBuffer(bytes: head.hash))
+        binds.append(links.map { link in sorted[link.range].contains { $0.action.isHistory } })
         try await connection.query(PostgresQuery(unsafeSQL: appendSQL, binds: binds), logger: logger)
     }
 
@@ -80,17 +82,29 @@ enum AuditChainRows {
     static func links(after position: UInt64, limit: Int, on connection: PostgresConnection, logger: Logger)
         async throws -> [StoredLink]
     {
-        var links: [StoredLink] = []
-        for try await (position, first, last, atMS, count, hash) in try await connection.query(
-            """
-            SELECT position, first_seq, last_seq, at_ms, count, hash FROM audit_links WHERE position > \(Int64(position))
-            ORDER BY position LIMIT \(Int64(limit))
-            """, logger: logger
-        ).decode((Int64, Int64, Int64, Int64, Int64, ByteBuffer).self) {
+        try await linksWithKind(
+            "WHERE position > \(Int64(position)) ORDER BY position LIMIT \(Int64(limit))", on: connection,
+            logger: logger
+        ).map(\.link)
+    }
+
+    /// The links `where` selects (its SQL text, no user values), with whether each holds history.
+    private static func linksWithKind(_ clause: String, on connection: PostgresConnection, logger: Logger)
+        async throws -> [(link: StoredLink, history: Bool)]
+    {
+        var links: [(StoredLink, Bool)] = []
+        for try await (position, first, last, atMS, count, hash, prunedFrom, history) in try await connection.query(
+            PostgresQuery(
+                unsafeSQL:
+                    "SELECT position, first_seq, last_seq, at_ms, count, hash, pruned_from, history FROM audit_links "
+                    + clause), logger: logger
+        ).decode((Int64, Int64, Int64, Int64, Int64, ByteBuffer, Int64?, Bool).self) {
             links.append(
-                StoredLink(
-                    position: UInt64(position), firstSeq: first, lastSeq: last, atMS: atMS, count: count,
-                    hash: Array(buffer: hash)))
+                (
+                    StoredLink(
+                        position: UInt64(position), firstSeq: first, lastSeq: last, atMS: atMS, count: count,
+                        hash: Array(buffer: hash), prunedFrom: prunedFrom.map { UInt64($0) }), history
+                ))
         }
         return links
     }
@@ -133,40 +147,42 @@ enum AuditChainRows {
             }
             var byLink: [Int64: [AuditRecord]] = [:]
             for (event, link) in try await AuditRows.events(
-                seqs: low...high, links: stored.map(\.firstSeq), on: connection, logger: logger)
+                seqs: low...high, links: stored.filter { $0.prunedFrom == nil }.map(\.firstSeq), on: connection,
+                logger: logger)
             {
                 byLink[link, default: []].append(event)
             }
             return AuditChain.Page(
                 state: state, after: start, startHash: previous, maxBytes: maxBytes,
-                links: stored.map(\.point)
+                links: stored.map(\.point), prunedFrom: { stored[$0].prunedFrom }
             ) { (byLink[stored[$0].firstSeq] ?? []).sorted { $0.seq < $1.seq } }
         }
     }
 
     /// One step of pruning (``AuditRetention``): under the chain's row lock (so replicas prune
-    /// one at a time), the oldest links whose every event is older than `cutoffMS`, at most 256
-    /// and 10,000 events, and their events; the anchor moves to the last one. Then rows from
-    /// before the chain, by time.
-    static func pruneStep(olderThan cutoffMS: Int64, on connection: PostgresConnection, logger: Logger) async throws
-        -> AuditRetention.Pruned
+    /// one at a time), the oldest links past `cutoffs` (history kept stops them), at most 256
+    /// and 10,000 events, and their events; the anchor moves to the last one. When none goes
+    /// whole, traffic links past the traffic cutoff are emptied into gaps instead (at most 4,096).
+    /// Then rows from before the chain, by time.
+    static func pruneStep(_ cutoffs: AuditRetention.Cutoffs, on connection: PostgresConnection, logger: Logger)
+        async throws -> AuditRetention.Pruned
     {
         let state = try await state(on: connection, lock: true, logger: logger)
         var expired: [StoredLink] = []
         var events = 0
-        for link in try await links(after: state.anchor.position, limit: 256, on: connection, logger: logger) {
-            guard link.atMS < cutoffMS, expired.isEmpty || events + Int(link.count) <= 10_000 else { break }
+        for (link, history) in try await linksWithKind(
+            "WHERE position > \(Int64(state.anchor.position)) ORDER BY position LIMIT 256", on: connection,
+            logger: logger)
+        {
+            guard cutoffs.expires(atMS: link.atMS, history: history),
+                expired.isEmpty || events + Int(link.count) <= 10_000
+            else { break }
             events += Int(link.count)
             expired.append(link)
         }
         var pruned = AuditRetention.Pruned()
         if let last = expired.last {
-            let rows = try await connection.query(
-                """
-                DELETE FROM audit_events e USING unnest(\(expired.map(\.firstSeq))::bigint[], \(expired.map(\.lastSeq))::bigint[]) AS l(f, t)
-                WHERE e.seq BETWEEN l.f AND l.t AND e.link = l.f RETURNING 1
-                """, logger: logger)
-            for try await _ in rows.decode(Int32.self) { pruned.rows += 1 }
+            pruned.rows += try await deleteEvents(of: expired, on: connection, logger: logger)
             try await connection.query(
                 "DELETE FROM audit_links WHERE position <= \(Int64(last.position))", logger: logger)
             try await connection.query(
@@ -175,14 +191,71 @@ enum AuditChainRows {
                 """, logger: logger)
             pruned.links = expired.count
             pruned.anchor = AuditChain.Point(position: last.position, hash: last.hash)
+        } else {
+            pruned = try await makeGaps(
+                olderThan: AuditRetention.gapCutoff(cutoffs.trafficMS), on: connection, logger: logger)
         }
         let legacy = try await connection.query(
             """
             DELETE FROM audit_events WHERE seq IN (
-                SELECT seq FROM audit_events WHERE at_ms < \(cutoffMS) AND link IS NULL ORDER BY at_ms LIMIT 10000)
+                SELECT seq FROM audit_events WHERE at_ms < \(cutoffs.trafficMS) AND link IS NULL
+                AND (action IN ('api.request', 'admin.permission_denied') OR at_ms < \(cutoffs.historyMS ?? .min))
+                ORDER BY at_ms LIMIT 10000)
             RETURNING 1
             """, logger: logger)
         for try await _ in legacy.decode(Int32.self) { pruned.rows += 1 }
         return pruned
+    }
+
+    /// Empties up to 4,096 traffic links older than `cutoffMS` into gaps (``AuditChain/Link/prunedFrom``):
+    /// their events go, and each run of them becomes one row, its last link's, that names the run's
+    /// first position; a run that continues an earlier gap takes it in.
+    private static func makeGaps(olderThan cutoffMS: Int64, on connection: PostgresConnection, logger: Logger)
+        async throws -> AuditRetention.Pruned
+    {
+        let expired = try await linksWithKind(
+            "WHERE NOT history AND pruned_from IS NULL AND at_ms < \(cutoffMS) ORDER BY at_ms, position LIMIT 4096",
+            on: connection, logger: logger
+        ).map(\.link).sorted { $0.position < $1.position }
+        var pruned = AuditRetention.Pruned()
+        guard !expired.isEmpty else { return pruned }
+        pruned.rows = try await deleteEvents(of: expired, on: connection, logger: logger)
+        // Runs of consecutive positions, each continuing the gap just before it when there is one.
+        let positions = expired.map(\.position)
+        let runs = AuditRetention.ranges(positions)
+        let before = runs.map { Int64($0.lowerBound) - 1 }
+        var earlier: [Int64: Int64] = [:]
+        for try await (position, from) in try await connection.query(
+            "SELECT position, pruned_from FROM audit_links WHERE position = ANY(\(before)::bigint[]) AND pruned_from IS NOT NULL",
+            logger: logger
+        ).decode((Int64, Int64).self) {
+            earlier[position] = from
+        }
+        let lasts = runs.map { Int64($0.upperBound) }
+        let froms = runs.map { earlier[Int64($0.lowerBound) - 1] ?? Int64($0.lowerBound) }
+        let dropped = positions.map { Int64($0) }.filter { !lasts.contains($0) } + Array(earlier.keys)
+        try await connection.query(
+            "DELETE FROM audit_links WHERE position = ANY(\(dropped)::bigint[])", logger: logger)
+        try await connection.query(
+            """
+            UPDATE audit_links SET pruned_from = g.f, count = 0
+            FROM unnest(\(lasts)::bigint[], \(froms)::bigint[]) AS g(p, f) WHERE position = g.p
+            """, logger: logger)
+        pruned.gaps = runs
+        return pruned
+    }
+
+    /// Deletes the events of `links`; returns how many.
+    private static func deleteEvents(of links: [StoredLink], on connection: PostgresConnection, logger: Logger)
+        async throws -> Int
+    {
+        let rows = try await connection.query(
+            """
+            DELETE FROM audit_events e USING unnest(\(links.map(\.firstSeq))::bigint[], \(links.map(\.lastSeq))::bigint[]) AS l(f, t)
+            WHERE e.seq BETWEEN l.f AND l.t AND e.link = l.f RETURNING 1
+            """, logger: logger)
+        var count = 0
+        for try await _ in rows.decode(Int32.self) { count += 1 }
+        return count
     }
 }

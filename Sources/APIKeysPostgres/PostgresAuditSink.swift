@@ -54,14 +54,14 @@ final class PostgresAuditSink: AuditSink {
     }
 
     func pruneStep(
-        olderThan cutoffMS: Int64, recording record: @escaping @Sendable (AuditRetention.Pruned) -> AuditRecord
+        _ cutoffs: AuditRetention.Cutoffs,
+        recording record: @escaping @Sendable (AuditRetention.Pruned) -> AuditRecord
     ) throws -> AuditRetention.Pruned {
         let (client, logger, server) = (client, logger, server)
         return try runBlocking {
             do {
                 return try await client.withTransaction(logger: logger) { connection in
-                    let pruned = try await AuditChainRows.pruneStep(
-                        olderThan: cutoffMS, on: connection, logger: logger)
+                    let pruned = try await AuditChainRows.pruneStep(cutoffs, on: connection, logger: logger)
                     if !pruned.isEmpty {
                         try await AuditChainRows.append([record(pruned)], on: connection, logger: logger)
                     }

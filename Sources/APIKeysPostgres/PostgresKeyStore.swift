@@ -46,7 +46,7 @@ package final class PostgresKeyStore: KeyStore {
     /// following the change feed. Throws ``StoreError`` when the database cannot be reached or used.
     package static func open(
         location: PostgresLocation, catalog: PermissionCatalog, clock: any WallClock, auditMode: AuditMode,
-        auditQueueCapacity: Int, auditRetentionMS: Int64, maxStalenessMS: Int64,
+        auditQueueCapacity: Int, auditRetentionMS: Int64, historyRetentionMS: Int64 = 0, maxStalenessMS: Int64,
         decorateAuditSink: AuditSinkDecorator? = nil, logger: Logger
     ) async throws -> PostgresKeyStore {
         let client = PostgresClient(configuration: location.clientConfiguration, backgroundLogger: logger)
@@ -75,7 +75,8 @@ package final class PostgresKeyStore: KeyStore {
             let writer = AuditWriter(
                 sink: decorateAuditSink?(sink) ?? sink,
                 seqs: AuditSequence(.clock(replica: UInt64(replica % 256))), lastAtMS: 0, mode: auditMode, clock: clock,
-                capacity: auditQueueCapacity, retentionMS: auditRetentionMS, logger: logger)
+                capacity: auditQueueCapacity, retentionMS: auditRetentionMS, historyRetentionMS: historyRetentionMS,
+                logger: logger)
             feed.start()
             logger.info(
                 "PostgreSQL store open",

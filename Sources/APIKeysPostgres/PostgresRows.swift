@@ -419,10 +419,11 @@ enum BatchRows {
             WHERE cardinality({ev_seq}::bigint[]) > 0 AND (SELECT ok FROM allowed)
             RETURNING head_position, head_hash),
         linked AS (
-            INSERT INTO audit_links (position, first_seq, last_seq, at_ms, count, hash)
+            -- Key changes: history (AuditAction.isHistory), kept under the admin retention.
+            INSERT INTO audit_links (position, first_seq, last_seq, at_ms, count, hash, history)
             SELECT head_position, (SELECT min(x) FROM unnest({ev_seq}::bigint[]) x),
                    (SELECT max(x) FROM unnest({ev_seq}::bigint[]) x), (SELECT max(x) FROM unnest({ev_at_ms}::bigint[]) x),
-                   cardinality({ev_seq}::bigint[]), head_hash
+                   cardinality({ev_seq}::bigint[]), head_hash, true
             FROM head),
         -- Taken before any change row takes a version (the rows are sorted, so all of this runs first)
         -- and held until the commit: versions become visible in order.

@@ -131,6 +131,19 @@ enum PostgresSchema {
         Migration(
             version: 9, name: "admin token last use",
             statements: ["ALTER TABLE admin_tokens ADD COLUMN last_used_at_ms bigint NOT NULL DEFAULT 0"]),
+        // Key and admin-token history outlives the retention of traffic (SQLite's migration 14).
+        Migration(
+            version: 10, name: "audit history kept apart from traffic",
+            statements: [
+                "ALTER TABLE audit_links ADD COLUMN history boolean NOT NULL DEFAULT false",
+                "ALTER TABLE audit_links ADD COLUMN pruned_from bigint",
+                """
+                UPDATE audit_links l SET history = true WHERE EXISTS (
+                    SELECT 1 FROM audit_events e WHERE e.seq BETWEEN l.first_seq AND l.last_seq AND e.link = l.first_seq
+                    AND e.action NOT IN ('api.request', 'admin.permission_denied'))
+                """,
+                "CREATE INDEX audit_links_traffic ON audit_links (at_ms, position) WHERE NOT history AND pruned_from IS NULL",
+            ]),
     ]
 
     /// Applies every migration not yet recorded, each in its own transaction, holding the

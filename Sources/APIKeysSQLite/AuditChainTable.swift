@@ -28,7 +28,10 @@ enum AuditChainTable {
         guard !events.isEmpty else { return }
         var head = try state(in: db).head
         let insert = try db.statement(
-            "INSERT INTO audit_links (position, first_seq, last_seq, at_ms, count, hash) VALUES (?, ?, ?, ?, ?, ?)")
+            """
+            INSERT INTO audit_links (position, first_seq, last_seq, at_ms, count, hash, history)
+            VALUES (?, ?, ?, ?, ?, ?, ?)
+            """)
         for link in AuditChain.pendingLinks(events, maxEvents: maxEvents, maxBytes: maxBytes) {
             let id = Int64(bitPattern: link.firstSeq)
             try store(events[link.range], id)
@@ -37,7 +40,8 @@ enum AuditChainTable {
             insert.reset()
             try insert.bind(
                 .integer(Int64(head.position)), .integer(id), .integer(Int64(bitPattern: link.lastSeq)),
-                .integer(link.atMS), .integer(Int64(link.count)), .blob(head.hash)
+                .integer(link.atMS), .integer(Int64(link.count)), .blob(head.hash),
+                .integer(events[link.range].contains { $0.action.isHistory } ? 1 : 0)
             ).run()
         }
         try db.statement("UPDATE audit_chain SET head_position = ?, head_hash = ? WHERE one = 1")
@@ -52,22 +56,24 @@ enum AuditChainTable {
         }
     }
 
+    static let linkColumns = "position, first_seq, last_seq, at_ms, count, hash, pruned_from, history"
+
     /// Up to `limit` links after `position`, in order.
     static func links(after position: UInt64, limit: Int, in db: SQLiteConnection) throws -> [StoredLink] {
         try db.statement(
-            """
-            SELECT position, first_seq, last_seq, at_ms, count, hash FROM audit_links WHERE position > ?
-            ORDER BY position LIMIT ?
-            """
-        ).bind(.integer(Int64(position)), .integer(Int64(limit))).rows { row in
-            StoredLink(
-                position: UInt64(row.int64(0)), firstSeq: row.int64(1), lastSeq: row.int64(2), atMS: row.int64(3),
-                count: row.int64(4), hash: row.blob(5))
-        }
+            "SELECT \(linkColumns) FROM audit_links WHERE position > ? ORDER BY position LIMIT ?"
+        ).bind(.integer(Int64(position)), .integer(Int64(limit))).rows(link(from:))
+    }
+
+    private static func link(from row: SQLiteStatement) -> StoredLink {
+        StoredLink(
+            position: UInt64(row.int64(0)), firstSeq: row.int64(1), lastSeq: row.int64(2), atMS: row.int64(3),
+            count: row.int64(4), hash: row.blob(5), prunedFrom: row.optionalInt64(6).map { UInt64($0) })
     }
 
     /// The events of `link`, in seq order: its rows of `audit_events` and its api.request batches.
     static func events(of link: StoredLink, in db: SQLiteConnection) throws -> [AuditRecord] {
+        guard link.prunedFrom == nil else { return [] }
         let bounds: [SQLiteValue] = [.integer(link.firstSeq), .integer(link.lastSeq), .integer(link.firstSeq)]
         var events = try db.statement(
             "SELECT \(AuditTable.columns) FROM audit_events WHERE seq BETWEEN ? AND ? AND link = ?"
@@ -105,7 +111,7 @@ enum AuditChainTable {
             let stored = try Self.links(after: start, limit: maxLinks, in: db)
             return try AuditChain.Page(
                 state: state, after: start, startHash: previous, maxBytes: maxBytes,
-                links: stored.map(\.point)
+                links: stored.map(\.point), prunedFrom: { stored[$0].prunedFrom }
             ) { try Self.events(of: stored[$0], in: db) }
         }
     }
@@ -117,35 +123,20 @@ enum AuditChainTable {
         var batchedEvents = 0
         var rows = 0
         var anchor: AuditChain.Point?
+        var gaps: [ClosedRange<UInt64>] = []
     }
 
-    /// Removes the oldest links whose every event is older than `cutoffMS` (at most `maxLinks`,
-    /// stopping at the first that is not), their events, and moves the anchor to the last one.
-    static func pruneStep(olderThan cutoffMS: Int64, maxLinks: Int, in db: SQLiteConnection) throws -> Pruned {
+    /// Removes the oldest links past `cutoffs` (at most `maxLinks`, stopping at the first that is
+    /// not: history kept stops it), their events, and moves the anchor to the last one.
+    static func pruneStep(_ cutoffs: AuditRetention.Cutoffs, maxLinks: Int, in db: SQLiteConnection) throws -> Pruned {
         var pruned = Pruned()
-        let expired = try links(after: try state(in: db).anchor.position, limit: maxLinks, in: db)
-            .prefix { $0.atMS < cutoffMS }
+        let expired = try db.statement(
+            "SELECT \(linkColumns) FROM audit_links WHERE position > ? ORDER BY position LIMIT ?"
+        ).bind(.integer(Int64(try state(in: db).anchor.position)), .integer(Int64(maxLinks))).rows { row in
+            (link(from: row), row.int64(7) != 0)
+        }.prefix { link, history in cutoffs.expires(atMS: link.atMS, history: history) }.map(\.0)
         guard let last = expired.last else { return pruned }
-        let deleteKeys = try db.statement(
-            """
-            DELETE FROM api_request_batch_keys WHERE first_seq IN (
-                SELECT first_seq FROM api_request_batches WHERE first_seq BETWEEN ?1 AND ?2 AND link = ?1)
-            """)
-        let deleteBatches = try db.statement(
-            "DELETE FROM api_request_batches WHERE first_seq BETWEEN ?1 AND ?2 AND link = ?1 RETURNING count")
-        let deleteRows = try db.statement("DELETE FROM audit_events WHERE seq BETWEEN ?1 AND ?2 AND link = ?1")
-        for link in expired {
-            let bounds: [SQLiteValue] = [.integer(link.firstSeq), .integer(link.lastSeq)]
-            deleteKeys.reset()
-            try deleteKeys.bind(bounds).run()
-            deleteBatches.reset()
-            let counts = try deleteBatches.bind(bounds).rows { $0.int64(0) }
-            pruned.batches += counts.count
-            pruned.batchedEvents += Int(counts.reduce(0, +))
-            deleteRows.reset()
-            try deleteRows.bind(bounds).run()
-            pruned.rows += db.changes
-        }
+        for link in expired { try deleteEvents(of: link, counting: &pruned, in: db) }
         try db.statement("DELETE FROM audit_links WHERE position <= ?").bind(.integer(Int64(last.position))).run()
         let anchor = AuditChain.Point(position: last.position, hash: last.hash)
         try db.statement("UPDATE audit_chain SET anchor_position = ?, anchor_hash = ? WHERE one = 1")
@@ -153,5 +144,56 @@ enum AuditChainTable {
         pruned.links = expired.count
         pruned.anchor = anchor
         return pruned
+    }
+
+    /// Empties up to `maxLinks` traffic links past the traffic cutoff that history before them
+    /// keeps from being removed whole: their events go, and each run of such links becomes one
+    /// gap row (the run's last position and hash, `pruned_from` its first).
+    static func makeGaps(olderThan cutoffMS: Int64, maxLinks: Int, in db: SQLiteConnection) throws -> Pruned {
+        var pruned = Pruned()
+        let expired = try db.statement(
+            """
+            SELECT \(linkColumns) FROM audit_links INDEXED BY audit_links_traffic
+            WHERE history = 0 AND pruned_from IS NULL AND at_ms < ? ORDER BY at_ms, position LIMIT ?
+            """
+        ).bind(.integer(cutoffMS), .integer(Int64(maxLinks))).rows(link(from:)).sorted { $0.position < $1.position }
+        let previousGap = try db.statement(
+            "SELECT pruned_from FROM audit_links WHERE position = ? AND pruned_from IS NOT NULL")
+        let dropRow = try db.statement("DELETE FROM audit_links WHERE position = ?")
+        let markGap = try db.statement("UPDATE audit_links SET pruned_from = ?, count = 0 WHERE position = ?")
+        for link in expired {
+            try deleteEvents(of: link, counting: &pruned, in: db)
+            previousGap.reset()
+            var from = link.position
+            if let earlier = try previousGap.bind(.integer(Int64(link.position) - 1)).firstRow({ $0.int64(0) }) {
+                from = UInt64(earlier)
+                dropRow.reset()
+                try dropRow.bind(.integer(Int64(link.position) - 1)).run()
+            }
+            markGap.reset()
+            try markGap.bind(.integer(Int64(from)), .integer(Int64(link.position))).run()
+        }
+        pruned.gaps = AuditRetention.ranges(expired.map(\.position))
+        return pruned
+    }
+
+    /// Deletes the events of `link` (its rows and batches, with the batches' key index).
+    private static func deleteEvents(of link: StoredLink, counting pruned: inout Pruned, in db: SQLiteConnection)
+        throws
+    {
+        let bounds: [SQLiteValue] = [.integer(link.firstSeq), .integer(link.lastSeq)]
+        try db.statement(
+            """
+            DELETE FROM api_request_batch_keys WHERE first_seq IN (
+                SELECT first_seq FROM api_request_batches WHERE first_seq BETWEEN ?1 AND ?2 AND link = ?1)
+            """
+        ).bind(bounds).run()
+        let counts = try db.statement(
+            "DELETE FROM api_request_batches WHERE first_seq BETWEEN ?1 AND ?2 AND link = ?1 RETURNING count"
+        ).bind(bounds).rows { $0.int64(0) }
+        pruned.batches += counts.count
+        pruned.batchedEvents += Int(counts.reduce(0, +))
+        try db.statement("DELETE FROM audit_events WHERE seq BETWEEN ?1 AND ?2 AND link = ?1").bind(bounds).run()
+        pruned.rows += db.changes
     }
 }

@@ -9,12 +9,14 @@ extension KeyService {
         path: String, catalog: PermissionCatalog = .standard, format: SecretFormat = .standard,
         clock: any WallClock = SystemWallClock(), auditMode: AuditMode = .full,
         auditQueueCapacity: Int = defaultAuditQueueCapacity,
-        auditRetentionMS: Int64 = 0, busyTimeoutMS: Int32 = 5000, maxKeyLifetimeMS: Int64? = nil,
+        auditRetentionMS: Int64 = 0, adminAuditRetentionMS: Int64 = 0, busyTimeoutMS: Int32 = 5000,
+        maxKeyLifetimeMS: Int64? = nil,
         minFreeDiskBytes: Int64 = defaultMinFreeDiskBytes, logger: Logger = Logger(label: "apikeys.store")
     ) throws -> KeyService {
         let store = try SQLiteKeyStore.open(
             path: path, catalog: catalog, clock: clock, auditMode: auditMode, auditQueueCapacity: auditQueueCapacity,
-            auditRetentionMS: auditRetentionMS, busyTimeoutMS: busyTimeoutMS, minFreeDiskBytes: minFreeDiskBytes,
+            auditRetentionMS: auditRetentionMS, historyRetentionMS: adminAuditRetentionMS, busyTimeoutMS: busyTimeoutMS,
+            minFreeDiskBytes: minFreeDiskBytes,
             logger: logger)
         return KeyService(
             store: store, format: format, clock: clock, maxKeyLifetimeMS: maxKeyLifetimeMS, logger: logger)

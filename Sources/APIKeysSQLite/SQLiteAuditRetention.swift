@@ -12,14 +12,23 @@ enum SQLiteAuditRetention {
     static let maxBatchesPerStep = 256
     static let maxRowsPerStep = 10_000
 
-    /// Removes up to one step of events older than `cutoffMS`; the caller records the result.
-    /// Links of the chain go oldest first, whole, and move its anchor (``AuditChainTable``);
-    /// events stored before the chain existed go by time, as they always did.
-    static func pruneStep(olderThan cutoffMS: Int64, in db: SQLiteConnection) throws -> Pruned {
-        let chained = try AuditChainTable.pruneStep(olderThan: cutoffMS, maxLinks: maxBatchesPerStep, in: db)
+    /// Traffic links emptied into gaps in one transaction at most.
+    static let maxGapLinksPerStep = 4096
+
+    /// Removes up to one step of events past `cutoffs`; the caller records the result. Links of
+    /// the chain go oldest first, whole, and move its anchor (``AuditChainTable``); once history
+    /// that is kept stops that, older traffic links are emptied into gaps; events stored before
+    /// the chain existed go by time, as they always did (history only past its own cutoff).
+    static func pruneStep(_ cutoffs: AuditRetention.Cutoffs, in db: SQLiteConnection) throws -> Pruned {
+        let cutoffMS = cutoffs.trafficMS
+        var chained = try AuditChainTable.pruneStep(cutoffs, maxLinks: maxBatchesPerStep, in: db)
+        if chained.links == 0 {
+            chained = try AuditChainTable.makeGaps(
+                olderThan: AuditRetention.gapCutoff(cutoffMS), maxLinks: maxGapLinksPerStep, in: db)
+        }
         var pruned = Pruned(
             batches: chained.batches, batchedEvents: chained.batchedEvents, rows: chained.rows, links: chained.links,
-            anchor: chained.anchor)
+            anchor: chained.anchor, gaps: chained.gaps)
         // Times never decrease with seq, so expired batches are the oldest ones: a range of
         // first_seq, which the by-time index finds without a scan.
         let expired = try db.statement(
@@ -40,9 +49,10 @@ enum SQLiteAuditRetention {
         try db.statement(
             """
             DELETE FROM audit_events WHERE seq IN (
-                SELECT seq FROM audit_events WHERE at_ms < ? AND link IS NULL LIMIT ?)
+                SELECT seq FROM audit_events WHERE at_ms < ?1 AND link IS NULL
+                AND (action IN ('api.request', 'admin.permission_denied') OR at_ms < ?3) LIMIT ?2)
             """
-        ).bind(.integer(cutoffMS), .integer(Int64(maxRowsPerStep))).run()
+        ).bind(.integer(cutoffMS), .integer(Int64(maxRowsPerStep)), .integer(cutoffs.historyMS ?? .min)).run()
         pruned.rows += db.changes
         return pruned
     }

@@ -52,13 +52,14 @@ final class SQLiteAuditSink: AuditSink, @unchecked Sendable {
     }
 
     func pruneStep(
-        olderThan cutoffMS: Int64, recording record: @escaping @Sendable (AuditRetention.Pruned) -> AuditRecord
+        _ cutoffs: AuditRetention.Cutoffs,
+        recording record: @escaping @Sendable (AuditRetention.Pruned) -> AuditRecord
     ) throws
         -> AuditRetention.Pruned
     {
         applyGrowthLimit()
         return try connection.transaction {
-            let pruned = try SQLiteAuditRetention.pruneStep(olderThan: cutoffMS, in: connection)
+            let pruned = try SQLiteAuditRetention.pruneStep(cutoffs, in: connection)
             if !pruned.isEmpty { try AuditChainTable.appendRows([record(pruned)], in: connection) }
             return pruned
         }

@@ -38,7 +38,7 @@ package final class SQLiteKeyStore: KeyStore {
     /// Throws ``StoreError`` for a file that is unreadable, locked or corrupt.
     package static func open(
         path: String, catalog: PermissionCatalog, clock: any WallClock, auditMode: AuditMode, auditQueueCapacity: Int,
-        auditRetentionMS: Int64, busyTimeoutMS: Int32, minFreeDiskBytes: Int64,
+        auditRetentionMS: Int64, historyRetentionMS: Int64 = 0, busyTimeoutMS: Int32, minFreeDiskBytes: Int64,
         decorateAuditSink: AuditSinkDecorator? = nil, logger: Logger
     ) throws -> SQLiteKeyStore {
         let db = try SQLiteConnection(path: path, busyTimeoutMS: busyTimeoutMS)
@@ -49,7 +49,8 @@ package final class SQLiteKeyStore: KeyStore {
         let writer = AuditWriter(
             sink: decorateAuditSink?(sink) ?? sink,
             seqs: AuditSequence(.dense, after: last.seq), lastAtMS: last.batchAtMS, mode: auditMode, clock: clock,
-            capacity: auditQueueCapacity, retentionMS: auditRetentionMS, minFreeDiskBytes: minFreeDiskBytes,
+            capacity: auditQueueCapacity, retentionMS: auditRetentionMS, historyRetentionMS: historyRetentionMS,
+            minFreeDiskBytes: minFreeDiskBytes,
             logger: logger)
         let store = SQLiteKeyStore(
             path: path, index: index, admin: db, auditWriter: writer, auditSink: sink, clock: clock)

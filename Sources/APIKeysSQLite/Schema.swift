@@ -160,6 +160,20 @@ package enum Schema {
         Migration(
             version: 13, name: "admin token last use",
             sql: "ALTER TABLE admin_tokens ADD COLUMN last_used_at_ms INTEGER NOT NULL DEFAULT 0;"),
+        // Key and admin-token history outlives the retention of traffic: a link says whether it
+        // holds history, and a traffic link emptied by retention before older history is a gap
+        // (pruned_from: the first position of the run it stands for).
+        Migration(
+            version: 14, name: "audit history kept apart from traffic",
+            sql: """
+                ALTER TABLE audit_links ADD COLUMN history INTEGER NOT NULL DEFAULT 0;
+                ALTER TABLE audit_links ADD COLUMN pruned_from INTEGER;
+                UPDATE audit_links SET history = 1 WHERE EXISTS (
+                    SELECT 1 FROM audit_events e
+                    WHERE e.seq BETWEEN audit_links.first_seq AND audit_links.last_seq AND e.link = audit_links.first_seq
+                    AND e.action NOT IN ('api.request', 'admin.permission_denied'));
+                CREATE INDEX audit_links_traffic ON audit_links (at_ms, position) WHERE history = 0 AND pruned_from IS NULL;
+                """),
     ]
 
     /// Applies every migration not yet recorded in `schema_migrations`, each in its own transaction.

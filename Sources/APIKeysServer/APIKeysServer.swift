@@ -177,6 +177,7 @@ public final class APIKeysServer: Service, Sendable {
                 location: try PostgresLocation(url: url), catalog: configuration.catalog, clock: configuration.clock,
                 auditMode: configuration.auditMode, auditQueueCapacity: configuration.auditQueueCapacity,
                 auditRetentionMS: configuration.auditRetentionSeconds * 1000,
+                historyRetentionMS: configuration.adminAuditRetentionSeconds * 1000,
                 maxStalenessMS: configuration.maxStalenessMS, decorateAuditSink: configuration.decorateAuditSink,
                 logger: logger)
             return KeyService(
@@ -186,7 +187,8 @@ public final class APIKeysServer: Service, Sendable {
         let store = try SQLiteKeyStore.open(
             path: configuration.databasePath, catalog: configuration.catalog, clock: configuration.clock,
             auditMode: configuration.auditMode, auditQueueCapacity: configuration.auditQueueCapacity,
-            auditRetentionMS: configuration.auditRetentionSeconds * 1000, busyTimeoutMS: 5000,
+            auditRetentionMS: configuration.auditRetentionSeconds * 1000,
+            historyRetentionMS: configuration.adminAuditRetentionSeconds * 1000, busyTimeoutMS: 5000,
             minFreeDiskBytes: configuration.minFreeDiskBytes, decorateAuditSink: configuration.decorateAuditSink,
             logger: logger)
         return KeyService(

@@ -51,6 +51,10 @@ public struct ServerConfiguration: Sendable {
     /// 30 days, covers the usual "what did this key do last month" and bounds the disk: at
     /// ~120 bytes an event, 1,000 checks/s keep ~310 GB (full audit).
     public var auditRetentionSeconds: Int64 = 30 * 86400
+    /// Key and admin-token history (`key.*`, `admin_token.*`, `audit.pruned`) older than this is
+    /// pruned; 0 (the default) keeps it forever, whatever the retention of checks. Never shorter
+    /// than ``auditRetentionSeconds``.
+    public var adminAuditRetentionSeconds: Int64 = 0
     /// Keys must be given an expiry at most this far ahead when created or updated; 0: no limit.
     public var maxKeyLifetimeSeconds: Int64 = 0
     /// Capacity of the audit queue before checks fail closed.

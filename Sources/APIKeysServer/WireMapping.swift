@@ -49,7 +49,7 @@ extension ExportAuditChainResponse {
             links: page.links.map { previous, link in
                 AuditLink(
                     position: link.position, previousHash: previous ?? [], hash: link.hash,
-                    events: link.events.map(AuditEvent.init))
+                    events: link.events.map(AuditEvent.init), prunedFrom: link.prunedFrom ?? 0)
             })
     }
 }

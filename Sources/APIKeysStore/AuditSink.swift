@@ -11,10 +11,13 @@ package protocol AuditSink: Sendable {
     /// the keys' last-used times and spent usage credits (``KeyUse``, by key id), all in one
     /// transaction.
     func write(_ individual: [AuditRecord], summaries: [AuditRecord], lastUsed: [String: KeyUse]) throws
-    /// Removes one step of events older than `cutoffMS` in one transaction, with the event that
+    /// Removes one step of events past `cutoffs` in one transaction, with the event that
     /// `record` makes of what it removed; returns what it removed (empty: nothing was left).
+    /// Whole links go from the oldest while they are past both cutoffs (the anchor moves);
+    /// traffic links past the traffic cutoff with history kept before them lose their events
+    /// and become gaps (``AuditChain/Link/prunedFrom``).
     func pruneStep(
-        olderThan cutoffMS: Int64, recording record: @escaping @Sendable (AuditRetention.Pruned) -> AuditRecord
+        _ cutoffs: AuditRetention.Cutoffs, recording record: @escaping @Sendable (AuditRetention.Pruned) -> AuditRecord
     ) throws
         -> AuditRetention.Pruned
     /// Gives the space freed by pruning back to the file system, where that applies.

@@ -59,6 +59,9 @@ package final class AuditWriter: Sendable {
     private let mode: AuditMode
     /// Events older than this are pruned; 0 = kept forever.
     package let retentionMS: Int64
+    /// Key and admin-token history (``AuditAction/isHistory``) older than this is pruned; 0 =
+    /// kept forever (the default). Never shorter than ``retentionMS``.
+    package let historyRetentionMS: Int64
     private let pruneIntervalMS: Int64
     private let clock: any WallClock
     private let logger: Logger
@@ -71,7 +74,8 @@ package final class AuditWriter: Sendable {
     package init(
         sink: any AuditSink, seqs: AuditSequence, lastAtMS: Int64, mode: AuditMode = .full, clock: any WallClock,
         capacity: Int = KeyService.defaultAuditQueueCapacity, batchSize: Int = 1_000,
-        flushInterval: DispatchTimeInterval = .milliseconds(5), retentionMS: Int64 = 0, pruneIntervalMS: Int64 = 60_000,
+        flushInterval: DispatchTimeInterval = .milliseconds(5), retentionMS: Int64 = 0, historyRetentionMS: Int64 = 0,
+        pruneIntervalMS: Int64 = 60_000,
         minFreeDiskBytes: Int64 = KeyService.defaultMinFreeDiskBytes, logger: Logger
     ) {
         self.minFreeDiskBytes = minFreeDiskBytes
@@ -79,6 +83,7 @@ package final class AuditWriter: Sendable {
         self.state = Mutex(State(seqs: seqs, lastAtMS: lastAtMS))
         self.mode = mode
         self.retentionMS = retentionMS
+        self.historyRetentionMS = historyRetentionMS > 0 ? max(historyRetentionMS, retentionMS) : 0
         self.pruneIntervalMS = pruneIntervalMS
         self.clock = clock
         self.capacity = capacity
@@ -310,14 +315,16 @@ package final class AuditWriter: Sendable {
     /// `audit.pruned` event, then gives the freed pages back. A failure (a full disk) is logged
     /// and tried again at the next interval.
     private func pruneExpired() {
-        let cutoff = clock.nowMS() - retentionMS
+        let cutoffs = AuditRetention.Cutoffs(
+            nowMS: clock.nowMS(), retentionMS: retentionMS, historyRetentionMS: historyRetentionMS)
         do {
             var steps = 0
             while true {
-                let pruned = try sink.pruneStep(olderThan: cutoff) { [self] pruned in
+                let pruned = try sink.pruneStep(cutoffs) { [self] pruned in
                     let now = clock.nowMS()
                     return AuditRetention.event(
-                        for: pruned, cutoffMS: cutoff, retentionMS: retentionMS, seq: takeSeq(atMS: now), nowMS: now)
+                        for: pruned, cutoffs: cutoffs, retentionMS: retentionMS,
+                        historyRetentionMS: historyRetentionMS, seq: takeSeq(atMS: now), nowMS: now)
                 }
                 if pruned.isEmpty { break }
                 steps += 1

@@ -290,7 +290,7 @@ public final class KeyService: Sendable {
             for link in links {
                 try verifier!.check(
                     position: link.position, hash: link.hash, entries: link.events.map(AuditChain.Entry.init),
-                    state: page.state)
+                    state: page.state, prunedFrom: link.prunedFrom)
             }
             guard let last = links.last, last.position < first.head.position else { break }
             after = last.position

@@ -8,10 +8,15 @@ package struct StoredLink: Sendable {
     package var atMS: Int64
     package var count: Int64
     package var hash: [UInt8]
+    /// A gap: the events of the links from this position to this one were pruned (``AuditChain/Link/prunedFrom``).
+    package var prunedFrom: UInt64?
 
-    package init(position: UInt64, firstSeq: Int64, lastSeq: Int64, atMS: Int64, count: Int64, hash: [UInt8]) {
+    package init(
+        position: UInt64, firstSeq: Int64, lastSeq: Int64, atMS: Int64, count: Int64, hash: [UInt8],
+        prunedFrom: UInt64? = nil
+    ) {
         (self.position, self.firstSeq, self.lastSeq) = (position, firstSeq, lastSeq)
-        (self.atMS, self.count, self.hash) = (atMS, count, hash)
+        (self.atMS, self.count, self.hash, self.prunedFrom) = (atMS, count, hash, prunedFrom)
     }
 
     /// The link as a point of the chain.

@@ -146,9 +146,15 @@ struct Serve: AsyncParsableCommand {
 
     @Option(
         help:
-            "How long audit events are kept: a duration (30d, 12h, 2w) or `forever` (or 0); older ones are pruned every minute (env APIKEYD_AUDIT_RETENTION; default 30d)."
+            "How long checks (api.request) and refused admin calls are kept in the audit trail: a duration (30d, 12h, 2w) or `forever` (or 0); older ones are pruned every minute (env APIKEYD_AUDIT_RETENTION; default 30d). Key and admin-token history has its own: --admin-audit-retention."
     )
     var auditRetention: String = Environment.string("APIKEYD_AUDIT_RETENTION", default: "30d")
+
+    @Option(
+        help:
+            "How long key and admin-token history (key.*, admin_token.*, audit.pruned) is kept: `forever` (the default) or a duration no shorter than --audit-retention (env APIKEYD_ADMIN_AUDIT_RETENTION)."
+    )
+    var adminAuditRetention: String = Environment.string("APIKEYD_ADMIN_AUDIT_RETENTION", default: "forever")
 
     @Option(
         help:
@@ -182,6 +188,10 @@ struct Serve: AsyncParsableCommand {
     }
 
     /// `--audit-retention` in seconds, 0 for `forever`; nil when it is neither.
+    private var adminAuditRetentionSeconds: Int64? {
+        ["forever", "0"].contains(adminAuditRetention) ? 0 : DurationText.seconds(adminAuditRetention)
+    }
+
     private var auditRetentionSeconds: Int64? {
         ["forever", "0"].contains(auditRetention) ? 0 : DurationText.seconds(auditRetention)
     }
@@ -268,6 +278,12 @@ struct Serve: AsyncParsableCommand {
         guard auditRetentionSeconds != nil else {
             throw ValidationError("--audit-retention is a duration such as 30d, 12h or 2w, or forever")
         }
+        guard let history = adminAuditRetentionSeconds else {
+            throw ValidationError("--admin-audit-retention is forever or a duration such as 400d")
+        }
+        if history > 0, let traffic = auditRetentionSeconds, traffic == 0 || history < traffic {
+            throw ValidationError("--admin-audit-retention may not be shorter than --audit-retention")
+        }
         guard maxKeyLifetimeSeconds != nil else {
             throw ValidationError("--max-key-lifetime is a duration such as 90d or 12w, or none")
         }
@@ -299,6 +315,7 @@ struct Serve: AsyncParsableCommand {
         configuration.keyPrefix = keyPrefix
         configuration.auditMode = AuditMode(rawValue: auditMode) ?? .full
         configuration.auditRetentionSeconds = auditRetentionSeconds ?? configuration.auditRetentionSeconds
+        configuration.adminAuditRetentionSeconds = adminAuditRetentionSeconds ?? 0
         configuration.maxKeyLifetimeSeconds = maxKeyLifetimeSeconds ?? 0
         configuration.minFreeDiskBytes = minFreeDiskBytes ?? configuration.minFreeDiskBytes
         if let permissionsFile = permissionsFile ?? Environment.optionalString("APIKEYD_PERMISSIONS_FILE") {

@@ -79,18 +79,26 @@ import Testing
                         return checks
                     }
                 }
-                try await Task.sleep(for: .milliseconds(300))
+                // Some keys acknowledged first (a loaded machine makes them slowly).
+                let waitUntil = ContinuousClock.now + .seconds(30)
+                while load.acknowledged.withLock({ $0.count }) < 8 && ContinuousClock.now < waitUntil {
+                    try await Task.sleep(for: .milliseconds(20))
+                }
                 let before = load.acknowledged.withLock { $0 }
                 let run = try await runCommand(
                     Self.apikeyd, ["backup", "--data-dir", server.dataDirectory, "--to", copy])
-                try await Task.sleep(for: .milliseconds(200))
+                // Keys keep being made after it: wait for one more than it could have seen.
+                let known = load.acknowledged.withLock { $0.count }
+                while load.acknowledged.withLock({ $0.count }) <= known && ContinuousClock.now < waitUntil {
+                    try await Task.sleep(for: .milliseconds(20))
+                }
                 load.stop.store(true, ordering: .relaxed)
                 let checks = try await group.reduce(0, +)
                 return (before, run, checks)
             }
             #expect(run.status == 0, "\(run.stderr)")
             #expect(run.stdout.contains("audit chain verified"), "\(run.stdout)")
-            #expect(before.count >= 4 && checks > 0, "the load did not run: \(before.count) keys, \(checks) checks")
+            #expect(before.count >= 8 && checks > 0, "the load did not run: \(before.count) keys, \(checks) checks")
             let mode = try FileManager.default.attributesOfItem(atPath: copy)[.posixPermissions] as? Int
             #expect(mode == 0o600)
             #expect(try Self.integrity(copy) == "ok")

@@ -1,5 +1,7 @@
 import APIKeysClient
+import APIKeysCore
 import APIKeysServer
+@_spi(Testing) import APIKeysStore
 import APIKeysTestSupport
 import Foundation
 import Testing
@@ -326,6 +328,64 @@ import Testing
                     == true)
             let deleted = try object(try await apikey(["delete", id, "--yes", "--json"], server: server))
             #expect(deleted["deleted"] as? String == id)
+        }
+    }
+
+    /// A key made 40 days ago (the injected clock) with the default retentions: `apikey audit
+    /// --key` still shows who created it and with which permissions after its checks were
+    /// pruned, and `apikey audit verify` holds (the pruned checks are gaps the chain names).
+    @Test(.enabled(if: FileManager.default.isExecutableFile(atPath: binary.path)))
+    func aKeysCreationOutlivesTheRetentionOfItsChecks() async throws {
+        let clock = ManualWallClock(nowMS: Int64(Date().timeIntervalSince1970 * 1000) - 40 * 86_400_000)
+        try await withServer(clock: clock) { server, client in
+            let created = try await client.createKey(name: "ci", permissions: ["jobs:execute", "history:read"])
+            for _ in 0..<20 { _ = try await client.check(key: created.secret, permissions: ["jobs:execute"]) }
+            await server.server.service.flushAuditTrail()
+            clock.advance(byMS: 40 * 86_400_000)
+            _ = try await client.check(key: created.secret, permissions: ["jobs:execute"])
+            await server.server.service.flushAuditTrail()
+            try await offThePool { server.server.service.pruneAuditTrailNow() }
+
+            let run = try await apikey(["audit", "--key", created.key.id, "--json"], server: server)
+            #expect(run.status == 0, "\(run.stderr)")
+            let events = try JSONSerialization.jsonObject(with: Data(run.stdout.utf8)) as? [[String: Any]] ?? []
+            #expect(events.map { $0["action"] as? String } == ["api.request", "key.created"], "\(events)")
+            let creationEvent = try #require(events.last)
+            #expect(creationEvent["actor"] as? String == "bootstrap", "\(creationEvent)")
+            #expect(creationEvent["permissions"] as? [String] == ["jobs:execute", "history:read"], "\(creationEvent)")
+            let verified = try await apikey(["audit", "verify"], server: server)
+            #expect(verified.status == 0, "\(verified.stdout) \(verified.stderr)")
+            let all = try await apikey(["audit", "--action", "audit.pruned", "--json"], server: server)
+            #expect(all.stdout.contains("events of links"), "\(all.stdout)")
+
+            // The export carries the gap (pruned_from), and the independent script verifies it;
+            // the same export with the key's creation made into a gap (its event removed) is refused.
+            let export = try await apikey(["audit", "export", "--format", "jsonl"], server: server)
+            #expect(export.status == 0 && export.stdout.contains("\"pruned_from\""), "\(export.stdout)")
+            let exportFile = server.dataDirectory + "/export.jsonl"
+            try export.stdout.write(toFile: exportFile, atomically: true, encoding: .utf8)
+            var external = try await runCommand(Self.python, [Self.exportVerifier.path, exportFile])
+            #expect(external.status == 0, "\(external.stdout)\(external.stderr)")
+            var lines = try export.stdout.split(separator: "\n").map {
+                try JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any] ?? [:]
+            }
+            let creation = try #require(lines.first { $0["action"] as? String == "key.created" })
+            let creationLink = try #require(creation["link"] as? Int)
+            lines.removeAll { $0["type"] as? String == "event" && $0["link"] as? Int == creationLink }
+            for index in lines.indices where lines[index]["type"] as? String == "link" {
+                if lines[index]["position"] as? Int == creationLink {
+                    lines[index]["events"] = 0
+                    lines[index]["pruned_from"] = creationLink
+                }
+            }
+            let forged = try lines.map {
+                String(decoding: try JSONSerialization.data(withJSONObject: $0), as: UTF8.self)
+            }
+            try forged.joined(separator: "\n").write(toFile: exportFile, atomically: true, encoding: .utf8)
+            external = try await runCommand(Self.python, [Self.exportVerifier.path, exportFile])
+            #expect(
+                external.status == 1 && external.stdout.contains("no audit.pruned event records their pruning"),
+                "\(external.stdout)\(external.stderr)")
         }
     }
 

@@ -34,7 +34,7 @@ import Testing
                 }
                 try verifier!.check(
                     position: link.position, hash: link.hash, entries: link.events.map(AuditChain.Entry.init),
-                    state: state)
+                    state: state, prunedFrom: link.prunedFrom)
                 events += link.events
             }
             guard let last = page.links.last else { break }
@@ -103,8 +103,10 @@ import Testing
     @Test(arguments: StoreKind.available)
     func pruningMovesTheAnchorAndTheRestStillVerifies(_ kind: StoreKind) async throws {
         let clock = ManualWallClock(nowMS: 1_700_000_000_000)
-        try await withService(kind, clock: clock, maxStalenessMS: 100 * Self.day, auditRetentionMS: 30 * Self.day) {
-            service, _ in
+        try await withService(
+            kind, clock: clock, maxStalenessMS: 100 * Self.day, auditRetentionMS: 30 * Self.day,
+            historyRetentionMS: 30 * Self.day
+        ) { service, _ in
             let key = try await service.createKey(name: "k", permissions: ["jobs:read"], actor: "ops")
             for _ in 0..<300 { _ = try service.check(secret: key.secret, permissions: ["jobs:read"]) }
             await service.flushAuditTrail()
@@ -123,6 +125,90 @@ import Testing
             #expect(after.events.filter { $0.action == .apiRequest }.map(\.resource) == ["recent"])
             let pruned = try #require(after.events.first { $0.action == .auditPruned })
             #expect(AuditChain.anchor(inDetail: pruned.detail) == after.state.anchor, "\(pruned.detail)")
+        }
+    }
+
+    /// With history kept (the default) and checks pruned after 30 days: a key's creation and
+    /// rotation outlive the checks around them, the emptied runs of links are gaps named by the
+    /// audit.pruned events, and the whole chain still verifies, also after a second pruning that
+    /// continues an earlier gap. A history retention, once passed, removes the rest from the front.
+    @Test(arguments: StoreKind.available)
+    func historyOutlivesTheRetentionOfChecksAndTheChainStillVerifies(_ kind: StoreKind) async throws {
+        let clock = ManualWallClock(nowMS: 1_700_000_000_000)
+        try await withService(
+            kind, clock: clock, maxStalenessMS: 400 * Self.day, auditRetentionMS: 30 * Self.day,
+            historyRetentionMS: 200 * Self.day
+        ) { service, _ in
+            let old = try await service.createKey(name: "old", permissions: ["jobs:read"], actor: "ops")
+            for _ in 0..<300 { _ = try service.check(secret: old.secret, permissions: ["jobs:read"]) }
+            await service.flushAuditTrail()
+            let rotated = try await service.rotateKey(id: old.key.id, actor: "ops")
+            for _ in 0..<300 { _ = try service.check(secret: rotated.secret, permissions: ["jobs:read"]) }
+            await service.flushAuditTrail()
+            let before = try await Self.walk(service)
+
+            clock.advance(byMS: 40 * Self.day)
+            let young = try await service.createKey(name: "young", permissions: ["jobs:read"], actor: "ops")
+            _ = try service.check(secret: young.secret, permissions: ["jobs:read"], resource: "recent")
+            await service.flushAuditTrail()
+            try await offThePool { service.pruneAuditTrailNow() }
+
+            let history = try await service.listAuditEvents(AuditQuery(keyID: old.key.id), pageSize: 1000).events
+            #expect(history.map(\.action) == [.keyRotated, .keyCreated], "\(history.map(\.action))")
+            let after = try await Self.walk(service)
+            #expect(after.state.anchor == before.state.anchor, "history at the front keeps the anchor")
+            #expect(after.events.filter { $0.action == .apiRequest }.map(\.resource) == ["recent"])
+            let pruned = try #require(after.events.first { $0.action == .auditPruned })
+            let gaps = AuditChain.gaps(inDetail: pruned.detail)
+            #expect(!gaps.isEmpty && pruned.detail.hasPrefix("pruned 600 events"), "\(pruned.detail)")
+
+            // Forty days on: the young key's check goes too; its gap follows history, a new one.
+            _ = try service.check(secret: young.secret, permissions: ["jobs:read"], resource: "later")
+            await service.flushAuditTrail()
+            clock.advance(byMS: 40 * Self.day)
+            try await offThePool { service.pruneAuditTrailNow() }
+            let later = try await Self.walk(service)
+            #expect(later.events.filter { $0.action == .apiRequest }.isEmpty)
+            #expect(later.events.filter { $0.action == .keyCreated }.map(\.keyName) == ["old", "young"])
+
+            // Past the history's retention (200 days), everything old goes from the front.
+            clock.advance(byMS: 200 * Self.day)
+            _ = try service.check(secret: young.secret, permissions: ["jobs:read"], resource: "last")
+            await service.flushAuditTrail()
+            try await offThePool { service.pruneAuditTrailNow() }
+            let last = try await Self.walk(service)
+            #expect(last.state.anchor.position > later.state.anchor.position)
+            #expect(!last.events.contains { $0.action == .keyCreated || $0.action == .keyRotated })
+            #expect(last.events.filter { $0.action == .apiRequest }.map(\.resource) == ["last"])
+        }
+    }
+
+    /// A link of history emptied by hand and made to look like a gap, with no audit.pruned event
+    /// naming it, is found.
+    @Test func aForgedGapIsFound() async throws {
+        let clock = ManualWallClock(nowMS: 1_700_000_000_000)
+        try await withService(.sqlite, clock: clock, auditRetentionMS: 30 * Self.day) { service, dir in
+            let key = try await service.createKey(name: "k", permissions: ["jobs:read"], actor: "ops")
+            for _ in 0..<10 { _ = try service.check(secret: key.secret, permissions: ["jobs:read"]) }
+            await service.flushAuditTrail()
+            _ = try await service.setEnabled(id: key.key.id, enabled: false, actor: "ops")
+            clock.advance(byMS: 40 * Self.day)
+            _ = try await service.setEnabled(id: key.key.id, enabled: true, actor: "ops")
+            service.pruneAuditTrailNow()
+            _ = try await Self.walk(service)  // holds: the checks are a named gap
+
+            let db = try SQLiteConnection(path: dir + "/apikeys.sqlite")
+            defer { db.close() }
+            let disabled = try #require(
+                try db.statement("SELECT link FROM audit_events WHERE action = 'key.disabled'").firstRow { $0.int64(0) }
+            )
+            try db.execute("DELETE FROM audit_events WHERE link = \(disabled)")
+            try db.execute(
+                "UPDATE audit_links SET pruned_from = position, count = 0 WHERE first_seq = \(disabled)")
+            let broken = await #expect(throws: AuditChainVerifier.Break.self) { _ = try await Self.walk(service) }
+            #expect(
+                broken?.reason.contains("no audit.pruned event records their pruning") == true,
+                "\(String(describing: broken))")
         }
     }
 

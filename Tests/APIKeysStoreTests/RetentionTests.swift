@@ -15,7 +15,8 @@ import Testing
             let path = dir + "/apikeys.sqlite"
             let clock = ManualWallClock(nowMS: 1_700_000_000_000)
             let start = clock.nowMS()
-            let service = try KeyService.open(path: path, clock: clock, auditRetentionMS: 30 * Self.day)
+            let service = try KeyService.open(
+                path: path, clock: clock, auditRetentionMS: 30 * Self.day, adminAuditRetentionMS: 30 * Self.day)
             defer { service.close() }
             let key = try await service.createKey(name: "k", permissions: ["jobs:read"], actor: "ops")
             let resource = String(repeating: "r", count: 200)
@@ -37,7 +38,7 @@ import Testing
 
             let all = try await service.listAuditEvents(AuditQuery(), pageSize: 1000).events
             #expect(all.filter { $0.action == .apiRequest }.map(\.resource) == ["recent"])
-            #expect(!all.contains { $0.action == .keyCreated })  // older than the retention too
+            #expect(!all.contains { $0.action == .keyCreated })  // older than the history's retention too
             let pruned = try #require(all.first { $0.action == .auditPruned })
             #expect(pruned.actor == "retention" && pruned.atMS == clock.nowMS())
             #expect(pruned.detail.hasPrefix("pruned \(oldChecks + 1) events"), "\(pruned.detail)")
@@ -69,7 +70,8 @@ import Testing
         try await withTemporaryDirectory { dir in
             let path = dir + "/apikeys.sqlite"
             let clock = ManualWallClock(nowMS: 1_700_000_000_000)
-            var service = try KeyService.open(path: path, clock: clock, auditRetentionMS: Self.day)
+            var service = try KeyService.open(
+                path: path, clock: clock, auditRetentionMS: Self.day, adminAuditRetentionMS: Self.day)
             let key = try await service.createKey(name: "k", permissions: ["jobs:read"], actor: "ops")
             for _ in 0..<10 { _ = try service.check(secret: key.secret, permissions: []) }
             await service.flushAuditTrail()
@@ -79,7 +81,8 @@ import Testing
             let kept = try await service.listAuditEvents(AuditQuery()).events
             #expect(!kept.contains { $0.seq <= highest }, "the old events were not pruned")
             service.close()
-            service = try KeyService.open(path: path, clock: clock, auditRetentionMS: Self.day)
+            service = try KeyService.open(
+                path: path, clock: clock, auditRetentionMS: Self.day, adminAuditRetentionMS: Self.day)
             defer { service.close() }
             _ = try service.check(secret: key.secret, permissions: [])
             await service.flushAuditTrail()

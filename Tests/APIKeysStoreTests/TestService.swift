@@ -38,8 +38,8 @@ enum StoreKind: String, CaseIterable, CustomTestStringConvertible, Sendable {
 /// stalls while it is held.
 func withService<R>(
     _ kind: StoreKind = .sqlite, clock: ManualWallClock = ManualWallClock(nowMS: 1_700_000_000_000),
-    maxStalenessMS: Int64 = 10_000, auditRetentionMS: Int64 = 0, valve: AuditSinkValve? = nil,
-    _ body: (KeyService, String) async throws -> R
+    maxStalenessMS: Int64 = 10_000, auditRetentionMS: Int64 = 0, historyRetentionMS: Int64 = 0,
+    valve: AuditSinkValve? = nil, _ body: (KeyService, String) async throws -> R
 ) async throws -> R {
     try kind.requireStore()
     return try await withTemporaryDirectory { dir in
@@ -47,10 +47,12 @@ func withService<R>(
         switch kind {
         case .sqlite:
             service = try openSQLiteService(
-                path: dir + "/apikeys.sqlite", clock: clock, auditRetentionMS: auditRetentionMS, valve: valve)
+                path: dir + "/apikeys.sqlite", clock: clock, auditRetentionMS: auditRetentionMS,
+                historyRetentionMS: historyRetentionMS, valve: valve)
         case .postgres:
             service = try await TestDatabase.openService(
-                clock: clock, maxStalenessMS: maxStalenessMS, auditRetentionMS: auditRetentionMS, valve: valve)
+                clock: clock, maxStalenessMS: maxStalenessMS, auditRetentionMS: auditRetentionMS,
+                historyRetentionMS: historyRetentionMS, valve: valve)
         }
         do {
             let result = try await body(service, dir)
@@ -65,13 +67,15 @@ func withService<R>(
 
 /// A key service on the SQLite file at `path`, its audit writes through `valve` when one is given.
 func openSQLiteService(
-    path: String, clock: any WallClock, auditRetentionMS: Int64 = 0, valve: AuditSinkValve? = nil
+    path: String, clock: any WallClock, auditRetentionMS: Int64 = 0, historyRetentionMS: Int64 = 0,
+    valve: AuditSinkValve? = nil
 ) throws -> KeyService {
     let logger = Logger(label: "test", factory: { _ in SwiftLogNoOpLogHandler() })
     let store = try SQLiteKeyStore.open(
         path: path, catalog: .standard, clock: clock, auditMode: .full,
         auditQueueCapacity: KeyService.defaultAuditQueueCapacity, auditRetentionMS: auditRetentionMS,
-        busyTimeoutMS: 5000, minFreeDiskBytes: KeyService.defaultMinFreeDiskBytes,
+        historyRetentionMS: historyRetentionMS, busyTimeoutMS: 5000,
+        minFreeDiskBytes: KeyService.defaultMinFreeDiskBytes,
         decorateAuditSink: valve?.decorator, logger: logger)
     return KeyService(store: store, format: .standard, clock: clock, logger: logger)
 }
@@ -79,8 +83,8 @@ func openSQLiteService(
 extension TestDatabase {
     /// A key service on a new PostgreSQL database of the test cluster.
     static func openService(
-        clock: any WallClock, maxStalenessMS: Int64 = 10_000, auditRetentionMS: Int64 = 0, url: String? = nil,
-        valve: AuditSinkValve? = nil
+        clock: any WallClock, maxStalenessMS: Int64 = 10_000, auditRetentionMS: Int64 = 0,
+        historyRetentionMS: Int64 = 0, url: String? = nil, valve: AuditSinkValve? = nil
     ) async throws -> KeyService {
         let logger = Logger(label: "test", factory: { _ in SwiftLogNoOpLogHandler() })
         let databaseURL: String
@@ -88,7 +92,7 @@ extension TestDatabase {
         let store = try await PostgresKeyStore.open(
             location: try PostgresLocation(url: databaseURL), catalog: .standard, clock: clock,
             auditMode: .full, auditQueueCapacity: KeyService.defaultAuditQueueCapacity,
-            auditRetentionMS: auditRetentionMS,
+            auditRetentionMS: auditRetentionMS, historyRetentionMS: historyRetentionMS,
             maxStalenessMS: maxStalenessMS, decorateAuditSink: valve?.decorator, logger: logger)
         return KeyService(store: store, format: .standard, clock: clock, logger: logger)
     }

@@ -69,9 +69,10 @@ private struct ValvedSink: AuditSink {
     }
 
     func pruneStep(
-        olderThan cutoffMS: Int64, recording record: @escaping @Sendable (AuditRetention.Pruned) -> AuditRecord
+        _ cutoffs: AuditRetention.Cutoffs,
+        recording record: @escaping @Sendable (AuditRetention.Pruned) -> AuditRecord
     ) throws -> AuditRetention.Pruned {
-        try sink.pruneStep(olderThan: cutoffMS, recording: record)
+        try sink.pruneStep(cutoffs, recording: record)
     }
 
     func reclaimSpace() throws { try sink.reclaimSpace() }

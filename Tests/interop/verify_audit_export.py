@@ -33,7 +33,8 @@ def event_bytes(e):
     return out
 
 
-PRUNED = re.compile(r"the chain now starts after link (\d+), hash ([0-9a-f]{64})$")
+PRUNED = re.compile(r"the chain now starts after link (\d+), hash ([0-9a-f]{64})")
+GAPS = re.compile(r"events of links (.*?) removed, their hashes kept")
 
 
 def main(path, partial=False):
@@ -47,11 +48,16 @@ def main(path, partial=False):
     links = 0
     events = []
     pruned = None  # the newest audit.pruned event's anchor sentence
+    gaps, named_gaps = [], set()  # links read as gaps; positions audit.pruned events name as emptied
     for line in lines[1:]:
         if line["type"] == "event":
             events.append(line)
             if line["action"] == "audit.pruned" and PRUNED.search(line["detail"]):
                 pruned = PRUNED.search(line["detail"])
+            if line["action"] == "audit.pruned" and GAPS.search(line["detail"]):
+                for part in GAPS.search(line["detail"]).group(1).split(", "):
+                    low, high = (int(x) for x in part.split("\u2013"))
+                    named_gaps.add((low, high))
             continue
         if line["type"] != "link":
             return f"a line of unknown type {line['type']!r}"
@@ -63,6 +69,16 @@ def main(path, partial=False):
             elif not partial:
                 return (f"the export starts at link {line['position']}, not after the anchor "
                         f"(link {anchor['position']}): links are missing at the front")
+        if line.get("pruned_from"):
+            # A gap: retention emptied links pruned_from..position; only this hash is kept.
+            if line["pruned_from"] > position + 1 or line["position"] <= position:
+                return f"link {line['position']}: a gap that does not follow link {position}"
+            if events or line["events"] != 0:
+                return f"link {line['position']}: a gap with events"
+            gaps.append((position + 1, line["position"]))
+            previous, position = bytes.fromhex(line["hash"]), line["position"]
+            links += 1
+            continue
         if line["position"] != position + 1:
             return f"link {position + 1} is missing"
         if any(e["link"] != line["position"] for e in events):
@@ -81,6 +97,13 @@ def main(path, partial=False):
             return f"no link, but the head is link {head['position']}"
     elif position != head["position"] or previous.hex() != head["hash"]:
         return f"the export ends at link {position}, not at the head {head['position']}"
+    for low, high in gaps:
+        covered = low
+        for named_low, named_high in sorted(named_gaps):
+            if named_low <= covered <= named_high:
+                covered = named_high + 1
+        if covered <= high:
+            return f"links {low}-{high} have no events and no audit.pruned event records their pruning"
     if anchor["position"] != 0 and not partial:
         if pruned is None:
             return f"the anchor is link {anchor['position']}, and no audit.pruned event names it"

@@ -1296,6 +1296,12 @@ enum OpenAPIDocument {
             "items": {
               "$ref": "#/components/schemas/AuditEvent"
             }
+          },
+          "pruned_from": {
+            "type": "integer",
+            "format": "int64",
+            "minimum": 1,
+            "description": "Present for a gap: retention emptied the links from this position through this one (checks, while older history is kept); only this link's hash is left, with no events."
           }
         },
         "additionalProperties": false,

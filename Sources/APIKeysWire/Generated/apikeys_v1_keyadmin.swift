@@ -1298,14 +1298,20 @@ public struct AuditLink: WireMessage {
     public var hash: [UInt8] = []
     /// In seq order.
     public var events: [AuditEvent] = []
+    /// Not 0: a gap. Retention pruned the events of the links from this position through this
+    /// one (traffic, while older key and admin-token history is kept), and only this link's hash is
+    /// kept: events is empty, and a verifier takes the hash as it is. An audit.pruned event after
+    /// it must name these positions ("events of links A–B removed, their hashes kept").
+    public var prunedFrom: UInt64 = 0
 
     public init() {}
 
-    public init(position: UInt64 = 0, previousHash: [UInt8] = [], hash: [UInt8] = [], events: [AuditEvent] = []) {
+    public init(position: UInt64 = 0, previousHash: [UInt8] = [], hash: [UInt8] = [], events: [AuditEvent] = [], prunedFrom: UInt64 = 0) {
         self.position = position
         self.previousHash = previousHash
         self.hash = hash
         self.events = events
+        self.prunedFrom = prunedFrom
     }
 
     public static let codec = WireCodec<AuditLink>(
@@ -1318,6 +1324,7 @@ public struct AuditLink: WireMessage {
         value.previousHash = arena.bytes(c.previous_hash)
         value.hash = arena.bytes(c.hash)
         value.events = try arena.messages(c.events, count: c.n_events)
+        value.prunedFrom = c.pruned_from
         return value
     }
 
@@ -1327,6 +1334,7 @@ public struct AuditLink: WireMessage {
         c.previous_hash = arena.binary(value.previousHash)
         c.hash = arena.binary(value.hash)
         (c.n_events, c.events) = try arena.makeArray(value.events, as: Apikeys__V1__AuditEvent.self)
+        c.pruned_from = value.prunedFrom
     }
 }
 

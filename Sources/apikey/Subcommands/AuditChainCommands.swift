@@ -99,11 +99,14 @@ struct AuditExport: AsyncParsableCommand {
         let position: UInt64
         let previous_hash, hash: String
         let events: Int
+        /// A gap (its events pruned, its hash kept): the first position it stands for.
+        let pruned_from: UInt64?
         init(_ link: AuditLink) {
             position = link.position
             previous_hash = AuditChain.hex(link.previousHash)
             hash = AuditChain.hex(link.hash)
             events = link.events.count
+            pruned_from = link.prunedFrom == 0 ? nil : link.prunedFrom
         }
     }
 

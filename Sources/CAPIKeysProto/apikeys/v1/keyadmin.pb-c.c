@@ -3642,7 +3642,7 @@ const ProtobufCMessageDescriptor apikeys__v1__audit_chain_state__descriptor =
   (ProtobufCMessageInit) apikeys__v1__audit_chain_state__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor apikeys__v1__audit_link__field_descriptors[4] =
+static const ProtobufCFieldDescriptor apikeys__v1__audit_link__field_descriptors[5] =
 {
   {
     "position",
@@ -3692,17 +3692,30 @@ static const ProtobufCFieldDescriptor apikeys__v1__audit_link__field_descriptors
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "pruned_from",
+    5,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT64,
+    0,   /* quantifier_offset */
+    offsetof(Apikeys__V1__AuditLink, pruned_from),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned apikeys__v1__audit_link__field_indices_by_name[] = {
   3,   /* field[3] = events */
   2,   /* field[2] = hash */
   0,   /* field[0] = position */
   1,   /* field[1] = previous_hash */
+  4,   /* field[4] = pruned_from */
 };
 static const ProtobufCIntRange apikeys__v1__audit_link__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 4 }
+  { 0, 5 }
 };
 const ProtobufCMessageDescriptor apikeys__v1__audit_link__descriptor =
 {
@@ -3712,7 +3725,7 @@ const ProtobufCMessageDescriptor apikeys__v1__audit_link__descriptor =
   "Apikeys__V1__AuditLink",
   "apikeys.v1",
   sizeof(Apikeys__V1__AuditLink),
-  4,
+  5,
   apikeys__v1__audit_link__field_descriptors,
   apikeys__v1__audit_link__field_indices_by_name,
   1,  apikeys__v1__audit_link__number_ranges,

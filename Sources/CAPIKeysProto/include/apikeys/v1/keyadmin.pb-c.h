@@ -739,10 +739,17 @@ struct  Apikeys__V1__AuditLink
    */
   size_t n_events;
   Apikeys__V1__AuditEvent **events;
+  /*
+   * Not 0: a gap. Retention pruned the events of the links from this position through this
+   * one (traffic, while older key and admin-token history is kept), and only this link's hash is
+   * kept: events is empty, and a verifier takes the hash as it is. An audit.pruned event after
+   * it must name these positions ("events of links A–B removed, their hashes kept").
+   */
+  uint64_t pruned_from;
 };
 #define APIKEYS__V1__AUDIT_LINK__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&apikeys__v1__audit_link__descriptor) \
-    , 0, {0,NULL}, {0,NULL}, 0,NULL }
+    , 0, {0,NULL}, {0,NULL}, 0,NULL, 0 }
 
 
 /*
