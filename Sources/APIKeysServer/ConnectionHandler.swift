@@ -111,7 +111,7 @@ final class ConnectionHandler: ChannelInboundHandler {
         }
         framesThisBurst = 0
         flushReplies(context: context)
-        if shared.service.auditIsBacklogged { pauseReadingForAudit(context: context) }
+        pauseReadingForAudit(checksInBurst: completedFrames, now: now, context: context)
         updateActivity(frameStarted: completedFrames > 0, now: now)
     }
 
@@ -139,12 +139,17 @@ final class ConnectionHandler: ChannelInboundHandler {
 
     /// Backpressure: while the audit writer is far behind, read nothing more from this connection
     /// (TCP then slows the client) instead of refusing checks, until this loop's ``ReadResumer``
-    /// sees the backlog gone.
-    private func pauseReadingForAudit(context: ChannelHandlerContext) {
-        guard !connection.pausedForAudit, let resumer = shared.readResumers[ObjectIdentifier(context.eventLoop)] else {
+    /// sees the backlog gone. Heavy senders (a burst of ``ConnectionStateMachine/heavyBurst``
+    /// checks or more) stop first, everyone once the queue is nearly full.
+    private func pauseReadingForAudit(checksInBurst: Int, now: NIODeadline, context: ChannelHandlerContext) {
+        let pressure = shared.service.auditPressure
+        guard pressure != .none, let resumer = shared.readResumers[ObjectIdentifier(context.eventLoop)] else {
             return
         }
-        apply(connection.auditBacklogged(now: .now()), context: context)
+        let wasPaused = connection.pausedForAudit
+        let action = connection.auditPressure(pressure, checksInBurst: checksInBurst, now: now)
+        guard !wasPaused, connection.pausedForAudit else { return }
+        apply(action, context: context)
         let loopBound = NIOLoopBound((handler: self, context: context), eventLoop: context.eventLoop)
         resumer.waitForBacklog {
             let (handler, context) = loopBound.value

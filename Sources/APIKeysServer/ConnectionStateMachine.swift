@@ -1,3 +1,4 @@
+import APIKeysStore
 import NIOCore
 
 /// An RPC connection's state apart from its socket: whether it reads and why not, when it must
@@ -40,9 +41,22 @@ struct ConnectionStateMachine {
         deadlines.readEnded(completedUnits: completedFrames, bufferedBytes: bufferedBytes, now: now)
     }
 
-    /// The audit writer is far behind: stop reading until ``auditCaughtUp(now:)``. Idempotent.
-    mutating func auditBacklogged(now: NIODeadline) -> ReadAction {
-        setPaused(forAudit: true, forWrites: pausedForWrites, now: now)
+    /// Checks in one read burst from which a connection counts as a heavy sender: while the audit
+    /// writer is behind, heavy senders stop reading first, and a client making a few checks at a
+    /// time goes on until the queue is nearly full.
+    static let heavyBurst = 4
+
+    /// After a read burst of `checks` checks, with the audit writer under `pressure`: whether to
+    /// stop reading until ``auditCaughtUp(now:)`` (the handler then waits for the backlog to go).
+    mutating func auditPressure(_ pressure: AuditPressure, checksInBurst checks: Int, now: NIODeadline)
+        -> ReadAction
+    {
+        guard !pausedForAudit else { return .none }
+        switch pressure {
+        case .none: return .none
+        case .behind where checks < Self.heavyBurst: return .none
+        case .behind, .nearlyFull: return setPaused(forAudit: true, forWrites: pausedForWrites, now: now)
+        }
     }
 
     mutating func auditCaughtUp(now: NIODeadline) -> ReadAction {

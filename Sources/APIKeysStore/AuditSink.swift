@@ -1,5 +1,15 @@
 import APIKeysCore
 
+/// How far behind the audit writer is, for a server deciding whose reading to pause: while it is
+/// ``behind`` (its queue more than half full) the connections adding most to it stop reading
+/// first; once it is ``nearlyFull`` (more than 7/8) every connection does, before checks would
+/// fail closed.
+public enum AuditPressure: Sendable, Hashable {
+    case none
+    case behind
+    case nearlyFull
+}
+
 /// Wraps the sink a store hands its ``AuditWriter``: how tests put a fault between the writer and
 /// the database (a sink that holds its writes, as a stalled disk would) without hooks in the
 /// writer. Stores use the sink as it is when none is given.

@@ -155,7 +155,14 @@ package final class AuditWriter: Sendable {
     package var isClosing: Bool { state.withLock { $0.closing } }
 
     /// True when more than half the queue is taken: time for callers to stop taking new work.
-    package var isUnderPressure: Bool { state.withLock { $0.queue.count > capacity / 2 } }
+    package var isUnderPressure: Bool { pressure != .none }
+
+    /// How full the queue is: more than half (``AuditPressure/behind``), more than 7/8
+    /// (``AuditPressure/nearlyFull``).
+    package var pressure: AuditPressure {
+        let count = state.withLock { $0.queue.count }
+        return count > capacity - capacity / 8 ? .nearlyFull : count > capacity / 2 ? .behind : .none
+    }
 
     /// Waits until every event queued before the call is committed (aggregated groups included),
     /// or the writer has ended.

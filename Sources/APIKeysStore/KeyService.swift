@@ -103,6 +103,10 @@ public final class KeyService: Sendable {
     /// reading new checks until it is not (backpressure), rather than have them refused.
     public var auditIsBacklogged: Bool { auditWriter.isUnderPressure }
 
+    /// How far behind the audit writer is (``AuditPressure``): a server pauses its heaviest
+    /// senders first.
+    public var auditPressure: AuditPressure { auditWriter.pressure }
+
     /// Audit events waiting in the writer's queue, and events it has committed since it started.
     public var auditTrailCounts: (queued: Int, written: Int) { auditWriter.counts }
 

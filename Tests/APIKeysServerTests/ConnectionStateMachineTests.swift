@@ -1,4 +1,5 @@
 @testable import APIKeysServer
+import APIKeysStore
 import NIOCore
 import Testing
 
@@ -118,19 +119,37 @@ import Testing
 
     @Test func anAuditBacklogStopsReadingUntilTheWriterCatchesUp() {
         var state = machine()
-        var action = state.auditBacklogged(now: at(1))
+        var action = state.auditPressure(.nearlyFull, checksInBurst: 1, now: at(1))
         #expect(action == .stopReading)
-        action = state.auditBacklogged(now: at(2))
+        action = state.auditPressure(.nearlyFull, checksInBurst: 1, now: at(2))
         #expect(action == .none)
         action = state.auditCaughtUp(now: at(3))
         #expect(action == .startReading)
         #expect(state.isReading)
     }
 
+    /// While the writer is behind (more than half its queue), only a heavy sender stops reading;
+    /// once it is nearly full, everyone does.
+    @Test func heavySendersStopFirstAndEveryoneWhenTheQueueIsNearlyFull() {
+        var light = machine()
+        #expect(light.auditPressure(.behind, checksInBurst: 1, now: at(1)) == .none)
+        #expect(light.auditPressure(.behind, checksInBurst: ConnectionStateMachine.heavyBurst - 1, now: at(1)) == .none)
+        #expect(light.isReading)
+        #expect(light.auditPressure(.nearlyFull, checksInBurst: 1, now: at(2)) == .stopReading)
+        var heavy = machine()
+        #expect(
+            heavy.auditPressure(.behind, checksInBurst: ConnectionStateMachine.heavyBurst, now: at(1)) == .stopReading)
+        #expect(heavy.auditPressure(.none, checksInBurst: 100, now: at(2)) == .none)
+        #expect(!heavy.isReading)
+        #expect(heavy.auditCaughtUp(now: at(3)) == .startReading)
+        var idle = machine()
+        #expect(idle.auditPressure(.none, checksInBurst: 1000, now: at(1)) == .none)
+    }
+
     @Test func noClockRunsWhileTheAuditWriterHoldsReadingBack() {
         var state = machine()
         state.readBurstEnded(completedFrames: 0, bufferedBytes: 3, now: at(1))
-        _ = state.auditBacklogged(now: at(2))
+        _ = state.auditPressure(.nearlyFull, checksInBurst: 1, now: at(2))
         #expect(state.nextDeadline == nil)
         let expiry = state.deadlineReached(now: at(500))
         #expect(expiry == nil)
@@ -142,7 +161,7 @@ import Testing
 
     @Test func bothPausesMustLiftBeforeReadingResumes() {
         var state = machine()
-        var action = state.auditBacklogged(now: at(1))
+        var action = state.auditPressure(.nearlyFull, checksInBurst: 1, now: at(1))
         #expect(action == .stopReading)
         action = state.writabilityChanged(isWritable: false, now: at(2))
         #expect(action == .none)

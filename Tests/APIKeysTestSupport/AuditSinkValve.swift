@@ -79,3 +79,35 @@ private struct ValvedSink: AuditSink {
     func freeBytes() -> Int64? { sink.freeBytes() }
     func close() { sink.close() }
 }
+
+/// A slow disk for the audit trail: each write takes `perEvent` per event it stores (before the
+/// real write), so the writer keeps up with at most 1/`perEvent` events a second.
+package struct AuditSinkThrottle: Sendable {
+    package let perEvent: Duration
+
+    package init(perEvent: Duration) { self.perEvent = perEvent }
+
+    package var decorator: AuditSinkDecorator { { [perEvent] sink in ThrottledSink(sink: sink, perEvent: perEvent) } }
+}
+
+private struct ThrottledSink: AuditSink {
+    let sink: any AuditSink
+    let perEvent: Duration
+
+    func write(_ individual: [AuditRecord], summaries: [AuditRecord], lastUsed: [String: KeyUse]) throws {
+        let wait = perEvent * (individual.count + summaries.count)
+        Thread.sleep(forTimeInterval: Double(wait.components.seconds) + Double(wait.components.attoseconds) / 1e18)
+        try sink.write(individual, summaries: summaries, lastUsed: lastUsed)
+    }
+
+    func pruneStep(
+        _ cutoffs: AuditRetention.Cutoffs,
+        recording record: @escaping @Sendable (AuditRetention.Pruned) -> AuditRecord
+    ) throws -> AuditRetention.Pruned {
+        try sink.pruneStep(cutoffs, recording: record)
+    }
+
+    func reclaimSpace() throws { try sink.reclaimSpace() }
+    func freeBytes() -> Int64? { sink.freeBytes() }
+    func close() { sink.close() }
+}
