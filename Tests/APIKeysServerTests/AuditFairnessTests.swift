@@ -35,11 +35,13 @@ import Testing
 
     @Test(.timeLimit(.minutes(2)))
     func aFloodingClientIsPausedAndTheOneAtATimeClientIsNot() async throws {
-        // The disk stores 20,000 events a second at most: far below what one pipelining
-        // connection sends, so the queue (20,000) fills and backpressure has to choose.
-        let throttle = AuditSinkThrottle(perEvent: .microseconds(50))
+        // The disk stores 5,000 events a second at most: far below what one pipelining
+        // connection sends, so the queue (4,000) is soon half full and backpressure has to
+        // choose; pausing every connection alike would hold the one-at-a-time client back for
+        // most of each write (up to ~0.7 s).
+        let throttle = AuditSinkThrottle(perEvent: .microseconds(200))
         try await withServer(configure: {
-            $0.auditQueueCapacity = 20_000
+            $0.auditQueueCapacity = 4_000
             $0.decorateAuditSink = throttle.decorator
         }) { server, client in
             let key = try await client.createKey(name: "k", permissions: ["jobs:read"])
@@ -97,10 +99,10 @@ import Testing
             print(
                 "audit fairness: one-at-a-time p99 \(Int(unloaded)) µs unloaded, \(Int(loaded)) µs beside a flood of \(sentDuring) pipelined checks"
             )
-            #expect(sentDuring > 20_000, "the flood sent \(sentDuring) checks: it never filled the queue")
-            #expect(
-                loaded <= max(2 * unloaded, unloaded + 500), "p99 \(loaded) µs beside the flood, \(unloaded) µs without"
-            )
+            #expect(sentDuring > 4_000, "the flood sent \(sentDuring) checks: it never filled the queue")
+            // Within 2× (plus 0.5 ms for the noise of a shared 2-core machine that also runs the
+            // flood's client; pausing every connection alike measured 3.5×, 4.2–4.4 ms).
+            #expect(loaded <= 2 * unloaded + 500, "p99 \(loaded) µs beside the flood, \(unloaded) µs without")
             #expect(flood.refused.load(ordering: .relaxed) == 0, "checks of the flood were refused")
             #expect(flood.answered.load(ordering: .relaxed) == flood.sent.load(ordering: .relaxed))
         }

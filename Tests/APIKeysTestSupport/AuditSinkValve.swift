@@ -21,7 +21,7 @@ package final class AuditSinkValve: Sendable {
     package init() {}
 
     /// The decorator to give the store: its sink's writes pass through this valve.
-    package var decorator: AuditSinkDecorator { { [self] sink in ValvedSink(sink: sink, valve: self) } }
+    package var decorator: AuditSinkDecorator { { [self] sink in DelayedSink(sink: sink) { _ in self.pass() } } }
 
     /// Audit writes wait from now on until ``release()``.
     package func hold() { state.withLock { $0.held = true } }
@@ -49,7 +49,7 @@ package final class AuditSinkValve: Sendable {
 
     /// Waits while the valve is held; a minute at most, so that a test that forgets to release
     /// fails instead of hanging the run.
-    fileprivate func pass() {
+    private func pass() {
         let semaphore = DispatchSemaphore(value: 0)
         let held = state.withLock { state in
             if state.held { state.waiting.append(semaphore) }
@@ -59,27 +59,6 @@ package final class AuditSinkValve: Sendable {
     }
 }
 
-private struct ValvedSink: AuditSink {
-    let sink: any AuditSink
-    let valve: AuditSinkValve
-
-    func write(_ individual: [AuditRecord], summaries: [AuditRecord], lastUsed: [String: KeyUse]) throws {
-        valve.pass()
-        try sink.write(individual, summaries: summaries, lastUsed: lastUsed)
-    }
-
-    func pruneStep(
-        _ cutoffs: AuditRetention.Cutoffs,
-        recording record: @escaping @Sendable (AuditRetention.Pruned) -> AuditRecord
-    ) throws -> AuditRetention.Pruned {
-        try sink.pruneStep(cutoffs, recording: record)
-    }
-
-    func reclaimSpace() throws { try sink.reclaimSpace() }
-    func freeBytes() -> Int64? { sink.freeBytes() }
-    func close() { sink.close() }
-}
-
 /// A slow disk for the audit trail: each write takes `perEvent` per event it stores (before the
 /// real write), so the writer keeps up with at most 1/`perEvent` events a second.
 package struct AuditSinkThrottle: Sendable {
@@ -87,16 +66,24 @@ package struct AuditSinkThrottle: Sendable {
 
     package init(perEvent: Duration) { self.perEvent = perEvent }
 
-    package var decorator: AuditSinkDecorator { { [perEvent] sink in ThrottledSink(sink: sink, perEvent: perEvent) } }
+    package var decorator: AuditSinkDecorator {
+        { [perEvent] sink in
+            DelayedSink(sink: sink) { events in
+                let wait = perEvent * events
+                Thread.sleep(
+                    forTimeInterval: Double(wait.components.seconds) + Double(wait.components.attoseconds) / 1e18)
+            }
+        }
+    }
 }
 
-private struct ThrottledSink: AuditSink {
+/// The store's sink with a wait before each write: `beforeWrite` is given the number of events.
+private struct DelayedSink: AuditSink {
     let sink: any AuditSink
-    let perEvent: Duration
+    let beforeWrite: @Sendable (Int) -> Void
 
     func write(_ individual: [AuditRecord], summaries: [AuditRecord], lastUsed: [String: KeyUse]) throws {
-        let wait = perEvent * (individual.count + summaries.count)
-        Thread.sleep(forTimeInterval: Double(wait.components.seconds) + Double(wait.components.attoseconds) / 1e18)
+        beforeWrite(individual.count + summaries.count)
         try sink.write(individual, summaries: summaries, lastUsed: lastUsed)
     }
 
