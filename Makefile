@@ -3,7 +3,7 @@ SHELL := /bin/bash
 SWIFT ?= swift
 DATA_DIR ?= ./data
 VENV := .venv
-SYSTEM_PACKAGES := libprotobuf-c-dev protobuf-c-compiler libssl-dev libsqlite3-dev pkg-config openssl nginx-light postgresql sqlite3 systemd
+SYSTEM_PACKAGES := libprotobuf-c-dev protobuf-c-compiler libssl-dev libsqlite3-dev pkg-config openssl nginx-light postgresql sqlite3 systemd chromium fonts-dejavu-core
 
 .PHONY: run test bench bench-deployment bench-replicas bench-policies chaos fuzz format deps interop-env codegen codegen-check build clean
 
@@ -16,7 +16,8 @@ run: deps
 	$$($(SWIFT) build -c release --show-bin-path)/apikeyd --data-dir $(DATA_DIR) --admin-port 7413
 
 ## Run every test: generated-code check, the Swift suites (with the protobuf interop check), the
-## admin API against its OpenAPI document (schemathesis), a 60 s fuzz run of the wire layer, and
+## admin API against its OpenAPI document (schemathesis), the web console in chromium (Playwright;
+## its screenshots written to docs/console), a 60 s fuzz run of the wire layer, and
 ## the fast variant of the hostile-peer battery. Fails when any Swift test or chaos check was
 ## skipped (a missing prerequisite is a failure, not a pass).
 test: deps interop-env codegen-check
@@ -26,6 +27,7 @@ test: deps interop-env codegen-check
 	APIKEYS_INTEROP_PYTHON=$(CURDIR)/$(VENV)/bin/python \
 	  Tests/admin-api/schemathesis.sh "$$($(SWIFT) build --show-bin-path)/apikeyd" 25
 	Tests/packaging/verify-unit.sh "$$($(SWIFT) build --show-bin-path)/apikeyd"
+	$(VENV)/bin/python Tests/console/console_test.py "$$($(SWIFT) build --show-bin-path)" --screenshots docs/console
 	APIKEYS_INTEROP_PYTHON=$(CURDIR)/$(VENV)/bin/python fuzz/run.sh --seconds 60
 	$(VENV)/bin/python Tests/chaos/chaos.py "$$($(SWIFT) build --show-bin-path)/apikeyd" --fast
 
@@ -82,12 +84,13 @@ deps:
 	  exit $$status; \
 	fi
 
-## A Python virtualenv with the official protobuf runtime and protoc, for the interop tests, and
-## schemathesis, for the admin API's contract test.
-interop-env: $(VENV)/.ready-3
-$(VENV)/.ready-3:
+## A Python virtualenv with the official protobuf runtime and protoc, for the interop tests,
+## schemathesis, for the admin API's contract test, and Playwright, which drives Debian's chromium
+## for the console's tests (no browser download: `playwright install` is never run).
+interop-env: $(VENV)/.ready-4
+$(VENV)/.ready-4:
 	python3 -m venv $(VENV)
-	$(VENV)/bin/pip install --quiet protobuf grpcio-tools prometheus_client 'schemathesis>=4,<5'
+	$(VENV)/bin/pip install --quiet protobuf grpcio-tools prometheus_client 'schemathesis>=4,<5' 'playwright>=1.50,<2'
 	touch $@
 
 ## Regenerate the code made from proto/: Sources/CAPIKeysProto (protoc-c) and Sources/APIKeysWire/Generated.

@@ -6,6 +6,8 @@
 # and the HTTP admin API's OpenAPI document, from codegen/openapi.py:
 #   docs/openapi.json                for readers and tools
 #   Sources/APIKeysAdminAPI/Generated  the same bytes, served at GET /openapi.json
+# and the web console's files (console/), embedded by codegen/console.py:
+#   Sources/APIKeysAdminAPI/Generated/ConsoleAssets.swift
 #
 #   codegen/generate.sh          write the sources
 #   codegen/generate.sh --check  fail when the committed sources are stale
@@ -46,7 +48,9 @@ done < <(find "$out/raw" -type f \( -name '*.c' -o -name '*.h' \) | sort)
 "$python" "$root/codegen/swift_wire.py" "$out/descriptors.pb" "$out/swift"
 mkdir -p "$out/openapi"
 "$python" "$root/codegen/openapi.py" "$out/openapi"
+"$python" "$root/codegen/console.py" "$out/openapi"
 openapi_swift="$root/Sources/APIKeysAdminAPI/Generated/OpenAPIDocument.swift"
+console_swift="$root/Sources/APIKeysAdminAPI/Generated/ConsoleAssets.swift"
 openapi_json="$root/docs/openapi.json"
 
 if [ "$mode" = write ]; then
@@ -57,6 +61,7 @@ if [ "$mode" = write ]; then
     mkdir -p "$(dirname "$openapi_swift")"
     cp "$out/openapi/OpenAPIDocument.swift" "$openapi_swift"
     cp "$out/openapi/openapi.json" "$openapi_json"
+    cp "$out/openapi/ConsoleAssets.swift" "$console_swift"
     echo "codegen: wrote $(find "$c_target" -type f | wc -l) files to Sources/CAPIKeysProto," \
         "$(find "$swift_target" -type f | wc -l) to Sources/APIKeysWire/Generated"
 else
@@ -65,9 +70,10 @@ else
     diff -r "$out/swift" "$swift_target" || stale=1
     diff "$out/openapi/OpenAPIDocument.swift" "$openapi_swift" || stale=1
     diff "$out/openapi/openapi.json" "$openapi_json" || stale=1
+    diff "$out/openapi/ConsoleAssets.swift" "$console_swift" || stale=1
     if [ "$stale" = 1 ]; then
         echo "codegen: generated code is stale; run codegen/generate.sh and commit" >&2
         exit 1
     fi
-    echo "codegen: Sources/CAPIKeysProto, Sources/APIKeysWire/Generated and the OpenAPI document are up to date"
+    echo "codegen: Sources/CAPIKeysProto, Sources/APIKeysWire/Generated, the OpenAPI document and the console are up to date"
 fi

@@ -197,6 +197,18 @@ SCHEMAS = {
         },
         required=["position", "previous_hash", "hash", "events"],
     ),
+    "ChainVerification": obj(
+        {
+            "verified": {"type": "boolean"},
+            "links": integer("Links verified.", minimum=0),
+            "events": integer("Events verified.", minimum=0),
+            "head_position": integer("The head the walk reached.", minimum=0),
+            "broken_at": integer("Where it does not hold (only when not verified).", minimum=0),
+            "reason": string("Why it does not hold (only when not verified)."),
+        },
+        required=["verified", "links", "events", "head_position"],
+        description="A client that does not trust the server verifies the export itself (GET /v1/audit-chain).",
+    ),
     "AuditChainPage": obj(
         {
             "anchor": ref("ChainPoint"),
@@ -305,7 +317,13 @@ PATHS = {
         ),
         "get": operation(
             "listKeys", "List keys, a page at a time", "read",
-            {"200": json_response("A page of keys.", ref("KeyPage"))}, parameters=PAGE,
+            {"200": json_response("A page of keys.", ref("KeyPage"))},
+            parameters=[
+                query("name_contains", "Only keys whose name holds this, ignoring case. A search reads at most "
+                      "10,000 keys per request: follow next_page_token (a page may then hold fewer keys than "
+                      "page_size, or none).", string(maxLength=100)),
+                *PAGE,
+            ],
         ),
     },
     "/v1/keys/{id}": {
@@ -361,6 +379,13 @@ PATHS = {
                 query("since", "Start at the link holding this time (RFC 3339).", string(format="date-time")),
                 PAGE[0],
             ],
+        ),
+    },
+    "/v1/audit-chain/verify": {
+        "get": operation(
+            "verifyAuditChain", "The server walks its own audit chain, anchor to head, and says whether it holds", "read",
+            {"200": json_response("The verdict; a broken chain is an answer, not an error.", ref("ChainVerification"))}
+            | errors(409),
         ),
     },
     "/v1/policy": {

@@ -59,7 +59,12 @@ public final class AdminAPI: Service, Sendable {
     public static func start(
         server: APIKeysServer, options: Options, clock: any WallClock = SystemWallClock(), logger: Logger
     ) async throws -> AdminAPI {
-        let router = Router(context: BasicRequestContext.self)
+        let router = Router(context: AdminRequestContext.self)
+        let scheme = options.tls == nil ? "http" : "https"
+        let sessions = ConsoleSessions(secure: options.tls != nil)
+        router.add(middleware: ConsoleSessionMiddleware(sessions: sessions, scheme: scheme, clock: clock))
+        ConsoleRoutes(server: server, sessions: sessions, scheme: scheme, clock: clock, logger: logger)
+            .register(on: router)
         AdminRoutes(server: server, idempotency: IdempotencyCache(), clock: clock, logger: logger)
             .register(on: router)
         let requestTimeout = TimeAmount(options.requestTimeout)
@@ -108,7 +113,6 @@ public final class AdminAPI: Service, Sendable {
             if case .failure(let error) = await running.result { reason = "\(error)" }
             throw AdminAPIError.cannotListen(reason: reason)
         }
-        let scheme = options.tls == nil ? "http" : "https"
         logger.info("admin API listening", metadata: ["url": "\(scheme)://\(options.host):\(port)"])
         return AdminAPI(port: port, scheme: scheme, group: group, running: running)
     }

@@ -7,6 +7,7 @@ import HTTPTypes
 import Hummingbird
 import Logging
 import NIOCore
+import Synchronization
 
 /// The JSON admin API's routes (docs/openapi.json): each one a KeyAdmin call made through the
 /// server's ``AdminGate``, so the same token, scope, rules, audit events and errors as the RPC
@@ -16,6 +17,8 @@ struct AdminRoutes: Sendable {
     let idempotency: IdempotencyCache
     let clock: any WallClock
     let logger: Logger
+    /// Held while a `GET /v1/audit-chain/verify` walks the chain.
+    let verifying = OneAtATime()
 
     /// The largest request body read; a larger one is answered 413.
     static let maxBodyBytes = 64 * 1024
@@ -24,7 +27,7 @@ struct AdminRoutes: Sendable {
 
     private var gate: AdminGate { server.adminGate }
 
-    func register(on router: Router<BasicRequestContext>) {
+    func register(on router: Router<AdminRequestContext>) {
         router.get("/openapi.json") { _, _ in
             var headers = AdminResponse.commonHeaders
             headers[.contentType] = "application/json"
@@ -41,10 +44,16 @@ struct AdminRoutes: Sendable {
         v1.get("/keys") { request, _ in
             try await call(request, KeyAdmin.listKeys) { dispatcher, context in
                 let query = Query(request)
-                let page = try await dispatcher.listKeys(
-                    ListKeysRequest(pageSize: try query.number("page_size"), pageToken: query.string("page_token")),
+                let pageSize: UInt32 = try query.number("page_size")
+                let needle = query.string("name_contains")
+                guard !needle.isEmpty else {
+                    let page = try await dispatcher.listKeys(
+                        ListKeysRequest(pageSize: pageSize, pageToken: query.string("page_token")), context: context)
+                    return KeyPageJSON(keys: page.keys.map(KeyJSON.init), nextPageToken: page.nextPageToken)
+                }
+                return try await Self.search(
+                    needle, pageSize: pageSize, after: query.string("page_token"), dispatcher: dispatcher,
                     context: context)
-                return KeyPageJSON(keys: page.keys.map(KeyJSON.init), nextPageToken: page.nextPageToken)
             }
         }
         v1.get("/keys/{id}") { request, context in
@@ -118,6 +127,22 @@ struct AdminRoutes: Sendable {
                 return AuditChainPageJSON(page)
             }
         }
+        v1.get("/audit-chain/verify") { request, _ in
+            try await call(request, KeyAdmin.exportAuditChain) { _, _ in
+                // A walk reads the whole trail: one at a time on this port.
+                guard verifying.begin() else {
+                    throw Problem(
+                        status: .conflict, code: "FAILED_PRECONDITION",
+                        detail: "a verification of the audit chain is running; try again when it is done")
+                }
+                defer { verifying.end() }
+                do {
+                    return ChainVerificationJSON(try await server.service.verifyAuditChain())
+                } catch let broken as AuditChainVerifier.Break {
+                    return ChainVerificationJSON(broken)
+                }
+            }
+        }
         v1.get("/policy") { request, _ in
             try await call(request, KeyAdmin.getPolicy) { dispatcher, context in
                 PolicyJSON(try await dispatcher.getPolicy(GetPolicyRequest(), context: context))
@@ -158,6 +183,30 @@ struct AdminRoutes: Sendable {
             }
         }
     }
+
+    /// Keys whose name holds `needle` (ignoring case), reading whole pages of the listing after
+    /// `token` until `pageSize` match or ``maxKeysPerSearch`` were read; the token continues
+    /// after the last page read.
+    private static func search(
+        _ needle: String, pageSize: UInt32, after token: String, dispatcher: AdminDispatcher,
+        context: AdminCallContext
+    ) async throws -> KeyPageJSON {
+        guard needle.count <= 100 else { throw RPCError(.invalidArgument, "name_contains: at most 100 characters") }
+        let wanted = Int(pageSize == 0 ? 50 : min(pageSize, 1000))
+        var found: [ApiKey] = []
+        var (token, scanned) = (token, 0)
+        repeat {
+            let page = try await dispatcher.listKeys(
+                ListKeysRequest(pageSize: UInt32(wanted), pageToken: token), context: context)
+            found += page.keys.filter { $0.name.range(of: needle, options: .caseInsensitive) != nil }
+            scanned += page.keys.count
+            token = page.nextPageToken
+        } while !token.isEmpty && found.count < wanted && scanned < maxKeysPerSearch
+        return KeyPageJSON(keys: found.map(KeyJSON.init), nextPageToken: token)
+    }
+
+    /// Keys one search request reads at most.
+    static let maxKeysPerSearch = 10_000
 
     // MARK: Calls
 
@@ -347,10 +396,15 @@ struct Query {
 
 /// JSON answers.
 enum AdminResponse {
-    /// Every answer: never cached (some hold a secret shown once), never sniffed, never framed.
+    /// Every answer (the console's page too): never cached (some hold a secret shown once),
+    /// never sniffed, never framed, no referrer sent on, and no script or style but the port's own
+    /// files (no inline code, no eval).
     static let commonHeaders: HTTPFields = [
         .cacheControl: "no-store", HTTPField.Name("X-Content-Type-Options")!: "nosniff",
-        HTTPField.Name("X-Frame-Options")!: "DENY",
+        HTTPField.Name("X-Frame-Options")!: "DENY", HTTPField.Name("Referrer-Policy")!: "no-referrer",
+        .contentSecurityPolicy:
+            "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; img-src 'self'; "
+            + "form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
     ]
 
     static func encode(_ value: some Encodable) throws -> ByteBuffer {
@@ -364,4 +418,12 @@ enum AdminResponse {
         headers[.contentType] = "application/json"
         return Response(status: status, headers: headers, body: .init(byteBuffer: try encode(value)))
     }
+}
+
+/// A flag for work that runs once at a time: ``begin()`` is false while it runs.
+final class OneAtATime: Sendable {
+    private let running = Atomic<Bool>(false)
+
+    func begin() -> Bool { running.compareExchange(expected: false, desired: true, ordering: .acquiring).exchanged }
+    func end() { running.store(false, ordering: .releasing) }
 }

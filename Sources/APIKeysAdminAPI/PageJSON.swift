@@ -66,3 +66,26 @@ struct PolicyJSON: Encodable {
 
     init(_ policy: GetPolicyResponse) { maxKeyLifetimeMS = policy.maxKeyLifetimeMS }
 }
+
+/// `GET /v1/audit-chain/verify`: the server's own walk of its chain, anchor to head.
+struct ChainVerificationJSON: Encodable {
+    let verified: Bool
+    let links: Int
+    let events: Int
+    let headPosition: UInt64
+    /// Where and why it does not hold (absent when it does).
+    let brokenAt: UInt64?
+    let reason: String?
+
+    init(_ verification: AuditChainVerification) {
+        (verified, links, events, headPosition) = (
+            true, verification.links, verification.events, verification.head.position
+        )
+        (brokenAt, reason) = (nil, nil)
+    }
+
+    init(_ broken: AuditChainVerifier.Break) {
+        (verified, links, events, headPosition) = (false, 0, 0, 0)
+        (brokenAt, reason) = (broken.position, broken.reason)
+    }
+}

@@ -46,6 +46,16 @@ struct Problem: Error, HTTPResponseError {
         return Response(status: status, headers: headers, body: .init(byteBuffer: ByteBuffer(bytes: bytes)))
     }
 
+    /// 429 with `detail` and `Retry-After`: the wait of `waitMS` in whole seconds, at least 1.
+    static func tooManyRequests(_ detail: String, waitMS: Int64, request: Request, context: some RequestContext)
+        throws -> Response
+    {
+        var refused = try Problem(status: .tooManyRequests, code: "RESOURCE_EXHAUSTED", detail: detail)
+            .response(from: request, context: context)
+        refused.headers[.retryAfter] = "\(max(1, (waitMS + 999) / 1000))"
+        return refused
+    }
+
     /// A status HTTP's own layer answered with (no route, method not allowed, body too large).
     init(httpStatus status: HTTPResponse.Status) {
         let code: String
@@ -69,22 +79,18 @@ struct Problem: Error, HTTPResponseError {
 
 /// Answers every error of the routes below it, and every error page of HTTP's own layer, as
 /// problem details; a failure of the server itself was logged with its cause by the gate.
-struct ProblemResponder<Inner: HTTPResponder>: HTTPResponder where Inner.Context == BasicRequestContext {
+struct ProblemResponder<Inner: HTTPResponder>: HTTPResponder where Inner.Context == AdminRequestContext {
     let inner: Inner
     /// The methods of each path template, to tell 405 (with `Allow`) from 404.
     let methods: PathMethods
     /// The port's request rate (``AdminAPI/Options/requestsPerSecond``); nil: none.
     let limit: RateBucket?
 
-    func respond(to request: Request, context: BasicRequestContext) async throws -> Response {
+    func respond(to request: Request, context: AdminRequestContext) async throws -> Response {
         if let limit, let waitMS = limit.take(nowMS: SystemWallClock().nowMS()) {
-            let perSecond = limit.limit.requests
-            var refused = try Problem(
-                status: .tooManyRequests, code: "RESOURCE_EXHAUSTED",
-                detail: "the admin API answers at most \(perSecond) requests a second; retry after the time given"
-            ).response(from: request, context: context)
-            refused.headers[.retryAfter] = "\(max(1, (waitMS + 999) / 1000))"
-            return refused
+            return try Problem.tooManyRequests(
+                "the admin API answers at most \(limit.limit.requests) requests a second; retry after the time given",
+                waitMS: waitMS, request: request, context: context)
         }
         // `/v1/keys/` is not `/v1/keys`: an empty segment names nothing.
         let path = request.uri.path

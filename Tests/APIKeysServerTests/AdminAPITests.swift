@@ -3,6 +3,7 @@ import APIKeysClient
 import APIKeysCore
 import APIKeysJSON
 import APIKeysServer
+@testable import APIKeysSQLite
 @_spi(Testing) import APIKeysStore
 import APIKeysTestSupport
 import Foundation
@@ -413,6 +414,46 @@ import Testing
             #expect(seconds < 4)
             #expect(try await client.listKeys().keys.isEmpty)
             #expect(try await call(api, "GET", "/v1/keys", token: token).status == 200)
+        }
+    }
+
+    /// `name_contains` finds keys across pages of the listing (ignoring case), and its token
+    /// continues the search; `GET /v1/audit-chain/verify` gives the server's verdict on its chain,
+    /// and a broken chain is an answer, not an error.
+    @Test func keysAreSearchedByNameAndTheChainIsVerifiedOnRequest() async throws {
+        try await withAdminAPI { server, api, client in
+            let token = server.adminToken
+            for index in 0..<30 {
+                _ = try await client.createKey(
+                    name: index % 10 == 3 ? "Deploy-\(index)" : "other-\(index)", permissions: ["jobs:read"])
+            }
+            var names: [String] = []
+            var pageToken = ""
+            var requests = 0
+            repeat {
+                let reply = try await call(
+                    api, "GET", "/v1/keys?name_contains=deploy&page_size=2&page_token=\(pageToken)", token: token)
+                #expect(reply.status == 200, "\(reply.text)")
+                names += ((reply["keys"] as? [[String: Any]]) ?? []).compactMap { $0["name"] as? String }
+                pageToken = reply["next_page_token"] as? String ?? ""
+                requests += 1
+            } while !pageToken.isEmpty && requests < 20
+            #expect(names.sorted() == ["Deploy-13", "Deploy-23", "Deploy-3"], "\(names)")
+            #expect(requests >= 2, "the search was not paged")
+            let tooLong = try await call(
+                api, "GET", "/v1/keys?name_contains=\(String(repeating: "x", count: 101))", token: token)
+            #expect(tooLong.status == 400 && tooLong["code"] as? String == "INVALID_ARGUMENT", "\(tooLong.text)")
+
+            let verified = try await call(api, "GET", "/v1/audit-chain/verify", token: token)
+            #expect(verified.status == 200 && verified["verified"] as? Bool == true, "\(verified.text)")
+            #expect((verified["links"] as? Int ?? 0) >= 30)
+            let db = try SQLiteConnection(path: server.dataDirectory + "/apikeys.sqlite", create: false)
+            try db.execute("UPDATE audit_events SET actor = 'nobody' WHERE action = 'key.created'")
+            db.close()
+            let broken = try await call(api, "GET", "/v1/audit-chain/verify", token: token)
+            #expect(broken.status == 200 && broken["verified"] as? Bool == false, "\(broken.text)")
+            #expect(
+                broken["broken_at"] as? Int != nil && (broken["reason"] as? String)?.contains("do not hash") == true)
         }
     }
 

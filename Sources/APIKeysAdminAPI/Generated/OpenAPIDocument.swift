@@ -123,6 +123,16 @@ enum OpenAPIDocument {
         },
         "parameters": [
           {
+            "name": "name_contains",
+            "in": "query",
+            "required": false,
+            "description": "Only keys whose name holds this, ignoring case. A search reads at most 10,000 keys per request: follow next_page_token (a page may then hold fewer keys than page_size, or none).",
+            "schema": {
+              "type": "string",
+              "maxLength": 100
+            }
+          },
+          {
             "name": "page_size",
             "in": "query",
             "required": false,
@@ -651,6 +661,43 @@ enum OpenAPIDocument {
             }
           }
         ]
+      }
+    },
+    "/v1/audit-chain/verify": {
+      "get": {
+        "operationId": "verifyAuditChain",
+        "summary": "The server walks its own audit chain, anchor to head, and says whether it holds",
+        "description": "Admin token scope: `read`.",
+        "responses": {
+          "200": {
+            "description": "The verdict; a broken chain is an answer, not an error.",
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/ChainVerification"
+                }
+              }
+            }
+          },
+          "409": {
+            "$ref": "#/components/responses/Problem"
+          },
+          "default": {
+            "$ref": "#/components/responses/Problem"
+          },
+          "400": {
+            "$ref": "#/components/responses/Problem"
+          },
+          "401": {
+            "$ref": "#/components/responses/Problem"
+          },
+          "403": {
+            "$ref": "#/components/responses/Problem"
+          },
+          "429": {
+            "$ref": "#/components/responses/Problem"
+          }
+        }
       }
     },
     "/v1/policy": {
@@ -1311,6 +1358,50 @@ enum OpenAPIDocument {
           "hash",
           "events"
         ]
+      },
+      "ChainVerification": {
+        "type": "object",
+        "properties": {
+          "verified": {
+            "type": "boolean"
+          },
+          "links": {
+            "type": "integer",
+            "format": "int64",
+            "minimum": 0,
+            "description": "Links verified."
+          },
+          "events": {
+            "type": "integer",
+            "format": "int64",
+            "minimum": 0,
+            "description": "Events verified."
+          },
+          "head_position": {
+            "type": "integer",
+            "format": "int64",
+            "minimum": 0,
+            "description": "The head the walk reached."
+          },
+          "broken_at": {
+            "type": "integer",
+            "format": "int64",
+            "minimum": 0,
+            "description": "Where it does not hold (only when not verified)."
+          },
+          "reason": {
+            "type": "string",
+            "description": "Why it does not hold (only when not verified)."
+          }
+        },
+        "additionalProperties": false,
+        "required": [
+          "verified",
+          "links",
+          "events",
+          "head_position"
+        ],
+        "description": "A client that does not trust the server verifies the export itself (GET /v1/audit-chain)."
       },
       "AuditChainPage": {
         "type": "object",
