@@ -54,7 +54,7 @@ class ApiError extends Error {
   }
 }
 
-async function api(method, path, body) {
+async function api(method, path, body, attempt = 0) {
   const headers = {};
   if (method !== "GET") headers["X-CSRF-Token"] = state.csrf || "";
   if (body !== undefined) headers["Content-Type"] = "application/json";
@@ -63,6 +63,12 @@ async function api(method, path, body) {
     credentials: "same-origin", cache: "no-store",
   });
   if (response.status === 204) return null;
+  if (response.status === 429 && path !== "/console/session" && attempt < 3) {
+    // The port's request rate (--admin-rate): wait as told (a few seconds at most), then again.
+    const wait = Math.min(5, Number(response.headers.get("Retry-After")) || 1);
+    await new Promise((resume) => setTimeout(resume, wait * 1000));
+    return api(method, path, body, attempt + 1);
+  }
   const data = await response.json().catch(() => null);
   if (!response.ok) {
     if (response.status === 401 && path !== "/console/session") { signedOut("Your session has ended; sign in again."); }

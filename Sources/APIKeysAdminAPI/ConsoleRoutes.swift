@@ -71,6 +71,8 @@ struct ConsoleRoutes: Sendable {
             logger.notice("console sign-in refused", metadata: ["client": "\(context.clientAddress)"])
             throw problem
         }
+        // A new id at every sign-in; a session this browser had before ends.
+        if let previous = sessions.id(in: request.head) { sessions.end(previous) }
         let (id, session) = sessions.open(token: body.token, nowMS: nowMS)
         var response = try AdminResponse.json(
             SessionJSON(csrfToken: session.csrf, token: AdminTokenJSON(token)), status: .ok)

@@ -71,10 +71,9 @@ package enum SQLiteBackup {
         let partial = temporaryPath(beside: databasePath)
         defer { removeDatabaseFiles(partial) }
         try copyDatabase(from: file, to: partial) { _ in }
-        var copy = try await check(partial, clock: clock)
+        let copy = try await check(partial, clock: clock)
         let db = try SQLiteConnection(path: partial)
-        copy.takenAtMS = try db.statement("SELECT taken_at_ms FROM \(originTable)").firstRow { $0.int64(0) } ?? 0
-        try db.execute("DROP TABLE \(originTable)")
+        try db.execute("DROP TABLE IF EXISTS \(originTable)")
         db.close()
         if existing {
             let kept = databasePath + ".replaced-\(clock.nowMS())"

@@ -44,7 +44,8 @@ struct Restore: AsyncParsableCommand {
     func run() async throws {
         let summary = try await APIKeysServer.restore(store.configuration, from: from, replace: replace)
         print("restored \(from) into \(store.configuration.databasePath): \(describe(summary))")
-        print("the store is as of \(isoTime(summary.takenAtMS)), when the copy was taken:")
+        let taken = summary.takenAtMS > 0 ? isoTime(summary.takenAtMS) : "an unknown time (not made by apikeyd backup)"
+        print("the store is as of \(taken), when the copy was taken:")
         print("keys disabled, rotated or deleted since then are alive again; revoke them again before serving")
     }
 }

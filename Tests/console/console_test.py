@@ -136,7 +136,8 @@ def seed_flows(browser, server, screenshots):
     assert len(cookie["value"]) == 64, "the session id is 256 random bits"
 
     page.get_by_role("button", name="Create API Key").click()
-    page.get_by_label("Name").fill("ci-deploy")
+    expect(page.get_by_role("heading", name="Create API Key")).to_be_visible()
+    page.get_by_label("Name", exact=True).fill("ci-deploy")
     page.get_by_label("Expiration Date").fill("2031-12-31")
     page.get_by_role("button", name="Trigger + monitor").click()
     expect(page.get_by_label("jobs:execute")).to_be_checked()
@@ -224,7 +225,7 @@ def seed_flows(browser, server, screenshots):
     page.get_by_role("button", name="Verify now").click()
     expect(page.get_by_text(re.compile(r"Audit chain: verified \(\d+ links"))).to_be_visible()
     shot(page, screenshots, "audit-log")
-    page.get_by_label("Action").select_option("key.deleted")
+    page.get_by_label("Action", exact=True).select_option("key.deleted")
     page.get_by_role("button", name="Filter").click()
     expect(table.get_by_role("row").filter(has_text="key.created")).to_have_count(0)
     expect(table.get_by_role("row").filter(has_text="key.deleted")).to_have_count(1)
@@ -354,7 +355,7 @@ def keyboard_only(browser, server):
 
     tab_to("Create API Key")
     page.keyboard.press("Enter")
-    expect(page.get_by_label("Name")).to_be_focused()
+    expect(page.get_by_label("Name", exact=True)).to_be_focused()
     page.keyboard.type("keyboard-key")
     tab_to("Trigger backups only")
     page.keyboard.press("Space")
