@@ -158,7 +158,8 @@ extension KeyService {
                 )
                 key.rateLimit = newRateLimit
             }
-            if let newUses {
+            // Unlimited made unlimited changes nothing; a grant, even of the same number, refills.
+            if let newUses, newUses != nil || key.usage != nil {
                 // A grant counts from what the store has spent (the audit writer adds to that).
                 let spent = key.usage?.spent ?? 0
                 let before = key.usage.map { "\($0.remaining) left" } ?? "unlimited"

@@ -57,6 +57,22 @@ import Testing
         }
     }
 
+    /// Making unlimited credits unlimited is no change: nothing recorded, as for any field set to
+    /// what it is (a console sending every field of a form recorded "uses unlimited → unlimited").
+    @Test(arguments: StoreKind.available)
+    func unlimitedCreditsMadeUnlimitedRecordNothing(_ store: StoreKind) async throws {
+        try await withService(store, clock: clock) { service, _ in
+            let issued = try await service.createKey(name: "open", permissions: ["jobs:read"], actor: "ops")
+            _ = try await service.updateKey(id: issued.key.id, remainingUses: -1, actor: "ops")
+            let events = try await service.listAuditEvents(AuditQuery(keyID: issued.key.id)).events
+            #expect(events.map(\.action) == [.keyCreated], "\(events.map(\.detail))")
+            // A real change still is one.
+            _ = try await service.updateKey(id: issued.key.id, remainingUses: 5, actor: "ops")
+            let after = try await service.listAuditEvents(AuditQuery(keyID: issued.key.id)).events
+            #expect(after.first?.detail == "uses unlimited → 5 left", "\(after.map(\.detail))")
+        }
+    }
+
     /// What the key shows left counts this server's checks at once, before the audit writer
     /// stores them (they are spent already); a refill counts them too.
     @Test(arguments: StoreKind.available)

@@ -389,6 +389,34 @@ def keyboard_only(browser, server):
     context.close()
 
 
+def zoomed(browser, server):
+    """400% zoom of a 1280-pixel window is a 320-pixel-wide page: every view fits it without
+    scrolling sideways (tables become cards), and the controls stay reachable."""
+    server.api("POST", "/v1/keys", {"name": "zoomed-key", "permissions": ["jobs:read", "history:read"]})
+    context = browser.new_context(viewport={"width": 320, "height": 640})
+    page = context.new_page()
+    sign_in(page, server)
+
+    def fits(view):
+        width = page.evaluate("document.documentElement.scrollWidth")
+        assert width <= 320, f"{view} is {width} px wide at 400% zoom"
+
+    fits("API Keys")
+    page.get_by_role("button", name="Actions for zoomed-key").click()
+    expect(page.get_by_role("menuitem", name="Delete")).to_be_visible()
+    page.keyboard.press("Escape")
+    page.get_by_role("button", name="Create API Key").click()
+    expect(page.get_by_role("heading", name="Create API Key")).to_be_visible()
+    fits("Create API Key")
+    page.get_by_role("link", name="Audit Log").click()
+    expect(page.get_by_role("heading", name="Audit Log")).to_be_visible()
+    fits("Audit Log")
+    page.get_by_role("link", name="Key Hygiene").click()
+    expect(page.get_by_role("heading", name="Key Hygiene")).to_be_visible()
+    fits("Key Hygiene")
+    context.close()
+
+
 def tls_cookie(browser, bin_dir, work):
     """Over TLS the session cookie is __Host- prefixed and Secure."""
     cert, key = os.path.join(work, "cert.pem"), os.path.join(work, "key.pem")
@@ -423,6 +451,9 @@ def main():
             print("console: seed flows passed")
             keyboard_only(browser, server)
             print("console: keyboard-only lifecycle passed")
+            zoomed(browser, server)
+            print("console: 400% zoom passed")
+            # Last: its ten wrong sign-ins hold this address's sign-ins off for a minute.
             hostile(browser, server)
             print("console: hostile cases passed")
             tls_cookie(browser, bin_dir, work)

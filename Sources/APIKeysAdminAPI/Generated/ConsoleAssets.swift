@@ -196,6 +196,12 @@ async function route() {
 }
 window.addEventListener("hashchange", route);
 
+// To `hash`, rendered once: by the hashchange it causes, or here when the page is there already.
+function go(hash) {
+  if (location.hash === hash) route();
+  else location.hash = hash;
+}
+
 async function catalog() {
   if (!state.catalog) state.catalog = await api("GET", "/v1/permissions");
   return state.catalog;
@@ -315,8 +321,7 @@ function confirmDelete(key) {
             await api("DELETE", `/v1/keys/${encodeURIComponent(key.id)}`);
             say(`${key.name} deleted`);
           } catch (failure) { say(failure.message); }
-          location.hash = "#/keys";
-          await route();
+          go("#/keys");
         } }),
         el("button", { type: "button", text: "Cancel", onclick: close })));
   });
@@ -356,7 +361,7 @@ function showSecret(issued, verb) {
         try { await navigator.clipboard.writeText(value); copied.textContent = "Copied."; }
         catch { copied.textContent = "Copy failed: select the key and copy it."; }
       } }),
-      el("button", { type: "button", text: "Done", onclick: () => { value = ""; location.hash = "#/keys"; route(); } }),
+      el("button", { type: "button", text: "Done", onclick: () => { value = ""; go("#/keys"); } }),
       copied)));
   // Held only by this view: gone when it is left, and never in history (the URL does not change).
   issued.secret = "";
@@ -417,8 +422,7 @@ async function showKeyForm(key) {
       if (editing) {
         await api("PATCH", `/v1/keys/${encodeURIComponent(key.id)}`, body);
         say(`${body.name} saved`);
-        location.hash = `#/keys/${encodeURIComponent(key.id)}`;
-        await route();
+        go(`#/keys/${encodeURIComponent(key.id)}`);
       } else {
         showSecret(await api("POST", "/v1/keys", body), "created");
       }
