@@ -205,8 +205,11 @@ SCHEMAS = {
             "head_position": integer("The head the walk reached.", minimum=0),
             "broken_at": integer("Where it does not hold (only when not verified).", minimum=0),
             "reason": string("Why it does not hold (only when not verified)."),
+            "checked_at_ms": integer("When the walk ended, in milliseconds since 1970; a verdict is answered "
+                                     "again for a minute.", minimum=0),
+            "checked_at": string("When the walk ended, RFC 3339 UTC.", format="date-time"),
         },
-        required=["verified", "links", "events", "head_position"],
+        required=["verified", "links", "events", "head_position", "checked_at_ms"],
         description="A client that does not trust the server verifies the export itself (GET /v1/audit-chain).",
     ),
     "AuditChainPage": obj(

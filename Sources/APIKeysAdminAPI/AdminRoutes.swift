@@ -17,8 +17,8 @@ struct AdminRoutes: Sendable {
     let idempotency: IdempotencyCache
     let clock: any WallClock
     let logger: Logger
-    /// Held while a `GET /v1/audit-chain/verify` walks the chain.
-    let verifying = OneAtATime()
+    /// `GET /v1/audit-chain/verify`'s walks: one at a time, a verdict reused for a minute.
+    let verdicts = ChainVerdicts()
 
     /// The largest request body read; a larger one is answered 413.
     static let maxBodyBytes = 64 * 1024
@@ -129,17 +129,25 @@ struct AdminRoutes: Sendable {
         }
         v1.get("/audit-chain/verify") { request, _ in
             try await call(request, KeyAdmin.exportAuditChain) { _, _ in
-                // A walk reads the whole trail: one at a time on this port.
-                guard verifying.begin() else {
+                switch verdicts.claim(nowMS: clock.nowMS()) {
+                case .reuse(let verdict): return verdict
+                case .busy:
                     throw Problem(
                         status: .conflict, code: "FAILED_PRECONDITION",
                         detail: "a verification of the audit chain is running; try again when it is done")
-                }
-                defer { verifying.end() }
-                do {
-                    return ChainVerificationJSON(try await server.service.verifyAuditChain())
-                } catch let broken as AuditChainVerifier.Break {
-                    return ChainVerificationJSON(broken)
+                case .walk:
+                    let verdict: ChainVerificationJSON
+                    do {
+                        verdict = ChainVerificationJSON(
+                            try await server.service.verifyAuditChain(), checkedAtMS: clock.nowMS())
+                    } catch let broken as AuditChainVerifier.Break {
+                        verdict = ChainVerificationJSON(broken, checkedAtMS: clock.nowMS())
+                    } catch {
+                        verdicts.abandon()
+                        throw error
+                    }
+                    verdicts.finish(verdict)
+                    return verdict
                 }
             }
         }
@@ -420,10 +428,40 @@ enum AdminResponse {
     }
 }
 
-/// A flag for work that runs once at a time: ``begin()`` is false while it runs.
-final class OneAtATime: Sendable {
-    private let running = Atomic<Bool>(false)
+/// The server's verdicts on its own audit chain (`GET /v1/audit-chain/verify`). A walk reads the
+/// whole trail, so one runs at a time and a verdict is answered again for a minute (its
+/// `checked_at` says when it was reached): a `read` token cannot keep a core walking.
+final class ChainVerdicts: Sendable {
+    static let reuseMS: Int64 = 60_000
 
-    func begin() -> Bool { running.compareExchange(expected: false, desired: true, ordering: .acquiring).exchanged }
-    func end() { running.store(false, ordering: .releasing) }
+    enum Claim {
+        case reuse(ChainVerificationJSON)
+        case busy
+        case walk
+    }
+
+    private struct State {
+        var walking = false
+        var last: ChainVerificationJSON?
+    }
+
+    private let state = Mutex(State())
+
+    func claim(nowMS: Int64) -> Claim {
+        state.withLock { state in
+            if let last = state.last, nowMS - last.checkedAtMS < Self.reuseMS { return .reuse(last) }
+            guard !state.walking else { return .busy }
+            state.walking = true
+            return .walk
+        }
+    }
+
+    func finish(_ verdict: ChainVerificationJSON) {
+        state.withLock { state in
+            state.walking = false
+            state.last = verdict
+        }
+    }
+
+    func abandon() { state.withLock { $0.walking = false } }
 }

@@ -76,16 +76,21 @@ struct ChainVerificationJSON: Encodable {
     /// Where and why it does not hold (absent when it does).
     let brokenAt: UInt64?
     let reason: String?
+    /// When the walk ended (a verdict is answered again for a minute).
+    let checkedAtMS: Int64
+    let checkedAt: String?
 
-    init(_ verification: AuditChainVerification) {
+    init(_ verification: AuditChainVerification, checkedAtMS: Int64) {
         (verified, links, events, headPosition) = (
             true, verification.links, verification.events, verification.head.position
         )
         (brokenAt, reason) = (nil, nil)
+        (self.checkedAtMS, checkedAt) = (checkedAtMS, JSONTime.rfc3339(checkedAtMS))
     }
 
-    init(_ broken: AuditChainVerifier.Break) {
+    init(_ broken: AuditChainVerifier.Break, checkedAtMS: Int64) {
         (verified, links, events, headPosition) = (false, 0, 0, 0)
         (brokenAt, reason) = (broken.position, broken.reason)
+        (self.checkedAtMS, checkedAt) = (checkedAtMS, JSONTime.rfc3339(checkedAtMS))
     }
 }

@@ -450,6 +450,12 @@ import Testing
             let db = try SQLiteConnection(path: server.dataDirectory + "/apikeys.sqlite", create: false)
             try db.execute("UPDATE audit_events SET actor = 'nobody' WHERE action = 'key.created'")
             db.close()
+            // Within a minute the verdict is answered again (a walk reads the whole trail)...
+            let reused = try await call(api, "GET", "/v1/audit-chain/verify", token: token)
+            #expect(reused["verified"] as? Bool == true)
+            #expect(reused["checked_at_ms"] as? Int == verified["checked_at_ms"] as? Int)
+            // ...and a minute later the trail is walked again.
+            server.clock.advance(byMS: 61_000)
             let broken = try await call(api, "GET", "/v1/audit-chain/verify", token: token)
             #expect(broken.status == 200 && broken["verified"] as? Bool == false, "\(broken.text)")
             #expect(

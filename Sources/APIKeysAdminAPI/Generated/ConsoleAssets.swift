@@ -533,8 +533,8 @@ async function showAudit(pages = [""], at = 0) {
         try {
           const result = await api("GET", "/v1/audit-chain/verify");
           state.chain = result.verified
-            ? `Audit chain: verified (${result.links} links, ${result.events} events, up to link ${result.head_position}) at ${when(Date.now())}`
-            : `Audit chain: broken at link ${result.broken_at}: ${result.reason}`;
+            ? `Audit chain: verified (${result.links} links, ${result.events} events, up to link ${result.head_position}) at ${when(result.checked_at_ms)}`
+            : `Audit chain: broken at link ${result.broken_at}: ${result.reason} (checked at ${when(result.checked_at_ms)})`;
           chain.textContent = state.chain;
         } catch (failure) { chain.textContent = `Audit chain: ${failure.message}`; }
       } })),

@@ -1392,6 +1392,17 @@ enum OpenAPIDocument {
           "reason": {
             "type": "string",
             "description": "Why it does not hold (only when not verified)."
+          },
+          "checked_at_ms": {
+            "type": "integer",
+            "format": "int64",
+            "minimum": 0,
+            "description": "When the walk ended, in milliseconds since 1970; a verdict is answered again for a minute."
+          },
+          "checked_at": {
+            "type": "string",
+            "format": "date-time",
+            "description": "When the walk ended, RFC 3339 UTC."
           }
         },
         "additionalProperties": false,
@@ -1399,7 +1410,8 @@ enum OpenAPIDocument {
           "verified",
           "links",
           "events",
-          "head_position"
+          "head_position",
+          "checked_at_ms"
         ],
         "description": "A client that does not trust the server verifies the export itself (GET /v1/audit-chain)."
       },
