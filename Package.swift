@@ -173,6 +173,7 @@ let package = Package(
                 "APIKeysAdminAPI",
                 "APIKeysStore",
                 "APIKeysSQLite",
+                "APIKeysJSON",
                 "APIKeysCore",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),

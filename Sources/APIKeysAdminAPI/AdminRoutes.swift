@@ -321,14 +321,7 @@ struct AdminRoutes: Sendable {
     private func gated<Result>(
         _ request: Request, _ method: any RPCMethodDescriptor, _ body: (AdminCallContext) async throws -> Result
     ) async throws -> Result {
-        do {
-            return try await gate.run(
-                method, authorization: request.headers[.authorization],
-                deadline: .after(milliseconds: Self.callTimeoutMS), logger: logger, body)
-        } catch {
-            let failure = server.failure(of: error, during: method.path)
-            throw Problem(failure.code, failure.message)
-        }
+        try await server.adminCall(method, authorization: request.headers[.authorization], logger: logger, body)
     }
 
     /// The request's body, read up to ``maxBodyBytes``: JSON only (415 otherwise); nil when
@@ -359,6 +352,25 @@ struct AdminRoutes: Sendable {
                     .invalidArgument,
                     "credentials go in the Authorization header (Bearer), never in the URL; this request was not run")
             }
+        }
+    }
+}
+
+extension APIKeysServer {
+    /// Runs `body` as a KeyAdmin call through the server's ``AdminGate`` (token, scope, the
+    /// refusal recorded), within ``AdminRoutes/callTimeoutMS``; what it throws becomes problem
+    /// details with the same status and client-safe message the RPC port gives.
+    func adminCall<Result>(
+        _ method: any RPCMethodDescriptor, authorization: String?, logger: Logger,
+        _ body: (AdminCallContext) async throws -> Result
+    ) async throws -> Result {
+        do {
+            return try await adminGate.run(
+                method, authorization: authorization, deadline: .after(milliseconds: AdminRoutes.callTimeoutMS),
+                logger: logger, body)
+        } catch {
+            let failure = failure(of: error, during: method.path)
+            throw Problem(failure.code, failure.message)
         }
     }
 }

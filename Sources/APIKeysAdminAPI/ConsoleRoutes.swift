@@ -109,15 +109,9 @@ struct ConsoleRoutes: Sendable {
     }
 
     private func whoAmI(_ token: String) async throws -> AdminToken {
-        let gate = server.adminGate
-        do {
-            return try await gate.run(
-                KeyAdmin.whoAmI, authorization: "Bearer \(token)", deadline: .after(milliseconds: 10_000),
-                logger: logger
-            ) { context in try await gate.dispatcher.whoAmI(WhoAmIRequest(), context: context).token }
-        } catch {
-            let failure = server.failure(of: error, during: KeyAdmin.whoAmI.path)
-            throw Problem(failure.code, failure.message)
+        let dispatcher = server.adminGate.dispatcher
+        return try await server.adminCall(KeyAdmin.whoAmI, authorization: "Bearer \(token)", logger: logger) {
+            try await dispatcher.whoAmI(WhoAmIRequest(), context: $0).token
         }
     }
 

@@ -30,33 +30,21 @@ extension APIKeysClient {
         sinceMS: Int64 = 0, pageSize: UInt32 = 0, timeout: Duration? = nil,
         onPage: (AuditChain.State, [AuditLink]) async throws -> Void = { _, _ in }
     ) async throws -> AuditChainVerification {
-        var request = ExportAuditChainRequest(sinceMS: sinceMS, pageSize: pageSize)
-        var verifier: AuditChainVerifier?
-        var target: AuditChain.State?
-        while true {
-            let page = try await exportAuditChain(
-                afterPosition: request.afterPosition, sinceMS: request.sinceMS, pageSize: request.pageSize,
-                timeout: timeout)
-            let state = AuditChain.State(page.chain)
-            let first = target ?? state
-            target = first
-            let links = page.links.prefix { $0.position <= first.head.position }
-            if verifier == nil {
-                verifier = try Self.start(sinceMS: sinceMS, state: state, first: links.first)
-            }
-            try await onPage(state, Array(links))
-            for link in links {
-                try verifier!.check(
+        try await AuditChainVerifier.walk(
+            page: { after in
+                // The first page from `sinceMS`, the next ones after the last link read.
+                let page = try await exportAuditChain(
+                    afterPosition: after ?? 0, sinceMS: after == nil ? sinceMS : 0, pageSize: pageSize,
+                    timeout: timeout)
+                return (AuditChain.State(page.chain), page.links)
+            },
+            reading: { link in
+                AuditChainVerifier.Reading(
                     position: link.position, hash: link.hash, entries: link.events.map(AuditChain.Entry.init),
-                    state: state, prunedFrom: link.prunedFrom == 0 ? nil : link.prunedFrom)
-            }
-            guard let last = links.last, last.position < first.head.position else { break }
-            request = ExportAuditChainRequest(afterPosition: last.position, pageSize: pageSize)
-        }
-        guard let verifier, let target else { throw AuditChainVerifier.Break(position: 0, reason: "no page read") }
-        try verifier.finish(state: target)
-        return AuditChainVerification(
-            start: verifier.start, head: target.head, links: verifier.links, events: verifier.events)
+                    prunedFrom: link.prunedFrom == 0 ? nil : link.prunedFrom)
+            },
+            start: { state, first in try Self.start(sinceMS: sinceMS, state: state, first: first) },
+            onPage: onPage)
     }
 
     /// Where a walk starts: the anchor for the whole chain; for a partial one, the point before

@@ -144,6 +144,57 @@ public struct AuditChainVerifier: Sendable {
     }
 }
 
+extension AuditChainVerifier {
+    /// A link as a walk reads it: what ``check(position:hash:entries:state:prunedFrom:)`` needs.
+    public struct Reading: Sendable {
+        public var position: UInt64
+        public var hash: [UInt8]
+        public var entries: [AuditChain.Entry]
+        public var prunedFrom: UInt64?
+
+        public init(position: UInt64, hash: [UInt8], entries: [AuditChain.Entry], prunedFrom: UInt64?) {
+            (self.position, self.hash, self.entries, self.prunedFrom) = (position, hash, entries, prunedFrom)
+        }
+    }
+
+    /// Reads a chain page by page, from the first page (`page(nil)`) to the head that page
+    /// gave, each next page after the last link read (`page(position)`), hands each page to
+    /// `onPage` (links past that head left out) and verifies every link against the one before
+    /// it. `start` makes the verifier from the first page's state and first link (by default
+    /// from the anchor). Throws ``Break`` at the first break, after `onPage` has seen its page.
+    public static func walk<Link>(
+        page: (_ after: UInt64?) async throws -> (state: AuditChain.State, links: [Link]),
+        reading: (Link) -> Reading,
+        start: (AuditChain.State, Link?) throws -> AuditChainVerifier = { state, _ in
+            AuditChainVerifier(from: state.anchor)
+        },
+        onPage: (AuditChain.State, [Link]) async throws -> Void = { _, _ in }
+    ) async throws -> AuditChainVerification {
+        var after: UInt64?
+        var verifier: AuditChainVerifier?
+        var target: AuditChain.State?
+        while true {
+            let (state, links) = try await page(after)
+            let first = target ?? state
+            target = first
+            let read = links.map { ($0, reading($0)) }.prefix { $0.1.position <= first.head.position }
+            if verifier == nil { verifier = try start(state, read.first?.0) }
+            try await onPage(state, read.map(\.0))
+            for (_, link) in read {
+                try verifier!.check(
+                    position: link.position, hash: link.hash, entries: link.entries, state: state,
+                    prunedFrom: link.prunedFrom)
+            }
+            guard let last = read.last?.1, last.position < first.head.position else { break }
+            after = last.position
+        }
+        guard let verifier, let target else { throw Break(position: 0, reason: "no page read") }
+        try verifier.finish(state: target)
+        return AuditChainVerification(
+            start: verifier.start, head: target.head, links: verifier.links, events: verifier.events)
+    }
+}
+
 /// What a walk of the audit trail's hash chain verified (a client's
 /// `verifyAuditChain`, or a store's own walk before a backup is put in place).
 public struct AuditChainVerification: Sendable, Hashable {

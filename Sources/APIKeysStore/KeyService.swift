@@ -282,27 +282,16 @@ public final class KeyService: Sendable {
     /// walk began, and verifies every link (``AuditChainVerifier``): a tool's check of a store
     /// (a backup before it is put in place). Throws ``AuditChainVerifier/Break`` at the first break.
     public func verifyAuditChain() async throws -> AuditChainVerification {
-        var after: UInt64 = 0
-        var verifier: AuditChainVerifier?
-        var target: AuditChain.State?
-        while true {
-            let page = try await auditChainPage(after: after, pageSize: Self.maxPageSize)
-            let first = target ?? page.state
-            target = first
-            if verifier == nil { verifier = AuditChainVerifier(from: page.state.anchor) }
-            let links = page.links.map(\.link).prefix { $0.position <= first.head.position }
-            for link in links {
-                try verifier!.check(
+        try await AuditChainVerifier.walk(
+            page: { after in
+                let page = try await auditChainPage(after: after ?? 0, pageSize: Self.maxPageSize)
+                return (page.state, page.links.map(\.link))
+            },
+            reading: { link in
+                AuditChainVerifier.Reading(
                     position: link.position, hash: link.hash, entries: link.events.map(AuditChain.Entry.init),
-                    state: page.state, prunedFrom: link.prunedFrom)
-            }
-            guard let last = links.last, last.position < first.head.position else { break }
-            after = last.position
-        }
-        guard let verifier, let target else { throw AuditChainVerifier.Break(position: 0, reason: "no page read") }
-        try verifier.finish(state: target)
-        return AuditChainVerification(
-            start: verifier.start, head: target.head, links: verifier.links, events: verifier.events)
+                    prunedFrom: link.prunedFrom)
+            })
     }
 
     /// Tests and tools: prunes expired audit events now and waits until done (blocks its thread).

@@ -1,6 +1,6 @@
 import APIKeysServer
+import APIKeysJSON
 import ArgumentParser
-import Foundation
 
 /// `apikeyd backup --to FILE`: a consistent copy of the SQLite store, taken while it serves.
 struct Backup: AsyncParsableCommand {
@@ -19,7 +19,7 @@ struct Backup: AsyncParsableCommand {
 
     func run() async throws {
         let summary = try await APIKeysServer.backup(store.configuration, to: to)
-        print("backup \(to): the store as of \(isoTime(summary.takenAtMS)), \(describe(summary))")
+        print("backup \(to): the store as of \(takenAt(summary)), \(describe(summary))")
     }
 }
 
@@ -44,8 +44,7 @@ struct Restore: AsyncParsableCommand {
     func run() async throws {
         let summary = try await APIKeysServer.restore(store.configuration, from: from, replace: replace)
         print("restored \(from) into \(store.configuration.databasePath): \(describe(summary))")
-        let taken = summary.takenAtMS > 0 ? isoTime(summary.takenAtMS) : "an unknown time (not made by apikeyd backup)"
-        print("the store is as of \(taken), when the copy was taken:")
+        print("the store is as of \(takenAt(summary)), when the copy was taken:")
         print("keys disabled, rotated or deleted since then are alive again; revoke them again before serving")
     }
 }
@@ -54,8 +53,7 @@ private func describe(_ summary: BackupSummary) -> String {
     "\(summary.keys) keys, audit chain verified (\(summary.links) links, \(summary.events) events, head link \(summary.chainHead.position))"
 }
 
-private func isoTime(_ ms: Int64) -> String {
-    let formatter = ISO8601DateFormatter()
-    formatter.formatOptions = [.withInternetDateTime, .withFractionalSeconds]
-    return formatter.string(from: Date(timeIntervalSince1970: Double(ms) / 1000))
+/// The copy's time in RFC 3339, as every other tool of the project writes times.
+private func takenAt(_ summary: BackupSummary) -> String {
+    JSONTime.rfc3339(summary.takenAtMS) ?? "an unknown time (not made by apikeyd backup)"
 }

@@ -187,13 +187,12 @@ struct Serve: AsyncParsableCommand {
         maxKeyLifetime == "none" ? 0 : DurationText.seconds(maxKeyLifetime).flatMap { $0 > 0 ? $0 : nil }
     }
 
-    /// `--audit-retention` in seconds, 0 for `forever`; nil when it is neither.
-    private var adminAuditRetentionSeconds: Int64? {
-        ["forever", "0"].contains(adminAuditRetention) ? 0 : DurationText.seconds(adminAuditRetention)
-    }
+    private var auditRetentionSeconds: Int64? { Self.retentionSeconds(auditRetention) }
+    private var adminAuditRetentionSeconds: Int64? { Self.retentionSeconds(adminAuditRetention) }
 
-    private var auditRetentionSeconds: Int64? {
-        ["forever", "0"].contains(auditRetention) ? 0 : DurationText.seconds(auditRetention)
+    /// A retention option in seconds, 0 for `forever`; nil when it is neither.
+    private static func retentionSeconds(_ text: String) -> Int64? {
+        ["forever", "0"].contains(text) ? 0 : DurationText.seconds(text)
     }
 
     private var httpPortSetting: Int? { httpPort ?? Environment.optionalString("APIKEYD_HTTP_PORT").flatMap(Int.init) }
