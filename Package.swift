@@ -208,7 +208,13 @@ let package = Package(
 
         // Helpers shared by the test suites: temporary directories, running commands.
         .target(
-            name: "APIKeysTestSupport", dependencies: ["APIKeysStore", "APIKeysCore"], path: "Tests/APIKeysTestSupport"),
+            name: "APIKeysTestSupport",
+            dependencies: [
+                "APIKeysStore", "APIKeysCore",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+            ],
+            path: "Tests/APIKeysTestSupport"),
         .testTarget(
             name: "APIKeysWireTests",
             dependencies: [

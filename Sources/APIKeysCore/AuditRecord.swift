@@ -11,6 +11,10 @@ public enum AuditAction: String, Sendable, Hashable, CaseIterable {
     /// A leak report disabled the key, or found it disabled (ReportLeakedKey: actor `leak report`,
     /// where it was found in `resource`, the reporter's address in `clientAddress`).
     case keyLeakReported = "key.leak_reported"
+    /// A change of the key that a replica had applied was not in the database when its history
+    /// was rewritten (a PostgreSQL failover that lost committed changes, a restore): actor
+    /// `replica N`, the change and its version in detail. The change must be made again.
+    case keyChangeLost = "key.change_lost"
     /// A check of a well-formed key.
     case apiRequest = "api.request"
     /// The server pruned events older than its retention (actor `retention`, counts in detail).

@@ -67,6 +67,23 @@ public final class KeyIndex: Sendable {
             return removed.id
         }
 
+        /// Applies `edits` in order; the ids of keys with meters whose secrets were dropped, and
+        /// of those put with meters.
+        mutating func apply(_ edits: [Edit]) -> (dropped: Set<String>, put: Set<String>) {
+            var dropped: Set<String> = []
+            var put: Set<String> = []
+            for edit in edits {
+                switch edit {
+                case .upsert(let key, let hash, let old):
+                    if let old, old != hash, let id = drop(old) { dropped.insert(id) }
+                    if self.put(key, at: hash) { put.insert(key.id) }
+                case .remove(let hash):
+                    if let id = drop(hash) { dropped.insert(id) }
+                }
+            }
+            return (dropped, put)
+        }
+
         /// Forgets the meters of the keys `dropped` (their secrets forgotten) that were not put
         /// again since: a rotation (drop the old secret, put the new one) keeps them.
         mutating func forgetMeters(ofDropped dropped: Set<String>, putAgain: Set<String>) {
@@ -112,18 +129,20 @@ public final class KeyIndex: Sendable {
     /// Applies `edits` in order as one step: a check sees the index before all of them or after.
     public func apply(_ edits: [Edit]) {
         byHash.withLock { index in
-            var dropped: Set<String> = []
-            var put: Set<String> = []
-            for edit in edits {
-                switch edit {
-                case .upsert(let key, let hash, let old):
-                    if let old, old != hash, let id = index.drop(old) { dropped.insert(id) }
-                    if index.put(key, at: hash) { put.insert(key.id) }
-                case .remove(let hash):
-                    if let id = index.drop(hash) { dropped.insert(id) }
-                }
-            }
+            let (dropped, put) = index.apply(edits)
             index.forgetMeters(ofDropped: dropped, putAgain: put)
+        }
+    }
+
+    /// Replaces every entry with `edits` (applied to an empty index) as one step: a check sees
+    /// the old contents or the new, never a mix. The meters of keys that remain are kept.
+    public func replaceAll(with edits: [Edit]) {
+        byHash.withLock { index in
+            let before = Set(index.meters.keys)
+            index.states.removeAll(keepingCapacity: true)
+            index.graceSecrets = 0
+            let (_, put) = index.apply(edits)
+            index.forgetMeters(ofDropped: before, putAgain: put)
         }
     }
 

@@ -53,7 +53,7 @@ package final class PostgresKeyStore: KeyStore {
         let clientTask = Task { await client.run() }
         let server = location.description
         do {
-            let (replica, index, version, loadedAtMS) = try await withTimeout(
+            let (replica, snapshot) = try await withTimeout(
                 .seconds(60), timeoutError: .unreachable(server: server, message: "no answer within 60 s")
             ) {
                 try await client.withConnection { connection in
@@ -61,26 +61,31 @@ package final class PostgresKeyStore: KeyStore {
                     let replica =
                         try await connection.query("SELECT nextval('replica_numbers')", logger: logger)
                         .decode(Int64.self).first { _ in true } ?? 0
-                    let (index, version, loadedAtMS) = try await loadIndex(
+                    let snapshot = try await IndexSnapshot.read(
                         connection, client: client, catalog: catalog, clock: clock, logger: logger)
-                    return (replica, index, version, loadedAtMS)
+                    return (replica, snapshot)
                 }
             }
+            let index = KeyIndex(catalog: catalog, expectedCount: snapshot.keyCount)
+            index.apply(snapshot.edits)
             let freshness = StoreFreshness(maxStalenessMS: maxStalenessMS)
-            freshness.confirm(atMS: loadedAtMS)
-            let feed = ChangeFeed(
-                index: index, appliedVersion: version, freshness: freshness, client: client, location: location,
-                clock: clock, logger: logger)
+            freshness.confirm(atMS: snapshot.startedAtMS)
             let sink = PostgresAuditSink(client: client, server: server, index: index, logger: logger)
             let writer = AuditWriter(
                 sink: decorateAuditSink?(sink) ?? sink,
                 seqs: AuditSequence(.clock(replica: UInt64(replica % 256))), lastAtMS: 0, mode: auditMode, clock: clock,
                 capacity: auditQueueCapacity, retentionMS: auditRetentionMS, historyRetentionMS: historyRetentionMS,
                 logger: logger)
+            let feed = ChangeFeed(
+                index: index, snapshot: snapshot, freshness: freshness, client: client, location: location,
+                replica: replica % 256, auditWriter: writer, clock: clock, logger: logger)
             feed.start()
             logger.info(
                 "PostgreSQL store open",
-                metadata: ["database": "\(server)", "replica": "\(replica % 256)", "version": "\(version)"])
+                metadata: [
+                    "database": "\(server)", "replica": "\(replica % 256)", "version": "\(snapshot.version)",
+                    "history": "\(snapshot.history)",
+                ])
             return PostgresKeyStore(
                 index: index, auditWriter: writer, feed: feed, client: client, clientTask: clientTask,
                 location: location, logger: logger)
@@ -109,92 +114,6 @@ package final class PostgresKeyStore: KeyStore {
         } catch {
             throw StoreError.postgres(error, server: server)
         }
-    }
-
-    /// Every key and the change version they reflect, read in one snapshot: the table in two
-    /// halves by `pk`, each decoded by its own task on its own connection (the second joins the
-    /// first's exported snapshot), so that start-up uses both cores.
-    private static func loadIndex(
-        _ connection: PostgresConnection, client: PostgresClient, catalog: PermissionCatalog, clock: any WallClock,
-        logger: Logger
-    ) async throws -> (KeyIndex, Int64, Int64) {
-        let startedAtMS = clock.nowMS()
-        try await connection.query("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY", logger: logger)
-        do {
-            let snapshot =
-                try await connection.query("SELECT pg_export_snapshot()", logger: logger)
-                .decode(String.self).first { _ in true } ?? ""
-            guard !snapshot.isEmpty, snapshot.allSatisfy({ $0.isHexDigit || $0 == "-" }) else {
-                throw StoreError.database(server: "", message: "unexpected snapshot id \"\(snapshot)\"")
-            }
-            var (version, count, lastPK): (Int64, Int64, Int64) = (0, 0, 0)
-            for try await row in try await connection.query(
-                "SELECT (SELECT coalesce(max(version), 0)::bigint FROM key_changes), count(*)::bigint, coalesce(max(pk), 0)::bigint FROM keys",
-                logger: logger
-            ) {
-                var cells = CellReader(row)
-                (version, count, lastPK) = try (cells.next(Int64.self), cells.next(Int64.self), cells.next(Int64.self))
-            }
-            let split = lastPK / 2
-            async let upper = client.withConnection { other in
-                try await other.query("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY", logger: logger)
-                try await other.query(
-                    PostgresQuery(unsafeSQL: "SET TRANSACTION SNAPSHOT '\(snapshot)'"), logger: logger)
-                let edits = try await keyEdits(other, pkAbove: split, upTo: .max, catalog: catalog, logger: logger)
-                try await other.query("COMMIT", logger: logger)
-                return edits
-            }
-            let lower = try await keyEdits(connection, pkAbove: .min, upTo: split, catalog: catalog, logger: logger)
-            let index = KeyIndex(catalog: catalog, expectedCount: Int(count))
-            index.apply(lower)
-            index.apply(try await upper)
-            try await connection.query("COMMIT", logger: logger)
-            return (index, version, startedAtMS)
-        } catch {
-            _ = try? await connection.query("ROLLBACK", logger: logger)
-            throw error
-        }
-    }
-
-    /// The index entries of the keys with `pk` in (`above`, `upTo`].
-    private static func keyEdits(
-        _ connection: PostgresConnection, pkAbove above: Int64, upTo: Int64, catalog: PermissionCatalog, logger: Logger
-    ) async throws -> [KeyIndex.Edit] {
-        var masks = StoredColumns.MaskCache(catalog: catalog)
-        var edits: [KeyIndex.Edit] = []
-        let rows = try await connection.query(
-            """
-            SELECT secret_hash, id, name, permissions, enabled, expires_at_ms, allowed_networks, grace_secret_hash,
-                   grace_ends_at_ms, rate_limit, uses_granted, uses_spent
-            FROM keys WHERE pk > \(above) AND pk <= \(upTo)
-            """, logger: logger)
-        for try await row in rows {
-            var cells = CellReader(row)
-            let (hashBytes, id, name) = try (
-                cells.next(ByteBuffer.self), cells.next(String.self), cells.next(String.self)
-            )
-            let (permissions, enabled, expires) = try (
-                cells.next(String.self), cells.next(Bool.self), cells.next(Int64?.self)
-            )
-            let networks = try cells.next(String.self)
-            let (graceBytes, graceEnd) = try (cells.next(ByteBuffer?.self), cells.next(Int64?.self))
-            let rateLimit = StoredColumns.decodeRateLimit(try cells.next(String.self))
-            let (usesGranted, usesSpent) = try (cells.next(Int64?.self), cells.next(Int64.self))
-            guard let hash = SecretHash(bytea: hashBytes), graceBytes.map({ SecretHash(bytea: $0) != nil }) ?? true
-            else {
-                throw StoreError.database(server: "", message: "key \(id) has a secret hash of the wrong size")
-            }
-            var state = KeyCheckState(
-                id: id, name: name, permissions: masks.mask(of: permissions), enabled: enabled, expiresAtMS: expires,
-                allowedNetworks: StoredColumns.networks(of: networks), rateLimit: rateLimit,
-                usage: usesGranted.map { UsageGrant(granted: $0, spent: usesSpent) })
-            edits.append(.upsert(state, hash, replacing: nil))
-            if let graceHash = graceBytes.flatMap(SecretHash.init(bytea:)), let graceEnd {
-                state.graceEndsAtMS = graceEnd
-                edits.append(.upsert(state, graceHash, replacing: nil))
-            }
-        }
-        return edits
     }
 
     /// Nothing to close without awaiting: the pool closes in ``close()``.
@@ -273,7 +192,7 @@ package final class PostgresKeyStore: KeyStore {
     /// the changes before any caller hears back. When a token was revoked, the statement writes
     /// nothing: the mutations made with it are refused and the others go again.
     private func commitBatch(_ batch: [PendingMutation]) async {
-        let logger = logger
+        let (logger, location) = (logger, location)
         let writer = auditWriter
         let tokens = Array(Set(batch.compactMap(\.token)))
         let plan: GroupPlan
@@ -290,7 +209,8 @@ package final class PostgresKeyStore: KeyStore {
                 let written = try await BatchRows.write(
                     BatchRows.Batch(
                         tokens: tokens, inserted: plan.inserted, updated: plan.updated, deleted: plan.deleted,
-                        events: plan.events, changes: plan.changes),
+                        events: plan.events, changes: plan.changes,
+                        requireStandby: location.requireSynchronousStandby),
                     on: connection, logger: logger)
                 return (plan, written)
             }
@@ -311,9 +231,13 @@ package final class PostgresKeyStore: KeyStore {
             if !again.isEmpty { await commitBatch(again) }
             return
         }
-        if let first = written.versions.first, let last = written.versions.last {
-            await feed.applyOwn(plan.changes.map(\.write), versions: first...last)
+        let catalog = index.catalog
+        let changes = zip(BatchRows.changeRows(of: plan.changes), written.versions).map { row, version in
+            ChangeRows.Change(
+                version: version, keyID: row.key.id, keyName: row.key.name,
+                edit: row.entry.edit(for: row.key, in: catalog))
         }
+        await feed.applyOwn(changes)
         plan.answer(batch)
     }
 

@@ -12,6 +12,10 @@ public struct PostgresLocation: Sendable, CustomStringConvertible {
     public var database: String
     /// TLS to the database (`sslmode=require`); off by default, for a database on loopback.
     public var requireTLS: Bool
+    /// Sessions run with `synchronous_commit = on`, and a key change is refused (nothing is
+    /// written) while the database's `synchronous_standby_names` is empty: an acknowledged change
+    /// is on a synchronous standby (``BatchRows``).
+    public var requireSynchronousStandby = false
 
     /// Parses `url`; throws ``StoreError/cannotOpen(path:message:)`` (without the password) when it
     /// is not such a URL.
@@ -44,6 +48,9 @@ public struct PostgresLocation: Sendable, CustomStringConvertible {
             tls: requireTLS ? .require(.makeClientConfiguration()) : .disable)
         configuration.options.connectTimeout = .seconds(3)
         configuration.options.maximumConnections = 8
+        if requireSynchronousStandby {
+            configuration.options.additionalStartupParameters = [("synchronous_commit", "on")]
+        }
         return configuration
     }
 

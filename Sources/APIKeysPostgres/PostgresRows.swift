@@ -113,7 +113,18 @@ enum ChangeRows {
     /// One committed change, as a replica applies it to its index.
     struct Change: Sendable {
         let version: Int64
+        let keyID: String
+        let keyName: String
         let edit: KeyIndex.Edit
+
+        /// What the change did to its key, in words (for a report of changes lost).
+        var summary: String {
+            switch edit {
+            case .upsert(let state, _, _):
+                (state.enabled ? "enabled" : "disabled") + (state.graceEndsAtMS == nil ? "" : ", grace secret")
+            case .remove: "secret withdrawn (the key deleted, or its secret replaced by a rotation)"
+            }
+        }
     }
 
     /// The catch-up query, prepared once per connection (it runs every 250 ms on every replica).
@@ -157,11 +168,12 @@ enum ChangeRows {
             guard let hash = SecretHash(bytea: try row["secret_hash"].decode(ByteBuffer.self)) else {
                 throw StoreError.database(server: "", message: "change \(version) has a secret hash of the wrong size")
             }
+            let (keyID, keyName) = (try row["key_id"].decode(String.self), try row["name"].decode(String.self))
             if op == 2 {
-                changes.append(Change(version: version, edit: .remove(hash)))
+                changes.append(Change(version: version, keyID: keyID, keyName: keyName, edit: .remove(hash)))
             } else {
                 let state = KeyCheckState(
-                    id: try row["key_id"].decode(String.self), name: try row["name"].decode(String.self),
+                    id: keyID, name: keyName,
                     permissions: catalog.mask(
                         of: StoredColumns.decodePermissions(try row["permissions"].decode(String.self))),
                     enabled: try row["enabled"].decode(Bool.self),
@@ -175,7 +187,7 @@ enum ChangeRows {
                 let replaced = try row["replaced_hash"].decode(ByteBuffer?.self)
                 changes.append(
                     Change(
-                        version: version,
+                        version: version, keyID: keyID, keyName: keyName,
                         edit: .upsert(state, hash, replacing: replaced.flatMap(SecretHash.init(bytea:)))))
             }
         }
@@ -189,7 +201,8 @@ enum ChangeRows {
             """
             WITH gone AS (
                 DELETE FROM key_changes
-                WHERE version < (SELECT max(version) FROM key_changes) - \(max(0, keep)) AND at_ms < \(cutoffMS)
+                WHERE version < (SELECT version FROM key_changes ORDER BY version DESC OFFSET \(max(0, keep)) LIMIT 1)
+                  AND at_ms < \(cutoffMS)
                 RETURNING version),
             horizon AS (
                 UPDATE change_log_horizon SET version = greatest(version, (SELECT max(gone.version) FROM gone))
@@ -374,7 +387,13 @@ enum BatchRows {
         -- The batch's admin tokens, held until the commit (a revocation waits for it); unless every
         -- one is still there, the statement writes nothing.
         authorized AS (SELECT token_hash FROM admin_tokens WHERE token_hash = ANY({tokens}::bytea[]) FOR KEY SHARE),
-        allowed AS (SELECT count(*) = cardinality({tokens}::bytea[]) AS ok FROM authorized),
+        -- With a synchronous standby required (PostgresLocation), nothing is written unless the
+        -- commit will wait for one.
+        standby AS (
+            SELECT NOT {require_standby}::boolean
+                   OR (current_setting('synchronous_standby_names') <> ''
+                       AND current_setting('synchronous_commit') IN ('on', 'remote_write', 'remote_apply')) AS ok),
+        allowed AS (SELECT count(*) = cardinality({tokens}::bytea[]) AND (SELECT ok FROM standby) AS ok FROM authorized),
         inserted AS (
             INSERT INTO keys (id, name, secret_hash, hint, permissions, enabled, created_at_ms, updated_at_ms,
                               expires_at_ms, last_used_at_ms, rotated_at_ms, allowed_networks, rate_limit, uses_granted)
@@ -445,15 +464,18 @@ enum BatchRows {
             RETURNING version)
         SELECT coalesce(array_agg(version ORDER BY version), '{}')::bigint[] AS versions,
                (SELECT coalesce(array_agg(token_hash), '{}')::bytea[] FROM authorized) AS valid_tokens,
+               (SELECT ok FROM standby) AS durable,
                CASE WHEN count(*) > 0 THEN pg_notify({notify_channel}, max(version)::text) END
         FROM changes
         """
 
     /// What a batch's statement answers: the versions of its changes (ascending; none when a
-    /// token was not valid) and which of its admin tokens were valid.
+    /// token was not valid, or no synchronous standby was configured when one is required),
+    /// which of its admin tokens were valid, and whether the commit waits for a standby as required.
     struct Written: Sendable {
         var versions: [Int64]
         var validTokens: [SecretHash]
+        var durable = true
 
         init(versions: [Int64], validTokens: [SecretHash]) {
             self.versions = versions
@@ -464,6 +486,7 @@ enum BatchRows {
             let cells = row.makeRandomAccess()
             versions = try cells["versions"].decode([Int64].self)
             validTokens = try cells["valid_tokens"].decode([ByteBuffer].self).compactMap(SecretHash.init(bytea:))
+            durable = try cells["durable"].decode(Bool.self)
         }
     }
 
@@ -494,13 +517,13 @@ enum BatchRows {
         var deleted: [String]
         var events: [AuditRecord]
         var changes: [(write: KeyWrite, atMS: Int64)]
+        /// Write nothing unless the commit waits for a synchronous standby.
+        var requireStandby = false
 
         var onlyCreates: Bool { updated.isEmpty && deleted.isEmpty }
 
         /// One change-log row per index entry of each write, in order.
-        var changeRows: [(entry: KeyWrite.IndexEntry, key: KeyRecord, atMS: Int64)] {
-            changes.flatMap { write, atMS in write.indexEntries.map { ($0, write.key, atMS) } }
-        }
+        var changeRows: [(entry: KeyWrite.IndexEntry, key: KeyRecord, atMS: Int64)] { BatchRows.changeRows(of: changes) }
 
         /// The values of the batch's statement (``Creations`` when ``onlyCreates``, else ``anyBatch``).
         func values() -> NamedValues {
@@ -513,6 +536,7 @@ enum BatchRows {
             values.set("absent", absent)
             values.set("change_lock", PostgresSchema.lockID + 1)
             values.set("tokens", tokens.map(\.bytea))
+            values.set("require_standby", requireStandby)
             values.set("events_digest", ByteBuffer(bytes: AuditChain.digest(of: events.sorted { $0.seq < $1.seq })))
             if !onlyCreates {
                 bindKeys(updated, prefix: "upd_", to: &values)
@@ -523,6 +547,14 @@ enum BatchRows {
             }
             return values
         }
+    }
+
+    /// One change-log row per index entry of each write, in order: the versions a batch's
+    /// statement answers are theirs, one each.
+    static func changeRows(of changes: [(write: KeyWrite, atMS: Int64)]) -> [(
+        entry: KeyWrite.IndexEntry, key: KeyRecord, atMS: Int64
+    )] {
+        changes.flatMap { write, atMS in write.indexEntries.map { ($0, write.key, atMS) } }
     }
 
     /// NULL in a bigint array column (arrays of optionals do not encode).
@@ -538,6 +570,7 @@ enum BatchRows {
             for try await row in rows { written = try Written(row) }
         }
         guard let written else { throw StoreError.database(server: "", message: "a batch's statement returned no row") }
+        guard written.durable else { throw StoreError.noSynchronousStandby }
         let expected = Set(written.validTokens).isSuperset(of: batch.tokens) ? batch.changeRows.count : 0
         guard written.versions.count == expected else {
             throw StoreError.database(

@@ -144,6 +144,20 @@ enum PostgresSchema {
                 """,
                 "CREATE INDEX audit_links_traffic ON audit_links (at_ms, position) WHERE NOT history AND pruned_from IS NULL",
             ]),
+        // A change's version carries the timeline it was written on (ChangeVersion): after a
+        // failover, new changes are numbered above every change of the old timeline, those lost
+        // included. Existing versions (below 2^48) stay as they are, below every new one.
+        Migration(
+            version: 11, name: "change versions carry the timeline",
+            statements: [
+                """
+                CREATE FUNCTION apikeyd_change_version() RETURNS bigint LANGUAGE sql VOLATILE AS $$
+                    SELECT (('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::bigint << 48)
+                           + nextval('key_changes_version_seq')
+                $$
+                """,
+                "ALTER TABLE key_changes ALTER COLUMN version SET DEFAULT apikeyd_change_version()",
+            ]),
     ]
 
     /// Applies every migration not yet recorded, each in its own transaction, holding the

@@ -179,8 +179,10 @@ public final class APIKeysServer: Service, Sendable {
         let maxKeyLifetimeMS =
             configuration.maxKeyLifetimeSeconds > 0 ? configuration.maxKeyLifetimeSeconds * 1000 : nil
         if let url = configuration.databaseURL {
+            var location = try PostgresLocation(url: url)
+            location.requireSynchronousStandby = configuration.requireSynchronousStandby
             let store = try await PostgresKeyStore.open(
-                location: try PostgresLocation(url: url), catalog: configuration.catalog, clock: configuration.clock,
+                location: location, catalog: configuration.catalog, clock: configuration.clock,
                 auditMode: configuration.auditMode, auditQueueCapacity: configuration.auditQueueCapacity,
                 auditRetentionMS: configuration.auditRetentionSeconds * 1000,
                 historyRetentionMS: configuration.adminAuditRetentionSeconds * 1000,

@@ -22,6 +22,10 @@ public struct ServerConfiguration: Sendable {
     /// On PostgreSQL: how long checks are answered from the last state while the database cannot
     /// be reached, before they fail closed (UNAVAILABLE).
     public var maxStalenessMS: Int64 = 10_000
+    /// On PostgreSQL: a key change is acknowledged only once a synchronous standby has it
+    /// (sessions run with `synchronous_commit = on`; a change is refused while the database's
+    /// `synchronous_standby_names` is empty), so that a failover to that standby cannot lose it.
+    public var requireSynchronousStandby = false
     /// Largest frame the server reads; a larger one closes the connection.
     public var maxFrameSize = Framing.defaultServerMaxFrameSize
     /// Connections served at once; more are closed as soon as they are accepted.

@@ -38,6 +38,11 @@ public final class ServerMetrics: Sendable {
     /// On PostgreSQL: time since the replica's last confirmed catch-up, and changes known but not applied.
     private let replicaLag: Gauge
     private let replicaVersionsBehind: Gauge
+    /// Rewritten database histories found (``StoreFreshness/historyRewrites``), and the applied
+    /// changes they lost; with what was exported of each.
+    private let replicaHistoryRewrites: Counter
+    private let replicaChangesLost: Counter
+    private let historyCounted = Mutex<(rewrites: Int64, changesLost: Int64)>((0, 0))
     private let factory: any MetricsFactory
 
     init(factory: any MetricsFactory, eventLoops: [any EventLoop]) {
@@ -62,6 +67,8 @@ public final class ServerMetrics: Sendable {
         keys = Gauge(label: "apikeyd_keys", factory: factory)
         replicaLag = Gauge(label: "apikeyd_replica_lag_seconds", factory: factory)
         replicaVersionsBehind = Gauge(label: "apikeyd_replica_versions_behind", factory: factory)
+        replicaHistoryRewrites = Counter(label: "apikeyd_replica_history_rewrites_total", factory: factory)
+        replicaChangesLost = Counter(label: "apikeyd_replica_changes_lost_total", factory: factory)
         Gauge(label: "apikeyd_build_info", dimensions: [("version", BuildInfo.version)], factory: factory).record(1)
     }
 
@@ -158,6 +165,14 @@ public final class ServerMetrics: Sendable {
         if let lag = service.replicaLag {
             replicaLag.record(lag.seconds)
             replicaVersionsBehind.record(lag.versionsBehind)
+        }
+        if let history = service.replicaHistoryRewrites {
+            let (rewrites, lost) = historyCounted.withLock { counted in
+                defer { counted = history }
+                return (history.rewrites - counted.rewrites, history.changesLost - counted.changesLost)
+            }
+            if rewrites > 0 { replicaHistoryRewrites.increment(by: rewrites) }
+            if lost > 0 { replicaChangesLost.increment(by: lost) }
         }
     }
 

@@ -155,6 +155,10 @@ public final class KeyService: Sendable {
         freshness.map { (Double($0.lagMS(nowMS: clock.nowMS())) / 1000, $0.versionsBehind) }
     }
 
+    /// Rewritten database histories this replica found (a failover that lost changes it had
+    /// applied, a restore) and the applied changes they lost; nil for a store of one server.
+    public var replicaHistoryRewrites: (rewrites: Int64, changesLost: Int64)? { freshness?.historyRewrites }
+
     /// Waits until every `api.request` event of a check that has returned is committed.
     public func flushAuditTrail() async { await auditWriter.flush() }
 

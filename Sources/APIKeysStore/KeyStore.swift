@@ -193,8 +193,28 @@ package final class StoreFreshness: Sendable {
     private let confirmedAtMS = Atomic<Int64>(0)
     private let behind = Atomic<Int64>(0)
     private let outrun = Atomic<Bool>(false)
+    private let reloading = Atomic<Bool>(false)
+    private let rewrites = Atomic<Int64>(0)
+    private let lost = Atomic<Int64>(0)
 
     package init(maxStalenessMS: Int64) { self.maxStalenessMS = maxStalenessMS }
+
+    /// The database's history was found rewritten (a failover that lost committed changes, a
+    /// restore): checks fail closed until ``endReload(changesLost:)``.
+    package func beginReload() {
+        if !reloading.exchange(true, ordering: .relaxed) { rewrites.add(1, ordering: .relaxed) }
+    }
+
+    /// The index was loaded again; `changesLost` changes it had applied were not in the database.
+    package func endReload(changesLost: Int) {
+        lost.add(Int64(changesLost), ordering: .relaxed)
+        reloading.store(false, ordering: .releasing)
+    }
+
+    /// Rewritten histories found since start, and the changes they lost that this replica had applied.
+    package var historyRewrites: (rewrites: Int64, changesLost: Int64) {
+        (rewrites.load(ordering: .relaxed), lost.load(ordering: .relaxed))
+    }
 
     /// The index held every change the database had at `atMS` (a time read before asking it).
     package func confirm(atMS: Int64) { confirmedAtMS.raise(to: atMS) }
@@ -219,11 +239,13 @@ package final class StoreFreshness: Sendable {
     /// True when checks must fail closed at `nowMS`.
     package func isStale(nowMS: Int64) -> Bool {
         nowMS - confirmedAtMS.load(ordering: .acquiring) > maxStalenessMS || outrun.load(ordering: .relaxed)
+            || reloading.load(ordering: .acquiring)
     }
 
     /// Why checks fail closed at `nowMS`, or nil.
     package func problem(nowMS: Int64) -> StoreError? {
         if outrun.load(ordering: .relaxed) { return .outrun }
+        if reloading.load(ordering: .acquiring) { return .historyRewritten }
         guard isStale(nowMS: nowMS) else { return nil }
         return .stale(lagMS: lagMS(nowMS: nowMS), boundMS: maxStalenessMS)
     }

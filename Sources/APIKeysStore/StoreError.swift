@@ -107,6 +107,21 @@ public struct StoreError: Error, Hashable, Sendable, CustomStringConvertible {
             "this replica missed changes that its database no longer keeps (it was out of touch for longer than the "
             + "change log's retention); refusing checks until it is restarted")
 
+    /// A replica found its database's history rewritten (a failover that lost changes it had
+    /// applied, a restore) and is loading every key again.
+    public static let historyRewritten = StoreError(
+        code: .stale,
+        description:
+            "this replica's database no longer holds changes the replica had applied (a failover that lost them, or "
+            + "a restore): loading every key again; refusing checks until it has")
+
+    /// A synchronous standby is required and the database has none configured: nothing was changed.
+    public static let noSynchronousStandby = StoreError(
+        code: .unreachable,
+        description:
+            "a synchronous standby is required (--require-synchronous-standby) and the database's "
+            + "synchronous_standby_names is empty: nothing was changed")
+
     /// The database server at `server` cannot be reached, for `message`.
     public static func unreachable(server: String, message: String) -> StoreError {
         StoreError(

@@ -17,11 +17,17 @@ struct StoreOptions: ParsableArguments {
         help: "postgres://user[:password]@host[:port]/database: keep everything in PostgreSQL, shared by replicas (env APIKEYD_DATABASE_URL).")
     var databaseURL: String? = Environment.optionalString("APIKEYD_DATABASE_URL")
 
+    @Flag(
+        name: .customLong("require-synchronous-standby"),
+        help: "On PostgreSQL: acknowledge a key change only once a synchronous standby has it (synchronous_commit on; refused while synchronous_standby_names is empty), so that a failover cannot lose it (env APIKEYD_REQUIRE_SYNCHRONOUS_STANDBY=1).")
+    var requireSynchronousStandby = Environment.string("APIKEYD_REQUIRE_SYNCHRONOUS_STANDBY", default: "") == "1"
+
     /// The configuration these options describe (the rest at its defaults).
     var configuration: ServerConfiguration {
         var configuration = ServerConfiguration()
         configuration.dataDirectory = path
         configuration.databaseURL = databaseURL
+        configuration.requireSynchronousStandby = requireSynchronousStandby
         return configuration
     }
 

@@ -57,6 +57,26 @@ public final class PrivateCluster: Sendable {
         return PrivateCluster(directory: directory, url: url)
     }
 
+    /// The cluster's port on 127.0.0.1.
+    public var port: Int { URLComponents(string: url)?.port ?? 0 }
+
+    /// A streaming standby of `primary` (pg_basebackup -R), started; asynchronous unless the
+    /// primary names it in ``setSynchronousStandbys(_:)``.
+    public static func standby(of primary: PrivateCluster) async throws -> PrivateCluster {
+        let directory = NSTemporaryDirectory() + "apikeyd-pg-" + UUID().uuidString
+        let output = try await run("standby", directory, primary.directory)
+        return PrivateCluster(directory: directory, url: output.split(separator: "\n").last.map(String.init) ?? "")
+    }
+
+    /// Promotes this standby to primary (a new timeline), waiting until it is.
+    public func promote() async throws { try await Self.run("promote", directory) }
+    /// Stops the server as a crash would: no shutdown checkpoint, connections cut.
+    public func crash() async throws { try await Self.run("crash", directory) }
+    /// Sets `synchronous_standby_names` (`*`: any standby; empty: none) and reloads.
+    public func setSynchronousStandbys(_ names: String) async throws {
+        try await Self.run("sync", directory, names)
+    }
+
     /// Stops the server (fast: its connections are cut).
     public func stop() async throws { try await Self.run("stop", directory) }
     /// Starts it again on the same port.
@@ -82,8 +102,8 @@ public final class PrivateCluster: Sendable {
     /// Foundation's `Process` was seen never to notice the script's exit once it had started
     /// the PostgreSQL daemon (the script stayed a zombie, `waitUntilExit` never returned).
     @discardableResult
-    private static func run(_ command: String, _ directory: String) async throws -> String {
-        let (status, output) = try await offThePool { spawn(script.path, [command, directory]) }
+    private static func run(_ command: String, _ directory: String, _ more: String...) async throws -> String {
+        let (status, output) = try await offThePool { spawn(script.path, [command, directory] + more) }
         guard status == 0 else {
             throw TestDatabase.TestDatabaseError(message: "cluster.sh \(command) failed (\(status)): \(output)")
         }
