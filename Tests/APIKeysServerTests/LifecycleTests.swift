@@ -1,5 +1,6 @@
 @testable import APIKeysClient
 import APIKeysCore
+import APIKeysServer
 import APIKeysTestSupport
 import Foundation
 import NIOCore
@@ -93,7 +94,17 @@ import Testing
         await first.server.shutdown()
         await #expect(throws: APIKeysClientError.self) { try await client.getKey(id: created.key.id) }
 
-        let second = try await TestServer.start(dataDirectory: dir, port: first.port, clock: clock)
+        // The freed port may be held for a moment by another test's outgoing connection (an
+        // ephemeral port): try again briefly rather than fail on a neighbour.
+        var restarted: TestServer?
+        for attempt in 1...50 where restarted == nil {
+            do {
+                restarted = try await TestServer.start(dataDirectory: dir, port: first.port, clock: clock)
+            } catch let error as ServerError where error.code == .cannotListen && attempt < 50 {
+                try await Task.sleep(for: .milliseconds(100))
+            }
+        }
+        let second = try #require(restarted)
         #expect(second.adminToken == token)  // the first token is not replaced
         let key = try await client.getKey(id: created.key.id)
         #expect(key.name == "survivor" && key.lastUsedAtMS > 0)

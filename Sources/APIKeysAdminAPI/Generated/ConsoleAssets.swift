@@ -56,7 +56,7 @@ const PRESETS = [
 ];
 const ACTIONS = ["key.created", "key.updated", "key.permissions_changed", "key.enabled", "key.disabled",
   "key.rotated", "key.deleted", "key.leak_reported", "api.request", "audit.pruned", "admin_token.created",
-  "admin_token.revoked", "admin.permission_denied"];
+  "admin_token.revoked", "admin.permission_denied", "key.change_lost"];
 const SCOPES = { read: 1, keys: 2, admin: 3 };
 const DAY = 86_400_000;
 

@@ -994,6 +994,8 @@ public struct AuditEvent: WireMessage {
     /// key.rotated, key.deleted, admin_token.created, admin_token.revoked, audit.pruned
     /// (trigger "admin"); api.request (trigger "api").
     /// audit.pruned is written by the server itself (actor "retention") with its counts in detail.
+    /// key.change_lost (trigger "admin", actor "replica N") is written by a PostgreSQL replica for
+    /// each change it had applied that the database no longer holds after a failover.
     /// admin_token.* name the token in detail, with key_id and key_name empty.
     public var action: String = ""
     /// "admin" or "api".

@@ -15,7 +15,7 @@ struct Audit: AsyncParsableCommand {
 
     @Option(
         help:
-            "Only this action (key.created, key.updated, key.permissions_changed, key.enabled, key.disabled, key.rotated, key.deleted, admin_token.created, admin_token.revoked, audit.pruned, api.request)."
+            "Only this action (key.created, key.updated, key.permissions_changed, key.enabled, key.disabled, key.rotated, key.deleted, admin_token.created, admin_token.revoked, audit.pruned, key.leak_reported, admin.permission_denied, key.change_lost, api.request)."
     )
     var action: String?
 
