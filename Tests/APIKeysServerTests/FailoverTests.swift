@@ -176,6 +176,7 @@ struct FailoverTests {
             for key in keys[40..<42] { rotated.append(try await adminA.rotateKey(id: key.key.id).secret) }
             await waitForDenial([adminB], keys[39].secret, .disabled, within: .seconds(2))
             await waitForDenial([adminB], keys[41].secret, .unknownKey, within: .seconds(2))
+            let newestBefore = try await TestDatabase.psql(fleet.primary.url, "SELECT max(version) FROM key_changes")
 
             try await fleet.failOver(startingTheStandby: true)
             let c = try await fleet.startReplica()
@@ -209,6 +210,11 @@ struct FailoverTests {
             }
 
             _ = try await adminA.setKeyEnabled(id: keys[44].key.id, enabled: false)
+            // Numbered above every change the failover lost, not over them.
+            let newestAfter = try await TestDatabase.psql(fleet.standby.url, "SELECT max(version) FROM key_changes")
+            #expect(
+                Int64(newestAfter.trimmingCharacters(in: .whitespacesAndNewlines))!
+                    > Int64(newestBefore.trimmingCharacters(in: .whitespacesAndNewlines))!)
             #expect(await answer(adminA, keys[44].secret)?.reason == .disabled)
             await waitForDenial([adminB, adminC], keys[44].secret, .disabled, within: .seconds(1))
             _ = try await adminC.setKeyEnabled(id: keys[43].key.id, enabled: false)
