@@ -523,7 +523,9 @@ enum BatchRows {
         var onlyCreates: Bool { updated.isEmpty && deleted.isEmpty }
 
         /// One change-log row per index entry of each write, in order.
-        var changeRows: [(entry: KeyWrite.IndexEntry, key: KeyRecord, atMS: Int64)] { BatchRows.changeRows(of: changes) }
+        var changeRows: [(entry: KeyWrite.IndexEntry, key: KeyRecord, atMS: Int64)] {
+            BatchRows.changeRows(of: changes)
+        }
 
         /// The values of the batch's statement (``Creations`` when ``onlyCreates``, else ``anyBatch``).
         func values() -> NamedValues {

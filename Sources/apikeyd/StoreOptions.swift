@@ -19,7 +19,9 @@ struct StoreOptions: ParsableArguments {
 
     @Flag(
         name: .customLong("require-synchronous-standby"),
-        help: "On PostgreSQL: acknowledge a key change only once a synchronous standby has it (synchronous_commit on; refused while synchronous_standby_names is empty), so that a failover cannot lose it (env APIKEYD_REQUIRE_SYNCHRONOUS_STANDBY=1).")
+        help:
+            "On PostgreSQL: acknowledge a key change only once a synchronous standby has it (synchronous_commit on; refused while synchronous_standby_names is empty), so that a failover cannot lose it (env APIKEYD_REQUIRE_SYNCHRONOUS_STANDBY=1)."
+    )
     var requireSynchronousStandby = Environment.string("APIKEYD_REQUIRE_SYNCHRONOUS_STANDBY", default: "") == "1"
 
     /// The configuration these options describe (the rest at its defaults).

@@ -232,7 +232,9 @@ struct FailoverTests {
             let b = try await fleet.startReplica()
             let (adminA, adminB) = (a.client(token: a.adminToken), b.client(token: a.adminToken))
             var keys: [CreateKeyResponse] = []
-            for number in 0..<4 { keys.append(try await adminA.createKey(name: "key \(number)", permissions: ["jobs:read"])) }
+            for number in 0..<4 {
+                keys.append(try await adminA.createKey(name: "key \(number)", permissions: ["jobs:read"]))
+            }
             _ = try await adminA.setKeyEnabled(id: keys[0].key.id, enabled: false)
             await waitForDenial([adminB], keys[0].secret, .disabled, within: .seconds(2))
             try await fleet.waitUntilStandbyHasEverything()
@@ -249,7 +251,8 @@ struct FailoverTests {
             }
             try await fleet.failOver()
             let switched = ContinuousClock.now
-            while (try? await adminA.createKey(name: "after", permissions: ["jobs:read"], timeout: .seconds(2))) == nil {
+            while (try? await adminA.createKey(name: "after", permissions: ["jobs:read"], timeout: .seconds(2))) == nil
+            {
                 if ContinuousClock.now - switched > .seconds(15) { break }
                 try await Task.sleep(for: .milliseconds(50))
             }
@@ -279,7 +282,9 @@ struct FailoverTests {
             let b = try await fleet.startReplica(requireStandby: true)
             let (adminA, adminB) = (a.client(token: a.adminToken), b.client(token: a.adminToken))
             var keys: [CreateKeyResponse] = []
-            for number in 0..<4 { keys.append(try await adminA.createKey(name: "key \(number)", permissions: ["jobs:read"])) }
+            for number in 0..<4 {
+                keys.append(try await adminA.createKey(name: "key \(number)", permissions: ["jobs:read"]))
+            }
             try await fleet.standby.stop()
             // The commit waits for the standby: no acknowledgement.
             await #expect(throws: APIKeysClientError.self) {
@@ -302,7 +307,9 @@ struct FailoverTests {
                 _ = try await adminB.setKeyEnabled(id: keys[3].key.id, enabled: true)
             }
             #expect(refused?.code == .unavailable)
-            #expect(try await adminC.getKey(id: keys[3].key.id).enabled == (await answer(adminC, keys[3].secret)?.decision == .allow))
+            #expect(
+                try await adminC.getKey(id: keys[3].key.id).enabled
+                    == (await answer(adminC, keys[3].secret)?.decision == .allow))
             for client in [adminA, adminB, adminC] { await client.close() }
         }
     }

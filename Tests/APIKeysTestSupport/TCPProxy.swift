@@ -20,7 +20,9 @@ public final class TCPProxy: Sendable {
 
         func track(_ channel: any Channel) {
             open.withLock { $0[ObjectIdentifier(channel)] = channel }
-            channel.closeFuture.whenComplete { _ in _ = self.open.withLock { $0.removeValue(forKey: ObjectIdentifier(channel)) } }
+            channel.closeFuture.whenComplete { _ in
+                _ = self.open.withLock { $0.removeValue(forKey: ObjectIdentifier(channel)) }
+            }
         }
     }
 
