@@ -156,42 +156,37 @@ final class ChangeFeed: Sendable {
     }
 
     /// Reads and applies every change after the applied version, then confirms the index as
-    /// current as of the time this began. First checks that the database holds what is applied
-    /// (``HistoryRows/probe(_:on:)``), and loads every key again when it does not.
+    /// current as of the time this began. The first page also says whether the database holds
+    /// what is applied (``HistoryRows/probeColumnsSQL``, no round trip of its own); when it does
+    /// not, every key is loaded again instead.
     func catchUp() async throws {
         if freshness.isOutrun { throw StoreError.outrun }
         if let running = reload.withLock({ $0 }) { try await running.value }
         let startedAtMS = clock.nowMS()
         let catalog = index.catalog
         let client = client
-        let (known, anchors) = applied.withLock { applied in
+        let (known, appliedVersions) = applied.withLock { applied in
             (applied.history, (applied.version > 0 ? [applied.version] : []) + applied.unconfirmed.map(\.version))
         }
-        let probe = try await withTimeout(
-            .seconds(2), timeoutError: .unreachable(server: location.description, message: "no answer within 2 s")
-        ) { try await HistoryRows.probe(anchors, on: client) }
-        if !probe.missing.isEmpty || !probe.history.isSameDatabase(as: known) {
-            try await reloadIndex(found: probe.history, missing: probe.missing)
-            return
-        }
-        applied.withLock { applied in
-            applied.unconfirmed.removeAll { anchors.contains($0.version) }
-            if probe.history.timeline != 0, probe.history.timeline != applied.history.timeline {
-                logger.notice(
-                    "change feed: the database is on another timeline (a failover); it holds every change this replica applied",
-                    metadata: [
-                        "database": "\(location)", "from": "\(applied.history)", "to": "\(probe.history)",
-                        "appliedVersion": "\(applied.version)",
-                    ])
-                applied.history = probe.history
-            }
-        }
+        var anchors = appliedVersions
+        var probed = false
         while true {
             let from = appliedVersion
-            let (changes, outrun) = try await withTimeout(
+            let page = try await withTimeout(
                 .seconds(2), timeoutError: .unreachable(server: location.description, message: "no answer within 2 s")
-            ) { try await ChangeRows.since(from, limit: Self.pageSize, catalog: catalog, on: client) }
-            if outrun {
+            ) { [anchors] in
+                try await ChangeRows.since(from, anchors: anchors, limit: Self.pageSize, catalog: catalog, on: client)
+            }
+            if !probed {
+                // The first page says whether the database still holds what is applied.
+                if !page.missing.isEmpty || !page.history.isSameDatabase(as: known) {
+                    try await reloadIndex(found: page.history, missing: page.missing)
+                    return
+                }
+                confirm(page.history, holding: anchors)
+                (probed, anchors) = (true, [])
+            }
+            if page.outrun {
                 if freshness.markOutrun() {
                     logger.critical(
                         "change feed: changes this replica missed were pruned from the change log; checks fail closed until it is restarted",
@@ -200,17 +195,33 @@ final class ChangeFeed: Sendable {
                 throw StoreError.outrun
             }
             applied.withLock { applied in
-                let fresh = changes.drop { $0.version <= applied.version }
+                let fresh = page.changes.drop { $0.version <= applied.version }
                 guard let last = fresh.last else { return }
                 index.apply(fresh.map(\.edit))
                 applied.version = last.version
                 applied.remember(fresh)
             }
-            if changes.count < Self.pageSize { break }
+            if page.changes.count < Self.pageSize { break }
         }
         freshness.confirm(atMS: startedAtMS)
         freshness.setVersionsBehind(
             ChangeVersion.distance(from: appliedVersion, to: announced.load(ordering: .relaxed)))
+    }
+
+    /// The database holds `anchors` (applied versions): own changes among them are confirmed, and
+    /// a new timeline (a failover that lost nothing this replica applied) is logged and followed.
+    private func confirm(_ history: DatabaseHistory, holding anchors: [Int64]) {
+        applied.withLock { applied in
+            applied.unconfirmed.removeAll { anchors.contains($0.version) }
+            guard history.timeline != 0, history.timeline != applied.history.timeline else { return }
+            logger.notice(
+                "change feed: the database is on another timeline (a failover); it holds every change this replica applied",
+                metadata: [
+                    "database": "\(location)", "from": "\(applied.history)", "to": "\(history)",
+                    "appliedVersion": "\(applied.version)",
+                ])
+            applied.history = history
+        }
     }
 
     /// Loads every key again after the database was found not to hold what this replica applied

@@ -66,17 +66,21 @@ enum ChangeVersion {
 
 /// SQL that tells a replica whether the database still holds the history it follows.
 enum HistoryRows {
-    /// The database's history and which of `versions` it lacks, pruned ones apart (a version at
-    /// or below the change log's horizon may be gone without loss).
+    /// The columns of ``DatabaseHistory/columnsSQL`` and `missing`: which of the parameter
+    /// `{versions}` the change log lacks, pruned ones apart (a version at or below the change
+    /// log's horizon may be gone without loss). Also the head of every catch-up's first query
+    /// (``ChangeRows/ChangesSince``), so that the check costs no round trip of its own.
+    static let probeColumnsSQL = """
+        \(DatabaseHistory.columnsSQL),
+        (SELECT coalesce(array_agg(v ORDER BY v), '{}')
+         FROM unnest({versions}::bigint[]) v
+         WHERE v > (SELECT version FROM change_log_horizon)
+           AND NOT EXISTS (SELECT 1 FROM key_changes WHERE version = v))::bigint[] AS missing
+        """
+
+    /// The database's history and which of `versions` it lacks (``probeColumnsSQL``).
     struct Probe: PostgresPreparedStatement {
-        static let statement = NamedStatement(
-            """
-            SELECT \(DatabaseHistory.columnsSQL),
-                   (SELECT coalesce(array_agg(v ORDER BY v), '{}')
-                    FROM unnest({versions}::bigint[]) v
-                    WHERE v > (SELECT version FROM change_log_horizon)
-                      AND NOT EXISTS (SELECT 1 FROM key_changes WHERE version = v))::bigint[] AS missing
-            """)
+        static let statement = NamedStatement("SELECT \(probeColumnsSQL)")
         static let sql = statement.sql
         typealias Row = (history: DatabaseHistory, missing: [Int64])
         var versions: [Int64]

@@ -128,49 +128,74 @@ enum ChangeRows {
     }
 
     /// The catch-up query, prepared once per connection (it runs every 250 ms on every replica).
-    /// When changes after `after` have been pruned, a last row with op 0 says so.
+    /// Every row begins with the history probe (``HistoryRows/probeColumnsSQL``, of `versions`),
+    /// read in the same snapshot as the changes; a row without a version carries only that (no
+    /// change). When changes after `after` have been pruned, a last row with op 0 says so.
     struct ChangesSince: PostgresPreparedStatement {
         static let statement = NamedStatement(
             """
-            (SELECT version, op, key_id, secret_hash, replaced_hash, name, permissions, enabled, expires_at_ms,
-                    allowed_networks, grace_ends_at_ms, rate_limit, uses_granted, uses_spent
-             FROM key_changes WHERE version > {after} ORDER BY version LIMIT {limit})
-            UNION ALL
-            SELECT version, 0::smallint, '', ''::bytea, NULL, '', '', false, NULL, '', NULL, '', NULL, 0
-            FROM change_log_horizon WHERE version > {after}
+            SELECT probe.*, change.*
+            FROM (SELECT \(HistoryRows.probeColumnsSQL)) AS probe
+            LEFT JOIN LATERAL (
+                (SELECT version, op, key_id, secret_hash, replaced_hash, name, permissions, enabled, expires_at_ms,
+                        allowed_networks, grace_ends_at_ms, rate_limit, uses_granted, uses_spent
+                 FROM key_changes WHERE version > {after} ORDER BY version LIMIT {limit})
+                UNION ALL
+                SELECT version, 0::smallint, '', ''::bytea, NULL, '', '', false, NULL, '', NULL, '', NULL, 0
+                FROM change_log_horizon WHERE version > {after}
+            ) AS change ON true
             """)
         static let sql = statement.sql
         typealias Row = PostgresRandomAccessRow
         var after: Int64
         var limit: Int64
+        var versions: [Int64]
 
         func makeBindings() throws -> PostgresBindings {
             var values = NamedValues()
             values.set("after", after)
             values.set("limit", limit)
+            values.set("versions", versions)
             return try Self.statement.bindings(values)
         }
 
         func decodeRow(_ row: PostgresRow) throws -> Row { row.makeRandomAccess() }
     }
 
-    /// Up to `limit` changes after `version`, in version order; `outrun`: changes after
-    /// `version` were pruned, so these are not all of them.
-    static func since(_ version: Int64, limit: Int, catalog: PermissionCatalog, on client: PostgresClient) async throws
-        -> (changes: [Change], outrun: Bool)
-    {
+    /// A page of the change log, with the history of the database it was read from.
+    struct Page {
+        /// Up to the limit asked for, in version order.
         var changes: [Change] = []
-        let rows = try await client.execute(ChangesSince(after: version, limit: Int64(limit)))
+        /// Changes after the version asked for were pruned: these are not all of them.
+        var outrun = false
+        var history: DatabaseHistory
+        /// Which of the versions asked about the database lacks (``HistoryRows``).
+        var missing: [Int64]
+    }
+
+    /// Up to `limit` changes after `version`, and whether the database holds each of `anchors`
+    /// (versions applied before).
+    static func since(
+        _ version: Int64, anchors: [Int64], limit: Int, catalog: PermissionCatalog, on client: PostgresClient
+    ) async throws -> Page {
+        var page: Page?
+        let rows = try await client.execute(ChangesSince(after: version, limit: Int64(limit), versions: anchors))
         for try await row in rows {
-            let version = try row["version"].decode(Int64.self)
+            if page == nil {
+                page = Page(history: try DatabaseHistory(row), missing: try row["missing"].decode([Int64].self))
+            }
+            guard let version = try row["version"].decode(Int64?.self) else { continue }
             let op = try row["op"].decode(Int16.self)
-            if op == 0 { return (changes, true) }
+            if op == 0 {
+                page?.outrun = true
+                break
+            }
             guard let hash = SecretHash(bytea: try row["secret_hash"].decode(ByteBuffer.self)) else {
                 throw StoreError.database(server: "", message: "change \(version) has a secret hash of the wrong size")
             }
             let (keyID, keyName) = (try row["key_id"].decode(String.self), try row["name"].decode(String.self))
             if op == 2 {
-                changes.append(Change(version: version, keyID: keyID, keyName: keyName, edit: .remove(hash)))
+                page?.changes.append(Change(version: version, keyID: keyID, keyName: keyName, edit: .remove(hash)))
             } else {
                 let state = KeyCheckState(
                     id: keyID, name: keyName,
@@ -185,13 +210,14 @@ enum ChangeRows {
                         UsageGrant(granted: $0, spent: try row["uses_spent"].decode(Int64.self))
                     })
                 let replaced = try row["replaced_hash"].decode(ByteBuffer?.self)
-                changes.append(
+                page?.changes.append(
                     Change(
                         version: version, keyID: keyID, keyName: keyName,
                         edit: .upsert(state, hash, replacing: replaced.flatMap(SecretHash.init(bytea:)))))
             }
         }
-        return (changes, false)
+        guard let page else { throw StoreError.database(server: "", message: "the catch-up query returned no row") }
+        return page
     }
 
     /// Deletes the changes made before `cutoffMS`, except the newest `keep` (and always the newest

@@ -54,8 +54,8 @@ import Testing
         let insert = try AuditRows.InsertEvents(events: [], links: []).makeBindings()
         #expect(insert.count == AuditRows.InsertEvents.statement.names.count)
         #expect(highestPlaceholder(AuditRows.InsertEvents.sql) == insert.count)
-        let changes = try ChangeRows.ChangesSince(after: 0, limit: 10).makeBindings()
-        #expect(changes.count == 2)
-        #expect(highestPlaceholder(ChangeRows.ChangesSince.sql) == 2)
+        let changes = try ChangeRows.ChangesSince(after: 0, limit: 10, versions: [1]).makeBindings()
+        #expect(changes.count == 3)
+        #expect(highestPlaceholder(ChangeRows.ChangesSince.sql) == 3)
     }
 }
