@@ -69,4 +69,31 @@ struct ChangeLogTests {
         #expect(try b.check(secret: key.secret, permissions: [], clientAddress: "10.1.1.1").denial == .ipNotAllowed)
         for service in [a, b] { await service.close(timeout: .seconds(10)) }
     }
+
+    /// The catch-up query (every 250 ms and every NOTIFY, on every replica) reads the change log by
+    /// its primary key however it grew since its plan was made: prepared on a short log (a generic
+    /// plan is kept until the table's statistics change), it holds no scan of `key_changes` once
+    /// the log is long. (The history probe as `NOT EXISTS` was planned as a hash of the whole log.)
+    @Test func theCatchUpQueryReadsTheChangeLogByItsPrimaryKey() async throws {
+        let url = try await TestDatabase.createDatabase()
+        let service = try await TestDatabase.openService(clock: ManualWallClock(nowMS: 1_700_000_000_000), url: url)
+        await service.close(timeout: .seconds(10))
+        let insert = { (count: Int) in
+            """
+            INSERT INTO key_changes (at_ms, op, key_id, secret_hash, name, permissions, enabled)
+            SELECT 0, 1, 'key_' || i, sha256(i::text::bytea), 'k', '', true FROM generate_series(1, \(count)) AS i;
+            """
+        }
+        try await TestDatabase.psql(url, insert(250) + "ANALYZE key_changes")
+        let plans = try await TestDatabase.psql(
+            url,
+            """
+            SET plan_cache_mode = force_generic_plan; PREPARE catch_up AS \(ChangeRows.ChangesSince.sql);
+            EXPLAIN EXECUTE catch_up('{1,2,3}', 1, 2000); \(insert(20_000)) SELECT '-- grown';
+            EXPLAIN EXECUTE catch_up('{1,2,3}', 1, 2000)
+            """)
+        let grown = try #require(plans.components(separatedBy: "-- grown").last)
+        #expect(grown.contains("key_changes_pkey"), "\(grown)")
+        #expect(!grown.contains("Seq Scan on key_changes"), "\(grown)")
+    }
 }
