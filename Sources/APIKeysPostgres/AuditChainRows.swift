@@ -17,20 +17,40 @@ enum AuditChainRows {
         UPDATE audit_chain SET head_position = $7, head_hash = $8
         """
 
-    /// Stores `events` (one transaction's, any order) as rows of `audit_events` in links of at
-    /// most `maxEvents` and `maxBytes`, then appends the links, last in the caller's transaction:
-    /// three statements whatever the number of links.
+    /// Stores `events` (one transaction's, any order) in links of at most `maxEvents` and
+    /// `maxBytes` — those `packs` accepts as packed batches (``APIRequestBatchRows``), the others
+    /// as rows of `audit_events` — then appends the links, last in the caller's transaction: at
+    /// most four statements whatever the number of links. (`packs` is for tests that write the
+    /// layout of earlier versions, every event a row.)
     static func append(
-        _ events: [AuditRecord], maxEvents: Int = .max, maxBytes: Int = .max, on connection: PostgresConnection,
-        logger: Logger
+        _ events: [AuditRecord], maxEvents: Int = .max, maxBytes: Int = .max,
+        packs: (AuditRecord) -> Bool = APIRequestPacking.packs, on connection: PostgresConnection, logger: Logger
     ) async throws {
         guard !events.isEmpty else { return }
         let sorted = events.sorted { $0.seq < $1.seq }
         let links = AuditChain.pendingLinks(sorted, maxEvents: maxEvents, maxBytes: maxBytes)
-        var ids: [Int64] = []
-        ids.reserveCapacity(sorted.count)
-        for link in links { ids += repeatElement(Int64(bitPattern: link.firstSeq), count: link.count) }
-        _ = try await connection.execute(AuditRows.InsertEvents(events: sorted, links: ids), logger: logger)
+        var rows: [AuditRecord] = []
+        var rowLinks: [Int64] = []
+        var batches = APIRequestBatchRows.Batches()
+        for link in links {
+            let id = Int64(bitPattern: link.firstSeq)
+            // (By index: a loop over the records would copy each.)
+            if sorted[link.range].indices.allSatisfy({ packs(sorted[$0]) }) {
+                batches.append(sorted[link.range], link: id)
+                continue
+            }
+            batches.append(ArraySlice(sorted[link.range].filter(packs)), link: id)
+            for event in sorted[link.range] where !packs(event) {
+                rows.append(event)
+                rowLinks.append(id)
+            }
+        }
+        if !rows.isEmpty {
+            _ = try await connection.execute(AuditRows.InsertEvents(events: rows, links: rowLinks), logger: logger)
+        }
+        if !batches.isEmpty {
+            _ = try await connection.execute(APIRequestBatchRows.Insert(batches: batches), logger: logger)
+        }
 
         var head = try await state(on: connection, lock: true, logger: logger).head
         var positions: [Int64] = []
@@ -57,8 +77,12 @@ enum AuditChainRows {
     /// Whether the event numbered `seq` is stored: a batch retried after a commit whose answer
     /// was lost is found written.
     static func isStored(seq: UInt64, on connection: PostgresConnection, logger: Logger) async throws -> Bool {
+        let seq = Int64(bitPattern: seq)
         let rows = try await connection.query(
-            "SELECT EXISTS (SELECT 1 FROM audit_events WHERE seq = \(Int64(bitPattern: seq)))", logger: logger)
+            """
+            SELECT EXISTS (SELECT 1 FROM audit_events WHERE seq = \(seq))
+                   OR EXISTS (SELECT 1 FROM api_request_batches WHERE first_seq = \(seq))
+            """, logger: logger)
         for try await stored in rows.decode(Bool.self) { return stored }
         return false
     }
@@ -146,9 +170,10 @@ enum AuditChainRows {
                 return AuditChain.Page(state: state, links: [])
             }
             var byLink: [Int64: [AuditRecord]] = [:]
+            let kept = stored.filter { $0.prunedFrom == nil }.map(\.firstSeq)
             for (event, link) in try await AuditRows.events(
-                seqs: low...high, links: stored.filter { $0.prunedFrom == nil }.map(\.firstSeq), on: connection,
-                logger: logger)
+                seqs: low...high, links: kept, on: connection, logger: logger)
+                + APIRequestBatchRows.events(seqs: low...high, links: kept, on: connection, logger: logger)
             {
                 byLink[link, default: []].append(event)
             }
@@ -245,16 +270,17 @@ enum AuditChainRows {
         return pruned
     }
 
-    /// Deletes the events of `links`; returns how many.
+    /// Deletes the events of `links`, rows and batches; returns how many.
     private static func deleteEvents(of links: [StoredLink], on connection: PostgresConnection, logger: Logger)
         async throws -> Int
     {
+        let batched = try await APIRequestBatchRows.delete(of: links, on: connection, logger: logger)
         let rows = try await connection.query(
             """
             DELETE FROM audit_events e USING unnest(\(links.map(\.firstSeq))::bigint[], \(links.map(\.lastSeq))::bigint[]) AS l(f, t)
             WHERE e.seq BETWEEN l.f AND l.t AND e.link = l.f RETURNING 1
             """, logger: logger)
-        var count = 0
+        var count = batched
         for try await _ in rows.decode(Int32.self) { count += 1 }
         return count
     }

@@ -349,8 +349,19 @@ package final class PostgresKeyStore: KeyStore {
     package func auditPage(_ query: AuditQuery, beforeSeq: Int64, limit: Int) async throws -> [AuditRecord] {
         let logger = logger
         return try await read { client in
-            try await client.withConnection {
-                try await AuditRows.page(query, beforeSeq: beforeSeq, limit: limit, on: $0, logger: logger)
+            try await client.withConnection { connection in
+                // Rows (admin events, summaries, and checks stored before migration 12) and
+                // batches, merged by seq, from one snapshot.
+                try await connection.withTransaction(logger: logger) { connection in
+                    try await connection.query(
+                        "SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY", logger: logger)
+                    let rows = try await AuditRows.page(
+                        query, beforeSeq: beforeSeq, limit: limit, on: connection, logger: logger)
+                    let batched = try await APIRequestBatchRows.page(
+                        query, beforeSeq: beforeSeq, limit: limit, on: connection, logger: logger)
+                    guard !batched.isEmpty else { return rows }
+                    return Array((rows + batched).sorted { $0.seq > $1.seq }.prefix(limit))
+                }
             }
         }
     }
@@ -369,7 +380,9 @@ package final class PostgresKeyStore: KeyStore {
 
     package func oldestRetainedAtMS() async throws -> Int64? {
         try await read { client in
-            try await client.query("SELECT min(at_ms) FROM audit_events").decode(Int64?.self).first { _ in true } ?? nil
+            try await client.query(
+                "SELECT least((SELECT min(at_ms) FROM audit_events), (SELECT min(first_at_ms) FROM api_request_batches))"
+            ).decode(Int64?.self).first { _ in true } ?? nil
         }
     }
 }

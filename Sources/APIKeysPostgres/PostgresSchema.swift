@@ -1,3 +1,4 @@
+import APIKeysStore
 import Logging
 import PostgresNIO
 
@@ -158,7 +159,45 @@ enum PostgresSchema {
                 """,
                 "ALTER TABLE key_changes ALTER COLUMN version SET DEFAULT apikeyd_change_version()",
             ]),
+        // api.request events as packed batches (APIRequestPacking, the layout SQLite stores): a
+        // row, a few TOAST chunks and one index entry per distinct key for up to 2,048 events,
+        // instead of a row and three index entries per event. Rows written before stay where they
+        // are and read as they did (PostgresAuditRows merges both by seq).
+        Migration(
+            version: 12, name: "api.request events in packed batches",
+            statements: [
+                // key_ids: the distinct keys of the batch, whose api_request_batch_keys entries go
+                // with it (by their primary key) when it is pruned.
+                """
+                CREATE TABLE api_request_batches (
+                    first_seq bigint PRIMARY KEY, last_seq bigint NOT NULL, first_at_ms bigint NOT NULL,
+                    last_at_ms bigint NOT NULL, count integer NOT NULL, link bigint NOT NULL,
+                    key_ids text[] NOT NULL, events bytea NOT NULL)
+                """,
+                "CREATE INDEX api_request_batches_by_time ON api_request_batches (first_at_ms)",
+                """
+                CREATE TABLE api_request_batch_keys (
+                    key_id text NOT NULL, first_seq bigint NOT NULL, PRIMARY KEY (key_id, first_seq))
+                """,
+                // Replicas of earlier versions would write events as rows beside the batches: the
+                // first thing they read at start (`SELECT version FROM schema_migrations`) now
+                // refuses them, by name. The record of migrations moves to apikeyd_schema.
+                "ALTER TABLE schema_migrations RENAME TO apikeyd_schema",
+                """
+                CREATE FUNCTION apikeyd_schema_refusal() RETURNS TABLE (version integer) LANGUAGE plpgsql AS $$
+                BEGIN
+                    RAISE EXCEPTION 'this database''s apikeyd schema is newer than this apikeyd (it stores api.request events as packed batches since schema 12): run a newer apikeyd on every replica'
+                        USING ERRCODE = 'feature_not_supported';
+                END $$
+                """,
+                "CREATE VIEW schema_migrations AS SELECT * FROM apikeyd_schema_refusal()",
+            ]),
     ]
+
+    /// The table migrations are recorded in from ``movedRecordVersion`` on (before it,
+    /// `schema_migrations`, which now refuses earlier versions of apikeyd).
+    static let recordTable = "apikeyd_schema"
+    static let movedRecordVersion = 12
 
     /// Applies every migration not yet recorded, each in its own transaction, holding the
     /// advisory lock; returns the versions it applied.
@@ -178,16 +217,26 @@ enum PostgresSchema {
     private static func migrateLocked(_ connection: PostgresConnection, nowMS: Int64, logger: Logger) async throws
         -> [Int]
     {
-        try await connection.query(
-            """
-            CREATE TABLE IF NOT EXISTS schema_migrations (
-                version integer PRIMARY KEY, name text NOT NULL, applied_at_ms bigint NOT NULL)
-            """, logger: logger)
+        let moved =
+            try await connection.query("SELECT to_regclass(\(recordTable)) IS NOT NULL", logger: logger)
+            .decode(Bool.self).first { _ in true } ?? false
+        if !moved {
+            try await connection.query(
+                """
+                CREATE TABLE IF NOT EXISTS schema_migrations (
+                    version integer PRIMARY KEY, name text NOT NULL, applied_at_ms bigint NOT NULL)
+                """, logger: logger)
+        }
         var done: Set<Int> = []
-        for try await version in try await connection.query("SELECT version FROM schema_migrations", logger: logger)
-            .decode(Int.self)
-        {
+        for try await version in try await connection.query(
+            PostgresQuery(unsafeSQL: "SELECT version FROM " + (moved ? recordTable : "schema_migrations")),
+            logger: logger
+        ).decode(Int.self) {
             done.insert(version)
+        }
+        let known = migrations.last?.version ?? 0
+        if let newest = done.max(), newest > known {
+            throw StoreError.schemaTooNew(found: newest, known: known)
         }
         var applied: [Int] = []
         for migration in migrations where !done.contains(migration.version) {
@@ -195,12 +244,23 @@ enum PostgresSchema {
                 for statement in migration.statements {
                     try await connection.query(PostgresQuery(unsafeSQL: statement), logger: logger)
                 }
+                let table = migration.version >= movedRecordVersion ? recordTable : "schema_migrations"
                 try await connection.query(
-                    "INSERT INTO schema_migrations (version, name, applied_at_ms) VALUES (\(migration.version), \(migration.name), \(nowMS))",
+                    PostgresQuery(
+                        unsafeSQL: "INSERT INTO \(table) (version, name, applied_at_ms) VALUES ($1, $2, $3)",
+                        binds: try bindings(migration.version, migration.name, nowMS)),
                     logger: logger)
             }
             applied.append(migration.version)
         }
         return applied
+    }
+
+    private static func bindings(_ version: Int, _ name: String, _ atMS: Int64) throws -> PostgresBindings {
+        var binds = PostgresBindings()
+        binds.append(version)
+        binds.append(name)
+        binds.append(atMS)
+        return binds
     }
 }

@@ -141,6 +141,17 @@ public struct StoreError: Error, Hashable, Sendable, CustomStringConvertible {
         StoreError(code: .database, path: server, message: message, description: "database \(server): \(message)")
     }
 
+    /// The database's schema has migrations this version does not know (`found`, newer than
+    /// `known`): a newer apikeyd migrated it, and this one could write what the newer one reads
+    /// differently.
+    public static func schemaTooNew(found: Int, known: Int) -> StoreError {
+        StoreError(
+            code: .database,
+            description:
+                "the database's schema is at migration \(found), newer than this apikeyd knows (\(known)): "
+                + "run the newer apikeyd (on every replica)")
+    }
+
     /// A backup or restore that did not happen, for `reason` (nothing was put in place).
     public static func backup(_ reason: String, path: String? = nil) -> StoreError {
         StoreError(code: .backup, path: path, description: reason)

@@ -161,7 +161,7 @@ import Testing
             var service = try openSQLiteService(path: path, clock: clock, valve: valve)
             let key = try await service.createKey(name: "busy", permissions: ["jobs:read"], actor: "ops")
             valve.hold()
-            let count = APIRequestBatchTable.maxEventsPerRow * 2 + 11
+            let count = APIRequestPacking.maxEventsPerRow * 2 + 11
             _ = try service.check(secret: key.secret, permissions: ["jobs:read"])
             try #require(valve.waitForAHeldWrite())
             for _ in 1..<count { _ = try service.check(secret: key.secret, permissions: ["jobs:read"]) }
