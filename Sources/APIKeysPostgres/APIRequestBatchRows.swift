@@ -83,7 +83,7 @@ enum APIRequestBatchRows {
                 counts.append(Int32(rows.count))
                 links.append(link)
                 self.events.append(ByteBuffer(bytes: APIRequestPacking.pack(rows)))
-                for key in KeyUse.tally(rows).keys {
+                for key in APIRequestPacking.keyIDs(of: rows) {
                     keyIDs.append(key)
                     keyFirstSeqs.append(firstSeq)
                 }

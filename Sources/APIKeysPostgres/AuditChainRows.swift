@@ -27,7 +27,9 @@ enum AuditChainRows {
         packs: (AuditRecord) -> Bool = APIRequestPacking.packs, on connection: PostgresConnection, logger: Logger
     ) async throws {
         guard !events.isEmpty else { return }
-        let sorted = events.sorted { $0.seq < $1.seq }
+        // The writer's batches come in seq order: sorting them would copy every record.
+        let inOrder = events.indices.dropFirst().allSatisfy { events[$0 - 1].seq < events[$0].seq }
+        let sorted = inOrder ? events : events.sorted { $0.seq < $1.seq }
         let links = AuditChain.pendingLinks(sorted, maxEvents: maxEvents, maxBytes: maxBytes)
         var rows: [AuditRecord] = []
         var rowLinks: [Int64] = []

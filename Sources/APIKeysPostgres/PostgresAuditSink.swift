@@ -30,10 +30,11 @@ final class PostgresAuditSink: AuditSink {
                     Self.writeTimeout, timeoutError: .unreachable(server: server, message: "no answer within 10 s")
                 ) {
                     try await client.withTransaction(logger: logger) { connection -> [String: Int64] in
-                        let events = individual + summaries
+                        let events = summaries.isEmpty ? individual : individual + summaries
                         // A retry of a batch whose commit went through but whose answer was lost
                         // (a timeout): written already, credits spent included.
-                        if let first = events.map(\.seq).min(),
+                        if let first = individual.first.map({ min($0.seq, summaries.lazy.map(\.seq).min() ?? .max) })
+                            ?? summaries.lazy.map(\.seq).min(),
                             try await AuditChainRows.isStored(seq: first, on: connection, logger: logger)
                         {
                             return [:]

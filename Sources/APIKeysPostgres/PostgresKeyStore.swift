@@ -116,6 +116,12 @@ package final class PostgresKeyStore: KeyStore {
         }
     }
 
+    /// Another sink on this store's pool, as its audit writer's: for benchmarks that write batches
+    /// back to back, without the writer's queue.
+    package func makeAuditSink() -> any AuditSink {
+        PostgresAuditSink(client: client, server: location.description, index: index, logger: logger)
+    }
+
     /// Nothing to close without awaiting: the pool closes in ``close()``.
     package func closeBlocking() {}
 

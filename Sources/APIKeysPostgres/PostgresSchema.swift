@@ -174,6 +174,16 @@ enum PostgresSchema {
                     last_at_ms bigint NOT NULL, count integer NOT NULL, link bigint NOT NULL,
                     key_ids text[] NOT NULL, events bytea NOT NULL)
                 """,
+                // lz4 (PostgreSQL 14 and later, when built with it): events/s absorbed 331-344k
+                // against pglz's 212-225k and 240-249k uncompressed, in 14 MB per million events
+                // against 38 MB and 99 MB (apikeyd-bench inprocess --database-url, fsync on).
+                // Where it is missing the default compression stays.
+                """
+                DO $$ BEGIN
+                    ALTER TABLE api_request_batches ALTER COLUMN events SET COMPRESSION lz4;
+                EXCEPTION WHEN OTHERS THEN NULL;
+                END $$
+                """,
                 "CREATE INDEX api_request_batches_by_time ON api_request_batches (first_at_ms)",
                 """
                 CREATE TABLE api_request_batch_keys (

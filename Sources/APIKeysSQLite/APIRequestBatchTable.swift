@@ -27,7 +27,7 @@ enum APIRequestBatchTable {
                 .integer(Int64(bitPattern: first.seq)), .integer(Int64(bitPattern: last.seq)), .integer(first.atMS),
                 .integer(last.atMS), .integer(Int64(rows.count)), .blob(APIRequestPacking.pack(rows)), .integer(link)
             ).run()
-            for key in KeyUse.tally(rows).keys {
+            for key in APIRequestPacking.keyIDs(of: rows) {
                 insertKey.reset()
                 try insertKey.bind(.text(key), .integer(Int64(bitPattern: first.seq))).run()
             }

@@ -32,6 +32,18 @@ package enum APIRequestPacking {
         return rows
     }
 
+    /// The distinct key ids of `events` (an event of an unknown key has none), for a batch's
+    /// per-key index: what a page of one key's events reads.
+    package static func keyIDs(of events: ArraySlice<AuditRecord>) -> Set<String> {
+        var keys: Set<String> = []
+        var run = ""  // consecutive events of one key are most of a busy batch: one lookup each run
+        for index in events.indices where events[index].keyID != run {
+            run = events[index].keyID
+            if !run.isEmpty { keys.insert(run) }
+        }
+        return keys
+    }
+
     /// Whether `event` can go into a batch: an api.request with no detail but the grace secret's.
     package static func packs(_ event: AuditRecord) -> Bool {
         event.action == .apiRequest && event.actor.isEmpty

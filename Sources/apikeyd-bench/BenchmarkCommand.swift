@@ -6,5 +6,8 @@ struct BenchmarkCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "apikeyd-bench",
         abstract: "Benchmarks for apikeyd.",
-        subcommands: [LoadBenchmark.self, InProcessBenchmark.self, SeedCommand.self, PropagationBenchmark.self])
+        subcommands: [
+            LoadBenchmark.self, InProcessBenchmark.self, AuditSinkBenchmark.self, SeedCommand.self,
+            PropagationBenchmark.self,
+        ])
 }

@@ -1,8 +1,10 @@
 import APIKeysCore
+import APIKeysPostgres
 import APIKeysSQLite
 import APIKeysStore
 import ArgumentParser
 import Foundation
+import Logging
 
 /// Measures the key domain without the network: checks per second on one thread, and the
 /// batched audit writer's sustained `api.request` events per second.
@@ -20,11 +22,25 @@ struct InProcessBenchmark: AsyncParsableCommand {
     @Option(help: "api.request events to push through the audit writer.")
     var events = 500_000
 
+    @Option(help: "A PostgreSQL URL: measure a replica on that database instead of a SQLite file.")
+    var databaseURL: String?
+
     func run() async throws {
         let dir = FileManager.default.temporaryDirectory.appendingPathComponent("apikeyd-bench-\(UUID())").path
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(atPath: dir) }
-        let service = try KeyService.open(path: dir + "/bench.sqlite", auditQueueCapacity: max(events, 100_000))
+        let capacity = max(events, 100_000)
+        let service: KeyService
+        if let databaseURL {
+            let clock = SystemWallClock()
+            let logger = Logger(label: "apikeyd-bench")
+            let store = try await PostgresKeyStore.open(
+                location: try PostgresLocation(url: databaseURL), catalog: .standard, clock: clock, auditMode: .full,
+                auditQueueCapacity: capacity, auditRetentionMS: 0, maxStalenessMS: 10_000, logger: logger)
+            service = KeyService(store: store, format: .standard, clock: clock, logger: logger)
+        } else {
+            service = try KeyService.open(path: dir + "/bench.sqlite", auditQueueCapacity: capacity)
+        }
         defer { service.close() }
 
         var secrets: [String] = []
