@@ -26,32 +26,56 @@ enum AuditChainRows {
         _ events: [AuditRecord], maxEvents: Int = .max, maxBytes: Int = .max,
         packs: (AuditRecord) -> Bool = APIRequestPacking.packs, on connection: PostgresConnection, logger: Logger
     ) async throws {
-        guard !events.isEmpty else { return }
-        // The writer's batches come in seq order: sorting them would copy every record.
-        let inOrder = events.indices.dropFirst().allSatisfy { events[$0 - 1].seq < events[$0].seq }
-        let sorted = inOrder ? events : events.sorted { $0.seq < $1.seq }
-        let links = AuditChain.pendingLinks(sorted, maxEvents: maxEvents, maxBytes: maxBytes)
-        var rows: [AuditRecord] = []
-        var rowLinks: [Int64] = []
-        var batches = APIRequestBatchRows.Batches()
-        for link in links {
-            let id = Int64(bitPattern: link.firstSeq)
-            // (By index: a loop over the records would copy each.)
-            if sorted[link.range].indices.allSatisfy({ packs(sorted[$0]) }) {
-                batches.append(sorted[link.range], link: id)
-                continue
-            }
-            batches.append(ArraySlice(sorted[link.range].filter(packs)), link: id)
-            for event in sorted[link.range] where !packs(event) {
-                rows.append(event)
-                rowLinks.append(id)
+        let prepared = Prepared(events, maxEvents: maxEvents, maxBytes: maxBytes, packs: packs)
+        try await append(prepared, on: connection, logger: logger)
+    }
+
+    /// Events made ready to store: their links' digests and the packed batches, which take most
+    /// of a write's time and need no database, so that a writer makes them before its
+    /// transaction begins (and holds its keys' rows and the chain's for less).
+    struct Prepared: Sendable {
+        fileprivate var links: [AuditChain.PendingLink] = []
+        fileprivate var history: [Bool] = []
+        fileprivate var rows: [AuditRecord] = []
+        fileprivate var rowLinks: [Int64] = []
+        fileprivate var batches = APIRequestBatchRows.Batches()
+
+        init(
+            _ events: [AuditRecord], maxEvents: Int = .max, maxBytes: Int = .max,
+            packs: (AuditRecord) -> Bool = APIRequestPacking.packs
+        ) {
+            guard !events.isEmpty else { return }
+            // The writer's batches come in seq order: sorting them would copy every record.
+            let inOrder = events.indices.dropFirst().allSatisfy { events[$0 - 1].seq < events[$0].seq }
+            let sorted = inOrder ? events : events.sorted { $0.seq < $1.seq }
+            links = AuditChain.pendingLinks(sorted, maxEvents: maxEvents, maxBytes: maxBytes)
+            for link in links {
+                let id = Int64(bitPattern: link.firstSeq)
+                history.append(sorted[link.range].contains { $0.action.isHistory })
+                // (By index: a loop over the records would copy each.)
+                if sorted[link.range].indices.allSatisfy({ packs(sorted[$0]) }) {
+                    batches.append(sorted[link.range], link: id)
+                    continue
+                }
+                batches.append(ArraySlice(sorted[link.range].filter(packs)), link: id)
+                for event in sorted[link.range] where !packs(event) {
+                    rows.append(event)
+                    rowLinks.append(id)
+                }
             }
         }
-        if !rows.isEmpty {
-            _ = try await connection.execute(AuditRows.InsertEvents(events: rows, links: rowLinks), logger: logger)
+    }
+
+    /// Stores what `prepared` holds and appends its links, in the caller's transaction.
+    static func append(_ prepared: Prepared, on connection: PostgresConnection, logger: Logger) async throws {
+        let links = prepared.links
+        guard !links.isEmpty else { return }
+        if !prepared.rows.isEmpty {
+            _ = try await connection.execute(
+                AuditRows.InsertEvents(events: prepared.rows, links: prepared.rowLinks), logger: logger)
         }
-        if !batches.isEmpty {
-            _ = try await connection.execute(APIRequestBatchRows.Insert(batches: batches), logger: logger)
+        if !prepared.batches.isEmpty {
+            _ = try await connection.execute(APIRequestBatchRows.Insert(batches: prepared.batches), logger: logger)
         }
 
         var head = try await state(on: connection, lock: true, logger: logger).head
@@ -72,7 +96,7 @@ enum AuditChainRows {
         binds.append(hashes)
         binds.append(Int64(head.position))
         binds.append(ByteBuffer(bytes: head.hash))
-        binds.append(links.map { link in sorted[link.range].contains { $0.action.isHistory } })
+        binds.append(prepared.history)
         try await connection.query(PostgresQuery(unsafeSQL: appendSQL, binds: binds), logger: logger)
     }
 

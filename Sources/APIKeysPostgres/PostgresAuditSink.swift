@@ -24,13 +24,15 @@ final class PostgresAuditSink: AuditSink {
 
     func write(_ individual: [AuditRecord], summaries: [AuditRecord], lastUsed: [String: KeyUse]) throws {
         let (client, logger, server) = (client, logger, server)
+        let events = summaries.isEmpty ? individual : individual + summaries
+        let prepared = AuditChainRows.Prepared(
+            events, maxEvents: AuditChain.maxEventsPerLink, maxBytes: AuditChain.maxLinkBytes)
         let stored = try runBlocking {
             do {
                 return try await withTimeout(
                     Self.writeTimeout, timeoutError: .unreachable(server: server, message: "no answer within 10 s")
                 ) {
                     try await client.withTransaction(logger: logger) { connection -> [String: Int64] in
-                        let events = summaries.isEmpty ? individual : individual + summaries
                         // A retry of a batch whose commit went through but whose answer was lost
                         // (a timeout): written already, credits spent included.
                         if let first = individual.first.map({ min($0.seq, summaries.lazy.map(\.seq).min() ?? .max) })
@@ -41,9 +43,7 @@ final class PostgresAuditSink: AuditSink {
                         }
                         // The keys' rows before the chain's: a mutation holds its keys' rows, then the chain.
                         let stored = try await KeyRows.touch(lastUsed, on: connection, logger: logger)
-                        try await AuditChainRows.append(
-                            events, maxEvents: AuditChain.maxEventsPerLink, maxBytes: AuditChain.maxLinkBytes,
-                            on: connection, logger: logger)
+                        try await AuditChainRows.append(prepared, on: connection, logger: logger)
                         return stored
                     }
                 }

@@ -191,6 +191,11 @@ package enum Schema {
                 version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at_ms INTEGER NOT NULL)
             """)
         let applied = Set(try db.statement("SELECT version FROM schema_migrations").rows { $0.int64(0) })
+        // A database a later version migrated: this one could write what that one reads differently.
+        let known = migrations.last?.version ?? 0
+        if let newest = applied.max(), newest > Int64(known) {
+            throw StoreError.schemaTooNew(found: Int(newest), known: known)
+        }
         for migration in migrations where !applied.contains(Int64(migration.version)) {
             try db.transaction {
                 try db.execute(migration.sql)

@@ -59,6 +59,22 @@ import Testing
         }
     }
 
+    /// A database a later version migrated is refused, by name, rather than written to.
+    @Test func aSchemaNewerThanThisVersionIsRefused() async throws {
+        try withTemporaryDirectory { dir in
+            let path = dir + "/apikeys.sqlite"
+            try KeyService.open(path: path).close()
+            let db = try SQLiteConnection(path: path)
+            try db.execute("INSERT INTO schema_migrations VALUES (999, 'from the future', 0)")
+            db.close()
+            #expect {
+                try KeyService.open(path: path)
+            } throws: { error in
+                "\(error)".contains("migration 999, newer than this apikeyd knows")
+            }
+        }
+    }
+
     @Test func unreadableLocationGivesAClearError() async throws {
         #expect {
             try KeyService.open(path: "/nonexistent-dir-apikeys/apikeys.sqlite")
