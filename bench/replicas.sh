@@ -117,24 +117,28 @@ for i in 1 2 3; do
 done
 wait "${LOADS[@]}"
 answered=0
+declare -A CHECKS
 for i in 1 2 3; do
     drained $((17610 + i))
     checks=$(curl -s "http://127.0.0.1:$((17710 + i))/metrics" | awk '/^apikeyd_checks_total/ {n += $2} END {printf "%d", n}')
-    [ "$i" = 1 ] && first_checks=$checks
+    CHECKS[$i]=$checks
     answered=$((answered + checks))
 done
 stored=$(stored_checks "$FLEET")
-verify=$("$BIN/apikey" --server 127.0.0.1:17611 --token-file "$WORK/fleet1/admin.token" audit verify 2>&1 | tail -1)
-# The key replica 1's load checked (created there, the fleet's first key made by a load).
+verify=$("$BIN/apikey" audit verify --server 127.0.0.1:17611 --token-file "$WORK/fleet1/admin.token" 2>&1 | tail -1)
+# The first key a load made, read through another replica: each load checks only its own key, so
+# the key's events are the checks of one replica, the one numbered in their seqs (bits 12-19; the
+# replicas took numbers 1, 2, 3 as they started).
 key=$("$PG_BIN/psql" -X -A -t -d "$FLEET" -c "SELECT id FROM keys ORDER BY pk LIMIT 1")
-paged=$("$BIN/apikey" --server 127.0.0.1:17612 --token-file "$WORK/fleet1/admin.token" audit --key "$key" \
-    --action api.request --limit 100000000 --json | python3 -c '
+read -r paged order replica < <("$BIN/apikey" audit --server 127.0.0.1:17612 --token-file "$WORK/fleet1/admin.token" \
+    --key "$key" --action api.request --limit 100000000 --json | python3 -c '
 import json, sys
 seqs = [event["seq"] for event in json.load(sys.stdin)]
-print(len(seqs), "newest first" if all(a > b for a, b in zip(seqs, seqs[1:])) else "OUT OF ORDER")')
+print(len(seqs), "newest-first" if all(a > b for a, b in zip(seqs, seqs[1:])) else "OUT-OF-ORDER", seqs[0] >> 12 & 0xFF)')
 echo "three replicas, full audit, checking at once: $answered checks answered, $stored events stored" \
-    "($([ "$answered" = "$stored" ] && echo "equal" || echo "DIFFERENT")); chain: $verify;" \
-    "one key's events paged through: $paged (its replica answered $first_checks)"
+    "($([ "$answered" = "$stored" ] && echo "equal" || echo "DIFFERENT")); chain: ${verify%%, from link*};" \
+    "one key's events paged through: $paged, $order; its replica ($replica) answered ${CHECKS[$replica]:-?}" \
+    "($([ "$paged" = "${CHECKS[$replica]:-}" ] && echo "equal" || echo "DIFFERENT"))"
 for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
 wait 2>/dev/null || true
 PIDS=()
