@@ -134,44 +134,30 @@ enum APIRequestBatchRows {
         startingFrom from: Int64? = nil,
         limit: Int? = nil, on connection: PostgresConnection, logger: Logger
     ) async throws -> [(firstSeq: Int64, events: [AuditRecord])] {
-        var values = NamedValues()
-        var conditions = ["b.first_seq < {below}"]
-        values.set("below", below)
+        var conditions = NamedConditions()
         var source = "api_request_batches b"
+        var seqColumn = "b.first_seq"
         if let keyID = query.keyID {
             // The key's entries in order of first seq: the primary key (key_id, first_seq).
             source = "api_request_batch_keys k JOIN api_request_batches b ON b.first_seq = k.first_seq"
-            conditions = ["k.key_id = {key_id}", "k.first_seq < {below}"]
-            values.set("key_id", keyID)
+            seqColumn = "k.first_seq"
+            conditions.add("k.key_id = {key_id}", "key_id", keyID)
         }
-        let seqColumn = query.keyID == nil ? "b.first_seq" : "k.first_seq"
-        if let after {
-            conditions.append("b.last_seq > {after}")
-            values.set("after", after)
-        }
-        if let from {
-            conditions.append("\(seqColumn) >= {from}")
-            values.set("from", from)
-        }
-        if let since = query.sinceMS {
-            conditions.append("b.last_at_ms >= {since}")
-            values.set("since", since)
-        }
-        if let until = query.untilMS {
-            conditions.append("b.first_at_ms < {until}")
-            values.set("until", until)
-        }
+        conditions.add("\(seqColumn) < {below}", "below", below)
+        conditions.add("b.last_seq > {after}", "after", after)
+        conditions.add("\(seqColumn) >= {from}", "from", from)
+        conditions.add("b.last_at_ms >= {since}", "since", query.sinceMS)
+        conditions.add("b.first_at_ms < {until}", "until", query.untilMS)
         var sql = """
-            SELECT b.first_seq, b.events FROM \(source) WHERE \(conditions.joined(separator: " AND "))
-            ORDER BY \(seqColumn) DESC
+            SELECT b.first_seq, b.events FROM \(source) WHERE \(conditions.sql) ORDER BY \(seqColumn) DESC
             """
         if let limit {
             sql += " LIMIT {limit}"
-            values.set("limit", Int64(limit))
+            conditions.set("limit", Int64(limit))
         }
         var batches: [(Int64, [AuditRecord])] = []
         for try await (firstSeq, events) in try await connection.query(
-            NamedStatement(sql).query(values), logger: logger
+            NamedStatement(sql).query(conditions.values), logger: logger
         ).decode((Int64, ByteBuffer).self) {
             batches.append((firstSeq, try unpack(events, firstSeq: firstSeq)))
         }

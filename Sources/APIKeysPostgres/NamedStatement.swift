@@ -77,3 +77,24 @@ struct NamedValues {
         binders[name] = { $0.append(value) }
     }
 }
+
+/// A WHERE clause made of the filters given, each with its value: only the conditions of a query's
+/// filters reach the statement, so that PostgreSQL plans for those.
+struct NamedConditions {
+    private(set) var clauses: [String] = []
+    private(set) var values = NamedValues()
+
+    /// Adds `clause`, which names the parameter `{name}`, bound to `value`; nothing when nil.
+    mutating func add(_ clause: String, _ name: String, _ value: (some PostgresDynamicTypeEncodable & Sendable)?) {
+        guard let value else { return }
+        clauses.append(clause)
+        values.set(name, value)
+    }
+
+    /// Binds `value` to `{name}` outside the conditions (a LIMIT).
+    mutating func set(_ name: String, _ value: some PostgresDynamicTypeEncodable & Sendable) {
+        values.set(name, value)
+    }
+
+    var sql: String { clauses.joined(separator: " AND ") }
+}

@@ -312,34 +312,22 @@ enum AuditRows {
     )
         async throws -> [AuditRecord]
     {
-        var values = NamedValues()
-        var conditions = ["seq < {before}"]
-        values.set("before", beforeSeq)
-        if let keyID = query.keyID {
-            conditions.append("key_id = {key_id}")
-            values.set("key_id", keyID)
-        }
-        if let action = query.action {
-            conditions.append(
-                action == .apiRequest ? "action = {action}" : "action = {action} AND action <> 'api.request'")
-            values.set("action", action.rawValue)
-        }
-        if let since = query.sinceMS {
-            conditions.append("at_ms >= {since}")
-            values.set("since", since)
-        }
-        if let until = query.untilMS {
-            conditions.append("at_ms < {until}")
-            values.set("until", until)
-        }
-        values.set("limit", Int64(limit))
+        var conditions = NamedConditions()
+        conditions.add("seq < {before}", "before", beforeSeq)
+        conditions.add("key_id = {key_id}", "key_id", query.keyID)
+        conditions.add(
+            query.action == .apiRequest ? "action = {action}" : "action = {action} AND action <> 'api.request'",
+            "action", query.action?.rawValue)
+        conditions.add("at_ms >= {since}", "since", query.sinceMS)
+        conditions.add("at_ms < {until}", "until", query.untilMS)
+        conditions.set("limit", Int64(limit))
         let statement = NamedStatement(
             """
-            SELECT \(columns) FROM audit_events WHERE \(conditions.joined(separator: " AND "))
+            SELECT \(columns) FROM audit_events WHERE \(conditions.sql)
             ORDER BY seq DESC LIMIT {limit}
             """)
         var events: [AuditRecord] = []
-        for try await row in try await connection.query(statement.query(values), logger: logger) {
+        for try await row in try await connection.query(statement.query(conditions.values), logger: logger) {
             events.append(try record(row.makeRandomAccess()))
         }
         return events
