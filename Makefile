@@ -5,7 +5,7 @@ DATA_DIR ?= ./data
 VENV := .venv
 SYSTEM_PACKAGES := libprotobuf-c-dev protobuf-c-compiler libssl-dev libsqlite3-dev pkg-config openssl nginx-light postgresql sqlite3 systemd chromium fonts-dejavu-core
 
-.PHONY: run test bench bench-deployment bench-replicas bench-policies chaos fuzz format deps interop-env codegen codegen-check build clean
+.PHONY: run test bench bench-deployment bench-replicas bench-policies bench-stages chaos fuzz format deps interop-env codegen codegen-check build clean
 
 ## Build the server and the CLI (release) and run the server on 127.0.0.1:7411 (RPC) and
 ## 127.0.0.1:7413 (the JSON admin API), data in $(DATA_DIR).
@@ -54,13 +54,18 @@ bench-deployment: deps
 	bench/deployment.sh
 
 ## Benchmarks (not tests): apikeyd on PostgreSQL (revocation propagation, checks/s and CreateKey/s
-## against SQLite, start-up at 1M keys), with a throwaway cluster.
+## against SQLite, three replicas auditing every check into one database, start-up at 1M keys), with a
+## throwaway cluster.
 bench-replicas: deps
 	bench/replicas.sh
 
 ## Benchmarks (not tests): what the key policies cost the check path (an allowlist on vs off), as ratios.
 bench-policies: deps
 	bench/policies.sh
+
+## Time and heap allocations per check of each stage of the RPC Check path (issue 30).
+bench-stages:
+	bench/stages.sh
 
 ## Format the hand-written Swift (generated code is left alone) with the toolchain's swift-format.
 format:

@@ -197,6 +197,7 @@ let package = Package(
                 "APIKeysStore",
                 "APIKeysSQLite",
                 "APIKeysPostgres",
+                "APIKeysServer",
                 "APIKeysClient",
                 "APIKeysWire",
                 .product(name: "Logging", package: "swift-log"),

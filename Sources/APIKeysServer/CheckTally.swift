@@ -7,7 +7,7 @@ import Synchronization
 ///
 /// Cells: one per outcome slot (``ServerMetrics``'s order), one per latency bucket of
 /// ``bounds`` plus one above the last, then the sum of the latencies in nanoseconds.
-final class CheckTally: @unchecked Sendable {  // every cell is an Atomic; one writer at a time
+package final class CheckTally: @unchecked Sendable {  // every cell is an Atomic; one writer at a time
     /// Upper bounds of the latency buckets, in nanoseconds: 25 µs to 1 s.
     static let bounds: [Int64] = [
         25_000, 50_000, 100_000, 250_000, 500_000, 1_000_000, 2_500_000, 5_000_000, 10_000_000, 50_000_000,
@@ -38,7 +38,7 @@ final class CheckTally: @unchecked Sendable {  // every cell is an Atomic; one w
     private let cellCount: Int
     private let cells: UnsafeMutablePointer<Atomic<Int64>>
 
-    init(outcomes: Int) {
+    package init(outcomes: Int) {
         outcomeCount = outcomes
         cellCount = outcomes + Self.bounds.count + 2
         cells = .allocate(capacity: cellCount)

@@ -18,7 +18,8 @@ public final class ServerMetrics: Sendable {
     /// Indexed by ``slot(of:)``: allowed, then each denial by its raw value.
     private let checks: [Counter]
     /// How many slots ``slot(of:)`` has.
-    private static let slotCount = Denial.allCases.count + 1
+    /// A tally's outcome slots: allowed, and each denial.
+    package static let slotCount = Denial.allCases.count + 1
     /// One per event loop of the RPC server, by the loop's identity.
     private let loopTallies: [ObjectIdentifier: CheckTally]
     /// For checks made off those loops (forward-auth over HTTP), one at a time.
@@ -78,7 +79,7 @@ public final class ServerMetrics: Sendable {
     /// Runs `answer` (a check and its reply) on the event loop whose tally is `tally` and, with a
     /// tally, counts the outcome and times it: how RPC Check records its checks. Nothing is
     /// recorded when `answer` throws. Without a tally, no clock is read.
-    static func measured(_ tally: CheckTally?, _ answer: () throws -> CheckOutcome) rethrows -> CheckOutcome {
+    package static func measured(_ tally: CheckTally?, _ answer: () throws -> CheckOutcome) rethrows -> CheckOutcome {
         guard let tally else { return try answer() }
         let (outcome, nanoseconds) = try timed(answer)
         tally.record(slot: slot(of: outcome.denial), nanoseconds: nanoseconds)

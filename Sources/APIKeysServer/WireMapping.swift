@@ -55,7 +55,8 @@ extension ExportAuditChainResponse {
 }
 
 extension CheckResponse {
-    init(_ outcome: CheckOutcome) {
+    /// The reply to a check that had `outcome`.
+    package init(_ outcome: CheckOutcome) {
         self.init(
             decision: outcome.isAllowed ? .allow : .deny, reason: DenyReason(outcome.denial),
             httpStatus: outcome.httpStatus, keyID: outcome.key?.id ?? "", keyName: outcome.key?.name ?? "",

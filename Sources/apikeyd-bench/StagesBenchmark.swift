@@ -1,0 +1,134 @@
+import APIKeysCore
+import APIKeysSQLite
+import APIKeysServer
+import APIKeysStore
+import APIKeysWire
+import ArgumentParser
+import Foundation
+import NIOCore
+
+/// One RPC Check taken apart: the time and the heap allocations of each stage the connection
+/// handler runs for it (`ConnectionHandler.answerCheck`), one stage at a time on one thread, then
+/// all of them together. Allocations are counted by `bench/allocations.c` when it is preloaded
+/// (`bench/stages.sh`); they do not move with the machine's neighbours, as times do.
+struct StagesBenchmark: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "stages",
+        abstract: "Time and allocations per check of each stage of the RPC Check path (see bench/stages.sh).")
+
+    @Option(help: "Keys in the store.")
+    var keys = 1000
+
+    @Option(help: "Checks per stage.")
+    var checks = 200_000
+
+    func run() async throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("apikeyd-bench-\(UUID())").path
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let service = try KeyService.open(path: dir + "/bench.sqlite", auditQueueCapacity: 1_000_000)
+        defer { service.close() }
+        var secrets: [String] = []
+        for index in 0..<keys {
+            secrets.append(
+                try await service.createKey(
+                    name: "bench \(index)", permissions: ["jobs:read", "jobs:write"], actor: "bench"
+                ).secret)
+        }
+        // What the load generators send: one key, one permission, a resource, a client address.
+        let request = CheckRequest(
+            key: secrets[0], permissions: ["jobs:read"], resource: "GET /bench", clientAddress: "10.0.0.1")
+        let frame = ByteBuffer(
+            bytes: try Envelope(callID: 7, method: Authorize.check.path, payload: request.serializedBytes())
+                .serializedBytes())
+        let codec = CheckCallCodec()
+        let tally = CheckTally(outcomes: ServerMetrics.slotCount)
+        var outbound = ByteBuffer()
+        outbound.reserveCapacity(64 * 1024)
+        let counter = AllocationCounter()
+        print(
+            "keys: \(keys), checks per stage: \(checks), allocations counted: \(counter.isAvailable ? "yes" : "no (run bench/stages.sh)")"
+        )
+
+        var decoded = request
+        var outcome = try service.check(secret: request.key, permissions: request.permissions)
+        let stages: [(String, () throws -> Void)] = [
+            (
+                "frame -> CheckRequest (envelope and request unpacked into the arena, Swift strings)",
+                {
+                    guard case .check(_, let request) = try codec.decode(frame: frame) else { throw StageError() }
+                    decoded = request
+                }
+            ),
+            (
+                "decision (secret format, CRC, SHA-256, index)",
+                {
+                    outcome = service.index.check(
+                        secret: decoded.key, permissions: decoded.permissions, format: service.format, nowMS: 0,
+                        clientAddress: decoded.clientAddress)
+                }
+            ),
+            (
+                "check: decision + audit event made and queued",
+                {
+                    outcome = try service.check(
+                        secret: decoded.key, permissions: decoded.permissions, resource: decoded.resource,
+                        clientAddress: decoded.clientAddress)
+                }
+            ),
+            (
+                "CheckOutcome -> reply frame in the outbound buffer",
+                {
+                    outbound.clear()
+                    try codec.writeCheckReply(callID: 7, response: CheckResponse(outcome), to: &outbound)
+                }
+            ),
+            (
+                "whole: decode, metrics, check with audit, reply (as the handler)",
+                {
+                    guard case .check(let callID, let request) = try codec.decode(frame: frame) else {
+                        throw StageError()
+                    }
+                    outbound.clear()
+                    _ = try ServerMetrics.measured(tally) {
+                        let outcome = try service.check(
+                            secret: request.key, permissions: request.permissions, resource: request.resource,
+                            clientAddress: request.clientAddress)
+                        try codec.writeCheckReply(callID: callID, response: CheckResponse(outcome), to: &outbound)
+                        return outcome
+                    }
+                }
+            ),
+        ]
+        for (name, stage) in stages {
+            for _ in 0..<1000 { try stage() }  // warm: caches, the arena's blocks, the buffer
+            await service.flushAuditTrail()
+            let allocationsBefore = counter.count()
+            let start = DispatchTime.now().uptimeNanoseconds
+            for _ in 0..<checks { try stage() }
+            let nanoseconds = DispatchTime.now().uptimeNanoseconds - start
+            let allocations = counter.count() - allocationsBefore
+            print(
+                String(
+                    format: "%8.0f ns %7.2f allocations  %@", Double(nanoseconds) / Double(checks),
+                    Double(allocations) / Double(checks), name))
+            await service.flushAuditTrail()  // the writer's work is not counted in the next stage
+        }
+    }
+
+    private struct StageError: Error {}
+}
+
+/// The calling thread's heap allocations so far, from `bench/allocations.c` when it is preloaded.
+private struct AllocationCounter {
+    private typealias Function = @convention(c) () -> UInt64
+    private let function: Function?
+
+    init() {
+        function = dlsym(nil, "apikeyd_thread_allocations").map { unsafeBitCast($0, to: Function.self) }
+    }
+
+    var isAvailable: Bool { function != nil }
+
+    func count() -> UInt64 { function?() ?? 0 }
+}
