@@ -162,7 +162,7 @@ enum PostgresSchema {
         // api.request events as packed batches (APIRequestPacking, the layout SQLite stores): a
         // row, a few TOAST chunks and one index entry per distinct key for up to 2,048 events,
         // instead of a row and three index entries per event. Rows written before stay where they
-        // are and read as they did (PostgresAuditRows merges both by seq).
+        // are and read as they did (a page merges both by seq: PostgresKeyStore.auditPage).
         Migration(
             version: 12, name: "api.request events in packed batches",
             statements: [
