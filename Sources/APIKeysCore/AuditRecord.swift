@@ -106,6 +106,13 @@ public struct AuditQuery: Sendable, Hashable {
         self.sinceMS = sinceMS
         self.untilMS = untilMS
     }
+
+    /// Whether `event` passes every filter given: what a store checks of each event it unpacks
+    /// from a batch (its SQL can only tell which batches may hold matches).
+    public func admits(_ event: AuditRecord) -> Bool {
+        (keyID.map { $0 == event.keyID } ?? true) && (action.map { $0 == event.action } ?? true)
+            && (sinceMS.map { event.atMS >= $0 } ?? true) && (untilMS.map { event.atMS < $0 } ?? true)
+    }
 }
 
 extension AuditRecord: AuditChain.DigestInput {

@@ -123,8 +123,7 @@ enum APIRequestBatchRows {
     }
 
     private static func matches(_ event: AuditRecord, _ query: AuditQuery, beforeSeq: Int64) -> Bool {
-        Int64(bitPattern: event.seq) < beforeSeq && (query.keyID.map { $0 == event.keyID } ?? true)
-            && (query.sinceMS.map { event.atMS >= $0 } ?? true) && (query.untilMS.map { event.atMS < $0 } ?? true)
+        Int64(bitPattern: event.seq) < beforeSeq && query.admits(event)
     }
 
     /// The batches that may hold events matching `query`, starting below `below` (and at or

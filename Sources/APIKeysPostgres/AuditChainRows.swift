@@ -40,6 +40,9 @@ enum AuditChainRows {
         fileprivate var rowLinks: [Int64] = []
         fileprivate var batches = APIRequestBatchRows.Batches()
 
+        /// The lowest seq of the events (their first link's first), nil when there are none.
+        var firstSeq: UInt64? { links.first?.firstSeq }
+
         init(
             _ events: [AuditRecord], maxEvents: Int = .max, maxBytes: Int = .max,
             packs: (AuditRecord) -> Bool = APIRequestPacking.packs

@@ -35,8 +35,7 @@ final class PostgresAuditSink: AuditSink {
                     try await client.withTransaction(logger: logger) { connection -> [String: Int64] in
                         // A retry of a batch whose commit went through but whose answer was lost
                         // (a timeout): written already, credits spent included.
-                        if let first = individual.first.map({ min($0.seq, summaries.lazy.map(\.seq).min() ?? .max) })
-                            ?? summaries.lazy.map(\.seq).min(),
+                        if let first = prepared.firstSeq,
                             try await AuditChainRows.isStored(seq: first, on: connection, logger: logger)
                         {
                             return [:]

@@ -239,8 +239,7 @@ enum PostgresSchema {
         }
         var done: Set<Int> = []
         for try await version in try await connection.query(
-            PostgresQuery(unsafeSQL: "SELECT version FROM " + (moved ? recordTable : "schema_migrations")),
-            logger: logger
+            "SELECT version FROM \(unescaped: moved ? recordTable : "schema_migrations")", logger: logger
         ).decode(Int.self) {
             done.insert(version)
         }
@@ -256,21 +255,13 @@ enum PostgresSchema {
                 }
                 let table = migration.version >= movedRecordVersion ? recordTable : "schema_migrations"
                 try await connection.query(
-                    PostgresQuery(
-                        unsafeSQL: "INSERT INTO \(table) (version, name, applied_at_ms) VALUES ($1, $2, $3)",
-                        binds: try bindings(migration.version, migration.name, nowMS)),
-                    logger: logger)
+                    """
+                    INSERT INTO \(unescaped: table) (version, name, applied_at_ms)
+                    VALUES (\(migration.version), \(migration.name), \(nowMS))
+                    """, logger: logger)
             }
             applied.append(migration.version)
         }
         return applied
-    }
-
-    private static func bindings(_ version: Int, _ name: String, _ atMS: Int64) throws -> PostgresBindings {
-        var binds = PostgresBindings()
-        binds.append(version)
-        binds.append(name)
-        binds.append(atMS)
-        return binds
     }
 }

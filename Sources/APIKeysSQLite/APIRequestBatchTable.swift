@@ -68,11 +68,7 @@ enum APIRequestBatchTable {
         var found: [AuditRecord] = []
         try statement.scan { row in
             let events = try unpack(row, column: 0, in: db)
-            for event in events.reversed() where Int64(bitPattern: event.seq) < beforeSeq {
-                guard query.keyID.map({ $0 == event.keyID }) ?? true,
-                    query.sinceMS.map({ event.atMS >= $0 }) ?? true,
-                    query.untilMS.map({ event.atMS < $0 }) ?? true
-                else { continue }
+            for event in events.reversed() where Int64(bitPattern: event.seq) < beforeSeq && query.admits(event) {
                 found.append(event)
                 if found.count == limit { return false }
             }

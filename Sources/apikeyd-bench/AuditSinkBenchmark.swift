@@ -3,7 +3,6 @@ import APIKeysPostgres
 import APIKeysStore
 import ArgumentParser
 import Foundation
-import Logging
 
 /// How many `api.request` events per second a PostgreSQL database absorbs: batches written as the
 /// audit writer writes them (the chain's links, last-used times, one transaction each), back to
@@ -26,17 +25,13 @@ struct AuditSinkBenchmark: AsyncParsableCommand {
     var keys = 100
 
     func run() async throws {
-        let clock = SystemWallClock()
-        let logger = Logger(label: "apikeyd-bench")
-        let store = try await PostgresKeyStore.open(
-            location: try PostgresLocation(url: databaseURL), catalog: .standard, clock: clock, auditMode: .full,
-            auditQueueCapacity: 1000, auditRetentionMS: 0, maxStalenessMS: 10_000, logger: logger)
-        let service = KeyService(store: store, format: .standard, clock: clock, logger: logger)
-        let sink = store.makeAuditSink()
+        let store = try await BenchStore(databaseURL: databaseURL, auditQueueCapacity: 1000)
+        defer { store.close() }
+        guard let sink = store.postgres?.makeAuditSink() else { throw ValidationError("--database-url is required") }
         // Events as checks make them, 400 per millisecond of their clock, from a replica number
         // no store takes (255).
         var seqs = AuditSequence(.clock(replica: 255))
-        let startMS = clock.nowMS()
+        let startMS = SystemWallClock().nowMS()
         let made = (0..<events).map { index in
             let atMS = startMS + Int64(index / 400)
             return AuditRecord(
@@ -56,7 +51,6 @@ struct AuditSinkBenchmark: AsyncParsableCommand {
             String(
                 format: "audit-sink: %.0f events/s (%d events in %.2f s, %d per transaction, %d keys)",
                 Double(events) / seconds, events, seconds, batch, keys))
-        _ = await service.close(timeout: .seconds(10))
     }
 
     /// Runs `body` on a thread of its own: the sink blocks until its transaction ends.

@@ -7,7 +7,8 @@ struct BenchmarkCommand: AsyncParsableCommand {
         commandName: "apikeyd-bench",
         abstract: "Benchmarks for apikeyd.",
         subcommands: [
-            LoadBenchmark.self, InProcessBenchmark.self, AuditSinkBenchmark.self, StagesBenchmark.self, SeedCommand.self,
+            LoadBenchmark.self, InProcessBenchmark.self, AuditSinkBenchmark.self, StagesBenchmark.self,
+            SeedCommand.self,
             PropagationBenchmark.self,
         ])
 }

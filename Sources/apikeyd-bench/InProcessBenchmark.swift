@@ -1,10 +1,7 @@
 import APIKeysCore
-import APIKeysPostgres
-import APIKeysSQLite
 import APIKeysStore
 import ArgumentParser
 import Foundation
-import Logging
 
 /// Measures the key domain without the network: checks per second on one thread, and the
 /// batched audit writer's sustained `api.request` events per second.
@@ -26,31 +23,10 @@ struct InProcessBenchmark: AsyncParsableCommand {
     var databaseURL: String?
 
     func run() async throws {
-        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("apikeyd-bench-\(UUID())").path
-        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
-        defer { try? FileManager.default.removeItem(atPath: dir) }
-        let capacity = max(events, 100_000)
-        let service: KeyService
-        if let databaseURL {
-            let clock = SystemWallClock()
-            let logger = Logger(label: "apikeyd-bench")
-            let store = try await PostgresKeyStore.open(
-                location: try PostgresLocation(url: databaseURL), catalog: .standard, clock: clock, auditMode: .full,
-                auditQueueCapacity: capacity, auditRetentionMS: 0, maxStalenessMS: 10_000, logger: logger)
-            service = KeyService(store: store, format: .standard, clock: clock, logger: logger)
-        } else {
-            service = try KeyService.open(path: dir + "/bench.sqlite", auditQueueCapacity: capacity)
-        }
-        defer { service.close() }
-
-        var secrets: [String] = []
-        for index in 0..<keys {
-            secrets.append(
-                try await service.createKey(
-                    name: "bench \(index)", permissions: ["jobs:read", "jobs:write"], actor: "bench"
-                )
-                .secret)
-        }
+        let store = try await BenchStore(databaseURL: databaseURL, auditQueueCapacity: max(events, 100_000))
+        defer { store.close() }
+        let service = store.service
+        let secrets = try await store.createKeys(keys)
         print("keys: \(keys)")
 
         let decisionOnly = measure(seconds: seconds) { round in

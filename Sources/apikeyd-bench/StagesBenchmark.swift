@@ -1,5 +1,4 @@
 import APIKeysCore
-import APIKeysSQLite
 import APIKeysServer
 import APIKeysStore
 import APIKeysWire
@@ -23,18 +22,10 @@ struct StagesBenchmark: AsyncParsableCommand {
     var checks = 200_000
 
     func run() async throws {
-        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("apikeyd-bench-\(UUID())").path
-        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
-        defer { try? FileManager.default.removeItem(atPath: dir) }
-        let service = try KeyService.open(path: dir + "/bench.sqlite", auditQueueCapacity: 1_000_000)
-        defer { service.close() }
-        var secrets: [String] = []
-        for index in 0..<keys {
-            secrets.append(
-                try await service.createKey(
-                    name: "bench \(index)", permissions: ["jobs:read", "jobs:write"], actor: "bench"
-                ).secret)
-        }
+        let store = try await BenchStore(databaseURL: nil, auditQueueCapacity: 1_000_000)
+        defer { store.close() }
+        let service = store.service
+        let secrets = try await store.createKeys(keys)
         // What the load generators send: one key, one permission, a resource, a client address.
         let request = CheckRequest(
             key: secrets[0], permissions: ["jobs:read"], resource: "GET /bench", clientAddress: "10.0.0.1")
