@@ -121,8 +121,8 @@ wait_port 17520; wait_port 17522
 SECRET=$("$BIN/apikey" create wrk -p jobs:read --server 127.0.0.1:17504 \
     --token-file "$WORK/http/admin.token" --json 2>/dev/null | sed -n 's/.*"secret" : "\(dbm_[^"]*\)".*/\1/p')
 [ -n "$SECRET" ] || { echo "bench: could not create a key" >&2; exit 1; }
-wrk_run() {  # wrk_run PATH: prints "rps p99_us"
-    wrk -t1 -c50 -d"${SECONDS_EACH}s" --latency -H "Authorization: Bearer $SECRET" "http://127.0.0.1:17520$1" |
+wrk_run() {  # wrk_run PATH [URL]: prints "rps p99_us" of wrk on the front nginx's PATH (or on URL)
+    wrk -t1 -c50 -d"${SECONDS_EACH}s" --latency -H "Authorization: Bearer $SECRET" "${2:-http://127.0.0.1:17520$1}" |
         awk '/Requests\/sec/ {rps=$2} /^ +99%/ {v=$2; u=substr(v, length(v)-1); n=v+0;
              if (u=="ms") n*=1000; else if (u=="us") n*=1; else if (substr(v,length(v))=="s") n*=1000000;
              p99=n} END {printf "%.0f %.0f", rps, p99}'
@@ -190,6 +190,10 @@ for round in $(seq 1 "$ROUNDS"); do
         measure "nginx" wrk_run /plain/x
         measure "nginx+auth" wrk_run /api/x
         measure "nginx+free-auth" wrk_run /free/x
+        # Straight at each authorizer, no proxy in front: nginx answering "return 200" on one
+        # worker, and apikeyd's /authorize (the key's check, audited as every check).
+        measure "free-direct" wrk_run - http://127.0.0.1:17522/authorize/api/x
+        measure "apikeyd-direct" wrk_run - http://127.0.0.1:17514/authorize/api/x
     fi
 done
 
@@ -217,6 +221,7 @@ if part forward-auth; then
     row "nginx+forward-auth vs nginx, c=50" "nginx" "nginx+auth"
     row "nginx+free auth vs nginx, c=50" "nginx" "nginx+free-auth"
     row "forward-auth vs free auth, c=50" "nginx+free-auth" "nginx+auth"
+    row "/authorize vs nginx return 200, c=50" "free-direct" "apikeyd-direct"
 fi
 if part admin-api; then
     for setting in "1 1" "50 1" "50 16"; do

@@ -1,5 +1,5 @@
 import APIKeysCore
-import HTTPTypes
+import NIOHTTP1
 
 /// Where an HTTP port takes a request's client address from: the peer, unless the peer is a
 /// trusted proxy; then the forwarding header that proxy writes, walked from the right.
@@ -44,8 +44,8 @@ public struct ClientAddressPolicy: Sendable, Hashable {
     }
 
     /// The client address of a request from `peer` carrying `headers`.
-    public func resolve(peer: String, headers: HTTPFields) -> Resolved {
-        let values = headers[values: header == .xForwardedFor ? Self.xForwardedFor : Self.forwarded]
+    public func resolve(peer: String, headers: HTTPHeaders) -> Resolved {
+        let values = headers[header.rawValue]
         guard !values.isEmpty else { return Resolved(address: peer, ignoredHeader: false) }
         guard trusts(peer) else { return Resolved(address: peer, ignoredHeader: true) }
         let entries = values.flatMap {
@@ -63,8 +63,8 @@ public struct ClientAddressPolicy: Sendable, Hashable {
     /// The entries of one `X-Forwarded-For` value.
     static func forwardedForEntries(_ value: String) -> [String?] {
         value.split(separator: ",", omittingEmptySubsequences: false).map {
-            let entry = $0.trimmingCharacters(in: .whitespaces)
-            return entry.isEmpty ? nil : entry
+            let entry = $0.trimmingOptionalWhitespace
+            return entry.isEmpty ? nil : String(entry)
         }
     }
 
@@ -105,7 +105,4 @@ public struct ClientAddressPolicy: Sendable, Hashable {
             return nil
         }
     }
-
-    static let xForwardedFor = HTTPField.Name("X-Forwarded-For")!
-    static let forwarded = HTTPField.Name("Forwarded")!
 }

@@ -1,8 +1,8 @@
 import APIKeysCore
 import APIKeysServer
 import Foundation
-import HTTPTypes
 import Metrics
+import NIOHTTP1
 
 /// The proxy in front of forward-auth, which says where the original request's method and URI
 /// are read from. Headers of the other kinds are ignored: a proxy passes its client's headers on
@@ -59,12 +59,13 @@ struct ForwardAuth: Sendable {
     static let pathPrefix = "/authorize"
 
     struct Answer {
-        var status: HTTPResponse.Status
-        var headers: HTTPFields
+        var status: HTTPResponseStatus
+        var headers: HTTPHeaders
         var body: String
     }
 
-    func authorize(method: HTTPRequest.Method, path: String, headers: HTTPFields, peer: String) -> Answer {
+    /// The decision on a request of `method` to `path` (under ``pathPrefix``) from `peer`.
+    func authorize(method: String, path: String, headers: HTTPHeaders, peer: String) -> Answer {
         let fromProxy = options.clientAddress.trusts(peer)
         var answer = decide(method: method, path: path, headers: headers, peer: peer, fromProxy: fromProxy)
         // nginx's auth_request passes on only 2xx, 401 and 403 (anything else becomes its own
@@ -74,7 +75,7 @@ struct ForwardAuth: Sendable {
     }
 
     private func decide(
-        method: HTTPRequest.Method, path: String, headers: HTTPFields, peer: String, fromProxy: Bool
+        method: String, path: String, headers: HTTPHeaders, peer: String, fromProxy: Bool
     ) -> Answer {
         let original = originalRequest(method: method, path: path, headers: headers, fromProxy: fromProxy)
         let key = Self.presentedKey(headers)
@@ -104,9 +105,9 @@ struct ForwardAuth: Sendable {
                     challenge: #"Bearer realm="apikeyd", error="insufficient_scope""#)
             }
             permissions = routed
-        } else if fromProxy, case let values = headers[values: Self.requiredPermissions], !values.isEmpty {
+        } else if fromProxy, case let values = headers[Self.requiredPermissions], !values.isEmpty {
             let names = values.joined(separator: ",").split(separator: ",", omittingEmptySubsequences: false)
-                .map { $0.trimmingCharacters(in: .whitespaces) }
+                .map { String($0.trimmingOptionalWhitespace) }
             guard !names.contains(where: \.isEmpty) else {
                 return refuse("INVALID_ARGUMENT", "X-Required-Permissions holds an empty name")
             }
@@ -131,9 +132,11 @@ struct ForwardAuth: Sendable {
             return Self.answer(HTTPFailure.status(failure.code), reason: "\(failure.code)", message: failure.message)
         }
         guard let denial = outcome.denial else {
-            var headers = HTTPFields()
-            headers[Self.keyID] = outcome.key?.id
-            headers[Self.keyName] = outcome.key.map { Self.headerSafe($0.name) }
+            var headers = HTTPHeaders()
+            if let key = outcome.key {
+                headers.add(name: Self.keyID, value: key.id)
+                headers.add(name: Self.keyName, value: Self.headerSafe(key.name))
+            }
             return Answer(status: .ok, headers: headers, body: "")
         }
         let reason = ServerMetrics.reasonLabel(denial).uppercased()
@@ -157,11 +160,11 @@ struct ForwardAuth: Sendable {
         if denial == .rateLimited {
             // nginx's auth_request passes on only 2xx, 401 and 403 (anything else becomes its own
             // 500): a proxy that asks for it gets 403, and maps it back by X-Deny-Reason.
-            let status: HTTPResponse.Status =
-                headers[Self.rateLimitedStatus] == "403" ? .forbidden : .tooManyRequests
+            let status: HTTPResponseStatus =
+                headers.first(name: Self.rateLimitedStatus) == "403" ? .forbidden : .tooManyRequests
             // Whole seconds, rounded up (RFC 9110 §10.2.3); the exact wait is in the body.
             var answer = Self.answer(status, reason: reason, message: "retry after \(outcome.retryAfterMS) ms")
-            answer.headers[.retryAfter] = String((outcome.retryAfterMS + 999) / 1000)
+            answer.headers.add(name: "Retry-After", value: String((outcome.retryAfterMS + 999) / 1000))
             return answer
         }
         return Self.answer(
@@ -170,13 +173,13 @@ struct ForwardAuth: Sendable {
     }
 
     private static func answer(
-        _ status: HTTPResponse.Status, reason: String, missing: [String] = [], message: String? = nil,
+        _ status: HTTPResponseStatus, reason: String, missing: [String] = [], message: String? = nil,
         challenge: String? = nil
     ) -> Answer {
-        var headers = HTTPFields()
-        headers[.contentType] = "application/json"
-        headers[denyReason] = reason
-        if let challenge { headers[.wwwAuthenticate] = challenge }
+        var headers = HTTPHeaders()
+        headers.add(name: "Content-Type", value: "application/json")
+        headers.add(name: denyReason, value: reason)
+        if let challenge { headers.add(name: "WWW-Authenticate", value: challenge) }
         var body: [String: Any] = ["reason": reason]
         if !missing.isEmpty { body["missing_permissions"] = missing }
         if let message { body["message"] = message }
@@ -184,56 +187,68 @@ struct ForwardAuth: Sendable {
         return Answer(status: status, headers: headers, body: String(decoding: json, as: UTF8.self) + "\n")
     }
 
-    private static func presentedKey(_ headers: HTTPFields) -> String {
-        if let authorization = headers[.authorization] {
-            let parts = authorization.split(separator: " ", maxSplits: 1)
-            if parts.count == 2, parts[0].lowercased() == "bearer" {
-                return parts[1].trimmingCharacters(in: .whitespaces)
+    /// The secret of `Authorization: Bearer …` (the scheme's name in any case), else of `X-API-Key`.
+    static func presentedKey(_ headers: HTTPHeaders) -> String {
+        if let authorization = headers.first(name: "Authorization") {
+            let parts = authorization.utf8.split(separator: UInt8(ascii: " "), maxSplits: 1)
+            if parts.count == 2, parts[0].count == 6,
+                zip(parts[0], "bearer".utf8).allSatisfy({ $0 | 0x20 == $1 })
+            {
+                return String(Substring(parts[1]).trimmingOptionalWhitespace)
             }
         }
-        return headers[apiKey]?.trimmingCharacters(in: .whitespaces) ?? ""
+        return headers.first(name: apiKey).map { String(Substring($0).trimmingOptionalWhitespace) } ?? ""
     }
 
     /// The method and URI the proxy asks about: from the headers of the configured proxy kind
     /// when the peer is a trusted proxy; else (and for Envoy) this request's own method and its
     /// path after ``pathPrefix``.
-    private func originalRequest(method: HTTPRequest.Method, path: String, headers: HTTPFields, fromProxy: Bool)
+    private func originalRequest(method: String, path: String, headers: HTTPHeaders, fromProxy: Bool)
         -> (method: String, uri: String)
     {
         if fromProxy {
             switch options.proxy {
             case .nginx:
-                if let uri = headers[Self.originalURI] { return (headers[Self.originalMethod] ?? method.rawValue, uri) }
+                if let uri = headers.first(name: Self.originalURI) {
+                    return (headers.first(name: Self.originalMethod) ?? method, uri)
+                }
             case .traefik:
-                if let uri = headers[Self.forwardedURI] {
-                    return (headers[Self.forwardedMethod] ?? method.rawValue, uri)
+                if let uri = headers.first(name: Self.forwardedURI) {
+                    return (headers.first(name: Self.forwardedMethod) ?? method, uri)
                 }
             case .envoy:
                 break
             }
         }
         let rest = path.hasPrefix(Self.pathPrefix) ? String(path.dropFirst(Self.pathPrefix.count)) : path
-        return (method.rawValue, rest.isEmpty ? "/" : rest)
+        return (method, rest.isEmpty ? "/" : rest)
     }
 
-    /// A key name as a header value: printable ASCII, the rest percent-encoded.
-    private static func headerSafe(_ value: String) -> String {
-        value.addingPercentEncoding(withAllowedCharacters: headerCharacters) ?? ""
+    /// A key name as a header value: printable ASCII, the rest percent-encoded. A name that needs
+    /// no encoding (the usual one) is returned as it is.
+    static func headerSafe(_ value: String) -> String {
+        if value.utf8.allSatisfy({ headerBytes[Int($0)] }) { return value }
+        return value.addingPercentEncoding(withAllowedCharacters: headerCharacters) ?? ""
+    }
+
+    /// ``headerCharacters`` by byte (every byte of 0x80 and above is false).
+    private static let headerBytes: [Bool] = (0..<256).map { byte in
+        byte < 0x80 && headerCharacters.contains(Unicode.Scalar(UInt8(byte)))
     }
 
     private static let headerCharacters = CharacterSet(
         charactersIn: "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789 !#$&'()*+,-./:;=?@[]_~")
 
-    static let requiredPermissions = HTTPField.Name("X-Required-Permissions")!
-    static let apiKey = HTTPField.Name("X-API-Key")!
-    static let originalMethod = HTTPField.Name("X-Original-Method")!
-    static let originalURI = HTTPField.Name("X-Original-URI")!
-    static let forwardedMethod = HTTPField.Name("X-Forwarded-Method")!
-    static let forwardedURI = HTTPField.Name("X-Forwarded-Uri")!
-    static let keyID = HTTPField.Name("X-Key-Id")!
-    static let keyName = HTTPField.Name("X-Key-Name")!
+    static let requiredPermissions = "X-Required-Permissions"
+    static let apiKey = "X-API-Key"
+    static let originalMethod = "X-Original-Method"
+    static let originalURI = "X-Original-URI"
+    static let forwardedMethod = "X-Forwarded-Method"
+    static let forwardedURI = "X-Forwarded-Uri"
+    static let keyID = "X-Key-Id"
+    static let keyName = "X-Key-Name"
     /// On every denial: its reason, for a proxy that cannot read the body.
-    static let denyReason = HTTPField.Name("X-Deny-Reason")!
+    static let denyReason = "X-Deny-Reason"
     /// `403` asks for a rate-limited check to be answered 403 instead of 429.
-    static let rateLimitedStatus = HTTPField.Name("X-Rate-Limited-Status")!
+    static let rateLimitedStatus = "X-Rate-Limited-Status"
 }

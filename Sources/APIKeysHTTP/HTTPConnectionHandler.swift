@@ -1,27 +1,23 @@
 import APIKeysServer
-import Foundation
-import HTTPTypes
-import Logging
-import Metrics
 import NIOCore
-import NIOExtras
 import NIOHTTP1
-import NIOHTTPTypes
-import NIOHTTPTypesHTTP1
-import NIOPosix
-import Prometheus
-import ServiceLifecycle
-import Synchronization
 
-/// One HTTP connection: each request is answered on the event loop when its end arrives (a body
-/// is read and dropped), except a leak report: its body (at most
-/// ``HTTPResponder/maxLeakBodyBytes``, else 413) is answered by a task, and the connection closed
-/// after the answer (whatever was sent after the report is dropped). A connection with no
-/// complete request for `idleTimeout` (since it opened or since its last answer) is closed,
-/// however slowly its bytes trickle in.
+/// One HTTP connection, behind NIO's HTTP/1.1 request decoder (llhttp) and nothing else: each
+/// request is answered on the event loop when its end arrives (a body is read and dropped), its
+/// response serialized straight into one outbound buffer (``HTTPResponseBytes``) that is written
+/// and flushed once per read burst, as the RPC port does. A leak report is the exception: its
+/// body (at most ``HTTPResponder/maxLeakBodyBytes``, else 413) is answered by a task, and the
+/// connection closed after the answer (whatever was sent after the report is dropped).
+///
+/// - Requests are answered in order, so pipelining needs no queue of its own.
+/// - A connection whose peer does not read its responses is not read from either until NIO's
+///   write buffer drains below its low water mark: what is queued for it stays bounded.
+/// - A request NIO's decoder refuses is answered 400 and the connection closed.
+/// - A connection with no complete request for `idleTimeout` (since it opened or since its
+///   last answer) is closed, however slowly its bytes trickle in.
 final class HTTPConnectionHandler: ChannelInboundHandler, RemovableChannelHandler {
-    typealias InboundIn = HTTPRequestPart
-    typealias OutboundOut = HTTPResponsePart
+    typealias InboundIn = HTTPServerRequestPart
+    typealias OutboundOut = ByteBuffer
 
     private let responder: HTTPResponder
     private let peer: String
@@ -29,13 +25,19 @@ final class HTTPConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
     /// bytes trickling in count against the idle timeout).
     private var deadlines: ConnectionDeadlines
     private var timer = DeadlineTimer()
-    private var request: HTTPRequest?
+    private var request: HTTPRequestHead?
     /// The body of the leak report being read.
     private var leakBody: ByteBuffer?
-    /// A leak report is being answered, or was refused: nothing more is read on this connection.
+    /// A leak report is being answered, a response said it closes the connection, or the peer
+    /// sent what the decoder refused: nothing more is read or answered on this connection.
     private var finishing = false
+    /// Responses of this read burst, written and flushed in `channelReadComplete`; one buffer
+    /// for the connection's life, cleared (its storage kept) once the socket has taken a write.
+    private var outbound = ByteBufferAllocator().buffer(capacity: 256)
     /// Busy from the first byte of a request to its answer (``OpenConnections``).
     private let activity: OpenConnections.Activity?
+    /// The server is stopping: the request under way is answered, then the connection closed.
+    private var quiescing = false
 
     init(responder: HTTPResponder, peer: String, idleTimeout: TimeAmount, activity: OpenConnections.Activity? = nil) {
         self.responder = responder
@@ -57,10 +59,10 @@ final class HTTPConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
         case .body(let part):
             guard var body = leakBody else { break }
             guard body.readableBytes + part.readableBytes <= HTTPResponder.maxLeakBodyBytes else {
-                finishing = true
                 let refused = HTTPResponder.text(
-                    .contentTooLarge, "a report is at most \(HTTPResponder.maxLeakBodyBytes) bytes\n")
-                write(refused, close: true, context: context)
+                    .payloadTooLarge, "a report is at most \(HTTPResponder.maxLeakBodyBytes) bytes\n")
+                append(refused, to: request, close: true)
+                finish(context: context)
                 return
             }
             leakBody = nil  // keep the buffer uniquely referenced while appending
@@ -73,17 +75,51 @@ final class HTTPConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
             if let body = leakBody {
                 leakBody = nil
                 finishing = true
+                flush(context: context)
                 answerLeakReport(
-                    body, reporter: responder.clientAddress.resolve(peer: peer, headers: request.headerFields).address,
+                    body, request: request,
+                    reporter: responder.clientAddress.resolve(peer: peer, headers: request.headers).address,
                     context: context)
-            } else {
-                let close = request.headerFields[.connection]?.lowercased().contains("close") == true
-                write(responder.answer(request, peer: peer), close: close, context: context)
+                return
             }
+            let close = quiescing || !request.isKeepAlive
+            append(responder.answer(request, peer: peer), to: request, close: close)
+            activity?.restart(.idle)
+            deadlines.unitCompleted(now: .now())
+            if close { finish(context: context) }
         }
     }
 
-    private func answerLeakReport(_ body: ByteBuffer, reporter: String, context: ChannelHandlerContext) {
+    /// The server stops (``HTTPFrontend/stop()``): an idle connection is closed now, one in the
+    /// middle of a request after its answer.
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        guard event is ChannelShouldQuiesceEvent else {
+            context.fireUserInboundEventTriggered(event)
+            return
+        }
+        quiescing = true
+        if request == nil && !finishing { finish(context: context) }
+    }
+
+    func channelReadComplete(context: ChannelHandlerContext) {
+        flush(context: context)
+        armTimer(context: context)
+        context.fireChannelReadComplete()
+    }
+
+    /// Write backpressure: a peer that does not read its responses is not read from either.
+    func channelWritabilityChanged(context: ChannelHandlerContext) {
+        let writable = context.channel.isWritable
+        if !finishing, let options = context.channel.syncOptions {
+            try? options.setOption(.autoRead, value: writable)
+            if writable { context.read() }
+        }
+        context.fireChannelWritabilityChanged()
+    }
+
+    private func answerLeakReport(
+        _ body: ByteBuffer, request: HTTPRequestHead, reporter: String, context: ChannelHandlerContext
+    ) {
         let loopBound = NIOLoopBound((handler: self, context: context), eventLoop: context.eventLoop)
         let (responder, eventLoop) = (responder, context.eventLoop)
         Task {
@@ -91,26 +127,38 @@ final class HTTPConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
             eventLoop.execute {
                 let (handler, context) = loopBound.value
                 guard context.channel.isActive else { return }  // the reporter left; the report was acted on
-                handler.write(answer, close: true, context: context)
+                handler.append(answer, to: request, close: true)
+                handler.finish(context: context)
             }
         }
     }
 
-    private func write(_ answer: HTTPResponder.Answer, close: Bool, context: ChannelHandlerContext) {
-        var answer = answer
-        answer.headers[.contentLength] = "\(answer.body.readableBytes)"
-        if close { answer.headers[.connection] = "close" }
-        context.write(
-            wrapOutboundOut(.head(HTTPResponse(status: answer.status, headerFields: answer.headers))), promise: nil)
-        if answer.body.readableBytes > 0 { context.write(wrapOutboundOut(.body(answer.body)), promise: nil) }
-        let written = context.writeAndFlush(wrapOutboundOut(.end(nil)))
-        activity?.restart(.idle)
-        if close {
-            let channel = context.channel
-            written.whenComplete { _ in channel.close(promise: nil) }
+    /// Serializes `answer` to `request` (nil: a request whose head was not understood) into the
+    /// outbound buffer.
+    private func append(_ answer: HTTPResponder.Answer, to request: HTTPRequestHead?, close: Bool) {
+        let omitBody = request?.method == .HEAD
+        // HTTP/1.0 closes after each response unless asked to keep the connection.
+        let keepAlive = !close && request?.version == .http1_0
+        if !outbound.writeHTTPResponse(answer, omitBody: omitBody, close: close, keepAlive: keepAlive) {
+            // A header value that would split the response (never one this port writes).
+            let failed = HTTPResponder.text(.internalServerError, "response not encodable\n")
+            _ = outbound.writeHTTPResponse(failed, omitBody: omitBody, close: close, keepAlive: keepAlive)
         }
-        deadlines.unitCompleted(now: .now())
-        armTimer(context: context)
+    }
+
+    private func flush(context: ChannelHandlerContext) {
+        guard outbound.readableBytes > 0 else { return }
+        context.writeAndFlush(wrapOutboundOut(outbound), promise: nil)
+        outbound.clear()
+    }
+
+    /// Sends what is pending, then closes: nothing more is read or answered.
+    private func finish(context: ChannelHandlerContext) {
+        finishing = true
+        let pending = outbound
+        outbound.clear()
+        let channel = context.channel
+        context.writeAndFlush(wrapOutboundOut(pending)).whenComplete { _ in channel.close(promise: nil) }
     }
 
     /// The one timer of ``ConnectionDeadlines``, as on the RPC port: closes the connection once
@@ -129,8 +177,15 @@ final class HTTPConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
         }
     }
 
+    /// A request the decoder refused (bad syntax, a head over its limits) is answered 400, after
+    /// the answers already due, and the connection closed; any other error closes it.
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
-        context.close(promise: nil)
+        guard !finishing, error is HTTPParserError else {
+            context.close(promise: nil)
+            return
+        }
+        append(HTTPResponder.text(.badRequest, "bad request\n"), to: nil, close: true)
+        finish(context: context)
     }
 }
 

@@ -1,13 +1,10 @@
 import APIKeysServer
 import Foundation
-import HTTPTypes
 import Logging
 import Metrics
 import NIOCore
 import NIOExtras
 import NIOHTTP1
-import NIOHTTPTypes
-import NIOHTTPTypesHTTP1
 import NIOPosix
 import Prometheus
 import ServiceLifecycle
@@ -17,9 +14,10 @@ import Synchronization
 /// forward-auth at `/authorize` (any method, any sub-path) and `POST /leaked-keys` (leak reports
 /// from secret scanners, see ``HTTPResponder/reportLeaks(_:peer:)``).
 ///
-/// Served by a channel handler on NIO's HTTP/1.1 pipeline, answering on the event loop as the
-/// RPC port does (no task per request): measured against Hummingbird on this path, see
-/// docs/PERFORMANCE.md.
+/// Served by a channel handler behind NIO's HTTP/1.1 request decoder, answering on the event
+/// loop as the RPC port does (no task per request), its responses serialized into one buffer per
+/// read burst (``HTTPConnectionHandler``): measured against Hummingbird and against NIO's full
+/// HTTP server pipeline on this path, see docs/PERFORMANCE.md.
 ///
 /// ```swift
 /// let metrics = HTTPFrontend.makeMetrics()
@@ -105,9 +103,8 @@ public final class HTTPFrontend: Service, Sendable {
                 return channel.eventLoop.makeCompletedFuture {
                     let pipeline = channel.pipeline.syncOperations
                     try pipeline.addHandler(ActivityMarker(activity))
-                    try pipeline.configureHTTPServerPipeline(withErrorHandling: true)
                     try pipeline.addHandlers(
-                        HTTP1ToHTTPServerCodec(secure: false),
+                        ByteToMessageHandler(HTTPRequestDecoder(leftOverBytesStrategy: .dropBytes)),
                         HTTPConnectionHandler(
                             responder: responder, peer: channel.remoteAddress?.ipAddress ?? "",
                             idleTimeout: idleTimeout, activity: activity))

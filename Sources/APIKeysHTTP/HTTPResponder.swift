@@ -1,17 +1,7 @@
 import APIKeysServer
 import Foundation
-import HTTPTypes
-import Logging
-import Metrics
 import NIOCore
-import NIOExtras
 import NIOHTTP1
-import NIOHTTPTypes
-import NIOHTTPTypesHTTP1
-import NIOPosix
-import Prometheus
-import ServiceLifecycle
-import Synchronization
 
 /// The answers of the HTTP port, shared by every connection.
 struct HTTPResponder: Sendable {
@@ -22,17 +12,17 @@ struct HTTPResponder: Sendable {
     let forwardAuth: ForwardAuth
 
     struct Answer {
-        var status: HTTPResponse.Status
-        var headers = HTTPFields()
+        var status: HTTPResponseStatus
+        var headers = HTTPHeaders()
         var body: ByteBuffer
     }
 
     /// The answer to `request` from `peer`.
-    func answer(_ request: HTTPRequest, peer: String) -> Answer {
+    func answer(_ request: HTTPRequestHead, peer: String) -> Answer {
         let path = Self.path(of: request)
         if path == ForwardAuth.pathPrefix || path.hasPrefix(ForwardAuth.pathPrefix + "/") {
             let decision = forwardAuth.authorize(
-                method: request.method, path: path, headers: request.headerFields, peer: peer)
+                method: request.method.rawValue, path: path, headers: request.headers, peer: peer)
             return Answer(status: decision.status, headers: decision.headers, body: ByteBuffer(string: decision.body))
         }
         switch path {
@@ -51,13 +41,12 @@ struct HTTPResponder: Sendable {
                 var bytes: [UInt8] = []
                 metrics?.registry.emit(into: &bytes)
                 bytes += (server.metrics?.checkDurationExposition() ?? "").utf8
-                var headers = HTTPFields()
-                headers[.contentType] = "text/plain; version=0.0.4; charset=utf-8"
+                let headers: HTTPHeaders = ["Content-Type": "text/plain; version=0.0.4; charset=utf-8"]
                 return Answer(status: .ok, headers: headers, body: ByteBuffer(bytes: bytes))
             }
         case Self.leakPath:  // a POST is read by reportLeaks instead
             var refused = Self.text(.methodNotAllowed, "method not allowed\n")
-            refused.headers[.allow] = "POST"
+            refused.headers.add(name: "Allow", value: "POST")
             return refused
         default:
             return Self.text(.notFound, "not found\n")
@@ -72,14 +61,14 @@ struct HTTPResponder: Sendable {
 
     /// Whether `request` is a leak report, whose body is read and answered off the event loop
     /// (``reportLeaks(_:peer:)``) instead of by ``answer(_:peer:)``.
-    func isLeakReport(_ request: HTTPRequest) -> Bool {
-        request.method == .post && Self.path(of: request) == Self.leakPath
+    func isLeakReport(_ request: HTTPRequestHead) -> Bool {
+        request.method == .POST && Self.path(of: request) == Self.leakPath
     }
 
     /// The request's path without its query.
-    private static func path(of request: HTTPRequest) -> String {
-        let target = request.path ?? "/"
-        return target.firstIndex(of: "?").map { String(target[..<$0]) } ?? target
+    private static func path(of request: HTTPRequestHead) -> String {
+        let target = request.uri
+        return target.utf8.firstIndex(of: UInt8(ascii: "?")).map { String(target[..<$0]) } ?? target
     }
 
     /// Reports every secret of `body` as leaked (``KeyService/reportLeakedKey(secret:source:reporterAddress:deadline:)``)
@@ -105,7 +94,7 @@ struct HTTPResponder: Sendable {
                 .map { ($0.trimmingCharacters(in: .whitespaces), "") }.filter { !$0.secret.isEmpty }
         }
         guard found.count <= Self.maxLeaksPerReport else {
-            return Self.text(.contentTooLarge, "at most \(Self.maxLeaksPerReport) secrets a report\n")
+            return Self.text(.payloadTooLarge, "at most \(Self.maxLeaksPerReport) secrets a report\n")
         }
         for (secret, source) in found {
             do {
@@ -120,25 +109,21 @@ struct HTTPResponder: Sendable {
             }
         }
         if isJSON {
-            var headers = HTTPFields()
-            headers[.contentType] = "application/json"
-            return Answer(status: .ok, headers: headers, body: ByteBuffer(string: "[]"))
+            return Answer(status: .ok, headers: ["Content-Type": "application/json"], body: ByteBuffer(string: "[]"))
         }
         return Self.text(.ok, "reported \(found.count)\n")
     }
 
-    private func getOnly(_ request: HTTPRequest, _ answer: () -> Answer) -> Answer {
-        guard request.method == .get else {
+    private func getOnly(_ request: HTTPRequestHead, _ answer: () -> Answer) -> Answer {
+        guard request.method == .GET || request.method == .HEAD else {
             var refused = Self.text(.methodNotAllowed, "method not allowed\n")
-            refused.headers[.allow] = "GET"
+            refused.headers.add(name: "Allow", value: "GET, HEAD")
             return refused
         }
         return answer()
     }
 
-    static func text(_ status: HTTPResponse.Status, _ text: String) -> Answer {
-        var headers = HTTPFields()
-        headers[.contentType] = "text/plain; charset=utf-8"
-        return Answer(status: status, headers: headers, body: ByteBuffer(string: text))
+    static func text(_ status: HTTPResponseStatus, _ text: String) -> Answer {
+        Answer(status: status, headers: ["Content-Type": "text/plain; charset=utf-8"], body: ByteBuffer(string: text))
     }
 }

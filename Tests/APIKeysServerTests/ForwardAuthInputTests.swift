@@ -4,7 +4,7 @@ import APIKeysCore
 import APIKeysServer
 import APIKeysTestSupport
 import Foundation
-import HTTPTypes
+import NIOHTTP1
 import Logging
 import Testing
 
@@ -55,11 +55,7 @@ import Testing
 
     // MARK: Client addresses
 
-    private func fields(_ pairs: [(String, String)]) -> HTTPFields {
-        var fields = HTTPFields()
-        for (name, value) in pairs { fields.append(HTTPField(name: HTTPField.Name(name)!, value: value)) }
-        return fields
-    }
+    private func fields(_ pairs: [(String, String)]) -> HTTPHeaders { HTTPHeaders(pairs) }
 
     @Test func theForwardingChainIsWalkedFromTheRightPastTrustedProxies() {
         let policy = ClientAddressPolicy(trustedProxies: [IPNetwork("10.0.0.0/24")!, IPNetwork("127.0.0.1")!])

@@ -467,13 +467,57 @@ import Testing
 
             // A wrong method on a probe, and Connection: close.
             let post = try await HTTPProbe.request(port: http.port, method: "POST", path: "/healthz")
-            #expect(post.status == 405 && post.headers["allow"] == "GET")
+            #expect(post.status == 405 && post.headers["allow"] == "GET, HEAD")
             let closing = try RawConnection(port: http.port)
             closing.send(Array("GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".utf8))
             let last = String(decoding: closing.receiveToEnd(), as: UTF8.self)
             #expect(last.hasPrefix("HTTP/1.1 200 OK") && last.hasSuffix("ok\n"), "\(last)")
 
             // Through all of it the port kept serving.
+            #expect(try await HTTPProbe.request(port: http.port, path: "/healthz").status == 200)
+        }
+    }
+
+    /// The port writes its own HTTP/1.1 responses (no NIO response encoder): HEAD, HTTP/1.0 and
+    /// requests the decoder refuses must each get what HTTP says.
+    @Test func responsesFollowHTTPForHeadOldClientsAndBadRequests() async throws {
+        try await withHTTP { _, http, _ in
+            // HEAD: the headers of the GET, its Content-Length, no body: the next response on
+            // the connection starts right after the blank line.
+            let head = try RawConnection(port: http.port)
+            head.send(Array("HEAD /healthz HTTP/1.1\r\nHost: x\r\n\r\nGET /nope HTTP/1.1\r\nHost: x\r\n\r\n".utf8))
+            var both = ""
+            while !both.hasSuffix("not found\n"), let more = head.receive(1) {
+                both += String(decoding: more, as: UTF8.self)
+            }
+            let parts = both.components(separatedBy: "\r\n\r\n")
+            #expect(parts.count == 3 && parts[0].hasPrefix("HTTP/1.1 200 OK") && parts[0].contains("Content-Length: 3"))
+            #expect(parts.count == 3 && parts[1].hasPrefix("HTTP/1.1 404 Not Found"), "\(both)")
+
+            // HTTP/1.0 without keep-alive: answered, then closed; with keep-alive: kept, and said so.
+            let old = try RawConnection(port: http.port)
+            old.send(Array("GET /healthz HTTP/1.0\r\n\r\n".utf8))
+            let oldAnswer = String(decoding: old.receiveToEnd(), as: UTF8.self)
+            #expect(oldAnswer.hasPrefix("HTTP/1.1 200 OK") && oldAnswer.hasSuffix("ok\n"), "\(oldAnswer)")
+            let kept = try RawConnection(port: http.port)
+            for _ in 0..<2 {
+                kept.send(Array("GET /healthz HTTP/1.0\r\nConnection: keep-alive\r\n\r\n".utf8))
+                var answer = ""
+                while !answer.hasSuffix("ok\n"), let more = kept.receive(1) {
+                    answer += String(decoding: more, as: UTF8.self)
+                }
+                #expect(answer.contains("Connection: keep-alive\r\n"), "\(answer)")
+            }
+
+            // What the decoder refuses is answered 400 after the answers already due, then closed.
+            let bad = try RawConnection(port: http.port)
+            bad.send(Array("GET /healthz HTTP/1.1\r\nHost: x\r\n\r\nNOT HTTP AT ALL\r\n\r\n".utf8))
+            let (refused, closed) = bad.receiveUntilClosed()
+            let text = String(decoding: refused, as: UTF8.self)
+            #expect(closed && text.hasPrefix("HTTP/1.1 200 OK"), "\(text)")
+            #expect(text.contains("HTTP/1.1 400 Bad Request\r\n") && text.contains("Connection: close\r\n"), "\(text)")
+
+            // Meanwhile everyone else is served.
             #expect(try await HTTPProbe.request(port: http.port, path: "/healthz").status == 200)
         }
     }
