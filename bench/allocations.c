@@ -1,8 +1,12 @@
-// Counts the heap allocations of each thread, for `apikeyd-bench stages` (bench/stages.sh):
-// preloaded (LD_PRELOAD), it wraps glibc's allocator and exports the calling thread's count as
-// `apikeyd_thread_allocations`, which the benchmark finds with dlsym. Allocation counts per check
-// stay put on a noisy machine where times do not.
+// Counts the heap allocations and the reference-count operations of each thread, for
+// `apikeyd-bench stages` (bench/stages.sh): preloaded (LD_PRELOAD), it wraps glibc's allocator
+// and the Swift runtime's retain and release entry points, and exports the calling thread's
+// counts as `apikeyd_thread_allocations` and `apikeyd_thread_retains`, which the benchmark finds
+// with dlsym. Both counts per check stay put on a noisy machine where times do not. Retains and
+// releases made inside the Swift runtime itself (not through its exported entry points) are
+// not seen: the count is a floor.
 #define _GNU_SOURCE
+#include <dlfcn.h>
 #include <stddef.h>
 #include <errno.h>
 
@@ -47,4 +51,41 @@ int posix_memalign(void **out, size_t alignment, size_t size) {
     if (pointer == NULL) return ENOMEM;
     *out = pointer;
     return 0;
+}
+
+// Retains and releases (plain and bridged: strings and arrays use the bridged ones), each one an
+// atomic read-modify-write of the object's count unless the object is immortal or absent.
+static __thread unsigned long long retains __attribute__((tls_model("initial-exec")));
+
+unsigned long long apikeyd_thread_retains(void) { return retains; }
+
+typedef void *(*RetainFunction)(void *);
+typedef void (*ReleaseFunction)(void *);
+
+void *swift_retain(void *object) {
+    static RetainFunction next;
+    if (next == NULL) next = (RetainFunction)dlsym(RTLD_NEXT, "swift_retain");
+    retains++;
+    return next(object);
+}
+
+void swift_release(void *object) {
+    static ReleaseFunction next;
+    if (next == NULL) next = (ReleaseFunction)dlsym(RTLD_NEXT, "swift_release");
+    retains++;
+    next(object);
+}
+
+void *swift_bridgeObjectRetain(void *object) {
+    static RetainFunction next;
+    if (next == NULL) next = (RetainFunction)dlsym(RTLD_NEXT, "swift_bridgeObjectRetain");
+    retains++;
+    return next(object);
+}
+
+void swift_bridgeObjectRelease(void *object) {
+    static ReleaseFunction next;
+    if (next == NULL) next = (ReleaseFunction)dlsym(RTLD_NEXT, "swift_bridgeObjectRelease");
+    retains++;
+    next(object);
 }

@@ -111,7 +111,11 @@ package final class AuditWriter: Sendable {
             event.atMS = max(event.atMS, state.lastAtMS)
             state.lastAtMS = event.atMS
             event.seq = state.seqs.next(atMS: event.atMS)
-            state.queue.append(event)
+            // Moved in, not copied: a copy retains each of the event's strings and arrays here
+            // and releases them again on return, atomically, on objects (the key's id, the
+            // request's permission list) that other threads retain and release too.
+            state.queue.append(Self.movedOut)
+            swap(&state.queue[state.queue.count - 1], &event)
             if state.enqueued == state.written { state.progressAt = .now }
             state.enqueued += 1
             return (true, state.queue.count == batchSize)
@@ -119,6 +123,9 @@ package final class AuditWriter: Sendable {
         if full { wake.signal() }
         return accepted
     }
+
+    /// What a queued event's place holds for the instant before the event is swapped in.
+    private static let movedOut = AuditRecord(atMS: 0, action: .apiRequest, keyID: "", keyName: "")
 
     /// Events in the queue, and events committed since the writer started.
     package var counts: (queued: Int, written: Int) { state.withLock { ($0.queue.count, $0.written) } }

@@ -188,7 +188,7 @@ public final class KeyService: Sendable {
             keyName: outcome.key?.name ?? "", detail: outcome.key?.isGraceSecret == true ? Self.graceSecretDetail : "",
             denial: outcome.denial, permissions: permissions,
             resource: CheckLimits.recorded(resource: resource), clientAddress: clientAddress)
-        try enqueueRequestEvent(event)
+        try enqueueRequestEvent(consume event)
         return outcome
     }
 
@@ -209,7 +209,7 @@ public final class KeyService: Sendable {
             resource: CheckLimits.recorded(resource: TextEscape.controlsEscaped(resource)),
             clientAddress: String(
                 TextEscape.controlsEscaped(clientAddress).utf8.prefix(CheckLimits.maxClientAddressBytes)) ?? "")
-        try enqueueRequestEvent(event)
+        try enqueueRequestEvent(consume event)
         return CheckOutcome(denial: .invalidRequest, key: key)
     }
 
@@ -224,8 +224,8 @@ public final class KeyService: Sendable {
 
     /// Queues an `api.request` event; throws ``StoreError/closed`` while closing, else
     /// ``StoreError/auditBacklog(capacity:)`` when the queue is full (the caller fails closed).
-    private func enqueueRequestEvent(_ event: AuditRecord) throws {
-        guard auditWriter.enqueue(event) else {
+    private func enqueueRequestEvent(_ event: consuming AuditRecord) throws {
+        guard auditWriter.enqueue(consume event) else {
             throw auditWriter.isClosing ? StoreError.closed : StoreError.auditBacklog(capacity: auditWriter.capacity)
         }
     }

@@ -3,7 +3,9 @@ internal import CProtobufC
 /// Reading fields out of unpacked C messages into Swift values.
 extension Arena {
     /// The string at `pointer`, checked for valid UTF-8 and for a NUL that C would have cut it at.
-    func string(_ pointer: UnsafeMutablePointer<CChar>?, field: String, of message: String) throws -> String {
+    func string(_ pointer: UnsafeMutablePointer<CChar>?, field: String, of message: String, reusing recent: String = "")
+        throws -> String
+    {
         // An absent field is protobuf-c's shared empty default; every other string protobuf-c
         // unpacked is a block of this arena, its size the length plus NUL.
         guard let pointer, capikeys_is_protobuf_empty_string(pointer) == 0 else { return "" }
@@ -12,6 +14,9 @@ extension Arena {
         }
         let bytes = UnsafeRawBufferPointer(start: pointer, count: size - 1)
         if bytes.contains(0) { throw WireError.nulInString(message: message, field: field) }
+        // The same bytes as `recent`, a string read before: that string, without a new one.
+        var recent = recent
+        if recent.utf8.count == bytes.count, recent.withUTF8({ bytes.elementsEqual($0) }) { return recent }
         // ASCII (keys, permission names, ids) is valid UTF-8 as it is; only the rest needs the
         // stdlib's validation, which is generic and costs a metadata lookup per call.
         if !bytes.contains(where: { $0 >= 0x80 }) { return String(decoding: bytes, as: UTF8.self) }
@@ -24,12 +29,20 @@ extension Arena {
     /// A repeated string field.
     func strings(
         _ pointer: UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>?,
-        count: Int, field: String, of message: String
+        count: Int, field: String, of message: String, reusing recent: [String] = []
     ) throws -> [String] {
         guard let pointer, count > 0 else { return [] }
-        return try UnsafeBufferPointer(start: pointer, count: count).map {
-            try string($0, field: field, of: message)
+        let pointers = UnsafeBufferPointer(start: pointer, count: count)
+        // The same strings as `recent`, a list read before: that list, without a new array.
+        if count == recent.count {
+            var same = true
+            for (index, element) in pointers.enumerated() {
+                let value = try string(element, field: field, of: message, reusing: recent[index])
+                same = same && value == recent[index]
+            }
+            if same { return recent }
         }
+        return try pointers.map { try string($0, field: field, of: message) }
     }
 
     /// A bytes field.

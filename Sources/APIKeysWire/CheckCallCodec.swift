@@ -9,8 +9,12 @@ public import NIOCore
 /// reused from call to call, and no intermediate byte arrays.
 ///
 /// A Check request's payload is unpacked straight from the envelope's unpacked bytes, and a
-/// reply is packed straight into the outbound `ByteBuffer` with its length prefix. Not
-/// thread-safe: one per connection, used on its event loop.
+/// reply is packed straight into the outbound `ByteBuffer` with its length prefix. A connection
+/// mostly repeats itself (one service, one key, the same permissions, the same answer), so the
+/// codec keeps the previous request's key and permission strings and the previous reply's
+/// packed CheckResponse, and reuses them when the next call's bytes (or answer) are the same:
+/// such a check allocates nothing and packs only its envelope. Not thread-safe: one per
+/// connection, used on its event loop.
 public final class CheckCallCodec {
     /// A decoded request frame.
     public enum Call {
@@ -24,6 +28,12 @@ public final class CheckCallCodec {
 
     private let arena = Arena()
     private static let checkMethod = Array(Authorize.check.path.utf8CString)
+    /// The strings of the previous Check request.
+    private var recentKey = ""
+    private var recentPermissions: [String] = []
+    /// The previous reply's CheckResponse, and its packed bytes (none before the first reply).
+    private var recentResponse = CheckResponse()
+    private var recentPayload: [UInt8]?
 
     public init() {}
 
@@ -58,29 +68,41 @@ public final class CheckCallCodec {
                     callID: envelope.call_id, error: .malformedMessage(message: "apikeys.v1.CheckRequest"))
             }
             do {
-                return .check(callID: envelope.call_id, request: try CheckRequest.read(request.pointee, arena))
+                return .check(callID: envelope.call_id, request: try read(request.pointee))
             } catch let error as WireError {
                 return .invalidCheck(callID: envelope.call_id, error: error)
             }
         }
     }
 
+    /// The CheckRequest of an unpacked struct (``CheckRequest``'s generated reader, with the
+    /// checks it makes), its key and permissions the previous request's strings when their bytes
+    /// are the same.
+    private func read(_ c: Apikeys__V1__CheckRequest) throws -> CheckRequest {
+        let message = "apikeys.v1.CheckRequest"
+        var value = CheckRequest()
+        value.key = try arena.string(c.key, field: "key", of: message, reusing: recentKey)
+        value.permissions = try arena.strings(
+            c.permissions, count: c.n_permissions, field: "permissions", of: message, reusing: recentPermissions)
+        value.resource = try arena.string(c.resource, field: "resource", of: message)
+        value.clientAddress = try arena.string(c.client_address, field: "client_address", of: message)
+        recentKey = value.key
+        recentPermissions = value.permissions
+        return value
+    }
+
     /// Appends the frame of a successful Check reply to `buffer`.
     public func writeCheckReply(callID: UInt64, response: CheckResponse, to buffer: inout ByteBuffer) throws {
-        arena.reset()
-        var reply = Apikeys__V1__CheckResponse()
-        apikeys__v1__check_response__init(&reply)
-        try CheckResponse.write(response, &reply, arena)
-        try withUnsafePointer(to: &reply) { reply in
-            let message = UnsafePointer<ProtobufCMessage>(OpaquePointer(reply))
-            let replySize = protobuf_c_message_get_packed_size(message)
-            let payload = arena.allocate(max(replySize, 1)).assumingMemoryBound(to: UInt8.self)
-            _ = protobuf_c_message_pack(message, payload)
-
+        if recentPayload == nil || response != recentResponse {
+            recentPayload = try response.serializedBytes()
+            recentResponse = response
+        }
+        try recentPayload!.withUnsafeBufferPointer { payload in
             var envelope = Apikeys__V1__Envelope()
             apikeys__v1__envelope__init(&envelope)
             envelope.call_id = callID
-            envelope.payload = ProtobufCBinaryData(len: replySize, data: payload)
+            envelope.payload = ProtobufCBinaryData(
+                len: payload.count, data: payload.baseAddress.map(UnsafeMutablePointer.init(mutating:)))
             try Self.checkMethod.withUnsafeBufferPointer { method in
                 envelope.method = UnsafeMutablePointer(mutating: method.baseAddress)
                 try withUnsafePointer(to: &envelope) { envelope in

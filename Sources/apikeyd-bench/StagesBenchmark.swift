@@ -94,15 +94,17 @@ struct StagesBenchmark: AsyncParsableCommand {
         for (name, stage) in stages {
             for _ in 0..<1000 { try stage() }  // warm: caches, the arena's blocks, the buffer
             await service.flushAuditTrail()
-            let allocationsBefore = counter.count()
+            let (allocationsBefore, retainsBefore) = (counter.count(), counter.retains())
             let start = DispatchTime.now().uptimeNanoseconds
             for _ in 0..<checks { try stage() }
             let nanoseconds = DispatchTime.now().uptimeNanoseconds - start
             let allocations = counter.count() - allocationsBefore
+            let retains = counter.retains() - retainsBefore
             print(
                 String(
-                    format: "%8.0f ns %7.2f allocations  %@", Double(nanoseconds) / Double(checks),
-                    Double(allocations) / Double(checks), name))
+                    format: "%8.0f ns %7.2f allocations %7.2f retains/releases  %@",
+                    Double(nanoseconds) / Double(checks), Double(allocations) / Double(checks),
+                    Double(retains) / Double(checks), name))
             await service.flushAuditTrail()  // the writer's work is not counted in the next stage
         }
     }
@@ -110,16 +112,21 @@ struct StagesBenchmark: AsyncParsableCommand {
     private struct StageError: Error {}
 }
 
-/// The calling thread's heap allocations so far, from `bench/allocations.c` when it is preloaded.
+/// The calling thread's heap allocations and Swift retains and releases so far, from
+/// `bench/allocations.c` when it is preloaded.
 private struct AllocationCounter {
     private typealias Function = @convention(c) () -> UInt64
-    private let function: Function?
+    private let allocations: Function?
+    private let retainsAndReleases: Function?
 
     init() {
-        function = dlsym(nil, "apikeyd_thread_allocations").map { unsafeBitCast($0, to: Function.self) }
+        allocations = dlsym(nil, "apikeyd_thread_allocations").map { unsafeBitCast($0, to: Function.self) }
+        retainsAndReleases = dlsym(nil, "apikeyd_thread_retains").map { unsafeBitCast($0, to: Function.self) }
     }
 
-    var isAvailable: Bool { function != nil }
+    var isAvailable: Bool { allocations != nil }
 
-    func count() -> UInt64 { function?() ?? 0 }
+    func count() -> UInt64 { allocations?() ?? 0 }
+
+    func retains() -> UInt64 { retainsAndReleases?() ?? 0 }
 }

@@ -75,4 +75,47 @@ import Testing
             frame: body(Envelope(callID: 3, status: .unavailable, statusMessage: "busy")), payload: .full)
         #expect(failed.status == .unavailable && failed.check == nil && failed.decision == nil)
     }
+
+    /// The codec reuses the previous call's strings and packed reply when they repeat: a call
+    /// that differs in one byte, one permission, their count or their order must still read and
+    /// answer as itself, and a repeated one as the same.
+    @Test func whatIsReusedFromThePreviousCallNeverLeaksIntoTheNext() throws {
+        let codec = CheckCallCodec()
+        let requests = [
+            CheckRequest(key: "dbm_aaaa", permissions: ["jobs:read", "vault:read"], resource: "GET /a"),
+            CheckRequest(key: "dbm_aaaa", permissions: ["jobs:read", "vault:read"], resource: "GET /b"),
+            CheckRequest(key: "dbm_aaab", permissions: ["jobs:read", "vault:reae"]),
+            CheckRequest(key: "dbm_aaab", permissions: ["vault:reae", "jobs:read"]),
+            CheckRequest(key: "dbm_aaab", permissions: ["vault:reae"]),
+            CheckRequest(key: "dbm_aaab", permissions: ["vault:reae", "vault:reae", "x"]),
+            CheckRequest(key: "dbm_aaa", permissions: []),
+            CheckRequest(key: "", permissions: [""]),
+            CheckRequest(key: "dbm_aaa", permissions: ["clé"]),
+            CheckRequest(key: "dbm_aaa", permissions: ["clé"]),
+        ]
+        for (index, request) in requests.enumerated() {
+            let check = Envelope(
+                callID: UInt64(index), method: Authorize.check.path, payload: try request.serializedBytes())
+            guard case .check(let callID, let decoded) = try codec.decode(frame: body(check)) else {
+                Issue.record("call \(index) not decoded as a check")
+                continue
+            }
+            #expect(callID == UInt64(index) && decoded == request, "call \(index)")
+        }
+        let responses = [
+            CheckResponse(decision: .allow, httpStatus: 200, keyID: "key_1", keyName: "ci"),
+            CheckResponse(decision: .allow, httpStatus: 200, keyID: "key_1", keyName: "ci"),
+            CheckResponse(decision: .allow, httpStatus: 200, keyID: "key_2", keyName: "ci"),
+            CheckResponse(decision: .allow, httpStatus: 200, keyID: "key_2", keyName: "ci", expiresAtMS: 9),
+            CheckResponse(),
+            CheckResponse(decision: .deny, reason: .disabled, httpStatus: 401, keyID: "key_2", keyName: "ci"),
+        ]
+        for (index, response) in responses.enumerated() {
+            var buffer = ByteBuffer()
+            try codec.writeCheckReply(callID: UInt64(100 + index), response: response, to: &buffer)
+            let frame = try #require(try FrameDecoder.nextFrame(in: &buffer, maxFrameSize: 1 << 20))
+            let reply = try codec.decodeReply(frame: frame, payload: .full)
+            #expect(reply.callID == UInt64(100 + index) && reply.check == response, "reply \(index)")
+        }
+    }
 }
