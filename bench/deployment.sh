@@ -44,6 +44,7 @@ start tls 17502 --tls-cert "$WORK/server.pem" --tls-key "$WORK/server.key"
 start metrics 17503 --http-port 17513
 printf 'GET /api/** jobs:read\n' > "$WORK/routes"
 start http 17504 --http-port 17514 --routes "$WORK/routes"
+HTTP_PID=${PIDS[-1]}
 start admin 17505 --admin-port 17515
 wait_port 17513; wait_port 17514; wait_port 17515
 
@@ -116,6 +117,7 @@ nginx_conf free '    server { listen 127.0.0.1:17522; location / { return 200 ""
 PIDS+=($!)
 /usr/sbin/nginx -p "$WORK" -e "$WORK/free-error.log" -c "$WORK/free.conf" -g "daemon off;" &
 PIDS+=($!)
+FREE_PID=$!
 wait_port 17520; wait_port 17522
 # A key for wrk, made through the RPC port of the forward-auth server.
 SECRET=$("$BIN/apikey" create wrk -p jobs:read --server 127.0.0.1:17504 \
@@ -157,7 +159,21 @@ if part admin-api; then
     wait_port 17524
 fi
 
-declare -A RPS P99
+declare -A RPS P99 CPU
+# The CPU time (user + system, every thread) a process and its children have taken, in µs.
+cpu_us() {
+    local pid ticks=0
+    for pid in "$1" $(pgrep -P "$1"); do ticks=$((ticks + $(awk '{print $14 + $15}' "/proc/$pid/stat"))); done
+    echo $((ticks * 1000000 / $(getconf CLK_TCK)))
+}
+# measure_cpu NAME PID COMMAND...: as measure, and the server's CPU µs per request into CPU[NAME].
+measure_cpu() {
+    local before rps p99
+    before=$(cpu_us "$2")
+    read -r rps p99 <<<"$("${@:3}")"
+    RPS[$1]+="$rps "; P99[$1]+="$p99 "
+    CPU[$1]+="$(echo "scale=1; ($(cpu_us "$2") - $before) / ($rps * $SECONDS_EACH)" | bc) "
+}
 measure() {  # measure NAME COMMAND...: appends one round's figures
     local rps p99
     read -r rps p99 <<<"$("${@:2}")"
@@ -192,8 +208,8 @@ for round in $(seq 1 "$ROUNDS"); do
         measure "nginx+free-auth" wrk_run /free/x
         # Straight at each authorizer, no proxy in front: nginx answering "return 200" on one
         # worker, and apikeyd's /authorize (the key's check, audited as every check).
-        measure "free-direct" wrk_run - http://127.0.0.1:17522/authorize/api/x
-        measure "apikeyd-direct" wrk_run - http://127.0.0.1:17514/authorize/api/x
+        measure_cpu "free-direct" "$FREE_PID" wrk_run - http://127.0.0.1:17522/authorize/api/x
+        measure_cpu "apikeyd-direct" "$HTTP_PID" wrk_run - http://127.0.0.1:17514/authorize/api/x
     fi
 done
 
@@ -222,6 +238,8 @@ if part forward-auth; then
     row "nginx+free auth vs nginx, c=50" "nginx" "nginx+free-auth"
     row "forward-auth vs free auth, c=50" "nginx+free-auth" "nginx+auth"
     row "/authorize vs nginx return 200, c=50" "free-direct" "apikeyd-direct"
+    echo "(server CPU per request, user + system, medians: nginx return 200 $(echo "${CPU[free-direct]}" | median) µs," \
+        "apikeyd /authorize $(echo "${CPU[apikeyd-direct]}" | median) µs)"
 fi
 if part admin-api; then
     for setting in "1 1" "50 1" "50 16"; do

@@ -107,6 +107,44 @@ struct StagesBenchmark: AsyncParsableCommand {
                     Double(retains) / Double(checks), name))
             await service.flushAuditTrail()  // the writer's work is not counted in the next stage
         }
+        try writerStages(events: request, outcome: outcome, counter: counter)
+    }
+
+    /// What the audit writer's thread does per event before SQLite sees it (the same steps as
+    /// `SQLiteAuditSink.write`): the chain's links and digests, and the batch's packed bytes,
+    /// over batches of 1,000 events such as the checks above queue.
+    private func writerStages(events request: CheckRequest, outcome: CheckOutcome, counter: AllocationCounter) throws {
+        let batch = 1_000
+        let events = (0..<batch).map { index in
+            AuditRecord(
+                seq: UInt64(index + 1), atMS: 1_000, action: .apiRequest, keyID: outcome.key?.id ?? "",
+                keyName: outcome.key?.name ?? "", permissions: request.permissions, resource: request.resource,
+                clientAddress: request.clientAddress)
+        }
+        let stages: [(String, () -> Void)] = [
+            (
+                "writer: chain links and digests (AuditChain.pendingLinks)",
+                {
+                    _ = AuditChain.pendingLinks(
+                        events, maxEvents: AuditChain.maxEventsPerLink, maxBytes: AuditChain.maxLinkBytes)
+                }
+            ),
+            ("writer: batch packed (APIRequestPacking.pack)", { _ = APIRequestPacking.pack(events[...]) }),
+        ]
+        let rounds = max(1, checks / batch)
+        for (name, stage) in stages {
+            stage()
+            let (allocationsBefore, retainsBefore) = (counter.count(), counter.retains())
+            let start = DispatchTime.now().uptimeNanoseconds
+            for _ in 0..<rounds { stage() }
+            let perEvent = Double(rounds * batch)
+            print(
+                String(
+                    format: "%8.0f ns %7.2f allocations %7.2f retains/releases  %@ (per event)",
+                    Double(DispatchTime.now().uptimeNanoseconds - start) / perEvent,
+                    Double(counter.count() - allocationsBefore) / perEvent,
+                    Double(counter.retains() - retainsBefore) / perEvent, name))
+        }
     }
 
     private struct StageError: Error {}
