@@ -1,0 +1,123 @@
+#!/usr/bin/env bash
+# Forward-auth of two builds of apikeyd on this machine, interleaved with the same wrk settings
+# (-t1 -c50): /authorize straight at each build's HTTP port beside nginx answering "return 200"
+# on one worker, and each build behind nginx auth_request beside the same chain with that nginx
+# as a zero-cost authorizer. Each figure: requests/s and the server's CPU (user + system, every
+# thread) per request, medians of the rounds.
+#   bench/compare-forward-auth.sh BIN_DIR_BEFORE BIN_DIR_AFTER   (each holding apikeyd and apikey)
+#   BENCH_SECONDS  seconds per measurement (default 4)
+#   BENCH_ROUNDS   interleaved rounds (default 3)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+[ $# -eq 2 ] || { echo "usage: $0 BIN_DIR_BEFORE BIN_DIR_AFTER" >&2; exit 2; }
+SECONDS_EACH=${BENCH_SECONDS:-4}
+ROUNDS=${BENCH_ROUNDS:-3}
+for tool in nginx wrk bc curl; do
+    command -v "$tool" >/dev/null || [ -x "/usr/sbin/$tool" ] || {
+        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx-light wrk bc curl >/dev/null
+        break
+    }
+done
+source bench/lib.sh
+
+printf 'GET /api/** jobs:read\n' >"$WORK/routes"
+declare -A BIN=([before]=$1 [after]=$2) PID SECRET
+declare -A RPC_PORT=([before]=18601 [after]=18602) HTTP_PORT=([before]=18611 [after]=18612) CHAIN_PORT=([before]=18631 [after]=18632)
+for side in before after; do
+    "${BIN[$side]}/apikeyd" --data-dir "$WORK/$side" --port "${RPC_PORT[$side]}" --http-port "${HTTP_PORT[$side]}" \
+        --routes "$WORK/routes" --log-level warning >"$WORK/$side.log" 2>&1 &
+    PIDS+=($!); PID[$side]=$!
+    wait_port "${RPC_PORT[$side]}"; wait_port "${HTTP_PORT[$side]}"
+    SECRET[$side]=$("${BIN[$side]}/apikey" create wrk -p jobs:read --server "127.0.0.1:${RPC_PORT[$side]}" \
+        --token-file "$WORK/$side/admin.token" --json | sed -n 's/.*"secret" *: *"\(dbm_[^"]*\)".*/\1/p')
+    [ -n "${SECRET[$side]}" ] || { echo "bench: could not create a key on $side" >&2; exit 1; }
+done
+
+# auth LOCATION-NAME UPSTREAM-URI: /api/ behind auth_request to that upstream, as the README configures it.
+auth() {
+    cat <<CONF
+        location /api/ { auth_request /_auth; proxy_pass http://backend; proxy_http_version 1.1; proxy_set_header Connection ""; }
+        location = /_auth {
+            internal; proxy_pass http://$1$2; proxy_http_version 1.1; proxy_set_header Connection "";
+            proxy_pass_request_body off; proxy_set_header Content-Length "";
+            proxy_set_header X-Original-Method \$request_method; proxy_set_header X-Original-URI \$request_uri;
+        }
+CONF
+}
+nginx_start() {  # nginx_start NAME HTTP-BLOCK: a private nginx (one worker); its master's pid in NGINX_PID
+    mkdir -p "$WORK/$1-temp"/{b,p,f,u,s}
+    cat >"$WORK/$1.conf" <<CONF
+worker_processes 1; pid $WORK/$1.pid; error_log $WORK/$1-error.log warn;
+events { worker_connections 1024; }
+http {
+    access_log off;
+    client_body_temp_path $WORK/$1-temp/b; proxy_temp_path $WORK/$1-temp/p; fastcgi_temp_path $WORK/$1-temp/f;
+    uwsgi_temp_path $WORK/$1-temp/u; scgi_temp_path $WORK/$1-temp/s;
+$2
+}
+CONF
+    /usr/sbin/nginx -p "$WORK" -e "$WORK/$1-error.log" -c "$WORK/$1.conf" -g "daemon off;" &
+    PIDS+=($!); NGINX_PID=$!
+}
+nginx_start free '    server { listen 127.0.0.1:18622; location / { return 200 ""; } }'
+FREE_PID=$NGINX_PID
+nginx_start front "$(cat <<CONF
+    upstream backend { server 127.0.0.1:18621; keepalive 64; }
+    upstream free { server 127.0.0.1:18622; keepalive 64; }
+    upstream before { server 127.0.0.1:${HTTP_PORT[before]}; keepalive 64; }
+    upstream after { server 127.0.0.1:${HTTP_PORT[after]}; keepalive 64; }
+    server { listen 127.0.0.1:18621; location / { return 200 "ok\n"; } }
+    server { listen 127.0.0.1:18630;
+$(auth free /)
+    }
+    server { listen 127.0.0.1:${CHAIN_PORT[before]};
+$(auth before /authorize)
+    }
+    server { listen 127.0.0.1:${CHAIN_PORT[after]};
+$(auth after /authorize)
+    }
+CONF
+)"
+for port in 18621 18622 18630 "${CHAIN_PORT[before]}" "${CHAIN_PORT[after]}"; do wait_port "$port"; done
+for side in before after; do
+    status=$(curl -s -o /dev/null -w '%{http_code}' -H "Authorization: Bearer ${SECRET[$side]}" \
+        "http://127.0.0.1:${CHAIN_PORT[$side]}/api/x")
+    [ "$status" = 200 ] || { echo "bench: the $side chain answered $status, not 200" >&2; exit 1; }
+done
+
+cpu_ticks() {  # the CPU ticks a process and its children have taken
+    local pid ticks=0
+    for pid in "$1" $(pgrep -P "$1"); do ticks=$((ticks + $(awk '{print $14 + $15}' "/proc/$pid/stat"))); done
+    echo "$ticks"
+}
+declare -A RPS CPU
+run() {  # run NAME SECRET URL SERVER-PID: one wrk measurement
+    local before rps
+    before=$(cpu_ticks "$4")
+    rps=$(wrk -t1 -c50 -d"${SECONDS_EACH}s" -H "Authorization: Bearer $2" "$3" | awk '/Requests\/sec/ {printf "%.0f", $2}')
+    RPS[$1]+="$rps "
+    CPU[$1]+="$(echo "scale=1; ($(cpu_ticks "$4") - $before) * 1000000 / $(getconf CLK_TCK) / ($rps * $SECONDS_EACH)" | bc) "
+}
+for _ in $(seq 1 "$ROUNDS"); do
+    run "direct nginx" "${SECRET[before]}" http://127.0.0.1:18622/authorize/api/x "$FREE_PID"
+    for side in before after; do
+        run "direct $side" "${SECRET[$side]}" "http://127.0.0.1:${HTTP_PORT[$side]}/authorize/api/x" "${PID[$side]}"
+    done
+    run "chain nginx" "${SECRET[before]}" http://127.0.0.1:18630/api/x "$FREE_PID"
+    for side in before after; do
+        run "chain $side" "${SECRET[$side]}" "http://127.0.0.1:${CHAIN_PORT[$side]}/api/x" "${PID[$side]}"
+    done
+done
+
+echo "forward-auth, two builds — $(date -u +%Y-%m-%dT%H:%MZ) — $(nproc) cores; $ROUNDS interleaved rounds of ${SECONDS_EACH}s, medians"
+printf '%-48s | %9s %7s | %s\n' "wrk -t1 -c50" "r/s" "ratio" "server CPU per request"
+for path in direct chain; do
+    base=$(echo "${RPS[$path nginx]}" | median)
+    for side in nginx before after; do
+        label="$path: $([ "$side" = nginx ] && echo "zero-cost authorizer (nginx return 200)" || echo "apikeyd $side")"
+        rps=$(echo "${RPS[$path $side]}" | median)
+        printf '%-48s | %9s %7s | %s µs\n' "$label" "$rps" "$(ratio "$rps" "$base")" "$(echo "${CPU[$path $side]}" | median)"
+    done
+done
+echo "(direct: wrk at /authorize/api/x, or at the nginx; chain: wrk at an nginx whose /api/ asks the authorizer"
+echo " by auth_request, then proxies to a return-200 backend; CPU: the authorizer's process only)"
