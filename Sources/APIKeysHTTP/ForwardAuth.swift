@@ -190,11 +190,12 @@ struct ForwardAuth: Sendable {
     /// The secret of `Authorization: Bearer …` (the scheme's name in any case), else of `X-API-Key`.
     static func presentedKey(_ headers: HTTPHeaders) -> String {
         if let authorization = headers.first(name: "Authorization") {
-            let parts = authorization.utf8.split(separator: UInt8(ascii: " "), maxSplits: 1)
-            if parts.count == 2, parts[0].count == 6,
-                zip(parts[0], "bearer".utf8).allSatisfy({ $0 | 0x20 == $1 })
+            let utf8 = authorization.utf8
+            if let space = utf8.firstIndex(of: UInt8(ascii: " ")),
+                utf8.distance(from: utf8.startIndex, to: space) == 6,
+                zip(utf8[..<space], "bearer".utf8).allSatisfy({ $0 | 0x20 == $1 })
             {
-                return String(Substring(parts[1]).trimmingOptionalWhitespace)
+                return String(authorization[utf8.index(after: space)...].trimmingOptionalWhitespace)
             }
         }
         return headers.first(name: apiKey).map { String(Substring($0).trimmingOptionalWhitespace) } ?? ""

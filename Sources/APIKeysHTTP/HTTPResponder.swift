@@ -23,7 +23,8 @@ struct HTTPResponder: Sendable {
         if path == ForwardAuth.pathPrefix || path.hasPrefix(ForwardAuth.pathPrefix + "/") {
             let decision = forwardAuth.authorize(
                 method: request.method.rawValue, path: path, headers: request.headers, peer: peer)
-            return Answer(status: decision.status, headers: decision.headers, body: ByteBuffer(string: decision.body))
+            let body = decision.body.isEmpty ? Self.emptyBody : ByteBuffer(string: decision.body)
+            return Answer(status: decision.status, headers: decision.headers, body: body)
         }
         switch path {
         case "/healthz":
@@ -52,6 +53,9 @@ struct HTTPResponder: Sendable {
             return Self.text(.notFound, "not found\n")
         }
     }
+
+    /// The body of an allowed forward-auth request, shared rather than allocated per answer.
+    private static let emptyBody = ByteBuffer()
 
     /// Where secret scanners post the secrets they found (no admin token: holding one is the proof).
     static let leakPath = "/leaked-keys"

@@ -44,6 +44,42 @@ enum RequestPath {
     /// The normalized path of `target` (a path with an optional query): its segments without
     /// dot segments or empty ones, joined by `/`, a trailing `/` kept.
     static func normalized(_ target: String) throws(Refusal) -> String {
+        if let canonical = alreadyCanonical(target) { return canonical }
+        return try normalizedInFull(target)
+    }
+
+    /// The path of `target` when normalizing would return it unchanged (the common case, which
+    /// then costs one pass over the bytes and no allocation); nil when it must be normalized in
+    /// full. Unchanged means: it starts with `/`, holds only unreserved characters and `/`, no
+    /// empty segment but a last one (`/api/`), and no `.` or `..` segment.
+    static func alreadyCanonical(_ target: String) -> String? {
+        let bytes = target.utf8
+        let end = bytes.firstIndex(of: UInt8(ascii: "?")) ?? bytes.endIndex
+        guard bytes.first == UInt8(ascii: "/") else { return nil }
+        var segmentLength = 0
+        var segmentDots = 0
+        var index = bytes.index(after: bytes.startIndex)
+        while index < end {
+            let byte = bytes[index]
+            if byte == UInt8(ascii: "/") {
+                // An empty, `.` or `..` segment before this slash.
+                guard segmentLength > 0, segmentDots < segmentLength || segmentLength > 2 else { return nil }
+                segmentLength = 0
+                segmentDots = 0
+            } else {
+                guard isUnreserved(byte) else { return nil }
+                segmentLength += 1
+                if byte == UInt8(ascii: ".") { segmentDots += 1 }
+            }
+            index = bytes.index(after: index)
+        }
+        // The last segment may be empty (a trailing slash, or the root), not `.` or `..`.
+        guard segmentLength == 0 || segmentDots < segmentLength || segmentLength > 2 else { return nil }
+        return end == bytes.endIndex ? target : String(target[..<end])
+    }
+
+    /// ``normalized(_:)`` step by step, whatever the target.
+    static func normalizedInFull(_ target: String) throws(Refusal) -> String {
         let path =
             target.utf8.split(separator: UInt8(ascii: "?"), maxSplits: 1, omittingEmptySubsequences: false)
             .first ?? []

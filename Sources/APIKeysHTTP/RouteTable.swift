@@ -58,12 +58,14 @@ public struct RouteTable: Sendable, Hashable {
 
     /// The permissions `method` on `path` needs, or nil when no route matches. A query string
     /// is not part of the path.
+    /// Each route is matched by walking the path's segments in place: no array per request.
     public func permissions(method: String, path: String) -> [String]? {
-        let path = path.split(separator: "?", maxSplits: 1, omittingEmptySubsequences: false).first ?? ""
-        let segments = Self.segments(of: path)
-        let method = method.uppercased()
+        let path = path[..<(path.utf8.firstIndex(of: UInt8(ascii: "?")) ?? path.endIndex)]
+        let method =
+            method.utf8.contains(where: { $0 >= UInt8(ascii: "a") && $0 <= UInt8(ascii: "z") })
+            ? method.uppercased() : method
         return routes.first { route in
-            (route.method == nil || route.method == method) && Self.matches(route.segments, segments)
+            (route.method == nil || route.method == method) && Self.matches(route.segments, path)
         }?.permissions
     }
 
@@ -71,12 +73,26 @@ public struct RouteTable: Sendable, Hashable {
         path.split(separator: "/", omittingEmptySubsequences: true)
     }
 
-    private static func matches(_ pattern: [Substring], _ segments: [Substring]) -> Bool {
-        if pattern.last == "**" {
-            let fixed = pattern.dropLast()
-            return segments.count >= fixed.count && zip(fixed, segments).allSatisfy { $0 == "*" || $0 == $1 }
+    /// Whether the non-empty segments of `path` (split at its `/` bytes, as an upstream splits
+    /// it) match `pattern`: segment by segment, `*` any one segment, a final `**` any number of
+    /// further segments (none included).
+    static func matches(_ pattern: [Substring], _ path: Substring) -> Bool {
+        let anyTail = pattern.last == "**"
+        let fixed = anyTail ? pattern.count - 1 : pattern.count
+        let bytes = path.utf8
+        let slash = UInt8(ascii: "/")
+        var matched = 0
+        var index = bytes.startIndex
+        while true {
+            while index < bytes.endIndex && bytes[index] == slash { index = bytes.index(after: index) }
+            guard index < bytes.endIndex else { break }
+            let start = index
+            while index < bytes.endIndex && bytes[index] != slash { index = bytes.index(after: index) }
+            if matched == fixed { return anyTail }
+            guard pattern[matched] == "*" || pattern[matched] == path[start..<index] else { return false }
+            matched += 1
         }
-        return pattern.count == segments.count && zip(pattern, segments).allSatisfy { $0 == "*" || $0 == $1 }
+        return matched == fixed
     }
 }
 

@@ -53,6 +53,59 @@ import Testing
         #expect(throws: refusal) { try RequestPath.normalized(raw) }
     }
 
+    /// The shortcut for paths that are canonical already must answer exactly as the full
+    /// normalization: checked on every target up to 6 characters over an alphabet of the
+    /// characters that matter (slashes, dots, percent-encodings, separators, a query, non-ASCII).
+    @Test func theCanonicalPathShortcutAgreesWithTheFullNormalization() {
+        let alphabet = ["/", ".", "a", "~", "%", "2", "e", "?", ";", "#", "é"]
+        var targets = [""]
+        var checked = 0
+        var shortcuts = 0
+        for _ in 0..<6 {
+            targets = targets.flatMap { prefix in alphabet.map { prefix + $0 } }
+            for target in targets {
+                checked += 1
+                guard let fast = RequestPath.alreadyCanonical(target) else { continue }
+                shortcuts += 1
+                let full = try? RequestPath.normalizedInFull(target)
+                #expect(full == fast, "\(target): shortcut \(fast), in full \(full ?? "refused")")
+            }
+        }
+        #expect(checked > 1_000_000 && shortcuts > 10_000)
+    }
+
+    /// Route matching walks the path in place; it must agree with matching the path's split
+    /// segments (the definition) on every pattern and path built from a few segments.
+    @Test func routeMatchingAgreesWithMatchingTheSplitSegments() {
+        func byDefinition(_ pattern: [Substring], _ path: String) -> Bool {
+            let segments = path.utf8.split(separator: UInt8(ascii: "/")).map { Substring($0) }
+            if pattern.last == "**" {
+                let fixed = pattern.dropLast()
+                return segments.count >= fixed.count && zip(fixed, segments).allSatisfy { $0 == "*" || $0 == $1 }
+            }
+            return pattern.count == segments.count && zip(pattern, segments).allSatisfy { $0 == "*" || $0 == $1 }
+        }
+        let parts = ["a", "b", "*", "**"]
+        var patterns: [[Substring]] = [[]]
+        for _ in 0..<3 { patterns += patterns.flatMap { prefix in parts.map { prefix + [Substring($0)] } } }
+        patterns = Array(Set(patterns.filter { !$0.dropLast().contains("**") }))
+        var paths = ["/", "//", ""]
+        for _ in 0..<4 {
+            paths += paths.flatMap { prefix in ["/a", "/b", "/", "/ab", "/\u{301}a"].map { prefix + $0 } }
+        }
+        paths = Array(Set(paths))
+        for pattern in patterns {
+            for path in paths {
+                #expect(
+                    RouteTable.matches(pattern, path[...]) == byDefinition(pattern, path), "\(pattern) on \(path)")
+            }
+        }
+        let table = try! RouteTable(parsing: "get /api/** jobs:read\nPOST /api/*/run jobs:execute", catalog: .standard)
+        #expect(table.permissions(method: "GET", path: "/api/jobs?x=1") == ["jobs:read"])
+        #expect(table.permissions(method: "post", path: "/api/7/run") == ["jobs:execute"])
+        #expect(table.permissions(method: "POST", path: "/api/7/run/now") == nil)
+    }
+
     // MARK: Client addresses
 
     private func fields(_ pairs: [(String, String)]) -> HTTPHeaders { HTTPHeaders(pairs) }
