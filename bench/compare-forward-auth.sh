@@ -45,17 +45,7 @@ auth() {
 CONF
 }
 nginx_start() {  # nginx_start NAME HTTP-BLOCK: a private nginx (one worker); its master's pid in NGINX_PID
-    mkdir -p "$WORK/$1-temp"/{b,p,f,u,s}
-    cat >"$WORK/$1.conf" <<CONF
-worker_processes 1; pid $WORK/$1.pid; error_log $WORK/$1-error.log warn;
-events { worker_connections 1024; }
-http {
-    access_log off;
-    client_body_temp_path $WORK/$1-temp/b; proxy_temp_path $WORK/$1-temp/p; fastcgi_temp_path $WORK/$1-temp/f;
-    uwsgi_temp_path $WORK/$1-temp/u; scgi_temp_path $WORK/$1-temp/s;
-$2
-}
-CONF
+    nginx_conf "$1" "$2"
     /usr/sbin/nginx -p "$WORK" -e "$WORK/$1-error.log" -c "$WORK/$1.conf" -g "daemon off;" &
     PIDS+=($!); NGINX_PID=$!
 }
@@ -85,18 +75,13 @@ for side in before after; do
     [ "$status" = 200 ] || { echo "bench: the $side chain answered $status, not 200" >&2; exit 1; }
 done
 
-cpu_ticks() {  # the CPU ticks a process and its children have taken
-    local pid ticks=0
-    for pid in "$1" $(pgrep -P "$1"); do ticks=$((ticks + $(awk '{print $14 + $15}' "/proc/$pid/stat"))); done
-    echo "$ticks"
-}
 declare -A RPS CPU
 run() {  # run NAME SECRET URL SERVER-PID: one wrk measurement
     local before rps
-    before=$(cpu_ticks "$4")
+    before=$(cpu_us "$4")
     rps=$(wrk -t1 -c50 -d"${SECONDS_EACH}s" -H "Authorization: Bearer $2" "$3" | awk '/Requests\/sec/ {printf "%.0f", $2}')
     RPS[$1]+="$rps "
-    CPU[$1]+="$(echo "scale=1; ($(cpu_ticks "$4") - $before) * 1000000 / $(getconf CLK_TCK) / ($rps * $SECONDS_EACH)" | bc) "
+    CPU[$1]+="$(echo "scale=1; ($(cpu_us "$4") - $before) / ($rps * $SECONDS_EACH)" | bc) "
 }
 for _ in $(seq 1 "$ROUNDS"); do
     run "direct nginx" "${SECRET[before]}" http://127.0.0.1:18622/authorize/api/x "$FREE_PID"

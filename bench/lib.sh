@@ -29,3 +29,28 @@ measure() {
     RPS["$name $c $p"]+="$(echo "$line" | field rps) "
     P99["$name $c $p"]+="$(echo "$line" | field p99_us) "
 }
+
+# nginx_conf NAME HTTP-BLOCK: a private nginx configuration (one worker), $WORK/NAME.conf, with its
+# files in $WORK.
+nginx_conf() {
+    mkdir -p "$WORK/$1-temp"/{b,p,f,u,s}
+    cat > "$WORK/$1.conf" <<CONF
+worker_processes 1;
+pid $WORK/$1.pid;
+error_log $WORK/$1-error.log warn;
+events { worker_connections 1024; }
+http {
+    access_log off;
+    client_body_temp_path $WORK/$1-temp/b; proxy_temp_path $WORK/$1-temp/p; fastcgi_temp_path $WORK/$1-temp/f;
+    uwsgi_temp_path $WORK/$1-temp/u; scgi_temp_path $WORK/$1-temp/s;
+$2
+}
+CONF
+}
+
+# cpu_us PID: the CPU time (user + system, every thread) a process and its children have taken, in µs.
+cpu_us() {
+    local pid ticks=0
+    for pid in "$1" $(pgrep -P "$1"); do ticks=$((ticks + $(awk '{print $14 + $15}' "/proc/$pid/stat"))); done
+    echo $((ticks * 1000000 / $(getconf CLK_TCK)))
+}
