@@ -644,6 +644,50 @@ def http_connection_flood(ctx):
             f"{allowed}/{checks} RPC Checks allowed and /healthz answered {probed_ok}/{probes} meanwhile")
 
 
+def http_never_reading_clients(ctx):
+    """Clients that pipeline unauthenticated forward-auth requests to the HTTP port and never read
+    the answers: the port stops reading them once their answers back up, so apikeyd's memory stays
+    put (the answers queued per connection are bounded) and /healthz is answered meanwhile."""
+    server = ctx.server("--http-port", "0")
+    burst = b"GET /authorize/x HTTP/1.1\r\nHost: x\r\n\r\n" * 2000
+    clients = []
+    for _ in range(ctx.scale(5, 20)):
+        s = socket.create_connection(("127.0.0.1", server.http_port))
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        s.setblocking(False)
+        clients.append(s)
+    before, offsets, sent = server.rss_kb(), [0] * len(clients), 0
+    peak, probes, probed_ok = before, 0, 0
+    stop, next_probe = time.time() + ctx.scale(8, 30), time.time() + 0.5
+    while time.time() < stop:
+        progress = False
+        for index, s in enumerate(clients):
+            try:
+                taken = s.send(burst[offsets[index]:])  # from where the kernel stopped: never a cut request
+                offsets[index] = (offsets[index] + taken) % len(burst)
+                sent += taken
+                progress = True
+            except BlockingIOError:
+                pass
+        if time.time() >= next_probe:
+            peak = max(peak, server.rss_kb())
+            probes += 1
+            probed_ok += HTTPGet(server.http_port, "/healthz").startswith(b"HTTP/1.1 200")
+            next_probe = time.time() + 0.5
+        if not progress:
+            time.sleep(0.01)
+    peak = max(peak, server.rss_kb())
+    for s in clients:
+        s.close()
+    server.stop()
+    growth_mb = (peak - before) // 1024
+    # Before the HTTP port had write backpressure, one such client grew apikeyd by ~750 MB in 30 s.
+    expect(growth_mb < 64, f"RSS grew {growth_mb} MB while {len(clients)} clients sent {sent >> 20} MB unread")
+    expect(probed_ok == probes and probes > 0, f"/healthz answered {probed_ok} of {probes} times meanwhile")
+    return (f"{len(clients)} clients pipelined {sent >> 20} MB of /authorize without reading: RSS "
+            f"{before // 1024} -> {peak // 1024} MB at most; /healthz answered {probed_ok}/{probes} meanwhile")
+
+
 def HTTPGet(port, path):
     """One GET with Connection: close; the whole response."""
     s = socket.create_connection(("127.0.0.1", port), timeout=10)
@@ -917,7 +961,7 @@ def soak(ctx):
 
 
 CHECKS = [never_reading_clients, slowloris_at_the_limit, garbage_storm, worst_shape_flood, http_connection_flood,
-          admin_matrix, revocation_race, kill9_under_mutations, disk_full, soak]
+          http_never_reading_clients, admin_matrix, revocation_race, kill9_under_mutations, disk_full, soak]
 
 
 class Context:
