@@ -188,7 +188,7 @@ struct ForwardAuth: Sendable {
     }
 
     /// The secret of `Authorization: Bearer …` (the scheme's name in any case), else of `X-API-Key`.
-    static func presentedKey(_ headers: HTTPHeaders) -> String {
+    private static func presentedKey(_ headers: HTTPHeaders) -> String {
         if let authorization = headers.first(name: "Authorization") {
             let utf8 = authorization.utf8
             if let space = utf8.firstIndex(of: UInt8(ascii: " ")),
@@ -227,7 +227,7 @@ struct ForwardAuth: Sendable {
 
     /// A key name as a header value: printable ASCII, the rest percent-encoded. A name that needs
     /// no encoding (the usual one) is returned as it is.
-    static func headerSafe(_ value: String) -> String {
+    private static func headerSafe(_ value: String) -> String {
         if value.utf8.allSatisfy({ headerBytes[Int($0)] }) { return value }
         return value.addingPercentEncoding(withAllowedCharacters: headerCharacters) ?? ""
     }

@@ -61,8 +61,7 @@ final class HTTPConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
             guard body.readableBytes + part.readableBytes <= HTTPResponder.maxLeakBodyBytes else {
                 let refused = HTTPResponder.text(
                     .payloadTooLarge, "a report is at most \(HTTPResponder.maxLeakBodyBytes) bytes\n")
-                append(refused, to: request, close: true)
-                finish(context: context)
+                answerAndClose(refused, to: request, context: context)
                 return
             }
             leakBody = nil  // keep the buffer uniquely referenced while appending
@@ -127,8 +126,7 @@ final class HTTPConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
             eventLoop.execute {
                 let (handler, context) = loopBound.value
                 guard context.channel.isActive else { return }  // the reporter left; the report was acted on
-                handler.append(answer, to: request, close: true)
-                handler.finish(context: context)
+                handler.answerAndClose(answer, to: request, context: context)
             }
         }
     }
@@ -150,6 +148,14 @@ final class HTTPConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
         guard outbound.readableBytes > 0 else { return }
         context.writeAndFlush(wrapOutboundOut(outbound), promise: nil)
         outbound.clear()
+    }
+
+    /// Sends what is pending and `answer`, saying the connection closes, then closes it.
+    private func answerAndClose(
+        _ answer: HTTPResponder.Answer, to request: HTTPRequestHead?, context: ChannelHandlerContext
+    ) {
+        append(answer, to: request, close: true)
+        finish(context: context)
     }
 
     /// Sends what is pending, then closes: nothing more is read or answered.
@@ -184,8 +190,7 @@ final class HTTPConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
             context.close(promise: nil)
             return
         }
-        append(HTTPResponder.text(.badRequest, "bad request\n"), to: nil, close: true)
-        finish(context: context)
+        answerAndClose(HTTPResponder.text(.badRequest, "bad request\n"), to: nil, context: context)
     }
 }
 

@@ -33,16 +33,16 @@ extension Arena {
     ) throws -> [String] {
         guard let pointer, count > 0 else { return [] }
         let pointers = UnsafeBufferPointer(start: pointer, count: count)
-        // The same strings as `recent`, a list read before: that list, without a new array.
-        if count == recent.count {
-            var same = true
-            for (index, element) in pointers.enumerated() {
-                let value = try string(element, field: field, of: message, reusing: recent[index])
-                same = same && value == recent[index]
-            }
-            if same { return recent }
+        guard count == recent.count else { return try pointers.map { try string($0, field: field, of: message) } }
+        // The same strings as `recent`, a list read before: that list, without a new array. Each
+        // string is read once; a new array is made at the first one that differs.
+        var read: [String]?
+        for (index, element) in pointers.enumerated() {
+            let value = try string(element, field: field, of: message, reusing: recent[index])
+            if read == nil, value != recent[index] { read = Array(recent[..<index]) }
+            read?.append(value)
         }
-        return try pointers.map { try string($0, field: field, of: message) }
+        return read ?? recent
     }
 
     /// A bytes field.
