@@ -21,12 +21,12 @@ struct AuditAggregator {
 
     var isEmpty: Bool { groups.isEmpty }
 
-    /// Keeps `event` for later if it is an allowed check without a detail; returns it otherwise (to write as is).
-    mutating func absorb(_ event: AuditRecord) -> AuditRecord? {
+    /// Keeps `event` for later (true) if it is an allowed check without a detail; false: write it as is.
+    mutating func absorbs(_ event: AuditRecord) -> Bool {
         // Checks with a detail (a grace secret) are kept one by one: the detail is the point.
-        guard event.action == .apiRequest, event.denial == nil, event.detail.isEmpty else { return event }
+        guard event.action == .apiRequest, event.denial == nil, event.detail.isEmpty else { return false }
         groups.add(event, to: Key(keyID: event.keyID, permissions: event.permissions))
-        return nil
+        return true
     }
 
     /// The summary events of the groups of seconds before `nowMS` (all groups with nil),

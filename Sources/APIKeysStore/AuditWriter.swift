@@ -260,31 +260,41 @@ package final class AuditWriter: Sendable {
         var unknownKeys = UnknownKeySampler()
         var nextPruneAtMS: Int64 = 0
         var nextDiskLook = ContinuousClock.now
+        // The queue's storage and this one trade places every pass (double buffering): taking a
+        // batch neither copies its events nor makes the queue allocate again.
+        var batch: [AuditRecord] = []
         while true {
             _ = wake.wait(timeout: .now() + flushInterval)
             if ContinuousClock.now >= nextDiskLook {
                 nextDiskLook = .now + .seconds(1)
                 lookAtDisk(&unknownKeys)
             }
-            let (batch, closing, drainAll) = state.withLock { state -> ([AuditRecord], Bool, Bool) in
+            let (closing, drainAll) = state.withLock { state -> (Bool, Bool) in
+                swap(&state.queue, &batch)
                 defer {
-                    state.queue.removeAll(keepingCapacity: true)
                     if state.drainAggregates { state.drainPassesBegun += 1 }
                     state.drainAggregates = false
                 }
-                return (state.queue, state.closing, state.drainAggregates)
+                return (state.closing, state.drainAggregates)
             }
+            let taken = batch.count
+            let lastUsed = KeyUse.tally(batch[...])
+            // Filtered in place: what the sampler (and the aggregator) absorb leaves the batch,
+            // the rest is written as it is; with none absorbed, nothing moves.
             let shedBefore = unknownKeys.shed
-            var individual = batch.compactMap { unknownKeys.absorb($0) }
+            batch.removeAll { unknownKeys.absorbs($0) }
             if unknownKeys.shed != shedBefore { state.withLock { $0.shedUnknownKeyChecks = unknownKeys.shed } }
             let drainBefore = closing || drainAll ? nil : clock.nowMS()
             var summaries = unknownKeys.drain(before: drainBefore)
             if mode == .aggregated {
-                individual = individual.compactMap { aggregator.absorb($0) }
+                batch.removeAll { aggregator.absorbs($0) }
                 summaries += aggregator.drain(before: drainBefore)
                 summaries.sort { $0.seq < $1.seq }
             }
-            if !batch.isEmpty || !summaries.isEmpty { write(individual, summaries: summaries, lastUsedFrom: batch) }
+            if taken > 0 || !summaries.isEmpty {
+                write(batch, summaries: summaries, lastUsed: lastUsed, taken: taken)
+            }
+            batch.removeAll(keepingCapacity: true)
             if drainAll { state.withLock { $0.drainPassesDone = $0.drainPassesBegun } }
             wakeWaiters()
             let (asked, done) = state.withLock { ($0.prunesAsked, $0.prunesDone) }
@@ -353,16 +363,18 @@ package final class AuditWriter: Sendable {
     }
 
     /// Commits `individual` events (in seq order) as batches, aggregated `summaries` as rows, and
-    /// the last-used times of the checks in `batch`, retrying while the disk refuses them: events
-    /// are never dropped, except at close once its timeout has passed (they are then counted).
-    private func write(_ individual: [AuditRecord], summaries: [AuditRecord], lastUsedFrom batch: [AuditRecord]) {
-        let lastUsed = KeyUse.tally(batch[...])
+    /// the keys' last-used times, retrying while the disk refuses them: events are never dropped,
+    /// except at close once its timeout has passed (they are then counted). `taken`: the events
+    /// taken from the queue that this accounts for (individual or absorbed).
+    private func write(
+        _ individual: [AuditRecord], summaries: [AuditRecord], lastUsed: [String: KeyUse], taken: Int
+    ) {
         var attempt = 0
         while true {
             do {
                 try sink.write(individual, summaries: summaries, lastUsed: lastUsed)
                 state.withLock { state in
-                    state.written += batch.count
+                    state.written += taken
                     state.progressAt = .now
                 }
                 return

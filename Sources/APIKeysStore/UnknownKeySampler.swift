@@ -36,12 +36,12 @@ struct UnknownKeySampler {
 
     var isEmpty: Bool { counts.isEmpty }
 
-    /// Returns `event` to write it whole, or nil when it was counted (or shed) instead.
-    mutating func absorb(_ event: AuditRecord) -> AuditRecord? {
-        guard event.action == .apiRequest, event.keyID.isEmpty else { return event }
+    /// False to write `event` whole; true when it was counted (or shed) instead.
+    mutating func absorbs(_ event: AuditRecord) -> Bool {
+        guard event.action == .apiRequest, event.keyID.isEmpty else { return false }
         if shedding {
             shed += 1
-            return nil
+            return true
         }
         let eventSecond = event.atMS / 1000
         if eventSecond != second {
@@ -57,12 +57,12 @@ struct UnknownKeySampler {
                 seen.insert(source)
                 if sampledThisSecond < Self.maxSampledPerSecond {
                     sampledThisSecond += 1
-                    return event
+                    return false
                 }
             }
         }
         counts.add(event, to: source)
-        return nil
+        return true
     }
 
     /// The summary events of the seconds before `nowMS` (all with nil), each numbered with the
