@@ -1,3 +1,4 @@
+import APIKeysServer
 import HTTPTypes
 import NIOCore
 import NIOHTTPTypes
@@ -25,7 +26,13 @@ final class RequestDeadlineHandler: ChannelDuplexHandler, RemovableChannelHandle
         self.timeout = timeout
     }
 
-    func handlerAdded(context: ChannelHandlerContext) { arm(context: context) }
+    func handlerAdded(context: ChannelHandlerContext) {
+        // Hummingbird's bootstrap is not ours: the port's reads are limited here, once per
+        // connection, as on the other ports (a pipelining client that never reads held ~1.6 MB
+        // of answers and delayed everyone on its loop by up to a second with NIO's defaults).
+        try? ReadLimits.apply(to: context.channel)
+        arm(context: context)
+    }
 
     func handlerRemoved(context: ChannelHandlerContext) { timer?.cancel() }
 

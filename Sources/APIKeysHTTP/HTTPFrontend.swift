@@ -95,15 +95,9 @@ public final class HTTPFrontend: Service, Sendable {
                 }
             }
             .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
-            // As on the RPC port: one read of at most 4 KiB per turn of the event loop. A client
-            // pipelining requests then holds its loop for a few dozen requests at a time, not
-            // the thousands that NIO's default (four reads of up to 64 KiB) decodes and answers
-            // at once, and a client that does not read its answers has at most one such read's
-            // answers queued beyond the write buffer's high water mark.
-            .childChannelOption(.maxMessagesPerRead, value: 1)
-            .childChannelOption(
-                .recvAllocator, value: AdaptiveRecvByteBufferAllocator(minimum: 64, initial: 2048, maximum: 4096)
-            )
+            // As on the RPC port: one read of at most 4 KiB per turn of the event loop (ReadLimits).
+            .childChannelOption(.maxMessagesPerRead, value: ReadLimits.maxMessagesPerRead)
+            .childChannelOption(.recvAllocator, value: ReadLimits.allocator)
             .childChannelInitializer { channel in
                 guard let activity = open.admit(channel) else {
                     refused?.increment()

@@ -100,13 +100,9 @@ public final class APIKeysServer: Service, Sendable {
             .serverChannelOption(.backlog, value: 256)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
             .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
-            // One read of at most 4 KiB (~70 Checks) per turn of the event loop: a client
-            // pipelining as fast as it can holds its loop for a fraction of a millisecond at a
-            // time, not the 16 reads of up to 64 KiB (~17,000 Checks) it could take before.
-            .childChannelOption(.maxMessagesPerRead, value: 1)
-            .childChannelOption(
-                .recvAllocator, value: AdaptiveRecvByteBufferAllocator(minimum: 64, initial: 2048, maximum: 4096)
-            )
+            // One read of at most 4 KiB (~70 Checks) per turn of the event loop (ReadLimits).
+            .childChannelOption(.maxMessagesPerRead, value: ReadLimits.maxMessagesPerRead)
+            .childChannelOption(.recvAllocator, value: ReadLimits.allocator)
             .childChannelOption(
                 .writeBufferWaterMark,
                 value: .init(low: configuration.maxQueuedReplyBytes / 2, high: configuration.maxQueuedReplyBytes)
