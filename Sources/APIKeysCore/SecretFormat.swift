@@ -60,11 +60,14 @@ public struct SecretFormat: Sendable, Hashable {
     /// The hash of `key` as a caller presents it (a leading `Bearer ` allowed), or nil when it is
     /// not a well-formed secret of this format: what a check and a leak report look up.
     public func hash(ofPresented key: String) -> SecretHash? {
-        var key = key
-        return key.withUTF8 { utf8 in
+        func hash(_ utf8: UnsafeBufferPointer<UInt8>) -> SecretHash? {
             let bytes = Self.secret(presentedAs: UnsafeRawBufferPointer(utf8))
             return isWellFormed(bytes: bytes) ? SecretHash(ofBytes: bytes) : nil
         }
+        // Read in place (a native string always is): `withUTF8` mutates, so needs a copy first.
+        if let hashed = key.utf8.withContiguousStorageIfAvailable(hash) { return hashed }
+        var copy = key
+        return copy.withUTF8(hash)
     }
 
     /// The scheme a presented secret may carry: `Bearer <secret>` stands for the secret.

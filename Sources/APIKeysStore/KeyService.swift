@@ -24,8 +24,9 @@ public final class KeyService: Sendable {
     /// The longest lifetime a key may be given (its expiry at most this far from when it is set);
     /// nil: no limit, keys may never expire.
     public let maxKeyLifetimeMS: Int64?
-    /// The in-memory check index.
-    public var index: KeyIndex { store.index }
+    /// The in-memory check index (the store's, held here: a check reads it without going
+    /// through the store's protocol).
+    public let index: KeyIndex
     let clock: any WallClock
     let store: any KeyStore
     /// The store's audit writer and freshness, held here for the check path.
@@ -52,6 +53,7 @@ public final class KeyService: Sendable {
     package init(
         store: any KeyStore, format: SecretFormat, clock: any WallClock, maxKeyLifetimeMS: Int64? = nil, logger: Logger
     ) {
+        self.index = store.index
         self.catalog = store.index.catalog
         self.format = format
         self.maxKeyLifetimeMS = maxKeyLifetimeMS
