@@ -55,13 +55,14 @@ final class HTTPConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
         switch unwrapInboundIn(data) {
         case .head(let head):
             request = head
-            if responder.isLeakReport(head) { leakBody = ByteBuffer() }
+            if responder.isLeakReport(head) {
+                leakBody = ByteBuffer()
+                if Self.expectsContinue(head) { answerExpectation(of: head, context: context) }
+            }
         case .body(let part):
             guard var body = leakBody else { break }
             guard body.readableBytes + part.readableBytes <= HTTPResponder.maxLeakBodyBytes else {
-                let refused = HTTPResponder.text(
-                    .payloadTooLarge, "a report is at most \(HTTPResponder.maxLeakBodyBytes) bytes\n")
-                answerAndClose(refused, to: request, context: context)
+                answerAndClose(Self.reportTooLarge, to: request, context: context)
                 return
             }
             leakBody = nil  // keep the buffer uniquely referenced while appending
@@ -129,6 +130,29 @@ final class HTTPConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
                 handler.answerAndClose(answer, to: request, context: context)
             }
         }
+    }
+
+    private static var reportTooLarge: HTTPResponder.Answer {
+        HTTPResponder.text(.payloadTooLarge, "a report is at most \(HTTPResponder.maxLeakBodyBytes) bytes\n")
+    }
+
+    /// Whether the client waits for `100 Continue` before sending its body (RFC 9110 §10.1.1:
+    /// curl does so for a body over 1 KiB, and would wait a second for it).
+    private static func expectsContinue(_ head: HTTPRequestHead) -> Bool {
+        head.version == .http1_1 && head.headers["expect"].contains { $0.lowercased() == "100-continue" }
+    }
+
+    /// Tells a leak reporter waiting with `Expect: 100-continue` to send its body, or refuses at
+    /// once a body announced larger than a report may be (the client then sends nothing).
+    private func answerExpectation(of head: HTTPRequestHead, context: ChannelHandlerContext) {
+        if let length = head.headers.first(name: "content-length").flatMap(Int.init),
+            length > HTTPResponder.maxLeakBodyBytes
+        {
+            answerAndClose(Self.reportTooLarge, to: head, context: context)
+            return
+        }
+        outbound.writeStaticString("HTTP/1.1 100 Continue\r\n\r\n")
+        flush(context: context)
     }
 
     /// Serializes `answer` to `request` (nil: a request whose head was not understood) into the

@@ -355,6 +355,37 @@ import Testing
         #expect(throws: RouteTableError.self) { try RouteTable(parsing: "GET /x/**/y jobs:read", catalog: .standard) }
     }
 
+    /// A reporter that sends `Expect: 100-continue` (curl, for a body over 1 KiB) is told to go on
+    /// at once rather than left waiting; one announcing a body larger than a report may be is
+    /// refused (413) before sending it.
+    @Test func aLeakReporterExpectingContinueIsAnsweredAtOnce() async throws {
+        try await withHTTP { _, http, client in
+            let leaked = try await client.createKey(name: "curl-reported", permissions: ["jobs:read"])
+            let body = Array("\(leaked.secret)\n\(String(repeating: "#", count: 2_000))\n".utf8)
+            let reporter = try RawConnection(port: http.port, receiveTimeoutSeconds: 5)
+            reporter.send(
+                Array(
+                    "POST /leaked-keys HTTP/1.1\r\nHost: x\r\nContent-Length: \(body.count)\r\nExpect: 100-continue\r\n\r\n"
+                        .utf8))
+            // Before the body: the interim answer, within well under the second curl would wait.
+            #expect(reporter.hasBytesToRead(waitingMS: 500), "no 100 Continue")
+            let interim = String(decoding: reporter.receive(25) ?? [], as: UTF8.self)
+            #expect(interim == "HTTP/1.1 100 Continue\r\n\r\n", "\(interim)")
+            reporter.send(body)
+            let final = String(decoding: reporter.receiveToEnd(), as: UTF8.self)
+            #expect(final.hasPrefix("HTTP/1.1 200 OK") && final.hasSuffix("reported 2\n"), "\(final)")
+            #expect(try await client.check(key: leaked.secret).reason == .disabled)
+
+            let oversized = try RawConnection(port: http.port, receiveTimeoutSeconds: 5)
+            oversized.send(
+                Array(
+                    "POST /leaked-keys HTTP/1.1\r\nHost: x\r\nContent-Length: 70000\r\nExpect: 100-continue\r\n\r\n"
+                        .utf8))
+            let refused = String(decoding: oversized.receiveToEnd(), as: UTF8.self)
+            #expect(refused.hasPrefix("HTTP/1.1 413 "), "\(refused.prefix(60))")
+        }
+    }
+
     /// `POST /leaked-keys` in GitHub's secret-scanning format or as text: the keys disabled before
     /// the answer, the reports audited with the URL and the reporter's address, one answer for
     /// keys and non-keys; an oversized body 413, a GET 405.
