@@ -91,6 +91,11 @@ struct ForwardAuth: Sendable {
                 secret: key, resource: resource, clientAddress: client.address, why: "\(reason): \(message)")
             return Self.answer(.badRequest, reason: reason, message: message)
         }
+        // One credential, given once: with two, the proxy, this server and the upstream could
+        // each take a different one (Authorization is not a list, RFC 9110 §11.6.2).
+        guard headers["Authorization"].count <= 1, headers[Self.apiKey].count <= 1 else {
+            return refuse("INVALID_ARGUMENT", "more than one Authorization or X-API-Key header")
+        }
         let permissions: [String]
         if let routes = options.routes {
             let normalized: String

@@ -203,6 +203,37 @@ import Testing
         }
     }
 
+    /// Two credentials in one request (two Authorization headers, or two X-API-Key) are refused
+    /// before any decision, whichever comes first: the proxy, this server and the upstream could
+    /// each take a different one.
+    @Test func aRequestWithTwoCredentialsIsRefused() async throws {
+        try await withForwardAuth(ForwardAuthOptions(proxy: .envoy)) { server, port, client in
+            let reader = try await client.createKey(name: "reader", permissions: ["jobs:read"])
+            let other = try await client.createKey(name: "other", permissions: ["jobs:read"])
+            func ask(_ headers: [String]) -> String {
+                guard let connection = try? RawConnection(port: port) else { return "" }
+                let head = (["GET /authorize HTTP/1.1", "Host: x", "Connection: close"] + headers).joined(
+                    separator: "\r\n")
+                connection.send(Array((head + "\r\n\r\n").utf8))
+                return String(decoding: connection.receiveToEnd(), as: UTF8.self)
+            }
+            #expect(ask(["Authorization: Bearer \(reader.secret)"]).hasPrefix("HTTP/1.1 200 "))
+            for twice in [
+                ["Authorization: Bearer \(reader.secret)", "Authorization: Bearer \(other.secret)"],
+                ["Authorization: Bearer \(reader.secret)", "authorization: Basic eDp5"],
+                ["X-API-Key: \(reader.secret)", "X-API-Key: \(reader.secret)"],
+            ] {
+                let answer = ask(twice)
+                #expect(answer.hasPrefix("HTTP/1.1 400 "), "\(twice): \(answer.prefix(60))")
+                #expect(answer.lowercased().contains("x-deny-reason: invalid_argument"), "\(answer)")
+            }
+            await server.server.service.flushAuditTrail()
+            let refusals = try await client.listAuditEvents(keyID: reader.key.id).events
+                .filter { $0.reason == .invalidRequest }
+            #expect(refusals.count == 3 && refusals.allSatisfy { $0.detail.contains("more than one") })
+        }
+    }
+
     @Test func onlyTheConfiguredProxysHeadersSayWhatIsJudged() async throws {
         let routes = try RouteTable(
             parsing: "POST /api/jobs/*/run jobs:execute\nGET /api/jobs/** jobs:read\n", catalog: .standard)
