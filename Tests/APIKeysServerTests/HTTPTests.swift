@@ -362,21 +362,26 @@ import Testing
         try await withHTTP { _, http, client in
             let leaked = try await client.createKey(name: "curl-reported", permissions: ["jobs:read"])
             let body = Array("\(leaked.secret)\n\(String(repeating: "#", count: 2_000))\n".utf8)
-            let reporter = try RawConnection(port: http.port, receiveTimeoutSeconds: 5)
+            // Generous waits (a loaded machine): without the interim answer the server waits for
+            // the body and the client for the answer, so no bound makes this pass by timing.
+            let reporter = try RawConnection(port: http.port, receiveTimeoutSeconds: 30)
             reporter.send(
                 Array(
                     "POST /leaked-keys HTTP/1.1\r\nHost: x\r\nContent-Length: \(body.count)\r\nExpect: 100-continue\r\n\r\n"
                         .utf8))
-            // Before the body: the interim answer, within well under the second curl would wait.
-            #expect(reporter.hasBytesToRead(waitingMS: 500), "no 100 Continue")
+            // Before the body: the interim answer.
+            #expect(reporter.hasBytesToRead(waitingMS: 10_000), "no 100 Continue")
             let interim = String(decoding: reporter.receive(25) ?? [], as: UTF8.self)
             #expect(interim == "HTTP/1.1 100 Continue\r\n\r\n", "\(interim)")
             reporter.send(body)
-            let final = String(decoding: reporter.receiveToEnd(), as: UTF8.self)
-            #expect(final.hasPrefix("HTTP/1.1 200 OK") && final.hasSuffix("reported 2\n"), "\(final)")
+            let (answer, closed) = reporter.receiveUntilClosed()
+            let final = String(decoding: answer, as: UTF8.self)
+            #expect(
+                final.hasPrefix("HTTP/1.1 200 OK") && final.hasSuffix("reported 2\n"),
+                "\(closed ? "closed" : "timed out") after: \(final)")
             #expect(try await client.check(key: leaked.secret).reason == .disabled)
 
-            let oversized = try RawConnection(port: http.port, receiveTimeoutSeconds: 5)
+            let oversized = try RawConnection(port: http.port, receiveTimeoutSeconds: 30)
             oversized.send(
                 Array(
                     "POST /leaked-keys HTTP/1.1\r\nHost: x\r\nContent-Length: 70000\r\nExpect: 100-continue\r\n\r\n"
