@@ -71,8 +71,7 @@ struct HTTPResponder: Sendable {
 
     /// The request's path without its query.
     private static func path(of request: HTTPRequestHead) -> String {
-        let target = request.uri
-        return target.utf8.firstIndex(of: UInt8(ascii: "?")).map { String(target[..<$0]) } ?? target
+        String(RequestPath.withoutQuery(request.uri))
     }
 
     /// Reports every secret of `body` as leaked (``KeyService/reportLeakedKey(secret:source:reporterAddress:deadline:)``)

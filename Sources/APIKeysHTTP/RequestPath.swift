@@ -53,13 +53,13 @@ enum RequestPath {
     /// full. Unchanged means: it starts with `/`, holds only unreserved characters and `/`, no
     /// empty segment but a last one (`/api/`), and no `.` or `..` segment.
     static func alreadyCanonical(_ target: String) -> String? {
-        let bytes = target.utf8
-        let end = bytes.firstIndex(of: UInt8(ascii: "?")) ?? bytes.endIndex
+        let path = withoutQuery(target)
+        let bytes = path.utf8
         guard bytes.first == UInt8(ascii: "/") else { return nil }
         var segmentLength = 0
         var segmentDots = 0
         var index = bytes.index(after: bytes.startIndex)
-        while index < end {
+        while index < bytes.endIndex {
             let byte = bytes[index]
             if byte == UInt8(ascii: "/") {
                 // An empty, `.` or `..` segment before this slash.
@@ -75,14 +75,17 @@ enum RequestPath {
         }
         // The last segment may be empty (a trailing slash, or the root), not `.` or `..`.
         guard segmentLength == 0 || segmentDots < segmentLength || segmentLength > 2 else { return nil }
-        return end == bytes.endIndex ? target : String(target[..<end])
+        return path.endIndex == target.endIndex ? target : String(path)
+    }
+
+    /// `target` up to its query (the first `?`), the query left out.
+    static func withoutQuery(_ target: String) -> Substring {
+        target[..<(target.utf8.firstIndex(of: UInt8(ascii: "?")) ?? target.endIndex)]
     }
 
     /// ``normalized(_:)`` step by step, whatever the target.
     static func normalizedInFull(_ target: String) throws(Refusal) -> String {
-        let path =
-            target.utf8.split(separator: UInt8(ascii: "?"), maxSplits: 1, omittingEmptySubsequences: false)
-            .first ?? []
+        let path = withoutQuery(target).utf8
         guard path.first == UInt8(ascii: "/") else { throw .notAbsolutePath }
         var canonical: [UInt8] = []
         canonical.reserveCapacity(path.count)

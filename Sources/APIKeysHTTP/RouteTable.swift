@@ -60,7 +60,7 @@ public struct RouteTable: Sendable, Hashable {
     /// is not part of the path.
     /// Each route is matched by walking the path's segments in place: no array per request.
     public func permissions(method: String, path: String) -> [String]? {
-        let path = path[..<(path.utf8.firstIndex(of: UInt8(ascii: "?")) ?? path.endIndex)]
+        let path = RequestPath.withoutQuery(path)
         let method =
             method.utf8.contains(where: { $0 >= UInt8(ascii: "a") && $0 <= UInt8(ascii: "z") })
             ? method.uppercased() : method
