@@ -59,33 +59,23 @@ static __thread unsigned long long retains __attribute__((tls_model("initial-exe
 
 unsigned long long apikeyd_thread_retains(void) { return retains; }
 
-typedef void *(*RetainFunction)(void *);
-typedef void (*ReleaseFunction)(void *);
+// Each wrapper counts, then calls the runtime's own entry point of the same name (found once).
+#define COUNTED_RETAIN(name)                                                 \
+    void *name(void *object) {                                               \
+        static void *(*next)(void *);                                        \
+        if (next == NULL) next = (void *(*)(void *))dlsym(RTLD_NEXT, #name); \
+        retains++;                                                           \
+        return next(object);                                                 \
+    }
+#define COUNTED_RELEASE(name)                                              \
+    void name(void *object) {                                              \
+        static void (*next)(void *);                                       \
+        if (next == NULL) next = (void (*)(void *))dlsym(RTLD_NEXT, #name); \
+        retains++;                                                         \
+        next(object);                                                      \
+    }
 
-void *swift_retain(void *object) {
-    static RetainFunction next;
-    if (next == NULL) next = (RetainFunction)dlsym(RTLD_NEXT, "swift_retain");
-    retains++;
-    return next(object);
-}
-
-void swift_release(void *object) {
-    static ReleaseFunction next;
-    if (next == NULL) next = (ReleaseFunction)dlsym(RTLD_NEXT, "swift_release");
-    retains++;
-    next(object);
-}
-
-void *swift_bridgeObjectRetain(void *object) {
-    static RetainFunction next;
-    if (next == NULL) next = (RetainFunction)dlsym(RTLD_NEXT, "swift_bridgeObjectRetain");
-    retains++;
-    return next(object);
-}
-
-void swift_bridgeObjectRelease(void *object) {
-    static ReleaseFunction next;
-    if (next == NULL) next = (ReleaseFunction)dlsym(RTLD_NEXT, "swift_bridgeObjectRelease");
-    retains++;
-    next(object);
-}
+COUNTED_RETAIN(swift_retain)
+COUNTED_RELEASE(swift_release)
+COUNTED_RETAIN(swift_bridgeObjectRetain)
+COUNTED_RELEASE(swift_bridgeObjectRelease)

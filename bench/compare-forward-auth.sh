@@ -44,14 +44,10 @@ auth() {
         }
 CONF
 }
-nginx_start() {  # nginx_start NAME HTTP-BLOCK: a private nginx (one worker); its master's pid in NGINX_PID
-    nginx_conf "$1" "$2"
-    /usr/sbin/nginx -p "$WORK" -e "$WORK/$1-error.log" -c "$WORK/$1.conf" -g "daemon off;" &
-    PIDS+=($!); NGINX_PID=$!
-}
-nginx_start free '    server { listen 127.0.0.1:18622; location / { return 200 ""; } }'
+nginx_conf free '    server { listen 127.0.0.1:18622; location / { return 200 ""; } }'
+nginx_start free
 FREE_PID=$NGINX_PID
-nginx_start front "$(cat <<CONF
+nginx_conf front "$(cat <<CONF
     upstream backend { server 127.0.0.1:18621; keepalive 64; }
     upstream free { server 127.0.0.1:18622; keepalive 64; }
     upstream before { server 127.0.0.1:${HTTP_PORT[before]}; keepalive 64; }
@@ -68,6 +64,7 @@ $(auth after /authorize)
     }
 CONF
 )"
+nginx_start front
 for port in 18621 18622 18630 "${CHAIN_PORT[before]}" "${CHAIN_PORT[after]}"; do wait_port "$port"; done
 for side in before after; do
     status=$(curl -s -o /dev/null -w '%{http_code}' -H "Authorization: Bearer ${SECRET[$side]}" \
@@ -81,7 +78,7 @@ run() {  # run NAME SECRET URL SERVER-PID: one wrk measurement
     before=$(cpu_us "$4")
     rps=$(wrk -t1 -c50 -d"${SECONDS_EACH}s" -H "Authorization: Bearer $2" "$3" | awk '/Requests\/sec/ {printf "%.0f", $2}')
     RPS[$1]+="$rps "
-    CPU[$1]+="$(echo "scale=1; ($(cpu_us "$4") - $before) / ($rps * $SECONDS_EACH)" | bc) "
+    CPU[$1]+="$(cpu_us_per_request "$4" "$before" "$rps") "
 }
 for _ in $(seq 1 "$ROUNDS"); do
     run "direct nginx" "${SECRET[before]}" http://127.0.0.1:18622/authorize/api/x "$FREE_PID"

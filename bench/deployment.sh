@@ -97,11 +97,9 @@ CONF
 )"
 # The free authorizer: another nginx process that answers every request with 200.
 nginx_conf free '    server { listen 127.0.0.1:17522; location / { return 200 ""; } }'
-/usr/sbin/nginx -p "$WORK" -e "$WORK/nginx-error.log" -c "$WORK/nginx.conf" -g "daemon off;" &
-PIDS+=($!)
-/usr/sbin/nginx -p "$WORK" -e "$WORK/free-error.log" -c "$WORK/free.conf" -g "daemon off;" &
-PIDS+=($!)
-FREE_PID=$!
+nginx_start nginx
+nginx_start free
+FREE_PID=$NGINX_PID
 wait_port 17520; wait_port 17522
 # A key for wrk, made through the RPC port of the forward-auth server.
 SECRET=$("$BIN/apikey" create wrk -p jobs:read --server 127.0.0.1:17504 \
@@ -138,8 +136,7 @@ busy_control() { busy_with "http://127.0.0.1:17524/page.json" "$@"; }
 if part admin-api; then
     "$BIN/apikey" list --json --server 127.0.0.1:17505 --token-file "$WORK/admin/admin.token" >"$WORK/page.json"
     nginx_conf control "    server { listen 127.0.0.1:17524; root $WORK; location / { } }"
-    /usr/sbin/nginx -p "$WORK" -e "$WORK/control-error.log" -c "$WORK/control.conf" -g "daemon off;" &
-    PIDS+=($!)
+    nginx_start control
     wait_port 17524
 fi
 
@@ -150,7 +147,7 @@ measure_cpu() {
     before=$(cpu_us "$2")
     read -r rps p99 <<<"$("${@:3}")"
     RPS[$1]+="$rps "; P99[$1]+="$p99 "
-    CPU[$1]+="$(echo "scale=1; ($(cpu_us "$2") - $before) / ($rps * $SECONDS_EACH)" | bc) "
+    CPU[$1]+="$(cpu_us_per_request "$2" "$before" "$rps") "
 }
 measure() {  # measure NAME COMMAND...: appends one round's figures
     local rps p99

@@ -48,9 +48,23 @@ $2
 CONF
 }
 
+# nginx_start NAME: runs nginx on $WORK/NAME.conf (nginx_conf) in the foreground of a background
+# job, stopped at exit; its master's pid in NGINX_PID.
+nginx_start() {
+    /usr/sbin/nginx -p "$WORK" -e "$WORK/$1-error.log" -c "$WORK/$1.conf" -g "daemon off;" &
+    PIDS+=($!)
+    NGINX_PID=$!
+}
+
 # cpu_us PID: the CPU time (user + system, every thread) a process and its children have taken, in µs.
 cpu_us() {
     local pid ticks=0
     for pid in "$1" $(pgrep -P "$1"); do ticks=$((ticks + $(awk '{print $14 + $15}' "/proc/$pid/stat"))); done
     echo $((ticks * 1000000 / $(getconf CLK_TCK)))
+}
+
+# cpu_us_per_request PID BEFORE_US RPS: the CPU µs PID took per request since cpu_us gave
+# BEFORE_US, over SECONDS_EACH seconds at RPS requests a second.
+cpu_us_per_request() {
+    echo "scale=1; ($(cpu_us "$1") - $2) / ($3 * $SECONDS_EACH)" | bc
 }
