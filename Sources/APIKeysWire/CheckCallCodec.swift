@@ -77,7 +77,8 @@ public final class CheckCallCodec {
 
     /// The CheckRequest of an unpacked struct (``CheckRequest``'s generated reader, with the
     /// checks it makes), its key and permissions the previous request's strings when their bytes
-    /// are the same.
+    /// are the same. A field added to the message must be read here too
+    /// (`CheckCallCodecTests.theHandReaderKnowsEveryFieldOfCheckRequest` fails until it is).
     private func read(_ c: Apikeys__V1__CheckRequest) throws -> CheckRequest {
         let message = "apikeys.v1.CheckRequest"
         var value = CheckRequest()

@@ -79,6 +79,13 @@ import Testing
     /// The codec reuses the previous call's strings and packed reply when they repeat: a call
     /// that differs in one byte, one permission, their count or their order must still read and
     /// answer as itself, and a repeated one as the same.
+    /// The codec reads a CheckRequest by hand (to reuse strings) beside the generated reader: a
+    /// field added to proto/ must be added to `CheckCallCodec.read` too, or a Check would drop it.
+    @Test func theHandReaderKnowsEveryFieldOfCheckRequest() {
+        let fields = Mirror(reflecting: CheckRequest()).children.compactMap(\.label)
+        #expect(fields == ["key", "permissions", "resource", "clientAddress"], "update CheckCallCodec.read")
+    }
+
     @Test func whatIsReusedFromThePreviousCallNeverLeaksIntoTheNext() throws {
         let codec = CheckCallCodec()
         let requests = [
