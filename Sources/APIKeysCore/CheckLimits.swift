@@ -25,6 +25,8 @@ public enum CheckLimits {
             throw .checkFieldTooLarge(field: "permissions", limit: "at most \(maxPermissions) names")
         }
         for name in permissions {
+            // The common case, a short name of printable ASCII without a space, in one pass.
+            if name.utf8.count <= maxPermissionBytes, !name.isEmpty, Self.all(of: name, in: 0x21...0x7E) { continue }
             guard name.utf8.count <= maxPermissionBytes else {
                 throw .checkFieldTooLarge(field: "permissions", limit: "names of at most \(maxPermissionBytes) bytes")
             }
@@ -43,10 +45,21 @@ public enum CheckLimits {
     /// Throws for the first C0 or C1 control character or DEL in `text`. ASCII without one (the
     /// common case) costs one pass over the bytes.
     static func refuseControlCharacters(_ text: String, field: String) throws(KeyError) {
-        guard text.utf8.contains(where: { $0 < 0x20 || $0 >= 0x7F }) else { return }
+        guard !all(of: text, in: 0x20...0x7E) else { return }
         if let control = text.unicodeScalars.first(where: Self.isControl) {
             throw .controlCharacter(field: field, scalar: control)
         }
+    }
+
+    /// Whether every UTF-8 byte of `text` is in `range`: one pass over its contiguous bytes (a
+    /// check's strings always have them), without the string's index arithmetic.
+    @inline(__always)
+    static func all(of text: String, in range: ClosedRange<UInt8>) -> Bool {
+        let (low, span) = (range.lowerBound, range.upperBound &- range.lowerBound)
+        return text.utf8.withContiguousStorageIfAvailable { bytes in
+            for byte in bytes where byte &- low > span { return false }
+            return true
+        } ?? text.utf8.allSatisfy(range.contains)
     }
 
     /// C0 (U+0000–U+001F), DEL (U+007F) and C1 (U+0080–U+009F): Unicode's control category,

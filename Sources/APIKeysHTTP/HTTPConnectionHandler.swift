@@ -5,7 +5,7 @@ import NIOHTTP1
 /// One HTTP connection, behind NIO's HTTP/1.1 request decoder (llhttp) and nothing else: each
 /// request is answered on the event loop when its end arrives (a body is read and dropped), its
 /// response serialized straight into one outbound buffer (``HTTPResponseBytes``) that is written
-/// and flushed once per read burst, as the RPC port does. A leak report is the exception: its
+/// and flushed once per read burst, at the end of the loop's turn (``ReplyFlusher``), as the RPC port does. A leak report is the exception: its
 /// body (at most ``HTTPResponder/maxLeakBodyBytes``, else 413) is answered by a task, and the
 /// connection closed after the answer (whatever was sent after the report is dropped).
 ///
@@ -15,7 +15,7 @@ import NIOHTTP1
 /// - A request NIO's decoder refuses is answered 400 and the connection closed.
 /// - A connection with no complete request for `idleTimeout` (since it opened or since its
 ///   last answer) is closed, however slowly its bytes trickle in.
-final class HTTPConnectionHandler: ChannelInboundHandler, RemovableChannelHandler {
+final class HTTPConnectionHandler: ChannelInboundHandler, RemovableChannelHandler, TurnEndFlushing {
     typealias InboundIn = HTTPServerRequestPart
     typealias OutboundOut = ByteBuffer
 
@@ -38,8 +38,16 @@ final class HTTPConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
     private let activity: OpenConnections.Activity?
     /// The server is stopping: the request under way is answered, then the connection closed.
     private var quiescing = false
+    /// Flushes the responses of a read burst at the end of the loop's turn; nil: at once.
+    private let replyFlusher: ReplyFlusher?
+    /// Whether this connection waits for `replyFlusher` this turn.
+    private var flushQueued = false
 
-    init(responder: HTTPResponder, peer: String, idleTimeout: TimeAmount, activity: OpenConnections.Activity? = nil) {
+    init(
+        responder: HTTPResponder, peer: String, idleTimeout: TimeAmount, activity: OpenConnections.Activity? = nil,
+        replyFlusher: ReplyFlusher? = nil
+    ) {
+        self.replyFlusher = replyFlusher
         self.responder = responder
         self.peer = peer
         self.deadlines = ConnectionDeadlines(idleTimeout: idleTimeout, frameTimeout: nil, openedAt: .now())
@@ -102,7 +110,12 @@ final class HTTPConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
     }
 
     func channelReadComplete(context: ChannelHandlerContext) {
-        flush(context: context)
+        if let replyFlusher, outbound.readableBytes > 0, !flushQueued {
+            flushQueued = true
+            replyFlusher.flushAtEndOfTurn(self, context: context)
+        } else {
+            flush(context: context)
+        }
         armTimer(context: context)
         context.fireChannelReadComplete()
     }
@@ -166,6 +179,11 @@ final class HTTPConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
             let failed = HTTPResponder.text(.internalServerError, "response not encodable\n")
             _ = outbound.writeHTTPResponse(failed, omitBody: omitBody, close: close, keepAlive: keepAlive)
         }
+    }
+
+    func flushGatheredReplies(context: ChannelHandlerContext) {
+        flushQueued = false
+        flush(context: context)
     }
 
     private func flush(context: ChannelHandlerContext) {

@@ -86,6 +86,7 @@ public final class HTTPFrontend: Service, Sendable {
         let open = OpenConnections(limit: maxConnections)
         let group = MultiThreadedEventLoopGroup.singleton
         let quiescing = ServerQuiescingHelper(group: group)
+        let replyFlushers = ReplyFlushers(group: group)
         let bootstrap = ServerBootstrap(group: group)
             .serverChannelOption(.backlog, value: 256)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
@@ -110,7 +111,8 @@ public final class HTTPFrontend: Service, Sendable {
                         ByteToMessageHandler(HTTPRequestDecoder(leftOverBytesStrategy: .dropBytes)),
                         HTTPConnectionHandler(
                             responder: responder, peer: channel.remoteAddress?.ipAddress ?? "",
-                            idleTimeout: idleTimeout, activity: activity))
+                            idleTimeout: idleTimeout, activity: activity,
+                            replyFlusher: replyFlushers.flusher(for: channel.eventLoop)))
                 }
             }
         let channel: any Channel

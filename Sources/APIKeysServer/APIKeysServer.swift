@@ -89,7 +89,7 @@ public final class APIKeysServer: Service, Sendable {
             maxFrameSize: configuration.maxFrameSize, maxAdminCallsInFlight: configuration.maxAdminCallsInFlight,
             idleTimeout: configuration.idleTimeoutSeconds > 0 ? .seconds(configuration.idleTimeoutSeconds) : nil,
             frameTimeout: .seconds(max(1, configuration.frameTimeoutSeconds)),
-            readResumers: readResumers,
+            readResumers: readResumers, replyFlushers: ReplyFlushers(group: group),
             metrics: configuration.metricsFactory.map {
                 ServerMetrics(factory: $0, eventLoops: Array(group.makeIterator()))
             },

@@ -7,7 +7,7 @@ import NIOPosix
 
 /// Serves one connection: splits frames in place, answers Check on the event loop from memory,
 /// hands KeyAdmin calls to the thread pool, and writes the replies of one read burst at once.
-final class ConnectionHandler: ChannelInboundHandler {
+final class ConnectionHandler: ChannelInboundHandler, TurnEndFlushing {
     typealias InboundIn = ByteBuffer
     typealias OutboundOut = ByteBuffer
 
@@ -29,6 +29,7 @@ final class ConnectionHandler: ChannelInboundHandler {
         let frameTimeout: TimeAmount
         /// One per event loop, by `ObjectIdentifier` of the loop.
         let readResumers: [ObjectIdentifier: ReadResumer]
+        let replyFlushers: ReplyFlushers
         let metrics: ServerMetrics?
         let logger: Logger
     }
@@ -51,6 +52,10 @@ final class ConnectionHandler: ChannelInboundHandler {
     private let codec = CheckCallCodec()
     /// This connection's event loop's check tally (nil without metrics), set when added.
     private var checkTally: CheckTally?
+    /// This connection's event loop's ``ReplyFlusher``, set when added.
+    private var replyFlusher: ReplyFlusher?
+    /// Whether this connection waits for `replyFlusher` this turn.
+    private var flushQueued = false
 
     /// The peer's IP address, recorded by calls that need no admin token.
     private let peerAddress: String
@@ -71,6 +76,7 @@ final class ConnectionHandler: ChannelInboundHandler {
 
     func handlerAdded(context: ChannelHandlerContext) {
         checkTally = shared.metrics?.tally(for: context.eventLoop)
+        replyFlusher = shared.replyFlushers.flusher(for: context.eventLoop)
     }
 
     func channelActive(context: ChannelHandlerContext) {
@@ -110,7 +116,7 @@ final class ConnectionHandler: ChannelInboundHandler {
             armTimer(context: context)
         }
         framesThisBurst = 0
-        flushReplies(context: context)
+        flushAtEndOfTurn(context: context)
         pauseReadingForAudit(checksInBurst: completedFrames, now: now, context: context)
         updateActivity(frameStarted: completedFrames > 0, now: now)
     }
@@ -328,6 +334,19 @@ final class ConnectionHandler: ChannelInboundHandler {
                 Envelope(callID: envelope.callID, status: .internal, statusMessage: "reply not encodable"),
                 to: &outbound)
         }
+    }
+
+    /// Replies to a read burst go out once the loop has read every connection ready this turn.
+    private func flushAtEndOfTurn(context: ChannelHandlerContext) {
+        guard outbound.readableBytes > 0, !flushQueued else { return }
+        guard let replyFlusher else { return flushReplies(context: context) }
+        flushQueued = true
+        replyFlusher.flushAtEndOfTurn(self, context: context)
+    }
+
+    func flushGatheredReplies(context: ChannelHandlerContext) {
+        flushQueued = false
+        flushReplies(context: context)
     }
 
     private func flushReplies(context: ChannelHandlerContext) {
