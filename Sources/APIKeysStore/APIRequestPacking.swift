@@ -3,15 +3,35 @@ import APIKeysCore
 /// The byte layout of a batch of `api.request` events (storage only; never on the wire), the same
 /// in both stores: SQLite's `api_request_batches` and PostgreSQL's.
 ///
-/// A version byte, then per event: seq and time (8 bytes each, little-endian), the denial
-/// (1 byte: 0 = allowed, else the `Denial` raw value + 1; from version 2 its high bit marks a
-/// check made with a grace secret, whose detail is ``KeyService/graceSecretDetail``), the number
-/// of permissions (4 bytes), then key id, key name, each permission, resource and client
-/// address, each as a 4-byte little-endian length and UTF-8 bytes. Version 1 batches (before
-/// grace secrets) are read as they are.
+/// A version byte, then per event (version 3, written since 2026-12-07):
+/// - seq, as its increase over the previous event's (the first: over 0), and time, as its
+///   zigzag-encoded change from the previous event's (the first: from 0), both LEB128 varints;
+/// - the denial (1 byte: 0 = allowed, else the `Denial` raw value + 1; its high bit marks a
+///   check made with a grace secret, whose detail is ``KeyService/graceSecretDetail``);
+/// - a byte of ``Repeats``: the fields that equal the previous event's and are not written again;
+/// - of the rest, in this order: key id, key name, the permissions (a varint count, then each
+///   name), resource and client address, each text as a varint length and its UTF-8 bytes.
+///
+/// A busy batch is mostly the same key asking the same thing from the same address: such a check
+/// takes 4 bytes plus its resource, where version 2 took about a hundred.
+///
+/// Versions 1 and 2 (still read): seq and time as 8 bytes each, little-endian; the denial byte
+/// (without the grace bit in version 1); the number of permissions (4 bytes); then key id, key
+/// name, each permission, resource and client address, each as a 4-byte little-endian length and
+/// UTF-8 bytes.
 package enum APIRequestPacking {
-    package static let version: UInt8 = 2
+    package static let version: UInt8 = 3
     private static let graceBit: UInt8 = 0x80
+
+    /// The fields of an event equal to the previous event's in a version 3 batch.
+    struct Repeats: OptionSet {
+        let rawValue: UInt8
+        static let keyID = Repeats(rawValue: 1)
+        static let keyName = Repeats(rawValue: 2)
+        static let permissions = Repeats(rawValue: 4)
+        static let resource = Repeats(rawValue: 8)
+        static let clientAddress = Repeats(rawValue: 16)
+    }
 
     /// Most events in one stored batch: a page query decodes whole batches, so they stay small.
     package static let maxEventsPerRow = 2048
@@ -52,57 +72,125 @@ package enum APIRequestPacking {
 
     package static func pack(_ events: ArraySlice<AuditRecord>) -> [UInt8] {
         var bytes: [UInt8] = []
-        bytes.reserveCapacity(1 + events.count * 128)
+        bytes.reserveCapacity(1 + events.count * 32)
         bytes.append(version)
+        var (seq, atMS) = (UInt64(0), Int64(0))
         // Fields are read in place (`events[index].field`): copying each record out would retain
         // and release its six references, which the writer paid per event.
         for index in events.indices {
             precondition(packs(events[index]))
-            append(events[index].seq, to: &bytes)
-            append(UInt64(bitPattern: events[index].atMS), to: &bytes)
+            appendVarint(events[index].seq &- seq, to: &bytes)
+            appendVarint(zigzag(events[index].atMS &- atMS), to: &bytes)
+            (seq, atMS) = (events[index].seq, events[index].atMS)
             bytes.append(
                 (events[index].denial.map { UInt8($0.rawValue + 1) } ?? 0)
                     | (events[index].detail.isEmpty ? 0 : graceBit))
-            append(UInt32(events[index].permissions.count), to: &bytes)
-            append(events[index].keyID, to: &bytes)
-            append(events[index].keyName, to: &bytes)
-            for permission in events[index].permissions.indices {
-                append(events[index].permissions[permission], to: &bytes)
+            var repeats: Repeats = []
+            if index > events.startIndex {
+                let previous = index - 1
+                if events[index].keyID == events[previous].keyID { repeats.insert(.keyID) }
+                if events[index].keyName == events[previous].keyName { repeats.insert(.keyName) }
+                if events[index].permissions == events[previous].permissions { repeats.insert(.permissions) }
+                if events[index].resource == events[previous].resource { repeats.insert(.resource) }
+                if events[index].clientAddress == events[previous].clientAddress { repeats.insert(.clientAddress) }
             }
-            append(events[index].resource, to: &bytes)
-            append(events[index].clientAddress, to: &bytes)
+            bytes.append(repeats.rawValue)
+            if !repeats.contains(.keyID) { append(events[index].keyID, to: &bytes) }
+            if !repeats.contains(.keyName) { append(events[index].keyName, to: &bytes) }
+            if !repeats.contains(.permissions) {
+                appendVarint(UInt64(events[index].permissions.count), to: &bytes)
+                for permission in events[index].permissions.indices {
+                    append(events[index].permissions[permission], to: &bytes)
+                }
+            }
+            if !repeats.contains(.resource) { append(events[index].resource, to: &bytes) }
+            if !repeats.contains(.clientAddress) { append(events[index].clientAddress, to: &bytes) }
         }
         return bytes
     }
 
     /// The events of a packed batch, in the order they were packed.
-    /// Throws ``APIRequestPacking/Malformed`` when the bytes are not a batch of this version.
+    /// Throws ``APIRequestPacking/Malformed`` when the bytes are not a batch of a known version.
     package static func unpack(_ bytes: UnsafeRawBufferPointer) throws(Malformed) -> [AuditRecord] {
         var reader = Reader(bytes: bytes)
         let batchVersion = try reader.byte()
-        guard batchVersion == 1 || batchVersion == version else { throw Malformed(offset: 0) }
+        switch batchVersion {
+        case 1, 2: return try unpackFixedWidth(&reader, version: batchVersion)
+        case 3: return try unpackCompact(&reader)
+        default: throw Malformed(offset: 0)
+        }
+    }
+
+    private static func unpackCompact(_ reader: inout Reader) throws(Malformed) -> [AuditRecord] {
+        var events: [AuditRecord] = []
+        var (seq, atMS) = (UInt64(0), Int64(0))
+        while !reader.isAtEnd {
+            let start = reader.offset
+            let (seqStep, atStep) = (try reader.varint(), unzigzag(try reader.varint()))
+            guard seqStep > 0 || events.isEmpty, case (let next, false) = seq.addingReportingOverflow(seqStep) else {
+                throw Malformed(offset: start)
+            }
+            (seq, atMS) = (next, atMS &+ atStep)
+            let (denial, grace) = try denial(reader.byte(), version: 3, offset: reader.offset)
+            let repeats = Repeats(rawValue: try reader.byte())
+            guard repeats.rawValue & ~0x1F == 0, let previous = events.last ?? (repeats.isEmpty ? blank : nil) else {
+                throw Malformed(offset: reader.offset - 1)
+            }
+            let keyID = repeats.contains(.keyID) ? previous.keyID : try reader.string(length: reader.varint())
+            let keyName = repeats.contains(.keyName) ? previous.keyName : try reader.string(length: reader.varint())
+            var permissions = previous.permissions
+            if !repeats.contains(.permissions) {
+                let count = try reader.varint()
+                // Each name takes at least its length byte: a count beyond the bytes left lies.
+                guard count <= UInt64(reader.bytesLeft) else { throw Malformed(offset: reader.offset) }
+                permissions = []
+                permissions.reserveCapacity(Int(count))
+                for _ in 0..<count { permissions.append(try reader.string(length: reader.varint())) }
+            }
+            let resource = repeats.contains(.resource) ? previous.resource : try reader.string(length: reader.varint())
+            let clientAddress =
+                repeats.contains(.clientAddress) ? previous.clientAddress : try reader.string(length: reader.varint())
+            events.append(
+                AuditRecord(
+                    seq: seq, atMS: atMS, action: .apiRequest, keyID: keyID, keyName: keyName,
+                    detail: grace ? KeyService.graceSecretDetail : "", denial: denial, permissions: permissions,
+                    resource: resource, clientAddress: clientAddress))
+        }
+        return events
+    }
+
+    /// What the first event of a version 3 batch follows: nothing repeats from it.
+    private static let blank = AuditRecord(atMS: 0, action: .apiRequest, keyID: "", keyName: "")
+
+    private static func unpackFixedWidth(_ reader: inout Reader, version: UInt8) throws(Malformed) -> [AuditRecord] {
         var events: [AuditRecord] = []
         while !reader.isAtEnd {
             let seq = try reader.uint64()
             let atMS = Int64(bitPattern: try reader.uint64())
-            let flagged = try reader.byte()
-            let grace = batchVersion >= 2 && flagged & graceBit != 0
-            let denialByte = grace ? flagged & ~graceBit : flagged
-            let denial = denialByte == 0 ? nil : Denial(rawValue: Int(denialByte) - 1)
-            guard denialByte == 0 || denial != nil else { throw Malformed(offset: reader.offset) }
+            let (denial, grace) = try denial(reader.byte(), version: version, offset: reader.offset)
             let permissionCount = Int(try reader.uint32())
-            let keyID = try reader.string()
-            let keyName = try reader.string()
+            let keyID = try reader.string(length: UInt64(reader.uint32()))
+            let keyName = try reader.string(length: UInt64(reader.uint32()))
             var permissions: [String] = []
-            permissions.reserveCapacity(permissionCount)
-            for _ in 0..<permissionCount { permissions.append(try reader.string()) }
+            permissions.reserveCapacity(min(permissionCount, reader.bytesLeft / 4))
+            for _ in 0..<permissionCount { permissions.append(try reader.string(length: UInt64(reader.uint32()))) }
             events.append(
                 AuditRecord(
                     seq: seq, atMS: atMS, action: .apiRequest, keyID: keyID, keyName: keyName,
                     detail: grace ? KeyService.graceSecretDetail : "", denial: denial,
-                    permissions: permissions, resource: try reader.string(), clientAddress: try reader.string()))
+                    permissions: permissions, resource: try reader.string(length: UInt64(reader.uint32())),
+                    clientAddress: try reader.string(length: UInt64(reader.uint32()))))
         }
         return events
+    }
+
+    /// The denial byte: the denial (nil: allowed) and whether the grace bit is set (version 2 on).
+    private static func denial(_ flagged: UInt8, version: UInt8, offset: Int) throws(Malformed) -> (Denial?, Bool) {
+        let grace = version >= 2 && flagged & graceBit != 0
+        let denialByte = grace ? flagged & ~graceBit : flagged
+        let denial = denialByte == 0 ? nil : Denial(rawValue: Int(denialByte) - 1)
+        guard denialByte == 0 || denial != nil else { throw Malformed(offset: offset) }
+        return (denial, grace)
     }
 
     /// A batch that does not decode: the offset where it stopped making sense.
@@ -111,17 +199,28 @@ package enum APIRequestPacking {
         package var description: String { "undecodable at byte \(offset)" }
     }
 
-    private static func append(_ value: some FixedWidthInteger, to bytes: inout [UInt8]) {
-        withUnsafeBytes(of: value.littleEndian) { bytes.append(contentsOf: $0) }
+    private static func zigzag(_ value: Int64) -> UInt64 { UInt64(bitPattern: (value << 1) ^ (value >> 63)) }
+
+    private static func unzigzag(_ value: UInt64) -> Int64 {
+        Int64(bitPattern: value >> 1) ^ -Int64(bitPattern: value & 1)
+    }
+
+    private static func appendVarint(_ value: UInt64, to bytes: inout [UInt8]) {
+        var value = value
+        while value >= 0x80 {
+            bytes.append(UInt8(truncatingIfNeeded: value) | 0x80)
+            value >>= 7
+        }
+        bytes.append(UInt8(value))
     }
 
     private static func append(_ text: String, to bytes: inout [UInt8]) {
         let copied: Void? = text.utf8.withContiguousStorageIfAvailable { utf8 in
-            append(UInt32(utf8.count), to: &bytes)
+            appendVarint(UInt64(utf8.count), to: &bytes)
             bytes.append(contentsOf: utf8)
         }
         if copied == nil {  // a bridged or lazily decoded string: not expected here
-            append(UInt32(text.utf8.count), to: &bytes)
+            appendVarint(UInt64(text.utf8.count), to: &bytes)
             bytes.append(contentsOf: text.utf8)
         }
     }
@@ -131,11 +230,12 @@ package enum APIRequestPacking {
         var offset = 0
 
         var isAtEnd: Bool { offset == bytes.count }
+        var bytesLeft: Int { bytes.count - offset }
 
-        mutating func take(_ count: Int) throws(Malformed) -> UnsafeRawBufferPointer {
-            guard count >= 0, count <= bytes.count - offset else { throw Malformed(offset: offset) }
-            defer { offset += count }
-            return UnsafeRawBufferPointer(rebasing: bytes[offset..<offset + count])
+        mutating func take(_ count: UInt64) throws(Malformed) -> UnsafeRawBufferPointer {
+            guard count <= UInt64(bytesLeft) else { throw Malformed(offset: offset) }
+            defer { offset += Int(count) }
+            return UnsafeRawBufferPointer(rebasing: bytes[offset..<offset + Int(count)])
         }
 
         mutating func byte() throws(Malformed) -> UInt8 { try take(1)[0] }
@@ -148,10 +248,22 @@ package enum APIRequestPacking {
             UInt32(littleEndian: try take(4).loadUnaligned(as: UInt32.self))
         }
 
-        mutating func string() throws(Malformed) -> String {
-            let count = try uint32()
+        /// An unsigned LEB128 varint of at most 64 bits.
+        mutating func varint() throws(Malformed) -> UInt64 {
             let start = offset
-            let utf8 = try take(Int(count))
+            var value: UInt64 = 0
+            for shift in stride(from: 0, to: 64, by: 7) {
+                let byte = try self.byte()
+                guard shift < 63 || byte <= 1 else { throw Malformed(offset: start) }
+                value |= UInt64(byte & 0x7F) << shift
+                if byte < 0x80 { return value }
+            }
+            throw Malformed(offset: start)
+        }
+
+        mutating func string(length: UInt64) throws(Malformed) -> String {
+            let start = offset
+            let utf8 = try take(length)
             guard let text = String(validating: utf8, as: UTF8.self) else { throw Malformed(offset: start) }
             return text
         }

@@ -21,8 +21,9 @@ import Testing
             let key = try await service.createKey(name: "k", permissions: ["jobs:read"], actor: "ops")
             let resource = String(repeating: "r", count: 200)
             let oldChecks = 20_000
-            for _ in 0..<oldChecks {
-                _ = try service.check(secret: key.secret, permissions: ["jobs:read"], resource: resource)
+            // Each resource another: a batch stores a resource that repeats the previous one's once.
+            for index in 0..<oldChecks {
+                _ = try service.check(secret: key.secret, permissions: ["jobs:read"], resource: "\(index) \(resource)")
             }
             await service.flushAuditTrail()
             let pages = try SQLiteConnection(path: path)

@@ -1,20 +1,9 @@
+import APIKeysTestSupport
 import Testing
 @testable import APIKeysWire
 
 /// Random and mutated bytes fed to every decoder: each input must decode or throw, never crash.
 @Suite struct FuzzTests {
-    /// A seeded generator so a failure can be replayed.
-    struct SplitMix64: RandomNumberGenerator {
-        var state: UInt64
-        mutating func next() -> UInt64 {
-            state &+= 0x9E37_79B9_7F4A_7C15
-            var z = state
-            z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-            z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-            return z ^ (z >> 31)
-        }
-    }
-
     static let decoders: [(String, @Sendable ([UInt8]) throws -> Bool)] = Fixtures.all.map { sample in
         (String(describing: type(of: sample)), decoder(for: sample))
     }
