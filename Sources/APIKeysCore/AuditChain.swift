@@ -129,6 +129,9 @@ public enum AuditChain {
         public var atMS: Int64
         public var count: Int { range.count }
         public var digest: [UInt8]
+        /// Whether any of its events is history (``AuditAction/isHistory``): such a link is
+        /// pruned under the history's retention.
+        public var holdsHistory: Bool
     }
 
     /// The links for one transaction's `events` (sorted by seq first): runs of at most
@@ -156,7 +159,8 @@ public enum AuditChain {
                 links.append(
                     PendingLink(
                         range: start..<end, firstSeq: events[start].seq, lastSeq: events[end - 1].seq,
-                        atMS: link.indices.reduce(Int64.min) { max($0, link[$1].atMS) }, digest: digest(of: link)))
+                        atMS: link.indices.reduce(Int64.min) { max($0, link[$1].atMS) }, digest: digest(of: link),
+                        holdsHistory: link.indices.contains { link[$0].action.isHistory }))
                 start = end
             }
             return links

@@ -54,7 +54,7 @@ enum AuditChainRows {
             links = AuditChain.pendingLinks(sorted, maxEvents: maxEvents, maxBytes: maxBytes)
             for link in links {
                 let id = Int64(bitPattern: link.firstSeq)
-                history.append(sorted[link.range].contains { $0.action.isHistory })
+                history.append(link.holdsHistory)
                 // (By index: a loop over the records would copy each.)
                 if sorted[link.range].indices.allSatisfy({ packs(sorted[$0]) }) {
                     batches.append(sorted[link.range], link: id)

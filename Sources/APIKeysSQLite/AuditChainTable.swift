@@ -41,7 +41,7 @@ enum AuditChainTable {
             try insert.bind(
                 .integer(Int64(head.position)), .integer(id), .integer(Int64(bitPattern: link.lastSeq)),
                 .integer(link.atMS), .integer(Int64(link.count)), .blob(head.hash),
-                .integer(events[link.range].contains { $0.action.isHistory } ? 1 : 0)
+                .integer(link.holdsHistory ? 1 : 0)
             ).run()
         }
         try db.statement("UPDATE audit_chain SET head_position = ?, head_hash = ? WHERE one = 1")
