@@ -5,9 +5,10 @@ import NIOHTTP1
 /// One HTTP connection, behind NIO's HTTP/1.1 request decoder (llhttp) and nothing else: each
 /// request is answered on the event loop when its end arrives (a body is read and dropped), its
 /// response serialized straight into one outbound buffer (``HTTPResponseBytes``) that is written
-/// and flushed once per read burst, at the end of the loop's turn (``ReplyFlusher``), as the RPC port does. A leak report is the exception: its
-/// body (at most ``HTTPResponder/maxLeakBodyBytes``, else 413) is answered by a task, and the
-/// connection closed after the answer (whatever was sent after the report is dropped).
+/// and flushed once per read burst, at the end of the loop's turn (``ReplyFlusher``), as the RPC
+/// port does. A leak report is the exception: its body (at most
+/// ``HTTPResponder/maxLeakBodyBytes``, else 413) is answered by a task, and the connection closed
+/// after the answer (whatever was sent after the report is dropped).
 ///
 /// - Requests are answered in order, so pipelining needs no queue of its own.
 /// - A connection whose peer does not read its responses is not read from either until NIO's
