@@ -116,6 +116,11 @@ import Testing
         #expect(throws: APIRequestPacking.Malformed.self) {
             try Self.unpack(Self.fixedWidth([Self.events[0]], version: 2).dropLast(3) + [0xFF, 0xFF, 0xFF])
         }
+        // A batch of the fixed-width layout claiming 2^32 − 1 permissions: refused where it runs
+        // out, without making room for them first (64 GB).
+        var lying = Self.fixedWidth([Self.events[0]], version: 2)
+        lying.replaceSubrange(18..<22, with: [0xFF, 0xFF, 0xFF, 0xFF])
+        #expect(throws: APIRequestPacking.Malformed.self) { try Self.unpack(lying) }
         var generator = SplitMix64(state: 7)
         for _ in 0..<2_000 {  // whatever a flipped byte makes of a batch, reading it does not crash
             var damaged = bytes
