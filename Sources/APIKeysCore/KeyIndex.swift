@@ -179,7 +179,15 @@ public final class KeyIndex: Sendable {
     public func check(
         secret: String, permissions: [String], format: SecretFormat, nowMS: Int64, clientAddress: String = ""
     ) -> CheckOutcome {
-        guard let hash = format.hash(ofPresented: secret) else { return CheckOutcome(denial: .malformedKey, key: nil) }
+        check(
+            hash: format.hash(ofPresented: secret), permissions: permissions, nowMS: nowMS,
+            clientAddress: clientAddress)
+    }
+
+    /// ``check(secret:permissions:format:nowMS:clientAddress:)`` of a secret already hashed
+    /// (``SecretFormat/hash(ofPresented:)``; nil: malformed).
+    public func check(hash: SecretHash?, permissions: [String], nowMS: Int64, clientAddress: String) -> CheckOutcome {
+        guard let hash else { return CheckOutcome(denial: .malformedKey, key: nil) }
         guard let key = lookup(hash) else { return CheckOutcome(denial: .unknownKey, key: nil) }
         return judge(key, permissions: permissions, nowMS: nowMS, clientAddress: clientAddress)
     }

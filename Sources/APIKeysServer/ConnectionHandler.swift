@@ -50,6 +50,8 @@ final class ConnectionHandler: ChannelInboundHandler, TurnEndFlushing {
     private var framesThisBurst = 0
     /// Decodes calls and encodes Check replies with one reused arena.
     private let codec = CheckCallCodec()
+    /// The hash of the secret this connection presented last.
+    private let secretMemo = PresentedSecretMemo()
     /// This connection's event loop's check tally (nil without metrics), set when added.
     private var checkTally: CheckTally?
     /// This connection's event loop's ``ReplyFlusher``, set when added.
@@ -255,7 +257,7 @@ final class ConnectionHandler: ChannelInboundHandler, TurnEndFlushing {
             _ = try ServerMetrics.measured(checkTally) {
                 let outcome = try shared.service.check(
                     secret: check.key, permissions: check.permissions, resource: check.resource,
-                    clientAddress: check.clientAddress)
+                    clientAddress: check.clientAddress, memo: secretMemo)
                 try codec.writeCheckReply(callID: callID, response: CheckResponse(outcome), to: &outbound)
                 return outcome
             }

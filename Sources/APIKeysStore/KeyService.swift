@@ -176,14 +176,18 @@ public final class KeyService: Sendable {
     /// Throws ``KeyError/checkFieldTooLarge(field:limit:)`` beyond ``CheckLimits`` (a long
     /// resource is recorded cut instead), ``StoreError/auditBacklog(capacity:)`` when the event
     /// cannot be queued.
+    /// A connection that keeps a `memo` from check to check has a secret presented again not
+    /// hashed again.
     public func check(
-        secret: String, permissions: [String], resource: String = "", clientAddress: String = ""
+        secret: String, permissions: [String], resource: String = "", clientAddress: String = "",
+        memo: PresentedSecretMemo? = nil
     ) throws -> CheckOutcome {
         try CheckLimits.validate(permissions: permissions, resource: resource, clientAddress: clientAddress)
         let now = clock.nowMS()
         if let freshness, freshness.isStale(nowMS: now), let problem = freshness.problem(nowMS: now) { throw problem }
-        let outcome = index.check(
-            secret: secret, permissions: permissions, format: format, nowMS: now, clientAddress: clientAddress)
+        let hash =
+            if let memo { memo.hash(ofPresented: secret, format: format) } else { format.hash(ofPresented: secret) }
+        let outcome = index.check(hash: hash, permissions: permissions, nowMS: now, clientAddress: clientAddress)
         guard outcome.denial != .malformedKey else { return outcome }
         let event = AuditRecord(
             atMS: now, action: .apiRequest, keyID: outcome.key?.id ?? "",

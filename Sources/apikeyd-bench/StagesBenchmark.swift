@@ -42,6 +42,7 @@ struct StagesBenchmark: AsyncParsableCommand {
         )
 
         var decoded = request
+        let memo = PresentedSecretMemo()
         var outcome = try service.check(secret: request.key, permissions: request.permissions)
         let stages: [(String, () throws -> Void)] = [
             (
@@ -57,6 +58,14 @@ struct StagesBenchmark: AsyncParsableCommand {
                     outcome = service.index.check(
                         secret: decoded.key, permissions: decoded.permissions, format: service.format, nowMS: 0,
                         clientAddress: decoded.clientAddress)
+                }
+            ),
+            (
+                "decision, the secret the connection presented last (PresentedSecretMemo)",
+                {
+                    outcome = service.index.check(
+                        hash: memo.hash(ofPresented: decoded.key, format: service.format),
+                        permissions: decoded.permissions, nowMS: 0, clientAddress: decoded.clientAddress)
                 }
             ),
             (
@@ -84,7 +93,7 @@ struct StagesBenchmark: AsyncParsableCommand {
                     _ = try ServerMetrics.measured(tally) {
                         let outcome = try service.check(
                             secret: request.key, permissions: request.permissions, resource: request.resource,
-                            clientAddress: request.clientAddress)
+                            clientAddress: request.clientAddress, memo: memo)
                         try codec.writeCheckReply(callID: callID, response: CheckResponse(outcome), to: &outbound)
                         return outcome
                     }

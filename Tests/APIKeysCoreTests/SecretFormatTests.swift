@@ -94,3 +94,25 @@ import Testing
         #expect(SecretHash(of: "abd") != SecretHash(of: "abc"))
     }
 }
+
+/// A connection's memo of its last secret's hash answers exactly as hashing each time would,
+/// whatever order secrets come in: the same one again, another, a malformed one, one with the
+/// same bytes in another string, one too long to remember, back again.
+@Suite struct PresentedSecretMemoTests {
+    @Test func theMemoAnswersAsHashingEachTimeWould() {
+        let format = SecretFormat.standard
+        let (first, second) = (format.generate(), format.generate())
+        let sameBytesAnotherString = String(decoding: Array(first.utf8), as: UTF8.self)
+        let longer = "Bearer " + second + String(repeating: "x", count: 200)
+        let oneDigitOff = String(first.dropLast()) + (first.hasSuffix("0") ? "1" : "0")
+        let presented: [String] = [
+            first, first, second, first, "dbm_malformed", "dbm_malformed", "Bearer " + second, second,
+            sameBytesAnotherString, "", longer, longer, first, oneDigitOff,
+        ]
+        let memo = PresentedSecretMemo()
+        for (index, secret) in presented.enumerated() {
+            #expect(memo.hash(ofPresented: secret, format: format) == format.hash(ofPresented: secret), "#\(index)")
+        }
+        #expect(format.hash(ofPresented: first) != nil && format.hash(ofPresented: "dbm_malformed") == nil)
+    }
+}
