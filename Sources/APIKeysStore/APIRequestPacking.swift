@@ -1,5 +1,9 @@
 import APIKeysCore
 
+#if canImport(Glibc)
+    import Glibc
+#endif
+
 /// The byte layout of a batch of `api.request` events (storage only; never on the wire), the same
 /// in both stores: SQLite's `api_request_batches` and PostgreSQL's.
 ///
@@ -88,11 +92,11 @@ package enum APIRequestPacking {
             var repeats: Repeats = []
             if index > events.startIndex {
                 let previous = index - 1
-                if events[index].keyID == events[previous].keyID { repeats.insert(.keyID) }
-                if events[index].keyName == events[previous].keyName { repeats.insert(.keyName) }
-                if events[index].permissions == events[previous].permissions { repeats.insert(.permissions) }
-                if events[index].resource == events[previous].resource { repeats.insert(.resource) }
-                if events[index].clientAddress == events[previous].clientAddress { repeats.insert(.clientAddress) }
+                if same(events[index].keyID, events[previous].keyID) { repeats.insert(.keyID) }
+                if same(events[index].keyName, events[previous].keyName) { repeats.insert(.keyName) }
+                if same(events[index].permissions, events[previous].permissions) { repeats.insert(.permissions) }
+                if same(events[index].resource, events[previous].resource) { repeats.insert(.resource) }
+                if same(events[index].clientAddress, events[previous].clientAddress) { repeats.insert(.clientAddress) }
             }
             bytes.append(repeats.rawValue)
             if !repeats.contains(.keyID) { append(events[index].keyID, to: &bytes) }
@@ -197,6 +201,23 @@ package enum APIRequestPacking {
     package struct Malformed: Error, CustomStringConvertible {
         package let offset: Int
         package var description: String { "undecodable at byte \(offset)" }
+    }
+
+    /// Whether two texts have the same bytes. Not `==`, which is canonical equivalence ("é" as
+    /// one code point equals "e" and a combining accent): a repeat must give back the very bytes
+    /// the chain's digest was taken over.
+    private static func same(_ one: String, _ other: String) -> Bool {
+        guard one.utf8.count == other.utf8.count else { return false }
+        let compared = one.utf8.withContiguousStorageIfAvailable { first in
+            other.utf8.withContiguousStorageIfAvailable { second in
+                first.isEmpty || memcmp(first.baseAddress!, second.baseAddress!, first.count) == 0
+            }
+        }
+        return (compared ?? nil) ?? one.utf8.elementsEqual(other.utf8)
+    }
+
+    private static func same(_ one: [String], _ other: [String]) -> Bool {
+        one.count == other.count && one.indices.allSatisfy { same(one[$0], other[$0]) }
     }
 
     private static func zigzag(_ value: Int64) -> UInt64 { UInt64(bitPattern: (value << 1) ^ (value >> 63)) }

@@ -83,6 +83,26 @@ import Testing
         #expect(try Self.unpack(bytes) == events)
     }
 
+    /// Texts that Swift's `==` calls equal (canonically equivalent) but whose bytes differ are
+    /// never written as repeats: each event reads back with its own bytes, those its link's digest
+    /// was taken over.
+    @Test func equivalentTextsWithOtherBytesAreNotRepeats() throws {
+        let (composed, decomposed) = ("caf\u{E9}", "cafe\u{301}")
+        #expect(composed == decomposed && Array(composed.utf8) != Array(decomposed.utf8))
+        let events = [composed, decomposed, decomposed, composed].enumerated().map { index, text in
+            AuditRecord(
+                seq: UInt64(index + 1), atMS: 1_000, action: .apiRequest, keyID: "key_1", keyName: text,
+                permissions: [text], resource: "GET /" + text, clientAddress: text)
+        }
+        let read = try Self.unpack(APIRequestPacking.pack(events[...]))
+        for (event, back) in zip(events, read) {
+            for field in [\AuditRecord.keyName, \.resource, \.clientAddress] {
+                #expect(Array(back[keyPath: field].utf8) == Array(event[keyPath: field].utf8))
+            }
+            #expect(back.permissions.map { Array($0.utf8) } == event.permissions.map { Array($0.utf8) })
+        }
+    }
+
     /// Batches stored by earlier versions: the fixed-width layout, the grace bit from version 2.
     @Test func batchesOfEarlierVersionsStillRead() throws {
         #expect(try Self.unpack(Self.fixedWidth(Self.events, version: 2)) == Self.events)
