@@ -6,9 +6,19 @@ extension Arena {
     func string(_ pointer: UnsafeMutablePointer<CChar>?, field: String, of message: String, reusing recent: String = "")
         throws -> String
     {
+        try read(pointer, field: field, of: message, reusing: recent).value
+    }
+
+    /// ``string(_:field:of:reusing:)``, and whether it is `recent` (the same bytes; not merely
+    /// equal by `==`, which is canonical equivalence).
+    private func read(
+        _ pointer: UnsafeMutablePointer<CChar>?, field: String, of message: String, reusing recent: String
+    )
+        throws -> (value: String, reused: Bool)
+    {
         // An absent field is protobuf-c's shared empty default; every other string protobuf-c
         // unpacked is a block of this arena, its size the length plus NUL.
-        guard let pointer, capikeys_is_protobuf_empty_string(pointer) == 0 else { return "" }
+        guard let pointer, capikeys_is_protobuf_empty_string(pointer) == 0 else { return ("", recent.isEmpty) }
         guard let size = allocatedSize(of: pointer) else {
             throw WireError.malformedMessage(message: message)
         }
@@ -16,14 +26,14 @@ extension Arena {
         if bytes.contains(0) { throw WireError.nulInString(message: message, field: field) }
         // The same bytes as `recent`, a string read before: that string, without a new one.
         var recent = recent
-        if recent.utf8.count == bytes.count, recent.withUTF8({ bytes.elementsEqual($0) }) { return recent }
+        if recent.utf8.count == bytes.count, recent.withUTF8({ bytes.elementsEqual($0) }) { return (recent, true) }
         // ASCII (keys, permission names, ids) is valid UTF-8 as it is; only the rest needs the
         // stdlib's validation, which is generic and costs a metadata lookup per call.
-        if !bytes.contains(where: { $0 >= 0x80 }) { return String(decoding: bytes, as: UTF8.self) }
+        if !bytes.contains(where: { $0 >= 0x80 }) { return (String(decoding: bytes, as: UTF8.self), false) }
         guard let value = String(validating: bytes, as: UTF8.self) else {
             throw WireError.invalidUTF8(message: message, field: field)
         }
-        return value
+        return (value, false)
     }
 
     /// A repeated string field.
@@ -38,8 +48,8 @@ extension Arena {
         // string is read once; a new array is made at the first one that differs.
         var read: [String]?
         for (index, element) in pointers.enumerated() {
-            let value = try string(element, field: field, of: message, reusing: recent[index])
-            if read == nil, value != recent[index] { read = Array(recent[..<index]) }
+            let (value, reused) = try self.read(element, field: field, of: message, reusing: recent[index])
+            if read == nil, !reused { read = Array(recent[..<index]) }
             read?.append(value)
         }
         return read ?? recent

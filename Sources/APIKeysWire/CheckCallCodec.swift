@@ -94,7 +94,12 @@ public final class CheckCallCodec {
 
     /// Appends the frame of a successful Check reply to `buffer`.
     public func writeCheckReply(callID: UInt64, response: CheckResponse, to buffer: inout ByteBuffer) throws {
-        if recentPayload == nil || response != recentResponse {
+        // `==` on the texts is canonical equivalence: the names must also be the same bytes.
+        if recentPayload == nil || response != recentResponse
+            || !response.keyName.utf8.elementsEqual(recentResponse.keyName.utf8)
+            || !response.missingPermissions.elementsEqual(
+                recentResponse.missingPermissions, by: { $0.utf8.elementsEqual($1.utf8) })
+        {
             recentPayload = try response.serializedBytes()
             recentResponse = response
         }

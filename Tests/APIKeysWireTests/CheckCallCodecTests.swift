@@ -109,6 +109,28 @@ import Testing
             }
             #expect(callID == UInt64(index) && decoded == request, "call \(index)")
         }
+        // Canonically equivalent to the one before (so `==`), other bytes: read as sent.
+        for (index, name) in ["caf\u{E9}", "cafe\u{301}", "caf\u{E9}"].enumerated() {
+            let request = CheckRequest(key: "dbm_aaa", permissions: ["jobs:read", name], resource: name)
+            let check = Envelope(callID: 50, method: Authorize.check.path, payload: try request.serializedBytes())
+            guard case .check(_, let decoded) = try codec.decode(frame: body(check)) else {
+                Issue.record("call \(index) not decoded as a check")
+                continue
+            }
+            #expect(decoded.permissions.map { Array($0.utf8) } == request.permissions.map { Array($0.utf8) })
+            #expect(Array(decoded.resource.utf8) == Array(name.utf8), "call \(index)")
+        }
+        for (index, name) in ["caf\u{E9}", "cafe\u{301}"].enumerated() {
+            let response = CheckResponse(
+                decision: .deny, reason: .missingPermission, httpStatus: 403, keyID: "key_1", keyName: name,
+                missingPermissions: [name])
+            var buffer = ByteBuffer()
+            try codec.writeCheckReply(callID: 60, response: response, to: &buffer)
+            let frame = try #require(try FrameDecoder.nextFrame(in: &buffer, maxFrameSize: 1 << 20))
+            let reply = try #require(try codec.decodeReply(frame: frame, payload: .full).check)
+            #expect(Array(reply.keyName.utf8) == Array(name.utf8), "reply \(index)")
+            #expect(reply.missingPermissions.map { Array($0.utf8) } == [Array(name.utf8)], "reply \(index)")
+        }
         let responses = [
             CheckResponse(decision: .allow, httpStatus: 200, keyID: "key_1", keyName: "ci"),
             CheckResponse(decision: .allow, httpStatus: 200, keyID: "key_1", keyName: "ci"),
