@@ -41,8 +41,8 @@ final class HTTPConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
     private var quiescing = false
     /// Flushes the responses of a read burst at the end of the loop's turn; nil: at once.
     private let replyFlusher: ReplyFlusher?
-    /// Whether this connection waits for `replyFlusher` this turn.
-    private var flushQueued = false
+    /// Whether this connection waits for `replyFlusher` this turn (kept by the flusher).
+    var flushQueued = false
 
     init(
         responder: HTTPResponder, peer: String, idleTimeout: TimeAmount, activity: OpenConnections.Activity? = nil,
@@ -111,8 +111,7 @@ final class HTTPConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
     }
 
     func channelReadComplete(context: ChannelHandlerContext) {
-        if let replyFlusher, outbound.readableBytes > 0, !flushQueued {
-            flushQueued = true
+        if let replyFlusher, outbound.readableBytes > 0 {
             replyFlusher.flushAtEndOfTurn(self, context: context)
         } else {
             flush(context: context)
@@ -182,10 +181,7 @@ final class HTTPConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
         }
     }
 
-    func flushGatheredReplies(context: ChannelHandlerContext) {
-        flushQueued = false
-        flush(context: context)
-    }
+    func flushGatheredReplies(context: ChannelHandlerContext) { flush(context: context) }
 
     private func flush(context: ChannelHandlerContext) {
         guard outbound.readableBytes > 0 else { return }

@@ -56,8 +56,8 @@ final class ConnectionHandler: ChannelInboundHandler, TurnEndFlushing {
     private var checkTally: CheckTally?
     /// This connection's event loop's ``ReplyFlusher``, set when added.
     private var replyFlusher: ReplyFlusher?
-    /// Whether this connection waits for `replyFlusher` this turn.
-    private var flushQueued = false
+    /// Whether this connection waits for `replyFlusher` this turn (kept by the flusher).
+    var flushQueued = false
 
     /// The peer's IP address, recorded by calls that need no admin token.
     private let peerAddress: String
@@ -340,16 +340,12 @@ final class ConnectionHandler: ChannelInboundHandler, TurnEndFlushing {
 
     /// Replies to a read burst go out once the loop has read every connection ready this turn.
     private func flushAtEndOfTurn(context: ChannelHandlerContext) {
-        guard outbound.readableBytes > 0, !flushQueued else { return }
+        guard outbound.readableBytes > 0 else { return }
         guard let replyFlusher else { return flushReplies(context: context) }
-        flushQueued = true
         replyFlusher.flushAtEndOfTurn(self, context: context)
     }
 
-    func flushGatheredReplies(context: ChannelHandlerContext) {
-        flushQueued = false
-        flushReplies(context: context)
-    }
+    func flushGatheredReplies(context: ChannelHandlerContext) { flushReplies(context: context) }
 
     private func flushReplies(context: ChannelHandlerContext) {
         guard outbound.readableBytes > 0 else { return }

@@ -2,6 +2,9 @@ import NIOCore
 
 /// A connection whose replies wait for the end of its event loop's turn (``ReplyFlusher``).
 package protocol TurnEndFlushing: AnyObject {
+    /// Whether the connection waits for its loop's ``ReplyFlusher`` this turn: kept by the
+    /// flusher (set when it queues the connection, cleared before it flushes it).
+    var flushQueued: Bool { get set }
     /// Writes and flushes the replies gathered during this turn.
     func flushGatheredReplies(context: ChannelHandlerContext)
 }
@@ -29,14 +32,19 @@ package final class ReplyFlusher: @unchecked Sendable {
         self.flushAll = { [weak self] in
             guard let self else { return }
             swap(&waiting, &flushing)
-            for (connection, context) in flushing { connection.flushGatheredReplies(context: context) }
+            for (connection, context) in flushing {
+                connection.flushQueued = false
+                connection.flushGatheredReplies(context: context)
+            }
             flushing.removeAll(keepingCapacity: true)
         }
     }
 
-    /// Flushes `connection`'s replies once the loop has handled every connection ready this turn.
-    /// A connection asks at most once per turn.
+    /// Flushes `connection`'s replies once the loop has handled every connection ready this turn;
+    /// a connection already waiting is not queued again.
     package func flushAtEndOfTurn(_ connection: any TurnEndFlushing, context: ChannelHandlerContext) {
+        guard !connection.flushQueued else { return }
+        connection.flushQueued = true
         if waiting.isEmpty { eventLoop.assumeIsolated().execute(flushAll) }
         waiting.append((connection, context))
     }
