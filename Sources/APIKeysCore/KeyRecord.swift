@@ -65,19 +65,74 @@ public struct KeyRecord: Sendable, Hashable {
 
 /// The part of a key that answers checks, held in memory.
 ///
-/// A million of these sit in the index, so the settings few keys have (a grace secret, a rate
-/// limit, usage credits) are behind one optional reference, ``Extras``: 8 bytes for a key without
-/// them.
+/// Every check copies a key's state out of the index and into its outcome, so the fields sit
+/// behind one immutable reference (``Box``): a copy is one retain, not one per string and array
+/// (a change makes a new box). A million of these sit in the index, so the settings few keys
+/// have (a grace secret, a rate limit, usage credits) are behind one more optional reference,
+/// ``Extras``: 8 bytes for a key without them.
 public struct KeyCheckState: Sendable, Hashable {
-    public var id: String
-    public var name: String
-    public var permissions: PermissionMask
-    public var expiresAtMS: Int64?
-    // After the optional, so that it takes the optional's padding: 72 bytes a key, not 80.
-    public var enabled: Bool
+    private var box: Box
+
+    /// The fields, immutable.
+    final class Box: Sendable {
+        let fields: Fields
+        init(_ fields: Fields) { self.fields = fields }
+    }
+
+    struct Fields: Sendable, Hashable {
+        var id: String
+        var name: String
+        var permissions: PermissionMask
+        var expiresAtMS: Int64?
+        // After the optional, so that it takes the optional's padding: 72 bytes a key, not 80.
+        var enabled: Bool
+        var allowedNetworks: [IPNetwork]
+        var extras: Extras?
+    }
+
+    /// The bytes a key's state takes on the heap (its box: the object's header and the fields),
+    /// besides its index slot's reference.
+    package static var boxBytes: Int { 16 + MemoryLayout<Fields>.stride }
+
+    private var fields: Fields { box.fields }
+    private mutating func change(_ edit: (inout Fields) -> Void) {
+        var fields = box.fields
+        edit(&fields)
+        box = Box(fields)
+    }
+
+    public var id: String {
+        get { fields.id }
+        set { change { $0.id = newValue } }
+    }
+    public var name: String {
+        get { fields.name }
+        set { change { $0.name = newValue } }
+    }
+    public var permissions: PermissionMask {
+        get { fields.permissions }
+        set { change { $0.permissions = newValue } }
+    }
+    public var expiresAtMS: Int64? {
+        get { fields.expiresAtMS }
+        set { change { $0.expiresAtMS = newValue } }
+    }
+    public var enabled: Bool {
+        get { fields.enabled }
+        set { change { $0.enabled = newValue } }
+    }
     /// Empty = checks from any address.
-    public var allowedNetworks: [IPNetwork]
-    private var extras: Extras?
+    public var allowedNetworks: [IPNetwork] {
+        get { fields.allowedNetworks }
+        set { change { $0.allowedNetworks = newValue } }
+    }
+    private var extras: Extras? { fields.extras }
+
+    public static func == (lhs: KeyCheckState, rhs: KeyCheckState) -> Bool {
+        lhs.box === rhs.box || lhs.fields == rhs.fields
+    }
+
+    public func hash(into hasher: inout Hasher) { hasher.combine(fields) }
 
     /// What few keys have, immutable (a change makes a new one).
     final class Extras: Sendable, Hashable {
@@ -126,9 +181,11 @@ public struct KeyCheckState: Sendable, Hashable {
     private mutating func changeExtras(
         graceEndsAtMS: Int64?? = nil, rateLimit: KeyRateLimit?? = nil, usage: UsageGrant?? = nil
     ) {
-        extras = Extras.make(
-            graceEndsAtMS: graceEndsAtMS ?? extras?.graceEndsAtMS, rateLimit: rateLimit ?? extras?.rateLimit,
-            usage: usage ?? extras?.usage, rateBucket: extras?.rateBucket, usageCredits: extras?.usageCredits)
+        let extras = Extras.make(
+            graceEndsAtMS: graceEndsAtMS ?? self.extras?.graceEndsAtMS, rateLimit: rateLimit ?? self.extras?.rateLimit,
+            usage: usage ?? self.extras?.usage, rateBucket: self.extras?.rateBucket,
+            usageCredits: self.extras?.usageCredits)
+        change { $0.extras = extras }
     }
 
     /// Set on the entry of a secret replaced by a rotation with a grace period: the secret is
@@ -159,21 +216,23 @@ public struct KeyCheckState: Sendable, Hashable {
         allowedNetworks: [IPNetwork] = [], graceEndsAtMS: Int64? = nil, rateLimit: KeyRateLimit? = nil,
         usage: UsageGrant? = nil
     ) {
-        self.id = id
-        self.name = name
-        self.permissions = permissions
-        self.enabled = enabled
-        self.expiresAtMS = expiresAtMS
-        self.allowedNetworks = allowedNetworks
-        self.extras = Extras.make(
-            graceEndsAtMS: graceEndsAtMS, rateLimit: rateLimit, usage: usage, rateBucket: nil, usageCredits: nil)
+        box = Box(
+            Fields(
+                id: id, name: name, permissions: permissions, expiresAtMS: expiresAtMS, enabled: enabled,
+                allowedNetworks: allowedNetworks,
+                extras: Extras.make(
+                    graceEndsAtMS: graceEndsAtMS, rateLimit: rateLimit, usage: usage, rateBucket: nil,
+                    usageCredits: nil)))
     }
 
     /// A copy with this server's meters for the key (``KeyIndex``), in one step.
     func withMeters(bucket: RateBucket?, credits: UsageCredits?) -> KeyCheckState {
         var copy = self
-        copy.extras = Extras.make(
-            graceEndsAtMS: graceEndsAtMS, rateLimit: rateLimit, usage: usage, rateBucket: bucket, usageCredits: credits)
+        copy.change {
+            $0.extras = Extras.make(
+                graceEndsAtMS: graceEndsAtMS, rateLimit: rateLimit, usage: usage, rateBucket: bucket,
+                usageCredits: credits)
+        }
         return copy
     }
 

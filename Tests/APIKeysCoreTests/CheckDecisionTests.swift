@@ -101,7 +101,31 @@ import Testing
     /// A million entries sit in the index: the rarely set policies must not grow each one (they
     /// had grown each, and RSS at 1M keys from 275 to 435 MB, before they went behind one reference).
     @Test func anIndexEntryStaysSmall() {
-        #expect(MemoryLayout<KeyCheckState>.stride <= 72)
+        #expect(MemoryLayout<KeyCheckState>.stride == 8)
+        #expect(KeyCheckState.boxBytes <= 88)
+    }
+
+    /// The fields sit behind a shared reference: a change to one copy leaves every other as it was.
+    @Test func aKeyStateKeepsValueSemantics() {
+        let original = KeyCheckState(
+            id: "key_1", name: "ci", permissions: PermissionCatalog.standard.mask(of: ["jobs:read"]), enabled: true,
+            expiresAtMS: nil)
+        var changed = original
+        #expect(changed == original)
+        changed.enabled = false
+        changed.name = "cd"
+        changed.graceEndsAtMS = 5
+        changed.allowedNetworks = [IPNetwork("10.0.0.0/8")!]
+        #expect(original.enabled && original.name == "ci" && original.graceEndsAtMS == nil)
+        #expect(original.allowedNetworks.isEmpty)
+        #expect(!changed.enabled && changed.name == "cd" && changed.graceEndsAtMS == 5)
+        #expect(changed != original)
+        var again = changed
+        again.name = "ci"
+        again.enabled = true
+        again.graceEndsAtMS = nil
+        again.allowedNetworks = []
+        #expect(again == original && again.hashValue == original.hashValue)
     }
 
     @Test func denialOrderIsTheContractOrder() {
