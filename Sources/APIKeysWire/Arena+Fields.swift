@@ -1,4 +1,7 @@
 internal import CProtobufC
+#if canImport(Glibc)
+    import Glibc
+#endif
 
 /// Reading fields out of unpacked C messages into Swift values.
 extension Arena {
@@ -23,10 +26,10 @@ extension Arena {
             throw WireError.malformedMessage(message: message)
         }
         let bytes = UnsafeRawBufferPointer(start: pointer, count: size - 1)
-        if bytes.contains(0) { throw WireError.nulInString(message: message, field: field) }
-        // The same bytes as `recent`, a string read before: that string, without a new one.
-        var recent = recent
-        if recent.utf8.count == bytes.count, recent.withUTF8({ bytes.elementsEqual($0) }) { return (recent, true) }
+        // The same bytes as `recent`, a string read (and checked) before: that string, without a
+        // new one.
+        if recent.hasBytes(bytes) { return (recent, true) }
+        if memchr(pointer, 0, bytes.count) != nil { throw WireError.nulInString(message: message, field: field) }
         // ASCII (keys, permission names, ids) is valid UTF-8 as it is; only the rest needs the
         // stdlib's validation, which is generic and costs a metadata lookup per call.
         if !bytes.contains(where: { $0 >= 0x80 }) { return (String(decoding: bytes, as: UTF8.self), false) }

@@ -96,9 +96,9 @@ public final class CheckCallCodec {
     public func writeCheckReply(callID: UInt64, response: CheckResponse, to buffer: inout ByteBuffer) throws {
         // `==` on the texts is canonical equivalence: the names must also be the same bytes.
         if recentPayload == nil || response != recentResponse
-            || !response.keyName.utf8.elementsEqual(recentResponse.keyName.utf8)
+            || !response.keyName.hasSameBytes(as: recentResponse.keyName)
             || !response.missingPermissions.elementsEqual(
-                recentResponse.missingPermissions, by: { $0.utf8.elementsEqual($1.utf8) })
+                recentResponse.missingPermissions, by: { $0.hasSameBytes(as: $1) })
         {
             recentPayload = try response.serializedBytes()
             recentResponse = response
