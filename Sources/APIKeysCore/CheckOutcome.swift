@@ -54,6 +54,22 @@ public struct CheckOutcome: Sendable, Hashable {
 
     public var isAllowed: Bool { denial == nil }
 
+    /// Whether the reply to this outcome is the same as the reply to `other`, decided in a few
+    /// compares for the hot path: the same decision, reason and retry, the same key state (the
+    /// same instance from the index, not merely equal fields: `==` on a name is canonical
+    /// equivalence, and a reply carries its bytes), and no missing permissions in either. False
+    /// does not mean that the replies differ.
+    public func answersAlike(_ other: CheckOutcome) -> Bool {
+        guard denial == other.denial, retryAfterMS == other.retryAfterMS, missingPermissions.isEmpty,
+            other.missingPermissions.isEmpty
+        else { return false }
+        switch (key, other.key) {
+        case (nil, nil): return true
+        case (let key?, let otherKey?): return key.isSameInstance(as: otherKey)
+        default: return false
+        }
+    }
+
     /// 200, 401 or 403.
     public var httpStatus: UInt32 { denial?.httpStatus ?? 200 }
 }

@@ -134,6 +134,9 @@ public struct KeyCheckState: Sendable, Hashable {
 
     public func hash(into hasher: inout Hasher) { hasher.combine(fields) }
 
+    /// Whether `other` is this very state (a copy of it), not a state with equal fields.
+    public func isSameInstance(as other: KeyCheckState) -> Bool { box === other.box }
+
     /// What few keys have, immutable (a change makes a new one).
     final class Extras: Sendable, Hashable {
         let graceEndsAtMS: Int64?

@@ -48,10 +48,8 @@ final class ConnectionHandler: ChannelInboundHandler, TurnEndFlushing {
     private var timer = DeadlineTimer()
     /// Frames cut since the last `channelReadComplete`.
     private var framesThisBurst = 0
-    /// Decodes calls and encodes Check replies with one reused arena.
-    private let codec = CheckCallCodec()
-    /// The hash of the secret this connection presented last.
-    private let secretMemo = PresentedSecretMemo()
+    /// Decodes calls, and decides and answers Check calls.
+    private let checks = CheckReplier()
     /// This connection's event loop's check tally (nil without metrics), set when added.
     private var checkTally: CheckTally?
     /// This connection's event loop's ``ReplyFlusher``, set when added.
@@ -213,7 +211,7 @@ final class ConnectionHandler: ChannelInboundHandler, TurnEndFlushing {
     private func handle(frame: ByteBuffer, context: ChannelHandlerContext) {
         let request: Envelope
         do {
-            switch try codec.decode(frame: frame) {
+            switch try checks.codec.decode(frame: frame) {
             case .check(let callID, let check):
                 answerCheck(callID: callID, check, context: context)
                 return
@@ -254,13 +252,7 @@ final class ConnectionHandler: ChannelInboundHandler, TurnEndFlushing {
     /// The hot path: decide from memory, encode the reply straight into the outbound buffer.
     private func answerCheck(callID: UInt64, _ check: CheckRequest, context: ChannelHandlerContext) {
         do {
-            _ = try ServerMetrics.measured(checkTally) {
-                let outcome = try shared.service.check(
-                    secret: check.key, permissions: check.permissions, resource: check.resource,
-                    clientAddress: check.clientAddress, memo: secretMemo)
-                try codec.writeCheckReply(callID: callID, response: CheckResponse(outcome), to: &outbound)
-                return outcome
-            }
+            try checks.answer(callID: callID, check, service: shared.service, tally: checkTally, to: &outbound)
         } catch {
             reply(to: Envelope(callID: callID, method: Authorize.check.path), error: RPCError(error), context: context)
         }

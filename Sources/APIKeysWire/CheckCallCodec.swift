@@ -103,7 +103,20 @@ public final class CheckCallCodec {
             recentPayload = try response.serializedBytes()
             recentResponse = response
         }
-        try recentPayload!.withUnsafeBufferPointer { payload in
+        try writeCheckReply(callID: callID, payload: recentPayload!, to: &buffer)
+    }
+
+    /// Appends the frame of the previous successful Check reply again, under `callID`: for a
+    /// check the caller knows is answered exactly as the one before. False (nothing written)
+    /// when there was none.
+    public func repeatCheckReply(callID: UInt64, to buffer: inout ByteBuffer) throws -> Bool {
+        guard let payload = recentPayload else { return false }
+        try writeCheckReply(callID: callID, payload: payload, to: &buffer)
+        return true
+    }
+
+    private func writeCheckReply(callID: UInt64, payload: [UInt8], to buffer: inout ByteBuffer) throws {
+        try payload.withUnsafeBufferPointer { payload in
             var envelope = Apikeys__V1__Envelope()
             apikeys__v1__envelope__init(&envelope)
             envelope.call_id = callID

@@ -34,6 +34,7 @@ struct StagesBenchmark: AsyncParsableCommand {
                 .serializedBytes())
         let codec = CheckCallCodec()
         let tally = CheckTally(outcomes: ServerMetrics.slotCount)
+        let replier = CheckReplier()
         var outbound = ByteBuffer()
         outbound.reserveCapacity(64 * 1024)
         let counter = AllocationCounter()
@@ -84,19 +85,13 @@ struct StagesBenchmark: AsyncParsableCommand {
                 }
             ),
             (
-                "whole: decode, metrics, check with audit, reply (as the handler)",
+                "whole: decode, metrics, check with audit, reply (the handler's CheckReplier)",
                 {
-                    guard case .check(let callID, let request) = try codec.decode(frame: frame) else {
+                    guard case .check(let callID, let request) = try replier.codec.decode(frame: frame) else {
                         throw StageError()
                     }
                     outbound.clear()
-                    _ = try ServerMetrics.measured(tally) {
-                        let outcome = try service.check(
-                            secret: request.key, permissions: request.permissions, resource: request.resource,
-                            clientAddress: request.clientAddress, memo: memo)
-                        try codec.writeCheckReply(callID: callID, response: CheckResponse(outcome), to: &outbound)
-                        return outcome
-                    }
+                    try replier.answer(callID: callID, request, service: service, tally: tally, to: &outbound)
                 }
             ),
         ]

@@ -1,0 +1,93 @@
+import APIKeysCore
+import APIKeysSQLite
+import APIKeysServer
+import APIKeysStore
+import APIKeysTestSupport
+import APIKeysWire
+import NIOCore
+import Testing
+
+/// ``CheckReplier`` repeats the previous reply's bytes only for a check answered exactly alike:
+/// every reply it writes reads back as the reply to that check's own outcome, whatever came
+/// before it on the connection, and under its own call id.
+@Suite struct CheckReplierTests {
+    /// What a reply says, the names as their bytes.
+    struct Said: Equatable {
+        var callID: UInt64
+        var decision: Decision
+        var reason: DenyReason
+        var keyID: String
+        var keyName: [UInt8]
+        var missing: [[UInt8]]
+        var retryAfterMS: Int64
+    }
+
+    /// Answers `request` with `replier` and reads the one frame it wrote back.
+    private func answer(
+        _ replier: CheckReplier, callID: UInt64, _ request: CheckRequest, service: KeyService
+    ) throws -> Said {
+        var buffer = ByteBuffer()
+        try replier.answer(callID: callID, request, service: service, tally: nil, to: &buffer)
+        let length = buffer.readInteger(endianness: .big, as: UInt32.self) ?? 0
+        let frame = buffer.readSlice(length: Int(length)) ?? ByteBuffer()
+        #expect(buffer.readableBytes == 0)
+        let reply = try CheckCallCodec().decodeReply(frame: frame, payload: .full)
+        #expect(reply.status == .ok)
+        let check = try #require(reply.check)
+        return Said(
+            callID: reply.callID, decision: check.decision, reason: check.reason, keyID: check.keyID,
+            keyName: Array(check.keyName.utf8), missing: check.missingPermissions.map { Array($0.utf8) },
+            retryAfterMS: check.retryAfterMS)
+    }
+
+    @Test func aRepeatedReplyIsOnlyEverTheReplyToItsOwnCheck() async throws {
+        try await withTemporaryDirectory { dir in
+            let service = try KeyService.open(path: dir + "/keys.db")
+            let composed = "caf\u{E9}"
+            let renamed = "caf\u{E9} au lait"
+            let issued = try await service.createKey(
+                name: composed, permissions: ["jobs:read"], rateLimit: KeyRateLimit(requests: 3, periodSeconds: 60),
+                actor: "ops")
+            let other = try await service.createKey(name: "other", permissions: ["jobs:read"], actor: "ops")
+            let replier = CheckReplier()
+            let read = CheckRequest(key: issued.secret, permissions: ["jobs:read"])
+            func allowed(_ callID: UInt64, name: String, id: String = issued.key.id) -> Said {
+                Said(
+                    callID: callID, decision: .allow, reason: .unspecified, keyID: id, keyName: Array(name.utf8),
+                    missing: [], retryAfterMS: 0)
+            }
+
+            #expect(try answer(replier, callID: 1, read, service: service) == allowed(1, name: composed))
+            #expect(try answer(replier, callID: 2, read, service: service) == allowed(2, name: composed))
+            // Renamed: the reply carries the new name.
+            _ = try await service.updateKey(id: issued.key.id, name: renamed, actor: "ops")
+            #expect(try answer(replier, callID: 3, read, service: service) == allowed(3, name: renamed))
+            // The rate limit (3 a minute) is spent: denied with a retry, then again alike.
+            let limited = try answer(replier, callID: 4, read, service: service)
+            #expect(limited.decision == .deny && limited.reason == .rateLimited && limited.retryAfterMS > 0)
+            #expect(limited.callID == 4 && limited.keyName == Array(renamed.utf8))
+            // Another key's secret on the same connection.
+            let otherRead = CheckRequest(key: other.secret, permissions: ["jobs:read"])
+            #expect(
+                try answer(replier, callID: 5, otherRead, service: service)
+                    == allowed(5, name: "other", id: other.key.id))
+            // Missing permissions are never repeated from the one before: each names its own.
+            for (callID, wanted) in [(UInt64(6), "vault:read"), (7, "jobs:write"), (8, "jobs:write")] {
+                let said = try answer(
+                    replier, callID: callID, CheckRequest(key: other.secret, permissions: [wanted]), service: service)
+                #expect(said.reason == .missingPermission && said.missing == [Array(wanted.utf8)])
+                #expect(said.callID == callID)
+            }
+            // Disabled: the same key, another answer.
+            _ = try await service.setEnabled(id: other.key.id, enabled: false, actor: "ops")
+            let disabled = try answer(replier, callID: 9, otherRead, service: service)
+            #expect(disabled.decision == .deny && disabled.reason == .disabled && disabled.callID == 9)
+            let unknown = CheckRequest(key: SecretFormat.standard.generate(), permissions: ["jobs:read"])
+            for callID in UInt64(10)...11 {
+                let said = try answer(replier, callID: callID, unknown, service: service)
+                #expect(said.reason == .unknownKey && said.keyID.isEmpty && said.callID == callID)
+            }
+            await service.close(timeout: .seconds(10))
+        }
+    }
+}
