@@ -105,17 +105,17 @@ package final class AuditWriter: Sendable {
     /// between reading the clock and queueing, or a clock stepped back) takes that event's time,
     /// so that times never decrease with seq.
     package func enqueue(_ event: consuming AuditRecord) -> Bool {
-        var event = event
+        // Moved in, not copied: a copy retains each of the event's strings and arrays here
+        // and releases them again on return, atomically, on objects (the key's id, the
+        // request's permission list) that other threads retain and release too.
+        var slot = Optional(event)
         let (accepted, full) = state.withLock { state -> (Bool, Bool) in
             guard !state.closing, state.queue.count < capacity else { return (false, false) }
+            var event = slot.take()!
             event.atMS = max(event.atMS, state.lastAtMS)
             state.lastAtMS = event.atMS
             event.seq = state.seqs.next(atMS: event.atMS)
-            // Moved in, not copied: a copy retains each of the event's strings and arrays here
-            // and releases them again on return, atomically, on objects (the key's id, the
-            // request's permission list) that other threads retain and release too.
-            state.queue.append(Self.movedOut)
-            swap(&state.queue[state.queue.count - 1], &event)
+            state.queue.append(consume event)
             if state.enqueued == state.written { state.progressAt = .now }
             state.enqueued += 1
             return (true, state.queue.count == batchSize)
@@ -123,9 +123,6 @@ package final class AuditWriter: Sendable {
         if full { wake.signal() }
         return accepted
     }
-
-    /// What a queued event's place holds for the instant before the event is swapped in.
-    private static let movedOut = AuditRecord(atMS: 0, action: .apiRequest, keyID: "", keyName: "")
 
     /// Events in the queue, and events committed since the writer started.
     package var counts: (queued: Int, written: Int) { state.withLock { ($0.queue.count, $0.written) } }

@@ -11,7 +11,7 @@ public import NIOCore
 /// A Check request's payload is unpacked straight from the envelope's unpacked bytes, and a
 /// reply is packed straight into the outbound `ByteBuffer` with its length prefix. A connection
 /// mostly repeats itself (one service, one key, the same permissions, the same answer), so the
-/// codec keeps the previous request's key and permission strings and the previous reply's
+/// codec keeps the previous request's strings and the previous reply's
 /// packed CheckResponse, and reuses them when the next call's bytes (or answer) are the same:
 /// such a check allocates nothing and packs only its envelope. Not thread-safe: one per
 /// connection, used on its event loop.
@@ -31,6 +31,8 @@ public final class CheckCallCodec {
     /// The strings of the previous Check request.
     private var recentKey = ""
     private var recentPermissions: [String] = []
+    private var recentResource = ""
+    private var recentClientAddress = ""
     /// The previous reply's CheckResponse, and its packed bytes (none before the first reply).
     private var recentResponse = CheckResponse()
     private var recentPayload: [UInt8]?
@@ -76,8 +78,7 @@ public final class CheckCallCodec {
     }
 
     /// The CheckRequest of an unpacked struct (``CheckRequest``'s generated reader, with the
-    /// checks it makes), its key and permissions the previous request's strings when their bytes
-    /// are the same. A field added to the message must be read here too
+    /// checks it makes), each of its strings the previous request's when their bytes are the same. A field added to the message must be read here too
     /// (`CheckCallCodecTests.theHandReaderKnowsEveryFieldOfCheckRequest` fails until it is).
     private func read(_ c: Apikeys__V1__CheckRequest) throws -> CheckRequest {
         let message = "apikeys.v1.CheckRequest"
@@ -85,10 +86,13 @@ public final class CheckCallCodec {
         value.key = try arena.string(c.key, field: "key", of: message, reusing: recentKey)
         value.permissions = try arena.strings(
             c.permissions, count: c.n_permissions, field: "permissions", of: message, reusing: recentPermissions)
-        value.resource = try arena.string(c.resource, field: "resource", of: message)
-        value.clientAddress = try arena.string(c.client_address, field: "client_address", of: message)
+        value.resource = try arena.string(c.resource, field: "resource", of: message, reusing: recentResource)
+        value.clientAddress = try arena.string(
+            c.client_address, field: "client_address", of: message, reusing: recentClientAddress)
         recentKey = value.key
         recentPermissions = value.permissions
+        recentResource = value.resource
+        recentClientAddress = value.clientAddress
         return value
     }
 

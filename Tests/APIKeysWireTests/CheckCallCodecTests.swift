@@ -99,6 +99,12 @@ import Testing
             CheckRequest(key: "", permissions: [""]),
             CheckRequest(key: "dbm_aaa", permissions: ["clé"]),
             CheckRequest(key: "dbm_aaa", permissions: ["clé"]),
+            CheckRequest(key: "dbm_aaa", resource: "GET /a", clientAddress: "10.0.0.1"),
+            CheckRequest(key: "dbm_aaa", resource: "GET /a", clientAddress: "10.0.0.1"),
+            CheckRequest(key: "dbm_aaa", resource: "GET /a", clientAddress: "10.0.0.2"),
+            CheckRequest(key: "dbm_aaa", resource: "GET /a/long/enough/for/the/heap", clientAddress: "10.0.0.2"),
+            CheckRequest(key: "dbm_aaa", resource: "GET /a/long/enough/for/the/heap", clientAddress: ""),
+            CheckRequest(key: "dbm_aaa", resource: "GET /a/long/enough/for/the/hea", clientAddress: ""),
         ]
         for (index, request) in requests.enumerated() {
             let check = Envelope(
@@ -111,7 +117,8 @@ import Testing
         }
         // Canonically equivalent to the one before (so `==`), other bytes: read as sent.
         for (index, name) in ["caf\u{E9}", "cafe\u{301}", "caf\u{E9}"].enumerated() {
-            let request = CheckRequest(key: "dbm_aaa", permissions: ["jobs:read", name], resource: name)
+            let request = CheckRequest(
+                key: "dbm_aaa", permissions: ["jobs:read", name], resource: name, clientAddress: name)
             let check = Envelope(callID: 50, method: Authorize.check.path, payload: try request.serializedBytes())
             guard case .check(_, let decoded) = try codec.decode(frame: body(check)) else {
                 Issue.record("call \(index) not decoded as a check")
@@ -119,6 +126,7 @@ import Testing
             }
             #expect(decoded.permissions.map { Array($0.utf8) } == request.permissions.map { Array($0.utf8) })
             #expect(Array(decoded.resource.utf8) == Array(name.utf8), "call \(index)")
+            #expect(Array(decoded.clientAddress.utf8) == Array(name.utf8), "call \(index)")
         }
         for (index, name) in ["caf\u{E9}", "cafe\u{301}"].enumerated() {
             let response = CheckResponse(
