@@ -70,11 +70,18 @@ extension AuditChain {
     /// one per link it stores: the bytes are counted, then written into one buffer, and no field
     /// is copied.
     public static func digest<Events: Collection>(of events: Events) -> [UInt8] where Events.Element: DigestInput {
+        events.withContiguousStorageIfAvailable(digest(of:)) ?? Array(events).withUnsafeBufferPointer(digest(of:))
+    }
+
+    /// ``digest(of:)`` over events in place: each read where it lies (a subscript, or passing an
+    /// event on, would copy it: a retain and a release for each of its strings and arrays).
+    private static func digest<Event: DigestInput>(of events: UnsafeBufferPointer<Event>) -> [UInt8] {
+        guard let base = events.baseAddress else { return sha256([]) }
         var size = 0
-        for index in events.indices { size += DigestWriter.size(of: events[index]) }
+        for index in 0..<events.count { size += DigestWriter.size(of: base + index) }
         let bytes = [UInt8](unsafeUninitializedCapacity: size) { buffer, count in
             var writer = DigestWriter(into: UnsafeMutableRawBufferPointer(buffer))
-            for index in events.indices { writer.write(events[index]) }
+            for index in 0..<events.count { writer.write(base + index) }
             precondition(writer.offset == size, "digest bytes miscounted")
             count = size
         }
@@ -91,30 +98,31 @@ extension AuditChain {
         /// Fixed fields (seq, at_ms, reason) and eight byte counts.
         private static let fixedSize = 8 + 8 + 4 + 8 * 4
 
-        static func size(of event: some DigestInput) -> Int {
-            var size = fixedSize + event.actionName.utf8.count + event.keyID.utf8.count + event.keyName.utf8.count
-            size += event.actor.utf8.count + event.detail.utf8.count + event.resource.utf8.count
-            size += event.clientAddress.utf8.count
+        static func size<Event: DigestInput>(of event: UnsafePointer<Event>) -> Int {
+            var size = fixedSize + event.pointee.actionName.utf8.count + event.pointee.keyID.utf8.count
+            size += event.pointee.keyName.utf8.count + event.pointee.actor.utf8.count
+            size += event.pointee.detail.utf8.count + event.pointee.resource.utf8.count
+            size += event.pointee.clientAddress.utf8.count
             var first = true
-            forEachName(in: event.permissions) { name in
+            forEachName(in: event.pointee.permissions) { name in
                 size += name.count + (first ? 0 : 1)
                 first = false
             }
             return size
         }
 
-        mutating func write(_ event: some DigestInput) {
-            write(event.seq)
-            write(UInt64(bitPattern: event.atMS))
-            write(event.reasonNumber)
-            write(text: event.actionName)
-            write(text: event.keyID)
-            write(text: event.keyName)
-            write(text: event.actor)
-            write(text: event.detail)
-            writeJoined(event.permissions)
-            write(text: event.resource)
-            write(text: event.clientAddress)
+        mutating func write<Event: DigestInput>(_ event: UnsafePointer<Event>) {
+            write(event.pointee.seq)
+            write(UInt64(bitPattern: event.pointee.atMS))
+            write(event.pointee.reasonNumber)
+            write(text: event.pointee.actionName)
+            write(text: event.pointee.keyID)
+            write(text: event.pointee.keyName)
+            write(text: event.pointee.actor)
+            write(text: event.pointee.detail)
+            writeJoined(event.pointee.permissions)
+            write(text: event.pointee.resource)
+            write(text: event.pointee.clientAddress)
         }
 
         private mutating func write(_ value: some FixedWidthInteger) {
