@@ -139,28 +139,33 @@ public enum AuditChain {
     public static func pendingLinks(_ events: [AuditRecord], maxEvents: Int = .max, maxBytes: Int = .max)
         -> [PendingLink]
     {
-        // Through the buffer: a loop over the records, or the array's subscript here, copies
-        // each (ten retains and releases), and the writer takes these for every check it stores.
+        // Each record read where it lies, its stored fields through a pointer: a loop over the
+        // records, or a property of a record called through a subscript, copies it (ten retains
+        // and releases), and the writer takes these for every check it stores.
         events.withUnsafeBufferPointer { events in
+            guard let event = events.baseAddress else { return [] }
             precondition(
-                events.indices.dropFirst().allSatisfy { events[$0 - 1].seq < events[$0].seq },
-                "events not in seq order")
+                events.indices.dropFirst().allSatisfy { event[$0 - 1].seq < event[$0].seq }, "events not in seq order")
             var links: [PendingLink] = []
             var start = 0
             while start < events.count {
-                var (end, bytes) = (start + 1, events[start].approximateEncodedSize)
+                var (end, bytes) = (start + 1, (event + start).approximateEncodedSize)
                 let limit = start + min(maxEvents, events.count - start)
                 while end < limit {
-                    bytes += events[end].approximateEncodedSize
+                    bytes += (event + end).approximateEncodedSize
                     if bytes > maxBytes { break }
                     end += 1
                 }
-                let link = UnsafeBufferPointer(rebasing: events[start..<end])
+                var (atMS, holdsHistory) = (Int64.min, false)
+                for index in start..<end {
+                    atMS = max(atMS, event[index].atMS)
+                    holdsHistory = holdsHistory || event[index].action.isHistory
+                }
                 links.append(
                     PendingLink(
-                        range: start..<end, firstSeq: events[start].seq, lastSeq: events[end - 1].seq,
-                        atMS: link.indices.reduce(Int64.min) { max($0, link[$1].atMS) }, digest: digest(of: link),
-                        holdsHistory: link.indices.contains { link[$0].action.isHistory }))
+                        range: start..<end, firstSeq: event[start].seq, lastSeq: event[end - 1].seq, atMS: atMS,
+                        digest: digest(of: UnsafeBufferPointer(rebasing: events[start..<end])),
+                        holdsHistory: holdsHistory))
                 start = end
             }
             return links

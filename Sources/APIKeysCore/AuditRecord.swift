@@ -83,11 +83,19 @@ public struct AuditRecord: Sendable, Hashable {
 
     /// An upper bound of this event's size as a protobuf message: its strings plus a tag and
     /// length (or a varint) for every field.
+    public var approximateEncodedSize: Int { withUnsafePointer(to: self) { $0.approximateEncodedSize } }
+}
+
+extension UnsafePointer<AuditRecord> {
+    /// ``AuditRecord/approximateEncodedSize`` of the record here, its fields read where they lie:
+    /// a property of the record called on `pointee` copies the record first (a retain and a
+    /// release for each of its strings and arrays), and the audit writer asks this of every check.
     public var approximateEncodedSize: Int {
         let strings =
-            keyID.utf8.count + keyName.utf8.count + actor.utf8.count + detail.utf8.count
-            + resource.utf8.count + clientAddress.utf8.count + action.rawValue.utf8.count
-        return strings + permissions.reduce(0) { $0 + $1.utf8.count + 3 } + 16 * 11
+            pointee.keyID.utf8.count + pointee.keyName.utf8.count + pointee.actor.utf8.count
+            + pointee.detail.utf8.count + pointee.resource.utf8.count + pointee.clientAddress.utf8.count
+            + pointee.action.rawValue.utf8.count
+        return strings + pointee.permissions.reduce(0) { $0 + $1.utf8.count + 3 } + 16 * 11
     }
 }
 

@@ -37,8 +37,7 @@ final class SQLiteAuditSink: AuditSink, @unchecked Sendable {
             ) { link, id in
                 // Packed batches hold no detail but a grace secret's mark: an event with another
                 // detail is a row of its own, as summaries are.
-                // (By index: a loop over the records would copy each.)
-                let packable = link.indices.allSatisfy { APIRequestPacking.packs(link[$0]) }
+                let packable = APIRequestPacking.allPack(link)
                 try APIRequestBatchTable.insert(
                     packable ? link : ArraySlice(link.filter(APIRequestPacking.packs)), link: id, in: connection)
                 if !packable {

@@ -69,9 +69,14 @@ package enum APIRequestPacking {
     }
 
     /// Whether `event` can go into a batch: an api.request with no detail but the grace secret's.
-    package static func packs(_ event: AuditRecord) -> Bool {
-        event.action == .apiRequest && event.actor.isEmpty
-            && (event.detail.isEmpty || event.detail == KeyService.graceSecretDetail)
+    package static func packs(_ event: AuditRecord) -> Bool { withUnsafePointer(to: event) { $0.isPackable } }
+
+    /// Whether every one of `events` can go into a batch, each read where it lies.
+    package static func allPack(_ events: ArraySlice<AuditRecord>) -> Bool {
+        events.withUnsafeBufferPointer { events in
+            guard let event = events.baseAddress else { return true }
+            return events.indices.allSatisfy { (event + $0).isPackable }
+        }
     }
 
     package static func pack(_ events: ArraySlice<AuditRecord>) -> [UInt8] {
@@ -79,36 +84,43 @@ package enum APIRequestPacking {
         bytes.reserveCapacity(1 + events.count * 32)
         bytes.append(version)
         var (seq, atMS) = (UInt64(0), Int64(0))
-        // Fields are read in place (`events[index].field`): copying each record out would retain
-        // and release its six references, which the writer paid per event.
-        for index in events.indices {
-            precondition(packs(events[index]))
-            appendVarint(events[index].seq &- seq, to: &bytes)
-            appendVarint(zigzag(events[index].atMS &- atMS), to: &bytes)
-            (seq, atMS) = (events[index].seq, events[index].atMS)
-            bytes.append(
-                (events[index].denial.map { UInt8($0.rawValue + 1) } ?? 0)
-                    | (events[index].detail.isEmpty ? 0 : graceBit))
-            var repeats: Repeats = []
-            if index > events.startIndex {
-                let previous = index - 1
-                if same(events[index].keyID, events[previous].keyID) { repeats.insert(.keyID) }
-                if same(events[index].keyName, events[previous].keyName) { repeats.insert(.keyName) }
-                if same(events[index].permissions, events[previous].permissions) { repeats.insert(.permissions) }
-                if same(events[index].resource, events[previous].resource) { repeats.insert(.resource) }
-                if same(events[index].clientAddress, events[previous].clientAddress) { repeats.insert(.clientAddress) }
-            }
-            bytes.append(repeats.rawValue)
-            if !repeats.contains(.keyID) { append(events[index].keyID, to: &bytes) }
-            if !repeats.contains(.keyName) { append(events[index].keyName, to: &bytes) }
-            if !repeats.contains(.permissions) {
-                appendVarint(UInt64(events[index].permissions.count), to: &bytes)
-                for permission in events[index].permissions.indices {
-                    append(events[index].permissions[permission], to: &bytes)
+        // Fields are read where they lie, through a pointer: copying a record out (a loop over
+        // them, or a property of one called through a subscript) would retain and release its
+        // six references, which the writer paid per event.
+        events.withUnsafeBufferPointer { events in
+            guard let first = events.baseAddress else { return }
+            for index in events.indices {
+                let event = first + index
+                precondition(event.isPackable)
+                appendVarint(event.pointee.seq &- seq, to: &bytes)
+                appendVarint(zigzag(event.pointee.atMS &- atMS), to: &bytes)
+                (seq, atMS) = (event.pointee.seq, event.pointee.atMS)
+                bytes.append(
+                    (event.pointee.denial.map { UInt8($0.rawValue + 1) } ?? 0)
+                        | (event.pointee.detail.isEmpty ? 0 : graceBit))
+                var repeats: Repeats = []
+                if index > 0 {
+                    let previous = event - 1
+                    if same(event.pointee.keyID, previous.pointee.keyID) { repeats.insert(.keyID) }
+                    if same(event.pointee.keyName, previous.pointee.keyName) { repeats.insert(.keyName) }
+                    if same(event.pointee.permissions, previous.pointee.permissions) { repeats.insert(.permissions) }
+                    if same(event.pointee.resource, previous.pointee.resource) { repeats.insert(.resource) }
+                    if same(event.pointee.clientAddress, previous.pointee.clientAddress) {
+                        repeats.insert(.clientAddress)
+                    }
                 }
+                bytes.append(repeats.rawValue)
+                if !repeats.contains(.keyID) { append(event.pointee.keyID, to: &bytes) }
+                if !repeats.contains(.keyName) { append(event.pointee.keyName, to: &bytes) }
+                if !repeats.contains(.permissions) {
+                    appendVarint(UInt64(event.pointee.permissions.count), to: &bytes)
+                    for permission in event.pointee.permissions.indices {
+                        append(event.pointee.permissions[permission], to: &bytes)
+                    }
+                }
+                if !repeats.contains(.resource) { append(event.pointee.resource, to: &bytes) }
+                if !repeats.contains(.clientAddress) { append(event.pointee.clientAddress, to: &bytes) }
             }
-            if !repeats.contains(.resource) { append(events[index].resource, to: &bytes) }
-            if !repeats.contains(.clientAddress) { append(events[index].clientAddress, to: &bytes) }
         }
         return bytes
     }
@@ -288,5 +300,14 @@ package enum APIRequestPacking {
             guard let text = String(validating: utf8, as: UTF8.self) else { throw Malformed(offset: start) }
             return text
         }
+    }
+}
+
+extension UnsafePointer<AuditRecord> {
+    /// ``APIRequestPacking/packs(_:)`` of the record here, its fields read where they lie (a
+    /// function or property of the record would copy it first).
+    package var isPackable: Bool {
+        pointee.action == .apiRequest && pointee.actor.isEmpty
+            && (pointee.detail.isEmpty || pointee.detail == KeyService.graceSecretDetail)
     }
 }

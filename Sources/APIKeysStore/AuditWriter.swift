@@ -279,7 +279,7 @@ package final class AuditWriter: Sendable {
             // Filtered in place: what the sampler (and the aggregator) absorb leaves the batch,
             // the rest is written as it is; with none absorbed, nothing moves.
             let shedBefore = unknownKeys.shed
-            batch.removeAll { unknownKeys.absorbs($0) }
+            if UnknownKeySampler.anyUnknownKeyCheck(in: batch) { batch.removeAll { unknownKeys.absorbs($0) } }
             if unknownKeys.shed != shedBefore { state.withLock { $0.shedUnknownKeyChecks = unknownKeys.shed } }
             let drainBefore = closing || drainAll ? nil : clock.nowMS()
             var summaries = unknownKeys.drain(before: drainBefore)

@@ -36,6 +36,14 @@ struct UnknownKeySampler {
 
     var isEmpty: Bool { counts.isEmpty }
 
+    /// Whether any of `events` is a check of an unknown key (what ``absorbs(_:)`` may take), each
+    /// read where it lies: most batches hold none, and filtering them would copy every record.
+    static func anyUnknownKeyCheck(in events: [AuditRecord]) -> Bool {
+        events.withUnsafeBufferPointer { events in
+            events.indices.contains { events[$0].keyID.isEmpty && events[$0].action == .apiRequest }
+        }
+    }
+
     /// False to write `event` whole; true when it was counted (or shed) instead.
     mutating func absorbs(_ event: AuditRecord) -> Bool {
         guard event.action == .apiRequest, event.keyID.isEmpty else { return false }
