@@ -43,10 +43,10 @@ import Testing
     @Test func aRepeatedReplyIsOnlyEverTheReplyToItsOwnCheck() async throws {
         try await withTemporaryDirectory { dir in
             let service = try KeyService.open(path: dir + "/keys.db")
-            let composed = "caf\u{E9}"
+            let name = "caf\u{E9}"
             let renamed = "caf\u{E9} au lait"
             let issued = try await service.createKey(
-                name: composed, permissions: ["jobs:read"], rateLimit: KeyRateLimit(requests: 3, periodSeconds: 60),
+                name: name, permissions: ["jobs:read"], rateLimit: KeyRateLimit(requests: 3, periodSeconds: 60),
                 actor: "ops")
             let other = try await service.createKey(name: "other", permissions: ["jobs:read"], actor: "ops")
             let replier = CheckReplier()
@@ -57,12 +57,12 @@ import Testing
                     missing: [], retryAfterMS: 0)
             }
 
-            #expect(try answer(replier, callID: 1, read, service: service) == allowed(1, name: composed))
-            #expect(try answer(replier, callID: 2, read, service: service) == allowed(2, name: composed))
+            #expect(try answer(replier, callID: 1, read, service: service) == allowed(1, name: name))
+            #expect(try answer(replier, callID: 2, read, service: service) == allowed(2, name: name))
             // Renamed: the reply carries the new name.
             _ = try await service.updateKey(id: issued.key.id, name: renamed, actor: "ops")
             #expect(try answer(replier, callID: 3, read, service: service) == allowed(3, name: renamed))
-            // The rate limit (3 a minute) is spent: denied with a retry, then again alike.
+            // The rate limit (3 a minute) is spent: denied, with a retry.
             let limited = try answer(replier, callID: 4, read, service: service)
             #expect(limited.decision == .deny && limited.reason == .rateLimited && limited.retryAfterMS > 0)
             #expect(limited.callID == 4 && limited.keyName == Array(renamed.utf8))
