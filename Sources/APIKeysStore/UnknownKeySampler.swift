@@ -40,13 +40,14 @@ struct UnknownKeySampler {
     /// read where it lies: most batches hold none, and filtering them would copy every record.
     static func anyUnknownKeyCheck(in events: [AuditRecord]) -> Bool {
         events.withUnsafeBufferPointer { events in
-            events.indices.contains { events[$0].keyID.isEmpty && events[$0].action == .apiRequest }
+            guard let event = events.baseAddress else { return false }
+            return events.indices.contains { (event + $0).isUnknownKeyCheck }
         }
     }
 
     /// False to write `event` whole; true when it was counted (or shed) instead.
     mutating func absorbs(_ event: AuditRecord) -> Bool {
-        guard event.action == .apiRequest, event.keyID.isEmpty else { return false }
+        guard withUnsafePointer(to: event, \.isUnknownKeyCheck) else { return false }
         if shedding {
             shed += 1
             return true
@@ -87,4 +88,10 @@ struct UnknownKeySampler {
             event.resource = ""
         }
     }
+}
+
+extension UnsafePointer<AuditRecord> {
+    /// Whether the record here is a check of an unknown key (an api.request without a key id),
+    /// what ``UnknownKeySampler`` samples; its fields read where they lie.
+    fileprivate var isUnknownKeyCheck: Bool { pointee.action == .apiRequest && pointee.keyID.isEmpty }
 }
