@@ -11,10 +11,10 @@ public import NIOCore
 /// A Check request's payload is unpacked straight from the envelope's unpacked bytes, and a
 /// reply is packed straight into the outbound `ByteBuffer` with its length prefix. A connection
 /// mostly repeats itself (one service, one key, the same permissions, the same answer), so the
-/// codec keeps the previous request's strings and the previous reply's
-/// packed CheckResponse, and reuses them when the next call's bytes (or answer) are the same:
-/// such a check allocates nothing and packs only its envelope. Not thread-safe: one per
-/// connection, used on its event loop.
+/// codec keeps the previous request's strings and the previous reply's packed CheckResponse, and
+/// reuses them when the next call's bytes (or answer) are the same: such a check allocates
+/// nothing and packs only its envelope. Not thread-safe: one per connection, used on its event
+/// loop.
 public final class CheckCallCodec {
     /// A decoded request frame.
     public enum Call {
@@ -78,7 +78,8 @@ public final class CheckCallCodec {
     }
 
     /// The CheckRequest of an unpacked struct (``CheckRequest``'s generated reader, with the
-    /// checks it makes), each of its strings the previous request's when their bytes are the same. A field added to the message must be read here too
+    /// checks it makes), each of its strings the previous request's when their bytes are the
+    /// same. A field added to the message must be read here too
     /// (`CheckCallCodecTests.theHandReaderKnowsEveryFieldOfCheckRequest` fails until it is).
     private func read(_ c: Apikeys__V1__CheckRequest) throws -> CheckRequest {
         let message = "apikeys.v1.CheckRequest"
