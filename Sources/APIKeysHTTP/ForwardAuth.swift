@@ -2,6 +2,7 @@ import APIKeysCore
 import APIKeysServer
 import Foundation
 import Metrics
+import NIOCore
 import NIOHTTP1
 
 /// The proxy in front of forward-auth, which says where the original request's method and URI
@@ -58,15 +59,28 @@ struct ForwardAuth: Sendable {
     /// The prefix this is served under.
     static let pathPrefix = "/authorize"
 
-    struct Answer {
-        var status: HTTPResponseStatus
-        var headers: HTTPHeaders
-        var body: String
+    typealias Answer = HTTPResponder.Answer
+
+    /// A connection's peer as forward-auth sees it, worked out once for the connection's life
+    /// rather than for each of its requests.
+    struct Peer {
+        /// The peer's address, as the socket reports it.
+        let address: String
+        /// Whether the peer is a trusted proxy (``ClientAddressPolicy/trusts(_:)``).
+        let isTrustedProxy: Bool
+        /// The secret the connection presented last and its hash: a connection mostly repeats
+        /// one key, and its format check and SHA-256 are the larger part of a decision.
+        let secretMemo = PresentedSecretMemo()
+    }
+
+    /// The peer of a connection from `address`.
+    func peer(_ address: String) -> Peer {
+        Peer(address: address, isTrustedProxy: options.clientAddress.trusts(address))
     }
 
     /// The decision on a request of `method` to `path` (under ``pathPrefix``) from `peer`.
-    func authorize(method: String, path: String, headers: HTTPHeaders, peer: String) -> Answer {
-        let fromProxy = options.clientAddress.trusts(peer)
+    func authorize(method: String, path: String, headers: HTTPHeaders, peer: Peer) -> Answer {
+        let fromProxy = peer.isTrustedProxy
         var answer = decide(method: method, path: path, headers: headers, peer: peer, fromProxy: fromProxy)
         // nginx's auth_request passes on only 2xx, 401 and 403 (anything else becomes its own
         // 500): a refusal reaches it as 403, and its configuration maps it back by X-Deny-Reason.
@@ -75,14 +89,14 @@ struct ForwardAuth: Sendable {
     }
 
     private func decide(
-        method: String, path: String, headers: HTTPHeaders, peer: String, fromProxy: Bool
+        method: String, path: String, headers: HTTPHeaders, peer: Peer, fromProxy: Bool
     ) -> Answer {
         let original = originalRequest(method: method, path: path, headers: headers, fromProxy: fromProxy)
-        let key = Self.presentedKey(headers)
+        let (key, repeated) = Self.presentedKey(headers)
         guard !key.isEmpty else {
             return Self.answer(.unauthorized, reason: "NO_KEY", challenge: #"Bearer realm="apikeyd""#)
         }
-        let client = options.clientAddress.resolve(peer: peer, headers: headers)
+        let client = options.clientAddress.resolve(peer: peer.address, headers: headers)
         if client.ignoredHeader { ignoredForwardingHeaders?.increment() }
         let resource = "\(original.method) \(original.uri)"
         // A request that cannot be judged is refused before any decision, and recorded.
@@ -93,7 +107,7 @@ struct ForwardAuth: Sendable {
         }
         // One credential, given once: with two, the proxy, this server and the upstream could
         // each take a different one (Authorization is not a list, RFC 9110 §11.6.2).
-        guard headers["Authorization"].count <= 1, headers[Self.apiKey].count <= 1 else {
+        guard !repeated else {
             return refuse("INVALID_ARGUMENT", "more than one Authorization or X-API-Key header")
         }
         let permissions: [String]
@@ -127,7 +141,8 @@ struct ForwardAuth: Sendable {
         let outcome: CheckOutcome
         do {
             outcome = try server.check(
-                secret: key, permissions: permissions, resource: resource, clientAddress: client.address)
+                secret: key, permissions: permissions, resource: resource, clientAddress: client.address,
+                memo: peer.secretMemo)
         } catch let error as KeyError {
             return refuse("INVALID_ARGUMENT", error.description)
         } catch {
@@ -137,12 +152,7 @@ struct ForwardAuth: Sendable {
             return Self.answer(HTTPFailure.status(failure.code), reason: "\(failure.code)", message: failure.message)
         }
         guard let denial = outcome.denial else {
-            var headers = HTTPHeaders()
-            if let key = outcome.key {
-                headers.add(name: Self.keyID, value: key.id)
-                headers.add(name: Self.keyName, value: Self.headerSafe(key.name))
-            }
-            return Answer(status: .ok, headers: headers, body: "")
+            return Answer(status: .ok, key: outcome.key, body: Self.emptyBody)
         }
         let reason = ServerMetrics.reasonLabel(denial).uppercased()
         if denial == .missingPermission {
@@ -150,7 +160,7 @@ struct ForwardAuth: Sendable {
                 .forbidden, reason: reason, missing: outcome.missingPermissions,
                 challenge:
                     #"Bearer realm="apikeyd", error="insufficient_scope", scope=""#
-                    + outcome.missingPermissions.map(Self.headerSafe).joined(separator: " ") + #"""#)
+                    + outcome.missingPermissions.map(HeaderValue.safe).joined(separator: " ") + #"""#)
         }
         if denial == .ipNotAllowed {
             return Self.answer(
@@ -188,22 +198,40 @@ struct ForwardAuth: Sendable {
         var body: [String: Any] = ["reason": reason]
         if !missing.isEmpty { body["missing_permissions"] = missing }
         if let message { body["message"] = message }
-        let json = (try? JSONSerialization.data(withJSONObject: body, options: [.sortedKeys])) ?? Data()
-        return Answer(status: status, headers: headers, body: String(decoding: json, as: UTF8.self) + "\n")
+        var json = (try? JSONSerialization.data(withJSONObject: body, options: [.sortedKeys])) ?? Data()
+        json.append(UInt8(ascii: "\n"))
+        return Answer(status: status, headers: headers, body: ByteBuffer(bytes: json))
     }
 
-    /// The secret of `Authorization: Bearer …` (the scheme's name in any case), else of `X-API-Key`.
-    private static func presentedKey(_ headers: HTTPHeaders) -> String {
-        if let authorization = headers.first(name: "Authorization") {
+    /// The body of an allowed request, shared rather than allocated per answer.
+    private static let emptyBody = ByteBuffer()
+
+    /// The secret of `Authorization: Bearer …` (the scheme's name in any case), else of
+    /// `X-API-Key`; and whether either header is given more than once. One pass over the headers:
+    /// this runs for every request.
+    private static func presentedKey(_ headers: HTTPHeaders) -> (key: String, repeated: Bool) {
+        var authorization: String?
+        var apiKey: String?
+        var repeated = false
+        for (name, value) in headers {
+            if name.equalsIgnoringASCIICase("authorization") {
+                repeated = repeated || authorization != nil
+                authorization = authorization ?? value
+            } else if name.equalsIgnoringASCIICase("x-api-key") {
+                repeated = repeated || apiKey != nil
+                apiKey = apiKey ?? value
+            }
+        }
+        if let authorization {
             let utf8 = authorization.utf8
             if let space = utf8.firstIndex(of: UInt8(ascii: " ")),
                 utf8.distance(from: utf8.startIndex, to: space) == 6,
-                zip(utf8[..<space], "bearer".utf8).allSatisfy({ $0 | 0x20 == $1 })
+                authorization[..<space].equalsIgnoringASCIICase("bearer")
             {
-                return String(authorization[utf8.index(after: space)...].trimmingOptionalWhitespace)
+                return (String(authorization[utf8.index(after: space)...].trimmingOptionalWhitespace), repeated)
             }
         }
-        return headers.first(name: apiKey).map { String(Substring($0).trimmingOptionalWhitespace) } ?? ""
+        return (apiKey.map { String(Substring($0).trimmingOptionalWhitespace) } ?? "", repeated)
     }
 
     /// The method and URI the proxy asks about: from the headers of the configured proxy kind
@@ -230,23 +258,7 @@ struct ForwardAuth: Sendable {
         return (method, rest.isEmpty ? "/" : rest)
     }
 
-    /// A key name as a header value: printable ASCII, the rest percent-encoded. A name that needs
-    /// no encoding (the usual one) is returned as it is.
-    private static func headerSafe(_ value: String) -> String {
-        if value.utf8.allSatisfy({ headerBytes[Int($0)] }) { return value }
-        return value.addingPercentEncoding(withAllowedCharacters: headerCharacters) ?? ""
-    }
-
-    /// ``headerCharacters`` by byte (every byte of 0x80 and above is false).
-    private static let headerBytes: [Bool] = (0..<256).map { byte in
-        byte < 0x80 && headerCharacters.contains(Unicode.Scalar(UInt8(byte)))
-    }
-
-    private static let headerCharacters = CharacterSet(
-        charactersIn: "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789 !#$&'()*+,-./:;=?@[]_~")
-
     static let requiredPermissions = "X-Required-Permissions"
-    static let apiKey = "X-API-Key"
     static let originalMethod = "X-Original-Method"
     static let originalURI = "X-Original-URI"
     static let forwardedMethod = "X-Forwarded-Method"

@@ -21,7 +21,8 @@ final class HTTPConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
     typealias OutboundOut = ByteBuffer
 
     private let responder: HTTPResponder
-    private let peer: String
+    /// The peer, judged once for the connection (trusted proxy or not), with its secret memo.
+    private let peer: ForwardAuth.Peer
     /// Idle from the connection's start or its last answer (no frame deadline: a request's
     /// bytes trickling in count against the idle timeout).
     private var deadlines: ConnectionDeadlines
@@ -35,6 +36,8 @@ final class HTTPConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
     /// Responses of this read burst, written and flushed in `channelReadComplete`; one buffer
     /// for the connection's life, cleared (its storage kept) once the socket has taken a write.
     private var outbound = ByteBufferAllocator().buffer(capacity: 256)
+    /// The last allowed response, written again for the same key.
+    private var allowedResponses = AllowedResponseMemo()
     /// Busy from the first byte of a request to its answer (``OpenConnections``).
     private let activity: OpenConnections.Activity?
     /// The server is stopping: the request under way is answered, then the connection closed.
@@ -50,7 +53,7 @@ final class HTTPConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
     ) {
         self.replyFlusher = replyFlusher
         self.responder = responder
-        self.peer = peer
+        self.peer = responder.peer(peer)
         self.deadlines = ConnectionDeadlines(idleTimeout: idleTimeout, frameTimeout: nil, openedAt: .now())
         self.activity = activity
     }
@@ -87,7 +90,7 @@ final class HTTPConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
                 flush(context: context)
                 answerLeakReport(
                     body, request: request,
-                    reporter: responder.clientAddress.resolve(peer: peer, headers: request.headers).address,
+                    reporter: responder.clientAddress.resolve(peer: peer.address, headers: request.headers).address,
                     context: context)
                 return
             }
@@ -174,6 +177,7 @@ final class HTTPConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
         let omitBody = request?.method == .HEAD
         // HTTP/1.0 closes after each response unless asked to keep the connection.
         let keepAlive = !close && request?.version == .http1_0
+        if allowedResponses.write(answer, close: close, keepAlive: keepAlive, to: &outbound) { return }
         if !outbound.writeHTTPResponse(answer, omitBody: omitBody, close: close, keepAlive: keepAlive) {
             // A header value that would split the response (never one this port writes).
             let failed = HTTPResponder.text(.internalServerError, "response not encodable\n")

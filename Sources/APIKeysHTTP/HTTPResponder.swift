@@ -1,3 +1,4 @@
+import APIKeysCore
 import APIKeysServer
 import Foundation
 import NIOCore
@@ -14,17 +15,22 @@ struct HTTPResponder: Sendable {
     struct Answer {
         var status: HTTPResponseStatus
         var headers = HTTPHeaders()
+        /// The key an allowed forward-auth request presented, said in `X-Key-Id` and `X-Key-Name`:
+        /// written straight from the key's state (``ByteBuffer/writeHTTPResponse(_:omitBody:close:keepAlive:)``),
+        /// so that the port's most frequent answer makes no `HTTPHeaders`.
+        var key: KeyCheckState? = nil
         var body: ByteBuffer
     }
 
+    /// The peer of a connection from `address`, as ``answer(_:peer:)`` takes it.
+    func peer(_ address: String) -> ForwardAuth.Peer { forwardAuth.peer(address) }
+
     /// The answer to `request` from `peer`.
-    func answer(_ request: HTTPRequestHead, peer: String) -> Answer {
+    func answer(_ request: HTTPRequestHead, peer: ForwardAuth.Peer) -> Answer {
         let path = Self.path(of: request)
         if path == ForwardAuth.pathPrefix || path.hasPrefix(ForwardAuth.pathPrefix + "/") {
-            let decision = forwardAuth.authorize(
+            return forwardAuth.authorize(
                 method: request.method.rawValue, path: path, headers: request.headers, peer: peer)
-            let body = decision.body.isEmpty ? Self.emptyBody : ByteBuffer(string: decision.body)
-            return Answer(status: decision.status, headers: decision.headers, body: body)
         }
         switch path {
         case "/healthz":
@@ -53,9 +59,6 @@ struct HTTPResponder: Sendable {
             return Self.text(.notFound, "not found\n")
         }
     }
-
-    /// The body of an allowed forward-auth request, shared rather than allocated per answer.
-    private static let emptyBody = ByteBuffer()
 
     /// Where secret scanners post the secrets they found (no admin token: holding one is the proof).
     static let leakPath = "/leaked-keys"

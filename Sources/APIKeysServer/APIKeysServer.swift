@@ -228,15 +228,16 @@ public final class APIKeysServer: Service, Sendable {
     /// On PostgreSQL, why checks fail closed now (a replica past its staleness bound), else nil.
     public var freshnessProblem: String? { service.freshnessProblem }
 
-    /// Decides a check as RPC Check does (``KeyService/check(secret:permissions:resource:clientAddress:)``,
-    /// its audit event included) and counts it in ``metrics``: for the other ways in, such as
-    /// forward-auth over HTTP.
-    public func check(secret: String, permissions: [String], resource: String, clientAddress: String) throws
-        -> CheckOutcome
-    {
+    /// Decides a check as RPC Check does (``KeyService/check(secret:permissions:resource:clientAddress:memo:)``,
+    /// its audit event included; `memo`: the connection's previous secret and its hash) and counts
+    /// it in ``metrics``: for the other ways in, such as forward-auth over HTTP.
+    public func check(
+        secret: String, permissions: [String], resource: String, clientAddress: String,
+        memo: PresentedSecretMemo? = nil
+    ) throws -> CheckOutcome {
         try ServerMetrics.measuredElsewhere(metrics) {
             try service.check(
-                secret: secret, permissions: permissions, resource: resource, clientAddress: clientAddress)
+                secret: secret, permissions: permissions, resource: resource, clientAddress: clientAddress, memo: memo)
         }
     }
 

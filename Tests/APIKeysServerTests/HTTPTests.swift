@@ -215,6 +215,50 @@ import Testing
         }
     }
 
+    /// One keep-alive connection, as a proxy's is: every allowed answer names the key of its own
+    /// request, whatever the answers before it named (a connection's last allowed response is
+    /// written again only for the same key state), and says what its request asked of the
+    /// connection.
+    @Test func allowedAnswersOnOneConnectionEachNameTheirOwnKey() async throws {
+        try await withHTTP { _, http, client in
+            let first = try await client.createKey(name: "first", permissions: ["jobs:read"])
+            let second = try await client.createKey(name: "café", permissions: ["jobs:read"])
+            let connection = try RawConnection(port: http.port)
+            func ask(_ request: String) -> String {
+                connection.send(Array(request.utf8))
+                var head = ""
+                while !head.hasSuffix("\r\n\r\n"), let more = connection.receive(1) {
+                    head += String(decoding: more, as: UTF8.self)
+                }
+                return head
+            }
+            func allowed(_ head: String, id: String, name: String) -> Bool {
+                head.hasPrefix("HTTP/1.1 200 OK\r\n") && head.contains("\r\nX-Key-Id: \(id)\r\n")
+                    && head.contains("\r\nX-Key-Name: \(name)\r\n") && head.contains("\r\nContent-Length: 0\r\n")
+            }
+            let byFirst = "GET /authorize/api/x HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer \(first.secret)\r\n"
+            var head = ask(byFirst + "\r\n")
+            #expect(allowed(head, id: first.key.id, name: "first"), "\(head)")
+            head = ask(byFirst + "\r\n")
+            #expect(allowed(head, id: first.key.id, name: "first"), "\(head)")
+
+            _ = try await client.updateKey(id: first.key.id, name: "renamed")
+            head = ask(byFirst + "\r\n")
+            #expect(allowed(head, id: first.key.id, name: "renamed"), "\(head)")
+
+            head = ask("HEAD /authorize/api/x HTTP/1.1\r\nHost: x\r\nX-API-Key: \(second.secret)\r\n\r\n")
+            #expect(allowed(head, id: second.key.id, name: "caf%C3%A9"), "\(head)")
+
+            head = ask("GET /authorize/api/x HTTP/1.0\r\nConnection: keep-alive\r\nX-API-Key: \(second.secret)\r\n\r\n")
+            #expect(allowed(head, id: second.key.id, name: "caf%C3%A9"), "\(head)")
+            #expect(head.contains("\r\nConnection: keep-alive\r\n"), "\(head)")
+
+            head = ask(byFirst + "Connection: close\r\n\r\n")
+            #expect(allowed(head, id: first.key.id, name: "renamed"), "\(head)")
+            #expect(head.contains("\r\nConnection: close\r\n") && connection.isClosedByPeer(waitingMS: 5000), "\(head)")
+        }
+    }
+
     /// A key with an allowlist, through the RPC Check and through forward-auth: the end client's
     /// address (X-Forwarded-For, else the peer) decides; outside it, 403 IP_NOT_ALLOWED.
     @Test func anAllowlistHoldsOnBothPorts() async throws {
