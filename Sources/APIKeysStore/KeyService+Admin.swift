@@ -138,7 +138,9 @@ extension KeyService {
         return try await mutate(id: id, actor: actor, at: now, deadline: deadline) { stored in
             var key = stored.key
             var changes: [String] = []
-            if let newName, newName != key.name {
+            // Bytes, not `!=` (canonical equivalence): a rename to the same text in other bytes
+            // is stored as sent.
+            if let newName, !newName.utf8.elementsEqual(key.name.utf8) {
                 changes.append("name \"\(key.name)\" → \"\(newName)\"")
                 key.name = newName
             }

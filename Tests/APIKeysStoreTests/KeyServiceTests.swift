@@ -105,6 +105,26 @@ import Testing
         }
     }
 
+    /// A rename to the same text in other bytes (é composed, then decomposed) is a rename: Swift's
+    /// `==` on strings is canonical equivalence, and would call it no change while answering with
+    /// the old bytes. What the caller sent is what is stored, checked against and audited.
+    @Test(arguments: StoreKind.available)
+    func aRenameKeepsTheBytesItWasGiven(_ store: StoreKind) async throws {
+        try await withService(store, clock: clock) { service, _ in
+            let composed = "caf\u{E9}"
+            let decomposed = "cafe\u{301}"
+            let issued = try await service.createKey(name: composed, permissions: ["jobs:read"], actor: "ops")
+            let renamed = try await service.updateKey(id: issued.key.id, name: decomposed, actor: "ops")
+            #expect(Array(renamed.name.utf8) == Array(decomposed.utf8))
+            #expect(Array(try await service.getKey(id: issued.key.id).name.utf8) == Array(decomposed.utf8))
+            let checked = try service.check(secret: issued.secret, permissions: ["jobs:read"])
+            #expect(checked.key.map { Array($0.name.utf8) } == Array(decomposed.utf8))
+            let updates = try await service.listAuditEvents(AuditQuery(keyID: issued.key.id)).events
+                .filter { $0.action == .keyUpdated }
+            #expect(updates.count == 1)
+        }
+    }
+
     @Test(arguments: StoreKind.available)
     func enableDisableRotateDelete(_ store: StoreKind) async throws {
         try await withService(store, clock: clock) { service, _ in
