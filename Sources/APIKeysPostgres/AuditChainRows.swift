@@ -18,15 +18,15 @@ enum AuditChainRows {
         """
 
     /// Stores `events` (one transaction's, any order) in links of at most `maxEvents` and
-    /// `maxBytes` — those `packs` accepts as packed batches (``APIRequestBatchRows``), the others
-    /// as rows of `audit_events` — then appends the links, last in the caller's transaction: at
-    /// most four statements whatever the number of links. (`packs` is for tests that write the
-    /// layout of earlier versions, every event a row.)
+    /// `maxBytes` — the packable ones (``APIRequestPacking/packs(_:)``) as packed batches
+    /// (``APIRequestBatchRows``), the others as rows of `audit_events` — then appends the links,
+    /// last in the caller's transaction: at most four statements whatever the number of links.
+    /// (`packing: false` is for tests that write the layout of earlier versions, every event a row.)
     static func append(
-        _ events: [AuditRecord], maxEvents: Int = .max, maxBytes: Int = .max,
-        packs: (AuditRecord) -> Bool = APIRequestPacking.packs, on connection: PostgresConnection, logger: Logger
+        _ events: [AuditRecord], maxEvents: Int = .max, maxBytes: Int = .max, packing: Bool = true,
+        on connection: PostgresConnection, logger: Logger
     ) async throws {
-        let prepared = Prepared(events, maxEvents: maxEvents, maxBytes: maxBytes, packs: packs)
+        let prepared = Prepared(events, maxEvents: maxEvents, maxBytes: maxBytes, packing: packing)
         try await append(prepared, on: connection, logger: logger)
     }
 
@@ -44,8 +44,7 @@ enum AuditChainRows {
         var firstSeq: UInt64? { links.first?.firstSeq }
 
         init(
-            _ events: [AuditRecord], maxEvents: Int = .max, maxBytes: Int = .max,
-            packs: (AuditRecord) -> Bool = APIRequestPacking.packs
+            _ events: [AuditRecord], maxEvents: Int = .max, maxBytes: Int = .max, packing: Bool = true
         ) {
             guard !events.isEmpty else { return }
             // The writer's batches come in seq order: sorting them would copy every record.
@@ -55,11 +54,13 @@ enum AuditChainRows {
             for link in links {
                 let id = Int64(bitPattern: link.firstSeq)
                 history.append(link.holdsHistory)
-                // (By index: a loop over the records would copy each.)
-                if sorted[link.range].indices.allSatisfy({ packs(sorted[$0]) }) {
+                // The usual link, every event packable, is judged with each record read where it
+                // lies (a closure given records would copy each).
+                if packing && APIRequestPacking.allPack(sorted[link.range]) {
                     batches.append(sorted[link.range], link: id)
                     continue
                 }
+                let packs = packing ? APIRequestPacking.packs : { _ in false }
                 batches.append(ArraySlice(sorted[link.range].filter(packs)), link: id)
                 for event in sorted[link.range] where !packs(event) {
                     rows.append(event)

@@ -169,7 +169,7 @@ struct PostgresAuditBatchTests {
         let running = Task { await client.run() }
         defer { running.cancel() }
         try await client.withTransaction(logger: logger) { connection in
-            try await AuditChainRows.append(events, packs: { _ in false }, on: connection, logger: logger)
+            try await AuditChainRows.append(events, packing: false, on: connection, logger: logger)
         }
     }
 
