@@ -263,8 +263,6 @@ struct ForwardAuth: Sendable {
     static let originalURI = "X-Original-URI"
     static let forwardedMethod = "X-Forwarded-Method"
     static let forwardedURI = "X-Forwarded-Uri"
-    static let keyID = "X-Key-Id"
-    static let keyName = "X-Key-Name"
     /// On every denial: its reason, for a proxy that cannot read the body.
     static let denyReason = "X-Deny-Reason"
     /// `403` asks for a rate-limited check to be answered 403 instead of 429.
