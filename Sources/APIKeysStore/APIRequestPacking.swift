@@ -1,9 +1,5 @@
 import APIKeysCore
 
-#if canImport(Glibc)
-    import Glibc
-#endif
-
 /// The byte layout of a batch of `api.request` events (storage only; never on the wire), the same
 /// in both stores: SQLite's `api_request_batches` and PostgreSQL's.
 ///
@@ -215,18 +211,9 @@ package enum APIRequestPacking {
         package var description: String { "undecodable at byte \(offset)" }
     }
 
-    /// Whether two texts have the same bytes. Not `==`, which is canonical equivalence ("é" as
-    /// one code point equals "e" and a combining accent): a repeat must give back the very bytes
-    /// the chain's digest was taken over.
-    private static func same(_ one: String, _ other: String) -> Bool {
-        guard one.utf8.count == other.utf8.count else { return false }
-        let compared = one.utf8.withContiguousStorageIfAvailable { first in
-            other.utf8.withContiguousStorageIfAvailable { second in
-                first.isEmpty || memcmp(first.baseAddress!, second.baseAddress!, first.count) == 0
-            }
-        }
-        return (compared ?? nil) ?? one.utf8.elementsEqual(other.utf8)
-    }
+    /// Whether two texts have the same bytes (``Swift/String/hasSameBytes(as:)``): a repeat must
+    /// give back the very bytes the chain's digest was taken over.
+    private static func same(_ one: String, _ other: String) -> Bool { one.hasSameBytes(as: other) }
 
     private static func same(_ one: [String], _ other: [String]) -> Bool {
         one.count == other.count && one.indices.allSatisfy { same(one[$0], other[$0]) }

@@ -138,9 +138,8 @@ extension KeyService {
         return try await mutate(id: id, actor: actor, at: now, deadline: deadline) { stored in
             var key = stored.key
             var changes: [String] = []
-            // Bytes, not `!=` (canonical equivalence): a rename to the same text in other bytes
-            // is stored as sent.
-            if let newName, !newName.utf8.elementsEqual(key.name.utf8) {
+            // Bytes, not `!=`: a rename to the same text in other bytes is stored as sent.
+            if let newName, !newName.hasSameBytes(as: key.name) {
                 changes.append("name \"\(key.name)\" → \"\(newName)\"")
                 key.name = newName
             }
