@@ -217,20 +217,25 @@ import Testing
 
     /// One keep-alive connection, as a proxy's is: every allowed answer names the key of its own
     /// request, whatever the answers before it named (a connection's last allowed response is
-    /// written again only for the same key state), and says what its request asked of the
-    /// connection.
+    /// written again only for the same key state), a key disabled meanwhile is refused at once,
+    /// and each answer says what its request asked of the connection.
     @Test func allowedAnswersOnOneConnectionEachNameTheirOwnKey() async throws {
         try await withHTTP { _, http, client in
             let first = try await client.createKey(name: "first", permissions: ["jobs:read"])
             let second = try await client.createKey(name: "café", permissions: ["jobs:read"])
             let connection = try RawConnection(port: http.port)
+            // The head, and the body after it (none for HEAD).
             func ask(_ request: String) -> String {
                 connection.send(Array(request.utf8))
                 var head = ""
                 while !head.hasSuffix("\r\n\r\n"), let more = connection.receive(1) {
                     head += String(decoding: more, as: UTF8.self)
                 }
-                return head
+                let length = head.split(separator: "\r\n").first { $0.hasPrefix("Content-Length: ") }
+                    .flatMap { Int($0.dropFirst("Content-Length: ".count)) }
+                guard !request.hasPrefix("HEAD "), let length, length > 0, let body = connection.receive(length)
+                else { return head }
+                return head + String(decoding: body, as: UTF8.self)
             }
             func allowed(_ head: String, id: String, name: String) -> Bool {
                 head.hasPrefix("HTTP/1.1 200 OK\r\n") && head.contains("\r\nX-Key-Id: \(id)\r\n")
@@ -252,6 +257,12 @@ import Testing
             head = ask("GET /authorize/api/x HTTP/1.0\r\nConnection: keep-alive\r\nX-API-Key: \(second.secret)\r\n\r\n")
             #expect(allowed(head, id: second.key.id, name: "caf%C3%A9"), "\(head)")
             #expect(head.contains("\r\nConnection: keep-alive\r\n"), "\(head)")
+
+            // Disabled while the connection remembers its secret and its answer: refused at once.
+            _ = try await client.setKeyEnabled(id: first.key.id, enabled: false)
+            head = ask(byFirst + "\r\n")
+            #expect(head.hasPrefix("HTTP/1.1 401 ") && head.contains(#""reason":"DISABLED""#), "\(head)")
+            _ = try await client.setKeyEnabled(id: first.key.id, enabled: true)
 
             head = ask(byFirst + "Connection: close\r\n\r\n")
             #expect(allowed(head, id: first.key.id, name: "renamed"), "\(head)")
