@@ -187,23 +187,48 @@ public final class KeyIndex: Sendable {
     /// ``check(secret:permissions:format:nowMS:clientAddress:)`` of a secret already hashed
     /// (``SecretFormat/hash(ofPresented:)``; nil: malformed).
     public func check(hash: SecretHash?, permissions: [String], nowMS: Int64, clientAddress: String) -> CheckOutcome {
-        guard let hash else { return CheckOutcome(denial: .malformedKey, key: nil) }
-        guard let key = lookup(hash) else { return CheckOutcome(denial: .unknownKey, key: nil) }
-        return judge(key, permissions: permissions, nowMS: nowMS, clientAddress: clientAddress)
+        check(
+            hash: hash, permissions: permissions, requirement: catalog.requirement(of: permissions), nowMS: nowMS,
+            clientAddress: clientAddress)
     }
 
-    /// The decision for a known key. A replaced secret past its grace is refused as unknown,
-    /// exactly as one replaced without a grace.
-    func judge(_ key: KeyCheckState, permissions: [String], nowMS: Int64, clientAddress: String) -> CheckOutcome {
+    /// ``check(hash:permissions:nowMS:clientAddress:)`` of a request prepared against this
+    /// index's catalog (``PreparedCheck``): its permissions judged by one mask test.
+    public func check(hash: SecretHash?, _ request: PreparedCheck, nowMS: Int64) -> CheckOutcome {
+        check(
+            hash: hash, permissions: request.permissions, requirement: request.requirement, nowMS: nowMS,
+            clientAddress: request.clientAddress)
+    }
+
+    private func check(
+        hash: SecretHash?, permissions: [String], requirement: PermissionCatalog.Requirement, nowMS: Int64,
+        clientAddress: String
+    ) -> CheckOutcome {
+        guard let hash else { return CheckOutcome(denial: .malformedKey, key: nil) }
+        guard let key = lookup(hash) else { return CheckOutcome(denial: .unknownKey, key: nil) }
+        return judge(
+            key, permissions: permissions, requirement: requirement, nowMS: nowMS, clientAddress: clientAddress)
+    }
+
+    /// The decision for a known key asking for `permissions` (`requirement`: the same, as a
+    /// mask). A replaced secret past its grace is refused as unknown, exactly as one replaced
+    /// without a grace.
+    private func judge(
+        _ key: KeyCheckState, permissions: [String], requirement: PermissionCatalog.Requirement, nowMS: Int64,
+        clientAddress: String
+    ) -> CheckOutcome {
         if key.graceIsOver(atMS: nowMS) { return CheckOutcome(denial: .unknownKey, key: nil) }
         guard key.enabled else { return CheckOutcome(denial: .disabled, key: key) }
         if let expiry = key.expiresAtMS, expiry <= nowMS { return CheckOutcome(denial: .expired, key: key) }
-        var missing: [String] = []
-        for permission in permissions
-        where !catalog.grants(key.permissions, permission) && !missing.contains(permission) {
-            missing.append(permission)
+        if !requirement.isMet(by: key.permissions) {
+            // Some name is missing: which ones, in the order asked, each once.
+            var missing: [String] = []
+            for permission in permissions
+            where !catalog.grants(key.permissions, permission) && !missing.contains(permission) {
+                missing.append(permission)
+            }
+            return CheckOutcome(denial: .missingPermission, key: key, missingPermissions: missing)
         }
-        if !missing.isEmpty { return CheckOutcome(denial: .missingPermission, key: key, missingPermissions: missing) }
         guard key.admits(clientAddress: clientAddress) else { return CheckOutcome(denial: .ipNotAllowed, key: key) }
         // Last the meters: only a check that would be allowed takes a token, then spends a credit.
         if let credits = key.usageCredits, !credits.hasCredit { return CheckOutcome(denial: .usageExceeded, key: key) }

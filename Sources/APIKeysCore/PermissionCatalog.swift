@@ -49,6 +49,31 @@ public struct PermissionCatalog: Sendable, Hashable {
         PermissionMask(rawValue: names.reduce(0) { $0 | (bits[$1] ?? 0) })
     }
 
+    /// What asking for `names` takes, worked out once: a check asking the same again is then
+    /// judged by one mask test (``Requirement/isMet(by:)``), without a lookup per name.
+    func requirement(of names: [String]) -> Requirement {
+        var mask: UInt64 = 0
+        var allKnown = true
+        for name in names {
+            if let bit = bits[name] { mask |= bit } else { allKnown = false }
+        }
+        return Requirement(mask: PermissionMask(rawValue: mask), allKnown: allKnown)
+    }
+
+    /// The permissions a check asks for, as a mask of this catalog.
+    struct Requirement: Sendable, Hashable {
+        /// The catalog's bits of the names asked for.
+        let mask: PermissionMask
+        /// False when a name is not in the catalog: it can never be granted.
+        let allKnown: Bool
+
+        /// Whether a key holding `granted` has every permission asked for.
+        @inline(__always)
+        func isMet(by granted: PermissionMask) -> Bool {
+            allKnown && granted.rawValue & mask.rawValue == mask.rawValue
+        }
+    }
+
     /// Whether `mask` grants `name`; never for a name the catalog lacks.
     public func grants(_ mask: PermissionMask, _ name: String) -> Bool {
         guard let bit = bits[name] else { return false }

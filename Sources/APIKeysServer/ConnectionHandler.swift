@@ -49,7 +49,7 @@ final class ConnectionHandler: ChannelInboundHandler, TurnEndFlushing {
     /// Frames cut since the last `channelReadComplete`.
     private var framesThisBurst = 0
     /// Decodes calls, and decides and answers Check calls.
-    private let checks = CheckReplier()
+    private let checks: CheckReplier
     /// This connection's event loop's check tally (nil without metrics), set when added.
     private var checkTally: CheckTally?
     /// This connection's event loop's ``ReplyFlusher``, set when added.
@@ -66,6 +66,7 @@ final class ConnectionHandler: ChannelInboundHandler, TurnEndFlushing {
         self.shared = shared
         self.activity = activity
         self.peerAddress = peerAddress
+        self.checks = CheckReplier(service: shared.service)
         self.inbound = FrameBuffer(maxFrameSize: shared.maxFrameSize)
         self.logger = shared.logger
         self.logger[metadataKey: "peer"] = "\(remoteAddress)"
@@ -212,8 +213,8 @@ final class ConnectionHandler: ChannelInboundHandler, TurnEndFlushing {
         let request: Envelope
         do {
             switch try checks.codec.decode(frame: frame) {
-            case .check(let callID, let check):
-                answerCheck(callID: callID, check, context: context)
+            case .check(let callID, let check, let repeated):
+                answerCheck(callID: callID, check, repeated: repeated, context: context)
                 return
             case .invalidCheck(let callID, let error):
                 reply(
@@ -250,9 +251,9 @@ final class ConnectionHandler: ChannelInboundHandler, TurnEndFlushing {
     }
 
     /// The hot path: decide from memory, encode the reply straight into the outbound buffer.
-    private func answerCheck(callID: UInt64, _ check: CheckRequest, context: ChannelHandlerContext) {
+    private func answerCheck(callID: UInt64, _ check: CheckRequest, repeated: Bool, context: ChannelHandlerContext) {
         do {
-            try checks.answer(callID: callID, check, service: shared.service, tally: checkTally, to: &outbound)
+            try checks.answer(callID: callID, check, repeated: repeated, tally: checkTally, to: &outbound)
         } catch {
             reply(to: Envelope(callID: callID, method: Authorize.check.path), error: RPCError(error), context: context)
         }

@@ -182,18 +182,36 @@ public final class KeyService: Sendable {
         secret: String, permissions: [String], resource: String = "", clientAddress: String = "",
         memo: PresentedSecretMemo? = nil
     ) throws -> CheckOutcome {
-        try CheckLimits.validate(permissions: permissions, resource: resource, clientAddress: clientAddress)
+        try check(
+            secret: secret, prepare(permissions: permissions, resource: resource, clientAddress: clientAddress),
+            memo: memo)
+    }
+
+    /// What a check asks, validated and resolved against this service's catalog
+    /// (``PreparedCheck``), for ``check(secret:_:memo:)``: a connection asking the same again
+    /// may keep it. Throws ``KeyError/checkFieldTooLarge(field:limit:)`` beyond ``CheckLimits``.
+    public func prepare(permissions: [String], resource: String = "", clientAddress: String = "") throws(KeyError)
+        -> PreparedCheck
+    {
+        try PreparedCheck(permissions: permissions, resource: resource, clientAddress: clientAddress, catalog: catalog)
+    }
+
+    /// ``check(secret:permissions:resource:clientAddress:memo:)`` of a request prepared by this
+    /// service (``prepare(permissions:resource:clientAddress:)``).
+    public func check(secret: String, _ request: PreparedCheck, memo: PresentedSecretMemo? = nil) throws
+        -> CheckOutcome
+    {
         let now = clock.nowMS()
         if let freshness, freshness.isStale(nowMS: now), let problem = freshness.problem(nowMS: now) { throw problem }
         let hash =
             if let memo { memo.hash(ofPresented: secret, format: format) } else { format.hash(ofPresented: secret) }
-        let outcome = index.check(hash: hash, permissions: permissions, nowMS: now, clientAddress: clientAddress)
+        let outcome = index.check(hash: hash, request, nowMS: now)
         guard outcome.denial != .malformedKey else { return outcome }
         let event = AuditRecord(
             atMS: now, action: .apiRequest, keyID: outcome.key?.id ?? "",
             keyName: outcome.key?.name ?? "", detail: outcome.key?.isGraceSecret == true ? Self.graceSecretDetail : "",
-            denial: outcome.denial, permissions: permissions,
-            resource: CheckLimits.recorded(resource: resource), clientAddress: clientAddress)
+            denial: outcome.denial, permissions: request.permissions, resource: request.recordedResource,
+            clientAddress: request.clientAddress)
         try enqueueRequestEvent(consume event)
         return outcome
     }

@@ -11,15 +11,17 @@ public import NIOCore
 /// A Check request's payload is unpacked straight from the envelope's unpacked bytes, and a
 /// reply is packed straight into the outbound `ByteBuffer` with its length prefix. A connection
 /// mostly repeats itself (one service, one key, the same permissions, the same answer), so the
-/// codec keeps the previous request's strings and the previous reply's packed CheckResponse, and
-/// reuses them when the next call's bytes (or answer) are the same: such a check allocates
-/// nothing and packs only its envelope. Not thread-safe: one per connection, used on its event
-/// loop.
+/// codec keeps the previous request's payload bytes and strings and the previous reply's packed
+/// CheckResponse: a request whose payload is the previous one's bytes is not unpacked again
+/// (``Call/check(callID:request:repeated:)`` says so), one that differs reuses the strings whose
+/// bytes are the same, and a reply like the previous one packs only its envelope. Not
+/// thread-safe: one per connection, used on its event loop.
 public final class CheckCallCodec {
     /// A decoded request frame.
     public enum Call {
-        /// A Check call with its request.
-        case check(callID: UInt64, request: CheckRequest)
+        /// A Check call with its request; `repeated` when its payload is, byte for byte, that of
+        /// the previous Check this codec decoded (so the request is equal to that one, too).
+        case check(callID: UInt64, request: CheckRequest, repeated: Bool)
         /// A Check call whose payload is not a CheckRequest.
         case invalidCheck(callID: UInt64, error: WireError)
         /// Any other call, left for the general path.
@@ -33,6 +35,13 @@ public final class CheckCallCodec {
     private var recentPermissions: [String] = []
     private var recentResource = ""
     private var recentClientAddress = ""
+    /// The previous Check request decoded, and its payload's bytes when it had at most
+    /// ``maxRememberedRequestBytes`` (nil: none, or the last Check's payload was refused).
+    private var recentRequest: CheckRequest?
+    @exclusivity(unchecked) private var recentRequestBytes: [UInt8] = []
+    /// Longest request payload remembered: an ordinary Check takes a few hundred bytes; a longer
+    /// one is unpacked each time, and the memory a connection keeps stays small.
+    public static let maxRememberedRequestBytes = 512
     /// The previous reply's CheckResponse, and its packed bytes (none before the first reply).
     private var recentResponse = CheckResponse()
     private var recentPayload: [UInt8]?
@@ -54,6 +63,10 @@ public final class CheckCallCodec {
                 }
             }
             let payload = UnsafeRawBufferPointer(start: envelope.payload.data, count: envelope.payload.len)
+            if let recentRequest, isRecentRequest(payload) {
+                return .check(callID: envelope.call_id, request: recentRequest, repeated: true)
+            }
+            recentRequest = nil
             guard
                 capikeys_protobuf_has_more_fields_than(Self.start(of: payload), payload.count, WireLimits.maxFields)
                     == 0
@@ -70,11 +83,29 @@ public final class CheckCallCodec {
                     callID: envelope.call_id, error: .malformedMessage(message: "apikeys.v1.CheckRequest"))
             }
             do {
-                return .check(callID: envelope.call_id, request: try read(request.pointee))
+                let decoded = try read(request.pointee)
+                remember(decoded, payload: payload)
+                return .check(callID: envelope.call_id, request: decoded, repeated: false)
             } catch let error as WireError {
                 return .invalidCheck(callID: envelope.call_id, error: error)
             }
         }
+    }
+
+    /// Whether `payload` holds the bytes of the previous Check request's payload.
+    private func isRecentRequest(_ payload: UnsafeRawBufferPointer) -> Bool {
+        guard payload.count == recentRequestBytes.count else { return false }
+        guard payload.count > 0, let start = payload.baseAddress else { return true }  // both empty
+        return recentRequestBytes.withUnsafeBytes { memcmp(start, $0.baseAddress!, payload.count) == 0 }
+    }
+
+    /// Keeps `request` and its payload's bytes for the next call (the request alone when the
+    /// payload is too long to keep).
+    private func remember(_ request: CheckRequest, payload: UnsafeRawBufferPointer) {
+        recentRequestBytes.removeAll(keepingCapacity: true)
+        guard payload.count <= Self.maxRememberedRequestBytes else { return }
+        recentRequestBytes.append(contentsOf: payload)
+        recentRequest = request
     }
 
     /// The CheckRequest of an unpacked struct (``CheckRequest``'s generated reader, with the

@@ -29,12 +29,15 @@ struct StagesBenchmark: AsyncParsableCommand {
         // What the load generators send: one key, one permission, a resource, a client address.
         let request = CheckRequest(
             key: secrets[0], permissions: ["jobs:read"], resource: "GET /bench", clientAddress: "10.0.0.1")
-        let frame = ByteBuffer(
-            bytes: try Envelope(callID: 7, method: Authorize.check.path, payload: request.serializedBytes())
-                .serializedBytes())
+        let frame = try Self.frame(of: request)
+        // The same check for another resource: decoded anew after the first (its payload differs).
+        var other = request
+        other.resource = "GET /bench2"
+        let otherFrame = try Self.frame(of: other)
+        var alternate = false
         let codec = CheckCallCodec()
         let tally = CheckTally(outcomes: ServerMetrics.slotCount)
-        let replier = CheckReplier()
+        let replier = CheckReplier(service: service)
         var outbound = ByteBuffer()
         outbound.reserveCapacity(64 * 1024)
         let counter = AllocationCounter()
@@ -47,9 +50,18 @@ struct StagesBenchmark: AsyncParsableCommand {
         var outcome = try service.check(secret: request.key, permissions: request.permissions)
         let stages: [(String, () throws -> Void)] = [
             (
-                "frame -> CheckRequest (envelope and request unpacked into the arena, Swift strings)",
+                "frame -> CheckRequest, a request other than the previous (unpacked into the arena, strings reused)",
                 {
-                    guard case .check(_, let request) = try codec.decode(frame: frame) else { throw StageError() }
+                    alternate.toggle()
+                    guard case .check(_, let request, false) = try codec.decode(frame: alternate ? otherFrame : frame)
+                    else { throw StageError() }
+                    decoded = request
+                }
+            ),
+            (
+                "frame -> CheckRequest, the previous request's bytes again (envelope unpacked only)",
+                {
+                    guard case .check(_, let request, true) = try codec.decode(frame: frame) else { throw StageError() }
                     decoded = request
                 }
             ),
@@ -87,11 +99,11 @@ struct StagesBenchmark: AsyncParsableCommand {
             (
                 "whole: decode, metrics, check with audit, reply (the handler's CheckReplier)",
                 {
-                    guard case .check(let callID, let request) = try replier.codec.decode(frame: frame) else {
-                        throw StageError()
-                    }
+                    guard case .check(let callID, let request, let repeated) = try replier.codec.decode(frame: frame)
+                    else { throw StageError() }
                     outbound.clear()
-                    try replier.answer(callID: callID, request, service: service, tally: tally, to: &outbound)
+                    try replier.answer(
+                        callID: callID, request, repeated: repeated, tally: tally, to: &outbound)
                 }
             ),
         ]
@@ -112,6 +124,13 @@ struct StagesBenchmark: AsyncParsableCommand {
             await service.flushAuditTrail()  // the writer's work is not counted in the next stage
         }
         try writerStages(events: request, outcome: outcome, counter: counter)
+    }
+
+    /// The request frame of `request` as a client sends it (without its length prefix).
+    private static func frame(of request: CheckRequest) throws -> ByteBuffer {
+        ByteBuffer(
+            bytes: try Envelope(callID: 7, method: Authorize.check.path, payload: request.serializedBytes())
+                .serializedBytes())
     }
 
     /// What the audit writer's thread does per event before SQLite sees it (the same steps as

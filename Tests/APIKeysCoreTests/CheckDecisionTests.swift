@@ -73,6 +73,15 @@ import Testing
         #expect(outcome.missingPermissions == ["vault:read", "no:such"])
     }
 
+    /// A name the catalog lacks adds no bit to what a check asks: a key holding every
+    /// permission of the catalog still lacks it.
+    @Test func aNameNotInTheCatalogIsMissingFromAKeyHoldingEveryOther() {
+        let (index, secret) = index(permissions: PermissionCatalog.standard.entries.map(\.name))
+        #expect(check(index, secret, ["jobs:read", "no:such"]).missingPermissions == ["no:such"])
+        #expect(check(index, secret, ["no:such", "no:such"]).missingPermissions == ["no:such"])
+        #expect(check(index, secret, ["vault:read", "jobs:read"]).isAllowed)
+    }
+
     @Test func rotatedAndRemovedKeysAreUnknown() {
         let (index, oldSecret) = index()
         let newSecret = format.generate()
@@ -131,7 +140,8 @@ import Testing
     @Test func denialOrderIsTheContractOrder() {
         #expect(
             Denial.allCases.sorted() == [
-                .invalidRequest, .malformedKey, .unknownKey, .disabled, .expired, .missingPermission, .ipNotAllowed, .usageExceeded,
+                .invalidRequest, .malformedKey, .unknownKey, .disabled, .expired, .missingPermission, .ipNotAllowed,
+                .usageExceeded,
                 .rateLimited,
             ])
         #expect(Denial.allCases.map(\.httpStatus) == [400, 401, 401, 401, 401, 403, 403, 403, 429])

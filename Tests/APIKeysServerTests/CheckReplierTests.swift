@@ -22,12 +22,17 @@ import Testing
         var retryAfterMS: Int64
     }
 
-    /// Answers `request` with `replier` and reads the one frame it wrote back.
-    private func answer(
-        _ replier: CheckReplier, callID: UInt64, _ request: CheckRequest, service: KeyService
-    ) throws -> Said {
+    /// Sends `request` to `replier` as a client's frame (decoded by its codec, which says whether
+    /// it repeats the previous request) and reads the one frame it wrote back.
+    private func answer(_ replier: CheckReplier, callID: UInt64, _ request: CheckRequest) throws -> Said {
+        let call = ByteBuffer(
+            bytes: try Envelope(callID: callID, method: Authorize.check.path, payload: request.serializedBytes())
+                .serializedBytes())
+        guard case .check(let decodedID, let decoded, let repeated) = try replier.codec.decode(frame: call) else {
+            throw WireError.malformedMessage(message: "apikeys.v1.CheckRequest")
+        }
         var buffer = ByteBuffer()
-        try replier.answer(callID: callID, request, service: service, tally: nil, to: &buffer)
+        try replier.answer(callID: decodedID, decoded, repeated: repeated, tally: nil, to: &buffer)
         let length = buffer.readInteger(endianness: .big, as: UInt32.self) ?? 0
         let frame = buffer.readSlice(length: Int(length)) ?? ByteBuffer()
         #expect(buffer.readableBytes == 0)
@@ -49,7 +54,7 @@ import Testing
                 name: name, permissions: ["jobs:read"], rateLimit: KeyRateLimit(requests: 3, periodSeconds: 60),
                 actor: "ops")
             let other = try await service.createKey(name: "other", permissions: ["jobs:read"], actor: "ops")
-            let replier = CheckReplier()
+            let replier = CheckReplier(service: service)
             let read = CheckRequest(key: issued.secret, permissions: ["jobs:read"])
             func allowed(_ callID: UInt64, name: String, id: String = issued.key.id) -> Said {
                 Said(
@@ -57,34 +62,58 @@ import Testing
                     missing: [], retryAfterMS: 0)
             }
 
-            #expect(try answer(replier, callID: 1, read, service: service) == allowed(1, name: name))
-            #expect(try answer(replier, callID: 2, read, service: service) == allowed(2, name: name))
+            #expect(try answer(replier, callID: 1, read) == allowed(1, name: name))
+            #expect(try answer(replier, callID: 2, read) == allowed(2, name: name))
             // Renamed: the reply carries the new name.
             _ = try await service.updateKey(id: issued.key.id, name: renamed, actor: "ops")
-            #expect(try answer(replier, callID: 3, read, service: service) == allowed(3, name: renamed))
+            #expect(try answer(replier, callID: 3, read) == allowed(3, name: renamed))
             // The rate limit (3 a minute) is spent: denied, with a retry.
-            let limited = try answer(replier, callID: 4, read, service: service)
+            let limited = try answer(replier, callID: 4, read)
             #expect(limited.decision == .deny && limited.reason == .rateLimited && limited.retryAfterMS > 0)
             #expect(limited.callID == 4 && limited.keyName == Array(renamed.utf8))
             // Another key's secret on the same connection.
             let otherRead = CheckRequest(key: other.secret, permissions: ["jobs:read"])
             #expect(
-                try answer(replier, callID: 5, otherRead, service: service)
+                try answer(replier, callID: 5, otherRead)
                     == allowed(5, name: "other", id: other.key.id))
             // Missing permissions are never repeated from the one before: each names its own.
             for (callID, wanted) in [(UInt64(6), "vault:read"), (7, "jobs:write"), (8, "jobs:write")] {
                 let said = try answer(
-                    replier, callID: callID, CheckRequest(key: other.secret, permissions: [wanted]), service: service)
+                    replier, callID: callID, CheckRequest(key: other.secret, permissions: [wanted]))
                 #expect(said.reason == .missingPermission && said.missing == [Array(wanted.utf8)])
                 #expect(said.callID == callID)
             }
+            // The same request again and again (prepared once), while the key's grants change.
+            let both = CheckRequest(key: other.secret, permissions: ["jobs:write", "jobs:read", "jobs:write", "x:y"])
+            for callID in UInt64(20)...21 {
+                let said = try answer(replier, callID: callID, both)
+                #expect(said.reason == .missingPermission && said.callID == callID)
+                #expect(said.missing == [Array("jobs:write".utf8), Array("x:y".utf8)])
+            }
+            let bothKnown = CheckRequest(key: other.secret, permissions: ["jobs:write", "jobs:read"])
+            #expect(try answer(replier, callID: 22, bothKnown).missing == [Array("jobs:write".utf8)])
+            _ = try await service.updateKey(id: other.key.id, permissions: ["jobs:read", "jobs:write"], actor: "ops")
+            for callID in UInt64(23)...24 {
+                #expect(
+                    try answer(replier, callID: callID, bothKnown)
+                        == allowed(callID, name: "other", id: other.key.id))
+            }
+            let withUnknown = CheckRequest(key: other.secret, permissions: ["jobs:read", "no:such"])
+            for callID in UInt64(26)...27 {
+                #expect(
+                    try answer(replier, callID: callID, withUnknown).missing == [
+                        Array("no:such".utf8)
+                    ])
+            }
+            _ = try await service.updateKey(id: other.key.id, permissions: ["jobs:write"], actor: "ops")
+            #expect(try answer(replier, callID: 25, bothKnown).missing == [Array("jobs:read".utf8)])
             // Disabled: the same key, another answer.
             _ = try await service.setEnabled(id: other.key.id, enabled: false, actor: "ops")
-            let disabled = try answer(replier, callID: 9, otherRead, service: service)
+            let disabled = try answer(replier, callID: 9, otherRead)
             #expect(disabled.decision == .deny && disabled.reason == .disabled && disabled.callID == 9)
             let unknown = CheckRequest(key: SecretFormat.standard.generate(), permissions: ["jobs:read"])
             for callID in UInt64(10)...11 {
-                let said = try answer(replier, callID: callID, unknown, service: service)
+                let said = try answer(replier, callID: callID, unknown)
                 #expect(said.reason == .unknownKey && said.keyID.isEmpty && said.callID == callID)
             }
             await service.close(timeout: .seconds(10))

@@ -14,11 +14,11 @@ import Testing
         let request = CheckRequest(
             key: "dbm_x", permissions: ["jobs:read", "clé"], resource: "GET /", clientAddress: "::1")
         let check = Envelope(callID: 7, method: Authorize.check.path, payload: try request.serializedBytes())
-        guard case .check(let callID, let decoded) = try codec.decode(frame: body(check)) else {
+        guard case .check(let callID, let decoded, let repeated) = try codec.decode(frame: body(check)) else {
             Issue.record("not decoded as a check")
             return
         }
-        #expect(callID == 7 && decoded == request)
+        #expect(callID == 7 && decoded == request && !repeated)
 
         let admin = Envelope(
             callID: 8, method: KeyAdmin.listKeys.path, payload: [1, 2], metadata: ["authorization": "Bearer t"])
@@ -76,6 +76,43 @@ import Testing
         #expect(failed.status == .unavailable && failed.check == nil && failed.decision == nil)
     }
 
+    /// A request is taken for the previous one only when its payload is the previous Check's,
+    /// byte for byte: not after a Check that was refused, not for a payload too long to keep,
+    /// and still after a call of another method in between.
+    @Test func aRequestIsRepeatedOnlyWhenItsBytesAreThePreviousChecks() throws {
+        let codec = CheckCallCodec()
+        let a = CheckRequest(key: "dbm_a", permissions: ["jobs:read"], resource: "GET /a", clientAddress: "::1")
+        let long = CheckRequest(
+            key: "dbm_a", permissions: ["jobs:read"],
+            resource: String(repeating: "r", count: CheckCallCodec.maxRememberedRequestBytes))
+        let calls: [(payload: [UInt8], method: String, expected: CheckRequest?, repeated: Bool)] = [
+            (try a.serializedBytes(), Authorize.check.path, a, false),
+            (try a.serializedBytes(), Authorize.check.path, a, true),
+            ([1, 2], KeyAdmin.listKeys.path, nil, false),
+            (try a.serializedBytes(), Authorize.check.path, a, true),
+            ([0xFF, 0x01], Authorize.check.path, nil, false),
+            (try a.serializedBytes(), Authorize.check.path, a, false),
+            (try long.serializedBytes(), Authorize.check.path, long, false),
+            (try long.serializedBytes(), Authorize.check.path, long, false),
+            (try a.serializedBytes(), Authorize.check.path, a, false),
+            ([], Authorize.check.path, CheckRequest(), false),
+            ([], Authorize.check.path, CheckRequest(), true),
+            (try a.serializedBytes(), Authorize.check.path, a, false),
+        ]
+        for (index, call) in calls.enumerated() {
+            let frame = try body(Envelope(callID: UInt64(index), method: call.method, payload: call.payload))
+            switch try codec.decode(frame: frame) {
+            case .check(let callID, let decoded, let repeated):
+                #expect(callID == UInt64(index) && decoded == call.expected, "call \(index)")
+                #expect(repeated == call.repeated, "call \(index)")
+            case .invalidCheck(let callID, _):
+                #expect(callID == UInt64(index) && call.expected == nil && call.method == Authorize.check.path)
+            case .other:
+                #expect(call.method != Authorize.check.path, "call \(index)")
+            }
+        }
+    }
+
     /// The codec reuses the previous call's strings and packed reply when they repeat: a call
     /// that differs in one byte, one permission, their count or their order must still read and
     /// answer as itself, and a repeated one as the same.
@@ -106,24 +143,28 @@ import Testing
             CheckRequest(key: "dbm_aaa", resource: "GET /a/long/enough/for/the/heap", clientAddress: ""),
             CheckRequest(key: "dbm_aaa", resource: "GET /a/long/enough/for/the/hea", clientAddress: ""),
         ]
+        var previousPayload: [UInt8]?
         for (index, request) in requests.enumerated() {
-            let check = Envelope(
-                callID: UInt64(index), method: Authorize.check.path, payload: try request.serializedBytes())
-            guard case .check(let callID, let decoded) = try codec.decode(frame: body(check)) else {
+            let payload = try request.serializedBytes()
+            let check = Envelope(callID: UInt64(index), method: Authorize.check.path, payload: payload)
+            guard case .check(let callID, let decoded, let repeated) = try codec.decode(frame: body(check)) else {
                 Issue.record("call \(index) not decoded as a check")
                 continue
             }
             #expect(callID == UInt64(index) && decoded == request, "call \(index)")
+            #expect(repeated == (payload == previousPayload), "call \(index)")
+            previousPayload = payload
         }
         // Canonically equivalent to the one before (so `==`), other bytes: read as sent.
         for (index, name) in ["caf\u{E9}", "cafe\u{301}", "caf\u{E9}"].enumerated() {
             let request = CheckRequest(
                 key: "dbm_aaa", permissions: ["jobs:read", name], resource: name, clientAddress: name)
             let check = Envelope(callID: 50, method: Authorize.check.path, payload: try request.serializedBytes())
-            guard case .check(_, let decoded) = try codec.decode(frame: body(check)) else {
+            guard case .check(_, let decoded, let repeated) = try codec.decode(frame: body(check)) else {
                 Issue.record("call \(index) not decoded as a check")
                 continue
             }
+            #expect(!repeated, "call \(index)")
             #expect(decoded.permissions.map { Array($0.utf8) } == request.permissions.map { Array($0.utf8) })
             #expect(Array(decoded.resource.utf8) == Array(name.utf8), "call \(index)")
             #expect(Array(decoded.clientAddress.utf8) == Array(name.utf8), "call \(index)")
