@@ -42,9 +42,10 @@ public final class CheckCallCodec {
     /// Longest request payload remembered: an ordinary Check takes a few hundred bytes; a longer
     /// one is unpacked each time, and the memory a connection keeps stays small.
     public static let maxRememberedRequestBytes = 512
-    /// The previous reply's CheckResponse, and its packed bytes (none before the first reply).
+    /// The previous reply's CheckResponse, and its Envelope packed without the call id (none
+    /// before the first reply).
     private var recentResponse = CheckResponse()
-    private var recentPayload: [UInt8]?
+    private var recentReplyRest: [UInt8]?
 
     public init() {}
 
@@ -131,45 +132,66 @@ public final class CheckCallCodec {
     /// Appends the frame of a successful Check reply to `buffer`.
     public func writeCheckReply(callID: UInt64, response: CheckResponse, to buffer: inout ByteBuffer) throws {
         // `==` on the texts is canonical equivalence: the names must also be the same bytes.
-        if recentPayload == nil || response != recentResponse
+        if recentReplyRest == nil || response != recentResponse
             || !response.keyName.hasSameBytes(as: recentResponse.keyName)
             || !response.missingPermissions.elementsEqual(
                 recentResponse.missingPermissions, by: { $0.hasSameBytes(as: $1) })
         {
-            recentPayload = try response.serializedBytes()
+            recentReplyRest = nil
+            recentReplyRest = try Self.packedReplyRest(payload: response.serializedBytes())
             recentResponse = response
         }
-        try writeCheckReply(callID: callID, payload: recentPayload!, to: &buffer)
+        try writeCheckReply(callID: callID, rest: recentReplyRest!, to: &buffer)
     }
 
     /// Appends the frame of the previous successful Check reply again, under `callID`: for a
     /// check the caller knows is answered exactly as the one before. False (nothing written)
     /// when there was none.
     public func repeatCheckReply(callID: UInt64, to buffer: inout ByteBuffer) throws -> Bool {
-        guard let payload = recentPayload else { return false }
-        try writeCheckReply(callID: callID, payload: payload, to: &buffer)
+        guard let rest = recentReplyRest else { return false }
+        try writeCheckReply(callID: callID, rest: rest, to: &buffer)
         return true
     }
 
-    private func writeCheckReply(callID: UInt64, payload: [UInt8], to buffer: inout ByteBuffer) throws {
+    /// A reply's Envelope packed without its call id: the method and `payload`.
+    private static func packedReplyRest(payload: [UInt8]) throws -> [UInt8] {
         try payload.withUnsafeBufferPointer { payload in
             var envelope = Apikeys__V1__Envelope()
             apikeys__v1__envelope__init(&envelope)
-            envelope.call_id = callID
             envelope.payload = ProtobufCBinaryData(
                 len: payload.count, data: payload.baseAddress.map(UnsafeMutablePointer.init(mutating:)))
-            try Self.checkMethod.withUnsafeBufferPointer { method in
+            return try checkMethod.withUnsafeBufferPointer { method in
                 envelope.method = UnsafeMutablePointer(mutating: method.baseAddress)
-                try withUnsafePointer(to: &envelope) { envelope in
+                return try withUnsafePointer(to: &envelope) { envelope in
                     let message = UnsafePointer<ProtobufCMessage>(OpaquePointer(envelope))
                     let size = protobuf_c_message_get_packed_size(message)
-                    guard size <= UInt32.max else { throw WireError.malformedMessage(message: "apikeys.v1.Envelope") }
-                    buffer.writeInteger(UInt32(size), endianness: .big)
-                    buffer.writeWithUnsafeMutableBytes(minimumWritableBytes: size) { out in
-                        protobuf_c_message_pack(message, out.baseAddress!.assumingMemoryBound(to: UInt8.self))
+                    guard size < UInt32.max - 16 else {
+                        throw WireError.malformedMessage(message: "apikeys.v1.Envelope")
+                    }
+                    return [UInt8](unsafeUninitializedCapacity: size) { bytes, count in
+                        count = protobuf_c_message_pack(message, bytes.baseAddress!)
                     }
                 }
             }
+        }
+    }
+
+    /// Appends a reply frame: an Envelope holding only `callID`, packed by protobuf-c, then
+    /// `rest` (``packedReplyRest(payload:)``). protobuf-c writes fields in the order of their
+    /// numbers, and the call id is field 1: the bytes are those of the whole Envelope packed at
+    /// once, without the method and payload being measured and copied for every reply.
+    private func writeCheckReply(callID: UInt64, rest: [UInt8], to buffer: inout ByteBuffer) throws {
+        var envelope = Apikeys__V1__Envelope()
+        apikeys__v1__envelope__init(&envelope)
+        envelope.call_id = callID
+        withUnsafePointer(to: &envelope) { envelope in
+            let message = UnsafePointer<ProtobufCMessage>(OpaquePointer(envelope))
+            let head = protobuf_c_message_get_packed_size(message)
+            buffer.writeInteger(UInt32(head + rest.count), endianness: .big)
+            buffer.writeWithUnsafeMutableBytes(minimumWritableBytes: head) { out in
+                protobuf_c_message_pack(message, out.baseAddress!.assumingMemoryBound(to: UInt8.self))
+            }
+            buffer.writeBytes(rest)
         }
     }
 

@@ -76,6 +76,32 @@ import Testing
         #expect(failed.status == .unavailable && failed.check == nil && failed.decision == nil)
     }
 
+    /// A reply is its call id packed alone, then the rest of the envelope packed once: the bytes
+    /// must be those of the whole envelope packed at once, for every width of call id.
+    @Test func aReplyUnderAnyCallIDIsTheWholeEnvelopesBytes() throws {
+        let codec = CheckCallCodec()
+        let responses = [
+            CheckResponse(decision: .allow, httpStatus: 200, keyID: "key_1", keyName: "ci", expiresAtMS: 5),
+            CheckResponse(decision: .deny, reason: .malformedKey, httpStatus: 401),
+        ]
+        let callIDs: [UInt64] = [0, 1, 127, 128, 16_383, 16_384, 1 << 35, UInt64(Int64.max), UInt64.max]
+        for response in responses {
+            for (index, callID) in callIDs.enumerated() {
+                var buffer = ByteBuffer()
+                if index % 2 == 0 {
+                    try codec.writeCheckReply(callID: callID, response: response, to: &buffer)
+                } else {
+                    #expect(try codec.repeatCheckReply(callID: callID, to: &buffer))
+                }
+                var expected = ByteBuffer()
+                try Framing.write(
+                    Envelope(callID: callID, method: Authorize.check.path, payload: try response.serializedBytes()),
+                    to: &expected)
+                #expect(buffer == expected, "call id \(callID)")
+            }
+        }
+    }
+
     /// A request is taken for the previous one only when its payload is the previous Check's,
     /// byte for byte: not after a Check that was refused, not for a payload too long to keep,
     /// and still after a call of another method in between.
