@@ -141,7 +141,7 @@ public final class CheckCallCodec {
             recentReplyRest = try Self.packedReplyRest(payload: response.serializedBytes())
             recentResponse = response
         }
-        try writeCheckReply(callID: callID, rest: recentReplyRest!, to: &buffer)
+        writeCheckReply(callID: callID, rest: recentReplyRest!, to: &buffer)
     }
 
     /// Appends the frame of the previous successful Check reply again, under `callID`: for a
@@ -149,7 +149,7 @@ public final class CheckCallCodec {
     /// when there was none.
     public func repeatCheckReply(callID: UInt64, to buffer: inout ByteBuffer) throws -> Bool {
         guard let rest = recentReplyRest else { return false }
-        try writeCheckReply(callID: callID, rest: rest, to: &buffer)
+        writeCheckReply(callID: callID, rest: rest, to: &buffer)
         return true
     }
 
@@ -180,18 +180,26 @@ public final class CheckCallCodec {
     /// `rest` (``packedReplyRest(payload:)``). protobuf-c writes fields in the order of their
     /// numbers, and the call id is field 1: the bytes are those of the whole Envelope packed at
     /// once, without the method and payload being measured and copied for every reply.
-    private func writeCheckReply(callID: UInt64, rest: [UInt8], to buffer: inout ByteBuffer) throws {
+    private func writeCheckReply(callID: UInt64, rest: [UInt8], to buffer: inout ByteBuffer) {
         var envelope = Apikeys__V1__Envelope()
         apikeys__v1__envelope__init(&envelope)
         envelope.call_id = callID
         withUnsafePointer(to: &envelope) { envelope in
             let message = UnsafePointer<ProtobufCMessage>(OpaquePointer(envelope))
             let head = protobuf_c_message_get_packed_size(message)
-            buffer.writeInteger(UInt32(head + rest.count), endianness: .big)
-            buffer.writeWithUnsafeMutableBytes(minimumWritableBytes: head) { out in
-                protobuf_c_message_pack(message, out.baseAddress!.assumingMemoryBound(to: UInt8.self))
+            let frame = 4 + head + rest.count
+            // One write into the buffer: the length prefix, the call id, the rest.
+            buffer.writeWithUnsafeMutableBytes(minimumWritableBytes: frame) { out in
+                out.storeBytes(of: UInt32(head + rest.count).bigEndian, toByteOffset: 0, as: UInt32.self)
+                let body = out.baseAddress!.advanced(by: 4).assumingMemoryBound(to: UInt8.self)
+                let packed = protobuf_c_message_pack(message, body)
+                rest.withUnsafeBytes { rest in
+                    if let start = rest.baseAddress {
+                        UnsafeMutableRawPointer(body + packed).copyMemory(from: start, byteCount: rest.count)
+                    }
+                }
+                return 4 + packed + rest.count
             }
-            buffer.writeBytes(rest)
         }
     }
 
