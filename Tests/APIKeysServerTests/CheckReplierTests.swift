@@ -107,6 +107,26 @@ import Testing
             }
             _ = try await service.updateKey(id: other.key.id, permissions: ["jobs:write"], actor: "ops")
             #expect(try answer(replier, callID: 25, bothKnown).missing == [Array("jobs:read".utf8)])
+            // A refused request is refused again when repeated (nothing prepared is kept from it),
+            // and the request before it is not taken for it.
+            let refused = CheckRequest(key: other.secret, permissions: ["jobs:read"], resource: "GET /\u{1B}[2J")
+            for callID in UInt64(30)...31 {
+                var buffer = ByteBuffer()
+                let call = ByteBuffer(
+                    bytes: try Envelope(
+                        callID: callID, method: Authorize.check.path, payload: refused.serializedBytes()
+                    )
+                    .serializedBytes())
+                guard case .check(_, let decoded, let repeated) = try replier.codec.decode(frame: call) else {
+                    Issue.record("call \(callID) not decoded as a check")
+                    continue
+                }
+                #expect(repeated == (callID == 31))
+                #expect(throws: KeyError.self) {
+                    try replier.answer(callID: callID, decoded, repeated: repeated, tally: nil, to: &buffer)
+                }
+                #expect(buffer.readableBytes == 0)
+            }
             // Disabled: the same key, another answer.
             _ = try await service.setEnabled(id: other.key.id, enabled: false, actor: "ops")
             let disabled = try answer(replier, callID: 9, otherRead)
