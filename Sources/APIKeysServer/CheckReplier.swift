@@ -34,7 +34,7 @@ package final class CheckReplier {
             let outcome = try service.check(
                 secret: check.key, prepared(check, repeated: repeated), memo: secretMemo)
             if let recentOutcome, outcome.answersAlike(recentOutcome),
-                try codec.repeatCheckReply(callID: callID, to: &buffer)
+                codec.repeatCheckReply(callID: callID, to: &buffer)
             {
                 return outcome
             }

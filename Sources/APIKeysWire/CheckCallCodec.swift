@@ -35,8 +35,10 @@ public final class CheckCallCodec {
     private var recentPermissions: [String] = []
     private var recentResource = ""
     private var recentClientAddress = ""
-    /// The previous Check request decoded, and its payload's bytes when it had at most
-    /// ``maxRememberedRequestBytes`` (nil: none, or the last Check's payload was refused).
+    /// The previous Check request decoded, and its payload's bytes (nil: none, the last Check's
+    /// payload was refused, or it was longer than ``maxRememberedRequestBytes``). The bytes are
+    /// exempt from dynamic exclusivity checks, as the server's presented-secret memo is: the
+    /// codec is one connection's, used on its event loop only.
     private var recentRequest: CheckRequest?
     @exclusivity(unchecked) private var recentRequestBytes: [UInt8] = []
     /// Longest request payload remembered: an ordinary Check takes a few hundred bytes; a longer
@@ -147,7 +149,7 @@ public final class CheckCallCodec {
     /// Appends the frame of the previous successful Check reply again, under `callID`: for a
     /// check the caller knows is answered exactly as the one before. False (nothing written)
     /// when there was none.
-    public func repeatCheckReply(callID: UInt64, to buffer: inout ByteBuffer) throws -> Bool {
+    public func repeatCheckReply(callID: UInt64, to buffer: inout ByteBuffer) -> Bool {
         guard let rest = recentReplyRest else { return false }
         writeCheckReply(callID: callID, rest: rest, to: &buffer)
         return true

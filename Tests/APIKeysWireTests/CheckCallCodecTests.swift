@@ -91,7 +91,7 @@ import Testing
                 if index % 2 == 0 {
                     try codec.writeCheckReply(callID: callID, response: response, to: &buffer)
                 } else {
-                    #expect(try codec.repeatCheckReply(callID: callID, to: &buffer))
+                    #expect(codec.repeatCheckReply(callID: callID, to: &buffer))
                 }
                 var expected = ByteBuffer()
                 try Framing.write(
