@@ -137,6 +137,23 @@ def main():
         write(f"frame-{name}", b"\x00" + frame)
         write(f"message-Envelope-{name}", bytes([messages.index("Envelope") + 1]) + body)
     write("frames-all", b"\x00" + frames)
+    # Check calls in a row as a service sends them: the same request again, then ones that
+    # differ from the one before in a single byte (its last, its first field's, one between), for
+    # the codec's memory of the previous request (CheckCallCodec) to tell apart.
+    check = samples["CheckRequest"]
+    alike = [check, check, az.CheckRequest(key=check.key, permissions=check.permissions, resource=check.resource,
+                                           client_address="192.0.2.2"),
+             az.CheckRequest(key=check.key[:-1] + "y", permissions=check.permissions, resource=check.resource,
+                             client_address="192.0.2.2"),
+             az.CheckRequest(key=check.key[:-1] + "y", permissions=["jobs:reae"], resource=check.resource,
+                             client_address="192.0.2.2"),
+             check, check]
+    checks = b""
+    for call_id, request in enumerate(alike, start=1):
+        body = env.Envelope(call_id=call_id, method="/apikeys.v1.Authorize/Check",
+                            payload=request.SerializeToString()).SerializeToString()
+        checks += struct.pack(">I", len(body)) + body
+    write("frames-checks-alike", b"\x00" + checks)
     for index, name in enumerate(messages, start=1):
         message_class = next(getattr(m, name) for m in modules.values() if hasattr(m, name))
         write(f"message-{name}-filled", bytes([index]) + filled(message_class).SerializeToString())

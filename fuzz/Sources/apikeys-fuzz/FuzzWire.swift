@@ -47,11 +47,24 @@ private func fuzzFrames(_ bytes: UnsafeRawBufferPointer) {
             } catch {
                 return
             }
-            if let envelope = try? Envelope(serializedBytes: Array(frame.readableBytesView)) {
-                roundTrip(envelope)
-            }
-            if case .check(let callID, let request) = try? codec.decode(frame: frame) {
+            let envelope = try? Envelope(serializedBytes: Array(frame.readableBytesView))
+            if let envelope { roundTrip(envelope) }
+            if case .check(let callID, let request, _) = try? codec.decode(frame: frame) {
                 roundTrip(request)
+                // What the codec read is what the general decoder reads from the payload, to the byte.
+                if let envelope, let own = try? CheckRequest(serializedBytes: envelope.payload),
+                    (try? own.serializedBytes()) != (try? request.serializedBytes())
+                {
+                    fatalError("the Check codec read \(request), the payload holds \(own)")
+                }
+                // The same frame again is the same request, taken from the codec's memory when short.
+                guard case .check(_, let again, let repeated) = try? codec.decode(frame: frame),
+                    (try? again.serializedBytes()) == (try? request.serializedBytes())
+                else { fatalError("a Check frame decoded twice read two requests: \(request)") }
+                let payload = envelope?.payload.count ?? Int.max
+                if repeated != (payload <= CheckCallCodec.maxRememberedRequestBytes), envelope != nil {
+                    fatalError("a Check frame of \(payload) payload bytes decoded twice: repeated \(repeated)")
+                }
                 var reply = ByteBuffer()
                 try? codec.writeCheckReply(callID: callID, response: CheckResponse(), to: &reply)
             }
