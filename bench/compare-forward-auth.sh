@@ -5,13 +5,19 @@
 # as a zero-cost authorizer. Each figure: requests/s and the server's CPU (user + system, every
 # thread) per request, medians of the rounds.
 #   bench/compare-forward-auth.sh BIN_DIR_BEFORE BIN_DIR_AFTER   (each holding apikeyd and apikey)
+# When BIN_DIR_AFTER holds apikeyd-bench too, its `floor --http` (NIOHTTP1's decoder, every request
+# answered 200 from fixed bytes, as many loops as apikeyd) is measured straight as well: the
+# SwiftNIO floor under apikeyd's HTTP port.
 #   BENCH_SECONDS  seconds per measurement (default 4)
 #   BENCH_ROUNDS   interleaved rounds (default 3)
+#   BENCH_EVENT_LOOPS  event loops of both apikeyd builds and the floor (default: apikeyd's, one per
+#                  core; 1 is like for like with the one nginx worker)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 [ $# -eq 2 ] || { echo "usage: $0 BIN_DIR_BEFORE BIN_DIR_AFTER" >&2; exit 2; }
 SECONDS_EACH=${BENCH_SECONDS:-4}
 ROUNDS=${BENCH_ROUNDS:-3}
+LOOPS=${BENCH_EVENT_LOOPS:-}
 for tool in nginx wrk bc curl; do
     command -v "$tool" >/dev/null || [ -x "/usr/sbin/$tool" ] || {
         apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx-light wrk bc curl >/dev/null
@@ -25,13 +31,20 @@ declare -A BIN=([before]=$1 [after]=$2) PID SECRET
 declare -A RPC_PORT=([before]=18601 [after]=18602) HTTP_PORT=([before]=18611 [after]=18612) CHAIN_PORT=([before]=18631 [after]=18632)
 for side in before after; do
     "${BIN[$side]}/apikeyd" --data-dir "$WORK/$side" --port "${RPC_PORT[$side]}" --http-port "${HTTP_PORT[$side]}" \
-        --routes "$WORK/routes" --log-level warning >"$WORK/$side.log" 2>&1 &
+        --routes "$WORK/routes" --log-level warning ${LOOPS:+--event-loops "$LOOPS"} >"$WORK/$side.log" 2>&1 &
     PIDS+=($!); PID[$side]=$!
     wait_port "${RPC_PORT[$side]}"; wait_port "${HTTP_PORT[$side]}"
     SECRET[$side]=$("${BIN[$side]}/apikey" create wrk -p jobs:read --server "127.0.0.1:${RPC_PORT[$side]}" \
         --token-file "$WORK/$side/admin.token" --json | sed -n 's/.*"secret" *: *"\(dbm_[^"]*\)".*/\1/p')
     [ -n "${SECRET[$side]}" ] || { echo "bench: could not create a key on $side" >&2; exit 1; }
 done
+
+FLOOR_PORT=18640
+if [ -x "${BIN[after]}/apikeyd-bench" ]; then
+    "${BIN[after]}/apikeyd-bench" floor --http --port "$FLOOR_PORT" --event-loops "${LOOPS:-$(nproc)}" >"$WORK/floor.log" 2>&1 &
+    PIDS+=($!); FLOOR_PID=$!
+    wait_port "$FLOOR_PORT"
+fi
 
 # auth LOCATION-NAME UPSTREAM-URI: /api/ behind auth_request to that upstream, as the README configures it.
 auth() {
@@ -85,18 +98,26 @@ for _ in $(seq 1 "$ROUNDS"); do
     for side in before after; do
         run "direct $side" "${SECRET[$side]}" "http://127.0.0.1:${HTTP_PORT[$side]}/authorize/api/x" "${PID[$side]}"
     done
+    if [ -n "${FLOOR_PID:-}" ]; then
+        run "direct floor" "${SECRET[after]}" "http://127.0.0.1:$FLOOR_PORT/authorize/api/x" "$FLOOR_PID"
+    fi
     run "chain nginx" "${SECRET[before]}" http://127.0.0.1:18630/api/x "$FREE_PID"
     for side in before after; do
         run "chain $side" "${SECRET[$side]}" "http://127.0.0.1:${CHAIN_PORT[$side]}/api/x" "${PID[$side]}"
     done
 done
 
-echo "forward-auth, two builds — $(date -u +%Y-%m-%dT%H:%MZ) — $(nproc) cores; $ROUNDS interleaved rounds of ${SECONDS_EACH}s, medians"
+echo "forward-auth, two builds — $(date -u +%Y-%m-%dT%H:%MZ) — $(nproc) cores, ${LOOPS:-$(nproc)} event loops; $ROUNDS interleaved rounds of ${SECONDS_EACH}s, medians"
 printf '%-48s | %9s %7s | %s\n' "wrk -t1 -c50" "r/s" "ratio" "server CPU per request"
 for path in direct chain; do
     base=$(echo "${RPS[$path nginx]}" | median)
-    for side in nginx before after; do
-        label="$path: $([ "$side" = nginx ] && echo "zero-cost authorizer (nginx return 200)" || echo "apikeyd $side")"
+    for side in nginx floor before after; do
+        [ -n "${RPS[$path $side]:-}" ] || continue
+        case $side in
+            nginx) label="$path: zero-cost authorizer (nginx return 200)" ;;
+            floor) label="$path: SwiftNIO floor (NIOHTTP1, return 200)" ;;
+            *) label="$path: apikeyd $side" ;;
+        esac
         rps=$(echo "${RPS[$path $side]}" | median)
         printf '%-48s | %9s %7s | %s µs\n' "$label" "$rps" "$(ratio "$rps" "$base")" "$(echo "${CPU[$path $side]}" | median)"
     done

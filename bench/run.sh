@@ -56,6 +56,13 @@ ONE_LOOP_PORT=$APIKEYD_PORT ONE_LOOP_PID=$SERVER_PID
 APIKEYD_PORT=$((APIKEYD_PORT + 10))
 start_apikeyd "$WORK/data-loops" --audit-mode "$AUDIT"
 LOOPS_PORT=$APIKEYD_PORT
+# The framework's floor: the leanest SwiftNIO server of the same protocol (apikeyd-bench floor:
+# apikeyd's framing and codec, every Check answered "allow" from one packed reply, no key, no
+# audit, no per-connection bookkeeping), one loop: what apikeyd would do with no work of its own.
+FLOOR_PORT=$((APIKEYD_PORT + 10))
+"$BIN/apikeyd-bench" floor --port "$FLOOR_PORT" --event-loops 1 >"$WORK/floor.log" 2>&1 &
+PIDS+=($!)
+wait_port "$FLOOR_PORT"
 
 # One load generator for every server (bench/loadgen.c, one thread, closed loop), speaking RESP
 # GET to Redis and Check to apikeyd. Prints "rps p50_us p99_us client_cpu errors".
@@ -65,6 +72,7 @@ drive() {  # drive TARGET C P
         redis) args=(--port "$REDIS_PORT" --proto resp) ;;
         apikeyd) args=(--port "$ONE_LOOP_PORT" --proto apikeyd --key "$(cat "$WORK/secret")") ;;
         loops) args=(--port "$LOOPS_PORT" --proto apikeyd --key "$(cat "$WORK/secret")") ;;
+        floor) args=(--port "$FLOOR_PORT" --proto apikeyd --key "$(cat "$WORK/secret")") ;;
     esac
     line=$("$WORK/loadgen" "${args[@]}" -c "$2" -P "$3" -d "$SECONDS_EACH")
     for f in rps p50_us p99_us client_cpu errors; do printf "%s " "$(echo "$line" | field $f)"; done
@@ -73,15 +81,16 @@ drive() {  # drive TARGET C P
 echo "apikeyd bench — $(date -u +%Y-%m-%dT%H:%MZ) — $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)"
 echo "Check (audit mode: $AUDIT) vs Redis $(redis-server --version | sed -n 's/.*v=\([0-9.]*\).*/\1/p') GET, one generator for both"
 echo "(bench/loadgen.c, one epoll thread); $ROUNDS interleaved rounds of ${SECONDS_EACH}s, medians."
-echo "apikeyd with 1 event loop (as Redis: one thread), and with its default of one loop per core ($(nproc))"
+echo "apikeyd with 1 event loop (as Redis: one thread), and with its default of one loop per core ($(nproc));"
+echo "SwiftNIO floor: apikeyd-bench floor, the same protocol answered with no work (no key, no audit), 1 loop"
 echo
 SETTINGS=("1 1" "50 1" "50 16")
 declare -A RPS P50 P99 CPU ERR
 for _ in $(seq 1 "$ROUNDS"); do
     for setting in "${SETTINGS[@]}"; do
         read -r c p <<<"$setting"
-        for target in redis apikeyd loops; do
-            [ "$target" = loops ] && [ "$c" = 1 ] && continue
+        for target in redis apikeyd loops floor; do
+            [ "$target" != redis ] && [ "$target" != apikeyd ] && [ "$c" = 1 ] && continue
             read -r rps p50 p99 cpu err <<<"$(drive "$target" "$c" "$p")"
             k="$target $c $p"
             RPS[$k]+="$rps "; P50[$k]+="$p50 "; P99[$k]+="$p99 "; CPU[$k]+="$cpu "; ERR[$k]+="$err "
@@ -106,6 +115,11 @@ row "c=50 P=1" apikeyd 50 1
 row "c=50 P=16" apikeyd 50 16
 row "c=50 P=1, $(nproc) loops" loops 50 1
 row "c=50 P=16, $(nproc) loops" loops 50 16
+row "c=50 P=1, SwiftNIO floor" floor 50 1
+row "c=50 P=16, SwiftNIO floor" floor 50 16
+for p in 1 16; do
+    echo "c=50 P=$p: apikeyd (1 loop) / SwiftNIO floor: $(ratio "$(echo "${RPS[apikeyd 50 $p]}" | median)" "$(echo "${RPS[floor 50 $p]}" | median)")"
+done
 echo "(ratio: apikeyd / redis r/s; errors: $(for k in "${!ERR[@]}"; do echo "${ERR[$k]}"; done | tr ' ' '\n' | grep . | sort -u | tr '\n' ' '))"
 echo
 stop_apikeyd

@@ -9,6 +9,6 @@ struct BenchmarkCommand: AsyncParsableCommand {
         subcommands: [
             LoadBenchmark.self, InProcessBenchmark.self, AuditSinkBenchmark.self, StagesBenchmark.self,
             SeedCommand.self,
-            PropagationBenchmark.self,
+            PropagationBenchmark.self, FloorServer.self,
         ])
 }
