@@ -35,13 +35,20 @@ public final class HTTPFrontend: Service, Sendable {
 
     /// The port the HTTP server listens on (the chosen one when asked for 0).
     public let port: Int
+    /// The port's own event loops, as many as the RPC port's (``ServerConfiguration/eventLoopThreads``),
+    /// shut down by ``stop()``.
+    private let group: MultiThreadedEventLoopGroup
     private let quiescing: ServerQuiescingHelper
     private let serverChannel: any Channel
     private let connections: OpenConnections
+    private let stopping = Mutex(false)
 
-    private init(port: Int, quiescing: ServerQuiescingHelper, serverChannel: any Channel, connections: OpenConnections)
-    {
+    private init(
+        port: Int, group: MultiThreadedEventLoopGroup, quiescing: ServerQuiescingHelper, serverChannel: any Channel,
+        connections: OpenConnections
+    ) {
         self.port = port
+        self.group = group
         self.quiescing = quiescing
         self.serverChannel = serverChannel
         self.connections = connections
@@ -84,7 +91,7 @@ public final class HTTPFrontend: Service, Sendable {
             server: server, metrics: metrics, clientAddress: forwardAuth.clientAddress,
             forwardAuth: ForwardAuth(server: server, options: forwardAuth, ignoredForwardingHeaders: ignored))
         let open = OpenConnections(limit: maxConnections)
-        let group = MultiThreadedEventLoopGroup.singleton
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: max(1, server.configuration.eventLoopThreads))
         let quiescing = ServerQuiescingHelper(group: group)
         let replyFlushers = ReplyFlushers(group: group)
         let bootstrap = ServerBootstrap(group: group)
@@ -119,13 +126,16 @@ public final class HTTPFrontend: Service, Sendable {
         do {
             channel = try await bootstrap.bind(host: host, port: port).get()
         } catch let error as IOError {
+            try? await group.shutdownGracefully()
             throw HTTPFrontendError.cannotListen(reason: String(cString: strerror(error.errnoCode)))
         } catch {
+            try? await group.shutdownGracefully()
             throw HTTPFrontendError.cannotListen(reason: "\(error)")
         }
         let boundPort = channel.localAddress?.port ?? port
         logger.info("HTTP port listening", metadata: ["host": "\(host)", "port": "\(boundPort)"])
-        return HTTPFrontend(port: boundPort, quiescing: quiescing, serverChannel: channel, connections: open)
+        return HTTPFrontend(
+            port: boundPort, group: group, quiescing: quiescing, serverChannel: channel, connections: open)
     }
 
     /// Serves until the service group shuts down, then stops the HTTP server.
@@ -135,9 +145,14 @@ public final class HTTPFrontend: Service, Sendable {
     }
 
     /// Stops the HTTP server: no new connections; idle ones are closed, a request being answered
-    /// is answered first. Returns when every connection is closed, or after 5 s (a request whose
-    /// end never comes is then closed by its idle timeout).
+    /// is answered first. Returns when every connection is closed, or after 5 s (those left are
+    /// then closed with the port's event loops). Idempotent.
     public func stop() async {
+        let first = stopping.withLock { stopping in
+            defer { stopping = true }
+            return !stopping
+        }
+        guard first else { return }
         let eventLoop = serverChannel.eventLoop
         let stopped = eventLoop.makePromise(of: Void.self)
         quiescing.initiateShutdown(promise: stopped)
@@ -153,6 +168,7 @@ public final class HTTPFrontend: Service, Sendable {
             stopped.futureResult.whenComplete { _ in resume() }
             eventLoop.scheduleTask(in: .seconds(5)) { resume() }
         }
+        try? await group.shutdownGracefully()
     }
 }
 

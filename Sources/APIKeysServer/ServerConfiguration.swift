@@ -43,7 +43,8 @@ public struct ServerConfiguration: Sendable {
     public var shutdownTimeoutSeconds: Int64 = 10
     /// KeyAdmin calls in flight per connection; more are refused with RESOURCE_EXHAUSTED.
     public var maxAdminCallsInFlight = 64
-    /// Event loop threads: one per core by default.
+    /// Event loop threads of the RPC port (the HTTP port, `HTTPFrontend`, takes as many of its own):
+    /// one per core by default.
     public var eventLoopThreads = System.coreCount
     /// Prefix of the secrets this server issues and accepts.
     public var keyPrefix = SecretFormat.defaultPrefix

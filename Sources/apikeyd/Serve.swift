@@ -126,7 +126,10 @@ struct Serve: AsyncParsableCommand {
     @Option(help: "KeyAdmin calls in flight per connection (env APIKEYD_MAX_ADMIN_CALLS).")
     var maxAdminCalls: Int = Environment.int("APIKEYD_MAX_ADMIN_CALLS", default: defaults.maxAdminCallsInFlight)
 
-    @Option(help: "Event loop threads; default one per core (env APIKEYD_EVENT_LOOPS).")
+    @Option(
+        help:
+            "Event loop threads of the RPC port, and as many of the HTTP port; default one per core (env APIKEYD_EVENT_LOOPS)."
+    )
     var eventLoops: Int = Environment.int("APIKEYD_EVENT_LOOPS", default: defaults.eventLoopThreads)
 
     @Option(help: "Prefix of the secrets this server issues (env APIKEYD_KEY_PREFIX).")

@@ -181,6 +181,29 @@ import Testing
         #expect(rest.contains("audit trail flushed, database closed"))
     }
 
+    /// `--event-loops` sizes every port that serves checks: the HTTP port runs on as many loops as
+    /// the RPC port, not on one per core whatever was asked (it did, on NIO's singleton group).
+    /// Cannot fail on a one-core machine, where both counts are 1.
+    @Test(.enabled(if: FileManager.default.isExecutableFile(atPath: apikeyd.path)))
+    func eventLoopsSizeTheHTTPPortToo() async throws {
+        let dir = try makeTemporaryDirectory("apikeyd-exe")
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let running = try RunningServer(["--data-dir", dir, "--port", "0", "--http-port", "0", "--event-loops", "1"])
+        while !running.logText.contains("HTTP port listening") {
+            let chunk = running.log.fileHandleForReading.availableData
+            guard !chunk.isEmpty else { break }
+            running.logText += String(decoding: chunk, as: UTF8.self)
+        }
+        #expect(running.logText.contains("HTTP port listening"))
+        let tasks = "/proc/\(running.process.processIdentifier)/task"
+        let loops = try FileManager.default.contentsOfDirectory(atPath: tasks).filter { task in
+            let name = (try? String(contentsOfFile: "\(tasks)/\(task)/comm", encoding: .utf8)) ?? ""
+            return name.hasPrefix("NIO-")
+        }
+        #expect(loops.count == 2, "one event loop for each of the two ports, found \(loops.count)")
+        _ = running.stop()
+    }
+
     /// Nonsense settings are refused before anything starts, naming the option.
     @Test(.enabled(if: FileManager.default.isExecutableFile(atPath: apikeyd.path)))
     func nonsenseSettingsAreRefused() async throws {
