@@ -215,8 +215,14 @@ package enum APIRequestPacking {
     /// give back the very bytes the chain's digest was taken over.
     private static func same(_ one: String, _ other: String) -> Bool { one.hasSameBytes(as: other) }
 
+    /// Two copies of one list (the request's, kept by every event of a repeated check) share their
+    /// storage: equal without a name compared.
     private static func same(_ one: [String], _ other: [String]) -> Bool {
-        one.count == other.count && one.indices.allSatisfy { same(one[$0], other[$0]) }
+        guard one.count == other.count else { return false }
+        let shared = one.withUnsafeBufferPointer { one in
+            other.withUnsafeBufferPointer { other in one.baseAddress == other.baseAddress }
+        }
+        return shared || one.indices.allSatisfy { same(one[$0], other[$0]) }
     }
 
     private static func zigzag(_ value: Int64) -> UInt64 { UInt64(bitPattern: (value << 1) ^ (value >> 63)) }
