@@ -120,7 +120,7 @@ row "c=50 P=16, SwiftNIO floor" floor 50 16
 for p in 1 16; do
     echo "c=50 P=$p: apikeyd (1 loop) / SwiftNIO floor: $(ratio "$(echo "${RPS[apikeyd 50 $p]}" | median)" "$(echo "${RPS[floor 50 $p]}" | median)")"
 done
-echo "(ratio: apikeyd / redis r/s; errors: $(for k in "${!ERR[@]}"; do echo "${ERR[$k]}"; done | tr ' ' '\n' | grep . | sort -u | tr '\n' ' '))"
+echo "(ratio: the row's server (apikeyd, or the floor) / redis r/s; errors: $(for k in "${!ERR[@]}"; do echo "${ERR[$k]}"; done | tr ' ' '\n' | grep . | sort -u | tr '\n' ' '))"
 echo
 stop_apikeyd
 SERVER_PID=$ONE_LOOP_PID stop_apikeyd
