@@ -38,10 +38,10 @@ public final class HTTPFrontend: Service, Sendable {
     /// The port's own event loops, as many as the RPC port's (``ServerConfiguration/eventLoopThreads``),
     /// shut down by ``stop()``.
     private let group: MultiThreadedEventLoopGroup
-    private let quiescing: ServerQuiescingHelper
+    /// Taken by the first ``stop()``.
+    private let quiescing: Mutex<ServerQuiescingHelper?>
     private let serverChannel: any Channel
     private let connections: OpenConnections
-    private let stopping = Mutex(false)
 
     private init(
         port: Int, group: MultiThreadedEventLoopGroup, quiescing: ServerQuiescingHelper, serverChannel: any Channel,
@@ -49,7 +49,7 @@ public final class HTTPFrontend: Service, Sendable {
     ) {
         self.port = port
         self.group = group
-        self.quiescing = quiescing
+        self.quiescing = Mutex(quiescing)
         self.serverChannel = serverChannel
         self.connections = connections
     }
@@ -92,39 +92,44 @@ public final class HTTPFrontend: Service, Sendable {
             forwardAuth: ForwardAuth(server: server, options: forwardAuth, ignoredForwardingHeaders: ignored))
         let open = OpenConnections(limit: maxConnections)
         let group = MultiThreadedEventLoopGroup(numberOfThreads: max(1, server.configuration.eventLoopThreads))
-        let quiescing = ServerQuiescingHelper(group: group)
-        let replyFlushers = ReplyFlushers(group: group)
-        let bootstrap = ServerBootstrap(group: group)
-            .serverChannelOption(.backlog, value: 256)
-            .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
-            .serverChannelInitializer { channel in
-                channel.eventLoop.makeCompletedFuture {
-                    try channel.pipeline.syncOperations.addHandler(quiescing.makeServerChannelHandler(channel: channel))
-                }
-            }
-            .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
-            // As on the RPC port: one read of at most 4 KiB per turn of the event loop (ReadLimits).
-            .childChannelOption(.maxMessagesPerRead, value: ReadLimits.maxMessagesPerRead)
-            .childChannelOption(.recvAllocator, value: ReadLimits.allocator)
-            .childChannelInitializer { channel in
-                guard let activity = open.admit(channel) else {
-                    refused?.increment()
-                    return channel.close()
-                }
-                return channel.eventLoop.makeCompletedFuture {
-                    let pipeline = channel.pipeline.syncOperations
-                    try pipeline.addHandler(ActivityMarker(activity))
-                    try pipeline.addHandlers(
-                        ByteToMessageHandler(HTTPRequestDecoder(leftOverBytesStrategy: .dropBytes)),
-                        HTTPConnectionHandler(
-                            responder: responder, peer: channel.remoteAddress?.ipAddress ?? "",
-                            idleTimeout: idleTimeout, activity: activity,
-                            replyFlusher: replyFlushers.flusher(for: channel.eventLoop)))
-                }
-            }
         let channel: any Channel
+        let quiescing: ServerQuiescingHelper
         do {
+            // Made in this block: when binding fails, the helper (which fails a promise of the
+            // loops as it goes) is gone before the loops are shut down.
+            let helper = ServerQuiescingHelper(group: group)
+            let replyFlushers = ReplyFlushers(group: group)
+            let bootstrap = ServerBootstrap(group: group)
+                .serverChannelOption(.backlog, value: 256)
+                .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+                .serverChannelInitializer { channel in
+                    channel.eventLoop.makeCompletedFuture {
+                        try channel.pipeline.syncOperations.addHandler(
+                            helper.makeServerChannelHandler(channel: channel))
+                    }
+                }
+                .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
+                // As on the RPC port: one read of at most 4 KiB per turn of the event loop (ReadLimits).
+                .childChannelOption(.maxMessagesPerRead, value: ReadLimits.maxMessagesPerRead)
+                .childChannelOption(.recvAllocator, value: ReadLimits.allocator)
+                .childChannelInitializer { channel in
+                    guard let activity = open.admit(channel) else {
+                        refused?.increment()
+                        return channel.close()
+                    }
+                    return channel.eventLoop.makeCompletedFuture {
+                        let pipeline = channel.pipeline.syncOperations
+                        try pipeline.addHandler(ActivityMarker(activity))
+                        try pipeline.addHandlers(
+                            ByteToMessageHandler(HTTPRequestDecoder(leftOverBytesStrategy: .dropBytes)),
+                            HTTPConnectionHandler(
+                                responder: responder, peer: channel.remoteAddress?.ipAddress ?? "",
+                                idleTimeout: idleTimeout, activity: activity,
+                                replyFlusher: replyFlushers.flusher(for: channel.eventLoop)))
+                    }
+                }
             channel = try await bootstrap.bind(host: host, port: port).get()
+            quiescing = helper
         } catch let error as IOError {
             try? await group.shutdownGracefully()
             throw HTTPFrontendError.cannotListen(reason: String(cString: strerror(error.errnoCode)))
@@ -148,11 +153,15 @@ public final class HTTPFrontend: Service, Sendable {
     /// is answered first. Returns when every connection is closed, or after 5 s (those left are
     /// then closed with the port's event loops). Idempotent.
     public func stop() async {
-        let first = stopping.withLock { stopping in
-            defer { stopping = true }
-            return !stopping
-        }
-        guard first else { return }
+        guard let quiescing = quiescing.withLock({ $0.take() }) else { return }
+        await Self.quiesce(consume quiescing, serverChannel: serverChannel)
+        // Only now: the helper, gone with `quiesce`, failed a promise of these loops as it went.
+        try? await group.shutdownGracefully()
+    }
+
+    /// Closes the listening channel and every idle connection, and waits until every connection
+    /// is closed, or 5 s.
+    private static func quiesce(_ quiescing: consuming ServerQuiescingHelper, serverChannel: any Channel) async {
         let eventLoop = serverChannel.eventLoop
         let stopped = eventLoop.makePromise(of: Void.self)
         quiescing.initiateShutdown(promise: stopped)
@@ -165,10 +174,12 @@ public final class HTTPFrontend: Service, Sendable {
                 }
                 if first { continuation.resume() }
             }
-            stopped.futureResult.whenComplete { _ in resume() }
-            eventLoop.scheduleTask(in: .seconds(5)) { resume() }
+            let timeout = eventLoop.scheduleTask(in: .seconds(5)) { resume() }
+            stopped.futureResult.whenComplete { _ in
+                timeout.cancel()
+                resume()
+            }
         }
-        try? await group.shutdownGracefully()
     }
 }
 
