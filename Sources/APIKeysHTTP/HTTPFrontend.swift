@@ -151,7 +151,7 @@ public final class HTTPFrontend: Service, Sendable {
 
     /// Stops the HTTP server: no new connections; idle ones are closed, a request being answered
     /// is answered first. Returns when every connection is closed, or after 5 s (those left are
-    /// then closed with the port's event loops). Idempotent.
+    /// then closed with the port's event loops). A second call returns at once.
     public func stop() async {
         guard let quiescing = quiescing.withLock({ $0.take() }) else { return }
         await Self.quiesce(consume quiescing, serverChannel: serverChannel)

@@ -6,6 +6,7 @@ extension String {
     /// Whether `other` has exactly this string's UTF-8 bytes. Not `==`, which is canonical
     /// equivalence ("é" as one code point equals "e" and a combining accent): what the store
     /// keeps and audits is the bytes it was given.
+    ///
     /// Two copies of one string (the audit writer compares each event's key id and request with
     /// the previous event's, mostly the very same strings) share their storage: equal without a
     /// byte read.

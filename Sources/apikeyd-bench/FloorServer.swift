@@ -21,7 +21,7 @@ import NIOPosix
 struct FloorServer: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "floor",
-        abstract: "Answer Check (with --http, every HTTP request) at once over SwiftNIO: the floor `make bench` compares with.")
+        abstract: "Answer Check (with --http, every HTTP request) at once over SwiftNIO: make bench's floor.")
 
     @Option(help: "Address to listen on.") var host = "127.0.0.1"
     @Option(help: "Port to listen on (0: any free port; the port is printed).") var port = 0
