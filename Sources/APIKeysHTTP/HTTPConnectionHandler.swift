@@ -46,11 +46,14 @@ final class HTTPConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
     private let replyFlusher: ReplyFlusher?
     /// Whether this connection waits for `replyFlusher` this turn (kept by the flusher).
     var flushQueued = false
+    /// Where leak reports are stored, off the loop: counted, so that the port's loops outlive them.
+    private let offLoop: OffLoopTasks
 
     init(
-        responder: HTTPResponder, peer: String, idleTimeout: TimeAmount, activity: OpenConnections.Activity? = nil,
-        replyFlusher: ReplyFlusher? = nil
+        responder: HTTPResponder, peer: String, idleTimeout: TimeAmount, offLoop: OffLoopTasks,
+        activity: OpenConnections.Activity? = nil, replyFlusher: ReplyFlusher? = nil
     ) {
+        self.offLoop = offLoop
         self.replyFlusher = replyFlusher
         self.responder = responder
         self.peer = responder.peer(peer)
@@ -138,7 +141,7 @@ final class HTTPConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
     ) {
         let loopBound = NIOLoopBound((handler: self, context: context), eventLoop: context.eventLoop)
         let (responder, eventLoop) = (responder, context.eventLoop)
-        Task {
+        offLoop.run {
             let answer = await responder.reportLeaks(body, peer: reporter)
             eventLoop.execute {
                 let (handler, context) = loopBound.value

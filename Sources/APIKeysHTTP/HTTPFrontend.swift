@@ -42,12 +42,16 @@ public final class HTTPFrontend: Service, Sendable {
     private let quiescing: Mutex<ServerQuiescingHelper?>
     private let serverChannel: any Channel
     private let connections: OpenConnections
+    private let offLoop: OffLoopTasks
+    private let logger: Logger
 
     private init(
         port: Int, group: MultiThreadedEventLoopGroup, quiescing: ServerQuiescingHelper, serverChannel: any Channel,
-        connections: OpenConnections
+        connections: OpenConnections, offLoop: OffLoopTasks, logger: Logger
     ) {
         self.port = port
+        self.offLoop = offLoop
+        self.logger = logger
         self.group = group
         self.quiescing = Mutex(quiescing)
         self.serverChannel = serverChannel
@@ -91,6 +95,7 @@ public final class HTTPFrontend: Service, Sendable {
             server: server, metrics: metrics, clientAddress: forwardAuth.clientAddress,
             forwardAuth: ForwardAuth(server: server, options: forwardAuth, ignoredForwardingHeaders: ignored))
         let open = OpenConnections(limit: maxConnections)
+        let offLoop = OffLoopTasks()
         let group = MultiThreadedEventLoopGroup(numberOfThreads: max(1, server.configuration.eventLoopThreads))
         let channel: any Channel
         let quiescing: ServerQuiescingHelper
@@ -124,7 +129,7 @@ public final class HTTPFrontend: Service, Sendable {
                             ByteToMessageHandler(HTTPRequestDecoder(leftOverBytesStrategy: .dropBytes)),
                             HTTPConnectionHandler(
                                 responder: responder, peer: channel.remoteAddress?.ipAddress ?? "",
-                                idleTimeout: idleTimeout, activity: activity,
+                                idleTimeout: idleTimeout, offLoop: offLoop, activity: activity,
                                 replyFlusher: replyFlushers.flusher(for: channel.eventLoop)))
                     }
                 }
@@ -140,7 +145,8 @@ public final class HTTPFrontend: Service, Sendable {
         let boundPort = channel.localAddress?.port ?? port
         logger.info("HTTP port listening", metadata: ["host": "\(host)", "port": "\(boundPort)"])
         return HTTPFrontend(
-            port: boundPort, group: group, quiescing: quiescing, serverChannel: channel, connections: open)
+            port: boundPort, group: group, quiescing: quiescing, serverChannel: channel, connections: open,
+            offLoop: offLoop, logger: logger)
     }
 
     /// Serves until the service group shuts down, then stops the HTTP server.
@@ -151,17 +157,32 @@ public final class HTTPFrontend: Service, Sendable {
 
     /// Stops the HTTP server: no new connections; idle ones are closed, a request being answered
     /// is answered first. Returns when every connection is closed, or after 5 s (those left are
-    /// then closed with the port's event loops). A second call returns at once.
-    public func stop() async {
+    /// then closed with the port's event loops, once no leak report is being stored: it would
+    /// come back to them). A second call returns at once.
+    public func stop() async { await stop(quiesceTimeout: .seconds(5)) }
+
+    func stop(quiesceTimeout: TimeAmount) async {
         guard let quiescing = quiescing.withLock({ $0.take() }) else { return }
-        await Self.quiesce(consume quiescing, serverChannel: serverChannel)
+        await Self.quiesce(consume quiescing, serverChannel: serverChannel, timeout: quiesceTimeout)
+        guard await offLoop.finished(within: Self.offLoopGrace) else {
+            logger.warning(
+                "HTTP port stopped with leak reports still being stored; its event loops are left running",
+                metadata: ["waited": "\(Self.offLoopGrace)"])
+            return
+        }
         // Only now: the helper, gone with `quiesce`, failed a promise of these loops as it went.
         try? await group.shutdownGracefully()
     }
 
+    /// How long ``stop()`` waits for leak reports being stored (each secret's store write has
+    /// a deadline of its own).
+    static let offLoopGrace: Duration = .seconds(30)
+
     /// Closes the listening channel and every idle connection, and waits until every connection
-    /// is closed, or 5 s.
-    private static func quiesce(_ quiescing: consuming ServerQuiescingHelper, serverChannel: any Channel) async {
+    /// is closed, or `timeout`.
+    private static func quiesce(
+        _ quiescing: consuming ServerQuiescingHelper, serverChannel: any Channel, timeout: TimeAmount
+    ) async {
         let eventLoop = serverChannel.eventLoop
         let stopped = eventLoop.makePromise(of: Void.self)
         quiescing.initiateShutdown(promise: stopped)
@@ -174,9 +195,9 @@ public final class HTTPFrontend: Service, Sendable {
                 }
                 if first { continuation.resume() }
             }
-            let timeout = eventLoop.scheduleTask(in: .seconds(5)) { resume() }
+            let timer = eventLoop.scheduleTask(in: timeout) { resume() }
             stopped.futureResult.whenComplete { _ in
-                timeout.cancel()
+                timer.cancel()
                 resume()
             }
         }

@@ -2,6 +2,7 @@ import APIKeysClient
 import APIKeysCore
 @testable import APIKeysHTTP
 import APIKeysServer
+@testable import APIKeysSQLite
 @_spi(Testing) import APIKeysStore
 import APIKeysTestSupport
 import Foundation
@@ -499,6 +500,32 @@ import Testing
             let revokedClient = server.client(token: minted.secret)
             await #expect(throws: APIKeysClientError.self) { _ = try await revokedClient.whoAmI() }
             await revokedClient.close()
+        }
+    }
+
+    /// A leak report still being stored when the port stops (its quiesce time over) comes back
+    /// with its answer to a loop that still runs: the port shuts its loops down after it. Before,
+    /// they were shut down at once and the report's answer was scheduled on a dead loop, which
+    /// SwiftNIO's strict mode (the suites run in it) turns into a crash of the test process.
+    @Test func stoppingWaitsForALeakReportBeingStored() async throws {
+        try await withHTTP { server, http, client in
+            let leaked = try await client.createKey(name: "pushed", permissions: ["jobs:read"])
+            // Another writer holds the database: the report's commit waits (busy timeout 5 s).
+            let writer = try SQLiteConnection(path: server.dataDirectory + "/apikeys.sqlite", create: false)
+            try writer.execute("BEGIN IMMEDIATE")
+            let reporter = try RawConnection(port: http.port, receiveTimeoutSeconds: 10)
+            let body = "\(leaked.secret)\n"
+            reporter.send(
+                Array("POST /leaked-keys HTTP/1.1\r\nHost: x\r\nContent-Length: \(body.utf8.count)\r\n\r\n\(body)".utf8)
+            )
+            try await Task.sleep(for: .milliseconds(300))
+            async let stopped: Void = http.stop(quiesceTimeout: .milliseconds(100))
+            try await Task.sleep(for: .milliseconds(700))
+            try writer.execute("COMMIT")
+            await stopped
+            let answer = String(decoding: reporter.receiveToEnd(), as: UTF8.self)
+            #expect(answer.hasPrefix("HTTP/1.1 200"), "the report answered, then the connection closed: \(answer)")
+            #expect(try await client.check(key: leaked.secret).reason == .disabled)
         }
     }
 
