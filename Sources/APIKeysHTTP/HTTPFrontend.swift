@@ -161,6 +161,7 @@ public final class HTTPFrontend: Service, Sendable {
     /// come back to them). A second call returns at once.
     public func stop() async { await stop(quiesceTimeout: .seconds(5)) }
 
+    /// ``stop()`` with another quiesce time than 5 s (tests).
     func stop(quiesceTimeout: TimeAmount) async {
         guard let quiescing = quiescing.withLock({ $0.take() }) else { return }
         await Self.quiesce(consume quiescing, serverChannel: serverChannel, timeout: quiesceTimeout)
