@@ -45,13 +45,11 @@ public struct PermissionCatalog: Sendable, Hashable {
     public func contains(_ name: String) -> Bool { bits[name] != nil }
 
     /// The mask of `names`; names not in the catalog add nothing (they can never be granted).
-    public func mask(of names: some Sequence<String>) -> PermissionMask {
-        PermissionMask(rawValue: names.reduce(0) { $0 | (bits[$1] ?? 0) })
-    }
+    public func mask(of names: some Sequence<String>) -> PermissionMask { requirement(of: names).mask }
 
     /// What asking for `names` takes, worked out once: a check asking the same again is then
     /// judged by one mask test (``Requirement/isMet(by:)``), without a lookup per name.
-    func requirement(of names: [String]) -> Requirement {
+    func requirement(of names: some Sequence<String>) -> Requirement {
         var mask: UInt64 = 0
         var allKnown = true
         for name in names {
