@@ -135,12 +135,10 @@ public final class HTTPFrontend: Service, Sendable {
                 }
             channel = try await bootstrap.bind(host: host, port: port).get()
             quiescing = helper
-        } catch let error as IOError {
-            try? await group.shutdownGracefully()
-            throw HTTPFrontendError.cannotListen(reason: String(cString: strerror(error.errnoCode)))
         } catch {
             try? await group.shutdownGracefully()
-            throw HTTPFrontendError.cannotListen(reason: "\(error)")
+            let reason = (error as? IOError).map { String(cString: strerror($0.errnoCode)) } ?? "\(error)"
+            throw HTTPFrontendError.cannotListen(reason: reason)
         }
         let boundPort = channel.localAddress?.port ?? port
         logger.info("HTTP port listening", metadata: ["host": "\(host)", "port": "\(boundPort)"])
