@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# bench/stages.sh: one RPC Check taken apart (`apikeyd-bench stages`): the time and the heap
+# bench/stages.sh: one RPC Check and one HTTP /authorize request taken apart (`apikeyd-bench stages`): the time and the heap
 # allocations per check of each stage the connection handler runs, then of all of them together.
 # Allocations are counted per thread by bench/allocations.c, preloaded: they are the figure to
 # compare build against build on a noisy machine (times are printed beside them).

@@ -50,7 +50,7 @@ public struct ForwardAuthOptions: Sendable {
 /// - A denial names its reason in `X-Deny-Reason` and in its JSON body; RATE_LIMITED is 429 with
 ///   `Retry-After`, or 403 when the request says `X-Rate-Limited-Status: 403` (nginx). A refusal
 ///   (`INVALID_PATH`, `INVALID_ARGUMENT`) is 400, or 403 to a trusted nginx.
-struct ForwardAuth: Sendable {
+package struct ForwardAuth: Sendable {
     let server: APIKeysServer
     let options: ForwardAuthOptions
     /// Counts forwarding headers sent by untrusted peers (not believed).
@@ -63,14 +63,14 @@ struct ForwardAuth: Sendable {
 
     /// A connection's peer as forward-auth sees it, worked out once for the connection's life
     /// rather than for each of its requests.
-    struct Peer {
+    package struct Peer {
         /// The peer's address, as the socket reports it.
         let address: String
         /// Whether the peer is a trusted proxy (``ClientAddressPolicy/trusts(_:)``).
         let isTrustedProxy: Bool
         /// The secret the connection presented last and its hash: a connection mostly repeats
         /// one key, and its format check and SHA-256 are the larger part of a decision.
-        let secretMemo = PresentedSecretMemo()
+        package let secretMemo = PresentedSecretMemo()
     }
 
     /// The peer of a connection from `address`.
@@ -209,7 +209,7 @@ struct ForwardAuth: Sendable {
     /// The secret of `Authorization: Bearer …` (the scheme's name in any case), else of
     /// `X-API-Key`; and whether either header is given more than once. One pass over the headers:
     /// this runs for every request.
-    private static func presentedKey(_ headers: HTTPHeaders) -> (key: String, repeated: Bool) {
+    package static func presentedKey(_ headers: HTTPHeaders) -> (key: String, repeated: Bool) {
         var authorization: String?
         var apiKey: String?
         var repeated = false

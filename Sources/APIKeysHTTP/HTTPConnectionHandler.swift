@@ -16,9 +16,9 @@ import NIOHTTP1
 /// - A request NIO's decoder refuses is answered 400 and the connection closed.
 /// - A connection with no complete request for `idleTimeout` (since it opened or since its
 ///   last answer) is closed, however slowly its bytes trickle in.
-final class HTTPConnectionHandler: ChannelInboundHandler, RemovableChannelHandler, TurnEndFlushing {
-    typealias InboundIn = HTTPServerRequestPart
-    typealias OutboundOut = ByteBuffer
+package final class HTTPConnectionHandler: ChannelInboundHandler, RemovableChannelHandler, TurnEndFlushing {
+    package typealias InboundIn = HTTPServerRequestPart
+    package typealias OutboundOut = ByteBuffer
 
     private let responder: HTTPResponder
     /// The peer, judged once for the connection (trusted proxy or not), with its secret memo.
@@ -45,11 +45,11 @@ final class HTTPConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
     /// Flushes the responses of a read burst at the end of the loop's turn; nil: at once.
     private let replyFlusher: ReplyFlusher?
     /// Whether this connection waits for `replyFlusher` this turn (kept by the flusher).
-    var flushQueued = false
+    package var flushQueued = false
     /// Where leak reports are stored, off the loop: counted, so that the port's loops outlive them.
     private let offLoop: OffLoopTasks
 
-    init(
+    package init(
         responder: HTTPResponder, peer: String, idleTimeout: TimeAmount, offLoop: OffLoopTasks,
         activity: OpenConnections.Activity? = nil, replyFlusher: ReplyFlusher? = nil
     ) {
@@ -61,11 +61,11 @@ final class HTTPConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
         self.activity = activity
     }
 
-    func handlerAdded(context: ChannelHandlerContext) { armTimer(context: context) }
+    package func handlerAdded(context: ChannelHandlerContext) { armTimer(context: context) }
 
-    func handlerRemoved(context: ChannelHandlerContext) { timer.cancel() }
+    package func handlerRemoved(context: ChannelHandlerContext) { timer.cancel() }
 
-    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+    package func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         guard !finishing else { return }
         switch unwrapInboundIn(data) {
         case .head(let head):
@@ -107,7 +107,7 @@ final class HTTPConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
 
     /// The server stops (``HTTPFrontend/stop()``): an idle connection is closed now, one in the
     /// middle of a request after its answer.
-    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+    package func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
         guard event is ChannelShouldQuiesceEvent else {
             context.fireUserInboundEventTriggered(event)
             return
@@ -116,7 +116,7 @@ final class HTTPConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
         if request == nil && !finishing { finish(context: context) }
     }
 
-    func channelReadComplete(context: ChannelHandlerContext) {
+    package func channelReadComplete(context: ChannelHandlerContext) {
         if let replyFlusher, outbound.readableBytes > 0 {
             replyFlusher.flushAtEndOfTurn(self, context: context)
         } else {
@@ -127,7 +127,7 @@ final class HTTPConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
     }
 
     /// Write backpressure: a peer that does not read its responses is not read from either.
-    func channelWritabilityChanged(context: ChannelHandlerContext) {
+    package func channelWritabilityChanged(context: ChannelHandlerContext) {
         let writable = context.channel.isWritable
         if !finishing, let options = context.channel.syncOptions {
             try? options.setOption(.autoRead, value: writable)
@@ -188,7 +188,7 @@ final class HTTPConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
         }
     }
 
-    func flushGatheredReplies(context: ChannelHandlerContext) { flush(context: context) }
+    package func flushGatheredReplies(context: ChannelHandlerContext) { flush(context: context) }
 
     private func flush(context: ChannelHandlerContext) {
         guard outbound.readableBytes > 0 else { return }
@@ -231,7 +231,7 @@ final class HTTPConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
 
     /// A request the decoder refused (bad syntax, a head over its limits) is answered 400, after
     /// the answers already due, and the connection closed; any other error closes it.
-    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+    package func errorCaught(context: ChannelHandlerContext, error: any Error) {
         guard !finishing, error is HTTPParserError else {
             context.close(promise: nil)
             return

@@ -92,8 +92,7 @@ public final class HTTPFrontend: Service, Sendable {
             Counter(label: "apikeyd_http_connections_refused_total", factory: $0.factory)
         }
         let responder = HTTPResponder(
-            server: server, metrics: metrics, clientAddress: forwardAuth.clientAddress,
-            forwardAuth: ForwardAuth(server: server, options: forwardAuth, ignoredForwardingHeaders: ignored))
+            server: server, metrics: metrics, forwardAuth: forwardAuth, ignoredForwardingHeaders: ignored)
         let open = OpenConnections(limit: maxConnections)
         let offLoop = OffLoopTasks()
         let group = MultiThreadedEventLoopGroup(numberOfThreads: max(1, server.configuration.eventLoopThreads))

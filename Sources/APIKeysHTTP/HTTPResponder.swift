@@ -1,19 +1,34 @@
 import APIKeysCore
 import APIKeysServer
 import Foundation
+import Metrics
 import NIOCore
 import NIOHTTP1
 
 /// The answers of the HTTP port, shared by every connection.
-struct HTTPResponder: Sendable {
+package struct HTTPResponder: Sendable {
     let server: APIKeysServer
     let metrics: HTTPFrontend.Metrics?
     /// Where a leak reporter's address comes from (the same rule as forward-auth's).
     let clientAddress: ClientAddressPolicy
     let forwardAuth: ForwardAuth
 
-    struct Answer {
-        var status: HTTPResponseStatus
+    /// The answers for `server`: `metrics` is its registry (nil: `/metrics` answers 404),
+    /// `forwardAuth` how `/authorize` decides; forwarding headers sent by untrusted peers are
+    /// counted in `ignoredForwardingHeaders`.
+    package init(
+        server: APIKeysServer, metrics: HTTPFrontend.Metrics?, forwardAuth: ForwardAuthOptions,
+        ignoredForwardingHeaders: Counter? = nil
+    ) {
+        self.server = server
+        self.metrics = metrics
+        self.clientAddress = forwardAuth.clientAddress
+        self.forwardAuth = ForwardAuth(
+            server: server, options: forwardAuth, ignoredForwardingHeaders: ignoredForwardingHeaders)
+    }
+
+    package struct Answer {
+        package var status: HTTPResponseStatus
         var headers = HTTPHeaders()
         /// The key an allowed forward-auth request presented, said in `X-Key-Id` and `X-Key-Name`:
         /// written straight from the key's state (``ByteBuffer/writeHTTPResponse(_:omitBody:close:keepAlive:)``),
@@ -23,10 +38,10 @@ struct HTTPResponder: Sendable {
     }
 
     /// The peer of a connection from `address`, as ``answer(_:peer:)`` takes it.
-    func peer(_ address: String) -> ForwardAuth.Peer { forwardAuth.peer(address) }
+    package func peer(_ address: String) -> ForwardAuth.Peer { forwardAuth.peer(address) }
 
     /// The answer to `request` from `peer`.
-    func answer(_ request: HTTPRequestHead, peer: ForwardAuth.Peer) -> Answer {
+    package func answer(_ request: HTTPRequestHead, peer: ForwardAuth.Peer) -> Answer {
         let path = Self.path(of: request)
         if path == ForwardAuth.pathPrefix || path.hasPrefix(ForwardAuth.pathPrefix + "/") {
             return forwardAuth.authorize(
@@ -73,7 +88,7 @@ struct HTTPResponder: Sendable {
     }
 
     /// The request's path without its query.
-    private static func path(of request: HTTPRequestHead) -> String {
+    package static func path(of request: HTTPRequestHead) -> String {
         String(RequestPath.withoutQuery(request.uri))
     }
 

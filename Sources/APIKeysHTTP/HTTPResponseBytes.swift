@@ -60,13 +60,17 @@ extension ByteBuffer {
 /// same key state: a state is immutable (a change makes a new one), so the same instance means
 /// the same `X-Key-Id` and `X-Key-Name`. Allowed answers are most of what the port writes, and a
 /// connection (a proxy's keep-alive one included) mostly carries one key.
-struct AllowedResponseMemo {
+package struct AllowedResponseMemo {
     private var key: KeyCheckState?
     private var bytes = ByteBuffer()
 
+    package init() {}
+
     /// Appends `answer` to `buffer` and returns true when it is an allowed answer on a connection
     /// kept open (its bytes remembered for the next); false, appending nothing, for any other.
-    mutating func write(_ answer: HTTPResponder.Answer, close: Bool, keepAlive: Bool, to buffer: inout ByteBuffer)
+    package mutating func write(
+        _ answer: HTTPResponder.Answer, close: Bool, keepAlive: Bool, to buffer: inout ByteBuffer
+    )
         -> Bool
     {
         guard let key = answer.key, answer.status == .ok, answer.headers.isEmpty, answer.body.readableBytes == 0,

@@ -4,8 +4,10 @@ import Synchronization
 /// (a leak report being stored, then answered): the port shuts its loops down only once none is
 /// left, since work scheduled on a loop that has shut down is dropped (and crashes the process in
 /// SwiftNIO's strict mode).
-final class OffLoopTasks: Sendable {
+package final class OffLoopTasks: Sendable {
     private let running = Atomic<Int>(0)
+
+    package init() {}
 
     /// Runs `body` in a task, counted until it has returned (and so has scheduled what it
     /// schedules on a loop).

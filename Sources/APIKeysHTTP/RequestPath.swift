@@ -13,9 +13,9 @@ import APIKeysCore
 ///   above the root, a target that does not start with `/`.
 ///
 /// Matching stays case-sensitive. The query (after `?`) is not part of the path.
-enum RequestPath {
+package enum RequestPath {
     /// Why a request target cannot be judged safely.
-    enum Refusal: Error, Hashable, CustomStringConvertible {
+    package enum Refusal: Error, Hashable, CustomStringConvertible {
         case notAbsolutePath
         case encodedSeparator
         case backslash
@@ -26,7 +26,7 @@ enum RequestPath {
         case fragment
         case climbsAboveRoot
 
-        var description: String {
+        package var description: String {
             switch self {
             case .notAbsolutePath: "the path does not start with /"
             case .encodedSeparator: "the path holds an encoded / or \\"
@@ -43,7 +43,7 @@ enum RequestPath {
 
     /// The normalized path of `target` (a path with an optional query): its segments without
     /// dot segments or empty ones, joined by `/`, a trailing `/` kept.
-    static func normalized(_ target: String) throws(Refusal) -> String {
+    package static func normalized(_ target: String) throws(Refusal) -> String {
         if let canonical = alreadyCanonical(target) { return canonical }
         return try normalizedInFull(target)
     }

@@ -8,12 +8,15 @@ import NIOCore
 
 /// One RPC Check taken apart: the time and the heap allocations of each stage the connection
 /// handler runs for it (`ConnectionHandler.answerCheck`), one stage at a time on one thread, then
-/// all of them together. Allocations are counted by `bench/allocations.c` when it is preloaded
+/// all of them together; then the same for one forward-auth request on the HTTP port
+/// (``HTTPStages``). Allocations are counted by `bench/allocations.c` when it is preloaded
 /// (`bench/stages.sh`); they do not move with the machine's neighbours, as times do.
 struct StagesBenchmark: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "stages",
-        abstract: "Time and allocations per check of each stage of the RPC Check path (see bench/stages.sh).")
+        abstract:
+            "Time and allocations per check of each stage of the RPC Check and HTTP /authorize paths (see bench/stages.sh)."
+    )
 
     @Option(help: "Keys in the store.")
     var keys = 1000
@@ -107,9 +110,22 @@ struct StagesBenchmark: AsyncParsableCommand {
                 }
             ),
         ]
+        print("RPC Check (one frame of the load generators' request):")
+        try Self.measure(stages, checks: checks, counter: counter, service: service)
+        try writerStages(events: request, outcome: outcome, counter: counter)
+        try await HTTPStages.run(checks: checks, counter: counter)
+    }
+
+    /// Runs each of `stages` `checks` times after a warm-up, and prints its time and allocations
+    /// per run; the audit events the stages queued are written between stages, so that the
+    /// writer's work is not counted in the next. Synchronous: every stage runs on the calling
+    /// thread (an `EmbeddedChannel` must stay on the thread that made it).
+    static func measure(
+        _ stages: [(String, () throws -> Void)], checks: Int, counter: AllocationCounter, service: KeyService
+    ) throws {
         for (name, stage) in stages {
             for _ in 0..<1000 { try stage() }  // warm: caches, the arena's blocks, the buffer
-            await service.flushAuditTrail()
+            service.flushAuditTrail()
             let (allocationsBefore, retainsBefore) = (counter.count(), counter.retains())
             let start = DispatchTime.now().uptimeNanoseconds
             for _ in 0..<checks { try stage() }
@@ -121,9 +137,8 @@ struct StagesBenchmark: AsyncParsableCommand {
                     format: "%8.0f ns %7.2f allocations %7.2f retains/releases  %@",
                     Double(nanoseconds) / Double(checks), Double(allocations) / Double(checks),
                     Double(retains) / Double(checks), name))
-            await service.flushAuditTrail()  // the writer's work is not counted in the next stage
+            service.flushAuditTrail()
         }
-        try writerStages(events: request, outcome: outcome, counter: counter)
     }
 
     /// The request frame of `request` as a client sends it (without its length prefix).
@@ -170,12 +185,12 @@ struct StagesBenchmark: AsyncParsableCommand {
         }
     }
 
-    private struct StageError: Error {}
+    struct StageError: Error {}
 }
 
 /// The calling thread's heap allocations and Swift retains and releases so far, from
 /// `bench/allocations.c` when it is preloaded.
-private struct AllocationCounter {
+struct AllocationCounter {
     private typealias Function = @convention(c) () -> UInt64
     private let allocations: Function?
     private let retainsAndReleases: Function?
