@@ -59,6 +59,19 @@ package struct ForwardAuth: Sendable {
     /// The prefix this is served under.
     static let pathPrefix = "/authorize"
 
+    /// Whether `path` is ``pathPrefix`` or under it.
+    static func serves(_ path: String) -> Bool {
+        guard path.hasPrefix(pathPrefix) else { return false }
+        let rest = afterPrefix(path)
+        return rest == path.utf8.endIndex || path.utf8[rest] == UInt8(ascii: "/")
+    }
+
+    /// Where `path`, which starts with ``pathPrefix``, goes on after it: found by bytes (the
+    /// prefix is ASCII), not by characters, as this runs for every request.
+    private static func afterPrefix(_ path: String) -> String.Index {
+        path.utf8.index(path.utf8.startIndex, offsetBy: pathPrefix.utf8.count)
+    }
+
     typealias Answer = HTTPResponder.Answer
 
     /// A connection's peer as forward-auth sees it, worked out once for the connection's life
@@ -254,7 +267,7 @@ package struct ForwardAuth: Sendable {
                 break
             }
         }
-        let rest = path.hasPrefix(Self.pathPrefix) ? String(path.dropFirst(Self.pathPrefix.count)) : path
+        let rest = path.hasPrefix(Self.pathPrefix) ? String(path[Self.afterPrefix(path)...]) : path
         return (method, rest.isEmpty ? "/" : rest)
     }
 

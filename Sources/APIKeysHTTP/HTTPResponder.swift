@@ -43,7 +43,7 @@ package struct HTTPResponder: Sendable {
     /// The answer to `request` from `peer`.
     package func answer(_ request: HTTPRequestHead, peer: ForwardAuth.Peer) -> Answer {
         let path = Self.path(of: request)
-        if path == ForwardAuth.pathPrefix || path.hasPrefix(ForwardAuth.pathPrefix + "/") {
+        if ForwardAuth.serves(path) {
             return forwardAuth.authorize(
                 method: request.method.rawValue, path: path, headers: request.headers, peer: peer)
         }

@@ -166,6 +166,30 @@ import Testing
         }
     }
 
+    @Test func forwardAuthIsServedAtItsPrefixAndNowhereElse() async throws {
+        let routes = try RouteTable(parsing: "GET /api/** jobs:read", catalog: .standard)
+        try await withForwardAuth(ForwardAuthOptions(routes: routes, proxy: .envoy)) { server, port, client in
+            let reader = try await client.createKey(name: "reader", permissions: ["jobs:read"])
+            // The prefix alone, with a query, or followed by a path segment: forward-auth decides.
+            for path in ["/authorize", "/authorize?x=1", "/authorize/"] {
+                let reply = try await HTTPProbe.request(port: port, path: path, headers: [:])
+                #expect(reply.status == 401 && reply.headers["x-deny-reason"] == "NO_KEY", "\(path): \(reply)")
+            }
+            // The prefix as the start of another segment is another path.
+            for path in ["/authorizeX", "/authorize.", "/authorize-x/api/x"] {
+                let reply = try await HTTPProbe.request(port: port, path: path, headers: ["X-API-Key": reader.secret])
+                #expect(reply.status == 404, "\(path): \(reply)")
+            }
+            // What follows the prefix is the original path, judged and recorded as such.
+            let allowed = try await HTTPProbe.request(
+                port: port, path: "/authorize/api/caf%C3%A9", headers: ["X-API-Key": reader.secret])
+            #expect(allowed.status == 200, "\(allowed)")
+            await server.server.service.flushAuditTrail()
+            let events = try await client.listAuditEvents(keyID: reader.key.id).events
+            #expect(events.first?.resource == "GET /api/caf%C3%A9", "\(events)")
+        }
+    }
+
     @Test func onlyATrustedProxyNamesPermissionsAndOnlyCatalogNames() async throws {
         try await withForwardAuth(ForwardAuthOptions(proxy: .envoy)) { server, port, client in
             let reader = try await client.createKey(name: "reader", permissions: ["jobs:read"])
