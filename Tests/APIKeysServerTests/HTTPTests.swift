@@ -43,6 +43,26 @@ import Testing
         }
     }
 
+    @Test func aTakenPortIsRefusedAndTheRunningPortServesOn() async throws {
+        try await withHTTP { server, http, _ in
+            var logger = Logger(label: "apikeyd-http-test")
+            logger.logLevel = .critical
+            // Each failed start shuts its own loops down with nothing left scheduled on them (in
+            // SwiftNIO's strict mode, which the test runner sets, anything left would crash).
+            for _ in 0..<3 {
+                do {
+                    let second = try await HTTPFrontend.start(
+                        server: server.server, metrics: nil, host: "127.0.0.1", port: http.port, logger: logger)
+                    await second.stop()
+                    Issue.record("a second HTTP port started on \(http.port)")
+                } catch let error as HTTPFrontendError {
+                    #expect(error.description == "cannot listen: Address already in use")
+                }
+            }
+            #expect(try await HTTPProbe.request(port: http.port, path: "/healthz").status == 200)
+        }
+    }
+
     @Test func healthAndReadinessFollowTheAuditWriter() async throws {
         let valve = AuditSinkValve()
         try await withHTTP(valve: valve) { server, http, client in
