@@ -69,7 +69,7 @@ bench-replicas: deps
 bench-policies: deps
 	bench/policies.sh
 
-## Time and heap allocations per check of each stage of the RPC Check path (issue 30).
+## Time and heap allocations per check of each stage of the RPC Check and HTTP /authorize paths (issue 30).
 bench-stages:
 	bench/stages.sh
 
