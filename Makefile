@@ -40,7 +40,7 @@ test: deps interop-env codegen-check
 	$(VENV)/bin/python Tests/chaos/chaos.py "$$($(SWIFT) build --show-bin-path)/apikeyd" --fast
 
 ## The hostile-peer battery against a release server (about 20 minutes): 10^7 fuzz inputs, then
-## never-reading clients, slowloris at the connection limit, a garbage storm, the admin
+## never-reading clients, slowloris at the connection limit, garbage storms on both ports, the admin
 ## authorization matrix, the revocation race, kill -9 cycles, a full disk and a 10-minute soak.
 chaos: deps interop-env
 	$(SWIFT) build -c release --product apikeyd
