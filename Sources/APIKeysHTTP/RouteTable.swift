@@ -4,7 +4,7 @@ import APIKeysCore
 ///
 /// One route a line: a method (or `*` for any), a path pattern, and the permissions it needs
 /// (separated by spaces or commas; `-` for none: a valid key is enough). In a pattern `*` is one
-/// path segment and a final `**` any rest. The first route that matches wins; `#` starts a
+/// path segment and a final `**` any rest; other segments match byte for byte. The first route that matches wins; `#` starts a
 /// comment. A request no route matches is denied (403).
 ///
 /// ```
@@ -15,7 +15,7 @@ import APIKeysCore
 public struct RouteTable: Sendable, Hashable {
     struct Route: Sendable, Hashable {
         let method: String?
-        let segments: [Substring]
+        let pattern: PathPattern
         let permissions: [String]
     }
 
@@ -50,7 +50,7 @@ public struct RouteTable: Sendable, Hashable {
             }
             routes.append(
                 Route(
-                    method: fields[0] == "*" ? nil : fields[0].uppercased(), segments: segments,
+                    method: fields[0] == "*" ? nil : fields[0].uppercased(), pattern: PathPattern(segments),
                     permissions: permissions))
         }
         self.routes = routes
@@ -58,41 +58,78 @@ public struct RouteTable: Sendable, Hashable {
 
     /// The permissions `method` on `path` needs, or nil when no route matches. A query string
     /// is not part of the path.
-    /// Each route is matched by walking the path's segments in place: no array per request.
     public func permissions(method: String, path: String) -> [String]? {
         let path = RequestPath.withoutQuery(path)
         let method =
             method.utf8.contains(where: { $0 >= UInt8(ascii: "a") && $0 <= UInt8(ascii: "z") })
             ? method.uppercased() : method
-        return routes.first { route in
-            (route.method == nil || route.method == method) && Self.matches(route.segments, path)
-        }?.permissions
+        for index in routes.indices
+        where (routes[index].method == nil || routes[index].method == method) && routes[index].pattern.matches(path) {
+            return routes[index].permissions
+        }
+        return nil
     }
 
     private static func segments(of path: Substring) -> [Substring] {
         path.split(separator: "/", omittingEmptySubsequences: true)
     }
 
-    /// Whether the non-empty segments of `path` (split at its `/` bytes, as an upstream splits
-    /// it) match `pattern`: segment by segment, `*` any one segment, a final `**` any number of
-    /// further segments (none included).
+    /// Whether the non-empty segments of `path` match `pattern` (``PathPattern/matches(_:)``).
     static func matches(_ pattern: [Substring], _ path: Substring) -> Bool {
-        let anyTail = pattern.last == "**"
-        let fixed = anyTail ? pattern.count - 1 : pattern.count
-        let bytes = path.utf8
-        let slash = UInt8(ascii: "/")
-        var matched = 0
-        var index = bytes.startIndex
-        while true {
-            while index < bytes.endIndex && bytes[index] == slash { index = bytes.index(after: index) }
-            guard index < bytes.endIndex else { break }
-            let start = index
-            while index < bytes.endIndex && bytes[index] != slash { index = bytes.index(after: index) }
-            if matched == fixed { return anyTail }
-            guard pattern[matched] == "*" || pattern[matched] == path[start..<index] else { return false }
-            matched += 1
+        PathPattern(pattern).matches(path)
+    }
+}
+
+/// A route's path pattern, ready to match a path in place: the bytes of its literal segments in
+/// one array, so that matching, done for every forward-auth request, takes no reference and makes
+/// no `Substring`.
+struct PathPattern: Sendable, Hashable {
+    /// The segments before a final `**`: where each literal one lies in `literals`, nil for `*`.
+    private let segments: [Range<Int>?]
+    private let literals: [UInt8]
+    /// Whether the pattern ends with `**`.
+    private let anyTail: Bool
+
+    init(_ pattern: [Substring]) {
+        anyTail = pattern.last == "**"
+        var literals: [UInt8] = []
+        segments = pattern.dropLast(anyTail ? 1 : 0).map { segment in
+            guard segment != "*" else { return nil }
+            let start = literals.count
+            literals += segment.utf8
+            return start..<literals.count
         }
-        return matched == fixed
+        self.literals = literals
+    }
+
+    /// Whether the non-empty segments of `path` (split at its `/` bytes, as an upstream splits
+    /// it) match: segment by segment and byte for byte (as the upstream compares them), `*` any
+    /// one segment, a final `**` any number of further segments (none included).
+    func matches(_ path: Substring) -> Bool {
+        if let result = path.utf8.withContiguousStorageIfAvailable({ matches($0) }) { return result }
+        return Array(path.utf8).withUnsafeBufferPointer { matches($0) }
+    }
+
+    private func matches(_ path: UnsafeBufferPointer<UInt8>) -> Bool {
+        literals.withUnsafeBufferPointer { literals in
+            let slash = UInt8(ascii: "/")
+            var matched = 0
+            var index = 0
+            while true {
+                while index < path.count && path[index] == slash { index += 1 }
+                guard index < path.count else { break }
+                let start = index
+                while index < path.count && path[index] != slash { index += 1 }
+                if matched == segments.count { return anyTail }
+                if let literal = segments[matched] {
+                    guard literal.count == index - start,
+                        literal.indices.allSatisfy({ literals[$0] == path[start + $0 - literal.lowerBound] })
+                    else { return false }
+                }
+                matched += 1
+            }
+            return matched == segments.count
+        }
     }
 }
 

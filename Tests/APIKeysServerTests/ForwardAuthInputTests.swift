@@ -77,13 +77,17 @@ import Testing
     /// Route matching walks the path in place; it must agree with matching the path's split
     /// segments (the definition) on every pattern and path built from a few segments.
     @Test func routeMatchingAgreesWithMatchingTheSplitSegments() {
+        // Byte for byte, as an upstream compares paths (not as Swift compares strings).
+        func same(_ pattern: Substring, _ segment: Substring) -> Bool {
+            pattern == "*" || pattern.utf8.elementsEqual(segment.utf8)
+        }
         func byDefinition(_ pattern: [Substring], _ path: String) -> Bool {
             let segments = path.utf8.split(separator: UInt8(ascii: "/")).map { Substring($0) }
             if pattern.last == "**" {
                 let fixed = pattern.dropLast()
-                return segments.count >= fixed.count && zip(fixed, segments).allSatisfy { $0 == "*" || $0 == $1 }
+                return segments.count >= fixed.count && zip(fixed, segments).allSatisfy(same)
             }
-            return pattern.count == segments.count && zip(pattern, segments).allSatisfy { $0 == "*" || $0 == $1 }
+            return pattern.count == segments.count && zip(pattern, segments).allSatisfy(same)
         }
         let parts = ["a", "b", "*", "**"]
         var patterns: [[Substring]] = [[]]
@@ -100,10 +104,37 @@ import Testing
                     RouteTable.matches(pattern, path[...]) == byDefinition(pattern, path), "\(pattern) on \(path)")
             }
         }
+        // Canonically equivalent spellings are different paths to an upstream: é is not e + U+0301.
+        #expect(!RouteTable.matches(["caf\u{E9}"], "/cafe\u{301}"[...]))
+        #expect(RouteTable.matches(["caf\u{E9}"], "/caf\u{E9}"[...]))
         let table = try! RouteTable(parsing: "get /api/** jobs:read\nPOST /api/*/run jobs:execute", catalog: .standard)
         #expect(table.permissions(method: "GET", path: "/api/jobs?x=1") == ["jobs:read"])
         #expect(table.permissions(method: "post", path: "/api/7/run") == ["jobs:execute"])
         #expect(table.permissions(method: "POST", path: "/api/7/run/now") == nil)
+    }
+
+    // MARK: Credentials
+
+    /// `Authorization: Bearer <secret>` (the scheme in any case, then one space; optional
+    /// whitespace around the secret), else `X-API-Key`; a second header of either kind is a
+    /// repetition.
+    @Test func theCredentialIsTheBearerTokenElseTheAPIKey() {
+        func key(_ pairs: [(String, String)]) -> (key: String, repeated: Bool) {
+            ForwardAuth.presentedKey(HTTPHeaders(pairs))
+        }
+        for value in ["Bearer S", "bearer S", "BEARER S", "bEaReR S", "Bearer   S  ", "Bearer \tS\t"] {
+            #expect(key([("Authorization", value)]) == ("S", false), "\(value)")
+        }
+        for value in ["Bearer", "Bearer ", "Bearerx S", "Basic S", "Bearer\tS", " Bearer S", "Béarer S"] {
+            #expect(key([("Authorization", value)]).key == "", "\(value)")
+        }
+        #expect(key([("Authorization", "Bearer S x")]).key == "S x")
+        #expect(key([("Authorization", "Bearer é")]).key == "é")
+        #expect(key([("authorization", "Basic x"), ("x-api-key", " \tK ")]) == ("K", false))
+        #expect(key([("X-API-Key", "K"), ("Authorization", "Bearer S")]) == ("S", false))
+        #expect(key([("Authorization", "Bearer S"), ("Authorization", "Bearer T")]) == ("S", true))
+        #expect(key([("X-API-Key", "K"), ("X-Api-Key", "L")]) == ("K", true))
+        #expect(key([("Host", "x")]) == ("", false))
     }
 
     // MARK: Client addresses
