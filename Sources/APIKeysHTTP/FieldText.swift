@@ -1,9 +1,11 @@
+/// An HTTP field's optional whitespace (RFC 9110 §5.6.3): a space or a tab.
+private func isOWS(_ byte: UInt8) -> Bool { byte == UInt8(ascii: " ") || byte == UInt8(ascii: "\t") }
+
 extension Substring {
     /// Without leading and trailing spaces and tabs: an HTTP field's optional whitespace (RFC 9110
     /// §5.6.3). Other whitespace is part of the value.
     var trimmingOptionalWhitespace: Substring {
         let bytes = utf8
-        func isOWS(_ byte: UInt8) -> Bool { byte == UInt8(ascii: " ") || byte == UInt8(ascii: "\t") }
         guard let first = bytes.firstIndex(where: { !isOWS($0) }) else { return self[endIndex...] }
         // Both ends fall next to an ASCII byte or an end, so on scalar boundaries.
         let end = bytes.index(after: bytes.lastIndex(where: { !isOWS($0) })!)
@@ -25,5 +27,34 @@ extension StringProtocol {
                 bytes.count == wanted.count && zip(bytes, wanted).allSatisfy { folded($0) == $1 }
             } ?? (utf8.count == wanted.count && zip(utf8, wanted).allSatisfy { folded($0) == $1 })
         }
+    }
+}
+
+extension String {
+    /// This field value from its byte `offset` on (an offset after ASCII bytes), without optional
+    /// whitespace, as a new string: one copy of the bytes and no `Substring` on the way, as it
+    /// runs for every request's credential.
+    func fieldValue(fromByte offset: Int = 0) -> String {
+        let value = utf8.withContiguousStorageIfAvailable { bytes in
+            var (start, end) = (Swift.min(offset, bytes.count), bytes.count)
+            while start < end && isOWS(bytes[start]) { start += 1 }
+            while end > start && isOWS(bytes[end - 1]) { end -= 1 }
+            return String(decoding: UnsafeBufferPointer(rebasing: bytes[start..<end]), as: UTF8.self)
+        }
+        if let value { return value }
+        var contiguous = self
+        contiguous.makeContiguousUTF8()
+        return contiguous.fieldValue(fromByte: offset)
+    }
+
+    /// Whether this begins with `lowercase` (lowercase ASCII), ASCII letters compared regardless
+    /// of case (``StringProtocol/equalsIgnoringASCIICase(_:)`` for a prefix).
+    func hasPrefixIgnoringASCIICase(_ lowercase: StaticString) -> Bool {
+        utf8.count >= lowercase.utf8CodeUnitCount
+            && utf8.prefix(lowercase.utf8CodeUnitCount).elementsEqual(
+                UnsafeBufferPointer(start: lowercase.utf8Start, count: lowercase.utf8CodeUnitCount)
+            ) { byte, wanted in
+                (byte >= UInt8(ascii: "A") && byte <= UInt8(ascii: "Z") ? byte | 0x20 : byte) == wanted
+            }
     }
 }

@@ -235,16 +235,11 @@ package struct ForwardAuth: Sendable {
                 apiKey = apiKey ?? value
             }
         }
-        if let authorization {
-            let utf8 = authorization.utf8
-            if let space = utf8.firstIndex(of: UInt8(ascii: " ")),
-                utf8.distance(from: utf8.startIndex, to: space) == 6,
-                authorization[..<space].equalsIgnoringASCIICase("bearer")
-            {
-                return (String(authorization[utf8.index(after: space)...].trimmingOptionalWhitespace), repeated)
-            }
+        // "Bearer" has no space: the scheme is the value's first word when it is followed by one.
+        if let authorization, authorization.hasPrefixIgnoringASCIICase("bearer ") {
+            return (authorization.fieldValue(fromByte: 7), repeated)
         }
-        return (apiKey.map { String(Substring($0).trimmingOptionalWhitespace) } ?? "", repeated)
+        return (apiKey?.fieldValue() ?? "", repeated)
     }
 
     /// The method and URI the proxy asks about: from the headers of the configured proxy kind
