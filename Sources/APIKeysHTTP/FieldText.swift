@@ -1,6 +1,11 @@
 /// An HTTP field's optional whitespace (RFC 9110 §5.6.3): a space or a tab.
 private func isOWS(_ byte: UInt8) -> Bool { byte == UInt8(ascii: " ") || byte == UInt8(ascii: "\t") }
 
+/// `byte` with an ASCII capital letter made lowercase.
+private func asciiLowercased(_ byte: UInt8) -> UInt8 {
+    byte >= UInt8(ascii: "A") && byte <= UInt8(ascii: "Z") ? byte | 0x20 : byte
+}
+
 extension Substring {
     /// Without leading and trailing spaces and tabs: an HTTP field's optional whitespace (RFC 9110
     /// §5.6.3). Other whitespace is part of the value.
@@ -19,13 +24,21 @@ extension StringProtocol {
     /// other byte must match. Runs for each header of each request, so over contiguous bytes
     /// where the string has them.
     func equalsIgnoringASCIICase(_ lowercase: StaticString) -> Bool {
-        func folded(_ byte: UInt8) -> UInt8 {
-            byte >= UInt8(ascii: "A") && byte <= UInt8(ascii: "Z") ? byte | 0x20 : byte
-        }
-        return lowercase.withUTF8Buffer { wanted in
-            utf8.withContiguousStorageIfAvailable { bytes in
-                bytes.count == wanted.count && zip(bytes, wanted).allSatisfy { folded($0) == $1 }
-            } ?? (utf8.count == wanted.count && zip(utf8, wanted).allSatisfy { folded($0) == $1 })
+        matchesIgnoringASCIICase(lowercase, wholly: true)
+    }
+
+    /// Whether this begins with `lowercase`, compared as ``equalsIgnoringASCIICase(_:)`` compares.
+    func hasPrefixIgnoringASCIICase(_ lowercase: StaticString) -> Bool {
+        matchesIgnoringASCIICase(lowercase, wholly: false)
+    }
+
+    private func matchesIgnoringASCIICase(_ lowercase: StaticString, wholly: Bool) -> Bool {
+        lowercase.withUTF8Buffer { wanted in
+            func matches(_ bytes: some Collection<UInt8>) -> Bool {
+                (wholly ? bytes.count == wanted.count : bytes.count >= wanted.count)
+                    && zip(bytes, wanted).allSatisfy { asciiLowercased($0) == $1 }
+            }
+            return utf8.withContiguousStorageIfAvailable(matches) ?? matches(utf8)
         }
     }
 }
@@ -45,16 +58,5 @@ extension String {
         var contiguous = self
         contiguous.makeContiguousUTF8()
         return contiguous.fieldValue(fromByte: offset)
-    }
-
-    /// Whether this begins with `lowercase` (lowercase ASCII), ASCII letters compared regardless
-    /// of case (``StringProtocol/equalsIgnoringASCIICase(_:)`` for a prefix).
-    func hasPrefixIgnoringASCIICase(_ lowercase: StaticString) -> Bool {
-        utf8.count >= lowercase.utf8CodeUnitCount
-            && utf8.prefix(lowercase.utf8CodeUnitCount).elementsEqual(
-                UnsafeBufferPointer(start: lowercase.utf8Start, count: lowercase.utf8CodeUnitCount)
-            ) { byte, wanted in
-                (byte >= UInt8(ascii: "A") && byte <= UInt8(ascii: "Z") ? byte | 0x20 : byte) == wanted
-            }
     }
 }
