@@ -350,6 +350,45 @@ def slowloris_at_the_limit(ctx):
             f"normal client served")
 
 
+class StormProber:
+    """A valid client beside a storm: asks `ask()` (true when answered right) on a thread of its
+    own every 2 ms, timing each answer and counting the wrong ones and those that came while the
+    storm was on."""
+
+    def __init__(self, ask):
+        self.ask, self.latencies, self.wrong, self.during = ask, [], 0, 0
+        self.done, self.storming, self.lock = threading.Event(), threading.Event(), threading.Lock()
+        self.worker = Worker(self._run)
+
+    def _run(self):
+        while not self.done.is_set():
+            started = time.time()
+            right = self.ask()
+            with self.lock:
+                self.latencies.append(time.time() - started)
+                self.wrong += not right
+                self.during += self.storming.is_set()
+            time.sleep(0.002)
+
+    def start(self):
+        """Starts asking, and returns once answered: the storm, started next, interleaves with it."""
+        self.worker.start()
+        while not self.latencies and self.worker.is_alive():
+            time.sleep(0.01)
+        self.storming.set()
+
+    def is_alive(self):
+        return self.worker.is_alive()
+
+    def stop(self):
+        """Stops asking; the latencies sorted, the 99th percentile in ms returned."""
+        self.storming.clear()
+        self.done.set()
+        join_all([self.worker], timeout=30)
+        self.latencies.sort()
+        return self.latencies[int(len(self.latencies) * 0.99)] * 1000 if self.latencies else float("inf")
+
+
 def garbage_storm(ctx):
     server = ctx.server()
     conn = Connection(server.port)
@@ -358,35 +397,16 @@ def garbage_storm(ctx):
     total = ctx.scale(20_000, 1_000_000)
     rng = random.Random(7)
     methods = [CHECK, ADMIN + "CreateKey", ADMIN + "Nope", "", "/x", ADMIN + "DeleteKey"]
-    latencies, wrong, closes, during = [], 0, 0, 0
-    done, storming = threading.Event(), threading.Event()
-    lock = threading.Lock()
-
-    def valid_calls():
-        nonlocal wrong, during
-        probe = Connection(server.port)
-        while not done.is_set():
-            started = time.time()
-            answer = probe.check(secret, ["jobs:read"])
-            with lock:
-                latencies.append(time.time() - started)
-                wrong += answer.decision != az.ALLOW
-                during += storming.is_set()
-            time.sleep(0.002)
-        probe.close()
-
-    prober = Worker(valid_calls)
+    closes = 0
+    probe = Connection(server.port)
+    prober = StormProber(lambda: probe.check(secret, ["jobs:read"]).decision == az.ALLOW)
     prober.start()
-    # The storm starts once the prober is answered, so its checks interleave with the garbage.
-    while not latencies and prober.is_alive():
-        time.sleep(0.01)
-    storming.set()
     sent = 0
     storm = Connection(server.port)
     # At least the planned frames, and for as long as it takes the prober to be answered 50 times
     # meanwhile (a fast run's storm is over in a fraction of a second otherwise).
     give_up = time.time() + 60
-    while (sent < total or during < 50) and prober.is_alive() and time.time() < give_up:
+    while (sent < total or prober.during < 50) and prober.is_alive() and time.time() < give_up:
         chunk = bytearray()
         for _ in range(1000):
             kind = rng.random()
@@ -414,15 +434,13 @@ def garbage_storm(ctx):
             storm.close()
             storm = Connection(server.port)
         sent += 1000
-    storming.clear()
-    done.set()
-    join_all([prober], timeout=30)
+    p99 = prober.stop()
+    probe.close()
     storm.close()
     conn.close()
     alive = server.process.poll() is None
     server.stop()
-    latencies.sort()
-    p99 = latencies[int(len(latencies) * 0.99)] * 1000
+    during, wrong = prober.during, prober.wrong
     expect(alive, "the server died")
     expect(sent >= total, f"the storm stopped after {sent} of {total} frames")
     # Checks were answered while the garbage arrived, not only before or after it.
@@ -432,7 +450,7 @@ def garbage_storm(ctx):
     # client (a debug build is given 5x).
     expect(p99 <= 100 * ctx.slack, f"valid checks' p99 {p99:.0f} ms during the storm")
     return (f"{sent} garbage frames ({closes} connections closed for bad frames), {during} valid checks "
-            f"answered during the storm: all right, p99 {p99:.1f} ms, max {latencies[-1] * 1000:.1f} ms")
+            f"answered during the storm: all right, p99 {p99:.1f} ms, max {prober.latencies[-1] * 1000:.1f} ms")
 
 
 def _http_garbage(rng, secrets, broken):
@@ -517,10 +535,6 @@ def http_garbage_storm(ctx):
     never = [disabled.secret, unrelated, unknown, reader[:-1] + ("A" if reader[-1] != "A" else "B")]
     total = ctx.scale(20_000, 400_000)
     rng = random.Random(11)
-    latencies, wrong, during = [], 0, 0
-    done, storming = threading.Event(), threading.Event()
-    lock = threading.Lock()
-
     def ask(sock, secret):
         sock.sendall(f"GET /authorize/api/x HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {secret}\r\n\r\n".encode())
         data = b""
@@ -535,29 +549,14 @@ def http_garbage_storm(ctx):
             rest += sock.recv(4096)
         return head.split(b" ")[1]
 
-    def valid_calls():
-        nonlocal wrong, during
-        probe = socket.create_connection(("127.0.0.1", server.http_port), timeout=10)
-        while not done.is_set():
-            started = time.time()
-            allowed, refused = ask(probe, reader), ask(probe, disabled.secret)
-            with lock:
-                latencies.append(time.time() - started)
-                wrong += allowed != b"200" or refused != b"401"
-                during += storming.is_set()
-            time.sleep(0.002)
-        probe.close()
-
-    prober = Worker(valid_calls)
+    probe = socket.create_connection(("127.0.0.1", server.http_port), timeout=10)
+    prober = StormProber(lambda: ask(probe, reader) == b"200" and ask(probe, disabled.secret) == b"401")
     prober.start()
-    while not latencies and prober.is_alive():
-        time.sleep(0.01)
-    storming.set()
     statuses, sent, reopened = {}, 0, 0
     # Six connections of well-formed hostile requests, two of requests the parser refuses.
     storms = [socket.create_connection(("127.0.0.1", server.http_port)) for _ in range(8)]
     give_up = time.time() + 120
-    while (sent < total or during < 50) and prober.is_alive() and time.time() < give_up:
+    while (sent < total or prober.during < 50) and prober.is_alive() and time.time() < give_up:
         # 50 requests in one write on every connection, then each connection's answers: all 50 on
         # a well-formed one; on a broken one, up to the close the parser's refusal brings, or what
         # came within 0.2 s (a request announcing a body it never sends waits for its idle
@@ -593,16 +592,14 @@ def http_garbage_storm(ctx):
                 sock.close()
                 storms[index] = socket.create_connection(("127.0.0.1", server.http_port))
                 reopened += 1
-    storming.clear()
-    done.set()
-    join_all([prober], timeout=30)
+    p99 = prober.stop()
+    probe.close()
     for sock in storms:
         sock.close()
     conn.close()
     alive = server.process.poll() is None
     server.stop()
-    latencies.sort()
-    p99 = latencies[int(len(latencies) * 0.99)] * 1000 if latencies else float("inf")
+    during, wrong = prober.during, prober.wrong
     expect(alive, "the server died")
     expect(sent >= total, f"the storm stopped after {sent} of {total} requests")
     expect(statuses.get("200", 0) == 0, f"{statuses.get('200')} mangled requests were allowed: {statuses}")
