@@ -9,9 +9,9 @@ import NIOHTTP1
 package struct HTTPResponder: Sendable {
     let server: APIKeysServer
     let metrics: HTTPFrontend.Metrics?
-    /// Where a leak reporter's address comes from (the same rule as forward-auth's).
-    let clientAddress: ClientAddressPolicy
     let forwardAuth: ForwardAuth
+    /// Where a leak reporter's address comes from: forward-auth's rule.
+    var clientAddress: ClientAddressPolicy { forwardAuth.options.clientAddress }
 
     /// The answers for `server`: `metrics` is its registry (nil: `/metrics` answers 404),
     /// `forwardAuth` how `/authorize` decides; forwarding headers sent by untrusted peers are
@@ -22,7 +22,6 @@ package struct HTTPResponder: Sendable {
     ) {
         self.server = server
         self.metrics = metrics
-        self.clientAddress = forwardAuth.clientAddress
         self.forwardAuth = ForwardAuth(
             server: server, options: forwardAuth, ignoredForwardingHeaders: ignoredForwardingHeaders)
     }
