@@ -73,11 +73,6 @@ public struct RouteTable: Sendable, Hashable {
     private static func segments(of path: Substring) -> [Substring] {
         path.split(separator: "/", omittingEmptySubsequences: true)
     }
-
-    /// Whether the non-empty segments of `path` match `pattern` (``PathPattern/matches(_:)``).
-    static func matches(_ pattern: [Substring], _ path: Substring) -> Bool {
-        PathPattern(pattern).matches(path)
-    }
 }
 
 /// A route's path pattern, ready to match a path in place: the bytes of its literal segments in
