@@ -13,6 +13,12 @@ import Synchronization
 /// sink, which stores it and raises the keys' last-used times in one transaction. When the queue is full, ``enqueue(_:)`` refuses the event: the caller fails
 /// the check closed rather than answer a request it cannot audit. ``close()`` writes everything
 /// queued before returning.
+///
+/// An idle writer sleeps: after a pass that found nothing to do, it waits for the next event
+/// (which wakes it, and is written at once), a caller, or its look at the disk once a second,
+/// instead of waking every `flushInterval` for nothing. Busy, it keeps its cadence: a pass that
+/// wrote something is followed by a full interval, so commits stay at most one per interval
+/// (two when an event ends an idle interval).
 package final class AuditWriter: Sendable {
     typealias Waiter = AuditWaiters.Waiter
 
@@ -32,6 +38,8 @@ package final class AuditWriter: Sendable {
         /// Events given up at close because the disk kept refusing them.
         var unwritten = 0
         var finished = false
+        /// The writer sleeps past its interval (nothing queued or pending): the next event wakes it.
+        var writerAsleep = false
         /// Callers of ``flush()``, ``close(timeout:)`` and ``pruneNowBlocking()`` waiting.
         var waiters = AuditWaiters()
         /// Passes of the writer that drained every group (aggregated, unknown keys) begun and
@@ -109,7 +117,7 @@ package final class AuditWriter: Sendable {
         // and releases them again on return, atomically, on objects (the key's id, the
         // request's permission list) that other threads retain and release too.
         var slot = Optional(event)
-        let (accepted, full) = state.withLock { state -> (Bool, Bool) in
+        let (accepted, wakeWriter) = state.withLock { state -> (Bool, Bool) in
             guard !state.closing, state.queue.count < capacity else { return (false, false) }
             var event = slot.take()!
             event.atMS = max(event.atMS, state.lastAtMS)
@@ -118,9 +126,11 @@ package final class AuditWriter: Sendable {
             state.queue.append(consume event)
             if state.enqueued == state.written { state.progressAt = .now }
             state.enqueued += 1
-            return (true, state.queue.count == batchSize)
+            let wakeUp = state.writerAsleep || state.queue.count == batchSize
+            state.writerAsleep = false
+            return (true, wakeUp)
         }
-        if full { wake.signal() }
+        if wakeWriter { wake.signal() }
         return accepted
     }
 
@@ -260,13 +270,24 @@ package final class AuditWriter: Sendable {
         // The queue's storage and this one trade places every pass (double buffering): taking a
         // batch neither copies its events nor makes the queue allocate again.
         var batch: [AuditRecord] = []
+        var idle = false
         while true {
-            _ = wake.wait(timeout: .now() + flushInterval)
+            // Asleep only if the queue is still empty under the lock an enqueue takes: an event
+            // queued after that finds the writer asleep and wakes it.
+            let asleep =
+                idle
+                && state.withLock { state in
+                    guard state.queue.isEmpty else { return false }
+                    state.writerAsleep = true
+                    return true
+                }
+            _ = wake.wait(timeout: asleep ? Self.dispatchTime(of: nextDiskLook) : .now() + flushInterval)
             if ContinuousClock.now >= nextDiskLook {
                 nextDiskLook = .now + .seconds(1)
                 lookAtDisk(&unknownKeys)
             }
             let (closing, drainAll) = state.withLock { state -> (Bool, Bool) in
+                state.writerAsleep = false
                 swap(&state.queue, &batch)
                 defer {
                     if state.drainAggregates { state.drainPassesBegun += 1 }
@@ -296,6 +317,9 @@ package final class AuditWriter: Sendable {
             wakeWaiters()
             let (asked, done) = state.withLock { ($0.prunesAsked, $0.prunesDone) }
             let due = retentionMS > 0 && clock.nowMS() >= nextPruneAtMS
+            idle =
+                taken == 0 && summaries.isEmpty && !drainAll && !closing && !due && asked == done
+                && aggregator.isEmpty && unknownKeys.isEmpty
             if !closing && (due || asked > done) {
                 if retentionMS > 0 {
                     pruneExpired()
@@ -309,6 +333,12 @@ package final class AuditWriter: Sendable {
         sink.close()
         state.withLock { $0.finished = true }
         wakeWaiters()
+    }
+
+    /// `instant` as a deadline for a `DispatchSemaphore`.
+    private static func dispatchTime(of instant: ContinuousClock.Instant) -> DispatchTime {
+        let wait = max(.zero, instant - .now).components
+        return .now() + .nanoseconds(Int(wait.seconds) * 1_000_000_000 + Int(wait.attoseconds / 1_000_000_000))
     }
 
     /// Reads the sink's free disk space; below ``minFreeDiskBytes`` the checks of unknown keys

@@ -204,6 +204,59 @@ import Testing
         _ = running.stop()
     }
 
+    /// An idle server sleeps: none of its threads wakes more than a few times a second (its audit
+    /// writer woke every 5 ms, 200 times a second, with nothing to write), and a check made
+    /// after the idle spell is still in the audit trail at once.
+    @Test(.enabled(if: FileManager.default.isExecutableFile(atPath: apikeyd.path)))
+    func anIdleServerSleeps() async throws {
+        let dir = try makeTemporaryDirectory("apikeyd-exe")
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let running = try RunningServer(["--data-dir", dir, "--port", "0", "--http-port", "0"])
+        defer { _ = running.stop() }
+        let token = try String(contentsOfFile: dir + "/admin.token", encoding: .utf8)
+            .trimmingCharacters(in: .whitespacesAndNewlines)
+        let client = APIKeysClient(configuration: .init(port: running.port, adminToken: token, timeout: .seconds(5)))
+        let created = try await client.createKey(name: "idle", permissions: ["jobs:read"])
+        try await Task.sleep(for: .milliseconds(300))
+        let tasks = "/proc/\(running.process.processIdentifier)/task"
+        /// Voluntary context switches (sleeps ended) of each thread, by thread id and name.
+        func wakeups() throws -> [String: (name: String, count: Int)] {
+            var found: [String: (name: String, count: Int)] = [:]
+            for task in try FileManager.default.contentsOfDirectory(atPath: tasks) {
+                guard let status = try? String(contentsOfFile: "\(tasks)/\(task)/status", encoding: .utf8),
+                    let line = status.split(separator: "\n").first(where: { $0.hasPrefix("voluntary_ctxt_switches") }),
+                    let count = line.split(separator: "\t").last.flatMap({
+                        Int($0.trimmingCharacters(in: .whitespaces))
+                    })
+                else { continue }
+                let name = (try? String(contentsOfFile: "\(tasks)/\(task)/comm", encoding: .utf8)) ?? "?"
+                found[task] = (name.trimmingCharacters(in: .whitespacesAndNewlines), count)
+            }
+            return found
+        }
+        let before = try wakeups()
+        try await Task.sleep(for: .seconds(2))
+        let after = try wakeups()
+        let woke = after.compactMap { task, now -> String? in
+            let delta = now.count - (before[task]?.count ?? 0)
+            return delta > 0 ? "\(now.name): \(delta)" : nil
+        }
+        let total = after.reduce(0) { $0 + $1.value.count - (before[$1.key]?.count ?? 0) }
+        #expect(total < 20, "wakeups in 2 s of idling: \(woke.sorted())")
+        // Woken by its first event, the writer stores it without waiting for a timer.
+        let answer = try await client.check(key: created.secret, permissions: ["jobs:read"])
+        #expect(answer.decision == .allow)
+        var stored = false
+        for _ in 0..<50 where !stored {
+            stored = try await client.listAuditEvents(keyID: created.key.id).events.contains {
+                $0.action == "api.request"
+            }
+            if !stored { try await Task.sleep(for: .milliseconds(10)) }
+        }
+        #expect(stored, "the check after the idle spell was not written within 0.5 s")
+        await client.close()
+    }
+
     /// Nonsense settings are refused before anything starts, naming the option.
     @Test(.enabled(if: FileManager.default.isExecutableFile(atPath: apikeyd.path)))
     func nonsenseSettingsAreRefused() async throws {
