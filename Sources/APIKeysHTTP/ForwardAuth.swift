@@ -84,11 +84,14 @@ package struct ForwardAuth: Sendable {
         /// The secret the connection presented last and its hash: a connection mostly repeats
         /// one key, and its format check and SHA-256 are the larger part of a decision.
         package let secretMemo = PresentedSecretMemo()
+        /// Where the connection's checks are counted: its event loop's tally (nil: under the
+        /// metrics' lock).
+        let checkTally: CheckTally?
     }
 
-    /// The peer of a connection from `address`.
-    func peer(_ address: String) -> Peer {
-        Peer(address: address, isTrustedProxy: options.clientAddress.trusts(address))
+    /// The peer of a connection from `address`, whose checks are counted in `tally`.
+    func peer(_ address: String, tally: CheckTally?) -> Peer {
+        Peer(address: address, isTrustedProxy: options.clientAddress.trusts(address), checkTally: tally)
     }
 
     /// The decision on a request of `method` to `path` (under ``pathPrefix``) from `peer`.
@@ -115,7 +118,8 @@ package struct ForwardAuth: Sendable {
         // A request that cannot be judged is refused before any decision, and recorded.
         func refuse(_ reason: String, _ message: String) -> Answer {
             _ = try? server.recordInvalidRequest(
-                secret: key, resource: resource, clientAddress: client.address, why: "\(reason): \(message)")
+                secret: key, resource: resource, clientAddress: client.address, why: "\(reason): \(message)",
+                tally: peer.checkTally)
             return Self.answer(.badRequest, reason: reason, message: message)
         }
         // One credential, given once: with two, the proxy, this server and the upstream could
@@ -155,7 +159,7 @@ package struct ForwardAuth: Sendable {
         do {
             outcome = try server.check(
                 secret: key, permissions: permissions, resource: resource, clientAddress: client.address,
-                memo: peer.secretMemo)
+                memo: peer.secretMemo, tally: peer.checkTally)
         } catch let error as KeyError {
             return refuse("INVALID_ARGUMENT", error.description)
         } catch {

@@ -49,14 +49,15 @@ package final class HTTPConnectionHandler: ChannelInboundHandler, RemovableChann
     /// Where leak reports are stored, off the loop: counted, so that the port's loops outlive them.
     private let offLoop: OffLoopTasks
 
+    /// `checkTally`: the tally of the connection's event loop, where its checks are counted.
     package init(
         responder: HTTPResponder, peer: String, idleTimeout: TimeAmount, offLoop: OffLoopTasks,
-        activity: OpenConnections.Activity? = nil, replyFlusher: ReplyFlusher? = nil
+        activity: OpenConnections.Activity? = nil, replyFlusher: ReplyFlusher? = nil, checkTally: CheckTally? = nil
     ) {
         self.offLoop = offLoop
         self.replyFlusher = replyFlusher
         self.responder = responder
-        self.peer = responder.peer(peer)
+        self.peer = responder.peer(peer, tally: checkTally)
         self.deadlines = ConnectionDeadlines(idleTimeout: idleTimeout, frameTimeout: nil, openedAt: .now())
         self.activity = activity
     }

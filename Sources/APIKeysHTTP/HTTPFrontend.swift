@@ -96,6 +96,8 @@ public final class HTTPFrontend: Service, Sendable {
         let open = OpenConnections(limit: maxConnections)
         let offLoop = OffLoopTasks()
         let group = MultiThreadedEventLoopGroup(numberOfThreads: max(1, server.configuration.eventLoopThreads))
+        // Forward-auth's checks are counted on their own loop, as the RPC port's are.
+        server.metrics?.countChecks(onLoopsOf: group)
         let channel: any Channel
         let quiescing: ServerQuiescingHelper
         do {
@@ -129,7 +131,8 @@ public final class HTTPFrontend: Service, Sendable {
                             HTTPConnectionHandler(
                                 responder: responder, peer: channel.remoteAddress?.ipAddress ?? "",
                                 idleTimeout: idleTimeout, offLoop: offLoop, activity: activity,
-                                replyFlusher: replyFlushers.flusher(for: channel.eventLoop)))
+                                replyFlusher: replyFlushers.flusher(for: channel.eventLoop),
+                                checkTally: server.metrics?.tally(for: channel.eventLoop)))
                     }
                 }
             channel = try await bootstrap.bind(host: host, port: port).get()

@@ -36,8 +36,11 @@ package struct HTTPResponder: Sendable {
         var body: ByteBuffer
     }
 
-    /// The peer of a connection from `address`, as ``answer(_:peer:)`` takes it.
-    package func peer(_ address: String) -> ForwardAuth.Peer { forwardAuth.peer(address) }
+    /// The peer of a connection from `address`, as ``answer(_:peer:)`` takes it; its checks are
+    /// counted in `tally`, its event loop's (nil: under the metrics' lock).
+    package func peer(_ address: String, tally: CheckTally? = nil) -> ForwardAuth.Peer {
+        forwardAuth.peer(address, tally: tally)
+    }
 
     /// The answer to `request` from `peer`.
     package func answer(_ request: HTTPRequestHead, peer: ForwardAuth.Peer) -> Answer {

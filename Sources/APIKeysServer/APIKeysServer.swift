@@ -235,7 +235,18 @@ public final class APIKeysServer: Service, Sendable {
         secret: String, permissions: [String], resource: String, clientAddress: String,
         memo: PresentedSecretMemo? = nil
     ) throws -> CheckOutcome {
-        try ServerMetrics.measuredElsewhere(metrics) {
+        try check(
+            secret: secret, permissions: permissions, resource: resource, clientAddress: clientAddress, memo: memo,
+            tally: nil)
+    }
+
+    /// ``check(secret:permissions:resource:clientAddress:memo:)`` on an event loop, counted in
+    /// the loop's `tally` (``ServerMetrics/tally(for:)``; nil: from any thread, under a lock).
+    package func check(
+        secret: String, permissions: [String], resource: String, clientAddress: String,
+        memo: PresentedSecretMemo?, tally: CheckTally?
+    ) throws -> CheckOutcome {
+        try measured(in: tally) {
             try service.check(
                 secret: secret, permissions: permissions, resource: resource, clientAddress: clientAddress, memo: memo)
         }
@@ -246,9 +257,23 @@ public final class APIKeysServer: Service, Sendable {
     public func recordInvalidRequest(secret: String, resource: String, clientAddress: String, why: String) throws
         -> CheckOutcome
     {
-        try ServerMetrics.measuredElsewhere(metrics) {
+        try recordInvalidRequest(secret: secret, resource: resource, clientAddress: clientAddress, why: why, tally: nil)
+    }
+
+    /// ``recordInvalidRequest(secret:resource:clientAddress:why:)`` on an event loop, counted in
+    /// the loop's `tally` (nil: from any thread, under a lock).
+    package func recordInvalidRequest(
+        secret: String, resource: String, clientAddress: String, why: String, tally: CheckTally?
+    ) throws -> CheckOutcome {
+        try measured(in: tally) {
             try service.recordInvalidRequest(secret: secret, resource: resource, clientAddress: clientAddress, why: why)
         }
+    }
+
+    /// `answer` counted in the metrics: in `tally`, or else under the lock of checks made anywhere.
+    private func measured(in tally: CheckTally?, _ answer: () throws -> CheckOutcome) rethrows -> CheckOutcome {
+        guard let tally else { return try ServerMetrics.measuredElsewhere(metrics, answer) }
+        return try ServerMetrics.measured(tally, answer)
     }
 
     /// How a failed call is told to its client, on any port: the status and a message without

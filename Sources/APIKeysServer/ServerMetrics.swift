@@ -10,7 +10,8 @@ import Synchronization
 /// follow Prometheus conventions: `apikeyd_` prefix, base units, `_total` counters.
 ///
 /// The check path costs two clock reads and three stores into its event loop's own
-/// ``CheckTally`` per check (no lock, no cache line shared between loops); when scraped, the
+/// ``CheckTally`` per check (no lock, no cache line shared between loops), on the RPC port and
+/// on the HTTP port's forward-auth alike; when scraped, the
 /// tallies are added up into the check counters, and the check-latency histogram is written from
 /// them (``checkDurationExposition()``): swift-metrics has no way to add a bucket's count in one
 /// step. Gauges are read when scraped. See docs/PERFORMANCE.md for what it costs.
@@ -20,9 +21,10 @@ public final class ServerMetrics: Sendable {
     /// How many slots ``slot(of:)`` has.
     /// A tally's outcome slots: allowed, and each denial.
     package static let slotCount = Denial.allCases.count + 1
-    /// One per event loop of the RPC server, by the loop's identity.
-    private let loopTallies: [ObjectIdentifier: CheckTally]
-    /// For checks made off those loops (forward-auth over HTTP), one at a time.
+    /// One per event loop of the RPC server, and of the ports added by ``countChecks(onLoopsOf:)``,
+    /// by the loop's identity. Looked up once per connection.
+    private let loopTallies: Mutex<[ObjectIdentifier: CheckTally]>
+    /// For checks made off those loops, one at a time.
     private let elsewhere = Mutex<CheckTally>(CheckTally(outcomes: ServerMetrics.slotCount))
     /// The check counts already added to `checks`.
     private let exportedChecks = Mutex<[Int64]>(Array(repeating: 0, count: ServerMetrics.slotCount))
@@ -48,8 +50,9 @@ public final class ServerMetrics: Sendable {
 
     init(factory: any MetricsFactory, eventLoops: [any EventLoop]) {
         self.factory = factory
-        loopTallies = Dictionary(
-            uniqueKeysWithValues: eventLoops.map { (ObjectIdentifier($0), CheckTally(outcomes: Self.slotCount)) })
+        loopTallies = Mutex(
+            Dictionary(
+                uniqueKeysWithValues: eventLoops.map { (ObjectIdentifier($0), CheckTally(outcomes: Self.slotCount)) }))
         let allowed = Counter(
             label: "apikeyd_checks_total", dimensions: [("decision", "allow"), ("reason", "none")], factory: factory)
         checks =
@@ -73,8 +76,18 @@ public final class ServerMetrics: Sendable {
         Gauge(label: "apikeyd_build_info", dimensions: [("version", BuildInfo.version)], factory: factory).record(1)
     }
 
-    /// The tally of the server's event loop `loop` (nil for any other).
-    func tally(for loop: any EventLoop) -> CheckTally? { loopTallies[ObjectIdentifier(loop)] }
+    /// The tally of the event loop `loop` (nil for a loop of no port).
+    package func tally(for loop: any EventLoop) -> CheckTally? { loopTallies.withLock { $0[ObjectIdentifier(loop)] } }
+
+    /// Gives every event loop of another port's `group` (the HTTP port's) a tally of its own,
+    /// for the checks made on it. A tally, once given, stays (its counts are part of the totals).
+    package func countChecks(onLoopsOf group: any EventLoopGroup) {
+        loopTallies.withLock { tallies in
+            for loop in group.makeIterator() where tallies[ObjectIdentifier(loop)] == nil {
+                tallies[ObjectIdentifier(loop)] = CheckTally(outcomes: Self.slotCount)
+            }
+        }
+    }
 
     /// Runs `answer` (a check and its reply) on the event loop whose tally is `tally` and, with a
     /// tally, counts the outcome and times it: how RPC Check records its checks. Nothing is
@@ -86,7 +99,7 @@ public final class ServerMetrics: Sendable {
         return outcome
     }
 
-    /// ``measured(_:_:)`` from any thread (forward-auth over HTTP), counted under a lock; without
+    /// ``measured(_:_:)`` from any thread, counted under a lock; without
     /// `metrics`, no clock is read.
     static func measuredElsewhere(_ metrics: ServerMetrics?, _ answer: () throws -> CheckOutcome) rethrows
         -> CheckOutcome
@@ -106,7 +119,7 @@ public final class ServerMetrics: Sendable {
     /// Every tally added up.
     private var checkCounts: CheckTally.Counts {
         var total = elsewhere.withLock { $0.counts }
-        for tally in loopTallies.values { total.add(tally.counts) }
+        for tally in loopTallies.withLock({ Array($0.values) }) { total.add(tally.counts) }
         return total
     }
 

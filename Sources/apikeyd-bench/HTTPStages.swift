@@ -60,7 +60,11 @@ enum HTTPStages {
         let keeper = try decoding.pipeline.syncOperations.handler(type: HeadKeeper.self)
         guard let head = keeper.head else { throw StagesBenchmark.StageError() }
 
-        let peer = responder.peer("127.0.0.1")
+        // Counted on the loop's own tally, as the port's loops count theirs.
+        let port = EmbeddedChannel()
+        server.metrics?.countChecks(onLoopsOf: port.eventLoop)
+        let tally = server.metrics?.tally(for: port.eventLoop)
+        let peer = responder.peer("127.0.0.1", tally: tally)
         var key = ""
         var path = ""
         var permissions: [String]? = nil
@@ -70,11 +74,11 @@ enum HTTPStages {
         var outbound = ByteBuffer()
         outbound.reserveCapacity(64 * 1024)
 
-        let port = EmbeddedChannel()
         try port.pipeline.syncOperations.addHandlers(
             ByteToMessageHandler(HTTPRequestDecoder(leftOverBytesStrategy: .dropBytes)),
             HTTPConnectionHandler(
-                responder: responder, peer: "127.0.0.1", idleTimeout: .seconds(75), offLoop: OffLoopTasks()))
+                responder: responder, peer: "127.0.0.1", idleTimeout: .seconds(75), offLoop: OffLoopTasks(),
+                checkTally: tally))
         var response = ByteBuffer()
 
         let stages: [(String, () throws -> Void)] = [
@@ -93,7 +97,7 @@ enum HTTPStages {
                 {
                     _ = try server.check(
                         secret: key, permissions: permissions ?? [], resource: "GET /api/x", clientAddress: "127.0.0.1",
-                        memo: peer.secretMemo)
+                        memo: peer.secretMemo, tally: tally)
                 }
             ),
             ("forward-auth's whole answer (HTTPResponder.answer)", { answer = responder.answer(head, peer: peer) }),

@@ -85,6 +85,45 @@ import Testing
         }
     }
 
+    /// Forward-auth checks made on every event loop of the port at once are each counted once:
+    /// each loop counts its own in a tally of its own, which has one writer (a tally shared by
+    /// two loops loses counts, or is added up twice). Pipelined on 8 connections, spread over the
+    /// port's loops (one per core, as configured by default).
+    @Test func checksOnEveryLoopAtOnceAreCountedExactly() async throws {
+        try await withHTTP { server, http, client in
+            let created = try await client.createKey(name: "k", permissions: ["jobs:read"])
+            let (connections, requests) = (8, 500)
+            let request = "GET /authorize HTTP/1.1\r\nHost: x\r\nX-API-Key: \(created.secret)\r\nX-Original-URI: /x\r\n"
+            let bytes = Array(
+                (String(repeating: request + "\r\n", count: requests - 1) + request + "Connection: close\r\n\r\n").utf8)
+            let allowed = try await withThrowingTaskGroup(of: Int.self) { group in
+                for _ in 0..<connections {
+                    group.addTask {
+                        try await offThePool {
+                            let connection = try RawConnection(port: http.port, receiveTimeoutSeconds: 20)
+                            connection.send(bytes)
+                            let text = String(decoding: connection.receiveToEnd(), as: UTF8.self)
+                            return text.components(separatedBy: "HTTP/1.1 200 OK\r\n").count - 1
+                        }
+                    }
+                }
+                return try await group.reduce(0, +)
+            }
+            #expect(allowed == connections * requests)
+            let text = try await HTTPProbe.request(port: http.port, path: "/metrics").body
+            let lines = Set(text.split(separator: "\n").map(String.init))
+            let counted = lines.filter {
+                $0.hasPrefix("apikeyd_checks_total{decision=\"allow\"")
+                    || $0.hasPrefix("apikeyd_check_duration_seconds_count")
+            }
+            #expect(
+                lines.contains(#"apikeyd_checks_total{decision="allow",reason="none"} \#(connections * requests)"#),
+                "\(counted.sorted())")
+            #expect(
+                lines.contains("apikeyd_check_duration_seconds_count \(connections * requests)"), "\(counted.sorted())")
+        }
+    }
+
     @Test func metricsMoveWithChecksAndAdminCalls() async throws {
         try await withHTTP { server, http, client in
             let created = try await client.createKey(name: "k", permissions: ["jobs:read"])
