@@ -26,7 +26,8 @@ public final class AdminAPI: Service, Sendable {
         public var tls: TLSFiles?
         /// A request must be complete this long after the connection opened or its last answer.
         public var requestTimeout: Duration
-        /// Connections served at once; past it, new ones wait in the listen backlog.
+        /// Connections held at once; past it, a new one takes the slot of an incomplete or idle
+        /// one, or is closed when every one is being answered (``AdminConnectionSlot``).
         public var maxConnections: Int
         /// Requests answered a second, all callers together (bursts of twice as many); past it,
         /// 429 with `Retry-After`. It bounds what the admin port can take from the checks, which
@@ -68,8 +69,11 @@ public final class AdminAPI: Service, Sendable {
         AdminRoutes(server: server, idempotency: IdempotencyCache(), clock: clock, logger: logger)
             .register(on: router)
         let requestTimeout = TimeAmount(options.requestTimeout)
+        let connections = OpenConnections(limit: options.maxConnections)
         let http = HTTPServerBuilder.http1(
-            configuration: .init(additionalChannelHandlers: [RequestDeadlineHandler(timeout: requestTimeout)]))
+            configuration: .init(additionalChannelHandlers: [
+                AdminConnectionSlot(connections), RequestDeadlineHandler(timeout: requestTimeout),
+            ]))
         let builder: HTTPServerBuilder
         if let files = options.tls {
             do {
@@ -94,9 +98,7 @@ public final class AdminAPI: Service, Sendable {
                             requests: options.requestsPerSecond, periodSeconds: 1,
                             burst: options.requestsPerSecond * 2))),
             server: builder,
-            configuration: .init(
-                address: .hostname(options.host, port: options.port), serverName: nil,
-                availableConnectionsDelegate: MaximumAvailableConnections(options.maxConnections)),
+            configuration: .init(address: .hostname(options.host, port: options.port), serverName: nil),
             onServerRunning: { channel in
                 boundContinuation.yield(channel.localAddress?.port ?? options.port)
                 boundContinuation.finish()

@@ -6,7 +6,7 @@ import Synchronization
 /// incomplete frame or request (a slowloris), else the one idle longest (nothing unanswered since
 /// it opened or since its last answer). Only when every connection has complete traffic being
 /// served is the new one closed instead. So a flood of slow or silent connections cannot keep a
-/// client, a probe or a proxy out. Used by the RPC port and the HTTP port.
+/// client, a probe or a proxy out. Used by the RPC port, the HTTP port and the admin API's port.
 package final class OpenConnections: Sendable {
     /// What a connection is doing, kept by its handler, read when a slot is needed.
     package final class Activity: Sendable {

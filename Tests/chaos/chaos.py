@@ -758,16 +758,32 @@ def http_connection_flood(ctx):
     descriptor limit a process has here): apikeyd never holds more than --max-http-connections
     (a new connection takes the slot of the oldest idle one), so it never runs out of
     descriptors; RPC Checks and /healthz are answered throughout."""
-    import multiprocessing
-    total, cap = 25_000, 1000
+    cap = 1000
     server = ctx.server("--http-port", "0", "--max-http-connections", str(cap))
+    return _connection_flood(server, server.http_port, 25_000, cap, "/healthz", b"HTTP/1.1 200", "HTTP")
+
+
+def admin_connection_flood(ctx):
+    """4,000 silent connections to the admin API's port (it holds 256), from four processes: a
+    new connection takes the slot of the one idle longest, so the operator's requests are
+    answered throughout (before, they waited in the listen backlog until a silent connection
+    reached its 30 s request timeout), RPC Checks too, and apikeyd never runs out of descriptors."""
+    server = ctx.server("--admin-port", "0")
+    return _connection_flood(server, server.admin_port, 4_000, 256, "/v1/keys", b"HTTP/1.1 401", "admin")
+
+
+def _connection_flood(server, port, total, cap, probe_path, probe_answer, name):
+    """`total` connections to `port` (at most `cap` held), from 127.0.0.2-.5 in four processes,
+    while RPC Checks and GET `probe_path` (answered `probe_answer`) are asked: each is answered,
+    and apikeyd's descriptors stay within the cap (plus the connections being closed)."""
+    import multiprocessing
     conn = Connection(server.port)
     secret = conn.admin(server, "CreateKey", ka.CreateKeyRequest(name="k", permissions=["jobs:read"]),
                         ka.CreateKeyResponse).secret
     spawn = multiprocessing.get_context("fork")
     report, release = spawn.Queue(), spawn.Event()
     floods = [spawn.Process(target=_hold_connections,
-                            args=(server.http_port, f"127.0.0.{2 + i}", total // 4, report, release), daemon=True)
+                            args=(port, f"127.0.0.{2 + i}", total // 4, report, release), daemon=True)
               for i in range(4)]
     for f in floods:
         f.start()
@@ -777,14 +793,14 @@ def http_connection_flood(ctx):
     most = baseline
 
     def sample():
-        """Meanwhile: an RPC Check and /healthz, each answered; apikeyd's descriptors counted."""
+        """Meanwhile: an RPC Check and the probe, each answered; apikeyd's descriptors counted."""
         nonlocal most
         tally["checks"] += 1
         tally["allowed"] += conn.check(secret, ["jobs:read"]).decision == az.ALLOW
         most = max(most, len(os.listdir(f"/proc/{server.process.pid}/fd")))
         tally["probes"] += 1
         try:
-            tally["probed_ok"] += HTTPGet(server.http_port, "/healthz").startswith(b"HTTP/1.1 200")
+            tally["probed_ok"] += HTTPGet(port, probe_path).startswith(probe_answer)
         except OSError:
             pass
 
@@ -808,7 +824,7 @@ def http_connection_flood(ctx):
     healthy, deadline = False, time.time() + 30
     while time.time() < deadline and not healthy:
         try:
-            healthy = HTTPGet(server.http_port, "/healthz").startswith(b"HTTP/1.1 200")
+            healthy = HTTPGet(port, probe_path).startswith(probe_answer)
         except OSError:
             time.sleep(0.2)
     conn.close()
@@ -823,11 +839,11 @@ def http_connection_flood(ctx):
     expect(most <= baseline + cap + 100, f"apikeyd held {most} descriptors ({baseline} before; cap {cap})")
     checks, allowed, probes, probed_ok = tally["checks"], tally["allowed"], tally["probes"], tally["probed_ok"]
     expect(checks >= 5 and allowed == checks, f"{allowed} of {checks} RPC Checks allowed during the flood")
-    expect(probed_ok == probes, f"/healthz answered {probed_ok} of {probes} times during the flood")
-    expect(healthy, "/healthz did not answer after the flood")
-    return (f"{opened} HTTP connections (cap {cap}): apikeyd's descriptors {baseline} -> at most {most}, the "
+    expect(probed_ok == probes, f"{probe_path} answered {probed_ok} of {probes} times during the flood")
+    expect(healthy, f"{probe_path} did not answer after the flood")
+    return (f"{opened} {name} connections (cap {cap}): apikeyd's descriptors {baseline} -> at most {most}, the "
             f"rest closed on accept; "
-            f"{allowed}/{checks} RPC Checks allowed and /healthz answered {probed_ok}/{probes} meanwhile")
+            f"{allowed}/{checks} RPC Checks allowed and {probe_path} answered {probed_ok}/{probes} meanwhile")
 
 
 def http_never_reading_clients(ctx):
@@ -1174,7 +1190,7 @@ def soak(ctx):
 
 
 CHECKS = [never_reading_clients, slowloris_at_the_limit, garbage_storm, http_garbage_storm, worst_shape_flood,
-          http_connection_flood,
+          http_connection_flood, admin_connection_flood,
           http_never_reading_clients, admin_never_reading_clients, admin_matrix, revocation_race, kill9_under_mutations, disk_full, soak]
 
 
