@@ -388,6 +388,16 @@ class StormProber:
         self.latencies.sort()
         return self.latencies[int(len(self.latencies) * 0.99)] * 1000 if self.latencies else float("inf")
 
+    def stop_with(self, server, *connections):
+        """Ends the storm: stops asking, closes `connections` (the probe's, the storm's) and stops
+        `server`; the p99 in ms, and whether the server was still alive."""
+        p99 = self.stop()
+        for connection in connections:
+            connection.close()
+        alive = server.process.poll() is None
+        server.stop()
+        return p99, alive
+
 
 def garbage_storm(ctx):
     server = ctx.server()
@@ -434,12 +444,7 @@ def garbage_storm(ctx):
             storm.close()
             storm = Connection(server.port)
         sent += 1000
-    p99 = prober.stop()
-    probe.close()
-    storm.close()
-    conn.close()
-    alive = server.process.poll() is None
-    server.stop()
+    p99, alive = prober.stop_with(server, probe, storm, conn)
     during, wrong = prober.during, prober.wrong
     expect(alive, "the server died")
     expect(sent >= total, f"the storm stopped after {sent} of {total} frames")
@@ -592,13 +597,7 @@ def http_garbage_storm(ctx):
                 sock.close()
                 storms[index] = socket.create_connection(("127.0.0.1", server.http_port))
                 reopened += 1
-    p99 = prober.stop()
-    probe.close()
-    for sock in storms:
-        sock.close()
-    conn.close()
-    alive = server.process.poll() is None
-    server.stop()
+    p99, alive = prober.stop_with(server, probe, *storms, conn)
     during, wrong = prober.during, prober.wrong
     expect(alive, "the server died")
     expect(sent >= total, f"the storm stopped after {sent} of {total} requests")
