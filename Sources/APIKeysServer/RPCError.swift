@@ -52,6 +52,7 @@ public struct RPCError: Error, Sendable {
             switch error.code {
             case .auditBacklog: self.init(.unavailable, "the audit trail is behind; try again shortly")
             case .closed: self.init(.unavailable, "the server is shutting down")
+            case .overloaded: self.init(.unavailable, "the server is busy with calls like this one; try again shortly")
             case .stale: self.init(.unavailable, "\(error)")
             case .unreachable:
                 self.init(

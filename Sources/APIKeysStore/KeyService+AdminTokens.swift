@@ -1,4 +1,5 @@
 import APIKeysCore
+import Synchronization
 
 extension KeyService {
     /// Admin tokens are their own kind of secret (prefix `adm_`), stored hashed, never API keys.
@@ -91,7 +92,7 @@ extension KeyService {
         let hash = SecretHash(of: token)
         var stored = recheckedAtCommit ? knownAdminTokens.withLock({ $0[hash] }) : nil
         if stored == nil {
-            guard let found = try await store.adminToken(hash: hash) else { return nil }
+            guard let found = try await readAdminToken(hash) else { return nil }
             knownAdminTokens.withLock { $0[hash] = found }
             stored = found
         }
@@ -99,6 +100,28 @@ extension KeyService {
         guard let stored, !stored.grant.isExpired(atMS: now) else { return nil }
         await noteAdminTokenUse(hash, atMS: now)
         return AdminActor(name: stored.name, token: hash, grant: stored.grant)
+    }
+
+    /// Reads of admin tokens not seen valid that may wait for the store at once; more are refused
+    /// with ``StoreError/Code/overloaded``. A caller that presents a made-up token (an unknown
+    /// admin call, a leak report) needs no secret, and each read waits its turn for the store's
+    /// admin connection: unbounded, a flood of them queued without limit, in memory and in time,
+    /// ahead of operators' calls.
+    public static let maxUnknownAdminTokenReads = 32
+
+    /// The stored token with `hash`: read from the store, at most ``maxUnknownAdminTokenReads``
+    /// at once unless the token was seen valid (``knownAdminTokens``), so that an operator's call
+    /// is not refused during a flood of made-up tokens.
+    func readAdminToken(_ hash: SecretHash) async throws -> AdminTokenInfo? {
+        if knownAdminTokens.withLock({ $0[hash] != nil }) { return try await store.adminToken(hash: hash) }
+        guard unknownAdminTokenReads.add(1, ordering: .relaxed).newValue <= Self.maxUnknownAdminTokenReads else {
+            unknownAdminTokenReads.subtract(1, ordering: .relaxed)
+            throw StoreError(
+                code: .overloaded,
+                description: "more than \(Self.maxUnknownAdminTokenReads) reads of unknown admin tokens under way")
+        }
+        defer { unknownAdminTokenReads.subtract(1, ordering: .relaxed) }
+        return try await store.adminToken(hash: hash)
     }
 
     /// How precisely an admin token's last use is kept: written at most once a minute per token

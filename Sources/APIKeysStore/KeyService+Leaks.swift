@@ -72,7 +72,7 @@ extension KeyService {
     private func revokeLeakedAdminToken(_ hash: SecretHash, resource: String, reporterAddress: String) async throws
         -> LeakReport
     {
-        guard let token = try await store.adminToken(hash: hash) else { return .noKey }
+        guard let token = try await readAdminToken(hash) else { return .noKey }
         // Where it was found and who reported it go in the detail: admin-token events are
         // recorded without a resource or address on every store.
         let found = resource.isEmpty ? "" : " (found at \(resource))"

@@ -36,6 +36,10 @@ public final class KeyService: Sendable {
     /// Admin tokens seen valid (hash → name), for the key changes that check their token again at
     /// commit (``authenticate(adminToken:recheckedAtCommit:)``). Holds only tokens that were valid.
     let knownAdminTokens = Mutex<[SecretHash: AdminTokenInfo]>([:])
+    /// Store reads under way of admin tokens not in ``knownAdminTokens``: a presented token is
+    /// read from the store, and made-up tokens need no key to send, so at most
+    /// ``maxUnknownAdminTokenReads`` such reads wait at once (``readAdminToken(_:)``).
+    let unknownAdminTokenReads = Atomic<Int>(0)
     /// When this server last wrote each admin token's last use (``adminTokenUseResolutionMS``).
     let adminTokenUses = Mutex<[SecretHash: Int64]>([:])
     /// When a leak report of an already disabled key was last recorded, by key id

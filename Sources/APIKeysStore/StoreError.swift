@@ -23,6 +23,10 @@ public struct StoreError: Error, Hashable, Sendable, CustomStringConvertible {
         public static let database = Code("database")
         /// The audit queue is full: the writer cannot keep up with the disk, so checks fail closed.
         public static let auditBacklog = Code("audit backlog")
+        /// More work of one kind is under way than the server takes at once (reads of admin
+        /// tokens it has not seen valid, as a flood of made-up tokens asks for): the call is
+        /// refused rather than queued, and nothing was changed.
+        public static let overloaded = Code("overloaded")
         /// The store was closed.
         public static let closed = Code("closed")
         /// A replica has not reached its database for longer than its staleness bound: checks

@@ -5,8 +5,10 @@ import APIKeysServer
 @testable import APIKeysSQLite
 @_spi(Testing) import APIKeysStore
 import APIKeysTestSupport
+import Dispatch
 import Foundation
 import Logging
+import Synchronization
 import Testing
 
 /// The HTTP port: health and readiness, Prometheus metrics, forward-auth, through real HTTP on
@@ -503,6 +505,66 @@ import Testing
                         .utf8))
             let refused = String(decoding: oversized.receiveToEnd(), as: UTF8.self)
             #expect(refused.hasPrefix("HTTP/1.1 413 "), "\(refused.prefix(60))")
+        }
+    }
+
+    /// A leak report needs no secret and is worked on off the event loop, so the port takes at
+    /// most ``OffLoopTasks/defaultLimit`` at once: another is answered 503 with `Retry-After` at
+    /// once, not queued, and the reporter's next try is taken once the others are done.
+    @Test func leakReportsInFlightAreBoundedAndTheRestRefusedAtOnce() async throws {
+        try await withHTTP { server, http, client in
+            let leaked = try await client.createKey(name: "held", permissions: ["jobs:read"])
+            // The first report's commit holds the store's admin connection until released; the
+            // others, each of a made-up admin token, wait behind it for their read.
+            let committing = Atomic<Bool>(false)
+            let release = DispatchSemaphore(value: 0)
+            server.server.service.setCommitHook { _ in
+                committing.store(true, ordering: .releasing)
+                release.wait()
+            }
+            defer { server.server.service.setCommitHook(nil) }
+            func report(_ secret: String) throws -> RawConnection {
+                let reporter = try RawConnection(port: http.port, receiveTimeoutSeconds: 30)
+                let body = "\(secret)\n"
+                reporter.send(
+                    Array(
+                        "POST /leaked-keys HTTP/1.1\r\nHost: x\r\nContent-Length: \(body.utf8.count)\r\n\r\n\(body)"
+                            .utf8))
+                return reporter
+            }
+            var reporters = [try report(leaked.secret)]
+            for _ in 0..<500 where !committing.load(ordering: .acquiring) {
+                try await Task.sleep(for: .milliseconds(10))
+            }
+            let reachedCommit = committing.load(ordering: .acquiring)
+            #expect(reachedCommit, "the first report did not reach its commit")
+            let limit = OffLoopTasks.defaultLimit
+            let extra = 4
+            for _ in 0..<(limit - 1 + extra) { reporters.append(try report(KeyService.adminTokenFormat.generate())) }
+
+            // The refused are answered while the store is still held (waited for at most 10 s).
+            var refused = [Int: String]()
+            for _ in 0..<100 where refused.count < extra {
+                for (index, reporter) in reporters.enumerated().dropFirst() where refused[index] == nil {
+                    if reporter.hasBytesToRead(waitingMS: 0) {
+                        refused[index] = String(decoding: reporter.receiveToEnd(), as: UTF8.self)
+                    }
+                }
+                try await Task.sleep(for: .milliseconds(100))
+            }
+            release.signal()
+            #expect(refused.count == extra)
+            for answer in refused.values {
+                #expect(answer.hasPrefix("HTTP/1.1 503 ") && answer.contains("Retry-After: 1\r\n"), "\(answer)")
+            }
+            for (index, reporter) in reporters.enumerated() where refused[index] == nil {
+                let answer = String(decoding: reporter.receiveToEnd(), as: UTF8.self)
+                #expect(answer.hasPrefix("HTTP/1.1 200 ") && answer.hasSuffix("reported 1\n"), "\(answer)")
+            }
+            #expect(try await client.check(key: leaked.secret).reason == .disabled)
+            // Sent again, a refused report is taken.
+            let again = try report(KeyService.adminTokenFormat.generate())
+            #expect(String(decoding: again.receiveToEnd(), as: UTF8.self).hasPrefix("HTTP/1.1 200 "))
         }
     }
 

@@ -1,6 +1,8 @@
 import APIKeysCore
 import APIKeysTestSupport
+import Dispatch
 import Foundation
+import Synchronization
 import Testing
 @testable import APIKeysSQLite
 @testable import APIKeysStore
@@ -209,6 +211,67 @@ import Testing
             #expect(events.map(\.actor) == ["sec", "ops"])
             #expect(events.allSatisfy { $0.detail.contains("\"bootstrap\"") && $0.keyID.isEmpty })
             #expect(try await service.listAuditEvents(AuditQuery(action: .adminTokenCreated)).events.count == 1)
+        }
+    }
+
+    /// Anyone can send a well-formed made-up admin token, and each costs a store read: at most
+    /// ``KeyService/maxUnknownAdminTokenReads`` of them wait for the store at once, the others
+    /// are refused at once (``StoreError/Code/overloaded``) instead of queued behind them; a
+    /// token seen valid is read all the same, so an operator is not refused during such a flood.
+    @Test func readsOfUnknownAdminTokensAreBoundedAndOperatorsAreNotRefused() async throws {
+        try await withTemporaryDirectory { dir in
+            let service = try KeyService.open(path: dir + "/apikeys.sqlite", clock: clock)
+            defer { service.close() }
+            let operatorToken = try await service.createAdminToken(name: "ops", actor: "ops")
+            #expect(try await service.adminTokenName(for: operatorToken) == "ops")  // now seen valid
+            let store = try #require(service.store as? SQLiteKeyStore)
+
+            // The store's admin connection held, as by a long transaction: every read waits.
+            let (holding, release) = (DispatchSemaphore(value: 0), DispatchSemaphore(value: 0))
+            Thread.detachNewThread {
+                try? store.withAdmin { _ in
+                    holding.signal()
+                    release.wait()
+                }
+            }
+            holding.wait()
+
+            enum Outcome: Equatable { case unknown, known, refused, other(String) }
+            let bound = KeyService.maxUnknownAdminTokenReads
+            let extra = 8
+            final class Tally: Sendable { let refusals = Atomic<Int>(0) }
+            let tally = Tally()
+            let outcomes = await withTaskGroup(of: Outcome.self) { group in
+                func read(_ token: String) {
+                    group.addTask {
+                        do {
+                            return try await service.adminTokenName(for: token) == nil ? .unknown : .known
+                        } catch let error as StoreError where error.code == .overloaded {
+                            tally.refusals.add(1, ordering: .relaxed)
+                            return .refused
+                        } catch {
+                            return .other("\(error)")
+                        }
+                    }
+                }
+                for _ in 0..<(bound + extra) { read(KeyService.adminTokenFormat.generate()) }
+                // The refused come back while the store is still held (at most 5 s waited).
+                for _ in 0..<500 where tally.refusals.load(ordering: .relaxed) < extra {
+                    try? await Task.sleep(for: .milliseconds(10))
+                }
+                read(operatorToken)
+                try? await Task.sleep(for: .milliseconds(50))
+                release.signal()
+                return await group.reduce(into: []) { $0.append($1) }
+            }
+            #expect(outcomes.filter { $0 == .refused }.count == extra)
+            #expect(outcomes.filter { $0 == .unknown }.count == bound)
+            #expect(outcomes.filter { $0 == .known }.count == 1)
+            #expect(outcomes.count == bound + extra + 1)
+            // Nothing is left counted: made-up tokens are read again once the flood has passed.
+            for _ in 0..<(bound + extra) {
+                #expect(try await service.adminTokenName(for: KeyService.adminTokenFormat.generate()) == nil)
+            }
         }
     }
 

@@ -845,6 +845,130 @@ def _connection_flood(server, port, total, cap, probe_path, probe_answer, name):
             f"{allowed}/{checks} RPC Checks allowed and {probe_path} answered {probed_ok}/{probes} meanwhile")
 
 
+def made_up_secret(rng, prefix="adm_"):
+    """A well-formed secret nobody was given: 40 base-62 characters and their CRC-32 check
+    digits (docs/PROTOCOL.md §5). Anyone can make these; only a store lookup tells them apart."""
+    import zlib
+    alphabet = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+    head = prefix.encode() + bytes(rng.choice(alphabet) for _ in range(40))
+    value, check = zlib.crc32(head), bytearray(6)
+    for index in range(5, -1, -1):
+        check[index], value = alphabet[value % 62], value // 62
+    return (head + bytes(check)).decode()
+
+
+def _report_and_leave(port, seconds, seed, sent):
+    """A flood process: four threads post leak reports of 100 made-up admin tokens each (every
+    one a store lookup) to `port` and close without reading the answer, for `seconds`."""
+    import json
+    rng = random.Random(seed)
+    bodies = [json.dumps([{"token": made_up_secret(rng), "url": "x"} for _ in range(100)]).encode()
+              for _ in range(20)]
+    requests = [b"POST /leaked-keys HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                b"Content-Length: %d\r\n\r\n%s" % (len(body), body) for body in bodies]
+    count = [0]
+
+    def post():
+        end = time.time() + seconds
+        while time.time() < end:
+            try:
+                s = socket.create_connection(("127.0.0.1", port), timeout=5)
+                s.sendall(requests[count[0] % len(requests)])
+                s.close()
+                count[0] += 1
+            except OSError:
+                time.sleep(0.01)
+
+    threads = [threading.Thread(target=post) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    sent.put(count[0])
+
+
+def leak_report_flood(ctx):
+    """Leak reports need no secret: four processes post reports of 100 made-up admin tokens each
+    and leave without reading the answers. apikeyd takes 16 reports at once on the HTTP port
+    (the rest are answered 503) and 32 reads of unknown admin tokens at once (the rest refused,
+    not queued), so it does not queue work and memory without bound: its CPU settles as soon as
+    the flood stops (before: 25 s of queued lookups after a 15 s flood, and 1 GB of memory), the
+    operator's admin calls are answered throughout, and a real leak report, sent again on 503,
+    disables its key."""
+    import multiprocessing
+    server = ctx.server("--http-port", "0")
+    conn = Connection(server.port)
+    secret = conn.admin(server, "CreateKey", ka.CreateKeyRequest(name="leaked", permissions=["jobs:read"]),
+                        ka.CreateKeyResponse).secret
+    pid = server.process.pid
+
+    def rss_mb():
+        with open(f"/proc/{pid}/status") as status:
+            return next(int(line.split()[1]) for line in status if line.startswith("VmRSS")) // 1024
+
+    def cpu_seconds():
+        with open(f"/proc/{pid}/stat") as stat:
+            fields = stat.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    seconds = ctx.scale(8, 20)
+    spawn = multiprocessing.get_context("fork")
+    sent = spawn.Queue()
+    floods = [spawn.Process(target=_report_and_leave, args=(server.http_port, seconds, i, sent), daemon=True)
+              for i in range(4)]
+    before = rss_mb()
+    most = before
+    admin_waits = []
+    for f in floods:
+        f.start()
+    try:
+        time.sleep(1)
+        while any(f.is_alive() for f in floods):
+            started = time.time()
+            conn.admin(server, "ListKeys", ka.ListKeysRequest(), ka.ListKeysResponse)
+            admin_waits.append(time.time() - started)
+            most = max(most, rss_mb())
+            time.sleep(0.2)
+        for f in floods:
+            f.join(30)
+        reports = sum(sent.get(timeout=10) for _ in floods)
+        # What the server still works on once the flood has stopped: queued lookups, if any.
+        settled_from = cpu_seconds()
+        time.sleep(3)
+        after_flood = cpu_seconds() - settled_from
+        # A real report gets through once the flood is over, sent again while it is refused.
+        answered, tries = b"", 0
+        while not answered.startswith(b"HTTP/1.1 200") and tries < 20:
+            tries += 1
+            body = f'[{{"token": "{secret}", "url": "x"}}]'.encode()
+            s = socket.create_connection(("127.0.0.1", server.http_port), timeout=10)
+            s.sendall(b"POST /leaked-keys HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                      b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
+            answered = s.recv(4096)
+            s.close()
+            if not answered.startswith(b"HTTP/1.1 200"):
+                expect(answered.startswith(b"HTTP/1.1 503"), f"a leak report was answered {answered[:40]!r}")
+                time.sleep(0.5)
+        decision = conn.check(secret, ["jobs:read"])
+    finally:
+        for f in floods:
+            f.kill()
+    alive = server.process.poll() is None
+    conn.close()
+    server.stop()
+    expect(alive, "the server died")
+    expect(reports >= 1000, f"only {reports} reports sent")
+    expect(after_flood < 1.0, f"apikeyd used {after_flood:.1f} s of CPU in the 3 s after the flood: work queued")
+    expect(most - before < 300, f"apikeyd's memory grew from {before} to {most} MB")
+    expect(len(admin_waits) >= 5 and max(admin_waits) < 2,
+           f"admin calls during the flood waited up to {max(admin_waits, default=0):.2f} s ({len(admin_waits)})")
+    expect(answered.startswith(b"HTTP/1.1 200"), f"the real report was not taken in {tries} tries")
+    expect(decision.decision != az.ALLOW, "the reported key is still allowed")
+    return (f"{reports} reports of 100 made-up admin tokens in {seconds} s: CPU {after_flood:.2f} s in the 3 s "
+            f"after, memory {before} -> at most {most} MB, {len(admin_waits)} admin calls answered within "
+            f"{max(admin_waits):.2f} s, the real report taken on try {tries}")
+
+
 def http_never_reading_clients(ctx):
     """Clients that pipeline unauthenticated forward-auth requests to the HTTP port and never read
     the answers: the port stops reading them once their answers back up, so apikeyd's memory stays
@@ -1189,7 +1313,7 @@ def soak(ctx):
 
 
 CHECKS = [never_reading_clients, slowloris_at_the_limit, garbage_storm, http_garbage_storm, worst_shape_flood,
-          http_connection_flood, admin_connection_flood,
+          http_connection_flood, admin_connection_flood, leak_report_flood,
           http_never_reading_clients, admin_never_reading_clients, admin_matrix, revocation_race, kill9_under_mutations, disk_full, soak]
 
 
