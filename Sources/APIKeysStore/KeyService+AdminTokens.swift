@@ -86,7 +86,14 @@ extension KeyService {
     /// from memory, without a round trip to the store. Any other call reads the store.
     public func authenticate(adminToken token: String, recheckedAtCommit: Bool) async throws -> AdminActor? {
         guard Self.adminTokenFormat.isWellFormed(token) else {
-            try await store.recordOfflineAdminChanges()
+            // Any admin call numbers the changes made offline, one call at a time: a call that
+            // finds one under way leaves it to that one and the calls after (its answer is the same).
+            if recordingOfflineAdminChanges.compareExchange(expected: false, desired: true, ordering: .acquiring)
+                .exchanged
+            {
+                defer { recordingOfflineAdminChanges.store(false, ordering: .releasing) }
+                try await store.recordOfflineAdminChanges()
+            }
             return nil
         }
         let hash = SecretHash(of: token)
@@ -102,26 +109,50 @@ extension KeyService {
         return AdminActor(name: stored.name, token: hash, grant: stored.grant)
     }
 
-    /// Reads of admin tokens not seen valid that may wait for the store at once; more are refused
-    /// with ``StoreError/Code/overloaded``. A caller that presents a made-up token (an unknown
-    /// admin call, a leak report) needs no secret, and each read waits its turn for the store's
-    /// admin connection: unbounded, a flood of them queued without limit, in memory and in time,
-    /// ahead of operators' calls.
+    /// Tokens not seen valid whose reads may wait for the store at once; a call presenting yet
+    /// another is refused with ``StoreError/Code/overloaded``. Anyone can make up a well-formed
+    /// token, and each read waits its turn for the store's admin connection: unbounded, a flood
+    /// of them queued without limit, in memory and in time, ahead of operators' calls.
     public static let maxUnknownAdminTokenReads = 32
 
-    /// The stored token with `hash`: read from the store, at most ``maxUnknownAdminTokenReads``
-    /// at once unless the token was seen valid (``knownAdminTokens``), so that an operator's call
-    /// is not refused during a flood of made-up tokens.
+    /// The stored token with `hash`, read from the store. A token seen valid
+    /// (``knownAdminTokens``) is read at once, so that an operator is not refused during a flood
+    /// of made-up tokens. Any other is read once for all the calls presenting it meanwhile (a
+    /// client's first burst of pipelined calls, or a flood repeating one made-up token), at most
+    /// ``maxUnknownAdminTokenReads`` tokens at once.
     func readAdminToken(_ hash: SecretHash) async throws -> AdminTokenInfo? {
         if knownAdminTokens.withLock({ $0[hash] != nil }) { return try await store.adminToken(hash: hash) }
-        guard unknownAdminTokenReads.add(1, ordering: .relaxed).newValue <= Self.maxUnknownAdminTokenReads else {
-            unknownAdminTokenReads.subtract(1, ordering: .relaxed)
-            throw StoreError(
-                code: .overloaded,
-                description: "more than \(Self.maxUnknownAdminTokenReads) reads of unknown admin tokens under way")
+        // The first caller reads, in its own task (no hop to another executor); the others wait
+        // for its answer.
+        let role = try await withCheckedThrowingContinuation { (waiting: UnknownTokenRead.Waiter) in
+            let answer: Result<UnknownTokenRead.Role, any Error>? = unknownAdminTokenReads.withLock { reads in
+                if reads[hash] != nil {
+                    reads[hash]!.append(waiting)
+                    return nil
+                }
+                guard reads.count < Self.maxUnknownAdminTokenReads else {
+                    return .failure(
+                        StoreError(
+                            code: .overloaded,
+                            description: "reads of \(Self.maxUnknownAdminTokenReads) unknown admin tokens under way"))
+                }
+                reads[hash] = []
+                return .success(.reader)
+            }
+            if let answer { waiting.resume(with: answer) }
         }
-        defer { unknownAdminTokenReads.subtract(1, ordering: .relaxed) }
-        return try await store.adminToken(hash: hash)
+        guard case .reader = role else {
+            // A read begun before this call found the token: read it again, so that a revocation
+            // that returned in between holds. (One that found none is right: only the token's
+            // holder can present it, and only once its creation has returned.)
+            guard case .joined(let found) = role, found != nil else { return nil }
+            return try await store.adminToken(hash: hash)
+        }
+        let read: Result<AdminTokenInfo?, any Error>
+        do { read = .success(try await store.adminToken(hash: hash)) } catch { read = .failure(error) }
+        let waiters = unknownAdminTokenReads.withLock { $0.removeValue(forKey: hash) } ?? []
+        for waiter in waiters { waiter.resume(with: read.map(UnknownTokenRead.Role.joined)) }
+        return try read.get()
     }
 
     /// How precisely an admin token's last use is kept: written at most once a minute per token
@@ -163,4 +194,15 @@ extension KeyService {
         }
         return grant
     }
+}
+
+/// A read of an admin token not seen valid, shared by the calls presenting it meanwhile
+/// (``KeyService/readAdminToken(_:)``).
+enum UnknownTokenRead {
+    /// What a call presenting the token does: read it, or take the read of the call before.
+    enum Role: Sendable {
+        case reader
+        case joined(AdminTokenInfo?)
+    }
+    typealias Waiter = CheckedContinuation<Role, any Error>
 }

@@ -36,10 +36,12 @@ public final class KeyService: Sendable {
     /// Admin tokens seen valid (hash → name), for the key changes that check their token again at
     /// commit (``authenticate(adminToken:recheckedAtCommit:)``). Holds only tokens that were valid.
     let knownAdminTokens = Mutex<[SecretHash: AdminTokenInfo]>([:])
-    /// Store reads under way of admin tokens not in ``knownAdminTokens``: a presented token is
-    /// read from the store, and made-up tokens need no key to send, so at most
-    /// ``maxUnknownAdminTokenReads`` such reads wait at once (``readAdminToken(_:)``).
-    let unknownAdminTokenReads = Atomic<Int>(0)
+    /// Store reads under way of admin tokens not in ``knownAdminTokens``, one per token and at
+    /// most ``maxUnknownAdminTokenReads``, with the calls waiting for each (``readAdminToken(_:)``).
+    let unknownAdminTokenReads = Mutex<[SecretHash: [UnknownTokenRead.Waiter]]>([:])
+    /// An admin call with a malformed token is numbering the changes made offline
+    /// (``authenticate(adminToken:recheckedAtCommit:)``).
+    let recordingOfflineAdminChanges = Atomic<Bool>(false)
     /// When this server last wrote each admin token's last use (``adminTokenUseResolutionMS``).
     let adminTokenUses = Mutex<[SecretHash: Int64]>([:])
     /// When a leak report of an already disabled key was last recorded, by key id
