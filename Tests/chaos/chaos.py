@@ -91,6 +91,12 @@ class Server:
                     return int(line.split()[1])
         return 0
 
+    def cpu_seconds(self):
+        """apikeyd's CPU time so far, user and system, all threads."""
+        with open(f"/proc/{self.process.pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
     def kill9(self):
         self.process.send_signal(signal.SIGKILL)
         self.process.wait()
@@ -857,6 +863,12 @@ def made_up_secret(rng, prefix="adm_"):
     return (head + bytes(check)).decode()
 
 
+def _leak_report(body):
+    """`POST /leaked-keys` carrying the JSON `body` (bytes)."""
+    return (b"POST /leaked-keys HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
+
+
 def _report_and_leave(port, seconds, seed, sent):
     """A flood process: four threads post leak reports of 100 made-up admin tokens each (every
     one a store lookup) to `port` and close without reading the answer, for `seconds`."""
@@ -864,8 +876,7 @@ def _report_and_leave(port, seconds, seed, sent):
     rng = random.Random(seed)
     bodies = [json.dumps([{"token": made_up_secret(rng), "url": "x"} for _ in range(100)]).encode()
               for _ in range(20)]
-    requests = [b"POST /leaked-keys HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-                b"Content-Length: %d\r\n\r\n%s" % (len(body), body) for body in bodies]
+    requests = [_leak_report(body) for body in bodies]
     count = [0]
 
     def post():
@@ -900,23 +911,12 @@ def leak_report_flood(ctx):
     conn = Connection(server.port)
     secret = conn.admin(server, "CreateKey", ka.CreateKeyRequest(name="leaked", permissions=["jobs:read"]),
                         ka.CreateKeyResponse).secret
-    pid = server.process.pid
-
-    def rss_mb():
-        with open(f"/proc/{pid}/status") as status:
-            return next(int(line.split()[1]) for line in status if line.startswith("VmRSS")) // 1024
-
-    def cpu_seconds():
-        with open(f"/proc/{pid}/stat") as stat:
-            fields = stat.read().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
     seconds = ctx.scale(8, 20)
     spawn = multiprocessing.get_context("fork")
     sent = spawn.Queue()
     floods = [spawn.Process(target=_report_and_leave, args=(server.http_port, seconds, i, sent), daemon=True)
               for i in range(4)]
-    before = rss_mb()
+    before = server.rss_kb() // 1024
     most = before
     admin_waits = []
     for f in floods:
@@ -927,23 +927,22 @@ def leak_report_flood(ctx):
             started = time.time()
             conn.admin(server, "ListKeys", ka.ListKeysRequest(), ka.ListKeysResponse)
             admin_waits.append(time.time() - started)
-            most = max(most, rss_mb())
+            most = max(most, server.rss_kb() // 1024)
             time.sleep(0.2)
         for f in floods:
             f.join(30)
         reports = sum(sent.get(timeout=10) for _ in floods)
         # What the server still works on once the flood has stopped: queued lookups, if any.
-        settled_from = cpu_seconds()
+        settled_from = server.cpu_seconds()
         time.sleep(3)
-        after_flood = cpu_seconds() - settled_from
+        after_flood = server.cpu_seconds() - settled_from
         # A real report gets through once the flood is over, sent again while it is refused.
         answered, tries = b"", 0
         while not answered.startswith(b"HTTP/1.1 200") and tries < 20:
             tries += 1
             body = f'[{{"token": "{secret}", "url": "x"}}]'.encode()
             s = socket.create_connection(("127.0.0.1", server.http_port), timeout=10)
-            s.sendall(b"POST /leaked-keys HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-                      b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
+            s.sendall(_leak_report(body))
             answered = s.recv(4096)
             s.close()
             if not answered.startswith(b"HTTP/1.1 200"):
