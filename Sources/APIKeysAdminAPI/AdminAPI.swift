@@ -31,7 +31,8 @@ public final class AdminAPI: Service, Sendable {
         public var maxConnections: Int
         /// Requests answered a second, all callers together (bursts of twice as many); past it,
         /// 429 with `Retry-After`. It bounds what the admin port can take from the checks, which
-        /// share the machine's cores with it. 0: no limit.
+        /// share the machine's cores with it. Callers the server has not verified get at most
+        /// half of it (``AdminRequestRate``). 0: no limit.
         public var requestsPerSecond: UInt32
 
         public init(
@@ -91,12 +92,8 @@ public final class AdminAPI: Service, Sendable {
         let app = Application(
             responder: ProblemResponder(
                 inner: router.buildResponder(), methods: PathMethods(openAPI: OpenAPIDocument.json),
-                limit: options.requestsPerSecond == 0
-                    ? nil
-                    : RateBucket(
-                        limit: KeyRateLimit(
-                            requests: options.requestsPerSecond, periodSeconds: 1,
-                            burst: options.requestsPerSecond * 2))),
+                rate: AdminRequestRate(
+                    requestsPerSecond: options.requestsPerSecond, gate: server.adminGate, sessions: sessions)),
             server: builder,
             configuration: .init(address: .hostname(options.host, port: options.port), serverName: nil),
             onServerRunning: { channel in

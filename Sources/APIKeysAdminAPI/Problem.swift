@@ -84,12 +84,12 @@ struct ProblemResponder<Inner: HTTPResponder>: HTTPResponder where Inner.Context
     /// The methods of each path template, to tell 405 (with `Allow`) from 404.
     let methods: PathMethods
     /// The port's request rate (``AdminAPI/Options/requestsPerSecond``); nil: none.
-    let limit: RateBucket?
+    let rate: AdminRequestRate?
 
     func respond(to request: Request, context: AdminRequestContext) async throws -> Response {
-        if let limit, let waitMS = limit.take(nowMS: SystemWallClock().nowMS()) {
+        if let rate, let waitMS = rate.take(request.head, nowMS: SystemWallClock().nowMS()) {
             return try Problem.tooManyRequests(
-                "the admin API answers at most \(limit.limit.requests) requests a second; retry after the time given",
+                "the admin API answers at most \(rate.requestsPerSecond) requests a second; retry after the time given",
                 waitMS: waitMS, request: request, context: context)
         }
         // `/v1/keys/` is not `/v1/keys`: an empty segment names nothing.

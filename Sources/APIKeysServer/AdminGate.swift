@@ -66,6 +66,12 @@ public struct AdminGate: Sendable {
                 clientAddress: request.clientAddress))
     }
 
+    /// Whether `authorization` presents an admin token this server has seen valid
+    /// (``KeyService/isKnownAdminToken(_:)``): from memory, no store read. Not authentication.
+    public func presentsKnownAdminToken(_ authorization: String) -> Bool {
+        Self.bearerToken(authorization).map(service.isKnownAdminToken) ?? false
+    }
+
     /// The token of an `authorization: Bearer <token>` value.
     private static func bearerToken(_ value: String?) -> String? {
         guard let value, value.hasPrefix(SecretFormat.bearerScheme) else { return nil }

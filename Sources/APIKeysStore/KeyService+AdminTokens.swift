@@ -99,14 +99,31 @@ extension KeyService {
         let hash = SecretHash(of: token)
         var stored = recheckedAtCommit ? knownAdminTokens.withLock({ $0[hash] }) : nil
         if stored == nil {
-            guard let found = try await readAdminToken(hash) else { return nil }
+            guard let found = try await readAdminToken(hash) else {
+                // Revoked (here, offline or on another replica): no longer seen valid.
+                knownAdminTokens.withLock { _ = $0.removeValue(forKey: hash) }
+                return nil
+            }
             knownAdminTokens.withLock { $0[hash] = found }
             stored = found
         }
         let now = clock.nowMS()
-        guard let stored, !stored.grant.isExpired(atMS: now) else { return nil }
+        guard let stored, !stored.grant.isExpired(atMS: now) else {
+            knownAdminTokens.withLock { _ = $0.removeValue(forKey: hash) }
+            return nil
+        }
         await noteAdminTokenUse(hash, atMS: now)
         return AdminActor(name: stored.name, token: hash, grant: stored.grant)
+    }
+
+    /// Whether `token` is an admin token seen valid since the server started, and not since
+    /// found revoked or expired: from memory (one hash, one lookup), no store read. Not
+    /// authentication (a token revoked elsewhere stays seen valid until a call presents it):
+    /// it tells callers already verified from anyone else, as the admin API's rate does.
+    public func isKnownAdminToken(_ token: String) -> Bool {
+        guard Self.adminTokenFormat.isWellFormed(token) else { return false }
+        let hash = SecretHash(of: token)
+        return knownAdminTokens.withLock { $0[hash] != nil }
     }
 
     /// Tokens not seen valid whose reads may wait for the store at once; a call presenting yet

@@ -504,6 +504,10 @@ import Testing
     @Test func aFloodOfAdminRequestsIsHeldToTheRate() async throws {
         try await withAdminAPI(requestsPerSecond: 2) { server, api, _ in
             let token = server.adminToken
+            // Seen valid once (callers the server has not verified get half the rate), then a
+            // full bucket again.
+            #expect(try await call(api, "GET", "/v1/policy", token: token).status == 200)
+            try await Task.sleep(for: .milliseconds(600))
             let replies = try await withThrowingTaskGroup(of: Reply.self) { group in
                 for _ in 0..<30 { group.addTask { try await self.call(api, "GET", "/v1/policy", token: token) } }
                 return try await group.reduce(into: [Reply]()) { $0.append($1) }
@@ -515,6 +519,51 @@ import Testing
             #expect(refused["code"] as? String == "RESOURCE_EXHAUSTED" && refused.headers["retry-after"] != nil)
             try await Task.sleep(for: .milliseconds(2100))
             #expect(try await call(api, "GET", "/v1/policy", token: token).status == 200)
+        }
+    }
+
+    /// Anyone who can reach the port can send requests: a flood without a valid token (none, or
+    /// a made-up one) gets at most half the port's rate, and operators (a token seen valid, a
+    /// console session) are answered throughout. Here 10 a second, bursts of 20; unverified
+    /// callers 5 a second, bursts of 10.
+    @Test func aFloodWithoutAValidTokenDoesNotLockOperatorsOut() async throws {
+        try await withAdminAPI(requestsPerSecond: 10) { server, api, _ in
+            let operatorToken = server.adminToken
+            #expect(try await call(api, "GET", "/v1/policy", token: operatorToken).status == 200)
+            // A console session, signed in with another token.
+            let consoleToken = try await server.server.service.createAdminToken(
+                name: "console-user", grant: .full, actor: "test")
+            let origin = ["Origin": "http://127.0.0.1:\(api.port)"]
+            let signIn = try await call(
+                api, "POST", "/console/session", token: nil, body: ["token": consoleToken], headers: origin)
+            #expect(signIn.status == 200, "\(signIn.text)")
+            let cookie = try #require(signIn.headers["set-cookie"]?.split(separator: ";").first.map(String.init))
+            try await Task.sleep(for: .milliseconds(1100))
+
+            let madeUp = KeyService.adminTokenFormat.generate()
+            let started = ContinuousClock.now
+            let flood = try await withThrowingTaskGroup(of: Int.self) { group in
+                for index in 0..<80 {
+                    group.addTask {
+                        try await self.call(api, "GET", "/v1/keys", token: index % 2 == 0 ? nil : madeUp).status
+                    }
+                }
+                return try await group.reduce(into: [Int]()) { $0.append($1) }
+            }
+            let seconds = (ContinuousClock.now - started) / .seconds(1)
+            let answered = flood.filter { $0 != 429 }.count
+            #expect(Set(flood).isSubset(of: [401, 429]) && flood.contains(429), "\(flood)")
+            // The unverified burst, and what its rate refilled while the flood ran.
+            #expect(answered <= 10 + Int(5 * seconds) + 1, "\(answered) answered in \(seconds) s")
+
+            for _ in 0..<5 {
+                let reply = try await call(api, "GET", "/v1/policy", token: operatorToken)
+                #expect(reply.status == 200, "\(reply.status) \(reply.text)")
+            }
+            for _ in 0..<3 {
+                let reply = try await call(api, "GET", "/v1/policy", token: nil, headers: ["Cookie": cookie])
+                #expect(reply.status == 200, "\(reply.status) \(reply.text)")
+            }
         }
     }
 

@@ -214,6 +214,34 @@ import Testing
         }
     }
 
+    /// A token is seen valid (``KeyService/isKnownAdminToken(_:)``, which the admin API's rate
+    /// trusts) once a call presenting it is answered, and no longer once a call finds it revoked
+    /// or expired; a made-up or malformed one never is.
+    @Test func adminTokensSeenValidAreForgottenOnceFoundRevokedOrExpired() async throws {
+        let clock = ManualWallClock(nowMS: 1_700_000_000_000)
+        try await withTemporaryDirectory { dir in
+            let service = try KeyService.open(path: dir + "/apikeys.sqlite", clock: clock)
+            defer { service.close() }
+            let revoked = try await service.createAdminToken(name: "revoked", actor: "ops")
+            let expiring = try await service.createAdminToken(
+                name: "expiring", grant: AdminGrant(scope: .read, expiresAtMS: clock.nowMS() + 60_000), actor: "ops")
+            #expect(!service.isKnownAdminToken(revoked) && !service.isKnownAdminToken(expiring))
+            #expect(try await service.adminTokenName(for: revoked) == "revoked")
+            #expect(try await service.adminTokenName(for: expiring) == "expiring")
+            #expect(service.isKnownAdminToken(revoked) && service.isKnownAdminToken(expiring))
+
+            #expect(try await service.revokeAdminToken(name: "revoked", actor: "ops"))
+            #expect(try await service.adminTokenName(for: revoked) == nil)
+            #expect(!service.isKnownAdminToken(revoked))
+            clock.advance(byMS: 60_000)
+            #expect(try await service.authenticate(adminToken: expiring, recheckedAtCommit: true) == nil)
+            #expect(!service.isKnownAdminToken(expiring))
+
+            #expect(!service.isKnownAdminToken(KeyService.adminTokenFormat.generate()))
+            #expect(!service.isKnownAdminToken("adm_nope"))
+        }
+    }
+
     /// Anyone can send a well-formed made-up admin token, and each costs a store read: reads of
     /// at most ``KeyService/maxUnknownAdminTokenReads`` tokens wait for the store at once, a call
     /// presenting yet another is refused at once (``StoreError/Code/overloaded``) instead of
@@ -338,8 +366,6 @@ import Testing
             let key = try await service.createKey(name: "made-by-gone", permissions: ["jobs:read"], actor: gone)
             #expect(try await service.revokeAdminToken(name: "gone", actor: "sec"))
 
-            // A read is authenticated by the store: refused at once.
-            #expect(try await service.authenticate(adminToken: goneToken, recheckedAtCommit: false) == nil)
             // A change is authenticated from memory, and refused at its commit.
             #expect(try await service.authenticate(adminToken: goneToken, recheckedAtCommit: true) == gone)
             await #expect(throws: KeyError.adminTokenNotValid) {
@@ -347,6 +373,8 @@ import Testing
             }
             // Refused once, the token is forgotten: the next change's lookup reads the store.
             #expect(try await service.authenticate(adminToken: goneToken, recheckedAtCommit: true) == nil)
+            // A read is authenticated by the store: refused at once.
+            #expect(try await service.authenticate(adminToken: goneToken, recheckedAtCommit: false) == nil)
 
             // Racing changes with both tokens: each of the revoked token's is refused, each of the
             // other's commits.

@@ -968,6 +968,119 @@ def leak_report_flood(ctx):
             f"{max(admin_waits):.2f} s, the real report taken on try {tries}")
 
 
+def admin_request_flood(ctx):
+    """Requests to the admin API's port without a valid token (none, or made-up ones), on
+    keep-alive connections from three processes as fast as they go. They get at most half the
+    port's rate (--admin-rate, 100 a second by default; the rest are answered 429), so the
+    operator, whose token the server has seen valid, is answered throughout: before, one bucket
+    for all callers gave the flood every answer and the operator 429 for as long as it lasted."""
+    import multiprocessing
+    server = ctx.server("--admin-port", "0")
+    seconds = ctx.scale(6, 15)
+    operator = f"Bearer {server.token}"
+    expect(_admin_status(server.admin_port, "/v1/policy", operator) == 200, "the operator's first call failed")
+    spawn = multiprocessing.get_context("fork")
+    sent = spawn.Queue()
+    floods = [spawn.Process(target=_admin_requests, args=(server.admin_port, seconds, i, sent), daemon=True)
+              for i in range(3)]
+    for f in floods:
+        f.start()
+    statuses = []
+    try:
+        time.sleep(1)
+        while any(f.is_alive() for f in floods):
+            statuses.append(_admin_status(server.admin_port, "/v1/policy", operator))
+            time.sleep(0.1)
+        for f in floods:
+            f.join(30)
+        answers = [sent.get(timeout=10) for _ in floods]
+    finally:
+        for f in floods:
+            f.kill()
+    alive = server.process.poll() is None
+    server.stop()
+    expect(alive, "the server died")
+    requests = sum(a[0] for a in answers)
+    answered = sum(a[1] for a in answers)
+    expect(requests >= 1000, f"only {requests} flood requests answered")
+    served = statuses.count(200)
+    expect(len(statuses) >= 10 and served == len(statuses),
+           f"the operator was answered {served} of {len(statuses)} times during the flood ({set(statuses)})")
+    # Half of 100 a second, bursts of 100, for the flood's length (and a second's slack).
+    expect(answered <= 100 + 50 * (seconds + 1), f"the flood got {answered} answers in {seconds} s")
+    return (f"{requests} requests without a valid token in {seconds} s, {answered} of them answered (401), "
+            f"the rest 429; the operator answered {served} of {len(statuses)} times")
+
+
+def _admin_status(port, path, authorization):
+    """The status of one GET to the admin API with `authorization` (Connection: close)."""
+    s = socket.create_connection(("127.0.0.1", port), timeout=10)
+    s.sendall(f"GET {path} HTTP/1.1\r\nHost: x\r\nAuthorization: {authorization}\r\n"
+              f"Connection: close\r\n\r\n".encode())
+    head = s.recv(64)
+    s.close()
+    return int(head.split(b" ")[1]) if head.startswith(b"HTTP/1.1 ") else 0
+
+
+def _admin_requests(port, seconds, seed, sent):
+    """A flood process: four threads send GET /v1/keys without a token or with made-up ones on
+    keep-alive connections, reading each answer, for `seconds`; reports (requests, not 429)."""
+    import threading
+    rng = random.Random(seed)
+    requests = [b"GET /v1/keys HTTP/1.1\r\nHost: x\r\n\r\n"] + [
+        b"GET /v1/keys HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %s\r\n\r\n" % made_up_secret(rng).encode()
+        for _ in range(20)]
+    counts = [0, 0]
+    lock = threading.Lock()
+
+    def send():
+        end, index = time.time() + seconds, 0
+        while time.time() < end:
+            try:
+                s = socket.create_connection(("127.0.0.1", port), timeout=10)
+                for _ in range(100):
+                    index += 1
+                    s.sendall(requests[index % len(requests)])
+                    answer = _read_http_answer(s)
+                    if not answer:
+                        break
+                    with lock:
+                        counts[0] += 1
+                        counts[1] += not answer.startswith(b"HTTP/1.1 429")
+                s.close()
+            except OSError:
+                time.sleep(0.01)
+
+    threads = [threading.Thread(target=send) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    sent.put(tuple(counts))
+
+
+def _read_http_answer(s):
+    """One HTTP/1.1 answer with a Content-Length body from `s`; b"" when the peer closed."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = s.recv(4096)
+        if not chunk:
+            return b""
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    length = 0
+    for line in head.split(b"\r\n")[1:]:
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length":
+            length = int(value)
+    while len(body) < length:
+        chunk = s.recv(4096)
+        if not chunk:
+            return b""
+        body += chunk
+    return head
+
+
 def http_never_reading_clients(ctx):
     """Clients that pipeline unauthenticated forward-auth requests to the HTTP port and never read
     the answers: the port stops reading them once their answers back up, so apikeyd's memory stays
@@ -1312,7 +1425,7 @@ def soak(ctx):
 
 
 CHECKS = [never_reading_clients, slowloris_at_the_limit, garbage_storm, http_garbage_storm, worst_shape_flood,
-          http_connection_flood, admin_connection_flood, leak_report_flood,
+          http_connection_flood, admin_connection_flood, leak_report_flood, admin_request_flood,
           http_never_reading_clients, admin_never_reading_clients, admin_matrix, revocation_race, kill9_under_mutations, disk_full, soak]
 
 
