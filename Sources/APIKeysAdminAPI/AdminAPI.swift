@@ -93,7 +93,8 @@ public final class AdminAPI: Service, Sendable {
             responder: ProblemResponder(
                 inner: router.buildResponder(), methods: PathMethods(openAPI: OpenAPIDocument.json),
                 rate: AdminRequestRate(
-                    requestsPerSecond: options.requestsPerSecond, gate: server.adminGate, sessions: sessions)),
+                    requestsPerSecond: options.requestsPerSecond, gate: server.adminGate, sessions: sessions,
+                    metrics: server.metrics)),
             server: builder,
             configuration: .init(address: .hostname(options.host, port: options.port), serverName: nil),
             onServerRunning: { channel in

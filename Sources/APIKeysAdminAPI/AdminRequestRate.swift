@@ -19,9 +19,11 @@ struct AdminRequestRate: Sendable {
     private let unverified: RateBucket
     private let gate: AdminGate
     private let sessions: ConsoleSessions
+    /// Where refusals are counted (by caller: verified or not).
+    private let metrics: ServerMetrics?
 
     /// nil when `requestsPerSecond` is 0 (no limit).
-    init?(requestsPerSecond: UInt32, gate: AdminGate, sessions: ConsoleSessions) {
+    init?(requestsPerSecond: UInt32, gate: AdminGate, sessions: ConsoleSessions, metrics: ServerMetrics?) {
         guard requestsPerSecond > 0 else { return nil }
         self.requestsPerSecond = requestsPerSecond
         all = RateBucket(
@@ -30,12 +32,19 @@ struct AdminRequestRate: Sendable {
         unverified = RateBucket(limit: KeyRateLimit(requests: half, periodSeconds: 1, burst: half * 2))
         self.gate = gate
         self.sessions = sessions
+        self.metrics = metrics
     }
 
     /// Takes the request's share at `nowMS`: nil when it may be answered, else the milliseconds
     /// until it may.
     func take(_ request: HTTPRequest, nowMS: Int64) -> Int64? {
         let verified = isVerified(request)
+        guard let waitMS = wait(verified: verified, nowMS: nowMS) else { return nil }
+        metrics?.countRefusal(verified ? .adminAPIRateVerified : .adminAPIRateUnverified)
+        return waitMS
+    }
+
+    private func wait(verified: Bool, nowMS: Int64) -> Int64? {
         if !verified, let waitMS = unverified.take(nowMS: nowMS) { return waitMS }
         guard let waitMS = all.take(nowMS: nowMS) else { return nil }
         // Refused after all: the unverified share it took is not spent.

@@ -151,7 +151,10 @@ package final class HTTPConnectionHandler: ChannelInboundHandler, RemovableChann
                 handler.answerAndClose(answer, to: request, context: context)
             }
         }
-        if !started { answerAndClose(Self.tooManyReports, to: request, context: context) }
+        if !started {
+            responder.server.metrics?.countRefusal(.leakReportsInFlight)
+            answerAndClose(Self.tooManyReports, to: request, context: context)
+        }
     }
 
     /// The port has as many reports in flight as it takes (``OffLoopTasks/limit``): this one is

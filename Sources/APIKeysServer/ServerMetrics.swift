@@ -46,7 +46,31 @@ public final class ServerMetrics: Sendable {
     private let replicaHistoryRewrites: Counter
     private let replicaChangesLost: Counter
     private let historyCounted = Mutex<(rewrites: Int64, changesLost: Int64)>((0, 0))
+    /// Requests refused to hold a flood off (``Refusal``), and the refused admin-token reads
+    /// (``KeyService/refusedAdminTokenReads``) with how many of them were exported.
+    private let refusals: [Refusal: Counter]
+    private let adminTokenReadsRefused: Counter
+    private let adminTokenReadsRefusedCounted = Mutex<Int>(0)
     private let factory: any MetricsFactory
+
+    /// Requests a port refuses at once, without working on them, so that a flood of them (from
+    /// anyone: none needs a valid secret) cannot take what others need; counted so that an
+    /// operator sees the flood.
+    package enum Refusal: CaseIterable, Sendable {
+        /// The admin API's `--admin-rate`: a caller with a token seen valid or a console session,
+        /// or any other caller (who gets at most half the rate).
+        case adminAPIRateVerified, adminAPIRateUnverified
+        /// A leak report on the HTTP port while the most it takes at once are under way.
+        case leakReportsInFlight
+
+        var counter: (label: String, dimensions: [(String, String)]) {
+            switch self {
+            case .adminAPIRateVerified: ("apikeyd_admin_api_requests_refused_total", [("caller", "verified")])
+            case .adminAPIRateUnverified: ("apikeyd_admin_api_requests_refused_total", [("caller", "unverified")])
+            case .leakReportsInFlight: ("apikeyd_leak_reports_refused_total", [])
+            }
+        }
+    }
 
     init(factory: any MetricsFactory, eventLoops: [any EventLoop]) {
         self.factory = factory
@@ -74,7 +98,15 @@ public final class ServerMetrics: Sendable {
         replicaHistoryRewrites = Counter(label: "apikeyd_replica_history_rewrites_total", factory: factory)
         replicaChangesLost = Counter(label: "apikeyd_replica_changes_lost_total", factory: factory)
         Gauge(label: "apikeyd_build_info", dimensions: [("version", BuildInfo.version)], factory: factory).record(1)
+        refusals = Dictionary(
+            uniqueKeysWithValues: Refusal.allCases.map {
+                ($0, Counter(label: $0.counter.label, dimensions: $0.counter.dimensions, factory: factory))
+            })
+        adminTokenReadsRefused = Counter(label: "apikeyd_admin_token_reads_refused_total", factory: factory)
     }
+
+    /// One request refused, as `refusal` says.
+    package func countRefusal(_ refusal: Refusal) { refusals[refusal]?.increment() }
 
     /// The tally of the event loop `loop` (nil for a loop of no port).
     package func tally(for loop: any EventLoop) -> CheckTally? { loopTallies.withLock { $0[ObjectIdentifier(loop)] } }
@@ -180,6 +212,12 @@ public final class ServerMetrics: Sendable {
             replicaLag.record(lag.seconds)
             replicaVersionsBehind.record(lag.versionsBehind)
         }
+        let refusedReads = service.refusedAdminTokenReads
+        let newlyRefused = adminTokenReadsRefusedCounted.withLock { counted in
+            defer { counted = refusedReads }
+            return refusedReads - counted
+        }
+        if newlyRefused > 0 { adminTokenReadsRefused.increment(by: newlyRefused) }
         if let history = service.replicaHistoryRewrites {
             let (rewrites, lost) = historyCounted.withLock { counted in
                 defer { counted = history }

@@ -132,6 +132,10 @@ extension KeyService {
     /// of them queued without limit, in memory and in time, ahead of operators' calls.
     public static let maxUnknownAdminTokenReads = 32
 
+    /// Calls refused since start because ``maxUnknownAdminTokenReads`` reads of tokens not seen
+    /// valid were under way (a flood of made-up tokens, most likely).
+    public var refusedAdminTokenReads: Int { refusedAdminTokenReadCount.load(ordering: .relaxed) }
+
     /// The stored token with `hash`, read from the store. A token seen valid
     /// (``knownAdminTokens``) is read at once, so that an operator is not refused during a flood
     /// of made-up tokens. Any other is read once for all the calls presenting it meanwhile (a
@@ -148,6 +152,7 @@ extension KeyService {
                     return nil
                 }
                 guard reads.count < Self.maxUnknownAdminTokenReads else {
+                    refusedAdminTokenReadCount.add(1, ordering: .relaxed)
                     return .failure(
                         StoreError(
                             code: .overloaded,

@@ -39,6 +39,8 @@ public final class KeyService: Sendable {
     /// Store reads under way of admin tokens not in ``knownAdminTokens``, one per token and at
     /// most ``maxUnknownAdminTokenReads``, with the calls waiting for each (``readAdminToken(_:)``).
     let unknownAdminTokenReads = Mutex<[SecretHash: [UnknownTokenRead.Waiter]]>([:])
+    /// Calls refused because ``maxUnknownAdminTokenReads`` reads were under way, since start.
+    let refusedAdminTokenReadCount = Atomic<Int>(0)
     /// An admin call with a malformed token is numbering the changes made offline
     /// (``authenticate(adminToken:recheckedAtCommit:)``).
     let recordingOfflineAdminChanges = Atomic<Bool>(false)

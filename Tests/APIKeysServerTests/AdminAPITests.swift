@@ -1,6 +1,7 @@
 import APIKeysAdminAPI
 import APIKeysClient
 import APIKeysCore
+import APIKeysHTTP
 import APIKeysJSON
 import APIKeysServer
 @testable import APIKeysSQLite
@@ -21,11 +22,14 @@ import Testing
     /// A server (on `store`) with its admin API on port 0.
     private func withAdminAPI(
         store: Store = .sqlite, requestTimeout: Duration = .seconds(30), maxConnections: Int = 256,
-        requestsPerSecond: UInt32 = 0, tls: TLSFiles? = nil,
+        requestsPerSecond: UInt32 = 0, tls: TLSFiles? = nil, metrics: HTTPFrontend.Metrics? = nil,
         _ body: (TestServer, AdminAPI, APIKeysClient) async throws -> Void
     ) async throws {
         let url = store == .postgres ? try await TestDatabase.createDatabase() : nil
-        try await withServer(configure: { $0.databaseURL = url }) { server, client in
+        try await withServer(configure: {
+            $0.databaseURL = url
+            $0.metricsFactory = metrics?.factory
+        }) { server, client in
             var logger = Logger(label: "apikeyd-admin-api-test")
             logger.logLevel = .critical
             let api = try await AdminAPI.start(
@@ -527,7 +531,8 @@ import Testing
     /// console session) are answered throughout. Here 10 a second, bursts of 20; unverified
     /// callers 5 a second, bursts of 10.
     @Test func aFloodWithoutAValidTokenDoesNotLockOperatorsOut() async throws {
-        try await withAdminAPI(requestsPerSecond: 10) { server, api, _ in
+        let metrics = HTTPFrontend.makeMetrics()
+        try await withAdminAPI(requestsPerSecond: 10, metrics: metrics) { server, api, _ in
             let operatorToken = server.adminToken
             #expect(try await call(api, "GET", "/v1/policy", token: operatorToken).status == 200)
             // A console session, signed in with another token.
@@ -564,6 +569,15 @@ import Testing
                 let reply = try await call(api, "GET", "/v1/policy", token: nil, headers: ["Cookie": cookie])
                 #expect(reply.status == 200, "\(reply.status) \(reply.text)")
             }
+            // Refusals are counted by caller, for operators to see the flood.
+            var exposition: [UInt8] = []
+            metrics.registry.emit(into: &exposition)
+            let text = String(decoding: exposition, as: UTF8.self)
+            let refused = flood.filter { $0 == 429 }.count
+            #expect(
+                text.contains("apikeyd_admin_api_requests_refused_total{caller=\"unverified\"} \(refused)\n"), "\(text)"
+            )
+            #expect(text.contains("apikeyd_admin_api_requests_refused_total{caller=\"verified\"} 0\n"), "\(text)")
         }
     }
 

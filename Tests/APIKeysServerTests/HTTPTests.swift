@@ -562,6 +562,8 @@ import Testing
                 #expect(answer.hasPrefix("HTTP/1.1 200 ") && answer.hasSuffix("reported 1\n"), "\(answer)")
             }
             #expect(try await client.check(key: leaked.secret).reason == .disabled)
+            let metrics = try await HTTPProbe.request(port: http.port, path: "/metrics").body
+            #expect(metrics.contains("\napikeyd_leak_reports_refused_total \(extra)\n"), "\(metrics)")
             // Sent again, a refused report is taken.
             let again = try report(KeyService.adminTokenFormat.generate())
             #expect(String(decoding: again.receiveToEnd(), as: UTF8.self).hasPrefix("HTTP/1.1 200 "))

@@ -315,6 +315,7 @@ import Testing
             // While held: the refused and one malformed, nothing else.
             #expect(answeredWhileHeld == extra + 1)
             #expect(outcomes.filter { $0 == .refused }.count == extra)
+            #expect(service.refusedAdminTokenReads == extra)
             #expect(outcomes.filter { $0 == .known("new") }.count == bound + extra)
             #expect(outcomes.filter { $0 == .known("ops") }.count == 1)
             #expect(outcomes.filter { $0 == .unknown }.count == (bound - 1) + 2)  // made-up, malformed
