@@ -863,6 +863,15 @@ def made_up_secret(rng, prefix="adm_"):
     return (head + bytes(check)).decode()
 
 
+def _in_threads(work, count):
+    """Runs `work` in `count` threads at once and returns when all have."""
+    threads = [threading.Thread(target=work) for _ in range(count)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+
+
 def _leak_report(body):
     """`POST /leaked-keys` carrying the JSON `body` (bytes)."""
     return (b"POST /leaked-keys HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
@@ -890,11 +899,7 @@ def _report_and_leave(port, seconds, seed, sent):
             except OSError:
                 time.sleep(0.01)
 
-    threads = [threading.Thread(target=post) for _ in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    _in_threads(post, 4)
     sent.put(count[0])
 
 
@@ -1025,7 +1030,6 @@ def _admin_status(port, path, authorization):
 def _admin_requests(port, seconds, seed, sent):
     """A flood process: four threads send GET /v1/keys without a token or with made-up ones on
     keep-alive connections, reading each answer, for `seconds`; reports (requests, not 429)."""
-    import threading
     rng = random.Random(seed)
     requests = [b"GET /v1/keys HTTP/1.1\r\nHost: x\r\n\r\n"] + [
         b"GET /v1/keys HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %s\r\n\r\n" % made_up_secret(rng).encode()
@@ -1051,11 +1055,7 @@ def _admin_requests(port, seconds, seed, sent):
             except OSError:
                 time.sleep(0.01)
 
-    threads = [threading.Thread(target=send) for _ in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    _in_threads(send, 4)
     sent.put(tuple(counts))
 
 
