@@ -46,20 +46,22 @@ struct ConsoleRoutes: Sendable {
 
     /// `POST /console/session {"token": "adm_…"}`: the token is checked as any request's would be
     /// (WhoAmI through the gate); a wrong one counts against the client address, which may fail
-    /// five times a minute.
+    /// five times a minute. A token the server has seen valid is not a guess: it signs in even
+    /// from an address past its failures, which others behind the same proxy or NAT may have
+    /// spent (``AdminGate/presentsKnownAdminToken(_:)``, from memory).
     private func signIn(_ request: Request, context: AdminRequestContext) async throws -> Response {
         try Self.requireSameOrigin(request, scheme: scheme)
         let nowMS = clock.nowMS()
-        if let waitMS = sessions.signInWait(address: context.clientAddress, nowMS: nowMS) {
+        var request = request
+        let bytes = try await request.collectBody(upTo: 4096)
+        let presented = try? JSONDecoder().decode(SignInBody.self, from: Data(bytes.readableBytesView))
+        let seenValid = presented.map { server.adminGate.presentsKnownAdminToken("Bearer \($0.token)") } ?? false
+        if !seenValid, let waitMS = sessions.signInWait(address: context.clientAddress, nowMS: nowMS) {
             return try Problem.tooManyRequests(
                 "too many failed sign-ins from this address; try again in a minute", waitMS: waitMS,
                 request: request, context: context)
         }
-        var request = request
-        let bytes = try await request.collectBody(upTo: 4096)
-        guard let body = try? JSONDecoder().decode(SignInBody.self, from: Data(bytes.readableBytesView)),
-            body.token.hasPrefix("adm_"), body.token.utf8.count <= 256
-        else {
+        guard let body = presented, body.token.hasPrefix("adm_"), body.token.utf8.count <= 256 else {
             sessions.signInFailed(address: context.clientAddress, nowMS: nowMS)
             throw Problem(.unauthenticated, "paste an admin token (adm_…)")
         }
