@@ -9,7 +9,8 @@ import NIOHTTP1
 /// port does. A leak report is the exception: its body (at most
 /// ``HTTPResponder/maxLeakBodyBytes``, else 413) is answered by a task, and the connection closed
 /// after the answer (whatever was sent after the report is dropped); at most
-/// ``OffLoopTasks/limit`` reports at once on the port, the others answered 503.
+/// ``OffLoopTasks/limit`` reports at once on the port, and ``OffLoopTasks/limitPerSource`` from
+/// one client address, the others answered 503.
 ///
 /// - Requests are answered in order, so pipelining needs no queue of its own.
 /// - A connection whose peer does not read its responses is not read from either until NIO's
@@ -143,7 +144,7 @@ package final class HTTPConnectionHandler: ChannelInboundHandler, RemovableChann
     ) {
         let loopBound = NIOLoopBound((handler: self, context: context), eventLoop: context.eventLoop)
         let (responder, eventLoop) = (responder, context.eventLoop)
-        let started = offLoop.run {
+        let started = offLoop.run(from: reporter) {
             let answer = await responder.reportLeaks(body, peer: reporter)
             eventLoop.execute {
                 let (handler, context) = loopBound.value
@@ -157,8 +158,9 @@ package final class HTTPConnectionHandler: ChannelInboundHandler, RemovableChann
         }
     }
 
-    /// The port has as many reports in flight as it takes (``OffLoopTasks/limit``): this one is
-    /// not read, and the reporter sends it again.
+    /// The port has as many reports in flight as it takes (``OffLoopTasks/limit``), or as many of
+    /// this client address's (``OffLoopTasks/limitPerSource``): this one is not read, and the
+    /// reporter sends it again.
     private static var tooManyReports: HTTPResponder.Answer {
         var answer = HTTPResponder.text(.serviceUnavailable, "too many reports under way; send it again\n")
         answer.headers.add(name: "Retry-After", value: "1")

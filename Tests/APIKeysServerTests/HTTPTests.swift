@@ -512,61 +512,126 @@ import Testing
     /// most ``OffLoopTasks/defaultLimit`` at once: another is answered 503 with `Retry-After` at
     /// once, not queued, and the reporter's next try is taken once the others are done.
     @Test func leakReportsInFlightAreBoundedAndTheRestRefusedAtOnce() async throws {
-        try await withHTTP { server, http, client in
-            let leaked = try await client.createKey(name: "held", permissions: ["jobs:read"])
-            // The first report's commit holds the store's admin connection until released; the
-            // others, each of a made-up admin token, wait behind it for their read.
-            let committing = Atomic<Bool>(false)
-            let release = DispatchSemaphore(value: 0)
-            server.server.service.setCommitHook { _ in
-                committing.store(true, ordering: .releasing)
-                release.wait()
-            }
-            defer { server.server.service.setCommitHook(nil) }
-            func report(_ secret: String) throws -> RawConnection {
-                let reporter = try RawConnection(port: http.port, receiveTimeoutSeconds: 30)
-                let body = "\(secret)\n"
-                reporter.send(
-                    Array(
-                        "POST /leaked-keys HTTP/1.1\r\nHost: x\r\nContent-Length: \(body.utf8.count)\r\n\r\n\(body)"
-                            .utf8))
-                return reporter
-            }
-            var reporters = [try report(leaked.secret)]
-            for _ in 0..<500 where !committing.load(ordering: .acquiring) {
-                try await Task.sleep(for: .milliseconds(10))
-            }
-            let reachedCommit = committing.load(ordering: .acquiring)
-            #expect(reachedCommit, "the first report did not reach its commit")
+        try await withALeakReportHeld { held in
             let limit = OffLoopTasks.defaultLimit
             let extra = 4
-            for _ in 0..<(limit - 1 + extra) { reporters.append(try report(KeyService.adminTokenFormat.generate())) }
-
-            // The refused are answered while the store is still held (waited for at most 10 s).
-            var refused = [Int: String]()
-            for _ in 0..<100 where refused.count < extra {
-                for (index, reporter) in reporters.enumerated().dropFirst() where refused[index] == nil {
-                    if reporter.hasBytesToRead(waitingMS: 0) {
-                        refused[index] = String(decoding: reporter.receiveToEnd(), as: UTF8.self)
-                    }
-                }
-                try await Task.sleep(for: .milliseconds(100))
+            // Each from its own address (through the trusted loopback proxy), so that only the
+            // port's limit applies.
+            var reporters = [held.first]
+            for index in 0..<(limit - 1 + extra) {
+                reporters.append(try held.report(KeyService.adminTokenFormat.generate(), "10.0.1.\(index)"))
             }
-            release.signal()
+            let refused = try await held.answeredAtOnce(reporters, count: extra)
+            held.release()
             #expect(refused.count == extra)
             for answer in refused.values {
                 #expect(answer.hasPrefix("HTTP/1.1 503 ") && answer.contains("Retry-After: 1\r\n"), "\(answer)")
             }
             for (index, reporter) in reporters.enumerated() where refused[index] == nil {
-                let answer = String(decoding: reporter.receiveToEnd(), as: UTF8.self)
+                let answer = await reporter.answer()
                 #expect(answer.hasPrefix("HTTP/1.1 200 ") && answer.hasSuffix("reported 1\n"), "\(answer)")
             }
-            #expect(try await client.check(key: leaked.secret).reason == .disabled)
-            let metrics = try await HTTPProbe.request(port: http.port, path: "/metrics").body
+            #expect(try await held.client.check(key: held.leakedSecret).reason == .disabled)
+            let metrics = try await HTTPProbe.request(port: held.http.port, path: "/metrics").body
             #expect(metrics.contains("\napikeyd_leak_reports_refused_total \(extra)\n"), "\(metrics)")
             // Sent again, a refused report is taken.
-            let again = try report(KeyService.adminTokenFormat.generate())
-            #expect(String(decoding: again.receiveToEnd(), as: UTF8.self).hasPrefix("HTTP/1.1 200 "))
+            let again = try held.report(KeyService.adminTokenFormat.generate(), "10.0.1.0")
+            #expect(await again.answer().hasPrefix("HTTP/1.1 200 "))
+        }
+    }
+
+    /// One client address has at most ``OffLoopTasks/defaultLimitPerSource`` leak reports in
+    /// flight: past that its reports are answered 503 at once, while another address's report is
+    /// still taken (a flood from one address cannot shut a secret scanner out).
+    @Test func oneAddressTakesAtMostItsShareOfTheLeakReportSlots() async throws {
+        try await withALeakReportHeld { held in
+            let share = OffLoopTasks.defaultLimitPerSource
+            let extra = 2
+            let flooding = try (0..<(share + extra)).map { _ in
+                try held.report(KeyService.adminTokenFormat.generate(), "10.6.6.6")
+            }
+            let refused = try await held.answeredAtOnce(flooding, count: extra)
+            let scanner = try held.report(KeyService.adminTokenFormat.generate(), "10.7.7.7")
+            // A refusal would be answered at once.
+            try await Task.sleep(for: .milliseconds(300))
+            let scannerRefused = scanner.hasBytesToRead(waitingMS: 0)
+            held.release()
+            #expect(refused.count == extra, "\(refused)")
+            for answer in refused.values { #expect(answer.hasPrefix("HTTP/1.1 503 "), "\(answer)") }
+            #expect(!scannerRefused, "another address's report was answered while the store was held")
+            #expect(await scanner.answer().hasPrefix("HTTP/1.1 200 "))
+            for (index, reporter) in flooding.enumerated() where refused[index] == nil {
+                #expect(await reporter.answer().hasPrefix("HTTP/1.1 200 "))
+            }
+        }
+    }
+
+    /// A leak report (of a real key, from 10.0.0.1) whose commit holds the store's admin
+    /// connection until ``HeldLeakReport/release()``: reports sent meanwhile wait for their read
+    /// behind it, unless the port refuses them at once.
+    private func withALeakReportHeld(_ body: (HeldLeakReport) async throws -> Void) async throws {
+        try await withHTTP { server, http, client in
+            let leaked = try await client.createKey(name: "held", permissions: ["jobs:read"])
+            // Every commit waits until released (the report's, and any other meanwhile); none after.
+            let committing = Atomic<Bool>(false)
+            let held = DispatchGroup()
+            held.enter()
+            server.server.service.setCommitHook { _ in
+                committing.store(true, ordering: .releasing)
+                held.wait()
+            }
+            defer { server.server.service.setCommitHook(nil) }
+            let released = Atomic<Bool>(false)
+            func releaseOnce() { if !released.exchange(true, ordering: .relaxed) { held.leave() } }
+            defer { releaseOnce() }
+            let first = try HeldLeakReport.report(leaked.secret, from: "10.0.0.1", port: http.port)
+            for _ in 0..<500 where !committing.load(ordering: .acquiring) {
+                try await Task.sleep(for: .milliseconds(10))
+            }
+            let reachedCommit = committing.load(ordering: .acquiring)
+            #expect(reachedCommit, "the first report did not reach its commit")
+            try await body(
+                HeldLeakReport(
+                    http: http, client: client, leakedSecret: leaked.secret, first: first, release: releaseOnce))
+        }
+    }
+
+    private struct HeldLeakReport {
+        let http: HTTPFrontend
+        let client: APIKeysClient
+        let leakedSecret: String
+        /// The report being held.
+        let first: RawConnection
+        let release: () -> Void
+
+        /// A leak report of `secret` from `address` (`X-Forwarded-For`, believed from loopback).
+        static func report(_ secret: String, from address: String, port: Int) throws -> RawConnection {
+            let reporter = try RawConnection(port: port, receiveTimeoutSeconds: 30)
+            let body = "\(secret)\n"
+            reporter.send(
+                Array(
+                    ("POST /leaked-keys HTTP/1.1\r\nHost: x\r\nX-Forwarded-For: \(address)\r\n"
+                        + "Content-Length: \(body.utf8.count)\r\n\r\n\(body)").utf8))
+            return reporter
+        }
+
+        func report(_ secret: String, _ address: String) throws -> RawConnection {
+            try Self.report(secret, from: address, port: http.port)
+        }
+
+        /// The answers `reporters` got while the report is held, by index, once `count` have come
+        /// (or 10 s have passed).
+        func answeredAtOnce(_ reporters: [RawConnection], count: Int) async throws -> [Int: String] {
+            var answered = [Int: String]()
+            for _ in 0..<100 where answered.count < count {
+                for (index, reporter) in reporters.enumerated() where answered[index] == nil {
+                    if reporter !== first, reporter.hasBytesToRead(waitingMS: 0) {
+                        answered[index] = await reporter.answer()
+                    }
+                }
+                try await Task.sleep(for: .milliseconds(100))
+            }
+            return answered
         }
     }
 

@@ -872,10 +872,12 @@ def _in_threads(work, count):
         t.join()
 
 
-def _leak_report(body):
-    """`POST /leaked-keys` carrying the JSON `body` (bytes)."""
-    return (b"POST /leaked-keys HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-            b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
+def _leak_report(body, forwarded_for=None):
+    """`POST /leaked-keys` carrying the JSON `body` (bytes), from `forwarded_for` if given (the
+    X-Forwarded-For a proxy on loopback, which apikeyd trusts by default, would write)."""
+    forwarded = f"X-Forwarded-For: {forwarded_for}\r\n".encode() if forwarded_for else b""
+    return (b"POST /leaked-keys HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n%s"
+            b"Content-Length: %d\r\n\r\n%s" % (forwarded, len(body), body))
 
 
 def _report_and_leave(port, seconds, seed, sent):
@@ -909,8 +911,9 @@ def leak_report_flood(ctx):
     (the rest are answered 503) and 32 reads of unknown admin tokens at once (the rest refused,
     not queued), so it does not queue work and memory without bound: its CPU settles as soon as
     the flood stops (before: 25 s of queued lookups after a 15 s flood, and 1 GB of memory), the
-    operator's admin calls are answered throughout, and a real leak report, sent again on 503,
-    disables its key."""
+    operator's admin calls are answered throughout, a scanner reporting from another address
+    meanwhile is taken each time (one address gets at most 4 of the 16 slots), and a real leak
+    report, sent again on 503, disables its key."""
     import multiprocessing
     server = ctx.server("--http-port", "0")
     conn = Connection(server.port)
@@ -924,6 +927,8 @@ def leak_report_flood(ctx):
     before = server.rss_kb() // 1024
     most = before
     admin_waits = []
+    scanner = {}
+    rng = random.Random(7)
     for f in floods:
         f.start()
     try:
@@ -933,6 +938,13 @@ def leak_report_flood(ctx):
             conn.admin(server, "ListKeys", ka.ListKeysRequest(), ka.ListKeysResponse)
             admin_waits.append(time.time() - started)
             most = max(most, server.rss_kb() // 1024)
+            # A scanner behind the trusted (loopback) proxy, from its own address.
+            body = f'[{{"token": "{made_up_secret(rng)}", "url": "x"}}]'.encode()
+            s = socket.create_connection(("127.0.0.1", server.http_port), timeout=10)
+            s.sendall(_leak_report(body, forwarded_for="10.7.7.7"))
+            status = s.recv(64)[9:12].decode()
+            s.close()
+            scanner[status] = scanner.get(status, 0) + 1
             time.sleep(0.2)
         for f in floods:
             f.join(30)
@@ -966,11 +978,14 @@ def leak_report_flood(ctx):
     expect(most - before < 300, f"apikeyd's memory grew from {before} to {most} MB")
     expect(len(admin_waits) >= 5 and max(admin_waits) < 2,
            f"admin calls during the flood waited up to {max(admin_waits, default=0):.2f} s ({len(admin_waits)})")
+    expect(sum(scanner.values()) >= 5 and set(scanner) == {"200"},
+           f"the scanner's reports during the flood were answered {scanner}")
     expect(answered.startswith(b"HTTP/1.1 200"), f"the real report was not taken in {tries} tries")
     expect(decision.decision != az.ALLOW, "the reported key is still allowed")
     return (f"{reports} reports of 100 made-up admin tokens in {seconds} s: CPU {after_flood:.2f} s in the 3 s "
             f"after, memory {before} -> at most {most} MB, {len(admin_waits)} admin calls answered within "
-            f"{max(admin_waits):.2f} s, the real report taken on try {tries}")
+            f"{max(admin_waits):.2f} s, the scanner's {sum(scanner.values())} reports from another address all "
+            f"taken, the real report taken on try {tries}")
 
 
 def admin_request_flood(ctx):
