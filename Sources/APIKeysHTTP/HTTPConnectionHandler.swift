@@ -144,7 +144,7 @@ package final class HTTPConnectionHandler: ChannelInboundHandler, RemovableChann
     ) {
         let loopBound = NIOLoopBound((handler: self, context: context), eventLoop: context.eventLoop)
         let (responder, eventLoop) = (responder, context.eventLoop)
-        let started = offLoop.run(from: reporter) {
+        let started = offLoop.run(from: OffLoopTasks.source(of: reporter)) {
             let answer = await responder.reportLeaks(body, peer: reporter)
             eventLoop.execute {
                 let (handler, context) = loopBound.value

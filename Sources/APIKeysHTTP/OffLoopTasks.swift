@@ -1,3 +1,4 @@
+import APIKeysCore
 import Synchronization
 
 /// Work the port's connections start off their event loops that comes back to a loop when done
@@ -51,6 +52,15 @@ package final class OffLoopTasks: Sendable {
             }
         }
         return true
+    }
+
+    /// What a client address counts against in ``limitPerSource``: the address, or for IPv6 its
+    /// /64 (one host commonly holds a whole /64, and could otherwise take a slot per address).
+    package static func source(of clientAddress: String) -> String {
+        guard let bits = IPNetwork.address(clientAddress), !(bits.high == 0 && bits.low >> 32 == 0xffff) else {
+            return clientAddress  // IPv4 (held IPv4-mapped), or not an address
+        }
+        return "\(String(bits.high, radix: 16))::/64"
     }
 
     /// Waits until none is running, or `timeout` has passed; false when some still run.

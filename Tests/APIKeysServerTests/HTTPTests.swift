@@ -540,15 +540,16 @@ import Testing
         }
     }
 
-    /// One client address has at most ``OffLoopTasks/defaultLimitPerSource`` leak reports in
-    /// flight: past that its reports are answered 503 at once, while another address's report is
-    /// still taken (a flood from one address cannot shut a secret scanner out).
+    /// One client address (for IPv6, one /64) has at most ``OffLoopTasks/defaultLimitPerSource``
+    /// leak reports in flight: past that its reports are answered 503 at once, while another
+    /// address's report is still taken (a flood from one host cannot shut a secret scanner out).
     @Test func oneAddressTakesAtMostItsShareOfTheLeakReportSlots() async throws {
         try await withALeakReportHeld { held in
             let share = OffLoopTasks.defaultLimitPerSource
             let extra = 2
-            let flooding = try (0..<(share + extra)).map { _ in
-                try held.report(KeyService.adminTokenFormat.generate(), "10.6.6.6")
+            // Each from another address of one IPv6 /64.
+            let flooding = try (0..<(share + extra)).map { index in
+                try held.report(KeyService.adminTokenFormat.generate(), "2001:db8:0:6::\(index + 1)")
             }
             let refused = try await held.answeredAtOnce(flooding, count: extra)
             let scanner = try held.report(KeyService.adminTokenFormat.generate(), "10.7.7.7")
