@@ -528,7 +528,7 @@ import Testing
                 #expect(answer.hasPrefix("HTTP/1.1 503 ") && answer.contains("Retry-After: 1\r\n"), "\(answer)")
             }
             for (index, reporter) in reporters.enumerated() where refused[index] == nil {
-                let answer = await reporter.answer()
+                let answer = try await reporter.answer()
                 #expect(answer.hasPrefix("HTTP/1.1 200 ") && answer.hasSuffix("reported 1\n"), "\(answer)")
             }
             #expect(try await held.client.check(key: held.leakedSecret).reason == .disabled)
@@ -536,7 +536,7 @@ import Testing
             #expect(metrics.contains("\napikeyd_leak_reports_refused_total \(extra)\n"), "\(metrics)")
             // Sent again, a refused report is taken.
             let again = try held.report(KeyService.adminTokenFormat.generate(), "10.0.1.0")
-            #expect(await again.answer().hasPrefix("HTTP/1.1 200 "))
+            #expect(try await again.answer().hasPrefix("HTTP/1.1 200 "))
         }
     }
 
@@ -560,9 +560,9 @@ import Testing
             #expect(refused.count == extra, "\(refused)")
             for answer in refused.values { #expect(answer.hasPrefix("HTTP/1.1 503 "), "\(answer)") }
             #expect(!scannerRefused, "another address's report was answered while the store was held")
-            #expect(await scanner.answer().hasPrefix("HTTP/1.1 200 "))
+            #expect(try await scanner.answer().hasPrefix("HTTP/1.1 200 "))
             for (index, reporter) in flooding.enumerated() where refused[index] == nil {
-                #expect(await reporter.answer().hasPrefix("HTTP/1.1 200 "))
+                #expect(try await reporter.answer().hasPrefix("HTTP/1.1 200 "))
             }
         }
     }
@@ -627,7 +627,7 @@ import Testing
             for _ in 0..<100 where answered.count < count {
                 for (index, reporter) in reporters.enumerated() where answered[index] == nil {
                     if reporter !== first, reporter.hasBytesToRead(waitingMS: 0) {
-                        answered[index] = await reporter.answer()
+                        answered[index] = try await reporter.answer()
                     }
                 }
                 try await Task.sleep(for: .milliseconds(100))

@@ -1,3 +1,4 @@
+import APIKeysTestSupport
 import APIKeysWire
 import Foundation
 #if canImport(Glibc)
@@ -94,16 +95,11 @@ final class RawConnection {
     /// Reads until the peer closes the connection (or the receive timeout passes).
     func receiveToEnd() -> [UInt8] { receiveUntilClosed().bytes }
 
-    /// ``receiveToEnd()`` as text, read on a thread of its own: a test waiting for answers that
-    /// the server's tasks write must not hold one of Swift's few cooperative threads meanwhile
-    /// (tests run in parallel, and a few such waits would starve those tasks).
-    func answer() async -> String {
-        nonisolated(unsafe) let connection = self
-        return await withCheckedContinuation { continuation in
-            Thread.detachNewThread {
-                continuation.resume(returning: String(decoding: connection.receiveToEnd(), as: UTF8.self))
-            }
-        }
+    /// ``receiveToEnd()`` as text, read off the cooperative pool (``offThePool(_:)``): a test
+    /// waiting for answers that the server's tasks write must not hold one of Swift's few
+    /// cooperative threads meanwhile (tests run in parallel, and a few such waits starve them).
+    func answer() async throws -> String {
+        try await offThePool { String(decoding: self.receiveToEnd(), as: UTF8.self) }
     }
 
     /// Reads until the peer closes the connection or the receive timeout passes; `closed` says
