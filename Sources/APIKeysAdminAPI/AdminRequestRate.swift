@@ -2,17 +2,17 @@ import APIKeysCore
 import APIKeysServer
 import HTTPTypes
 
-/// The admin port's request rate (`--admin-rate`, ``AdminAPI/Options/requestsPerSecond``), kept
-/// from those it is meant to serve: anyone who can reach the port can send requests, and one
-/// bucket for all callers let a flood of requests without a valid token take every answer,
-/// locking operators out (every one of their requests answered 429).
+/// The admin port's request rate (`--admin-rate`, ``AdminAPI/Options/requestsPerSecond``),
+/// shared so that operators keep their part of it: anyone who can reach the port can send
+/// requests, and one bucket for all callers let a flood of requests without a valid token take
+/// every answer (every operator request answered 429).
 ///
 /// Every answered request takes a token from the port's bucket (``requestsPerSecond``, bursts of
 /// twice as many), as before. A request from a caller this server has not verified (no admin
-/// token it has seen valid, no console session it holds) first takes one from a second bucket of
-/// half that rate: unverified callers together get at most half the port's answers, and
-/// verified ones at least the other half, whatever the flood. Telling them apart is one hash
-/// and a lookup in memory, no store read.
+/// token it has seen valid, ``KeyService/isKnownAdminToken(_:)``; no console session it holds)
+/// first takes one from a second bucket of half that rate: unverified callers together get at
+/// most half the port's answers, and verified ones at least the other half, whatever the flood.
+/// Telling them apart is one hash and a lookup in memory, no store read.
 struct AdminRequestRate: Sendable {
     let requestsPerSecond: UInt32
     private let all: RateBucket

@@ -326,6 +326,24 @@ package final class PostgresKeyStore: KeyStore {
     private static let adminTokenColumns =
         "name, created_at_ms, scope, ceiling, max_key_lifetime_ms, expires_at_ms, last_used_at_ms"
 
+    package func adminTokensByHash() async throws -> [SecretHash: AdminTokenInfo] {
+        try await read { client in
+            var tokens: [SecretHash: AdminTokenInfo] = [:]
+            for try await row in try await client.query(
+                "SELECT \(unescaped: Self.adminTokenColumns), token_hash FROM admin_tokens")
+            {
+                let token = try Self.adminToken(row)
+                guard let hash = SecretHash(bytea: try row.makeRandomAccess()["token_hash"].decode(ByteBuffer.self))
+                else {
+                    throw StoreError.database(
+                        server: "", message: "admin token \(token.name) has a secret hash of the wrong size")
+                }
+                tokens[hash] = token
+            }
+            return tokens
+        }
+    }
+
     /// An admin token in a row holding ``adminTokenColumns``, read by column name.
     private static func adminToken(_ row: PostgresRow) throws -> AdminTokenInfo {
         let cells = row.makeRandomAccess()

@@ -192,6 +192,23 @@ package final class SQLiteKeyStore: KeyStore {
     private static let adminTokenColumns =
         "name, created_at_ms, scope, ceiling, max_key_lifetime_ms, expires_at_ms, last_used_at_ms"
 
+    package func adminTokensByHash() async throws -> [SecretHash: AdminTokenInfo] {
+        try await onAdmin { db in
+            var tokens: [SecretHash: AdminTokenInfo] = [:]
+            // The hash after ``adminTokenColumns``, which ``adminToken(row:)`` reads by position.
+            for (hash, token) in try db.statement("SELECT \(Self.adminTokenColumns), token_hash FROM admin_tokens")
+                .rows({ (SecretHash(digest: $0.blob(7)), Self.adminToken(row: $0)) })
+            {
+                guard let hash else {
+                    throw StoreError.corrupt(
+                        path: db.path, message: "admin token \(token.name) has a secret hash of the wrong size")
+                }
+                tokens[hash] = token
+            }
+            return tokens
+        }
+    }
+
     private static func adminToken(hash: SecretHash, in db: SQLiteConnection) throws -> AdminTokenInfo? {
         try db.statement("SELECT \(adminTokenColumns) FROM admin_tokens WHERE token_hash = ?").bind(
             .blob(hash.digest)

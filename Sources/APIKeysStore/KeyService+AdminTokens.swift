@@ -116,8 +116,9 @@ extension KeyService {
         return AdminActor(name: stored.name, token: hash, grant: stored.grant)
     }
 
-    /// Whether `token` is an admin token seen valid since the server started, and not since
-    /// found revoked or expired: from memory (one hash, one lookup), no store read. Not
+    /// Whether `token` is an admin token seen valid (live when the server started,
+    /// ``prepareToServe()``, or found valid by a call since), and not since found revoked or
+    /// expired: from memory (one hash, one lookup), no store read. Not
     /// authentication (a token revoked elsewhere stays seen valid until a call presents it):
     /// it tells callers already verified from anyone else, as the admin API's rate does.
     public func isKnownAdminToken(_ token: String) -> Bool {

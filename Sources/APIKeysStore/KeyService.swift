@@ -92,9 +92,16 @@ public final class KeyService: Sendable {
     }
 
     /// What the server does once before serving: on SQLite, numbers the admin-token changes that
-    /// `apikeyd admin-token` made while it was stopped.
+    /// `apikeyd admin-token` made while it was stopped; takes the live admin tokens as seen valid.
     public func prepareToServe() async throws {
         try await store.recordOfflineAdminChanges()
+        // Every live token counts as seen valid from the start, as if each had been presented
+        // once: an operator's first call after a restart is not taken for a stranger's (the
+        // admin API's rate, the bound on reads of unknown tokens). A change made from memory is
+        // still checked again at its commit, and a call that finds a token gone forgets it.
+        let now = clock.nowMS()
+        let live = try await store.adminTokensByHash().filter { !$0.value.grant.isExpired(atMS: now) }
+        knownAdminTokens.withLock { $0.merge(live) { seen, _ in seen } }
     }
 
     /// Tests only: `hook` runs after each mutation commits and before the check index hears of

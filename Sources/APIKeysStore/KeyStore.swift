@@ -40,6 +40,8 @@ package protocol KeyStore: Sendable {
     func adminToken(hash: SecretHash) async throws -> AdminTokenInfo?
     /// The admin tokens, oldest first.
     func adminTokens() async throws -> [AdminTokenInfo]
+    /// The admin tokens by the hash of their secret.
+    func adminTokensByHash() async throws -> [SecretHash: AdminTokenInfo]
 
     /// Records that the token of `hash` was used at `atMS` (a later time already recorded stays).
     func recordAdminTokenUse(hash: SecretHash, atMS: Int64) async throws

@@ -242,6 +242,28 @@ import Testing
         }
     }
 
+    /// A server takes every live admin token as seen valid before it serves
+    /// (``KeyService/prepareToServe()``), so an operator's first call after a restart is not
+    /// taken for a stranger's; a revoked or expired token is not.
+    @Test(arguments: StoreKind.available)
+    func liveAdminTokensAreSeenValidBeforeServing(_ kind: StoreKind) async throws {
+        let clock = ManualWallClock(nowMS: 1_700_000_000_000)
+        try await withService(kind, clock: clock) { service, _ in
+            let live = try await service.createAdminToken(name: "live", actor: "ops")
+            let revoked = try await service.createAdminToken(name: "revoked", actor: "ops")
+            let expired = try await service.createAdminToken(
+                name: "expired", grant: AdminGrant(scope: .read, expiresAtMS: clock.nowMS() + 60_000), actor: "ops")
+            #expect(try await service.revokeAdminToken(name: "revoked", actor: "ops"))
+            clock.advance(byMS: 60_000)
+            #expect(![live, revoked, expired].contains(where: service.isKnownAdminToken))
+
+            try await service.prepareToServe()
+            #expect(service.isKnownAdminToken(live))
+            #expect(!service.isKnownAdminToken(revoked) && !service.isKnownAdminToken(expired))
+            #expect(try await service.authenticate(adminToken: live, recheckedAtCommit: true)?.name == "live")
+        }
+    }
+
     /// Anyone can send a well-formed made-up admin token, and each costs a store read: reads of
     /// at most ``KeyService/maxUnknownAdminTokenReads`` tokens wait for the store at once, a call
     /// presenting yet another is refused at once (``StoreError/Code/overloaded``) instead of
