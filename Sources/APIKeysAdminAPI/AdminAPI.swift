@@ -31,8 +31,8 @@ public final class AdminAPI: Service, Sendable {
         public var maxConnections: Int
         /// Requests answered a second, all callers together (bursts of twice as many); past it,
         /// 429 with `Retry-After`. It bounds what the admin port can take from the checks, which
-        /// share the machine's cores with it. Callers the server has not verified get at most
-        /// half of it (``AdminRequestRate``). 0: no limit.
+        /// share the machine's cores with it. No one caller (one token, or all callers without a
+        /// token seen valid) gets more than half of it (``AdminRequestRate``). 0: no limit.
         public var requestsPerSecond: UInt32
 
         public init(

@@ -68,8 +68,9 @@ final class ConsoleSessions: Sendable {
 
     func end(_ id: String) { sessions.withLock { $0[id] = nil } }
 
-    /// Whether session `id` is held (not yet ended; it may be past its time until its next use).
-    func holds(_ id: String) -> Bool { sessions.withLock { $0[id] != nil } }
+    /// The admin token of session `id` while it is held (not yet ended; it may be past its time
+    /// until its next use), else nil.
+    func token(of id: String) -> String? { sessions.withLock { $0[id]?.token } }
 
     /// The session id in `request`'s cookie, if it has one.
     func id(in request: HTTPRequest) -> String? {

@@ -66,10 +66,11 @@ public struct AdminGate: Sendable {
                 clientAddress: request.clientAddress))
     }
 
-    /// Whether `authorization` presents an admin token this server has seen valid
-    /// (``KeyService/isKnownAdminToken(_:)``): from memory, no store read. Not authentication.
-    public func presentsKnownAdminToken(_ authorization: String) -> Bool {
-        Self.bearerToken(authorization).map(service.isKnownAdminToken) ?? false
+    /// The hash of the admin token `authorization` presents when this server has seen it valid
+    /// (``KeyService/isKnownAdminToken(_:)``), else nil: from memory, no store read. Not
+    /// authentication.
+    public func knownAdminToken(_ authorization: String) -> SecretHash? {
+        Self.bearerToken(authorization).flatMap(service.knownAdminTokenHash)
     }
 
     /// The token of an `authorization: Bearer <token>` value.

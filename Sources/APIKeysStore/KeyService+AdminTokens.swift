@@ -121,10 +121,13 @@ extension KeyService {
     /// expired: from memory (one hash, one lookup), no store read. Not
     /// authentication (a token revoked elsewhere stays seen valid until a call presents it):
     /// it tells callers already verified from anyone else, as the admin API's rate does.
-    public func isKnownAdminToken(_ token: String) -> Bool {
-        guard Self.adminTokenFormat.isWellFormed(token) else { return false }
+    public func isKnownAdminToken(_ token: String) -> Bool { knownAdminTokenHash(token) != nil }
+
+    /// The hash of `token` when ``isKnownAdminToken(_:)``, else nil.
+    public func knownAdminTokenHash(_ token: String) -> SecretHash? {
+        guard Self.adminTokenFormat.isWellFormed(token) else { return nil }
         let hash = SecretHash(of: token)
-        return knownAdminTokens.withLock { $0[hash] != nil }
+        return knownAdminTokens.withLock { $0[hash] != nil } ? hash : nil
     }
 
     /// Tokens not seen valid whose reads may wait for the store at once; a call presenting yet

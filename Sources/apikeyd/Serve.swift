@@ -60,7 +60,7 @@ struct Serve: AsyncParsableCommand {
 
     @Option(
         help:
-            "Requests the admin API answers a second, all callers together, bursts of twice as many (callers without a token seen valid or a console session: half of it); 429 beyond; 0: no limit (env APIKEYD_ADMIN_RATE)."
+            "Requests the admin API answers a second, all callers together, bursts of twice as many (one token, or all callers without a token seen valid together: at most half of it); 429 beyond; 0: no limit (env APIKEYD_ADMIN_RATE)."
     )
     var adminRate: Int = Environment.int("APIKEYD_ADMIN_RATE", default: 100)
 

@@ -8,7 +8,7 @@ enum OpenAPIDocument {
   "info": {
     "title": "apikeyd admin API",
     "version": "1",
-    "description": "Manage apikeyd's API keys and admin tokens over JSON. Every call needs `Authorization: Bearer adm_…`, an admin token whose scope (`read`, `keys`, `admin`) covers the call; the same rules, audit events and errors as the RPC contract (docs/PROTOCOL.md). Names are snake_case; times are milliseconds since 1970 (`*_ms`) with RFC 3339 beside them; errors are RFC 9457 problem details. Credentials in a URL are refused. The port answers at most `--admin-rate` requests a second (100 by default, all callers together; callers presenting neither an admin token the server has seen valid nor a console session get at most half of it, so that they cannot lock operators out): 429 with `Retry-After` beyond."
+    "description": "Manage apikeyd's API keys and admin tokens over JSON. Every call needs `Authorization: Bearer adm_…`, an admin token whose scope (`read`, `keys`, `admin`) covers the call; the same rules, audit events and errors as the RPC contract (docs/PROTOCOL.md). Names are snake_case; times are milliseconds since 1970 (`*_ms`) with RFC 3339 beside them; errors are RFC 9457 problem details. Credentials in a URL are refused. The port answers at most `--admin-rate` requests a second (100 by default, all callers together; no one admin token, and not all callers without a token the server has seen valid together, get more than half of it, so that no one caller locks out the others): 429 with `Retry-After` beyond."
   },
   "servers": [
     {
