@@ -92,9 +92,8 @@ public final class AdminAPI: Service, Sendable {
         let app = Application(
             responder: ProblemResponder(
                 inner: router.buildResponder(), methods: PathMethods(openAPI: OpenAPIDocument.json),
-                rate: AdminRequestRate(
-                    requestsPerSecond: options.requestsPerSecond, gate: server.adminGate, sessions: sessions,
-                    metrics: server.metrics)),
+                rate: AdminRequestRate(requestsPerSecond: options.requestsPerSecond, server: server, sessions: sessions)
+            ),
             server: builder,
             configuration: .init(address: .hostname(options.host, port: options.port), serverName: nil),
             onServerRunning: { channel in

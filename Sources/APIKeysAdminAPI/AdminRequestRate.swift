@@ -11,7 +11,7 @@ import Synchronization
 ///
 /// Every answered request takes a token from the port's bucket (``requestsPerSecond``, bursts of
 /// twice as many), as before. First it takes one from its caller's own bucket of half that rate:
-/// each admin token this server has seen valid (``KeyService/isKnownAdminToken(_:)``; a console
+/// each admin token this server has seen valid (``KeyService/knownAdminTokenHash(_:)``; a console
 /// session counts as its token) has its own, and every other caller shares one. So no caller,
 /// and not all unverified callers together, gets more than half the port's answers: against one
 /// flooding caller, the others keep at least the other half. Telling callers apart is one hash
@@ -25,13 +25,14 @@ final class AdminRequestRate: Sendable {
     private let verified = Mutex<[SecretHash: RateBucket]>([:])
     private let callerLimit: KeyRateLimit
     private static let maxCallers = 1024
-    private let gate: AdminGate
+    /// Its admin gate and key service tell the tokens seen valid.
+    private let server: APIKeysServer
     private let sessions: ConsoleSessions
     /// Where refusals are counted (by caller: verified or not).
     private let metrics: ServerMetrics?
 
     /// nil when `requestsPerSecond` is 0 (no limit).
-    init?(requestsPerSecond: UInt32, gate: AdminGate, sessions: ConsoleSessions, metrics: ServerMetrics?) {
+    init?(requestsPerSecond: UInt32, server: APIKeysServer, sessions: ConsoleSessions) {
         guard requestsPerSecond > 0 else { return nil }
         self.requestsPerSecond = requestsPerSecond
         all = RateBucket(
@@ -39,9 +40,9 @@ final class AdminRequestRate: Sendable {
         let half = max(1, requestsPerSecond / 2)
         callerLimit = KeyRateLimit(requests: half, periodSeconds: 1, burst: half * 2)
         unverified = RateBucket(limit: callerLimit)
-        self.gate = gate
+        self.server = server
         self.sessions = sessions
-        self.metrics = metrics
+        metrics = server.metrics
     }
 
     /// Takes the request's share at `nowMS`: nil when it may be answered, else the milliseconds
@@ -77,9 +78,9 @@ final class AdminRequestRate: Sendable {
     /// whose token is. Not authentication: the request is authenticated as any other.
     private func verifiedCaller(_ request: HTTPRequest) -> SecretHash? {
         if let authorization = request.headerFields[.authorization] {
-            return gate.knownAdminToken(authorization)
+            return server.adminGate.knownAdminToken(authorization)
         }
         guard let id = sessions.id(in: request), let token = sessions.token(of: id) else { return nil }
-        return gate.knownAdminToken(SecretFormat.bearerScheme + token)
+        return server.service.knownAdminTokenHash(token)
     }
 }

@@ -48,14 +48,14 @@ struct ConsoleRoutes: Sendable {
     /// (WhoAmI through the gate); a wrong one counts against the client address, which may fail
     /// five times a minute. A token the server has seen valid is not a guess: it signs in even
     /// from an address past its failures, which others behind the same proxy or NAT may have
-    /// spent (``AdminGate/knownAdminToken(_:)``, from memory).
+    /// spent (``KeyService/knownAdminTokenHash(_:)``, from memory).
     private func signIn(_ request: Request, context: AdminRequestContext) async throws -> Response {
         try Self.requireSameOrigin(request, scheme: scheme)
         let nowMS = clock.nowMS()
         var request = request
         let bytes = try await request.collectBody(upTo: 4096)
         let presented = try? JSONDecoder().decode(SignInBody.self, from: Data(bytes.readableBytesView))
-        let seenValid = presented.flatMap { server.adminGate.knownAdminToken("Bearer \($0.token)") } != nil
+        let seenValid = presented.flatMap { server.service.knownAdminTokenHash($0.token) } != nil
         if !seenValid, let waitMS = sessions.signInWait(address: context.clientAddress, nowMS: nowMS) {
             return try Problem.tooManyRequests(
                 "too many failed sign-ins from this address; try again in a minute", waitMS: waitMS,

@@ -67,7 +67,7 @@ public struct AdminGate: Sendable {
     }
 
     /// The hash of the admin token `authorization` presents when this server has seen it valid
-    /// (``KeyService/isKnownAdminToken(_:)``), else nil: from memory, no store read. Not
+    /// (``KeyService/knownAdminTokenHash(_:)``), else nil: from memory, no store read. Not
     /// authentication.
     public func knownAdminToken(_ authorization: String) -> SecretHash? {
         Self.bearerToken(authorization).flatMap(service.knownAdminTokenHash)

@@ -99,16 +99,12 @@ extension KeyService {
         let hash = SecretHash(of: token)
         var stored = recheckedAtCommit ? knownAdminTokens.withLock({ $0[hash] }) : nil
         if stored == nil {
-            guard let found = try await readAdminToken(hash) else {
-                // Revoked (here, offline or on another replica): no longer seen valid.
-                knownAdminTokens.withLock { _ = $0.removeValue(forKey: hash) }
-                return nil
-            }
-            knownAdminTokens.withLock { $0[hash] = found }
-            stored = found
+            stored = try await readAdminToken(hash)
+            if let stored { knownAdminTokens.withLock { $0[hash] = stored } }
         }
         let now = clock.nowMS()
         guard let stored, !stored.grant.isExpired(atMS: now) else {
+            // Revoked (here, offline or on another replica) or expired: no longer seen valid.
             knownAdminTokens.withLock { _ = $0.removeValue(forKey: hash) }
             return nil
         }
@@ -116,14 +112,11 @@ extension KeyService {
         return AdminActor(name: stored.name, token: hash, grant: stored.grant)
     }
 
-    /// Whether `token` is an admin token seen valid (live when the server started,
-    /// ``prepareToServe()``, or found valid by a call since), and not since found revoked or
-    /// expired: from memory (one hash, one lookup), no store read. Not
-    /// authentication (a token revoked elsewhere stays seen valid until a call presents it):
-    /// it tells callers already verified from anyone else, as the admin API's rate does.
-    public func isKnownAdminToken(_ token: String) -> Bool { knownAdminTokenHash(token) != nil }
-
-    /// The hash of `token` when ``isKnownAdminToken(_:)``, else nil.
+    /// The hash of `token` when it is an admin token seen valid (live when the server started,
+    /// ``prepareToServe()``, or found valid by a call since) and not since found revoked or
+    /// expired; else nil. From memory (one hash, one lookup), no store read. Not authentication
+    /// (a token revoked elsewhere stays seen valid until a call presents it): it tells callers
+    /// already verified from anyone else, as the admin API's rate does.
     public func knownAdminTokenHash(_ token: String) -> SecretHash? {
         guard Self.adminTokenFormat.isWellFormed(token) else { return nil }
         let hash = SecretHash(of: token)
