@@ -30,27 +30,24 @@ public final class ServerMetrics: Sendable {
     private let exportedChecks = Mutex<[Int64]>(Array(repeating: 0, count: ServerMetrics.slotCount))
     private let adminCalls = Mutex<[String: Counter]>([:])
     private let auditQueueDepth: Gauge
-    private let auditEventsWritten: Counter
+    private let auditEventsWritten: ExportedTotal
     /// Free bytes on the SQLite audit trail's disk, and checks of unknown keys not recorded
     /// since start because it was below `--min-free-disk`.
     private let auditDiskFree: Gauge
     private let auditUnknownKeyChecksShed: Gauge
-    private let auditEventsCounted = Mutex<Int>(0)
     private let connectionsOpen: Gauge
     private let keys: Gauge
     /// On PostgreSQL: time since the replica's last confirmed catch-up, and changes known but not applied.
     private let replicaLag: Gauge
     private let replicaVersionsBehind: Gauge
     /// Rewritten database histories found (``StoreFreshness/historyRewrites``), and the applied
-    /// changes they lost; with what was exported of each.
-    private let replicaHistoryRewrites: Counter
-    private let replicaChangesLost: Counter
-    private let historyCounted = Mutex<(rewrites: Int64, changesLost: Int64)>((0, 0))
+    /// changes they lost.
+    private let replicaHistoryRewrites: ExportedTotal
+    private let replicaChangesLost: ExportedTotal
     /// Requests refused to hold a flood off (``Refusal``), and the refused admin-token reads
-    /// (``KeyService/refusedAdminTokenReads``) with how many of them were exported.
+    /// (``KeyService/refusedAdminTokenReads``).
     private let refusals: [Refusal: Counter]
-    private let adminTokenReadsRefused: Counter
-    private let adminTokenReadsRefusedCounted = Mutex<Int>(0)
+    private let adminTokenReadsRefused: ExportedTotal
     private let factory: any MetricsFactory
 
     /// Requests a port refuses at once, without working on them, so that a flood of them (from
@@ -90,19 +87,21 @@ public final class ServerMetrics: Sendable {
         auditQueueDepth = Gauge(label: "apikeyd_audit_queue_depth", factory: factory)
         auditDiskFree = Gauge(label: "apikeyd_audit_disk_free_bytes", factory: factory)
         auditUnknownKeyChecksShed = Gauge(label: "apikeyd_audit_unknown_key_checks_shed", factory: factory)
-        auditEventsWritten = Counter(label: "apikeyd_audit_events_written_total", factory: factory)
+        auditEventsWritten = ExportedTotal(Counter(label: "apikeyd_audit_events_written_total", factory: factory))
         connectionsOpen = Gauge(label: "apikeyd_connections_open", factory: factory)
         keys = Gauge(label: "apikeyd_keys", factory: factory)
         replicaLag = Gauge(label: "apikeyd_replica_lag_seconds", factory: factory)
         replicaVersionsBehind = Gauge(label: "apikeyd_replica_versions_behind", factory: factory)
-        replicaHistoryRewrites = Counter(label: "apikeyd_replica_history_rewrites_total", factory: factory)
-        replicaChangesLost = Counter(label: "apikeyd_replica_changes_lost_total", factory: factory)
+        replicaHistoryRewrites = ExportedTotal(
+            Counter(label: "apikeyd_replica_history_rewrites_total", factory: factory))
+        replicaChangesLost = ExportedTotal(Counter(label: "apikeyd_replica_changes_lost_total", factory: factory))
         Gauge(label: "apikeyd_build_info", dimensions: [("version", BuildInfo.version)], factory: factory).record(1)
         refusals = Dictionary(
             uniqueKeysWithValues: Refusal.allCases.map {
                 ($0, Counter(label: $0.counter.label, dimensions: $0.counter.dimensions, factory: factory))
             })
-        adminTokenReadsRefused = Counter(label: "apikeyd_admin_token_reads_refused_total", factory: factory)
+        adminTokenReadsRefused = ExportedTotal(
+            Counter(label: "apikeyd_admin_token_reads_refused_total", factory: factory))
     }
 
     /// One request refused, as `refusal` says.
@@ -198,11 +197,7 @@ public final class ServerMetrics: Sendable {
         }
         let audit = service.auditTrailCounts
         auditQueueDepth.record(audit.queued)
-        let written = auditEventsCounted.withLock { counted in
-            defer { counted = audit.written }
-            return audit.written - counted
-        }
-        if written > 0 { auditEventsWritten.increment(by: written) }
+        auditEventsWritten.catchUp(to: Int64(audit.written))
         connectionsOpen.record(openConnections)
         keys.record(service.index.count)
         let disk = service.auditDisk
@@ -212,19 +207,10 @@ public final class ServerMetrics: Sendable {
             replicaLag.record(lag.seconds)
             replicaVersionsBehind.record(lag.versionsBehind)
         }
-        let refusedReads = service.refusedAdminTokenReads
-        let newlyRefused = adminTokenReadsRefusedCounted.withLock { counted in
-            defer { counted = refusedReads }
-            return refusedReads - counted
-        }
-        if newlyRefused > 0 { adminTokenReadsRefused.increment(by: newlyRefused) }
+        adminTokenReadsRefused.catchUp(to: Int64(service.refusedAdminTokenReads))
         if let history = service.replicaHistoryRewrites {
-            let (rewrites, lost) = historyCounted.withLock { counted in
-                defer { counted = history }
-                return (history.rewrites - counted.rewrites, history.changesLost - counted.changesLost)
-            }
-            if rewrites > 0 { replicaHistoryRewrites.increment(by: rewrites) }
-            if lost > 0 { replicaChangesLost.increment(by: lost) }
+            replicaHistoryRewrites.catchUp(to: history.rewrites)
+            replicaChangesLost.catchUp(to: history.changesLost)
         }
     }
 
@@ -252,4 +238,21 @@ public final class ServerMetrics: Sendable {
 /// What this build is, for `apikeyd_build_info` and `--version`.
 public enum BuildInfo {
     public static let version = "0.12.0-dev"
+}
+
+/// A counter that follows a total counted elsewhere since start (events written, reads refused):
+/// each scrape adds what the total gained since the scrape before.
+private final class ExportedTotal: Sendable {
+    private let counter: Counter
+    private let exported = Mutex<Int64>(0)
+
+    init(_ counter: Counter) { self.counter = counter }
+
+    func catchUp(to total: Int64) {
+        let gained = exported.withLock { exported in
+            defer { exported = total }
+            return total - exported
+        }
+        if gained > 0 { counter.increment(by: gained) }
+    }
 }
